@@ -1,0 +1,146 @@
+//! JSON shapes of the admin API served on the daemon's unix socket
+//! (`/admin/v1/...`), and Dify's error body used by every endpoint.
+//!
+//! Owns: the serde types only. Must not: know about HTTP, sockets or the
+//! store; the daemon maps its own state into these types at the boundary.
+
+use serde::{Deserialize, Serialize};
+
+/// Path prefix of every admin endpoint.
+pub const ADMIN_PREFIX: &str = "/admin/v1";
+
+/// `GET /admin/v1/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub version: String,
+    /// `"starting"`, `"ready"`, `"degraded"` or `"stopping"`.
+    pub state: String,
+    pub uptime_secs: u64,
+    /// TCP listen address, if the daemon listens on TCP.
+    pub listen: Option<String>,
+    /// Unix socket path, if the daemon listens on one.
+    pub socket: Option<String>,
+    /// Requests being served right now.
+    pub in_flight: u64,
+    pub model: ModelStatus,
+}
+
+/// The local model as reported in [`StatusResponse::model`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelStatus {
+    pub name: String,
+    pub path: String,
+    /// `"disabled"`, `"loading"`, `"ready"` or `"failed"`.
+    pub state: String,
+    /// Why loading failed, when `state` is `"failed"`.
+    pub error: Option<String>,
+    pub threads: u32,
+    pub slots: u32,
+    pub context_size: u32,
+    pub cpu_features: String,
+}
+
+/// One app as listed by `GET /admin/v1/apps` and returned by an import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppInfo {
+    pub id: String,
+    pub name: String,
+    /// `"chat"` or `"completion"`.
+    pub mode: String,
+    /// Active version; each import that changes the definition adds one.
+    pub version: u32,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+    /// Keys of this app that are not revoked.
+    pub active_keys: u32,
+}
+
+/// `GET /admin/v1/apps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppList {
+    pub data: Vec<AppInfo>,
+}
+
+/// One API key as listed by `GET /admin/v1/keys`; the secret is never listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    pub id: String,
+    pub app_id: String,
+    /// The first characters of the key, enough to recognise it.
+    pub prefix: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub revoked_at: Option<i64>,
+    /// Unix seconds.
+    pub last_used_at: Option<i64>,
+}
+
+/// `GET /admin/v1/keys[?app=ID]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyList {
+    pub data: Vec<KeyInfo>,
+}
+
+/// Body of `POST /admin/v1/keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateKeyRequest {
+    pub app: String,
+}
+
+/// Answer of `POST /admin/v1/keys`: the only time the secret is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedKey {
+    pub id: String,
+    pub app_id: String,
+    /// The full `app-…` key.
+    pub key: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Dify's error body, `{"code", "message", "status"}`, used by every endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    pub status: u16,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap (style.md)
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips_with_nulls() {
+        let json = r#"{"version":"0.1.0","state":"ready","uptime_secs":5,"listen":null,
+            "socket":"/run/edgeai/edgeai.sock","in_flight":0,
+            "model":{"name":"smollm2","path":"/m.gguf","state":"failed","error":"bad magic",
+            "threads":2,"slots":1,"context_size":2048,"cpu_features":"avx2"}}"#;
+        let status: StatusResponse = serde_json::from_str(json).unwrap();
+        assert_eq!(status.listen, None);
+        assert_eq!(status.model.error.as_deref(), Some("bad magic"));
+        let again: StatusResponse = serde_json::from_str(&serde_json::to_string(&status).unwrap()).unwrap();
+        assert_eq!(again, status);
+    }
+
+    #[test]
+    fn key_list_rejects_wrong_types() {
+        let err = serde_json::from_str::<KeyList>(
+            r#"{"data":[{"id":"k1","app_id":"demo","prefix":"app-ab","created_at":"yesterday",
+            "revoked_at":null,"last_used_at":null}]}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn error_body_requires_all_fields() {
+        assert!(serde_json::from_str::<ErrorBody>(r#"{"code":"forbidden","message":"no"}"#).is_err());
+        let body: ErrorBody = serde_json::from_str(r#"{"code":"forbidden","message":"no","status":403}"#).unwrap();
+        assert_eq!(body.status, 403);
+    }
+}

@@ -1,0 +1,274 @@
+//! HTTP/1.1 client for the daemon's unix socket: one connection per request,
+//! JSON in and out, Dify error bodies turned into [`ClientError::Api`], and
+//! SSE streams read incrementally through [`crate::sse`].
+//!
+//! Owns: connecting, request building (`Host: localhost`) and response
+//! classification. Must not: know any endpoint beyond the path it is given,
+//! print anything, or decide exit codes (that is `edgeaictl`'s job).
+
+use crate::dify::StreamEvent;
+use crate::sse::{SseError, SseReader};
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_TYPE, HOST};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use tokio::net::UnixStream;
+
+/// Longest part of a non-JSON error body quoted in [`ClientError::Api`].
+const MAX_QUOTED_BODY: usize = 300;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket is missing, refuses connections or may not be opened by us.
+    #[error("cannot connect to {}", path.display())]
+    Connect { path: PathBuf, source: std::io::Error },
+    /// The daemon answered with a non-2xx status. `code` and `message` come
+    /// from its Dify error body; for a body that is not one, `code` is the
+    /// status reason in snake case and `message` the start of the body.
+    #[error("{code}: {message}")]
+    Api { status: u16, code: String, message: String },
+    /// A 2xx answer whose body is not the expected JSON.
+    #[error("cannot decode the answer to {request}")]
+    Decode { request: String, source: serde_json::Error },
+    /// The connection failed after connecting: reset, closed early, malformed HTTP.
+    #[error("connection failed during {request}")]
+    Io { request: String, source: hyper::Error },
+    /// The path cannot be used as a request target.
+    #[error("invalid request path {path:?}")]
+    InvalidPath { path: String, source: http::Error },
+    /// The request body could not be serialised.
+    #[error("cannot encode the body of {request}")]
+    Encode { request: String, source: serde_json::Error },
+    /// A streaming request was answered with something other than `text/event-stream`.
+    #[error("{request} answered {content_type:?} instead of an event stream")]
+    NotEventStream { request: String, content_type: String },
+    /// The event stream broke off or is malformed.
+    #[error("event stream of {request} failed")]
+    Stream { request: String, source: SseError },
+}
+
+/// Client for one socket path; cheap to clone, connects per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixClient {
+    path: PathBuf,
+}
+
+impl UnixClient {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        UnixClient { path: path.into() }
+    }
+
+    /// The socket this client connects to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `GET path`, decoding a 2xx JSON body.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let response = self.send(Method::GET, path, None).await?;
+        decode_json(&describe(&Method::GET, path), response).await.map(|(_, body)| body)
+    }
+
+    /// `POST path` with a JSON body, decoding a 2xx JSON answer.
+    pub async fn post_json<B, T>(&self, path: &str, body: &B) -> Result<T, ClientError>
+    where
+        B: Serialize + ?Sized,
+        T: DeserializeOwned,
+    {
+        self.post_json_with_status(path, body).await.map(|(_, answer)| answer)
+    }
+
+    /// Like [`UnixClient::post_json`], also returning the 2xx status (an
+    /// import answers 201 for a new version and 200 when nothing changed).
+    pub async fn post_json_with_status<B, T>(&self, path: &str, body: &B) -> Result<(StatusCode, T), ClientError>
+    where
+        B: Serialize + ?Sized,
+        T: DeserializeOwned,
+    {
+        let request = describe(&Method::POST, path);
+        let bytes = serde_json::to_vec(body).map_err(|source| ClientError::Encode { request: request.clone(), source })?;
+        let response = self.send(Method::POST, path, Some(bytes)).await?;
+        decode_json(&request, response).await
+    }
+
+    /// `DELETE path`, expecting any 2xx (the body, if any, is discarded).
+    pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
+        let request = describe(&Method::DELETE, path);
+        let response = self.send(Method::DELETE, path, None).await?;
+        read_body(&request, response.into_body()).await.map(drop)
+    }
+
+    /// `POST path` with a JSON body, answered by an SSE stream of Dify events.
+    pub async fn post_stream<B>(&self, path: &str, body: &B) -> Result<EventStream, ClientError>
+    where
+        B: Serialize + ?Sized,
+    {
+        let request = describe(&Method::POST, path);
+        let bytes = serde_json::to_vec(body).map_err(|source| ClientError::Encode { request: request.clone(), source })?;
+        let response = self.send(Method::POST, path, Some(bytes)).await?;
+        let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let essence = content_type.split(';').next().unwrap_or_default().trim();
+        if !essence.eq_ignore_ascii_case("text/event-stream") {
+            return Err(ClientError::NotEventStream { request, content_type });
+        }
+        Ok(EventStream { reader: SseReader::new(response.into_body()), request })
+    }
+
+    /// Connects, sends one request and returns a 2xx response; a non-2xx one
+    /// becomes [`ClientError::Api`].
+    async fn send(&self, method: Method, path: &str, json: Option<Vec<u8>>) -> Result<Response<Incoming>, ClientError> {
+        let request_name = describe(&method, path);
+        let mut builder = Request::builder().method(method).uri(path).header(HOST, "localhost");
+        let body = match json {
+            Some(bytes) => {
+                builder = builder.header(CONTENT_TYPE, "application/json").header(ACCEPT, "application/json, text/event-stream");
+                Full::new(Bytes::from(bytes))
+            }
+            None => {
+                builder = builder.header(ACCEPT, "application/json");
+                Full::new(Bytes::new())
+            }
+        };
+        let request = builder.body(body).map_err(|source| ClientError::InvalidPath { path: path.to_owned(), source })?;
+
+        let stream = UnixStream::connect(&self.path).await.map_err(|source| ClientError::Connect { path: self.path.clone(), source })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ClientError::Io { request: request_name.clone(), source })?;
+        tokio::spawn(async move {
+            // A connection error also fails the request or the body read,
+            // where the caller sees it; nothing more to report here.
+            let _ = connection.await;
+        });
+        let response = sender.send_request(request).await.map_err(|source| ClientError::Io { request: request_name.clone(), source })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body = read_body(&request_name, response.into_body()).await?;
+        Err(api_error(status, &body))
+    }
+}
+
+/// An SSE answer of [`UnixClient::post_stream`], read event by event.
+#[derive(Debug)]
+pub struct EventStream {
+    request: String,
+    reader: SseReader<Incoming>,
+}
+
+/// One event of an [`EventStream`]: the raw `data:` payload and its parse.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub data: String,
+    pub event: StreamEvent,
+}
+
+impl EventStream {
+    /// The next event, `Ok(None)` when the daemon has ended the stream.
+    /// An `error` event is returned as an event, not as an `Err`.
+    pub async fn next_event(&mut self) -> Result<Option<SseEvent>, ClientError> {
+        let data = match self.reader.next_data().await {
+            Ok(Some(data)) => data,
+            Ok(None) => return Ok(None),
+            Err(source) => return Err(ClientError::Stream { request: self.request.clone(), source }),
+        };
+        let event = serde_json::from_str(&data).map_err(|source| ClientError::Decode { request: self.request.clone(), source })?;
+        Ok(Some(SseEvent { data, event }))
+    }
+}
+
+fn describe(method: &Method, path: &str) -> String {
+    format!("{method} {path}")
+}
+
+async fn read_body(request: &str, body: Incoming) -> Result<Bytes, ClientError> {
+    body.collect().await.map(|collected| collected.to_bytes()).map_err(|source| ClientError::Io { request: request.to_owned(), source })
+}
+
+async fn decode_json<T: DeserializeOwned>(request: &str, response: Response<Incoming>) -> Result<(StatusCode, T), ClientError> {
+    let status = response.status();
+    let bytes = read_body(request, response.into_body()).await?;
+    let body = serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode { request: request.to_owned(), source })?;
+    Ok((status, body))
+}
+
+/// Turns a non-2xx answer into [`ClientError::Api`], keeping the HTTP status
+/// even when the body says otherwise or is not JSON at all.
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    if let Ok(error) = serde_json::from_slice::<crate::admin::ErrorBody>(body) {
+        return ClientError::Api { status: status.as_u16(), code: error.code, message: error.message };
+    }
+    let reason = status.canonical_reason().unwrap_or("unknown status");
+    let code = reason.to_ascii_lowercase().replace([' ', '-'], "_");
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let message = if text.is_empty() {
+        format!("HTTP {} {reason}", status.as_u16())
+    } else {
+        let quoted: String = text.chars().take(MAX_QUOTED_BODY).collect();
+        let ellipsis = if quoted.len() < text.len() { "…" } else { "" };
+        format!("HTTP {}: {quoted}{ellipsis}", status.as_u16())
+    };
+    ClientError::Api { status: status.as_u16(), code, message }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap (style.md)
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_error_uses_dify_body_but_http_status() {
+        let err = api_error(StatusCode::NOT_FOUND, br#"{"code":"not_found","message":"no key k9","status":404}"#);
+        assert!(matches!(err, ClientError::Api { status: 404, ref code, ref message }
+            if code == "not_found" && message == "no key k9"));
+        assert_eq!(err.to_string(), "not_found: no key k9");
+    }
+
+    #[test]
+    fn api_error_from_non_json_body_keeps_status() {
+        let err = api_error(StatusCode::BAD_GATEWAY, b"upstream died\n");
+        assert!(
+            matches!(err, ClientError::Api { status: 502, ref code, ref message }
+            if code == "bad_gateway" && message == "HTTP 502: upstream died"),
+            "{err:?}"
+        );
+        let err = api_error(StatusCode::FORBIDDEN, b"");
+        assert!(
+            matches!(err, ClientError::Api { status: 403, ref code, ref message }
+            if code == "forbidden" && message == "HTTP 403 Forbidden"),
+            "{err:?}"
+        );
+        let long = vec![b'x'; 1000];
+        let ClientError::Api { message, .. } = api_error(StatusCode::INTERNAL_SERVER_ERROR, &long) else {
+            panic!("not an Api error");
+        };
+        assert!(message.ends_with('…') && message.len() < 400, "{message}");
+    }
+
+    #[tokio::test]
+    async fn missing_socket_is_a_connect_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.sock");
+        let err = UnixClient::new(&path).get::<serde_json::Value>("/admin/v1/status").await.unwrap_err();
+        match err {
+            ClientError::Connect { path: p, source } => {
+                assert_eq!(p, path);
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_path_is_rejected_before_connecting() {
+        let err = UnixClient::new("/nonexistent.sock").get::<serde_json::Value>("/a b").await.unwrap_err();
+        assert!(matches!(err, ClientError::InvalidPath { ref path, .. } if path == "/a b"), "{err:?}");
+    }
+}

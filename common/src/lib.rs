@@ -1,0 +1,16 @@
+//! Wire types and the unix-socket HTTP client shared by `edgeaictl`, the
+//! daemon and the tests.
+//!
+//! Owns: the JSON shapes of the admin API ([`admin`]) and of Dify's
+//! chat-messages endpoint ([`dify`]), an incremental Server-Sent Events
+//! decoder ([`sse`]) and a one-connection-per-request HTTP/1.1 client over a
+//! unix socket ([`client`]).
+//! Must not: depend on the daemon crate or link llama.cpp, so that `edgeaictl`
+//! stays small; it holds no server logic and no routing.
+
+pub mod admin;
+pub mod client;
+pub mod dify;
+pub mod sse;
+
+pub use client::{ClientError, EventStream, SseEvent, UnixClient};

@@ -1,0 +1,193 @@
+//! Command-line surface of `edgeaictl` (clap derive): global options,
+//! subcommands, their help texts and examples.
+//!
+//! Owns: argument parsing only. Must not: talk to the daemon or print.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Appended to every `--help`, so the contract is one `--help` away.
+macro_rules! exit_codes {
+    () => {
+        "Exit codes:\n  \
+         0   success\n  \
+         1   any other error, including an API error (printed as `edgeaictl: <code>: <message>`)\n  \
+         2   usage error\n  \
+         65  an input file cannot be read or is not JSON (EX_DATAERR)\n  \
+         69  the daemon's socket cannot be reached (EX_UNAVAILABLE)\n  \
+         77  permission denied by the daemon or on the socket (EX_NOPERM)"
+    };
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "edgeaictl",
+    version,
+    about = "Operate edgeaid, the edge LLM daemon, over its unix socket",
+    long_about = "Operate edgeaid, the edge LLM daemon, over its unix socket.\n\n\
+        The admin API is only served on the socket and only to root or to members of \
+        the daemon's admin group.",
+    after_help = concat!(
+        "Socket: --socket, else EDGEAI_SOCKET, else <checkout>/run/edgeai.sock when run inside a \
+         source checkout (a directory with Cargo.toml and configs/dev.toml), else /run/edgeai/edgeai.sock.\n\n\
+         Examples:\n  \
+         edgeaictl status\n  \
+         KEY=$(edgeaictl keys create --app demo)\n  \
+         edgeaictl chat demo\n\n",
+        exit_codes!()
+    )
+)]
+pub struct Cli {
+    /// Unix socket of edgeaid [default: <checkout>/run/edgeai.sock inside a source checkout, else /run/edgeai/edgeai.sock]
+    #[arg(long, global = true, env = "EDGEAI_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Print the daemon's JSON instead of tables and messages
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the daemon's state, listeners, load and model
+    #[command(after_help = concat!("Examples:\n  edgeaictl status\n  edgeaictl status --json\n\n", exit_codes!()))]
+    Status,
+
+    /// List and import apps
+    #[command(subcommand)]
+    Apps(AppsCommand),
+
+    /// Create, list and revoke API keys
+    #[command(subcommand)]
+    Keys(KeysCommand),
+
+    /// Chat with an app without an API key (interactive, streaming)
+    #[command(
+        long_about = "Chat with an app without an API key, authorised by your user id.\n\n\
+            Reads one question per line from stdin and streams the answer to stdout; the \
+            conversation continues across lines. Ends on end of input or a line `/exit`. \
+            With --json, prints every event of the answer stream as one JSON line.",
+        after_help = concat!(
+            "Examples:\n  \
+             edgeaictl chat demo\n  \
+             edgeaictl chat demo --query 'What is the boiler pressure limit?'\n  \
+             printf 'hello\\nand then?\\n' | edgeaictl chat demo --user line-3\n\n",
+            exit_codes!()
+        )
+    )]
+    Chat(ChatArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppsCommand {
+    /// List the apps and their active versions
+    #[command(after_help = concat!("Example:\n  edgeaictl apps list\n\n", exit_codes!()))]
+    List,
+
+    /// Import an app definition from a JSON file (a new version if it changed)
+    #[command(after_help = concat!(
+        "Example:\n  edgeaictl apps import configs/apps/demo.json\n\n\
+         The file holds one app definition: {\"id\": \"demo\", \"name\": \"Demo\", \"mode\": \"chat\", \
+         \"pre_prompt\": \"...\", ...}.\n\n",
+        exit_codes!()
+    ))]
+    Import {
+        /// JSON file with the app definition
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key for an app; prints only the key on stdout
+    #[command(after_help = concat!(
+        "Example:\n  KEY=$(edgeaictl keys create --app demo)\n\n\
+         The key is shown only once; its id and app go to stderr.\n\n",
+        exit_codes!()
+    ))]
+    Create {
+        /// App the key authorises
+        #[arg(long, value_name = "APP")]
+        app: String,
+    },
+
+    /// List API keys (never their secrets), times in UTC
+    #[command(after_help = concat!("Examples:\n  edgeaictl keys list\n  edgeaictl keys list --app demo\n\n", exit_codes!()))]
+    List {
+        /// Only the keys of this app
+        #[arg(long, value_name = "APP")]
+        app: Option<String>,
+    },
+
+    /// Revoke an API key by its id (see `keys list`)
+    #[command(after_help = concat!("Example:\n  edgeaictl keys revoke k_3f9a2c\n\n", exit_codes!()))]
+    Revoke {
+        /// Key id, as shown by `keys list`
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// App id to chat with
+    #[arg(value_name = "APP")]
+    pub app: String,
+
+    /// End user the conversation belongs to [default: edgeaictl-$USER]
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// Ask this one question, print the answer and exit
+    #[arg(long, short, value_name = "TEXT")]
+    pub query: Option<String>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap (style.md)
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_has_about_and_example() {
+        fn walk(cmd: &clap::Command, path: &str) {
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                let name = format!("{path} {}", sub.get_name());
+                assert!(sub.get_about().is_some(), "{name} has no about");
+                if sub.has_subcommands() {
+                    walk(sub, &name);
+                } else {
+                    let after = sub.get_after_help().map(|s| s.to_string()).unwrap_or_default();
+                    assert!(after.contains("Example") && after.contains("Exit codes"), "{name}: {after}");
+                }
+            }
+        }
+        walk(&Cli::command(), "edgeaictl");
+    }
+
+    #[test]
+    fn parses_globals_after_the_subcommand() {
+        let cli = Cli::try_parse_from(["edgeaictl", "keys", "list", "--app", "demo", "--json", "--socket", "/s"]).unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.socket, Some(PathBuf::from("/s")));
+        assert!(matches!(cli.command, Command::Keys(KeysCommand::List { app: Some(ref a) }) if a == "demo"));
+    }
+
+    #[test]
+    fn usage_errors() {
+        let err = Cli::try_parse_from(["edgeaictl", "keys", "create"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let err = Cli::try_parse_from(["edgeaictl", "frobnicate"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+}

@@ -1,0 +1,118 @@
+//! The non-interactive subcommands: `status`, `apps list|import`,
+//! `keys create|list|revoke`. Each fetches, then prints a table or, with
+//! `--json`, the daemon's JSON as received.
+//!
+//! Owns: what goes to stdout and stderr for these commands.
+//! Must not: choose exit codes (see [`crate::error`]) or know HTTP details.
+
+use crate::error::CtlError;
+use crate::{paths, render};
+use edgeai_common::admin::{AppInfo, AppList, CreateKeyRequest, CreatedKey, KeyList, StatusResponse};
+use edgeai_common::UnixClient;
+use serde_json::Value;
+use std::io::Write;
+use std::path::Path;
+
+pub async fn status(client: &UnixClient, json: bool) -> Result<(), CtlError> {
+    if json {
+        return print_json(&client.get::<Value>(&paths::status()).await?);
+    }
+    let status: StatusResponse = client.get(&paths::status()).await?;
+    print(&render::status(&status))
+}
+
+pub async fn apps_list(client: &UnixClient, json: bool) -> Result<(), CtlError> {
+    if json {
+        return print_json(&client.get::<Value>(&paths::apps()).await?);
+    }
+    let apps: AppList = client.get(&paths::apps()).await?;
+    print(&render::apps(&apps))
+}
+
+pub async fn apps_import(client: &UnixClient, file: &Path, json: bool) -> Result<(), CtlError> {
+    let definition = read_definition(file).await?;
+    if json {
+        let (_, answer) = client.post_json_with_status::<_, Value>(&paths::apps(), &definition).await?;
+        return print_json(&answer);
+    }
+    let (status, app) = client.post_json_with_status::<_, AppInfo>(&paths::apps(), &definition).await?;
+    if status.as_u16() == 200 {
+        print(&format!("{} unchanged (version {})\n", app.id, app.version))
+    } else {
+        print(&format!("imported {} version {}\n", app.id, app.version))
+    }
+}
+
+/// The file's JSON object; the daemon validates its fields.
+async fn read_definition(file: &Path) -> Result<Value, CtlError> {
+    let bytes = tokio::fs::read(file).await.map_err(|source| CtlError::ReadInput { path: file.to_owned(), source })?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|source| CtlError::ParseInput { path: file.to_owned(), source })?;
+    let found = match &value {
+        Value::Object(_) => return Ok(value),
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+    };
+    Err(CtlError::InputNotObject { path: file.to_owned(), found })
+}
+
+pub async fn keys_create(client: &UnixClient, app: &str, json: bool) -> Result<(), CtlError> {
+    let request = CreateKeyRequest { app: app.to_owned() };
+    if json {
+        return print_json(&client.post_json::<_, Value>(&paths::keys(None), &request).await?);
+    }
+    let created: CreatedKey = client.post_json(&paths::keys(None), &request).await?;
+    eprintln!("created key {} for app {}; it is shown only this once", created.id, created.app_id);
+    print(&format!("{}\n", created.key))
+}
+
+pub async fn keys_list(client: &UnixClient, app: Option<&str>, json: bool) -> Result<(), CtlError> {
+    if json {
+        return print_json(&client.get::<Value>(&paths::keys(app)).await?);
+    }
+    let keys: KeyList = client.get(&paths::keys(app)).await?;
+    print(&render::keys(&keys))
+}
+
+/// Prints a confirmation; with `--json` nothing, as the daemon answers 204.
+pub async fn keys_revoke(client: &UnixClient, id: &str, json: bool) -> Result<(), CtlError> {
+    client.delete(&paths::key(id)).await?;
+    if json {
+        return Ok(());
+    }
+    print(&format!("revoked key {id}\n"))
+}
+
+/// Writes and flushes stdout (chat streams tokens through this).
+pub fn print(text: &str) -> Result<(), CtlError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(|source| CtlError::Stdout { source })
+}
+
+fn print_json(value: &Value) -> Result<(), CtlError> {
+    print(&format!("{value:#}\n"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap (style.md)
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn definition_file_errors_are_specific() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.json");
+        assert!(matches!(read_definition(&missing).await, Err(CtlError::ReadInput { .. })));
+        let broken = dir.path().join("broken.json");
+        std::fs::write(&broken, "{\"id\": ").unwrap();
+        assert!(matches!(read_definition(&broken).await, Err(CtlError::ParseInput { .. })));
+        let array = dir.path().join("array.json");
+        std::fs::write(&array, "[1]").unwrap();
+        assert!(matches!(read_definition(&array).await, Err(CtlError::InputNotObject { found: "an array", .. })));
+        let good = dir.path().join("good.json");
+        std::fs::write(&good, r#"{"id":"demo","name":"Demo","mode":"chat"}"#).unwrap();
+        assert_eq!(read_definition(&good).await.unwrap()["id"], "demo");
+    }
+}

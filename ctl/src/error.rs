@@ -1,0 +1,156 @@
+//! Everything that can make `edgeaictl` fail, the exit code of each, and the
+//! text printed on stderr.
+//!
+//! Owns: the error → exit code contract documented in `--help`.
+//! Must not: print by itself; `main` prints [`CtlError::report`] once.
+
+use edgeai_common::ClientError;
+use std::io::ErrorKind;
+use std::path::PathBuf;
+
+/// sysexits.h `EX_DATAERR`: an input file cannot be read or is not JSON.
+pub const EX_DATAERR: u8 = 65;
+/// sysexits.h `EX_UNAVAILABLE`: the daemon's socket cannot be reached.
+pub const EX_UNAVAILABLE: u8 = 69;
+/// sysexits.h `EX_NOPERM`: the daemon or the socket refused us.
+pub const EX_NOPERM: u8 = 77;
+/// Any other failure, API errors included.
+pub const EX_FAILURE: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("cannot read {}", path.display())]
+    ReadInput { path: PathBuf, source: std::io::Error },
+    #[error("{} is not valid JSON", path.display())]
+    ParseInput { path: PathBuf, source: serde_json::Error },
+    #[error("{} holds JSON {found}, not an app definition object ({{\"id\": ..., \"name\": ..., \"mode\": ...}})", path.display())]
+    InputNotObject { path: PathBuf, found: &'static str },
+    #[error("reading stdin failed")]
+    Stdin { source: std::io::Error },
+    #[error("writing to stdout failed")]
+    Stdout { source: std::io::Error },
+    #[error("the answer from app {app} ended before its message_end event")]
+    StreamEnded { app: String },
+    #[error("{failed} of {turns} chat turns failed")]
+    ChatTurnsFailed { failed: usize, turns: usize },
+    #[error("cannot start the async runtime")]
+    Runtime { source: std::io::Error },
+}
+
+impl CtlError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CtlError::Client(ClientError::Connect { source, .. }) if source.kind() == ErrorKind::PermissionDenied => EX_NOPERM,
+            CtlError::Client(ClientError::Connect { .. }) => EX_UNAVAILABLE,
+            CtlError::Client(ClientError::Api { status: 403, .. }) => EX_NOPERM,
+            CtlError::Client(_) => EX_FAILURE,
+            CtlError::ReadInput { .. } | CtlError::ParseInput { .. } | CtlError::InputNotObject { .. } => EX_DATAERR,
+            CtlError::Stdin { .. }
+            | CtlError::Stdout { .. }
+            | CtlError::StreamEnded { .. }
+            | CtlError::ChatTurnsFailed { .. }
+            | CtlError::Runtime { .. } => EX_FAILURE,
+        }
+    }
+
+    /// A chat turn that failed this way leaves the session usable; the
+    /// others (socket gone, permission lost, stdout closed) end it.
+    pub fn is_turn_local(&self) -> bool {
+        match self {
+            CtlError::Client(ClientError::Api { status, .. }) => *status != 403,
+            CtlError::Client(ClientError::Decode { .. } | ClientError::Stream { .. } | ClientError::NotEventStream { .. })
+            | CtlError::StreamEnded { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The lines to print on stderr, each prefixed with `edgeaictl: `.
+    pub fn report(&self) -> String {
+        match self {
+            CtlError::Client(ClientError::Api { code, message, .. }) => format!("edgeaictl: {code}: {message}"),
+            CtlError::Client(ClientError::Connect { path, source }) if source.kind() == ErrorKind::PermissionDenied => {
+                format!(
+                    "edgeaictl: permission denied on {}: {source}\n\
+                     edgeaictl: run as root or as a member of edgeaid's admin group, or check --socket",
+                    path.display()
+                )
+            }
+            CtlError::Client(ClientError::Connect { path, source }) => format!(
+                "edgeaictl: cannot reach edgeaid at {}: {source}\n\
+                 edgeaictl: is the daemon running? See `systemctl status edgeai`, \
+                 or point --socket (or EDGEAI_SOCKET) at its socket",
+                path.display()
+            ),
+            other => format!("edgeaictl: {}", chain(other)),
+        }
+    }
+}
+
+/// `outer: cause: root cause`.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap (style.md)
+mod tests {
+    use super::*;
+    use std::io;
+
+    fn connect(kind: ErrorKind) -> CtlError {
+        CtlError::Client(ClientError::Connect { path: "/run/x.sock".into(), source: io::Error::from(kind) })
+    }
+
+    fn api(status: u16, code: &str) -> CtlError {
+        CtlError::Client(ClientError::Api { status, code: code.into(), message: "m".into() })
+    }
+
+    #[test]
+    fn exit_codes_follow_the_contract() {
+        assert_eq!(connect(ErrorKind::NotFound).exit_code(), 69);
+        assert_eq!(connect(ErrorKind::ConnectionRefused).exit_code(), 69);
+        assert_eq!(connect(ErrorKind::PermissionDenied).exit_code(), 77);
+        assert_eq!(api(403, "forbidden").exit_code(), 77);
+        assert_eq!(api(404, "not_found").exit_code(), 1);
+        assert_eq!(api(503, "provider_not_initialize").exit_code(), 1);
+        let parse = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        assert_eq!(CtlError::ParseInput { path: "a.json".into(), source: parse }.exit_code(), 65);
+        let read = CtlError::ReadInput { path: "a.json".into(), source: io::Error::from(ErrorKind::NotFound) };
+        assert_eq!(read.exit_code(), 65);
+        assert_eq!(CtlError::InputNotObject { path: "a.json".into(), found: "an array" }.exit_code(), 65);
+        assert_eq!(CtlError::StreamEnded { app: "demo".into() }.exit_code(), 1);
+    }
+
+    #[test]
+    fn reports_name_the_socket_and_the_remedy() {
+        let unavailable = connect(ErrorKind::NotFound).report();
+        assert!(unavailable.contains("/run/x.sock") && unavailable.contains("systemctl status edgeai"), "{unavailable}");
+        assert!(unavailable.contains("--socket"), "{unavailable}");
+        let denied = connect(ErrorKind::PermissionDenied).report();
+        assert!(denied.contains("permission denied on /run/x.sock"), "{denied}");
+        assert_eq!(api(404, "not_found").report(), "edgeaictl: not_found: m");
+    }
+
+    #[test]
+    fn other_reports_carry_the_cause_chain() {
+        let read = CtlError::ReadInput { path: "a.json".into(), source: io::Error::new(ErrorKind::NotFound, "gone") };
+        assert_eq!(read.report(), "edgeaictl: cannot read a.json: gone");
+    }
+
+    #[test]
+    fn only_request_level_failures_keep_a_chat_session_going() {
+        assert!(api(400, "invalid_param").is_turn_local());
+        assert!(CtlError::StreamEnded { app: "demo".into() }.is_turn_local());
+        assert!(!api(403, "forbidden").is_turn_local());
+        assert!(!connect(ErrorKind::ConnectionRefused).is_turn_local());
+    }
+}

@@ -1,0 +1,67 @@
+//! `edgeaictl`: the operator's command line for edgeaid, talking HTTP to the
+//! daemon's unix socket through `edgeai_common`.
+//!
+//! Owns: turning the parsed command into calls and the final exit code.
+//! Must not: depend on the daemon crate or llama.cpp; every wire type comes
+//! from `edgeai_common`.
+
+mod chat;
+mod cli;
+mod commands;
+mod error;
+mod paths;
+mod render;
+mod socket;
+mod time;
+
+use clap::Parser;
+use cli::{AppsCommand, Cli, Command, KeysCommand};
+use edgeai_common::UnixClient;
+use error::CtlError;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(source) => return fail(&CtlError::Runtime { source }),
+    };
+    let result = runtime.block_on(run(cli));
+    // Do not wait for a stdin read that may still block a worker thread.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&err),
+    }
+}
+
+fn fail(err: &CtlError) -> ExitCode {
+    eprintln!("{}", err.report());
+    ExitCode::from(err.exit_code())
+}
+
+async fn run(cli: Cli) -> Result<(), CtlError> {
+    let socket = cli.socket.unwrap_or_else(|| match std::env::current_dir() {
+        Ok(dir) => socket::default_socket(&dir),
+        Err(_) => socket::SYSTEM_SOCKET.into(),
+    });
+    let client = UnixClient::new(socket);
+    let json = cli.json;
+    match cli.command {
+        Command::Status => commands::status(&client, json).await,
+        Command::Apps(AppsCommand::List) => commands::apps_list(&client, json).await,
+        Command::Apps(AppsCommand::Import { file }) => commands::apps_import(&client, &file, json).await,
+        Command::Keys(KeysCommand::Create { app }) => commands::keys_create(&client, &app, json).await,
+        Command::Keys(KeysCommand::List { app }) => commands::keys_list(&client, app.as_deref(), json).await,
+        Command::Keys(KeysCommand::Revoke { id }) => commands::keys_revoke(&client, &id, json).await,
+        Command::Chat(args) => {
+            let login = std::env::var("USER").ok();
+            let user = args.user.unwrap_or_else(|| chat::default_user(login.as_deref()));
+            let chat = chat::Chat { client: &client, app: &args.app, user, json };
+            match args.query {
+                Some(query) => chat.one_question(&query).await,
+                None => chat.interactive().await,
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Request targets of the admin API, with user-supplied ids percent-encoded
+//! so that an id can never change the route.
+//!
+//! Owns: URL paths only. Must not: send requests.
+
+use edgeai_common::admin::ADMIN_PREFIX;
+
+pub fn status() -> String {
+    format!("{ADMIN_PREFIX}/status")
+}
+
+pub fn apps() -> String {
+    format!("{ADMIN_PREFIX}/apps")
+}
+
+pub fn keys(app: Option<&str>) -> String {
+    match app {
+        Some(app) => format!("{ADMIN_PREFIX}/keys?app={}", encode(app)),
+        None => format!("{ADMIN_PREFIX}/keys"),
+    }
+}
+
+pub fn key(id: &str) -> String {
+    format!("{ADMIN_PREFIX}/keys/{}", encode(id))
+}
+
+pub fn chat_messages(app: &str) -> String {
+    format!("{ADMIN_PREFIX}/apps/{}/chat-messages", encode(app))
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, and the
+/// dots of a `.` or `..` segment.
+fn encode(value: &str) -> String {
+    let dot_segment = value == "." || value == "..";
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        let keep = byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'~') || (byte == b'.' && !dot_segment);
+        if keep {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap (style.md)
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_ids_are_unchanged() {
+        assert_eq!(key("k_1-a.b~c"), "/admin/v1/keys/k_1-a.b~c");
+        assert_eq!(chat_messages("demo"), "/admin/v1/apps/demo/chat-messages");
+        assert_eq!(keys(Some("demo")), "/admin/v1/keys?app=demo");
+        assert_eq!(keys(None), "/admin/v1/keys");
+    }
+
+    #[test]
+    fn separators_and_non_ascii_are_encoded() {
+        assert_eq!(key("../apps"), "/admin/v1/keys/..%2Fapps");
+        assert_eq!(keys(Some("a&b=c d")), "/admin/v1/keys?app=a%26b%3Dc%20d");
+        assert_eq!(chat_messages("ü?#"), "/admin/v1/apps/%C3%BC%3F%23/chat-messages");
+        assert_eq!(key(".."), "/admin/v1/keys/%2E%2E");
+        assert_eq!(chat_messages("."), "/admin/v1/apps/%2E/chat-messages");
+    }
+}

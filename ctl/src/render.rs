@@ -1,0 +1,153 @@
+//! Text rendering of admin answers: aligned tables and key/value blocks.
+//!
+//! Owns: pure `answer -> String` functions. Must not: print or fetch.
+
+use crate::time::{format_uptime, format_utc};
+use edgeai_common::admin::{AppList, KeyList, StatusResponse};
+
+pub fn status(s: &StatusResponse) -> String {
+    let m = &s.model;
+    let mut rows: Vec<(&str, String)> = vec![
+        ("state", s.state.clone()),
+        ("version", s.version.clone()),
+        ("uptime", format_uptime(s.uptime_secs)),
+        ("listen", s.listen.clone().unwrap_or_else(|| "-".into())),
+        ("socket", s.socket.clone().unwrap_or_else(|| "-".into())),
+        ("in flight", s.in_flight.to_string()),
+        ("model", format!("{} ({})", m.name, m.state)),
+        ("model path", m.path.clone()),
+    ];
+    if let Some(error) = &m.error {
+        rows.push(("model error", error.clone()));
+    }
+    rows.extend([
+        ("threads", m.threads.to_string()),
+        ("slots", m.slots.to_string()),
+        ("context size", m.context_size.to_string()),
+        ("cpu features", m.cpu_features.clone()),
+    ]);
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter().map(|(k, v)| format!("{k:<width$}  {v}\n")).collect()
+}
+
+pub fn apps(list: &AppList) -> String {
+    let rows = list
+        .data
+        .iter()
+        .map(|a| {
+            vec![a.id.clone(), a.name.clone(), a.mode.clone(), a.version.to_string(), a.active_keys.to_string(), format_utc(a.updated_at)]
+        })
+        .collect::<Vec<_>>();
+    table(&["ID", "NAME", "MODE", "VERSION", "KEYS", "UPDATED"], &rows)
+}
+
+pub fn keys(list: &KeyList) -> String {
+    let time = |t: Option<i64>| t.map_or_else(|| "-".to_owned(), format_utc);
+    let rows = list
+        .data
+        .iter()
+        .map(|k| vec![k.id.clone(), k.app_id.clone(), k.prefix.clone(), format_utc(k.created_at), time(k.revoked_at), time(k.last_used_at)])
+        .collect::<Vec<_>>();
+    table(&["ID", "APP", "PREFIX", "CREATED", "REVOKED", "LAST USED"], &rows)
+}
+
+/// Columns padded to their widest cell (in characters), two spaces apart.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap (style.md)
+mod tests {
+    use super::*;
+    use edgeai_common::admin::{AppInfo, KeyInfo, ModelStatus};
+
+    #[test]
+    fn keys_table_aligns_and_formats_times() {
+        let list = KeyList {
+            data: vec![
+                KeyInfo {
+                    id: "k1".into(),
+                    app_id: "demo".into(),
+                    prefix: "app-Ab3".into(),
+                    created_at: 1_700_000_000,
+                    revoked_at: None,
+                    last_used_at: Some(1_700_000_060),
+                },
+                KeyInfo {
+                    id: "k22".into(),
+                    app_id: "télé".into(),
+                    prefix: "app-Zz9".into(),
+                    created_at: 0,
+                    revoked_at: Some(86_400),
+                    last_used_at: None,
+                },
+            ],
+        };
+        let expected = "\
+ID   APP   PREFIX   CREATED               REVOKED               LAST USED
+k1   demo  app-Ab3  2023-11-14T22:13:20Z  -                     2023-11-14T22:14:20Z
+k22  télé  app-Zz9  1970-01-01T00:00:00Z  1970-01-02T00:00:00Z  -
+";
+        assert_eq!(keys(&list), expected);
+    }
+
+    #[test]
+    fn empty_apps_table_is_just_the_header() {
+        assert_eq!(apps(&AppList { data: vec![] }), "ID  NAME  MODE  VERSION  KEYS  UPDATED\n");
+        let list = AppList {
+            data: vec![AppInfo {
+                id: "demo".into(),
+                name: "Demo chat".into(),
+                mode: "chat".into(),
+                version: 3,
+                created_at: 0,
+                updated_at: 0,
+                active_keys: 1,
+            }],
+        };
+        assert!(apps(&list).ends_with("demo  Demo chat  chat  3        1     1970-01-01T00:00:00Z\n"), "{}", apps(&list));
+    }
+
+    #[test]
+    fn status_shows_model_error_only_when_present() {
+        let mut s = StatusResponse {
+            version: "0.1.0".into(),
+            state: "degraded".into(),
+            uptime_secs: 3723,
+            listen: Some("127.0.0.1:5001".into()),
+            socket: None,
+            in_flight: 2,
+            model: ModelStatus {
+                name: "smollm2".into(),
+                path: "/m.gguf".into(),
+                state: "failed".into(),
+                error: Some("bad magic".into()),
+                threads: 2,
+                slots: 1,
+                context_size: 2048,
+                cpu_features: "avx2 fma".into(),
+            },
+        };
+        let text = status(&s);
+        assert!(text.starts_with("state         degraded\n"), "{text}");
+        assert!(text.contains("uptime        1h 2m 3s\n") && text.contains("socket        -\n"), "{text}");
+        assert!(text.contains("model         smollm2 (failed)\n") && text.contains("model error   bad magic\n"), "{text}");
+        s.model.error = None;
+        assert!(!status(&s).contains("model error"));
+    }
+}
