@@ -1,0 +1,139 @@
+//! The admin API (`/admin/v1/...`), served only on the unix socket and only
+//! to root or members of `server.admin_group` (checked from SO_PEERCRED):
+//! status, apps (list, import), API keys (create, list, revoke), and a chat
+//! route that is authorised by the peer instead of a key.
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::body::{self, Body};
+use super::error::ApiError;
+use super::ApiState;
+use crate::engine::AppDefinition;
+use crate::service::ServiceError;
+use crate::store::{ApiKeyInfo, StoredApp};
+
+/// Root, the admin group as primary group, or a listed member of it.
+pub async fn authorise(state: &ApiState, uid: u32, gid: u32) -> Result<(), ApiError> {
+    if uid == 0 {
+        return Ok(());
+    }
+    let Some(admin_gid) = state.admin_gid else { return Err(ApiError::NotAdmin) };
+    if gid == admin_gid {
+        return Ok(());
+    }
+    // Supplementary groups need NSS look-ups, which may block: off the loop.
+    let member = tokio::task::spawn_blocking(move || {
+        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten()?;
+        let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(admin_gid)).ok().flatten()?;
+        Some(group.mem.iter().any(|m| *m == user.name))
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    if member {
+        Ok(())
+    } else {
+        Err(ApiError::NotAdmin)
+    }
+}
+
+#[derive(Deserialize)]
+struct CreateKey {
+    app: String,
+}
+
+pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let r: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let m = req.method().clone();
+    let svc = &state.service;
+    match (r.as_slice(), &m) {
+        (["status"], &Method::GET) => Ok(body::json(StatusCode::OK, &status(state))),
+        (["apps"], &Method::GET) => {
+            let apps = svc.store.list_apps().await?;
+            Ok(body::json(StatusCode::OK, &json!({"data": apps.iter().map(app_json).collect::<Vec<_>>()})))
+        }
+        (["apps"], &Method::POST) => {
+            let app: AppDefinition = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
+            let id = app.id.clone();
+            let v = svc.put_app(app, "import").await?;
+            let stored = svc.store.get_app(&id).await?.ok_or_else(|| ServiceError::AppNotFound(id.clone()))?;
+            tracing::info!(app = %id, version = v.version, created = v.created, "app imported");
+            Ok(body::json(if v.created { StatusCode::CREATED } else { StatusCode::OK }, &app_json(&stored)))
+        }
+        (["apps", id, "chat-messages"], &Method::POST) => {
+            let app = svc.app(id).ok_or_else(|| ServiceError::AppNotFound((*id).to_owned()))?;
+            super::dify::route(state, app, &["chat-messages".to_owned()], req).await
+        }
+        (["keys"], &Method::GET) => {
+            let q: std::collections::HashMap<String, String> =
+                form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+            let app = q.get("app").filter(|a| !a.is_empty());
+            if let Some(a) = app {
+                if svc.store.get_app(a).await?.is_none() {
+                    return Err(ServiceError::AppNotFound(a.clone()).into());
+                }
+            }
+            let keys = svc.store.list_keys(app.map(String::as_str)).await?;
+            Ok(body::json(StatusCode::OK, &json!({"data": keys.iter().map(key_json).collect::<Vec<_>>()})))
+        }
+        (["keys"], &Method::POST) => {
+            let b: CreateKey = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
+            if svc.store.get_app(&b.app).await?.is_none() {
+                return Err(ServiceError::AppNotFound(b.app).into());
+            }
+            let (info, secret) = svc.store.create_key(&b.app).await?;
+            tracing::info!(app = %info.app_id, key_id = %info.id, prefix = %info.prefix, "API key created");
+            Ok(body::json(StatusCode::CREATED, &json!({"id": info.id, "app_id": info.app_id, "key": secret, "created_at": info.created_at})))
+        }
+        (["keys", id], &Method::DELETE) => {
+            let info = svc.store.revoke_key(id).await.map_err(|e| match e {
+                crate::store::StoreError::NotFound { .. } => ApiError::NotFound(format!("API key {id:?} does not exist")),
+                other => other.into(),
+            })?;
+            tracing::info!(app = %info.app_id, key_id = %info.id, "API key revoked");
+            Ok(body::empty(StatusCode::NO_CONTENT))
+        }
+        (["status"] | ["apps"] | ["apps", _, "chat-messages"] | ["keys"] | ["keys", _], _) => Err(ApiError::MethodNotAllowed),
+        _ => Err(ApiError::NoRoute),
+    }
+}
+
+fn status(state: &ApiState) -> Value {
+    let svc = &state.service;
+    let st = svc.model.status();
+    let cfg = &svc.model.config;
+    let state_word = match (svc.is_shutting_down(), st.state) {
+        (true, _) => "stopping",
+        (false, "ready") => "ready",
+        (false, "loading") => "starting",
+        (false, _) => "degraded",
+    };
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "state": state_word,
+        "uptime_secs": state.started.elapsed().as_secs(),
+        "listen": state.limits.listen.map(|a| a.to_string()),
+        "socket": state.limits.socket.as_ref().map(|p| p.display().to_string()),
+        "in_flight": svc.in_flight(),
+        "model": {
+            "name": cfg.name, "path": cfg.path.display().to_string(), "state": st.state, "error": st.error,
+            "threads": cfg.threads, "slots": cfg.slots, "context_size": cfg.context_size, "cpu_features": state.cpu_features,
+        },
+    })
+}
+
+fn app_json(a: &StoredApp) -> Value {
+    json!({"id": a.id, "name": a.name, "mode": a.mode, "version": a.version, "created_at": a.created_at,
+           "updated_at": a.updated_at, "active_keys": a.active_keys})
+}
+
+fn key_json(k: &ApiKeyInfo) -> Value {
+    json!({"id": k.id, "app_id": k.app_id, "prefix": k.prefix, "created_at": k.created_at,
+           "revoked_at": k.revoked_at, "last_used_at": k.last_used_at})
+}

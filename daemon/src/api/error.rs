@@ -1,0 +1,112 @@
+//! Every error the HTTP API can return, and the one exhaustive mapping from
+//! error to status code, Dify error code and message. A new variant does not
+//! compile until someone decides its status here.
+
+use http::StatusCode;
+
+use crate::model::ModelError;
+use crate::service::ServiceError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("Authorization header must be provided and start with 'Bearer'")]
+    MissingKey,
+    #[error("Access token is invalid")]
+    InvalidKey,
+    #[error("the admin API is only for root or the configured admin group")]
+    NotAdmin,
+    #[error("The requested URL was not found on the server.")]
+    NoRoute,
+    #[error("The method is not allowed for the requested URL.")]
+    MethodNotAllowed,
+    #[error("request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("request body is not valid UTF-8")]
+    NotUtf8,
+    #[error("request body is not valid JSON: {0}")]
+    BadJson(String),
+    #[error("{0}")]
+    InvalidParam(String),
+    #[error("App unavailable, please check your app configurations.")]
+    AppUnavailable,
+    #[error("Please check if your app mode matches the right API route.")]
+    WrongAppMode { chat_route: bool },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the request took longer than {secs} s")]
+    Timeout { secs: u64 },
+    #[error("failed reading the request body: {0}")]
+    BodyRead(String),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl From<ModelError> for ApiError {
+    fn from(e: ModelError) -> Self {
+        ApiError::Service(ServiceError::Model(e))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Service(ServiceError::Store(e))
+    }
+}
+
+/// Status, Dify code, client-facing message, and a Retry-After (seconds).
+pub struct Mapped {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    pub fn mapped(&self) -> Mapped {
+        use StatusCode as S;
+        let m = |status, code, message: String| Mapped { status, code, message, retry_after: None };
+        let busy = |code, message: String, secs| Mapped { status: S::SERVICE_UNAVAILABLE, code, message, retry_after: Some(secs) };
+        match self {
+            ApiError::MissingKey | ApiError::InvalidKey => m(S::UNAUTHORIZED, "unauthorized", self.to_string()),
+            ApiError::NotAdmin => m(S::FORBIDDEN, "forbidden", self.to_string()),
+            ApiError::NoRoute => m(S::NOT_FOUND, "not_found", self.to_string()),
+            ApiError::MethodNotAllowed => m(S::METHOD_NOT_ALLOWED, "method_not_allowed", self.to_string()),
+            ApiError::BodyTooLarge { .. } => m(S::PAYLOAD_TOO_LARGE, "request_entity_too_large", self.to_string()),
+            ApiError::NotUtf8 | ApiError::BadJson(_) | ApiError::BodyRead(_) => m(S::BAD_REQUEST, "bad_request", self.to_string()),
+            ApiError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", self.to_string()),
+            ApiError::AppUnavailable => m(S::BAD_REQUEST, "app_unavailable", self.to_string()),
+            ApiError::WrongAppMode { chat_route: true } => m(S::BAD_REQUEST, "not_chat_app", self.to_string()),
+            ApiError::WrongAppMode { chat_route: false } => m(S::BAD_REQUEST, "not_completion_app", self.to_string()),
+            ApiError::NotFound(_) => m(S::NOT_FOUND, "not_found", self.to_string()),
+            ApiError::Timeout { .. } => m(S::GATEWAY_TIMEOUT, "request_timeout", self.to_string()),
+            ApiError::Service(s) => match s {
+                ServiceError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", s.to_string()),
+                ServiceError::ConversationNotFound | ServiceError::MessageNotFound => m(S::NOT_FOUND, "not_found", s.to_string()),
+                ServiceError::AppNotFound(_) => m(S::NOT_FOUND, "not_found", s.to_string()),
+                ServiceError::AppInvalid { .. } => m(S::BAD_REQUEST, "invalid_param", s.to_string()),
+                ServiceError::ShuttingDown => busy("service_unavailable", s.to_string(), 5),
+                ServiceError::Model(e) => match e {
+                    ModelError::Disabled | ModelError::Loading | ModelError::LoadFailed { .. } | ModelError::ThreadGone => {
+                        busy("provider_not_initialize", e.to_string(), 5)
+                    }
+                    ModelError::QueueFull { .. } => Mapped {
+                        status: S::TOO_MANY_REQUESTS,
+                        code: "too_many_requests",
+                        message: format!("{e}; retry later"),
+                        retry_after: Some(1),
+                    },
+                    ModelError::ContextOverflow { .. } => m(S::BAD_REQUEST, "context_length_exceeded", e.to_string()),
+                    ModelError::InvalidPrompt(_) => m(S::BAD_REQUEST, "invalid_param", e.to_string()),
+                    ModelError::Template(_) | ModelError::Inference(_) => m(S::INTERNAL_SERVER_ERROR, "completion_request_error", e.to_string()),
+                },
+                ServiceError::Store(st) => match st {
+                    StoreError::NotFound { .. } => m(S::NOT_FOUND, "not_found", st.to_string()),
+                    StoreError::Busy => busy("service_unavailable", "the store is busy; retry later".into(), 1),
+                    // Internal detail goes to the log, not to the client.
+                    _ => m(S::INTERNAL_SERVER_ERROR, "internal_server_error", "internal error in the store; see the daemon log".into()),
+                },
+            },
+        }
+    }
+}

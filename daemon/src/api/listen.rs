@@ -1,0 +1,213 @@
+//! Sockets and connections: binding TCP and the unix socket (mode and group
+//! set without a window where the socket is wider than configured), the
+//! accept loops with a connection cap, per-connection HTTP/1 limits, and the
+//! graceful shutdown that lets in-flight responses finish.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::sys::stat::{umask, Mode};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+
+use super::{handle, ApiState, Peer};
+use crate::config::ServerSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("cannot listen on {addr}: {source}")]
+    Tcp { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot create the socket directory {}: {source}", path.display())]
+    SocketDir { path: PathBuf, source: std::io::Error },
+    #[error("another process is already serving on {}", path.display())]
+    SocketInUse { path: PathBuf },
+    #[error("cannot remove the stale socket {}: {source}", path.display())]
+    StaleSocket { path: PathBuf, source: std::io::Error },
+    #[error("cannot bind the unix socket {}: {source}", path.display())]
+    Unix { path: PathBuf, source: std::io::Error },
+    #[error("server.socket_group {name:?} does not exist")]
+    NoGroup { name: String },
+    #[error("cannot give {} to group {group}: {source}", path.display())]
+    Chown { path: PathBuf, group: String, source: nix::Error },
+    #[error("cannot set mode {mode:o} on {}: {source}", path.display())]
+    Chmod { path: PathBuf, mode: u32, source: std::io::Error },
+}
+
+/// The bound sockets, before serving.
+pub struct Listeners {
+    tcp: Option<TcpListener>,
+    unix: Option<(UnixListener, PathBuf)>,
+}
+
+impl Listeners {
+    /// Binds what the settings ask for. Needs a tokio runtime.
+    pub fn bind(s: &ServerSettings) -> Result<Listeners, BindError> {
+        let tcp = match s.listen {
+            Some(addr) => {
+                let std = std::net::TcpListener::bind(addr).map_err(|source| BindError::Tcp { addr, source })?;
+                std.set_nonblocking(true).map_err(|source| BindError::Tcp { addr, source })?;
+                Some(TcpListener::from_std(std).map_err(|source| BindError::Tcp { addr, source })?)
+            }
+            None => None,
+        };
+        let unix = match &s.socket {
+            Some(path) => Some((bind_unix(path, s.socket_mode, s.socket_group.as_deref())?, path.clone())),
+            None => None,
+        };
+        Ok(Listeners { tcp, unix })
+    }
+
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+}
+
+fn bind_unix(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener, BindError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| BindError::SocketDir { path: dir.to_owned(), source })?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(BindError::SocketInUse { path: path.to_owned() });
+        }
+        std::fs::remove_file(path).map_err(|source| BindError::StaleSocket { path: path.to_owned(), source })?;
+    }
+    // The umask makes bind() create the socket with at most `mode`, so it is
+    // never briefly wider than configured. Start-up is single-threaded here.
+    let old = umask(Mode::from_bits_truncate(!mode & 0o777));
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    umask(old);
+    let std = bound.map_err(|source| BindError::Unix { path: path.to_owned(), source })?;
+    if let Some(name) = group {
+        let g = nix::unistd::Group::from_name(name).ok().flatten().ok_or_else(|| BindError::NoGroup { name: name.to_owned() })?;
+        nix::unistd::chown(path, None, Some(g.gid)).map_err(|source| BindError::Chown {
+            path: path.to_owned(),
+            group: name.to_owned(),
+            source,
+        })?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| BindError::Chmod {
+        path: path.to_owned(),
+        mode,
+        source,
+    })?;
+    std.set_nonblocking(true).map_err(|source| BindError::Unix { path: path.to_owned(), source })?;
+    UnixListener::from_std(std).map_err(|source| BindError::Unix { path: path.to_owned(), source })
+}
+
+async fn accept_tcp(l: &Option<TcpListener>) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn accept_unix(l: &Option<(UnixListener, PathBuf)>) -> std::io::Result<tokio::net::UnixStream> {
+    match l {
+        Some((l, _)) => l.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, removes the
+/// socket file and waits up to `grace` for open connections to finish their
+/// responses. Returns how many connections were still open at the deadline.
+pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Future<Output = ()>, grace: Duration) -> usize {
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(state.limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let (io, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = accept_tcp(&listeners.tcp) => match r {
+                Ok((s, addr)) => {
+                    let _ = s.set_nodelay(true);
+                    (Conn::Tcp(s), Peer::Tcp(addr))
+                }
+                Err(e) => { accept_failed(e).await; continue; }
+            },
+            r = accept_unix(&listeners.unix) => match r {
+                Ok(s) => match getsockopt(&s, PeerCredentials) {
+                    Ok(c) => (Conn::Unix(s), Peer::Unix { uid: c.uid(), gid: c.gid(), pid: c.pid() }),
+                    Err(e) => { tracing::warn!(error = %e, "SO_PEERCRED failed; connection dropped"); continue; }
+                },
+                Err(e) => { accept_failed(e).await; continue; }
+            },
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            tracing::warn!(limit = state.limits.max_connections, "connection limit reached; refusing a connection");
+            tokio::spawn(refuse(io));
+            continue;
+        };
+        let st = Arc::clone(&state);
+        let peer = Arc::new(peer);
+        let svc = service_fn(move |req| handle(Arc::clone(&st), Arc::clone(&peer), req));
+        let mut b = http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(state.limits.idle_timeout)
+            .max_buf_size(state.limits.max_header_bytes.max(8192) + state.limits.max_body_bytes.min(1 << 20))
+            .max_header_size(state.limits.max_header_bytes)
+            .keep_alive(true);
+        match io {
+            Conn::Tcp(s) => spawn_conn(graceful.watch(b.serve_connection(TokioIo::new(s), svc)), permit),
+            Conn::Unix(s) => spawn_conn(graceful.watch(b.serve_connection(TokioIo::new(s), svc)), permit),
+        }
+    }
+    if let Some((_, path)) = &listeners.unix {
+        let _ = std::fs::remove_file(path);
+    }
+    drop(listeners);
+    let open = state.limits.max_connections - permits.available_permits();
+    tracing::info!(open_connections = open, grace_secs = grace.as_secs(), "stopped accepting; draining connections");
+    match tokio::time::timeout(grace, graceful.shutdown()).await {
+        Ok(()) => 0,
+        Err(_) => {
+            let left = state.limits.max_connections - permits.available_permits();
+            tracing::warn!(open_connections = left, "drain deadline passed with connections still open");
+            left
+        }
+    }
+}
+
+enum Conn {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+fn spawn_conn(conn: impl Future<Output = Result<(), hyper::Error>> + Send + 'static, permit: tokio::sync::OwnedSemaphorePermit) {
+    tokio::spawn(async move {
+        let _permit = permit;
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    });
+}
+
+/// EMFILE and friends: log, back off a little, keep serving.
+async fn accept_failed(e: std::io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Over the connection cap: a short 503 with Retry-After, then close.
+async fn refuse(io: Conn) {
+    let body = r#"{"code":"service_unavailable","message":"too many open connections; retry later","status":503}"#;
+    let msg = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = match io {
+        Conn::Tcp(mut s) => s.write_all(msg.as_bytes()).await,
+        Conn::Unix(mut s) => s.write_all(msg.as_bytes()).await,
+    };
+}

@@ -1,0 +1,157 @@
+//! The HTTP API: a hyper 1 server on TCP and on the unix socket, serving
+//! Dify's Service API, the OpenAI-compatible API, health probes, and (on the
+//! unix socket only) the admin API authorised by the peer's credentials.
+//! Only this module knows HTTP and JSON wire shapes; it calls `service` for
+//! everything else. Limits: body size (413), header size (431), idle and
+//! header-read timeout, request timeout, and a connection cap (503).
+
+mod admin;
+pub mod body;
+mod dify;
+pub mod error;
+mod listen;
+mod openai;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::config::ServerSettings;
+use crate::engine::AppDefinition;
+use crate::service::Service;
+use body::Body;
+use error::ApiError;
+
+pub use listen::{serve, BindError, Listeners};
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP caller is unauthenticated until it shows an API key.
+    Tcp(SocketAddr),
+    /// A unix-socket caller, with SO_PEERCRED credentials.
+    Unix { uid: u32, gid: u32, pid: i32 },
+}
+
+/// Shared state of every connection.
+pub struct ApiState {
+    pub service: Arc<Service>,
+    pub limits: ServerSettings,
+    pub started: Instant,
+    /// Resolved `server.admin_group`.
+    pub admin_gid: Option<u32>,
+    pub model_name: String,
+    pub cpu_features: String,
+}
+
+/// Which family of API a path belongs to, for the error body shape.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Dify,
+    OpenAi,
+}
+
+/// Entry point for every request; never fails (errors become responses).
+pub async fn handle(state: Arc<ApiState>, peer: Arc<Peer>, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let family = if path == "/v1/chat/completions" || path == "/v1/models" { Family::OpenAi } else { Family::Dify };
+    let started = Instant::now();
+    let result = route(&state, &peer, req).await;
+    let resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let m = e.mapped();
+            if m.status.is_server_error() {
+                tracing::error!(%method, %path, status = m.status.as_u16(), error = %e, "request failed");
+            } else {
+                tracing::info!(%method, %path, status = m.status.as_u16(), code = m.code, error = %e, "request rejected");
+            }
+            match family {
+                Family::Dify => body::dify_error(&e),
+                Family::OpenAi => body::openai_error(&e),
+            }
+        }
+    };
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    Ok(resp)
+}
+
+async fn route(state: &Arc<ApiState>, peer: &Arc<Peer>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path().to_owned();
+    let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let m = req.method().clone();
+    match segs.as_slice() {
+        ["health"] => only(&m, Method::GET)?.then(|| health(state)).ok_or(ApiError::MethodNotAllowed),
+        ["ready"] => only(&m, Method::GET)?.then(|| ready(state)).ok_or(ApiError::MethodNotAllowed),
+        ["admin", "v1", rest @ ..] => match **peer {
+            // Over TCP the admin API does not exist.
+            Peer::Tcp(_) => Err(ApiError::NoRoute),
+            Peer::Unix { uid, gid, .. } => {
+                admin::authorise(state, uid, gid).await?;
+                let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
+                admin::route(state, &rest, req).await
+            }
+        },
+        ["v1", "chat", "completions"] => {
+            only(&m, Method::POST)?;
+            let app = authenticate(state, &req).await?;
+            openai::chat_completions(state, app, req).await
+        }
+        ["v1", "models"] => {
+            only(&m, Method::GET)?;
+            authenticate(state, &req).await?;
+            Ok(openai::models(state))
+        }
+        ["v1", rest @ ..] => {
+            let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
+            if !dify::is_route(&rest) {
+                return Err(ApiError::NoRoute);
+            }
+            let app = authenticate(state, &req).await?;
+            dify::route(state, app, &rest, req).await
+        }
+        _ => Err(ApiError::NoRoute),
+    }
+}
+
+/// `Ok(true)` when the method matches, else 405.
+fn only(m: &Method, want: Method) -> Result<bool, ApiError> {
+    if *m == want {
+        Ok(true)
+    } else {
+        Err(ApiError::MethodNotAllowed)
+    }
+}
+
+fn health(state: &ApiState) -> Response<Body> {
+    body::json(StatusCode::OK, &json!({"status": "ok", "uptime_secs": state.started.elapsed().as_secs()}))
+}
+
+fn ready(state: &ApiState) -> Response<Body> {
+    match state.service.model.ready() {
+        Ok(_) => body::json(StatusCode::OK, &json!({"status": "ready"})),
+        Err(e) => body::dify_error(&ApiError::from(e)),
+    }
+}
+
+/// The app behind a `Bearer app-…` key.
+async fn authenticate(state: &ApiState, req: &Request<Incoming>) -> Result<Arc<AppDefinition>, ApiError> {
+    let header = req.headers().get(http::header::AUTHORIZATION).ok_or(ApiError::MissingKey)?;
+    let value = header.to_str().map_err(|_| ApiError::MissingKey)?;
+    let token = value.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()).ok_or(ApiError::MissingKey)?;
+    let key = state.service.store.authenticate(token).await?.ok_or(ApiError::InvalidKey)?;
+    state.service.app(&key.app_id).ok_or(ApiError::AppUnavailable)
+}
+
+/// Limits the time a whole non-streaming request may take.
+async fn with_timeout<F>(limit: Duration, f: F) -> Result<Response<Body>, ApiError>
+where
+    F: std::future::Future<Output = Result<Response<Body>, ApiError>>,
+{
+    tokio::time::timeout(limit, f).await.map_err(|_| ApiError::Timeout { secs: limit.as_secs() })?
+}

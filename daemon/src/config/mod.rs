@@ -1,0 +1,344 @@
+//! Daemon configuration: finds the TOML files, merges them in layers and
+//! validates the result into typed [`Settings`].
+//!
+//! Owns reading and checking config files and nothing else: it opens no
+//! sockets, checks no model file and touches no store. Every error names the
+//! file and dotted key it is about, even after the layers were merged.
+//!
+//! # Where settings come from
+//!
+//! Without `--config`, built-in defaults are overlaid with these files, in this
+//! order ([`SYSTEM_FILES`]); a missing file or directory is skipped:
+//!
+//! 1. `/usr/lib/edgeai/edgeai.toml` (the distribution's defaults),
+//! 2. `/etc/edgeai/edgeai.toml` (the administrator's file),
+//! 3. `/etc/edgeai/conf.d/*.toml`, sorted by file name (byte order, so
+//!    `10-model.toml` comes before `20-apps.toml`); names starting with `.`
+//!    and names not ending in `.toml` are ignored.
+//!
+//! With `--config FILE` (repeatable) only the named files are read, in the
+//! order given, and each of them must exist.
+//!
+//! Layers merge as TOML: tables merge key by key, a later scalar or array
+//! replaces an earlier one, and so does the `[[apps]]` array as a whole.
+//! A relative path in a file is resolved against the directory of that file.
+//! Unknown keys are errors, as are values of the wrong type or out of range;
+//! all problems are reported at once, one per line, as
+//! `FILE: KEY: what is wrong`.
+//!
+//! # Keys
+//!
+//! `configs/reference.toml` lists the same keys with their defaults; a unit
+//! test checks that it loads to exactly the built-in defaults.
+//!
+//! | key | default | accepted |
+//! |-----|---------|----------|
+//! | `server.listen` | `"127.0.0.1:5001"` | `IP:PORT`; `""` disables TCP |
+//! | `server.socket` | `"/run/edgeai/edgeai.sock"` | a path; `""` disables the unix socket |
+//! | `server.socket_mode` | `"0660"` | a string of 1 to 4 octal digits, at most `"0777"`, not world-writable |
+//! | `server.socket_group` | `""` (none) | group that owns the socket |
+//! | `server.admin_group` | `""` (none) | group whose members may call the admin API (root always may) |
+//! | `server.max_body_bytes` | `1048576` (1 MiB) | 1024 ..= 67108864 |
+//! | `server.max_header_bytes` | `16384` (16 KiB) | 1024 ..= 1048576 |
+//! | `server.request_timeout_secs` | `300` | 1 ..= 3600 |
+//! | `server.idle_timeout_secs` | `60` | 1 ..= 3600 |
+//! | `server.max_connections` | `256` | 1 ..= 65536 |
+//! | `server.shutdown_grace_secs` | `30` | 0 ..= 600 |
+//! | `server.sse_ping_secs` | `10` | 1 ..= 300 |
+//! | `store.path` | `"/var/lib/edgeai/edgeai.db"` | a non-empty path |
+//! | `model.enabled` | `true` | `false` runs without a model: every model call answers 503 |
+//! | `model.name` | `"smollm2-135m-instruct"` | non-empty, `A-Z a-z 0-9 . _ : -` |
+//! | `model.path` | `"/var/lib/edgeai/models/SmolLM2-135M-Instruct.Q4_1.gguf"` | a non-empty path; not checked here (a missing model leaves the daemon up answering 503) |
+//! | `model.context_size` | `4096` | 512 ..= 131072; KV positions (q8_0) shared by all slots: one request may use them all, several share them |
+//! | `model.slots` | `4` | 1 ..= 16; parallel sequences |
+//! | `model.threads` | `0` (auto) | 0 (auto) or 1 ..= 256 |
+//! | `model.batch_size` | `512` | 32 ..= 8192 |
+//! | `model.queue_depth` | `16` | 1 ..= 1024; requests waiting for a slot |
+//! | `model.mlock` | `false` | lock the model in RAM |
+//! | `log.level` | `"info"` | `trace`, `debug`, `info`, `warn`, `error`, `off`, or comma-separated `target=level` directives |
+//! | `log.format` | `"auto"` | `"auto"`, `"text"`, `"json"` |
+//! | `dev.demo_key_file` | `""` (none) | development only: the daemon creates a key for the first app and writes it to this path |
+//! | `[[apps]]` | none | chat and completion apps, see [`crate::engine::AppDefinition`] |
+//!
+//! For the keys whose default is "none", `""` sets them back to none, so a
+//! later layer can undo an earlier one.
+
+mod layers;
+mod path_de;
+mod read;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The system scan order (see the module documentation). An entry ending in
+/// `/*.toml` is a drop-in directory whose `*.toml` files are read sorted by
+/// name. [`load_system_from_root`] reads the same entries under another root.
+pub const SYSTEM_FILES: &[&str] = &["/usr/lib/edgeai/edgeai.toml", "/etc/edgeai/edgeai.toml", "/etc/edgeai/conf.d/*.toml"];
+
+/// Which files to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sources {
+    /// The [`SYSTEM_FILES`] scan.
+    System,
+    /// Exactly these files, in this order (`--config FILE`, repeatable).
+    Files(Vec<PathBuf>),
+}
+
+/// Loads the settings from `sources` over the built-in defaults.
+pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
+    match sources {
+        Sources::System => load_system_from_root(Path::new("/")),
+        Sources::Files(files) => layers::load_files(files),
+    }
+}
+
+/// For tests: load with a different root instead of "/" for the system paths.
+pub fn load_system_from_root(root: &Path) -> Result<Settings, ConfigError> {
+    layers::load_system(root)
+}
+
+/// Everything that can go wrong while loading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file exists (or was named with `--config`) but cannot be read.
+    #[error("cannot read config file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The drop-in directory exists but cannot be listed.
+    #[error("cannot list config directory {}", path.display())]
+    ReadDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not valid TOML.
+    #[error("{}: TOML syntax error at line {line}, column {column}: {message}", path.display())]
+    Parse { path: PathBuf, line: usize, column: usize, message: String },
+    /// The files parse but their merged content is wrong; every problem found.
+    #[error("{}", ProblemLines(.0))]
+    Invalid(Vec<Problem>),
+}
+
+/// One thing wrong with the merged configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file that set the key; `None` when the key kept its default.
+    pub file: Option<PathBuf>,
+    /// Dotted key, e.g. `model.slots` or `apps[0].completion_params.temperature`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}: ", file.display())?;
+        }
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+struct ProblemLines<'a>(&'a [Problem]);
+
+impl fmt::Display for ProblemLines<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The validated configuration. `Default` is the built-in defaults.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    pub model: ModelSettings,
+    pub log: LogSettings,
+    pub dev: DevSettings,
+    pub apps: Vec<crate::engine::AppDefinition>,
+    /// Files actually read, in order.
+    pub sources: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    /// `server.listen`; `None` disables TCP.
+    pub listen: Option<SocketAddr>,
+    /// `server.socket`; `None` disables the unix socket.
+    pub socket: Option<PathBuf>,
+    /// `server.socket_mode`: permission bits of the socket file.
+    pub socket_mode: u32,
+    pub socket_group: Option<String>,
+    /// Members of this group may call the admin API; root always may.
+    pub admin_group: Option<String>,
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    /// `server.request_timeout_secs`.
+    pub request_timeout: Duration,
+    /// `server.idle_timeout_secs`.
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    /// `server.shutdown_grace_secs`: how long in-flight requests may drain.
+    pub shutdown_grace: Duration,
+    /// `server.sse_ping_secs`.
+    pub sse_ping_interval: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 5001))),
+            socket: Some(PathBuf::from("/run/edgeai/edgeai.sock")),
+            socket_mode: 0o660,
+            socket_group: None,
+            admin_group: None,
+            max_body_bytes: 1 << 20,
+            max_header_bytes: 16 << 10,
+            request_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 256,
+            shutdown_grace: Duration::from_secs(30),
+            sse_ping_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreSettings {
+    /// `store.path`: the SQLite database file.
+    pub path: PathBuf,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings { path: PathBuf::from("/var/lib/edgeai/edgeai.db") }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSettings {
+    pub name: String,
+    /// Not checked for existence here: a missing model leaves the daemon up answering 503.
+    pub path: PathBuf,
+    /// Total KV positions shared by all slots.
+    pub context_size: u32,
+    /// Parallel sequences (llama.cpp `n_seq_max`).
+    pub slots: u32,
+    /// `None`: chosen from CPU affinity and the cgroup quota.
+    pub threads: Option<u32>,
+    pub batch_size: u32,
+    /// Admission queue in front of the slots.
+    pub queue_depth: usize,
+    /// `model.mlock`.
+    pub use_mlock: bool,
+    /// `false`: run without a model; every model call answers 503.
+    pub enabled: bool,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        ModelSettings {
+            name: "smollm2-135m-instruct".to_owned(),
+            path: PathBuf::from("/var/lib/edgeai/models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+            context_size: 4096,
+            slots: 4,
+            threads: None,
+            batch_size: 512,
+            queue_depth: 16,
+            use_mlock: false,
+            enabled: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    /// `trace|debug|info|warn|error|off` or comma-separated `target=level`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings { level: "info".to_owned(), format: LogFormat::Auto }
+    }
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Journald when `JOURNAL_STREAM` is set, text otherwise.
+    Auto,
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Auto => "auto",
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DevSettings {
+    /// Development only: the daemon creates a key for the first app and writes it here.
+    pub demo_key_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// A short human summary, printed by `edgeaid --check-config`.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        let sources = if self.sources.is_empty() {
+            "none (built-in defaults)".to_owned()
+        } else {
+            self.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        };
+        out.push_str(&format!("config files: {sources}\n"));
+        match self.server.listen {
+            Some(addr) => out.push_str(&format!("listen: {addr}\n")),
+            None => out.push_str("listen: disabled\n"),
+        }
+        match &self.server.socket {
+            Some(path) => {
+                let group = self.server.socket_group.as_ref().map_or_else(String::new, |g| format!(", group {g}"));
+                out.push_str(&format!("socket: {} (mode {:04o}{group})\n", path.display(), self.server.socket_mode));
+            }
+            None => out.push_str("socket: disabled\n"),
+        }
+        out.push_str(&format!("store: {}\n", self.store.path.display()));
+        let m = &self.model;
+        if m.enabled {
+            let threads = m.threads.map_or_else(|| "auto".to_owned(), |t| t.to_string());
+            out.push_str(&format!(
+                "model: {} at {} (slots {}, context {}, threads {threads}, queue {})\n",
+                m.name,
+                m.path.display(),
+                m.slots,
+                m.context_size,
+                m.queue_depth
+            ));
+        } else {
+            out.push_str("model: disabled (model calls answer 503)\n");
+        }
+        let ids: Vec<&str> = self.apps.iter().map(|a| a.id.as_str()).collect();
+        out.push_str(&format!("apps: {}{}", ids.len(), if ids.is_empty() { String::new() } else { format!(" ({})", ids.join(", ")) }));
+        out
+    }
+}

@@ -1,0 +1,459 @@
+//! Turns the merged TOML table into typed [`Settings`]: one reader call per
+//! key, each checking type and range and naming the file that set the key.
+//! Every problem is collected; nothing stops at the first. Keys that no
+//! reader asked for are reported as unknown. Owns no I/O.
+
+use super::layers::Merged;
+use super::path_de;
+use super::{LogFormat, Problem, Settings};
+use crate::engine::AppDefinition;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The top-level key of the `[[apps]]` array.
+const APPS: &str = "apps";
+
+/// Validates `merged` into settings (with `sources` left empty), or returns every problem.
+pub(super) fn settings(merged: &Merged) -> Result<Settings, Vec<Problem>> {
+    let mut r = Reader::new(merged);
+    let s = read_all(&mut r);
+    r.report_unknown();
+    if r.problems.is_empty() {
+        Ok(s)
+    } else {
+        Err(r.problems)
+    }
+}
+
+/// Every dotted key the readers know, for tests that keep docs and code in step.
+#[cfg(test)]
+pub(super) fn known_keys() -> BTreeSet<String> {
+    let merged = Merged::default();
+    let mut r = Reader::new(&merged);
+    read_all(&mut r);
+    r.known
+        .into_iter()
+        .flat_map(|(s, keys)| keys.into_iter().map(move |k| if k.is_empty() { s.to_owned() } else { format!("{s}.{k}") }))
+        .collect()
+}
+
+fn read_all(r: &mut Reader<'_>) -> Settings {
+    let mut s = Settings::default();
+
+    let v = &mut s.server;
+    if let Some(listen) = r.listen("server", "listen") {
+        v.listen = listen;
+    }
+    if let Some(socket) = r.optional_path("server", "socket") {
+        v.socket = socket;
+    }
+    if let Some(mode) = r.socket_mode("server", "socket_mode") {
+        v.socket_mode = mode;
+    }
+    if let Some(group) = r.group("server", "socket_group") {
+        v.socket_group = group;
+    }
+    if let Some(group) = r.group("server", "admin_group") {
+        v.admin_group = group;
+    }
+    r.int("server", "max_body_bytes", 1 << 10..=64 << 20, &mut v.max_body_bytes);
+    r.int("server", "max_header_bytes", 1 << 10..=1 << 20, &mut v.max_header_bytes);
+    r.secs("server", "request_timeout_secs", 1..=3600, &mut v.request_timeout);
+    r.secs("server", "idle_timeout_secs", 1..=3600, &mut v.idle_timeout);
+    r.int("server", "max_connections", 1..=65536, &mut v.max_connections);
+    r.secs("server", "shutdown_grace_secs", 0..=600, &mut v.shutdown_grace);
+    r.secs("server", "sse_ping_secs", 1..=300, &mut v.sse_ping_interval);
+
+    if let Some(path) = r.required_path("store", "path") {
+        s.store.path = path;
+    }
+
+    let m = &mut s.model;
+    r.bool("model", "enabled", &mut m.enabled);
+    if let Some(name) = r.model_name("model", "name") {
+        m.name = name;
+    }
+    if let Some(path) = r.required_path("model", "path") {
+        m.path = path;
+    }
+    r.int("model", "context_size", 512..=131_072, &mut m.context_size);
+    r.int("model", "slots", 1..=16, &mut m.slots);
+    let mut threads: u32 = 0;
+    if r.int("model", "threads", 0..=256, &mut threads) {
+        m.threads = (threads != 0).then_some(threads);
+    }
+    r.int("model", "batch_size", 32..=8192, &mut m.batch_size);
+    r.int("model", "queue_depth", 1..=1024, &mut m.queue_depth);
+    r.bool("model", "mlock", &mut m.use_mlock);
+
+    if let Some(level) = r.log_level("log", "level") {
+        s.log.level = level;
+    }
+    if let Some(format) = r.log_format("log", "format") {
+        s.log.format = format;
+    }
+
+    if let Some(file) = r.optional_path("dev", "demo_key_file") {
+        s.dev.demo_key_file = file;
+    }
+
+    s.apps = r.apps();
+    s
+}
+
+struct Reader<'a> {
+    merged: &'a Merged,
+    problems: Vec<Problem>,
+    /// Section -> keys read in it; a key `""` marks a top-level key that is not a section.
+    known: BTreeMap<&'static str, BTreeSet<&'static str>>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(merged: &'a Merged) -> Self {
+        Reader { merged, problems: Vec::new(), known: BTreeMap::new() }
+    }
+
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        let file = self.merged.origin(key).map(|l| l.path.clone());
+        self.problems.push(Problem { file, key: key.to_owned(), message: message.into() });
+    }
+
+    /// The value of `section.key` if set (registering the key as known).
+    fn raw(&mut self, section: &'static str, key: &'static str) -> Option<&'a toml::Value> {
+        self.known.entry(section).or_default().insert(key);
+        match self.merged.table.get(section)? {
+            toml::Value::Table(t) => t.get(key),
+            // Reported once by `report_unknown`.
+            _ => None,
+        }
+    }
+
+    fn string(&mut self, section: &'static str, key: &'static str) -> Option<&'a str> {
+        match self.raw(section, key)? {
+            toml::Value::String(s) => Some(s),
+            other => {
+                self.problem(&format!("{section}.{key}"), format!("expected a string, found {}", describe(other)));
+                None
+            }
+        }
+    }
+
+    /// Reads an integer in `range` into `out`; true when `out` was set.
+    fn int<T: TryFrom<i64>>(&mut self, section: &'static str, key: &'static str, range: RangeInclusive<i64>, out: &mut T) -> bool {
+        let Some(v) = self.raw(section, key) else { return false };
+        let dotted = format!("{section}.{key}");
+        let toml::Value::Integer(i) = v else {
+            self.problem(&dotted, format!("expected an integer, found {}", describe(v)));
+            return false;
+        };
+        match T::try_from(*i) {
+            Ok(value) if range.contains(i) => {
+                *out = value;
+                true
+            }
+            _ => {
+                self.problem(&dotted, format!("must be between {} and {}, found {i}", range.start(), range.end()));
+                false
+            }
+        }
+    }
+
+    fn secs(&mut self, section: &'static str, key: &'static str, range: RangeInclusive<i64>, out: &mut Duration) {
+        let mut secs: u64 = 0;
+        if self.int(section, key, range, &mut secs) {
+            *out = Duration::from_secs(secs);
+        }
+    }
+
+    fn bool(&mut self, section: &'static str, key: &'static str, out: &mut bool) {
+        match self.raw(section, key) {
+            None => {}
+            Some(toml::Value::Boolean(b)) => *out = *b,
+            Some(other) => self.problem(&format!("{section}.{key}"), format!("expected true or false, found {}", describe(other))),
+        }
+    }
+
+    /// A path resolved against the directory of the file that set it; `""` is `Some(None)`.
+    fn optional_path(&mut self, section: &'static str, key: &'static str) -> Option<Option<PathBuf>> {
+        let s = self.string(section, key)?;
+        if s.is_empty() {
+            return Some(None);
+        }
+        let path = PathBuf::from(s);
+        if path.is_absolute() {
+            return Some(Some(path));
+        }
+        let dir = self.merged.origin(&format!("{section}.{key}")).map(|l| l.dir.clone());
+        Some(Some(match dir {
+            Some(d) => d.join(path),
+            None => path,
+        }))
+    }
+
+    fn required_path(&mut self, section: &'static str, key: &'static str) -> Option<PathBuf> {
+        match self.optional_path(section, key)? {
+            Some(p) => Some(p),
+            None => {
+                self.problem(&format!("{section}.{key}"), "must not be empty");
+                None
+            }
+        }
+    }
+
+    fn listen(&mut self, section: &'static str, key: &'static str) -> Option<Option<SocketAddr>> {
+        let s = self.string(section, key)?;
+        if s.is_empty() {
+            return Some(None);
+        }
+        match s.parse::<SocketAddr>() {
+            Ok(addr) => Some(Some(addr)),
+            Err(_) => {
+                self.problem(
+                    &format!("{section}.{key}"),
+                    format!("{s:?} is not IP:PORT (such as \"127.0.0.1:5001\" or \"[::1]:5001\"); \"\" disables TCP"),
+                );
+                None
+            }
+        }
+    }
+
+    fn socket_mode(&mut self, section: &'static str, key: &'static str) -> Option<u32> {
+        let dotted = format!("{section}.{key}");
+        let s = match self.raw(section, key)? {
+            toml::Value::String(s) => s,
+            other => {
+                self.problem(&dotted, format!("expected a string of octal digits such as \"0660\", found {}", describe(other)));
+                return None;
+            }
+        };
+        parse_mode(s).map_err(|message| self.problem(&dotted, message)).ok()
+    }
+
+    fn group(&mut self, section: &'static str, key: &'static str) -> Option<Option<String>> {
+        let s = self.string(section, key)?;
+        if s.is_empty() {
+            return Some(None);
+        }
+        if s.starts_with('-') || s.chars().any(|c| c.is_whitespace() || c.is_control() || c == ':' || c == '/') {
+            self.problem(&format!("{section}.{key}"), format!("{s:?} is not a valid group name"));
+            return None;
+        }
+        Some(Some(s.to_owned()))
+    }
+
+    fn model_name(&mut self, section: &'static str, key: &'static str) -> Option<String> {
+        let s = self.string(section, key)?;
+        let ok = !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        if !ok {
+            self.problem(
+                &format!("{section}.{key}"),
+                format!("{s:?} must be non-empty and contain only A-Z, a-z, 0-9, '.', '_', ':' and '-'"),
+            );
+            return None;
+        }
+        Some(s.to_owned())
+    }
+
+    fn log_level(&mut self, section: &'static str, key: &'static str) -> Option<String> {
+        let s = self.string(section, key)?;
+        if let Err(message) = check_log_level(s) {
+            self.problem(&format!("{section}.{key}"), message);
+            return None;
+        }
+        Some(s.to_owned())
+    }
+
+    fn log_format(&mut self, section: &'static str, key: &'static str) -> Option<LogFormat> {
+        let s = self.string(section, key)?;
+        let format = [LogFormat::Auto, LogFormat::Text, LogFormat::Json].into_iter().find(|f| f.as_str() == s);
+        if format.is_none() {
+            self.problem(&format!("{section}.{key}"), format!("{s:?} is not one of \"auto\", \"text\", \"json\""));
+        }
+        format
+    }
+
+    /// `[[apps]]`: each deserialised and validated; ids must be unique.
+    fn apps(&mut self) -> Vec<AppDefinition> {
+        self.known.entry(APPS).or_default().insert("");
+        let list = match self.merged.table.get(APPS) {
+            None => return Vec::new(),
+            Some(toml::Value::Array(list)) => list,
+            Some(other) => {
+                self.problem(APPS, format!("expected an array of tables ([[apps]]), found {}", describe(other)));
+                return Vec::new();
+            }
+        };
+        let mut apps = Vec::new();
+        let mut ids: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, value) in list.iter().enumerate() {
+            let at = format!("{APPS}[{i}]");
+            if !value.is_table() {
+                self.problem(&at, format!("expected a table ([[apps]]), found {}", describe(value)));
+                continue;
+            }
+            let app: AppDefinition = match path_de::from_value(value.clone()) {
+                Ok(app) => app,
+                Err(e) => {
+                    let path = e.path();
+                    let key = if path.is_empty() { at } else { format!("{at}.{path}") };
+                    self.problem(&key, e.message());
+                    continue;
+                }
+            };
+            for p in app.validate() {
+                self.problem(&format!("{at}.{}", p.field), p.message);
+            }
+            if let Some(first) = ids.insert(app.id.clone(), i) {
+                self.problem(&format!("{at}.id"), format!("duplicate app id {:?} (also {APPS}[{first}].id)", app.id));
+            }
+            apps.push(app);
+        }
+        apps
+    }
+
+    /// Reports every key no reader asked for, and sections that are not tables.
+    fn report_unknown(&mut self) {
+        let merged = self.merged;
+        let sections: Vec<&'static str> = self.known.keys().copied().collect();
+        for (name, value) in &merged.table {
+            let Some(keys) = self.known.get(name.as_str()).cloned() else {
+                let hint = suggestion(name, sections.iter().copied(), "");
+                self.problem(name, format!("unknown key{hint}"));
+                continue;
+            };
+            if keys.contains("") {
+                continue;
+            }
+            let toml::Value::Table(table) = value else {
+                self.problem(name, format!("expected a table ([{name}]), found {}", describe(value)));
+                continue;
+            };
+            for key in table.keys() {
+                if !keys.contains(key.as_str()) {
+                    let hint = suggestion(key, keys.iter().copied(), name);
+                    self.problem(&format!("{name}.{key}"), format!("unknown key{hint}"));
+                }
+            }
+        }
+    }
+}
+
+/// `"; did you mean `section.key`?"` for the closest candidate, or `""`.
+fn suggestion<'k>(given: &str, candidates: impl Iterator<Item = &'k str>, section: &str) -> String {
+    let best = candidates
+        .map(|c| (edit_distance(given, c), c))
+        .filter(|(d, c)| *d <= (given.len().max(c.len()) / 3).max(1) || c.starts_with(given) || given.starts_with(*c))
+        .min();
+    match best {
+        Some((_, c)) if section.is_empty() => format!("; did you mean `{c}`?"),
+        Some((_, c)) => format!("; did you mean `{section}.{c}`?"),
+        None => String::new(),
+    }
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// A socket mode: 1 to 4 octal digits, at most 0777, not world-writable.
+fn parse_mode(s: &str) -> Result<u32, String> {
+    if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(format!("{s:?} is not a mode of 1 to 4 octal digits such as \"0660\""));
+    }
+    let mode = u32::from_str_radix(s, 8).map_err(|e| format!("{s:?} is not an octal mode: {e}"))?;
+    if mode > 0o777 {
+        return Err(format!("{s:?} sets bits above 0777 (setuid, setgid or sticky)"));
+    }
+    if mode & 0o002 != 0 {
+        return Err(format!("{s:?} makes the socket world-writable; grant access through server.socket_group instead (\"0660\")"));
+    }
+    Ok(mode)
+}
+
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Accepts a level or comma-separated `target=level` directives (a subset of
+/// tracing's `EnvFilter` syntax).
+fn check_log_level(s: &str) -> Result<(), String> {
+    let is_level = |l: &str| LEVELS.iter().any(|v| v.eq_ignore_ascii_case(l));
+    let expected = "expected a level (trace, debug, info, warn, error, off) or comma-separated target=level directives";
+    if s.trim().is_empty() {
+        return Err(format!("must not be empty; {expected}"));
+    }
+    for directive in s.split(',').map(str::trim) {
+        let ok = match directive.split_once('=') {
+            None => is_level(directive),
+            Some((target, level)) => {
+                !target.is_empty()
+                    && target.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-' | b'.'))
+                    && is_level(level)
+            }
+        };
+        if !ok {
+            let place = if directive == s.trim() { String::new() } else { format!(" in {s:?}") };
+            return Err(format!("{directive:?}{place}: {expected}"));
+        }
+    }
+    Ok(())
+}
+
+/// A value as named in messages: `string "x"`, `integer 5`, `a table`.
+fn describe(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => format!("string {s:?}"),
+        toml::Value::Integer(i) => format!("integer {i}"),
+        toml::Value::Float(f) => format!("float {f}"),
+        toml::Value::Boolean(b) => format!("boolean {b}"),
+        toml::Value::Datetime(d) => format!("datetime {d}"),
+        toml::Value::Array(_) => "an array".to_owned(),
+        toml::Value::Table(_) => "a table".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(edit_distance("slots", "slots"), 0);
+        assert_eq!(edit_distance("slot", "slots"), 1);
+        assert_eq!(edit_distance("sever", "server"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn modes_parse_and_reject() {
+        assert_eq!(parse_mode("0660"), Ok(0o660));
+        assert_eq!(parse_mode("600"), Ok(0o600));
+        assert_eq!(parse_mode("0"), Ok(0));
+        for bad in ["", "0666", "0777", "abc", "0o660", "01660", "0888", "06600"] {
+            assert!(parse_mode(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn log_levels_follow_envfilter_subset() {
+        for good in ["info", "WARN", "off", "warn,edgeaid=debug", "edgeaid::server=trace, hyper=warn"] {
+            assert_eq!(check_log_level(good), Ok(()), "{good}");
+        }
+        for bad in ["", "loud", "edgeaid=", "=debug", "info,,debug", "edge aid=info"] {
+            assert!(check_log_level(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,602 @@
+//! Unit tests of the config module: layering, provenance, every kind of bad
+//! input, and the reference file and docs against the code.
+
+use super::*;
+use std::fs;
+use tempfile::TempDir;
+
+/// A fake root for the system scan.
+struct Root(TempDir);
+
+impl Root {
+    fn new() -> Self {
+        Root(tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// Writes `rel` (like `etc/edgeai/edgeai.toml`) and returns its full path.
+    fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.0.path().join(rel);
+        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        fs::write(&path, text).expect("write");
+        path
+    }
+
+    fn load(&self) -> Result<Settings, ConfigError> {
+        load_system_from_root(self.0.path())
+    }
+}
+
+const USR: &str = "usr/lib/edgeai/edgeai.toml";
+const ETC: &str = "etc/edgeai/edgeai.toml";
+
+fn problems(r: Result<Settings, ConfigError>) -> Vec<Problem> {
+    match r {
+        Err(ConfigError::Invalid(p)) => p,
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+/// The only problem of `r`.
+fn problem(r: Result<Settings, ConfigError>) -> Problem {
+    let mut p = problems(r);
+    assert_eq!(p.len(), 1, "{p:?}");
+    p.remove(0)
+}
+
+fn load_text(text: &str) -> (Root, PathBuf, Result<Settings, ConfigError>) {
+    let root = Root::new();
+    let path = root.write("edgeai.toml", text);
+    let r = load(&Sources::Files(vec![path.clone()]));
+    (root, path, r)
+}
+
+const APP: &str = "[[apps]]\nid = \"demo\"\nname = \"Demo\"\nmode = \"chat\"\n";
+
+#[test]
+fn defaults_without_files() {
+    let root = Root::new();
+    let s = root.load().expect("defaults");
+    assert_eq!(s, Settings::default());
+    assert!(s.sources.is_empty());
+    assert_eq!(s.server.listen, Some("127.0.0.1:5001".parse().expect("addr")));
+    assert_eq!(s.server.socket.as_deref(), Some(Path::new("/run/edgeai/edgeai.sock")));
+    assert_eq!(s.server.socket_mode, 0o660);
+    assert_eq!(s.server.max_body_bytes, 1 << 20);
+    assert_eq!(s.server.request_timeout, Duration::from_secs(300));
+    assert_eq!(s.server.sse_ping_interval, Duration::from_secs(10));
+    assert_eq!(s.model.slots, 4);
+    assert_eq!(s.model.threads, None);
+    assert!(s.model.enabled);
+    assert_eq!(s.log.format, LogFormat::Auto);
+    assert!(s.apps.is_empty());
+    assert_eq!(s.dev.demo_key_file, None);
+}
+
+#[test]
+fn empty_file_list_gives_defaults() {
+    let s = load(&Sources::Files(Vec::new())).expect("defaults");
+    assert_eq!(s, Settings::default());
+}
+
+#[test]
+fn system_layers_apply_in_order() {
+    let root = Root::new();
+    let usr = root.write(USR, "[model]\nslots = 2\nthreads = 1\nbatch_size = 64\ncontext_size = 1024\n");
+    let etc = root.write(ETC, "[model]\nslots = 3\nthreads = 2\nbatch_size = 128\n");
+    let a = root.write("etc/edgeai/conf.d/10-a.toml", "[model]\nslots = 5\nthreads = 3\n");
+    let b = root.write("etc/edgeai/conf.d/20-b.toml", "[model]\nslots = 6\n");
+    let s = root.load().expect("load");
+    assert_eq!((s.model.context_size, s.model.batch_size, s.model.threads, s.model.slots), (1024, 128, Some(3), 6));
+    assert_eq!(s.sources, vec![usr, etc, a, b]);
+}
+
+#[test]
+fn drop_ins_sort_by_name_and_skip_other_files() {
+    let root = Root::new();
+    // Byte order: "10-x" < "20-x" < "9-x".
+    let nine = root.write("etc/edgeai/conf.d/9-last.toml", "[model]\nslots = 9\n");
+    let ten = root.write("etc/edgeai/conf.d/10-first.toml", "[model]\nslots = 1\n");
+    let twenty = root.write("etc/edgeai/conf.d/20-middle.toml", "[model]\nslots = 2\n");
+    root.write("etc/edgeai/conf.d/30-backup.toml.orig", "not toml at all [");
+    root.write("etc/edgeai/conf.d/.40-hidden.toml", "not toml at all [");
+    root.write("etc/edgeai/conf.d/README", "not toml at all [");
+    fs::create_dir_all(root.0.path().join("etc/edgeai/conf.d/50-dir.toml")).expect("mkdir");
+    let s = root.load().expect("load");
+    assert_eq!(s.model.slots, 9);
+    assert_eq!(s.sources, vec![ten, twenty, nine]);
+}
+
+#[test]
+fn missing_system_files_and_dir_are_skipped() {
+    let root = Root::new();
+    let etc = root.write(ETC, "[model]\nslots = 7\n");
+    let s = root.load().expect("load");
+    assert_eq!(s.model.slots, 7);
+    assert_eq!(s.sources, vec![etc]);
+}
+
+#[test]
+fn tables_merge_while_scalars_and_arrays_replace() {
+    let root = Root::new();
+    root.write(
+        USR,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:6000\"\nmax_connections = 10\n[model]\nslots = 2\n\n{APP}\n[[apps]]\nid = \"two\"\nname = \"Two\"\nmode = \"completion\"\n"
+        ),
+    );
+    root.write(
+        ETC,
+        "[server]\nmax_connections = 20\n\n[[apps]]\nid = \"only\"\nname = \"Only\"\nmode = \"completion\"\nsuggested_questions = [\"a\"]\n",
+    );
+    let s = root.load().expect("load");
+    assert_eq!(s.server.listen, Some("127.0.0.1:6000".parse().expect("addr")));
+    assert_eq!(s.server.max_connections, 20);
+    assert_eq!(s.model.slots, 2);
+    let ids: Vec<&str> = s.apps.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["only"]);
+    assert_eq!(s.apps[0].mode, crate::engine::AppMode::Completion);
+}
+
+#[test]
+fn error_after_merge_names_the_drop_in_that_set_the_key() {
+    let root = Root::new();
+    root.write(ETC, "[model]\nslots = 2\nname = \"m\"\n");
+    let bad = root.write("etc/edgeai/conf.d/10-model.toml", "[model]\nslots = 20\n");
+    root.write("etc/edgeai/conf.d/20-other.toml", "[model]\nbatch_size = 64\n");
+    let p = problem(root.load());
+    assert_eq!(p.file.as_deref(), Some(bad.as_path()));
+    assert_eq!(p.key, "model.slots");
+    assert_eq!(p.to_string(), format!("{}: model.slots: must be between 1 and 16, found 20", bad.display()));
+}
+
+#[test]
+fn a_later_layer_overriding_a_bad_value_fixes_it() {
+    let root = Root::new();
+    root.write(ETC, "[model]\nslots = 20\n");
+    root.write("etc/edgeai/conf.d/10-fix.toml", "[model]\nslots = 8\n");
+    assert_eq!(root.load().expect("load").model.slots, 8);
+}
+
+#[test]
+fn problem_in_first_layer_keeps_its_file_when_later_layers_touch_the_table() {
+    let root = Root::new();
+    let etc = root.write(ETC, "[server]\nidle_timeout_secs = 0\n");
+    root.write("etc/edgeai/conf.d/10-x.toml", "[server]\nmax_connections = 5\n");
+    let p = problem(root.load());
+    assert_eq!((p.file.as_deref(), p.key.as_str()), (Some(etc.as_path()), "server.idle_timeout_secs"));
+}
+
+#[test]
+fn unknown_key_names_file_key_and_suggestion() {
+    let (_root, path, r) = load_text("[model]\nslot = 2\n");
+    let p = problem(r);
+    assert_eq!(p.file.as_deref(), Some(path.as_path()));
+    assert_eq!(p.key, "model.slot");
+    assert_eq!(p.message, "unknown key; did you mean `model.slots`?");
+}
+
+#[test]
+fn unknown_section_and_unrelated_key() {
+    let (_root, _path, r) = load_text("[sever]\nlisten = \"\"\n[server]\nbanana = 1\nrequest_timeout = 5\n");
+    let p = problems(r);
+    let lines: Vec<String> = p.iter().map(|p| format!("{}: {}", p.key, p.message)).collect();
+    assert_eq!(
+        lines,
+        [
+            "server.banana: unknown key",
+            "server.request_timeout: unknown key; did you mean `server.request_timeout_secs`?",
+            "sever: unknown key; did you mean `server`?",
+        ]
+    );
+}
+
+#[test]
+fn type_errors_name_file_and_key() {
+    let (_root, path, r) = load_text("[model]\nslots = \"four\"\nmlock = \"yes\"\n[store]\npath = 5\n[server]\nmax_body_bytes = 1.5\n");
+    let p = problems(r);
+    assert!(p.iter().all(|p| p.file.as_deref() == Some(path.as_path())));
+    let lines: Vec<String> = p.iter().map(|p| format!("{}: {}", p.key, p.message)).collect();
+    assert_eq!(
+        lines,
+        [
+            "server.max_body_bytes: expected an integer, found float 1.5",
+            "store.path: expected a string, found integer 5",
+            "model.slots: expected an integer, found string \"four\"",
+            "model.mlock: expected true or false, found string \"yes\"",
+        ]
+    );
+}
+
+#[test]
+fn section_that_is_not_a_table() {
+    let (_root, _path, r) = load_text("server = 1\napps = \"none\"\n");
+    let p = problems(r);
+    let lines: Vec<String> = p.iter().map(|p| format!("{}: {}", p.key, p.message)).collect();
+    assert_eq!(
+        lines,
+        ["apps: expected an array of tables ([[apps]]), found string \"none\"", "server: expected a table ([server]), found integer 1"]
+    );
+}
+
+#[test]
+fn syntax_error_names_file_line_and_column() {
+    let (_root, path, r) = load_text("[server]\nlisten = \"127.0.0.1:5001\"\nsocket = /run/x\n");
+    match r {
+        Err(ConfigError::Parse { path: ref p, line, column, ref message }) => {
+            assert_eq!(p, &path);
+            assert_eq!((line, column), (3, 10));
+            assert!(!message.is_empty());
+        }
+        other => panic!("expected Parse, got {other:?}"),
+    }
+    let shown = r.expect_err("parse error").to_string();
+    assert!(shown.starts_with(&format!("{}: TOML syntax error at line 3, column 10: ", path.display())), "{shown}");
+}
+
+#[test]
+fn duplicate_key_in_one_file_is_a_syntax_error() {
+    let (_root, _path, r) = load_text("[model]\nslots = 1\nslots = 2\n");
+    assert!(matches!(r, Err(ConfigError::Parse { line: 3, .. })), "{r:?}");
+}
+
+#[test]
+fn syntax_error_in_drop_in() {
+    let root = Root::new();
+    root.write(ETC, "[model]\nslots = 2\n");
+    let bad = root.write("etc/edgeai/conf.d/10-bad.toml", "[model\n");
+    assert!(matches!(root.load(), Err(ConfigError::Parse { path, line: 1, .. }) if path == bad));
+}
+
+#[test]
+fn relative_paths_resolve_against_their_own_file() {
+    let root = Root::new();
+    root.write(USR, "[store]\npath = \"state/edgeai.db\"\n");
+    root.write(ETC, "[server]\nsocket = \"../run/edgeai.sock\"\n[dev]\ndemo_key_file = \"/abs/key\"\n");
+    root.write("etc/edgeai/conf.d/10-model.toml", "[model]\npath = \"models/m.gguf\"\n");
+    let s = root.load().expect("load");
+    let r = root.0.path();
+    assert_eq!(s.store.path, r.join("usr/lib/edgeai/state/edgeai.db"));
+    assert_eq!(s.server.socket, Some(r.join("etc/edgeai/../run/edgeai.sock")));
+    assert_eq!(s.model.path, r.join("etc/edgeai/conf.d/models/m.gguf"));
+    assert_eq!(s.dev.demo_key_file, Some(PathBuf::from("/abs/key")));
+}
+
+#[test]
+fn relative_config_file_still_gives_absolute_paths() {
+    let root = Root::new();
+    root.write("dev/edgeai.toml", "[store]\npath = \"../run/edgeai.db\"\n");
+    // A relative `--config` path, made relative to the current directory.
+    let cwd = std::env::current_dir().expect("cwd");
+    let mut rel = PathBuf::new();
+    for _ in cwd.components().skip(1) {
+        rel.push("..");
+    }
+    let given = rel.join(root.0.path().strip_prefix("/").expect("absolute tempdir")).join("dev/edgeai.toml");
+    let s = load(&Sources::Files(vec![given.clone()])).expect("load");
+    assert!(s.store.path.is_absolute(), "{:?}", s.store.path);
+    assert_eq!(s.sources, vec![given]);
+    assert_eq!(s.store.path.file_name(), Some(std::ffi::OsStr::new("edgeai.db")));
+}
+
+#[test]
+fn empty_strings_disable_listeners_and_clear_groups() {
+    let root = Root::new();
+    root.write(ETC, "[server]\nsocket_group = \"edgeai\"\nadmin_group = \"edgeai-admin\"\n[dev]\ndemo_key_file = \"k\"\n");
+    root.write("etc/edgeai/conf.d/10.toml", "[server]\nlisten = \"\"\nsocket = \"\"\nadmin_group = \"\"\n[dev]\ndemo_key_file = \"\"\n");
+    let s = root.load().expect("load");
+    assert_eq!(s.server.listen, None);
+    assert_eq!(s.server.socket, None);
+    assert_eq!(s.server.socket_group.as_deref(), Some("edgeai"));
+    assert_eq!(s.server.admin_group, None);
+    assert_eq!(s.dev.demo_key_file, None);
+}
+
+#[test]
+fn listen_accepts_ipv4_ipv6_and_port_zero_but_not_names() {
+    let (_r, _p, s) = load_text("[server]\nlisten = \"[::1]:0\"\n");
+    assert_eq!(s.expect("load").server.listen, Some("[::1]:0".parse().expect("addr")));
+    for bad in ["localhost:5001", "127.0.0.1", "127.0.0.1:99999"] {
+        let (_r, _p, res) = load_text(&format!("[server]\nlisten = \"{bad}\"\n"));
+        let p = problem(res);
+        assert_eq!(p.key, "server.listen");
+        assert!(p.message.contains("is not IP:PORT"), "{}", p.message);
+    }
+}
+
+#[test]
+fn socket_mode_parses_octal_strings() {
+    let (_r, _p, s) = load_text("[server]\nsocket_mode = \"0600\"\n");
+    assert_eq!(s.expect("load").server.socket_mode, 0o600);
+    let (_r, _p, s) = load_text("[server]\nsocket_mode = \"770\"\n");
+    assert_eq!(s.expect("load").server.socket_mode, 0o770);
+}
+
+#[test]
+fn socket_mode_rejects_world_writable_junk_and_integers() {
+    for (value, needle) in [
+        ("\"0666\"", "world-writable"),
+        ("\"abc\"", "octal digits"),
+        ("\"1770\"", "above 0777"),
+        ("\"0o660\"", "octal digits"),
+        ("660", "expected a string of octal digits"),
+        ("0o660", "expected a string of octal digits"),
+    ] {
+        let (_r, path, res) = load_text(&format!("[server]\nsocket_mode = {value}\n"));
+        let p = problem(res);
+        assert_eq!((p.file.as_deref(), p.key.as_str()), (Some(path.as_path()), "server.socket_mode"));
+        assert!(p.message.contains(needle), "{value}: {}", p.message);
+    }
+}
+
+#[test]
+fn out_of_range_numbers_each_name_their_range() {
+    for (key, value, range) in [
+        ("server.max_body_bytes", "100", "1024 and 67108864"),
+        ("server.max_header_bytes", "2000000", "1024 and 1048576"),
+        ("server.request_timeout_secs", "0", "1 and 3600"),
+        ("server.idle_timeout_secs", "3601", "1 and 3600"),
+        ("server.max_connections", "0", "1 and 65536"),
+        ("server.shutdown_grace_secs", "-1", "0 and 600"),
+        ("server.sse_ping_secs", "301", "1 and 300"),
+        ("model.context_size", "256", "512 and 131072"),
+        ("model.slots", "0", "1 and 16"),
+        ("model.threads", "257", "0 and 256"),
+        ("model.batch_size", "16", "32 and 8192"),
+        ("model.queue_depth", "1025", "1 and 1024"),
+    ] {
+        let (section, name) = key.split_once('.').expect("dotted");
+        let (_r, _p, res) = load_text(&format!("[{section}]\n{name} = {value}\n"));
+        let p = problem(res);
+        assert_eq!(p.key, key);
+        assert_eq!(p.message, format!("must be between {range}, found {value}"));
+    }
+}
+
+#[test]
+fn range_edges_are_accepted_and_mapped() {
+    let (_r, _p, s) = load_text(
+        "[server]\nmax_body_bytes = 67108864\nshutdown_grace_secs = 0\nsse_ping_secs = 300\nrequest_timeout_secs = 1\n\
+         [model]\nthreads = 256\nslots = 16\ncontext_size = 131072\nbatch_size = 32\nqueue_depth = 1024\nmlock = true\nenabled = false\n",
+    );
+    let s = s.expect("load");
+    assert_eq!(s.server.max_body_bytes, 64 << 20);
+    assert_eq!(s.server.shutdown_grace, Duration::ZERO);
+    assert_eq!(s.server.sse_ping_interval, Duration::from_secs(300));
+    assert_eq!(s.server.request_timeout, Duration::from_secs(1));
+    assert_eq!((s.model.threads, s.model.slots, s.model.context_size), (Some(256), 16, 131_072));
+    assert_eq!((s.model.batch_size, s.model.queue_depth, s.model.use_mlock, s.model.enabled), (32, 1024, true, false));
+}
+
+#[test]
+fn threads_zero_means_auto() {
+    let root = Root::new();
+    root.write(ETC, "[model]\nthreads = 8\n");
+    root.write("etc/edgeai/conf.d/1.toml", "[model]\nthreads = 0\n");
+    assert_eq!(root.load().expect("load").model.threads, None);
+}
+
+#[test]
+fn strings_are_checked() {
+    let (_r, _p, res) = load_text(
+        "[model]\nname = \"my model\"\npath = \"\"\n[store]\npath = \"\"\n[log]\nlevel = \"loud\"\nformat = \"xml\"\n[server]\nsocket_group = \"a:b\"\n",
+    );
+    let keys: Vec<String> = problems(res).into_iter().map(|p| p.key).collect();
+    assert_eq!(keys, ["server.socket_group", "store.path", "model.name", "model.path", "log.level", "log.format"]);
+    let (_r, _p, s) =
+        load_text("[model]\nname = \"qwen2.5:0.5b-Q4_K_M\"\n[log]\nlevel = \"info,edgeaid::server=debug\"\nformat = \"json\"\n");
+    let s = s.expect("load");
+    assert_eq!(s.model.name, "qwen2.5:0.5b-Q4_K_M");
+    assert_eq!(s.log.level, "info,edgeaid::server=debug");
+    assert_eq!(s.log.format, LogFormat::Json);
+}
+
+#[test]
+fn every_problem_is_reported_at_once_one_per_line() {
+    let root = Root::new();
+    let etc = root.write(ETC, "[server]\nsocket_mode = \"0666\"\nmax_connections = 0\n[model]\nslot = 1\n");
+    let drop_in = root.write("etc/edgeai/conf.d/10.toml", "[model]\nslots = 99\n[log]\nformat = \"xml\"\n");
+    let err = root.load().expect_err("invalid");
+    let shown = err.to_string();
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), 5, "{shown}");
+    let (etc, drop_in) = (etc.display().to_string(), drop_in.display().to_string());
+    assert!(lines[0].starts_with(&format!("{etc}: server.socket_mode: ")), "{shown}");
+    assert_eq!(lines[1], format!("{etc}: server.max_connections: must be between 1 and 65536, found 0"));
+    assert_eq!(lines[2], format!("{drop_in}: model.slots: must be between 1 and 16, found 99"));
+    assert_eq!(lines[3], format!("{drop_in}: log.format: \"xml\" is not one of \"auto\", \"text\", \"json\""));
+    assert_eq!(lines[4], format!("{etc}: model.slot: unknown key; did you mean `model.slots`?"));
+}
+
+#[test]
+fn apps_load_with_their_fields() {
+    let (_r, _p, s) = load_text(&format!(
+        "{APP}pre_prompt = \"Be brief.\"\nuser_input_form = [{{ select = {{ label = \"L\", variable = \"lang\", options = [\"en\"] }} }}]\n\
+         [apps.completion_params]\ntemperature = 0\nseed = 7\nstop = [\"###\"]\n"
+    ));
+    let s = s.expect("load");
+    let app = &s.apps[0];
+    assert_eq!((app.id.as_str(), app.pre_prompt.as_str(), app.history_turns), ("demo", "Be brief.", 10));
+    assert_eq!(app.completion_params.temperature, 0.0);
+    assert_eq!(app.completion_params.seed, Some(7));
+    assert_eq!(app.completion_params.stop, ["###"]);
+    assert!(matches!(app.user_input_form[0], crate::engine::FormField::Select(_)));
+}
+
+#[test]
+fn duplicate_app_ids() {
+    let (_r, path, res) = load_text(&format!("{APP}\n{APP}\n{APP}"));
+    let p = problems(res);
+    let lines: Vec<String> = p.iter().map(ToString::to_string).collect();
+    let f = path.display();
+    assert_eq!(
+        lines,
+        [
+            format!("{f}: apps[1].id: duplicate app id \"demo\" (also apps[0].id)"),
+            format!("{f}: apps[2].id: duplicate app id \"demo\" (also apps[1].id)"),
+        ]
+    );
+}
+
+#[test]
+fn app_validation_problems_are_prefixed() {
+    let (_r, path, res) =
+        load_text("[[apps]]\nid = \"Bad Id\"\nname = \" \"\nmode = \"chat\"\n[apps.completion_params]\ntemperature = 3.0\n");
+    let p = problems(res);
+    assert!(p.iter().all(|p| p.file.as_deref() == Some(path.as_path())));
+    let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["apps[0].id", "apps[0].name", "apps[0].completion_params.temperature"]);
+}
+
+#[test]
+fn app_serde_errors_name_the_key() {
+    let cases = [
+        ("[apps.completion_params]\ntemperature = \"hot\"\n", "apps[0].completion_params.temperature", "invalid type: string \"hot\""),
+        ("[apps.completion_params]\ntemprature = 1.0\n", "apps[0].completion_params.temprature", "unknown field `temprature`"),
+        ("colour = \"red\"\n", "apps[0].colour", "unknown field `colour`"),
+        ("history_turns = -1\n", "apps[0].history_turns", "invalid value: integer `-1`"),
+        (
+            "user_input_form = [{ text-input = { label = \"x\", variable = \"ok\" } }, { text-input = { label = \"y\", variable = 3 } }]\n",
+            "apps[0].user_input_form[1].text-input.variable",
+            "invalid type: integer `3`",
+        ),
+        (
+            "user_input_form = [{ slider = { label = \"x\", variable = \"v\" } }]\n",
+            "apps[0].user_input_form[0]",
+            "unknown variant `slider`",
+        ),
+    ];
+    for (extra, key, needle) in cases {
+        let (_r, path, res) = load_text(&format!("{APP}{extra}"));
+        let p = problem(res);
+        assert_eq!((p.file.as_deref(), p.key.as_str()), (Some(path.as_path()), key), "{extra}");
+        assert!(p.message.contains(needle), "{extra}: {}", p.message);
+    }
+    let (_r, _p, res) = load_text("[[apps]]\nid = \"x\"\nmode = \"workflow\"\n");
+    let p = problem(res);
+    assert_eq!(p.key, "apps[0].mode");
+    assert!(p.message.contains("unknown variant `workflow`"), "{}", p.message);
+    let (_r, _p, res) = load_text("[[apps]]\nid = \"x\"\nmode = \"chat\"\n");
+    let p = problem(res);
+    assert_eq!((p.key.as_str(), p.message.as_str()), ("apps[0]", "missing field `name`"));
+}
+
+#[test]
+fn every_bad_app_is_reported_not_only_the_first() {
+    let (_r, _p, res) = load_text(&format!("{APP}colour = 1\n\n[[apps]]\nid = \"b\"\nname = \"B\"\nmode = 5\n\n{APP}\n"));
+    let keys: Vec<String> = problems(res).into_iter().map(|p| p.key).collect();
+    assert_eq!(keys, ["apps[0].colour", "apps[1].mode"]);
+}
+
+#[test]
+fn apps_error_names_the_file_that_set_the_list() {
+    let root = Root::new();
+    root.write(ETC, &format!("{APP}[model]\nslots = 2\n"));
+    let apps =
+        root.write("etc/edgeai/conf.d/20-apps.toml", "[[apps]]\nid = \"x\"\nname = \"X\"\nmode = \"chat\"\nhistory_turns = \"ten\"\n");
+    let p = problem(root.load());
+    assert_eq!((p.file.as_deref(), p.key.as_str()), (Some(apps.as_path()), "apps[0].history_turns"));
+}
+
+#[test]
+fn config_files_exclude_system_files() {
+    let root = Root::new();
+    root.write(ETC, "[model]\nslots = 16\n");
+    let a = root.write("mine/a.toml", "[model]\nslots = 2\nbatch_size = 64\n");
+    let b = root.write("mine/b.toml", "[model]\nslots = 3\n");
+    let s = load(&Sources::Files(vec![a.clone(), b.clone()])).expect("load");
+    assert_eq!((s.model.slots, s.model.batch_size), (3, 64));
+    assert_eq!(s.sources, vec![a, b]);
+}
+
+#[test]
+fn named_config_file_must_exist() {
+    let root = Root::new();
+    let missing = root.0.path().join("nope.toml");
+    match load(&Sources::Files(vec![missing.clone()])) {
+        Err(ConfigError::Read { path, source }) => {
+            assert_eq!(path, missing);
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("expected Read, got {other:?}"),
+    }
+}
+
+#[test]
+fn unreadable_system_entry_is_an_error_not_a_skip() {
+    let root = Root::new();
+    // A directory where a file is expected cannot be read.
+    fs::create_dir_all(root.0.path().join(ETC)).expect("mkdir");
+    assert!(matches!(root.load(), Err(ConfigError::Read { path, .. }) if path == root.0.path().join(ETC)));
+}
+
+#[test]
+fn describe_summarises_the_settings() {
+    let (_r, path, s) = load_text(&format!("[model]\nthreads = 2\n[server]\nlisten = \"\"\nsocket_group = \"edgeai\"\n\n{APP}"));
+    let text = s.expect("load").describe();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("listen: disabled"), "{text}");
+    assert!(text.contains("socket: /run/edgeai/edgeai.sock (mode 0660, group edgeai)"), "{text}");
+    assert!(text.contains("store: /var/lib/edgeai/edgeai.db"), "{text}");
+    assert!(text.contains("SmolLM2-135M-Instruct.Q4_1.gguf (slots 4, context 4096, threads 2"), "{text}");
+    assert!(text.contains("apps: 1 (demo)"), "{text}");
+    let text = Settings::default().describe();
+    assert!(text.contains("config files: none (built-in defaults)"), "{text}");
+    assert!(text.contains("listen: 127.0.0.1:5001"), "{text}");
+    assert!(text.contains("threads auto"), "{text}");
+    assert!(text.contains("socket: /run/edgeai/edgeai.sock (mode 0660)\n"), "{text}");
+}
+
+const REFERENCE: &str = include_str!("../../../configs/reference.toml");
+
+#[test]
+fn reference_file_loads_to_the_defaults() {
+    let (_r, path, s) = load_text(REFERENCE);
+    let s = s.expect("reference.toml loads");
+    assert_eq!(s, Settings { sources: vec![path], ..Settings::default() });
+}
+
+#[test]
+fn reference_file_sets_every_known_key() {
+    let table: toml::Table = REFERENCE.parse().expect("toml");
+    let mut set = std::collections::BTreeSet::new();
+    for (section, value) in &table {
+        if let toml::Value::Table(t) = value {
+            set.extend(t.keys().map(|k| format!("{section}.{k}")));
+        }
+    }
+    let mut known = read::known_keys();
+    assert!(known.remove("apps"));
+    assert_eq!(set, known);
+}
+
+#[test]
+fn reference_app_example_is_valid() {
+    let start = REFERENCE.find("# [[apps]]").expect("example in reference.toml");
+    let example: String = REFERENCE[start..].lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).collect::<Vec<_>>().join("\n");
+    let (_r, _p, s) = load_text(&example);
+    let s = s.expect("example app loads");
+    assert_eq!(s.apps.len(), 1);
+    assert_eq!(s.apps[0].user_input_form.len(), 2);
+    assert_eq!(s.apps[0].completion_params.seed, Some(42));
+}
+
+#[test]
+fn module_doc_lists_every_key() {
+    let doc = include_str!("mod.rs");
+    for key in read::known_keys() {
+        let shown = if key == "apps" { "`[[apps]]`".to_owned() } else { format!("`{key}`") };
+        assert!(doc.contains(&format!("//! | {shown} |")), "module doc misses {key}");
+    }
+    for entry in SYSTEM_FILES {
+        assert!(doc.contains(&format!("`{entry}`")), "module doc misses {entry}");
+    }
+}
+
+#[test]
+fn invalid_display_is_one_problem_per_line() {
+    let err = ConfigError::Invalid(vec![
+        Problem { file: Some(PathBuf::from("/etc/edgeai/edgeai.toml")), key: "model.slots".into(), message: "bad".into() },
+        Problem { file: None, key: "log.level".into(), message: "worse".into() },
+    ]);
+    assert_eq!(err.to_string(), "/etc/edgeai/edgeai.toml: model.slots: bad\nlog.level: worse");
+}

@@ -1,0 +1,503 @@
+//! The local GGUF runtime: loading the model, the inference thread that owns
+//! the llama.cpp context, and the scheduler that runs every active sequence
+//! in one batch per decode step, reusing a slot's KV cache for a shared
+//! prompt prefix.
+
+use std::io::Read;
+use std::num::NonZeroU32;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc::error::TrySendError as AsyncTrySendError;
+
+use super::template::Renderer;
+use super::text::{StopMatcher, Utf8Stream};
+use super::{ChatMessage, FinishReason, GenEvent, Heartbeat, Job, ModelError, Prompt, RuntimeConfig, SamplingParams};
+
+/// How long the idle scheduler waits for work before beating the heartbeat.
+const IDLE_TICK: Duration = Duration::from_millis(250);
+
+/// A loaded model: templating and tokenising on any thread, generation
+/// through the bounded queue to the inference thread.
+pub struct LocalModel {
+    model: Arc<LlamaModel>,
+    renderer: Renderer,
+    jobs: SyncSender<Job>,
+    queue_depth: usize,
+    /// KV positions shared by all sequences; one request may use them all.
+    pub context: u32,
+    pub threads: u32,
+    pub template: &'static str,
+}
+
+impl LocalModel {
+    /// Renders messages with the model's chat template and tokenises them.
+    pub fn prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, ModelError> {
+        let text = self.renderer.render(&self.model, messages)?;
+        Ok(Prompt { tokens: self.model.vocab().tokenize(text.as_bytes(), true, true) })
+    }
+
+    /// Checks that prompt plus answer fit one sequence.
+    pub fn check_fits(&self, prompt: &Prompt, max_tokens: u32) -> Result<(), ModelError> {
+        if prompt.len() as u64 + u64::from(max_tokens) > u64::from(self.context) {
+            return Err(ModelError::ContextOverflow { prompt_tokens: prompt.len(), max_tokens, limit: self.context });
+        }
+        Ok(())
+    }
+
+    /// Queues a generation; never blocks. The receiver gets [`GenEvent`]s.
+    pub fn submit(
+        &self,
+        prompt: Prompt,
+        params: SamplingParams,
+        cancel: super::CancelFlag,
+    ) -> Result<tokio::sync::mpsc::Receiver<GenEvent>, ModelError> {
+        self.check_fits(&prompt, params.max_tokens)?;
+        if prompt.is_empty() {
+            return Err(ModelError::InvalidPrompt("the prompt is empty".into()));
+        }
+        // Room for every event the job can produce, so the inference thread
+        // never blocks on a slow consumer (max_tokens is bounded by the slot).
+        let (tx, rx) = tokio::sync::mpsc::channel(params.max_tokens as usize + 4);
+        match self.jobs.try_send(Job { prompt, params, cancel, events: tx }) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(ModelError::QueueFull { depth: self.queue_depth }),
+            Err(TrySendError::Disconnected(_)) => Err(ModelError::ThreadGone),
+        }
+    }
+}
+
+fn load_error(reason: impl Into<String>) -> ModelError {
+    ModelError::LoadFailed { reason: reason.into() }
+}
+
+/// Checks the file before llama.cpp sees it, so the common mistakes get a
+/// precise message instead of llama.cpp's null pointer.
+fn check_file(cfg: &RuntimeConfig) -> Result<(), ModelError> {
+    let p = &cfg.path;
+    let meta = std::fs::metadata(p).map_err(|e| load_error(format!("model file {}: {e}", p.display())))?;
+    if !meta.is_file() {
+        return Err(load_error(format!("model file {} is not a regular file", p.display())));
+    }
+    let mut magic = [0u8; 4];
+    std::fs::File::open(p)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(|e| load_error(format!("model file {}: cannot read its header: {e}", p.display())))?;
+    if &magic != b"GGUF" {
+        return Err(load_error(format!("model file {} is not a GGUF file (bad magic bytes)", p.display())));
+    }
+    Ok(())
+}
+
+/// Body of the inference thread: load, report through `on_loaded`, then
+/// serve jobs until every sender is gone.
+pub(super) fn run_thread(
+    cfg: RuntimeConfig,
+    heartbeat: Arc<Heartbeat>,
+    on_loaded: impl FnOnce(Result<Arc<LocalModel>, ModelError>),
+) {
+    heartbeat.beat();
+    let started = std::time::Instant::now();
+    let loaded = (|| {
+        check_file(&cfg)?;
+        let backend = LlamaBackend::init().map_err(|e| load_error(format!("llama.cpp backend: {e}")))?;
+        let params = LlamaModelParams::default().with_use_mlock(cfg.use_mlock);
+        let model = LlamaModel::load_from_file(&backend, &cfg.path, &params).map_err(|e| {
+            load_error(format!("llama.cpp could not load {} ({e}); the file may be truncated or corrupt", cfg.path.display()))
+        })?;
+        Ok::<_, ModelError>((backend, Arc::new(model)))
+    })();
+    let (backend, model) = match loaded {
+        Ok(x) => x,
+        Err(e) => return on_loaded(Err(e)),
+    };
+    heartbeat.beat();
+    let ctx_params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(cfg.context_size))
+        .with_n_batch(cfg.batch_size)
+        .with_n_ubatch(cfg.batch_size)
+        .with_n_seq_max(cfg.slots)
+        .with_n_threads(cfg.threads as i32)
+        .with_n_threads_batch(cfg.threads as i32)
+        // One KV store for all slots (split streams made every decode
+        // step 7x slower here), q8_0 to halve its memory; admission
+        // reserves cells per request so sequences never run out.
+        .with_kv_unified(true)
+        .with_type_k(llama_cpp_2::context::params::KvCacheType::Q8_0)
+        .with_type_v(llama_cpp_2::context::params::KvCacheType::Q8_0);
+    let ctx = match model.new_context(&backend, ctx_params) {
+        Ok(c) => c,
+        Err(e) => return on_loaded(Err(load_error(format!("llama.cpp context ({} positions, {} slots): {e}", cfg.context_size, cfg.slots)))),
+    };
+    let (renderer, template) = match Renderer::for_model(&model) {
+        Ok(r) => r,
+        Err(e) => return on_loaded(Err(e)),
+    };
+    let context = ctx.n_ctx();
+    let (tx, rx) = sync_channel(cfg.queue_depth);
+    tracing::info!(
+        model = %cfg.path.display(),
+        n_ctx = context,
+        kv_cache = "q8_0, unified",
+        slots = cfg.slots,
+        threads = cfg.threads,
+        template,
+        n_ctx_train = model.n_ctx_train(),
+        load_ms = started.elapsed().as_millis() as u64,
+        "model loaded"
+    );
+    let local = Arc::new(LocalModel {
+        model: Arc::clone(&model),
+        renderer,
+        jobs: tx,
+        queue_depth: cfg.queue_depth,
+        context,
+        threads: cfg.threads,
+        template,
+    });
+    on_loaded(Ok(local));
+    failpoint_hang();
+    Scheduler::new(&model, ctx, cfg.slots as usize, cfg.batch_size as usize, heartbeat).run(rx);
+    tracing::info!("inference thread stopped: no more senders");
+}
+
+/// Test-only fault: with the `failpoints` feature and
+/// EDGEAI_FAILPOINT_HANG_INFERENCE=1 the inference thread stops showing
+/// progress once the model is loaded, as a deadlocked thread would.
+fn failpoint_hang() {
+    #[cfg(feature = "failpoints")]
+    if std::env::var_os("EDGEAI_FAILPOINT_HANG_INFERENCE").is_some_and(|v| v == "1") {
+        tracing::warn!("failpoint: the inference thread hangs now");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
+/// A slot is one llama.cpp sequence id with the tokens its KV cache holds.
+struct Slot {
+    kv: Vec<LlamaToken>,
+    busy: bool,
+}
+
+/// One running generation.
+struct Active {
+    slot: usize,
+    job: Job,
+    /// Prompt tokens still to decode (after the reused prefix).
+    pending: usize,
+    reused: usize,
+    /// The token sampled last, to be decoded in the next step.
+    next: Option<LlamaToken>,
+    /// Index of this sequence's logits in the current batch.
+    logits_at: Option<i32>,
+    sampler: LlamaSampler,
+    generated: u32,
+    utf8: Utf8Stream,
+    stop: StopMatcher,
+    finished: Option<FinishReason>,
+}
+
+struct Scheduler<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    slots: Vec<Slot>,
+    batch: LlamaBatch<'static>,
+    batch_size: usize,
+    /// KV cells in the context, shared by every slot.
+    n_ctx: usize,
+    heartbeat: Arc<Heartbeat>,
+    active: Vec<Active>,
+    /// A job taken from the queue that waits for KV room.
+    waiting: Option<Job>,
+}
+
+impl<'m> Scheduler<'m> {
+    fn new(
+        model: &'m LlamaModel,
+        ctx: LlamaContext<'m>,
+        n_slots: usize,
+        batch_size: usize,
+        heartbeat: Arc<Heartbeat>,
+    ) -> Self {
+        let n_ctx = ctx.n_ctx() as usize;
+        Scheduler {
+            model,
+            ctx,
+            slots: (0..n_slots).map(|_| Slot { kv: Vec::new(), busy: false }).collect(),
+            batch: LlamaBatch::new(batch_size, 1),
+            batch_size,
+            n_ctx,
+            heartbeat,
+            active: Vec::new(),
+            waiting: None,
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Job>) {
+        loop {
+            self.heartbeat.beat();
+            if !self.admit(&rx) {
+                return;
+            }
+            if self.active.is_empty() {
+                continue;
+            }
+            self.step();
+            self.reap();
+        }
+    }
+
+    /// Moves queued jobs into free slots while their KV reservation fits.
+    /// Returns false when the queue is closed and nothing is running.
+    fn admit(&mut self, rx: &Receiver<Job>) -> bool {
+        while self.slots.iter().any(|s| !s.busy) {
+            let job = match self.waiting.take() {
+                Some(j) => j,
+                None if self.active.is_empty() => match rx.recv_timeout(IDLE_TICK) {
+                    Ok(j) => j,
+                    Err(RecvTimeoutError::Timeout) => return true,
+                    Err(RecvTimeoutError::Disconnected) => return false,
+                },
+                None => match rx.try_recv() {
+                    Ok(j) => j,
+                    Err(_) => return true,
+                },
+            };
+            if job.cancel.is_cancelled() || job.events.is_closed() {
+                continue;
+            }
+            let Some((slot, common)) = self.pick_slot(&job.prompt.tokens) else {
+                self.waiting = Some(job);
+                return true;
+            };
+            if !self.reserve(slot, reservation(&job)) {
+                // Running sequences hold the room: wait for one to finish.
+                self.waiting = Some(job);
+                return true;
+            }
+            self.start(job, slot, common);
+        }
+        true
+    }
+
+    /// The free slot whose cache shares the longest prefix with `prompt`; on
+    /// a tie, the one with the least cached (least worth keeping).
+    fn pick_slot(&self, prompt: &[LlamaToken]) -> Option<(usize, usize)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.busy)
+            .map(|(i, s)| (i, common_prefix(&s.kv, prompt)))
+            .max_by_key(|&(i, c)| (c, std::cmp::Reverse(self.slots[i].kv.len())))
+    }
+
+    /// Makes room for `need` cells in `slot`: running sequences keep their
+    /// reservations, idle slots' caches are dropped (largest first) as needed.
+    fn reserve(&mut self, slot: usize, need: usize) -> bool {
+        let held: usize = self.active.iter().map(|a| reservation(&a.job)).sum();
+        loop {
+            let idle: usize = self.slots.iter().enumerate().filter(|(i, s)| !s.busy && *i != slot).map(|(_, s)| s.kv.len()).sum();
+            if held + idle + need <= self.n_ctx {
+                return true;
+            }
+            let victim = self.slots.iter().enumerate().filter(|(i, s)| !s.busy && *i != slot && !s.kv.is_empty()).max_by_key(|(_, s)| s.kv.len()).map(|(i, _)| i);
+            let Some(v) = victim else { return false };
+            let _ = self.ctx.kv_cache_seq_rm(v as i32, None, None);
+            self.slots[v].kv.clear();
+        }
+    }
+
+    fn start(&mut self, job: Job, slot: usize, common: usize) {
+        let prompt = &job.prompt.tokens;
+        // Keep at least one prompt token to decode: it yields the logits.
+        let mut common = common.min(prompt.len().saturating_sub(1));
+        if self.ctx.kv_cache_seq_rm(slot as i32, Some(common as u32), None).is_err() {
+            let _ = self.ctx.kv_cache_seq_rm(slot as i32, None, None);
+            common = 0;
+        }
+        self.slots[slot].kv.truncate(common);
+        self.slots[slot].busy = true;
+        let sampler = build_sampler(&job.params);
+        let stop = StopMatcher::new(&job.params.stop);
+        let started = GenEvent::Started { prompt_tokens: prompt.len() as u32, reused: common as u32 };
+        let pending = prompt.len() - common;
+        let mut a = Active {
+            slot,
+            job,
+            pending,
+            reused: common,
+            next: None,
+            logits_at: None,
+            sampler,
+            generated: 0,
+            utf8: Utf8Stream::default(),
+            stop,
+            finished: None,
+        };
+        tracing::debug!(slot, prompt_tokens = a.job.prompt.len(), reused = common, "sequence started");
+        send(&mut a, started);
+        self.active.push(a);
+    }
+
+    /// One decode step: one token for every generating sequence, then prompt
+    /// chunks for sequences still reading their prompt, up to the batch size.
+    fn step(&mut self) {
+        self.batch.clear();
+        let mut budget = self.batch_size;
+        for a in &mut self.active {
+            a.logits_at = None;
+            if a.finished.is_some() {
+                continue;
+            }
+            if a.job.cancel.is_cancelled() || a.job.events.is_closed() {
+                a.finished = Some(FinishReason::Cancelled);
+                continue;
+            }
+            if let Some(tok) = a.next {
+                let pos = self.slots[a.slot].kv.len() as i32;
+                if self.batch.add(tok, pos, &[a.slot as i32], true).is_ok() {
+                    a.logits_at = Some(self.batch.n_tokens() - 1);
+                    self.slots[a.slot].kv.push(tok);
+                    budget -= 1;
+                }
+            }
+        }
+        for a in &mut self.active {
+            if a.finished.is_some() || a.next.is_some() || a.pending == 0 || budget == 0 {
+                continue;
+            }
+            let take = a.pending.min(budget);
+            let from = a.job.prompt.len() - a.pending;
+            for (k, &tok) in a.job.prompt.tokens[from..from + take].iter().enumerate() {
+                let pos = self.slots[a.slot].kv.len() as i32;
+                let last = k + 1 == take && take == a.pending;
+                if self.batch.add(tok, pos, &[a.slot as i32], last).is_err() {
+                    break;
+                }
+                self.slots[a.slot].kv.push(tok);
+            }
+            a.pending -= take;
+            budget -= take;
+            if a.pending == 0 {
+                a.logits_at = Some(self.batch.n_tokens() - 1);
+            }
+        }
+        if self.batch.n_tokens() == 0 {
+            return;
+        }
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
+            tracing::error!(error = %e, tokens = self.batch.n_tokens(), "decode failed");
+            for a in &mut self.active {
+                if a.finished.is_none() {
+                    send(a, GenEvent::Failed(format!("llama.cpp decode failed: {e}")));
+                    a.finished = Some(FinishReason::Cancelled);
+                    // The cache of a failed sequence is unknown: drop it.
+                    let _ = self.ctx.kv_cache_seq_rm(a.slot as i32, None, None);
+                    self.slots[a.slot].kv.clear();
+                }
+            }
+            return;
+        }
+        self.heartbeat.beat();
+        let vocab = self.model.vocab();
+        for a in &mut self.active {
+            let Some(idx) = a.logits_at else { continue };
+            let tok = a.sampler.sample(&self.ctx, idx);
+            if vocab.is_eog(tok) {
+                a.finished = Some(FinishReason::Stop);
+                continue;
+            }
+            a.generated += 1;
+            a.next = Some(tok);
+            let text = a.utf8.push(&vocab.token_to_piece(tok, false, None));
+            let step = a.stop.push(&text);
+            if !step.emit.is_empty() {
+                send(a, GenEvent::Text(step.emit));
+            }
+            if step.stopped {
+                a.finished = Some(FinishReason::Stop);
+            } else if a.generated >= a.job.params.max_tokens
+                || self.slots[a.slot].kv.len() >= a.job.prompt.len() + a.job.params.max_tokens as usize
+            {
+                a.finished = Some(FinishReason::Length);
+            }
+        }
+    }
+
+    /// Ends finished sequences: flush held text, report, free the slot.
+    fn reap(&mut self) {
+        let mut i = 0;
+        while i < self.active.len() {
+            let Some(reason) = self.active[i].finished else {
+                i += 1;
+                continue;
+            };
+            let mut a = self.active.swap_remove(i);
+            if reason != FinishReason::Cancelled {
+                let mut rest = a.utf8.finish();
+                rest = a.stop.push(&rest).emit;
+                rest.push_str(&a.stop.finish());
+                if !rest.is_empty() {
+                    send(&mut a, GenEvent::Text(rest));
+                }
+            }
+            let done = GenEvent::Done {
+                reason,
+                prompt_tokens: a.job.prompt.len() as u32,
+                completion_tokens: a.generated,
+            };
+            tracing::debug!(slot = a.slot, ?reason, generated = a.generated, reused = a.reused, "sequence finished");
+            send(&mut a, done);
+            self.slots[a.slot].busy = false;
+        }
+    }
+}
+
+/// Sends an event without ever blocking the inference thread; a consumer
+/// that is gone (or stalled beyond the channel's room) cancels the sequence.
+fn send(a: &mut Active, ev: GenEvent) {
+    match a.job.events.try_send(ev) {
+        Ok(()) => {}
+        Err(AsyncTrySendError::Full(_)) | Err(AsyncTrySendError::Closed(_)) => {
+            a.job.cancel.cancel();
+            if a.finished.is_none() {
+                a.finished = Some(FinishReason::Cancelled);
+            }
+        }
+    }
+}
+
+/// KV cells a job may fill: its whole prompt plus its longest answer.
+fn reservation(job: &Job) -> usize {
+    job.prompt.len() + job.params.max_tokens as usize
+}
+
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+fn build_sampler(p: &SamplingParams) -> LlamaSampler {
+    if p.temperature <= 0.0 {
+        return LlamaSampler::greedy();
+    }
+    let mut chain = Vec::with_capacity(4);
+    if p.top_k > 0 {
+        chain.push(LlamaSampler::top_k(p.top_k));
+    }
+    if p.top_p < 1.0 {
+        chain.push(LlamaSampler::top_p(p.top_p, 1));
+    }
+    chain.push(LlamaSampler::temp(p.temperature));
+    chain.push(LlamaSampler::dist(p.seed.unwrap_or_else(rand::random)));
+    LlamaSampler::chain_simple(chain)
+}

@@ -1,0 +1,274 @@
+//! Model runtimes. Today: a local GGUF model through llama-cpp-2, loaded in
+//! the background after READY, served by one inference thread that owns the
+//! llama.cpp context and batches every active sequence in each decode step
+//! (continuous batching), behind a bounded admission queue. An upstream
+//! OpenAI-compatible runtime joins it here later.
+//! Owns: loading, templating, tokenising, sampling, streaming text out.
+//! Does not touch: HTTP, the store, app semantics (that is `service`).
+
+mod local;
+mod template;
+pub mod text;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc;
+
+pub use local::LocalModel;
+
+/// Errors of the model layer; the API maps each to a status and Dify code.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("the model is disabled in the configuration (model.enabled = false)")]
+    Disabled,
+    #[error("the model is still loading")]
+    Loading,
+    #[error("the model could not be loaded: {reason}")]
+    LoadFailed { reason: String },
+    #[error("the admission queue is full ({depth} requests waiting)")]
+    QueueFull { depth: usize },
+    #[error("the prompt needs {prompt_tokens} tokens plus {max_tokens} for the answer, but a sequence holds {limit} tokens")]
+    ContextOverflow { prompt_tokens: usize, max_tokens: u32, limit: u32 },
+    #[error("invalid prompt: {0}")]
+    InvalidPrompt(String),
+    #[error("chat template: {0}")]
+    Template(String),
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error("the inference thread has stopped")]
+    ThreadGone,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn system(c: impl Into<String>) -> Self {
+        ChatMessage { role: Role::System, content: c.into() }
+    }
+    pub fn user(c: impl Into<String>) -> Self {
+        ChatMessage { role: Role::User, content: c.into() }
+    }
+    pub fn assistant(c: impl Into<String>) -> Self {
+        ChatMessage { role: Role::Assistant, content: c.into() }
+    }
+}
+
+/// Sampling for one request. `temperature <= 0` means greedy decoding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: i32,
+    pub max_tokens: u32,
+    pub seed: Option<u32>,
+    pub stop: Vec<String>,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End-of-generation token or a stop sequence.
+    Stop,
+    /// `max_tokens` or the sequence's context was reached.
+    Length,
+    /// The client went away, called stop, or the daemon is shutting down.
+    Cancelled,
+}
+
+/// What the inference thread reports for one request, in order:
+/// `Started`, any number of `Text`, then exactly one `Done` or `Failed`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenEvent {
+    /// The request got a slot; `reused` prompt tokens came from its KV cache.
+    Started { prompt_tokens: u32, reused: u32 },
+    Text(String),
+    Done { reason: FinishReason, prompt_tokens: u32, completion_tokens: u32 },
+    Failed(String),
+}
+
+/// A tokenised prompt ready for the inference thread.
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    pub tokens: Vec<LlamaToken>,
+}
+
+impl Prompt {
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
+/// Cancels one generation from any thread.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Progress beacon of the inference thread, read by the watchdog.
+#[derive(Debug)]
+pub struct Heartbeat {
+    epoch: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Heartbeat {
+    fn new() -> Self {
+        Heartbeat { epoch: Instant::now(), last_ms: AtomicU64::new(0) }
+    }
+    pub(crate) fn beat(&self) {
+        self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    /// Time since the thread last showed progress.
+    pub fn age(&self) -> Duration {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Everything the runtime needs from config, already resolved.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub name: String,
+    pub path: PathBuf,
+    pub enabled: bool,
+    pub context_size: u32,
+    pub slots: u32,
+    pub threads: u32,
+    pub batch_size: u32,
+    pub queue_depth: usize,
+    pub use_mlock: bool,
+}
+
+enum State {
+    Disabled,
+    Loading,
+    Ready(Arc<LocalModel>),
+    Failed(String),
+}
+
+/// Snapshot for /ready, status and logs.
+#[derive(Debug, Clone)]
+pub struct RuntimeStatus {
+    pub state: &'static str,
+    pub error: Option<String>,
+}
+
+/// The daemon's model: its load state and, once loaded, the runtime.
+pub struct ModelRuntime {
+    pub config: RuntimeConfig,
+    state: RwLock<State>,
+    heartbeat: Arc<Heartbeat>,
+}
+
+impl ModelRuntime {
+    /// A runtime that has not started loading yet (state `loading`, or
+    /// `disabled` when the config says so).
+    pub fn new(config: RuntimeConfig) -> Arc<Self> {
+        let initial = if config.enabled { State::Loading } else { State::Disabled };
+        Arc::new(ModelRuntime { config, state: RwLock::new(initial), heartbeat: Arc::new(Heartbeat::new()) })
+    }
+
+    /// Starts loading on the inference thread and returns at once.
+    /// `on_change` is called from that thread when loading ends.
+    pub fn start(self: &Arc<Self>, on_change: impl Fn(&RuntimeStatus) + Send + 'static) {
+        if !self.config.enabled {
+            return;
+        }
+        self.heartbeat.beat();
+        let weak = Arc::downgrade(self);
+        let cfg = self.config.clone();
+        let hb = Arc::clone(&self.heartbeat);
+        let spawned = std::thread::Builder::new().name("inference".into()).spawn(move || {
+            local::run_thread(cfg, hb, move |result| {
+                let Some(rt) = weak.upgrade() else { return };
+                let next = match result {
+                    Ok(m) => State::Ready(m),
+                    Err(e) => State::Failed(e.to_string()),
+                };
+                if let Ok(mut s) = rt.state.write() {
+                    *s = next;
+                }
+                on_change(&rt.status());
+            })
+        });
+        if let Err(e) = spawned {
+            if let Ok(mut s) = self.state.write() {
+                *s = State::Failed(format!("cannot start the inference thread: {e}"));
+            }
+        }
+    }
+
+    pub fn status(&self) -> RuntimeStatus {
+        match self.state.read().as_deref() {
+            Ok(State::Disabled) => RuntimeStatus { state: "disabled", error: None },
+            Ok(State::Loading) => RuntimeStatus { state: "loading", error: None },
+            Ok(State::Ready(_)) => RuntimeStatus { state: "ready", error: None },
+            Ok(State::Failed(e)) => RuntimeStatus { state: "failed", error: Some(e.clone()) },
+            Err(_) => RuntimeStatus { state: "failed", error: Some("model state lock poisoned".into()) },
+        }
+    }
+
+    /// The loaded model, or why there is none.
+    pub fn ready(&self) -> Result<Arc<LocalModel>, ModelError> {
+        match self.state.read().as_deref() {
+            Ok(State::Ready(m)) => Ok(Arc::clone(m)),
+            Ok(State::Disabled) => Err(ModelError::Disabled),
+            Ok(State::Loading) => Err(ModelError::Loading),
+            Ok(State::Failed(e)) => Err(ModelError::LoadFailed { reason: e.clone() }),
+            Err(_) => Err(ModelError::ThreadGone),
+        }
+    }
+
+    /// True while the inference thread shows progress within `max_age`, or
+    /// when there is no inference thread to watch (disabled or failed load).
+    pub fn inference_healthy(&self, max_age: Duration) -> bool {
+        match self.state.read().as_deref() {
+            Ok(State::Ready(_)) | Ok(State::Loading) => self.heartbeat.age() <= max_age,
+            Ok(State::Disabled) | Ok(State::Failed(_)) => true,
+            Err(_) => false,
+        }
+    }
+}
+
+/// One admitted generation, as handed to the inference thread.
+pub(crate) struct Job {
+    pub prompt: Prompt,
+    pub params: SamplingParams,
+    pub cancel: CancelFlag,
+    pub events: mpsc::Sender<GenEvent>,
+}

@@ -1,0 +1,274 @@
+//! Versioned schema migrations.
+//!
+//! Owns: the list of schema versions (`PRAGMA user_version`), running each
+//! pending migration in its own transaction, and the `VACUUM INTO` backup
+//! written before the schema of a non-empty database changes.
+//! Must not touch: rows (recovery of interrupted messages lives in `mod.rs`).
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::error::{sql, StoreError};
+
+/// One step of the schema: applied when `user_version < version`.
+pub(crate) struct Migration {
+    /// The `user_version` after this migration.
+    pub(crate) version: u32,
+    /// The DDL, run as one batch inside the migration's transaction.
+    pub(crate) sql: &'static str,
+}
+
+/// Every migration, in order. Append only: a released migration never changes.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration { version: 1, sql: V1 }];
+
+/// Schema v1. Closed sets owned by Rust enums (message status, rating) are
+/// also `CHECK`ed here; open-ended sets (app mode, version source) are
+/// validated in Rust so a new value needs no migration.
+const V1: &str = r"
+CREATE TABLE apps (
+    id             TEXT    NOT NULL PRIMARY KEY,
+    name           TEXT    NOT NULL,
+    mode           TEXT    NOT NULL,
+    active_version INTEGER NOT NULL,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL
+);
+CREATE TABLE app_versions (
+    app_id     TEXT    NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    version    INTEGER NOT NULL,
+    definition TEXT    NOT NULL,
+    source     TEXT    NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (app_id, version)
+);
+CREATE TABLE api_keys (
+    id           TEXT    NOT NULL PRIMARY KEY,
+    app_id       TEXT    NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    prefix       TEXT    NOT NULL,
+    hash         BLOB    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    revoked_at   INTEGER,
+    last_used_at INTEGER
+);
+CREATE INDEX api_keys_by_prefix ON api_keys (prefix);
+CREATE INDEX api_keys_by_app ON api_keys (app_id);
+CREATE TABLE conversations (
+    id         TEXT    NOT NULL PRIMARY KEY,
+    app_id     TEXT    NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    user       TEXT    NOT NULL,
+    name       TEXT    NOT NULL,
+    inputs     TEXT    NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX conversations_by_user_updated ON conversations (app_id, user, updated_at);
+CREATE INDEX conversations_by_user_created ON conversations (app_id, user, created_at);
+CREATE TABLE messages (
+    id                TEXT    NOT NULL PRIMARY KEY,
+    app_id            TEXT    NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    conversation_id   TEXT    REFERENCES conversations(id) ON DELETE CASCADE,
+    user              TEXT    NOT NULL,
+    task_id           TEXT    NOT NULL,
+    query             TEXT    NOT NULL,
+    inputs            TEXT    NOT NULL,
+    answer            TEXT    NOT NULL DEFAULT '',
+    prompt_tokens     INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    latency_ms        INTEGER NOT NULL DEFAULT 0,
+    status            TEXT    NOT NULL CHECK (status IN ('pending', 'normal', 'stopped', 'error')),
+    error             TEXT,
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL
+);
+CREATE INDEX messages_by_conversation ON messages (conversation_id, created_at);
+CREATE INDEX messages_pending ON messages (status) WHERE status = 'pending';
+CREATE TABLE feedbacks (
+    message_id TEXT    NOT NULL PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+    user       TEXT    NOT NULL,
+    rating     TEXT    NOT NULL CHECK (rating IN ('like', 'dislike')),
+    content    TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+";
+
+/// The newest schema version `migrations` produce (0 for an empty list).
+pub(crate) fn latest(migrations: &[Migration]) -> u32 {
+    migrations.last().map_or(0, |m| m.version)
+}
+
+/// Brings the database to the newest version of `migrations` and returns it.
+///
+/// Before the first migration that changes a non-empty database, the current
+/// file is copied to `<path>.pre-v<N>.bak` (`N` = that migration's version):
+/// one backup of the state the operator had, not one per intermediate step.
+pub(crate) fn migrate(conn: &mut Connection, path: &Path, migrations: &[Migration]) -> Result<u32, StoreError> {
+    let found = schema_version(conn)?;
+    let supported = latest(migrations);
+    if found > supported {
+        return Err(StoreError::SchemaTooNew { found, supported });
+    }
+    let mut backed_up = false;
+    for migration in migrations.iter().filter(|m| m.version > found) {
+        if !backed_up && has_schema(conn)? {
+            let backup = backup_path(path, migration.version);
+            write_backup(conn, &backup)?;
+            tracing::info!(
+                path = %path.display(),
+                backup = %backup.display(),
+                from_version = found,
+                "backed up the store before migrating"
+            );
+        }
+        backed_up = true;
+        apply(conn, migration)?;
+        tracing::info!(path = %path.display(), version = migration.version, "migrated the store schema");
+    }
+    Ok(supported.max(found))
+}
+
+/// `PRAGMA user_version`, which SQLite keeps as a signed 32-bit value.
+pub(crate) fn schema_version(conn: &Connection) -> Result<u32, StoreError> {
+    conn.pragma_query_value(None, "user_version", |row| row.get::<_, u32>(0)).map_err(sql("read schema version"))
+}
+
+/// The backup file written before migrating to `version`.
+pub(crate) fn backup_path(path: &Path, version: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".pre-v{version}.bak"));
+    PathBuf::from(name)
+}
+
+fn has_schema(conn: &Connection) -> Result<bool, StoreError> {
+    conn.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master)", [], |row| row.get::<_, bool>(0)).map_err(sql("inspect schema"))
+}
+
+/// `VACUUM INTO` a temporary name, fsync, then rename over any older backup
+/// of the same version, so a crash never leaves a half-written `.bak`.
+fn write_backup(conn: &Connection, backup: &Path) -> Result<(), StoreError> {
+    let mut tmp = backup.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let tmp_text = tmp.to_str().ok_or_else(|| StoreError::InvalidArgument {
+        field: "store path",
+        reason: format!("{} is not valid UTF-8, so SQLite cannot back it up", tmp.display()),
+    })?;
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(StoreError::BackupFile { path: tmp, source }),
+    }
+    conn.execute("VACUUM INTO ?1", [tmp_text]).map_err(|source| StoreError::Backup { path: tmp.clone(), source })?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|source| StoreError::BackupFile { path: tmp.clone(), source })?;
+    std::fs::rename(&tmp, backup).map_err(|source| StoreError::BackupFile { path: backup.to_path_buf(), source })
+}
+
+fn apply(conn: &mut Connection, migration: &Migration) -> Result<(), StoreError> {
+    let fail = |source| StoreError::Migrate { version: migration.version, source };
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail)?;
+    tx.execute_batch(migration.sql).map_err(fail)?;
+    tx.pragma_update(None, "user_version", migration.version).map_err(fail)?;
+    tx.commit().map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A second, test-only migration: lets the tests migrate a non-empty v1
+    /// database the way a future release will.
+    const WITH_V2: &[Migration] =
+        &[Migration { version: 1, sql: V1 }, Migration { version: 2, sql: "ALTER TABLE apps ADD COLUMN description TEXT;" }];
+
+    fn open(path: &Path) -> Connection {
+        Connection::open(path).expect("open test db")
+    }
+
+    #[test]
+    fn migrates_an_empty_database_without_a_backup() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let mut conn = open(&path);
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("migrate"), 1);
+        assert_eq!(schema_version(&conn).expect("version"), 1);
+        assert!(!backup_path(&path, 1).exists());
+        // Every table exists.
+        for table in ["apps", "app_versions", "api_keys", "conversations", "messages", "feedbacks"] {
+            let n: i64 = conn
+                .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))
+                .expect("query");
+            assert_eq!(n, 1, "table {table}");
+        }
+    }
+
+    #[test]
+    fn migrating_again_is_a_no_op() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let mut conn = open(&path);
+        migrate(&mut conn, &path, MIGRATIONS).expect("first");
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("second"), 1);
+        assert!(!backup_path(&path, 1).exists());
+    }
+
+    #[test]
+    fn backs_up_a_non_empty_database_before_changing_its_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let mut conn = open(&path);
+        migrate(&mut conn, &path, &WITH_V2[..1]).expect("v1");
+        conn.execute("INSERT INTO apps VALUES ('a1', 'App', 'chat', 1, 0, 0)", []).expect("insert");
+        assert_eq!(migrate(&mut conn, &path, WITH_V2).expect("v2"), 2);
+
+        let backup = backup_path(&path, 2);
+        assert!(backup.exists(), "backup {} missing", backup.display());
+        let old = open(&backup);
+        assert_eq!(schema_version(&old).expect("version"), 1);
+        let name: String = old.query_row("SELECT name FROM apps WHERE id = 'a1'", [], |r| r.get(0)).expect("row in backup");
+        assert_eq!(name, "App");
+        // The backup has the old schema, the live file the new one.
+        assert!(old.prepare("SELECT description FROM apps").is_err());
+        conn.prepare("SELECT description FROM apps").expect("new column");
+        let mut tmp = backup.into_os_string();
+        tmp.push(".tmp");
+        assert!(!PathBuf::from(tmp).exists());
+    }
+
+    #[test]
+    fn backs_up_a_foreign_unversioned_database_and_reports_the_failed_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let mut conn = open(&path);
+        conn.execute_batch("CREATE TABLE apps (x); INSERT INTO apps VALUES (1);").expect("seed");
+        let err = migrate(&mut conn, &path, MIGRATIONS).expect_err("must fail");
+        assert!(matches!(err, StoreError::Migrate { version: 1, .. }), "{err:?}");
+        assert!(backup_path(&path, 1).exists());
+        // The failed migration rolled back completely.
+        assert_eq!(schema_version(&conn).expect("version"), 0);
+        let n: i64 = conn.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'messages'", [], |r| r.get(0)).expect("query");
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let mut conn = open(&path);
+        migrate(&mut conn, &path, WITH_V2).expect("v2");
+        let err = migrate(&mut conn, &path, MIGRATIONS).expect_err("too new");
+        assert!(matches!(err, StoreError::SchemaTooNew { found: 2, supported: 1 }), "{err:?}");
+    }
+
+    #[test]
+    fn replaces_a_stale_backup_of_the_same_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        std::fs::write(backup_path(&path, 2), b"stale").expect("stale backup");
+        let mut conn = open(&path);
+        migrate(&mut conn, &path, &WITH_V2[..1]).expect("v1");
+        migrate(&mut conn, &path, WITH_V2).expect("v2");
+        let old = open(&backup_path(&path, 2));
+        assert_eq!(schema_version(&old).expect("backup is a database"), 1);
+    }
+}

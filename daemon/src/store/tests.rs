@@ -1,0 +1,319 @@
+//! Store-level tests: open, migrate, recover, the writer queue, close.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use super::migrations::{backup_path, Migration, MIGRATIONS};
+use super::testutil::{open_store, TestStore};
+use super::*;
+
+fn message(id: &str, conversation_id: &str) -> NewMessage {
+    NewMessage {
+        id: id.into(),
+        app_id: "a1".into(),
+        conversation_id: Some(conversation_id.into()),
+        user: "u1".into(),
+        task_id: "t".into(),
+        query: "q".into(),
+        inputs_json: "{}".into(),
+    }
+}
+
+fn wal_path(db: &Path) -> PathBuf {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
+}
+
+#[tokio::test]
+async fn open_creates_migrates_and_reopens_idempotently() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edgeai.db");
+    let (store, report) = Store::open(&path).expect("open");
+    assert_eq!(report, OpenReport { schema_version: 1, recovered_messages: 0 });
+    assert!(path.exists());
+    store.put_app("a1", "A", "chat", "{}", "config").await.expect("app");
+    store.close().await.expect("close");
+
+    let (store, report) = Store::open(&path).expect("reopen");
+    assert_eq!(report, OpenReport { schema_version: 1, recovered_messages: 0 });
+    assert_eq!(store.list_apps().await.expect("list").len(), 1);
+    store.close().await.expect("close");
+    assert!(!backup_path(&path, 1).exists(), "no backup for a migration of an empty file");
+}
+
+#[test]
+fn open_names_the_missing_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("no-such-dir");
+    let err = Store::open(&missing.join("edgeai.db")).expect_err("missing dir");
+    assert!(matches!(err, StoreError::MissingDir { ref dir } if *dir == missing), "{err:?}");
+    assert!(err.to_string().contains("no-such-dir"), "{err}");
+}
+
+#[test]
+fn open_rejects_a_file_that_is_not_a_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edgeai.db");
+    std::fs::write(&path, vec![b'x'; 4096]).expect("junk");
+    let err = Store::open(&path).expect_err("junk");
+    assert!(matches!(err, StoreError::Open { path: ref p, .. } if *p == path), "{err:?}");
+}
+
+#[test]
+fn open_rejects_empty_pools() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edgeai.db");
+    let err = Store::open_with(&path, StoreOptions { write_queue: 0, ..StoreOptions::default() }).expect_err("queue");
+    assert!(matches!(err, StoreError::InvalidArgument { field: "write_queue", .. }), "{err:?}");
+    let err = Store::open_with(&path, StoreOptions { readers: 0, ..StoreOptions::default() }).expect_err("readers");
+    assert!(matches!(err, StoreError::InvalidArgument { field: "readers", .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn migrating_a_non_empty_older_store_writes_a_backup_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edgeai.db");
+    let (store, _) = Store::open(&path).expect("open v1");
+    store.put_app("a1", "A", "chat", "{}", "config").await.expect("app");
+    store.close().await.expect("close");
+
+    let with_v2 = [Migration { version: 1, sql: MIGRATIONS[0].sql }, Migration { version: 2, sql: "CREATE TABLE extra (x INTEGER);" }];
+    let (store, report) = Store::open_migrating(&path, StoreOptions::default(), &with_v2).expect("open v2");
+    assert_eq!(report.schema_version, 2);
+    assert_eq!(store.list_apps().await.expect("list").len(), 1);
+    store.close().await.expect("close");
+    let backup = backup_path(&path, 2);
+    assert!(backup.exists());
+    let (old, report) = Store::open(&backup).expect("the backup is a v1 store");
+    assert_eq!(report.schema_version, 1);
+    assert_eq!(old.list_apps().await.expect("list")[0].id, "a1");
+    old.close().await.expect("close");
+
+    // This daemon (v1) refuses the migrated file instead of misreading it.
+    let err = Store::open(&path).expect_err("too new");
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 2, supported: 1 }), "{err:?}");
+}
+
+#[tokio::test]
+async fn pending_messages_are_recovered_after_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edgeai.db");
+    let (store, _) = Store::open(&path).expect("open");
+    store.put_app("a1", "A", "chat", "{}", "config").await.expect("app");
+    let c = store.create_conversation("a1", "u1", "c", "{}").await.expect("conversation").id;
+    store.begin_message(message("done", &c)).await.expect("begin");
+    let finished = MessageOutcome {
+        answer: "complete".into(),
+        prompt_tokens: 1,
+        completion_tokens: 1,
+        latency_ms: 1,
+        status: MessageStatus::Normal,
+        error: None,
+    };
+    store.finish_message("done", finished.clone()).await.expect("finish");
+    store.begin_message(message("cut-1", &c)).await.expect("begin");
+    store.begin_message(message("cut-2", &c)).await.expect("begin");
+    // The crash: no close, no finish; connections and thread are leaked as
+    // a killed process would leave them.
+    std::mem::forget(store);
+
+    let (store, report) = Store::open(&path).expect("reopen");
+    assert_eq!(report.recovered_messages, 2);
+    for id in ["cut-1", "cut-2"] {
+        let m = store.get_message("a1", "u1", id).await.expect("get");
+        assert_eq!(m.status, MessageStatus::Error);
+        assert_eq!(m.error.as_deref(), Some(INTERRUPTED_ERROR));
+        assert_eq!(m.answer, "");
+        // The interrupted generation cannot finish it later.
+        let err = store.finish_message(id, finished.clone()).await.expect_err("late finish");
+        assert!(matches!(err, StoreError::NotPending { ref status, .. } if status == "error"), "{err:?}");
+    }
+    let m = store.get_message("a1", "u1", "done").await.expect("get");
+    assert_eq!((m.status, m.answer.as_str()), (MessageStatus::Normal, "complete"));
+    assert!(store.history(&c, 10).await.expect("history").len() == 1);
+    store.close().await.expect("close");
+
+    // Recovery happens once.
+    let (store, report) = Store::open(&path).expect("third open");
+    assert_eq!(report.recovered_messages, 0);
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn dropping_every_handle_without_close_is_recoverable_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edgeai.db");
+    let (store, _) = Store::open(&path).expect("open");
+    store.put_app("a1", "A", "chat", "{}", "config").await.expect("app");
+    let c = store.create_conversation("a1", "u1", "c", "{}").await.expect("conversation").id;
+    store.begin_message(message("cut", &c)).await.expect("begin");
+    drop(store);
+    let (store, report) = Store::open(&path).expect("reopen");
+    assert_eq!(report.recovered_messages, 1);
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_full_write_queue_is_busy_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = StoreOptions { write_queue: 2, ..StoreOptions::default() };
+    let (store, _) = Store::open_with(&dir.path().join("edgeai.db"), options).expect("open");
+
+    // Hold the writer inside a job until released.
+    let (started_tx, started) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    store
+        .submit(Box::new(move |_conn| {
+            started_tx.send(()).expect("signal start");
+            released.recv().expect("wait for release");
+        }))
+        .expect("blocking job");
+    tokio::task::spawn_blocking(move || started.recv_timeout(Duration::from_secs(5))).await.expect("join").expect("writer started the job");
+
+    // Two queued jobs fill the queue; the next caller is refused at once.
+    let (ran_tx, ran) = mpsc::channel();
+    for n in 0..2 {
+        let ran_tx = ran_tx.clone();
+        store.submit(Box::new(move |_conn| ran_tx.send(n).expect("report"))).expect("queued");
+    }
+    let busy = store.ping_writer().await.expect_err("queue full");
+    assert!(matches!(busy, StoreError::Busy), "{busy:?}");
+    let busy = store.put_app("a1", "A", "chat", "{}", "config").await.expect_err("queue full");
+    assert!(matches!(busy, StoreError::Busy), "{busy:?}");
+    // Reads do not go through the writer: still served.
+    assert!(store.list_apps().await.expect("reads still work").is_empty());
+
+    release.send(()).expect("release");
+    let order = tokio::task::spawn_blocking(move || {
+        let timeout = Duration::from_secs(5);
+        [ran.recv_timeout(timeout), ran.recv_timeout(timeout)]
+    })
+    .await
+    .expect("join");
+    assert_eq!(order, [Ok(0), Ok(1)], "queued jobs ran in order");
+    store.ping_writer().await.expect("queue drained");
+    store.put_app("a1", "A", "chat", "{}", "config").await.expect("accepted again");
+    store.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_all_land() {
+    let TestStore { store, _dir } = open_store();
+    store.put_app("a1", "A", "chat", "{}", "config").await.expect("app");
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let user = format!("u{}", i % 4);
+            let c = store.create_conversation("a1", &user, "c", "{}").await?;
+            let mut m = message(&format!("m{i}"), &c.id);
+            m.user = user;
+            store.begin_message(m).await?;
+            store
+                .finish_message(
+                    &format!("m{i}"),
+                    MessageOutcome {
+                        answer: format!("answer {i}"),
+                        prompt_tokens: 1,
+                        completion_tokens: 2,
+                        latency_ms: 3,
+                        status: MessageStatus::Normal,
+                        error: None,
+                    },
+                )
+                .await?;
+            store.touch_conversation(&c.id).await?;
+            Ok::<_, StoreError>(c.id)
+        }));
+    }
+    for task in tasks {
+        task.await.expect("join").expect("every write lands");
+    }
+    let mut total = 0;
+    for u in 0..4 {
+        let (page, more) = store.list_conversations("a1", &format!("u{u}"), None, 100, ConversationSort::default()).await.expect("list");
+        assert!(!more);
+        total += page.len();
+    }
+    assert_eq!(total, 64);
+    let normal: i64 = store
+        .read("test: count", |conn| {
+            conn.query_row("SELECT count(*) FROM messages WHERE status = 'normal'", [], |r| r.get(0)).map_err(sql("count"))
+        })
+        .await
+        .expect("count");
+    assert_eq!(normal, 64);
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn close_checkpoints_the_wal_and_ends_every_clone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edgeai.db");
+    let (store, _) = Store::open(&path).expect("open");
+    store.put_app("a1", "A", "chat", r#"{"big":"definition"}"#, "config").await.expect("app");
+    let wal = wal_path(&path);
+    assert!(std::fs::metadata(&wal).expect("wal exists while open").len() > 0);
+
+    let other = store.clone();
+    // Another process's idle connection keeps SQLite from deleting the WAL
+    // on close, so only the explicit TRUNCATE checkpoint can empty it.
+    let bystander = rusqlite::Connection::open(&path).expect("bystander");
+    let apps: i64 = bystander.query_row("SELECT count(*) FROM apps", [], |r| r.get(0)).expect("attach to the WAL");
+    assert_eq!(apps, 1);
+    // A write queued before close still lands (close flushes the queue).
+    let queued = tokio::spawn({
+        let store = store.clone();
+        async move { store.put_app("a2", "B", "chat", "{}", "config").await }
+    });
+    tokio::task::yield_now().await;
+    store.close().await.expect("close");
+    queued.await.expect("join").expect("queued write landed");
+
+    let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(wal_len, 0, "WAL not checkpointed");
+    let apps: i64 = bystander.query_row("SELECT count(*) FROM apps", [], |r| r.get(0)).expect("bystander reads");
+    assert_eq!(apps, 2);
+    drop(bystander);
+    assert!(matches!(other.ping_writer().await, Err(StoreError::Closed)));
+    assert!(matches!(other.list_apps().await, Err(StoreError::Closed)));
+    assert!(matches!(other.put_app("x", "X", "chat", "{}", "config").await, Err(StoreError::Closed)));
+    assert!(matches!(other.clone().close().await, Err(StoreError::Closed)));
+    drop(other);
+
+    // Everything committed is in the main file.
+    let (store, _) = Store::open(&path).expect("reopen");
+    assert!(store.get_app("a1").await.expect("get").is_some());
+    store.close().await.expect("close");
+}
+
+#[test]
+fn store_is_clone_send_sync() {
+    fn check<T: Clone + Send + Sync + 'static>() {}
+    fn error<T: std::error::Error + Send + Sync + 'static>() {}
+    check::<Store>();
+    error::<StoreError>();
+}
+
+#[tokio::test]
+async fn ping_writer_round_trips() {
+    let TestStore { store, _dir } = open_store();
+    store.ping_writer().await.expect("ping");
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_panicking_job_does_not_kill_the_writer() {
+    let TestStore { store, _dir } = open_store();
+    let err = store.write("test: panic", |_conn| -> Result<(), StoreError> { panic!("test panic") }).await.expect_err("panicked");
+    assert!(matches!(err, StoreError::Panicked { op: "test: panic" }), "{err:?}");
+    store.ping_writer().await.expect("writer alive");
+    let err = store.read("test: panic read", |_conn| -> Result<(), StoreError> { panic!("test panic") }).await.expect_err("panicked");
+    assert!(matches!(err, StoreError::Panicked { .. }), "{err:?}");
+    // The reader connection went back to the pool.
+    for _ in 0..4 {
+        store.list_apps().await.expect("reads still work");
+    }
+    store.close().await.expect("close");
+}

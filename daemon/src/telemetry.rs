@@ -1,0 +1,58 @@
+//! Logging: tracing with structured fields, to journald when systemd gave us
+//! a journal stream (JOURNAL_STREAM), else to stderr as text or JSON.
+//! llama.cpp's own log lines are routed into tracing under the target
+//! `llama-cpp-2`. Metrics (Prometheus) join this module later.
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("log.level {level:?} is not a valid filter: {reason}")]
+    Filter { level: String, reason: String },
+    #[error("installing the log subscriber: {0}")]
+    Install(String),
+}
+
+/// Output format chosen by `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Journald,
+    Text,
+    Json,
+}
+
+/// Decides the output: "auto" means journald when stderr is the journal.
+pub fn choose(format: &str) -> Output {
+    match format {
+        "json" => Output::Json,
+        "text" => Output::Text,
+        _ if std::env::var_os("JOURNAL_STREAM").is_some() => Output::Journald,
+        _ => Output::Text,
+    }
+}
+
+/// Installs the global subscriber. `EDGEAI_LOG` overrides `level`.
+pub fn init(level: &str, output: Output) -> Result<(), TelemetryError> {
+    let directives = std::env::var("EDGEAI_LOG").unwrap_or_else(|_| level.to_owned());
+    // llama.cpp is chatty at info; keep it at warn unless asked for.
+    let with_llama = if directives.contains("llama") { directives.clone() } else { format!("{directives},llama-cpp-2=warn") };
+    let filter = EnvFilter::try_new(&with_llama)
+        .map_err(|e| TelemetryError::Filter { level: directives.clone(), reason: e.to_string() })?;
+    let layer = match output {
+        Output::Journald => match tracing_journald::layer() {
+            Ok(l) => l.with_syslog_identifier("edgeaid".into()).boxed(),
+            // No journal socket after all: fall back to stderr without timestamps.
+            Err(_) => tracing_subscriber::fmt::layer().without_time().with_writer(std::io::stderr).boxed(),
+        },
+        Output::Json => tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed(),
+        Output::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(layer.with_filter(filter))
+        .try_init()
+        .map_err(|e| TelemetryError::Install(e.to_string()))?;
+    llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+    Ok(())
+}
