@@ -102,9 +102,24 @@ impl ApiError {
                 },
                 ServiceError::Store(st) => match st {
                     StoreError::NotFound { .. } => m(S::NOT_FOUND, "not_found", st.to_string()),
+                    StoreError::AlreadyExists { .. } => m(S::CONFLICT, "conflict", st.to_string()),
+                    StoreError::InvalidArgument { .. } => m(S::BAD_REQUEST, "invalid_param", st.to_string()),
                     StoreError::Busy => busy("service_unavailable", "the store is busy; retry later".into(), 1),
+                    StoreError::Closed => busy("service_unavailable", "the daemon is shutting down".into(), 5),
                     // Internal detail goes to the log, not to the client.
-                    _ => m(S::INTERNAL_SERVER_ERROR, "internal_server_error", "internal error in the store; see the daemon log".into()),
+                    StoreError::MissingDir { .. }
+                    | StoreError::Open { .. }
+                    | StoreError::WalUnavailable { .. }
+                    | StoreError::SchemaTooNew { .. }
+                    | StoreError::Backup { .. }
+                    | StoreError::BackupFile { .. }
+                    | StoreError::Migrate { .. }
+                    | StoreError::Sqlite { .. }
+                    | StoreError::Thread { .. }
+                    | StoreError::Panicked { .. }
+                    | StoreError::NotPending { .. } => {
+                        m(S::INTERNAL_SERVER_ERROR, "internal_server_error", "internal error in the store; see the daemon log".into())
+                    }
                 },
             },
         }
