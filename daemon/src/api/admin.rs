@@ -30,7 +30,7 @@ pub async fn authorise(state: &ApiState, uid: u32, gid: u32) -> Result<(), ApiEr
     let member = tokio::task::spawn_blocking(move || {
         let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten()?;
         let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(admin_gid)).ok().flatten()?;
-        Some(group.mem.iter().any(|m| *m == user.name))
+        Some(group.mem.contains(&user.name))
     })
     .await
     .ok()
