@@ -85,6 +85,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         context_size: m.context_size,
         slots: m.slots,
         threads,
+        adaptive_threads: m.threads.is_none(),
         batch_size: m.batch_size,
         queue_depth: m.queue_depth,
         use_mlock: m.use_mlock,
@@ -124,8 +125,8 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
     notifier.ready(status);
     tracing::info!(
         ready_ms,
-        listen = ?listeners.tcp_addr(),
-        socket = ?settings.server.socket,
+        listen = %listeners.tcp_addr().map_or_else(|| "disabled".to_owned(), |a| a.to_string()),
+        socket = %settings.server.socket.as_ref().map_or_else(|| "disabled".to_owned(), |p| p.display().to_string()),
         apps = n_apps,
         "ready"
     );

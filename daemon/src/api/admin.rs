@@ -123,7 +123,7 @@ fn status(state: &ApiState) -> Value {
         "in_flight": svc.in_flight(),
         "model": {
             "name": cfg.name, "path": cfg.path.display().to_string(), "state": st.state, "error": st.error,
-            "threads": cfg.threads, "slots": cfg.slots, "context_size": cfg.context_size, "cpu_features": state.cpu_features,
+            "threads": svc.model.ready().map_or(cfg.threads, |m| m.threads.load(std::sync::atomic::Ordering::Relaxed)), "slots": cfg.slots, "context_size": cfg.context_size, "cpu_features": state.cpu_features,
         },
     })
 }

@@ -33,6 +33,57 @@ impl Limits {
     }
 }
 
+/// Tasks runnable on the whole machine right now (`procs_running` in
+/// /proc/stat), the caller included.
+pub fn runnable_tasks() -> Option<u32> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines().find_map(|l| l.strip_prefix("procs_running ")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Decides how many inference threads to run when other processes compete
+/// for the cores. A decode step waits at barriers for its slowest thread, so
+/// a thread that loses its core stalls all the others: measured here, with one
+/// of two cores busy, 1 thread ran at 85 tok/s and 2 threads at 38. Fed with
+/// the number of other runnable tasks while the inference thread is idle, it
+/// advises `max - others` (at least 1), and changes its advice only after it
+/// held for `settle` observations in a row.
+#[derive(Debug, Clone)]
+pub struct ThreadAdvisor {
+    max: u32,
+    ema: f64,
+    advice: u32,
+    streak: u32,
+    settle: u32,
+}
+
+impl ThreadAdvisor {
+    pub fn new(max: u32, settle: u32) -> Self {
+        ThreadAdvisor { max: max.max(1), ema: 0.0, advice: max.max(1), streak: 0, settle: settle.max(1) }
+    }
+
+    /// Records how many other tasks were runnable; returns the new advice
+    /// when it changes.
+    pub fn observe(&mut self, others: u32) -> Option<u32> {
+        self.ema = 0.7 * self.ema + 0.3 * f64::from(others);
+        let want = (f64::from(self.max) - self.ema).round().clamp(1.0, f64::from(self.max)) as u32;
+        if want == self.advice {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        if self.streak < self.settle {
+            return None;
+        }
+        self.streak = 0;
+        self.advice = want;
+        Some(want)
+    }
+
+    pub fn advice(&self) -> u32 {
+        self.advice
+    }
+}
+
 /// Reads the limits of the calling process from the real system.
 pub fn detect() -> Limits {
     let affinity_cpus = affinity_cpus();
@@ -192,7 +243,30 @@ mod tests {
     }
 
     #[test]
+    fn advisor_backs_off_under_sustained_contention_and_recovers() {
+        let mut a = ThreadAdvisor::new(2, 3);
+        // One blip is not enough.
+        assert_eq!(a.observe(2), None);
+        assert_eq!(a.observe(0), None);
+        assert_eq!(a.advice(), 2);
+        // Sustained load: after the ema crosses and the streak settles, 1 thread.
+        let changed: Vec<_> = (0..10).filter_map(|_| a.observe(1)).collect();
+        assert_eq!(changed, vec![1]);
+        assert_eq!(a.advice(), 1);
+        // Load gone: back to 2.
+        let changed: Vec<_> = (0..10).filter_map(|_| a.observe(0)).collect();
+        assert_eq!(changed, vec![2]);
+        // Never below 1 however heavy the load.
+        let mut b = ThreadAdvisor::new(2, 1);
+        (0..10).for_each(|_| {
+            b.observe(50);
+        });
+        assert_eq!(b.advice(), 1);
+    }
+
+    #[test]
     fn the_real_system_is_readable() {
+        assert!(runnable_tasks().is_some_and(|n| n >= 1));
         let l = detect();
         assert!(l.affinity_cpus >= 1);
         assert!(l.inference_threads() >= 1 && l.inference_threads() <= l.affinity_cpus);

@@ -9,7 +9,7 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryS
 use std::sync::Arc;
 use std::time::Duration;
 
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -21,6 +21,7 @@ use tokio::sync::mpsc::error::TrySendError as AsyncTrySendError;
 
 use super::template::Renderer;
 use super::text::{StopMatcher, Utf8Stream};
+use crate::governor::ThreadAdvisor;
 use super::{ChatMessage, FinishReason, GenEvent, Heartbeat, Job, ModelError, Prompt, RuntimeConfig, SamplingParams};
 
 /// How long the idle scheduler waits for work before beating the heartbeat.
@@ -35,7 +36,9 @@ pub struct LocalModel {
     queue_depth: usize,
     /// KV positions shared by all sequences; one request may use them all.
     pub context: u32,
-    pub threads: u32,
+    /// Inference threads in use now (fewer than configured while other
+    /// processes hold the cores; see governor::ThreadAdvisor).
+    pub threads: Arc<std::sync::atomic::AtomicU32>,
     pub template: &'static str,
 }
 
@@ -121,20 +124,7 @@ pub(super) fn run_thread(
         Err(e) => return on_loaded(Err(e)),
     };
     heartbeat.beat();
-    let ctx_params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(cfg.context_size))
-        .with_n_batch(cfg.batch_size)
-        .with_n_ubatch(cfg.batch_size)
-        .with_n_seq_max(cfg.slots)
-        .with_n_threads(cfg.threads as i32)
-        .with_n_threads_batch(cfg.threads as i32)
-        // One KV store for all slots (split streams made every decode
-        // step 7x slower here), q8_0 to halve its memory; admission
-        // reserves cells per request so sequences never run out.
-        .with_kv_unified(true)
-        .with_type_k(llama_cpp_2::context::params::KvCacheType::Q8_0)
-        .with_type_v(llama_cpp_2::context::params::KvCacheType::Q8_0);
-    let ctx = match model.new_context(&backend, ctx_params) {
+    let ctx = match model.new_context(&backend, context_params(&cfg, cfg.threads)) {
         Ok(c) => c,
         Err(e) => return on_loaded(Err(load_error(format!("llama.cpp context ({} positions, {} slots): {e}", cfg.context_size, cfg.slots)))),
     };
@@ -155,19 +145,36 @@ pub(super) fn run_thread(
         load_ms = started.elapsed().as_millis() as u64,
         "model loaded"
     );
+    let threads_now = Arc::new(std::sync::atomic::AtomicU32::new(cfg.threads));
     let local = Arc::new(LocalModel {
         model: Arc::clone(&model),
         renderer,
         jobs: tx,
         queue_depth: cfg.queue_depth,
         context,
-        threads: cfg.threads,
+        threads: Arc::clone(&threads_now),
         template,
     });
     on_loaded(Ok(local));
     failpoint_hang();
-    Scheduler::new(&model, ctx, cfg.slots as usize, cfg.batch_size as usize, heartbeat).run(rx);
+    Scheduler::new(&backend, &model, ctx, &cfg, heartbeat, threads_now).run(rx);
     tracing::info!("inference thread stopped: no more senders");
+}
+
+fn context_params(cfg: &RuntimeConfig, threads: u32) -> LlamaContextParams {
+    LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(cfg.context_size))
+        .with_n_batch(cfg.batch_size)
+        .with_n_ubatch(cfg.batch_size)
+        .with_n_seq_max(cfg.slots)
+        .with_n_threads(threads as i32)
+        .with_n_threads_batch(threads as i32)
+        // One KV store for all slots (split streams made every decode step
+        // 7x slower here), q8_0 to halve its memory; admission reserves cells
+        // per request so sequences never run out.
+        .with_kv_unified(true)
+        .with_type_k(KvCacheType::Q8_0)
+        .with_type_v(KvCacheType::Q8_0)
 }
 
 /// Test-only fault: with the `failpoints` feature and
@@ -208,6 +215,10 @@ struct Active {
 }
 
 struct Scheduler<'m> {
+    backend: &'m LlamaBackend,
+    cfg: &'m RuntimeConfig,
+    advisor: ThreadAdvisor,
+    threads_now: Arc<std::sync::atomic::AtomicU32>,
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
     slots: Vec<Slot>,
@@ -223,14 +234,21 @@ struct Scheduler<'m> {
 
 impl<'m> Scheduler<'m> {
     fn new(
+        backend: &'m LlamaBackend,
         model: &'m LlamaModel,
         ctx: LlamaContext<'m>,
-        n_slots: usize,
-        batch_size: usize,
+        cfg: &'m RuntimeConfig,
         heartbeat: Arc<Heartbeat>,
+        threads_now: Arc<std::sync::atomic::AtomicU32>,
     ) -> Self {
         let n_ctx = ctx.n_ctx() as usize;
+        let (n_slots, batch_size) = (cfg.slots as usize, cfg.batch_size as usize);
         Scheduler {
+            backend,
+            cfg,
+            // Observed every idle tick: a change needs ~2 s of steady load.
+            advisor: ThreadAdvisor::new(cfg.threads, 8),
+            threads_now,
             model,
             ctx,
             slots: (0..n_slots).map(|_| Slot { kv: Vec::new(), busy: false }).collect(),
@@ -265,7 +283,10 @@ impl<'m> Scheduler<'m> {
                 Some(j) => j,
                 None if self.active.is_empty() => match rx.recv_timeout(IDLE_TICK) {
                     Ok(j) => j,
-                    Err(RecvTimeoutError::Timeout) => return true,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.retune_threads();
+                        return true;
+                    }
                     Err(RecvTimeoutError::Disconnected) => return false,
                 },
                 None => match rx.try_recv() {
@@ -288,6 +309,29 @@ impl<'m> Scheduler<'m> {
             self.start(job, slot, common);
         }
         true
+    }
+
+    /// While idle: follow the thread advice when other processes hold the
+    /// cores (or stop holding them). The thread count is fixed per llama.cpp
+    /// context (llama-cpp-2 does not expose llama_set_n_threads), so the
+    /// context is rebuilt; that drops the cached prefixes, which is why it
+    /// only happens while idle and only after the load held for a while.
+    fn retune_threads(&mut self) {
+        // procs_running counts this thread, which is running while it reads.
+        if !self.cfg.adaptive_threads {
+            return;
+        }
+        let Some(others) = crate::governor::runnable_tasks().map(|n| n.saturating_sub(1)) else { return };
+        let Some(threads) = self.advisor.observe(others) else { return };
+        match self.model.new_context(self.backend, context_params(self.cfg, threads)) {
+            Ok(ctx) => {
+                self.ctx = ctx;
+                self.slots.iter_mut().for_each(|s| s.kv.clear());
+                self.threads_now.store(threads, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(threads, runnable_others = others, "inference threads changed for the CPU load");
+            }
+            Err(e) => tracing::warn!(error = %e, threads, "could not rebuild the context for a new thread count"),
+        }
     }
 
     /// The free slot whose cache shares the longest prefix with `prompt`; on

@@ -169,6 +169,9 @@ pub struct RuntimeConfig {
     pub context_size: u32,
     pub slots: u32,
     pub threads: u32,
+    /// Run fewer threads while other processes hold the cores (when the
+    /// thread count was derived, not configured).
+    pub adaptive_threads: bool,
     pub batch_size: u32,
     pub queue_depth: usize,
     pub use_mlock: bool,
