@@ -3,6 +3,8 @@
 //! llama.cpp's own log lines are routed into tracing under the target
 //! `llama-cpp-2`. Metrics (Prometheus) join this module later.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -47,7 +49,8 @@ pub fn init(level: &str, output: Output) -> Result<(), TelemetryError> {
             Err(_) => tracing_subscriber::fmt::layer().without_time().with_writer(std::io::stderr).boxed(),
         },
         Output::Json => tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed(),
-        Output::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        // Colours only for a person at a terminal, not for files or pipes.
+        Output::Text => tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).boxed(),
     };
     tracing_subscriber::registry()
         .with(layer.with_filter(filter))

@@ -1,0 +1,96 @@
+# edgeai developer entry points; `make help` lists them. Both `make run` and `make test` work
+# in a fresh clone on Debian 12 with only Rust installed: scripts/setup.sh installs the rest.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+CARGO ?= cargo
+# Where cargo puts its output; honours CARGO_TARGET_DIR like cargo itself does.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+BIN := $(TARGET_DIR)/debug
+# Config for `make check-config` (`make check-config CONFIG=/etc/edgeai/edgeai.toml`).
+CONFIG ?= configs/dev.toml
+# The test build turns on the test-only failpoints (a hung inference thread for the watchdog
+# tests). Build and test use the same feature set, so cargo builds everything once and the
+# edgeaid that the end-to-end tests start is the one with failpoints.
+TEST_FEATURES := --features edgeai-daemon/failpoints
+
+.PHONY: help setup build run test verify-units box-test bench check-config clean-run
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ printf "  make %-13s %s\n", $$1, $$2 }'
+
+setup: ## install missing Debian packages, the test venv and the default model
+	@scripts/setup.sh
+
+build: setup ## build edgeaid and edgeaictl (debug)
+	$(CARGO) build --bins
+
+# `exec` replaces the recipe's shell with the daemon, so Ctrl-C reaches it directly (the
+# terminal signals the whole foreground group) and a SIGTERM sent to make is forwarded to it
+# by make; either way edgeaid drains and exits cleanly.
+run: build ## build and start edgeaid in the foreground with configs/dev.toml
+	mkdir -p run
+	exec $(BIN)/edgeaid --config configs/dev.toml
+
+test: setup ## run every test (the README's and CI's test command)
+	$(CARGO) build --workspace --bins $(TEST_FEATURES)
+	$(MAKE) verify-units
+	$(CARGO) test --workspace --no-fail-fast $(TEST_FEATURES)
+	$(MAKE) box-test
+
+# systemd-analyze verify fails when ExecStart= does not exist, and a development machine has
+# no /usr/bin/edgeaid. So the unit is checked twice:
+#   1. a copy with ExecStart= rewritten (sed) to the built binary, verified where it lies;
+#   2. the pristine file, verified with --root= in a scratch root that holds what the unit
+#      refers to: usr/bin/edgeaid (the built binary), /bin/kill (ExecReload=) and the host's
+#      unit directory (for sysinit.target and friends).
+# verify exits 0 on unknown keys and bad values (it only logs them), so any output at all
+# fails the check. sysusers.d is applied to the scratch root too, and tmpfiles.d after it
+# when running as root (it chowns to the new user). `systemd-analyze security` guards the
+# hardening: an exposure above 2.5 fails (the unit scores 1.5).
+verify-units: ## systemd-analyze verify the unit; check sysusers.d and tmpfiles.d
+	@test -x $(BIN)/edgeaid || { echo "verify-units: $(BIN)/edgeaid is missing; run make build first" >&2; exit 1; }
+	@scratch=$$(mktemp -d); trap 'rm -rf "$$scratch"' EXIT; \
+	check() { local what=$$1; shift; local out; \
+	  if out=$$("$$@" 2>&1) && [ -z "$$out" ]; then echo "PASS: $$what"; \
+	  else echo "FAIL: $$what"; printf '%s\n' "$$out" | sed 's/^/    /'; return 1; fi; }; \
+	mkdir -p "$$scratch/copy"; \
+	sed 's|^ExecStart=/usr/bin/edgeaid|ExecStart=$(abspath $(BIN))/edgeaid|' systemd/edgeai.service >"$$scratch/copy/edgeai.service"; \
+	check "systemd-analyze verify (ExecStart=$(BIN)/edgeaid)" systemd-analyze verify --man=no "$$scratch/copy/edgeai.service"; \
+	root=$$scratch/root; units=/usr/lib/systemd/system; [ -d $$units ] || units=/lib/systemd/system; \
+	mkdir -p "$$root/usr/bin" "$$root/usr/lib/systemd" "$$root/etc"; ln -s usr/bin "$$root/bin"; \
+	cp $(BIN)/edgeaid "$$root/usr/bin/edgeaid"; cp /bin/kill "$$root/usr/bin/kill"; \
+	cp -a "$$units" "$$root/usr/lib/systemd/system"; \
+	install -m 0644 systemd/edgeai.service "$$root/usr/lib/systemd/system/edgeai.service"; \
+	check "systemd-analyze verify --root (pristine systemd/edgeai.service)" \
+	  systemd-analyze verify --man=no --root="$$root" /usr/lib/systemd/system/edgeai.service; \
+	if score=$$(systemd-analyze security --offline=true --threshold=25 --no-pager "$$scratch/copy/edgeai.service" 2>&1); \
+	then echo "PASS: systemd-analyze security: $$(printf '%s\n' "$$score" | grep -o 'exposure level.*')"; \
+	else echo "FAIL: systemd-analyze security"; printf '%s\n' "$$score" | grep -v '✓' | sed 's/^/    /'; exit 1; fi; \
+	install -D -m 0644 systemd/edgeai.sysusers "$$root/usr/lib/sysusers.d/edgeai.conf"; \
+	install -D -m 0644 systemd/edgeai.tmpfiles "$$root/usr/lib/tmpfiles.d/edgeai.conf"; \
+	systemd-sysusers --root="$$root" >/dev/null 2>&1 || { echo "FAIL: systemd-sysusers"; systemd-sysusers --root="$$root"; exit 1; }; \
+	for name in edgeai edgeai-admin; do grep -q "^$$name:" "$$root/etc/group" || { echo "FAIL: sysusers: no group $$name"; exit 1; }; done; \
+	grep -q '^edgeai:' "$$root/etc/passwd" || { echo "FAIL: sysusers: no user edgeai"; exit 1; }; \
+	echo "PASS: systemd-sysusers creates user edgeai and groups edgeai, edgeai-admin"; \
+	if [ "$$(id -u)" -eq 0 ]; then \
+	  check "systemd-tmpfiles --create" systemd-tmpfiles --root="$$root" --create; \
+	  uid=$$(awk -F: '$$1 == "edgeai" { print $$3 }' "$$root/etc/passwd"); \
+	  got=$$(stat -c '%u %a' "$$root/var/lib/edgeai/models"); \
+	  [ "$$got" = "$$uid 750" ] || { echo "FAIL: tmpfiles: /var/lib/edgeai/models has uid/mode $$got, expected $$uid 750"; exit 1; }; \
+	  echo "PASS: systemd-tmpfiles creates /var/lib/edgeai/models (edgeai, 0750)"; \
+	else echo "SKIP: systemd-tmpfiles check (needs root to chown)"; fi
+
+box-test: ## test the unit under a real systemd (needs root and systemd-nspawn, else SKIP)
+	EDGEAID=$(abspath $(BIN))/edgeaid scripts/systemd-box-test.sh
+
+bench: setup ## run the benchmark (release build)
+	$(CARGO) run --release -p edgeai-tests --bin bench
+
+check-config: build ## check CONFIG (default configs/dev.toml) with edgeaid --check-config
+	$(BIN)/edgeaid --check-config --config $(CONFIG)
+
+clean-run: ## remove run/ (the dev store, socket and demo key)
+	rm -rf run

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# setup.sh: installs what `make run` and `make test` need besides Rust, and only what is missing.
+#
+#   1. Debian packages: the llama.cpp build (cmake, a C/C++ toolchain with OpenMP, libclang for
+#      bindgen, pkg-config) and the tests (dbus-daemon, systemd-analyze/-sysusers/-tmpfiles,
+#      /bin/kill from procps for the unit's ExecReload=, python3-venv; systemd-container for the
+#      systemd-box tests, optional). Checked with dpkg-query; apt-get update and install run only
+#      when something is missing (as root, or through sudo).
+#   2. The Python client for the end-to-end test: a venv at .cache/venv with dify-client (pinned).
+#   3. The default model, through scripts/fetch-model.sh (into .cache/models).
+#
+# Idempotent; when everything is present it hashes nothing and downloads nothing.
+set -euo pipefail
+
+readonly REQUIRED_PKGS=(cmake clang libclang-dev pkg-config g++ make python3 python3-venv dbus systemd procps)
+readonly OPTIONAL_PKGS=(systemd-container)
+readonly DIFY_CLIENT_VERSION=0.1.10
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=$repo/.cache/venv
+
+command -v cargo >/dev/null 2>&1 || die "cargo is missing: install Rust (https://rustup.rs) first"
+
+missing_among() {
+  local p
+  for p in "$@"; do
+    [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null)" = "ii " ] || printf '%s\n' "$p"
+  done
+}
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    return 1
+  fi
+}
+
+apt_install() {
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >&2
+}
+
+if command -v dpkg-query >/dev/null 2>&1; then
+  mapfile -t missing < <(missing_among "${REQUIRED_PKGS[@]}")
+  mapfile -t missing_optional < <(missing_among "${OPTIONAL_PKGS[@]}")
+  if [ ${#missing[@]} -gt 0 ] || [ ${#missing_optional[@]} -gt 0 ]; then
+    say "installing Debian packages: ${missing[*]} ${missing_optional[*]}"
+    if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
+      die "not root and no sudo; as root run: apt-get install ${missing[*]} ${missing_optional[*]}"
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 \
+      || say "warning: apt-get update failed; trying the install anyway"
+    if [ ${#missing[@]} -gt 0 ]; then
+      apt_install "${missing[@]}" || die "apt-get install ${missing[*]} failed"
+    fi
+    if [ ${#missing_optional[@]} -gt 0 ]; then
+      apt_install "${missing_optional[@]}" \
+        || say "warning: could not install ${missing_optional[*]}; the systemd-box tests will be skipped"
+    fi
+  fi
+else
+  say "warning: no dpkg (not Debian?); make sure these are installed: ${REQUIRED_PKGS[*]} ${OPTIONAL_PKGS[*]}"
+fi
+
+# The venv counts as ready when its python imports the pinned dify-client.
+venv_ready() {
+  "$venv/bin/python" - "$DIFY_CLIENT_VERSION" <<'PY' >/dev/null 2>&1
+import importlib.metadata, sys
+import dify_client  # noqa: F401
+sys.exit(importlib.metadata.version("dify-client") != sys.argv[1])
+PY
+}
+
+if ! venv_ready; then
+  say "creating the test venv at $venv with dify-client==$DIFY_CLIENT_VERSION"
+  mkdir -p -- "$repo/.cache"
+  if ! "$venv/bin/python" -c '' >/dev/null 2>&1; then
+    python3 -m venv --clear "$venv" >&2 || die "python3 -m venv $venv failed (apt-get install python3-venv)"
+  fi
+  "$venv/bin/python" -m pip install --quiet "dify-client==$DIFY_CLIENT_VERSION" >&2 \
+    || die "pip install dify-client==$DIFY_CLIENT_VERSION failed (is PyPI reachable?)"
+  venv_ready || die "$venv still cannot import dify_client $DIFY_CLIENT_VERSION"
+fi
+
+"$repo/scripts/fetch-model.sh"

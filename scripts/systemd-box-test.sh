@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# systemd-box-test.sh: tests systemd/edgeai.service with the built edgeaid under a real systemd
+# (PID 1 in a throwaway container made by shared/tools/systemd-box), as installed on a device:
+#
+#   - systemd-analyze verify of the installed unit; sysusers.d and tmpfiles.d applied for real;
+#   - a config with an unknown key: the start fails with exit status 78 and no restart;
+#   - `systemctl start` succeeds (Type=notify: READY=1 arrived), StatusText is set, GET /health
+#     answers 200, the socket has mode 0660 and group edgeai, journald holds structured entries;
+#   - `systemctl reload` (SIGHUP) keeps the same process running;
+#   - `systemctl stop` ends with the daemon's own exit status 0 (a drain, not a kill);
+#   - with EDGEAI_FAILPOINT_HANG_INFERENCE=1 (needs the `failpoints` build) and WatchdogSec=3s,
+#     systemd kills the daemon for a watchdog timeout and restarts it.
+#
+# Inside the box the unit runs the host's build output and model through bind mounts
+# (ExecStart= rewritten to /opt/edgeai-test/bin/edgeaid), with configs/edgeai.toml as
+# /etc/edgeai/edgeai.toml and a conf.d drop-in for the test port and model path.
+#
+# Environment: EDGEAID  the binary (default <repo>/target/debug/edgeaid, or $CARGO_TARGET_DIR)
+#              MODEL    the GGUF (default <repo>/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf)
+# Needs root, systemd-nspawn (Debian: systemd-container) and systemd-box at
+# <repo>/../shared/tools/systemd-box; without them it prints a SKIP line and exits 0.
+# Prints one PASS/FAIL line per check, then "N passed, M failed"; exits 1 on any failure.
+set -uo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || (cd "$here/.." && pwd))
+box=$repo/../shared/tools/systemd-box
+
+skip() { echo "SKIP: systemd-box tests: $*"; exit 0; }
+[ -x "$box" ] || skip "$box not found"
+[ "$(id -u)" -eq 0 ] || skip "need root"
+command -v systemd-nspawn >/dev/null 2>&1 || skip "systemd-nspawn missing (apt-get install systemd-container)"
+
+edgeaid=${EDGEAID:-${CARGO_TARGET_DIR:-$repo/target}/debug/edgeaid}
+model=${MODEL:-$repo/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+[ -x "$edgeaid" ] || { echo "FAIL: $edgeaid is missing; build first (make test builds it)"; echo "0 passed, 1 failed"; exit 1; }
+[ -f "$model" ] || { echo "FAIL: $model is missing; run scripts/fetch-model.sh"; echo "0 passed, 1 failed"; exit 1; }
+edgeaid=$(realpath "$edgeaid")
+model=$(realpath "$model")
+
+passed=0 failed=0
+pass() { echo "PASS: $*"; passed=$((passed + 1)); }
+fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
+indent() { sed 's/^/    /'; }
+
+name=edgeai-test-$$
+work=$(mktemp -d)
+cleanup() {
+  "$box" stop "$name" >/dev/null 2>&1 || true
+  rm -rf -- "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+in_box() { "$box" exec "$name" "$@"; }
+# `systemctl show -p PROP --value` inside the box.
+prop() { in_box systemctl show -p "$1" --value edgeai 2>/dev/null; }
+# Waits up to $1 seconds for the command to succeed.
+wait_for() {
+  local secs=$1; shift
+  local deadline=$((SECONDS + secs))
+  until "$@"; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.5
+  done
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+# Status code of GET $1 on 127.0.0.1:$port (the box shares the host's network).
+http_status() (
+  exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 1
+  printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$1" >&3
+  IFS=' ' read -r -t 5 _ code _ <&3 || exit 1
+  printf '%s\n' "$code"
+)
+
+port=$(free_port)
+mkdir -p "$work/files"
+sed 's|^ExecStart=/usr/bin/edgeaid$|ExecStart=/opt/edgeai-test/bin/edgeaid|' "$repo/systemd/edgeai.service" >"$work/files/edgeai.service"
+grep -q '^ExecStart=/opt/edgeai-test/bin/edgeaid$' "$work/files/edgeai.service" \
+  || { fail "systemd/edgeai.service has no ExecStart=/usr/bin/edgeaid line to rewrite"; echo "$passed passed, $failed failed"; exit 1; }
+cat >"$work/files/50-box-test.toml" <<EOF
+# systemd-box-test.sh: a free port and the bind-mounted model.
+[server]
+listen = "127.0.0.1:$port"
+[model]
+path = "/opt/edgeai-test/model/model.gguf"
+EOF
+cat >"$work/files/99-bad.toml" <<'EOF'
+[server]
+no_such_key = 1
+EOF
+cat >"$work/files/watchdog-test.conf" <<'EOF'
+[Service]
+Environment=EDGEAI_FAILPOINT_HANG_INFERENCE=1
+WatchdogSec=3s
+EOF
+cp "$repo/configs/edgeai.toml" "$repo/systemd/edgeai.sysusers" "$repo/systemd/edgeai.tmpfiles" "$work/files/"
+chmod -R a+rX "$work"
+
+echo "systemd-box: starting $name (edgeaid: $edgeaid, port $port)"
+if ! out=$("$box" start "$name" \
+  --bind "$work/files:/opt/edgeai-test/files" \
+  --bind "$edgeaid:/opt/edgeai-test/bin/edgeaid" \
+  --bind "$model:/opt/edgeai-test/model/model.gguf" 2>&1); then
+  fail "systemd-box start"; printf '%s\n' "$out" | indent
+  echo "$passed passed, $failed failed"; exit 1
+fi
+
+# --- install, as a package would ---------------------------------------------------------------
+# shellcheck disable=SC2016 # $f expands inside the box
+if out=$(in_box sh -ec '
+  f=/opt/edgeai-test/files
+  install -D -m 0644 $f/edgeai.service /etc/systemd/system/edgeai.service
+  install -D -m 0644 $f/edgeai.sysusers /etc/sysusers.d/edgeai.conf
+  install -D -m 0644 $f/edgeai.tmpfiles /etc/tmpfiles.d/edgeai.conf
+  install -D -m 0644 $f/edgeai.toml /etc/edgeai/edgeai.toml
+  install -D -m 0644 $f/50-box-test.toml /etc/edgeai/conf.d/50-box-test.toml
+  systemctl daemon-reload
+  systemctl enable edgeai' 2>&1); then
+  # Enabled, the unit stays loaded while stopped, so its exit status stays visible.
+  pass "unit, sysusers.d, tmpfiles.d and config installed in the box; unit enabled"
+else
+  fail "installing into the box"; printf '%s\n' "$out" | indent
+fi
+
+if out=$(in_box systemd-analyze verify /etc/systemd/system/edgeai.service 2>&1) && [ -z "$out" ]; then
+  pass "systemd-analyze verify (inside the box)"
+else
+  fail "systemd-analyze verify (inside the box)"; printf '%s\n' "$out" | indent
+fi
+
+if out=$(in_box systemd-sysusers 2>&1) && in_box getent passwd edgeai >/dev/null && in_box getent group edgeai-admin >/dev/null; then
+  pass "systemd-sysusers creates user edgeai and group edgeai-admin"
+else
+  fail "systemd-sysusers"; printf '%s\n' "$out" | indent
+fi
+
+if out=$(in_box systemd-tmpfiles --create /etc/tmpfiles.d/edgeai.conf 2>&1) \
+  && [ "$(in_box stat -c '%U:%G %a' /var/lib/edgeai/models)" = "edgeai:edgeai 750" ]; then
+  pass "systemd-tmpfiles creates /var/lib/edgeai/models (edgeai:edgeai 0750)"
+else
+  fail "systemd-tmpfiles"; printf '%s\n' "$out" | indent
+fi
+
+# --- a bad config: exit 78, no restart (RestartPreventExitStatus=78) ----------------------------
+in_box install -m 0644 /opt/edgeai-test/files/99-bad.toml /etc/edgeai/conf.d/99-bad.toml
+in_box timeout 60 systemctl start edgeai >/dev/null 2>&1
+sleep 3 # longer than RestartSec=2s: a restart would have happened by now
+status=$(prop ExecMainStatus) restarts=$(prop NRestarts) state=$(prop ActiveState)
+if [ "$status" = 78 ] && [ "$restarts" = 0 ] && [ "$state" = failed ]; then
+  pass "an unknown config key fails the start with status 78 and no restart"
+else
+  fail "bad config: ExecMainStatus=$status NRestarts=$restarts ActiveState=$state (want 78, 0, failed)"
+  in_box journalctl -u edgeai --no-pager -n 20 2>&1 | indent
+fi
+in_box rm -f /etc/edgeai/conf.d/99-bad.toml
+in_box systemctl reset-failed edgeai >/dev/null 2>&1
+
+# --- start: Type=notify returns only after READY=1 ----------------------------------------------
+if out=$(in_box timeout 120 systemctl start edgeai 2>&1) && [ "$(prop ActiveState)" = active ]; then
+  pass "systemctl start edgeai (READY=1 received)"
+else
+  fail "systemctl start edgeai"; printf '%s\n' "$out" | indent
+  in_box journalctl -u edgeai --no-pager -n 40 2>&1 | indent
+fi
+
+status_text=$(prop StatusText)
+if [ -n "$status_text" ]; then pass "StatusText is set: $status_text"; else fail "StatusText is empty"; fi
+
+health() { [ "$(http_status /health 2>/dev/null)" = 200 ]; }
+if wait_for 10 health; then
+  pass "GET /health on 127.0.0.1:$port answers 200"
+else
+  fail "GET /health on 127.0.0.1:$port: status '$(http_status /health 2>&1)'"
+fi
+
+sock=$(in_box stat -c '%a %G' /run/edgeai/edgeai.sock 2>&1)
+if [ "$sock" = "660 edgeai" ]; then
+  pass "/run/edgeai/edgeai.sock has mode 0660, group edgeai"
+else
+  fail "/run/edgeai/edgeai.sock: '$sock' (want '660 edgeai')"
+fi
+
+# tracing-journald writes native entries: PRIORITY, plus TARGET (the module path, edgeaid::...)
+# and CODE_FILE from tracing; plain stdout lines would have neither.
+# (No grep -q in a pipe: under pipefail, its early exit fails the writer with SIGPIPE.)
+structured() {
+  local json
+  json=$(in_box journalctl -u edgeai -o json --no-pager 2>/dev/null) || return 1
+  [ "$(grep '"PRIORITY"' <<<"$json" | grep '"TARGET":"edgeaid' | grep -c '"CODE_FILE"')" -gt 0 ]
+}
+if wait_for 10 structured; then
+  pass "journald has structured entries from edgeaid (PRIORITY, TARGET=edgeaid::..., CODE_FILE)"
+else
+  fail "no journal entry of edgeai with PRIORITY, TARGET=edgeaid::... and CODE_FILE"
+  in_box journalctl -u edgeai -o json --no-pager -n 3 2>&1 | indent
+fi
+
+# --- reload: SIGHUP must not kill it ------------------------------------------------------------
+pid=$(prop MainPID)
+if in_box timeout 60 systemctl reload edgeai >/dev/null 2>&1 && sleep 1 \
+  && [ "$(prop ActiveState)" = active ] && [ "$(prop MainPID)" = "$pid" ]; then
+  pass "systemctl reload keeps the daemon running (same MainPID)"
+else
+  fail "systemctl reload: ActiveState=$(prop ActiveState) MainPID=$(prop MainPID) (was $pid)"
+fi
+
+# --- stop: the daemon's own exit 0 within TimeoutStopSec ----------------------------------------
+if out=$(in_box timeout 120 systemctl stop edgeai 2>&1); then
+  code=$(prop ExecMainCode) status=$(prop ExecMainStatus) result=$(prop Result)
+  # ExecMainCode 1 = CLD_EXITED: it exited by itself rather than dying of the signal.
+  if [ "$code" = 1 ] && [ "$status" = 0 ] && [ "$result" = success ]; then
+    pass "systemctl stop: edgeaid exited with status 0"
+  else
+    fail "systemctl stop: ExecMainCode=$code ExecMainStatus=$status Result=$result (want 1, 0, success)"
+    in_box journalctl -u edgeai --no-pager -n 20 2>&1 | indent
+  fi
+else
+  fail "systemctl stop edgeai"; printf '%s\n' "$out" | indent
+fi
+
+# --- watchdog: a hung inference thread stops WATCHDOG=1, systemd kills and restarts ------------
+in_box install -D -m 0644 /opt/edgeai-test/files/watchdog-test.conf /etc/systemd/system/edgeai.service.d/watchdog-test.conf
+in_box systemctl daemon-reload
+in_box systemctl reset-failed edgeai >/dev/null 2>&1
+in_box timeout 120 systemctl start edgeai >/dev/null 2>&1
+restarted() {
+  local log
+  [ "$(prop NRestarts)" -ge 1 ] 2>/dev/null || return 1
+  log=$(in_box journalctl -u edgeai --no-pager 2>/dev/null) || return 1
+  grep -q 'Watchdog timeout' <<<"$log"
+}
+if wait_for 30 restarted; then
+  pass "watchdog: a hung inference thread gets a watchdog timeout and a restart (NRestarts=$(prop NRestarts))"
+else
+  fail "watchdog: NRestarts=$(prop NRestarts), no 'Watchdog timeout' restart within 30 s (is edgeaid built with --features failpoints?)"
+  in_box journalctl -u edgeai --no-pager -n 20 2>&1 | indent
+fi
+in_box systemctl stop edgeai >/dev/null 2>&1
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
