@@ -96,13 +96,14 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         tracing::info!(app = %app.id, version = v.version, new_version = v.created, "app from config");
     }
     let n_apps = service.load_apps().await.map_err(DaemonError::Apps)?;
-    if let Some(path) = &settings.dev.demo_key_file {
-        if let Some(app) = settings.apps.first() {
-            demo_key(&store, &app.id, path, &settings).await?;
-        }
-    }
 
     let listeners = Listeners::bind(&settings.server)?;
+    let tcp_addr = listeners.tcp_addr();
+    if let Some(path) = &settings.dev.demo_key_file {
+        if let Some(app) = settings.apps.first() {
+            demo_key(&store, &app.id, path, tcp_addr).await?;
+        }
+    }
     let admin_gid = settings.server.admin_group.as_deref().and_then(|g| match nix::unistd::Group::from_name(g) {
         Ok(Some(g)) => Some(g.gid.as_raw()),
         _ => {
@@ -113,6 +114,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
     let state = Arc::new(ApiState {
         service: Arc::clone(&service),
         limits: settings.server.clone(),
+        tcp_addr,
         started: exec_start,
         admin_gid,
         model_name: settings.model.name.clone(),
@@ -125,7 +127,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
     notifier.ready(status);
     tracing::info!(
         ready_ms,
-        listen = %listeners.tcp_addr().map_or_else(|| "disabled".to_owned(), |a| a.to_string()),
+        listen = %tcp_addr.map_or_else(|| "disabled".to_owned(), |a| a.to_string()),
         socket = %settings.server.socket.as_ref().map_or_else(|| "disabled".to_owned(), |p| p.display().to_string()),
         apps = n_apps,
         "ready"
@@ -200,7 +202,7 @@ async fn reload(service: &Service, sources: &Sources, notifier: &Notifier) {
 
 /// Development aid: keeps one API key for the first app in a file and
 /// prints it, so `make run` can show a working key every time.
-async fn demo_key(store: &Store, app_id: &str, path: &Path, settings: &Settings) -> Result<(), DaemonError> {
+async fn demo_key(store: &Store, app_id: &str, path: &Path, tcp_addr: Option<std::net::SocketAddr>) -> Result<(), DaemonError> {
     let existing = std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     let key = match existing {
         Some(k) if store.authenticate(&k).await.ok().flatten().is_some_and(|i| i.app_id == app_id) => k,
@@ -210,7 +212,7 @@ async fn demo_key(store: &Store, app_id: &str, path: &Path, settings: &Settings)
             secret
         }
     };
-    let base = settings.server.listen.map(|a| format!("http://{a}/v1")).unwrap_or_else(|| "(TCP disabled)".into());
+    let base = tcp_addr.map(|a| format!("http://{a}/v1")).unwrap_or_else(|| "(TCP disabled)".into());
     println!("edgeaid: demo app {app_id:?} is ready at {base}");
     println!("edgeaid: API key: {key}");
     println!(

@@ -118,7 +118,7 @@ fn status(state: &ApiState) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "state": state_word,
         "uptime_secs": state.started.elapsed().as_secs(),
-        "listen": state.limits.listen.map(|a| a.to_string()),
+        "listen": state.tcp_addr.map(|a| a.to_string()),
         "socket": state.limits.socket.as_ref().map(|p| p.display().to_string()),
         "in_flight": svc.in_flight(),
         "model": {

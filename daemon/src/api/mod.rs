@@ -41,6 +41,8 @@ pub enum Peer {
 pub struct ApiState {
     pub service: Arc<Service>,
     pub limits: ServerSettings,
+    /// The bound TCP address (differs from `limits.listen` for port 0).
+    pub tcp_addr: Option<SocketAddr>,
     pub started: Instant,
     /// Resolved `server.admin_group`.
     pub admin_gid: Option<u32>,

@@ -295,6 +295,10 @@ impl<'m> Scheduler<'m> {
                 },
             };
             if job.cancel.is_cancelled() || job.events.is_closed() {
+                // Cancelled while queued: report it as such (not as a job the
+                // thread dropped), so the run is stored as stopped.
+                let prompt_tokens = job.prompt.len() as u32;
+                let _ = job.events.try_send(GenEvent::Done { reason: FinishReason::Cancelled, prompt_tokens, completion_tokens: 0 });
                 continue;
             }
             let Some((slot, common)) = self.pick_slot(&job.prompt.tokens) else {

@@ -1,0 +1,73 @@
+//! Where the things the tests need live: the repository, the built
+//! binaries, the default model and the Python venv. Every lookup that fails
+//! panics with a message that says how to fix it (which command to run).
+//! Owns path resolution only; starts nothing.
+
+use std::path::{Path, PathBuf};
+
+/// File name of the default model that scripts/fetch-model.sh fetches.
+pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The command that builds what the end-to-end tests run.
+pub const BUILD_COMMAND: &str = "cargo build --workspace --bins --features edgeai-daemon/failpoints";
+
+/// The workspace root (the directory holding `Cargo.toml`, `configs/`, ...).
+pub fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or_else(|| manifest.to_path_buf())
+}
+
+/// Directory of the built `edgeaid` and `edgeaictl`: `$EDGEAI_BIN_DIR` if set,
+/// else the profile directory of the running executable (an integration test
+/// lives in `target/<profile>/deps/`, the bench in `target/<profile>/`), so
+/// tests use the debug binaries and a release bench the release ones.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("EDGEAI_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("the path of the running test executable");
+    let mut dir = exe.parent().expect("the test executable has a parent directory").to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    dir
+}
+
+fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.is_file(), "{} does not exist: build the binaries first with `{BUILD_COMMAND}` (or set EDGEAI_BIN_DIR)", path.display());
+    path
+}
+
+/// The `edgeaid` binary under test.
+pub fn edgeaid() -> PathBuf {
+    binary("edgeaid")
+}
+
+/// The `edgeaictl` binary under test.
+pub fn edgeaictl() -> PathBuf {
+    binary("edgeaictl")
+}
+
+/// The default GGUF model: `$EDGEAI_TEST_MODEL`, else
+/// `<repo>/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf`.
+pub fn model() -> PathBuf {
+    let path = match std::env::var_os("EDGEAI_TEST_MODEL") {
+        Some(p) => PathBuf::from(p),
+        None => repo_root().join(".cache/models").join(MODEL_FILE),
+    };
+    assert!(
+        path.is_file(),
+        "the test model {} is missing: run scripts/setup.sh (it fetches it into .cache/models), \
+         or point EDGEAI_TEST_MODEL at a GGUF file",
+        path.display()
+    );
+    path
+}
+
+/// The Python of the test venv with dify-client (`<repo>/.cache/venv`).
+pub fn venv_python() -> PathBuf {
+    let path = repo_root().join(".cache/venv/bin/python");
+    assert!(path.is_file(), "{} is missing: run scripts/setup.sh, which creates the venv with dify-client", path.display());
+    path
+}
