@@ -252,7 +252,7 @@ impl Service {
             cancel.cancel();
             return Err(e.into());
         }
-        let events = self.spawn_run(task_id.clone(), app.id.clone(), req.user, cancel, gen, Some((message_id.clone(), conversation_id.clone())));
+        let events = self.spawn_run(model, task_id.clone(), app.id.clone(), req.user, cancel, gen, Some((message_id.clone(), conversation_id.clone())));
         Ok(Run { task_id, message_id, conversation_id, created_at: now_secs(), events })
     }
 
@@ -270,14 +270,16 @@ impl Service {
         let cancel = CancelFlag::default();
         let gen = model.submit(prompt, req.params, cancel.clone())?;
         let task_id = new_id();
-        let events = self.spawn_run(task_id.clone(), app.id.clone(), String::new(), cancel, gen, None);
+        let events = self.spawn_run(model, task_id.clone(), app.id.clone(), String::new(), cancel, gen, None);
         Ok(Run { task_id: task_id.clone(), message_id: task_id, conversation_id: None, created_at: now_secs(), events })
     }
 
     /// Runs one generation to its end in a task of its own and returns the
     /// front end's event stream. `persist` carries (message_id, conversation).
+    #[allow(clippy::too_many_arguments)]
     fn spawn_run(
         &self,
+        model: Arc<LocalModel>,
         task_id: String,
         app_id: String,
         user: String,
@@ -300,7 +302,21 @@ impl Service {
             let mut client_gone = false;
             let mut outcome: Option<(FinishReason, u32, u32)> = None;
             let mut failure: Option<String> = None;
-            while let Some(ev) = gen.recv().await {
+            loop {
+                let ev = tokio::select! {
+                    ev = gen.recv() => match ev {
+                        Some(ev) => ev,
+                        None => break,
+                    },
+                    // The client went away before any text (e.g. while the
+                    // job waited in the queue): cancel and free its place.
+                    _ = tx.closed(), if !client_gone => {
+                        client_gone = true;
+                        cancel.cancel();
+                        model.withdraw_cancelled();
+                        continue;
+                    }
+                };
                 match ev {
                     GenEvent::Started { .. } => {}
                     GenEvent::Text(t) => {
@@ -309,6 +325,7 @@ impl Service {
                             // The client went away: stop generating, keep what we have.
                             client_gone = true;
                             cancel.cancel();
+                            model.withdraw_cancelled();
                         }
                     }
                     GenEvent::Done { reason, prompt_tokens, completion_tokens } => {

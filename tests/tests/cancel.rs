@@ -111,7 +111,6 @@ fn client_disconnect_cancels_the_generation() {
 }
 
 #[test]
-#[ignore = "known daemon bug (see the e2e report): a queued run whose client has gone keeps its queue place until a slot frees"]
 fn a_queued_run_whose_client_left_frees_its_queue_place() {
     let d = DaemonBuilder::new().set("model.slots", 1).set("model.queue_depth", 1).long_app(MAX_TOKENS as u32).start();
     let (_, key) = d.admin().create_key(LONG_APP);

@@ -265,6 +265,9 @@ fn stream(state: &Arc<ApiState>, mode: AppMode, mut run: Run) -> Response<Body> 
                     None => return,
                 },
                 _ = ping.tick() => bytes::Bytes::from_static(b"event: ping\n\n"),
+                // The client is gone (hyper dropped the body): dropping the
+                // run's events cancels it.
+                _ = tx.closed() => return,
                 _ = tokio::time::sleep_until(deadline) => {
                     let _ = tx.send(error_event(&ids, 504, "request_timeout", "the stream exceeded server.request_timeout_secs")).await;
                     return;

@@ -186,6 +186,8 @@ fn stream(state: &Arc<ApiState>, model: String, mut run: Run) -> Response<Body> 
                     }
                     None => break,
                 },
+                // The client is gone: dropping the run's events cancels it.
+                _ = tx.closed() => return,
                 _ = tokio::time::sleep_until(deadline) => {
                     let _ = tx.send(body::sse_data(&json!({"error": {"message": "the stream exceeded server.request_timeout_secs", "type": "server_error", "code": "request_timeout"}}))).await;
                     break;

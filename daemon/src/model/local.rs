@@ -5,7 +5,6 @@
 
 use std::io::Read;
 use std::num::NonZeroU32;
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::error::TrySendError as AsyncTrySendError;
 
+use super::queue::{JobQueue, Pop};
 use super::template::Renderer;
 use super::text::{StopMatcher, Utf8Stream};
 use crate::governor::ThreadAdvisor;
@@ -32,8 +32,7 @@ const IDLE_TICK: Duration = Duration::from_millis(250);
 pub struct LocalModel {
     model: Arc<LlamaModel>,
     renderer: Renderer,
-    jobs: SyncSender<Job>,
-    queue_depth: usize,
+    jobs: Arc<JobQueue>,
     /// KV positions shared by all sequences; one request may use them all.
     pub context: u32,
     /// Inference threads in use now (fewer than configured while other
@@ -71,11 +70,23 @@ impl LocalModel {
         // Room for every event the job can produce, so the inference thread
         // never blocks on a slow consumer (max_tokens is bounded by the slot).
         let (tx, rx) = tokio::sync::mpsc::channel(params.max_tokens as usize + 4);
-        match self.jobs.try_send(Job { prompt, params, cancel, events: tx }) {
-            Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => Err(ModelError::QueueFull { depth: self.queue_depth }),
-            Err(TrySendError::Disconnected(_)) => Err(ModelError::ThreadGone),
+        self.jobs.push(Job { prompt, params, cancel, events: tx })?;
+        Ok(rx)
+    }
+
+    /// Takes jobs whose client went away out of the queue (they end as
+    /// cancelled), so they stop holding queue places.
+    pub fn withdraw_cancelled(&self) {
+        let n = self.jobs.withdraw_cancelled();
+        if n > 0 {
+            tracing::debug!(jobs = n, "withdrew cancelled jobs from the queue");
         }
+    }
+}
+
+impl Drop for LocalModel {
+    fn drop(&mut self) {
+        self.jobs.close();
     }
 }
 
@@ -102,7 +113,7 @@ fn check_file(cfg: &RuntimeConfig) -> Result<(), ModelError> {
 }
 
 /// Body of the inference thread: load, report through `on_loaded`, then
-/// serve jobs until every sender is gone.
+/// serve jobs until the queue is closed (the `LocalModel` is dropped).
 pub(super) fn run_thread(
     cfg: RuntimeConfig,
     heartbeat: Arc<Heartbeat>,
@@ -133,7 +144,7 @@ pub(super) fn run_thread(
         Err(e) => return on_loaded(Err(e)),
     };
     let context = ctx.n_ctx();
-    let (tx, rx) = sync_channel(cfg.queue_depth);
+    let queue = Arc::new(JobQueue::new(cfg.queue_depth));
     tracing::info!(
         model = %cfg.path.display(),
         n_ctx = context,
@@ -149,15 +160,14 @@ pub(super) fn run_thread(
     let local = Arc::new(LocalModel {
         model: Arc::clone(&model),
         renderer,
-        jobs: tx,
-        queue_depth: cfg.queue_depth,
+        jobs: Arc::clone(&queue),
         context,
         threads: Arc::clone(&threads_now),
         template,
     });
     on_loaded(Ok(local));
     failpoint_hang();
-    Scheduler::new(&backend, &model, ctx, &cfg, heartbeat, threads_now).run(rx);
+    Scheduler::new(&backend, &model, ctx, &cfg, heartbeat, threads_now).run(&queue);
     tracing::info!("inference thread stopped: no more senders");
 }
 
@@ -261,10 +271,10 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    fn run(mut self, rx: Receiver<Job>) {
+    fn run(mut self, rx: &JobQueue) {
         loop {
             self.heartbeat.beat();
-            if !self.admit(&rx) {
+            if !self.admit(rx) {
                 return;
             }
             if self.active.is_empty() {
@@ -277,21 +287,21 @@ impl<'m> Scheduler<'m> {
 
     /// Moves queued jobs into free slots while their KV reservation fits.
     /// Returns false when the queue is closed and nothing is running.
-    fn admit(&mut self, rx: &Receiver<Job>) -> bool {
+    fn admit(&mut self, rx: &JobQueue) -> bool {
         while self.slots.iter().any(|s| !s.busy) {
             let job = match self.waiting.take() {
                 Some(j) => j,
-                None if self.active.is_empty() => match rx.recv_timeout(IDLE_TICK) {
-                    Ok(j) => j,
-                    Err(RecvTimeoutError::Timeout) => {
+                None if self.active.is_empty() => match rx.pop_timeout(IDLE_TICK) {
+                    Pop::Job(j) => j,
+                    Pop::Timeout => {
                         self.retune_threads();
                         return true;
                     }
-                    Err(RecvTimeoutError::Disconnected) => return false,
+                    Pop::Closed => return false,
                 },
-                None => match rx.try_recv() {
-                    Ok(j) => j,
-                    Err(_) => return true,
+                None => match rx.try_pop() {
+                    Some(j) => j,
+                    None => return true,
                 },
             };
             if job.cancel.is_cancelled() || job.events.is_closed() {

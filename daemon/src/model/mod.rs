@@ -7,6 +7,7 @@
 //! Does not touch: HTTP, the store, app semantics (that is `service`).
 
 mod local;
+mod queue;
 mod template;
 pub mod text;
 
