@@ -150,7 +150,13 @@ impl Service {
     /// it the active definition. Returns the stored version and whether it
     /// was new.
     pub async fn put_app(&self, app: AppDefinition, source: &str) -> Result<store::AppVersion, ServiceError> {
-        let problems = app.validate();
+        let mut problems = app.validate();
+        if let Some(m) = app.model.as_deref().filter(|m| *m != self.model.config.name) {
+            problems.push(crate::engine::AppProblem {
+                field: "model".into(),
+                message: format!("{m:?} is not served here; this daemon serves {:?}", self.model.config.name),
+            });
+        }
         if !problems.is_empty() {
             let problems = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
             return Err(ServiceError::AppInvalid { id: app.id, problems });
@@ -214,7 +220,7 @@ impl Service {
             Some(c) => self.store.history(&c.id, app.history_turns).await?,
             None => Vec::new(),
         };
-        let params = sampling(&app);
+        let params = SamplingParams::from(&app.completion_params);
         let prompt = fit_prompt(Arc::clone(&model), Arc::clone(&app), inputs.clone(), history, req.query.clone(), params.max_tokens).await?;
         let cancel = CancelFlag::default();
         let gen = model.submit(prompt, params, cancel.clone())?;
@@ -447,11 +453,6 @@ fn not_found_as(e: ServiceError) -> impl FnOnce(StoreError) -> ServiceError {
         StoreError::NotFound { .. } => e,
         other => ServiceError::Store(other),
     }
-}
-
-fn sampling(app: &AppDefinition) -> SamplingParams {
-    let p = &app.completion_params;
-    SamplingParams { temperature: p.temperature, top_p: p.top_p, top_k: p.top_k, max_tokens: p.max_tokens, seed: p.seed, stop: p.stop.clone() }
 }
 
 /// A conversation's name until renamed: the start of its first query.

@@ -76,6 +76,14 @@ fn edgeaictl_manages_keys_and_apps_and_chats() {
     assert_eq!(imported.trim(), "imported summarise version 2", "the file differs from the test config, so it is a new version");
     let unchanged = ok(&d.ctl(&["apps", "import", file.to_str().unwrap()]));
     assert_eq!(unchanged.trim(), "summarise unchanged (version 2)");
+    // An app that names a model this daemon does not serve is refused, and nothing is stored.
+    let bad = d.dir().join("cloud-app.json");
+    std::fs::write(&bad, r#"{"id": "cloudy", "name": "Cloudy", "mode": "chat", "model": "gpt-4o-mini"}"#).unwrap();
+    let refused = d.ctl(&["apps", "import", bad.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("invalid_param") && stderr.contains("gpt-4o-mini"), "{stderr}");
+    assert!(!ok(&d.ctl(&["apps", "list"])).contains("cloudy"), "a refused app was stored");
     let json: Value = serde_json::from_str(&ok(&d.ctl(&["--json", "apps", "list"]))).unwrap();
     let summarise = json["data"].as_array().unwrap().iter().find(|a| a["id"] == "summarise").cloned().unwrap();
     assert_eq!(summarise["version"], 2);

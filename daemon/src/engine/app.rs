@@ -45,6 +45,19 @@ impl Default for CompletionParams {
     }
 }
 
+impl From<&CompletionParams> for crate::model::SamplingParams {
+    fn from(p: &CompletionParams) -> Self {
+        crate::model::SamplingParams {
+            temperature: p.temperature,
+            top_p: p.top_p,
+            top_k: p.top_k,
+            max_tokens: p.max_tokens,
+            seed: p.seed,
+            stop: p.stop.clone(),
+        }
+    }
+}
+
 /// One field of Dify's `user_input_form`, externally tagged exactly as Dify
 /// serialises it: `{"text-input": {"label": .., "variable": .., ...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +105,10 @@ pub struct AppDefinition {
     pub mode: AppMode,
     #[serde(default)]
     pub description: String,
+    /// The model that answers, by `model.name`; unset means the daemon's
+    /// model. An app naming a model this daemon does not serve is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// System prompt; `{{variable}}` is replaced by the request's inputs.
     #[serde(default)]
     pub pre_prompt: String,
