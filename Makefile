@@ -86,7 +86,8 @@ verify-units: ## systemd-analyze verify the unit; check sysusers.d and tmpfiles.
 box-test: ## test the unit under a real systemd (needs root and systemd-nspawn, else SKIP)
 	EDGEAID=$(abspath $(BIN))/edgeaid scripts/systemd-box-test.sh
 
-bench: setup ## run the benchmark (release build)
+bench: setup ## run the benchmark (release build); writes bench-results/bench.json
+	$(CARGO) build --release -p edgeai-daemon
 	$(CARGO) run --release -p edgeai-tests --bin bench
 
 check-config: build ## check CONFIG (default configs/dev.toml) with edgeaid --check-config

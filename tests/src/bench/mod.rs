@@ -1,0 +1,9 @@
+//! Parts of the `bench` binary (tests/src/bin/bench.rs), which measures
+//! edgeaid against a bare llama-cpp-2 decode loop. Nothing here is used by
+//! the end-to-end tests: the bench keeps its own small helpers.
+
+pub mod bare;
+pub mod client;
+pub mod cpu;
+pub mod daemon;
+pub mod report;
