@@ -185,3 +185,32 @@ fn admin_api_refuses_a_non_admin_uid() {
     let out = run(false);
     assert!(out.status.success(), "edgeaictl as root: {out:?}");
 }
+
+/// A client that sends the head and then trickles (or withholds) its body
+/// gets 504 `request_timeout` after `server.request_timeout_secs`, not a
+/// connection held forever.
+#[test]
+fn a_body_that_never_arrives_times_out() {
+    use std::io::{Read, Write};
+    let d = DaemonBuilder::new().set("server.request_timeout_secs", 1).wait_for_model(false).start();
+    let mut s = std::net::TcpStream::connect(d.addr()).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST /v1/chat-messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"qu",
+        d.key()
+    );
+    let started = std::time::Instant::now();
+    s.write_all(head.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !String::from_utf8_lossy(&buf).contains("\"status\":504") {
+        let n = s.read(&mut chunk).expect("the daemon answered before the read timeout");
+        assert!(n > 0, "connection closed without an answer: {}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    assert!(text.contains("\"code\":\"request_timeout\""), "{text}");
+    let waited = started.elapsed();
+    assert!(waited >= std::time::Duration::from_millis(900), "answered before the timeout: {waited:?}");
+}

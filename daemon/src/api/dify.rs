@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::body::{self, Body};
 use super::error::ApiError;
-use super::{with_timeout, ApiState};
+use super::ApiState;
 use crate::engine::{AppDefinition, AppMode};
 use crate::model::FinishReason;
 use crate::service::{AppRequest, Run, RunEvent, Usage};
@@ -43,7 +43,6 @@ pub fn is_route(rest: &[String]) -> bool {
 pub async fn route(state: &Arc<ApiState>, app: Arc<AppDefinition>, rest: &[String], req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let r: Vec<&str> = rest.iter().map(String::as_str).collect();
     let m = req.method().clone();
-    let limit = state.limits.request_timeout;
     match (r.as_slice(), &m) {
         (["chat-messages"], &Method::POST) => send_message(state, app, req, AppMode::Chat).await,
         (["completion-messages"], &Method::POST) => send_message(state, app, req, AppMode::Completion).await,
@@ -53,7 +52,7 @@ pub async fn route(state: &Arc<ApiState>, app: Arc<AppDefinition>, rest: &[Strin
             state.service.stop(&app.id, &user, task);
             Ok(body::json(StatusCode::OK, &json!({"result": "success"})))
         }
-        (["conversations"], &Method::GET) => with_timeout(limit, list_conversations(state, &app, query(&req))).await,
+        (["conversations"], &Method::GET) => list_conversations(state, &app, query(&req)).await,
         (["conversations", id], &Method::DELETE) => {
             let b: UserBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
             let user = required_user(b.user)?;
@@ -64,7 +63,7 @@ pub async fn route(state: &Arc<ApiState>, app: Arc<AppDefinition>, rest: &[Strin
             let b: RenameBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
             rename(state, &app, id, b).await
         }
-        (["messages"], &Method::GET) => with_timeout(limit, list_messages(state, &app, query(&req))).await,
+        (["messages"], &Method::GET) => list_messages(state, &app, query(&req)).await,
         (["messages", id, "feedbacks"], &Method::POST) => {
             let b: FeedbackBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
             let user = required_user(b.user)?;
@@ -171,7 +170,7 @@ async fn send_message(state: &Arc<ApiState>, app: Arc<AppDefinition>, req: Reque
     if streaming {
         Ok(stream(state, app.mode, run))
     } else {
-        with_timeout(state.limits.request_timeout, blocking(app.mode, run)).await
+        blocking(app.mode, run).await
     }
 }
 

@@ -14,7 +14,7 @@ mod openai;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -63,7 +63,10 @@ pub async fn handle(state: Arc<ApiState>, peer: Arc<Peer>, req: Request<Incoming
     let method = req.method().clone();
     let family = if path == "/v1/chat/completions" || path == "/v1/models" { Family::OpenAi } else { Family::Dify };
     let started = Instant::now();
-    let result = route(&state, &peer, req).await;
+    // Bounds everything up to the response head: a slow body, a blocking
+    // answer. A streaming body is bounded by its own deadline.
+    let limit = state.limits.request_timeout;
+    let result = tokio::time::timeout(limit, route(&state, &peer, req)).await.unwrap_or(Err(ApiError::Timeout { secs: limit.as_secs() }));
     let resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -148,12 +151,4 @@ async fn authenticate(state: &ApiState, req: &Request<Incoming>) -> Result<Arc<A
     let token = value.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()).ok_or(ApiError::MissingKey)?;
     let key = state.service.store.authenticate(token).await?.ok_or(ApiError::InvalidKey)?;
     state.service.app(&key.app_id).ok_or(ApiError::AppUnavailable)
-}
-
-/// Limits the time a whole non-streaming request may take.
-async fn with_timeout<F>(limit: Duration, f: F) -> Result<Response<Body>, ApiError>
-where
-    F: std::future::Future<Output = Result<Response<Body>, ApiError>>,
-{
-    tokio::time::timeout(limit, f).await.map_err(|_| ApiError::Timeout { secs: limit.as_secs() })?
 }

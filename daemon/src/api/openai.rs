@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::body::{self, Body};
 use super::error::ApiError;
-use super::{with_timeout, ApiState};
+use super::ApiState;
 use crate::engine::AppDefinition;
 use crate::model::{ChatMessage, FinishReason, Role, SamplingParams};
 use crate::service::{OpenAiRequest, Run, RunEvent};
@@ -124,7 +124,7 @@ pub async fn chat_completions(state: &Arc<ApiState>, app: Arc<AppDefinition>, re
     if b.stream {
         Ok(stream(state, model, run))
     } else {
-        with_timeout(state.limits.request_timeout, blocking(model, run)).await
+        blocking(model, run).await
     }
 }
 
