@@ -35,6 +35,8 @@ pub enum ServiceError {
     MessageNotFound,
     #[error("app {0:?} does not exist")]
     AppNotFound(String),
+    #[error("API key {0:?} does not exist")]
+    KeyNotFound(String),
     #[error("app {id:?} is invalid: {problems}")]
     AppInvalid { id: String, problems: String },
     #[error(transparent)]
@@ -190,6 +192,99 @@ impl Service {
 
     pub fn app(&self, id: &str) -> Option<Arc<AppDefinition>> {
         self.apps.read().ok().and_then(|a| a.get(id).cloned())
+    }
+
+    // ---- conversations, messages, feedback ----------------------------------
+    // Always scoped by app and user: another user's conversation is "not
+    // found", exactly like an unknown one, as in Dify.
+
+    pub async fn conversations(
+        &self,
+        app: &AppDefinition,
+        user: &str,
+        last_id: Option<&str>,
+        limit: u32,
+        sort: store::ConversationSort,
+    ) -> Result<(Vec<store::Conversation>, bool), ServiceError> {
+        self.store.list_conversations(&app.id, user, last_id, limit, sort).await.map_err(not_found_as(ServiceError::ConversationNotFound))
+    }
+
+    pub async fn delete_conversation(&self, app: &AppDefinition, user: &str, id: &str) -> Result<(), ServiceError> {
+        self.store.delete_conversation(&app.id, user, id).await.map_err(not_found_as(ServiceError::ConversationNotFound))
+    }
+
+    /// Renames a conversation; `None` names it after its first question
+    /// (Dify asks the model; a gateway spends no inference on it).
+    pub async fn rename_conversation(&self, app: &AppDefinition, user: &str, id: &str, name: Option<String>) -> Result<store::Conversation, ServiceError> {
+        let nf = || not_found_as(ServiceError::ConversationNotFound);
+        let name = match name {
+            Some(n) => n,
+            None => {
+                let (first, _) = self.store.list_messages(&app.id, user, id, None, 1).await.map_err(nf())?;
+                // The page holds the newest message; the first question is
+                // the oldest one, so page back to it when there are more.
+                let mut oldest = first.first().cloned();
+                let mut cursor = oldest.as_ref().map(|m| m.id.clone());
+                while let Some(c) = cursor.take() {
+                    let (page, _) = self.store.list_messages(&app.id, user, id, Some(&c), 100).await.map_err(nf())?;
+                    if let Some(m) = page.first() {
+                        cursor = Some(m.id.clone());
+                        oldest = Some(m.clone());
+                    }
+                }
+                conversation_name(oldest.map(|m| m.query).as_deref().unwrap_or(""))
+            }
+        };
+        self.store.rename_conversation(&app.id, user, id, &name).await.map_err(nf())
+    }
+
+    pub async fn messages(
+        &self,
+        app: &AppDefinition,
+        user: &str,
+        conversation_id: &str,
+        first_id: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<store::Message>, bool), ServiceError> {
+        self.store.list_messages(&app.id, user, conversation_id, first_id, limit).await.map_err(not_found_as(ServiceError::ConversationNotFound))
+    }
+
+    pub async fn feedback(
+        &self,
+        app: &AppDefinition,
+        user: &str,
+        message_id: &str,
+        rating: Option<store::Rating>,
+        content: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        self.store.set_feedback(&app.id, user, message_id, rating, content).await.map_err(not_found_as(ServiceError::MessageNotFound))
+    }
+
+    // ---- API keys -----------------------------------------------------------
+
+    /// A new key for an existing app: its info and the secret (shown once).
+    pub async fn create_key(&self, app_id: &str) -> Result<(store::ApiKeyInfo, String), ServiceError> {
+        self.require_app(app_id).await?;
+        let (info, secret) = self.store.create_key(app_id).await?;
+        tracing::info!(app = %info.app_id, key_id = %info.id, prefix = %info.prefix, "API key created");
+        Ok((info, secret))
+    }
+
+    pub async fn keys(&self, app_id: Option<&str>) -> Result<Vec<store::ApiKeyInfo>, ServiceError> {
+        if let Some(a) = app_id {
+            self.require_app(a).await?;
+        }
+        Ok(self.store.list_keys(app_id).await?)
+    }
+
+    pub async fn revoke_key(&self, key_id: &str) -> Result<store::ApiKeyInfo, ServiceError> {
+        let info = self.store.revoke_key(key_id).await.map_err(not_found_as(ServiceError::KeyNotFound(key_id.to_owned())))?;
+        tracing::info!(app = %info.app_id, key_id = %info.id, "API key revoked");
+        Ok(info)
+    }
+
+    async fn require_app(&self, app_id: &str) -> Result<store::StoredApp, ServiceError> {
+        self.store.get_app(app_id).await?.ok_or_else(|| ServiceError::AppNotFound(app_id.to_owned()))
     }
 
     // ---- runs -------------------------------------------------------------

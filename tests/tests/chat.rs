@@ -193,6 +193,8 @@ fn feedback_rename_and_delete() {
     assert_eq!(renamed["id"], conv.as_str());
     assert_eq!(renamed["name"], "Greetings");
     assert_eq!(c.conversations("dave")[0]["name"], "Greetings");
+    // A later turn: auto_generate must still name the conversation after its first question.
+    c.chat_blocking("And another thing", "dave", Some(&conv));
     let auto = c.post_json(&format!("/v1/conversations/{conv}/name"), &json!({"auto_generate": true, "user": "dave"})).expect_json(200);
     assert_eq!(auto["name"], "Hi there");
     c.post_json(&format!("/v1/conversations/{conv}/name"), &json!({"user": "dave"})).expect_dify_error(400, "invalid_param");

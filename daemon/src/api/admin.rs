@@ -74,29 +74,16 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             let q: std::collections::HashMap<String, String> =
                 form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
             let app = q.get("app").filter(|a| !a.is_empty());
-            if let Some(a) = app {
-                if svc.store.get_app(a).await?.is_none() {
-                    return Err(ServiceError::AppNotFound(a.clone()).into());
-                }
-            }
-            let keys = svc.store.list_keys(app.map(String::as_str)).await?;
+            let keys = svc.keys(app.map(String::as_str)).await?;
             Ok(body::json(StatusCode::OK, &json!({"data": keys.iter().map(key_json).collect::<Vec<_>>()})))
         }
         (["keys"], &Method::POST) => {
             let b: CreateKey = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
-            if svc.store.get_app(&b.app).await?.is_none() {
-                return Err(ServiceError::AppNotFound(b.app).into());
-            }
-            let (info, secret) = svc.store.create_key(&b.app).await?;
-            tracing::info!(app = %info.app_id, key_id = %info.id, prefix = %info.prefix, "API key created");
+            let (info, secret) = svc.create_key(&b.app).await?;
             Ok(body::json(StatusCode::CREATED, &json!({"id": info.id, "app_id": info.app_id, "key": secret, "created_at": info.created_at})))
         }
         (["keys", id], &Method::DELETE) => {
-            let info = svc.store.revoke_key(id).await.map_err(|e| match e {
-                crate::store::StoreError::NotFound { .. } => ApiError::NotFound(format!("API key {id:?} does not exist")),
-                other => other.into(),
-            })?;
-            tracing::info!(app = %info.app_id, key_id = %info.id, "API key revoked");
+            svc.revoke_key(id).await?;
             Ok(body::empty(StatusCode::NO_CONTENT))
         }
         (["status"] | ["apps"] | ["apps", _, "chat-messages"] | ["keys"] | ["keys", _], _) => Err(ApiError::MethodNotAllowed),

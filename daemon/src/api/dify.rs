@@ -56,7 +56,7 @@ pub async fn route(state: &Arc<ApiState>, app: Arc<AppDefinition>, rest: &[Strin
         (["conversations", id], &Method::DELETE) => {
             let b: UserBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
             let user = required_user(b.user)?;
-            state.service.store.delete_conversation(&app.id, &user, id).await.map_err(conversation_not_found)?;
+            state.service.delete_conversation(&app, &user, id).await?;
             Ok(body::empty(StatusCode::NO_CONTENT))
         }
         (["conversations", id, "name"], &Method::POST) => {
@@ -73,10 +73,7 @@ pub async fn route(state: &Arc<ApiState>, app: Arc<AppDefinition>, rest: &[Strin
                 Some("dislike") => Some(Rating::Dislike),
                 Some(other) => return Err(ApiError::InvalidParam(format!("rating must be like, dislike or null, not {other:?}"))),
             };
-            state.service.store.set_feedback(&app.id, &user, id, rating, b.content.as_deref()).await.map_err(|e| match e {
-                crate::store::StoreError::NotFound { .. } => ApiError::NotFound("Message Not Exists.".into()),
-                other => other.into(),
-            })?;
+            state.service.feedback(&app, &user, id, rating, b.content.as_deref()).await?;
             Ok(body::json(StatusCode::OK, &json!({"result": "success"})))
         }
         (["parameters"], &Method::GET) => Ok(body::json(StatusCode::OK, &parameters(&app))),
@@ -130,13 +127,6 @@ fn required_user(u: Option<String>) -> Result<String, ApiError> {
     match u {
         Some(u) if !u.trim().is_empty() => Ok(u),
         _ => Err(ApiError::InvalidParam("user is required".into())),
-    }
-}
-
-fn conversation_not_found(e: crate::store::StoreError) -> ApiError {
-    match e {
-        crate::store::StoreError::NotFound { .. } => ApiError::NotFound("Conversation Not Exists.".into()),
-        other => other.into(),
     }
 }
 
@@ -310,33 +300,23 @@ async fn list_conversations(state: &ApiState, app: &AppDefinition, q: HashMap<St
         })?,
     };
     let last_id = q.get("last_id").filter(|s| !s.is_empty());
-    let (items, has_more) =
-        state.service.store.list_conversations(&app.id, &user, last_id.map(String::as_str), limit, sort).await.map_err(conversation_not_found)?;
+    let (items, has_more) = state.service.conversations(app, &user, last_id.map(String::as_str), limit, sort).await?;
     let data: Vec<Value> = items.iter().map(|c| conversation_json(c, app)).collect();
     Ok(body::json(StatusCode::OK, &json!({"limit": limit, "has_more": has_more, "data": data})))
 }
 
 async fn rename(state: &ApiState, app: &AppDefinition, id: &str, b: RenameBody) -> Result<Response<Body>, ApiError> {
     let user = required_user(b.user)?;
-    let store = &state.service.store;
     let name = if b.auto_generate {
-        // No model round trip: the first question names the conversation.
-        let conv = store.get_conversation(&app.id, &user, id).await.map_err(conversation_not_found)?;
-        let (first, _) = store.list_messages(&app.id, &user, &conv.id, None, 100).await.map_err(conversation_not_found)?;
-        let q = first.first().map(|m| m.query.trim().to_owned()).unwrap_or_default();
-        let mut n: String = q.chars().take(40).collect();
-        if n.is_empty() {
-            n = "New conversation".into();
-        }
-        n
+        None
     } else {
         match b.name.map(|n| n.trim().to_owned()) {
-            Some(n) if !n.is_empty() && n.chars().count() <= 255 => n,
+            Some(n) if !n.is_empty() && n.chars().count() <= 255 => Some(n),
             Some(n) if !n.is_empty() => return Err(ApiError::InvalidParam("name is longer than 255 characters".into())),
             _ => return Err(ApiError::InvalidParam("name is required unless auto_generate is true".into())),
         }
     };
-    let c = store.rename_conversation(&app.id, &user, id, &name).await.map_err(conversation_not_found)?;
+    let c = state.service.rename_conversation(app, &user, id, name).await?;
     Ok(body::json(StatusCode::OK, &conversation_json(&c, app)))
 }
 
@@ -356,12 +336,7 @@ async fn list_messages(state: &ApiState, app: &AppDefinition, q: HashMap<String,
     let conversation_id = q.get("conversation_id").filter(|s| !s.is_empty()).ok_or_else(|| ApiError::InvalidParam("conversation_id is required".into()))?;
     let limit = parse_limit(&q, 20)?;
     let first_id = q.get("first_id").filter(|s| !s.is_empty());
-    let (items, has_more) = state
-        .service
-        .store
-        .list_messages(&app.id, &user, conversation_id, first_id.map(String::as_str), limit)
-        .await
-        .map_err(conversation_not_found)?;
+    let (items, has_more) = state.service.messages(app, &user, conversation_id, first_id.map(String::as_str), limit).await?;
     let data: Vec<Value> = items.iter().map(message_json).collect();
     Ok(body::json(StatusCode::OK, &json!({"limit": limit, "has_more": has_more, "data": data})))
 }

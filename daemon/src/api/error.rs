@@ -83,7 +83,7 @@ impl ApiError {
             ApiError::Service(s) => match s {
                 ServiceError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", s.to_string()),
                 ServiceError::ConversationNotFound | ServiceError::MessageNotFound => m(S::NOT_FOUND, "not_found", s.to_string()),
-                ServiceError::AppNotFound(_) => m(S::NOT_FOUND, "not_found", s.to_string()),
+                ServiceError::AppNotFound(_) | ServiceError::KeyNotFound(_) => m(S::NOT_FOUND, "not_found", s.to_string()),
                 ServiceError::AppInvalid { .. } => m(S::BAD_REQUEST, "invalid_param", s.to_string()),
                 ServiceError::ShuttingDown => busy("service_unavailable", s.to_string(), 5),
                 ServiceError::Model(e) => match e {
