@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use edgeai_common::admin as wire;
 
 use super::body::{self, Body};
 use super::error::ApiError;
@@ -43,20 +42,15 @@ pub async fn authorise(state: &ApiState, uid: u32, gid: u32) -> Result<(), ApiEr
     }
 }
 
-#[derive(Deserialize)]
-struct CreateKey {
-    app: String,
-}
-
 pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let r: Vec<&str> = rest.iter().map(String::as_str).collect();
     let m = req.method().clone();
     let svc = &state.service;
     match (r.as_slice(), &m) {
-        (["status"], &Method::GET) => Ok(body::json(StatusCode::OK, &status(state))),
+        (["status"], &Method::GET) => reply(StatusCode::OK, &status(state)),
         (["apps"], &Method::GET) => {
             let apps = svc.store.list_apps().await?;
-            Ok(body::json(StatusCode::OK, &json!({"data": apps.iter().map(app_json).collect::<Vec<_>>()})))
+            reply(StatusCode::OK, &wire::AppList { data: apps.iter().map(app_info).collect() })
         }
         (["apps"], &Method::POST) => {
             let app: AppDefinition = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
@@ -64,7 +58,7 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             let v = svc.put_app(app, "import").await?;
             let stored = svc.store.get_app(&id).await?.ok_or_else(|| ServiceError::AppNotFound(id.clone()))?;
             tracing::info!(app = %id, version = v.version, created = v.created, "app imported");
-            Ok(body::json(if v.created { StatusCode::CREATED } else { StatusCode::OK }, &app_json(&stored)))
+            reply(if v.created { StatusCode::CREATED } else { StatusCode::OK }, &app_info(&stored))
         }
         (["apps", id, "chat-messages"], &Method::POST) => {
             let app = svc.app(id).ok_or_else(|| ServiceError::AppNotFound((*id).to_owned()))?;
@@ -75,12 +69,12 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
                 form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
             let app = q.get("app").filter(|a| !a.is_empty());
             let keys = svc.keys(app.map(String::as_str)).await?;
-            Ok(body::json(StatusCode::OK, &json!({"data": keys.iter().map(key_json).collect::<Vec<_>>()})))
+            reply(StatusCode::OK, &wire::KeyList { data: keys.iter().map(key_info).collect() })
         }
         (["keys"], &Method::POST) => {
-            let b: CreateKey = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
+            let b: wire::CreateKeyRequest = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
             let (info, secret) = svc.create_key(&b.app).await?;
-            Ok(body::json(StatusCode::CREATED, &json!({"id": info.id, "app_id": info.app_id, "key": secret, "created_at": info.created_at})))
+            reply(StatusCode::CREATED, &wire::CreatedKey { id: info.id, app_id: info.app_id, key: secret, created_at: info.created_at })
         }
         (["keys", id], &Method::DELETE) => {
             svc.revoke_key(id).await?;
@@ -91,7 +85,7 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
     }
 }
 
-fn status(state: &ApiState) -> Value {
+fn status(state: &ApiState) -> wire::StatusResponse {
     let svc = &state.service;
     let st = svc.model.status();
     let cfg = &svc.model.config;
@@ -101,26 +95,51 @@ fn status(state: &ApiState) -> Value {
         (false, "loading") => "starting",
         (false, _) => "degraded",
     };
-    json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "state": state_word,
-        "uptime_secs": state.started.elapsed().as_secs(),
-        "listen": state.tcp_addr.map(|a| a.to_string()),
-        "socket": state.limits.socket.as_ref().map(|p| p.display().to_string()),
-        "in_flight": svc.in_flight(),
-        "model": {
-            "name": cfg.name, "path": cfg.path.display().to_string(), "state": st.state, "error": st.error,
-            "threads": svc.model.ready().map_or(cfg.threads, |m| m.threads.load(std::sync::atomic::Ordering::Relaxed)), "slots": cfg.slots, "context_size": cfg.context_size, "cpu_features": state.cpu_features,
+    wire::StatusResponse {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        state: state_word.to_owned(),
+        uptime_secs: state.started.elapsed().as_secs(),
+        listen: state.tcp_addr.map(|a| a.to_string()),
+        socket: state.limits.socket.as_ref().map(|p| p.display().to_string()),
+        in_flight: svc.in_flight(),
+        model: wire::ModelStatus {
+            name: cfg.name.clone(),
+            path: cfg.path.display().to_string(),
+            state: st.state.to_owned(),
+            error: st.error,
+            threads: svc.model.ready().map_or(cfg.threads, |m| m.threads.load(std::sync::atomic::Ordering::Relaxed)),
+            slots: cfg.slots,
+            context_size: cfg.context_size,
+            cpu_features: state.cpu_features.clone(),
         },
-    })
+    }
 }
 
-fn app_json(a: &StoredApp) -> Value {
-    json!({"id": a.id, "name": a.name, "mode": a.mode, "version": a.version, "created_at": a.created_at,
-           "updated_at": a.updated_at, "active_keys": a.active_keys})
+fn app_info(a: &StoredApp) -> wire::AppInfo {
+    wire::AppInfo {
+        id: a.id.clone(),
+        name: a.name.clone(),
+        mode: a.mode.clone(),
+        version: a.version,
+        created_at: a.created_at,
+        updated_at: a.updated_at,
+        active_keys: a.active_keys,
+    }
 }
 
-fn key_json(k: &ApiKeyInfo) -> Value {
-    json!({"id": k.id, "app_id": k.app_id, "prefix": k.prefix, "created_at": k.created_at,
-           "revoked_at": k.revoked_at, "last_used_at": k.last_used_at})
+fn key_info(k: &ApiKeyInfo) -> wire::KeyInfo {
+    wire::KeyInfo {
+        id: k.id.clone(),
+        app_id: k.app_id.clone(),
+        prefix: k.prefix.clone(),
+        created_at: k.created_at,
+        revoked_at: k.revoked_at,
+        last_used_at: k.last_used_at,
+    }
+}
+
+/// A wire type as a JSON response.
+fn reply<T: serde::Serialize>(status: StatusCode, v: &T) -> Result<Response<Body>, ApiError> {
+    let v = serde_json::to_value(v).map_err(|e| ApiError::Encode(e.to_string()))?;
+    Ok(body::json(status, &v))
 }

@@ -38,6 +38,8 @@ pub enum ApiError {
     Timeout { secs: u64 },
     #[error("failed reading the request body: {0}")]
     BodyRead(String),
+    #[error("encoding the response: {0}")]
+    Encode(String),
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -80,6 +82,7 @@ impl ApiError {
             ApiError::WrongAppMode { chat_route: false } => m(S::BAD_REQUEST, "not_completion_app", self.to_string()),
             ApiError::NotFound(_) => m(S::NOT_FOUND, "not_found", self.to_string()),
             ApiError::Timeout { .. } => m(S::GATEWAY_TIMEOUT, "request_timeout", self.to_string()),
+            ApiError::Encode(_) => m(S::INTERNAL_SERVER_ERROR, "internal_server_error", self.to_string()),
             ApiError::Service(s) => match s {
                 ServiceError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", s.to_string()),
                 ServiceError::ConversationNotFound | ServiceError::MessageNotFound => m(S::NOT_FOUND, "not_found", s.to_string()),
