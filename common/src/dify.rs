@@ -33,12 +33,19 @@ pub struct ChatRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum StreamEvent {
-    /// A piece of the answer.
-    Message { task_id: String, message_id: String, conversation_id: String, answer: String },
+    /// A piece of the answer. Completion apps have no conversation: "".
+    Message {
+        task_id: String,
+        message_id: String,
+        #[serde(default)]
+        conversation_id: String,
+        answer: String,
+    },
     /// The answer is complete; `metadata` carries `usage` and retriever resources.
     MessageEnd {
         task_id: String,
         message_id: String,
+        #[serde(default)]
         conversation_id: String,
         #[serde(default)]
         metadata: serde_json::Value,

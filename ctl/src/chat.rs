@@ -20,6 +20,9 @@ pub struct Chat<'a> {
     pub client: &'a UnixClient,
     pub app: &'a str,
     pub user: String,
+    /// The app's input form values, sent with each turn (a conversation
+    /// keeps the ones it started with).
+    pub inputs: serde_json::Map<String, serde_json::Value>,
     /// Print every event's JSON on its own line instead of the answer text.
     pub json: bool,
 }
@@ -63,7 +66,8 @@ impl Chat<'_> {
             }
             turns += 1;
             match self.turn(query, conversation.clone()).await {
-                Ok(id) => conversation = Some(id),
+                // A completion app has no conversation ("" from the daemon).
+                Ok(id) => conversation = Some(id).filter(|c| !c.is_empty()),
                 Err(err) if err.is_turn_local() => {
                     failed += 1;
                     eprintln!("{}", err.report());
@@ -81,7 +85,7 @@ impl Chat<'_> {
     async fn turn(&self, query: &str, conversation_id: Option<String>) -> Result<String, CtlError> {
         let request = ChatRequest {
             query: query.to_owned(),
-            inputs: serde_json::Map::new(),
+            inputs: self.inputs.clone(),
             response_mode: RESPONSE_MODE_STREAMING.to_owned(),
             user: self.user.clone(),
             conversation_id,

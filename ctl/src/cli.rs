@@ -74,6 +74,7 @@ pub enum Command {
             "Examples:\n  \
              edgeaictl chat demo\n  \
              edgeaictl chat demo --query 'What is the boiler pressure limit?'\n  \
+             edgeaictl chat summarise --input text='Pump 3 tripped twice overnight.' --query ''\n  \
              printf 'hello\\nand then?\\n' | edgeaictl chat demo --user line-3\n\n",
             exit_codes!()
         )
@@ -145,6 +146,20 @@ pub struct ChatArgs {
     /// Ask this one question, print the answer and exit
     #[arg(long, short, value_name = "TEXT")]
     pub query: Option<String>,
+
+    /// A value for the app's input form (repeatable); sent with the first
+    /// question, the conversation keeps them
+    #[arg(long = "input", short = 'i', value_name = "KEY=VALUE", value_parser = parse_input)]
+    pub inputs: Vec<(String, String)>,
+}
+
+/// `KEY=VALUE` for `--input`; the value may contain `=` and may be empty.
+fn parse_input(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, _)) if k.trim().is_empty() => Err(format!("{s:?}: the KEY of KEY=VALUE is empty")),
+        Some((k, v)) => Ok((k.trim().to_owned(), v.to_owned())),
+        None => Err(format!("{s:?} is not KEY=VALUE")),
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +167,17 @@ pub struct ChatArgs {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn chat_inputs_are_key_value_pairs() {
+        let cli = Cli::try_parse_from(["edgeaictl", "chat", "s", "-i", "text=a=b", "--input", "empty="]).unwrap();
+        let Command::Chat(args) = cli.command else { panic!("not chat") };
+        assert_eq!(args.inputs, vec![("text".to_owned(), "a=b".to_owned()), ("empty".to_owned(), String::new())]);
+        for bad in ["novalue", "=v", " =v"] {
+            let err = Cli::try_parse_from(["edgeaictl", "chat", "s", "--input", bad]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn definition_is_consistent() {

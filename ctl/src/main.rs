@@ -57,7 +57,8 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Chat(args) => {
             let login = std::env::var("USER").ok();
             let user = args.user.unwrap_or_else(|| chat::default_user(login.as_deref()));
-            let chat = chat::Chat { client: &client, app: &args.app, user, json };
+            let inputs = args.inputs.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+            let chat = chat::Chat { client: &client, app: &args.app, user, inputs, json };
             match args.query {
                 Some(query) => chat.one_question(&query).await,
                 None => chat.interactive().await,

@@ -74,7 +74,8 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         tracing::info!(memory_max_bytes = mem, cgroup = limits.cgroup, "memory limit");
     }
 
-    let (store, report) = Store::open(&settings.store.path).map_err(|source| DaemonError::Store { path: settings.store.path.clone(), source })?;
+    let (store, report) =
+        Store::open(&settings.store.path).map_err(|source| DaemonError::Store { path: settings.store.path.clone(), source })?;
     tracing::info!(path = %settings.store.path.display(), schema = report.schema_version, recovered_messages = report.recovered_messages, "store open");
 
     let m = &settings.model;
@@ -134,13 +135,11 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
     );
 
     let n = notifier.clone();
-    runtime.start(move |st| {
-        match &st.error {
-            None => n.status("serving; model loaded"),
-            Some(e) => {
-                tracing::error!(error = %e, "model unavailable; model calls answer 503 until it is fixed and the daemon restarted");
-                n.status(&format!("serving without a model: {e}"));
-            }
+    runtime.start(move |st| match &st.error {
+        None => n.status("serving; model loaded"),
+        Some(e) => {
+            tracing::error!(error = %e, "model unavailable; model calls answer 503 until it is fixed and the daemon restarted");
+            n.status(&format!("serving without a model: {e}"));
         }
     });
     if let Some(timeout) = supervise::watchdog_timeout() {

@@ -66,9 +66,14 @@ pub struct Usage {
 pub enum RunEvent {
     Text(String),
     /// The answer is complete (or was stopped) and is stored.
-    End { usage: Usage, finish: FinishReason },
+    End {
+        usage: Usage,
+        finish: FinishReason,
+    },
     /// Generation failed; the message is stored with status error.
-    Failed { message: String },
+    Failed {
+        message: String,
+    },
 }
 
 /// A started run: ids for the client, and its events.
@@ -180,7 +185,9 @@ impl Service {
                 Ok(def) => {
                     map.insert(s.id.clone(), Arc::new(def));
                 }
-                Err(e) => tracing::error!(app = %s.id, version = s.version, error = %e, "stored app definition does not parse; app unavailable"),
+                Err(e) => {
+                    tracing::error!(app = %s.id, version = s.version, error = %e, "stored app definition does not parse; app unavailable")
+                }
             }
         }
         let n = map.len();
@@ -215,7 +222,13 @@ impl Service {
 
     /// Renames a conversation; `None` names it after its first question
     /// (Dify asks the model; a gateway spends no inference on it).
-    pub async fn rename_conversation(&self, app: &AppDefinition, user: &str, id: &str, name: Option<String>) -> Result<store::Conversation, ServiceError> {
+    pub async fn rename_conversation(
+        &self,
+        app: &AppDefinition,
+        user: &str,
+        id: &str,
+        name: Option<String>,
+    ) -> Result<store::Conversation, ServiceError> {
         let nf = || not_found_as(ServiceError::ConversationNotFound);
         let name = match name {
             Some(n) => n,
@@ -246,7 +259,10 @@ impl Service {
         first_id: Option<&str>,
         limit: u32,
     ) -> Result<(Vec<store::Message>, bool), ServiceError> {
-        self.store.list_messages(&app.id, user, conversation_id, first_id, limit).await.map_err(not_found_as(ServiceError::ConversationNotFound))
+        self.store
+            .list_messages(&app.id, user, conversation_id, first_id, limit)
+            .await
+            .map_err(not_found_as(ServiceError::ConversationNotFound))
     }
 
     pub async fn feedback(
@@ -302,7 +318,9 @@ impl Service {
             return Err(ServiceError::InvalidParam("query is required".into()));
         }
         let conversation = match (&req.conversation_id, app.mode) {
-            (Some(id), AppMode::Chat) => Some(self.store.get_conversation(&app.id, &req.user, id).await.map_err(not_found_as(ServiceError::ConversationNotFound))?),
+            (Some(id), AppMode::Chat) => {
+                Some(self.store.get_conversation(&app.id, &req.user, id).await.map_err(not_found_as(ServiceError::ConversationNotFound))?)
+            }
             _ => None,
         };
         // A conversation keeps the inputs it started with, as in Dify.
@@ -316,7 +334,8 @@ impl Service {
             None => Vec::new(),
         };
         let params = SamplingParams::from(&app.completion_params);
-        let prompt = fit_prompt(Arc::clone(&model), Arc::clone(&app), inputs.clone(), history, req.query.clone(), params.max_tokens).await?;
+        let prompt =
+            fit_prompt(Arc::clone(&model), Arc::clone(&app), inputs.clone(), history, req.query.clone(), params.max_tokens).await?;
         let cancel = CancelFlag::default();
         let gen = model.submit(prompt, params, cancel.clone())?;
 
@@ -353,7 +372,15 @@ impl Service {
             cancel.cancel();
             return Err(e.into());
         }
-        let events = self.spawn_run(model, task_id.clone(), app.id.clone(), req.user, cancel, gen, Some((message_id.clone(), conversation_id.clone())));
+        let events = self.spawn_run(
+            model,
+            task_id.clone(),
+            app.id.clone(),
+            req.user,
+            cancel,
+            gen,
+            Some((message_id.clone(), conversation_id.clone())),
+        );
         Ok(Run { task_id, message_id, conversation_id, created_at: now_secs(), events })
     }
 
@@ -365,9 +392,7 @@ impl Service {
         let model = self.model.ready()?;
         let msgs = req.messages;
         let m = Arc::clone(&model);
-        let prompt = tokio::task::spawn_blocking(move || m.prompt(&msgs))
-            .await
-            .map_err(|e| ModelError::Inference(e.to_string()))??;
+        let prompt = tokio::task::spawn_blocking(move || m.prompt(&msgs)).await.map_err(|e| ModelError::Inference(e.to_string()))??;
         let cancel = CancelFlag::default();
         let gen = model.submit(prompt, req.params, cancel.clone())?;
         let task_id = new_id();

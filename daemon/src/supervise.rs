@@ -74,11 +74,7 @@ pub struct Signals {
 
 impl Signals {
     pub fn install() -> std::io::Result<Self> {
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-        })
+        Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())?, hup: signal(SignalKind::hangup())? })
     }
 
     pub async fn next(&mut self) -> SignalEvent {

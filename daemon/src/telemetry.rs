@@ -40,8 +40,8 @@ pub fn init(level: &str, output: Output) -> Result<(), TelemetryError> {
     let directives = std::env::var("EDGEAI_LOG").unwrap_or_else(|_| level.to_owned());
     // llama.cpp is chatty at info; keep it at warn unless asked for.
     let with_llama = if directives.contains("llama") { directives.clone() } else { format!("{directives},llama-cpp-2=warn") };
-    let filter = EnvFilter::try_new(&with_llama)
-        .map_err(|e| TelemetryError::Filter { level: directives.clone(), reason: e.to_string() })?;
+    let filter =
+        EnvFilter::try_new(&with_llama).map_err(|e| TelemetryError::Filter { level: directives.clone(), reason: e.to_string() })?;
     let layer = match output {
         Output::Journald => match tracing_journald::layer() {
             Ok(l) => l.with_syslog_identifier("edgeaid".into()).boxed(),
@@ -52,10 +52,7 @@ pub fn init(level: &str, output: Output) -> Result<(), TelemetryError> {
         // Colours only for a person at a terminal, not for files or pipes.
         Output::Text => tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).boxed(),
     };
-    tracing_subscriber::registry()
-        .with(layer.with_filter(filter))
-        .try_init()
-        .map_err(|e| TelemetryError::Install(e.to_string()))?;
+    tracing_subscriber::registry().with(layer.with_filter(filter)).try_init().map_err(|e| TelemetryError::Install(e.to_string()))?;
     llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
     Ok(())
 }

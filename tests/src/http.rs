@@ -162,7 +162,6 @@ impl Streaming {
     pub fn into_sse(self) -> crate::sse::SseReader {
         crate::sse::SseReader::new(self)
     }
-
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -107,4 +107,12 @@ fn edgeaictl_manages_keys_and_apps_and_chats() {
     let msgs = c.messages("ctl-user", convs[0]["id"].as_str().unwrap());
     assert_eq!(msgs[0]["query"], "hi");
     assert_eq!(msgs[0]["answer"].as_str().unwrap().trim(), answer.trim());
+
+    // A completion app with a required input: --input fills the form; without it the
+    // daemon's invalid_param comes through with exit 1.
+    let missing = d.ctl(&["chat", "summarise", "--query", ""]);
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("invalid_param"), "{missing:?}");
+    let summary = ok(&d.ctl(&["chat", "summarise", "--input", "text=Pump 3 tripped twice overnight.", "--query", ""]));
+    assert!(!summary.trim().is_empty(), "no summary printed");
 }

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
+use edgeai_common::admin as wire;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use edgeai_common::admin as wire;
 
 use super::body::{self, Body};
 use super::error::ApiError;
@@ -62,7 +62,13 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
         }
         (["apps", id, "chat-messages"], &Method::POST) => {
             let app = svc.app(id).ok_or_else(|| ServiceError::AppNotFound((*id).to_owned()))?;
-            super::dify::route(state, app, &["chat-messages".to_owned()], req).await
+            // One operator route for both kinds of app: a completion app
+            // answers as through completion-messages.
+            let route = match app.mode {
+                crate::engine::AppMode::Chat => "chat-messages",
+                crate::engine::AppMode::Completion => "completion-messages",
+            };
+            super::dify::route(state, app, &[route.to_owned()], req).await
         }
         (["keys"], &Method::GET) => {
             let q: std::collections::HashMap<String, String> =

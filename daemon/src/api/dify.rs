@@ -40,7 +40,12 @@ pub fn is_route(rest: &[String]) -> bool {
     )
 }
 
-pub async fn route(state: &Arc<ApiState>, app: Arc<AppDefinition>, rest: &[String], req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn route(
+    state: &Arc<ApiState>,
+    app: Arc<AppDefinition>,
+    rest: &[String],
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let r: Vec<&str> = rest.iter().map(String::as_str).collect();
     let m = req.method().clone();
     match (r.as_slice(), &m) {
@@ -130,7 +135,12 @@ fn required_user(u: Option<String>) -> Result<String, ApiError> {
     }
 }
 
-async fn send_message(state: &Arc<ApiState>, app: Arc<AppDefinition>, req: Request<Incoming>, route: AppMode) -> Result<Response<Body>, ApiError> {
+async fn send_message(
+    state: &Arc<ApiState>,
+    app: Arc<AppDefinition>,
+    req: Request<Incoming>,
+    route: AppMode,
+) -> Result<Response<Body>, ApiError> {
     if app.mode != route {
         return Err(ApiError::WrongAppMode { chat_route: route == AppMode::Chat });
     }
@@ -196,7 +206,12 @@ struct RunIds {
 
 impl RunIds {
     fn of(run: &Run) -> Self {
-        RunIds { task_id: run.task_id.clone(), message_id: run.message_id.clone(), conversation_id: run.conversation_id.clone(), created_at: run.created_at }
+        RunIds {
+            task_id: run.task_id.clone(),
+            message_id: run.message_id.clone(),
+            conversation_id: run.conversation_id.clone(),
+            created_at: run.created_at,
+        }
     }
 }
 
@@ -271,7 +286,9 @@ fn stream(state: &Arc<ApiState>, mode: AppMode, mut run: Run) -> Response<Body> 
 }
 
 fn error_event(ids: &RunIds, status: u16, code: &str, message: &str) -> bytes::Bytes {
-    body::sse_data(&json!({"event": "error", "task_id": ids.task_id, "message_id": ids.message_id, "status": status, "code": code, "message": message}))
+    body::sse_data(
+        &json!({"event": "error", "task_id": ids.task_id, "message_id": ids.message_id, "status": status, "code": code, "message": message}),
+    )
 }
 
 fn parse_limit(q: &HashMap<String, String>, default: u32) -> Result<u32, ApiError> {
@@ -333,7 +350,8 @@ fn message_json(m: &Message) -> Value {
 
 async fn list_messages(state: &ApiState, app: &AppDefinition, q: HashMap<String, String>) -> Result<Response<Body>, ApiError> {
     let user = required_user(q.get("user").cloned())?;
-    let conversation_id = q.get("conversation_id").filter(|s| !s.is_empty()).ok_or_else(|| ApiError::InvalidParam("conversation_id is required".into()))?;
+    let conversation_id =
+        q.get("conversation_id").filter(|s| !s.is_empty()).ok_or_else(|| ApiError::InvalidParam("conversation_id is required".into()))?;
     let limit = parse_limit(&q, 20)?;
     let first_id = q.get("first_id").filter(|s| !s.is_empty());
     let (items, has_more) = state.service.messages(app, &user, conversation_id, first_id.map(String::as_str), limit).await?;

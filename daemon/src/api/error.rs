@@ -101,7 +101,9 @@ impl ApiError {
                     },
                     ModelError::ContextOverflow { .. } => m(S::BAD_REQUEST, "context_length_exceeded", e.to_string()),
                     ModelError::InvalidPrompt(_) => m(S::BAD_REQUEST, "invalid_param", e.to_string()),
-                    ModelError::Template(_) | ModelError::Inference(_) => m(S::INTERNAL_SERVER_ERROR, "completion_request_error", e.to_string()),
+                    ModelError::Template(_) | ModelError::Inference(_) => {
+                        m(S::INTERNAL_SERVER_ERROR, "completion_request_error", e.to_string())
+                    }
                 },
                 ServiceError::Store(st) => match st {
                     StoreError::NotFound { .. } => m(S::NOT_FOUND, "not_found", st.to_string()),

@@ -80,7 +80,11 @@ fn to_messages(wire: Vec<WireMessage>) -> Result<Vec<ChatMessage>, ApiError> {
                     for p in parts {
                         match (p.kind.as_str(), p.text) {
                             ("text", Some(t)) => s.push_str(&t),
-                            (kind, _) => return Err(ApiError::InvalidParam(format!("messages[{i}]: content part {kind:?} is not supported (text only)"))),
+                            (kind, _) => {
+                                return Err(ApiError::InvalidParam(format!(
+                                    "messages[{i}]: content part {kind:?} is not supported (text only)"
+                                )))
+                            }
                         }
                     }
                     s

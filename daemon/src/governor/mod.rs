@@ -137,10 +137,7 @@ pub fn detect_in(root: &Path, proc_cgroup: &str, affinity_cpus: u32) -> Limits {
         let base = root.join(ctrls);
         // v1 reports "no limit" as a huge page-aligned number.
         memory_max = min_u64(
-            ancestors(&base, &rel)
-                .iter()
-                .filter_map(|d| read_u64_or_max(&d.join("memory.limit_in_bytes")))
-                .filter(|&v| v < (1u64 << 60)),
+            ancestors(&base, &rel).iter().filter_map(|d| read_u64_or_max(&d.join("memory.limit_in_bytes"))).filter(|&v| v < (1u64 << 60)),
         );
     }
     Limits { affinity_cpus, cpu_quota, memory_max, cgroup: if found { "v1" } else { "none" } }

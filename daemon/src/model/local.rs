@@ -21,8 +21,8 @@ use tokio::sync::mpsc::error::TrySendError as AsyncTrySendError;
 use super::queue::{JobQueue, Pop};
 use super::template::Renderer;
 use super::text::{StopMatcher, Utf8Stream};
-use crate::governor::ThreadAdvisor;
 use super::{ChatMessage, FinishReason, GenEvent, Heartbeat, Job, ModelError, Prompt, RuntimeConfig, SamplingParams};
+use crate::governor::ThreadAdvisor;
 
 /// How long the idle scheduler waits for work before beating the heartbeat.
 const IDLE_TICK: Duration = Duration::from_millis(250);
@@ -114,11 +114,7 @@ fn check_file(cfg: &RuntimeConfig) -> Result<(), ModelError> {
 
 /// Body of the inference thread: load, report through `on_loaded`, then
 /// serve jobs until the queue is closed (the `LocalModel` is dropped).
-pub(super) fn run_thread(
-    cfg: RuntimeConfig,
-    heartbeat: Arc<Heartbeat>,
-    on_loaded: impl FnOnce(Result<Arc<LocalModel>, ModelError>),
-) {
+pub(super) fn run_thread(cfg: RuntimeConfig, heartbeat: Arc<Heartbeat>, on_loaded: impl FnOnce(Result<Arc<LocalModel>, ModelError>)) {
     heartbeat.beat();
     let started = std::time::Instant::now();
     let loaded = (|| {
@@ -137,7 +133,9 @@ pub(super) fn run_thread(
     heartbeat.beat();
     let ctx = match model.new_context(&backend, context_params(&cfg, cfg.threads)) {
         Ok(c) => c,
-        Err(e) => return on_loaded(Err(load_error(format!("llama.cpp context ({} positions, {} slots): {e}", cfg.context_size, cfg.slots)))),
+        Err(e) => {
+            return on_loaded(Err(load_error(format!("llama.cpp context ({} positions, {} slots): {e}", cfg.context_size, cfg.slots))))
+        }
     };
     let (renderer, template) = match Renderer::for_model(&model) {
         Ok(r) => r,
@@ -368,7 +366,13 @@ impl<'m> Scheduler<'m> {
             if held + idle + need <= self.n_ctx {
                 return true;
             }
-            let victim = self.slots.iter().enumerate().filter(|(i, s)| !s.busy && *i != slot && !s.kv.is_empty()).max_by_key(|(_, s)| s.kv.len()).map(|(i, _)| i);
+            let victim = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| !s.busy && *i != slot && !s.kv.is_empty())
+                .max_by_key(|(_, s)| s.kv.len())
+                .map(|(i, _)| i);
             let Some(v) = victim else { return false };
             let _ = self.ctx.kv_cache_seq_rm(v as i32, None, None);
             self.slots[v].kv.clear();
@@ -509,11 +513,7 @@ impl<'m> Scheduler<'m> {
                     send(&mut a, GenEvent::Text(rest));
                 }
             }
-            let done = GenEvent::Done {
-                reason,
-                prompt_tokens: a.job.prompt.len() as u32,
-                completion_tokens: a.generated,
-            };
+            let done = GenEvent::Done { reason, prompt_tokens: a.job.prompt.len() as u32, completion_tokens: a.generated };
             tracing::debug!(slot = a.slot, ?reason, generated = a.generated, reused = a.reused, "sequence finished");
             send(&mut a, done);
             self.slots[a.slot].busy = false;

@@ -106,9 +106,16 @@ pub enum FinishReason {
 #[derive(Debug, Clone, PartialEq)]
 pub enum GenEvent {
     /// The request got a slot; `reused` prompt tokens came from its KV cache.
-    Started { prompt_tokens: u32, reused: u32 },
+    Started {
+        prompt_tokens: u32,
+        reused: u32,
+    },
     Text(String),
-    Done { reason: FinishReason, prompt_tokens: u32, completion_tokens: u32 },
+    Done {
+        reason: FinishReason,
+        prompt_tokens: u32,
+        completion_tokens: u32,
+    },
     Failed(String),
 }
 

@@ -55,10 +55,8 @@ impl Renderer {
             Renderer::Jinja { source, bos, eos } => {
                 let mut env = minijinja::Environment::new();
                 env.add_template("chat", source).map_err(|e| ModelError::Template(e.to_string()))?;
-                let msgs: Vec<_> = messages
-                    .iter()
-                    .map(|m| minijinja::context! { role => m.role.as_str(), content => m.content.as_str() })
-                    .collect();
+                let msgs: Vec<_> =
+                    messages.iter().map(|m| minijinja::context! { role => m.role.as_str(), content => m.content.as_str() }).collect();
                 env.get_template("chat")
                     .and_then(|t| {
                         t.render(minijinja::context! {

@@ -84,12 +84,7 @@ impl StopMatcher {
             return StopStep { emit, stopped: true };
         }
         // Hold back the longest suffix that is a proper prefix of a stop.
-        let keep = self
-            .stops
-            .iter()
-            .map(|s| longest_suffix_prefix(&self.held, s))
-            .max()
-            .unwrap_or(0);
+        let keep = self.stops.iter().map(|s| longest_suffix_prefix(&self.held, s)).max().unwrap_or(0);
         let cut = self.held.len() - keep;
         let emit = self.held[..cut].to_owned();
         self.held.drain(..cut);
@@ -106,10 +101,7 @@ impl StopMatcher {
 /// `stop`, measured on character boundaries.
 fn longest_suffix_prefix(text: &str, stop: &str) -> usize {
     let max = text.len().min(stop.len().saturating_sub(1));
-    (1..=max)
-        .rev()
-        .find(|&n| text.is_char_boundary(text.len() - n) && stop.is_char_boundary(n) && text.ends_with(&stop[..n]))
-        .unwrap_or(0)
+    (1..=max).rev().find(|&n| text.is_char_boundary(text.len() - n) && stop.is_char_boundary(n) && text.ends_with(&stop[..n])).unwrap_or(0)
 }
 
 #[cfg(test)]
