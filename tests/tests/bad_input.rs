@@ -214,3 +214,55 @@ fn a_body_that_never_arrives_times_out() {
     let waited = started.elapsed();
     assert!(waited >= std::time::Duration::from_millis(900), "answered before the timeout: {waited:?}");
 }
+
+/// Connection-level limits: a head over `server.max_header_bytes` gets 431;
+/// a connection over `server.max_connections` gets 503 with Retry-After and is
+/// closed; an idle connection is closed after `server.idle_timeout_secs`.
+#[test]
+fn connection_limits_hold() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+    let d = DaemonBuilder::new()
+        .set("server.max_header_bytes", 4096)
+        .set("server.max_connections", 2)
+        .set("server.idle_timeout_secs", 1)
+        .wait_for_model(false)
+        .start();
+    let read_all = |s: &mut TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+
+    let mut big = TcpStream::connect(d.addr()).unwrap();
+    big.write_all(format!("GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(8000)).as_bytes()).unwrap();
+    let answer = read_all(&mut big);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    drop(big);
+
+    // Two idle connections hold both places; the third is refused at once.
+    let _one = TcpStream::connect(d.addr()).unwrap();
+    let _two = TcpStream::connect(d.addr()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = TcpStream::connect(d.addr()).unwrap();
+    let answer = read_all(&mut third);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
+    assert!(answer.contains("\"code\":\"service_unavailable\""), "{answer}");
+
+    // The idle ones are closed by the daemon after the idle timeout (read
+    // returns end of file well before the test's own 10 s read timeout) ...
+    let mut idle = _one;
+    let started = std::time::Instant::now();
+    let rest = read_all(&mut idle);
+    assert!(started.elapsed() < Duration::from_secs(8), "an idle connection stayed open: {rest:?}");
+    drop(_two);
+    std::thread::sleep(Duration::from_millis(300));
+    // ... which frees their places.
+    let mut again = TcpStream::connect(d.addr()).unwrap();
+    again.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let answer = read_all(&mut again);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

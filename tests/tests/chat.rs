@@ -286,3 +286,37 @@ fn openai_chat_completions_and_models() {
     assert_eq!(e.status, 401);
     assert_eq!(e.json()["error"]["code"], "unauthorized");
 }
+
+/// Sampling parameters reach llama.cpp: greedy decoding is reproducible, a
+/// stop sequence cuts the answer before it (never sending the stop text), and
+/// max_tokens bounds the answer with finish_reason "length".
+#[test]
+fn openai_sampling_parameters_take_effect() {
+    let d = DaemonBuilder::new().start();
+    let c = d.client();
+    let ask = |extra: Value| {
+        let mut req = json!({"model": "anything", "temperature": 0, "max_tokens": 40,
+                             "messages": [{"role": "user", "content": "Write a long story about a robot."}]});
+        req.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        c.post_json("/v1/chat/completions", &req).expect_json(200)
+    };
+    let text = |r: &Value| r["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+    let full = ask(json!({}));
+    let again = ask(json!({}));
+    assert_eq!(text(&full), text(&again), "greedy decoding is not reproducible");
+
+    // A word from the middle of the greedy answer as the stop sequence.
+    let full_text = text(&full);
+    let words: Vec<&str> = full_text.split_whitespace().collect();
+    assert!(words.len() >= 6, "answer too short to pick a stop word: {full}");
+    let stop = words[words.len() / 2].to_owned();
+    let cut = ask(json!({"stop": [stop.clone()]}));
+    let expected = &full_text[..full_text.find(stop.as_str()).unwrap()];
+    assert_eq!(text(&cut), expected, "stop {stop:?} did not cut the answer where it first appears");
+    assert_eq!(cut["choices"][0]["finish_reason"], "stop");
+
+    let short = ask(json!({"max_tokens": 5}));
+    assert_eq!(short["usage"]["completion_tokens"], 5, "{short}");
+    assert_eq!(short["choices"][0]["finish_reason"], "length");
+    assert!(text(&full).starts_with(&text(&short)), "a shorter greedy answer is not a prefix of the longer one");
+}
