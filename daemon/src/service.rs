@@ -614,3 +614,34 @@ async fn fit_prompt(
     .await
     .map_err(|e| ServiceError::Model(ModelError::Inference(format!("prompt task: {e}"))))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_must_be_present_and_bounded() {
+        assert!(check_user("plc-7").is_ok());
+        assert!(matches!(check_user("  "), Err(ServiceError::InvalidParam(m)) if m == "user is required"));
+        let long = "u".repeat(MAX_USER_CHARS + 1);
+        assert!(matches!(check_user(&long), Err(ServiceError::InvalidParam(m)) if m.contains("longer")));
+    }
+
+    #[test]
+    fn conversations_are_named_after_the_first_question() {
+        assert_eq!(conversation_name("  What is a PLC?  "), "What is a PLC?");
+        assert_eq!(conversation_name(""), "New conversation");
+        let long = "é".repeat(50);
+        let name = conversation_name(&long);
+        assert_eq!(name.chars().count(), 41, "40 characters and an ellipsis, cut on a character boundary");
+        assert!(name.ends_with('…'));
+    }
+
+    #[test]
+    fn a_missing_store_row_becomes_the_domain_error() {
+        let e = not_found_as(ServiceError::MessageNotFound)(StoreError::NotFound { what: "message", id: "x".into() });
+        assert!(matches!(e, ServiceError::MessageNotFound));
+        let e = not_found_as(ServiceError::MessageNotFound)(StoreError::Busy);
+        assert!(matches!(e, ServiceError::Store(StoreError::Busy)));
+    }
+}

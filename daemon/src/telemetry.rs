@@ -56,3 +56,15 @@ pub fn init(level: &str, output: Output) -> Result<(), TelemetryError> {
     llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn explicit_formats_win_over_the_environment() {
+        assert_eq!(super::choose("json"), super::Output::Json);
+        assert_eq!(super::choose("text"), super::Output::Text);
+        // "auto" follows JOURNAL_STREAM, which the test runner may or may not have.
+        let expected = if std::env::var_os("JOURNAL_STREAM").is_some() { super::Output::Journald } else { super::Output::Text };
+        assert_eq!(super::choose("auto"), expected);
+    }
+}

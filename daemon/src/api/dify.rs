@@ -378,3 +378,34 @@ fn parameters(app: &AppDefinition) -> Value {
         "system_parameters": {"file_size_limit": 0, "image_file_size_limit": 0, "audio_file_size_limit": 0, "video_file_size_limit": 0, "workflow_file_upload_limit": 0},
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(p: &str) -> bool {
+        is_route(&p.split('/').map(str::to_owned).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn known_routes_are_recognised_before_authentication() {
+        for p in [
+            "chat-messages",
+            "completion-messages",
+            "chat-messages/t/stop",
+            "conversations",
+            "conversations/c",
+            "conversations/c/name",
+            "messages",
+            "messages/m/feedbacks",
+            "parameters",
+            "info",
+            "meta",
+        ] {
+            assert!(route(p), "{p}");
+        }
+        for p in ["chat-messages/t", "conversations/c/messages", "workflows/run", "files/upload", "", "info/x"] {
+            assert!(!route(p), "{p}");
+        }
+    }
+}

@@ -130,3 +130,40 @@ impl ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(e: ApiError) -> (u16, &'static str, Option<u32>) {
+        let m = e.mapped();
+        (m.status.as_u16(), m.code, m.retry_after)
+    }
+
+    #[test]
+    fn every_family_maps_to_its_status_and_dify_code() {
+        assert_eq!(code(ApiError::MissingKey), (401, "unauthorized", None));
+        assert_eq!(code(ApiError::NotAdmin), (403, "forbidden", None));
+        assert_eq!(code(ApiError::BodyTooLarge { limit: 1 }), (413, "request_entity_too_large", None));
+        assert_eq!(code(ApiError::NotUtf8), (400, "bad_request", None));
+        assert_eq!(code(ApiError::WrongAppMode { chat_route: true }), (400, "not_chat_app", None));
+        assert_eq!(code(ApiError::WrongAppMode { chat_route: false }), (400, "not_completion_app", None));
+        assert_eq!(code(ApiError::Timeout { secs: 1 }), (504, "request_timeout", None));
+        assert_eq!(code(ModelError::QueueFull { depth: 1 }.into()), (429, "too_many_requests", Some(1)));
+        assert_eq!(code(ModelError::Loading.into()), (503, "provider_not_initialize", Some(5)));
+        assert_eq!(
+            code(ModelError::ContextOverflow { prompt_tokens: 9, max_tokens: 1, limit: 8 }.into()),
+            (400, "context_length_exceeded", None)
+        );
+        assert_eq!(code(ServiceError::ConversationNotFound.into()), (404, "not_found", None));
+        assert_eq!(code(StoreError::Busy.into()), (503, "service_unavailable", Some(1)));
+    }
+
+    #[test]
+    fn internal_store_errors_do_not_leak_their_detail() {
+        let e: ApiError = StoreError::Panicked { op: "secret-sql-detail" }.into();
+        let m = e.mapped();
+        assert_eq!((m.status.as_u16(), m.code), (500, "internal_server_error"));
+        assert!(!m.message.contains("secret-sql-detail"), "{}", m.message);
+    }
+}
