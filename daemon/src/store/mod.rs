@@ -63,13 +63,15 @@ pub struct StoreOptions {
     pub write_queue: usize,
     /// Number of read-only connections.
     pub readers: u32,
+    /// Reads that may wait for a connection; one more gets `Busy`.
+    pub read_queue: usize,
     /// How long SQLite waits for a lock before failing with `SQLITE_BUSY`.
     pub busy_timeout: Duration,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { write_queue: 256, readers: 2, busy_timeout: Duration::from_secs(5) }
+        Self { write_queue: 256, readers: 2, read_queue: 256, busy_timeout: Duration::from_secs(5) }
     }
 }
 
@@ -87,6 +89,9 @@ struct Inner {
     /// One permit per reader connection; closed by [`Store::close`].
     read_permits: Arc<Semaphore>,
     reader_count: u32,
+    /// Reads waiting for or holding a connection, bounded by `read_limit`.
+    reads_in_flight: std::sync::atomic::AtomicUsize,
+    read_limit: usize,
     closed: AtomicBool,
     /// When `authenticate` last queued a `last_used_at` update, per key id.
     key_touches: Mutex<std::collections::HashMap<String, i64>>,
@@ -164,6 +169,8 @@ impl Store {
             readers: Mutex::new(readers),
             read_permits: Arc::new(Semaphore::new(options.readers as usize)),
             reader_count: options.readers,
+            reads_in_flight: std::sync::atomic::AtomicUsize::new(0),
+            read_limit: options.read_queue + options.readers as usize,
             closed: AtomicBool::new(false),
             key_touches: Mutex::new(std::collections::HashMap::new()),
         };
@@ -247,9 +254,11 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        let slot = ReadSlot::take(&self.inner)?;
         let permit = Arc::clone(&self.inner.read_permits).acquire_owned().await.map_err(|_| StoreError::Closed)?;
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let _permit = permit;
             let conn = lock(&inner.readers).pop().ok_or(StoreError::Closed)?;
             let outcome = panic::catch_unwind(AssertUnwindSafe(|| query(&conn))).unwrap_or(Err(StoreError::Panicked { op }));
@@ -258,6 +267,26 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Panicked { op })?
+    }
+}
+
+/// One place among the bounded reads; freed on drop.
+struct ReadSlot(Arc<Inner>);
+
+impl ReadSlot {
+    fn take(inner: &Arc<Inner>) -> Result<ReadSlot, StoreError> {
+        let before = inner.reads_in_flight.fetch_add(1, Ordering::AcqRel);
+        let slot = ReadSlot(Arc::clone(inner));
+        if before >= inner.read_limit {
+            return Err(StoreError::Busy);
+        }
+        Ok(slot)
+    }
+}
+
+impl Drop for ReadSlot {
+    fn drop(&mut self) {
+        self.0.reads_in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -317,3 +317,18 @@ async fn a_panicking_job_does_not_kill_the_writer() {
     }
     store.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn reads_beyond_the_read_queue_are_busy_and_the_place_comes_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = StoreOptions { readers: 1, read_queue: 0, ..StoreOptions::default() };
+    let (store, _) = Store::open_with(&dir.path().join("edgeai.db"), options).expect("open");
+    // Both reads are polled before either finishes: the first holds the only
+    // place while it runs, the second is refused at once instead of waiting.
+    let (a, b) = tokio::join!(store.list_apps(), store.list_apps());
+    assert!(a.is_ok(), "{a:?}");
+    assert!(matches!(b, Err(StoreError::Busy)), "{b:?}");
+    // The first read's place is free again.
+    store.list_apps().await.expect("a read after the others finished");
+    store.list_apps().await.expect("and another");
+}
