@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::model::ModelRuntime;
-use crate::store::Store;
+use crate::model::{ModelRuntime, RuntimeStatus};
+use crate::store::{Store, StoreError};
 
 /// Talks to systemd's notify socket; a no-op when not started by systemd.
 #[derive(Debug, Clone)]
@@ -144,13 +144,108 @@ async fn probe(lag: Duration, period: Duration, store: &Store, model: &ModelRunt
     if lag > period {
         return Err(Unhealthy::EventLoopLag(lag));
     }
-    match tokio::time::timeout(period / 2, store.ping_writer()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(Unhealthy::StoreWriter(e.to_string())),
-        Err(_) => return Err(Unhealthy::StoreWriter("timed out".into())),
-    }
+    probe_writer(store, period / 2, max_age).await?;
     if !model.inference_healthy(max_age) {
         return Err(Unhealthy::InferenceStalled);
     }
     Ok(())
+}
+
+/// The store writer is alive when it has nothing queued and answers a round
+/// trip, or when it has made progress within `max_age`. A full queue under
+/// heavy writes is busy, not dead.
+async fn probe_writer(store: &Store, wait: Duration, max_age: Duration) -> Result<(), Unhealthy> {
+    let judge_by_progress = |what: &str| {
+        let p = store.writer_progress();
+        if p.since_progress <= max_age {
+            Ok(())
+        } else {
+            Err(Unhealthy::StoreWriter(format!(
+                "{what}; no progress for {} ms with {} writes queued",
+                p.since_progress.as_millis(),
+                p.queued
+            )))
+        }
+    };
+    let p = store.writer_progress();
+    if !p.thread_alive {
+        return Err(Unhealthy::StoreWriter("the writer thread has stopped".into()));
+    }
+    if p.queued > 0 {
+        return judge_by_progress("busy");
+    }
+    match tokio::time::timeout(wait, store.ping_writer()).await {
+        Ok(Ok(())) => Ok(()),
+        // A burst filled the queue between the two looks: judge by progress.
+        Ok(Err(StoreError::Busy)) => judge_by_progress("queue full"),
+        Ok(Err(e)) => Err(Unhealthy::StoreWriter(crate::telemetry::chain(&e))),
+        Err(_) => judge_by_progress("round trip timed out"),
+    }
+}
+
+/// The STATUS= line for the model's state, so every notification that
+/// changes the status (READY after a reload too) tells the same truth.
+pub fn status_text(model: &RuntimeStatus) -> String {
+    match (model.state, &model.error) {
+        (_, Some(e)) => format!("serving without a model: {e}"),
+        ("disabled", None) => "serving without a model (model.enabled = false)".into(),
+        ("loading", None) => "serving; loading the model".into(),
+        _ => "serving; model loaded".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, StoreOptions};
+
+    fn store(queue: usize) -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = StoreOptions { write_queue: queue, ..StoreOptions::default() };
+        let (s, _) = Store::open_with(&dir.path().join("s.db"), opts).expect("open");
+        (s, dir)
+    }
+
+    #[tokio::test]
+    async fn an_idle_writer_answers_the_round_trip() {
+        let (s, _dir) = store(4);
+        assert_eq!(probe_writer(&s, Duration::from_secs(2), Duration::from_secs(1)).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_that_makes_progress_is_healthy() {
+        let (s, _dir) = store(2);
+        // Keep the writer busy with a steady stream of short writes that fill
+        // its queue: every submission beyond two is refused as Busy.
+        let mut refused = 0;
+        for _ in 0..6 {
+            if s.occupy_writer(Duration::from_millis(150)).is_err() {
+                refused += 1;
+            }
+        }
+        assert!(refused > 0, "the queue was never full: the test does not test the busy case");
+        for _ in 0..4 {
+            assert_eq!(probe_writer(&s, Duration::from_millis(50), Duration::from_secs(1)).await, Ok(()));
+            let _ = s.occupy_writer(Duration::from_millis(150));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_stuck_in_one_write_is_unhealthy() {
+        let (s, _dir) = store(2);
+        s.occupy_writer(Duration::from_millis(1500)).expect("queued");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let verdict = probe_writer(&s, Duration::from_millis(50), Duration::from_millis(200)).await;
+        assert!(matches!(&verdict, Err(Unhealthy::StoreWriter(m)) if m.contains("no progress")), "{verdict:?}");
+    }
+
+    #[test]
+    fn the_status_line_follows_the_model_state() {
+        let st = |state, error: Option<&str>| RuntimeStatus { state, error: error.map(str::to_owned) };
+        assert_eq!(status_text(&st("loading", None)), "serving; loading the model");
+        assert_eq!(status_text(&st("ready", None)), "serving; model loaded");
+        assert_eq!(status_text(&st("failed", Some("bad magic"))), "serving without a model: bad magic");
+        assert!(status_text(&st("disabled", None)).contains("model.enabled = false"));
+    }
 }

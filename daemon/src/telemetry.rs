@@ -68,3 +68,41 @@ mod tests {
         assert_eq!(super::choose("auto"), expected);
     }
 }
+
+/// An error with every cause, `outer: cause: root`, for log fields: an
+/// error's own Display names what failed, its sources say why (a store
+/// error's SQLite message, an I/O error's errno).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let next = c.to_string();
+        // thiserror's `transparent` and `{0}` wrappers repeat their source.
+        if !s.ends_with(&next) {
+            s.push_str(": ");
+            s.push_str(&next);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod chain_tests {
+    #[test]
+    fn a_store_error_logs_its_sqlite_cause() {
+        let sqlite = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(19), Some("UNIQUE constraint failed: apps.id".into()));
+        let e = crate::store::StoreError::Sqlite { op: "put app", source: sqlite };
+        assert_eq!(e.to_string(), "store operation put app failed", "Display alone drops the cause");
+        let c = super::chain(&e);
+        assert!(c.starts_with("store operation put app failed: "), "{c}");
+        assert!(c.contains("UNIQUE constraint failed: apps.id"), "{c}");
+    }
+
+    #[test]
+    fn wrappers_that_repeat_their_source_are_not_doubled() {
+        let inner = crate::store::StoreError::Busy;
+        let outer = crate::service::ServiceError::Store(inner);
+        assert_eq!(super::chain(&outer), "the store is busy: the write queue is full");
+    }
+}

@@ -40,6 +40,7 @@ pub use conversations::{Conversation, ConversationSort};
 pub use error::StoreError;
 pub use keys::ApiKeyInfo;
 pub use messages::{Feedback, Message, MessageOutcome, MessageStatus, NewMessage, Rating};
+pub use writer::WriterProgress;
 
 use error::sql;
 use writer::Command;
@@ -215,9 +216,21 @@ impl Store {
         result
     }
 
+    /// How far the writer thread has got (queued work, time since it last
+    /// made progress), for the watchdog: a busy writer is not a dead one.
+    pub fn writer_progress(&self) -> WriterProgress {
+        self.inner.writer.progress()
+    }
+
+    /// Test aid: occupies the writer thread for `d` (as a slow write would).
+    #[cfg(test)]
+    pub(crate) fn occupy_writer(&self, d: Duration) -> Result<(), StoreError> {
+        self.submit(Box::new(move |_| std::thread::sleep(d)))
+    }
+
     /// Liveness probe for the watchdog: a trivial round trip through the
     /// writer thread (`SELECT 1` on the write connection) proves the single
-    /// writer is not stuck.
+    /// writer works.
     pub async fn ping_writer(&self) -> Result<(), StoreError> {
         self.write("ping writer", |conn| conn.query_row("SELECT 1", [], |row| row.get::<_, i64>(0)).map(drop).map_err(sql("ping writer")))
             .await
