@@ -92,11 +92,11 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         use_mlock: m.use_mlock,
     });
     let service = Service::new(store.clone(), Arc::clone(&runtime));
-    for app in &settings.apps {
-        let v = service.put_app(app.clone(), "config").await.map_err(DaemonError::Apps)?;
-        tracing::info!(app = %app.id, version = v.version, new_version = v.created, "app from config");
+    let (n_apps, results) = service.sync_config_apps(settings.apps.clone()).await;
+    for (app, result) in results {
+        let changed = result.map_err(DaemonError::Apps)?;
+        tracing::info!(app = %app, new_version = changed, "app from config");
     }
-    let n_apps = service.load_apps().await.map_err(DaemonError::Apps)?;
 
     let listeners = Listeners::bind(&settings.server)?;
     let tcp_addr = listeners.tcp_addr();
@@ -121,11 +121,10 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         model_name: settings.model.name.clone(),
         cpu_features: cpu::describe(),
     });
-    let mut signals = Signals::install().map_err(DaemonError::Signals)?;
+    let signals = Signals::install().map_err(DaemonError::Signals)?;
 
     let ready_ms = exec_start.elapsed().as_millis() as u64;
-    let status = if m.enabled { "serving; loading the model" } else { "serving without a model (model.enabled = false)" };
-    notifier.ready(status);
+    notifier.ready(&supervise::status_text(&runtime.status()));
     tracing::info!(
         ready_ms,
         listen = %tcp_addr.map_or_else(|| "disabled".to_owned(), |a| a.to_string()),
@@ -135,68 +134,116 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
     );
 
     let n = notifier.clone();
-    runtime.start(move |st| match &st.error {
-        None => n.status("serving; model loaded"),
-        Some(e) => {
+    runtime.start(move |st| {
+        if let Some(e) = &st.error {
             tracing::error!(error = %e, "model unavailable; model calls answer 503 until it is fixed and the daemon restarted");
-            n.status(&format!("serving without a model: {e}"));
         }
+        n.status(&supervise::status_text(st));
     });
     if let Some(timeout) = supervise::watchdog_timeout() {
         tokio::spawn(supervise::watchdog_task(notifier.clone(), timeout, store.clone(), Arc::clone(&runtime)));
     }
 
-    let svc = Arc::clone(&service);
-    let reload_sources = sources.clone();
-    let notifier2 = notifier.clone();
+    // Signals for the rest of the daemon's life: the first SIGTERM/SIGINT
+    // starts the drain, a second one stops at once; SIGHUP reloads.
+    let (phase_tx, phase) = tokio::sync::watch::channel(Phase::Running);
+    tokio::spawn(handle_signals(signals, Arc::clone(&service), sources.clone(), notifier.clone(), phase_tx));
+    let mut stop_rx = phase.clone();
     let shutdown = async move {
-        loop {
-            match signals.next().await {
-                SignalEvent::Stop(sig) => {
-                    tracing::info!(signal = sig, in_flight = svc.in_flight(), "stopping: draining in-flight requests");
-                    notifier2.stopping("stopping: draining in-flight requests");
-                    svc.begin_shutdown();
-                    return;
-                }
-                SignalEvent::Reload => reload(&svc, &reload_sources, &notifier2).await,
-            }
-        }
+        let _ = stop_rx.wait_for(|p| *p != Phase::Running).await;
     };
     let grace = settings.server.shutdown_grace;
-    let drain_start = Instant::now();
-    let open = api::serve(listeners, Arc::clone(&state), shutdown, grace).await;
-    let left = service.drain(grace.saturating_sub(drain_start.elapsed())).await;
-    tracing::info!(open_connections = open, cancelled_runs = left, "drained");
-    drop(state);
-    let store_for_close = service.store.clone();
+    let svc = Arc::clone(&service);
+    let mut drain_rx = phase.clone();
+    let drain = async move {
+        let open = api::serve(listeners, Arc::clone(&state), shutdown, grace).await;
+        // The drain's deadline counts from the stop signal, not from start-up.
+        let signal_at = match *drain_rx.borrow_and_update() {
+            Phase::Draining(at) => at,
+            Phase::Running | Phase::Abort => tokio::time::Instant::now(),
+        };
+        let left = svc.drain(signal_at + grace).await;
+        tracing::info!(open_connections = open, cancelled_runs = left, "drained");
+    };
+    let mut abort_rx = phase;
+    tokio::select! {
+        () = drain => {}
+        _ = abort_rx.wait_for(|p| *p == Phase::Abort) => {
+            let n = service.abort_runs(std::time::Duration::from_secs(2)).await;
+            tracing::warn!(stopped_runs = n, "second stop signal: stopping now without draining; runs in flight were recorded as stopped");
+        }
+    }
+    let store_for_close = service.store().clone();
     drop(service);
     if let Err(e) = store_for_close.close().await {
-        tracing::error!(error = %e, "closing the store");
+        tracing::error!(error = %telemetry::chain(&e), "closing the store");
     }
     drop(store);
     tracing::info!("stopped");
     Ok(())
 }
 
-/// SIGHUP: re-read the configuration; apps take effect now, other settings
-/// at the next restart (logged so nobody wonders).
+/// Where the daemon is in its life, as the signals decide it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// The first stop signal arrived at this instant: draining.
+    Draining(tokio::time::Instant),
+    /// A second stop signal: stop now.
+    Abort,
+}
+
+async fn handle_signals(
+    mut signals: Signals,
+    service: Arc<Service>,
+    sources: Sources,
+    notifier: Notifier,
+    phase: tokio::sync::watch::Sender<Phase>,
+) {
+    loop {
+        match signals.next().await {
+            SignalEvent::Stop(sig) if *phase.borrow() == Phase::Running => {
+                tracing::info!(signal = sig, in_flight = service.in_flight(), "stopping: draining in-flight requests");
+                notifier.stopping("stopping: draining in-flight requests");
+                service.begin_shutdown();
+                phase.send_replace(Phase::Draining(tokio::time::Instant::now()));
+            }
+            SignalEvent::Stop(sig) => {
+                tracing::warn!(signal = sig, in_flight = service.in_flight(), "second stop signal: stopping now");
+                notifier.status("stopping now: second stop signal");
+                phase.send_replace(Phase::Abort);
+                return;
+            }
+            SignalEvent::Reload => reload(&service, &sources, &notifier).await,
+        }
+    }
+}
+
+/// SIGHUP: re-read the configuration; apps take effect now (added, changed
+/// and removed ones), other settings at the next restart (logged so nobody
+/// wonders).
 async fn reload(service: &Service, sources: &Sources, notifier: &Notifier) {
     notifier.reloading();
     match config::load(sources) {
         Ok(s) => {
+            let (served, results) = service.sync_config_apps(s.apps).await;
             let mut updated = 0;
-            for app in s.apps {
-                match service.put_app(app, "config").await {
-                    Ok(v) if v.created => updated += 1,
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "reload: app not applied"),
+            for (app, result) in results {
+                match result {
+                    Ok(true) => updated += 1,
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(app = %app, error = %telemetry::chain(&e), "reload: app not applied"),
                 }
             }
-            tracing::info!(apps_updated = updated, "configuration reloaded; apps applied, other settings apply at restart");
+            tracing::info!(
+                apps_updated = updated,
+                apps_served = served,
+                "configuration reloaded; apps applied, other settings apply at restart"
+            );
         }
-        Err(e) => tracing::error!(error = %e, "reload: configuration invalid; keeping the running configuration"),
+        Err(e) => tracing::error!(error = %telemetry::chain(&e), "reload: configuration invalid; keeping the running configuration"),
     }
-    notifier.ready("serving");
+    notifier.ready(&supervise::status_text(&service.model_report().status));
 }
 
 /// Development aid: keeps one API key for the first app in a file and

@@ -1,29 +1,24 @@
-//! The service layer: what a chat, completion or OpenAI request does, written
-//! once for every front end (HTTP today, D-Bus later). It resolves apps,
-//! checks inputs, builds the prompt within the context budget, runs the
-//! generation as a task of its own (so a vanished client never leaves a
-//! message half-written), persists the outcome, and tracks in-flight runs
-//! for stop and for the shutdown drain.
+//! The service layer: what a request does, written once for every front
+//! end (HTTP today, D-Bus later). It resolves apps (the registry of served
+//! apps), orchestrates a turn — the engine checks and renders it, the store
+//! keeps the conversation and the pending message, the model runs it in a
+//! run task (`run`) — and passes conversations, messages, feedback and keys
+//! through to the store, scoped by app and user.
 //! Knows nothing of HTTP or JSON wire shapes.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+mod run;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, Notify};
 
-use crate::engine::prompt::{build_messages, validate_inputs};
-use crate::engine::{AppDefinition, AppMode};
-use crate::model::{CancelFlag, ChatMessage, FinishReason, GenEvent, LocalModel, ModelError, ModelRuntime, Prompt, SamplingParams};
-use crate::store::{self, MessageOutcome, MessageStatus, NewMessage, Store, StoreError};
-
-/// Longest accepted query, in characters (the context is the real bound;
-/// this stops a client from making us tokenise megabytes first).
-pub const MAX_QUERY_CHARS: usize = 64 * 1024;
-/// Longest `user` identifier.
-pub const MAX_USER_CHARS: usize = 256;
+use crate::engine::{AppDefinition, AppMode, Turn, TurnError, TurnRequest};
+use crate::model::{CancelFlag, ChatMessage, ModelError, ModelRuntime, SamplingParams};
+use crate::store::{self, NewMessage, Store, StoreError};
+use run::{Persist, RunSpec, Runs};
+pub use run::{Run, RunEvent, Usage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -53,36 +48,31 @@ impl From<StoreError> for ServiceError {
     }
 }
 
-/// Token counts and timing of one answer.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Usage {
-    pub prompt_tokens: u32,
-    pub completion_tokens: u32,
-    pub latency: Duration,
+impl From<TurnError> for ServiceError {
+    fn from(e: TurnError) -> Self {
+        match e {
+            TurnError::Invalid(m) => ServiceError::InvalidParam(m),
+            TurnError::Model(m) => ServiceError::Model(m),
+        }
+    }
 }
 
-/// What a running generation tells its front end.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunEvent {
-    Text(String),
-    /// The answer is complete (or was stopped) and is stored.
-    End {
-        usage: Usage,
-        finish: FinishReason,
-    },
-    /// Generation failed; the message is stored with status error.
-    Failed {
-        message: String,
-    },
+/// The model as `status` reports it.
+pub struct ModelReport {
+    pub status: crate::model::RuntimeStatus,
+    pub config: crate::model::RuntimeConfig,
+    /// Inference threads in use now.
+    pub threads: u32,
 }
 
-/// A started run: ids for the client, and its events.
-pub struct Run {
-    pub task_id: String,
-    pub message_id: String,
-    pub conversation_id: Option<String>,
-    pub created_at: i64,
-    pub events: mpsc::Receiver<RunEvent>,
+/// What an API key opens.
+pub enum KeyLookup {
+    /// No such key, or it was revoked.
+    Unknown,
+    /// The key's app is not served (removed from the config, or its
+    /// stored definition does not parse).
+    AppNotServed,
+    App(Arc<AppDefinition>),
 }
 
 /// A Dify chat or completion request after wire parsing.
@@ -99,35 +89,14 @@ pub struct OpenAiRequest {
     pub params: SamplingParams,
 }
 
-struct TaskEntry {
-    app_id: String,
-    user: String,
-    cancel: CancelFlag,
-}
-
-/// Counts runs in flight; the drain waits for zero.
-#[derive(Default)]
-struct Inflight {
-    count: AtomicU64,
-    idle: Notify,
-}
-
-struct InflightGuard(Arc<Inflight>);
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
 pub struct Service {
-    pub store: Store,
-    pub model: Arc<ModelRuntime>,
+    store: Store,
+    model: Arc<ModelRuntime>,
     apps: RwLock<HashMap<String, Arc<AppDefinition>>>,
-    tasks: Arc<Mutex<HashMap<String, TaskEntry>>>,
-    inflight: Arc<Inflight>,
+    /// Serialises changes to the app set (admin import, config at start and
+    /// on SIGHUP), so the store and the registry never disagree.
+    apps_change: tokio::sync::Mutex<()>,
+    runs: Arc<Runs>,
     shutting_down: AtomicBool,
 }
 
@@ -145,18 +114,24 @@ impl Service {
             store,
             model,
             apps: RwLock::new(HashMap::new()),
-            tasks: Arc::new(Mutex::new(HashMap::new())),
-            inflight: Arc::new(Inflight::default()),
+            apps_change: tokio::sync::Mutex::new(()),
+            runs: Arc::new(Runs::default()),
             shutting_down: AtomicBool::new(false),
         })
     }
 
     // ---- apps -------------------------------------------------------------
 
-    /// Validates and stores an app (a new version if it changed) and makes
-    /// it the active definition. Returns the stored version and whether it
-    /// was new.
+    /// Validates and stores an imported app (a new version if it changed)
+    /// and makes it the active definition. Returns the stored version and
+    /// whether it was new.
     pub async fn put_app(&self, app: AppDefinition, source: &str) -> Result<store::AppVersion, ServiceError> {
+        let _change = self.apps_change.lock().await;
+        self.store_app(app, source).await
+    }
+
+    /// Store first, then the registry, under `apps_change`.
+    async fn store_app(&self, app: AppDefinition, source: &str) -> Result<store::AppVersion, ServiceError> {
         let mut problems = app.validate();
         if let Some(m) = app.model.as_deref().filter(|m| *m != self.model.config.name) {
             problems.push(crate::engine::AppProblem {
@@ -176,11 +151,39 @@ impl Service {
         Ok(v)
     }
 
-    /// Loads every stored app's active definition into memory.
-    pub async fn load_apps(&self) -> Result<usize, ServiceError> {
+    /// Makes the served apps those of `config` plus every imported app:
+    /// stores each config app (a new version if it changed), then reloads
+    /// the registry from the store, leaving out apps that came from the
+    /// config and are no longer in it (their data stays in the store).
+    /// Used at start and on SIGHUP. Returns (apps served, config apps that
+    /// changed); an invalid app is reported and the others still apply.
+    pub async fn sync_config_apps(&self, config: Vec<AppDefinition>) -> (usize, Vec<(String, Result<bool, ServiceError>)>) {
+        let _change = self.apps_change.lock().await;
+        let ids: HashSet<String> = config.iter().map(|a| a.id.clone()).collect();
+        let mut results = Vec::with_capacity(config.len());
+        for app in config {
+            let id = app.id.clone();
+            results.push((id, self.store_app(app, "config").await.map(|v| v.created)));
+        }
+        let served = match self.load_apps(|s| s.source != "config" || ids.contains(&s.id)).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %crate::telemetry::chain(&e), "could not reload the apps from the store; keeping the served set");
+                self.apps.read().map(|a| a.len()).unwrap_or(0)
+            }
+        };
+        (served, results)
+    }
+
+    /// Loads the active definition of every stored app that `serve` admits.
+    async fn load_apps(&self, serve: impl Fn(&store::StoredApp) -> bool) -> Result<usize, ServiceError> {
         let stored = self.store.list_apps().await?;
         let mut map = HashMap::new();
         for s in stored {
+            if !serve(&s) {
+                tracing::info!(app = %s.id, "app no longer in the configuration; not served (its data is kept)");
+                continue;
+            }
             match serde_json::from_str::<AppDefinition>(&s.definition_json) {
                 Ok(def) => {
                     map.insert(s.id.clone(), Arc::new(def));
@@ -195,6 +198,44 @@ impl Service {
             *apps = map;
         }
         Ok(n)
+    }
+
+    /// The app an API key opens.
+    pub async fn app_for_key(&self, token: &str) -> Result<KeyLookup, ServiceError> {
+        Ok(match self.store.authenticate(token).await? {
+            None => KeyLookup::Unknown,
+            Some(key) => match self.app(&key.app_id) {
+                Some(app) => KeyLookup::App(app),
+                None => KeyLookup::AppNotServed,
+            },
+        })
+    }
+
+    /// Every stored app with its active version (served or not).
+    pub async fn stored_apps(&self) -> Result<Vec<store::StoredApp>, ServiceError> {
+        Ok(self.store.list_apps().await?)
+    }
+
+    /// One stored app with its active version.
+    pub async fn stored_app(&self, id: &str) -> Result<store::StoredApp, ServiceError> {
+        self.require_app(id).await
+    }
+
+    /// The model's configuration, load state and current thread count.
+    pub fn model_report(&self) -> ModelReport {
+        let config = self.model.config.clone();
+        let threads = self.model.ready().map_or(config.threads, |m| m.threads.load(Ordering::Relaxed));
+        ModelReport { status: self.model.status(), config, threads }
+    }
+
+    /// The store, for the daemon's own start-up and shutdown.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Whether model calls can be served now, or why not.
+    pub fn readiness(&self) -> Result<(), ModelError> {
+        self.model.ready().map(drop)
     }
 
     pub fn app(&self, id: &str) -> Option<Arc<AppDefinition>> {
@@ -305,18 +346,14 @@ impl Service {
 
     // ---- runs -------------------------------------------------------------
 
-    /// Starts a Dify chat or completion turn for `app`.
+    /// Starts a Dify chat or completion turn for `app`. Nothing is written
+    /// unless the turn is valid and has a place in the admission queue; the
+    /// message is recorded `pending` before the job is queued.
     pub async fn start(&self, app: Arc<AppDefinition>, req: AppRequest) -> Result<Run, ServiceError> {
-        if self.shutting_down.load(Ordering::Acquire) {
+        if self.is_shutting_down() {
             return Err(ServiceError::ShuttingDown);
         }
-        check_user(&req.user)?;
-        if req.query.chars().count() > MAX_QUERY_CHARS {
-            return Err(ServiceError::InvalidParam(format!("query is longer than {MAX_QUERY_CHARS} characters")));
-        }
-        if app.mode == AppMode::Chat && req.query.trim().is_empty() {
-            return Err(ServiceError::InvalidParam("query is required".into()));
-        }
+        crate::engine::turn::check_user(&req.user)?;
         let conversation = match (&req.conversation_id, app.mode) {
             (Some(id), AppMode::Chat) => {
                 Some(self.store.get_conversation(&app.id, &req.user, id).await.map_err(not_found_as(ServiceError::ConversationNotFound))?)
@@ -324,199 +361,102 @@ impl Service {
             _ => None,
         };
         // A conversation keeps the inputs it started with, as in Dify.
-        let inputs = match &conversation {
-            Some(c) => serde_json::from_str(&c.inputs_json).unwrap_or_default(),
-            None => validate_inputs(&app, &req.inputs).map_err(|e| ServiceError::InvalidParam(e.0))?,
-        };
+        let kept = conversation.as_ref().map(|c| serde_json::from_str(&c.inputs_json).unwrap_or_default());
+        let turn = Turn::new(Arc::clone(&app), TurnRequest { user: req.user, query: req.query, inputs: req.inputs }, kept)?;
         let model = self.model.ready()?;
         let history = match &conversation {
             Some(c) => self.store.history(&c.id, app.history_turns).await?,
             None => Vec::new(),
         };
-        let params = SamplingParams::from(&app.completion_params);
-        let prompt =
-            fit_prompt(Arc::clone(&model), Arc::clone(&app), inputs.clone(), history, req.query.clone(), params.max_tokens).await?;
-        let cancel = CancelFlag::default();
-        let gen = model.submit(prompt, params, cancel.clone())?;
+        let (m, t) = (Arc::clone(&model), turn.clone());
+        let (prompt, kept_turns) = tokio::task::spawn_blocking(move || t.prompt(&m, &history))
+            .await
+            .map_err(|e| ModelError::Inference(format!("prompt task: {e}")))??;
+        let admission = model.admit()?;
 
         let conversation_id = match (conversation, app.mode) {
             (Some(c), _) => Some(c.id),
             (None, AppMode::Chat) => {
-                let inputs_json = Value::Object(inputs.clone()).to_string();
-                let c = self.store.create_conversation(&app.id, &req.user, &conversation_name(&req.query), &inputs_json).await;
-                match c {
-                    Ok(c) => Some(c.id),
-                    Err(e) => {
-                        cancel.cancel();
-                        return Err(e.into());
-                    }
-                }
+                let inputs_json = Value::Object(turn.inputs.clone()).to_string();
+                Some(self.store.create_conversation(&app.id, &turn.user, &conversation_name(&turn.query), &inputs_json).await?.id)
             }
             (None, AppMode::Completion) => None,
         };
         let task_id = new_id();
         let message_id = new_id();
-        let begun = self
-            .store
+        self.store
             .begin_message(NewMessage {
                 id: message_id.clone(),
                 app_id: app.id.clone(),
                 conversation_id: conversation_id.clone(),
-                user: req.user.clone(),
+                user: turn.user.clone(),
                 task_id: task_id.clone(),
-                query: req.query.clone(),
-                inputs_json: Value::Object(inputs).to_string(),
+                query: turn.query.clone(),
+                inputs_json: Value::Object(turn.inputs.clone()).to_string(),
             })
-            .await;
-        if let Err(e) = begun {
-            cancel.cancel();
-            return Err(e.into());
-        }
-        let events = self.spawn_run(
-            model,
-            task_id.clone(),
-            app.id.clone(),
-            req.user,
-            cancel,
-            gen,
-            Some((message_id.clone(), conversation_id.clone())),
-        );
+            .await?;
+        let cancel = CancelFlag::default();
+        let gen = match model.submit(admission, prompt, turn.params.clone(), cancel.clone()) {
+            Ok(g) => g,
+            Err(e) => {
+                // Only a stopped inference thread gets here; record it.
+                let o = store::MessageOutcome {
+                    answer: String::new(),
+                    prompt_tokens: 0,
+                    completion_tokens: 0,
+                    latency_ms: 0,
+                    status: store::MessageStatus::Error,
+                    error: Some(e.to_string()),
+                };
+                if let Err(se) = self.store.finish_message(&message_id, o).await {
+                    tracing::error!(message_id = %message_id, error = %crate::telemetry::chain(&se), "could not record the failed submission");
+                }
+                return Err(e.into());
+            }
+        };
+        tracing::info!(task_id = %task_id, message_id = %message_id, app = %app.id, history_turns = kept_turns, "run queued");
+        let spec = RunSpec {
+            task_id: task_id.clone(),
+            app_id: app.id.clone(),
+            user: turn.user,
+            persist: Some(Persist { message_id: message_id.clone(), conversation_id: conversation_id.clone() }),
+        };
+        let events = self.runs.spawn(self.store.clone(), model, spec, cancel, gen);
         Ok(Run { task_id, message_id, conversation_id, created_at: now_secs(), events })
     }
 
     /// Starts an OpenAI-style completion: stateless, nothing stored.
     pub async fn start_openai(&self, app: &AppDefinition, req: OpenAiRequest) -> Result<Run, ServiceError> {
-        if self.shutting_down.load(Ordering::Acquire) {
+        if self.is_shutting_down() {
             return Err(ServiceError::ShuttingDown);
         }
         let model = self.model.ready()?;
         let msgs = req.messages;
         let m = Arc::clone(&model);
         let prompt = tokio::task::spawn_blocking(move || m.prompt(&msgs)).await.map_err(|e| ModelError::Inference(e.to_string()))??;
+        let admission = model.admit()?;
         let cancel = CancelFlag::default();
-        let gen = model.submit(prompt, req.params, cancel.clone())?;
+        let gen = model.submit(admission, prompt, req.params, cancel.clone())?;
         let task_id = new_id();
-        let events = self.spawn_run(model, task_id.clone(), app.id.clone(), String::new(), cancel, gen, None);
+        let spec = RunSpec { task_id: task_id.clone(), app_id: app.id.clone(), user: String::new(), persist: None };
+        let events = self.runs.spawn(self.store.clone(), model, spec, cancel, gen);
         Ok(Run { task_id: task_id.clone(), message_id: task_id, conversation_id: None, created_at: now_secs(), events })
     }
 
-    /// Runs one generation to its end in a task of its own and returns the
-    /// front end's event stream. `persist` carries (message_id, conversation).
-    #[allow(clippy::too_many_arguments)]
-    fn spawn_run(
-        &self,
-        model: Arc<LocalModel>,
-        task_id: String,
-        app_id: String,
-        user: String,
-        cancel: CancelFlag,
-        mut gen: mpsc::Receiver<GenEvent>,
-        persist: Option<(String, Option<String>)>,
-    ) -> mpsc::Receiver<RunEvent> {
-        let (tx, rx) = mpsc::channel(64);
-        if let Ok(mut t) = self.tasks.lock() {
-            t.insert(task_id.clone(), TaskEntry { app_id, user, cancel: cancel.clone() });
-        }
-        self.inflight.count.fetch_add(1, Ordering::AcqRel);
-        let guard = InflightGuard(Arc::clone(&self.inflight));
-        let store = self.store.clone();
-        let tasks = Arc::clone(&self.tasks);
-        let started = Instant::now();
-        tokio::spawn(async move {
-            let _guard = guard;
-            let mut answer = String::new();
-            let mut client_gone = false;
-            let mut outcome: Option<(FinishReason, u32, u32)> = None;
-            let mut failure: Option<String> = None;
-            loop {
-                let ev = tokio::select! {
-                    ev = gen.recv() => match ev {
-                        Some(ev) => ev,
-                        None => break,
-                    },
-                    // The client went away before any text (e.g. while the
-                    // job waited in the queue): cancel and free its place.
-                    _ = tx.closed(), if !client_gone => {
-                        client_gone = true;
-                        cancel.cancel();
-                        model.withdraw_cancelled();
-                        continue;
-                    }
-                };
-                match ev {
-                    GenEvent::Started { .. } => {}
-                    GenEvent::Text(t) => {
-                        answer.push_str(&t);
-                        if !client_gone && tx.send(RunEvent::Text(t)).await.is_err() {
-                            // The client went away: stop generating, keep what we have.
-                            client_gone = true;
-                            cancel.cancel();
-                            model.withdraw_cancelled();
-                        }
-                    }
-                    GenEvent::Done { reason, prompt_tokens, completion_tokens } => {
-                        outcome = Some((reason, prompt_tokens, completion_tokens));
-                    }
-                    GenEvent::Failed(e) => failure = Some(e),
-                }
-            }
-            let latency = started.elapsed();
-            let (finish, prompt_tokens, completion_tokens) = outcome.unwrap_or((FinishReason::Cancelled, 0, 0));
-            let (status, error) = match (&failure, finish, client_gone) {
-                (Some(e), _, _) => (MessageStatus::Error, Some(e.clone())),
-                (None, FinishReason::Cancelled, true) => (MessageStatus::Stopped, Some("client disconnected".to_owned())),
-                (None, FinishReason::Cancelled, false) if outcome.is_none() => {
-                    (MessageStatus::Error, Some("the inference thread ended the request without an answer".to_owned()))
-                }
-                (None, FinishReason::Cancelled, false) => (MessageStatus::Stopped, None),
-                (None, _, _) => (MessageStatus::Normal, None),
-            };
-            if let Some((message_id, conversation_id)) = persist {
-                let o = MessageOutcome {
-                    answer: answer.clone(),
-                    prompt_tokens,
-                    completion_tokens,
-                    latency_ms: latency.as_millis() as u64,
-                    status,
-                    error: error.clone(),
-                };
-                if let Err(e) = store.finish_message(&message_id, o).await {
-                    tracing::error!(message_id = %message_id, error = %e, "could not store the finished message");
-                }
-                if let Some(c) = conversation_id {
-                    if let Err(e) = store.touch_conversation(&c).await {
-                        tracing::warn!(conversation_id = %c, error = %e, "could not update the conversation time");
-                    }
-                }
-            }
-            if let Ok(mut t) = tasks.lock() {
-                t.remove(&task_id);
-            }
-            let last = match failure {
-                Some(message) => RunEvent::Failed { message },
-                None => RunEvent::End { usage: Usage { prompt_tokens, completion_tokens, latency }, finish },
-            };
-            let _ = tx.send(last).await;
-            tracing::info!(task_id = %task_id, prompt_tokens, completion_tokens, latency_ms = latency.as_millis() as u64, status = ?status, "run finished");
-        });
-        rx
-    }
-
-    /// Dify's stop: cancels the task if it belongs to this app and user;
-    /// unknown tasks are ignored, as in Dify.
+    /// Dify's stop: cancels the task if it belongs to this app and user
+    /// (unknown tasks are ignored, as in Dify). A task still waiting in the
+    /// admission queue leaves it at once, freeing its place.
     pub fn stop(&self, app_id: &str, user: &str, task_id: &str) {
-        if let Ok(t) = self.tasks.lock() {
-            if let Some(e) = t.get(task_id) {
-                if e.app_id == app_id && e.user == user {
-                    e.cancel.cancel();
-                    tracing::info!(task_id, "run stopped by the client");
-                }
+        if self.runs.stop(app_id, user, task_id) {
+            tracing::info!(task_id, "run stopped by the client");
+            if let Ok(m) = self.model.ready() {
+                m.withdraw_cancelled();
             }
         }
     }
 
     pub fn in_flight(&self) -> u64 {
-        self.inflight.count.load(Ordering::Acquire)
+        self.runs.in_flight()
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -528,44 +468,20 @@ impl Service {
         self.shutting_down.store(true, Ordering::Release);
     }
 
-    /// Waits until no run is in flight, or `deadline` passes; then cancels
-    /// the stragglers and waits (briefly) for them to record their outcome.
-    pub async fn drain(&self, deadline: Duration) -> u64 {
-        let wait_idle = async {
-            loop {
-                let notified = self.inflight.idle.notified();
-                if self.in_flight() == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        if tokio::time::timeout(deadline, wait_idle).await.is_ok() {
-            return 0;
-        }
-        let left = self.in_flight();
-        tracing::warn!(runs = left, "drain deadline passed; cancelling the remaining runs");
-        if let Ok(t) = self.tasks.lock() {
-            t.values().for_each(|e| e.cancel.cancel());
-        }
-        let settle = async {
-            while self.in_flight() > 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(5), settle).await;
-        left
+    /// Waits for the runs in flight until `deadline`, then cancels the
+    /// stragglers (each records its outcome). Returns how many were cancelled.
+    pub async fn drain(&self, deadline: tokio::time::Instant) -> u64 {
+        self.runs.drain(deadline).await
     }
-}
 
-fn check_user(user: &str) -> Result<(), ServiceError> {
-    if user.trim().is_empty() {
-        return Err(ServiceError::InvalidParam("user is required".into()));
+    /// Stops every run now (a second stop signal): each is cancelled and
+    /// records itself as stopped; waits up to `limit` for that.
+    pub async fn abort_runs(&self, limit: std::time::Duration) -> u64 {
+        let n = self.runs.in_flight();
+        self.runs.cancel_all();
+        self.runs.settle(limit).await;
+        n
     }
-    if user.chars().count() > MAX_USER_CHARS {
-        return Err(ServiceError::InvalidParam(format!("user is longer than {MAX_USER_CHARS} characters")));
-    }
-    Ok(())
 }
 
 fn not_found_as(e: ServiceError) -> impl FnOnce(StoreError) -> ServiceError {
@@ -589,43 +505,9 @@ fn conversation_name(query: &str) -> String {
     }
 }
 
-/// Renders and tokenises the turn, dropping the oldest history turns until
-/// prompt plus answer fit one sequence (off the event loop).
-async fn fit_prompt(
-    model: Arc<LocalModel>,
-    app: Arc<AppDefinition>,
-    inputs: Map<String, Value>,
-    history: Vec<(String, String)>,
-    query: String,
-    max_tokens: u32,
-) -> Result<Prompt, ServiceError> {
-    tokio::task::spawn_blocking(move || {
-        let mut skip = 0;
-        loop {
-            let msgs = build_messages(&app, &inputs, &history[skip..], &query);
-            let prompt = model.prompt(&msgs)?;
-            match model.check_fits(&prompt, max_tokens) {
-                Ok(()) => return Ok(prompt),
-                Err(e) if skip >= history.len() => return Err(ServiceError::Model(e)),
-                Err(_) => skip += 1,
-            }
-        }
-    })
-    .await
-    .map_err(|e| ServiceError::Model(ModelError::Inference(format!("prompt task: {e}"))))?
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn user_must_be_present_and_bounded() {
-        assert!(check_user("plc-7").is_ok());
-        assert!(matches!(check_user("  "), Err(ServiceError::InvalidParam(m)) if m == "user is required"));
-        let long = "u".repeat(MAX_USER_CHARS + 1);
-        assert!(matches!(check_user(&long), Err(ServiceError::InvalidParam(m)) if m.contains("longer")));
-    }
 
     #[test]
     fn conversations_are_named_after_the_first_question() {

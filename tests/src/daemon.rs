@@ -589,6 +589,16 @@ impl Daemon {
         self.signal(nix::sys::signal::Signal::SIGTERM);
     }
 
+    /// SIGHUP: the daemon re-reads its configuration.
+    pub fn sighup(&self) {
+        self.signal(nix::sys::signal::Signal::SIGHUP);
+    }
+
+    /// The config file the daemon reads (rewrite it, then [`Daemon::sighup`]).
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
     /// SIGKILL, then reaps the process.
     pub fn kill9(&mut self) {
         self.signal(nix::sys::signal::Signal::SIGKILL);

@@ -49,14 +49,14 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
     match (r.as_slice(), &m) {
         (["status"], &Method::GET) => reply(StatusCode::OK, &status(state)),
         (["apps"], &Method::GET) => {
-            let apps = svc.store.list_apps().await?;
+            let apps = svc.stored_apps().await?;
             reply(StatusCode::OK, &wire::AppList { data: apps.iter().map(app_info).collect() })
         }
         (["apps"], &Method::POST) => {
             let app: AppDefinition = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
             let id = app.id.clone();
             let v = svc.put_app(app, "import").await?;
-            let stored = svc.store.get_app(&id).await?.ok_or_else(|| ServiceError::AppNotFound(id.clone()))?;
+            let stored = svc.stored_app(&id).await?;
             tracing::info!(app = %id, version = v.version, created = v.created, "app imported");
             reply(if v.created { StatusCode::CREATED } else { StatusCode::OK }, &app_info(&stored))
         }
@@ -93,8 +93,8 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
 
 fn status(state: &ApiState) -> wire::StatusResponse {
     let svc = &state.service;
-    let st = svc.model.status();
-    let cfg = &svc.model.config;
+    let report = svc.model_report();
+    let (st, cfg) = (report.status, &report.config);
     let state_word = match (svc.is_shutting_down(), st.state) {
         (true, _) => "stopping",
         (false, "ready") => "ready",
@@ -113,7 +113,7 @@ fn status(state: &ApiState) -> wire::StatusResponse {
             path: cfg.path.display().to_string(),
             state: st.state.to_owned(),
             error: st.error,
-            threads: svc.model.ready().map_or(cfg.threads, |m| m.threads.load(std::sync::atomic::Ordering::Relaxed)),
+            threads: report.threads,
             slots: cfg.slots,
             context_size: cfg.context_size,
             cpu_features: state.cpu_features.clone(),

@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::config::ServerSettings;
 use crate::engine::AppDefinition;
-use crate::service::Service;
+use crate::service::{KeyLookup, Service};
 use body::Body;
 use error::ApiError;
 
@@ -138,8 +138,8 @@ fn health(state: &ApiState) -> Response<Body> {
 }
 
 fn ready(state: &ApiState) -> Response<Body> {
-    match state.service.model.ready() {
-        Ok(_) => body::json(StatusCode::OK, &json!({"status": "ready"})),
+    match state.service.readiness() {
+        Ok(()) => body::json(StatusCode::OK, &json!({"status": "ready"})),
         Err(e) => body::dify_error(&ApiError::from(e)),
     }
 }
@@ -149,6 +149,9 @@ async fn authenticate(state: &ApiState, req: &Request<Incoming>) -> Result<Arc<A
     let header = req.headers().get(http::header::AUTHORIZATION).ok_or(ApiError::MissingKey)?;
     let value = header.to_str().map_err(|_| ApiError::MissingKey)?;
     let token = value.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()).ok_or(ApiError::MissingKey)?;
-    let key = state.service.store.authenticate(token).await?.ok_or(ApiError::InvalidKey)?;
-    state.service.app(&key.app_id).ok_or(ApiError::AppUnavailable)
+    match state.service.app_for_key(token).await? {
+        KeyLookup::Unknown => Err(ApiError::InvalidKey),
+        KeyLookup::AppNotServed => Err(ApiError::AppUnavailable),
+        KeyLookup::App(app) => Ok(app),
+    }
 }

@@ -1,10 +1,13 @@
-//! App definitions and how a chat or completion app turns a request into
-//! model messages: input-form validation, `{{variable}}` substitution and
-//! the message list (pre-prompt, history, query). Pure logic: no I/O, no
-//! HTTP, no model calls. The Dify DSL workflow engine joins this module in
-//! a later issue.
+//! App definitions and how a chat or completion app turns a request into a
+//! model job: input-form validation, `{{variable}}` substitution, the
+//! message list (pre-prompt, history, query), and the whole turn (`turn`):
+//! the request's rules, sampling, and fitting the prompt into the context.
+//! No I/O, no HTTP, no store: the caller brings the history and runs the job.
+//! The Dify DSL workflow engine joins this module in a later issue.
 
 pub mod app;
 pub mod prompt;
+pub mod turn;
 
 pub use app::{AppDefinition, AppMode, AppProblem, CompletionParams, FieldSpec, FormField};
+pub use turn::{Turn, TurnError, TurnRequest};

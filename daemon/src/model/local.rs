@@ -18,7 +18,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::error::TrySendError as AsyncTrySendError;
 
-use super::queue::{JobQueue, Pop};
+use super::queue::{JobQueue, Pop, Reservation};
 use super::template::Renderer;
 use super::text::{StopMatcher, Utf8Stream};
 use super::{ChatMessage, FinishReason, GenEvent, Heartbeat, Job, ModelError, Prompt, RuntimeConfig, SamplingParams};
@@ -56,9 +56,17 @@ impl LocalModel {
         Ok(())
     }
 
-    /// Queues a generation; never blocks. The receiver gets [`GenEvent`]s.
+    /// Reserves a place in the admission queue (429 when full) before the
+    /// caller records anything; [`LocalModel::submit`] uses it.
+    pub fn admit(&self) -> Result<Admission, ModelError> {
+        Ok(Admission(self.jobs.reserve()?))
+    }
+
+    /// Queues a generation in an admitted place; never blocks. The receiver
+    /// gets [`GenEvent`]s.
     pub fn submit(
         &self,
+        admission: Admission,
         prompt: Prompt,
         params: SamplingParams,
         cancel: super::CancelFlag,
@@ -70,7 +78,7 @@ impl LocalModel {
         // Room for every event the job can produce, so the inference thread
         // never blocks on a slow consumer (max_tokens is bounded by the slot).
         let (tx, rx) = tokio::sync::mpsc::channel(params.max_tokens as usize + 4);
-        self.jobs.push(Job { prompt, params, cancel, events: tx })?;
+        admission.0.push(Job { prompt, params, cancel, events: tx })?;
         Ok(rx)
     }
 
@@ -83,6 +91,9 @@ impl LocalModel {
         }
     }
 }
+
+/// A reserved place in the admission queue; freed if dropped unused.
+pub struct Admission(Reservation);
 
 impl Drop for LocalModel {
     fn drop(&mut self) {

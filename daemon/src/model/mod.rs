@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
-pub use local::LocalModel;
+pub use local::{Admission, LocalModel};
 
 /// Errors of the model layer; the API maps each to a status and Dify code.
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,12 @@
 //! The admission queue between request handlers and the inference thread:
 //! bounded by `model.queue_depth`, and a job whose client went away while it
 //! waited can be withdrawn at once, so it frees its place instead of holding
-//! it until a slot opens.
+//! it until a slot opens. A place can be reserved before the job exists
+//! ([`JobQueue::reserve`]), so a caller learns "queue full" before it writes
+//! anything and cannot be refused after it has.
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::{FinishReason, GenEvent, Job, ModelError};
@@ -17,6 +19,8 @@ pub(crate) struct JobQueue {
 
 struct State {
     jobs: VecDeque<Job>,
+    /// Places promised to [`Reservation`]s not yet used.
+    reserved: usize,
     closed: bool,
 }
 
@@ -29,22 +33,29 @@ pub(crate) enum Pop {
 
 impl JobQueue {
     pub fn new(depth: usize) -> Self {
-        JobQueue { state: Mutex::new(State { jobs: VecDeque::with_capacity(depth), closed: false }), ready: Condvar::new(), depth }
+        JobQueue {
+            state: Mutex::new(State { jobs: VecDeque::with_capacity(depth), reserved: 0, closed: false }),
+            ready: Condvar::new(),
+            depth,
+        }
     }
 
-    /// Queues a job, or says why not; never blocks.
-    pub fn push(&self, job: Job) -> Result<(), ModelError> {
+    /// Reserves a place for a job to come, or says why not; never blocks.
+    /// The place is freed when the reservation is dropped unused.
+    pub fn reserve(self: &Arc<Self>) -> Result<Reservation, ModelError> {
         let mut s = self.state.lock().map_err(|_| ModelError::ThreadGone)?;
         if s.closed {
             return Err(ModelError::ThreadGone);
         }
-        if s.jobs.len() >= self.depth {
+        if s.jobs.len() + s.reserved >= self.depth {
             return Err(ModelError::QueueFull { depth: self.depth });
         }
-        s.jobs.push_back(job);
-        drop(s);
-        self.ready.notify_one();
-        Ok(())
+        s.reserved += 1;
+        Ok(Reservation { queue: Some(Arc::clone(self)) })
+    }
+
+    fn unreserve(&self, s: &mut State) {
+        s.reserved = s.reserved.saturating_sub(1);
     }
 
     /// The oldest job, waiting up to `timeout` for one.
@@ -92,6 +103,38 @@ impl JobQueue {
     }
 }
 
+/// A place in the queue, promised; [`Reservation::push`] uses it.
+pub(crate) struct Reservation {
+    queue: Option<Arc<JobQueue>>,
+}
+
+impl Reservation {
+    /// Queues the job in the reserved place. Fails only when the inference
+    /// thread has stopped (the queue was closed).
+    pub fn push(mut self, job: Job) -> Result<(), ModelError> {
+        let Some(q) = self.queue.take() else { return Err(ModelError::ThreadGone) };
+        let mut s = q.state.lock().map_err(|_| ModelError::ThreadGone)?;
+        q.unreserve(&mut s);
+        if s.closed {
+            return Err(ModelError::ThreadGone);
+        }
+        s.jobs.push_back(job);
+        drop(s);
+        q.ready.notify_one();
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(q) = self.queue.take() {
+            if let Ok(mut s) = q.state.lock() {
+                q.unreserve(&mut s);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,30 +149,49 @@ mod tests {
 
     #[test]
     fn full_queue_refuses_and_a_withdrawn_job_frees_its_place() {
-        let q = JobQueue::new(2);
+        let q = Arc::new(JobQueue::new(2));
         let (a, _ra, _) = job();
         let (b, mut rb, cancel_b) = job();
         let (c, _rc, _) = job();
-        q.push(a).expect("room");
-        q.push(b).expect("room");
-        assert!(matches!(q.push(c), Err(ModelError::QueueFull { depth: 2 })));
+        q.reserve().and_then(|r| r.push(a)).expect("room");
+        q.reserve().and_then(|r| r.push(b)).expect("room");
+        assert!(matches!(q.reserve().and_then(|r| r.push(c)), Err(ModelError::QueueFull { depth: 2 })));
         cancel_b.cancel();
         assert_eq!(q.withdraw_cancelled(), 1);
         assert!(matches!(rb.try_recv(), Ok(GenEvent::Done { reason: FinishReason::Cancelled, .. })));
         let (d, _rd, _) = job();
-        q.push(d).expect("the withdrawn job's place is free");
+        q.reserve().and_then(|r| r.push(d)).expect("the withdrawn job's place is free");
     }
 
     #[test]
     fn pop_waits_then_times_out_and_close_ends_it() {
-        let q = JobQueue::new(1);
+        let q = Arc::new(JobQueue::new(1));
         assert!(matches!(q.pop_timeout(Duration::from_millis(10)), Pop::Timeout));
         let (a, _ra, _) = job();
-        q.push(a).expect("room");
+        q.reserve().and_then(|r| r.push(a)).expect("room");
         assert!(matches!(q.pop_timeout(Duration::from_millis(10)), Pop::Job(_)));
         q.close();
         assert!(matches!(q.pop_timeout(Duration::from_secs(5)), Pop::Closed));
         let (b, _rb, _) = job();
-        assert!(matches!(q.push(b), Err(ModelError::ThreadGone)));
+        assert!(matches!(q.reserve().and_then(|r| r.push(b)), Err(ModelError::ThreadGone)));
+    }
+
+    #[test]
+    fn a_reservation_holds_a_place_until_used_or_dropped() {
+        let q = Arc::new(JobQueue::new(1));
+        let r = q.reserve().expect("room");
+        assert!(matches!(q.reserve(), Err(ModelError::QueueFull { depth: 1 })), "the reserved place counts");
+        let (a, _ra, _) = job();
+        assert!(matches!(q.reserve().and_then(|r| r.push(a)), Err(ModelError::QueueFull { .. })));
+        drop(r);
+        let r = q.reserve().expect("a dropped reservation frees its place");
+        let (b, _rb, _) = job();
+        r.push(b).expect("a reserved place cannot be refused");
+        assert!(matches!(q.reserve(), Err(ModelError::QueueFull { .. })), "the job now holds the place");
+        assert!(q.try_pop().is_some());
+        let r = q.reserve().expect("room again");
+        q.close();
+        let (c, _rc, _) = job();
+        assert!(matches!(r.push(c), Err(ModelError::ThreadGone)));
     }
 }

@@ -44,10 +44,12 @@ pub struct StoredApp {
     pub updated_at: i64,
     /// Number of API keys not revoked.
     pub active_keys: u32,
+    /// Where the active definition came from (`config` or `import`).
+    pub source: String,
 }
 
 const SELECT_APP: &str = "SELECT a.id, a.name, a.mode, a.active_version, v.definition, a.created_at, a.updated_at,
-        (SELECT count(*) FROM api_keys k WHERE k.app_id = a.id AND k.revoked_at IS NULL)
+        (SELECT count(*) FROM api_keys k WHERE k.app_id = a.id AND k.revoked_at IS NULL), v.source
    FROM apps a JOIN app_versions v ON v.app_id = a.id AND v.version = a.active_version";
 
 fn app_from_row(row: &Row<'_>) -> rusqlite::Result<StoredApp> {
@@ -60,6 +62,7 @@ fn app_from_row(row: &Row<'_>) -> rusqlite::Result<StoredApp> {
         created_at: row.get(5)?,
         updated_at: row.get(6)?,
         active_keys: row.get(7)?,
+        source: row.get(8)?,
     })
 }
 
