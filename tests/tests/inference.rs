@@ -202,6 +202,10 @@ fn the_oldest_turns_are_dropped_to_fit_the_context() {
     // Before the drop the prompt had grown close to the limit.
     let before = prompts[prompts.len() - 2];
     assert!(before + MAX_TOKENS + 8 > CONTEXT - 64, "turn {turn} dropped history at only {before} prompt tokens: {prompts:?}");
+    // Only the oldest turn went: the later ones (everything the previous
+    // prompt held beyond the first turn's query and answer) are still in.
+    let after = prompts[prompts.len() - 1];
+    assert!(after + prompts[0] + MAX_TOKENS >= before, "turn {turn} dropped more than the oldest turn: prompt tokens {prompts:?}");
 
     // Dropping is for the prompt only: every turn is still stored.
     let stored = c.messages("fit-user", &conv);

@@ -191,6 +191,10 @@ fn sigterm_past_the_drain_deadline_stores_cancelled_runs_as_stopped() {
     d.sigterm();
     let status = d.wait_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "exit status after the drain deadline");
+    // Precondition: both runs were in flight at the signal (the model did not
+    // end the first answer on its own before it).
+    let stopping = d.wait_log_message("stopping: draining in-flight requests", Duration::from_secs(1));
+    assert_eq!(stopping.field_u64("in_flight"), Some(2), "precondition: two runs in flight at SIGTERM: {}", stopping.raw);
     assert!(asked.elapsed() < Duration::from_secs(10), "shutdown took {:?} with a 1 s grace", asked.elapsed());
     let drained = d.logs_with_message("drained");
     assert_eq!(drained.len(), 1);
