@@ -200,7 +200,12 @@ async fn ctl(args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 async fn ctl_with(args: &[&str], stdin: Option<&str>, adjust: impl FnOnce(&mut tokio::process::Command)) -> Output {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_edgeaictl"));
+    run_ctl(Path::new(env!("CARGO_BIN_EXE_edgeaictl")), args, stdin, adjust).await
+}
+
+/// Runs this edgeaictl binary (the built one, or a copy of it).
+async fn run_ctl(program: &Path, args: &[&str], stdin: Option<&str>, adjust: impl FnOnce(&mut tokio::process::Command)) -> Output {
+    let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .env_remove("EDGEAI_SOCKET")
         .env("USER", "tester")
@@ -494,9 +499,22 @@ async fn socket_permission_denied_exits_77() {
     std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
     let is_root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap();
     let out = if is_root {
-        // Root bypasses file modes: run edgeaictl as nobody against a 0600 socket.
+        // Root bypasses file modes: run edgeaictl as nobody against a 0600
+        // socket. Nobody may not reach the build directory (a checkout under
+        // root's 0700 home), so it runs a copy next to the socket.
+        let copy = parent.join("edgeaictl");
+        std::fs::copy(env!("CARGO_BIN_EXE_edgeaictl"), &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        if let Some(closed) = copy.ancestors().skip(1).find(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 == 0)) {
+            eprintln!(
+                "SKIP socket_permission_denied_exits_77: uid 65534 cannot reach {} ({} is not searchable by others; set TMPDIR)",
+                copy.display(),
+                closed.display()
+            );
+            return;
+        }
         std::fs::set_permissions(&fake.socket, std::fs::Permissions::from_mode(0o600)).unwrap();
-        ctl_with(&["--socket", fake.socket.to_str().unwrap(), "status"], None, |cmd| {
+        run_ctl(&copy, &["--socket", fake.socket.to_str().unwrap(), "status"], None, |cmd| {
             cmd.uid(65534).gid(65534);
         })
         .await

@@ -195,13 +195,7 @@ impl DaemonBuilder {
 
     /// Sets a key inside the app with this id: `app_set("demo", "completion_params.max_tokens", 400)`.
     pub fn app_set(mut self, app: &str, key: &str, value: impl Into<toml::Value>) -> Self {
-        let apps = self.config.get_mut("apps").and_then(toml::Value::as_array_mut).expect("the config has [[apps]]");
-        let t = apps
-            .iter_mut()
-            .filter_map(toml::Value::as_table_mut)
-            .find(|t| t.get("id").and_then(toml::Value::as_str) == Some(app))
-            .unwrap_or_else(|| panic!("no app {app:?} in the config"));
-        set_path(t, key, value.into());
+        set_path(app_table(&mut self.config, app), key, value.into());
         self
     }
 
@@ -320,7 +314,18 @@ impl DaemonBuilder {
     }
 }
 
-fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) {
+/// The `[[apps]]` table with this id in a config; panics if there is none.
+pub fn app_table<'t>(config: &'t mut toml::Table, app: &str) -> &'t mut toml::Table {
+    let apps = config.get_mut("apps").and_then(toml::Value::as_array_mut).expect("the config has [[apps]]");
+    apps.iter_mut()
+        .filter_map(toml::Value::as_table_mut)
+        .find(|t| t.get("id").and_then(toml::Value::as_str) == Some(app))
+        .unwrap_or_else(|| panic!("no app {app:?} in the config"))
+}
+
+/// Sets a dotted key (`"server.max_body_bytes"`) in a config table,
+/// creating the tables on the way.
+pub fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) {
     let mut parts: Vec<&str> = key.split('.').collect();
     let last = parts.pop().expect("a non-empty key");
     let mut t = table;
@@ -459,6 +464,23 @@ impl Daemon {
         self.dir.path()
     }
 
+    /// The config file the daemon reads (at start and on SIGHUP).
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Rewrites the config file: `edit` changes the parsed table (see
+    /// [`set_path`] and [`app_table`]). The daemon sees it at its next SIGHUP
+    /// or restart.
+    pub fn edit_config(&self, edit: impl FnOnce(&mut toml::Table)) {
+        let path = &self.config_path;
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let mut config: toml::Table = text.parse().unwrap_or_else(|e| panic!("{} is not TOML: {e}", path.display()));
+        edit(&mut config);
+        let text = toml::to_string(&config).expect("serialising the test config");
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+
     pub fn socket_path(&self) -> PathBuf {
         self.dir.path().join("edgeai.sock")
     }
@@ -555,6 +577,21 @@ impl Daemon {
         self.wait_log(timeout, &format!("log message {message:?}"), |l| l.message() == message)
     }
 
+    /// Waits until at least `n` lines with this `fields.message` are in the
+    /// log; returns all of them so far, oldest first.
+    #[track_caller]
+    pub fn wait_log_count(&self, message: &str, n: usize, timeout: Duration) -> Vec<LogLine> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lines = self.logs_with_message(message);
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(Instant::now() < deadline, "{} log lines {message:?} after {timeout:?}, want {n}", lines.len());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits for the inference thread to hang at the failpoint (see
     /// [`DaemonBuilder::hang_inference`]); panics with the build command if
     /// the binary was built without the `failpoints` feature.
@@ -592,11 +629,6 @@ impl Daemon {
     /// SIGHUP: the daemon re-reads its configuration.
     pub fn sighup(&self) {
         self.signal(nix::sys::signal::Signal::SIGHUP);
-    }
-
-    /// The config file the daemon reads (rewrite it, then [`Daemon::sighup`]).
-    pub fn config_path(&self) -> &Path {
-        &self.config_path
     }
 
     /// SIGKILL, then reaps the process.

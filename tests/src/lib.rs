@@ -50,6 +50,9 @@
 //! let (key_id, key) = d.admin().create_key("demo"); // admin API via edgeai_common::UnixClient
 //! let out = d.ctl(&["status"]);              // edgeaictl --socket <sock> status
 //! d.wait_log_message("model loaded", Duration::from_secs(5)); // JSON log lines
+//! let started = d.wait_log_count("sequence started", 2, Duration::from_secs(5)); // >= 2 such lines
+//! d.edit_config(|c| edgeai_tests::daemon::set_path(c, "model.slots", 4.into())); // rewrite the file
+//! d.sighup();                                // re-read it
 //! d.sigterm(); let status = d.wait_exit(Duration::from_secs(30));
 //! d.restart();                               // same dir, store and key; new port
 //! d.kill9(); d.start_again();

@@ -315,6 +315,10 @@ fn openai_sampling_parameters_take_effect() {
     assert_eq!(text(&cut), expected, "stop {stop:?} did not cut the answer where it first appears");
     assert_eq!(cut["choices"][0]["finish_reason"], "stop");
 
+    // max_tokens 5 can only be seen to cut an answer that goes on past 5
+    // tokens on its own; the full greedy answer says whether this one does.
+    let full_tokens = full["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(full_tokens > 5, "precondition: the greedy answer must be longer than 5 tokens to test max_tokens: {full}");
     let short = ask(json!({"max_tokens": 5}));
     assert_eq!(short["usage"]["completion_tokens"], 5, "{short}");
     assert_eq!(short["choices"][0]["finish_reason"], "length");

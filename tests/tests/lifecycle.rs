@@ -93,6 +93,7 @@ fn sigterm_lets_an_inflight_stream_finish_and_keeps_it() {
     dify::add(&mut out, first);
 
     d.sigterm();
+    let stopping = d.wait_log_message("stopping: draining in-flight requests", Duration::from_secs(5));
     d.wait_log_message("stopped accepting; draining connections", Duration::from_secs(5));
     // New clients are turned away while the old one is served.
     let refused = std::net::TcpStream::connect_timeout(&d.addr(), Duration::from_secs(2));
@@ -102,8 +103,19 @@ fn sigterm_lets_an_inflight_stream_finish_and_keeps_it() {
         dify::add(&mut out, ev);
     }
     let end = out.end.clone().expect("the stream was cut without message_end");
-    assert_eq!(end["metadata"]["usage"]["completion_tokens"].as_u64(), Some(TOKENS), "the answer was cut short: {end}");
-    let (_, msg, conv) = out.ids();
+    // Precondition: the run was in flight when SIGTERM came (the model may
+    // end an answer early, so this test counts on what it saw, not on TOKENS).
+    assert_eq!(stopping.field_u64("in_flight"), Some(1), "precondition: the answer ended before SIGTERM: {}", stopping.raw);
+    let (task, msg, conv) = out.ids();
+    let completion = end["metadata"]["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(completion > 1 && completion <= TOKENS, "{end}");
+    // Finished on its own (stop or length), not cancelled by the shutdown.
+    let finished = d.wait_log(Duration::from_secs(10), "run finished for the task", |l| {
+        l.message() == "run finished" && l.field_str("task_id").as_deref() == Some(task.as_str())
+    });
+    assert!(finished.at >= stopping.at, "the run finished before SIGTERM");
+    assert_eq!(finished.field_str("status").as_deref(), Some("Normal"), "the drain cut the run: {}", finished.raw);
+    assert_eq!(finished.field_u64("completion_tokens"), Some(completion));
     let status = d.wait_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "exit status after draining");
 
@@ -179,6 +191,10 @@ fn sigterm_past_the_drain_deadline_stores_cancelled_runs_as_stopped() {
     d.sigterm();
     let status = d.wait_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "exit status after the drain deadline");
+    // Precondition: both runs were in flight at the signal (the model did not
+    // end the first answer on its own before it).
+    let stopping = d.wait_log_message("stopping: draining in-flight requests", Duration::from_secs(1));
+    assert_eq!(stopping.field_u64("in_flight"), Some(2), "precondition: two runs in flight at SIGTERM: {}", stopping.raw);
     assert!(asked.elapsed() < Duration::from_secs(10), "shutdown took {:?} with a 1 s grace", asked.elapsed());
     let drained = d.logs_with_message("drained");
     assert_eq!(drained.len(), 1);
