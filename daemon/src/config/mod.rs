@@ -64,7 +64,6 @@
 //! later layer can undo an earlier one.
 
 mod layers;
-mod path_de;
 mod read;
 #[cfg(test)]
 mod tests;
