@@ -478,7 +478,10 @@ fn app_serde_errors_name_the_key() {
     assert!(p.message.contains("unknown variant `workflow`"), "{}", p.message);
     let (_r, _p, res) = load_text("[[apps]]\nid = \"x\"\nname = \"X\"\nmode = 5\n");
     let p = problem(res);
-    assert_eq!((p.key.as_str(), p.message.as_str()), ("apps[0].mode", "expected a string or a table with exactly one key, found integer 5"));
+    assert_eq!(
+        (p.key.as_str(), p.message.as_str()),
+        ("apps[0].mode", "expected a string or a table with exactly one key, found integer 5")
+    );
     let (_r, _p, res) = load_text("[[apps]]\nid = \"x\"\nmode = \"chat\"\n");
     let p = problem(res);
     assert_eq!((p.key.as_str(), p.message.as_str()), ("apps[0]", "missing field `name`"));
