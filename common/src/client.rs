@@ -2,12 +2,15 @@
 //! JSON in and out, Dify error bodies turned into [`ClientError::Api`], and
 //! SSE streams read incrementally through [`crate::sse`].
 //!
-//! Owns: connecting, request building (`Host: localhost`) and response
-//! classification. Must not: know any endpoint beyond the path it is given,
-//! print anything, or decide exit codes (that is `edgeaictl`'s job).
+//! Owns: connecting, request building (`Host: localhost`), response
+//! classification and the optional time limits ([`UnixClient::with_timeout`]):
+//! a whole JSON exchange must finish within the limit, a stream must answer
+//! within it and then send each event (pings count) within it of the last.
+//! Must not: know any endpoint beyond the path it is given, print anything,
+//! or decide exit codes (that is `edgeaictl`'s job).
 
 use crate::dify::StreamEvent;
-use crate::sse::{SseError, SseReader};
+use crate::sse::{self, SseError, SseReader};
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE, HOST};
 use http::{Method, Request, Response, StatusCode};
@@ -16,7 +19,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tokio::net::UnixStream;
 
 /// Longest part of a non-JSON error body quoted in [`ClientError::Api`].
@@ -50,17 +55,37 @@ pub enum ClientError {
     /// The event stream broke off or is malformed.
     #[error("event stream of {request} failed")]
     Stream { request: String, source: SseError },
+    /// The daemon did not answer (or, on a stream, send its next event)
+    /// within the client's time limit.
+    #[error("{} did not answer {request} within {}", path.display(), seconds(*after))]
+    Timeout { path: PathBuf, request: String, after: Duration },
+}
+
+/// `30s`, `1.5s`.
+fn seconds(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
 }
 
 /// Client for one socket path; cheap to clone, connects per request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnixClient {
     path: PathBuf,
+    /// `None`: wait as long as the daemon takes.
+    timeout: Option<Duration>,
 }
 
 impl UnixClient {
+    /// A client without a time limit.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        UnixClient { path: path.into() }
+        UnixClient { path: path.into(), timeout: None }
+    }
+
+    /// The same client with a time limit: connecting plus a whole JSON
+    /// exchange, connecting plus a stream's response head, and each gap
+    /// between a stream's events must each stay within `timeout`, else
+    /// [`ClientError::Timeout`].
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        UnixClient { timeout: Some(timeout), ..self }
     }
 
     /// The socket this client connects to.
@@ -70,8 +95,12 @@ impl UnixClient {
 
     /// `GET path`, decoding a 2xx JSON body.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let response = self.send(Method::GET, path, None).await?;
-        decode_json(&describe(&Method::GET, path), response).await.map(|(_, body)| body)
+        let request = describe(&Method::GET, path);
+        self.limited(&request, async {
+            let response = self.send(Method::GET, path, None).await?;
+            decode_json(&request, response).await.map(|(_, body)| body)
+        })
+        .await
     }
 
     /// `POST path` with a JSON body, decoding a 2xx JSON answer.
@@ -92,15 +121,21 @@ impl UnixClient {
     {
         let request = describe(&Method::POST, path);
         let bytes = serde_json::to_vec(body).map_err(|source| ClientError::Encode { request: request.clone(), source })?;
-        let response = self.send(Method::POST, path, Some(bytes)).await?;
-        decode_json(&request, response).await
+        self.limited(&request, async {
+            let response = self.send(Method::POST, path, Some(bytes)).await?;
+            decode_json(&request, response).await
+        })
+        .await
     }
 
     /// `DELETE path`, expecting any 2xx (the body, if any, is discarded).
     pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
         let request = describe(&Method::DELETE, path);
-        let response = self.send(Method::DELETE, path, None).await?;
-        read_body(&request, response.into_body()).await.map(drop)
+        self.limited(&request, async {
+            let response = self.send(Method::DELETE, path, None).await?;
+            read_body(&request, response.into_body()).await.map(drop)
+        })
+        .await
     }
 
     /// `POST path` with a JSON body, answered by an SSE stream of Dify events.
@@ -110,13 +145,24 @@ impl UnixClient {
     {
         let request = describe(&Method::POST, path);
         let bytes = serde_json::to_vec(body).map_err(|source| ClientError::Encode { request: request.clone(), source })?;
-        let response = self.send(Method::POST, path, Some(bytes)).await?;
+        let response = self.limited(&request, self.send(Method::POST, path, Some(bytes))).await?;
         let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
         let essence = content_type.split(';').next().unwrap_or_default().trim();
         if !essence.eq_ignore_ascii_case("text/event-stream") {
             return Err(ClientError::NotEventStream { request, content_type });
         }
-        Ok(EventStream { reader: SseReader::new(response.into_body()), request })
+        let limit = self.timeout.map(|after| Limit { path: self.path.clone(), after });
+        Ok(EventStream { reader: SseReader::new(response.into_body()), request, limit })
+    }
+
+    /// Runs `work` within the client's time limit, if it has one.
+    async fn limited<T>(&self, request: &str, work: impl Future<Output = Result<T, ClientError>>) -> Result<T, ClientError> {
+        match self.timeout {
+            None => work.await,
+            Some(after) => tokio::time::timeout(after, work)
+                .await
+                .unwrap_or_else(|_| Err(ClientError::Timeout { path: self.path.clone(), request: request.to_owned(), after })),
+        }
     }
 
     /// Connects, sends one request and returns a 2xx response; a non-2xx one
@@ -160,6 +206,14 @@ impl UnixClient {
 pub struct EventStream {
     request: String,
     reader: SseReader<Incoming>,
+    /// The longest wait for the next event.
+    limit: Option<Limit>,
+}
+
+#[derive(Debug)]
+struct Limit {
+    path: PathBuf,
+    after: Duration,
 }
 
 /// One event of an [`EventStream`]: the raw `data:` payload and its parse.
@@ -171,15 +225,26 @@ pub struct SseEvent {
 
 impl EventStream {
     /// The next event, `Ok(None)` when the daemon has ended the stream.
-    /// An `error` event is returned as an event, not as an `Err`.
+    /// An `error` event is returned as an event, not as an `Err`. Events
+    /// without data (`event: ping`) are skipped, but restart the wait.
     pub async fn next_event(&mut self) -> Result<Option<SseEvent>, ClientError> {
-        let data = match self.reader.next_data().await {
-            Ok(Some(data)) => data,
-            Ok(None) => return Ok(None),
-            Err(source) => return Err(ClientError::Stream { request: self.request.clone(), source }),
-        };
-        let event = serde_json::from_str(&data).map_err(|source| ClientError::Decode { request: self.request.clone(), source })?;
-        Ok(Some(SseEvent { data, event }))
+        loop {
+            let next = match &self.limit {
+                None => self.reader.next_event().await,
+                Some(Limit { path, after }) => match tokio::time::timeout(*after, self.reader.next_event()).await {
+                    Ok(next) => next,
+                    Err(_) => return Err(ClientError::Timeout { path: path.clone(), request: self.request.clone(), after: *after }),
+                },
+            };
+            let data = match next {
+                Ok(Some(sse::Event { data: Some(data), .. })) => data,
+                Ok(Some(sse::Event { data: None, .. })) => continue,
+                Ok(None) => return Ok(None),
+                Err(source) => return Err(ClientError::Stream { request: self.request.clone(), source }),
+            };
+            let event = serde_json::from_str(&data).map_err(|source| ClientError::Decode { request: self.request.clone(), source })?;
+            return Ok(Some(SseEvent { data, event }));
+        }
     }
 }
 
@@ -264,6 +329,20 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn silent_daemon_is_a_timeout_naming_socket_and_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("silent.sock");
+        // Connections queue in the backlog and are never answered.
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let client = UnixClient::new(&path).with_timeout(Duration::from_millis(200));
+        let err = client.get::<serde_json::Value>("/admin/v1/status").await.unwrap_err();
+        assert!(matches!(err, ClientError::Timeout { ref request, .. } if request == "GET /admin/v1/status"), "{err:?}");
+        assert_eq!(err.to_string(), format!("{} did not answer GET /admin/v1/status within 0.2s", path.display()));
+        let err = client.post_stream("/v1/chat-messages", &serde_json::json!({})).await.unwrap_err();
+        assert!(matches!(err, ClientError::Timeout { .. }), "{err:?}");
     }
 
     #[tokio::test]

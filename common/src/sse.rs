@@ -1,10 +1,14 @@
-//! Incremental Server-Sent Events decoding: bytes in, `data:` payloads out.
+//! Incremental Server-Sent Events decoding: bytes in, events out. The one
+//! SSE decoder of the workspace: `edgeaictl` reads it through [`SseReader`],
+//! the end-to-end tests push their raw socket's bytes into [`SseDecoder`].
 //!
 //! Owns: line splitting (LF, CRLF and lone CR, even when a chunk boundary falls
 //! between CR and LF or inside a UTF-8 sequence), field parsing and event
-//! dispatch on a blank line, following the WHATWG rules for the `data` field.
+//! dispatch on a blank line, following the WHATWG rules for the `data` and
+//! `event` fields. Unlike a browser it also dispatches events without data
+//! (`event: ping`), so a reader sees keep-alives; `data` is then `None`.
 //! Must not: interpret payloads (that is [`crate::dify`]) or open connections.
-//! `event:`, `id:` and `retry:` fields and `:` comments are accepted and ignored.
+//! `id:` and `retry:` fields and `:` comments are accepted and ignored.
 
 use bytes::Buf;
 use http_body_util::BodyExt;
@@ -28,14 +32,23 @@ pub enum SseError {
     Body { source: Box<dyn std::error::Error + Send + Sync> },
 }
 
+/// One dispatched event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Event {
+    /// The `event:` field, if the event had one (Dify sends `event: ping`).
+    pub event: Option<String>,
+    /// The `data:` lines joined by `\n`; `None` for an event without data.
+    pub data: Option<String>,
+}
+
 /// Push bytes in with [`SseDecoder::push`], call [`SseDecoder::finish`] at the
 /// end of the body. After an error the decoder must not be used again.
 #[derive(Debug, Default)]
 pub struct SseDecoder {
     /// Bytes of the line not yet terminated.
     buf: Vec<u8>,
-    /// `data` lines of the current event, joined by `\n`; `None` until one arrives.
-    data: Option<String>,
+    /// The event being built; `None` until one of its fields arrives.
+    pending: Option<Event>,
     /// Lines consumed so far, for error messages.
     lines: u64,
 }
@@ -45,8 +58,8 @@ impl SseDecoder {
         Self::default()
     }
 
-    /// Feeds one chunk; returns the payloads of the events it completed, in order.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<String>, SseError> {
+    /// Feeds one chunk; returns the events it completed, in order.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Event>, SseError> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
         let mut start = 0;
@@ -63,14 +76,13 @@ impl SseDecoder {
                 }
             };
             self.lines += 1;
-            if let Some(payload) = process_line(&self.buf[start..end], &mut self.data, self.lines)? {
-                out.push(payload);
+            if let Some(event) = process_line(&self.buf[start..end], &mut self.pending, self.lines)? {
+                out.push(event);
             }
             start = end + terminator_len;
         }
         self.buf.drain(..start);
-        let pending = self.buf.len() + self.data.as_ref().map_or(0, String::len);
-        if pending > MAX_EVENT_BYTES {
+        if self.pending_bytes() > MAX_EVENT_BYTES {
             return Err(SseError::EventTooLarge { limit: MAX_EVENT_BYTES });
         }
         Ok(out)
@@ -78,27 +90,32 @@ impl SseDecoder {
 
     /// Ends the stream: a trailing CR still ends its line; a partial line or an
     /// event without its closing blank line is [`SseError::Truncated`].
-    pub fn finish(&mut self) -> Result<Option<String>, SseError> {
-        let mut payload = None;
+    pub fn finish(&mut self) -> Result<Option<Event>, SseError> {
+        let mut event = None;
         if self.buf.last() == Some(&b'\r') {
             self.lines += 1;
             let end = self.buf.len() - 1;
-            payload = process_line(&self.buf[..end], &mut self.data, self.lines)?;
+            event = process_line(&self.buf[..end], &mut self.pending, self.lines)?;
             self.buf.clear();
         }
-        let pending_bytes = self.buf.len() + self.data.as_ref().map_or(0, String::len);
-        if !self.buf.is_empty() || self.data.is_some() {
-            return Err(SseError::Truncated { pending_bytes });
+        if !self.buf.is_empty() || self.pending.is_some() {
+            return Err(SseError::Truncated { pending_bytes: self.pending_bytes() });
         }
-        Ok(payload)
+        Ok(event)
+    }
+
+    /// Bytes held for the unterminated line and the event being built.
+    fn pending_bytes(&self) -> usize {
+        let event = self.pending.as_ref().map_or(0, |e| e.event.as_ref().map_or(0, String::len) + e.data.as_ref().map_or(0, String::len));
+        self.buf.len() + event
     }
 }
 
-/// Applies one line to the event being built; returns its payload when the
-/// line is blank and the event has data.
-fn process_line(line: &[u8], data: &mut Option<String>, line_no: u64) -> Result<Option<String>, SseError> {
+/// Applies one line to the event being built; returns the event when the
+/// line is blank and the event had a field.
+fn process_line(line: &[u8], pending: &mut Option<Event>, line_no: u64) -> Result<Option<Event>, SseError> {
     if line.is_empty() {
-        return Ok(data.take());
+        return Ok(pending.take());
     }
     let line = std::str::from_utf8(line).map_err(|source| SseError::InvalidUtf8 { line: line_no, source })?;
     if line.starts_with(':') {
@@ -108,24 +125,27 @@ fn process_line(line: &[u8], data: &mut Option<String>, line_no: u64) -> Result<
         Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
         None => (line, ""),
     };
-    if field == "data" {
-        match data {
+    let event = pending.get_or_insert_with(Event::default);
+    match field {
+        "data" => match &mut event.data {
             Some(existing) => {
                 existing.push('\n');
                 existing.push_str(value);
             }
-            None => *data = Some(value.to_owned()),
-        }
+            None => event.data = Some(value.to_owned()),
+        },
+        "event" => event.event = Some(value.to_owned()),
+        _ => {}
     }
     Ok(None)
 }
 
-/// Reads `data:` payloads from an HTTP body as its frames arrive.
+/// Reads events from an HTTP body as its frames arrive.
 #[derive(Debug)]
 pub struct SseReader<B> {
     body: B,
     decoder: SseDecoder,
-    ready: VecDeque<String>,
+    ready: VecDeque<Event>,
     finished: bool,
 }
 
@@ -138,12 +158,13 @@ where
         SseReader { body, decoder: SseDecoder::new(), ready: VecDeque::new(), finished: false }
     }
 
-    /// The next payload, `Ok(None)` once the body has ended cleanly.
-    /// After an error every further call returns `Ok(None)`.
-    pub async fn next_data(&mut self) -> Result<Option<String>, SseError> {
+    /// The next event, `Ok(None)` once the body has ended cleanly.
+    /// After an error every further call returns `Ok(None)`. Cancel-safe:
+    /// dropping the future loses no event.
+    pub async fn next_event(&mut self) -> Result<Option<Event>, SseError> {
         loop {
-            if let Some(payload) = self.ready.pop_front() {
-                return Ok(Some(payload));
+            if let Some(event) = self.ready.pop_front() {
+                return Ok(Some(event));
             }
             if self.finished {
                 return Ok(None);
@@ -164,7 +185,7 @@ where
                             let chunk = data.chunk();
                             let len = chunk.len();
                             match self.decoder.push(chunk) {
-                                Ok(payloads) => self.ready.extend(payloads),
+                                Ok(events) => self.ready.extend(events),
                                 Err(err) => {
                                     self.finished = true;
                                     return Err(err);
@@ -207,17 +228,22 @@ mod tests {
         "\n",
     );
 
-    fn expected() -> Vec<String> {
+    fn event(name: Option<&str>, data: Option<&str>) -> Event {
+        Event { event: name.map(str::to_owned), data: data.map(str::to_owned) }
+    }
+
+    fn expected() -> Vec<Event> {
         vec![
-            "{\"answer\":\"Grüße 👋\"}".to_owned(),
-            "{\"answer\":\"no space\"}".to_owned(),
-            "first\nsecond".to_owned(),
-            "lone cr".to_owned(),
-            String::new(),
+            event(Some("message"), Some("{\"answer\":\"Grüße 👋\"}")),
+            event(Some("ping"), None),
+            event(None, Some("{\"answer\":\"no space\"}")),
+            event(None, Some("first\nsecond")),
+            event(None, Some("lone cr")),
+            event(None, Some("")),
         ]
     }
 
-    fn decode_in_chunks(bytes: &[u8], boundaries: &[usize]) -> Vec<String> {
+    fn decode_in_chunks(bytes: &[u8], boundaries: &[usize]) -> Vec<Event> {
         let mut decoder = SseDecoder::new();
         let mut out = Vec::new();
         let mut last = 0;
@@ -257,7 +283,7 @@ mod tests {
         let mut decoder = SseDecoder::new();
         assert!(decoder.push(b"data: a\r").unwrap().is_empty());
         assert!(decoder.push(b"\n\r").unwrap().is_empty());
-        assert_eq!(decoder.push(b"\n").unwrap(), vec!["a".to_owned()]);
+        assert_eq!(decoder.push(b"\n").unwrap(), vec![event(None, Some("a"))]);
         assert_eq!(decoder.finish().unwrap(), None);
     }
 
@@ -266,7 +292,7 @@ mod tests {
         let mut decoder = SseDecoder::new();
         assert!(decoder.push(b"data: a\r").unwrap().is_empty());
         assert!(decoder.push(b"\r").unwrap().is_empty());
-        assert_eq!(decoder.finish().unwrap(), Some("a".to_owned()));
+        assert_eq!(decoder.finish().unwrap(), Some(event(None, Some("a"))));
     }
 
     #[test]
@@ -280,9 +306,16 @@ mod tests {
     }
 
     #[test]
-    fn event_field_without_data_is_not_dispatched() {
+    fn event_without_data_is_dispatched_without_data() {
         let mut decoder = SseDecoder::new();
-        assert!(decoder.push(b"event: ping\n\n\n").unwrap().is_empty());
+        assert_eq!(decoder.push(b"event: ping\n\n\n").unwrap(), vec![event(Some("ping"), None)]);
+        assert_eq!(decoder.finish().unwrap(), None);
+    }
+
+    #[test]
+    fn comments_and_blank_lines_alone_dispatch_nothing() {
+        let mut decoder = SseDecoder::new();
+        assert!(decoder.push(b": keep-alive\n\n\n: again\r\n\r\n").unwrap().is_empty());
         assert_eq!(decoder.finish().unwrap(), None);
     }
 
@@ -327,11 +360,11 @@ mod tests {
         let chunks = cuts.windows(2).map(|w| Ok(Bytes::copy_from_slice(&bytes[w[0]..w[1]]))).collect();
         let mut reader = SseReader::new(Chunks(chunks));
         let mut got = Vec::new();
-        while let Some(payload) = reader.next_data().await.unwrap() {
-            got.push(payload);
+        while let Some(event) = reader.next_event().await.unwrap() {
+            got.push(event);
         }
         assert_eq!(got, expected());
-        assert_eq!(reader.next_data().await.unwrap(), None);
+        assert_eq!(reader.next_event().await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -341,16 +374,16 @@ mod tests {
             Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset")),
         ]);
         let mut reader = SseReader::new(Chunks(chunks));
-        assert_eq!(reader.next_data().await.unwrap(), Some("one".to_owned()));
-        assert!(matches!(reader.next_data().await, Err(SseError::Body { .. })));
-        assert_eq!(reader.next_data().await.unwrap(), None);
+        assert_eq!(reader.next_event().await.unwrap(), Some(event(None, Some("one"))));
+        assert!(matches!(reader.next_event().await, Err(SseError::Body { .. })));
+        assert_eq!(reader.next_event().await.unwrap(), None);
     }
 
     #[tokio::test]
     async fn reader_reports_truncated_stream() {
         let chunks = VecDeque::from([Ok(Bytes::from_static(b"data: one\n\ndata: tw"))]);
         let mut reader = SseReader::new(Chunks(chunks));
-        assert_eq!(reader.next_data().await.unwrap(), Some("one".to_owned()));
-        assert!(matches!(reader.next_data().await, Err(SseError::Truncated { .. })));
+        assert_eq!(reader.next_event().await.unwrap(), Some(event(None, Some("one"))));
+        assert!(matches!(reader.next_event().await, Err(SseError::Truncated { .. })));
     }
 }

@@ -5,6 +5,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Appended to every `--help`, so the contract is one `--help` away.
 macro_rules! exit_codes {
@@ -14,7 +15,7 @@ macro_rules! exit_codes {
          1   any other error, including an API error (printed as `edgeaictl: <code>: <message>`)\n  \
          2   usage error\n  \
          65  an input file cannot be read or is not JSON (EX_DATAERR)\n  \
-         69  the daemon's socket cannot be reached (EX_UNAVAILABLE)\n  \
+         69  the daemon cannot be reached or did not answer in time (EX_UNAVAILABLE)\n  \
          77  permission denied by the daemon or on the socket (EX_NOPERM)"
     };
 }
@@ -45,6 +46,13 @@ pub struct Cli {
     /// Print the daemon's JSON instead of tables and messages
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Give up (exit 69) when the daemon takes longer than this to answer;
+    /// for `chat`, the longest wait for the next event of the answer, so a
+    /// long answer is never cut. Keep it above the daemon's
+    /// server.sse_ping_secs (10 s by default). Examples: 30s, 2m, 1500ms
+    #[arg(long, global = true, env = "EDGEAI_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
+    pub timeout: Duration,
 
     #[command(subcommand)]
     pub command: Command,
@@ -153,6 +161,15 @@ pub struct ChatArgs {
     pub inputs: Vec<(String, String)>,
 }
 
+/// A positive duration in humantime's syntax (`30s`, `2m`, `1500ms`).
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e} (write it like 30s, 2m or 1500ms)")),
+    }
+}
+
 /// `KEY=VALUE` for `--input`; the value may contain `=` and may be empty.
 fn parse_input(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -207,6 +224,18 @@ mod tests {
         assert!(cli.json);
         assert_eq!(cli.socket, Some(PathBuf::from("/s")));
         assert!(matches!(cli.command, Command::Keys(KeysCommand::List { app: Some(ref a) }) if a == "demo"));
+    }
+
+    #[test]
+    fn timeout_takes_human_durations() {
+        let cli = Cli::try_parse_from(["edgeaictl", "status"]).unwrap();
+        assert_eq!(cli.timeout, Duration::from_secs(30));
+        let cli = Cli::try_parse_from(["edgeaictl", "status", "--timeout", "1500ms"]).unwrap();
+        assert_eq!(cli.timeout, Duration::from_millis(1500));
+        for bad in ["0s", "30", "soon", ""] {
+            let err = Cli::try_parse_from(["edgeaictl", "--timeout", bad, "status"]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}: {err}");
+        }
     }
 
     #[test]

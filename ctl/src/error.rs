@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 /// sysexits.h `EX_DATAERR`: an input file cannot be read or is not JSON.
 pub const EX_DATAERR: u8 = 65;
-/// sysexits.h `EX_UNAVAILABLE`: the daemon's socket cannot be reached.
+/// sysexits.h `EX_UNAVAILABLE`: the daemon's socket cannot be reached, or
+/// the daemon did not answer within `--timeout`.
 pub const EX_UNAVAILABLE: u8 = 69;
 /// sysexits.h `EX_NOPERM`: the daemon or the socket refused us.
 pub const EX_NOPERM: u8 = 77;
@@ -43,7 +44,7 @@ impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CtlError::Client(ClientError::Connect { source, .. }) if source.kind() == ErrorKind::PermissionDenied => EX_NOPERM,
-            CtlError::Client(ClientError::Connect { .. }) => EX_UNAVAILABLE,
+            CtlError::Client(ClientError::Connect { .. } | ClientError::Timeout { .. }) => EX_UNAVAILABLE,
             CtlError::Client(ClientError::Api { status: 403, .. }) => EX_NOPERM,
             CtlError::Client(_) => EX_FAILURE,
             CtlError::ReadInput { .. } | CtlError::ParseInput { .. } | CtlError::InputNotObject { .. } => EX_DATAERR,
@@ -82,6 +83,13 @@ impl CtlError {
                  edgeaictl: is the daemon running? See `systemctl status edgeai`, \
                  or point --socket (or EDGEAI_SOCKET) at its socket",
                 path.display()
+            ),
+            CtlError::Client(ClientError::Timeout { path, request, after }) => format!(
+                "edgeaictl: edgeaid at {} did not answer {request} within {}\n\
+                 edgeaictl: the daemon may be stuck or overloaded: see `systemctl status edgeai` and \
+                 `journalctl -u edgeai`, or allow longer with --timeout",
+                path.display(),
+                humantime::format_duration(*after)
             ),
             other => format!("edgeaictl: {}", chain(other)),
         }
@@ -128,6 +136,15 @@ mod tests {
         assert_eq!(read.exit_code(), 65);
         assert_eq!(CtlError::InputNotObject { path: "a.json".into(), found: "an array" }.exit_code(), 65);
         assert_eq!(CtlError::StreamEnded { app: "demo".into() }.exit_code(), 1);
+        assert_eq!(timeout().exit_code(), 69);
+    }
+
+    fn timeout() -> CtlError {
+        CtlError::Client(ClientError::Timeout {
+            path: "/run/x.sock".into(),
+            request: "GET /admin/v1/status".into(),
+            after: std::time::Duration::from_millis(1500),
+        })
     }
 
     #[test]
@@ -138,6 +155,9 @@ mod tests {
         let denied = connect(ErrorKind::PermissionDenied).report();
         assert!(denied.contains("permission denied on /run/x.sock"), "{denied}");
         assert_eq!(api(404, "not_found").report(), "edgeaictl: not_found: m");
+        let late = timeout().report();
+        assert!(late.starts_with("edgeaictl: edgeaid at /run/x.sock did not answer GET /admin/v1/status within 1s 500ms\n"), "{late}");
+        assert!(late.contains("--timeout"), "{late}");
     }
 
     #[test]
@@ -152,5 +172,6 @@ mod tests {
         assert!(CtlError::StreamEnded { app: "demo".into() }.is_turn_local());
         assert!(!api(403, "forbidden").is_turn_local());
         assert!(!connect(ErrorKind::ConnectionRefused).is_turn_local());
+        assert!(!timeout().is_turn_local());
     }
 }

@@ -45,7 +45,7 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Ok(dir) => socket::default_socket(&dir),
         Err(_) => socket::SYSTEM_SOCKET.into(),
     });
-    let client = UnixClient::new(socket);
+    let client = UnixClient::new(socket).with_timeout(cli.timeout);
     let json = cli.json;
     match cli.command {
         Command::Status => commands::status(&client, json).await,

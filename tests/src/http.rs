@@ -4,6 +4,13 @@
 //! responses that can be read incrementally (for SSE). It decodes chunked
 //! and `Content-Length` bodies itself, so what a test sees is exactly what
 //! the daemon sent. Owns no knowledge of Dify beyond the bearer header.
+//!
+//! It is deliberately not `edgeai_common::UnixClient` (hyper): these tests
+//! send bytes no conforming client would write (bad framing, oversized
+//! heads, invalid UTF-8), stall or drop a reader mid-body, and check the
+//! framing itself, all of which a client library hides or refuses. Admin
+//! calls go through `UnixClient` ([`crate::admin`]); SSE decoding is
+//! `edgeai_common::sse`'s ([`crate::sse`]).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,10 +1,15 @@
-//! Server-Sent Events read incrementally from a [`Streaming`] response:
-//! `event:` and `data:` lines up to a blank line make one event, comments
-//! (`:`) are skipped. Each event records when it arrived, so tests can
-//! reason about timing (pings, how fast a stop ends a stream).
+//! Server-Sent Events read incrementally from a [`Streaming`] response,
+//! decoded by `edgeai_common::sse` (the decoder `edgeaictl` uses too): an
+//! event is dispatched at a blank line once it has any field, so `event:
+//! ping` keep-alives are seen; comments (`:`) are skipped. Each event
+//! records when its bytes arrived, so tests can reason about timing (pings,
+//! how fast a stop ends a stream).
 
+use std::collections::VecDeque;
+use std::io::{Error, ErrorKind};
 use std::time::Instant;
 
+use edgeai_common::sse::{SseDecoder, SseError};
 use serde_json::Value;
 
 use crate::http::Streaming;
@@ -37,13 +42,15 @@ impl SseEvent {
 
 pub struct SseReader {
     stream: Streaming,
-    buf: Vec<u8>,
+    decoder: SseDecoder,
+    /// Decoded events not yet returned, with the time their chunk arrived.
+    ready: VecDeque<SseEvent>,
     eof: bool,
 }
 
 impl SseReader {
     pub fn new(stream: Streaming) -> SseReader {
-        SseReader { stream, buf: Vec::new(), eof: false }
+        SseReader { stream, decoder: SseDecoder::new(), ready: VecDeque::new(), eof: false }
     }
 
     pub fn status(&self) -> u16 {
@@ -54,58 +61,30 @@ impl SseReader {
         self.stream.header(name)
     }
 
-    /// The next event; `Ok(None)` when the stream has ended.
+    /// The next event; `Ok(None)` when the stream has ended. A final event
+    /// without its blank line is dropped, as the SSE spec says; a test sees
+    /// the stream end instead. Malformed SSE is an `InvalidData` error.
     pub fn next_event(&mut self) -> std::io::Result<Option<SseEvent>> {
-        let mut event = None;
-        let mut data: Vec<String> = Vec::new();
-        let mut seen_field = false;
         loop {
-            let Some(line) = self.next_line()? else {
-                // A final event without its blank line is dropped, as the
-                // SSE spec says; a test sees the stream end instead.
-                return Ok(None);
-            };
-            if line.is_empty() {
-                if seen_field {
-                    return Ok(Some(SseEvent { event, data: data.join("\n"), at: Instant::now() }));
-                }
-                continue;
-            }
-            if line.starts_with(':') {
-                continue;
-            }
-            let (field, value) = match line.split_once(':') {
-                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-                None => (line.as_str(), ""),
-            };
-            seen_field = true;
-            match field {
-                "event" => event = Some(value.to_owned()),
-                "data" => data.push(value.to_owned()),
-                _ => {}
-            }
-        }
-    }
-
-    fn next_line(&mut self) -> std::io::Result<Option<String>> {
-        loop {
-            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                return String::from_utf8(line)
-                    .map(Some)
-                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "SSE line is not UTF-8"));
+            if let Some(event) = self.ready.pop_front() {
+                return Ok(Some(event));
             }
             if self.eof {
                 return Ok(None);
             }
-            match self.stream.next_chunk()? {
-                Some(c) => self.buf.extend_from_slice(&c),
-                None => self.eof = true,
-            }
+            let decoded = match self.stream.next_chunk()? {
+                Some(chunk) => self.decoder.push(&chunk),
+                None => {
+                    self.eof = true;
+                    match self.decoder.finish() {
+                        Err(SseError::Truncated { .. }) => Ok(Vec::new()),
+                        other => other.map(Vec::from_iter),
+                    }
+                }
+            };
+            let at = Instant::now();
+            let events = decoded.map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
+            self.ready.extend(events.into_iter().map(|e| SseEvent { event: e.event, data: e.data.unwrap_or_default(), at }));
         }
     }
 

@@ -1,8 +1,9 @@
 //! Finding, reading, parsing and merging config files, while remembering
 //! which file set each key (provenance). Knows nothing about what the keys
-//! mean; `read` turns the merged table into settings.
+//! mean: `read` (which depends on this module, never the reverse) turns the
+//! merged table into settings.
 
-use super::{read, ConfigError, Settings, SYSTEM_FILES};
+use super::{ConfigError, SYSTEM_FILES};
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -51,7 +52,7 @@ impl Merged {
 }
 
 /// Reads the system scan order under `root`, skipping what does not exist.
-pub(super) fn load_system(root: &Path) -> Result<Settings, ConfigError> {
+pub(super) fn load_system(root: &Path) -> Result<Merged, ConfigError> {
     let mut files = Vec::new();
     for entry in SYSTEM_FILES {
         let relative = entry.trim_start_matches('/');
@@ -73,24 +74,18 @@ pub(super) fn load_system(root: &Path) -> Result<Settings, ConfigError> {
             Err(source) => return Err(ConfigError::Read { path: path.clone(), source }),
         }
     }
-    finish(merged)
+    Ok(merged)
 }
 
 /// Reads exactly `files`, in order; each must exist.
-pub(super) fn load_files(files: &[PathBuf]) -> Result<Settings, ConfigError> {
+pub(super) fn load_files(files: &[PathBuf]) -> Result<Merged, ConfigError> {
     let mut merged = Merged::default();
     for path in files {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
         tracing::debug!(path = %path.display(), "reading config file");
         merged.add(path, &text)?;
     }
-    finish(merged)
-}
-
-fn finish(merged: Merged) -> Result<Settings, ConfigError> {
-    let mut settings = read::settings(&merged).map_err(ConfigError::Invalid)?;
-    settings.sources = merged.layers.into_iter().map(|l| l.path).collect();
-    Ok(settings)
+    Ok(merged)
 }
 
 /// The `*.toml` files of a drop-in directory, sorted by file name; hidden

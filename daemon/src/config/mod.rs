@@ -64,7 +64,6 @@
 //! later layer can undo an earlier one.
 
 mod layers;
-mod path_de;
 mod read;
 #[cfg(test)]
 mod tests;
@@ -92,13 +91,20 @@ pub enum Sources {
 pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
     match sources {
         Sources::System => load_system_from_root(Path::new("/")),
-        Sources::Files(files) => layers::load_files(files),
+        Sources::Files(files) => finish(layers::load_files(files)?),
     }
 }
 
 /// For tests: load with a different root instead of "/" for the system paths.
 pub fn load_system_from_root(root: &Path) -> Result<Settings, ConfigError> {
-    layers::load_system(root)
+    finish(layers::load_system(root)?)
+}
+
+/// Validates the merged layers and records which files were read.
+fn finish(merged: layers::Merged) -> Result<Settings, ConfigError> {
+    let mut settings = read::settings(&merged).map_err(ConfigError::Invalid)?;
+    settings.sources = merged.layers.into_iter().map(|l| l.path).collect();
+    Ok(settings)
 }
 
 /// Everything that can go wrong while loading the configuration.

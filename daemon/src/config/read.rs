@@ -4,9 +4,9 @@
 //! reader asked for are reported as unknown. Owns no I/O.
 
 use super::layers::Merged;
-use super::path_de;
 use super::{LogFormat, Problem, Settings};
 use crate::engine::AppDefinition;
+use serde_path_to_error::Segment;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
@@ -294,12 +294,23 @@ impl<'a> Reader<'a> {
                 self.problem(&at, format!("expected a table ([[apps]]), found {}", describe(value)));
                 continue;
             }
-            let app: AppDefinition = match path_de::from_value(value.clone()) {
+            let app: AppDefinition = match serde_path_to_error::deserialize(value.clone()) {
                 Ok(app) => app,
                 Err(e) => {
-                    let path = e.path();
-                    let key = if path.is_empty() { at } else { format!("{at}.{path}") };
-                    self.problem(&key, e.message());
+                    // The crate writes the value itself as ".".
+                    let key = match e.path().to_string() {
+                        path if path == "." => at,
+                        path => format!("{at}.{path}"),
+                    };
+                    let message = e.inner().message().to_owned();
+                    let message = match value_at(value, e.path()) {
+                        // toml's enum deserializer names neither the value found nor the shapes accepted.
+                        Some(found) if message.starts_with("invalid type: unit variant") => {
+                            format!("expected a string or a table with exactly one key, found {}", describe(found))
+                        }
+                        _ => message,
+                    };
+                    self.problem(&key, message);
                     continue;
                 }
             };
@@ -344,7 +355,7 @@ impl<'a> Reader<'a> {
 /// `"; did you mean `section.key`?"` for the closest candidate, or `""`.
 fn suggestion<'k>(given: &str, candidates: impl Iterator<Item = &'k str>, section: &str) -> String {
     let best = candidates
-        .map(|c| (edit_distance(given, c), c))
+        .map(|c| (strsim::levenshtein(given, c), c))
         .filter(|(d, c)| *d <= (given.len().max(c.len()) / 3).max(1) || c.starts_with(given) || given.starts_with(*c))
         .min();
     match best {
@@ -354,20 +365,13 @@ fn suggestion<'k>(given: &str, candidates: impl Iterator<Item = &'k str>, sectio
     }
 }
 
-/// Levenshtein distance over characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
-            diagonal = above;
-        }
-    }
-    row[b.len()]
+/// The part of `value` that `path` (from serde_path_to_error) points at.
+fn value_at<'v>(value: &'v toml::Value, path: &serde_path_to_error::Path) -> Option<&'v toml::Value> {
+    path.iter().try_fold(value, |v, segment| match segment {
+        Segment::Seq { index } => v.as_array()?.get(*index),
+        Segment::Map { key } | Segment::Enum { variant: key } => v.as_table()?.get(key),
+        Segment::Unknown => None,
+    })
 }
 
 /// A socket mode: 1 to 4 octal digits, at most 0777, not world-writable.
@@ -428,14 +432,6 @@ fn describe(v: &toml::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn edit_distance_counts_single_edits() {
-        assert_eq!(edit_distance("slots", "slots"), 0);
-        assert_eq!(edit_distance("slot", "slots"), 1);
-        assert_eq!(edit_distance("sever", "server"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
-    }
 
     #[test]
     fn modes_parse_and_reject() {

@@ -464,6 +464,7 @@ fn app_serde_errors_name_the_key() {
             "apps[0].user_input_form[0]",
             "unknown variant `slider`",
         ),
+        ("user_input_form = [5]\n", "apps[0].user_input_form[0]", "expected a string or a table with exactly one key, found integer 5"),
     ];
     for (extra, key, needle) in cases {
         let (_r, path, res) = load_text(&format!("{APP}{extra}"));
@@ -475,6 +476,12 @@ fn app_serde_errors_name_the_key() {
     let p = problem(res);
     assert_eq!(p.key, "apps[0].mode");
     assert!(p.message.contains("unknown variant `workflow`"), "{}", p.message);
+    let (_r, _p, res) = load_text("[[apps]]\nid = \"x\"\nname = \"X\"\nmode = 5\n");
+    let p = problem(res);
+    assert_eq!(
+        (p.key.as_str(), p.message.as_str()),
+        ("apps[0].mode", "expected a string or a table with exactly one key, found integer 5")
+    );
     let (_r, _p, res) = load_text("[[apps]]\nid = \"x\"\nmode = \"chat\"\n");
     let p = problem(res);
     assert_eq!((p.key.as_str(), p.message.as_str()), ("apps[0]", "missing field `name`"));
