@@ -57,6 +57,9 @@
 //! // A hung inference thread (test-only failpoint), e.g. for the watchdog:
 //! let hung = DaemonBuilder::new().hang_inference().start();
 //! hung.wait_failpoint_hang();
+//! // Any fail point of the daemon (the `fail` crate's FAILPOINTS syntax):
+//! let slow = DaemonBuilder::new().failpoint("model-load-progress", "sleep(30)").start();
+//! slow.expect_failpoint("model-load-progress"); // fails loudly without the feature
 //! ```
 //!
 //! Each [`Daemon`] has its own directory and port, so tests run in

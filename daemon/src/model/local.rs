@@ -5,8 +5,9 @@
 
 use std::io::Read;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::context::LlamaContext;
@@ -116,13 +117,27 @@ fn check_file(cfg: &RuntimeConfig) -> Result<(), ModelError> {
 /// serve jobs until the queue is closed (the `LocalModel` is dropped).
 pub(super) fn run_thread(cfg: RuntimeConfig, heartbeat: Arc<Heartbeat>, on_loaded: impl FnOnce(Result<Arc<LocalModel>, ModelError>)) {
     heartbeat.beat();
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let loaded = (|| {
         check_file(&cfg)?;
         let backend = LlamaBackend::init().map_err(|e| load_error(format!("llama.cpp backend: {e}")))?;
-        let params = LlamaModelParams::default().with_use_mlock(cfg.use_mlock);
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let params = LlamaModelParams::default().with_use_mlock(cfg.use_mlock).with_progress_callback(load_progress(
+            Arc::clone(&heartbeat),
+            started + cfg.load_timeout,
+            Arc::clone(&timed_out),
+        ));
         let model = LlamaModel::load_from_file(&backend, &cfg.path, &params).map_err(|e| {
-            load_error(format!("llama.cpp could not load {} ({e}); the file may be truncated or corrupt", cfg.path.display()))
+            if timed_out.load(Ordering::Relaxed) {
+                load_error(format!(
+                    "loading {} took longer than model.load_timeout_secs ({} s) and was aborted; \
+                     raise the limit if the storage is this slow",
+                    cfg.path.display(),
+                    cfg.load_timeout.as_secs()
+                ))
+            } else {
+                load_error(format!("llama.cpp could not load {} ({e}); the file may be truncated or corrupt", cfg.path.display()))
+            }
         })?;
         Ok::<_, ModelError>((backend, Arc::new(model)))
     })();
@@ -169,6 +184,22 @@ pub(super) fn run_thread(cfg: RuntimeConfig, heartbeat: Arc<Heartbeat>, on_loade
     tracing::info!("inference thread stopped: no more senders");
 }
 
+/// llama.cpp's load progress callback (called once per tensor): each call
+/// beats the heartbeat, so a slow load (eMMC, mlock) is progress the watchdog
+/// sees; past `deadline` it answers false, which aborts the load.
+fn load_progress(heartbeat: Arc<Heartbeat>, deadline: Instant, timed_out: Arc<AtomicBool>) -> impl FnMut(f32) -> bool + 'static {
+    move |_progress| {
+        heartbeat.beat();
+        // Test-only: `model-load-progress=sleep(N)` makes every step slow.
+        fail::fail_point!("model-load-progress");
+        if Instant::now() >= deadline {
+            timed_out.store(true, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
 fn context_params(cfg: &RuntimeConfig, threads: u32) -> LlamaContextParams {
     LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(cfg.context_size))
@@ -185,17 +216,15 @@ fn context_params(cfg: &RuntimeConfig, threads: u32) -> LlamaContextParams {
         .with_type_v(KvCacheType::Q8_0)
 }
 
-/// Test-only fault: with the `failpoints` feature and
-/// EDGEAI_FAILPOINT_HANG_INFERENCE=1 the inference thread stops showing
-/// progress once the model is loaded, as a deadlocked thread would.
+/// Test-only fault (`inference-hang=return`): the inference thread stops
+/// showing progress once the model is loaded, as a deadlocked thread would.
 fn failpoint_hang() {
-    #[cfg(feature = "failpoints")]
-    if std::env::var_os("EDGEAI_FAILPOINT_HANG_INFERENCE").is_some_and(|v| v == "1") {
+    fail::fail_point!("inference-hang", |_| {
         tracing::warn!("failpoint: the inference thread hangs now");
         loop {
             std::thread::sleep(Duration::from_secs(3600));
         }
-    }
+    });
 }
 
 /// A slot is one llama.cpp sequence id with the tokens its KV cache holds.
