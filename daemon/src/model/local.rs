@@ -21,7 +21,7 @@ use tokio::sync::mpsc::error::TrySendError as AsyncTrySendError;
 
 use super::queue::{JobQueue, Pop};
 use super::template::Renderer;
-use super::text::{StopMatcher, Utf8Stream};
+use super::text::TokenText;
 use super::{ChatMessage, FinishReason, GenEvent, Heartbeat, Job, ModelError, Prompt, RuntimeConfig, SamplingParams};
 use crate::governor::ThreadAdvisor;
 
@@ -246,8 +246,7 @@ struct Active {
     logits_at: Option<i32>,
     sampler: LlamaSampler,
     generated: u32,
-    utf8: Utf8Stream,
-    stop: StopMatcher,
+    text: TokenText,
     finished: Option<FinishReason>,
 }
 
@@ -387,25 +386,19 @@ impl<'m> Scheduler<'m> {
     }
 
     /// Makes room for `need` cells in `slot`: running sequences keep their
-    /// reservations, idle slots' caches are dropped (largest first) as needed.
+    /// reservations; idle slots' caches are dropped only when that makes the
+    /// job fit (see [`plan_eviction`]), else nothing is touched.
     fn reserve(&mut self, slot: usize, need: usize) -> bool {
         let held: usize = self.active.iter().map(|a| reservation(&a.job)).sum();
-        loop {
-            let idle: usize = self.slots.iter().enumerate().filter(|(i, s)| !s.busy && *i != slot).map(|(_, s)| s.kv.len()).sum();
-            if held + idle + need <= self.n_ctx {
-                return true;
-            }
-            let victim = self
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(i, s)| !s.busy && *i != slot && !s.kv.is_empty())
-                .max_by_key(|(_, s)| s.kv.len())
-                .map(|(i, _)| i);
-            let Some(v) = victim else { return false };
+        let idle: Vec<(usize, usize)> =
+            self.slots.iter().enumerate().filter(|(i, s)| !s.busy && *i != slot).map(|(i, s)| (i, s.kv.len())).collect();
+        let Some(victims) = plan_eviction(self.n_ctx, held + need, &idle) else { return false };
+        for v in victims {
             let _ = self.ctx.kv_cache_seq_rm(v as i32, None, None);
             self.slots[v].kv.clear();
+            tracing::debug!(slot = v, "evicted an idle slot's cached prefix to make room");
         }
+        true
     }
 
     fn start(&mut self, job: Job, slot: usize, common: usize) {
@@ -419,22 +412,10 @@ impl<'m> Scheduler<'m> {
         self.slots[slot].kv.truncate(common);
         self.slots[slot].busy = true;
         let sampler = build_sampler(&job.params);
-        let stop = StopMatcher::new(&job.params.stop);
+        let text = TokenText::new(&job.params.stop);
         let started = GenEvent::Started { prompt_tokens: prompt.len() as u32, reused: common as u32 };
         let pending = prompt.len() - common;
-        let mut a = Active {
-            slot,
-            job,
-            pending,
-            reused: common,
-            next: None,
-            logits_at: None,
-            sampler,
-            generated: 0,
-            utf8: Utf8Stream::default(),
-            stop,
-            finished: None,
-        };
+        let mut a = Active { slot, job, pending, reused: common, next: None, logits_at: None, sampler, generated: 0, text, finished: None };
         tracing::debug!(slot, prompt_tokens = a.job.prompt.len(), reused = common, "sequence started");
         send(&mut a, started);
         self.active.push(a);
@@ -510,8 +491,7 @@ impl<'m> Scheduler<'m> {
             }
             a.generated += 1;
             a.next = Some(tok);
-            let text = a.utf8.push(&vocab.token_to_piece(tok, false, None));
-            let step = a.stop.push(&text);
+            let step = a.text.push(&vocab.token_to_piece(tok, false, None));
             if !step.emit.is_empty() {
                 send(a, GenEvent::Text(step.emit));
             }
@@ -535,9 +515,7 @@ impl<'m> Scheduler<'m> {
             };
             let mut a = self.active.swap_remove(i);
             if reason != FinishReason::Cancelled {
-                let mut rest = a.utf8.finish();
-                rest = a.stop.push(&rest).emit;
-                rest.push_str(&a.stop.finish());
+                let rest = a.text.finish();
                 if !rest.is_empty() {
                     send(&mut a, GenEvent::Text(rest));
                 }
@@ -564,6 +542,26 @@ fn send(a: &mut Active, ev: GenEvent) {
     }
 }
 
+/// Which idle slots' cached prefixes to drop so that `needed` cells (running
+/// reservations plus the new job's) fit in `n_ctx`, given `idle` as
+/// (slot, cached cells): the fewest, largest first. `None` when the job does
+/// not fit even with every idle cache dropped; then none is dropped, so a
+/// job that must wait for running sequences costs no cached prefix.
+fn plan_eviction(n_ctx: usize, needed: usize, idle: &[(usize, usize)]) -> Option<Vec<usize>> {
+    let mut cached: Vec<(usize, usize)> = idle.iter().copied().filter(|&(_, len)| len > 0).collect();
+    let mut total = needed + cached.iter().map(|&(_, len)| len).sum::<usize>();
+    cached.sort_by_key(|&(slot, len)| (std::cmp::Reverse(len), slot));
+    let mut victims = Vec::new();
+    for (slot, len) in cached {
+        if total <= n_ctx {
+            break;
+        }
+        total -= len;
+        victims.push(slot);
+    }
+    (total <= n_ctx).then_some(victims)
+}
+
 /// KV cells a job may fill: its whole prompt plus its longest answer.
 fn reservation(job: &Job) -> usize {
     job.prompt.len() + job.params.max_tokens as usize
@@ -587,4 +585,33 @@ fn build_sampler(p: &SamplingParams) -> LlamaSampler {
     chain.push(LlamaSampler::temp(p.temperature));
     chain.push(LlamaSampler::dist(p.seed.unwrap_or_else(rand::random)));
     LlamaSampler::chain_simple(chain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_eviction;
+
+    #[test]
+    fn nothing_is_evicted_when_the_job_fits_already() {
+        assert_eq!(plan_eviction(100, 60, &[(1, 20), (2, 20)]), Some(vec![]));
+    }
+
+    #[test]
+    fn the_fewest_largest_caches_are_evicted_when_that_makes_the_job_fit() {
+        // 60 + 10 + 30 + 20 = 120 > 100: dropping the 30-cell cache suffices.
+        assert_eq!(plan_eviction(100, 60, &[(0, 10), (1, 30), (2, 20)]), Some(vec![1]));
+        // 90 needed: all three must go, largest first.
+        assert_eq!(plan_eviction(100, 90, &[(0, 10), (1, 30), (2, 20)]), Some(vec![1, 2]));
+        assert_eq!(plan_eviction(100, 100, &[(0, 10), (1, 30), (2, 20)]), Some(vec![1, 2, 0]));
+    }
+
+    #[test]
+    fn nothing_is_evicted_when_the_job_would_still_not_fit() {
+        // Running sequences hold 90; the job needs 20 more: even with every
+        // idle cache gone it waits, and the caches stay.
+        assert_eq!(plan_eviction(100, 110, &[(0, 10), (1, 30)]), None);
+        assert_eq!(plan_eviction(100, 101, &[]), None);
+        // Empty caches are never "evicted".
+        assert_eq!(plan_eviction(100, 90, &[(0, 0), (1, 30)]), Some(vec![1]));
+    }
 }
