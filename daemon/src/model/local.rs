@@ -23,7 +23,7 @@ use super::queue::{JobQueue, Pop};
 use super::template::Renderer;
 use super::text::TokenText;
 use super::{ChatMessage, FinishReason, GenEvent, Heartbeat, Job, ModelError, Prompt, RuntimeConfig, SamplingParams};
-use crate::governor::ThreadAdvisor;
+use crate::governor::{CpuLoad, ThreadAdvisor};
 
 /// How long the idle scheduler waits for work before beating the heartbeat.
 const IDLE_TICK: Duration = Duration::from_millis(250);
@@ -254,6 +254,7 @@ struct Scheduler<'m> {
     backend: &'m LlamaBackend,
     cfg: &'m RuntimeConfig,
     advisor: ThreadAdvisor,
+    cpu_load: CpuLoad,
     threads_now: Arc<std::sync::atomic::AtomicU32>,
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
@@ -284,6 +285,7 @@ impl<'m> Scheduler<'m> {
             cfg,
             // Observed every idle tick: a change needs ~2 s of steady load.
             advisor: ThreadAdvisor::new(cfg.threads, 8),
+            cpu_load: CpuLoad::for_this_process(),
             threads_now,
             model,
             ctx,
@@ -357,18 +359,17 @@ impl<'m> Scheduler<'m> {
     /// context is rebuilt; that drops the cached prefixes, which is why it
     /// only happens while idle and only after the load held for a while.
     fn retune_threads(&mut self) {
-        // procs_running counts this thread, which is running while it reads.
         if !self.cfg.adaptive_threads {
             return;
         }
-        let Some(others) = crate::governor::runnable_tasks().map(|n| n.saturating_sub(1)) else { return };
+        let Some(others) = self.cpu_load.others() else { return };
         let Some(threads) = self.advisor.observe(others) else { return };
         match self.model.new_context(self.backend, context_params(self.cfg, threads)) {
             Ok(ctx) => {
                 self.ctx = ctx;
                 self.slots.iter_mut().for_each(|s| s.kv.clear());
                 self.threads_now.store(threads, std::sync::atomic::Ordering::Relaxed);
-                tracing::info!(threads, runnable_others = others, "inference threads changed for the CPU load");
+                tracing::info!(threads, busy_cpus_others = others, "inference threads changed for the CPU load");
             }
             Err(e) => tracing::warn!(error = %e, threads, "could not rebuild the context for a new thread count"),
         }
