@@ -468,7 +468,7 @@ impl<'m> Scheduler<'m> {
         if self.batch.n_tokens() == 0 {
             return;
         }
-        if let Err(e) = self.ctx.decode(&mut self.batch) {
+        if let Err(e) = self.decode() {
             tracing::error!(error = %e, tokens = self.batch.n_tokens(), "decode failed");
             for a in &mut self.active {
                 if a.finished.is_none() {
@@ -504,6 +504,13 @@ impl<'m> Scheduler<'m> {
                 a.finished = Some(FinishReason::Length);
             }
         }
+    }
+
+    /// Decodes the batch. Test-only: `decode-fail=return` (or `1*return`)
+    /// makes it fail as llama.cpp can (out of memory, a backend error).
+    fn decode(&mut self) -> Result<(), String> {
+        fail::fail_point!("decode-fail", |_| Err("failpoint decode-fail".to_owned()));
+        self.ctx.decode(&mut self.batch).map_err(|e| e.to_string())
     }
 
     /// Ends finished sequences: flush held text, report, free the slot.
