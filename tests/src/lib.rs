@@ -71,6 +71,7 @@
 pub mod admin;
 pub mod daemon;
 pub mod dify;
+pub mod gguf;
 pub mod http;
 pub mod notify;
 pub mod paths;

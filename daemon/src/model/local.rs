@@ -43,10 +43,22 @@ pub struct LocalModel {
 }
 
 impl LocalModel {
-    /// Renders messages with the model's chat template and tokenises them.
+    /// Renders messages with the model's chat template and tokenises them,
+    /// with exactly one BOS at the start when the model wants one.
     pub fn prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, ModelError> {
         let text = self.renderer.render(&self.model, messages)?;
-        Ok(Prompt { tokens: self.model.vocab().tokenize(text.as_bytes(), true, true) })
+        let vocab = self.model.vocab();
+        // Special tokens in the text are parsed (the template writes them),
+        // but none is added: templates rendered by minijinja write
+        // `{{ bos_token }}` themselves, llama.cpp's own ones do not.
+        let tokens = with_one_bos(vocab.tokenize(text.as_bytes(), false, true), vocab.bos(), vocab.should_add_bos());
+        tracing::debug!(
+            prompt_tokens = tokens.len(),
+            leading_bos = tokens.iter().take_while(|&&t| t == vocab.bos()).count(),
+            first_tokens = ?tokens.iter().take(8).map(|t| t.0).collect::<Vec<_>>(),
+            "prompt tokenised"
+        );
+        Ok(Prompt { tokens })
     }
 
     /// Checks that prompt plus answer fit one sequence.
@@ -550,6 +562,15 @@ fn send(a: &mut Active, ev: GenEvent) {
     }
 }
 
+/// `tokens` with `bos` in front when the model wants a BOS (`add_bos`) and
+/// the rendered text did not already start with one.
+fn with_one_bos(mut tokens: Vec<LlamaToken>, bos: LlamaToken, add_bos: bool) -> Vec<LlamaToken> {
+    if add_bos && tokens.first() != Some(&bos) {
+        tokens.insert(0, bos);
+    }
+    tokens
+}
+
 /// Which idle slots' cached prefixes to drop so that `needed` cells (running
 /// reservations plus the new job's) fit in `n_ctx`, given `idle` as
 /// (slot, cached cells): the fewest, largest first. `None` when the job does
@@ -597,7 +618,21 @@ fn build_sampler(p: &SamplingParams) -> LlamaSampler {
 
 #[cfg(test)]
 mod tests {
-    use super::plan_eviction;
+    use super::{plan_eviction, with_one_bos};
+    use llama_cpp_2::token::LlamaToken;
+
+    #[test]
+    fn exactly_one_bos_whoever_renders_it() {
+        let t = |ids: &[i32]| ids.iter().map(|&i| LlamaToken(i)).collect::<Vec<_>>();
+        let bos = LlamaToken(1);
+        // llama.cpp's renderer writes no BOS: one is added.
+        assert_eq!(with_one_bos(t(&[5, 6]), bos, true), t(&[1, 5, 6]));
+        // A Jinja template wrote `{{ bos_token }}`: none is added.
+        assert_eq!(with_one_bos(t(&[1, 5, 6]), bos, true), t(&[1, 5, 6]));
+        // A model without BOS gets none.
+        assert_eq!(with_one_bos(t(&[5, 6]), bos, false), t(&[5, 6]));
+        assert_eq!(with_one_bos(t(&[]), bos, true), t(&[1]));
+    }
 
     #[test]
     fn nothing_is_evicted_when_the_job_fits_already() {
