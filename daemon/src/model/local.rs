@@ -133,20 +133,23 @@ pub(super) fn run_thread(cfg: RuntimeConfig, heartbeat: Arc<Heartbeat>, on_loade
     let loaded = (|| {
         check_file(&cfg)?;
         let backend = LlamaBackend::init().map_err(|e| load_error(format!("llama.cpp backend: {e}")))?;
-        let timed_out = Arc::new(AtomicBool::new(false));
-        let params = LlamaModelParams::default().with_use_mlock(cfg.use_mlock).with_progress_callback(load_progress(
-            Arc::clone(&heartbeat),
-            started + cfg.load_timeout,
-            Arc::clone(&timed_out),
-        ));
+        let progress = LoadProgress { heartbeat: Arc::clone(&heartbeat), deadline: started + cfg.load_timeout, timed_out: Arc::default() };
+        let too_slow = || {
+            load_error(format!(
+                "loading {} took longer than model.load_timeout_secs ({} s) and was aborted; \
+                 raise the limit if the storage is this slow",
+                cfg.path.display(),
+                cfg.load_timeout.as_secs()
+            ))
+        };
+        if !prefetch(&cfg.path, &progress)? {
+            return Err(too_slow());
+        }
+        let callback = progress.clone();
+        let params = LlamaModelParams::default().with_use_mlock(cfg.use_mlock).with_progress_callback(move |_| callback.step());
         let model = LlamaModel::load_from_file(&backend, &cfg.path, &params).map_err(|e| {
-            if timed_out.load(Ordering::Relaxed) {
-                load_error(format!(
-                    "loading {} took longer than model.load_timeout_secs ({} s) and was aborted; \
-                     raise the limit if the storage is this slow",
-                    cfg.path.display(),
-                    cfg.load_timeout.as_secs()
-                ))
+            if progress.timed_out.load(Ordering::Relaxed) {
+                too_slow()
             } else {
                 load_error(format!("llama.cpp could not load {} ({e}); the file may be truncated or corrupt", cfg.path.display()))
             }
@@ -196,19 +199,51 @@ pub(super) fn run_thread(cfg: RuntimeConfig, heartbeat: Arc<Heartbeat>, on_loade
     tracing::info!("inference thread stopped: no more senders");
 }
 
-/// llama.cpp's load progress callback (called once per tensor): each call
-/// beats the heartbeat, so a slow load (eMMC, mlock) is progress the watchdog
-/// sees; past `deadline` it answers false, which aborts the load.
-fn load_progress(heartbeat: Arc<Heartbeat>, deadline: Instant, timed_out: Arc<AtomicBool>) -> impl FnMut(f32) -> bool + 'static {
-    move |_progress| {
-        heartbeat.beat();
+/// Progress of one model load. Every step (a chunk of the file read, or a
+/// tensor llama.cpp loaded: its progress callback) beats the inference
+/// heartbeat, so a slow load (eMMC, mlock) is progress the watchdog sees;
+/// past the deadline (`model.load_timeout_secs`) the load is called off.
+#[derive(Clone)]
+struct LoadProgress {
+    heartbeat: Arc<Heartbeat>,
+    deadline: Instant,
+    timed_out: Arc<AtomicBool>,
+}
+
+impl LoadProgress {
+    /// One step; false once the deadline has passed (the load must stop;
+    /// false from llama.cpp's callback aborts `load_from_file`).
+    fn step(&self) -> bool {
+        self.heartbeat.beat();
         // Test-only: `model-load-progress=sleep(N)` makes every step slow.
         fail::fail_point!("model-load-progress");
-        if Instant::now() >= deadline {
-            timed_out.store(true, Ordering::Relaxed);
+        if Instant::now() >= self.deadline {
+            self.timed_out.store(true, Ordering::Relaxed);
             return false;
         }
         true
+    }
+}
+
+/// Reads the model file once, in chunks, before llama.cpp maps it. With
+/// mmap llama.cpp reads only the tensors it repacks while loading; the rest
+/// would come from storage at the first decode, where nothing shows the
+/// watchdog progress and a client waits. Reading it here puts it in the page
+/// cache the mapping then uses. False when the deadline passed.
+fn prefetch(path: &std::path::Path, progress: &LoadProgress) -> Result<bool, ModelError> {
+    let read_error = |e: std::io::Error| load_error(format!("model file {}: {e}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(read_error)?;
+    let mut chunk = vec![0u8; 8 << 20];
+    loop {
+        if !progress.step() {
+            return Ok(false);
+        }
+        match file.read(&mut chunk) {
+            Ok(0) => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_error(e)),
+        }
     }
 }
 
