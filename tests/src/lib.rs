@@ -4,7 +4,8 @@
 //! HTTP (TCP and the unix socket), the admin API and `edgeaictl`.
 //!
 //! Owns: process management, config writing, a tiny HTTP/1.1 + SSE client,
-//! a fake systemd notify socket. Must not: link the daemon crate (tests see
+//! a fake systemd notify socket, the daemon's fail points, a GGUF metadata
+//! rewriter for test models. Must not: link the daemon crate (tests see
 //! the daemon only from the outside, as a user would).
 //!
 //! # Prerequisites
