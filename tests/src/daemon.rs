@@ -162,6 +162,7 @@ pub struct DaemonBuilder {
     env: Vec<(String, String)>,
     wait_for_model: bool,
     watchdog_pid: bool,
+    failpoints: Vec<String>,
 }
 
 impl Default for DaemonBuilder {
@@ -179,7 +180,7 @@ impl DaemonBuilder {
         set_path(&mut config, "server.socket", p("edgeai.sock"));
         set_path(&mut config, "store.path", p("edgeai.db"));
         set_path(&mut config, "dev.demo_key_file", p("demo-key"));
-        DaemonBuilder { dir, config, model_path: None, env: Vec::new(), wait_for_model: true, watchdog_pid: false }
+        DaemonBuilder { dir, config, model_path: None, env: Vec::new(), wait_for_model: true, watchdog_pid: false, failpoints: Vec::new() }
     }
 
     /// The test's private directory (exists already, before `start`).
@@ -273,10 +274,17 @@ impl DaemonBuilder {
         self
     }
 
-    /// EDGEAI_FAILPOINT_HANG_INFERENCE=1: the inference thread hangs once
-    /// the model is loaded (needs a build with the `failpoints` feature).
+    /// Configures a fail point of the daemon (the `fail` crate, through
+    /// FAILPOINTS; needs a build with the `failpoints` feature), e.g.
+    /// `failpoint("model-load-progress", "sleep(30)")`. Repeatable.
+    pub fn failpoint(mut self, name: &str, actions: &str) -> Self {
+        self.failpoints.push(format!("{name}={actions}"));
+        self
+    }
+
+    /// The inference thread hangs once the model is loaded.
     pub fn hang_inference(self) -> Self {
-        self.env("EDGEAI_FAILPOINT_HANG_INFERENCE", "1")
+        self.failpoint("inference-hang", "return")
     }
 
     /// Writes the config file and returns its path (also done by `start`).
@@ -295,6 +303,9 @@ impl DaemonBuilder {
     /// off, until its model is loaded).
     pub fn start(mut self) -> Daemon {
         let config_path = self.write_config();
+        if !self.failpoints.is_empty() {
+            self.env.push(("FAILPOINTS".into(), self.failpoints.join(";")));
+        }
         let mut d = Daemon {
             dir: self.dir,
             config_path,
@@ -367,16 +378,9 @@ impl Daemon {
             Command::new(&edgeaid)
         };
         cmd.arg("--config").arg(&self.config_path).current_dir(self.dir.path());
-        for k in [
-            "NOTIFY_SOCKET",
-            "WATCHDOG_USEC",
-            "WATCHDOG_PID",
-            "JOURNAL_STREAM",
-            "EDGEAI_LOG",
-            "LISTEN_FDS",
-            "LISTEN_PID",
-            "EDGEAI_FAILPOINT_HANG_INFERENCE",
-        ] {
+        for k in
+            ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "EDGEAI_LOG", "LISTEN_FDS", "LISTEN_PID", "FAILPOINTS"]
+        {
             cmd.env_remove(k);
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -590,6 +594,17 @@ impl Daemon {
             assert!(Instant::now() < deadline, "{} log lines {message:?} after {timeout:?}, want {n}", lines.len());
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The start-up log line of a fail point set with
+    /// [`DaemonBuilder::failpoint`]; panics with the build command if the
+    /// binary was built without the `failpoints` feature (it would ignore them).
+    #[track_caller]
+    pub fn expect_failpoint(&self, name: &str) -> LogLine {
+        let hint = format!("the fail point {name:?} configured (is edgeaid built with failpoints? `{}`)", paths::BUILD_COMMAND);
+        self.wait_log(Duration::from_secs(10), &hint, |l| {
+            l.message() == "failpoint configured" && l.field_str("name").as_deref() == Some(name)
+        })
     }
 
     /// Waits for the inference thread to hang at the failpoint (see

@@ -4,7 +4,8 @@
 //! HTTP (TCP and the unix socket), the admin API and `edgeaictl`.
 //!
 //! Owns: process management, config writing, a tiny HTTP/1.1 + SSE client,
-//! a fake systemd notify socket. Must not: link the daemon crate (tests see
+//! a fake systemd notify socket, the daemon's fail points, a GGUF metadata
+//! rewriter for test models. Must not: link the daemon crate (tests see
 //! the daemon only from the outside, as a user would).
 //!
 //! # Prerequisites
@@ -60,6 +61,9 @@
 //! // A hung inference thread (test-only failpoint), e.g. for the watchdog:
 //! let hung = DaemonBuilder::new().hang_inference().start();
 //! hung.wait_failpoint_hang();
+//! // Any fail point of the daemon (the `fail` crate's FAILPOINTS syntax):
+//! let slow = DaemonBuilder::new().failpoint("model-load-progress", "sleep(30)").start();
+//! slow.expect_failpoint("model-load-progress"); // fails loudly without the feature
 //! ```
 //!
 //! Each [`Daemon`] has its own directory and port, so tests run in
@@ -71,6 +75,7 @@
 pub mod admin;
 pub mod daemon;
 pub mod dify;
+pub mod gguf;
 pub mod http;
 pub mod notify;
 pub mod paths;

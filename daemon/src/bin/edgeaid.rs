@@ -73,6 +73,15 @@ fn main() -> ExitCode {
         return ExitCode::from(edgeaid::EXIT_CONFIG as u8);
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), cpu = %edgeaid::cpu::describe(), sources = ?settings.sources, "starting");
+    // Test builds only: fail points from FAILPOINTS, active for the whole run.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = {
+        let scenario = fail::FailScenario::setup();
+        for (name, actions) in fail::list() {
+            tracing::warn!(name, actions, "failpoint configured");
+        }
+        scenario
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("edgeaid-io").enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

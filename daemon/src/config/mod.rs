@@ -55,6 +55,7 @@
 //! | `model.batch_size` | `512` | 32 ..= 8192 |
 //! | `model.queue_depth` | `16` | 1 ..= 1024; requests waiting for a slot |
 //! | `model.mlock` | `false` | lock the model in RAM |
+//! | `model.load_timeout_secs` | `300` | 1 ..= 86400; loading longer than this ends `failed` (the daemon stays up answering 503) |
 //! | `log.level` | `"info"` | `trace`, `debug`, `info`, `warn`, `error`, `off`, or comma-separated `target=level` directives |
 //! | `log.format` | `"auto"` | `"auto"`, `"text"`, `"json"` |
 //! | `dev.demo_key_file` | `""` (none) | development only: the daemon creates a key for the first app and writes it to this path |
@@ -249,6 +250,8 @@ pub struct ModelSettings {
     pub queue_depth: usize,
     /// `model.mlock`.
     pub use_mlock: bool,
+    /// `model.load_timeout_secs`: a load still running after this is aborted.
+    pub load_timeout: Duration,
     /// `false`: run without a model; every model call answers 503.
     pub enabled: bool,
 }
@@ -264,6 +267,7 @@ impl Default for ModelSettings {
             batch_size: 512,
             queue_depth: 16,
             use_mlock: false,
+            load_timeout: Duration::from_secs(300),
             enabled: true,
         }
     }

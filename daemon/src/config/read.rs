@@ -88,6 +88,7 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     r.int("model", "batch_size", 32..=8192, &mut m.batch_size);
     r.int("model", "queue_depth", 1..=1024, &mut m.queue_depth);
     r.bool("model", "mlock", &mut m.use_mlock);
+    r.secs("model", "load_timeout_secs", 1..=86_400, &mut m.load_timeout);
 
     if let Some(level) = r.log_level("log", "level") {
         s.log.level = level;

@@ -33,20 +33,100 @@ impl Limits {
     }
 }
 
-/// Tasks runnable on the whole machine right now (`procs_running` in
-/// /proc/stat), the caller included.
-pub fn runnable_tasks() -> Option<u32> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    stat.lines().find_map(|l| l.strip_prefix("procs_running ")).and_then(|v| v.trim().parse().ok())
+/// CPU time counters at one moment, in clock ticks, for the CPUs of the
+/// affinity mask only, and this process's own CPU time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuSample {
+    /// Non-idle time of the mask's CPUs (user, nice, system, irq, softirq, steal).
+    busy: u64,
+    /// All time of the mask's CPUs (busy plus idle and iowait).
+    total: u64,
+    /// How many of the mask's CPUs /proc/stat listed.
+    cpus: u32,
+    /// This process's user + system time (all its threads).
+    own: u64,
+}
+
+impl CpuSample {
+    /// Builds a sample from the text of /proc/stat and /proc/self/stat for
+    /// the CPUs in `mask`; `None` if either cannot be parsed or no CPU of the
+    /// mask is listed.
+    pub fn parse(proc_stat: &str, self_stat: &str, mask: &[usize]) -> Option<CpuSample> {
+        let (mut busy, mut total, mut cpus) = (0u64, 0u64, 0u32);
+        for line in proc_stat.lines() {
+            let mut fields = line.split_whitespace();
+            let Some(cpu) = fields.next().and_then(|n| n.strip_prefix("cpu")).and_then(|n| n.parse::<usize>().ok()) else {
+                continue;
+            };
+            if !mask.contains(&cpu) {
+                continue;
+            }
+            // user nice system idle iowait irq softirq steal (guest time is
+            // already counted in user).
+            let t: Vec<u64> = fields.take(8).map(str::parse).collect::<Result<_, _>>().ok()?;
+            let [user, nice, system, idle, iowait, irq, softirq, steal] = t[..] else { return None };
+            let b = user + nice + system + irq + softirq + steal;
+            busy += b;
+            total += b + idle + iowait;
+            cpus += 1;
+        }
+        // utime and stime are fields 14 and 15; the command name (field 2)
+        // may hold spaces and parentheses, so count from the last ')'.
+        let after_comm = &self_stat[self_stat.rfind(')')? + 1..];
+        let mut rest = after_comm.split_whitespace().skip(11);
+        let utime: u64 = rest.next()?.parse().ok()?;
+        let stime: u64 = rest.next()?.parse().ok()?;
+        (cpus > 0).then_some(CpuSample { busy, total, cpus, own: utime + stime })
+    }
+
+    /// How many of the mask's CPUs other processes kept busy between
+    /// `earlier` and `self` (0.0 ..= cpus): the mask's busy time minus ours,
+    /// over the elapsed time per CPU. `None` if no time passed.
+    pub fn others_since(&self, earlier: &CpuSample) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total)?;
+        if total == 0 || self.cpus != earlier.cpus {
+            return None;
+        }
+        let busy = self.busy.saturating_sub(earlier.busy);
+        let own = self.own.saturating_sub(earlier.own);
+        let per_cpu = total as f64 / f64::from(self.cpus);
+        Some((busy.saturating_sub(own) as f64 / per_cpu).clamp(0.0, f64::from(self.cpus)))
+    }
+}
+
+/// Measures how busy other processes keep the CPUs this daemon may run on
+/// (its affinity mask), excluding the daemon's own threads: busy cores
+/// outside the mask do not slow inference and must not cut its threads.
+#[derive(Debug)]
+pub struct CpuLoad {
+    mask: Vec<usize>,
+    last: Option<CpuSample>,
+}
+
+impl CpuLoad {
+    /// For the calling process's affinity mask.
+    pub fn for_this_process() -> CpuLoad {
+        CpuLoad { mask: affinity_mask(), last: None }
+    }
+
+    /// CPUs kept busy by others since the previous call (`None` the first
+    /// time, or when /proc cannot be read).
+    pub fn others(&mut self) -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let now = CpuSample::parse(&stat, &own, &self.mask)?;
+        let earlier = self.last.replace(now)?;
+        now.others_since(&earlier)
+    }
 }
 
 /// Decides how many inference threads to run when other processes compete
 /// for the cores. A decode step waits at barriers for its slowest thread, so
 /// a thread that loses its core stalls all the others: measured here, with one
 /// of two cores busy, 1 thread ran at 85 tok/s and 2 threads at 38. Fed with
-/// the number of other runnable tasks while the inference thread is idle, it
-/// advises `max - others` (at least 1), and changes its advice only after it
-/// held for `settle` observations in a row.
+/// how many CPUs of the mask other processes kept busy (see [`CpuLoad`]) while
+/// the inference thread is idle, it advises `max - others` (at least 1), and
+/// changes its advice only after it held for `settle` observations in a row.
 #[derive(Debug, Clone)]
 pub struct ThreadAdvisor {
     max: u32,
@@ -61,10 +141,10 @@ impl ThreadAdvisor {
         ThreadAdvisor { max: max.max(1), ema: 0.0, advice: max.max(1), streak: 0, settle: settle.max(1) }
     }
 
-    /// Records how many other tasks were runnable; returns the new advice
-    /// when it changes.
-    pub fn observe(&mut self, others: u32) -> Option<u32> {
-        self.ema = 0.7 * self.ema + 0.3 * f64::from(others);
+    /// Records how many CPUs other processes kept busy; returns the new
+    /// advice when it changes.
+    pub fn observe(&mut self, others: f64) -> Option<u32> {
+        self.ema = 0.7 * self.ema + 0.3 * others;
         let want = (f64::from(self.max) - self.ema).round().clamp(1.0, f64::from(self.max)) as u32;
         if want == self.advice {
             self.streak = 0;
@@ -95,6 +175,15 @@ fn affinity_cpus() -> u32 {
     match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
         Ok(set) => (0..nix::sched::CpuSet::count()).filter(|&i| set.is_set(i).unwrap_or(false)).count() as u32,
         Err(_) => std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+    }
+}
+
+/// The CPUs in the calling thread's affinity mask (every CPU if it cannot
+/// be read).
+fn affinity_mask() -> Vec<usize> {
+    match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count()).filter(|&i| set.is_set(i).unwrap_or(false)).collect(),
+        Err(_) => (0..nix::sched::CpuSet::count()).collect(),
     }
 }
 
@@ -243,27 +332,99 @@ mod tests {
     fn advisor_backs_off_under_sustained_contention_and_recovers() {
         let mut a = ThreadAdvisor::new(2, 3);
         // One blip is not enough.
-        assert_eq!(a.observe(2), None);
-        assert_eq!(a.observe(0), None);
+        assert_eq!(a.observe(2.0), None);
+        assert_eq!(a.observe(0.0), None);
         assert_eq!(a.advice(), 2);
         // Sustained load: after the ema crosses and the streak settles, 1 thread.
-        let changed: Vec<_> = (0..10).filter_map(|_| a.observe(1)).collect();
+        let changed: Vec<_> = (0..10).filter_map(|_| a.observe(1.0)).collect();
         assert_eq!(changed, vec![1]);
         assert_eq!(a.advice(), 1);
         // Load gone: back to 2.
-        let changed: Vec<_> = (0..10).filter_map(|_| a.observe(0)).collect();
+        let changed: Vec<_> = (0..10).filter_map(|_| a.observe(0.0)).collect();
         assert_eq!(changed, vec![2]);
         // Never below 1 however heavy the load.
         let mut b = ThreadAdvisor::new(2, 1);
         (0..10).for_each(|_| {
-            b.observe(50);
+            b.observe(50.0);
         });
         assert_eq!(b.advice(), 1);
     }
 
+    /// /proc/stat with four CPUs: cpu lines are user nice system idle iowait
+    /// irq softirq steal guest guest_nice.
+    fn proc_stat(cpus: [[u64; 8]; 4]) -> String {
+        let mut s = String::from("cpu  1 2 3 4 5 6 7 8 0 0\n");
+        for (i, c) in cpus.iter().enumerate() {
+            let f: Vec<String> = c.iter().map(u64::to_string).collect();
+            s.push_str(&format!("cpu{i} {} 0 0\n", f.join(" ")));
+        }
+        s.push_str("intr 12345 0 0\nctxt 999\nbtime 1700000000\nprocesses 4242\nprocs_running 7\nprocs_blocked 0\n");
+        s
+    }
+
+    /// /proc/self/stat with this utime and stime, and a command name with a
+    /// space and a parenthesis to trip naive splitting.
+    fn self_stat(utime: u64, stime: u64) -> String {
+        format!(
+            "4242 (edge aid) x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 {utime} {stime} 0 0 20 0 5 0 100 1000000 500 18446744073709551615"
+        )
+    }
+
+    #[test]
+    fn busy_cpus_outside_the_mask_do_not_count() {
+        let mask = [0, 1];
+        let before = CpuSample::parse(&proc_stat([[100, 0, 0, 900, 0, 0, 0, 0]; 4]), &self_stat(10, 5), &mask).expect("parse");
+        // Over 100 ticks per CPU, CPUs 2 and 3 (outside the mask) ran flat out;
+        // procs_running would say 7, yet the mask's CPUs were idle.
+        let idle_mask = [100, 0, 0, 1000, 0, 0, 0, 0];
+        let busy_other = [200, 0, 0, 900, 0, 0, 0, 0];
+        let after = CpuSample::parse(&proc_stat([idle_mask, idle_mask, busy_other, busy_other]), &self_stat(10, 5), &mask).expect("parse");
+        assert_eq!(after.others_since(&before), Some(0.0));
+    }
+
+    #[test]
+    fn another_process_on_a_mask_cpu_counts_and_our_own_time_does_not() {
+        let mask = [0, 1];
+        let start = [[100, 0, 0, 900, 0, 0, 0, 0]; 4];
+        let before = CpuSample::parse(&proc_stat(start), &self_stat(10, 5), &mask).expect("parse");
+        // 100 ticks pass. CPU 0: 60 user + 20 system + 20 idle; CPU 1: 100 idle.
+        let cpu0 = [160, 0, 20, 920, 0, 0, 0, 0];
+        let cpu1 = [100, 0, 0, 1000, 0, 0, 0, 0];
+        // We used 50 + 30 of those 80 busy ticks: others kept 0 CPUs busy.
+        let ours = CpuSample::parse(&proc_stat([cpu0, cpu1, start[2], start[3]]), &self_stat(60, 35), &mask).expect("parse");
+        assert_eq!(ours.others_since(&before), Some(0.0));
+        // We used none of them: 80 ticks of 100 on a 2-CPU mask is 0.8 CPUs.
+        let theirs = CpuSample::parse(&proc_stat([cpu0, cpu1, start[2], start[3]]), &self_stat(10, 5), &mask).expect("parse");
+        let others = theirs.others_since(&before).expect("time passed");
+        assert!((others - 0.8).abs() < 1e-9, "{others}");
+        // irq, softirq and steal are busy time too; iowait is not.
+        // CPU 0 idle; CPU 1: 40 idle, 20 iowait, 40 irq/softirq/steal.
+        let cpu0 = [100, 0, 0, 1000, 0, 0, 0, 0];
+        let cpu1 = [100, 0, 0, 940, 20, 10, 10, 20];
+        let s = CpuSample::parse(&proc_stat([cpu0, cpu1, start[2], start[3]]), &self_stat(10, 5), &mask).expect("parse");
+        let others = s.others_since(&before).expect("time passed");
+        assert!((others - 0.4).abs() < 1e-9, "{others}");
+        // No time passed: no answer rather than a division by zero.
+        assert_eq!(before.others_since(&before), None);
+    }
+
+    #[test]
+    fn unreadable_input_gives_no_sample() {
+        let good = proc_stat([[1, 0, 0, 1, 0, 0, 0, 0]; 4]);
+        assert_eq!(CpuSample::parse(&good, "garbage", &[0]), None);
+        assert_eq!(CpuSample::parse("cpu0 1 2 x 4 5 6 7 8\n", &self_stat(1, 1), &[0]), None);
+        assert_eq!(CpuSample::parse("cpu0 1 2 3\n", &self_stat(1, 1), &[0]), None);
+        // No CPU of the mask is listed (offline).
+        assert_eq!(CpuSample::parse(&good, &self_stat(1, 1), &[9]), None);
+    }
+
     #[test]
     fn the_real_system_is_readable() {
-        assert!(runnable_tasks().is_some_and(|n| n >= 1));
+        let mut load = CpuLoad::for_this_process();
+        assert_eq!(load.others(), None, "the first call has nothing to compare with");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let others = load.others().expect("a second sample of /proc/stat and /proc/self/stat");
+        assert!(others >= 0.0 && others <= f64::from(affinity_cpus()), "{others}");
         let l = detect();
         assert!(l.affinity_cpus >= 1);
         assert!(l.inference_threads() >= 1 && l.inference_threads() <= l.affinity_cpus);

@@ -5,8 +5,9 @@
 
 use std::io::Read;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::context::LlamaContext;
@@ -20,9 +21,9 @@ use tokio::sync::mpsc::error::TrySendError as AsyncTrySendError;
 
 use super::queue::{JobQueue, Pop, Reservation};
 use super::template::Renderer;
-use super::text::{StopMatcher, Utf8Stream};
+use super::text::TokenText;
 use super::{ChatMessage, FinishReason, GenEvent, Heartbeat, Job, ModelError, Prompt, RuntimeConfig, SamplingParams};
-use crate::governor::ThreadAdvisor;
+use crate::governor::{CpuLoad, ThreadAdvisor};
 
 /// How long the idle scheduler waits for work before beating the heartbeat.
 const IDLE_TICK: Duration = Duration::from_millis(250);
@@ -42,10 +43,22 @@ pub struct LocalModel {
 }
 
 impl LocalModel {
-    /// Renders messages with the model's chat template and tokenises them.
+    /// Renders messages with the model's chat template and tokenises them,
+    /// with exactly one BOS at the start when the model wants one.
     pub fn prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, ModelError> {
         let text = self.renderer.render(&self.model, messages)?;
-        Ok(Prompt { tokens: self.model.vocab().tokenize(text.as_bytes(), true, true) })
+        let vocab = self.model.vocab();
+        // Special tokens in the text are parsed (the template writes them),
+        // but none is added: templates rendered by minijinja write
+        // `{{ bos_token }}` themselves, llama.cpp's own ones do not.
+        let tokens = with_one_bos(vocab.tokenize(text.as_bytes(), false, true), vocab.bos(), vocab.should_add_bos());
+        tracing::debug!(
+            prompt_tokens = tokens.len(),
+            leading_bos = tokens.iter().take_while(|&&t| t == vocab.bos()).count(),
+            first_tokens = ?tokens.iter().take(8).map(|t| t.0).collect::<Vec<_>>(),
+            "prompt tokenised"
+        );
+        Ok(Prompt { tokens })
     }
 
     /// Checks that prompt plus answer fit one sequence.
@@ -127,13 +140,30 @@ fn check_file(cfg: &RuntimeConfig) -> Result<(), ModelError> {
 /// serve jobs until the queue is closed (the `LocalModel` is dropped).
 pub(super) fn run_thread(cfg: RuntimeConfig, heartbeat: Arc<Heartbeat>, on_loaded: impl FnOnce(Result<Arc<LocalModel>, ModelError>)) {
     heartbeat.beat();
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let loaded = (|| {
         check_file(&cfg)?;
         let backend = LlamaBackend::init().map_err(|e| load_error(format!("llama.cpp backend: {e}")))?;
-        let params = LlamaModelParams::default().with_use_mlock(cfg.use_mlock);
+        let progress = LoadProgress { heartbeat: Arc::clone(&heartbeat), deadline: started + cfg.load_timeout, timed_out: Arc::default() };
+        let too_slow = || {
+            load_error(format!(
+                "loading {} took longer than model.load_timeout_secs ({} s) and was aborted; \
+                 raise the limit if the storage is this slow",
+                cfg.path.display(),
+                cfg.load_timeout.as_secs()
+            ))
+        };
+        if !prefetch(&cfg.path, &progress)? {
+            return Err(too_slow());
+        }
+        let callback = progress.clone();
+        let params = LlamaModelParams::default().with_use_mlock(cfg.use_mlock).with_progress_callback(move |_| callback.step());
         let model = LlamaModel::load_from_file(&backend, &cfg.path, &params).map_err(|e| {
-            load_error(format!("llama.cpp could not load {} ({e}); the file may be truncated or corrupt", cfg.path.display()))
+            if progress.timed_out.load(Ordering::Relaxed) {
+                too_slow()
+            } else {
+                load_error(format!("llama.cpp could not load {} ({e}); the file may be truncated or corrupt", cfg.path.display()))
+            }
         })?;
         Ok::<_, ModelError>((backend, Arc::new(model)))
     })();
@@ -180,6 +210,54 @@ pub(super) fn run_thread(cfg: RuntimeConfig, heartbeat: Arc<Heartbeat>, on_loade
     tracing::info!("inference thread stopped: no more senders");
 }
 
+/// Progress of one model load. Every step (a chunk of the file read, or a
+/// tensor llama.cpp loaded: its progress callback) beats the inference
+/// heartbeat, so a slow load (eMMC, mlock) is progress the watchdog sees;
+/// past the deadline (`model.load_timeout_secs`) the load is called off.
+#[derive(Clone)]
+struct LoadProgress {
+    heartbeat: Arc<Heartbeat>,
+    deadline: Instant,
+    timed_out: Arc<AtomicBool>,
+}
+
+impl LoadProgress {
+    /// One step; false once the deadline has passed (the load must stop;
+    /// false from llama.cpp's callback aborts `load_from_file`).
+    fn step(&self) -> bool {
+        self.heartbeat.beat();
+        // Test-only: `model-load-progress=sleep(N)` makes every step slow.
+        fail::fail_point!("model-load-progress");
+        if Instant::now() >= self.deadline {
+            self.timed_out.store(true, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+/// Reads the model file once, in chunks, before llama.cpp maps it. With
+/// mmap llama.cpp reads only the tensors it repacks while loading; the rest
+/// would come from storage at the first decode, where nothing shows the
+/// watchdog progress and a client waits. Reading it here puts it in the page
+/// cache the mapping then uses. False when the deadline passed.
+fn prefetch(path: &std::path::Path, progress: &LoadProgress) -> Result<bool, ModelError> {
+    let read_error = |e: std::io::Error| load_error(format!("model file {}: {e}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(read_error)?;
+    let mut chunk = vec![0u8; 8 << 20];
+    loop {
+        if !progress.step() {
+            return Ok(false);
+        }
+        match file.read(&mut chunk) {
+            Ok(0) => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_error(e)),
+        }
+    }
+}
+
 fn context_params(cfg: &RuntimeConfig, threads: u32) -> LlamaContextParams {
     LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(cfg.context_size))
@@ -196,17 +274,15 @@ fn context_params(cfg: &RuntimeConfig, threads: u32) -> LlamaContextParams {
         .with_type_v(KvCacheType::Q8_0)
 }
 
-/// Test-only fault: with the `failpoints` feature and
-/// EDGEAI_FAILPOINT_HANG_INFERENCE=1 the inference thread stops showing
-/// progress once the model is loaded, as a deadlocked thread would.
+/// Test-only fault (`inference-hang=return`): the inference thread stops
+/// showing progress once the model is loaded, as a deadlocked thread would.
 fn failpoint_hang() {
-    #[cfg(feature = "failpoints")]
-    if std::env::var_os("EDGEAI_FAILPOINT_HANG_INFERENCE").is_some_and(|v| v == "1") {
+    fail::fail_point!("inference-hang", |_| {
         tracing::warn!("failpoint: the inference thread hangs now");
         loop {
             std::thread::sleep(Duration::from_secs(3600));
         }
-    }
+    });
 }
 
 /// A slot is one llama.cpp sequence id with the tokens its KV cache holds.
@@ -228,8 +304,7 @@ struct Active {
     logits_at: Option<i32>,
     sampler: LlamaSampler,
     generated: u32,
-    utf8: Utf8Stream,
-    stop: StopMatcher,
+    text: TokenText,
     finished: Option<FinishReason>,
 }
 
@@ -237,6 +312,7 @@ struct Scheduler<'m> {
     backend: &'m LlamaBackend,
     cfg: &'m RuntimeConfig,
     advisor: ThreadAdvisor,
+    cpu_load: CpuLoad,
     threads_now: Arc<std::sync::atomic::AtomicU32>,
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
@@ -267,6 +343,7 @@ impl<'m> Scheduler<'m> {
             cfg,
             // Observed every idle tick: a change needs ~2 s of steady load.
             advisor: ThreadAdvisor::new(cfg.threads, 8),
+            cpu_load: CpuLoad::for_this_process(),
             threads_now,
             model,
             ctx,
@@ -340,18 +417,17 @@ impl<'m> Scheduler<'m> {
     /// context is rebuilt; that drops the cached prefixes, which is why it
     /// only happens while idle and only after the load held for a while.
     fn retune_threads(&mut self) {
-        // procs_running counts this thread, which is running while it reads.
         if !self.cfg.adaptive_threads {
             return;
         }
-        let Some(others) = crate::governor::runnable_tasks().map(|n| n.saturating_sub(1)) else { return };
+        let Some(others) = self.cpu_load.others() else { return };
         let Some(threads) = self.advisor.observe(others) else { return };
         match self.model.new_context(self.backend, context_params(self.cfg, threads)) {
             Ok(ctx) => {
                 self.ctx = ctx;
                 self.slots.iter_mut().for_each(|s| s.kv.clear());
                 self.threads_now.store(threads, std::sync::atomic::Ordering::Relaxed);
-                tracing::info!(threads, runnable_others = others, "inference threads changed for the CPU load");
+                tracing::info!(threads, busy_cpus_others = others, "inference threads changed for the CPU load");
             }
             Err(e) => tracing::warn!(error = %e, threads, "could not rebuild the context for a new thread count"),
         }
@@ -369,25 +445,19 @@ impl<'m> Scheduler<'m> {
     }
 
     /// Makes room for `need` cells in `slot`: running sequences keep their
-    /// reservations, idle slots' caches are dropped (largest first) as needed.
+    /// reservations; idle slots' caches are dropped only when that makes the
+    /// job fit (see [`plan_eviction`]), else nothing is touched.
     fn reserve(&mut self, slot: usize, need: usize) -> bool {
         let held: usize = self.active.iter().map(|a| reservation(&a.job)).sum();
-        loop {
-            let idle: usize = self.slots.iter().enumerate().filter(|(i, s)| !s.busy && *i != slot).map(|(_, s)| s.kv.len()).sum();
-            if held + idle + need <= self.n_ctx {
-                return true;
-            }
-            let victim = self
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(i, s)| !s.busy && *i != slot && !s.kv.is_empty())
-                .max_by_key(|(_, s)| s.kv.len())
-                .map(|(i, _)| i);
-            let Some(v) = victim else { return false };
+        let idle: Vec<(usize, usize)> =
+            self.slots.iter().enumerate().filter(|(i, s)| !s.busy && *i != slot).map(|(i, s)| (i, s.kv.len())).collect();
+        let Some(victims) = plan_eviction(self.n_ctx, held + need, &idle) else { return false };
+        for v in victims {
             let _ = self.ctx.kv_cache_seq_rm(v as i32, None, None);
             self.slots[v].kv.clear();
+            tracing::debug!(slot = v, "evicted an idle slot's cached prefix to make room");
         }
+        true
     }
 
     fn start(&mut self, job: Job, slot: usize, common: usize) {
@@ -401,22 +471,10 @@ impl<'m> Scheduler<'m> {
         self.slots[slot].kv.truncate(common);
         self.slots[slot].busy = true;
         let sampler = build_sampler(&job.params);
-        let stop = StopMatcher::new(&job.params.stop);
+        let text = TokenText::new(&job.params.stop);
         let started = GenEvent::Started { prompt_tokens: prompt.len() as u32, reused: common as u32 };
         let pending = prompt.len() - common;
-        let mut a = Active {
-            slot,
-            job,
-            pending,
-            reused: common,
-            next: None,
-            logits_at: None,
-            sampler,
-            generated: 0,
-            utf8: Utf8Stream::default(),
-            stop,
-            finished: None,
-        };
+        let mut a = Active { slot, job, pending, reused: common, next: None, logits_at: None, sampler, generated: 0, text, finished: None };
         tracing::debug!(slot, prompt_tokens = a.job.prompt.len(), reused = common, "sequence started");
         send(&mut a, started);
         self.active.push(a);
@@ -468,7 +526,7 @@ impl<'m> Scheduler<'m> {
         if self.batch.n_tokens() == 0 {
             return;
         }
-        if let Err(e) = self.ctx.decode(&mut self.batch) {
+        if let Err(e) = self.decode() {
             tracing::error!(error = %e, tokens = self.batch.n_tokens(), "decode failed");
             for a in &mut self.active {
                 if a.finished.is_none() {
@@ -492,8 +550,7 @@ impl<'m> Scheduler<'m> {
             }
             a.generated += 1;
             a.next = Some(tok);
-            let text = a.utf8.push(&vocab.token_to_piece(tok, false, None));
-            let step = a.stop.push(&text);
+            let step = a.text.push(&vocab.token_to_piece(tok, false, None));
             if !step.emit.is_empty() {
                 send(a, GenEvent::Text(step.emit));
             }
@@ -507,6 +564,13 @@ impl<'m> Scheduler<'m> {
         }
     }
 
+    /// Decodes the batch. Test-only: `decode-fail=return` (or `1*return`)
+    /// makes it fail as llama.cpp can (out of memory, a backend error).
+    fn decode(&mut self) -> Result<(), String> {
+        fail::fail_point!("decode-fail", |_| Err("failpoint decode-fail".to_owned()));
+        self.ctx.decode(&mut self.batch).map_err(|e| e.to_string())
+    }
+
     /// Ends finished sequences: flush held text, report, free the slot.
     fn reap(&mut self) {
         let mut i = 0;
@@ -517,9 +581,7 @@ impl<'m> Scheduler<'m> {
             };
             let mut a = self.active.swap_remove(i);
             if reason != FinishReason::Cancelled {
-                let mut rest = a.utf8.finish();
-                rest = a.stop.push(&rest).emit;
-                rest.push_str(&a.stop.finish());
+                let rest = a.text.finish();
                 if !rest.is_empty() {
                     send(&mut a, GenEvent::Text(rest));
                 }
@@ -546,6 +608,35 @@ fn send(a: &mut Active, ev: GenEvent) {
     }
 }
 
+/// `tokens` with `bos` in front when the model wants a BOS (`add_bos`) and
+/// the rendered text did not already start with one.
+fn with_one_bos(mut tokens: Vec<LlamaToken>, bos: LlamaToken, add_bos: bool) -> Vec<LlamaToken> {
+    if add_bos && tokens.first() != Some(&bos) {
+        tokens.insert(0, bos);
+    }
+    tokens
+}
+
+/// Which idle slots' cached prefixes to drop so that `needed` cells (running
+/// reservations plus the new job's) fit in `n_ctx`, given `idle` as
+/// (slot, cached cells): the fewest, largest first. `None` when the job does
+/// not fit even with every idle cache dropped; then none is dropped, so a
+/// job that must wait for running sequences costs no cached prefix.
+fn plan_eviction(n_ctx: usize, needed: usize, idle: &[(usize, usize)]) -> Option<Vec<usize>> {
+    let mut cached: Vec<(usize, usize)> = idle.iter().copied().filter(|&(_, len)| len > 0).collect();
+    let mut total = needed + cached.iter().map(|&(_, len)| len).sum::<usize>();
+    cached.sort_by_key(|&(slot, len)| (std::cmp::Reverse(len), slot));
+    let mut victims = Vec::new();
+    for (slot, len) in cached {
+        if total <= n_ctx {
+            break;
+        }
+        total -= len;
+        victims.push(slot);
+    }
+    (total <= n_ctx).then_some(victims)
+}
+
 /// KV cells a job may fill: its whole prompt plus its longest answer.
 fn reservation(job: &Job) -> usize {
     job.prompt.len() + job.params.max_tokens as usize
@@ -569,4 +660,47 @@ fn build_sampler(p: &SamplingParams) -> LlamaSampler {
     chain.push(LlamaSampler::temp(p.temperature));
     chain.push(LlamaSampler::dist(p.seed.unwrap_or_else(rand::random)));
     LlamaSampler::chain_simple(chain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{plan_eviction, with_one_bos};
+    use llama_cpp_2::token::LlamaToken;
+
+    #[test]
+    fn exactly_one_bos_whoever_renders_it() {
+        let t = |ids: &[i32]| ids.iter().map(|&i| LlamaToken(i)).collect::<Vec<_>>();
+        let bos = LlamaToken(1);
+        // llama.cpp's renderer writes no BOS: one is added.
+        assert_eq!(with_one_bos(t(&[5, 6]), bos, true), t(&[1, 5, 6]));
+        // A Jinja template wrote `{{ bos_token }}`: none is added.
+        assert_eq!(with_one_bos(t(&[1, 5, 6]), bos, true), t(&[1, 5, 6]));
+        // A model without BOS gets none.
+        assert_eq!(with_one_bos(t(&[5, 6]), bos, false), t(&[5, 6]));
+        assert_eq!(with_one_bos(t(&[]), bos, true), t(&[1]));
+    }
+
+    #[test]
+    fn nothing_is_evicted_when_the_job_fits_already() {
+        assert_eq!(plan_eviction(100, 60, &[(1, 20), (2, 20)]), Some(vec![]));
+    }
+
+    #[test]
+    fn the_fewest_largest_caches_are_evicted_when_that_makes_the_job_fit() {
+        // 60 + 10 + 30 + 20 = 120 > 100: dropping the 30-cell cache suffices.
+        assert_eq!(plan_eviction(100, 60, &[(0, 10), (1, 30), (2, 20)]), Some(vec![1]));
+        // 90 needed: all three must go, largest first.
+        assert_eq!(plan_eviction(100, 90, &[(0, 10), (1, 30), (2, 20)]), Some(vec![1, 2]));
+        assert_eq!(plan_eviction(100, 100, &[(0, 10), (1, 30), (2, 20)]), Some(vec![1, 2, 0]));
+    }
+
+    #[test]
+    fn nothing_is_evicted_when_the_job_would_still_not_fit() {
+        // Running sequences hold 90; the job needs 20 more: even with every
+        // idle cache gone it waits, and the caches stay.
+        assert_eq!(plan_eviction(100, 110, &[(0, 10), (1, 30)]), None);
+        assert_eq!(plan_eviction(100, 101, &[]), None);
+        // Empty caches are never "evicted".
+        assert_eq!(plan_eviction(100, 90, &[(0, 0), (1, 30)]), Some(vec![1]));
+    }
 }

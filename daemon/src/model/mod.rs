@@ -183,6 +183,8 @@ pub struct RuntimeConfig {
     pub batch_size: u32,
     pub queue_depth: usize,
     pub use_mlock: bool,
+    /// Loading still running after this is aborted (`model.load_timeout_secs`).
+    pub load_timeout: Duration,
 }
 
 enum State {

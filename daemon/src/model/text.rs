@@ -97,6 +97,48 @@ impl StopMatcher {
     }
 }
 
+/// The text of one generation: token bytes through [`Utf8Stream`] and
+/// [`StopMatcher`]. Once a stop sequence matched, nothing more comes out:
+/// not later tokens, not the bytes of a character left incomplete.
+#[derive(Debug)]
+pub struct TokenText {
+    utf8: Utf8Stream,
+    stop: StopMatcher,
+    stopped: bool,
+}
+
+impl TokenText {
+    pub fn new(stops: &[String]) -> Self {
+        TokenText { utf8: Utf8Stream::default(), stop: StopMatcher::new(stops), stopped: false }
+    }
+
+    /// Feeds the bytes of one token.
+    pub fn push(&mut self, bytes: &[u8]) -> StopStep {
+        if self.stopped {
+            return StopStep { emit: String::new(), stopped: true };
+        }
+        let text = self.utf8.push(bytes);
+        let step = self.stop.push(&text);
+        self.stopped = step.stopped;
+        step
+    }
+
+    /// The rest at the end of generation: held text and an incomplete
+    /// character (as U+FFFD), cut at a stop sequence; nothing after a stop.
+    pub fn finish(&mut self) -> String {
+        if self.stopped {
+            return String::new();
+        }
+        let tail = self.utf8.finish();
+        let step = self.stop.push(&tail);
+        self.stopped = step.stopped;
+        if step.stopped {
+            return step.emit;
+        }
+        step.emit + &self.stop.finish()
+    }
+}
+
 /// Length in bytes of the longest suffix of `text` that is a proper prefix of
 /// `stop`, measured on character boundaries.
 fn longest_suffix_prefix(text: &str, stop: &str) -> usize {
@@ -150,6 +192,31 @@ mod tests {
         assert_eq!(m.push("xxab"), StopStep { emit: "xx".into(), stopped: true });
         let mut none = StopMatcher::new(&[]);
         assert_eq!(none.push("abc"), StopStep { emit: "abc".into(), stopped: false });
+    }
+
+    #[test]
+    fn nothing_follows_a_stop_sequence_not_even_an_incomplete_character() {
+        let euro = "€".as_bytes();
+        // The stop and the first byte of a character arrive in one token.
+        let mut t = TokenText::new(&["User:".to_owned()]);
+        let mut bytes = b"Hi User:".to_vec();
+        bytes.push(euro[0]);
+        assert_eq!(t.push(&bytes), StopStep { emit: "Hi ".into(), stopped: true });
+        assert_eq!(t.push(&euro[1..]), StopStep { emit: String::new(), stopped: true });
+        assert_eq!(t.finish(), "");
+    }
+
+    #[test]
+    fn without_a_stop_the_end_releases_held_text_and_the_tail() {
+        let mut t = TokenText::new(&["User:".to_owned()]);
+        let mut bytes = b"Hi Us".to_vec();
+        bytes.push("€".as_bytes()[0]);
+        assert_eq!(t.push(&bytes), StopStep { emit: "Hi ".into(), stopped: false });
+        assert_eq!(t.finish(), "Us\u{FFFD}");
+        // A stop completed by the final flush still cuts.
+        let mut t = TokenText::new(&["\u{FFFD}".to_owned()]);
+        assert_eq!(t.push(&[b'a', 0xe2]).emit, "a");
+        assert_eq!(t.finish(), "");
     }
 
     #[test]
