@@ -19,6 +19,8 @@ use crate::engine::{AppDefinition, AppMode};
 use crate::model::{CancelFlag, ChatMessage, FinishReason, GenEvent, LocalModel, ModelError, ModelRuntime, Prompt, SamplingParams};
 use crate::store::{self, MessageOutcome, MessageStatus, NewMessage, Store, StoreError};
 
+pub mod features;
+
 /// Longest accepted query, in characters (the context is the real bound;
 /// this stops a client from making us tokenise megabytes first).
 pub const MAX_QUERY_CHARS: usize = 64 * 1024;
