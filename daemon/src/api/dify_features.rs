@@ -237,6 +237,9 @@ async fn upload(state: &ApiState, app: &AppDefinition, req: Request<Incoming>) -
     Ok(body::json(StatusCode::CREATED, &file_json(&stored)))
 }
 
+/// What Python's `urllib.parse.quote` leaves as it is in a file name.
+const FILENAME_SAFE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 /// Content types a browser would run: always served as a download (Dify's
 /// `enforce_download_for_html`).
 fn is_active_content(mime: &str) -> bool {
@@ -254,7 +257,7 @@ fn file_response(f: &UploadFile, bytes: Vec<u8>, as_attachment: bool) -> Respons
     let content_type = if attachment { octet } else { HeaderValue::from_str(&f.mime_type).unwrap_or(octet) };
     h.insert(header::CONTENT_TYPE, content_type);
     if attachment {
-        let encoded = percent_encoding::utf8_percent_encode(&f.name, percent_encoding::NON_ALPHANUMERIC);
+        let encoded = percent_encoding::utf8_percent_encode(&f.name, FILENAME_SAFE);
         if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename*=UTF-8''{encoded}")) {
             h.insert(header::CONTENT_DISPOSITION, v);
         }
