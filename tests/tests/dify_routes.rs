@@ -177,6 +177,15 @@ fn suggested_questions_are_refused_when_the_app_has_them_off() {
     assert_eq!(e["message"], "Function Suggested questions after answer disabled.");
     // An unknown message is still "not found" first, as in Dify.
     c.get(&format!("/v1/messages/{UNKNOWN}/suggested?user=alice")).expect_dify_error(404, "not_found");
+
+    // The admin import turns the feature on, at once.
+    let app = json!({"id": "demo", "name": "Demo chat", "mode": "chat", "suggested_questions_after_answer": {"enabled": true}});
+    assert_eq!(d.unix_client().post_json("/admin/v1/apps", &app).expect_json(201)["version"], 2, "a new version");
+    let s = c.get(&format!("/v1/messages/{msg}/suggested?user=alice")).expect_json(200);
+    assert_eq!(s["result"], "success");
+    assert!(!s["data"].as_array().unwrap().is_empty(), "{s}");
+    let bad = json!({"id": "demo", "name": "Demo chat", "mode": "chat", "suggested_questions_after_answer": {"enabled": "yes"}});
+    d.unix_client().post_json("/admin/v1/apps", &bad).expect_dify_error(400, "invalid_param");
 }
 
 #[test]
