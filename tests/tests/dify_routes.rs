@@ -172,9 +172,8 @@ fn suggested_questions_are_refused_when_the_app_has_them_off() {
     let c = d.client();
     let a = c.chat_blocking("Hello", "alice", None);
     let msg = a["message_id"].as_str().unwrap();
-    let e =
-        c.get(&format!("/v1/messages/{msg}/suggested?user=alice")).expect_dify_error(403, "app_suggested_questions_after_answer_disabled");
-    assert_eq!(e["message"], "Function Suggested questions after answer disabled.");
+    let e = c.get(&format!("/v1/messages/{msg}/suggested?user=alice")).expect_dify_error(400, "bad_request");
+    assert_eq!(e["message"], "Suggested Questions Is Disabled.");
     // An unknown message is still "not found" first, as in Dify.
     c.get(&format!("/v1/messages/{UNKNOWN}/suggested?user=alice")).expect_dify_error(404, "not_found");
 

@@ -297,7 +297,7 @@ mod tests {
         };
         assert_eq!(code(ApiError::NoFileUploaded), (400, "no_file_uploaded"));
         assert_eq!(code(ApiError::TooManyFiles), (400, "too_many_files"));
-        assert_eq!(code(FeatureError::SuggestionsDisabled.into()), (403, "app_suggested_questions_after_answer_disabled"));
+        assert_eq!(code(FeatureError::SuggestionsDisabled.into()), (400, "bad_request"));
         assert_eq!(code(FeatureError::FileTooLarge { limit: 1 }.into()), (413, "file_too_large"));
         assert_eq!(code(FeatureError::UnsupportedFileType { reason: String::new() }.into()), (415, "unsupported_file_type"));
         assert_eq!(code(FeatureError::FilenameMissing.into()), (400, "filename_not_exists_error"));

@@ -94,7 +94,9 @@ impl ApiError {
             ApiError::NoFileUploaded => m(S::BAD_REQUEST, "no_file_uploaded", self.to_string()),
             ApiError::TooManyFiles => m(S::BAD_REQUEST, "too_many_files", self.to_string()),
             ApiError::Feature(f) => match f {
-                FeatureError::SuggestionsDisabled => m(S::FORBIDDEN, "app_suggested_questions_after_answer_disabled", f.to_string()),
+                // Dify's service API raises werkzeug's BadRequest here (its newest
+                // main answers 403 app_suggested_questions_after_answer_disabled).
+                FeatureError::SuggestionsDisabled => m(S::BAD_REQUEST, "bad_request", f.to_string()),
                 FeatureError::FileTooLarge { .. } => m(S::PAYLOAD_TOO_LARGE, "file_too_large", f.to_string()),
                 FeatureError::UnsupportedFileType { .. } => m(S::UNSUPPORTED_MEDIA_TYPE, "unsupported_file_type", f.to_string()),
                 // Dify raises werkzeug's FilenameNotExistsError: its code is the class name.

@@ -21,7 +21,7 @@ pub use files::{check_upload, Upload, UploadMeta};
 /// Why a feature refused a request, or could not keep its bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum FeatureError {
-    #[error("Function Suggested questions after answer disabled.")]
+    #[error("Suggested Questions Is Disabled.")]
     SuggestionsDisabled,
     #[error("File size exceeded. The file is larger than {limit} bytes.")]
     FileTooLarge { limit: u64 },
