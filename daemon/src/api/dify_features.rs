@@ -200,7 +200,8 @@ async fn upload(state: &ApiState, app: &AppDefinition, req: Request<Incoming>) -
     while let Some(mut field) = form.next_field().await.map_err(|e| multipart_error(e, limit))? {
         let name = field.name().unwrap_or("").to_owned();
         if field.file_name().is_none() {
-            if name == "user" {
+            // The first `user` counts, as with Flask's `request.form.get`.
+            if name == "user" && user.is_none() {
                 user = Some(field.text().await.map_err(|e| multipart_error(e, limit))?);
                 continue;
             }
@@ -219,8 +220,9 @@ async fn upload(state: &ApiState, app: &AppDefinition, req: Request<Incoming>) -
                         up.write(&chunk).await?;
                     }
                 }
+                let streamed = started.is_ok();
                 file = Some(started);
-                if file.as_ref().is_some_and(Result::is_ok) {
+                if streamed {
                     continue;
                 }
             }
