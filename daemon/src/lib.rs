@@ -116,6 +116,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
     let state = Arc::new(ApiState {
         service: Arc::clone(&service),
         limits: settings.server.clone(),
+        files: settings.files.clone(),
         tcp_addr,
         started: exec_start,
         admin_gid,

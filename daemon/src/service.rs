@@ -20,6 +20,8 @@ use crate::store::{self, NewMessage, Store, StoreError};
 use run::{Persist, RunSpec, Runs};
 pub use run::{Run, RunEvent, Usage};
 
+pub mod features;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("{0}")]

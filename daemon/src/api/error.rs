@@ -5,6 +5,7 @@
 use http::StatusCode;
 
 use crate::model::ModelError;
+use crate::service::features::FeatureError;
 use crate::service::ServiceError;
 use crate::store::StoreError;
 
@@ -40,6 +41,13 @@ pub enum ApiError {
     BodyRead(String),
     #[error("encoding the response: {0}")]
     Encode(String),
+    // Dify's file and feature routes (api/dify_features.rs).
+    #[error("Please upload your file.")]
+    NoFileUploaded,
+    #[error("Only one file is allowed.")]
+    TooManyFiles,
+    #[error(transparent)]
+    Feature(#[from] FeatureError),
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -83,6 +91,22 @@ impl ApiError {
             ApiError::NotFound(_) => m(S::NOT_FOUND, "not_found", self.to_string()),
             ApiError::Timeout { .. } => m(S::GATEWAY_TIMEOUT, "request_timeout", self.to_string()),
             ApiError::Encode(_) => m(S::INTERNAL_SERVER_ERROR, "internal_server_error", self.to_string()),
+            ApiError::NoFileUploaded => m(S::BAD_REQUEST, "no_file_uploaded", self.to_string()),
+            ApiError::TooManyFiles => m(S::BAD_REQUEST, "too_many_files", self.to_string()),
+            ApiError::Feature(f) => match f {
+                // Dify's service API raises werkzeug's BadRequest here (its newest
+                // main answers 403 app_suggested_questions_after_answer_disabled).
+                FeatureError::SuggestionsDisabled => m(S::BAD_REQUEST, "bad_request", f.to_string()),
+                FeatureError::FileTooLarge { .. } => m(S::PAYLOAD_TOO_LARGE, "file_too_large", f.to_string()),
+                FeatureError::UnsupportedFileType { .. } => m(S::UNSUPPORTED_MEDIA_TYPE, "unsupported_file_type", f.to_string()),
+                // Dify raises werkzeug's FilenameNotExistsError: its code is the class name.
+                FeatureError::FilenameMissing => m(S::BAD_REQUEST, "filename_not_exists_error", f.to_string()),
+                FeatureError::FilenameInvalid => m(S::BAD_REQUEST, "invalid_param", f.to_string()),
+                FeatureError::FileNotFound { .. } => m(S::NOT_FOUND, "file_not_found", f.to_string()),
+                FeatureError::Io { .. } => {
+                    m(S::INTERNAL_SERVER_ERROR, "internal_server_error", "internal error storing the file; see the daemon log".into())
+                }
+            },
             ApiError::Service(s) => match s {
                 ServiceError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", s.to_string()),
                 ServiceError::ConversationNotFound | ServiceError::MessageNotFound => m(S::NOT_FOUND, "not_found", s.to_string()),

@@ -8,6 +8,7 @@
 mod admin;
 pub mod body;
 mod dify;
+mod dify_features;
 pub mod error;
 mod listen;
 mod openai;
@@ -20,7 +21,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::config::ServerSettings;
+use crate::config::{FilesSettings, ServerSettings};
 use crate::engine::AppDefinition;
 use crate::service::{KeyLookup, Service};
 use body::Body;
@@ -41,6 +42,8 @@ pub enum Peer {
 pub struct ApiState {
     pub service: Arc<Service>,
     pub limits: ServerSettings,
+    /// Where uploads go and how large they may be.
+    pub files: FilesSettings,
     /// The bound TCP address (differs from `limits.listen` for port 0).
     pub tcp_addr: Option<SocketAddr>,
     pub started: Instant,
@@ -114,6 +117,10 @@ async fn route(state: &Arc<ApiState>, peer: &Arc<Peer>, req: Request<Incoming>) 
         }
         ["v1", rest @ ..] => {
             let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
+            if dify_features::is_route(&rest) {
+                let app = authenticate(state, &req).await?;
+                return dify_features::route(state, app, &rest, req).await;
+            }
             if !dify::is_route(&rest) {
                 return Err(ApiError::NoRoute);
             }

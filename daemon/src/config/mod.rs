@@ -46,6 +46,8 @@
 //! | `server.shutdown_grace_secs` | `30` | 0 ..= 600 |
 //! | `server.sse_ping_secs` | `10` | 1 ..= 300 |
 //! | `store.path` | `"/var/lib/edgeai/edgeai.db"` | a non-empty path |
+//! | `files.dir` | `""` (`files/` next to `store.path`) | directory of the files uploaded through `POST /v1/files/upload` |
+//! | `files.max_file_bytes` | `15728640` (15 MiB, Dify's limit) | 1 ..= 1073741824; a larger upload gets 413 `file_too_large` |
 //! | `model.enabled` | `true` | `false` runs without a model: every model call answers 503 |
 //! | `model.name` | `"smollm2-135m-instruct"` | non-empty, `A-Z a-z 0-9 . _ : -` |
 //! | `model.path` | `"/var/lib/edgeai/models/SmolLM2-135M-Instruct.Q4_1.gguf"` | a non-empty path; not checked here (a missing model leaves the daemon up answering 503) |
@@ -171,6 +173,7 @@ impl fmt::Display for ProblemLines<'_> {
 pub struct Settings {
     pub server: ServerSettings,
     pub store: StoreSettings,
+    pub files: FilesSettings,
     pub model: ModelSettings,
     pub log: LogSettings,
     pub dev: DevSettings,
@@ -231,6 +234,21 @@ pub struct StoreSettings {
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings { path: PathBuf::from("/var/lib/edgeai/edgeai.db") }
+    }
+}
+
+/// Uploaded files (`[files]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilesSettings {
+    /// `files.dir`; `""` in a file means `files/` next to `store.path`.
+    pub dir: PathBuf,
+    /// `files.max_file_bytes`: the largest accepted upload.
+    pub max_file_bytes: u64,
+}
+
+impl Default for FilesSettings {
+    fn default() -> Self {
+        FilesSettings { dir: PathBuf::from("/var/lib/edgeai/files"), max_file_bytes: 15 << 20 }
     }
 }
 
@@ -333,6 +351,7 @@ impl Settings {
             None => out.push_str("socket: disabled\n"),
         }
         out.push_str(&format!("store: {}\n", self.store.path.display()));
+        out.push_str(&format!("files: {} (at most {} bytes each)\n", self.files.dir.display(), self.files.max_file_bytes));
         let m = &self.model;
         if m.enabled {
             let threads = m.threads.map_or_else(|| "auto".to_owned(), |t| t.to_string());

@@ -71,6 +71,13 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
         s.store.path = path;
     }
 
+    // Unset or "": `files/` next to the store, wherever the store is.
+    s.files.dir = match r.optional_path("files", "dir").flatten() {
+        Some(dir) => dir,
+        None => s.store.path.parent().unwrap_or(std::path::Path::new("")).join("files"),
+    };
+    r.int("files", "max_file_bytes", 1..=1 << 30, &mut s.files.max_file_bytes);
+
     let m = &mut s.model;
     r.bool("model", "enabled", &mut m.enabled);
     if let Some(name) = r.model_name("model", "name") {

@@ -262,6 +262,24 @@ fn relative_paths_resolve_against_their_own_file() {
 }
 
 #[test]
+fn files_dir_follows_the_store_unless_set() {
+    let (_r, _p, s) = load_text("[store]\npath = \"/srv/edgeai/state.db\"\n");
+    let s = s.expect("load");
+    assert_eq!(s.files.dir, PathBuf::from("/srv/edgeai/files"));
+    assert_eq!(s.files.max_file_bytes, 15 << 20);
+    let (_r, _p, s) = load_text("[store]\npath = \"/srv/edgeai/state.db\"\n[files]\ndir = \"\"\n");
+    assert_eq!(s.expect("load").files.dir, PathBuf::from("/srv/edgeai/files"), "\"\" is next to the store");
+    let (_r, path, s) = load_text("[files]\ndir = \"uploads\"\nmax_file_bytes = 4096\n");
+    let s = s.expect("load");
+    assert_eq!(s.files.dir, path.parent().expect("dir").join("uploads"), "relative to its file");
+    assert_eq!(s.files.max_file_bytes, 4096);
+    let p = problem(load_text("[files]\nmax_file_bytes = 0\n").2);
+    assert_eq!(p.key, "files.max_file_bytes");
+    let p = problem(load_text("[files]\nsize = 1\n").2);
+    assert_eq!(p.key, "files.size");
+}
+
+#[test]
 fn relative_config_file_still_gives_absolute_paths() {
     let root = Root::new();
     root.write("dev/edgeai.toml", "[store]\npath = \"../run/edgeai.db\"\n");

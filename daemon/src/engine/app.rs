@@ -116,6 +116,10 @@ pub struct AppDefinition {
     pub opening_statement: String,
     #[serde(default)]
     pub suggested_questions: Vec<String>,
+    /// Dify's "suggested questions after answer": when enabled, `GET
+    /// /v1/messages/{id}/suggested` asks the model for follow-up questions.
+    #[serde(default)]
+    pub suggested_questions_after_answer: Feature,
     #[serde(default)]
     pub user_input_form: Vec<FormField>,
     #[serde(default)]
@@ -123,6 +127,14 @@ pub struct AppDefinition {
     /// Dify's memory window: at most this many earlier turns are sent.
     #[serde(default = "default_history_turns")]
     pub history_turns: u32,
+}
+
+/// An app feature that is on or off, in Dify's shape `{"enabled": true}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feature {
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 fn default_history_turns() -> u32 {
@@ -203,6 +215,20 @@ mod tests {
         assert!(a.validate().is_empty());
         assert_eq!(a.history_turns, 10);
         assert_eq!(a.completion_params.max_tokens, 256);
+        assert!(!a.suggested_questions_after_answer.enabled);
+    }
+
+    #[test]
+    fn suggested_questions_after_answer_takes_difys_shape() {
+        let a: AppDefinition = serde_json::from_value(serde_json::json!(
+            {"id": "s", "name": "S", "mode": "chat", "suggested_questions_after_answer": {"enabled": true}}
+        ))
+        .expect("feature on");
+        assert!(a.suggested_questions_after_answer.enabled);
+        let bad: Result<AppDefinition, _> = serde_json::from_value(serde_json::json!(
+            {"id": "s", "name": "S", "mode": "chat", "suggested_questions_after_answer": {"enabled": true, "prompt": "x"}}
+        ));
+        assert!(bad.is_err(), "unknown feature keys are refused");
     }
 
     #[test]

@@ -431,6 +431,66 @@ impl Store {
     }
 }
 
+/// One feedback of an app, for Dify's `GET /app/feedbacks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppFeedback {
+    /// The message rated (one feedback per message).
+    pub message_id: String,
+    /// Its conversation, if any.
+    pub conversation_id: Option<String>,
+    /// The end user who rated it.
+    pub user: String,
+    /// Like or dislike.
+    pub rating: Rating,
+    /// Optional free text.
+    pub content: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+impl Store {
+    /// The feedbacks on `app_id`'s messages, newest first, `limit` per page
+    /// (1-based `page`). `limit` must be 1..=101 (Dify's bound).
+    pub async fn list_app_feedbacks(&self, app_id: &str, page: u32, limit: u32) -> Result<Vec<AppFeedback>, StoreError> {
+        if page == 0 {
+            return Err(StoreError::InvalidArgument { field: "page", reason: "must be at least 1".into() });
+        }
+        if !(1..=101).contains(&limit) {
+            return Err(StoreError::InvalidArgument { field: "limit", reason: format!("{limit} is outside 1..=101") });
+        }
+        let app_id = app_id.to_owned();
+        let offset = i64::from(page - 1) * i64::from(limit);
+        self.read("list app feedbacks", move |conn| {
+            let op = "list app feedbacks";
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT f.message_id, m.conversation_id, f.user, f.rating, f.content, f.created_at, f.updated_at
+                       FROM feedbacks f JOIN messages m ON m.id = f.message_id
+                      WHERE m.app_id = ?1
+                      ORDER BY f.created_at DESC, f.rowid DESC LIMIT ?2 OFFSET ?3",
+                )
+                .map_err(sql(op))?;
+            let rows = stmt
+                .query_map(params![app_id, limit, offset], |row| {
+                    Ok(AppFeedback {
+                        message_id: row.get(0)?,
+                        conversation_id: row.get(1)?,
+                        user: row.get(2)?,
+                        rating: row.get(3)?,
+                        content: row.get(4)?,
+                        created_at: row.get(5)?,
+                        updated_at: row.get(6)?,
+                    })
+                })
+                .map_err(sql(op))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(sql(op))
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,6 +718,32 @@ mod tests {
 
         let err = store.set_feedback("a1", "u1", "ghost", Some(Rating::Like), None).await.expect_err("unknown");
         assert!(matches!(err, StoreError::NotFound { what: "message", .. }), "{err:?}");
+        store.close().await.expect("close");
+    }
+
+    #[tokio::test]
+    async fn app_feedbacks_page_newest_first_within_the_app() {
+        let TestStore { store, _dir } = open_store();
+        let c = setup(&store).await;
+        store.put_app("a2", "B", "chat", "{}", "config").await.expect("app");
+        for id in ["m1", "m2", "m3"] {
+            say(&store, &c, id, "a", MessageStatus::Normal).await;
+        }
+        store.set_feedback("a1", "u1", "m1", Some(Rating::Like), Some("good")).await.expect("fb");
+        store.set_feedback("a1", "u1", "m3", Some(Rating::Dislike), None).await.expect("fb");
+        let all = store.list_app_feedbacks("a1", 1, 20).await.expect("list");
+        let ids: Vec<&str> = all.iter().map(|f| f.message_id.as_str()).collect();
+        assert_eq!(ids, ["m3", "m1"], "newest first");
+        assert_eq!(all[1].rating, Rating::Like);
+        assert_eq!(all[1].content.as_deref(), Some("good"));
+        assert_eq!(all[1].conversation_id.as_deref(), Some(c.as_str()));
+        assert_eq!(store.list_app_feedbacks("a1", 2, 1).await.expect("page 2")[0].message_id, "m1");
+        assert!(store.list_app_feedbacks("a1", 3, 1).await.expect("past the end").is_empty());
+        assert!(store.list_app_feedbacks("a2", 1, 20).await.expect("other app").is_empty());
+        for (page, limit) in [(0, 20), (1, 0), (1, 102)] {
+            let err = store.list_app_feedbacks("a1", page, limit).await.expect_err("bad page");
+            assert!(matches!(err, StoreError::InvalidArgument { .. }), "{err:?}");
+        }
         store.close().await.expect("close");
     }
 

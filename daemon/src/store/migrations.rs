@@ -20,7 +20,7 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order. Append only: a released migration never changes.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration { version: 1, sql: V1 }];
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration { version: 1, sql: V1 }, Migration { version: 2, sql: V2 }];
 
 /// Schema v1. Closed sets owned by Rust enums (message status, rating) are
 /// also `CHECK`ed here; open-ended sets (app mode, version source) are
@@ -91,6 +91,22 @@ CREATE TABLE feedbacks (
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
+";
+
+/// Schema v2: files uploaded through the Service API (`POST /v1/files/upload`).
+/// The bytes live in `files.dir` under the row's id; the row says whose they are.
+const V2: &str = r"
+CREATE TABLE upload_files (
+    id         TEXT    NOT NULL PRIMARY KEY,
+    app_id     TEXT    NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    user       TEXT    NOT NULL,
+    name       TEXT    NOT NULL,
+    size       INTEGER NOT NULL CHECK (size >= 0),
+    extension  TEXT    NOT NULL,
+    mime_type  TEXT    NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX upload_files_by_app ON upload_files (app_id, created_at);
 ";
 
 /// The newest schema version `migrations` produce (0 for an empty list).
@@ -176,10 +192,13 @@ fn apply(conn: &mut Connection, migration: &Migration) -> Result<(), StoreError>
 mod tests {
     use super::*;
 
-    /// A second, test-only migration: lets the tests migrate a non-empty v1
-    /// database the way a future release will.
-    const WITH_V2: &[Migration] =
-        &[Migration { version: 1, sql: V1 }, Migration { version: 2, sql: "ALTER TABLE apps ADD COLUMN description TEXT;" }];
+    /// A test-only migration after the real ones: lets the tests migrate a
+    /// non-empty database the way a future release will.
+    const WITH_V3: &[Migration] = &[
+        Migration { version: 1, sql: V1 },
+        Migration { version: 2, sql: V2 },
+        Migration { version: 3, sql: "ALTER TABLE apps ADD COLUMN description TEXT;" },
+    ];
 
     fn open(path: &Path) -> Connection {
         Connection::open(path).expect("open test db")
@@ -190,11 +209,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
         let mut conn = open(&path);
-        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("migrate"), 1);
-        assert_eq!(schema_version(&conn).expect("version"), 1);
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("migrate"), 2);
+        assert_eq!(schema_version(&conn).expect("version"), 2);
         assert!(!backup_path(&path, 1).exists());
         // Every table exists.
-        for table in ["apps", "app_versions", "api_keys", "conversations", "messages", "feedbacks"] {
+        for table in ["apps", "app_versions", "api_keys", "conversations", "messages", "feedbacks", "upload_files"] {
             let n: i64 = conn
                 .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))
                 .expect("query");
@@ -208,7 +227,7 @@ mod tests {
         let path = dir.path().join("s.db");
         let mut conn = open(&path);
         migrate(&mut conn, &path, MIGRATIONS).expect("first");
-        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("second"), 1);
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("second"), 2);
         assert!(!backup_path(&path, 1).exists());
     }
 
@@ -217,12 +236,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
         let mut conn = open(&path);
-        migrate(&mut conn, &path, &WITH_V2[..1]).expect("v1");
+        migrate(&mut conn, &path, &WITH_V3[..1]).expect("v1");
         conn.execute("INSERT INTO apps VALUES ('a1', 'App', 'chat', 1, 0, 0)", []).expect("insert");
-        assert_eq!(migrate(&mut conn, &path, WITH_V2).expect("v2"), 2);
+        assert_eq!(migrate(&mut conn, &path, WITH_V3).expect("v3"), 3);
 
+        // One backup, of the state before the first migration that ran.
         let backup = backup_path(&path, 2);
         assert!(backup.exists(), "backup {} missing", backup.display());
+        assert!(!backup_path(&path, 3).exists());
         let old = open(&backup);
         assert_eq!(schema_version(&old).expect("version"), 1);
         let name: String = old.query_row("SELECT name FROM apps WHERE id = 'a1'", [], |r| r.get(0)).expect("row in backup");
@@ -255,20 +276,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
         let mut conn = open(&path);
-        migrate(&mut conn, &path, WITH_V2).expect("v2");
+        migrate(&mut conn, &path, WITH_V3).expect("v3");
         let err = migrate(&mut conn, &path, MIGRATIONS).expect_err("too new");
-        assert!(matches!(err, StoreError::SchemaTooNew { found: 2, supported: 1 }), "{err:?}");
+        assert!(matches!(err, StoreError::SchemaTooNew { found: 3, supported: 2 }), "{err:?}");
     }
 
     #[test]
     fn replaces_a_stale_backup_of_the_same_version() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
-        std::fs::write(backup_path(&path, 2), b"stale").expect("stale backup");
+        std::fs::write(backup_path(&path, 3), b"stale").expect("stale backup");
         let mut conn = open(&path);
-        migrate(&mut conn, &path, &WITH_V2[..1]).expect("v1");
-        migrate(&mut conn, &path, WITH_V2).expect("v2");
-        let old = open(&backup_path(&path, 2));
-        assert_eq!(schema_version(&old).expect("backup is a database"), 1);
+        migrate(&mut conn, &path, &WITH_V3[..1]).expect("v1");
+        migrate(&mut conn, &path, &WITH_V3[..2]).expect("v2");
+        migrate(&mut conn, &path, WITH_V3).expect("v3");
+        let old = open(&backup_path(&path, 3));
+        assert_eq!(schema_version(&old).expect("backup is a database"), 2);
     }
 }

@@ -18,6 +18,7 @@
 mod apps;
 mod conversations;
 mod error;
+mod files;
 mod keys;
 mod messages;
 mod migrations;
@@ -38,8 +39,9 @@ use tokio::sync::{oneshot, Semaphore};
 pub use apps::{AppVersion, StoredApp};
 pub use conversations::{Conversation, ConversationSort};
 pub use error::StoreError;
+pub use files::{NewUploadFile, UploadFile};
 pub use keys::ApiKeyInfo;
-pub use messages::{Feedback, Message, MessageOutcome, MessageStatus, NewMessage, Rating};
+pub use messages::{AppFeedback, Feedback, Message, MessageOutcome, MessageStatus, NewMessage, Rating};
 pub use writer::WriterProgress;
 
 use error::sql;

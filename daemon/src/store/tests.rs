@@ -30,13 +30,13 @@ async fn open_creates_migrates_and_reopens_idempotently() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("edgeai.db");
     let (store, report) = Store::open(&path).expect("open");
-    assert_eq!(report, OpenReport { schema_version: 1, recovered_messages: 0 });
+    assert_eq!(report, OpenReport { schema_version: 2, recovered_messages: 0 });
     assert!(path.exists());
     store.put_app("a1", "A", "chat", "{}", "config").await.expect("app");
     store.close().await.expect("close");
 
     let (store, report) = Store::open(&path).expect("reopen");
-    assert_eq!(report, OpenReport { schema_version: 1, recovered_messages: 0 });
+    assert_eq!(report, OpenReport { schema_version: 2, recovered_messages: 0 });
     assert_eq!(store.list_apps().await.expect("list").len(), 1);
     store.close().await.expect("close");
     assert!(!backup_path(&path, 1).exists(), "no backup for a migration of an empty file");
@@ -78,21 +78,24 @@ async fn migrating_a_non_empty_older_store_writes_a_backup_first() {
     store.put_app("a1", "A", "chat", "{}", "config").await.expect("app");
     store.close().await.expect("close");
 
-    let with_v2 = [Migration { version: 1, sql: MIGRATIONS[0].sql }, Migration { version: 2, sql: "CREATE TABLE extra (x INTEGER);" }];
-    let (store, report) = Store::open_migrating(&path, StoreOptions::default(), &with_v2).expect("open v2");
-    assert_eq!(report.schema_version, 2);
+    let mut with_next: Vec<Migration> = MIGRATIONS.iter().map(|m| Migration { version: m.version, sql: m.sql }).collect();
+    let current = with_next.len() as u32;
+    let next = current + 1;
+    with_next.push(Migration { version: next, sql: "CREATE TABLE extra (x INTEGER);" });
+    let (store, report) = Store::open_migrating(&path, StoreOptions::default(), &with_next).expect("open next");
+    assert_eq!(report.schema_version, next);
     assert_eq!(store.list_apps().await.expect("list").len(), 1);
     store.close().await.expect("close");
-    let backup = backup_path(&path, 2);
+    let backup = backup_path(&path, next);
     assert!(backup.exists());
-    let (old, report) = Store::open(&backup).expect("the backup is a v1 store");
-    assert_eq!(report.schema_version, 1);
+    let (old, report) = Store::open(&backup).expect("the backup is a current store");
+    assert_eq!(report.schema_version, current);
     assert_eq!(old.list_apps().await.expect("list")[0].id, "a1");
     old.close().await.expect("close");
 
-    // This daemon (v1) refuses the migrated file instead of misreading it.
+    // This daemon refuses the migrated file instead of misreading it.
     let err = Store::open(&path).expect_err("too new");
-    assert!(matches!(err, StoreError::SchemaTooNew { found: 2, supported: 1 }), "{err:?}");
+    assert!(matches!(err, StoreError::SchemaTooNew { found, supported } if found == next && supported == current), "{err:?}");
 }
 
 #[tokio::test]
