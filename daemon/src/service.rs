@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
@@ -31,6 +31,12 @@ pub enum ServiceError {
     InvalidParam(String),
     #[error("Conversation Not Exists.")]
     ConversationNotFound,
+    /// `last_id` of a conversation page that does not exist.
+    #[error("Last Conversation Not Exists.")]
+    LastConversationNotFound,
+    /// `first_id` of a message page that does not exist.
+    #[error("First Message Not Exists.")]
+    FirstMessageNotFound,
     #[error("Message Not Exists.")]
     MessageNotFound,
     #[error("app {0:?} does not exist")]
@@ -59,6 +65,8 @@ pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub latency: Duration,
+    /// From the start of the run to its first text; `None` without text.
+    pub first_token: Option<Duration>,
 }
 
 /// What a running generation tells its front end.
@@ -83,6 +91,16 @@ pub struct Run {
     pub conversation_id: Option<String>,
     pub created_at: i64,
     pub events: mpsc::Receiver<RunEvent>,
+    /// Why the front end stopped listening, if it did (see [`Run::abandon`]).
+    left: Arc<OnceLock<String>>,
+}
+
+impl Run {
+    /// The front end stops listening: the run is cancelled and stored as
+    /// stopped with `reason` (instead of "client disconnected").
+    pub fn abandon(self, reason: String) {
+        let _ = self.left.set(reason);
+    }
 }
 
 /// A Dify chat or completion request after wire parsing.
@@ -213,7 +231,11 @@ impl Service {
         limit: u32,
         sort: store::ConversationSort,
     ) -> Result<(Vec<store::Conversation>, bool), ServiceError> {
-        self.store.list_conversations(&app.id, user, last_id, limit, sort).await.map_err(not_found_as(ServiceError::ConversationNotFound))
+        // Only `last_id` can be missing here.
+        self.store
+            .list_conversations(&app.id, user, last_id, limit, sort)
+            .await
+            .map_err(not_found_as(ServiceError::LastConversationNotFound))
     }
 
     pub async fn delete_conversation(&self, app: &AppDefinition, user: &str, id: &str) -> Result<(), ServiceError> {
@@ -259,10 +281,10 @@ impl Service {
         first_id: Option<&str>,
         limit: u32,
     ) -> Result<(Vec<store::Message>, bool), ServiceError> {
-        self.store
-            .list_messages(&app.id, user, conversation_id, first_id, limit)
-            .await
-            .map_err(not_found_as(ServiceError::ConversationNotFound))
+        self.store.list_messages(&app.id, user, conversation_id, first_id, limit).await.map_err(|e| match e {
+            StoreError::NotFound { what: "message", .. } => ServiceError::FirstMessageNotFound,
+            other => not_found_as(ServiceError::ConversationNotFound)(other),
+        })
     }
 
     pub async fn feedback(
@@ -372,7 +394,7 @@ impl Service {
             cancel.cancel();
             return Err(e.into());
         }
-        let events = self.spawn_run(
+        let (events, left) = self.spawn_run(
             model,
             task_id.clone(),
             app.id.clone(),
@@ -381,7 +403,7 @@ impl Service {
             gen,
             Some((message_id.clone(), conversation_id.clone())),
         );
-        Ok(Run { task_id, message_id, conversation_id, created_at: now_secs(), events })
+        Ok(Run { task_id, message_id, conversation_id, created_at: now_secs(), events, left })
     }
 
     /// Starts an OpenAI-style completion: stateless, nothing stored.
@@ -396,12 +418,13 @@ impl Service {
         let cancel = CancelFlag::default();
         let gen = model.submit(prompt, req.params, cancel.clone())?;
         let task_id = new_id();
-        let events = self.spawn_run(model, task_id.clone(), app.id.clone(), String::new(), cancel, gen, None);
-        Ok(Run { task_id: task_id.clone(), message_id: task_id, conversation_id: None, created_at: now_secs(), events })
+        let (events, left) = self.spawn_run(model, task_id.clone(), app.id.clone(), String::new(), cancel, gen, None);
+        Ok(Run { task_id: task_id.clone(), message_id: task_id, conversation_id: None, created_at: now_secs(), events, left })
     }
 
     /// Runs one generation to its end in a task of its own and returns the
-    /// front end's event stream. `persist` carries (message_id, conversation).
+    /// front end's event stream, and where the front end leaves its reason
+    /// for abandoning it. `persist` carries (message_id, conversation).
     #[allow(clippy::too_many_arguments)]
     fn spawn_run(
         &self,
@@ -412,8 +435,10 @@ impl Service {
         cancel: CancelFlag,
         mut gen: mpsc::Receiver<GenEvent>,
         persist: Option<(String, Option<String>)>,
-    ) -> mpsc::Receiver<RunEvent> {
+    ) -> (mpsc::Receiver<RunEvent>, Arc<OnceLock<String>>) {
         let (tx, rx) = mpsc::channel(64);
+        let left: Arc<OnceLock<String>> = Arc::default();
+        let reason = Arc::clone(&left);
         if let Ok(mut t) = self.tasks.lock() {
             t.insert(task_id.clone(), TaskEntry { app_id, user, cancel: cancel.clone() });
         }
@@ -428,6 +453,7 @@ impl Service {
             let mut client_gone = false;
             let mut outcome: Option<(FinishReason, u32, u32)> = None;
             let mut failure: Option<String> = None;
+            let mut first_token: Option<Duration> = None;
             loop {
                 let ev = tokio::select! {
                     ev = gen.recv() => match ev {
@@ -446,6 +472,7 @@ impl Service {
                 match ev {
                     GenEvent::Started { .. } => {}
                     GenEvent::Text(t) => {
+                        first_token.get_or_insert_with(|| started.elapsed());
                         answer.push_str(&t);
                         if !client_gone && tx.send(RunEvent::Text(t)).await.is_err() {
                             // The client went away: stop generating, keep what we have.
@@ -464,7 +491,9 @@ impl Service {
             let (finish, prompt_tokens, completion_tokens) = outcome.unwrap_or((FinishReason::Cancelled, 0, 0));
             let (status, error) = match (&failure, finish, client_gone) {
                 (Some(e), _, _) => (MessageStatus::Error, Some(e.clone())),
-                (None, FinishReason::Cancelled, true) => (MessageStatus::Stopped, Some("client disconnected".to_owned())),
+                (None, FinishReason::Cancelled, true) => {
+                    (MessageStatus::Stopped, Some(reason.get().cloned().unwrap_or_else(|| "client disconnected".to_owned())))
+                }
                 (None, FinishReason::Cancelled, false) if outcome.is_none() => {
                     (MessageStatus::Error, Some("the inference thread ended the request without an answer".to_owned()))
                 }
@@ -494,12 +523,12 @@ impl Service {
             }
             let last = match failure {
                 Some(message) => RunEvent::Failed { message },
-                None => RunEvent::End { usage: Usage { prompt_tokens, completion_tokens, latency }, finish },
+                None => RunEvent::End { usage: Usage { prompt_tokens, completion_tokens, latency, first_token }, finish },
             };
             let _ = tx.send(last).await;
-            tracing::info!(task_id = %task_id, prompt_tokens, completion_tokens, latency_ms = latency.as_millis() as u64, status = ?status, "run finished");
+            tracing::info!(task_id = %task_id, prompt_tokens, completion_tokens, latency_ms = latency.as_millis() as u64, status = ?status, error = error.as_deref().unwrap_or(""), "run finished");
         });
-        rx
+        (rx, left)
     }
 
     /// Dify's stop: cancels the task if it belongs to this app and user;

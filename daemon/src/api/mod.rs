@@ -9,8 +9,10 @@ mod admin;
 pub mod body;
 mod dify;
 pub mod error;
+mod events;
 mod listen;
 mod openai;
+mod stall;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -144,11 +146,25 @@ fn ready(state: &ApiState) -> Response<Body> {
     }
 }
 
-/// The app behind a `Bearer app-…` key.
+/// The app behind a `Bearer app-…` key. As in Dify, the scheme is
+/// case-insensitive and a key whose app is gone is 403.
 async fn authenticate(state: &ApiState, req: &Request<Incoming>) -> Result<Arc<AppDefinition>, ApiError> {
     let header = req.headers().get(http::header::AUTHORIZATION).ok_or(ApiError::MissingKey)?;
     let value = header.to_str().map_err(|_| ApiError::MissingKey)?;
-    let token = value.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()).ok_or(ApiError::MissingKey)?;
+    let token = bearer_token(value)?;
     let key = state.service.store.authenticate(token).await?.ok_or(ApiError::InvalidKey)?;
-    state.service.app(&key.app_id).ok_or(ApiError::AppUnavailable)
+    state.service.app(&key.app_id).ok_or(ApiError::AppGone)
+}
+
+/// The token of an `Authorization` value: scheme `Bearer` in any case,
+/// whitespace, the token.
+fn bearer_token(value: &str) -> Result<&str, ApiError> {
+    let (scheme, token) = value.trim().split_once(char::is_whitespace).ok_or(ApiError::MissingKey)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::NotBearer);
+    }
+    match token.trim() {
+        "" => Err(ApiError::MissingKey),
+        t => Ok(t),
+    }
 }
