@@ -438,6 +438,43 @@ mod tests {
         is_route(&p.split('/').map(str::to_owned).collect::<Vec<_>>())
     }
 
+    fn encoder(mode: AppMode) -> DifyEncoder {
+        let ids = RunIds { task_id: "t".into(), message_id: "m".into(), conversation_id: Some("c".into()), created_at: 7 };
+        DifyEncoder { mode, ids }
+    }
+
+    fn event(b: bytes::Bytes) -> Value {
+        let text = String::from_utf8(b.to_vec()).unwrap();
+        serde_json::from_str(text.strip_prefix("data: ").unwrap().trim_end()).unwrap()
+    }
+
+    #[test]
+    fn a_failed_generation_is_difys_error_event() {
+        let e: ApiError = crate::model::ModelError::Inference("decode failed".into()).into();
+        let v = event(encoder(AppMode::Chat).error(&e));
+        assert_eq!(
+            v,
+            json!({"event": "error", "task_id": "t", "conversation_id": "c", "message_id": "m", "created_at": 7,
+                   "status": 400, "code": "completion_request_error", "message": "inference failed: decode failed"})
+        );
+        // A completion app has no conversation, as in Dify's completion converter.
+        let v = event(encoder(AppMode::Completion).error(&e));
+        assert!(v.get("conversation_id").is_none(), "{v}");
+    }
+
+    #[test]
+    fn user_is_stringified_like_python_str() {
+        let u = |v: Value| serde_json::from_value::<UserArg>(v).map(UserArg::value).ok();
+        assert_eq!(u(json!("ann")), Some(Some("ann".into())));
+        assert_eq!(u(json!(42)), Some(Some("42".into())));
+        assert_eq!(u(json!(1.5)), Some(Some("1.5".into())));
+        assert_eq!(u(json!(true)), Some(Some("True".into())));
+        for falsy in [json!(null), json!(""), json!(0), json!(0.0), json!(false)] {
+            assert_eq!(u(falsy.clone()), Some(None), "{falsy}");
+        }
+        assert_eq!(u(json!([1])), None, "a list is not a user");
+    }
+
     #[test]
     fn known_routes_are_recognised_before_authentication() {
         for p in [
