@@ -67,12 +67,14 @@ pub async fn route(
             list_conversations(state, &app, query(&req)).await
         }
         (["conversations", id], &Method::DELETE) => {
+            require_mode(&app, AppMode::Chat)?;
             let b: UserBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
             let user = required_user(b.user)?;
             state.service.delete_conversation(&app, &user, id).await?;
             Ok(body::empty(StatusCode::NO_CONTENT))
         }
         (["conversations", id, "name"], &Method::POST) => {
+            require_mode(&app, AppMode::Chat)?;
             let b: RenameBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
             rename(state, &app, id, b).await
         }

@@ -128,6 +128,7 @@ async fn accept_unix(l: &Option<(UnixListener, PathBuf)>) -> std::io::Result<tok
 pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Future<Output = ()>, grace: Duration) -> usize {
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(state.limits.max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     tokio::pin!(shutdown);
     loop {
         let (io, peer) = tokio::select! {
@@ -149,10 +150,19 @@ pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Fu
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             tracing::warn!(limit = state.limits.max_connections, "connection limit reached; refusing a connection");
+            // Answering takes a moment; beyond MAX_REFUSALS at once the
+            // socket is just closed, so a flood cannot pile up sockets.
+            let Ok(slot) = Arc::clone(&refusals).try_acquire_owned() else { continue };
             let head_limit = state.limits.max_header_bytes;
             match io {
-                Conn::Tcp(s) => tokio::spawn(refuse(s, head_limit)),
-                Conn::Unix(s) => tokio::spawn(refuse(s, head_limit)),
+                Conn::Tcp(s) => tokio::spawn(async move {
+                    refuse(s, head_limit).await;
+                    drop(slot)
+                }),
+                Conn::Unix(s) => tokio::spawn(async move {
+                    refuse(s, head_limit).await;
+                    drop(slot)
+                }),
             };
             continue;
         };
@@ -212,6 +222,8 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
+/// Refusals answered at once (each holds its socket up to 2 × REFUSE_WAIT).
+const MAX_REFUSALS: usize = 64;
 /// How long a refused client may take to send its request head, and then
 /// to close after reading the 503.
 const REFUSE_WAIT: Duration = Duration::from_secs(2);
