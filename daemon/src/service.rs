@@ -28,6 +28,12 @@ pub enum ServiceError {
     InvalidParam(String),
     #[error("Conversation Not Exists.")]
     ConversationNotFound,
+    /// `last_id` of a conversation page that does not exist.
+    #[error("Last Conversation Not Exists.")]
+    LastConversationNotFound,
+    /// `first_id` of a message page that does not exist.
+    #[error("First Message Not Exists.")]
+    FirstMessageNotFound,
     #[error("Message Not Exists.")]
     MessageNotFound,
     #[error("app {0:?} does not exist")]
@@ -256,7 +262,11 @@ impl Service {
         limit: u32,
         sort: store::ConversationSort,
     ) -> Result<(Vec<store::Conversation>, bool), ServiceError> {
-        self.store.list_conversations(&app.id, user, last_id, limit, sort).await.map_err(not_found_as(ServiceError::ConversationNotFound))
+        // Only `last_id` can be missing here.
+        self.store
+            .list_conversations(&app.id, user, last_id, limit, sort)
+            .await
+            .map_err(not_found_as(ServiceError::LastConversationNotFound))
     }
 
     pub async fn delete_conversation(&self, app: &AppDefinition, user: &str, id: &str) -> Result<(), ServiceError> {
@@ -302,10 +312,10 @@ impl Service {
         first_id: Option<&str>,
         limit: u32,
     ) -> Result<(Vec<store::Message>, bool), ServiceError> {
-        self.store
-            .list_messages(&app.id, user, conversation_id, first_id, limit)
-            .await
-            .map_err(not_found_as(ServiceError::ConversationNotFound))
+        self.store.list_messages(&app.id, user, conversation_id, first_id, limit).await.map_err(|e| match e {
+            StoreError::NotFound { what: "message", .. } => ServiceError::FirstMessageNotFound,
+            other => not_found_as(ServiceError::ConversationNotFound)(other),
+        })
     }
 
     pub async fn feedback(
@@ -423,8 +433,8 @@ impl Service {
             user: turn.user,
             persist: Some(Persist { message_id: message_id.clone(), conversation_id: conversation_id.clone() }),
         };
-        let events = self.runs.spawn(self.store.clone(), model, spec, cancel, gen);
-        Ok(Run { task_id, message_id, conversation_id, created_at: now_secs(), events })
+        let (events, left) = self.runs.spawn(self.store.clone(), model, spec, cancel, gen);
+        Ok(Run { task_id, message_id, conversation_id, created_at: now_secs(), events, left })
     }
 
     /// Starts an OpenAI-style completion: stateless, nothing stored.
@@ -441,8 +451,8 @@ impl Service {
         let gen = model.submit(admission, prompt, req.params, cancel.clone())?;
         let task_id = new_id();
         let spec = RunSpec { task_id: task_id.clone(), app_id: app.id.clone(), user: String::new(), persist: None };
-        let events = self.runs.spawn(self.store.clone(), model, spec, cancel, gen);
-        Ok(Run { task_id: task_id.clone(), message_id: task_id, conversation_id: None, created_at: now_secs(), events })
+        let (events, left) = self.runs.spawn(self.store.clone(), model, spec, cancel, gen);
+        Ok(Run { task_id: task_id.clone(), message_id: task_id, conversation_id: None, created_at: now_secs(), events, left })
     }
 
     /// Dify's stop: cancels the task if it belongs to this app and user

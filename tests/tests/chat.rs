@@ -163,9 +163,15 @@ fn completion_app_blocking_streaming_and_mode_errors() {
     // A required input is missing.
     comp.post_json("/v1/completion-messages", &json!({"inputs": {}, "user": "zoe", "response_mode": "blocking"}))
         .expect_dify_error(400, "invalid_param");
-    // Each route only serves its own app mode.
-    comp.post_json("/v1/chat-messages", &edgeai_tests::chat_body("hi", "zoe", "blocking", None)).expect_dify_error(400, "not_chat_app");
-    chat.post_json("/v1/completion-messages", &completion_body(text, "zoe", "blocking")).expect_dify_error(400, "not_completion_app");
+    // Each route only serves its own app mode, with Dify's answers: a chat
+    // route on a completion app is not_chat_app, the reverse app_unavailable.
+    let e =
+        comp.post_json("/v1/chat-messages", &edgeai_tests::chat_body("hi", "zoe", "blocking", None)).expect_dify_error(400, "not_chat_app");
+    assert_eq!(e["message"], "Please check if your app mode matches the right API route.");
+    comp.get("/v1/conversations?user=zoe").expect_dify_error(400, "not_chat_app");
+    let e = chat.post_json("/v1/completion-messages", &completion_body(text, "zoe", "blocking")).expect_dify_error(400, "app_unavailable");
+    assert_eq!(e["message"], "App unavailable, please check your app configurations.");
+    chat.post_json("/v1/completion-messages/some-task/stop", &json!({"user": "zoe"})).expect_dify_error(400, "app_unavailable");
 }
 
 #[test]

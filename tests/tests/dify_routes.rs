@@ -71,6 +71,7 @@ fn suggested_questions_feedbacks_site_and_speech() {
     let c = d.client();
     let (_, plain_key) = d.admin().create_key("summarise");
     let completion = c.with_key(&plain_key);
+    assert_eq!(c.get("/v1/parameters").expect_json(200)["suggested_questions_after_answer"], json!({"enabled": true}));
 
     // Suggested questions after an answer, asked of the model.
     let a = c.chat_blocking("What is a PLC?", "alice", None);
@@ -170,6 +171,7 @@ fn suggested_questions_feedbacks_site_and_speech() {
 fn suggested_questions_are_refused_when_the_app_has_them_off() {
     let d = DaemonBuilder::new().start();
     let c = d.client();
+    assert_eq!(c.get("/v1/parameters").expect_json(200)["suggested_questions_after_answer"], json!({"enabled": false}));
     let a = c.chat_blocking("Hello", "alice", None);
     let msg = a["message_id"].as_str().unwrap();
     let e = c.get(&format!("/v1/messages/{msg}/suggested?user=alice")).expect_dify_error(400, "bad_request");

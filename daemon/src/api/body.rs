@@ -78,9 +78,13 @@ pub fn openai_error(e: &ApiError) -> Response<Body> {
     r
 }
 
+/// Retry-After when the error has one; `WWW-Authenticate` on 401, as Dify.
 fn add_retry_after(r: &mut Response<Body>, secs: Option<u32>) {
     if let Some(s) = secs {
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    if r.status() == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"api\""));
     }
 }
 

@@ -1,7 +1,9 @@
 //! Dify's Service API (`/v1/...` with an app key): chat and completion
 //! messages in blocking and streaming mode with Dify's SSE events, stop,
 //! conversations, messages, feedback, and the app's parameters/info/meta.
-//! Field names and event order follow Dify's public API reference.
+//! Field names, event order and errors follow Dify's service API controllers
+//! and response converters. The run's events are consumed by `events`; this
+//! module is Dify's [`Encoder`] for them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,10 +15,12 @@ use serde_json::{json, Map, Value};
 
 use super::body::{self, Body};
 use super::error::ApiError;
+use super::events::{self, Collected, Encoder, StreamLimits};
+use super::stall::StallFlag;
 use super::ApiState;
 use crate::engine::{AppDefinition, AppMode};
 use crate::model::FinishReason;
-use crate::service::{AppRequest, Run, RunEvent, Usage};
+use crate::service::{AppRequest, Run, Usage};
 use crate::store::{Conversation, ConversationSort, Message, Rating};
 
 /// Whether `rest` (the path after `/v1/`) is one of the Dify routes, so an
@@ -52,23 +56,32 @@ pub async fn route(
         (["chat-messages"], &Method::POST) => send_message(state, app, req, AppMode::Chat).await,
         (["completion-messages"], &Method::POST) => send_message(state, app, req, AppMode::Completion).await,
         (["chat-messages", task, "stop"] | ["completion-messages", task, "stop"], &Method::POST) => {
+            require_mode(&app, if r[0] == "chat-messages" { AppMode::Chat } else { AppMode::Completion })?;
             let b: UserBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
             let user = required_user(b.user)?;
             state.service.stop(&app.id, &user, task);
             Ok(body::json(StatusCode::OK, &json!({"result": "success"})))
         }
-        (["conversations"], &Method::GET) => list_conversations(state, &app, query(&req)).await,
+        (["conversations"], &Method::GET) => {
+            require_mode(&app, AppMode::Chat)?;
+            list_conversations(state, &app, query(&req)).await
+        }
         (["conversations", id], &Method::DELETE) => {
+            require_mode(&app, AppMode::Chat)?;
             let b: UserBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
             let user = required_user(b.user)?;
             state.service.delete_conversation(&app, &user, id).await?;
             Ok(body::empty(StatusCode::NO_CONTENT))
         }
         (["conversations", id, "name"], &Method::POST) => {
+            require_mode(&app, AppMode::Chat)?;
             let b: RenameBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
             rename(state, &app, id, b).await
         }
-        (["messages"], &Method::GET) => list_messages(state, &app, query(&req)).await,
+        (["messages"], &Method::GET) => {
+            require_mode(&app, AppMode::Chat)?;
+            list_messages(state, &app, query(&req)).await
+        }
         (["messages", id, "feedbacks"], &Method::POST) => {
             let b: FeedbackBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
             let user = required_user(b.user)?;
@@ -96,9 +109,35 @@ fn query(req: &Request<Incoming>) -> HashMap<String, String> {
     form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect()
 }
 
+/// Dify's `user`: any JSON scalar, stringified as Python's `str()` does;
+/// `null`, `""`, `0` and `false` count as absent (Python's falsy values).
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum UserArg {
+    #[default]
+    Absent,
+    Text(String),
+    Number(serde_json::Number),
+    Flag(bool),
+}
+
+impl UserArg {
+    fn value(self) -> Option<String> {
+        match self {
+            UserArg::Absent | UserArg::Flag(false) => None,
+            UserArg::Text(s) if s.is_empty() => None,
+            UserArg::Text(s) => Some(s),
+            UserArg::Number(n) if n.as_f64() == Some(0.0) => None,
+            UserArg::Number(n) => Some(n.to_string()),
+            UserArg::Flag(true) => Some("True".to_owned()),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct UserBody {
-    user: Option<String>,
+    #[serde(default)]
+    user: UserArg,
 }
 
 #[derive(Deserialize)]
@@ -106,13 +145,15 @@ struct RenameBody {
     name: Option<String>,
     #[serde(default)]
     auto_generate: bool,
-    user: Option<String>,
+    #[serde(default)]
+    user: UserArg,
 }
 
 #[derive(Deserialize)]
 struct FeedbackBody {
     rating: Option<String>,
-    user: Option<String>,
+    #[serde(default)]
+    user: UserArg,
     content: Option<String>,
 }
 
@@ -123,15 +164,36 @@ struct MessageBody {
     query: Option<String>,
     inputs: Option<Map<String, Value>>,
     response_mode: Option<String>,
-    user: Option<String>,
+    #[serde(default)]
+    user: UserArg,
     conversation_id: Option<String>,
-    files: Option<Vec<Value>>,
+    /// Accepted and ignored: no app here has file upload turned on, and Dify
+    /// ignores files for such an app.
+    #[serde(default, rename = "files")]
+    _files: Option<Vec<Value>>,
 }
 
-fn required_user(u: Option<String>) -> Result<String, ApiError> {
-    match u {
-        Some(u) if !u.trim().is_empty() => Ok(u),
-        _ => Err(ApiError::InvalidParam("user is required".into())),
+/// Routes that need a `user` answer Dify's message without one.
+fn required_user(u: UserArg) -> Result<String, ApiError> {
+    u.value().ok_or_else(|| ApiError::InvalidParam("Arg user must be provided.".into()))
+}
+
+/// The user of a GET route: optional, as in Dify, which files requests
+/// without one under this end user.
+const DEFAULT_USER: &str = "DEFAULT-USER";
+
+fn query_user(q: &HashMap<String, String>) -> String {
+    q.get("user").filter(|u| !u.is_empty()).cloned().unwrap_or_else(|| DEFAULT_USER.to_owned())
+}
+
+/// Dify's answers for a route of the other kind of app: a completion route
+/// on a chat app is `app_unavailable`, a chat route on a completion app is
+/// `not_chat_app`.
+fn require_mode(app: &AppDefinition, route: AppMode) -> Result<(), ApiError> {
+    match (app.mode, route) {
+        (AppMode::Chat, AppMode::Chat) | (AppMode::Completion, AppMode::Completion) => Ok(()),
+        (AppMode::Chat, AppMode::Completion) => Err(ApiError::AppUnavailable),
+        (AppMode::Completion, AppMode::Chat) => Err(ApiError::NotChatApp),
     }
 }
 
@@ -141,9 +203,8 @@ async fn send_message(
     req: Request<Incoming>,
     route: AppMode,
 ) -> Result<Response<Body>, ApiError> {
-    if app.mode != route {
-        return Err(ApiError::WrongAppMode { chat_route: route == AppMode::Chat });
-    }
+    require_mode(&app, route)?;
+    let stall = req.extensions().get::<StallFlag>().cloned().unwrap_or_default();
     let b: MessageBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
     let user = required_user(b.user)?;
     let streaming = match b.response_mode.as_deref() {
@@ -151,9 +212,6 @@ async fn send_message(
         Some("streaming") => true,
         Some(other) => return Err(ApiError::InvalidParam(format!("response_mode must be blocking or streaming, not {other:?}"))),
     };
-    if b.files.as_ref().is_some_and(|f| !f.is_empty()) {
-        return Err(ApiError::InvalidParam("file upload is not enabled for this app".into()));
-    }
     let query = match (b.query, route) {
         (Some(q), _) => q,
         (None, AppMode::Chat) => return Err(ApiError::InvalidParam("query is required".into())),
@@ -167,10 +225,16 @@ async fn send_message(
     }
     let req = AppRequest { user, query, inputs: b.inputs.unwrap_or_default(), conversation_id };
     let run = state.service.start(Arc::clone(&app), req).await?;
+    let enc = DifyEncoder { mode: app.mode, ids: RunIds::of(&run) };
     if streaming {
-        Ok(stream(state, app.mode, run))
+        let limits = StreamLimits {
+            ping: state.limits.sse_ping_interval,
+            deadline: state.limits.request_timeout,
+            slow_client: state.limits.slow_client_timeout,
+        };
+        Ok(events::stream(run, enc, limits, stall))
     } else {
-        blocking(app.mode, run).await
+        events::blocking(run, enc).await
     }
 }
 
@@ -180,6 +244,8 @@ fn usage_json(u: &Usage) -> Value {
         "completion_tokens": u.completion_tokens, "completion_unit_price": "0", "completion_price_unit": "0", "completion_price": "0",
         "total_tokens": u.prompt_tokens + u.completion_tokens, "total_price": "0", "currency": "USD",
         "latency": u.latency.as_secs_f64(),
+        "time_to_first_token": u.first_token.map(|t| t.as_secs_f64()),
+        "time_to_generate": u.first_token.map(|t| u.latency.saturating_sub(t).as_secs_f64()),
     })
 }
 
@@ -215,80 +281,67 @@ impl RunIds {
     }
 }
 
-async fn blocking(mode: AppMode, mut run: Run) -> Result<Response<Body>, ApiError> {
-    let ids = RunIds::of(&run);
-    let mut answer = String::new();
-    while let Some(ev) = run.events.recv().await {
-        match ev {
-            RunEvent::Text(t) => answer.push_str(&t),
-            RunEvent::End { usage, .. } => {
-                let mut m = base("message", mode, &ids);
-                m.insert("mode".into(), json!(mode.as_str()));
-                m.insert("answer".into(), json!(answer));
-                m.insert("metadata".into(), json!({"usage": usage_json(&usage), "retriever_resources": []}));
-                return Ok(body::json(StatusCode::OK, &Value::Object(m)));
-            }
-            RunEvent::Failed { message } => return Err(crate::model::ModelError::Inference(message).into()),
-        }
+/// Dify's wire shapes of a run: the chat or completion app's events and
+/// blocking answer, as Dify's response converters write them.
+struct DifyEncoder {
+    mode: AppMode,
+    ids: RunIds,
+}
+
+impl DifyEncoder {
+    fn metadata(usage: &Usage) -> Value {
+        json!({"usage": usage_json(usage), "retriever_resources": []})
     }
-    Err(crate::model::ModelError::ThreadGone.into())
 }
 
-/// Streams Dify's events: `message` per piece of text, then `message_end`
-/// (or `error`), with `event: ping` keep-alives. If the client goes away the
-/// run's receiver is dropped, which stops generation.
-fn stream(state: &Arc<ApiState>, mode: AppMode, mut run: Run) -> Response<Body> {
-    let (tx, resp) = body::sse_response();
-    let ids = RunIds::of(&run);
-    let ping_every = state.limits.sse_ping_interval;
-    let deadline = tokio::time::Instant::now() + state.limits.request_timeout;
-    tokio::spawn(async move {
-        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-        loop {
-            let chunk = tokio::select! {
-                ev = run.events.recv() => match ev {
-                    Some(RunEvent::Text(t)) => {
-                        let mut m = base("message", mode, &ids);
-                        m.insert("answer".into(), json!(t));
-                        body::sse_data(&Value::Object(m))
-                    }
-                    Some(RunEvent::End { usage, finish }) => {
-                        let mut m = base("message_end", mode, &ids);
-                        m.insert("metadata".into(), json!({"usage": usage_json(&usage), "retriever_resources": []}));
-                        m.insert("files".into(), Value::Null);
-                        if finish == FinishReason::Cancelled {
-                            tracing::debug!(task_id = %ids.task_id, "stream ended by stop");
-                        }
-                        let _ = tx.send(body::sse_data(&Value::Object(m))).await;
-                        return;
-                    }
-                    Some(RunEvent::Failed { message }) => {
-                        let _ = tx.send(error_event(&ids, 500, "completion_request_error", &message)).await;
-                        return;
-                    }
-                    None => return,
-                },
-                _ = ping.tick() => bytes::Bytes::from_static(b"event: ping\n\n"),
-                // The client is gone (hyper dropped the body): dropping the
-                // run's events cancels it.
-                _ = tx.closed() => return,
-                _ = tokio::time::sleep_until(deadline) => {
-                    let _ = tx.send(error_event(&ids, 504, "request_timeout", "the stream exceeded server.request_timeout_secs")).await;
-                    return;
-                }
-            };
-            if tx.send(chunk).await.is_err() {
-                return;
-            }
+impl Encoder for DifyEncoder {
+    fn text(&self, text: &str) -> bytes::Bytes {
+        let mut m = base("message", self.mode, &self.ids);
+        m.insert("answer".into(), json!(text));
+        // Set only for workflow apps; Dify sends null for simple ones.
+        m.insert("from_variable_selector".into(), Value::Null);
+        body::sse_data(&Value::Object(m))
+    }
+
+    fn end(&self, usage: &Usage, finish: FinishReason) -> bytes::Bytes {
+        let mut m = base("message_end", self.mode, &self.ids);
+        m.insert("metadata".into(), Self::metadata(usage));
+        m.insert("files".into(), Value::Null);
+        if finish == FinishReason::Cancelled {
+            tracing::debug!(task_id = %self.ids.task_id, "stream ended by stop");
         }
-    });
-    resp
-}
+        body::sse_data(&Value::Object(m))
+    }
 
-fn error_event(ids: &RunIds, status: u16, code: &str, message: &str) -> bytes::Bytes {
-    body::sse_data(
-        &json!({"event": "error", "task_id": ids.task_id, "message_id": ids.message_id, "status": status, "code": code, "message": message}),
-    )
+    /// Dify's `error` event: the run's ids and the error's status, code and
+    /// message, as its `_error_to_stream_response`.
+    fn error(&self, e: &ApiError) -> bytes::Bytes {
+        let mapped = e.mapped();
+        let mut m = Map::new();
+        m.insert("event".into(), json!("error"));
+        m.insert("task_id".into(), json!(self.ids.task_id));
+        if self.mode == AppMode::Chat {
+            m.insert("conversation_id".into(), json!(self.ids.conversation_id));
+        }
+        m.insert("message_id".into(), json!(self.ids.message_id));
+        m.insert("created_at".into(), json!(self.ids.created_at));
+        m.insert("status".into(), json!(mapped.status.as_u16()));
+        m.insert("code".into(), json!(mapped.code));
+        m.insert("message".into(), json!(mapped.message));
+        body::sse_data(&Value::Object(m))
+    }
+
+    fn ping(&self) -> Option<bytes::Bytes> {
+        Some(bytes::Bytes::from_static(b"event: ping\n\n"))
+    }
+
+    fn blocking(&self, c: Collected) -> Response<Body> {
+        let mut m = base("message", self.mode, &self.ids);
+        m.insert("mode".into(), json!(self.mode.as_str()));
+        m.insert("answer".into(), json!(c.answer));
+        m.insert("metadata".into(), Self::metadata(&c.usage));
+        body::json(StatusCode::OK, &Value::Object(m))
+    }
 }
 
 fn parse_limit(q: &HashMap<String, String>, default: u32) -> Result<u32, ApiError> {
@@ -308,7 +361,7 @@ fn conversation_json(c: &Conversation, app: &AppDefinition) -> Value {
 }
 
 async fn list_conversations(state: &ApiState, app: &AppDefinition, q: HashMap<String, String>) -> Result<Response<Body>, ApiError> {
-    let user = required_user(q.get("user").cloned())?;
+    let user = query_user(&q);
     let limit = parse_limit(&q, 20)?;
     let sort = match q.get("sort_by") {
         None => ConversationSort::UpdatedDesc,
@@ -349,7 +402,7 @@ fn message_json(m: &Message) -> Value {
 }
 
 async fn list_messages(state: &ApiState, app: &AppDefinition, q: HashMap<String, String>) -> Result<Response<Body>, ApiError> {
-    let user = required_user(q.get("user").cloned())?;
+    let user = query_user(&q);
     let conversation_id =
         q.get("conversation_id").filter(|s| !s.is_empty()).ok_or_else(|| ApiError::InvalidParam("conversation_id is required".into()))?;
     let limit = parse_limit(&q, 20)?;
@@ -366,7 +419,7 @@ fn parameters(app: &AppDefinition) -> Value {
     json!({
         "opening_statement": app.opening_statement,
         "suggested_questions": app.suggested_questions,
-        "suggested_questions_after_answer": off,
+        "suggested_questions_after_answer": {"enabled": app.suggested_questions_after_answer.enabled},
         "speech_to_text": off,
         "text_to_speech": {"enabled": false, "voice": "", "language": ""},
         "retriever_resource": off,
@@ -385,6 +438,43 @@ mod tests {
 
     fn route(p: &str) -> bool {
         is_route(&p.split('/').map(str::to_owned).collect::<Vec<_>>())
+    }
+
+    fn encoder(mode: AppMode) -> DifyEncoder {
+        let ids = RunIds { task_id: "t".into(), message_id: "m".into(), conversation_id: Some("c".into()), created_at: 7 };
+        DifyEncoder { mode, ids }
+    }
+
+    fn event(b: bytes::Bytes) -> Value {
+        let text = String::from_utf8(b.to_vec()).unwrap();
+        serde_json::from_str(text.strip_prefix("data: ").unwrap().trim_end()).unwrap()
+    }
+
+    #[test]
+    fn a_failed_generation_is_difys_error_event() {
+        let e: ApiError = crate::model::ModelError::Inference("decode failed".into()).into();
+        let v = event(encoder(AppMode::Chat).error(&e));
+        assert_eq!(
+            v,
+            json!({"event": "error", "task_id": "t", "conversation_id": "c", "message_id": "m", "created_at": 7,
+                   "status": 400, "code": "completion_request_error", "message": "inference failed: decode failed"})
+        );
+        // A completion app has no conversation, as in Dify's completion converter.
+        let v = event(encoder(AppMode::Completion).error(&e));
+        assert!(v.get("conversation_id").is_none(), "{v}");
+    }
+
+    #[test]
+    fn user_is_stringified_like_python_str() {
+        let u = |v: Value| serde_json::from_value::<UserArg>(v).map(UserArg::value).ok();
+        assert_eq!(u(json!("ann")), Some(Some("ann".into())));
+        assert_eq!(u(json!(42)), Some(Some("42".into())));
+        assert_eq!(u(json!(1.5)), Some(Some("1.5".into())));
+        assert_eq!(u(json!(true)), Some(Some("True".into())));
+        for falsy in [json!(null), json!(""), json!(0), json!(0.0), json!(false)] {
+            assert_eq!(u(falsy.clone()), Some(None), "{falsy}");
+        }
+        assert_eq!(u(json!([1])), None, "a list is not a user");
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub async fn route(
         (["messages", id, "suggested"], &Method::GET) => {
             let user = required_user(query(&req).remove("user"))?;
             if app.mode != AppMode::Chat {
-                return Err(ApiError::WrongAppMode { chat_route: true });
+                return Err(ApiError::NotChatApp);
             }
             let questions = state.service.suggested_questions(&app, &user, id).await??;
             Ok(body::json(StatusCode::OK, &json!({"result": "success", "data": questions})))

@@ -13,8 +13,14 @@ use crate::store::StoreError;
 pub enum ApiError {
     #[error("Authorization header must be provided and start with 'Bearer'")]
     MissingKey,
+    #[error("Authorization scheme must be 'Bearer'")]
+    NotBearer,
     #[error("Access token is invalid")]
     InvalidKey,
+    /// The key's app is no longer served (removed, or its stored definition
+    /// is unusable): Dify's 403 from `validate_app_token`.
+    #[error("The app no longer exists.")]
+    AppGone,
     #[error("the admin API is only for root or the configured admin group")]
     NotAdmin,
     #[error("The requested URL was not found on the server.")]
@@ -31,8 +37,9 @@ pub enum ApiError {
     InvalidParam(String),
     #[error("App unavailable, please check your app configurations.")]
     AppUnavailable,
+    /// A chat route on a completion app (Dify's `NotChatAppError`).
     #[error("Please check if your app mode matches the right API route.")]
-    WrongAppMode { chat_route: bool },
+    NotChatApp,
     #[error("{0}")]
     NotFound(String),
     #[error("the request took longer than {secs} s")]
@@ -78,7 +85,8 @@ impl ApiError {
         let m = |status, code, message: String| Mapped { status, code, message, retry_after: None };
         let busy = |code, message: String, secs| Mapped { status: S::SERVICE_UNAVAILABLE, code, message, retry_after: Some(secs) };
         match self {
-            ApiError::MissingKey | ApiError::InvalidKey => m(S::UNAUTHORIZED, "unauthorized", self.to_string()),
+            ApiError::MissingKey | ApiError::NotBearer | ApiError::InvalidKey => m(S::UNAUTHORIZED, "unauthorized", self.to_string()),
+            ApiError::AppGone => m(S::FORBIDDEN, "forbidden", self.to_string()),
             ApiError::NotAdmin => m(S::FORBIDDEN, "forbidden", self.to_string()),
             ApiError::NoRoute => m(S::NOT_FOUND, "not_found", self.to_string()),
             ApiError::MethodNotAllowed => m(S::METHOD_NOT_ALLOWED, "method_not_allowed", self.to_string()),
@@ -86,8 +94,7 @@ impl ApiError {
             ApiError::NotUtf8 | ApiError::BadJson(_) | ApiError::BodyRead(_) => m(S::BAD_REQUEST, "bad_request", self.to_string()),
             ApiError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", self.to_string()),
             ApiError::AppUnavailable => m(S::BAD_REQUEST, "app_unavailable", self.to_string()),
-            ApiError::WrongAppMode { chat_route: true } => m(S::BAD_REQUEST, "not_chat_app", self.to_string()),
-            ApiError::WrongAppMode { chat_route: false } => m(S::BAD_REQUEST, "not_completion_app", self.to_string()),
+            ApiError::NotChatApp => m(S::BAD_REQUEST, "not_chat_app", self.to_string()),
             ApiError::NotFound(_) => m(S::NOT_FOUND, "not_found", self.to_string()),
             ApiError::Timeout { .. } => m(S::GATEWAY_TIMEOUT, "request_timeout", self.to_string()),
             ApiError::Encode(_) => m(S::INTERNAL_SERVER_ERROR, "internal_server_error", self.to_string()),
@@ -109,7 +116,10 @@ impl ApiError {
             },
             ApiError::Service(s) => match s {
                 ServiceError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", s.to_string()),
-                ServiceError::ConversationNotFound | ServiceError::MessageNotFound => m(S::NOT_FOUND, "not_found", s.to_string()),
+                ServiceError::ConversationNotFound
+                | ServiceError::MessageNotFound
+                | ServiceError::LastConversationNotFound
+                | ServiceError::FirstMessageNotFound => m(S::NOT_FOUND, "not_found", s.to_string()),
                 ServiceError::AppNotFound(_) | ServiceError::KeyNotFound(_) => m(S::NOT_FOUND, "not_found", s.to_string()),
                 ServiceError::AppInvalid { .. } => m(S::BAD_REQUEST, "invalid_param", s.to_string()),
                 ServiceError::ShuttingDown => busy("service_unavailable", s.to_string(), 5),
@@ -125,9 +135,9 @@ impl ApiError {
                     },
                     ModelError::ContextOverflow { .. } => m(S::BAD_REQUEST, "context_length_exceeded", e.to_string()),
                     ModelError::InvalidPrompt(_) => m(S::BAD_REQUEST, "invalid_param", e.to_string()),
-                    ModelError::Template(_) | ModelError::Inference(_) => {
-                        m(S::INTERNAL_SERVER_ERROR, "completion_request_error", e.to_string())
-                    }
+                    // Dify: an InvokeError is CompletionRequestError, 400.
+                    ModelError::Inference(_) => m(S::BAD_REQUEST, "completion_request_error", e.to_string()),
+                    ModelError::Template(_) => m(S::INTERNAL_SERVER_ERROR, "internal_server_error", e.to_string()),
                 },
                 ServiceError::Store(st) => match st {
                     StoreError::NotFound { .. } => m(S::NOT_FOUND, "not_found", st.to_string()),
@@ -170,8 +180,13 @@ mod tests {
         assert_eq!(code(ApiError::NotAdmin), (403, "forbidden", None));
         assert_eq!(code(ApiError::BodyTooLarge { limit: 1 }), (413, "request_entity_too_large", None));
         assert_eq!(code(ApiError::NotUtf8), (400, "bad_request", None));
-        assert_eq!(code(ApiError::WrongAppMode { chat_route: true }), (400, "not_chat_app", None));
-        assert_eq!(code(ApiError::WrongAppMode { chat_route: false }), (400, "not_completion_app", None));
+        assert_eq!(code(ApiError::NotChatApp), (400, "not_chat_app", None));
+        assert_eq!(code(ApiError::AppUnavailable), (400, "app_unavailable", None));
+        assert_eq!(code(ApiError::AppGone), (403, "forbidden", None));
+        assert_eq!(code(ApiError::NotBearer), (401, "unauthorized", None));
+        assert_eq!(code(ModelError::Inference("x".into()).into()), (400, "completion_request_error", None));
+        assert_eq!(code(ServiceError::LastConversationNotFound.into()), (404, "not_found", None));
+        assert_eq!(code(ServiceError::FirstMessageNotFound.into()), (404, "not_found", None));
         assert_eq!(code(ApiError::Timeout { secs: 1 }), (504, "request_timeout", None));
         assert_eq!(code(ModelError::QueueFull { depth: 1 }.into()), (429, "too_many_requests", Some(1)));
         assert_eq!(code(ModelError::Loading.into()), (503, "provider_not_initialize", Some(5)));

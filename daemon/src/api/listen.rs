@@ -1,7 +1,9 @@
 //! Sockets and connections: binding TCP and the unix socket (mode and group
 //! set without a window where the socket is wider than configured), the
-//! accept loops with a connection cap, per-connection HTTP/1 limits, and the
-//! graceful shutdown that lets in-flight responses finish.
+//! accept loops with a connection cap (a refused client still reads its
+//! 503), per-connection HTTP/1 limits, the cut-off of clients that stop
+//! reading (`stall`), and the graceful shutdown that lets in-flight
+//! responses finish.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,10 +18,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::sys::stat::{umask, Mode};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 
+use super::stall::{StallFlag, StallGuard};
 use super::{handle, ApiState, Peer};
 use crate::config::ServerSettings;
 
@@ -125,6 +128,7 @@ async fn accept_unix(l: &Option<(UnixListener, PathBuf)>) -> std::io::Result<tok
 pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Future<Output = ()>, grace: Duration) -> usize {
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(state.limits.max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     tokio::pin!(shutdown);
     loop {
         let (io, peer) = tokio::select! {
@@ -146,12 +150,31 @@ pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Fu
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             tracing::warn!(limit = state.limits.max_connections, "connection limit reached; refusing a connection");
-            tokio::spawn(refuse(io));
+            // Answering takes a moment; beyond MAX_REFUSALS at once the
+            // socket is just closed, so a flood cannot pile up sockets.
+            let Ok(slot) = Arc::clone(&refusals).try_acquire_owned() else { continue };
+            let head_limit = state.limits.max_header_bytes;
+            match io {
+                Conn::Tcp(s) => tokio::spawn(async move {
+                    refuse(s, head_limit).await;
+                    drop(slot)
+                }),
+                Conn::Unix(s) => tokio::spawn(async move {
+                    refuse(s, head_limit).await;
+                    drop(slot)
+                }),
+            };
             continue;
         };
         let st = Arc::clone(&state);
         let peer = Arc::new(peer);
-        let svc = service_fn(move |req| handle(Arc::clone(&st), Arc::clone(&peer), req));
+        let stall = StallFlag::default();
+        let flag = stall.clone();
+        let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(flag.clone());
+            handle(Arc::clone(&st), Arc::clone(&peer), req)
+        });
+        let slow = state.limits.slow_client_timeout;
         let mut b = http1::Builder::new();
         b.timer(TokioTimer::new())
             .header_read_timeout(state.limits.idle_timeout)
@@ -159,8 +182,8 @@ pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Fu
             .max_header_size(state.limits.max_header_bytes)
             .keep_alive(true);
         match io {
-            Conn::Tcp(s) => spawn_conn(graceful.watch(b.serve_connection(TokioIo::new(s), svc)), permit),
-            Conn::Unix(s) => spawn_conn(graceful.watch(b.serve_connection(TokioIo::new(s), svc)), permit),
+            Conn::Tcp(s) => spawn_conn(graceful.watch(b.serve_connection(TokioIo::new(StallGuard::new(s, slow, stall)), svc)), permit),
+            Conn::Unix(s) => spawn_conn(graceful.watch(b.serve_connection(TokioIo::new(StallGuard::new(s, slow, stall)), svc)), permit),
         }
     }
     if let Some((_, path)) = &listeners.unix {
@@ -199,15 +222,55 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-/// Over the connection cap: a short 503 with Retry-After, then close.
-async fn refuse(io: Conn) {
+/// Refusals answered at once (each holds its socket up to 2 × REFUSE_WAIT).
+const MAX_REFUSALS: usize = 64;
+/// How long a refused client may take to send its request head, and then
+/// to close after reading the 503.
+const REFUSE_WAIT: Duration = Duration::from_secs(2);
+/// Most bytes read and discarded after the 503 (a request body).
+const REFUSE_DRAIN_BYTES: usize = 64 << 10;
+
+/// Over the connection cap: a short 503 with Retry-After, then close. The
+/// request head is read first (bounded in bytes and time), and after the
+/// answer the write side is shut and what the client still sends is
+/// discarded for a moment: closing a socket with unread input makes the
+/// kernel send a reset, which can destroy the 503 before the client reads it.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, head_limit: usize) {
     let body = r#"{"code":"service_unavailable","message":"too many open connections; retry later","status":503}"#;
     let msg = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
-    let _ = match io {
-        Conn::Tcp(mut s) => s.write_all(msg.as_bytes()).await,
-        Conn::Unix(mut s) => s.write_all(msg.as_bytes()).await,
-    };
+    let _ = tokio::time::timeout(REFUSE_WAIT, read_head(&mut s, head_limit)).await;
+    if s.write_all(msg.as_bytes()).await.is_err() || s.shutdown().await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(REFUSE_WAIT, discard(&mut s, REFUSE_DRAIN_BYTES)).await;
+}
+
+/// Reads until the end of a request head (`\r\n\r\n`), EOF, or `limit` bytes.
+async fn read_head<S: AsyncRead + Unpin>(s: &mut S, limit: usize) {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while head.len() < limit {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.windows(4).any(|w| w == b"\r\n\r\n") {
+            return;
+        }
+    }
+}
+
+/// Reads and drops input until EOF or `limit` bytes.
+async fn discard<S: AsyncRead + Unpin>(s: &mut S, limit: usize) {
+    let mut buf = [0u8; 4096];
+    let mut total = 0;
+    while total < limit {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => total += n,
+        }
+    }
 }

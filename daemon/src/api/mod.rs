@@ -10,8 +10,10 @@ pub mod body;
 mod dify;
 mod dify_features;
 pub mod error;
+mod events;
 mod listen;
 mod openai;
+mod stall;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -151,14 +153,28 @@ fn ready(state: &ApiState) -> Response<Body> {
     }
 }
 
-/// The app behind a `Bearer app-…` key.
+/// The app behind a `Bearer app-…` key. As in Dify, the scheme is
+/// case-insensitive and a key whose app is gone is 403.
 async fn authenticate(state: &ApiState, req: &Request<Incoming>) -> Result<Arc<AppDefinition>, ApiError> {
     let header = req.headers().get(http::header::AUTHORIZATION).ok_or(ApiError::MissingKey)?;
     let value = header.to_str().map_err(|_| ApiError::MissingKey)?;
-    let token = value.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()).ok_or(ApiError::MissingKey)?;
+    let token = bearer_token(value)?;
     match state.service.app_for_key(token).await? {
         KeyLookup::Unknown => Err(ApiError::InvalidKey),
-        KeyLookup::AppNotServed => Err(ApiError::AppUnavailable),
+        KeyLookup::AppNotServed => Err(ApiError::AppGone),
         KeyLookup::App(app) => Ok(app),
+    }
+}
+
+/// The token of an `Authorization` value: scheme `Bearer` in any case,
+/// whitespace, the token.
+fn bearer_token(value: &str) -> Result<&str, ApiError> {
+    let (scheme, token) = value.trim().split_once(char::is_whitespace).ok_or(ApiError::MissingKey)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::NotBearer);
+    }
+    match token.trim() {
+        "" => Err(ApiError::MissingKey),
+        t => Ok(t),
     }
 }

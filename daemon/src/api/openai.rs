@@ -2,7 +2,8 @@
 //! `POST /v1/chat/completions` (blocking, and streaming as OpenAI SSE chunks
 //! ending in `data: [DONE]`) and `GET /v1/models`. Stateless: nothing is
 //! stored. Any `model` name is accepted and answered by the local model,
-//! so clients written for a cloud model work unchanged.
+//! so clients written for a cloud model work unchanged. The run's events
+//! are consumed by `events`; this module is OpenAI's [`Encoder`] for them.
 
 use std::sync::Arc;
 
@@ -13,10 +14,12 @@ use serde_json::{json, Value};
 
 use super::body::{self, Body};
 use super::error::ApiError;
+use super::events::{self, Collected, Encoder, StreamLimits};
+use super::stall::StallFlag;
 use super::ApiState;
 use crate::engine::AppDefinition;
 use crate::model::{ChatMessage, FinishReason, Role, SamplingParams};
-use crate::service::{OpenAiRequest, Run, RunEvent};
+use crate::service::{OpenAiRequest, Usage};
 
 #[derive(Deserialize)]
 struct ChatCompletionBody {
@@ -96,6 +99,7 @@ fn to_messages(wire: Vec<WireMessage>) -> Result<Vec<ChatMessage>, ApiError> {
 }
 
 pub async fn chat_completions(state: &Arc<ApiState>, app: Arc<AppDefinition>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let stall = req.extensions().get::<StallFlag>().cloned().unwrap_or_default();
     let b: ChatCompletionBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
     if b.n.is_some_and(|n| n != 1) {
         return Err(ApiError::InvalidParam("n must be 1".into()));
@@ -123,12 +127,17 @@ pub async fn chat_completions(state: &Arc<ApiState>, app: Arc<AppDefinition>, re
     }
     let params = SamplingParams { temperature, top_p, top_k: d.top_k, max_tokens, seed: b.seed.or(d.seed), stop };
     let run = state.service.start_openai(&app, OpenAiRequest { messages: to_messages(b.messages)?, params }).await?;
-    let model = state.model_name.clone();
     let _ = b.model;
+    let enc = OpenAiEncoder { id: format!("chatcmpl-{}", run.task_id), created: run.created_at, model: state.model_name.clone() };
     if b.stream {
-        Ok(stream(state, model, run))
+        let limits = StreamLimits {
+            ping: state.limits.sse_ping_interval,
+            deadline: state.limits.request_timeout,
+            slow_client: state.limits.slow_client_timeout,
+        };
+        Ok(events::stream(run, enc, limits, stall))
     } else {
-        blocking(model, run).await
+        events::blocking(run, enc).await
     }
 }
 
@@ -139,71 +148,58 @@ fn finish_str(f: FinishReason) -> &'static str {
     }
 }
 
-async fn blocking(model: String, mut run: Run) -> Result<Response<Body>, ApiError> {
-    let mut text = String::new();
-    while let Some(ev) = run.events.recv().await {
-        match ev {
-            RunEvent::Text(t) => text.push_str(&t),
-            RunEvent::End { usage, finish } => {
-                return Ok(body::json(
-                    StatusCode::OK,
-                    &json!({
-                        "id": format!("chatcmpl-{}", run.task_id), "object": "chat.completion", "created": run.created_at, "model": model,
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_str(finish)}],
-                        "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                                  "total_tokens": usage.prompt_tokens + usage.completion_tokens},
-                    }),
-                ));
-            }
-            RunEvent::Failed { message } => return Err(crate::model::ModelError::Inference(message).into()),
-        }
+/// OpenAI's wire shapes of a run: `chat.completion`, or
+/// `chat.completion.chunk`s ending in `data: [DONE]`.
+struct OpenAiEncoder {
+    id: String,
+    created: i64,
+    model: String,
+}
+
+impl OpenAiEncoder {
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> bytes::Bytes {
+        body::sse_data(&json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }))
     }
-    Err(crate::model::ModelError::ThreadGone.into())
 }
 
-fn chunk(run_id: &str, created: i64, model: &str, delta: Value, finish: Option<&str>) -> bytes::Bytes {
-    body::sse_data(&json!({
-        "id": format!("chatcmpl-{run_id}"), "object": "chat.completion.chunk", "created": created, "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }))
-}
+impl Encoder for OpenAiEncoder {
+    fn open(&self) -> Vec<bytes::Bytes> {
+        vec![self.chunk(json!({"role": "assistant", "content": ""}), None)]
+    }
 
-fn stream(state: &Arc<ApiState>, model: String, mut run: Run) -> Response<Body> {
-    let (tx, resp) = body::sse_response();
-    let deadline = tokio::time::Instant::now() + state.limits.request_timeout;
-    tokio::spawn(async move {
-        let (id, created) = (run.task_id.clone(), run.created_at);
-        if tx.send(chunk(&id, created, &model, json!({"role": "assistant", "content": ""}), None)).await.is_err() {
-            return;
-        }
-        loop {
-            let c = tokio::select! {
-                ev = run.events.recv() => match ev {
-                    Some(RunEvent::Text(t)) => chunk(&id, created, &model, json!({"content": t}), None),
-                    Some(RunEvent::End { finish, .. }) => {
-                        let _ = tx.send(chunk(&id, created, &model, json!({}), Some(finish_str(finish)))).await;
-                        break;
-                    }
-                    Some(RunEvent::Failed { message }) => {
-                        let _ = tx.send(body::sse_data(&json!({"error": {"message": message, "type": "server_error", "code": "completion_request_error"}}))).await;
-                        break;
-                    }
-                    None => break,
-                },
-                // The client is gone: dropping the run's events cancels it.
-                _ = tx.closed() => return,
-                _ = tokio::time::sleep_until(deadline) => {
-                    let _ = tx.send(body::sse_data(&json!({"error": {"message": "the stream exceeded server.request_timeout_secs", "type": "server_error", "code": "request_timeout"}}))).await;
-                    break;
-                }
-            };
-            if tx.send(c).await.is_err() {
-                return;
-            }
-        }
-        let _ = tx.send(bytes::Bytes::from_static(b"data: [DONE]\n\n")).await;
-    });
-    resp
+    fn text(&self, text: &str) -> bytes::Bytes {
+        self.chunk(json!({"content": text}), None)
+    }
+
+    fn end(&self, _usage: &Usage, finish: FinishReason) -> bytes::Bytes {
+        self.chunk(json!({}), Some(finish_str(finish)))
+    }
+
+    fn error(&self, e: &ApiError) -> bytes::Bytes {
+        let m = e.mapped();
+        let kind = if m.status.is_server_error() { "server_error" } else { "invalid_request_error" };
+        body::sse_data(&json!({"error": {"message": m.message, "type": kind, "code": m.code}}))
+    }
+
+    fn close(&self) -> Vec<bytes::Bytes> {
+        vec![bytes::Bytes::from_static(b"data: [DONE]\n\n")]
+    }
+
+    fn blocking(&self, c: Collected) -> Response<Body> {
+        let u = &c.usage;
+        body::json(
+            StatusCode::OK,
+            &json!({
+                "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": c.answer}, "finish_reason": finish_str(c.finish)}],
+                "usage": {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                          "total_tokens": u.prompt_tokens + u.completion_tokens},
+            }),
+        )
+    }
 }
 
 pub fn models(state: &ApiState) -> Response<Body> {

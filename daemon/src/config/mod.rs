@@ -45,6 +45,7 @@
 //! | `server.max_connections` | `256` | 1 ..= 65536 |
 //! | `server.shutdown_grace_secs` | `30` | 0 ..= 600 |
 //! | `server.sse_ping_secs` | `10` | 1 ..= 300 |
+//! | `server.slow_client_timeout_secs` | `30` | 1 ..= 600; a client that accepts no response bytes for this long is cut off |
 //! | `store.path` | `"/var/lib/edgeai/edgeai.db"` | a non-empty path |
 //! | `files.dir` | `""` (`files/` next to `store.path`) | directory of the files uploaded through `POST /v1/files/upload` |
 //! | `files.max_file_bytes` | `15728640` (15 MiB, Dify's limit) | 1 ..= 1073741824; a larger upload gets 413 `file_too_large` |
@@ -204,6 +205,9 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// `server.sse_ping_secs`.
     pub sse_ping_interval: Duration,
+    /// `server.slow_client_timeout_secs`: how long a response may wait for
+    /// the client to read before the connection is cut off.
+    pub slow_client_timeout: Duration,
 }
 
 impl Default for ServerSettings {
@@ -221,6 +225,7 @@ impl Default for ServerSettings {
             max_connections: 256,
             shutdown_grace: Duration::from_secs(30),
             sse_ping_interval: Duration::from_secs(10),
+            slow_client_timeout: Duration::from_secs(30),
         }
     }
 }

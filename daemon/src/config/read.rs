@@ -66,6 +66,7 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     r.int("server", "max_connections", 1..=65536, &mut v.max_connections);
     r.secs("server", "shutdown_grace_secs", 0..=600, &mut v.shutdown_grace);
     r.secs("server", "sse_ping_secs", 1..=300, &mut v.sse_ping_interval);
+    r.secs("server", "slow_client_timeout_secs", 1..=600, &mut v.slow_client_timeout);
 
     if let Some(path) = r.required_path("store", "path") {
         s.store.path = path;

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
@@ -23,8 +23,8 @@ pub struct Usage {
     pub completion_tokens: u32,
     /// From the start of the run to its end.
     pub latency: Duration,
-    /// From the start of the run to its first text, if there was any.
-    pub time_to_first_token: Option<Duration>,
+    /// From the start of the run to its first text; `None` without text.
+    pub first_token: Option<Duration>,
 }
 
 /// What a running generation tells its front end.
@@ -49,6 +49,16 @@ pub struct Run {
     pub conversation_id: Option<String>,
     pub created_at: i64,
     pub events: mpsc::Receiver<RunEvent>,
+    /// Why the front end stopped listening, if it did (see [`Run::abandon`]).
+    pub(crate) left: Arc<OnceLock<String>>,
+}
+
+impl Run {
+    /// The front end stops listening: the run is cancelled and stored as
+    /// stopped with `reason` (instead of "client disconnected").
+    pub fn abandon(self, reason: String) {
+        let _ = self.left.set(reason);
+    }
 }
 
 /// Who may stop a run, and how.
@@ -101,8 +111,9 @@ impl Runs {
         spec: RunSpec,
         cancel: CancelFlag,
         gen: mpsc::Receiver<GenEvent>,
-    ) -> mpsc::Receiver<RunEvent> {
+    ) -> (mpsc::Receiver<RunEvent>, Arc<OnceLock<String>>) {
         let (tx, rx) = mpsc::channel(64);
+        let left: Arc<OnceLock<String>> = Arc::default();
         if let Ok(mut t) = self.tasks.lock() {
             t.insert(spec.task_id.clone(), TaskEntry { app_id: spec.app_id.clone(), user: spec.user.clone(), cancel: cancel.clone() });
         }
@@ -121,9 +132,10 @@ impl Runs {
             client_gone: false,
             outcome: None,
             failure: None,
+            left: Arc::clone(&left),
         };
         tokio::spawn(task.drive());
-        rx
+        (rx, left)
     }
 
     /// Cancels the task if it belongs to this app and user; returns whether
@@ -205,6 +217,8 @@ struct RunTask {
     client_gone: bool,
     outcome: Option<(FinishReason, u32, u32)>,
     failure: Option<String>,
+    /// Why the front end left, when it said so.
+    left: Arc<OnceLock<String>>,
 }
 
 impl RunTask {
@@ -253,7 +267,7 @@ impl RunTask {
         match (&self.failure, finish, self.client_gone) {
             (Some(e), _, _) => (MessageStatus::Error, Some(e.clone())),
             (None, None, true) | (None, Some(FinishReason::Cancelled), true) => {
-                (MessageStatus::Stopped, Some("client disconnected".to_owned()))
+                (MessageStatus::Stopped, Some(self.left.get().cloned().unwrap_or_else(|| "client disconnected".to_owned())))
             }
             (None, None, false) => (MessageStatus::Error, Some("the inference thread ended the request without an answer".to_owned())),
             (None, Some(FinishReason::Cancelled), false) => (MessageStatus::Stopped, None),
@@ -273,7 +287,7 @@ impl RunTask {
                 completion_tokens,
                 latency_ms: latency.as_millis() as u64,
                 status,
-                error,
+                error: error.clone(),
             };
             if let Err(e) = self.store.finish_message(&p.message_id, o).await {
                 tracing::error!(message_id = %p.message_id, error = %crate::telemetry::chain(&e), "could not store the finished message");
@@ -288,13 +302,13 @@ impl RunTask {
         let last = match self.failure {
             Some(message) => RunEvent::Failed { message },
             None => {
-                let usage = Usage { prompt_tokens, completion_tokens, latency, time_to_first_token: self.first_text };
+                let usage = Usage { prompt_tokens, completion_tokens, latency, first_token: self.first_text };
                 RunEvent::End { usage, finish }
             }
         };
         // Bounded: a front end that stopped reading must not hold the run
         // (and so the shutdown drain) forever; the outcome is stored already.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tx.send(last)).await;
-        tracing::info!(task_id = %task_id, prompt_tokens, completion_tokens, latency_ms = latency.as_millis() as u64, status = ?status, "run finished");
+        tracing::info!(task_id = %task_id, prompt_tokens, completion_tokens, latency_ms = latency.as_millis() as u64, status = ?status, error = error.as_deref().unwrap_or(""), "run finished");
     }
 }
