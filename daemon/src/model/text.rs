@@ -42,12 +42,14 @@ impl Utf8Stream {
         }
     }
 
-    /// Flushes what is left at the end of generation (an incomplete
-    /// character becomes U+FFFD).
-    pub fn finish(&mut self) -> String {
-        let rest = String::from_utf8_lossy(&self.pending).into_owned();
+    /// Ends the stream: what is left is the start of a character the
+    /// generation was cut before finishing (by `max_tokens` or the context),
+    /// not text, so it is dropped rather than sent as U+FFFD. Returns how
+    /// many bytes were dropped.
+    pub fn discard_incomplete(&mut self) -> usize {
+        let n = self.pending.len();
         self.pending.clear();
-        rest
+        n
     }
 }
 
@@ -123,19 +125,15 @@ impl TokenText {
         step
     }
 
-    /// The rest at the end of generation: held text and an incomplete
-    /// character (as U+FFFD), cut at a stop sequence; nothing after a stop.
+    /// The rest at the end of generation: text held back for a possible
+    /// stop sequence; nothing after a stop. An incomplete last character
+    /// is dropped (see [`Utf8Stream::discard_incomplete`]).
     pub fn finish(&mut self) -> String {
+        self.utf8.discard_incomplete();
         if self.stopped {
             return String::new();
         }
-        let tail = self.utf8.finish();
-        let step = self.stop.push(&tail);
-        self.stopped = step.stopped;
-        if step.stopped {
-            return step.emit;
-        }
-        step.emit + &self.stop.finish()
+        self.stop.finish()
     }
 }
 
@@ -157,7 +155,7 @@ mod tests {
         assert_eq!(d.push(&euro[..1]), "");
         assert_eq!(d.push(&euro[1..2]), "");
         assert_eq!(d.push(&[euro[2], b'!']), "€!");
-        assert_eq!(d.finish(), "");
+        assert_eq!(d.discard_incomplete(), 0);
     }
 
     #[test]
@@ -165,7 +163,7 @@ mod tests {
         let mut d = Utf8Stream::default();
         assert_eq!(d.push(&[b'a', 0xff, b'b']), "a\u{FFFD}b");
         assert_eq!(d.push(&[0xe2, 0x82]), "");
-        assert_eq!(d.finish(), "\u{FFFD}");
+        assert_eq!(d.discard_incomplete(), 2, "a character cut at the end is dropped, not replaced");
     }
 
     #[test]
@@ -212,11 +210,7 @@ mod tests {
         let mut bytes = b"Hi Us".to_vec();
         bytes.push("€".as_bytes()[0]);
         assert_eq!(t.push(&bytes), StopStep { emit: "Hi ".into(), stopped: false });
-        assert_eq!(t.finish(), "Us\u{FFFD}");
-        // A stop completed by the final flush still cuts.
-        let mut t = TokenText::new(&["\u{FFFD}".to_owned()]);
-        assert_eq!(t.push(&[b'a', 0xe2]).emit, "a");
-        assert_eq!(t.finish(), "");
+        assert_eq!(t.finish(), "Us", "held text is released; the cut character is dropped, not sent as U+FFFD");
     }
 
     #[test]
