@@ -71,6 +71,7 @@ pub mod dify;
 pub mod http;
 pub mod notify;
 pub mod paths;
+pub mod sdk;
 pub mod sse;
 
 pub use daemon::{Daemon, DaemonBuilder, LogLine, LONG_APP, LONG_QUERY};
