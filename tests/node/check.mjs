@@ -4,12 +4,15 @@
 //
 // Run by tests/tests/dify_node.rs after scripts/setup.sh ran `npm ci` here:
 //
-//   node tests/node/check.mjs GROUP BASE_URL CHAT_KEY COMPLETION_KEY LONG_KEY USER
+//   node tests/node/check.mjs GROUP BASE_URL CHAT_KEY COMPLETION_KEY LONG_KEY SUGGEST_KEY USER
 //
 // GROUP is `core` (chat, completion, stop, conversations, messages, feedback,
 // parameters, info, meta, updateApiKey) or `newer` (the routes and
 // behaviours issue 11 adds: files, audio, site, suggested questions, app
 // feedbacks, `user` as any JSON scalar, `files` ignored, app_unavailable).
+// LONG_KEY is a key of the harness's long app (for stop), SUGGEST_KEY of an
+// app with suggested questions after answer on (`-` when the daemon could not
+// import one).
 //
 // dify-client 2.3.2 (the newest on npm) has messageFeedback,
 // getApplicationParameters, fileUpload, createCompletionMessage,
@@ -136,7 +139,7 @@ async function readStream(name, r, conversationId) {
   return { answer, events, end };
 }
 
-async function core(baseUrl, chatKey, completionKey, longKey, user) {
+async function core(baseUrl, chatKey, completionKey, longKey, _suggestKey, user) {
   const chat = new ChatClient(chatKey, baseUrl);
 
   // createChatMessage, blocking.
@@ -286,7 +289,7 @@ async function core(baseUrl, chatKey, completionKey, longKey, user) {
   });
 }
 
-async function newer(baseUrl, chatKey, completionKey, _longKey, user) {
+async function newer(baseUrl, chatKey, completionKey, _longKey, suggestKey, user) {
   const chat = new ChatClient(chatKey, baseUrl);
   const completion = new CompletionClient(completionKey, baseUrl);
 
@@ -312,18 +315,33 @@ async function newer(baseUrl, chatKey, completionKey, _longKey, user) {
   const mid = answer.message_id;
   if (!isUuid(mid)) throw new Abort(`a chat turn failed: ${JSON.stringify(answer)}`);
 
-  // Suggested questions: the list when the app turns the feature on, Dify's 403 when off.
-  const params = (await call(chat.getApplicationParameters(user))).data ?? {};
+  // Suggested questions. Off (the demo app): Dify's released service API
+  // answers 400 bad_request "Suggested Questions Is Disabled." (Dify's newest
+  // main has changed it to 403 app_suggested_questions_after_answer_disabled).
   r = await call(chat.sendRequest("GET", `/messages/${mid}/suggested`, null, { user }));
-  if (params.suggested_questions_after_answer?.enabled) {
-    const body = status("suggested", r, 200);
-    check("suggested: a list of questions",
-      body.result === "success" && Array.isArray(body.data) && body.data.every((q) => typeof q === "string" && q.trim()), body);
-  } else {
-    difyError("suggested with the feature off", r, 403, "app_suggested_questions_after_answer_disabled");
-  }
+  difyError("suggested with the feature off", r, 400, "bad_request", "Suggested Questions Is Disabled.");
   difyError("suggested on a completion app",
     await call(completion.sendRequest("GET", `/messages/${mid}/suggested`, null, { user })), 400, "not_chat_app");
+  // On (the app the harness imported with the feature): the model's questions.
+  if (suggestKey === "-") {
+    check("suggested with the feature on: an app with the feature", false,
+      "the daemon refused to import an app with suggested_questions_after_answer (the test's stderr says why)");
+  } else {
+    const sc = new ChatClient(suggestKey, baseUrl);
+    const sparams = (await call(sc.getApplicationParameters(user))).data ?? {};
+    check("getApplicationParameters: suggested_questions_after_answer on", sparams.suggested_questions_after_answer?.enabled === true, sparams);
+    const sanswer = (await call(sc.createChatMessage({}, "What is a PLC?", user))).data ?? {};
+    r = await call(sc.sendRequest("GET", `/messages/${sanswer.message_id}/suggested`, null, { user }));
+    const body = status("suggested with the feature on", r, 200);
+    check("suggested: a list of questions",
+      body.result === "success" && Array.isArray(body.data) && body.data.every((q) => typeof q === "string" && q.trim()), body);
+    seen.suggested = body.data;
+    difyError("suggested of an unknown message",
+      await call(sc.sendRequest("GET", `/messages/${randomUUID()}/suggested`, null, { user })), 404, "not_found", "Message Not Exists.");
+    difyError("suggested of another user's message",
+      await call(sc.sendRequest("GET", `/messages/${sanswer.message_id}/suggested`, null, { user: "someone-else" })),
+      404, "not_found", "Message Not Exists.");
+  }
 
   // App feedbacks list the feedback given.
   await call(chat.messageFeedback(mid, "dislike", user));
@@ -384,8 +402,8 @@ const GROUPS = { core, newer };
 
 async function main() {
   const [group, ...args] = process.argv.slice(2);
-  if (args.length !== 5 || !GROUPS[group]) {
-    console.error("usage: node check.mjs core|newer BASE_URL CHAT_KEY COMPLETION_KEY LONG_KEY USER");
+  if (args.length !== 6 || !GROUPS[group]) {
+    console.error("usage: node check.mjs core|newer BASE_URL CHAT_KEY COMPLETION_KEY LONG_KEY SUGGEST_KEY USER");
     process.exit(2);
   }
   try {

@@ -4,12 +4,14 @@ chat and completion apps against a running edgeaid, and checks the answers.
 
 Run by tests/tests/dify_python.rs with the venv that scripts/setup.sh creates:
 
-    .cache/venv/bin/python tests/python/dify_client_check.py GROUP BASE_URL CHAT_KEY COMPLETION_KEY LONG_KEY USER
+    .cache/venv/bin/python tests/python/dify_client_check.py GROUP BASE_URL CHAT_KEY COMPLETION_KEY LONG_KEY SUGGEST_KEY USER
 
 GROUP is `core` (chat, completion, stop, conversations, messages, feedback,
 parameters, info, meta) or `newer` (the routes and behaviours added by issue
 11: files, audio, site, suggested questions, app feedbacks, `user` as any JSON
-scalar, `files` ignored, Dify's app_unavailable).
+scalar, `files` ignored, Dify's app_unavailable). LONG_KEY is a key of the
+harness's long app (for stop), SUGGEST_KEY of an app with suggested questions
+after answer on (`-` when the daemon could not import one).
 
 The pinned release (0.1.10, the newest on PyPI) has message_feedback,
 get_application_parameters, file_upload, create_completion_message,
@@ -141,7 +143,7 @@ def read_stream(c, name, response, conversation_id=None):
     return answer, events, end
 
 
-def core(c, base_url, chat_key, completion_key, long_key, user):
+def core(c, base_url, chat_key, completion_key, long_key, _suggest_key, user):
     chat = client(ChatClient, chat_key, base_url)
 
     # create_chat_message, blocking.
@@ -233,7 +235,6 @@ def core(c, base_url, chat_key, completion_key, long_key, user):
                                       "file_upload", "system_parameters")), sorted(params))
     c.check("get_application_parameters chat: no speech model", params.get("speech_to_text", {}).get("enabled") is False
             and params.get("text_to_speech", {}).get("enabled") is False, params)
-    c.seen["suggested_enabled"] = bool(params.get("suggested_questions_after_answer", {}).get("enabled"))
 
     completion = client(CompletionClient, completion_key, base_url)
     r = completion.get_application_parameters(user)
@@ -306,7 +307,7 @@ def core(c, base_url, chat_key, completion_key, long_key, user):
     })
 
 
-def newer(c, base_url, chat_key, completion_key, long_key, user):
+def newer(c, base_url, chat_key, completion_key, _long_key, suggest_key, user):
     chat = client(ChatClient, chat_key, base_url)
     completion = client(CompletionClient, completion_key, base_url)
 
@@ -335,21 +336,35 @@ def newer(c, base_url, chat_key, completion_key, long_key, user):
     if not is_uuid(mid):
         raise Abort(f"a chat turn failed: {answer}")
 
-    # get_suggested (repository SDK): the questions when the app turns the
-    # feature on, Dify's 403 when it is off.
-    params = parse(chat.get_application_parameters(user)) or {}
-    enabled = bool(params.get("suggested_questions_after_answer", {}).get("enabled"))
+    # get_suggested (repository SDK). Off (the demo app): Dify's released
+    # service API answers 400 bad_request "Suggested Questions Is Disabled."
+    # (message.py MessageSuggestedApi; Dify's newest main has changed it to
+    # 403 app_suggested_questions_after_answer_disabled).
     r = chat._send_request("GET", f"/messages/{mid}/suggested", params={"user": user})
-    if enabled:
-        body = c.status("get_suggested", r, 200) or {}
-        c.check("get_suggested: a list of questions", body.get("result") == "success" and isinstance(body.get("data"), list)
-                and all(isinstance(q, str) and q.strip() for q in body.get("data", [])), body)
-        c.dify_error("get_suggested of an unknown message",
-                     chat._send_request("GET", f"/messages/{uuid.uuid4()}/suggested", params={"user": user}), 404, "not_found", "Message Not Exists.")
-    else:
-        c.dify_error("get_suggested with the feature off", r, 403, "app_suggested_questions_after_answer_disabled")
+    c.dify_error("get_suggested with the feature off", r, 400, "bad_request", "Suggested Questions Is Disabled.")
     c.dify_error("get_suggested on a completion app",
                  completion._send_request("GET", f"/messages/{mid}/suggested", params={"user": user}), 400, "not_chat_app")
+    # On (the app the harness imported with the feature): the model's questions.
+    if suggest_key == "-":
+        c.check("get_suggested with the feature on: an app with the feature", False,
+                "the daemon refused to import an app with suggested_questions_after_answer (the test's stderr says why)")
+    else:
+        sc = client(ChatClient, suggest_key, base_url)
+        sparams = parse(sc.get_application_parameters(user)) or {}
+        c.check("get_application_parameters: suggested_questions_after_answer on",
+                sparams.get("suggested_questions_after_answer", {}).get("enabled") is True, sparams)
+        sanswer = parse(sc.create_chat_message(inputs={}, query="What is a PLC?", user=user)) or {}
+        r = sc._send_request("GET", f"/messages/{sanswer.get('message_id')}/suggested", params={"user": user})
+        body = c.status("get_suggested with the feature on", r, 200) or {}
+        questions = body.get("data")
+        c.check("get_suggested: a list of questions", body.get("result") == "success" and isinstance(questions, list)
+                and all(isinstance(q, str) and q.strip() for q in questions), body)
+        c.seen["suggested"] = questions
+        c.dify_error("get_suggested of an unknown message",
+                     sc._send_request("GET", f"/messages/{uuid.uuid4()}/suggested", params={"user": user}), 404, "not_found", "Message Not Exists.")
+        c.dify_error("get_suggested of another user's message",
+                     sc._send_request("GET", f"/messages/{sanswer.get('message_id')}/suggested", params={"user": "someone-else"}),
+                     404, "not_found", "Message Not Exists.")
 
     # Feedback, then GET /app/feedbacks lists it.
     chat.message_feedback(mid, "dislike", user)
@@ -404,8 +419,8 @@ GROUPS = {"core": core, "newer": newer}
 
 
 def main():
-    if len(sys.argv) != 7 or sys.argv[1] not in GROUPS:
-        print("usage: dify_client_check.py core|newer BASE_URL CHAT_KEY COMPLETION_KEY LONG_KEY USER", file=sys.stderr)
+    if len(sys.argv) != 8 or sys.argv[1] not in GROUPS:
+        print("usage: dify_client_check.py core|newer BASE_URL CHAT_KEY COMPLETION_KEY LONG_KEY SUGGEST_KEY USER", file=sys.stderr)
         sys.exit(2)
     group, args = GROUPS[sys.argv[1]], sys.argv[2:]
     c = Checks()

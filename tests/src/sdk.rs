@@ -16,11 +16,17 @@ use crate::daemon::{Daemon, DaemonBuilder, LONG_APP};
 /// The end user the checkers act as.
 pub const USER: &str = "sdk-user";
 
+/// Id of the chat app [`SdkDaemon::import_suggest_app`] imports.
+pub const SUGGEST_APP: &str = "suggest";
+
 /// A daemon with the base apps and the long app, and a key for each app.
 pub struct SdkDaemon {
     pub daemon: Daemon,
     pub completion_key: String,
     pub long_key: String,
+    /// The key of the [`SUGGEST_APP`] once imported, `-` before (or when the
+    /// daemon refused the import).
+    pub suggest_key: String,
 }
 
 impl SdkDaemon {
@@ -29,13 +35,30 @@ impl SdkDaemon {
         let daemon = DaemonBuilder::new().long_app(400).start();
         let (_, completion_key) = daemon.admin().create_key("summarise");
         let (_, long_key) = daemon.admin().create_key(LONG_APP);
-        SdkDaemon { daemon, completion_key, long_key }
+        SdkDaemon { daemon, completion_key, long_key, suggest_key: "-".into() }
     }
 
-    /// `GROUP BASE_URL CHAT_KEY COMPLETION_KEY LONG_KEY USER`, the checkers' arguments.
+    /// Imports (admin API) a chat app with Dify's suggested questions after
+    /// answer turned on, and keeps its key. A daemon that refuses the import
+    /// (one without the feature) leaves the key `-`, and the checker fails
+    /// its checks of the feature; the refusal is printed here.
+    pub fn import_suggest_app(&mut self) {
+        let app = serde_json::json!({
+            "id": SUGGEST_APP, "name": "Suggest", "mode": "chat", "pre_prompt": "You are a helpful assistant. Answer briefly.",
+            "suggested_questions_after_answer": {"enabled": true},
+            "completion_params": {"temperature": 0.0, "max_tokens": 32, "seed": 42},
+        });
+        match self.daemon.admin().post("/admin/v1/apps", &app) {
+            Ok(_) => self.suggest_key = self.daemon.admin().create_key(SUGGEST_APP).1,
+            Err(e) => eprintln!("importing the app {SUGGEST_APP:?} with suggested questions on failed: {e}"),
+        }
+    }
+
+    /// `GROUP BASE_URL CHAT_KEY COMPLETION_KEY LONG_KEY SUGGEST_KEY USER`, the checkers' arguments.
     pub fn args(&self, group: &str) -> Vec<String> {
         let d = &self.daemon;
-        vec![group.into(), format!("http://{}/v1", d.addr()), d.key().into(), self.completion_key.clone(), self.long_key.clone(), USER.into()]
+        let keys = [d.key(), &self.completion_key, &self.long_key, &self.suggest_key].map(str::to_owned);
+        [vec![group.to_owned(), format!("http://{}/v1", d.addr())], keys.to_vec(), vec![USER.to_owned()]].concat()
     }
 }
 

@@ -62,7 +62,8 @@ fn dify_node_client_core_methods() {
 #[test]
 fn dify_node_client_newer_routes() {
     let Some((node, script)) = node_and_script("dify_node_client_newer_routes") else { return };
-    let sd = SdkDaemon::start();
+    let mut sd = SdkDaemon::start();
+    sd.import_suggest_app();
     let seen = run_checker(&node, &script, &sd.args("newer"));
     assert_eq!(sd.daemon.client().conversations("4711").len(), 1);
     assert!(seen["file_id"].as_str().is_some_and(is_uuid), "{seen}");

@@ -60,7 +60,8 @@ fn dify_python_client_core_methods() {
 
 #[test]
 fn dify_python_client_newer_routes() {
-    let sd = SdkDaemon::start();
+    let mut sd = SdkDaemon::start();
+    sd.import_suggest_app();
     let seen = run_checker(&paths::venv_python(), &script(), &sd.args("newer"));
     // The numeric user's conversation is stored under the user "4711".
     let c = sd.daemon.client();
