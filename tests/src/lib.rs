@@ -4,7 +4,8 @@
 //! HTTP (TCP and the unix socket), the admin API and `edgeaictl`.
 //!
 //! Owns: process management, config writing, a tiny HTTP/1.1 + SSE client,
-//! a fake systemd notify socket. Must not: link the daemon crate (tests see
+//! a fake systemd notify socket, running Dify's SDK checker scripts
+//! ([`sdk`]). Must not: link the daemon crate (tests see
 //! the daemon only from the outside, as a user would).
 //!
 //! # Prerequisites
@@ -16,6 +17,9 @@
 //! - The model: `$EDGEAI_TEST_MODEL`, else
 //!   `<repo>/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf` (scripts/setup.sh
 //!   fetches it). [`paths`] panics with the fix when something is missing.
+//! - For the SDK tests: the venv with dify-client (`.cache/venv`) and
+//!   `tests/node/node_modules` (scripts/setup.sh makes both); without Node.js
+//!   the Node SDK tests print SKIP.
 //!
 //! # API
 //!
