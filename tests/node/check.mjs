@@ -315,6 +315,23 @@ async function newer(baseUrl, chatKey, completionKey, _longKey, suggestKey, user
   const mid = answer.message_id;
   if (!isUuid(mid)) throw new Abort(`a chat turn failed: ${JSON.stringify(answer)}`);
 
+  // Paging ids that do not exist: Dify's messages. (getConversations of
+  // 2.3.2 sends first_id where Dify reads last_id, so last_id goes through
+  // sendRequest.)
+  difyError("conversations with an unknown last_id",
+    await call(chat.sendRequest("GET", "/conversations", null, { user, last_id: randomUUID() })), 404, "not_found", "Last Conversation Not Exists.");
+  difyError("getConversationMessages with an unknown first_id",
+    await call(chat.getConversationMessages(user, answer.conversation_id, randomUUID())), 404, "not_found", "First Message Not Exists.");
+  // Usage timings as current Dify reports them; message events carry from_variable_selector.
+  const usage = answer.metadata?.usage ?? {};
+  check("createChatMessage: usage has time_to_first_token and time_to_generate",
+    ["time_to_first_token", "time_to_generate"].every((k) => typeof usage[k] === "number" && usage[k] >= 0), usage);
+  r = await call(chat.createChatMessage({}, "And Modbus?", user, true, answer.conversation_id));
+  const pieces = [];
+  for await (const ev of sseEvents(r.data)) if (ev.event === "message") pieces.push(ev);
+  check("createChatMessage streaming: message events carry from_variable_selector",
+    pieces.length > 0 && pieces.every((ev) => "from_variable_selector" in ev), pieces.slice(0, 2));
+
   // Suggested questions. Off (the demo app): Dify's released service API
   // answers 400 bad_request "Suggested Questions Is Disabled." (Dify's newest
   // main has changed it to 403 app_suggested_questions_after_answer_disabled).

@@ -336,6 +336,21 @@ def newer(c, base_url, chat_key, completion_key, _long_key, suggest_key, user):
     if not is_uuid(mid):
         raise Abort(f"a chat turn failed: {answer}")
 
+    # Paging ids that do not exist: Dify's messages (conversation.py, message.py).
+    c.dify_error("get_conversations with an unknown last_id",
+                 chat.get_conversations(user, last_id=str(uuid.uuid4())), 404, "not_found", "Last Conversation Not Exists.")
+    c.dify_error("get_conversation_messages with an unknown first_id",
+                 chat.get_conversation_messages(user, answer.get("conversation_id"), first_id=str(uuid.uuid4())),
+                 404, "not_found", "First Message Not Exists.")
+    # Usage timings as current Dify reports them; message events carry from_variable_selector.
+    usage = answer.get("metadata", {}).get("usage", {})
+    c.check("create_chat_message: usage has time_to_first_token and time_to_generate",
+            all(isinstance(usage.get(k), (int, float)) and usage.get(k) >= 0 for k in ("time_to_first_token", "time_to_generate")), usage)
+    r = chat.create_chat_message(inputs={}, query="And Modbus?", user=user, response_mode="streaming", conversation_id=answer.get("conversation_id"))
+    pieces = [ev for ev in sse_events(r) if ev.get("event") == "message"]
+    c.check("create_chat_message streaming: message events carry from_variable_selector",
+            pieces and all("from_variable_selector" in ev for ev in pieces), pieces[:2])
+
     # get_suggested (repository SDK). Off (the demo app): Dify's released
     # service API answers 400 bad_request "Suggested Questions Is Disabled."
     # (message.py MessageSuggestedApi; Dify's newest main has changed it to
