@@ -7,7 +7,9 @@
 #      systemd-box tests, optional). Checked with dpkg-query; apt-get update and install run only
 #      when something is missing (as root, or through sudo).
 #   2. The Python client for the end-to-end test: a venv at .cache/venv with dify-client (pinned).
-#   3. The default model, through scripts/fetch-model.sh (into .cache/models).
+#   3. Dify's Node SDK for the end-to-end test: Node.js and npm (Debian nodejs, npm) and
+#      `npm ci` in tests/node (dify-client pinned in its package.json and package-lock.json).
+#   4. The default model, through scripts/fetch-model.sh (into .cache/models).
 #
 # Idempotent; when everything is present it hashes nothing and downloads nothing.
 set -euo pipefail
@@ -86,5 +88,33 @@ if ! venv_ready; then
     || die "pip install dify-client==$DIFY_CLIENT_VERSION failed (is PyPI reachable?)"
   venv_ready || die "$venv still cannot import dify_client $DIFY_CLIENT_VERSION"
 fi
+
+# --- Dify's Node SDK (tests/tests/dify_node.rs) ------------------------------------------------
+# Node.js and npm from Debian, only when `node` or `npm` is missing (a NodeSource nodejs, which
+# bundles npm, counts as present: Debian's npm package would conflict with it). Without Node the
+# Node SDK tests print SKIP, so a failed install is a warning. Then `npm ci` in tests/node, only
+# when its node_modules lacks the dify-client version that package.json pins.
+node_dir=$repo/tests/node
+
+node_sdk_ready() {
+  [ -f "$node_dir/node_modules/dify-client/package.json" ] || return 1
+  (cd "$node_dir" && node -e '
+    const want = require("./package.json").dependencies["dify-client"];
+    const have = require("./node_modules/dify-client/package.json").version;
+    process.exit(want === have ? 0 : 1);') >/dev/null 2>&1
+}
+
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  say "installing Debian packages: nodejs npm (for the Node SDK tests)"
+  { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 && apt_install nodejs npm; } \
+    || say "warning: could not install nodejs and npm; the Node SDK tests will be skipped"
+fi
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && ! node_sdk_ready; then
+  say "installing Dify's Node SDK into $node_dir/node_modules (npm ci)"
+  (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >&2) \
+    || die "npm ci in $node_dir failed (is the npm registry reachable?)"
+  node_sdk_ready || die "$node_dir/node_modules still lacks the pinned dify-client"
+fi
+# --- end of Dify's Node SDK ----------------------------------------------------------------------
 
 "$repo/scripts/fetch-model.sh"

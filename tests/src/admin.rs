@@ -29,6 +29,11 @@ impl Admin {
         block_on(self.client.delete(path))
     }
 
+    /// `POST path` with a JSON body; the 2xx answer's JSON.
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        block_on(self.client.post_json(path, body))
+    }
+
     /// `GET /admin/v1/status`.
     pub fn status(&self) -> Value {
         self.get("/admin/v1/status").expect("admin status")

@@ -5,7 +5,8 @@
 //!
 //! Owns: process management, config writing, a tiny HTTP/1.1 + SSE client,
 //! a fake systemd notify socket, the daemon's fail points, a GGUF metadata
-//! rewriter for test models. Must not: link the daemon crate (tests see
+//! rewriter for test models, running Dify's SDK checker scripts ([`sdk`]).
+//! Must not: link the daemon crate (tests see
 //! the daemon only from the outside, as a user would).
 //!
 //! # Prerequisites
@@ -17,6 +18,9 @@
 //! - The model: `$EDGEAI_TEST_MODEL`, else
 //!   `<repo>/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf` (scripts/setup.sh
 //!   fetches it). [`paths`] panics with the fix when something is missing.
+//! - For the SDK tests: the venv with dify-client (`.cache/venv`) and
+//!   `tests/node/node_modules` (scripts/setup.sh makes both); without Node.js
+//!   the Node SDK tests print SKIP.
 //!
 //! # API
 //!
@@ -79,6 +83,7 @@ pub mod gguf;
 pub mod http;
 pub mod notify;
 pub mod paths;
+pub mod sdk;
 pub mod sse;
 
 pub use daemon::{Daemon, DaemonBuilder, LogLine, LONG_APP, LONG_QUERY};

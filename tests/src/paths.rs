@@ -71,3 +71,18 @@ pub fn venv_python() -> PathBuf {
     assert!(path.is_file(), "{} is missing: run scripts/setup.sh, which creates the venv with dify-client", path.display());
     path
 }
+
+/// The directory of the Node SDK checker (`<repo>/tests/node`), with its
+/// `node_modules` installed by scripts/setup.sh (`npm ci`).
+pub fn node_checker_dir() -> PathBuf {
+    let dir = repo_root().join("tests/node");
+    let sdk = dir.join("node_modules/dify-client/package.json");
+    assert!(sdk.is_file(), "{} is missing: run scripts/setup.sh, which runs `npm ci` in {}", sdk.display(), dir.display());
+    dir
+}
+
+/// The `node` executable on `$PATH`, or `None` when Node.js is not installed.
+pub fn node() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join("node")).find(|p| p.is_file())
+}
