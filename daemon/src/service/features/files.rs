@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
 use super::super::{new_id, Service};
-use crate::engine::turn::check_user;
 use super::{FeatureError, Outcome};
 use crate::config::FilesSettings;
+use crate::engine::turn::check_user;
 use crate::engine::AppDefinition;
 use crate::store::{NewUploadFile, StoreError, UploadFile};
 
