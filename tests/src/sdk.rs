@@ -62,6 +62,40 @@ impl SdkDaemon {
     }
 }
 
+impl SdkDaemon {
+    /// Cross-checks what a `core` checker saw against what the daemon
+    /// stored, through the HTTP API: the answers, the last feedback, the
+    /// rename, the deleted conversation, the stopped run.
+    #[track_caller]
+    pub fn cross_check_core(&self, seen: &Value) {
+        let c = self.daemon.client();
+        let field = |k: &str| seen[k].as_str().unwrap_or_else(|| panic!("the checker saw no {k}: {seen}")).to_owned();
+        let stored = c.messages(USER, &field("conversation_id"));
+        assert_eq!(stored.len(), 2, "{stored:#?}");
+        assert_eq!(stored[0]["id"], seen["blocking_message_id"]);
+        assert_eq!(stored[0]["answer"], seen["blocking_answer"]);
+        assert_eq!(stored[1]["answer"], seen["streamed_answer"]);
+        assert!(stored.iter().all(|m| m["status"] == "normal"), "{stored:#?}");
+        // The last feedback the SDK gave.
+        assert_eq!(stored[0]["feedback"]["rating"], "like", "{:#}", stored[0]);
+        let convs = c.conversations(USER);
+        let names: Vec<&str> = convs.iter().filter_map(|x| x["name"].as_str()).collect();
+        assert_eq!(names, ["Line 2 valve"], "{convs:#?}");
+        let events: Vec<&str> = seen["events"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        assert!(events.iter().filter(|e| **e == "message").count() >= 2, "{events:?}");
+        assert!(seen["usage"]["completion_tokens"].as_u64().is_some_and(|n| n > 0), "{seen}");
+        // The deleted conversation is gone from the store.
+        let deleted = field("deleted_conversation_id");
+        c.get(&format!("/v1/messages?user={USER}&conversation_id={deleted}")).expect_dify_error(404, "not_found");
+        // The stopped answer is stored as stopped, in its own conversation.
+        let stopped = c.with_key(&self.long_key).messages(USER, &field("stopped_conversation_id"));
+        assert_eq!(stopped.len(), 1, "{stopped:#?}");
+        assert_eq!(stopped[0]["id"], seen["stopped_message_id"]);
+        assert_eq!(stopped[0]["status"], "stopped", "{:#}", stopped[0]);
+        assert!(crate::is_uuid(&field("completion_message_id")));
+    }
+}
+
 /// Runs a checker, fails the test with every failed check, and returns `seen`.
 #[track_caller]
 pub fn run_checker(program: &Path, script: &Path, args: &[String]) -> Value {
