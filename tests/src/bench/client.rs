@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use bytes::Bytes;
+use edgeai_common::sse::{Event, SseDecoder};
 use http::{header, Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -71,11 +72,6 @@ impl StreamRun {
     }
 }
 
-/// Finds the end of the first SSE event block (`\n\n`) in `buf`.
-fn event_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2)
-}
-
 #[derive(Default)]
 struct Seen {
     first: Option<Instant>,
@@ -86,26 +82,24 @@ struct Seen {
     usage: Option<Value>,
 }
 
-/// Applies one SSE event block received at `at`.
-fn on_event(block: &[u8], at: Instant, seen: &mut Seen) -> Result<()> {
-    let text = std::str::from_utf8(block).context("SSE event is not UTF-8")?;
-    for line in text.lines() {
-        let Some(data) = line.strip_prefix("data: ") else { continue };
-        let v: Value = serde_json::from_str(data).with_context(|| format!("SSE data is not JSON: {data}"))?;
-        match v.get("event").and_then(Value::as_str) {
-            Some("message") => {
-                seen.first.get_or_insert(at);
-                seen.last = Some(at);
-                seen.n += 1;
-                seen.answer.push_str(v.get("answer").and_then(Value::as_str).unwrap_or_default());
-            }
-            Some("message_end") => {
-                seen.end = Some(at);
-                seen.usage = v.pointer("/metadata/usage").cloned();
-            }
-            Some("error") => bail!("error event: {v}"),
-            _ => {}
+/// Applies one SSE event (decoded by the shared `edgeai_common::sse`
+/// decoder) whose last bytes arrived at `at`.
+fn on_event(ev: &Event, at: Instant, seen: &mut Seen) -> Result<()> {
+    let Some(data) = ev.data.as_deref() else { return Ok(()) };
+    let v: Value = serde_json::from_str(data).with_context(|| format!("SSE data is not JSON: {data}"))?;
+    match v.get("event").and_then(Value::as_str) {
+        Some("message") => {
+            seen.first.get_or_insert(at);
+            seen.last = Some(at);
+            seen.n += 1;
+            seen.answer.push_str(v.get("answer").and_then(Value::as_str).unwrap_or_default());
         }
+        Some("message_end") => {
+            seen.end = Some(at);
+            seen.usage = v.pointer("/metadata/usage").cloned();
+        }
+        Some("error") => bail!("error event: {v}"),
+        _ => {}
     }
     Ok(())
 }
@@ -131,17 +125,15 @@ pub async fn chat_stream(addr: SocketAddr, key: &str, user: &str, query: &str) -
         let text = incoming.collect().await.map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned()).unwrap_or_default();
         bail!("POST /v1/chat-messages answered {status}: {text}");
     }
-    let mut buf: Vec<u8> = Vec::new();
+    let mut decoder = SseDecoder::new();
     let mut seen = Seen::default();
     while seen.end.is_none() {
         let Some(frame) = incoming.frame().await else { break };
         let at = Instant::now();
         let frame = frame.context("reading the SSE stream")?;
         let Ok(data) = frame.into_data() else { continue };
-        buf.extend_from_slice(&data);
-        while let Some(n) = event_end(&buf) {
-            let block: Vec<u8> = buf.drain(..n).collect();
-            on_event(&block, at, &mut seen)?;
+        for ev in decoder.push(&data).context("decoding the SSE stream")? {
+            on_event(&ev, at, &mut seen)?;
         }
     }
     let end = seen.end.ok_or_else(|| anyhow!("the stream ended without message_end"))?;
@@ -167,19 +159,24 @@ pub async fn chat_stream(addr: SocketAddr, key: &str, user: &str, query: &str) -
 mod tests {
     use super::*;
 
+    fn data(json: &str) -> Event {
+        Event { event: None, data: Some(json.to_owned()) }
+    }
+
     #[test]
-    fn events_are_split_on_blank_lines_and_counted() {
+    fn messages_are_counted_and_pings_ignored() {
         let at = Instant::now();
         let mut seen = Seen::default();
-        let mut buf = b"data: {\"event\": \"message\", \"answer\": \"Hel\"}\n\nevent: ping\n\ndata: {\"event\": \"mess".to_vec();
-        while let Some(n) = event_end(&buf) {
-            let block: Vec<u8> = buf.drain(..n).collect();
-            on_event(&block, at, &mut seen).expect("valid events");
+        let mut decoder = SseDecoder::new();
+        let events = decoder
+            .push(b"data: {\"event\": \"message\", \"answer\": \"Hel\"}\n\nevent: ping\n\ndata: {\"event\": \"mess")
+            .expect("decoded");
+        for ev in &events {
+            on_event(ev, at, &mut seen).expect("valid events");
         }
         assert_eq!((seen.n, seen.answer.as_str()), (1, "Hel"));
-        assert_eq!(buf, b"data: {\"event\": \"mess");
-        let end = br#"data: {"event": "message_end", "metadata": {"usage": {"prompt_tokens": 5, "completion_tokens": 2}}}"#;
-        on_event(end, at, &mut seen).expect("message_end");
+        let end = data(r#"{"event": "message_end", "metadata": {"usage": {"prompt_tokens": 5, "completion_tokens": 2}}}"#);
+        on_event(&end, at, &mut seen).expect("message_end");
         assert!(seen.end.is_some());
         assert_eq!(seen.usage.and_then(|u| u["completion_tokens"].as_u64()), Some(2));
     }
@@ -188,10 +185,9 @@ mod tests {
     fn error_events_and_bad_data_are_errors() {
         let at = Instant::now();
         let mut seen = Seen::default();
-        let err = on_event(br#"data: {"event": "error", "code": "completion_request_error"}"#, at, &mut seen).unwrap_err();
+        let err = on_event(&data(r#"{"event": "error", "code": "completion_request_error"}"#), at, &mut seen).unwrap_err();
         assert!(err.to_string().contains("completion_request_error"), "{err}");
-        assert!(on_event(b"data: not json", at, &mut seen).is_err());
-        assert!(on_event(&[b'd', b'a', 0xff], at, &mut seen).is_err());
+        assert!(on_event(&data("not json"), at, &mut seen).is_err());
     }
 
     #[test]
