@@ -9,11 +9,15 @@
 #   2. The Python client for the end-to-end test: a venv at .cache/venv with dify-client (pinned).
 #   3. The default model, through scripts/fetch-model.sh (into .cache/models).
 #
+# The CPU baseline test (tests/tests/cpu_baseline.rs) runs edgeaid on emulated CPUs with
+# qemu-x86_64 (Debian qemu-user) and reads its disassembly with objdump (binutils).
+#
 # Idempotent; when everything is present it hashes nothing and downloads nothing.
 set -euo pipefail
 
 readonly REQUIRED_PKGS=(cmake clang libclang-dev pkg-config g++ make python3 python3-venv dbus systemd procps)
 readonly OPTIONAL_PKGS=(systemd-container)
+readonly CPU_TEST_PKGS=(qemu-user binutils)
 readonly DIFY_CLIENT_VERSION=0.1.10
 
 say() { printf 'setup: %s\n' "$*" >&2; }
@@ -47,6 +51,7 @@ apt_install() {
 
 if command -v dpkg-query >/dev/null 2>&1; then
   mapfile -t missing < <(missing_among "${REQUIRED_PKGS[@]}")
+  mapfile -t -O "${#missing[@]}" missing < <(missing_among "${CPU_TEST_PKGS[@]}")
   mapfile -t missing_optional < <(missing_among "${OPTIONAL_PKGS[@]}")
   if [ ${#missing[@]} -gt 0 ] || [ ${#missing_optional[@]} -gt 0 ]; then
     say "installing Debian packages: ${missing[*]} ${missing_optional[*]}"
@@ -65,6 +70,7 @@ if command -v dpkg-query >/dev/null 2>&1; then
   fi
 else
   say "warning: no dpkg (not Debian?); make sure these are installed: ${REQUIRED_PKGS[*]} ${OPTIONAL_PKGS[*]}"
+  say "warning: and, for the CPU baseline test: ${CPU_TEST_PKGS[*]}"
 fi
 
 # The venv counts as ready when its python imports the pinned dify-client.
