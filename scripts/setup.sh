@@ -8,6 +8,7 @@
 #      when something is missing (as root, or through sudo).
 #   2. The Python client for the end-to-end test: a venv at .cache/venv with dify-client (pinned).
 #   3. The default model, through scripts/fetch-model.sh (into .cache/models).
+#   4. The multilingual model (Gemma 3 270M), through scripts/fetch-gemma.sh (into .cache/models).
 #
 # The CPU baseline test (tests/tests/cpu_baseline.rs) runs edgeaid on emulated CPUs with
 # qemu-x86_64 (Debian qemu-user) and reads its disassembly with objdump (binutils).
@@ -94,3 +95,4 @@ if ! venv_ready; then
 fi
 
 "$repo/scripts/fetch-model.sh"
+"$repo/scripts/fetch-gemma.sh"

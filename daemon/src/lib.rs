@@ -90,6 +90,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         batch_size: m.batch_size,
         queue_depth: m.queue_depth,
         use_mlock: m.use_mlock,
+        chat_template: m.chat_template.clone(),
     });
     let service = Service::new(store.clone(), Arc::clone(&runtime));
     for app in &settings.apps {

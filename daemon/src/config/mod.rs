@@ -55,6 +55,7 @@
 //! | `model.batch_size` | `512` | 32 ..= 8192 |
 //! | `model.queue_depth` | `16` | 1 ..= 1024; requests waiting for a slot |
 //! | `model.mlock` | `false` | lock the model in RAM |
+//! | `model.chat_template` | `""` | a llama.cpp built-in template name ("gemma", "chatml", ...) used instead of the GGUF's own; `""`: the GGUF's |
 //! | `log.level` | `"info"` | `trace`, `debug`, `info`, `warn`, `error`, `off`, or comma-separated `target=level` directives |
 //! | `log.format` | `"auto"` | `"auto"`, `"text"`, `"json"` |
 //! | `dev.demo_key_file` | `""` (none) | development only: the daemon creates a key for the first app and writes it to this path |
@@ -243,6 +244,10 @@ pub struct ModelSettings {
     pub queue_depth: usize,
     /// `model.mlock`.
     pub use_mlock: bool,
+    /// `model.chat_template`: a llama.cpp built-in template name used
+    /// instead of the GGUF's own (for GGUFs that ship none, such as Gemma 3
+    /// 270M); `None` uses the GGUF's template.
+    pub chat_template: Option<String>,
     /// `false`: run without a model; every model call answers 503.
     pub enabled: bool,
 }
@@ -258,6 +263,7 @@ impl Default for ModelSettings {
             batch_size: 512,
             queue_depth: 16,
             use_mlock: false,
+            chat_template: None,
             enabled: true,
         }
     }
@@ -334,6 +340,9 @@ impl Settings {
                 m.context_size,
                 m.queue_depth
             ));
+            if let Some(t) = &m.chat_template {
+                out.push_str(&format!("chat template: {t} (model.chat_template, llama.cpp built-in)\n"));
+            }
         } else {
             out.push_str("model: disabled (model calls answer 503)\n");
         }

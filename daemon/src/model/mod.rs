@@ -183,6 +183,8 @@ pub struct RuntimeConfig {
     pub batch_size: u32,
     pub queue_depth: usize,
     pub use_mlock: bool,
+    /// A llama.cpp built-in template name that replaces the GGUF's template.
+    pub chat_template: Option<String>,
 }
 
 enum State {
