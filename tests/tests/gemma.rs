@@ -66,3 +66,14 @@ fn gemma_answers_a_chinese_question_through_its_builtin_template() {
     assert!(s.answer.chars().any(is_cjk), "no CJK character in {:?}", s.answer);
     assert!(!s.answer.contains('\u{FFFD}'), "a character was cut: {:?}", s.answer);
 }
+
+#[test]
+fn a_template_name_llama_cpp_does_not_know_fails_the_load_naming_the_key() {
+    let d = gemma_daemon().set("model.chat_template", "no-such-template").wait_for_model(false).start();
+    let failed = d.wait_log(std::time::Duration::from_secs(60), "the model failure", |l| l.message().starts_with("model unavailable"));
+    let error = failed.field_str("error").unwrap_or_default();
+    assert!(error.contains("model.chat_template \"no-such-template\" is not a template llama.cpp knows"), "{error}");
+    let ready = d.client().without_key().get("/ready");
+    let body = ready.expect_dify_error(503, "provider_not_initialize");
+    assert!(body["message"].as_str().unwrap().contains("model.chat_template"), "/ready: {body}");
+}
