@@ -10,12 +10,17 @@
 #   3. Dify's Node SDK for the end-to-end test: Node.js and npm (Debian nodejs, npm) and
 #      `npm ci` in tests/node (dify-client pinned in its package.json and package-lock.json).
 #   4. The default model, through scripts/fetch-model.sh (into .cache/models).
+#   5. The multilingual model (Gemma 3 270M), through scripts/fetch-gemma.sh (into .cache/models).
+#
+# The CPU baseline test (tests/tests/cpu_baseline.rs) runs edgeaid on emulated CPUs with
+# qemu-x86_64 (Debian qemu-user) and reads its disassembly with objdump (binutils).
 #
 # Idempotent; when everything is present it hashes nothing and downloads nothing.
 set -euo pipefail
 
 readonly REQUIRED_PKGS=(cmake clang libclang-dev pkg-config g++ make python3 python3-venv dbus systemd procps)
 readonly OPTIONAL_PKGS=(systemd-container)
+readonly CPU_TEST_PKGS=(qemu-user binutils)
 readonly DIFY_CLIENT_VERSION=0.1.10
 
 say() { printf 'setup: %s\n' "$*" >&2; }
@@ -49,6 +54,7 @@ apt_install() {
 
 if command -v dpkg-query >/dev/null 2>&1; then
   mapfile -t missing < <(missing_among "${REQUIRED_PKGS[@]}")
+  mapfile -t -O "${#missing[@]}" missing < <(missing_among "${CPU_TEST_PKGS[@]}")
   mapfile -t missing_optional < <(missing_among "${OPTIONAL_PKGS[@]}")
   if [ ${#missing[@]} -gt 0 ] || [ ${#missing_optional[@]} -gt 0 ]; then
     say "installing Debian packages: ${missing[*]} ${missing_optional[*]}"
@@ -67,6 +73,7 @@ if command -v dpkg-query >/dev/null 2>&1; then
   fi
 else
   say "warning: no dpkg (not Debian?); make sure these are installed: ${REQUIRED_PKGS[*]} ${OPTIONAL_PKGS[*]}"
+  say "warning: and, for the CPU baseline test: ${CPU_TEST_PKGS[*]}"
 fi
 
 # The venv counts as ready when its python imports the pinned dify-client.
@@ -118,3 +125,4 @@ fi
 # --- end of Dify's Node SDK ----------------------------------------------------------------------
 
 "$repo/scripts/fetch-model.sh"
+"$repo/scripts/fetch-gemma.sh"

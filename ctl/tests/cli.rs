@@ -203,7 +203,7 @@ async fn ctl_with(args: &[&str], stdin: Option<&str>, adjust: impl FnOnce(&mut t
     run_ctl(Path::new(env!("CARGO_BIN_EXE_edgeaictl")), args, stdin, adjust).await
 }
 
-/// Runs this edgeaictl binary (the built one, or a copy of it).
+/// Runs the edgeaictl binary at `program` (the built one or a copy).
 async fn run_ctl(program: &Path, args: &[&str], stdin: Option<&str>, adjust: impl FnOnce(&mut tokio::process::Command)) -> Output {
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
@@ -214,13 +214,27 @@ async fn run_ctl(program: &Path, args: &[&str], stdin: Option<&str>, adjust: imp
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     adjust(&mut cmd);
-    let mut child = cmd.spawn().unwrap();
+    let mut child = spawn(&mut cmd).await;
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().unwrap();
         pipe.write_all(input.as_bytes()).await.unwrap();
         drop(pipe);
     }
     tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.expect("edgeaictl hung").unwrap()
+}
+
+/// Spawns `cmd`, retrying while the kernel says ETXTBSY: a freshly copied
+/// binary (see `reachable_dir`) stays "busy" while a child forked by another
+/// test thread still holds the copy's write descriptor, until that child execs.
+async fn spawn(cmd: &mut tokio::process::Command) -> tokio::process::Child {
+    const ETXTBSY: i32 = 26; // Linux
+    for _ in 0..100 {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) => tokio::time::sleep(Duration::from_millis(20)).await,
+            spawned => return spawned.unwrap(),
+        }
+    }
+    panic!("{cmd:?} stayed busy (ETXTBSY) for 2 s");
 }
 
 fn stdout(out: &Output) -> String {
@@ -491,40 +505,57 @@ async fn unreachable_socket_exits_69() {
     assert_eq!(stdout(&out), "");
 }
 
+/// A fresh directory that any uid can reach (every ancestor searchable by
+/// others, itself 0755), for tests that run edgeaictl under another uid: the
+/// checkout (and so target/) may lie under a 0700 directory such as root's
+/// home or a `mktemp -d` dir. `None` when no candidate qualifies.
+fn reachable_dir() -> Option<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let searchable = |dir: &Path| dir.ancestors().all(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    let candidates = [std::env::temp_dir(), PathBuf::from("/tmp"), PathBuf::from("/var/tmp"), PathBuf::from("/dev/shm")];
+    let base = candidates.into_iter().find(|d| d.is_dir() && searchable(d))?;
+    let dir = tempfile::Builder::new().prefix("edgeaictl-test-").tempdir_in(base).ok()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).ok()?;
+    Some(dir)
+}
+
 #[tokio::test]
 async fn socket_permission_denied_exits_77() {
     use std::os::unix::fs::PermissionsExt;
-    let fake = Fake::start().await;
-    let parent = fake.socket.parent().unwrap();
-    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
     let is_root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap();
     let out = if is_root {
         // Root bypasses file modes: run edgeaictl as nobody against a 0600
-        // socket. Nobody may not reach the build directory (a checkout under
-        // root's 0700 home), so it runs a copy next to the socket.
-        let copy = parent.join("edgeaictl");
-        std::fs::copy(env!("CARGO_BIN_EXE_edgeaictl"), &copy).unwrap();
-        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-        if let Some(closed) = copy.ancestors().skip(1).find(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 == 0)) {
+        // socket. Nobody must reach both the binary and the socket's
+        // directory, wherever the checkout lies, so both go to a reachable
+        // directory: a copy of edgeaictl, and the fake server's socket.
+        let Some(dir) = reachable_dir() else {
             eprintln!(
-                "SKIP socket_permission_denied_exits_77: uid 65534 cannot reach {} ({} is not searchable by others; set TMPDIR)",
-                copy.display(),
-                closed.display()
+                "SKIP socket_permission_denied_exits_77: no directory that uid 65534 can reach \
+                 ($TMPDIR, /tmp, /var/tmp, /dev/shm all have a parent without o+x)"
             );
             return;
-        }
-        std::fs::set_permissions(&fake.socket, std::fs::Permissions::from_mode(0o600)).unwrap();
-        run_ctl(&copy, &["--socket", fake.socket.to_str().unwrap(), "status"], None, |cmd| {
+        };
+        let ctl = dir.path().join("edgeaictl");
+        std::fs::copy(env!("CARGO_BIN_EXE_edgeaictl"), &ctl).unwrap();
+        std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = dir.path().join("edgeai.sock");
+        let seen = serve(&socket);
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let out = run_ctl(&ctl, &["--socket", socket.to_str().unwrap(), "status"], None, |cmd| {
             cmd.uid(65534).gid(65534);
         })
-        .await
+        .await;
+        assert!(seen.lock().unwrap().is_empty());
+        out
     } else {
+        let fake = Fake::start().await;
         std::fs::set_permissions(&fake.socket, std::fs::Permissions::from_mode(0o000)).unwrap();
-        ctl(&["--socket", fake.socket.to_str().unwrap(), "status"], None).await
+        let out = ctl(&["--socket", fake.socket.to_str().unwrap(), "status"], None).await;
+        assert!(fake.seen().is_empty());
+        out
     };
     assert_eq!(code(&out), 77, "{}", stderr(&out));
     assert!(stderr(&out).contains("permission denied on"), "{}", stderr(&out));
-    assert!(fake.seen().is_empty());
 }
 
 #[tokio::test]

@@ -8,6 +8,17 @@
 //! extended baseline, named by the `GGML_*` variables in .cargo/config.toml
 //! (llama-cpp-sys-2 forwards them to CMake); this module reads the same
 //! variables at compile time, so the check names exactly what ggml got.
+//! [`ggml_system_info`] asks ggml itself what its CPU backend was built with,
+//! once the check has passed.
+
+use std::ffi::{c_char, CStr};
+
+extern "C" {
+    /// llama.cpp's one-line summary of its backends' build features
+    /// (`CPU : SSE3 = 1 | ... | AVX2 = 1 | ... | OPENMP = 1 | REPACK = 1 |`).
+    /// llama-cpp-2 links libllama but does not wrap this function.
+    fn llama_print_system_info() -> *const c_char;
+}
 
 /// (feature name for `is_x86_feature_detected!`, the GGML_* variable that
 /// turns it on in ggml's CPU backend).
@@ -79,6 +90,26 @@ pub fn describe() -> String {
     }
 }
 
+/// ggml's own account of the features its CPU backend was compiled with,
+/// e.g. `CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | ...`. `None` on
+/// a CPU that lacks a required feature: the answer comes from code in ggml's
+/// CPU backend, which is built for the extended baseline and may not run here.
+pub fn ggml_system_info() -> Option<String> {
+    if !missing().is_empty() {
+        return None;
+    }
+    // SAFETY: takes no arguments and returns a pointer to a NUL-terminated
+    // buffer inside libllama (a function-local static string) that stays
+    // valid until the next call; it is copied out at once.
+    let p = unsafe { llama_print_system_info() };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-null and NUL-terminated (see above).
+    let text = unsafe { CStr::from_ptr(p) }.to_string_lossy();
+    Some(text.trim().trim_end_matches('|').trim_end().to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -97,6 +128,19 @@ mod tests {
     }
 
     #[test]
+    fn ggml_reports_the_avx2_kernels() {
+        // ggml's CPU backend got the baseline named in .cargo/config.toml.
+        #[cfg(target_arch = "x86_64")]
+        {
+            let info = super::ggml_system_info().expect("this machine runs this build");
+            assert!(info.contains("AVX2 = 1") && info.contains("FMA = 1"), "{info}");
+        }
+    }
+
+    #[test]
+    // A constant by design: it fails the test run (rather than the build) of
+    // a build whose rustflags turned AVX2 on.
+    #[allow(clippy::assertions_on_constants)]
     fn our_own_code_is_not_built_for_avx2() {
         // The check must run on a CPU without AVX2, so the Rust code (this
         // test included) is built for the plain baseline.

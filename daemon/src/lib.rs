@@ -91,6 +91,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         queue_depth: m.queue_depth,
         use_mlock: m.use_mlock,
         load_timeout: m.load_timeout,
+        chat_template: m.chat_template.clone(),
     });
     let service = Service::new(store.clone(), Arc::clone(&runtime));
     let (n_apps, results) = service.sync_config_apps(settings.apps.clone()).await;

@@ -65,6 +65,17 @@ pub fn model() -> PathBuf {
     path
 }
 
+/// File name of the multilingual model that scripts/fetch-gemma.sh fetches
+/// (configs/gemma.toml).
+pub const GEMMA_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
+
+/// The multilingual model: `<repo>/.cache/models/gemma-3-270m-q4_k_m.gguf`.
+pub fn gemma_model() -> PathBuf {
+    let path = repo_root().join(".cache/models").join(GEMMA_FILE);
+    assert!(path.is_file(), "the Gemma model {} is missing: run scripts/setup.sh (scripts/fetch-gemma.sh fetches it)", path.display());
+    path
+}
+
 /// The Python of the test venv with dify-client (`<repo>/.cache/venv`).
 pub fn venv_python() -> PathBuf {
     let path = repo_root().join(".cache/venv/bin/python");

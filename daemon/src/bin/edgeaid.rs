@@ -63,8 +63,10 @@ fn main() -> ExitCode {
             return ExitCode::from(edgeaid::EXIT_CONFIG as u8);
         }
     };
+    // Only now, with the CPU check passed, may ggml's CPU backend run.
+    let ggml = edgeaid::cpu::ggml_system_info().unwrap_or_default();
     if args.check_config {
-        println!("configuration is valid\n{}", settings.describe());
+        println!("configuration is valid\n{}\nllama.cpp: {ggml}", settings.describe());
         return ExitCode::SUCCESS;
     }
     let output = edgeaid::telemetry::choose(settings.log.format.as_str());
@@ -72,7 +74,7 @@ fn main() -> ExitCode {
         eprintln!("edgeaid: {e}");
         return ExitCode::from(edgeaid::EXIT_CONFIG as u8);
     }
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), cpu = %edgeaid::cpu::describe(), sources = ?settings.sources, "starting");
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), cpu = %edgeaid::cpu::describe(), %ggml, sources = ?settings.sources, "starting");
     // Test builds only: fail points from FAILPOINTS, active for the whole run.
     #[cfg(feature = "failpoints")]
     let _failpoints = {

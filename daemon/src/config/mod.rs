@@ -59,6 +59,7 @@
 //! | `model.queue_depth` | `16` | 1 ..= 1024; requests waiting for a slot |
 //! | `model.mlock` | `false` | lock the model in RAM |
 //! | `model.load_timeout_secs` | `300` | 1 ..= 86400; loading longer than this ends `failed` (the daemon stays up answering 503) |
+//! | `model.chat_template` | `""` | a llama.cpp built-in template name ("gemma", "chatml", ...) used instead of the GGUF's own; `""`: the GGUF's |
 //! | `log.level` | `"info"` | `trace`, `debug`, `info`, `warn`, `error`, `off`, or comma-separated `target=level` directives |
 //! | `log.format` | `"auto"` | `"auto"`, `"text"`, `"json"` |
 //! | `dev.demo_key_file` | `""` (none) | development only: the daemon creates a key for the first app and writes it to this path |
@@ -275,6 +276,10 @@ pub struct ModelSettings {
     pub use_mlock: bool,
     /// `model.load_timeout_secs`: a load still running after this is aborted.
     pub load_timeout: Duration,
+    /// `model.chat_template`: a llama.cpp built-in template name used
+    /// instead of the GGUF's own (for GGUFs that ship none, such as Gemma 3
+    /// 270M); `None` uses the GGUF's template.
+    pub chat_template: Option<String>,
     /// `false`: run without a model; every model call answers 503.
     pub enabled: bool,
 }
@@ -291,6 +296,7 @@ impl Default for ModelSettings {
             queue_depth: 16,
             use_mlock: false,
             load_timeout: Duration::from_secs(300),
+            chat_template: None,
             enabled: true,
         }
     }
@@ -368,6 +374,9 @@ impl Settings {
                 m.context_size,
                 m.queue_depth
             ));
+            if let Some(t) = &m.chat_template {
+                out.push_str(&format!("chat template: {t} (model.chat_template, llama.cpp built-in)\n"));
+            }
         } else {
             out.push_str("model: disabled (model calls answer 503)\n");
         }

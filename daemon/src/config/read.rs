@@ -97,6 +97,9 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     r.int("model", "queue_depth", 1..=1024, &mut m.queue_depth);
     r.bool("model", "mlock", &mut m.use_mlock);
     r.secs("model", "load_timeout_secs", 1..=86_400, &mut m.load_timeout);
+    if let Some(t) = r.template_name("model", "chat_template") {
+        m.chat_template = t;
+    }
 
     if let Some(level) = r.log_level("log", "level") {
         s.log.level = level;
@@ -264,6 +267,24 @@ impl<'a> Reader<'a> {
             return None;
         }
         Some(s.to_owned())
+    }
+
+    /// A llama.cpp built-in template name ("gemma", "chatml", "llama3", ...);
+    /// "" means none. Whether llama.cpp knows the name is checked at model
+    /// load (the list lives in llama.cpp).
+    fn template_name(&mut self, section: &'static str, key: &'static str) -> Option<Option<String>> {
+        let s = self.string(section, key)?;
+        if s.is_empty() {
+            return Some(None);
+        }
+        if s.len() > 64 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+            self.problem(
+                &format!("{section}.{key}"),
+                format!("{s:?} must be a llama.cpp template name (such as \"gemma\" or \"chatml\"): A-Z, a-z, 0-9, '.', '_', '-', at most 64 characters"),
+            );
+            return None;
+        }
+        Some(Some(s.to_owned()))
     }
 
     fn log_level(&mut self, section: &'static str, key: &'static str) -> Option<String> {

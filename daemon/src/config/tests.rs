@@ -386,6 +386,18 @@ fn range_edges_are_accepted_and_mapped() {
 }
 
 #[test]
+fn chat_template_names_a_builtin_or_is_empty() {
+    let (_r, _p, s) = load_text("[model]\nchat_template = \"gemma\"\n");
+    assert_eq!(s.expect("load").model.chat_template.as_deref(), Some("gemma"));
+    let (_r, _p, s) = load_text("[model]\nchat_template = \"\"\n");
+    assert_eq!(s.expect("load").model.chat_template, None);
+    let (_r, path, s) = load_text("[model]\nchat_template = \"{{ messages }}\"\n");
+    let p = problem(s);
+    assert_eq!((p.file.as_deref(), p.key.as_str()), (Some(path.as_path()), "model.chat_template"));
+    assert!(p.message.contains("llama.cpp template name"), "{}", p.message);
+}
+
+#[test]
 fn threads_zero_means_auto() {
     let root = Root::new();
     root.write(ETC, "[model]\nthreads = 8\n");

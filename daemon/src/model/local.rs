@@ -39,7 +39,7 @@ pub struct LocalModel {
     /// Inference threads in use now (fewer than configured while other
     /// processes hold the cores; see governor::ThreadAdvisor).
     pub threads: Arc<std::sync::atomic::AtomicU32>,
-    pub template: &'static str,
+    pub template: String,
 }
 
 impl LocalModel {
@@ -178,7 +178,7 @@ pub(super) fn run_thread(cfg: RuntimeConfig, heartbeat: Arc<Heartbeat>, on_loade
             return on_loaded(Err(load_error(format!("llama.cpp context ({} positions, {} slots): {e}", cfg.context_size, cfg.slots))))
         }
     };
-    let (renderer, template) = match Renderer::for_model(&model) {
+    let (renderer, template) = match Renderer::for_model(&model, cfg.chat_template.as_deref()) {
         Ok(r) => r,
         Err(e) => return on_loaded(Err(e)),
     };
@@ -190,7 +190,7 @@ pub(super) fn run_thread(cfg: RuntimeConfig, heartbeat: Arc<Heartbeat>, on_loade
         kv_cache = "q8_0, unified",
         slots = cfg.slots,
         threads = cfg.threads,
-        template,
+        template = %template,
         n_ctx_train = model.n_ctx_train(),
         load_ms = started.elapsed().as_millis() as u64,
         "model loaded"

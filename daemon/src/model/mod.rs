@@ -185,6 +185,8 @@ pub struct RuntimeConfig {
     pub use_mlock: bool,
     /// Loading still running after this is aborted (`model.load_timeout_secs`).
     pub load_timeout: Duration,
+    /// A llama.cpp built-in template name that replaces the GGUF's template.
+    pub chat_template: Option<String>,
 }
 
 enum State {

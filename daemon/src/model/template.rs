@@ -2,7 +2,8 @@
 //! model expects, with the model's own template. llama.cpp's built-in
 //! renderer handles the templates it recognises; any other template text
 //! from the GGUF is rendered with minijinja; a model without a template
-//! falls back to ChatML (logged once at load).
+//! falls back to ChatML (logged once at load). `model.chat_template` names a
+//! llama.cpp built-in template that replaces the GGUF's own.
 
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 
@@ -17,19 +18,29 @@ pub enum Renderer {
 }
 
 impl Renderer {
-    /// Picks the renderer for a model by trying llama.cpp on a probe chat.
-    pub fn for_model(model: &LlamaModel) -> Result<(Renderer, &'static str), ModelError> {
+    /// Picks the renderer for a model: the configured built-in template if
+    /// any, else the model's own, tried with llama.cpp on a probe chat.
+    /// Also returns how the template was chosen, for the load log.
+    pub fn for_model(model: &LlamaModel, configured: Option<&str>) -> Result<(Renderer, String), ModelError> {
+        let probe = [ChatMessage::user("hi")];
+        if let Some(name) = configured {
+            let tmpl = LlamaChatTemplate::new(name).map_err(|e| ModelError::Template(e.to_string()))?;
+            let native = Renderer::Native(tmpl);
+            native
+                .render(model, &probe)
+                .map_err(|e| ModelError::Template(format!("model.chat_template {name:?} is not a template llama.cpp knows ({e})")))?;
+            return Ok((native, format!("{name} (model.chat_template)")));
+        }
         let tmpl = match model.chat_template(None) {
             Ok(t) => t,
             Err(_) => {
                 let chatml = LlamaChatTemplate::new("chatml").map_err(|e| ModelError::Template(e.to_string()))?;
-                return Ok((Renderer::Native(chatml), "chatml (model has no template)"));
+                return Ok((Renderer::Native(chatml), "chatml (model has no template)".to_owned()));
             }
         };
-        let probe = [ChatMessage::user("hi")];
         let native = Renderer::Native(tmpl);
         if native.render(model, &probe).is_ok() {
-            return Ok((native, "model template (llama.cpp)"));
+            return Ok((native, "model template (llama.cpp)".to_owned()));
         }
         let Renderer::Native(tmpl) = native else { unreachable!("constructed as Native above") };
         let source = tmpl.to_string().map_err(|e| ModelError::Template(e.to_string()))?;
@@ -37,7 +48,7 @@ impl Renderer {
         let piece = |t| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
         let jinja = Renderer::Jinja { source, bos: piece(vocab.bos()), eos: piece(vocab.eos()) };
         jinja.render(model, &probe)?;
-        Ok((jinja, "model template (minijinja)"))
+        Ok((jinja, "model template (minijinja)".to_owned()))
     }
 
     /// Renders `messages` and opens the assistant's turn.

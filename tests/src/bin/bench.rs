@@ -13,7 +13,11 @@
 //! 4. generation: the bare loop and `POST /v1/chat-messages` (streaming)
 //!    alternately, `--rounds` rounds of `--tokens` greedy tokens each;
 //! 5. four concurrent streaming clients (continuous batching);
-//! 6. RSS after all that, and the SIGTERM → exit time.
+//! 6. RSS after all that, and the SIGTERM → exit time;
+//! 7. the multilingual model (Gemma 3 270M, configs/gemma.toml) through the
+//!    daemon alone: idle RSS, streaming generation tok/s and TTFT over
+//!    `--rounds` rounds (at most 5), RSS after (skipped with a note when
+//!    its GGUF was not fetched, or with `--gemma off`).
 //!
 //! Writes `bench-results/bench.json` at the repository root (or `--out`).
 //! The edgeaid measured is the one next to this binary (same
@@ -41,11 +45,13 @@ use bench::daemon::{BenchApp, Daemon, Launch, Rss};
 use bench::report::{median, Table};
 
 const USAGE: &str = "\
-usage: bench [--edgeaid PATH] [--model PATH] [--tokens N] [--rounds N] [--starts N]
-             [--threads N] [--out FILE]
+usage: bench [--edgeaid PATH] [--model PATH] [--gemma PATH|off] [--tokens N] [--rounds N]
+             [--starts N] [--threads N] [--out FILE]
 
   --edgeaid PATH  edgeaid binary to measure (default: next to this binary)
   --model PATH    GGUF model (default: .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf)
+  --gemma PATH    the second model, run with model.chat_template = \"gemma\"
+                  (default: .cache/models/gemma-3-270m-q4_k_m.gguf; off: skip it)
   --tokens N      tokens per answer (max_tokens), default 128
   --rounds N      bare/daemon rounds counted on a quiet machine, default 9
   --starts N      daemon starts for the start-up timing, default 5
@@ -59,6 +65,10 @@ const BATCH: u32 = 512;
 const CLIENTS: usize = 4;
 const CONCURRENT_ROUNDS: usize = 2;
 const NO_MODEL_STARTS: usize = 3;
+/// Rounds of the second model's phase, at most.
+const SECOND_MODEL_ROUNDS: usize = 5;
+/// The second model's llama.cpp built-in chat template (configs/gemma.toml).
+const GEMMA_TEMPLATE: &str = "gemma";
 /// Pause between runs, so OpenMP threads that spin after a decode have
 /// gone to sleep before the other side starts.
 const SETTLE: Duration = Duration::from_millis(250);
@@ -90,6 +100,8 @@ const QUIET_CORES: f64 = 0.05;
 struct Args {
     edgeaid: Option<PathBuf>,
     model: Option<PathBuf>,
+    /// `None`: the default path; `Some(None)`: `--gemma off`.
+    gemma: Option<Option<PathBuf>>,
     tokens: u32,
     rounds: usize,
     starts: usize,
@@ -98,7 +110,7 @@ struct Args {
 }
 
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
-    let mut a = Args { edgeaid: None, model: None, tokens: 128, rounds: 9, starts: 5, threads: None, out: None };
+    let mut a = Args { edgeaid: None, model: None, gemma: None, tokens: 128, rounds: 9, starts: 5, threads: None, out: None };
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
@@ -114,6 +126,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
         match flag.as_str() {
             "--edgeaid" => a.edgeaid = Some(PathBuf::from(&value)),
             "--model" => a.model = Some(PathBuf::from(&value)),
+            "--gemma" => a.gemma = Some((value != "off").then(|| PathBuf::from(&value))),
             "--tokens" => a.tokens = u32::try_from(number("--tokens")?.min(2048))?,
             "--rounds" => a.rounds = usize::try_from(number("--rounds")?.min(50))?,
             "--starts" => a.starts = usize::try_from(number("--starts")?.min(50))?,
@@ -283,7 +296,17 @@ struct Ctx {
 
 impl Ctx {
     fn launch<'a>(&'a self, dir: &'a Path, model: Option<&'a Path>) -> Launch<'a> {
-        Launch { exe: &self.edgeaid, dir, model, threads: self.threads, n_ctx: N_CTX, slots: SLOTS, batch: BATCH, app: &self.app }
+        Launch {
+            exe: &self.edgeaid,
+            dir,
+            model,
+            threads: self.threads,
+            n_ctx: N_CTX,
+            slots: SLOTS,
+            batch: BATCH,
+            chat_template: None,
+            app: &self.app,
+        }
     }
 
     fn failed(&mut self, figure: &str, e: &anyhow::Error) {
@@ -368,6 +391,22 @@ fn run() -> Result<bool> {
     let main = generation_phases(&mut cx, threads, &args);
     if let Err(e) = main {
         cx.failed("generation through the daemon", &e);
+    }
+
+    match args.gemma.clone().unwrap_or_else(|| Some(repo.join(".cache/models/gemma-3-270m-q4_k_m.gguf"))) {
+        Some(gemma) if gemma.is_file() => {
+            let dir = work.path().join("gemma");
+            if let Err(e) = second_model(&mut cx, &gemma, &dir, threads, &args) {
+                cx.failed("the second model (Gemma 3 270M)", &e);
+            }
+        }
+        Some(gemma) => {
+            progress(&format!("skipping the second model: {} is missing (scripts/fetch-gemma.sh)", gemma.display()));
+            cx.json.insert("second_model".into(), json!({"skipped": format!("{} is missing", gemma.display())}));
+        }
+        None => {
+            cx.json.insert("second_model".into(), json!({"skipped": "--gemma off"}));
+        }
     }
 
     let llama_info = bare::system_info();
@@ -642,6 +681,66 @@ fn generation_phases(cx: &mut Ctx, threads: u32, args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// Phase 7: the second model through the daemon alone (no bare loop):
+/// idle RSS, streaming generation over at most SECOND_MODEL_ROUNDS rounds,
+/// RSS after. Rounds are not filtered for a quiet machine; the other
+/// processes' CPU is reported next to the figures instead.
+fn second_model(cx: &mut Ctx, gguf: &Path, dir: &Path, threads: u32, args: &Args) -> Result<()> {
+    progress(&format!("second model: {} ({threads} threads)", gguf.display()));
+    let mut launch = cx.launch(dir, Some(gguf));
+    launch.chat_template = Some(GEMMA_TEMPLATE);
+    let daemon = cx.rt.block_on(async {
+        let mut d = Daemon::start(&launch).await?;
+        d.wait_model_ready(Duration::from_secs(120)).await?;
+        tokio::time::sleep(RSS_SETTLE).await;
+        Ok::<_, anyhow::Error>(d)
+    })?;
+    let idle = daemon.rss()?;
+    let stream = |cx: &Ctx, q: &str| cx.rt.block_on(client::chat_stream(daemon.addr, &daemon.key, "bench", q));
+    let first = stream(cx, TOPICS[0])?;
+    std::thread::sleep(SETTLE);
+    let mut runs = Vec::new();
+    let mut foreign = Vec::new();
+    for k in 1..=args.rounds.min(SECOND_MODEL_ROUNDS) {
+        progress(&format!("  second model, round {k}"));
+        let (run, f) = timed(daemon.pid, || stream(cx, TOPICS[k % TOPICS.len()]))?;
+        runs.push(run);
+        foreign.push(f);
+        std::thread::sleep(SETTLE);
+    }
+    std::thread::sleep(RSS_SETTLE);
+    let after = daemon.rss()?;
+    cx.rt.block_on(daemon.stop())?;
+
+    let gen = median(&runs.iter().filter_map(StreamRun::gen_tok_s).collect::<Vec<_>>());
+    let ttft = median(&runs.iter().map(StreamRun::ttft_s).collect::<Vec<_>>());
+    let tokens: Vec<String> = runs.iter().map(|r| r.completion_tokens.to_string()).collect();
+    let model_mb = std::fs::metadata(gguf).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
+    let t = &mut cx.table;
+    t.section(&format!(
+        "Second model: {} ({model_mb:.1} MB, chat_template {GEMMA_TEMPLATE:?}), daemon only, {} rounds",
+        gguf.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        runs.len()
+    ));
+    t.info("idle RSS with the model loaded (1 s after /ready 200)", format!("{:.1} MB ({})", mb(idle.vm_rss_kb), rss_breakdown(&idle)));
+    t.info("generation (client-side, first..last message event)", tok_s(gen));
+    t.info("TTFT, new query (system prompt prefix cached)", opt_ms(ttft));
+    t.info("TTFT, first request after start", ms(first.ttft_s()));
+    t.info("tokens generated per run", format!("{} (max {})", tokens.join("/"), args.tokens));
+    t.info("other processes' CPU per run, median", format!("{:.2} cores", median(&foreign).unwrap_or(0.0)));
+    t.info("RSS after the runs", format!("{:.1} MB ({})", mb(after.vm_rss_kb), rss_breakdown(&after)));
+    cx.json.insert(
+        "second_model".into(),
+        json!({"model": gguf, "model_bytes": std::fs::metadata(gguf).map(|m| m.len()).unwrap_or(0),
+               "chat_template": GEMMA_TEMPLATE, "threads": threads,
+               "idle_with_model": rss_json(&idle), "after_generation": rss_json(&after),
+               "median_gen_tok_s": gen, "median_ttft_ms": ttft.map(|s| s * 1000.0),
+               "first_request": stream_json(&first), "runs": runs.iter().map(stream_json).collect::<Vec<_>>(),
+               "foreign_cpu_cores": foreign}),
+    );
+    Ok(())
+}
+
 /// Phase 4: bare loop and daemon alternately, until `--rounds` rounds ran
 /// on a quiet machine (at most three times as many attempts); returns the
 /// daemon's median single-client end-to-end rate (completion tokens / e2e).
@@ -868,6 +967,8 @@ mod tests {
         assert_eq!((a.tokens, a.rounds, a.starts, a.threads), (128, 9, 5, None));
         let a = parse(&["--tokens", "64", "--threads", "1", "--edgeaid", "/x/edgeaid"]).expect("ok").expect("args");
         assert_eq!((a.tokens, a.threads, a.edgeaid), (64, Some(1), Some(PathBuf::from("/x/edgeaid"))));
+        assert_eq!(parse(&["--gemma", "off"]).expect("ok").expect("args").gemma, Some(None));
+        assert_eq!(parse(&["--gemma", "/m/g.gguf"]).expect("ok").expect("args").gemma, Some(Some(PathBuf::from("/m/g.gguf"))));
         assert!(parse(&["--help"]).expect("ok").is_none());
     }
 
