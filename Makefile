@@ -11,9 +11,10 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/debug
 # Config for `make check-config` (`make check-config CONFIG=/etc/edgeai/edgeai.toml`).
 CONFIG ?= configs/dev.toml
-# The test build turns on the test-only failpoints (a hung inference thread for the watchdog
-# tests). Build and test use the same feature set, so cargo builds everything once and the
-# edgeaid that the end-to-end tests start is the one with failpoints.
+# The test build turns on the test-only fail points (the `fail` crate, set through FAILPOINTS: a
+# hung inference thread, a slow model load, a failed decode). Build and test use the same feature
+# set, so cargo builds everything once and the edgeaid that the end-to-end tests start is the one
+# with fail points.
 TEST_FEATURES := --features edgeai-daemon/failpoints
 
 .PHONY: help setup build run test verify-units box-test bench check-config clean-run

@@ -8,7 +8,7 @@
 #     answers 200, the socket has mode 0660 and group edgeai, journald holds structured entries;
 #   - `systemctl reload` (SIGHUP) keeps the same process running;
 #   - `systemctl stop` ends with the daemon's own exit status 0 (a drain, not a kill);
-#   - with EDGEAI_FAILPOINT_HANG_INFERENCE=1 (needs the `failpoints` build) and WatchdogSec=3s,
+#   - with FAILPOINTS=inference-hang=return (the `fail` crate; needs the `failpoints` build) and WatchdogSec=3s,
 #     systemd kills the daemon for a watchdog timeout and restarts it.
 #
 # Inside the box the unit runs the host's build output and model through bind mounts
@@ -94,7 +94,7 @@ no_such_key = 1
 EOF
 cat >"$work/files/watchdog-test.conf" <<'EOF'
 [Service]
-Environment=EDGEAI_FAILPOINT_HANG_INFERENCE=1
+Environment=FAILPOINTS=inference-hang=return
 WatchdogSec=3s
 EOF
 cp "$repo/configs/edgeai.toml" "$repo/systemd/edgeai.sysusers" "$repo/systemd/edgeai.tmpfiles" "$work/files/"
