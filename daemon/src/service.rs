@@ -153,6 +153,14 @@ impl Service {
         }
         let json = serde_json::to_string(&app).map_err(|e| ServiceError::InvalidParam(e.to_string()))?;
         let v = self.store.put_app(&app.id, &app.name, app.mode.as_str(), &json, source).await?;
+        // Test builds: widen the window between the store and the registry.
+        #[cfg(feature = "failpoints")]
+        if let Some(d) = (|| {
+            fail::fail_point!("app-stored", |ms| ms.and_then(|m| m.parse().ok()).map(std::time::Duration::from_millis));
+            None
+        })() {
+            tokio::time::sleep(d).await;
+        }
         if let Ok(mut apps) = self.apps.write() {
             apps.insert(app.id.clone(), Arc::new(app));
         }
@@ -537,5 +545,65 @@ mod tests {
         assert!(matches!(e, ServiceError::MessageNotFound));
         let e = not_found_as(ServiceError::MessageNotFound)(StoreError::Busy);
         assert!(matches!(e, ServiceError::Store(StoreError::Busy)));
+    }
+
+    fn service(dir: &std::path::Path) -> Arc<Service> {
+        let (store, _) = Store::open(&dir.join("s.db")).expect("store");
+        let model = ModelRuntime::new(crate::model::RuntimeConfig {
+            name: "m".into(),
+            path: dir.join("none.gguf"),
+            enabled: false,
+            context_size: 512,
+            slots: 1,
+            threads: 1,
+            adaptive_threads: false,
+            batch_size: 32,
+            queue_depth: 1,
+            use_mlock: false,
+            load_timeout: std::time::Duration::from_secs(1),
+            chat_template: None,
+        });
+        Service::new(store, model)
+    }
+
+    fn app(id: &str, pre_prompt: &str) -> AppDefinition {
+        serde_json::from_value(serde_json::json!({"id": id, "name": id, "mode": "chat", "pre_prompt": pre_prompt})).expect("app")
+    }
+
+    /// An admin import racing a config reload: the import's store write is
+    /// held back from the registry (fail point `app-stored`) while a reload
+    /// runs; the served definition must still be the store's active one.
+    #[cfg(feature = "failpoints")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_import_racing_a_reload_leaves_store_and_registry_equal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = service(dir.path());
+        svc.sync_config_apps(vec![app("x", "config 1")]).await;
+        fail::cfg("app-stored", "1*return(300)").expect("fail point");
+        let s = Arc::clone(&svc);
+        let import = tokio::spawn(async move { s.put_app(app("x", "import"), "import").await.map(drop) });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let (_, results) = svc.sync_config_apps(vec![app("x", "config 2")]).await;
+        import.await.expect("task").expect("import applied");
+        fail::remove("app-stored");
+        results.into_iter().for_each(|(_, r)| assert!(r.is_ok(), "{r:?}"));
+        let stored: AppDefinition = serde_json::from_str(&svc.stored_app("x").await.expect("stored").definition_json).expect("parses");
+        let served = svc.app("x").expect("served");
+        assert_eq!(served.pre_prompt, stored.pre_prompt, "the registry serves another version than the store's active one");
+    }
+
+    #[tokio::test]
+    async fn a_reload_drops_config_apps_no_longer_configured_but_keeps_imports() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = service(dir.path());
+        svc.sync_config_apps(vec![app("a", "A"), app("b", "B")]).await;
+        svc.put_app(app("imported", "I"), "import").await.expect("import");
+        let (served, _) = svc.sync_config_apps(vec![app("a", "A2")]).await;
+        assert_eq!(served, 2);
+        assert!(svc.app("b").is_none(), "b was removed from the config");
+        assert_eq!(svc.app("a").expect("a").pre_prompt, "A2");
+        assert!(svc.app("imported").is_some(), "an imported app is not the config's to remove");
+        // The store keeps b (its conversations stay).
+        assert!(svc.stored_app("b").await.is_ok());
     }
 }
