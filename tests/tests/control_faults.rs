@@ -50,13 +50,15 @@ fn stopping_a_task_that_waits_in_the_queue_frees_its_place() {
     refused.close();
 
     // Bob stops his queued task (while staying connected): its place frees at once.
+    let stopped_at = Instant::now();
     let ok = c.post_json(&format!("/v1/chat-messages/{b_task}/stop"), &json!({"user": "bob"})).expect_json(200);
     assert_eq!(ok, json!({"result": "success"}));
-
     let mut out = dify::StreamOutcome::default();
     while let Some(ev) = b.next_event().unwrap() {
         dify::add(&mut out, ev);
     }
+    let took = stopped_at.elapsed();
+    assert!(took < Duration::from_secs(5), "the stopped queued task ended only after {took:?} (it waited for a slot)");
     let end = out.end.expect("the stopped queued stream ended without message_end");
     assert_eq!(end["metadata"]["usage"]["completion_tokens"], 0, "a stopped queued task generated text: {end}");
     let next = c.chat_stream_open(LONG_QUERY, "dan", None);
