@@ -107,6 +107,11 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
             demo_key(&store, &app.id, path, tcp_addr).await?;
         }
     }
+    match service::features::sweep_unfinished_uploads(&settings.files.dir).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(removed = n, dir = %settings.files.dir.display(), "removed uploads a crash left unfinished"),
+        Err(e) => tracing::warn!(dir = %settings.files.dir.display(), error = %e, "could not sweep unfinished uploads"),
+    }
     let admin_gid = settings.server.admin_group.as_deref().and_then(|g| match nix::unistd::Group::from_name(g) {
         Ok(Some(g)) => Some(g.gid.as_raw()),
         _ => {

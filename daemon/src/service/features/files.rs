@@ -6,7 +6,8 @@
 //!
 //! Crash safety: bytes are fsynced and renamed to their id before the row
 //! is inserted; a failed insert removes them, and an upload that does not
-//! finish leaves no file behind (its temporary file is removed on drop).
+//! finish leaves no file behind (its temporary file is removed on drop, or,
+//! after a crash, by [`sweep_unfinished_uploads`] at the next start).
 
 use std::path::{Path, PathBuf};
 
@@ -121,6 +122,27 @@ impl Drop for Upload {
             }
         }
     }
+}
+
+/// Removes the temporary files of uploads a crash left unfinished
+/// (`.<id>.part` in `files.dir`); returns how many. A missing directory has
+/// none. Runs at start-up, before anything is served.
+pub async fn sweep_unfinished_uploads(dir: &Path) -> std::io::Result<usize> {
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    while let Some(entry) = entries.next_entry().await? {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".part") && entry.file_type().await?.is_file() {
+            tokio::fs::remove_file(entry.path()).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 fn stored_path(dir: &Path, id: &str) -> PathBuf {
@@ -245,5 +267,21 @@ mod tests {
         let m = check_upload(Some(&long), Some("text/plain")).expect("long");
         assert_eq!(m.name.chars().count(), MAX_NAME_CHARS + 4);
         assert!(m.name.ends_with(".txt"));
+    }
+
+    #[tokio::test]
+    async fn unfinished_uploads_of_a_crash_are_swept_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        for name in [".0b1c.part", ".9f.part", "0b1c-kept-id", ".hidden", "notes.part"] {
+            std::fs::write(d.join(name), b"x").expect("write");
+        }
+        std::fs::create_dir(d.join(".dir.part")).expect("dir");
+        assert_eq!(sweep_unfinished_uploads(d).await.expect("sweep"), 2);
+        let mut left: Vec<String> =
+            std::fs::read_dir(d).expect("read").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, [".dir.part", ".hidden", "0b1c-kept-id", "notes.part"]);
+        assert_eq!(sweep_unfinished_uploads(&d.join("missing")).await.expect("missing dir"), 0);
     }
 }

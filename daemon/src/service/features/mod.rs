@@ -16,7 +16,7 @@ use super::{Service, ServiceError};
 use crate::engine::AppDefinition;
 use crate::store::AppFeedback;
 
-pub use files::{check_upload, Upload, UploadMeta};
+pub use files::{check_upload, sweep_unfinished_uploads, Upload, UploadMeta};
 
 /// Why a feature refused a request, or could not keep its bytes.
 #[derive(Debug, thiserror::Error)]
