@@ -621,16 +621,21 @@ fn bare_json(b: &BareRun) -> Value {
            "prompt_tokens": b.prompt_tokens, "generated": b.generated, "ended_by_eog": b.ended_by_eog})
 }
 
+/// Starts a daemon, waits for its model, and lets its RSS settle.
+fn start_loaded(cx: &Ctx, launch: &Launch) -> Result<Daemon> {
+    cx.rt.block_on(async {
+        let mut d = Daemon::start(launch).await?;
+        d.wait_model_ready(Duration::from_secs(120)).await?;
+        tokio::time::sleep(RSS_SETTLE).await;
+        Ok(d)
+    })
+}
+
 /// Phases 3 to 6 on one daemon with the model loaded.
 fn generation_phases(cx: &mut Ctx, threads: u32, args: &Args) -> Result<()> {
     progress("starting the daemon for the generation runs");
     let launch = cx.launch(&cx.dir_model, Some(&cx.model));
-    let daemon = cx.rt.block_on(async {
-        let mut d = Daemon::start(&launch).await?;
-        d.wait_model_ready(Duration::from_secs(120)).await?;
-        tokio::time::sleep(RSS_SETTLE).await;
-        Ok::<_, anyhow::Error>(d)
-    })?;
+    let daemon = start_loaded(cx, &launch)?;
     let idle = daemon.rss()?;
     cx.table.target(
         "idle RSS with the model loaded (1 s after /ready 200)",
@@ -689,12 +694,7 @@ fn second_model(cx: &mut Ctx, gguf: &Path, dir: &Path, threads: u32, args: &Args
     progress(&format!("second model: {} ({threads} threads)", gguf.display()));
     let mut launch = cx.launch(dir, Some(gguf));
     launch.chat_template = Some(GEMMA_TEMPLATE);
-    let daemon = cx.rt.block_on(async {
-        let mut d = Daemon::start(&launch).await?;
-        d.wait_model_ready(Duration::from_secs(120)).await?;
-        tokio::time::sleep(RSS_SETTLE).await;
-        Ok::<_, anyhow::Error>(d)
-    })?;
+    let daemon = start_loaded(cx, &launch)?;
     let idle = daemon.rss()?;
     let stream = |cx: &Ctx, q: &str| cx.rt.block_on(client::chat_stream(daemon.addr, &daemon.key, "bench", q));
     let first = stream(cx, TOPICS[0])?;
