@@ -158,6 +158,30 @@ fn an_app_that_is_gone_is_403() {
     k.post_json("/v1/chat-messages", &chat_body("Hi", "u", "blocking", None)).expect_dify_error(403, "forbidden");
 }
 
+/// An app with `enable_api = false` (Dify's flag): its keys get Dify's 403,
+/// on every route, and nothing is stored; the operator's admin route still
+/// reaches it.
+#[test]
+fn an_app_whose_api_is_disabled_is_403() {
+    let mut d = DaemonBuilder::new().wait_for_model(false).app_set("demo", "enable_api", false).start();
+    let c = d.client();
+    let e = c.get("/v1/parameters").expect_dify_error(403, "forbidden");
+    assert_eq!(e["message"], "The app's API service has been disabled.");
+    c.post_json("/v1/chat-messages", &chat_body("Hi", "u", "blocking", None)).expect_dify_error(403, "forbidden");
+    let r = c.post_json("/v1/chat/completions", &json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}));
+    assert_eq!(r.status, 403, "{}", r.text());
+    c.get("/v1/conversations?user=u").expect_dify_error(403, "forbidden");
+    // The other app of the same daemon is served.
+    let (_, key) = d.admin().create_key("summarise");
+    d.client().with_key(&key).get("/v1/parameters").expect_json(200);
+    // Nothing was stored for the refused requests.
+    d.sigterm();
+    assert!(d.wait_exit(Duration::from_secs(60)).success());
+    let db = rusqlite::Connection::open(d.dir().join("edgeai.db")).unwrap();
+    let n: i64 = db.query_row("SELECT count(*) FROM messages", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 0, "a refused request stored a message");
+}
+
 /// Over `server.max_connections`, a client that sends a request with a
 /// body can send all of it and then read the whole 503: the daemon reads
 /// the request head and lingers instead of closing on unread input, which

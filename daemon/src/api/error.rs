@@ -21,6 +21,8 @@ pub enum ApiError {
     /// is unusable): Dify's 403 from `validate_app_token`.
     #[error("The app no longer exists.")]
     AppGone,
+    #[error("The app's API service has been disabled.")]
+    ApiDisabled,
     #[error("the admin API is only for root or the configured admin group")]
     NotAdmin,
     #[error("The requested URL was not found on the server.")]
@@ -86,7 +88,7 @@ impl ApiError {
         let busy = |code, message: String, secs| Mapped { status: S::SERVICE_UNAVAILABLE, code, message, retry_after: Some(secs) };
         match self {
             ApiError::MissingKey | ApiError::NotBearer | ApiError::InvalidKey => m(S::UNAUTHORIZED, "unauthorized", self.to_string()),
-            ApiError::AppGone => m(S::FORBIDDEN, "forbidden", self.to_string()),
+            ApiError::AppGone | ApiError::ApiDisabled => m(S::FORBIDDEN, "forbidden", self.to_string()),
             ApiError::NotAdmin => m(S::FORBIDDEN, "forbidden", self.to_string()),
             ApiError::NoRoute => m(S::NOT_FOUND, "not_found", self.to_string()),
             ApiError::MethodNotAllowed => m(S::METHOD_NOT_ALLOWED, "method_not_allowed", self.to_string()),
@@ -183,6 +185,7 @@ mod tests {
         assert_eq!(code(ApiError::NotChatApp), (400, "not_chat_app", None));
         assert_eq!(code(ApiError::AppUnavailable), (400, "app_unavailable", None));
         assert_eq!(code(ApiError::AppGone), (403, "forbidden", None));
+        assert_eq!(code(ApiError::ApiDisabled), (403, "forbidden", None));
         assert_eq!(code(ApiError::NotBearer), (401, "unauthorized", None));
         assert_eq!(code(ModelError::Inference("x".into()).into()), (400, "completion_request_error", None));
         assert_eq!(code(ServiceError::LastConversationNotFound.into()), (404, "not_found", None));

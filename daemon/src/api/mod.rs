@@ -77,9 +77,9 @@ pub async fn handle(state: Arc<ApiState>, peer: Arc<Peer>, req: Request<Incoming
         Err(e) => {
             let m = e.mapped();
             if m.status.is_server_error() {
-                tracing::error!(%method, %path, status = m.status.as_u16(), error = %e, "request failed");
+                tracing::error!(%method, %path, status = m.status.as_u16(), error = %crate::telemetry::chain(&e), "request failed");
             } else {
-                tracing::info!(%method, %path, status = m.status.as_u16(), code = m.code, error = %e, "request rejected");
+                tracing::info!(%method, %path, status = m.status.as_u16(), code = m.code, error = %crate::telemetry::chain(&e), "request rejected");
             }
             match family {
                 Family::Dify => body::dify_error(&e),
@@ -162,6 +162,7 @@ async fn authenticate(state: &ApiState, req: &Request<Incoming>) -> Result<Arc<A
     match state.service.app_for_key(token).await? {
         KeyLookup::Unknown => Err(ApiError::InvalidKey),
         KeyLookup::AppNotServed => Err(ApiError::AppGone),
+        KeyLookup::App(app) if !app.enable_api => Err(ApiError::ApiDisabled),
         KeyLookup::App(app) => Ok(app),
     }
 }

@@ -127,6 +127,14 @@ pub struct AppDefinition {
     /// Dify's memory window: at most this many earlier turns are sent.
     #[serde(default = "default_history_turns")]
     pub history_turns: u32,
+    /// Dify's `enable_api`: `false` turns the app's Service API off (its keys
+    /// get 403) while the app and its data stay.
+    #[serde(default = "default_true")]
+    pub enable_api: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// An app feature that is on or off, in Dify's shape `{"enabled": true}`.
