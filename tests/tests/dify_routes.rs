@@ -236,6 +236,11 @@ fn files_upload_and_preview_with_difys_limits_and_errors() {
     let p = c.get(&format!("/v1/files/{}/preview", html["id"].as_str().unwrap()));
     assert_eq!(p.header("content-type"), Some("application/octet-stream"));
     assert!(p.header("content-disposition").unwrap().starts_with("attachment;"));
+    // So is any type outside the plain-data allow-list (XML can carry script).
+    let xml = post_form(&c, "/v1/files/upload", &[file("file", "data.xml", "application/xhtml+xml", b"<x/>")]).expect_json(201);
+    let p = c.get(&format!("/v1/files/{}/preview", xml["id"].as_str().unwrap()));
+    assert_eq!(p.header("content-type"), Some("application/octet-stream"));
+    assert!(p.header("content-disposition").unwrap().starts_with("attachment;"));
     // As with Flask's form and files: the first `user` and the first `file` count.
     let twice = [
         field("user", "first"),
@@ -246,7 +251,7 @@ fn files_upload_and_preview_with_difys_limits_and_errors() {
     let first = post_form(&c, "/v1/files/upload", &twice).expect_json(201);
     assert_eq!((first["created_by"].as_str(), first["name"].as_str(), first["size"].as_u64()), (Some("first"), Some("a.csv"), Some(4)));
     let kept = stored_files(&dir);
-    assert_eq!(kept.len(), 4);
+    assert_eq!(kept.len(), 5, "notes.txt, 报告.md, page.txt, data.xml, a.csv");
 
     // Preview: only the owning app, only known UUIDs.
     other.get(&format!("/v1/files/{id}/preview")).expect_dify_error(404, "file_not_found");

@@ -105,7 +105,7 @@ pub async fn route(
 }
 
 /// Query-string parameters (percent-decoded; the last of a repeated key wins).
-fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+pub(super) fn query(req: &Request<Incoming>) -> HashMap<String, String> {
     form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect()
 }
 
@@ -180,7 +180,12 @@ fn required_user(u: UserArg) -> Result<String, ApiError> {
 
 /// The user of a GET route: optional, as in Dify, which files requests
 /// without one under this end user.
-const DEFAULT_USER: &str = "DEFAULT-USER";
+pub(super) const DEFAULT_USER: &str = "DEFAULT-USER";
+
+/// A route that needs `user` in its query: Dify's message without one.
+pub(super) fn required_query_user(q: &HashMap<String, String>) -> Result<String, ApiError> {
+    q.get("user").filter(|u| !u.is_empty()).cloned().ok_or_else(|| ApiError::InvalidParam("Arg user must be provided.".into()))
+}
 
 fn query_user(q: &HashMap<String, String>) -> String {
     q.get("user").filter(|u| !u.is_empty()).cloned().unwrap_or_else(|| DEFAULT_USER.to_owned())

@@ -17,14 +17,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::body::{self, Body};
+use super::dify::{query, required_query_user, DEFAULT_USER};
 use super::error::ApiError;
 use super::ApiState;
 use crate::engine::{AppDefinition, AppMode};
 use crate::service::features::{check_upload, FeatureError, Upload};
 use crate::store::{AppFeedback, UploadFile};
 
-/// Dify's end user when a request names none.
-const DEFAULT_USER: &str = "DEFAULT-USER";
 /// Room for the multipart framing and the small fields around the file.
 const FORM_OVERHEAD_BYTES: u64 = 64 << 10;
 /// Longest `user` form field read.
@@ -52,7 +51,7 @@ pub async fn route(
     let m = req.method().clone();
     match (r.as_slice(), &m) {
         (["messages", id, "suggested"], &Method::GET) => {
-            let user = required_user(query(&req).remove("user"))?;
+            let user = required_query_user(&query(&req))?;
             if app.mode != AppMode::Chat {
                 return Err(ApiError::NotChatApp);
             }
@@ -68,8 +67,10 @@ pub async fn route(
             Ok(file_response(&file, bytes, as_attachment))
         }
         (["audio-to-text"], &Method::POST) => {
-            // Read what the client sends (bounded) so it sees the answer, not a reset.
-            let _ = Limited::new(req.into_body(), (state.files.max_file_bytes + FORM_OVERHEAD_BYTES) as usize).collect().await;
+            // Read what the client sends (bounded, frame by frame, nothing
+            // kept) so it sees the answer, not a reset.
+            let mut body = Limited::new(req.into_body(), (state.files.max_file_bytes + FORM_OVERHEAD_BYTES) as usize);
+            while let Some(Ok(_)) = body.frame().await {}
             Err(ApiError::InvalidParam("Speech to text is not enabled".into()))
         }
         (["text-to-audio"], &Method::POST) => {
@@ -89,18 +90,6 @@ pub async fn route(
 struct TextToAudioBody {
     message_id: Option<String>,
     text: Option<String>,
-}
-
-/// Query-string parameters (percent-decoded; the last of a repeated key wins).
-fn query(req: &Request<Incoming>) -> HashMap<String, String> {
-    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect()
-}
-
-fn required_user(u: Option<String>) -> Result<String, ApiError> {
-    match u {
-        Some(u) if !u.trim().is_empty() => Ok(u),
-        _ => Err(ApiError::InvalidParam("user is required".into())),
-    }
 }
 
 /// A bool query parameter as pydantic reads one; absent is false.
@@ -194,8 +183,10 @@ async fn upload(state: &ApiState, app: &AppDefinition, req: Request<Incoming>) -
     let mut form = multer::Multipart::with_constraints(stream, boundary, multer::Constraints::new().size_limit(sizes));
 
     let mut user: Option<String> = None;
-    // Names of the file parts (Dify counts distinct names), and the checked `file`.
-    let mut file_names: Vec<String> = Vec::new();
+    // The first file part's name, whether another name followed (Dify counts
+    // distinct names), and the checked `file`.
+    let mut first_file_name: Option<String> = None;
+    let mut more_file_names = false;
     let mut file: Option<Result<Upload, FeatureError>> = None;
     while let Some(mut field) = form.next_field().await.map_err(|e| multipart_error(e, limit))? {
         let name = field.name().unwrap_or("").to_owned();
@@ -206,8 +197,10 @@ async fn upload(state: &ApiState, app: &AppDefinition, req: Request<Incoming>) -
                 continue;
             }
         } else {
-            if !file_names.contains(&name) {
-                file_names.push(name.clone());
+            match &first_file_name {
+                None => first_file_name = Some(name.clone()),
+                Some(first) if *first != name => more_file_names = true,
+                Some(_) => {}
             }
             if name == "file" && file.is_none() {
                 let checked = check_upload(field.file_name(), field.content_type().map(|m| m.essence_str()));
@@ -231,7 +224,7 @@ async fn upload(state: &ApiState, app: &AppDefinition, req: Request<Incoming>) -
         while field.chunk().await.map_err(|e| multipart_error(e, limit))?.is_some() {}
     }
     let Some(file) = file else { return Err(ApiError::NoFileUploaded) };
-    if file_names.len() > 1 {
+    if more_file_names {
         return Err(ApiError::TooManyFiles);
     }
     let user = user.filter(|u| !u.is_empty()).unwrap_or_else(|| DEFAULT_USER.to_owned());
@@ -242,18 +235,20 @@ async fn upload(state: &ApiState, app: &AppDefinition, req: Request<Incoming>) -
 /// What Python's `urllib.parse.quote` leaves as it is in a file name.
 const FILENAME_SAFE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-/// Content types a browser would run: always served as a download (Dify's
-/// `enforce_download_for_html`).
-fn is_active_content(mime: &str) -> bool {
-    let m = mime.to_ascii_lowercase();
-    m.starts_with("text/html") || m.starts_with("application/xhtml") || m.starts_with("image/svg") || m.contains("javascript")
+/// Content types served inline: plain data a browser shows but never runs.
+/// Anything else (HTML, SVG, XML, scripts, office files, whatever type the
+/// uploader claimed) is served as a download, so an upload cannot become a
+/// page of this origin (Dify's `enforce_download_for_html`, as an allow-list).
+fn is_inline_safe(mime: &str) -> bool {
+    let essence = mime.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    matches!(essence.as_str(), "text/plain" | "text/markdown" | "text/csv" | "text/vtt" | "application/json" | "application/pdf")
 }
 
 /// The bytes with Dify's preview headers: the stored content type, or a
 /// download (`application/octet-stream`, `Content-Disposition: attachment`).
 fn file_response(f: &UploadFile, bytes: Vec<u8>, as_attachment: bool) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(bytes)).boxed());
-    let attachment = as_attachment || is_active_content(&f.mime_type);
+    let attachment = as_attachment || !is_inline_safe(&f.mime_type);
     let h = r.headers_mut();
     let octet = HeaderValue::from_static("application/octet-stream");
     let content_type = if attachment { octet } else { HeaderValue::from_str(&f.mime_type).unwrap_or(octet) };
@@ -324,10 +319,14 @@ mod tests {
 
     #[test]
     fn html_is_never_served_inline() {
-        assert!(is_active_content("text/html; charset=utf-8"));
-        assert!(is_active_content("image/svg+xml"));
-        assert!(!is_active_content("text/plain"));
-        assert!(!is_active_content("application/pdf"));
+        assert!(!is_inline_safe("text/html; charset=utf-8"));
+        assert!(!is_inline_safe("image/svg+xml"));
+        assert!(!is_inline_safe("application/xml"));
+        assert!(!is_inline_safe("application/xhtml+xml"));
+        assert!(!is_inline_safe("text/xml"));
+        assert!(is_inline_safe("text/plain"));
+        assert!(is_inline_safe("Text/Plain; charset=utf-8"));
+        assert!(is_inline_safe("application/pdf"));
     }
 
     #[test]

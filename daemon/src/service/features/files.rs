@@ -83,7 +83,9 @@ pub fn check_upload(file_name: Option<&str>, mime_type: Option<&str>) -> Result<
         return Err(FeatureError::UnsupportedFileType { reason: format!("{name:?} is not a document type this daemon accepts") });
     }
     let name = if name.chars().count() > MAX_NAME_CHARS {
-        let stem: String = name.chars().take(MAX_NAME_CHARS).collect();
+        // Cut the stem, keep the extension, as Dify does.
+        let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+        let stem: String = stem.chars().take(MAX_NAME_CHARS).collect();
         format!("{stem}.{extension}")
     } else {
         name.to_owned()
@@ -181,6 +183,14 @@ impl Service {
             return Ok(Err(FeatureError::Io { path, source }));
         }
         up.kept = true;
+        // The rename should survive a power loss before the row says the file exists.
+        let synced = match tokio::fs::File::open(&settings.dir).await {
+            Ok(d) => d.sync_all().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = synced {
+            tracing::warn!(dir = %settings.dir.display(), error = %e, "could not fsync the upload directory");
+        }
         let row = NewUploadFile {
             id: up.id.clone(),
             app_id: app.id.clone(),
@@ -267,6 +277,10 @@ mod tests {
         let m = check_upload(Some(&long), Some("text/plain")).expect("long");
         assert_eq!(m.name.chars().count(), MAX_NAME_CHARS + 4);
         assert!(m.name.ends_with(".txt"));
+        // Just over the limit: the stem is cut, not the extension.
+        let near = format!("{}.txt", "x".repeat(MAX_NAME_CHARS - 2));
+        let m = check_upload(Some(&near), Some("text/plain")).expect("near");
+        assert_eq!(m.name, near, "a stem within the limit is kept whole");
     }
 
     #[tokio::test]
