@@ -94,7 +94,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         chat_template: m.chat_template.clone(),
     });
     let service = Service::new(store.clone(), Arc::clone(&runtime));
-    let (n_apps, results) = service.sync_config_apps(settings.apps.clone()).await;
+    let (n_apps, results) = service.sync_config_apps(settings.apps.clone()).await.map_err(DaemonError::Apps)?;
     for (app, result) in results {
         let changed = result.map_err(DaemonError::Apps)?;
         tracing::info!(app = %app, new_version = changed, "app from config");
@@ -222,7 +222,9 @@ async fn handle_signals(
                 phase.send_replace(Phase::Abort);
                 return;
             }
-            SignalEvent::Reload => reload(&service, &sources, &notifier).await,
+            SignalEvent::Reload if *phase.borrow() == Phase::Running => reload(&service, &sources, &notifier).await,
+            // A stopping daemon reloads nothing and must not say READY=1 again.
+            SignalEvent::Reload => tracing::info!("SIGHUP while stopping: ignored"),
         }
     }
 }
@@ -233,22 +235,26 @@ async fn handle_signals(
 async fn reload(service: &Service, sources: &Sources, notifier: &Notifier) {
     notifier.reloading();
     match config::load(sources) {
-        Ok(s) => {
-            let (served, results) = service.sync_config_apps(s.apps).await;
-            let mut updated = 0;
-            for (app, result) in results {
-                match result {
-                    Ok(true) => updated += 1,
-                    Ok(false) => {}
-                    Err(e) => tracing::error!(app = %app, error = %telemetry::chain(&e), "reload: app not applied"),
+        Ok(s) => match service.sync_config_apps(s.apps).await {
+            Ok((served, results)) => {
+                let mut updated = 0;
+                for (app, result) in results {
+                    match result {
+                        Ok(true) => updated += 1,
+                        Ok(false) => {}
+                        Err(e) => tracing::error!(app = %app, error = %telemetry::chain(&e), "reload: app not applied"),
+                    }
                 }
+                tracing::info!(
+                    apps_updated = updated,
+                    apps_served = served,
+                    "configuration reloaded; apps applied, other settings apply at restart"
+                );
             }
-            tracing::info!(
-                apps_updated = updated,
-                apps_served = served,
-                "configuration reloaded; apps applied, other settings apply at restart"
-            );
-        }
+            Err(e) => {
+                tracing::error!(error = %telemetry::chain(&e), "reload: could not read the apps back from the store; serving the previous set")
+            }
+        },
         Err(e) => tracing::error!(error = %telemetry::chain(&e), "reload: configuration invalid; keeping the running configuration"),
     }
     notifier.ready(&supervise::status_text(&service.model_report().status));

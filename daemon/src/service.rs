@@ -10,12 +10,12 @@ mod run;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use serde_json::{Map, Value};
 
 use crate::engine::{AppDefinition, AppMode, Turn, TurnError, TurnRequest};
-use crate::model::{CancelFlag, ChatMessage, ModelError, ModelRuntime, SamplingParams};
+use crate::model::{Admission, CancelFlag, ChatMessage, LocalModel, ModelError, ModelRuntime, Prompt, SamplingParams};
 use crate::store::{self, NewMessage, Store, StoreError};
 use run::{Persist, RunSpec, Runs};
 pub use run::{Run, RunEvent, Usage};
@@ -48,6 +48,9 @@ pub enum ServiceError {
     Store(StoreError),
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    /// Stored state the daemon cannot use (a bug or a damaged store).
+    #[error("stored {what} is unusable: {reason}")]
+    Corrupt { what: &'static str, reason: String },
 }
 
 impl From<StoreError> for ServiceError {
@@ -161,9 +164,7 @@ impl Service {
         })() {
             tokio::time::sleep(d).await;
         }
-        if let Ok(mut apps) = self.apps.write() {
-            apps.insert(app.id.clone(), Arc::new(app));
-        }
+        self.apps.write().unwrap_or_else(PoisonError::into_inner).insert(app.id.clone(), Arc::new(app));
         Ok(v)
     }
 
@@ -172,8 +173,13 @@ impl Service {
     /// the registry from the store, leaving out apps that came from the
     /// config and are no longer in it (their data stays in the store).
     /// Used at start and on SIGHUP. Returns (apps served, config apps that
-    /// changed); an invalid app is reported and the others still apply.
-    pub async fn sync_config_apps(&self, config: Vec<AppDefinition>) -> (usize, Vec<(String, Result<bool, ServiceError>)>) {
+    /// changed); an invalid app is reported and the others still apply. If
+    /// the served set cannot be read back from the store, that is the error
+    /// and the registry keeps what it served before.
+    pub async fn sync_config_apps(
+        &self,
+        config: Vec<AppDefinition>,
+    ) -> Result<(usize, Vec<(String, Result<bool, ServiceError>)>), ServiceError> {
         let _change = self.apps_change.lock().await;
         let ids: HashSet<String> = config.iter().map(|a| a.id.clone()).collect();
         let mut results = Vec::with_capacity(config.len());
@@ -181,14 +187,8 @@ impl Service {
             let id = app.id.clone();
             results.push((id, self.store_app(app, "config").await.map(|v| v.created)));
         }
-        let served = match self.load_apps(|s| s.source != "config" || ids.contains(&s.id)).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(error = %crate::telemetry::chain(&e), "could not reload the apps from the store; keeping the served set");
-                self.apps.read().map(|a| a.len()).unwrap_or(0)
-            }
-        };
-        (served, results)
+        let served = self.load_apps(|s| s.source != "config" || ids.contains(&s.id)).await?;
+        Ok((served, results))
     }
 
     /// Loads the active definition of every stored app that `serve` admits.
@@ -210,9 +210,7 @@ impl Service {
             }
         }
         let n = map.len();
-        if let Ok(mut apps) = self.apps.write() {
-            *apps = map;
-        }
+        *self.apps.write().unwrap_or_else(PoisonError::into_inner) = map;
         Ok(n)
     }
 
@@ -255,7 +253,7 @@ impl Service {
     }
 
     pub fn app(&self, id: &str) -> Option<Arc<AppDefinition>> {
-        self.apps.read().ok().and_then(|a| a.get(id).cloned())
+        self.apps.read().unwrap_or_else(PoisonError::into_inner).get(id).cloned()
     }
 
     // ---- conversations, messages, feedback ----------------------------------
@@ -381,7 +379,13 @@ impl Service {
             _ => None,
         };
         // A conversation keeps the inputs it started with, as in Dify.
-        let kept = conversation.as_ref().map(|c| serde_json::from_str(&c.inputs_json).unwrap_or_default());
+        let kept = match &conversation {
+            Some(c) => Some(
+                serde_json::from_str(&c.inputs_json)
+                    .map_err(|e| ServiceError::Corrupt { what: "conversation inputs", reason: format!("conversation {}: {e}", c.id) })?,
+            ),
+            None => None,
+        };
         let turn = Turn::new(Arc::clone(&app), TurnRequest { user: req.user, query: req.query, inputs: req.inputs }, kept)?;
         let model = self.model.ready()?;
         let history = match &conversation {
@@ -393,56 +397,14 @@ impl Service {
             .await
             .map_err(|e| ModelError::Inference(format!("prompt task: {e}")))??;
         let admission = model.admit()?;
-
-        let conversation_id = match (conversation, app.mode) {
-            (Some(c), _) => Some(c.id),
-            (None, AppMode::Chat) => {
-                let inputs_json = Value::Object(turn.inputs.clone()).to_string();
-                Some(self.store.create_conversation(&app.id, &turn.user, &conversation_name(&turn.query), &inputs_json).await?.id)
-            }
-            (None, AppMode::Completion) => None,
-        };
-        let task_id = new_id();
-        let message_id = new_id();
-        self.store
-            .begin_message(NewMessage {
-                id: message_id.clone(),
-                app_id: app.id.clone(),
-                conversation_id: conversation_id.clone(),
-                user: turn.user.clone(),
-                task_id: task_id.clone(),
-                query: turn.query.clone(),
-                inputs_json: Value::Object(turn.inputs.clone()).to_string(),
-            })
-            .await?;
-        let cancel = CancelFlag::default();
-        let gen = match model.submit(admission, prompt, turn.params.clone(), cancel.clone()) {
-            Ok(g) => g,
-            Err(e) => {
-                // Only a stopped inference thread gets here; record it.
-                let o = store::MessageOutcome {
-                    answer: String::new(),
-                    prompt_tokens: 0,
-                    completion_tokens: 0,
-                    latency_ms: 0,
-                    status: store::MessageStatus::Error,
-                    error: Some(e.to_string()),
-                };
-                if let Err(se) = self.store.finish_message(&message_id, o).await {
-                    tracing::error!(message_id = %message_id, error = %crate::telemetry::chain(&se), "could not record the failed submission");
-                }
-                return Err(e.into());
-            }
-        };
-        tracing::info!(task_id = %task_id, message_id = %message_id, app = %app.id, history_turns = kept_turns, "run queued");
-        let spec = RunSpec {
-            task_id: task_id.clone(),
-            app_id: app.id.clone(),
-            user: turn.user,
-            persist: Some(Persist { message_id: message_id.clone(), conversation_id: conversation_id.clone() }),
-        };
-        let (events, left) = self.runs.spawn(self.store.clone(), model, spec, cancel, gen);
-        Ok(Run { task_id, message_id, conversation_id, created_at: now_secs(), events, left })
+        // From the first write on, the work runs in a task of its own: a
+        // client that leaves cannot drop it between the pending row and the
+        // run task that finishes that row.
+        let queued = Queued { app, turn, conversation_id: conversation.map(|c| c.id), prompt, admission, kept_turns };
+        let (store, runs) = (self.store.clone(), Arc::clone(&self.runs));
+        tokio::spawn(record_and_queue(store, runs, model, queued))
+            .await
+            .map_err(|e| ServiceError::Model(ModelError::Inference(format!("start task: {e}"))))?
     }
 
     /// Starts an OpenAI-style completion: stateless, nothing stored.
@@ -502,6 +464,81 @@ impl Service {
         self.runs.settle(limit).await;
         n
     }
+}
+
+/// A turn that passed every check and holds its admission place.
+struct Queued {
+    app: Arc<AppDefinition>,
+    turn: Turn,
+    /// The conversation it continues; `None` starts one (chat) or none (completion).
+    conversation_id: Option<String>,
+    prompt: Prompt,
+    admission: Admission,
+    kept_turns: usize,
+}
+
+/// Records the conversation and the pending message, queues the job and
+/// spawns its run. A failure after a new conversation was created removes
+/// it again, so a refused turn leaves nothing behind.
+async fn record_and_queue(store: Store, runs: Arc<Runs>, model: Arc<LocalModel>, q: Queued) -> Result<Run, ServiceError> {
+    let Queued { app, turn, conversation_id, prompt, admission, kept_turns } = q;
+    let (conversation_id, created) = match (conversation_id, app.mode) {
+        (Some(c), _) => (Some(c), false),
+        (None, AppMode::Chat) => {
+            let inputs_json = Value::Object(turn.inputs.clone()).to_string();
+            (Some(store.create_conversation(&app.id, &turn.user, &conversation_name(&turn.query), &inputs_json).await?.id), true)
+        }
+        (None, AppMode::Completion) => (None, false),
+    };
+    let task_id = new_id();
+    let message_id = new_id();
+    let begun = store
+        .begin_message(NewMessage {
+            id: message_id.clone(),
+            app_id: app.id.clone(),
+            conversation_id: conversation_id.clone(),
+            user: turn.user.clone(),
+            task_id: task_id.clone(),
+            query: turn.query.clone(),
+            inputs_json: Value::Object(turn.inputs.clone()).to_string(),
+        })
+        .await;
+    if let Err(e) = begun {
+        if let (true, Some(c)) = (created, &conversation_id) {
+            if let Err(de) = store.delete_conversation(&app.id, &turn.user, c).await {
+                tracing::warn!(conversation_id = %c, error = %crate::telemetry::chain(&de), "could not remove the conversation of a refused turn");
+            }
+        }
+        return Err(e.into());
+    }
+    let cancel = CancelFlag::default();
+    let gen = match model.submit(admission, prompt, turn.params.clone(), cancel.clone()) {
+        Ok(g) => g,
+        Err(e) => {
+            // Only a stopped inference thread gets here; record it.
+            let o = store::MessageOutcome {
+                answer: String::new(),
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                latency_ms: 0,
+                status: store::MessageStatus::Error,
+                error: Some(e.to_string()),
+            };
+            if let Err(se) = store.finish_message(&message_id, o).await {
+                tracing::error!(message_id = %message_id, error = %crate::telemetry::chain(&se), "could not record the failed submission");
+            }
+            return Err(e.into());
+        }
+    };
+    tracing::info!(task_id = %task_id, message_id = %message_id, app = %app.id, history_turns = kept_turns, "run queued");
+    let spec = RunSpec {
+        task_id: task_id.clone(),
+        app_id: app.id.clone(),
+        user: turn.user,
+        persist: Some(Persist { message_id: message_id.clone(), conversation_id: conversation_id.clone() }),
+    };
+    let (events, left) = runs.spawn(store, model, spec, cancel, gen);
+    Ok(Run { task_id, message_id, conversation_id, created_at: now_secs(), events, left })
 }
 
 fn not_found_as(e: ServiceError) -> impl FnOnce(StoreError) -> ServiceError {
@@ -578,12 +615,12 @@ mod tests {
     async fn an_import_racing_a_reload_leaves_store_and_registry_equal() {
         let dir = tempfile::tempdir().expect("tempdir");
         let svc = service(dir.path());
-        svc.sync_config_apps(vec![app("x", "config 1")]).await;
+        svc.sync_config_apps(vec![app("x", "config 1")]).await.expect("synced");
         fail::cfg("app-stored", "1*return(300)").expect("fail point");
         let s = Arc::clone(&svc);
         let import = tokio::spawn(async move { s.put_app(app("x", "import"), "import").await.map(drop) });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let (_, results) = svc.sync_config_apps(vec![app("x", "config 2")]).await;
+        let (_, results) = svc.sync_config_apps(vec![app("x", "config 2")]).await.expect("synced");
         import.await.expect("task").expect("import applied");
         fail::remove("app-stored");
         results.into_iter().for_each(|(_, r)| assert!(r.is_ok(), "{r:?}"));
@@ -596,9 +633,9 @@ mod tests {
     async fn a_reload_drops_config_apps_no_longer_configured_but_keeps_imports() {
         let dir = tempfile::tempdir().expect("tempdir");
         let svc = service(dir.path());
-        svc.sync_config_apps(vec![app("a", "A"), app("b", "B")]).await;
+        svc.sync_config_apps(vec![app("a", "A"), app("b", "B")]).await.expect("synced");
         svc.put_app(app("imported", "I"), "import").await.expect("import");
-        let (served, _) = svc.sync_config_apps(vec![app("a", "A2")]).await;
+        let (served, _) = svc.sync_config_apps(vec![app("a", "A2")]).await.expect("synced");
         assert_eq!(served, 2);
         assert!(svc.app("b").is_none(), "b was removed from the config");
         assert_eq!(svc.app("a").expect("a").pre_prompt, "A2");

@@ -125,6 +125,12 @@ impl ApiError {
                 ServiceError::AppNotFound(_) | ServiceError::KeyNotFound(_) => m(S::NOT_FOUND, "not_found", s.to_string()),
                 ServiceError::AppInvalid { .. } => m(S::BAD_REQUEST, "invalid_param", s.to_string()),
                 ServiceError::ShuttingDown => busy("service_unavailable", s.to_string(), 5),
+                // Internal detail goes to the log, not to the client.
+                ServiceError::Corrupt { .. } => m(
+                    S::INTERNAL_SERVER_ERROR,
+                    "internal_server_error",
+                    "internal error: stored state is unusable; see the daemon log".into(),
+                ),
                 ServiceError::Model(e) => match e {
                     ModelError::Disabled | ModelError::Loading | ModelError::LoadFailed { .. } | ModelError::ThreadGone => {
                         busy("provider_not_initialize", e.to_string(), 5)

@@ -153,7 +153,7 @@ pub(super) fn run_thread(cfg: RuntimeConfig, heartbeat: Arc<Heartbeat>, on_loade
                 cfg.load_timeout.as_secs()
             ))
         };
-        if !prefetch(&cfg.path, &progress)? {
+        if worth_prefetching(&cfg) && !prefetch(&cfg.path, &progress)? {
             return Err(too_slow());
         }
         let callback = progress.clone();
@@ -234,6 +234,25 @@ impl LoadProgress {
         }
         true
     }
+}
+
+/// Whether reading the file through first pays: not with `mlock` (llama.cpp
+/// faults every page in itself) and not for a file larger than half the
+/// available memory (it would evict its own first pages and double the I/O).
+fn worth_prefetching(cfg: &RuntimeConfig) -> bool {
+    if cfg.use_mlock {
+        return false;
+    }
+    let size = std::fs::metadata(&cfg.path).map(|m| m.len()).unwrap_or(u64::MAX);
+    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| mem_available_bytes(&t));
+    available.is_some_and(|a| size <= a / 2)
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+fn mem_available_bytes(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// Reads the model file once, in chunks, before llama.cpp maps it. With
@@ -664,7 +683,7 @@ fn build_sampler(p: &SamplingParams) -> LlamaSampler {
 
 #[cfg(test)]
 mod tests {
-    use super::{plan_eviction, with_one_bos};
+    use super::{mem_available_bytes, plan_eviction, with_one_bos};
     use llama_cpp_2::token::LlamaToken;
 
     #[test]
@@ -702,5 +721,13 @@ mod tests {
         assert_eq!(plan_eviction(100, 101, &[]), None);
         // Empty caches are never "evicted".
         assert_eq!(plan_eviction(100, 90, &[(0, 0), (1, 30)]), Some(vec![1]));
+    }
+
+    #[test]
+    fn mem_available_is_read_from_meminfo() {
+        let t = "MemTotal:       24000000 kB\nMemFree:         1000 kB\nMemAvailable:   2000000 kB\n";
+        assert_eq!(mem_available_bytes(t), Some(2_048_000_000));
+        assert_eq!(mem_available_bytes("MemTotal: 1 kB\n"), None);
+        assert_eq!(mem_available_bytes("MemAvailable: lots kB\n"), None);
     }
 }

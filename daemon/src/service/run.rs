@@ -90,13 +90,18 @@ pub(crate) struct Runs {
     idle: Notify,
 }
 
-/// Decrements the in-flight count when a run task ends, however it ends.
-struct InflightGuard(Arc<Runs>);
+/// Forgets the task and decrements the in-flight count when a run task
+/// ends, however it ends (a panic included).
+struct InflightGuard {
+    runs: Arc<Runs>,
+    task_id: String,
+}
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
+        self.runs.finished(&self.task_id);
+        if self.runs.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.runs.idle.notify_waiters();
         }
     }
 }
@@ -119,7 +124,7 @@ impl Runs {
         }
         self.count.fetch_add(1, Ordering::AcqRel);
         let task = RunTask {
-            guard: InflightGuard(Arc::clone(self)),
+            guard: InflightGuard { runs: Arc::clone(self), task_id: spec.task_id.clone() },
             store,
             model,
             spec,
@@ -298,7 +303,9 @@ impl RunTask {
                 }
             }
         }
-        self.guard.0.finished(task_id);
+        // The task is forgotten before the last event, so a stop that
+        // follows the answer finds nothing to cancel.
+        self.guard.runs.finished(task_id);
         let last = match self.failure {
             Some(message) => RunEvent::Failed { message },
             None => {
