@@ -391,16 +391,16 @@ async function newer(baseUrl, chatKey, completionKey, _longKey, suggestKey, user
     await call(chat.fileUpload(form("gauge.png", PNG, "image/png"))), 415, "unsupported_file_type");
   seen.file_id = up.id;
 
-  // File preview: the bytes as uploaded, or Dify's 404 for a file no message used.
+  // File preview: edgeaid serves an app its own upload (README: Dify serves
+  // only files a message used).
   if (isUuid(up.id)) {
     r = await call(chat.sendRequest("GET", `/files/${up.id}/preview`, null, { user }));
-    if (r.status === 200) {
-      const body = typeof r.data === "string" ? r.data : JSON.stringify(r.data);
-      check("file preview: the uploaded bytes",
-        body === DOCUMENT && String(r.headers["content-type"] ?? "").startsWith("text/plain"), [r.headers["content-type"], body]);
-    } else {
-      difyError("file preview of a file no message used", r, 404, "file_not_found");
-    }
+    const body = typeof r.data === "string" ? r.data : JSON.stringify(r.data);
+    check("file preview: 200 with the uploaded bytes",
+      r.status === 200 && body === DOCUMENT && String(r.headers["content-type"] ?? "").startsWith("text/plain"),
+      [r.status, r.headers["content-type"], body]);
+  } else {
+    check("fileUpload gave a file id", false, up);
   }
   difyError("file preview of an unknown file",
     await call(chat.sendRequest("GET", `/files/${randomUUID()}/preview`, null, { user })), 404, "file_not_found");

@@ -408,15 +408,15 @@ def newer(c, base_url, chat_key, completion_key, _long_key, suggest_key, user):
                  400, "no_file_uploaded")
     c.seen["file_id"] = up.get("id")
 
-    # get_file_preview (repository SDK): the bytes as uploaded, or Dify's 404
-    # for a file no message used; an unknown id is 404.
+    # get_file_preview (repository SDK): edgeaid serves an app its own upload
+    # (README: Dify serves only files a message used); an unknown id is 404.
     if is_uuid(up.get("id")):
         r = chat._send_request("GET", f"/files/{up['id']}/preview", params={"user": user})
-        if r.status_code == 200:
-            c.check("get_file_preview: the uploaded bytes", r.content == DOCUMENT and r.headers.get("Content-Type", "").startswith("text/plain"),
-                    f"{r.headers.get('Content-Type')} {r.content[:200]!r}")
-        else:
-            c.dify_error("get_file_preview of a file no message used", r, 404, "file_not_found")
+        c.check("get_file_preview: 200 with the uploaded bytes",
+                r.status_code == 200 and r.content == DOCUMENT and r.headers.get("Content-Type", "").startswith("text/plain"),
+                f"{r.status_code} {r.headers.get('Content-Type')} {r.content[:200]!r}")
+    else:
+        c.check("file_upload gave a file id", False, repr(up))
     c.dify_error("get_file_preview of an unknown file",
                  chat._send_request("GET", f"/files/{uuid.uuid4()}/preview", params={"user": user}), 404, "file_not_found")
 

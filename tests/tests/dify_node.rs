@@ -5,7 +5,8 @@
 //! answer; what it saw is cross-checked here through the HTTP API.
 //!
 //! `core` and `newer` split the checks as in dify_python.rs. Without Node.js
-//! on `$PATH` the tests print a SKIP line and pass; scripts/setup.sh installs
+//! on `$PATH` the tests print a SKIP line and pass (under CI, `CI` set, they
+//! fail instead); scripts/setup.sh installs
 //! it (Debian `nodejs` and `npm`).
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (style.md)
@@ -18,6 +19,7 @@ use edgeai_tests::{is_uuid, paths};
 /// `node` and the checker, or `None` (after a loud SKIP line) without Node.js.
 fn node_and_script(test: &str) -> Option<(PathBuf, PathBuf)> {
     let Some(node) = paths::node() else {
+        assert!(std::env::var_os("CI").is_none(), "{test}: Node.js is missing under CI; scripts/setup.sh installs Debian's nodejs and npm");
         eprintln!("SKIP {test}: Node.js is not installed (no `node` on PATH); scripts/setup.sh installs Debian's nodejs and npm");
         return None;
     };

@@ -235,8 +235,13 @@ fn seeded_sampling_is_reproducible() {
     params.insert("top_p".into(), 0.95.into());
     params.insert("max_tokens".into(), 24.into());
     params.insert("seed".into(), 1234.into());
-    app.insert("completion_params".into(), toml::Value::Table(params));
-    let d = DaemonBuilder::new().add_app(app).start();
+    app.insert("completion_params".into(), toml::Value::Table(params.clone()));
+    // Its twin, greedy: the same prompt at temperature 0.
+    let mut twin = app.clone();
+    twin.insert("id".into(), "greedy-twin".into());
+    params.insert("temperature".into(), 0.0.into());
+    twin.insert("completion_params".into(), toml::Value::Table(params));
+    let d = DaemonBuilder::new().add_app(app).add_app(twin).start();
     let c = d.client();
 
     let story = json!([{"role": "user", "content": "Tell me a short story about a cat."}]);
@@ -253,6 +258,8 @@ fn seeded_sampling_is_reproducible() {
         std::iter::once(&a).chain(&others).any(|s| *s != greedy),
         "seeds 1234, 1, 2, 3, 4 all gave the greedy answer {greedy:?}: is temperature 1.0 applied?"
     );
+    // And the seed itself is used: other seeds do not all repeat seed 1234's answer.
+    assert!(others.iter().any(|s| *s != a), "seeds 1, 2, 3, 4 all gave seed 1234's answer {a:?}: is the seed ignored?");
 
     let (_, key) = d.admin().create_key("seeded");
     let app = c.with_key(&key);
@@ -261,6 +268,10 @@ fn seeded_sampling_is_reproducible() {
     let s2 = app.chat_blocking(q, "seed-user-2", None);
     assert!(!s1["answer"].as_str().unwrap().trim().is_empty());
     assert_eq!(s1["answer"], s2["answer"], "an app with seed 1234 at temperature 0.8 answered the same question differently");
+    // The app's sampling settings are applied: its greedy twin answers otherwise.
+    let (_, twin_key) = d.admin().create_key("greedy-twin");
+    let g = c.with_key(&twin_key).chat_blocking(q, "seed-user-3", None);
+    assert_ne!(s1["answer"], g["answer"], "the seeded app at temperature 0.8 gave its greedy twin's answer: are its completion_params applied?");
 }
 
 /// Chinese and emoji survive every hop: query, inputs, user, conversation
@@ -279,8 +290,13 @@ fn multibyte_utf8_end_to_end() {
     let mut params = toml::Table::new();
     params.insert("temperature".into(), 0.0.into());
     params.insert("max_tokens".into(), 48.into());
-    app.insert("completion_params".into(), toml::Value::Table(params));
-    let d = DaemonBuilder::new().add_app(app).start();
+    app.insert("completion_params".into(), toml::Value::Table(params.clone()));
+    // Its twin, greedy: the same prompt at temperature 0.
+    let mut twin = app.clone();
+    twin.insert("id".into(), "greedy-twin".into());
+    params.insert("temperature".into(), 0.0.into());
+    twin.insert("completion_params".into(), toml::Value::Table(params));
+    let d = DaemonBuilder::new().add_app(app).add_app(twin).start();
     let (_, key) = d.admin().create_key("plant");
     let c = d.client().with_key(&key);
 
