@@ -18,15 +18,19 @@
 # Environment: EDGEAID  the binary (default <repo>/target/debug/edgeaid, or $CARGO_TARGET_DIR)
 #              MODEL    the GGUF (default <repo>/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf)
 # Needs root, systemd-nspawn (Debian: systemd-container) and systemd-box at
-# <repo>/../shared/tools/systemd-box; without them it prints a SKIP line and exits 0.
+# <repo>/../shared/tools/systemd-box (or $SYSTEMD_BOX); without them it prints a SKIP line and
+# exits 0, except under CI (CI set), where a missing piece is a failure.
 # Prints one PASS/FAIL line per check, then "N passed, M failed"; exits 1 on any failure.
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || (cd "$here/.." && pwd))
-box=$repo/../shared/tools/systemd-box
+box=${SYSTEMD_BOX:-$repo/../shared/tools/systemd-box}
 
-skip() { echo "SKIP: systemd-box tests: $*"; exit 0; }
+skip() {
+  if [ -n "${CI:-}" ]; then echo "FAIL: systemd-box tests cannot run under CI: $*"; echo "0 passed, 1 failed"; exit 1; fi
+  echo "SKIP: systemd-box tests: $*"; exit 0
+}
 [ -x "$box" ] || skip "$box not found"
 [ "$(id -u)" -eq 0 ] || skip "need root"
 command -v systemd-nspawn >/dev/null 2>&1 || skip "systemd-nspawn missing (apt-get install systemd-container)"

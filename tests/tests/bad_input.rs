@@ -247,7 +247,14 @@ fn connection_limits_hold() {
 
     // Two idle connections hold both places; the third is refused at once.
     let _one = TcpStream::connect(d.addr()).unwrap();
-    let _two = TcpStream::connect(d.addr()).unwrap();
+    let mut two = TcpStream::connect(d.addr()).unwrap();
+    // The second did get a place: it is served, and stays open (keep-alive).
+    two.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    two.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = [0u8; 64];
+    let n = two.read(&mut head).unwrap();
+    let served = String::from_utf8_lossy(&head[..n]).into_owned();
+    assert!(served.starts_with("HTTP/1.1 200"), "the second of two allowed connections was not served: {served}");
     std::thread::sleep(Duration::from_millis(200));
     let mut third = TcpStream::connect(d.addr()).unwrap();
     let answer = read_all(&mut third);
@@ -261,7 +268,7 @@ fn connection_limits_hold() {
     let started = std::time::Instant::now();
     let rest = read_all(&mut idle);
     assert!(started.elapsed() < Duration::from_secs(8), "an idle connection stayed open: {rest:?}");
-    drop(_two);
+    drop(two);
     std::thread::sleep(Duration::from_millis(300));
     // ... which frees their places.
     let mut again = TcpStream::connect(d.addr()).unwrap();

@@ -24,14 +24,7 @@ fn first_message(r: &mut edgeai_tests::SseReader) -> dify::StreamOutcome {
 
 /// The task id of the `n`-th (0-based) "run queued" log line.
 fn queued_task(d: &Daemon, n: usize) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(l) = d.logs_with_message("run queued").get(n) {
-            return l.field_str("task_id").unwrap();
-        }
-        assert!(Instant::now() < deadline, "no run queued #{n} in 10 s:\n{}", d.dump_logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    d.wait_log_count("run queued", n + 1, Duration::from_secs(10))[n].field_str("task_id").unwrap()
 }
 
 #[test]
@@ -119,18 +112,16 @@ fn sighup_stops_serving_apps_removed_from_the_config_and_keeps_imported_ones() {
     let admin = d.admin();
     let (_, summarise_key) = admin.create_key("summarise");
     let imported = json!({"id": "imported", "name": "Imported", "mode": "chat", "pre_prompt": "Be brief."});
-    let created = admin_post(&d, "/admin/v1/apps", &imported);
-    assert!(created == 201 || created == 200, "importing an app answered {created}");
+    assert_eq!(admin_post(&d, "/admin/v1/apps", &imported), 201, "importing a new app");
     let (_, imported_key) = admin.create_key("imported");
     let summarise = d.client().with_key(&summarise_key);
     assert_eq!(summarise.get("/v1/parameters").status, 200);
 
     // Remove `summarise` from the config file and reload.
-    let path = d.config_path().to_owned();
-    let mut cfg: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
-    let apps = cfg.get_mut("apps").and_then(toml::Value::as_array_mut).unwrap();
-    apps.retain(|a| a.get("id").and_then(toml::Value::as_str) != Some("summarise"));
-    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    d.edit_config(|cfg| {
+        let apps = cfg.get_mut("apps").and_then(toml::Value::as_array_mut).unwrap();
+        apps.retain(|a| a.get("id").and_then(toml::Value::as_str) != Some("summarise"));
+    });
     let pid = d.pid();
     d.sighup();
     d.wait_log_message("configuration reloaded; apps applied, other settings apply at restart", Duration::from_secs(10));

@@ -271,7 +271,10 @@ fn seeded_sampling_is_reproducible() {
     // The app's sampling settings are applied: its greedy twin answers otherwise.
     let (_, twin_key) = d.admin().create_key("greedy-twin");
     let g = c.with_key(&twin_key).chat_blocking(q, "seed-user-3", None);
-    assert_ne!(s1["answer"], g["answer"], "the seeded app at temperature 0.8 gave its greedy twin's answer: are its completion_params applied?");
+    assert_ne!(
+        s1["answer"], g["answer"],
+        "the seeded app at temperature 0.8 gave its greedy twin's answer: are its completion_params applied?"
+    );
 }
 
 /// Chinese and emoji survive every hop: query, inputs, user, conversation

@@ -85,9 +85,8 @@ fn a_client_that_stops_reading_is_cut_off_and_its_run_stored_as_stopped() {
 fn a_stalled_client_does_not_hold_up_the_drain() {
     let (mut d, key) = daemon();
     let _stalled = stalled_client(d.addr(), &key, "sloth");
-    // Let the request reach the daemon and its run start (the cut-off
-    // checked at the end proves that it did).
-    std::thread::sleep(Duration::from_secs(1));
+    // The request reached the daemon and its run is queued.
+    d.wait_log_message("run queued", Duration::from_secs(30));
     let signalled = Instant::now();
     d.sigterm();
     let status = d.wait_exit(Duration::from_secs(GRACE_SECS + 30));
