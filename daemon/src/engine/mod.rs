@@ -8,6 +8,7 @@
 pub mod app;
 pub mod prompt;
 pub mod turn;
+pub mod workflow;
 
 pub use app::{AppDefinition, AppMode, AppProblem, CompletionParams, FieldSpec, FormField};
 pub use turn::{Turn, TurnError, TurnRequest};
