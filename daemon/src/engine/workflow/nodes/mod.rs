@@ -7,6 +7,8 @@ use serde_json::Value;
 
 use super::NodeKind;
 
+pub mod compare;
+
 /// Compiles one node's `data` for the types this module knows; `None` for
 /// any other type. Errors are (field, message) pairs, fields as dotted paths
 /// inside `data`.
