@@ -45,7 +45,7 @@ pub struct ModelStatus {
 pub struct AppInfo {
     pub id: String,
     pub name: String,
-    /// `"chat"` or `"completion"`.
+    /// `"chat"`, `"completion"`, `"workflow"` or `"advanced-chat"`.
     pub mode: String,
     /// Active version; each import that changes the definition adds one.
     pub version: u32,
@@ -99,6 +99,72 @@ pub struct CreatedKey {
     pub key: String,
     /// Unix seconds.
     pub created_at: i64,
+}
+
+/// Body of `POST /admin/v1/apps/dsl`: a Dify app DSL document (YAML).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportDslRequest {
+    pub yaml: String,
+    /// The app id; default: the DSL's name, slugified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Overrides the DSL's `app.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Which model a node's cloud model was mapped to (config `[model_map]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelMappingInfo {
+    pub node_id: String,
+    pub node_title: String,
+    /// The DSL's `model.provider` and `model.name`.
+    pub provider: String,
+    pub name: String,
+    /// `local:<model>` or `upstream:<model>`.
+    pub target: String,
+    /// The `[model_map]` entry that matched, or `default`.
+    pub rule: String,
+}
+
+/// Answer of `POST /admin/v1/apps/dsl` (201 with a new version, 200 unchanged).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportDslResponse {
+    pub app: AppInfo,
+    pub models: Vec<ModelMappingInfo>,
+}
+
+/// One stored version of an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppVersionInfo {
+    pub version: u32,
+    /// Dify's workflow id of this version (`POST /v1/workflows/{workflow_id}/run`).
+    pub workflow_id: String,
+    /// `config` or `import`.
+    pub source: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub active: bool,
+}
+
+/// `GET /admin/v1/apps/{id}/versions`, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppVersionList {
+    pub data: Vec<AppVersionInfo>,
+}
+
+/// Body of `POST /admin/v1/apps/{id}/activate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivateRequest {
+    pub version: u32,
+}
+
+/// `GET /admin/v1/apps/{id}/export[?version=N]`: the app as Dify DSL YAML.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportResponse {
+    pub app_id: String,
+    pub version: u32,
+    pub yaml: String,
 }
 
 /// Dify's error body, `{"code", "message", "status"}`, used by every endpoint.

@@ -14,8 +14,9 @@ macro_rules! exit_codes {
          0   success\n  \
          1   any other error, including an API error (printed as `edgeaictl: <code>: <message>`)\n  \
          2   usage error\n  \
-         65  an input file cannot be read or is not JSON (EX_DATAERR)\n  \
+         65  an input file cannot be read or is not JSON/UTF-8 (EX_DATAERR)\n  \
          69  the daemon cannot be reached or did not answer in time (EX_UNAVAILABLE)\n  \
+         73  an output file cannot be written (EX_CANTCREAT)\n  \
          77  permission denied by the daemon or on the socket (EX_NOPERM)"
     };
 }
@@ -64,7 +65,7 @@ pub enum Command {
     #[command(after_help = concat!("Examples:\n  edgeaictl status\n  edgeaictl status --json\n\n", exit_codes!()))]
     Status,
 
-    /// List and import apps
+    /// List, import, version, activate and export apps
     #[command(subcommand)]
     Apps(AppsCommand),
 
@@ -96,17 +97,59 @@ pub enum AppsCommand {
     #[command(after_help = concat!("Example:\n  edgeaictl apps list\n\n", exit_codes!()))]
     List,
 
-    /// Import an app definition from a JSON file (a new version if it changed)
+    /// Import an app: a Dify DSL export (.yml/.yaml) or a JSON definition (a new version if it changed)
     #[command(after_help = concat!(
-        "Example:\n  edgeaictl apps import configs/apps/demo.json\n\n\
-         The file holds one app definition: {\"id\": \"demo\", \"name\": \"Demo\", \"mode\": \"chat\", \
-         \"pre_prompt\": \"...\", ...}.\n\n",
+        "Examples:\n  edgeaictl apps import plant-faq.yml\n  \
+         edgeaictl apps import plant-faq.yml --name 'Plant FAQ' --id plant-faq\n  \
+         edgeaictl apps import configs/demo-app.json\n\n\
+         A .yml/.yaml file is a Dify app DSL (modes chat, completion, workflow, advanced-chat); every \
+         problem in it is listed at once and nothing is stored unless there is none. The import prints \
+         the app's id, name and version and which model each LLM node was mapped to ([model_map]).\n\
+         A .json file holds one app definition: {\"id\": \"demo\", \"name\": \"Demo\", \"mode\": \"chat\", ...}.\n\n",
         exit_codes!()
     ))]
     Import {
-        /// JSON file with the app definition
+        /// Dify DSL (.yml, .yaml) or JSON app definition
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// The app's name, instead of the DSL's app.name (DSL only)
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// The app's id [default: the name, lower-cased, with '-' for other characters] (DSL only)
+        #[arg(long, value_name = "ID")]
+        id: Option<String>,
+    },
+
+    /// List an app's stored versions, newest first
+    #[command(after_help = concat!("Example:\n  edgeaictl apps versions plant-faq\n\n", exit_codes!()))]
+    Versions {
+        #[arg(value_name = "APP")]
+        app: String,
+    },
+
+    /// Make a stored version the active one at once (rollback); runs in flight finish on their version
+    #[command(after_help = concat!("Example:\n  edgeaictl apps activate plant-faq 2\n\n", exit_codes!()))]
+    Activate {
+        #[arg(value_name = "APP")]
+        app: String,
+        #[arg(value_name = "VERSION")]
+        version: u32,
+    },
+
+    /// Write an app version as Dify DSL YAML (stdout, or --output FILE)
+    #[command(after_help = concat!(
+        "Examples:\n  edgeaictl apps export plant-faq > plant-faq.yml\n  edgeaictl apps export plant-faq 1 -o v1.yml\n\n",
+        exit_codes!()
+    ))]
+    Export {
+        #[arg(value_name = "APP")]
+        app: String,
+        /// The version [default: the active one]
+        #[arg(value_name = "VERSION")]
+        version: Option<u32>,
+        /// Write to this file instead of stdout
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 

@@ -1,4 +1,4 @@
-//! The non-interactive subcommands: `status`, `apps list|import`,
+//! The non-interactive subcommands: `status`, `apps list|import|versions|activate|export`,
 //! `keys create|list|revoke`. Each fetches, then prints a table or, with
 //! `--json`, the daemon's JSON as received.
 //!
@@ -7,7 +7,10 @@
 
 use crate::error::CtlError;
 use crate::{paths, render};
-use edgeai_common::admin::{AppInfo, AppList, CreateKeyRequest, CreatedKey, KeyList, StatusResponse};
+use edgeai_common::admin::{
+    ActivateRequest, AppInfo, AppList, AppVersionList, CreateKeyRequest, CreatedKey, ExportResponse, ImportDslRequest, ImportDslResponse, KeyList,
+    StatusResponse,
+};
 use edgeai_common::UnixClient;
 use serde_json::Value;
 use std::io::Write;
@@ -29,7 +32,13 @@ pub async fn apps_list(client: &UnixClient, json: bool) -> Result<(), CtlError> 
     print(&render::apps(&apps))
 }
 
-pub async fn apps_import(client: &UnixClient, file: &Path, json: bool) -> Result<(), CtlError> {
+pub async fn apps_import(client: &UnixClient, file: &Path, name: Option<String>, id: Option<String>, json: bool) -> Result<(), CtlError> {
+    if is_dsl(file) {
+        return import_dsl(client, file, name, id, json).await;
+    }
+    if name.is_some() || id.is_some() {
+        return Err(CtlError::DslOnlyOption { path: file.to_owned() });
+    }
     let definition = read_definition(file).await?;
     if json {
         let (_, answer) = client.post_json_with_status::<_, Value>(&paths::apps(), &definition).await?;
@@ -40,6 +49,60 @@ pub async fn apps_import(client: &UnixClient, file: &Path, json: bool) -> Result
         print(&format!("{} unchanged (version {})\n", app.id, app.version))
     } else {
         print(&format!("imported {} version {}\n", app.id, app.version))
+    }
+}
+
+/// A Dify DSL export, by its extension.
+fn is_dsl(file: &Path) -> bool {
+    matches!(file.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(), Some("yml" | "yaml"))
+}
+
+async fn import_dsl(client: &UnixClient, file: &Path, name: Option<String>, id: Option<String>, json: bool) -> Result<(), CtlError> {
+    let bytes = tokio::fs::read(file).await.map_err(|source| CtlError::ReadInput { path: file.to_owned(), source })?;
+    let yaml = String::from_utf8(bytes).map_err(|_| CtlError::InputNotUtf8 { path: file.to_owned() })?;
+    let request = ImportDslRequest { yaml, id, name };
+    if json {
+        let (_, answer) = client.post_json_with_status::<_, Value>(&paths::import_dsl(), &request).await?;
+        return print_json(&answer);
+    }
+    let (status, r) = client.post_json_with_status::<_, ImportDslResponse>(&paths::import_dsl(), &request).await?;
+    let verb = if status.as_u16() == 200 { "unchanged" } else { "imported" };
+    let mut out = format!("{verb} {} ({:?}, {}) version {}\n", r.app.id, r.app.name, r.app.mode, r.app.version);
+    for m in &r.models {
+        out.push_str(&format!("  node {} ({:?}): {}/{} -> {} ({})\n", m.node_id, m.node_title, m.provider, m.name, m.target, m.rule));
+    }
+    print(&out)
+}
+
+pub async fn apps_versions(client: &UnixClient, app: &str, json: bool) -> Result<(), CtlError> {
+    if json {
+        return print_json(&client.get::<Value>(&paths::app_versions(app)).await?);
+    }
+    let list: AppVersionList = client.get(&paths::app_versions(app)).await?;
+    print(&render::versions(&list))
+}
+
+pub async fn apps_activate(client: &UnixClient, app: &str, version: u32, json: bool) -> Result<(), CtlError> {
+    let request = ActivateRequest { version };
+    if json {
+        return print_json(&client.post_json::<_, Value>(&paths::activate(app), &request).await?);
+    }
+    let info: AppInfo = client.post_json(&paths::activate(app), &request).await?;
+    print(&format!("{} now serves version {}\n", info.id, info.version))
+}
+
+pub async fn apps_export(client: &UnixClient, app: &str, version: Option<u32>, output: Option<&Path>, json: bool) -> Result<(), CtlError> {
+    if json {
+        return print_json(&client.get::<Value>(&paths::export(app, version)).await?);
+    }
+    let e: ExportResponse = client.get(&paths::export(app, version)).await?;
+    match output {
+        None => print(&e.yaml),
+        Some(path) => {
+            tokio::fs::write(path, e.yaml.as_bytes()).await.map_err(|source| CtlError::WriteOutput { path: path.to_owned(), source })?;
+            eprintln!("wrote {} version {} to {}", e.app_id, e.version, path.display());
+            Ok(())
+        }
     }
 }
 

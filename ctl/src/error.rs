@@ -15,6 +15,10 @@ pub const EX_DATAERR: u8 = 65;
 pub const EX_UNAVAILABLE: u8 = 69;
 /// sysexits.h `EX_NOPERM`: the daemon or the socket refused us.
 pub const EX_NOPERM: u8 = 77;
+/// A usage error, as clap's own (an option that does not apply).
+pub const EX_USAGE: u8 = 2;
+/// sysexits.h `EX_CANTCREAT`: an output file cannot be written.
+pub const EX_CANTCREAT: u8 = 73;
 /// Any other failure, API errors included.
 pub const EX_FAILURE: u8 = 1;
 
@@ -28,6 +32,12 @@ pub enum CtlError {
     ParseInput { path: PathBuf, source: serde_json::Error },
     #[error("{} holds JSON {found}, not an app definition object ({{\"id\": ..., \"name\": ..., \"mode\": ...}})", path.display())]
     InputNotObject { path: PathBuf, found: &'static str },
+    #[error("{} is not UTF-8 text", path.display())]
+    InputNotUtf8 { path: PathBuf },
+    #[error("--name and --id apply to a Dify DSL file (.yml/.yaml), not to {}", path.display())]
+    DslOnlyOption { path: PathBuf },
+    #[error("cannot write {}", path.display())]
+    WriteOutput { path: PathBuf, source: std::io::Error },
     #[error("reading stdin failed")]
     Stdin { source: std::io::Error },
     #[error("writing to stdout failed")]
@@ -47,7 +57,11 @@ impl CtlError {
             CtlError::Client(ClientError::Connect { .. } | ClientError::Timeout { .. }) => EX_UNAVAILABLE,
             CtlError::Client(ClientError::Api { status: 403, .. }) => EX_NOPERM,
             CtlError::Client(_) => EX_FAILURE,
-            CtlError::ReadInput { .. } | CtlError::ParseInput { .. } | CtlError::InputNotObject { .. } => EX_DATAERR,
+            CtlError::ReadInput { .. } | CtlError::ParseInput { .. } | CtlError::InputNotObject { .. } | CtlError::InputNotUtf8 { .. } => {
+                EX_DATAERR
+            }
+            CtlError::DslOnlyOption { .. } => EX_USAGE,
+            CtlError::WriteOutput { .. } => EX_CANTCREAT,
             CtlError::Stdin { .. }
             | CtlError::Stdout { .. }
             | CtlError::StreamEnded { .. }

@@ -50,7 +50,10 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
     match cli.command {
         Command::Status => commands::status(&client, json).await,
         Command::Apps(AppsCommand::List) => commands::apps_list(&client, json).await,
-        Command::Apps(AppsCommand::Import { file }) => commands::apps_import(&client, &file, json).await,
+        Command::Apps(AppsCommand::Import { file, name, id }) => commands::apps_import(&client, &file, name, id, json).await,
+        Command::Apps(AppsCommand::Versions { app }) => commands::apps_versions(&client, &app, json).await,
+        Command::Apps(AppsCommand::Activate { app, version }) => commands::apps_activate(&client, &app, version, json).await,
+        Command::Apps(AppsCommand::Export { app, version, output }) => commands::apps_export(&client, &app, version, output.as_deref(), json).await,
         Command::Keys(KeysCommand::Create { app }) => commands::keys_create(&client, &app, json).await,
         Command::Keys(KeysCommand::List { app }) => commands::keys_list(&client, app.as_deref(), json).await,
         Command::Keys(KeysCommand::Revoke { id }) => commands::keys_revoke(&client, &id, json).await,

@@ -24,6 +24,25 @@ pub fn key(id: &str) -> String {
     format!("{ADMIN_PREFIX}/keys/{}", encode(id))
 }
 
+pub fn import_dsl() -> String {
+    format!("{ADMIN_PREFIX}/apps/dsl")
+}
+
+pub fn app_versions(app: &str) -> String {
+    format!("{ADMIN_PREFIX}/apps/{}/versions", encode(app))
+}
+
+pub fn activate(app: &str) -> String {
+    format!("{ADMIN_PREFIX}/apps/{}/activate", encode(app))
+}
+
+pub fn export(app: &str, version: Option<u32>) -> String {
+    match version {
+        Some(v) => format!("{ADMIN_PREFIX}/apps/{}/export?version={v}", encode(app)),
+        None => format!("{ADMIN_PREFIX}/apps/{}/export", encode(app)),
+    }
+}
+
 pub fn chat_messages(app: &str) -> String {
     format!("{ADMIN_PREFIX}/apps/{}/chat-messages", encode(app))
 }

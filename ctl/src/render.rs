@@ -3,7 +3,7 @@
 //! Owns: pure `answer -> String` functions. Must not: print or fetch.
 
 use crate::time::{format_uptime, format_utc};
-use edgeai_common::admin::{AppList, KeyList, StatusResponse};
+use edgeai_common::admin::{AppList, AppVersionList, KeyList, StatusResponse};
 
 pub fn status(s: &StatusResponse) -> String {
     let m = &s.model;
@@ -39,6 +39,18 @@ pub fn apps(list: &AppList) -> String {
         })
         .collect::<Vec<_>>();
     table(&["ID", "NAME", "MODE", "VERSION", "KEYS", "UPDATED"], &rows)
+}
+
+pub fn versions(list: &AppVersionList) -> String {
+    let rows = list
+        .data
+        .iter()
+        .map(|v| {
+            let active = if v.active { "*" } else { "" };
+            vec![v.version.to_string(), active.to_owned(), v.source.clone(), format_utc(v.created_at), v.workflow_id.clone()]
+        })
+        .collect::<Vec<_>>();
+    table(&["VERSION", "ACTIVE", "SOURCE", "CREATED", "WORKFLOW ID"], &rows)
 }
 
 pub fn keys(list: &KeyList) -> String {

@@ -93,7 +93,15 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         load_timeout: m.load_timeout,
         chat_template: m.chat_template.clone(),
     });
-    let service = Service::new(store.clone(), Arc::clone(&runtime));
+    let workflows = service::workflow::WorkflowRuntime {
+        limits: settings.workflow.limits(),
+        model_map: settings.model_map.clone(),
+        upstream: settings.upstream.as_ref().map(crate::model::upstream::Upstream::new),
+        fallback_local: settings.upstream.as_ref().is_some_and(|u| u.fallback_local),
+        outbound: service::outbound::Outbound::new(&settings.workflow.http_allow),
+        files: settings.files.clone(),
+    };
+    let service = Service::new(store.clone(), Arc::clone(&runtime), workflows);
     let (n_apps, results) = service.sync_config_apps(settings.apps.clone()).await.map_err(DaemonError::Apps)?;
     for (app, result) in results {
         let changed = result.map_err(DaemonError::Apps)?;

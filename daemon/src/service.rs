@@ -7,6 +7,8 @@
 //! Knows nothing of HTTP or JSON wire shapes.
 
 mod run;
+pub mod outbound;
+pub mod workflow;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +42,22 @@ pub enum ServiceError {
     AppNotFound(String),
     #[error("API key {0:?} does not exist")]
     KeyNotFound(String),
+    /// A DSL the engine refuses, with every problem (one per line).
+    #[error("the DSL cannot be imported:\n{}", .0.join("\n"))]
+    DslInvalid(Vec<String>),
+    /// A stored app that cannot be written back as DSL.
+    #[error("app {app:?} cannot be exported: {reason}")]
+    ExportFailed { app: String, reason: String },
+    #[error("app {0:?} is not a workflow app")]
+    NotWorkflowApp(String),
+    #[error("app {app:?} has no version {version}")]
+    AppVersionNotFound { app: String, version: u32 },
+    #[error("Workflow {0:?} not found.")]
+    WorkflowNotFound(String),
+    #[error("Workflow run {0:?} not found.")]
+    WorkflowRunNotFound(String),
+    #[error("Conversation variable {0:?} not found.")]
+    ConversationVariableNotFound(String),
     #[error("app {id:?} is invalid: {problems}")]
     AppInvalid { id: String, problems: String },
     #[error(transparent)]
@@ -109,6 +127,8 @@ pub struct Service {
     apps_change: tokio::sync::Mutex<()>,
     runs: Arc<Runs>,
     shutting_down: AtomicBool,
+    /// Model mapping, upstream, outbound HTTP and limits of workflow runs.
+    workflows: workflow::WorkflowRuntime,
 }
 
 fn now_secs() -> i64 {
@@ -120,8 +140,9 @@ fn new_id() -> String {
 }
 
 impl Service {
-    pub fn new(store: Store, model: Arc<ModelRuntime>) -> Arc<Self> {
+    pub fn new(store: Store, model: Arc<ModelRuntime>, workflows: workflow::WorkflowRuntime) -> Arc<Self> {
         Arc::new(Service {
+            workflows,
             store,
             model,
             apps: RwLock::new(HashMap::new()),
@@ -166,6 +187,62 @@ impl Service {
         }
         self.apps.write().unwrap_or_else(PoisonError::into_inner).insert(app.id.clone(), Arc::new(app));
         Ok(v)
+    }
+
+    /// Imports a Dify DSL document: every problem is reported at once and
+    /// nothing is stored unless there is none. Returns the stored version
+    /// and which model each node maps to.
+    pub async fn import_dsl(
+        &self,
+        yaml: &str,
+        id: Option<String>,
+        name: Option<String>,
+    ) -> Result<(store::AppVersion, Vec<workflow::ModelMapping>), ServiceError> {
+        let opts = crate::engine::workflow::dsl::ImportOptions { id, name, caps: crate::engine::workflow::Capabilities::default() };
+        let app = crate::engine::workflow::dsl::import(yaml, &opts)
+            .map_err(|problems| ServiceError::DslInvalid(problems.iter().map(ToString::to_string).collect()))?;
+        let models = self.model_mappings(&app);
+        let v = self.put_app(app, "import").await?;
+        Ok((v, models))
+    }
+
+    /// Every stored version of an app, newest first.
+    pub async fn app_versions(&self, id: &str) -> Result<Vec<store::AppVersionInfo>, ServiceError> {
+        Ok(self.store.list_app_versions(id).await.map_err(not_found_as(ServiceError::AppNotFound(id.to_owned())))?)
+    }
+
+    /// Makes a stored version the active one, at once (a run in flight
+    /// finishes on the version it started with).
+    pub async fn activate_app_version(&self, id: &str, version: u32) -> Result<store::StoredApp, ServiceError> {
+        let _change = self.apps_change.lock().await;
+        let def = self.app_version(id, version).await?;
+        let stored = self.store.activate_app_version(id, version).await?;
+        self.apps.write().unwrap_or_else(PoisonError::into_inner).insert(id.to_owned(), Arc::new(def));
+        tracing::info!(app = %id, version, "app version activated");
+        Ok(stored)
+    }
+
+    /// An app version (the active one by default) as Dify DSL YAML.
+    pub async fn export_app(&self, id: &str, version: Option<u32>) -> Result<(u32, String), ServiceError> {
+        let version = match version {
+            Some(v) => v,
+            None => self.require_app(id).await?.version,
+        };
+        let def = self.app_version(id, version).await?;
+        let yaml = crate::engine::workflow::dsl::export(&def)
+            .map_err(|e| ServiceError::ExportFailed { app: id.to_owned(), reason: e.to_string() })?;
+        Ok((version, yaml))
+    }
+
+    async fn app_version(&self, id: &str, version: u32) -> Result<AppDefinition, ServiceError> {
+        self.require_app(id).await?;
+        let v = self
+            .store
+            .get_app_version(id, version)
+            .await
+            .map_err(not_found_as(ServiceError::AppVersionNotFound { app: id.to_owned(), version }))?;
+        serde_json::from_str(&v.definition_json)
+            .map_err(|e| ServiceError::Corrupt { what: "app version", reason: format!("{id} version {version}: {e}") })
     }
 
     /// Makes the served apps those of `config` plus every imported app:

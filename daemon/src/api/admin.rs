@@ -1,6 +1,7 @@
 //! The admin API (`/admin/v1/...`), served only on the unix socket and only
 //! to root or members of `server.admin_group` (checked from SO_PEERCRED):
-//! status, apps (list, import), API keys (create, list, revoke), and a chat
+//! status, apps (list, import as JSON or Dify DSL, versions, activate,
+//! export as DSL), API keys (create, list, revoke), and a chat
 //! route that is authorised by the peer instead of a key.
 
 use std::sync::Arc;
@@ -60,13 +61,62 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             tracing::info!(app = %id, version = v.version, created = v.created, "app imported");
             reply(if v.created { StatusCode::CREATED } else { StatusCode::OK }, &app_info(&stored))
         }
+        (["apps", "dsl"], &Method::POST) => {
+            let b: wire::ImportDslRequest = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
+            let (v, models) = svc.import_dsl(&b.yaml, b.id, b.name).await?;
+            let stored = svc.stored_app(&v.app_id).await?;
+            tracing::info!(app = %v.app_id, version = v.version, created = v.created, mode = %stored.mode, "DSL imported");
+            let models = models
+                .into_iter()
+                .map(|m| wire::ModelMappingInfo {
+                    node_id: m.node_id,
+                    node_title: m.node_title,
+                    provider: m.provider,
+                    name: m.name,
+                    target: m.target,
+                    rule: m.rule,
+                })
+                .collect();
+            reply(if v.created { StatusCode::CREATED } else { StatusCode::OK }, &wire::ImportDslResponse { app: app_info(&stored), models })
+        }
+        (["apps", id, "versions"], &Method::GET) => {
+            let data = svc
+                .app_versions(id)
+                .await?
+                .into_iter()
+                .map(|v| wire::AppVersionInfo {
+                    version: v.version,
+                    workflow_id: v.workflow_id,
+                    source: v.source,
+                    created_at: v.created_at,
+                    active: v.active,
+                })
+                .collect();
+            reply(StatusCode::OK, &wire::AppVersionList { data })
+        }
+        (["apps", id, "activate"], &Method::POST) => {
+            let b: wire::ActivateRequest = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
+            let stored = svc.activate_app_version(id, b.version).await?;
+            reply(StatusCode::OK, &app_info(&stored))
+        }
+        (["apps", id, "export"], &Method::GET) => {
+            let q: std::collections::HashMap<String, String> =
+                form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+            let version = match q.get("version").filter(|v| !v.is_empty()) {
+                None => None,
+                Some(v) => Some(v.parse::<u32>().map_err(|_| ApiError::InvalidParam(format!("version must be a positive integer, not {v:?}")))?),
+            };
+            let (version, yaml) = svc.export_app(id, version).await?;
+            reply(StatusCode::OK, &wire::ExportResponse { app_id: (*id).to_owned(), version, yaml })
+        }
         (["apps", id, "chat-messages"], &Method::POST) => {
             let app = svc.app(id).ok_or_else(|| ServiceError::AppNotFound((*id).to_owned()))?;
             // One operator route for both kinds of app: a completion app
             // answers as through completion-messages.
             let route = match app.mode {
-                crate::engine::AppMode::Chat => "chat-messages",
+                crate::engine::AppMode::Chat | crate::engine::AppMode::AdvancedChat => "chat-messages",
                 crate::engine::AppMode::Completion => "completion-messages",
+                crate::engine::AppMode::Workflow => return Err(ApiError::NotChatApp),
             };
             super::dify::route(state, app, &[route.to_owned()], req).await
         }
@@ -86,7 +136,15 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             svc.revoke_key(id).await?;
             Ok(body::empty(StatusCode::NO_CONTENT))
         }
-        (["status"] | ["apps"] | ["apps", _, "chat-messages"] | ["keys"] | ["keys", _], _) => Err(ApiError::MethodNotAllowed),
+        (
+            ["status"]
+            | ["apps"]
+            | ["apps", "dsl"]
+            | ["apps", _, "versions" | "activate" | "export" | "chat-messages"]
+            | ["keys"]
+            | ["keys", _],
+            _,
+        ) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NoRoute),
     }
 }

@@ -113,7 +113,7 @@ pub(super) fn query(req: &Request<Incoming>) -> HashMap<String, String> {
 /// `null`, `""`, `0` and `false` count as absent (Python's falsy values).
 #[derive(Deserialize, Default)]
 #[serde(untagged)]
-enum UserArg {
+pub(super) enum UserArg {
     #[default]
     Absent,
     Text(String),
@@ -122,7 +122,7 @@ enum UserArg {
 }
 
 impl UserArg {
-    fn value(self) -> Option<String> {
+    pub(super) fn value(self) -> Option<String> {
         match self {
             UserArg::Absent | UserArg::Flag(false) => None,
             UserArg::Text(s) if s.is_empty() => None,
@@ -195,10 +195,14 @@ fn query_user(q: &HashMap<String, String>) -> String {
 /// on a chat app is `app_unavailable`, a chat route on a completion app is
 /// `not_chat_app`.
 fn require_mode(app: &AppDefinition, route: AppMode) -> Result<(), ApiError> {
-    match (app.mode, route) {
-        (AppMode::Chat, AppMode::Chat) | (AppMode::Completion, AppMode::Completion) => Ok(()),
-        (AppMode::Chat, AppMode::Completion) => Err(ApiError::AppUnavailable),
-        (AppMode::Completion, AppMode::Chat) => Err(ApiError::NotChatApp),
+    let chat_route = match route {
+        AppMode::Chat | AppMode::AdvancedChat => true,
+        AppMode::Completion | AppMode::Workflow => false,
+    };
+    match (app.mode, chat_route) {
+        (AppMode::Chat | AppMode::AdvancedChat, true) | (AppMode::Completion, false) => Ok(()),
+        (AppMode::Chat | AppMode::AdvancedChat | AppMode::Workflow, false) => Err(ApiError::AppUnavailable),
+        (AppMode::Completion | AppMode::Workflow, true) => Err(ApiError::NotChatApp),
     }
 }
 
@@ -209,6 +213,9 @@ async fn send_message(
     route: AppMode,
 ) -> Result<Response<Body>, ApiError> {
     require_mode(&app, route)?;
+    if app.mode == AppMode::AdvancedChat {
+        return super::workflow::chat_message(state, app, req).await;
+    }
     let stall = req.extensions().get::<StallFlag>().cloned().unwrap_or_default();
     let b: MessageBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
     let user = required_user(b.user)?;
@@ -237,7 +244,7 @@ async fn send_message(
             deadline: state.limits.request_timeout,
             slow_client: state.limits.slow_client_timeout,
         };
-        Ok(events::stream(run, enc, limits, stall))
+        Ok(events::stream(events::Encoded { run, enc }, limits, stall))
     } else {
         events::blocking(run, enc).await
     }

@@ -42,6 +42,15 @@ pub enum ApiError {
     /// A chat route on a completion app (Dify's `NotChatAppError`).
     #[error("Please check if your app mode matches the right API route.")]
     NotChatApp,
+    /// A workflow route on another kind of app (Dify's `NotWorkflowAppError`).
+    #[error("Please check if your app mode matches the right API route.")]
+    NotWorkflowApp,
+    /// A chatflow run failed (blocking mode; streaming reports it in events).
+    #[error("{0}")]
+    WorkflowFailed(String),
+    /// A run task ended without its last event (a bug; the log has it).
+    #[error("the run ended without an outcome")]
+    RunVanished,
     #[error("{0}")]
     NotFound(String),
     #[error("the request took longer than {secs} s")]
@@ -97,6 +106,9 @@ impl ApiError {
             ApiError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", self.to_string()),
             ApiError::AppUnavailable => m(S::BAD_REQUEST, "app_unavailable", self.to_string()),
             ApiError::NotChatApp => m(S::BAD_REQUEST, "not_chat_app", self.to_string()),
+            ApiError::NotWorkflowApp => m(S::BAD_REQUEST, "not_workflow_app", self.to_string()),
+            ApiError::WorkflowFailed(_) => m(S::BAD_REQUEST, "completion_request_error", self.to_string()),
+            ApiError::RunVanished => m(S::INTERNAL_SERVER_ERROR, "internal_server_error", self.to_string()),
             ApiError::NotFound(_) => m(S::NOT_FOUND, "not_found", self.to_string()),
             ApiError::Timeout { .. } => m(S::GATEWAY_TIMEOUT, "request_timeout", self.to_string()),
             ApiError::Encode(_) => m(S::INTERNAL_SERVER_ERROR, "internal_server_error", self.to_string()),
@@ -122,8 +134,15 @@ impl ApiError {
                 | ServiceError::MessageNotFound
                 | ServiceError::LastConversationNotFound
                 | ServiceError::FirstMessageNotFound => m(S::NOT_FOUND, "not_found", s.to_string()),
-                ServiceError::AppNotFound(_) | ServiceError::KeyNotFound(_) => m(S::NOT_FOUND, "not_found", s.to_string()),
-                ServiceError::AppInvalid { .. } => m(S::BAD_REQUEST, "invalid_param", s.to_string()),
+                ServiceError::AppNotFound(_)
+                | ServiceError::KeyNotFound(_)
+                | ServiceError::AppVersionNotFound { .. }
+                | ServiceError::WorkflowNotFound(_)
+                | ServiceError::WorkflowRunNotFound(_)
+                | ServiceError::ConversationVariableNotFound(_) => m(S::NOT_FOUND, "not_found", s.to_string()),
+                ServiceError::NotWorkflowApp(_) => m(S::BAD_REQUEST, "not_workflow_app", s.to_string()),
+                ServiceError::AppInvalid { .. } | ServiceError::DslInvalid(_) => m(S::BAD_REQUEST, "invalid_param", s.to_string()),
+                ServiceError::ExportFailed { .. } => m(S::INTERNAL_SERVER_ERROR, "internal_server_error", s.to_string()),
                 ServiceError::ShuttingDown => busy("service_unavailable", s.to_string(), 5),
                 // Internal detail goes to the log, not to the client.
                 ServiceError::Corrupt { .. } => m(

@@ -74,19 +74,74 @@ pub async fn blocking(mut run: Run, enc: impl Encoder) -> Result<Response<Body>,
     Err(ModelError::ThreadGone.into())
 }
 
-/// Streams the run as SSE from a task of its own.
-pub fn stream(run: Run, enc: impl Encoder, limits: StreamLimits, stall: StallFlag) -> Response<Body> {
+/// A run's events as wire chunks, for the one streaming loop: chat and
+/// completion runs through an [`Encoder`] ([`Encoded`]), workflow runs
+/// through `workflow.rs`.
+pub trait Source: Send + 'static {
+    fn task_id(&self) -> String;
+    /// Chunks sent before the run's first event.
+    fn open(&mut self) -> Vec<Bytes>;
+    /// The next event's chunks, and whether it was the last (then the
+    /// closing chunks are included).
+    fn next(&mut self) -> impl std::future::Future<Output = (Vec<Bytes>, bool)> + Send;
+    /// An error after the head was sent, with the closing chunks.
+    fn fail(&self, e: &ApiError) -> Vec<Bytes>;
+    /// A keep-alive chunk, if the API has one.
+    fn ping(&self) -> Option<Bytes>;
+    /// The client left (or was cut off) for `reason`.
+    fn abandon(self, reason: String);
+}
+
+/// A chat or completion run with its API's encoder.
+pub struct Encoded<E> {
+    pub run: Run,
+    pub enc: E,
+}
+
+impl<E: Encoder> Source for Encoded<E> {
+    fn task_id(&self) -> String {
+        self.run.task_id.clone()
+    }
+    fn open(&mut self) -> Vec<Bytes> {
+        self.enc.open()
+    }
+    async fn next(&mut self) -> (Vec<Bytes>, bool) {
+        let mut out = Vec::new();
+        match self.run.events.recv().await {
+            Some(RunEvent::Text(t)) => return (vec![self.enc.text(&t)], false),
+            Some(RunEvent::End { usage, finish }) => out.push(self.enc.end(&usage, finish)),
+            Some(RunEvent::Failed { message }) => out.push(self.enc.error(&ModelError::Inference(message).into())),
+            None => out.push(self.enc.error(&ModelError::ThreadGone.into())),
+        }
+        out.extend(self.enc.close());
+        (out, true)
+    }
+    fn fail(&self, e: &ApiError) -> Vec<Bytes> {
+        let mut out = vec![self.enc.error(e)];
+        out.extend(self.enc.close());
+        out
+    }
+    fn ping(&self) -> Option<Bytes> {
+        self.enc.ping()
+    }
+    fn abandon(self, reason: String) {
+        self.run.abandon(reason);
+    }
+}
+
+/// Streams a run as SSE from a task of its own.
+pub fn stream(source: impl Source, limits: StreamLimits, stall: StallFlag) -> Response<Body> {
     let (tx, resp) = body::sse_response();
-    tokio::spawn(pump(run, enc, limits, stall, tx));
+    tokio::spawn(pump(source, limits, stall, tx));
     resp
 }
 
-async fn pump(mut run: Run, enc: impl Encoder, limits: StreamLimits, stall: StallFlag, tx: tokio::sync::mpsc::Sender<Bytes>) {
-    let task_id = run.task_id.clone();
+async fn pump(mut source: impl Source, limits: StreamLimits, stall: StallFlag, tx: tokio::sync::mpsc::Sender<Bytes>) {
+    let task_id = source.task_id();
     let deadline = tokio::time::Instant::now() + limits.deadline;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + limits.ping, limits.ping);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut out: VecDeque<Bytes> = enc.open().into();
+    let mut out: VecDeque<Bytes> = source.open().into();
     // The run's last event has been encoded; what is left is to send it.
     let mut ended = false;
     let left = loop {
@@ -103,8 +158,7 @@ async fn pump(mut run: Run, enc: impl Encoder, limits: StreamLimits, stall: Stal
             }),
             _ = tokio::time::sleep_until(deadline) => {
                 // Best effort: the client may not be reading.
-                let _ = tx.try_send(enc.error(&ApiError::Timeout { secs: limits.deadline.as_secs() }));
-                for c in enc.close() {
+                for c in source.fail(&ApiError::Timeout { secs: limits.deadline.as_secs() }) {
                     let _ = tx.try_send(c);
                 }
                 break Some(format!("the stream exceeded {} s (server.request_timeout_secs)", limits.deadline.as_secs()));
@@ -113,29 +167,15 @@ async fn pump(mut run: Run, enc: impl Encoder, limits: StreamLimits, stall: Stal
                 (Ok(p), Some(chunk)) => p.send(chunk),
                 _ => continue,
             },
-            ev = run.events.recv(), if out.is_empty() && !ended => match ev {
-                Some(RunEvent::Text(t)) => out.push_back(enc.text(&t)),
-                Some(RunEvent::End { usage, finish }) => {
-                    out.push_back(enc.end(&usage, finish));
-                    out.extend(enc.close());
-                    ended = true;
-                }
-                Some(RunEvent::Failed { message }) => {
-                    out.push_back(enc.error(&ModelError::Inference(message).into()));
-                    out.extend(enc.close());
-                    ended = true;
-                }
-                None => {
-                    out.push_back(enc.error(&ModelError::ThreadGone.into()));
-                    out.extend(enc.close());
-                    ended = true;
-                }
+            (chunks, last) = source.next(), if out.is_empty() && !ended => {
+                out.extend(chunks);
+                ended = last;
             },
-            _ = ping.tick(), if out.is_empty() && !ended => out.extend(enc.ping()),
+            _ = ping.tick(), if out.is_empty() && !ended => out.extend(source.ping()),
         }
     };
     if let Some(reason) = left {
         tracing::info!(task_id = %task_id, reason = %reason, "stream ended early");
-        run.abandon(reason);
+        source.abandon(reason);
     }
 }

@@ -14,6 +14,7 @@ mod events;
 mod listen;
 mod openai;
 mod stall;
+mod workflow;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -122,6 +123,10 @@ async fn route(state: &Arc<ApiState>, peer: &Arc<Peer>, req: Request<Incoming>) 
             if dify_features::is_route(&rest) {
                 let app = authenticate(state, &req).await?;
                 return dify_features::route(state, app, &rest, req).await;
+            }
+            if workflow::is_route(&rest) {
+                let app = authenticate(state, &req).await?;
+                return workflow::route(state, app, &rest, req).await;
             }
             if !dify::is_route(&rest) {
                 return Err(ApiError::NoRoute);

@@ -135,7 +135,7 @@ pub async fn chat_completions(state: &Arc<ApiState>, app: Arc<AppDefinition>, re
             deadline: state.limits.request_timeout,
             slow_client: state.limits.slow_client_timeout,
         };
-        Ok(events::stream(run, enc, limits, stall))
+        Ok(events::stream(events::Encoded { run, enc }, limits, stall))
     } else {
         events::blocking(run, enc).await
     }

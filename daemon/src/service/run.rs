@@ -65,7 +65,25 @@ impl Run {
 struct TaskEntry {
     app_id: String,
     user: String,
-    cancel: CancelFlag,
+    stop: TaskStop,
+}
+
+/// How a run is told to stop: a generation's cancel flag, or a workflow
+/// run's stop signal.
+pub(crate) enum TaskStop {
+    Flag(CancelFlag),
+    Watch(tokio::sync::watch::Sender<bool>),
+}
+
+impl TaskStop {
+    fn stop(&self) {
+        match self {
+            TaskStop::Flag(f) => f.cancel(),
+            TaskStop::Watch(w) => {
+                let _ = w.send(true);
+            }
+        }
+    }
 }
 
 /// The message a run finishes, when it is stored (OpenAI runs are not).
@@ -92,7 +110,7 @@ pub(crate) struct Runs {
 
 /// Forgets the task and decrements the in-flight count when a run task
 /// ends, however it ends (a panic included).
-struct InflightGuard {
+pub(crate) struct InflightGuard {
     runs: Arc<Runs>,
     task_id: String,
 }
@@ -119,12 +137,9 @@ impl Runs {
     ) -> (mpsc::Receiver<RunEvent>, Arc<OnceLock<String>>) {
         let (tx, rx) = mpsc::channel(64);
         let left: Arc<OnceLock<String>> = Arc::default();
-        if let Ok(mut t) = self.tasks.lock() {
-            t.insert(spec.task_id.clone(), TaskEntry { app_id: spec.app_id.clone(), user: spec.user.clone(), cancel: cancel.clone() });
-        }
-        self.count.fetch_add(1, Ordering::AcqRel);
+        let guard = self.register(&spec.task_id, &spec.app_id, &spec.user, TaskStop::Flag(cancel.clone()));
         let task = RunTask {
-            guard: InflightGuard { runs: Arc::clone(self), task_id: spec.task_id.clone() },
+            guard,
             store,
             model,
             spec,
@@ -143,13 +158,23 @@ impl Runs {
         (rx, left)
     }
 
+    /// Tracks a run in flight (for stop and the drain) until the returned
+    /// guard is dropped.
+    pub fn register(self: &Arc<Self>, task_id: &str, app_id: &str, user: &str, stop: TaskStop) -> InflightGuard {
+        if let Ok(mut t) = self.tasks.lock() {
+            t.insert(task_id.to_owned(), TaskEntry { app_id: app_id.to_owned(), user: user.to_owned(), stop });
+        }
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InflightGuard { runs: Arc::clone(self), task_id: task_id.to_owned() }
+    }
+
     /// Cancels the task if it belongs to this app and user; returns whether
     /// it did. Unknown tasks are ignored, as in Dify.
     pub fn stop(&self, app_id: &str, user: &str, task_id: &str) -> bool {
         let Ok(t) = self.tasks.lock() else { return false };
         match t.get(task_id) {
             Some(e) if e.app_id == app_id && e.user == user => {
-                e.cancel.cancel();
+                e.stop.stop();
                 true
             }
             _ => false,
@@ -163,7 +188,7 @@ impl Runs {
     /// Cancels every run in flight (each still records its outcome).
     pub fn cancel_all(&self) {
         if let Ok(t) = self.tasks.lock() {
-            t.values().for_each(|e| e.cancel.cancel());
+            t.values().for_each(|e| e.stop.stop());
         }
     }
 
@@ -200,7 +225,8 @@ impl Runs {
         let _ = tokio::time::timeout(limit, settle).await;
     }
 
-    fn finished(&self, task_id: &str) {
+    /// Forgets a task (its run has ended), so a later stop finds nothing.
+    pub fn finished(&self, task_id: &str) {
         if let Ok(mut t) = self.tasks.lock() {
             t.remove(task_id);
         }
