@@ -83,6 +83,7 @@ pub mod gguf;
 pub mod http;
 pub mod notify;
 pub mod paths;
+pub mod peer;
 pub mod sdk;
 pub mod sse;
 
