@@ -44,6 +44,8 @@ pub struct Launch<'a> {
     /// `model.chat_template`: a llama.cpp built-in template name.
     pub chat_template: Option<&'a str>,
     pub app: &'a BenchApp,
+    /// More TOML appended to the config (sections of the phase that needs them).
+    pub extra_config: String,
 }
 
 /// TOML basic string (JSON's escapes are a subset of TOML's).
@@ -97,6 +99,7 @@ temperature = 0.0
 top_p = 1.0
 top_k = 0
 max_tokens = {max_tokens}
+{extra}
 "#,
         socket = toml_path(&d.join("edgeai.sock"))?,
         store = toml_path(&d.join("edgeai.db"))?,
@@ -107,6 +110,7 @@ max_tokens = {max_tokens}
         key = toml_path(&d.join("demo-key"))?,
         pre_prompt = toml_str(&l.app.pre_prompt),
         max_tokens = l.app.max_tokens,
+        extra = l.extra_config,
     );
     let path = d.join(if l.model.is_some() { "bench.toml" } else { "bench-no-model.toml" });
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;

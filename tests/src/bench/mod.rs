@@ -7,3 +7,4 @@ pub mod client;
 pub mod cpu;
 pub mod daemon;
 pub mod report;
+pub mod workflow;

@@ -17,7 +17,9 @@
 //! 7. the multilingual model (Gemma 3 270M, configs/gemma.toml) through the
 //!    daemon alone: idle RSS, streaming generation tok/s and TTFT over
 //!    `--rounds` rounds (at most 5), RSS after (skipped with a note when
-//!    its GGUF was not fetched, or with `--gemma off`).
+//!    its GGUF was not fetched, or with `--gemma off`);
+//! 8. the workflow engine: runs/s and p50/p99 of a six-node workflow over
+//!    HTTP with an instant upstream model, next to `GET /v1/info`.
 //!
 //! Writes `bench-results/bench.json` at the repository root (or `--out`).
 //! The edgeaid measured is the one next to this binary (same
@@ -306,6 +308,7 @@ impl Ctx {
             batch: BATCH,
             chat_template: None,
             app: &self.app,
+            extra_config: String::new(),
         }
     }
 
@@ -322,6 +325,91 @@ struct DaemonFacts {
     threads: u32,
     threads_event: Value,
     cpu: String,
+}
+
+/// Workflow runs the engine phase sends, and the connections it sends them on.
+const WORKFLOW_RUNS: usize = 4000;
+const WORKFLOW_CONNECTIONS: usize = 4;
+const TARGET_WORKFLOW_RUNS_PER_S: f64 = 2000.0;
+const TARGET_WORKFLOW_P99_MS: f64 = 5.0;
+
+/// 8. The workflow engine's overhead: the six-node fixture
+/// (tests/fixtures/dsl/workflow-six-nodes.yml) run over HTTP, blocking, its
+/// LLM node answered at once by an upstream peer in this process (no local
+/// model), against `GET /v1/info` on the same connections as the baseline.
+fn workflow_engine(cx: &mut Ctx, repo: &Path, dir: &Path) -> Result<()> {
+    use bench::workflow::{hammer, Target};
+    use edgeai_tests::peer::{Peer, Reply};
+    progress("workflow engine: six-node workflow, instant upstream model");
+    let peer = Peer::start(Reply::Stream { pieces: vec!["ok".into()], delay: Duration::ZERO });
+    let mut launch = cx.launch(dir, None);
+    launch.extra_config = format!(
+        "\n[upstream]\nurl = {:?}\nmodel = \"peer\"\n\n[model_map]\ndefault = \"upstream\"\n",
+        peer.openai_url()
+    );
+    let yaml = std::fs::read_to_string(repo.join("tests/fixtures/dsl/workflow-six-nodes.yml")).context("reading the six-node fixture")?;
+    let figures = cx.rt.block_on(async {
+        let d = Daemon::start(&launch).await?;
+        let admin = edgeai_common::UnixClient::new(dir.join("edgeai.sock"));
+        let req = json!({"yaml": yaml, "id": "bench-flow"});
+        let imported: Value = admin.post_json("/admin/v1/apps/dsl", &req).await.context("importing the six-node workflow")?;
+        let created: Value = admin.post_json("/admin/v1/keys", &json!({"app": "bench-flow"})).await.context("creating a key")?;
+        let key = created["key"].as_str().ok_or_else(|| anyhow!("no key in {created}"))?.to_owned();
+        let run = Target {
+            method: http::Method::POST,
+            path: "/v1/workflows/run".into(),
+            body: Some(json!({"inputs": {"text": "pump 3 tripped", "n": 3}, "response_mode": "blocking", "user": "bench"})),
+            check_workflow: true,
+        };
+        let info = Target { method: http::Method::GET, path: "/v1/info".into(), body: None, check_workflow: false };
+        // Warm-up, then the baseline and the runs, alternately twice.
+        hammer(d.addr, &key, &run, 200, WORKFLOW_CONNECTIONS).await?;
+        let mut base = Vec::new();
+        let mut flows = Vec::new();
+        for _ in 0..2 {
+            base.push(hammer(d.addr, &key, &info, WORKFLOW_RUNS / 2, WORKFLOW_CONNECTIONS).await?);
+            flows.push(hammer(d.addr, &key, &run, WORKFLOW_RUNS / 2, WORKFLOW_CONNECTIONS).await?);
+        }
+        let rss = d.rss()?;
+        let status = d.stop().await?;
+        if !status.success() {
+            bail!("edgeaid exited with {status} after SIGTERM");
+        }
+        Ok::<_, anyhow::Error>((imported, base, flows, rss))
+    })?;
+    let (imported, base, flows, rss) = figures;
+    let merge = |v: &[bench::workflow::Figures]| bench::workflow::Figures {
+        requests: v.iter().map(|f| f.requests).sum(),
+        wall: v.iter().map(|f| f.wall).sum(),
+        latencies: v.iter().flat_map(|f| f.latencies.iter().copied()).collect(),
+    };
+    let (base, flows) = (merge(&base), merge(&flows));
+    let t = &mut cx.table;
+    t.section(&format!(
+        "Workflow engine: six-node workflow over HTTP, blocking, {WORKFLOW_CONNECTIONS} keep-alive connections, instant upstream model"
+    ));
+    t.target(
+        &format!("workflow runs/s ({} runs)", flows.requests),
+        format!("{:.0} runs/s", flows.per_sec()),
+        ">= 2000 runs/s",
+        flows.per_sec() >= TARGET_WORKFLOW_RUNS_PER_S,
+    );
+    t.info("  run latency p50", format!("{:.2} ms", flows.quantile_ms(0.5)));
+    t.target("  run latency p99", format!("{:.2} ms", flows.quantile_ms(0.99)), "<= 5 ms", flows.quantile_ms(0.99) <= TARGET_WORKFLOW_P99_MS);
+    t.info(
+        "baseline GET /v1/info (auth + HTTP)",
+        format!("{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms", base.per_sec(), base.quantile_ms(0.5), base.quantile_ms(0.99)),
+    );
+    t.info("  workflow / baseline throughput", format!("{:.2}", flows.per_sec() / base.per_sec().max(1e-9)));
+    t.info("  RSS after the runs", format!("{:.1} MB", rss.vm_rss_kb as f64 / 1024.0));
+    cx.json.insert(
+        "workflow_engine".into(),
+        json!({"runs": flows.requests, "connections": WORKFLOW_CONNECTIONS, "runs_per_s": flows.per_sec(),
+               "p50_ms": flows.quantile_ms(0.5), "p99_ms": flows.quantile_ms(0.99),
+               "baseline_info_per_s": base.per_sec(), "baseline_p50_ms": base.quantile_ms(0.5), "baseline_p99_ms": base.quantile_ms(0.99),
+               "rss_kb_after": rss.vm_rss_kb, "import": imported, "upstream_requests": peer.received().len()}),
+    );
+    Ok(())
 }
 
 fn run() -> Result<bool> {
@@ -407,6 +495,10 @@ fn run() -> Result<bool> {
         None => {
             cx.json.insert("second_model".into(), json!({"skipped": "--gemma off"}));
         }
+    }
+
+    if let Err(e) = workflow_engine(&mut cx, &repo, &work.path().join("workflow")) {
+        cx.failed("the workflow engine", &e);
     }
 
     let llama_info = bare::system_info();
