@@ -425,9 +425,40 @@ async fn list_messages(state: &ApiState, app: &AppDefinition, q: HashMap<String,
 }
 
 /// Dify's `/parameters`: the app's form and the features it has (all the
-/// cloud-only features are reported disabled).
+/// cloud-only features are reported disabled). A DSL app's form is its start
+/// node's variables, and its features those of the DSL's `features`.
 fn parameters(app: &AppDefinition) -> Value {
     let off = json!({"enabled": false});
+    if let Some(w) = &app.workflow {
+        let features = w.raw().get("features").cloned().unwrap_or_else(|| json!({}));
+        let feature = |k: &str| features.get(k).cloned().unwrap_or_else(|| off.clone());
+        let form: Vec<Value> = w
+            .start_variables()
+            .iter()
+            .map(|v| {
+                let mut spec = json!({"label": v.label, "variable": v.variable, "required": v.required, "options": v.options,
+                                      "default": v.default.clone().unwrap_or(Value::String(String::new()))});
+                if let (Some(max), Some(o)) = (v.max_length, spec.as_object_mut()) {
+                    o.insert("max_length".into(), json!(max));
+                }
+                json!({ v.kind.clone(): spec })
+            })
+            .collect();
+        return json!({
+            "opening_statement": features.get("opening_statement").cloned().unwrap_or(json!("")),
+            "suggested_questions": features.get("suggested_questions").cloned().unwrap_or(json!([])),
+            "suggested_questions_after_answer": feature("suggested_questions_after_answer"),
+            "speech_to_text": off,
+            "text_to_speech": {"enabled": false, "voice": "", "language": ""},
+            "retriever_resource": off,
+            "annotation_reply": off,
+            "more_like_this": off,
+            "sensitive_word_avoidance": off,
+            "user_input_form": form,
+            "file_upload": feature("file_upload"),
+            "system_parameters": {"file_size_limit": 0, "image_file_size_limit": 0, "audio_file_size_limit": 0, "video_file_size_limit": 0, "workflow_file_upload_limit": 0},
+        });
+    }
     json!({
         "opening_statement": app.opening_statement,
         "suggested_questions": app.suggested_questions,
