@@ -358,7 +358,7 @@ fn workflow_engine(cx: &mut Ctx, repo: &Path, dir: &Path) -> Result<()> {
         let run = Target {
             method: http::Method::POST,
             path: "/v1/workflows/run".into(),
-            body: Some(json!({"inputs": {"text": "pump 3 tripped", "n": 3}, "response_mode": "blocking", "user": "bench"})),
+            body: Some(json!({"inputs": {"name": "pump 3", "mode": "model"}, "response_mode": "blocking", "user": "bench"})),
             check_workflow: true,
         };
         let info = Target { method: http::Method::GET, path: "/v1/info".into(), body: None, check_workflow: false };
