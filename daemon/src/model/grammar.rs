@@ -266,22 +266,31 @@ impl Generator {
             let sub_ptr = format!("{ptr}/properties/{}", pointer_escape(name));
             let value = self.visit(sub, &sub_ptr, &format!("{hint}-{}", rule_name(name)))?;
             let pair = format!(r#"{} ":" {ws} {value}"#, gbnf_literal(&Value::String(name.clone()).to_string()));
-            pairs.push((pair, !required.contains(&name.as_str())));
+            pairs.push((rule_name(name), pair, !required.contains(&name.as_str())));
         }
-        // Two chains from the end: `after` follows a pair already written (so
-        // each pair comes with its comma), `first` writes the first pair.
-        let (mut after, mut first) = (String::new(), String::new());
-        for (pair, optional) in pairs.iter().rev() {
-            let new_after = if *optional { format!(r#"("," {ws} {pair})? {after}"#) } else { format!(r#""," {ws} {pair} {after}"#) };
-            let new_first = match (*optional, first.is_empty()) {
-                (false, _) => format!("{pair} {after}"),
-                (true, true) => format!("({pair} {after})?"),
-                (true, false) => format!("(({pair} {after}) | {first})"),
-            };
-            let (a, f) = (self.define(&format!("{hint}-rest"), new_after), self.define(&format!("{hint}-first"), new_first));
-            (after, first) = (a, f);
+        // Two rules per pair, built from the end: `-tail` (the pairs from
+        // here on after one was written: each with its comma) and `-head`
+        // (from here on, none written yet); a head is only needed while
+        // every pair before it is optional.
+        let (mut tail, mut head): (Option<String>, Option<String>) = (None, None);
+        for (i, (name, pair, optional)) in pairs.iter().enumerate().rev() {
+            let rest = tail.as_deref().map(|t| format!(" {t}")).unwrap_or_default();
+            if pairs[..i].iter().all(|(_, _, optional)| *optional) {
+                let body = match (optional, &head) {
+                    (false, _) => format!("{pair}{rest}"),
+                    (true, None) => format!("({pair}{rest})?"),
+                    (true, Some(h)) => format!("({pair}{rest} | {h})"),
+                };
+                head = Some(self.define(&format!("{hint}-{name}-head"), body));
+            }
+            if i > 0 {
+                let with_comma = format!(r#""," {ws} {pair}"#);
+                let body = if *optional { format!("({with_comma})?{rest}") } else { format!("{with_comma}{rest}") };
+                tail = Some(self.define(&format!("{hint}-{name}-tail"), body));
+            }
         }
-        Ok(self.define(hint, format!(r#""{{" {ws} {first} "}}" {ws}"#)))
+        let first = head.map(|h| format!(" {h}")).unwrap_or_default();
+        Ok(self.define(hint, format!(r#""{{" {ws}{first} "}}" {ws}"#)))
     }
 }
 
@@ -329,4 +338,155 @@ fn rule_name(name: &str) -> String {
 /// One JSON pointer segment (RFC 6901).
 fn pointer_escape(name: &str) -> String {
     name.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{any_json_object_gbnf, json_schema_to_gbnf, GrammarError};
+    use serde_json::json;
+
+    fn gbnf(schema: serde_json::Value) -> String {
+        json_schema_to_gbnf(&schema).expect("a supported schema")
+    }
+
+    /// The body of rule `name` in `g`.
+    fn rule<'a>(g: &'a str, name: &str) -> &'a str {
+        let head = format!("{name} ::= ");
+        g.lines().find_map(|l| l.strip_prefix(head.as_str())).unwrap_or_else(|| panic!("no rule {name} in\n{g}"))
+    }
+
+    #[test]
+    fn scalars_use_the_bounded_json_primitives() {
+        for (t, expected) in [("string", "string"), ("number", "number"), ("integer", "integer"), ("boolean", "boolean"), ("null", "null")]
+        {
+            let g = gbnf(json!({"type": t}));
+            assert_eq!(rule(&g, "root"), expected, "{t}");
+            assert_eq!(g.lines().next(), Some(format!("root ::= {expected}").as_str()), "root comes first");
+            assert_eq!(rule(&g, "ws"), r#"| " " | "\n""#, "at most one blank between tokens");
+        }
+        let g = gbnf(json!({"type": "integer"}));
+        assert_eq!(rule(&g, "integral-part"), "[0] | [1-9] [0-9]{0,15}");
+        assert!(!g.contains("number ::="), "only the rules used are emitted:\n{g}");
+        let g = gbnf(json!({"type": "string"}));
+        assert_eq!(rule(&g, "char"), r#"[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})"#);
+    }
+
+    #[test]
+    fn enum_and_const_are_literal_json_alternatives() {
+        let g = gbnf(json!({"enum": ["a", "say \"hi\"", 3, true, null]}));
+        assert_eq!(rule(&g, "root"), r#"("\"a\"" | "\"say \\\"hi\\\"\"" | "3" | "true" | "null") ws"#);
+        let g = gbnf(json!({"const": "x\ny"}));
+        assert_eq!(rule(&g, "root"), r#"("\"x\\ny\"") ws"#);
+    }
+
+    #[test]
+    fn string_lengths_bound_the_characters() {
+        let g = gbnf(json!({"type": "string", "minLength": 2, "maxLength": 5}));
+        assert_eq!(rule(&g, "root"), r#""\"" char{2,5} "\"" ws"#);
+        let g = gbnf(json!({"type": "string", "minLength": 1}));
+        assert_eq!(rule(&g, "root"), r#""\"" char{1,} "\"" ws"#);
+    }
+
+    #[test]
+    fn arrays_follow_items_and_counts() {
+        let g = gbnf(json!({"type": "array", "items": {"type": "integer"}}));
+        assert_eq!(rule(&g, "root"), r#""[" ws (integer ("," ws integer)*)? "]" ws"#);
+        let g = gbnf(json!({"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 3}));
+        assert_eq!(rule(&g, "root"), r#""[" ws string ("," ws string){0,2} "]" ws"#);
+        let g = gbnf(json!({"type": "array", "minItems": 2}));
+        assert_eq!(rule(&g, "root"), r#""[" ws value ("," ws value){1,} "]" ws"#);
+        let g = gbnf(json!({"type": "array", "maxItems": 0}));
+        assert_eq!(rule(&g, "root"), r#""[" ws "]" ws"#);
+    }
+
+    #[test]
+    fn required_properties_are_mandatory_and_optional_ones_may_be_left_out() {
+        let g = gbnf(json!({
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "string"}, "c": {"type": "boolean"}},
+            "required": ["b"],
+        }));
+        // a? b c? — a comma only between pairs that are written.
+        assert_eq!(rule(&g, "root"), r#""{" ws root-a-head "}" ws"#, "{g}");
+        assert_eq!(rule(&g, "root-a-head"), r#"("\"a\"" ":" ws integer root-b-tail | root-b-head)"#);
+        assert_eq!(rule(&g, "root-b-head"), r#""\"b\"" ":" ws string root-c-tail"#);
+        assert_eq!(rule(&g, "root-b-tail"), r#""," ws "\"b\"" ":" ws string root-c-tail"#);
+        assert_eq!(rule(&g, "root-c-tail"), r#"("," ws "\"c\"" ":" ws boolean)?"#);
+        assert!(!g.contains("root-c-head") && !g.contains("root-a-tail"), "no rule nothing uses:\n{g}");
+        assert!(!g.contains("additional"), "objects are closed");
+    }
+
+    #[test]
+    fn nested_objects_and_unions_get_their_own_rules() {
+        let g = gbnf(json!({
+            "type": "object",
+            "properties": {
+                "user name": {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]},
+                "tag": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                "either": {"type": ["integer", "null"]},
+            },
+            "required": ["user name", "tag", "either"],
+        }));
+        assert_eq!(rule(&g, "root-user-name"), r#""{" ws root-user-name-id-head "}" ws"#);
+        assert_eq!(rule(&g, "root-user-name-id-head"), r#""\"id\"" ":" ws integer"#);
+        assert!(g.contains(r#""\"tag\"" ":" ws (string | null)"#), "{g}");
+        assert!(g.contains(r#""\"either\"" ":" ws (integer | null)"#), "{g}");
+    }
+
+    #[test]
+    fn an_object_without_properties_is_any_object() {
+        let g = gbnf(json!({"type": "object"}));
+        assert_eq!(rule(&g, "root"), "object");
+        assert_eq!(rule(&g, "object"), rule(&any_json_object_gbnf(), "object"));
+        assert_eq!(rule(&any_json_object_gbnf(), "root"), "object");
+        let g = gbnf(json!({"type": "object", "properties": {}}));
+        assert_eq!(rule(&g, "root"), r#""{" ws "}" ws"#);
+    }
+
+    #[test]
+    fn unsupported_schemas_name_their_json_pointer() {
+        let err = |s: serde_json::Value| json_schema_to_gbnf(&s).expect_err("unsupported");
+        assert_eq!(
+            err(json!({"type": "object", "properties": {"a/b": {"$ref": "#/$defs/x"}}})),
+            GrammarError::Ref { pointer: "#/properties/a~1b".into() }
+        );
+        assert_eq!(
+            err(json!({"type": "array", "items": {"type": "string", "pattern": "^a"}})),
+            GrammarError::Unsupported { pointer: "#/items".into(), keyword: "pattern".into() }
+        );
+        assert_eq!(
+            err(json!({"type": "object", "properties": {"x": {"type": "date"}}})),
+            GrammarError::Invalid { pointer: "#/properties/x/type".into(), reason: "unknown type \"date\"".into() }
+        );
+        assert_eq!(
+            err(json!({"type": "object", "properties": {"a": {}}, "required": ["a", "b"]})),
+            GrammarError::Invalid { pointer: "#/required/1".into(), reason: "required property \"b\" is not in properties".into() }
+        );
+        assert_eq!(
+            err(json!({"enum": ["a", {"b": 1}]})),
+            GrammarError::Invalid {
+                pointer: "#/enum/1".into(),
+                reason: "only strings, numbers, booleans and null are supported here".into()
+            }
+        );
+        assert!(
+            matches!(err(json!({"anyOf": [{"type": "string"}, {"format": "date"}]})), GrammarError::Unsupported { pointer, .. } if pointer == "#/anyOf/1")
+        );
+        assert!(matches!(err(json!({"enum": []})), GrammarError::Invalid { pointer, .. } if pointer == "#"));
+        assert!(
+            matches!(err(json!({"type": "string", "maxLength": -1})), GrammarError::Invalid { pointer, .. } if pointer == "#/maxLength")
+        );
+        assert!(
+            matches!(err(json!({"type": "array", "minItems": 3, "maxItems": 2})), GrammarError::Invalid { pointer, .. } if pointer == "#")
+        );
+        assert!(matches!(err(json!(false)), GrammarError::Invalid { pointer, .. } if pointer == "#"));
+        let msg = err(json!({"properties": {"p": {"$ref": "#/x"}}})).to_string();
+        assert!(msg.contains("#/properties/p") && msg.contains("$ref"), "{msg}");
+    }
+
+    #[test]
+    fn annotations_are_ignored() {
+        let g = gbnf(json!({"type": "integer", "title": "n", "description": "how many", "default": 1, "$schema": "x"}));
+        assert_eq!(rule(&g, "root"), "integer");
+    }
 }
