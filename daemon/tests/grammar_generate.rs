@@ -99,6 +99,32 @@ fn a_schema_grammar_makes_the_model_answer_matching_json() {
         Err(ModelError::Inference(msg)) => assert!(msg.contains("grammar"), "{msg}"),
         other => panic!("a bad grammar must fail the request, got {other:?}"),
     }
+    let (text, _) = generate(&model, &messages, params(0.0, Some(grammar.clone()))).unwrap();
+    assert!(serde_json::from_str::<Value>(&text).is_ok(), "{text:?}");
+
+    // A grammar that parses but allows no token at all: the request fails
+    // (llama.cpp's own sampling would make the grammar accept a forbidden
+    // token and abort the process), greedy and sampled.
+    for temperature in [0.0, 0.8] {
+        let dead_end = params(temperature, Some(r#"root ::= [^\x00-\U0010FFFF]"#.into()));
+        let events = run_events(&model, &messages, dead_end);
+        assert!(
+            matches!(events.as_slice(), [GenEvent::Started { .. }, GenEvent::Failed(e), ..] if e.contains("grammar allows no token")),
+            "temperature {temperature}: {events:?}"
+        );
+    }
+    // The thread goes on serving.
     let (text, _) = generate(&model, &messages, params(0.0, Some(grammar))).unwrap();
     assert!(serde_json::from_str::<Value>(&text).is_ok(), "{text:?}");
+}
+
+/// Every event of one generation, to its end.
+fn run_events(model: &LocalModel, messages: &[ChatMessage], params: SamplingParams) -> Vec<GenEvent> {
+    let prompt = model.prompt(messages).unwrap();
+    let mut rx = model.submit(model.admit().unwrap(), prompt, params, CancelFlag::default()).unwrap();
+    let mut events = Vec::new();
+    while let Some(ev) = rx.blocking_recv() {
+        events.push(ev);
+    }
+    events
 }

@@ -573,7 +573,15 @@ impl<'m> Scheduler<'m> {
         let vocab = self.model.vocab();
         for a in &mut self.active {
             let Some(idx) = a.logits_at else { continue };
-            let tok = a.sampler.sample(&self.ctx, idx);
+            let tok = match sample(a, &self.ctx, idx) {
+                Ok(tok) => tok,
+                Err(e) => {
+                    tracing::warn!(slot = a.slot, generated = a.generated, error = %e, "sequence failed");
+                    send(a, GenEvent::Failed(e));
+                    a.finished = Some(FinishReason::Cancelled);
+                    continue;
+                }
+            };
             if vocab.is_eog(tok) {
                 a.finished = Some(FinishReason::Stop);
                 continue;
@@ -622,6 +630,27 @@ impl<'m> Scheduler<'m> {
             self.slots[a.slot].busy = false;
         }
     }
+}
+
+/// The next token of `a` from the logits at `idx`. Without a grammar this is
+/// llama.cpp's `sample`. With one, the chosen token is checked before the
+/// sampler accepts it: llama.cpp aborts the process when a grammar is made
+/// to accept a token it forbids, which is what `sample` does when the
+/// grammar leaves no token allowed (every candidate at -inf).
+fn sample(a: &mut Active, ctx: &LlamaContext, idx: i32) -> Result<LlamaToken, String> {
+    if a.job.params.grammar.is_none() {
+        return Ok(a.sampler.sample(ctx, idx));
+    }
+    let mut candidates = ctx.token_data_array_ith(idx);
+    candidates.apply_sampler(&mut a.sampler);
+    let chosen = candidates.selected.and_then(|i| candidates.data.get(i));
+    let Some(tok) = chosen.filter(|c| c.logit().is_finite()).map(|c| c.id()) else {
+        return Err("the output grammar allows no token here: generation cannot continue".to_owned());
+    };
+    // A finite logit means the grammar allowed the token: accepting it
+    // cannot throw (or, for end-of-generation, abort).
+    a.sampler.accept(tok);
+    Ok(tok)
 }
 
 /// Sends an event without ever blocking the inference thread; a consumer
