@@ -88,9 +88,9 @@ impl LocalModel {
         if prompt.is_empty() {
             return Err(ModelError::InvalidPrompt("the prompt is empty".into()));
         }
+        let grammar = params.grammar.as_deref().map(|g| self.grammar_sampler(g)).transpose()?;
         // Room for every event the job can produce, so the inference thread
         // never blocks on a slow consumer (max_tokens is bounded by the slot).
-        let grammar = params.grammar.as_deref().map(|g| self.grammar_sampler(g)).transpose()?;
         let (tx, rx) = tokio::sync::mpsc::channel(params.max_tokens as usize + 4);
         admission.0.push(Job { prompt, params, grammar, cancel, events: tx })?;
         Ok(rx)
