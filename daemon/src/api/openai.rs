@@ -125,7 +125,7 @@ pub async fn chat_completions(state: &Arc<ApiState>, app: Arc<AppDefinition>, re
     if stop.len() > 4 {
         return Err(ApiError::InvalidParam("at most 4 stop sequences".into()));
     }
-    let params = SamplingParams { temperature, top_p, top_k: d.top_k, max_tokens, seed: b.seed.or(d.seed), stop };
+    let params = SamplingParams { temperature, top_p, top_k: d.top_k, max_tokens, seed: b.seed.or(d.seed), stop, grammar: None };
     let run = state.service.start_openai(&app, OpenAiRequest { messages: to_messages(b.messages)?, params }).await?;
     let _ = b.model;
     let enc = OpenAiEncoder { id: format!("chatcmpl-{}", run.task_id), created: run.created_at, model: state.model_name.clone() };

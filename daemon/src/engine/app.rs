@@ -54,6 +54,7 @@ impl From<&CompletionParams> for crate::model::SamplingParams {
             max_tokens: p.max_tokens,
             seed: p.seed,
             stop: p.stop.clone(),
+            grammar: None,
         }
     }
 }

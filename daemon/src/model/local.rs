@@ -88,11 +88,22 @@ impl LocalModel {
         if prompt.is_empty() {
             return Err(ModelError::InvalidPrompt("the prompt is empty".into()));
         }
+        let grammar = params.grammar.as_deref().map(|g| self.grammar_sampler(g)).transpose()?;
         // Room for every event the job can produce, so the inference thread
         // never blocks on a slow consumer (max_tokens is bounded by the slot).
         let (tx, rx) = tokio::sync::mpsc::channel(params.max_tokens as usize + 4);
-        admission.0.push(Job { prompt, params, cancel, events: tx })?;
+        admission.0.push(Job { prompt, params, grammar, cancel, events: tx })?;
         Ok(rx)
+    }
+
+    /// llama.cpp's sampler for a GBNF grammar (start rule `root`); parsing
+    /// it here, on the caller's thread, fails a bad grammar before the job
+    /// is queued (llama.cpp logs the parse error itself).
+    fn grammar_sampler(&self, gbnf: &str) -> Result<LlamaSampler, ModelError> {
+        LlamaSampler::grammar(&self.model, gbnf, "root").map_err(|e| {
+            tracing::warn!(error = %e, grammar_bytes = gbnf.len(), "llama.cpp rejected an output grammar");
+            ModelError::Inference(format!("llama.cpp rejected the output grammar ({e}); see the daemon log for the parse error"))
+        })
     }
 
     /// Takes jobs whose client went away out of the queue (they end as
@@ -479,7 +490,7 @@ impl<'m> Scheduler<'m> {
         true
     }
 
-    fn start(&mut self, job: Job, slot: usize, common: usize) {
+    fn start(&mut self, mut job: Job, slot: usize, common: usize) {
         let prompt = &job.prompt.tokens;
         // Keep at least one prompt token to decode: it yields the logits.
         let mut common = common.min(prompt.len().saturating_sub(1));
@@ -489,7 +500,7 @@ impl<'m> Scheduler<'m> {
         }
         self.slots[slot].kv.truncate(common);
         self.slots[slot].busy = true;
-        let sampler = build_sampler(&job.params);
+        let sampler = build_sampler(&job.params, job.grammar.take());
         let text = TokenText::new(&job.params.stop);
         let started = GenEvent::Started { prompt_tokens: prompt.len() as u32, reused: common as u32 };
         let pending = prompt.len() - common;
@@ -562,7 +573,15 @@ impl<'m> Scheduler<'m> {
         let vocab = self.model.vocab();
         for a in &mut self.active {
             let Some(idx) = a.logits_at else { continue };
-            let tok = a.sampler.sample(&self.ctx, idx);
+            let tok = match sample(a, &self.ctx, idx) {
+                Ok(tok) => tok,
+                Err(e) => {
+                    tracing::warn!(slot = a.slot, generated = a.generated, error = %e, "sequence failed");
+                    send(a, GenEvent::Failed(e));
+                    a.finished = Some(FinishReason::Cancelled);
+                    continue;
+                }
+            };
             if vocab.is_eog(tok) {
                 a.finished = Some(FinishReason::Stop);
                 continue;
@@ -611,6 +630,27 @@ impl<'m> Scheduler<'m> {
             self.slots[a.slot].busy = false;
         }
     }
+}
+
+/// The next token of `a` from the logits at `idx`. Without a grammar this is
+/// llama.cpp's `sample`. With one, the chosen token is checked before the
+/// sampler accepts it: llama.cpp aborts the process when a grammar is made
+/// to accept a token it forbids, which is what `sample` does when the
+/// grammar leaves no token allowed (every candidate at -inf).
+fn sample(a: &mut Active, ctx: &LlamaContext, idx: i32) -> Result<LlamaToken, String> {
+    if a.job.params.grammar.is_none() {
+        return Ok(a.sampler.sample(ctx, idx));
+    }
+    let mut candidates = ctx.token_data_array_ith(idx);
+    candidates.apply_sampler(&mut a.sampler);
+    let chosen = candidates.selected.and_then(|i| candidates.data.get(i));
+    let Some(tok) = chosen.filter(|c| c.logit().is_finite()).map(|c| c.id()) else {
+        return Err("the output grammar allows no token here: generation cannot continue".to_owned());
+    };
+    // A finite logit means the grammar allowed the token: accepting it
+    // cannot throw (or, for end-of-generation, abort).
+    a.sampler.accept(tok);
+    Ok(tok)
 }
 
 /// Sends an event without ever blocking the inference thread; a consumer
@@ -665,11 +705,15 @@ fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-fn build_sampler(p: &SamplingParams) -> LlamaSampler {
+/// The sampler chain for one request. A grammar comes first, so every
+/// later sampler (greedy included) only sees the tokens it allows.
+fn build_sampler(p: &SamplingParams, grammar: Option<LlamaSampler>) -> LlamaSampler {
+    let mut chain = Vec::with_capacity(5);
+    chain.extend(grammar);
     if p.temperature <= 0.0 {
-        return LlamaSampler::greedy();
+        chain.push(LlamaSampler::greedy());
+        return LlamaSampler::chain_simple(chain);
     }
-    let mut chain = Vec::with_capacity(4);
     if p.top_k > 0 {
         chain.push(LlamaSampler::top_k(p.top_k));
     }

@@ -6,6 +6,7 @@
 //! Owns: loading, templating, tokenising, sampling, streaming text out.
 //! Does not touch: HTTP, the store, app semantics (that is `service`).
 
+pub mod grammar;
 mod local;
 mod queue;
 mod template;
@@ -88,6 +89,10 @@ pub struct SamplingParams {
     pub max_tokens: u32,
     pub seed: Option<u32>,
     pub stop: Vec<String>,
+    /// GBNF (start rule `root`) the answer must match, e.g. from
+    /// [`grammar::json_schema_to_gbnf`]; llama.cpp rejecting it fails the
+    /// request at submit time.
+    pub grammar: Option<String>,
 }
 
 /// Why generation ended.
@@ -284,6 +289,9 @@ impl ModelRuntime {
 pub(crate) struct Job {
     pub prompt: Prompt,
     pub params: SamplingParams,
+    /// The grammar sampler for `params.grammar`, built (and so checked) at
+    /// submit time.
+    pub grammar: Option<llama_cpp_2::sampling::LlamaSampler>,
     pub cancel: CancelFlag,
     pub events: mpsc::Sender<GenEvent>,
 }

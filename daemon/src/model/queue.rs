@@ -143,8 +143,8 @@ mod tests {
     fn job() -> (Job, tokio::sync::mpsc::Receiver<GenEvent>, CancelFlag) {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let cancel = CancelFlag::default();
-        let params = SamplingParams { temperature: 0.0, top_p: 1.0, top_k: 0, max_tokens: 1, seed: None, stop: vec![] };
-        (Job { prompt: Prompt { tokens: vec![] }, params, cancel: cancel.clone(), events: tx }, rx, cancel)
+        let params = SamplingParams { temperature: 0.0, top_p: 1.0, top_k: 0, max_tokens: 1, seed: None, stop: vec![], grammar: None };
+        (Job { prompt: Prompt { tokens: vec![] }, params, grammar: None, cancel: cancel.clone(), events: tx }, rx, cancel)
     }
 
     #[test]

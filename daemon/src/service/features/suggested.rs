@@ -104,7 +104,8 @@ async fn generate(model: Arc<LocalModel>, history: Vec<(String, String)>) -> Res
     })
     .await
     .map_err(|e| format!("prompt task: {e}"))??;
-    let params = SamplingParams { temperature: 0.0, top_p: 1.0, top_k: 0, max_tokens: MAX_TOKENS, seed: Some(0), stop: Vec::new() };
+    let params =
+        SamplingParams { temperature: 0.0, top_p: 1.0, top_k: 0, max_tokens: MAX_TOKENS, seed: Some(0), stop: Vec::new(), grammar: None };
     let cancel = CancelFlag::default();
     let admission = model.admit().map_err(|e| e.to_string())?;
     let mut events = model.submit(admission, prompt, params, cancel.clone()).map_err(|e| e.to_string())?;
