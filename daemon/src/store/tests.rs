@@ -30,13 +30,13 @@ async fn open_creates_migrates_and_reopens_idempotently() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("edgeai.db");
     let (store, report) = Store::open(&path).expect("open");
-    assert_eq!(report, OpenReport { schema_version: 2, recovered_messages: 0 });
+    assert_eq!(report, OpenReport { schema_version: 3, recovered_messages: 0, recovered_workflow_runs: 0 });
     assert!(path.exists());
     store.put_app("a1", "A", "chat", "{}", "config").await.expect("app");
     store.close().await.expect("close");
 
     let (store, report) = Store::open(&path).expect("reopen");
-    assert_eq!(report, OpenReport { schema_version: 2, recovered_messages: 0 });
+    assert_eq!(report, OpenReport { schema_version: 3, recovered_messages: 0, recovered_workflow_runs: 0 });
     assert_eq!(store.list_apps().await.expect("list").len(), 1);
     store.close().await.expect("close");
     assert!(!backup_path(&path, 1).exists(), "no backup for a migration of an empty file");
