@@ -109,6 +109,8 @@ struct Inner {
     closed: AtomicBool,
     /// When `authenticate` last queued a `last_used_at` update, per key id.
     key_touches: Mutex<std::collections::HashMap<String, i64>>,
+    /// Workflow-run writes waiting for their group commit.
+    run_batch: Arc<workflows::RunBatch>,
 }
 
 impl std::fmt::Debug for Store {
@@ -195,6 +197,7 @@ impl Store {
             read_limit: options.read_queue + options.readers as usize,
             closed: AtomicBool::new(false),
             key_touches: Mutex::new(std::collections::HashMap::new()),
+            run_batch: Arc::new(workflows::RunBatch::new(options.write_queue)),
         };
         Ok((Store { inner: Arc::new(inner) }, OpenReport { schema_version, recovered_messages, recovered_workflow_runs }))
     }
