@@ -154,3 +154,130 @@ impl Store {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testutil::{open_store, TestStore};
+
+    fn var(name: &str, value_type: &str, value_json: &str) -> VariableValue {
+        (name.into(), value_type.into(), value_json.into(), format!("about {name}"))
+    }
+
+    async fn conversation(store: &Store) -> String {
+        store.put_app("a1", "A", "advanced-chat", "{}", "import").await.expect("app");
+        store.create_conversation("a1", "u1", "c", "{}").await.expect("conversation").id
+    }
+
+    /// Sets `created_at` of every variable of a conversation.
+    async fn set_created(store: &Store, conversation_id: &str, created_at: i64) {
+        let id = conversation_id.to_owned();
+        store
+            .write("test: set created", move |conn| {
+                conn.execute(
+                    "UPDATE conversation_variables SET created_at = ?2, updated_at = ?2 WHERE conversation_id = ?1",
+                    params![id, created_at],
+                )
+                .map_err(sql("set created"))
+            })
+            .await
+            .expect("set created");
+    }
+
+    #[tokio::test]
+    async fn set_inserts_then_upserts_keeping_ids() {
+        let TestStore { store, _dir } = open_store();
+        let c = conversation(&store).await;
+        assert!(store.conversation_variables(&c).await.expect("none yet").is_empty());
+
+        let set = store
+            .set_conversation_variables(&c, vec![var("topic", "string", r#""pumps""#), var("count", "number", "0")])
+            .await
+            .expect("set");
+        let names: Vec<_> = set.iter().map(|v| (v.name.as_str(), v.value_type.as_str(), v.value_json.as_str())).collect();
+        assert_eq!(names, [("count", "number", "0"), ("topic", "string", r#""pumps""#)], "same created_at: by name");
+        assert!(set.iter().all(|v| v.conversation_id == c && v.description == format!("about {}", v.name)));
+        assert_eq!(store.conversation_variables(&c).await.expect("list"), set);
+        set_created(&store, &c, 100).await;
+
+        // Upsert: `count` changes, `topic` is given unchanged, `notes` is new.
+        let again = store
+            .set_conversation_variables(
+                &c,
+                vec![var("count", "number", "3"), var("topic", "string", r#""pumps""#), var("notes", "array[string]", "[]")],
+            )
+            .await
+            .expect("upsert");
+        let by_name = |name: &str| again.iter().find(|v| v.name == name).cloned().expect(name);
+        let before = |name: &str| set.iter().find(|v| v.name == name).cloned().expect(name);
+        let count = by_name("count");
+        assert_eq!((count.id.as_str(), count.created_at, count.value_json.as_str()), (before("count").id.as_str(), 100, "3"));
+        assert!(count.updated_at > 100, "a changed value bumps updated_at");
+        let topic = by_name("topic");
+        assert_eq!((topic.id.as_str(), topic.created_at, topic.updated_at), (before("topic").id.as_str(), 100, 100), "unchanged");
+        let notes = by_name("notes");
+        assert!(notes.created_at > 100);
+        // Oldest first, then by name.
+        let order: Vec<_> = again.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(order, ["count", "topic", "notes"]);
+        store.close().await.expect("close");
+    }
+
+    #[tokio::test]
+    async fn set_rejects_bad_input_and_writes_nothing() {
+        let TestStore { store, _dir } = open_store();
+        let c = conversation(&store).await;
+        store.set_conversation_variables(&c, vec![var("kept", "string", r#""x""#)]).await.expect("seed");
+        let cases = [
+            (vec![var("", "string", "1")], "variable name"),
+            (vec![var("a", "", "1")], "value_type"),
+            (vec![var("a", "string", "{")], "variable value"),
+            (vec![var("a", "string", "1"), var("kept", "string", r#""y""#), var("a", "number", "2")], "variable name"),
+        ];
+        for (vars, field) in cases {
+            let err = store.set_conversation_variables(&c, vars).await.expect_err(field);
+            assert!(matches!(err, StoreError::InvalidArgument { field: f, .. } if f == field), "{field}: {err:?}");
+        }
+        let err = store.set_conversation_variables("ghost", vec![var("a", "string", "1")]).await.expect_err("no conversation");
+        assert!(matches!(err, StoreError::NotFound { what: "conversation", .. }), "{err:?}");
+        let left = store.conversation_variables(&c).await.expect("list");
+        assert_eq!(left.iter().map(|v| (v.name.as_str(), v.value_json.as_str())).collect::<Vec<_>>(), [("kept", r#""x""#)]);
+        store.close().await.expect("close");
+    }
+
+    #[tokio::test]
+    async fn update_one_variable_of_its_own_conversation() {
+        let TestStore { store, _dir } = open_store();
+        let c = conversation(&store).await;
+        let other = store.create_conversation("a1", "u1", "other", "{}").await.expect("other").id;
+        let vars = store.set_conversation_variables(&c, vec![var("n", "number", "1"), var("s", "string", r#""a""#)]).await.expect("set");
+        store.set_conversation_variables(&other, vec![var("n", "number", "7")]).await.expect("other's");
+        set_created(&store, &c, 100).await;
+        let n = vars.iter().find(|v| v.name == "n").cloned().expect("n");
+
+        let updated = store.update_conversation_variable(&c, &n.id, "2").await.expect("update");
+        assert_eq!(
+            (updated.id.as_str(), updated.name.as_str(), updated.value_json.as_str(), updated.created_at),
+            (n.id.as_str(), "n", "2", 100)
+        );
+        assert!(updated.updated_at > 100);
+        assert!(store.conversation_variables(&c).await.expect("list").contains(&updated));
+
+        // Another conversation's id for the variable, an unknown variable, bad JSON.
+        let err = store.update_conversation_variable(&other, &n.id, "3").await.expect_err("wrong conversation");
+        assert!(matches!(err, StoreError::NotFound { what: "conversation variable", ref id } if *id == n.id), "{err:?}");
+        let err = store.update_conversation_variable(&c, "ghost", "3").await.expect_err("unknown");
+        assert!(matches!(err, StoreError::NotFound { what: "conversation variable", .. }), "{err:?}");
+        let err = store.update_conversation_variable(&c, &n.id, "not json").await.expect_err("bad json");
+        assert!(matches!(err, StoreError::InvalidArgument { field: "variable value", .. }), "{err:?}");
+        let values: Vec<_> = store.conversation_variables(&other).await.expect("other").into_iter().map(|v| v.value_json).collect();
+        assert_eq!(values, ["7"]);
+        assert_eq!(store.conversation_variables(&c).await.expect("list").iter().find(|v| v.name == "n").expect("n").value_json, "2");
+
+        // Deleting the conversation deletes its variables.
+        store.delete_conversation("a1", "u1", &c).await.expect("delete");
+        assert!(store.conversation_variables(&c).await.expect("list").is_empty());
+        assert_eq!(store.conversation_variables(&other).await.expect("other").len(), 1);
+        store.close().await.expect("close");
+    }
+}

@@ -421,7 +421,6 @@ impl RunBatch {
 /// Another copy of a batch-wide failure, one per waiting write.
 fn copy_error(e: &StoreError) -> StoreError {
     match e {
-        StoreError::Busy => StoreError::Busy,
         StoreError::Sqlite { op, source: rusqlite::Error::SqliteFailure(code, message) } => {
             StoreError::Sqlite { op, source: rusqlite::Error::SqliteFailure(*code, message.clone()) }
         }
@@ -431,6 +430,24 @@ fn copy_error(e: &StoreError) -> StoreError {
         },
         StoreError::Panicked { op } => StoreError::Panicked { op },
         _ => StoreError::Closed,
+    }
+}
+
+/// The writer job of a group. If it is dropped without running (the queue
+/// was full, or the store closed before the writer got to it), it answers
+/// the writes waiting on it with `Closed` instead of leaving them hanging.
+struct FlushJob {
+    batch: Arc<RunBatch>,
+    ran: bool,
+}
+
+impl Drop for FlushJob {
+    fn drop(&mut self) {
+        if !self.ran {
+            for (_, reply) in std::mem::take(&mut *lock(&self.batch.pending)) {
+                let _ = reply.send(Err(StoreError::Closed));
+            }
+        }
     }
 }
 
@@ -605,12 +622,13 @@ impl Store {
         // The first write of a batch schedules the job that commits it; later
         // ones ride along until that job takes the batch.
         if first {
-            let job_batch = Arc::clone(batch);
-            if let Err(error) = self.submit(Box::new(move |conn| flush(conn, &job_batch))) {
-                for (_, reply) in std::mem::take(&mut *lock(&batch.pending)) {
-                    let _ = reply.send(Err(copy_error(&error)));
-                }
-            }
+            let mut job = FlushJob { batch: Arc::clone(batch), ran: false };
+            // A refused job is dropped at once and answers the writes waiting
+            // on it (`Closed`); this caller gets the real reason.
+            self.submit(Box::new(move |conn| {
+                job.ran = true;
+                flush(conn, &job.batch);
+            }))?;
         }
         result.await.map_err(|_| StoreError::Panicked { op: "workflow run write" })?
     }
@@ -736,7 +754,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::store::testutil::{open_store, TestStore};
+    use crate::store::testutil::{open_store, wait_for, TestStore};
 
     /// Puts app `app_id` and returns its version 1's workflow id.
     async fn app(store: &Store, app_id: &str) -> String {
@@ -1072,6 +1090,63 @@ mod tests {
         assert!(matches!(err, StoreError::Closed), "{err:?}");
         let err = other.finish_workflow_run("r1", outcome(WorkflowRunStatus::Succeeded), vec![]).await.expect_err("closed");
         assert!(matches!(err, StoreError::Closed), "{err:?}");
+    }
+
+    /// A group whose job the full writer queue refuses answers every write
+    /// at once instead of leaving it waiting, and the next group works.
+    #[tokio::test]
+    async fn a_refused_group_fails_fast_and_the_next_one_commits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = crate::store::StoreOptions { write_queue: 1, ..crate::store::StoreOptions::default() };
+        let (store, _) = Store::open_with(&dir.path().join("edgeai.db"), options).expect("open");
+        let workflow_id = app(&store, "a1").await;
+        // The writer runs one job that waits for a release; another fills the queue.
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        store
+            .submit(Box::new(move |_| {
+                started_tx.send(()).expect("signal");
+                released.recv().expect("release");
+            }))
+            .expect("blocking job");
+        tokio::task::spawn_blocking(move || started.recv_timeout(Duration::from_secs(5))).await.expect("join").expect("started");
+        store.submit(Box::new(|_| {})).expect("fills the queue");
+
+        let err = tokio::time::timeout(Duration::from_secs(5), store.begin_workflow_run(new_run("r1", "a1", &workflow_id)))
+            .await
+            .expect("answered at once, not left waiting")
+            .expect_err("queue full");
+        assert!(matches!(err, StoreError::Busy), "{err:?}");
+        release.send(()).expect("release");
+        wait_for(|| async { store.ping_writer().await.ok() }).await;
+        store.begin_workflow_run(new_run("r1", "a1", &workflow_id)).await.expect("the next group commits");
+        assert_eq!(count(&store, "workflow_runs").await, 1);
+        store.close().await.expect("close");
+    }
+
+    /// A group job dropped without running (refused by a full queue, or left
+    /// in the queue when the writer stopped) answers its waiting writes.
+    #[test]
+    fn an_unrun_group_job_answers_its_writes() {
+        let batch = Arc::new(RunBatch::new(8));
+        let mut waiting = Vec::new();
+        for id in ["r1", "r2"] {
+            let (reply, result) = oneshot::channel();
+            lock(&batch.pending).push((RunWrite::Begin(new_run(id, "a1", "w")), reply));
+            waiting.push(result);
+        }
+        drop(FlushJob { batch: Arc::clone(&batch), ran: false });
+        for mut result in waiting {
+            let answer = result.try_recv().expect("answered");
+            assert!(matches!(answer, Err(StoreError::Closed)), "{answer:?}");
+        }
+        assert!(lock(&batch.pending).is_empty());
+        // A job that ran leaves later writes to the next job.
+        let (reply, mut result) = oneshot::channel();
+        lock(&batch.pending).push((RunWrite::Begin(new_run("r3", "a1", "w")), reply));
+        drop(FlushJob { batch: Arc::clone(&batch), ran: true });
+        assert!(result.try_recv().is_err(), "a later write was answered by a job that had already run");
+        assert_eq!(lock(&batch.pending).len(), 1);
     }
 
     /// Every filter alone and combined, and paging, against an expectation
