@@ -264,8 +264,9 @@ pub struct WorkflowRunRecord {
 pub struct WorkflowLogFilter {
     /// Only runs with this status.
     pub status: Option<WorkflowRunStatus>,
-    /// Only runs whose inputs or outputs text contains this (case-insensitive
-    /// for ASCII; `%` and `_` match literally).
+    /// As Dify: only runs whose inputs, outputs or user contains the first
+    /// 30 characters of this (case-insensitive for ASCII; `%` and `_` match
+    /// literally), or whose id it is. Empty means no filter.
     pub keyword: Option<String>,
     /// Only runs of this end user.
     pub user: Option<String>,
@@ -359,6 +360,9 @@ fn require_elapsed(field: &'static str, value: f64) -> Result<(), StoreError> {
     }
     Err(StoreError::InvalidArgument { field, reason: format!("{value} is not a finite, non-negative number of seconds") })
 }
+
+/// Dify matches only the first 30 characters of a log search keyword.
+const KEYWORD_CHARS: usize = 30;
 
 /// Escapes `%`, `_` and `\` for `LIKE ... ESCAPE '\'` and wraps in `%...%`.
 fn like_pattern(keyword: &str) -> String {
@@ -710,12 +714,14 @@ impl Store {
         require_limit(filter.limit)?;
         let app_id = app_id.to_owned();
         let offset = i64::from(filter.page - 1) * i64::from(filter.limit);
-        let keyword = filter.keyword.as_deref().filter(|k| !k.is_empty()).map(like_pattern);
+        let keyword: Option<String> = filter.keyword.as_deref().filter(|k| !k.is_empty()).map(|k| k.chars().take(KEYWORD_CHARS).collect());
+        let pattern = keyword.as_deref().map(like_pattern);
         self.read("list workflow runs", move |conn| {
             let op = "list workflow runs";
             const WHERE: &str = "WHERE app_id = ?1
                   AND (?2 IS NULL OR status = ?2)
-                  AND (?3 IS NULL OR inputs LIKE ?3 ESCAPE '\\' OR outputs LIKE ?3 ESCAPE '\\')
+                  AND (?3 IS NULL OR inputs LIKE ?3 ESCAPE '\\' OR outputs LIKE ?3 ESCAPE '\\' OR user LIKE ?3 ESCAPE '\\'
+                       OR id = ?7)
                   AND (?4 IS NULL OR user = ?4)
                   AND (?5 IS NULL OR created_at >= ?5)
                   AND (?6 IS NULL OR created_at <= ?6)";
@@ -725,7 +731,7 @@ impl Store {
                 .prepare_cached(&format!("SELECT count(*) FROM workflow_runs {WHERE}"))
                 .and_then(|mut stmt| {
                     stmt.query_row(
-                        params![app_id, filter.status, keyword, filter.user, filter.created_after, filter.created_before],
+                        params![app_id, filter.status, pattern, filter.user, filter.created_after, filter.created_before, keyword],
                         |row| row.get(0),
                     )
                 })
@@ -733,12 +739,22 @@ impl Store {
             let mut stmt = snapshot
                 .prepare_cached(&format!(
                     "SELECT {RUN_COLUMNS} FROM workflow_runs {WHERE}
-                      ORDER BY created_at_ms DESC, rowid DESC LIMIT ?7 OFFSET ?8"
+                      ORDER BY created_at_ms DESC, rowid DESC LIMIT ?8 OFFSET ?9"
                 ))
                 .map_err(sql(op))?;
             let rows = stmt
                 .query_map(
-                    params![app_id, filter.status, keyword, filter.user, filter.created_after, filter.created_before, filter.limit, offset],
+                    params![
+                        app_id,
+                        filter.status,
+                        pattern,
+                        filter.user,
+                        filter.created_after,
+                        filter.created_before,
+                        keyword,
+                        filter.limit,
+                        offset
+                    ],
                     run_from_row,
                 )
                 .map_err(sql(op))?;
@@ -1214,6 +1230,13 @@ mod tests {
             (filter(&|f| f.keyword = Some("100".into())), vec![4, 3]),
             (filter(&|f| f.keyword = Some("snake_case".into())), vec![7]),
             (filter(&|f| f.keyword = Some("needle".into())), vec![9]),
+            // The user and the run id match too, as in Dify.
+            (filter(&|f| f.keyword = Some("U2".into())), vec![11, 8, 5, 2]),
+            (filter(&|f| f.keyword = Some("r10".into())), vec![10]),
+            (filter(&|f| f.keyword = Some("r1".into())), vec![1]),
+            // Only the first 30 characters count.
+            (filter(&|f| f.keyword = Some(format!("NEEDLE in outputs{}", "x".repeat(13)))), vec![]),
+            (filter(&|f| f.keyword = Some(format!("{}{}", r#"{"answer":"NEEDLE in outputs"}"#, "not in any run"))), vec![9]),
             (filter(&|f| f.keyword = Some(String::new())), newest_first.clone()),
             (filter(&|f| f.keyword = Some("\\".into())), vec![]),
             (
