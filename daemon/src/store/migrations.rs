@@ -160,6 +160,7 @@ CREATE TABLE workflow_runs (
     elapsed_secs    REAL    NOT NULL DEFAULT 0,
     total_tokens    INTEGER NOT NULL DEFAULT 0,
     total_steps     INTEGER NOT NULL DEFAULT 0,
+    exceptions_count INTEGER NOT NULL DEFAULT 0,
     created_at      INTEGER NOT NULL,
     created_at_ms   INTEGER NOT NULL,
     finished_at     INTEGER

@@ -251,6 +251,8 @@ pub struct WorkflowRunRecord {
     pub total_tokens: u64,
     /// Nodes executed (0 until finished).
     pub total_steps: u32,
+    /// Node executions with status `exception` (Dify's `exceptions_count`).
+    pub exceptions_count: u32,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix milliseconds (ordering within a second).
@@ -281,7 +283,8 @@ pub struct WorkflowLogFilter {
 }
 
 const RUN_COLUMNS: &str = "id, app_id, app_version, workflow_id, task_id, user, conversation_id, message_id, triggered_from,
-        inputs, outputs, status, error, elapsed_secs, total_tokens, total_steps, created_at, created_at_ms, finished_at";
+        inputs, outputs, status, error, elapsed_secs, total_tokens, total_steps, exceptions_count, created_at, created_at_ms,
+        finished_at";
 
 fn run_from_row(row: &Row<'_>) -> rusqlite::Result<WorkflowRunRecord> {
     Ok(WorkflowRunRecord {
@@ -301,9 +304,10 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<WorkflowRunRecord> {
         elapsed_secs: row.get(13)?,
         total_tokens: row.get(14)?,
         total_steps: row.get(15)?,
-        created_at: row.get(16)?,
-        created_at_ms: row.get(17)?,
-        finished_at: row.get(18)?,
+        exceptions_count: row.get(16)?,
+        created_at: row.get(17)?,
+        created_at_ms: row.get(18)?,
+        finished_at: row.get(19)?,
     })
 }
 
@@ -557,11 +561,22 @@ fn finish_in(
     let changed = conn
         .prepare_cached(
             "UPDATE workflow_runs SET status = ?2, outputs = ?3, error = ?4, elapsed_secs = ?5, total_tokens = ?6,
-                    total_steps = ?7, finished_at = ?8
+                    total_steps = ?7, finished_at = ?8, exceptions_count = ?9
               WHERE id = ?1 AND status = 'running'",
         )
         .and_then(|mut stmt| {
-            stmt.execute(params![id, o.status, o.outputs_json, o.error, o.elapsed_secs, total_tokens, o.total_steps, o.finished_at])
+            let exceptions = nodes.iter().filter(|(n, _)| n.status == NodeExecutionStatus::Exception).count();
+            stmt.execute(params![
+                id,
+                o.status,
+                o.outputs_json,
+                o.error,
+                o.elapsed_secs,
+                total_tokens,
+                o.total_steps,
+                o.finished_at,
+                exceptions
+            ])
         })
         .map_err(sql(op))?;
     if changed != 1 {
@@ -887,7 +902,7 @@ mod tests {
         assert_eq!((started.conversation_id.as_deref(), started.message_id.as_deref()), (Some(conversation.id.as_str()), Some("m1")));
         assert_eq!((started.inputs_json.as_str(), started.triggered_from.as_str()), (run.inputs_json.as_str(), "app-run"));
         assert_eq!((started.outputs_json, started.error, started.finished_at), (None, None, None));
-        assert_eq!((started.elapsed_secs, started.total_tokens, started.total_steps), (0.0, 0, 0));
+        assert_eq!((started.elapsed_secs, started.total_tokens, started.total_steps, started.exceptions_count), (0.0, 0, 0, 0));
         assert!(started.created_at > 0 && started.created_at_ms / 1000 == started.created_at);
         assert!(store.workflow_node_executions("r1").await.expect("no nodes yet").is_empty());
 
@@ -909,7 +924,7 @@ mod tests {
         assert_eq!(finished.status, WorkflowRunStatus::PartialSucceeded);
         assert_eq!(finished.outputs_json.as_deref(), Some(r#"{"answer":"done"}"#));
         assert_eq!(finished.error.as_deref(), Some("one node failed"));
-        assert_eq!((finished.elapsed_secs, finished.total_tokens, finished.total_steps), (0.25, 42, 2));
+        assert_eq!((finished.elapsed_secs, finished.total_tokens, finished.total_steps, finished.exceptions_count), (0.25, 42, 2, 1));
         assert_eq!(finished.finished_at, Some(done.finished_at));
         assert_eq!((finished.created_at, finished.created_at_ms), (started.created_at, started.created_at_ms));
         assert_eq!(store.workflow_node_executions("r1").await.expect("nodes"), [first, second]);
