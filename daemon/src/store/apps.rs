@@ -158,8 +158,9 @@ pub(crate) fn require_app(conn: &Connection, app_id: &str) -> Result<(), StoreEr
 
 impl Store {
     /// Stores an app definition. A definition that differs from the active
-    /// one becomes a new immutable version and is activated; an identical
-    /// one only updates name and mode (`created: false`).
+    /// one becomes a new immutable version with a new workflow id and is
+    /// activated; an identical one only updates the name and the mode (of
+    /// the app and of its active version; `created: false`).
     pub async fn put_app(&self, id: &str, name: &str, mode: &str, definition_json: &str, source: &str) -> Result<AppVersion, StoreError> {
         require_non_empty("app id", id)?;
         require_one_of("mode", mode, MODES)?;
@@ -181,7 +182,6 @@ impl Store {
                 )
                 .optional()
                 .map_err(sql(op))?;
-            let workflow_id = uuid::Uuid::new_v4().to_string();
             let result = match active {
                 Some((version, current, workflow_id)) if current == definition => {
                     tx.execute(
@@ -196,6 +196,7 @@ impl Store {
                     AppVersion { app_id: id, version, created: false, workflow_id }
                 }
                 Some(_) => {
+                    let workflow_id = uuid::Uuid::new_v4().to_string();
                     let version: u32 = tx
                         .query_row("SELECT max(version) + 1 FROM app_versions WHERE app_id = ?1", [&id], |row| row.get(0))
                         .map_err(sql(op))?;
@@ -213,6 +214,7 @@ impl Store {
                     AppVersion { app_id: id, version, created: true, workflow_id }
                 }
                 None => {
+                    let workflow_id = uuid::Uuid::new_v4().to_string();
                     tx.execute(
                         "INSERT INTO apps (id, name, mode, active_version, created_at, updated_at)
                          VALUES (?1, ?2, ?3, 1, ?4, ?4)",

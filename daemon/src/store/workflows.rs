@@ -1155,6 +1155,27 @@ mod tests {
         store.close().await.expect("close");
     }
 
+    /// Close flushes the writer queue, so a run write queued before close lands.
+    #[tokio::test]
+    async fn a_run_write_queued_before_close_lands() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("edgeai.db");
+        let (store, _) = Store::open(&path).expect("open");
+        let workflow_id = app(&store, "a1").await;
+        store.occupy_writer(Duration::from_millis(100)).expect("occupy");
+        let queued = tokio::spawn({
+            let (store, workflow_id) = (store.clone(), workflow_id.clone());
+            async move { store.begin_workflow_run(new_run("r1", "a1", &workflow_id)).await }
+        });
+        tokio::task::yield_now().await;
+        store.close().await.expect("close");
+        queued.await.expect("join").expect("the queued write landed");
+        let (store, report) = Store::open(&path).expect("reopen");
+        assert_eq!(report.recovered_workflow_runs, 1, "the run was written (and, never finished, is recovered)");
+        assert_eq!(store.get_workflow_run("a1", "r1").await.expect("get").status, WorkflowRunStatus::Failed);
+        store.close().await.expect("close");
+    }
+
     /// A group job dropped without running (refused by a full queue, or left
     /// in the queue when the writer stopped) answers its waiting writes.
     #[test]
