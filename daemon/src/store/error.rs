@@ -114,10 +114,13 @@ pub enum StoreError {
         /// The duplicate id.
         id: String,
     },
-    /// A message was finished twice, or finished after recovery marked it.
-    #[error("message {id} is not pending (status {status})")]
+    /// A message or workflow run was finished twice, or finished after
+    /// recovery marked it.
+    #[error("{what} {id} is not pending (status {status})")]
     NotPending {
-        /// The message id.
+        /// The kind of object (`message`, `workflow run`).
+        what: &'static str,
+        /// Its id.
         id: String,
         /// Its current status.
         status: String,

@@ -306,7 +306,7 @@ impl Store {
             let status: Option<MessageStatus> =
                 conn.query_row("SELECT status FROM messages WHERE id = ?1", [&id], |row| row.get(0)).optional().map_err(sql(op))?;
             Err(match status {
-                Some(status) => StoreError::NotPending { id, status: status.to_string() },
+                Some(status) => StoreError::NotPending { what: "message", id, status: status.to_string() },
                 None => not_found(&id),
             })
         })

@@ -20,7 +20,8 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order. Append only: a released migration never changes.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration { version: 1, sql: V1 }, Migration { version: 2, sql: V2 }];
+pub(crate) const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, sql: V1 }, Migration { version: 2, sql: V2 }, Migration { version: 3, sql: V3 }];
 
 /// Schema v1. Closed sets owned by Rust enums (message status, rating) are
 /// also `CHECK`ed here; open-ended sets (app mode, version source) are
@@ -109,6 +110,98 @@ CREATE TABLE upload_files (
 CREATE INDEX upload_files_by_app ON upload_files (app_id, created_at);
 ";
 
+/// Schema v3: the workflow engine (issue 12).
+///
+/// `app_versions` is rebuilt (SQLite cannot add a `NOT NULL UNIQUE` column in
+/// place) with `workflow_id`, the UUID Dify clients use to name a published
+/// version, and `mode`, so activating an old version restores its mode.
+/// Existing versions get a random version-4-shaped UUID and the app's mode.
+/// Nothing references `app_versions`, so the rebuild is safe with foreign keys on.
+///
+/// `workflow_runs` is inserted `running` and finished by one transaction
+/// together with its `workflow_node_executions`; `Store::open` marks runs
+/// still `running` as `failed`. `conversation_id`/`message_id` are not foreign
+/// keys: a run log outlives the conversation it served, as in Dify.
+const V3: &str = r"
+CREATE TABLE app_versions_v3 (
+    app_id      TEXT    NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    version     INTEGER NOT NULL,
+    definition  TEXT    NOT NULL,
+    source      TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL,
+    workflow_id TEXT    NOT NULL UNIQUE,
+    mode        TEXT    NOT NULL,
+    PRIMARY KEY (app_id, version)
+);
+INSERT INTO app_versions_v3 (app_id, version, definition, source, created_at, workflow_id, mode)
+SELECT v.app_id, v.version, v.definition, v.source, v.created_at,
+       lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || substr(lower(hex(randomblob(2))), 2) || '-'
+           || substr('89ab', 1 + (random() & 3), 1) || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))),
+       a.mode
+  FROM app_versions v JOIN apps a ON a.id = v.app_id;
+DROP TABLE app_versions;
+ALTER TABLE app_versions_v3 RENAME TO app_versions;
+
+CREATE TABLE workflow_runs (
+    id              TEXT    NOT NULL PRIMARY KEY,
+    app_id          TEXT    NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    app_version     INTEGER NOT NULL,
+    workflow_id     TEXT    NOT NULL,
+    task_id         TEXT    NOT NULL,
+    user            TEXT    NOT NULL,
+    conversation_id TEXT,
+    message_id      TEXT,
+    triggered_from  TEXT    NOT NULL,
+    inputs          TEXT    NOT NULL,
+    outputs         TEXT,
+    status          TEXT    NOT NULL
+                    CHECK (status IN ('running', 'succeeded', 'failed', 'stopped', 'partial-succeeded')),
+    error           TEXT,
+    elapsed_secs    REAL    NOT NULL DEFAULT 0,
+    total_tokens    INTEGER NOT NULL DEFAULT 0,
+    total_steps     INTEGER NOT NULL DEFAULT 0,
+    exceptions_count INTEGER NOT NULL DEFAULT 0,
+    created_at      INTEGER NOT NULL,
+    created_at_ms   INTEGER NOT NULL,
+    finished_at     INTEGER
+);
+CREATE INDEX workflow_runs_by_app_created ON workflow_runs (app_id, created_at_ms);
+CREATE INDEX workflow_runs_running ON workflow_runs (status) WHERE status = 'running';
+CREATE TABLE workflow_node_executions (
+    id                  TEXT    NOT NULL PRIMARY KEY,
+    workflow_run_id     TEXT    NOT NULL REFERENCES workflow_runs(id) ON DELETE CASCADE,
+    idx                 INTEGER NOT NULL,
+    node_id             TEXT    NOT NULL,
+    node_type           TEXT    NOT NULL,
+    title               TEXT    NOT NULL,
+    predecessor_node_id TEXT,
+    iteration_id        TEXT,
+    iteration_index     INTEGER,
+    inputs              TEXT    NOT NULL,
+    process_data        TEXT    NOT NULL,
+    outputs             TEXT    NOT NULL,
+    status              TEXT    NOT NULL CHECK (status IN ('succeeded', 'failed', 'stopped', 'exception')),
+    error               TEXT,
+    elapsed_secs        REAL    NOT NULL,
+    total_tokens        INTEGER NOT NULL,
+    created_at          INTEGER NOT NULL,
+    finished_at         INTEGER NOT NULL
+);
+CREATE INDEX workflow_node_executions_by_run ON workflow_node_executions (workflow_run_id, idx);
+
+CREATE TABLE conversation_variables (
+    id              TEXT    NOT NULL PRIMARY KEY,
+    conversation_id TEXT    NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    name            TEXT    NOT NULL,
+    value_type      TEXT    NOT NULL,
+    value           TEXT    NOT NULL,
+    description     TEXT    NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    UNIQUE (conversation_id, name)
+);
+";
+
 /// The newest schema version `migrations` produce (0 for an empty list).
 pub(crate) fn latest(migrations: &[Migration]) -> u32 {
     migrations.last().map_or(0, |m| m.version)
@@ -190,14 +283,17 @@ fn apply(conn: &mut Connection, migration: &Migration) -> Result<(), StoreError>
 
 #[cfg(test)]
 mod tests {
+    use rusqlite::OptionalExtension;
+
     use super::*;
 
     /// A test-only migration after the real ones: lets the tests migrate a
     /// non-empty database the way a future release will.
-    const WITH_V3: &[Migration] = &[
+    const WITH_NEXT: &[Migration] = &[
         Migration { version: 1, sql: V1 },
         Migration { version: 2, sql: V2 },
-        Migration { version: 3, sql: "ALTER TABLE apps ADD COLUMN description TEXT;" },
+        Migration { version: 3, sql: V3 },
+        Migration { version: 4, sql: "ALTER TABLE apps ADD COLUMN description TEXT;" },
     ];
 
     fn open(path: &Path) -> Connection {
@@ -209,16 +305,87 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
         let mut conn = open(&path);
-        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("migrate"), 2);
-        assert_eq!(schema_version(&conn).expect("version"), 2);
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("migrate"), 3);
+        assert_eq!(schema_version(&conn).expect("version"), 3);
         assert!(!backup_path(&path, 1).exists());
         // Every table exists.
-        for table in ["apps", "app_versions", "api_keys", "conversations", "messages", "feedbacks", "upload_files"] {
+        for table in [
+            "apps",
+            "app_versions",
+            "api_keys",
+            "conversations",
+            "messages",
+            "feedbacks",
+            "upload_files",
+            "workflow_runs",
+            "workflow_node_executions",
+            "conversation_variables",
+        ] {
             let n: i64 = conn
                 .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))
                 .expect("query");
             assert_eq!(n, 1, "table {table}");
         }
+    }
+
+    /// A v2 database with apps and versions keeps them all through v3; each
+    /// version gets its own UUID-shaped workflow id and its app's mode.
+    #[test]
+    fn v3_backfills_workflow_ids_and_modes_of_existing_versions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let mut conn = open(&path);
+        conn.pragma_update(None, "foreign_keys", true).expect("foreign keys");
+        migrate(&mut conn, &path, &MIGRATIONS[..2]).expect("v2");
+        conn.execute_batch(
+            r#"INSERT INTO apps VALUES ('a1', 'One', 'chat', 2, 10, 20);
+               INSERT INTO apps VALUES ('a2', 'Two', 'completion', 1, 30, 30);
+               INSERT INTO app_versions VALUES ('a1', 1, '{"v":1}', 'config', 10);
+               INSERT INTO app_versions VALUES ('a1', 2, '{"v":2}', 'import', 20);
+               INSERT INTO app_versions VALUES ('a2', 1, '{}', 'config', 30);
+               INSERT INTO api_keys VALUES ('k1', 'a1', 'app-abc', x'00', 10, NULL, NULL);
+               INSERT INTO conversations VALUES ('c1', 'a1', 'u1', 'n', '{}', 10, 10);"#,
+        )
+        .expect("seed v2");
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("v3"), 3);
+        assert!(backup_path(&path, 3).exists());
+
+        let mut stmt = conn
+            .prepare("SELECT app_id, version, definition, source, created_at, workflow_id, mode FROM app_versions ORDER BY app_id, version")
+            .expect("prepare");
+        let rows: Vec<(String, u32, String, String, i64, String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let kept: Vec<_> = rows.iter().map(|r| (r.0.as_str(), r.1, r.2.as_str(), r.3.as_str(), r.4, r.6.as_str())).collect();
+        assert_eq!(
+            kept,
+            [
+                ("a1", 1, r#"{"v":1}"#, "config", 10, "chat"),
+                ("a1", 2, r#"{"v":2}"#, "import", 20, "chat"),
+                ("a2", 1, "{}", "config", 30, "completion")
+            ]
+        );
+        let mut ids = std::collections::HashSet::new();
+        for row in &rows {
+            let parsed = uuid::Uuid::parse_str(&row.5).expect("a UUID");
+            assert_eq!(parsed.get_version_num(), 4, "{}", row.5);
+            assert_eq!(parsed.hyphenated().to_string(), row.5, "lower-case hyphenated");
+            assert!(ids.insert(row.5.clone()), "duplicate workflow id {}", row.5);
+        }
+        // The rest of the data is untouched, and the rebuilt table still cascades.
+        let keys: i64 = conn.query_row("SELECT count(*) FROM api_keys", [], |r| r.get(0)).expect("keys");
+        let conversations: i64 = conn.query_row("SELECT count(*) FROM conversations", [], |r| r.get(0)).expect("conversations");
+        assert_eq!((keys, conversations), (1, 1));
+        let check: String = conn.query_row("PRAGMA foreign_key_check", [], |r| r.get(0)).optional().expect("fk check").unwrap_or_default();
+        assert_eq!(check, "", "foreign key violations");
+        conn.execute("DELETE FROM apps WHERE id = 'a2'", []).expect("delete app");
+        let left: i64 = conn.query_row("SELECT count(*) FROM app_versions WHERE app_id = 'a2'", [], |r| r.get(0)).expect("count");
+        assert_eq!(left, 0);
+        // A workflow id stays unique.
+        let dup = conn.execute("INSERT INTO app_versions VALUES ('a1', 3, '{}', 'import', 40, ?1, 'chat')", [&rows[0].5]);
+        assert!(dup.is_err(), "a duplicate workflow id was accepted");
     }
 
     #[test]
@@ -227,7 +394,7 @@ mod tests {
         let path = dir.path().join("s.db");
         let mut conn = open(&path);
         migrate(&mut conn, &path, MIGRATIONS).expect("first");
-        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("second"), 2);
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("second"), 3);
         assert!(!backup_path(&path, 1).exists());
     }
 
@@ -236,14 +403,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
         let mut conn = open(&path);
-        migrate(&mut conn, &path, &WITH_V3[..1]).expect("v1");
+        migrate(&mut conn, &path, &WITH_NEXT[..1]).expect("v1");
         conn.execute("INSERT INTO apps VALUES ('a1', 'App', 'chat', 1, 0, 0)", []).expect("insert");
-        assert_eq!(migrate(&mut conn, &path, WITH_V3).expect("v3"), 3);
+        assert_eq!(migrate(&mut conn, &path, WITH_NEXT).expect("v4"), 4);
 
         // One backup, of the state before the first migration that ran.
         let backup = backup_path(&path, 2);
         assert!(backup.exists(), "backup {} missing", backup.display());
-        assert!(!backup_path(&path, 3).exists());
+        assert!(!backup_path(&path, 3).exists() && !backup_path(&path, 4).exists());
         let old = open(&backup);
         assert_eq!(schema_version(&old).expect("version"), 1);
         let name: String = old.query_row("SELECT name FROM apps WHERE id = 'a1'", [], |r| r.get(0)).expect("row in backup");
@@ -276,21 +443,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
         let mut conn = open(&path);
-        migrate(&mut conn, &path, WITH_V3).expect("v3");
+        migrate(&mut conn, &path, WITH_NEXT).expect("v4");
         let err = migrate(&mut conn, &path, MIGRATIONS).expect_err("too new");
-        assert!(matches!(err, StoreError::SchemaTooNew { found: 3, supported: 2 }), "{err:?}");
+        assert!(matches!(err, StoreError::SchemaTooNew { found: 4, supported: 3 }), "{err:?}");
     }
 
     #[test]
     fn replaces_a_stale_backup_of_the_same_version() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
-        std::fs::write(backup_path(&path, 3), b"stale").expect("stale backup");
+        std::fs::write(backup_path(&path, 4), b"stale").expect("stale backup");
         let mut conn = open(&path);
-        migrate(&mut conn, &path, &WITH_V3[..1]).expect("v1");
-        migrate(&mut conn, &path, &WITH_V3[..2]).expect("v2");
-        migrate(&mut conn, &path, WITH_V3).expect("v3");
-        let old = open(&backup_path(&path, 3));
-        assert_eq!(schema_version(&old).expect("backup is a database"), 2);
+        migrate(&mut conn, &path, &WITH_NEXT[..1]).expect("v1");
+        migrate(&mut conn, &path, &WITH_NEXT[..3]).expect("v3");
+        migrate(&mut conn, &path, WITH_NEXT).expect("v4");
+        let old = open(&backup_path(&path, 4));
+        assert_eq!(schema_version(&old).expect("backup is a database"), 3);
     }
 }

@@ -13,7 +13,9 @@
 //! Crash safety: a message is inserted as `pending` when generation starts
 //! and finished by one `UPDATE`; [`Store::open`] marks every message still
 //! `pending` (the daemon died mid-answer) as `error`, so a partial answer is
-//! never stored as if complete.
+//! never stored as if complete. Workflow runs likewise: inserted `running`,
+//! finished (with their node executions) by one transaction, and marked
+//! `failed` by [`Store::open`] if a crash left them `running`.
 
 mod apps;
 mod conversations;
@@ -22,6 +24,8 @@ mod files;
 mod keys;
 mod messages;
 mod migrations;
+mod variables;
+mod workflows;
 mod writer;
 
 #[cfg(test)]
@@ -36,12 +40,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{oneshot, Semaphore};
 
-pub use apps::{AppVersion, StoredApp};
+pub use apps::{AppVersion, AppVersionInfo, StoredApp, StoredAppVersion};
 pub use conversations::{Conversation, ConversationSort};
 pub use error::StoreError;
 pub use files::{NewUploadFile, UploadFile};
 pub use keys::ApiKeyInfo;
 pub use messages::{AppFeedback, Feedback, Message, MessageOutcome, MessageStatus, NewMessage, Rating};
+pub use variables::{ConversationVariable, VariableValue};
+pub use workflows::{
+    NewWorkflowRun, NodeExecutionRecord, NodeExecutionStatus, WorkflowLogFilter, WorkflowRunOutcome, WorkflowRunRecord, WorkflowRunStatus,
+    INTERRUPTED_RUN_ERROR,
+};
 pub use writer::WriterProgress;
 
 use error::sql;
@@ -57,6 +66,8 @@ pub struct OpenReport {
     pub schema_version: u32,
     /// Messages left `pending` by a previous run, now marked `error`.
     pub recovered_messages: u64,
+    /// Workflow runs left `running` by a previous run, now marked `failed`.
+    pub recovered_workflow_runs: u64,
 }
 
 /// Tuning knobs of [`Store::open_with`]; [`Store::open`] uses the defaults.
@@ -98,6 +109,8 @@ struct Inner {
     closed: AtomicBool,
     /// When `authenticate` last queued a `last_used_at` update, per key id.
     key_touches: Mutex<std::collections::HashMap<String, i64>>,
+    /// Workflow-run writes waiting for their group commit.
+    run_batch: Arc<workflows::RunBatch>,
 }
 
 impl std::fmt::Debug for Store {
@@ -152,6 +165,14 @@ impl Store {
                 "marked messages interrupted by the previous run as errors"
             );
         }
+        let recovered_workflow_runs = workflows::recover_running(&conn)?;
+        if recovered_workflow_runs > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                recovered_workflow_runs,
+                "marked workflow runs interrupted by the previous run as failed"
+            );
+        }
 
         let mut readers = Vec::new();
         for _ in 0..options.readers {
@@ -176,8 +197,9 @@ impl Store {
             read_limit: options.read_queue + options.readers as usize,
             closed: AtomicBool::new(false),
             key_touches: Mutex::new(std::collections::HashMap::new()),
+            run_batch: Arc::new(workflows::RunBatch::new(options.write_queue)),
         };
-        Ok((Store { inner: Arc::new(inner) }, OpenReport { schema_version, recovered_messages }))
+        Ok((Store { inner: Arc::new(inner) }, OpenReport { schema_version, recovered_messages, recovered_workflow_runs }))
     }
 
     /// Graceful close: waits for running reads, runs every write already
@@ -327,6 +349,11 @@ fn recover_pending(conn: &Connection) -> Result<u64, StoreError> {
 /// Current time as unix seconds (0 if the clock is before 1970).
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Current time as unix milliseconds (0 if the clock is before 1970).
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Locks a mutex whose data stays valid even if a holder panicked.

@@ -30,13 +30,13 @@ async fn open_creates_migrates_and_reopens_idempotently() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("edgeai.db");
     let (store, report) = Store::open(&path).expect("open");
-    assert_eq!(report, OpenReport { schema_version: 2, recovered_messages: 0 });
+    assert_eq!(report, OpenReport { schema_version: 3, recovered_messages: 0, recovered_workflow_runs: 0 });
     assert!(path.exists());
     store.put_app("a1", "A", "chat", "{}", "config").await.expect("app");
     store.close().await.expect("close");
 
     let (store, report) = Store::open(&path).expect("reopen");
-    assert_eq!(report, OpenReport { schema_version: 2, recovered_messages: 0 });
+    assert_eq!(report, OpenReport { schema_version: 3, recovered_messages: 0, recovered_workflow_runs: 0 });
     assert_eq!(store.list_apps().await.expect("list").len(), 1);
     store.close().await.expect("close");
     assert!(!backup_path(&path, 1).exists(), "no backup for a migration of an empty file");
@@ -140,6 +140,107 @@ async fn pending_messages_are_recovered_after_a_crash() {
     // Recovery happens once.
     let (store, report) = Store::open(&path).expect("third open");
     assert_eq!(report.recovered_messages, 0);
+    store.close().await.expect("close");
+}
+
+fn workflow_run(id: &str, workflow_id: &str) -> NewWorkflowRun {
+    NewWorkflowRun {
+        id: id.into(),
+        app_id: "w".into(),
+        app_version: 1,
+        workflow_id: workflow_id.into(),
+        task_id: format!("task-{id}"),
+        user: "u1".into(),
+        conversation_id: None,
+        message_id: None,
+        inputs_json: "{}".into(),
+        triggered_from: "app-run".into(),
+    }
+}
+
+fn run_outcome(status: WorkflowRunStatus) -> WorkflowRunOutcome {
+    WorkflowRunOutcome {
+        status,
+        outputs_json: "{}".into(),
+        error: None,
+        elapsed_secs: 0.5,
+        total_tokens: 1,
+        total_steps: 1,
+        finished_at: 1,
+    }
+}
+
+#[tokio::test]
+async fn running_workflow_runs_are_recovered_after_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edgeai.db");
+    let (store, _) = Store::open(&path).expect("open");
+    let workflow_id = store.put_app("w", "W", "workflow", "{}", "import").await.expect("app").workflow_id;
+    store.put_app("a1", "A", "chat", "{}", "config").await.expect("chat app");
+    let c = store.create_conversation("a1", "u1", "c", "{}").await.expect("conversation").id;
+    store.begin_message(message("cut", &c)).await.expect("pending message");
+    store.begin_workflow_run(workflow_run("done", &workflow_id)).await.expect("begin");
+    store.finish_workflow_run("done", run_outcome(WorkflowRunStatus::Succeeded), vec![]).await.expect("finish");
+    for id in ["cut-1", "cut-2", "cut-3"] {
+        store.begin_workflow_run(workflow_run(id, &workflow_id)).await.expect("begin");
+    }
+    // The crash.
+    std::mem::forget(store);
+
+    let (store, report) = Store::open(&path).expect("reopen");
+    assert_eq!(report, OpenReport { schema_version: 3, recovered_messages: 1, recovered_workflow_runs: 3 });
+    for id in ["cut-1", "cut-2", "cut-3"] {
+        let run = store.get_workflow_run("w", id).await.expect("get");
+        assert_eq!(run.status, WorkflowRunStatus::Failed);
+        assert_eq!(run.error.as_deref(), Some(INTERRUPTED_RUN_ERROR));
+        assert!(run.finished_at.is_some_and(|t| t >= run.created_at), "{run:?}");
+        // The interrupted run cannot finish it later.
+        let err = store.finish_workflow_run(id, run_outcome(WorkflowRunStatus::Succeeded), vec![]).await.expect_err("late finish");
+        assert!(matches!(err, StoreError::NotPending { what: "workflow run", ref status, .. } if status == "failed"), "{err:?}");
+    }
+    let done = store.get_workflow_run("w", "done").await.expect("get");
+    assert_eq!((done.status, done.error), (WorkflowRunStatus::Succeeded, None));
+    store.close().await.expect("close");
+
+    let (store, report) = Store::open(&path).expect("third open");
+    assert_eq!((report.recovered_messages, report.recovered_workflow_runs), (0, 0));
+    store.close().await.expect("close");
+}
+
+/// A store written by the previous release (schema v2) opens with its apps
+/// whole: each version gets a workflow id a run can use.
+#[tokio::test]
+async fn a_v2_store_opens_with_its_apps_and_versions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edgeai.db");
+    let mut conn = rusqlite::Connection::open(&path).expect("open v2");
+    assert_eq!(super::migrations::migrate(&mut conn, &path, &MIGRATIONS[..2]).expect("v2"), 2);
+    conn.execute_batch(
+        r#"INSERT INTO apps VALUES ('w', 'Old', 'completion', 2, 10, 20);
+           INSERT INTO app_versions VALUES ('w', 1, '{"v":1}', 'config', 10);
+           INSERT INTO app_versions VALUES ('w', 2, '{"v":2}', 'import', 20);"#,
+    )
+    .expect("seed");
+    drop(conn);
+
+    let (store, report) = Store::open(&path).expect("open v3");
+    assert_eq!(report.schema_version, 3);
+    assert!(backup_path(&path, 3).exists());
+    let app = store.get_app("w").await.expect("get").expect("kept");
+    assert_eq!((app.name.as_str(), app.mode.as_str(), app.version, app.definition_json.as_str()), ("Old", "completion", 2, r#"{"v":2}"#));
+    let versions = store.list_app_versions("w").await.expect("versions");
+    assert_eq!(
+        versions.iter().map(|v| (v.version, v.active, v.mode.as_str())).collect::<Vec<_>>(),
+        [(2, true, "completion"), (1, false, "completion")]
+    );
+    assert_eq!(versions[0].workflow_id, app.workflow_id);
+    assert_ne!(versions[0].workflow_id, versions[1].workflow_id);
+    let v1 = store.find_app_version_by_workflow_id("w", &versions[1].workflow_id).await.expect("by workflow id");
+    assert_eq!((v1.version, v1.definition_json.as_str(), v1.source.as_str(), v1.created_at), (1, r#"{"v":1}"#, "config", 10));
+    store.begin_workflow_run(workflow_run("r1", &v1.workflow_id)).await.expect("a run of the backfilled version");
+    // New versions continue the numbering.
+    let v3 = store.put_app("w", "Old", "workflow", r#"{"v":3}"#, "import").await.expect("v3");
+    assert_eq!(v3.version, 3);
     store.close().await.expect("close");
 }
 
