@@ -65,8 +65,8 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             // One operator route for both kinds of app: a completion app
             // answers as through completion-messages.
             let route = match app.mode {
-                crate::engine::AppMode::Chat => "chat-messages",
-                crate::engine::AppMode::Completion => "completion-messages",
+                crate::engine::AppMode::Chat | crate::engine::AppMode::AdvancedChat => "chat-messages",
+                crate::engine::AppMode::Completion | crate::engine::AppMode::Workflow => "completion-messages",
             };
             super::dify::route(state, app, &[route.to_owned()], req).await
         }

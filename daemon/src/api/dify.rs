@@ -192,13 +192,14 @@ fn query_user(q: &HashMap<String, String>) -> String {
 }
 
 /// Dify's answers for a route of the other kind of app: a completion route
-/// on a chat app is `app_unavailable`, a chat route on a completion app is
-/// `not_chat_app`.
+/// on a chat app is `app_unavailable`, a chat route on a completion or
+/// workflow app is `not_chat_app`. Workflow and advanced-chat apps are not
+/// run by these routes (yet): `app_unavailable`.
 fn require_mode(app: &AppDefinition, route: AppMode) -> Result<(), ApiError> {
     match (app.mode, route) {
         (AppMode::Chat, AppMode::Chat) | (AppMode::Completion, AppMode::Completion) => Ok(()),
-        (AppMode::Chat, AppMode::Completion) => Err(ApiError::AppUnavailable),
-        (AppMode::Completion, AppMode::Chat) => Err(ApiError::NotChatApp),
+        (AppMode::Completion | AppMode::Workflow, AppMode::Chat) => Err(ApiError::NotChatApp),
+        (AppMode::AdvancedChat, _) | (_, AppMode::Completion | AppMode::Workflow | AppMode::AdvancedChat) => Err(ApiError::AppUnavailable),
     }
 }
 
@@ -220,7 +221,7 @@ async fn send_message(
     let query = match (b.query, route) {
         (Some(q), _) => q,
         (None, AppMode::Chat) => return Err(ApiError::InvalidParam("query is required".into())),
-        (None, AppMode::Completion) => String::new(),
+        (None, AppMode::Completion | AppMode::Workflow | AppMode::AdvancedChat) => String::new(),
     };
     let conversation_id = b.conversation_id.filter(|c| !c.is_empty());
     if let Some(c) = &conversation_id {
