@@ -281,10 +281,7 @@ pub enum Event {
     NodeFinished(NodeExecution),
     /// Answer text (chatflow `answer` nodes, workflow `end` streaming) as it
     /// is produced, with the selector it came from.
-    TextChunk {
-        text: String,
-        from_variable_selector: Vec<String>,
-    },
+    TextChunk { text: String, from_variable_selector: Vec<String> },
 }
 
 /// How a run ended.
