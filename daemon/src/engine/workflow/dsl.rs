@@ -6,7 +6,9 @@
 //! is returned unless there is none. The YAML is bounded before and while it
 //! is read (size, nesting, and how far aliases may expand it). Export writes
 //! the same shape, the workflow section verbatim, so that importing an
-//! export yields an equal app. Owns no I/O.
+//! export yields an equal app; what Dify's DSL has no place for (an app's
+//! local `model`, `history_turns`, `enable_api`) travels as provider
+//! `edgeai` and a top-level `edgeai:` mapping, which Dify ignores. Owns no I/O.
 
 use std::cell::Cell;
 use std::fmt;
