@@ -421,3 +421,11 @@ fn every_fixture_is_a_dify_export() {
         }
     }
 }
+
+#[test]
+fn tags_carry_no_meaning() {
+    // Python's object tags are plain data here: the list under the tag is
+    // just a list where a mapping belongs.
+    let p = problems("kind: app\nversion: 0.3.1\napp: !!python/object/apply:os.system [ls]\n");
+    assert_eq!(fields(&p), [("app", "expected a mapping, found a list")]);
+}
