@@ -375,6 +375,8 @@ fn workflow_imports_are_compiles_verdict() {
                 assert_eq!(a.workflow.as_ref().map(|w| w.raw()), Some(&raw), "{name}");
                 let back = import(&export(&a).expect("export"), &ImportOptions { id: Some(a.id.clone()), ..opts() }).expect(name);
                 assert_eq!(back, a, "{name}");
+                let stored: AppDefinition = serde_json::from_value(serde_json::to_value(&a).expect("json")).expect(name);
+                assert_eq!(stored, a, "{name}: the stored JSON compiles back to the same app");
             }
         }
     }
