@@ -26,8 +26,9 @@ use crate::engine::app::{AppDefinition, AppMode, CompletionParams, DslModel, Fea
 pub const MAX_DSL_BYTES: usize = 4 * 1024 * 1024;
 /// Most values (scalars, lists, maps) a document may expand to, aliases
 /// included: a small document of nested aliases can otherwise stand for
-/// billions of values.
-pub const MAX_DSL_VALUES: usize = 1_000_000;
+/// billions of values. A Dify export of a graph of `graph::MAX_NODES` nodes
+/// has about a hundred values a node.
+pub const MAX_DSL_VALUES: usize = 500_000;
 /// Most string bytes a document may expand to, aliases included.
 pub const MAX_DSL_STRING_BYTES: usize = 4 * MAX_DSL_BYTES;
 /// Oldest DSL version read.

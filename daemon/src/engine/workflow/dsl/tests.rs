@@ -175,6 +175,13 @@ fn alias_bombs_are_refused() {
 }
 
 #[test]
+fn large_documents_within_the_bounds_are_read() {
+    let items = vec!["ab"; MAX_DSL_VALUES - 10].join(", ");
+    let v = parse(&format!("list: [{items}]\n")).expect("within the bounds");
+    assert_eq!(v["list"].as_array().map(Vec::len), Some(MAX_DSL_VALUES - 10));
+}
+
+#[test]
 fn deep_nesting_is_refused() {
     let deep = format!("{}x{}", "[".repeat(500), "]".repeat(500));
     let p = problems(&deep);
