@@ -565,7 +565,7 @@ async fn record_and_queue(store: Store, runs: Arc<Runs>, model: Arc<LocalModel>,
             let inputs_json = Value::Object(turn.inputs.clone()).to_string();
             (Some(store.create_conversation(&app.id, &turn.user, &conversation_name(&turn.query), &inputs_json).await?.id), true)
         }
-        (None, AppMode::Completion) => (None, false),
+        (None, AppMode::Completion | AppMode::Workflow | AppMode::AdvancedChat) => (None, false),
     };
     let task_id = new_id();
     let message_id = new_id();

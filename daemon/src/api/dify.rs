@@ -192,8 +192,9 @@ fn query_user(q: &HashMap<String, String>) -> String {
 }
 
 /// Dify's answers for a route of the other kind of app: a completion route
-/// on a chat app is `app_unavailable`, a chat route on a completion app is
-/// `not_chat_app`.
+/// on any other app is `app_unavailable`, a chat route on a completion or
+/// workflow app is `not_chat_app`. Chat routes serve chat and advanced-chat
+/// (chatflow) apps.
 fn require_mode(app: &AppDefinition, route: AppMode) -> Result<(), ApiError> {
     let chat_route = match route {
         AppMode::Chat | AppMode::AdvancedChat => true,

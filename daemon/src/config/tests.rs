@@ -502,10 +502,15 @@ fn app_serde_errors_name_the_key() {
         assert_eq!((p.file.as_deref(), p.key.as_str()), (Some(path.as_path()), key), "{extra}");
         assert!(p.message.contains(needle), "{extra}: {}", p.message);
     }
-    let (_r, _p, res) = load_text("[[apps]]\nid = \"x\"\nmode = \"workflow\"\n");
+    // A workflow app's graph comes from its DSL, never from config.
+    let (_r, _p, res) = load_text("[[apps]]\nid = \"x\"\nname = \"X\"\nmode = \"workflow\"\n");
+    let p = problem(res);
+    assert_eq!(p.key, "apps[0].workflow");
+    assert!(p.message.contains("a workflow app needs its DSL's workflow graph"), "{}", p.message);
+    let (_r, _p, res) = load_text("[[apps]]\nid = \"x\"\nname = \"X\"\nmode = \"agent-chat\"\n");
     let p = problem(res);
     assert_eq!(p.key, "apps[0].mode");
-    assert!(p.message.contains("unknown variant `workflow`"), "{}", p.message);
+    assert!(p.message.contains("unknown variant `agent-chat`"), "{}", p.message);
     let (_r, _p, res) = load_text("[[apps]]\nid = \"x\"\nname = \"X\"\nmode = 5\n");
     let p = problem(res);
     assert_eq!(

@@ -1,20 +1,29 @@
-//! App definitions for `chat` and `completion` apps: the typed shape shared by
-//! config (`[[apps]]`) and the admin import API, and its validation.
-//! Owns no I/O; the workflow engine (advanced-chat/workflow DSL) comes later.
+//! App definitions: the typed shape shared by config (`[[apps]]`), the admin
+//! import API, DSL import (`workflow::dsl`) and the store, and its
+//! validation. A `workflow` or `advanced-chat` app carries its compiled DSL
+//! graph; it is stored as the DSL's raw `workflow` section and compiled again
+//! when read. Owns no I/O.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::workflow::graph::Workflow;
+use super::workflow::{Capabilities, WorkflowMode};
 
 /// Longest accepted app id (ids appear in URLs, logs and the store).
 pub const MAX_APP_ID_LEN: usize = 64;
 
-/// Dify app mode. Only the two modes the core daemon runs are accepted; the
-/// workflow modes are rejected with a clear message until the engine lands.
+/// Dify app mode. `chat` and `completion` are simple apps (a pre-prompt and
+/// a form); `workflow` and `advanced-chat` (chatflow) run a DSL graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AppMode {
     Chat,
     Completion,
+    Workflow,
+    AdvancedChat,
 }
 
 impl AppMode {
@@ -22,6 +31,17 @@ impl AppMode {
         match self {
             AppMode::Chat => "chat",
             AppMode::Completion => "completion",
+            AppMode::Workflow => "workflow",
+            AppMode::AdvancedChat => "advanced-chat",
+        }
+    }
+
+    /// The graph's mode for the modes that run a DSL graph.
+    pub fn workflow_mode(self) -> Option<WorkflowMode> {
+        match self {
+            AppMode::Chat | AppMode::Completion => None,
+            AppMode::Workflow => Some(WorkflowMode::Workflow),
+            AppMode::AdvancedChat => Some(WorkflowMode::AdvancedChat),
         }
     }
 }
@@ -96,42 +116,182 @@ pub struct FieldSpec {
     pub options: Vec<String>,
 }
 
-/// A chat or completion app.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// An app of any mode. Serialised as [`StoredApp`] (the shape of config
+/// `[[apps]]`, the admin API and the store); equality compares a workflow by
+/// its raw DSL section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "StoredApp", into = "StoredApp")]
 pub struct AppDefinition {
     /// Stable id used by the admin API, keys and the store (`[a-z0-9_-]`).
     pub id: String,
     pub name: String,
     pub mode: AppMode,
-    #[serde(default)]
     pub description: String,
     /// The model that answers, by `model.name`; unset means the daemon's
     /// model. An app naming a model this daemon does not serve is refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The cloud model a chat/completion DSL named (`model_config.model`),
+    /// kept for model mapping and export.
+    pub dsl_model: Option<DslModel>,
     /// System prompt; `{{variable}}` is replaced by the request's inputs.
-    #[serde(default)]
     pub pre_prompt: String,
-    #[serde(default)]
     pub opening_statement: String,
-    #[serde(default)]
     pub suggested_questions: Vec<String>,
     /// Dify's "suggested questions after answer": when enabled, `GET
     /// /v1/messages/{id}/suggested` asks the model for follow-up questions.
-    #[serde(default)]
     pub suggested_questions_after_answer: Feature,
-    #[serde(default)]
     pub user_input_form: Vec<FormField>,
-    #[serde(default)]
     pub completion_params: CompletionParams,
     /// Dify's memory window: at most this many earlier turns are sent.
-    #[serde(default = "default_history_turns")]
     pub history_turns: u32,
     /// Dify's `enable_api`: `false` turns the app's Service API off (its keys
     /// get 403) while the app and its data stay.
-    #[serde(default = "default_true")]
     pub enable_api: bool,
+    /// The compiled DSL graph of a `workflow` or `advanced-chat` app.
+    pub workflow: Option<Arc<Workflow>>,
+}
+
+/// A cloud model as a DSL names it (`provider`, `name`), e.g. `openai` /
+/// `gpt-4o-mini`; config maps it to a local or upstream model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DslModel {
+    pub provider: String,
+    pub name: String,
+}
+
+/// [`AppDefinition`] as it is written: `workflow` is the DSL's raw section.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredApp {
+    id: String,
+    name: String,
+    mode: AppMode,
+    #[serde(default)]
+    description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dsl_model: Option<DslModel>,
+    #[serde(default)]
+    pre_prompt: String,
+    #[serde(default)]
+    opening_statement: String,
+    #[serde(default)]
+    suggested_questions: Vec<String>,
+    #[serde(default)]
+    suggested_questions_after_answer: Feature,
+    #[serde(default)]
+    user_input_form: Vec<FormField>,
+    #[serde(default)]
+    completion_params: CompletionParams,
+    #[serde(default = "default_history_turns")]
+    history_turns: u32,
+    #[serde(default = "default_true")]
+    enable_api: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    workflow: Option<Value>,
+}
+
+/// Why a stored app could not be read back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppError {
+    #[error("workflow: a {0} app has no workflow section (only workflow and advanced-chat apps do)")]
+    UnexpectedWorkflow(&'static str),
+    #[error("workflow: {0}")]
+    Workflow(String),
+}
+
+impl TryFrom<StoredApp> for AppDefinition {
+    type Error = AppError;
+
+    fn try_from(s: StoredApp) -> Result<Self, AppError> {
+        let workflow = match (s.workflow, s.mode.workflow_mode()) {
+            (None, _) => None,
+            (Some(_), None) => return Err(AppError::UnexpectedWorkflow(s.mode.as_str())),
+            (Some(raw), Some(mode)) => Some(Arc::new(
+                Workflow::compile(&raw, mode, Capabilities::default())
+                    .map_err(|problems| AppError::Workflow(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?,
+            )),
+        };
+        Ok(AppDefinition {
+            id: s.id,
+            name: s.name,
+            mode: s.mode,
+            description: s.description,
+            model: s.model,
+            dsl_model: s.dsl_model,
+            pre_prompt: s.pre_prompt,
+            opening_statement: s.opening_statement,
+            suggested_questions: s.suggested_questions,
+            suggested_questions_after_answer: s.suggested_questions_after_answer,
+            user_input_form: s.user_input_form,
+            completion_params: s.completion_params,
+            history_turns: s.history_turns,
+            enable_api: s.enable_api,
+            workflow,
+        })
+    }
+}
+
+impl From<AppDefinition> for StoredApp {
+    fn from(a: AppDefinition) -> Self {
+        StoredApp {
+            id: a.id,
+            name: a.name,
+            mode: a.mode,
+            description: a.description,
+            model: a.model,
+            dsl_model: a.dsl_model,
+            pre_prompt: a.pre_prompt,
+            opening_statement: a.opening_statement,
+            suggested_questions: a.suggested_questions,
+            suggested_questions_after_answer: a.suggested_questions_after_answer,
+            user_input_form: a.user_input_form,
+            completion_params: a.completion_params,
+            history_turns: a.history_turns,
+            enable_api: a.enable_api,
+            workflow: a.workflow.map(|w| w.raw().clone()),
+        }
+    }
+}
+
+impl PartialEq for AppDefinition {
+    fn eq(&self, o: &Self) -> bool {
+        // Destructured so that a new field cannot be forgotten here.
+        let AppDefinition {
+            id,
+            name,
+            mode,
+            description,
+            model,
+            dsl_model,
+            pre_prompt,
+            opening_statement,
+            suggested_questions,
+            suggested_questions_after_answer,
+            user_input_form,
+            completion_params,
+            history_turns,
+            enable_api,
+            workflow,
+        } = self;
+        *id == o.id
+            && *name == o.name
+            && *mode == o.mode
+            && *description == o.description
+            && *model == o.model
+            && *dsl_model == o.dsl_model
+            && *pre_prompt == o.pre_prompt
+            && *opening_statement == o.opening_statement
+            && *suggested_questions == o.suggested_questions
+            && *suggested_questions_after_answer == o.suggested_questions_after_answer
+            && *user_input_form == o.user_input_form
+            && *completion_params == o.completion_params
+            && *history_turns == o.history_turns
+            && *enable_api == o.enable_api
+            && workflow.as_ref().map(|w| w.raw()) == o.workflow.as_ref().map(|w| w.raw())
+    }
 }
 
 fn default_true() -> bool {
@@ -175,6 +335,14 @@ impl AppDefinition {
         }
         if self.name.trim().is_empty() {
             bad("name", "must not be empty".into());
+        }
+        match (self.mode.workflow_mode(), &self.workflow) {
+            (Some(_), None) => bad(
+                "workflow",
+                format!("a {} app needs its DSL's workflow graph: import it with `edgeaictl apps import FILE.yml`", self.mode.as_str()),
+            ),
+            (None, Some(_)) => bad("workflow", format!("a {} app has no workflow graph", self.mode.as_str())),
+            (Some(_), Some(_)) | (None, None) => {}
         }
         let cp = &self.completion_params;
         if !(0.0..=2.0).contains(&cp.temperature) {
@@ -258,8 +426,45 @@ mod tests {
     }
 
     #[test]
-    fn workflow_modes_are_rejected_by_serde() {
-        let r: Result<AppDefinition, _> = serde_json::from_value(serde_json::json!({"id": "w", "name": "W", "mode": "workflow"}));
-        assert!(r.is_err());
+    fn workflow_modes_need_their_graph() {
+        for mode in ["workflow", "advanced-chat"] {
+            let a: AppDefinition =
+                serde_json::from_value(serde_json::json!({"id": "w", "name": "W", "mode": mode})).expect("mode is known");
+            let p = a.validate();
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert_eq!(p[0].field, "workflow");
+            assert!(p[0].message.contains("edgeaictl apps import"), "{}", p[0].message);
+        }
+    }
+
+    #[test]
+    fn a_workflow_section_is_compiled_on_the_way_in() {
+        // An empty graph has no start node: compile's problems are joined
+        // into the one serde error.
+        let r: Result<AppDefinition, _> = serde_json::from_value(
+            serde_json::json!({"id": "w", "name": "W", "mode": "workflow", "workflow": {"graph": {"nodes": [], "edges": []}}}),
+        );
+        let e = r.expect_err("an empty graph does not compile");
+        assert!(e.to_string().starts_with("workflow: "), "{e}");
+    }
+
+    #[test]
+    fn simple_apps_refuse_a_workflow_section() {
+        let r: Result<AppDefinition, _> =
+            serde_json::from_value(serde_json::json!({"id": "c", "name": "C", "mode": "chat", "workflow": {"graph": {}}}));
+        let e = r.expect_err("a chat app has no graph");
+        assert!(e.to_string().contains("a chat app has no workflow section"), "{e}");
+    }
+
+    #[test]
+    fn stored_shape_round_trips() {
+        let mut a = app();
+        a.dsl_model = Some(DslModel { provider: "openai".into(), name: "gpt-4o-mini".into() });
+        a.history_turns = 3;
+        let v = serde_json::to_value(&a).expect("ser");
+        assert_eq!(v["dsl_model"]["provider"], "openai");
+        assert!(v.get("workflow").is_none(), "absent workflow is not written");
+        let back: AppDefinition = serde_json::from_value(v).expect("de");
+        assert_eq!(back, a);
     }
 }

@@ -81,7 +81,7 @@ pub fn render_template(text: &str, inputs: &Map<String, Value>) -> String {
 pub fn build_messages(app: &AppDefinition, inputs: &Map<String, Value>, history: &[(String, String)], query: &str) -> Vec<ChatMessage> {
     let pre = render_template(&app.pre_prompt, inputs);
     match app.mode {
-        AppMode::Chat => {
+        AppMode::Chat | AppMode::AdvancedChat => {
             let mut m = Vec::with_capacity(history.len() * 2 + 2);
             if !pre.trim().is_empty() {
                 m.push(ChatMessage::system(pre));
@@ -93,7 +93,7 @@ pub fn build_messages(app: &AppDefinition, inputs: &Map<String, Value>, history:
             m.push(ChatMessage::user(query));
             m
         }
-        AppMode::Completion => {
+        AppMode::Completion | AppMode::Workflow => {
             let text = match (pre.trim().is_empty(), query.trim().is_empty()) {
                 (false, false) => format!("{pre}\n\n{query}"),
                 (false, true) => pre,
