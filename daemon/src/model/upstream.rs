@@ -59,7 +59,7 @@ pub enum UpstreamError {
     CircuitOpen { until: SystemTime, failures: u32 },
     #[error("the upstream circuit is half-open and its trial call is still running")]
     CircuitProbing,
-    #[error("the upstream at {url} sent nothing for {after:?}")]
+    #[error("the upstream at {url} did not answer within {after:?}")]
     Timeout { url: String, after: Duration },
     #[error("the request to the upstream at {url} failed")]
     Request {
@@ -256,8 +256,10 @@ impl Inner {
         }
         let request =
             request.body(Full::new(body)).map_err(|e| (UpstreamError::Invalid { url: url.clone(), reason: e.to_string() }, None))?;
-        let response = match tokio::time::timeout(s.read_timeout + s.connect_timeout, self.client.request(request)).await {
-            Err(_) => return Err((UpstreamError::Timeout { url, after: s.read_timeout }, None)),
+        // Connecting is bounded by the connector; the head must follow within the read timeout.
+        let head_within = s.connect_timeout + s.read_timeout;
+        let response = match tokio::time::timeout(head_within, self.client.request(request)).await {
+            Err(_) => return Err((UpstreamError::Timeout { url, after: head_within }, None)),
             Ok(Err(source)) if source.is_connect() => return Err((UpstreamError::Unreachable { url, source }, None)),
             Ok(Err(source)) => return Err((UpstreamError::Request { url, source }, None)),
             Ok(Ok(response)) => response,
