@@ -40,6 +40,9 @@ pub const MAX_LINE_BYTES: usize = 1 << 20;
 const MAX_QUOTED_BODY: usize = 300;
 /// Events buffered between the reader task and the caller.
 const EVENTS: usize = 64;
+/// How long the end of a body may take after `[DONE]` before the
+/// connection is dropped instead of reused.
+const DRAIN: Duration = Duration::from_secs(1);
 
 /// Why a call could not start. Once [`Upstream::chat`] returned its
 /// receiver, failures arrive as [`UpstreamEvent::Failed`] instead.
@@ -222,11 +225,15 @@ impl Upstream {
         let (tx, rx) = mpsc::channel(EVENTS);
         let read_timeout = s.read_timeout;
         tokio::spawn(async move {
-            let outcome = forward(response.into_body(), &tx, read_timeout).await;
+            let mut body = response.into_body();
+            let outcome = forward(&mut body, &tx, read_timeout).await;
             match outcome {
                 Outcome::Done(event) => {
                     ticket.success();
                     let _ = tx.send(event).await;
+                    drop(tx);
+                    // Reading the body to its end returns the connection to the pool.
+                    let _ = tokio::time::timeout(DRAIN, drain(&mut body)).await;
                 }
                 Outcome::Failed(reason) => {
                     tracing::warn!(url = %endpoint, %reason, "upstream answer failed");
@@ -371,8 +378,20 @@ struct Usage {
     completion_tokens: u32,
 }
 
+/// Reads what follows `[DONE]` (normally just the body's end), a little at most.
+async fn drain(body: &mut Incoming) {
+    let mut left = MAX_QUOTED_BODY;
+    while let Some(Ok(frame)) = body.frame().await {
+        let len = frame.data_ref().map_or(0, Bytes::len);
+        match left.checked_sub(len) {
+            Some(l) => left = l,
+            None => return,
+        }
+    }
+}
+
 /// Reads the event stream, sending text to `tx` as it arrives.
-async fn forward(mut body: Incoming, tx: &mpsc::Sender<UpstreamEvent>, read_timeout: Duration) -> Outcome {
+async fn forward(body: &mut Incoming, tx: &mpsc::Sender<UpstreamEvent>, read_timeout: Duration) -> Outcome {
     let mut decoder = SseDecoder::new();
     let mut total = 0usize;
     let mut line = 0usize;

@@ -25,6 +25,8 @@ enum Reply {
 enum End {
     /// The body ends properly.
     Clean,
+    /// The body ends properly, after this long.
+    CleanAfter(Duration),
     /// The connection breaks off mid-body.
     Abort,
     /// The body stays open, sending nothing more.
@@ -40,6 +42,8 @@ struct Seen {
 
 struct Server {
     url: String,
+    /// Connections accepted.
+    conns: Arc<AtomicUsize>,
     hits: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
@@ -71,12 +75,14 @@ async fn server(script: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Serv
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
     let hits = Arc::new(AtomicUsize::new(0));
+    let conns = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let script = Arc::new(script);
-    let (h, s) = (Arc::clone(&hits), Arc::clone(&seen));
+    let (h, s, c) = (Arc::clone(&hits), Arc::clone(&seen), Arc::clone(&conns));
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
+            c.fetch_add(1, Ordering::SeqCst);
             let (hits, seen, script) = (Arc::clone(&h), Arc::clone(&s), Arc::clone(&script));
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
@@ -95,7 +101,7 @@ async fn server(script: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Serv
             });
         }
     });
-    Server { url, hits, seen }
+    Server { url, conns, hits, seen }
 }
 
 async fn respond(reply: Reply) -> Response<ChanBody> {
@@ -121,6 +127,7 @@ async fn respond(reply: Reply) -> Response<ChanBody> {
                 }
                 match end {
                     End::Clean => {}
+                    End::CleanAfter(pause) => tokio::time::sleep(pause).await,
                     End::Abort => {
                         // Lets the text before it leave first.
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -233,6 +240,24 @@ async fn normal_stream_with_usage_and_the_request_it_sent() {
     );
     let st = up.status();
     assert_eq!((st.url.as_deref(), st.circuit, st.consecutive_failures), (Some(srv.url.as_str()), "closed", 0));
+}
+
+#[tokio::test]
+async fn finished_answers_leave_the_connection_for_the_next_call() {
+    // The body ends a little after [DONE], as a server's may.
+    let srv = server(|_| Reply::Sse {
+        events: vec![text("a"), finish("stop"), "[DONE]".into()],
+        pause: Duration::ZERO,
+        end: End::CleanAfter(Duration::from_millis(100)),
+    })
+    .await;
+    let up = Upstream::new(&srv.settings());
+    for _ in 0..3 {
+        assert_eq!(collect(up.chat(request()).await.expect("chat")).await.last(), Some(&done(0, 0)));
+        // The body's end is read after Done was sent.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!((srv.hits(), srv.conns.load(Ordering::SeqCst)), (3, 1), "one pooled connection for three calls");
 }
 
 #[tokio::test]

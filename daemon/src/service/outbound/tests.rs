@@ -33,6 +33,10 @@ async fn answer(req: Request<Incoming>) -> Response<ChanBody> {
         let n: usize = n.parse().expect("size");
         return response(200, &[], vec![vec![b'x'; n]], false);
     }
+    if let Some(n) = path.strip_prefix("/sized/") {
+        let n: usize = n.parse().expect("size");
+        return response(200, &[("content-length", &n.to_string())], vec![vec![b'x'; n]], false);
+    }
     if path == "/redirect" {
         return response(302, &[("location", "http://169.254.169.254/")], vec![], false);
     }
@@ -205,8 +209,14 @@ async fn body_cap() {
     c.max_response_bytes = 4096;
     assert_eq!(out.send(c.clone()).await.expect("at the cap").body.len(), 4096);
     c.max_response_bytes = 4095;
-    let err = out.send(c).await.expect_err("over the cap");
+    let err = out.send(c.clone()).await.expect_err("over the cap");
     assert_eq!(err.to_string(), "response larger than 4095 bytes");
+    // A declared Content-Length over the cap is refused before the body.
+    c.url = format!("http://{addr}/sized/4096");
+    let err = out.send(c.clone()).await.expect_err("declared over the cap");
+    assert_eq!(err.to_string(), "response larger than 4095 bytes");
+    c.max_response_bytes = 4096;
+    assert_eq!(out.send(c).await.expect("declared at the cap").body.len(), 4096);
 }
 
 #[tokio::test]
