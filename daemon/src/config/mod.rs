@@ -63,7 +63,7 @@
 //! | `log.level` | `"info"` | `trace`, `debug`, `info`, `warn`, `error`, `off`, or comma-separated `target=level` directives |
 //! | `log.format` | `"auto"` | `"auto"`, `"text"`, `"json"` |
 //! | `workflow.max_steps` | `500` | 1 ..= 100000; node executions per run |
-//! | `workflow.node_timeout_secs` | `120` | 1 ..= 86400; a node running longer fails with a timeout |
+//! | `workflow.node_timeout_secs` | `120` | 1 ..= 86400, at most `workflow.run_timeout_secs`; a node running longer fails with a timeout |
 //! | `workflow.run_timeout_secs` | `600` | 1 ..= 86400 |
 //! | `workflow.max_parallel` | `4` | 1 ..= 64; branches / parallel iteration items at once |
 //! | `workflow.max_iterations` | `1000` | 1 ..= 100000; items of an iteration, passes of a loop |

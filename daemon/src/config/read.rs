@@ -122,6 +122,10 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     r.int("workflow", "max_parallel", 1..=64, &mut w.max_parallel);
     r.int("workflow", "max_iterations", 1..=100_000, &mut w.max_iterations);
     r.int("workflow", "http_max_response_bytes", 1 << 10..=64 << 20, &mut w.http_max_response_bytes);
+    if w.node_timeout > w.run_timeout {
+        let message = format!("{}s is longer than workflow.run_timeout_secs ({}s)", w.node_timeout.as_secs(), w.run_timeout.as_secs());
+        r.problem("workflow.node_timeout_secs", message);
+    }
     if let Some(allow) = r.http_allow("workflow", "http_allow") {
         w.http_allow = allow;
     }

@@ -675,6 +675,11 @@ fn workflow_bad_values_name_file_and_key() {
     assert_eq!(lines[5], "workflow.http_allow[3]: expected a string, found integer 5");
     assert_eq!(lines[6], "workflow.http_allow[4]: \"10.0.0.0/33\": the prefix length must be 0 ..= 32");
     assert_eq!(lines[7], "workflow.max_step: unknown key; did you mean `workflow.max_steps`?");
+    let p = problem(load_text("[workflow]\nnode_timeout_secs = 700\n").2);
+    assert_eq!(
+        (p.key.as_str(), p.message.as_str()),
+        ("workflow.node_timeout_secs", "700s is longer than workflow.run_timeout_secs (600s)")
+    );
     let p = problem(load_text("[workflow]\nhttp_allow = \"10.0.0.0/8\"\n").2);
     assert_eq!((p.key.as_str(), p.message.as_str()), ("workflow.http_allow", "expected an array of strings, found string \"10.0.0.0/8\""));
 }
