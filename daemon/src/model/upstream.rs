@@ -202,25 +202,25 @@ impl Upstream {
         let s = &self.inner.settings;
         let mut attempt = 0u32;
         let response = loop {
-            let err = match self.inner.attempt(&endpoint, body.clone()).await {
+            let Refused { error, retry_after } = match self.inner.attempt(&endpoint, body.clone()).await {
                 Ok(response) => break response,
-                Err(err) => err,
+                Err(refused) => refused,
             };
-            if attempt < s.retries && err.0.retryable() {
+            if attempt < s.retries && error.retryable() {
                 let backoff = s.retry_backoff.saturating_mul(1 << attempt.min(16));
-                let wait = err.1.map_or(backoff, |asked| backoff.max(asked.min(MAX_RETRY_AFTER)));
-                tracing::info!(url = %endpoint, attempt = attempt + 1, error = %err.0, wait_ms = wait.as_millis() as u64, "upstream call failed, retrying");
+                let wait = retry_after.map_or(backoff, |asked| backoff.max(asked.min(MAX_RETRY_AFTER)));
+                tracing::info!(url = %endpoint, attempt = attempt + 1, %error, wait_ms = wait.as_millis() as u64, "upstream call failed, retrying");
                 tokio::time::sleep(wait).await;
                 attempt += 1;
                 continue;
             }
-            if err.0.is_failure() {
-                ticket.failure(&err.0.to_string());
+            if error.is_failure() {
+                ticket.failure(&error.to_string());
             } else {
                 ticket.success();
             }
-            tracing::warn!(url = %endpoint, attempts = attempt + 1, error = %err.0, "upstream call failed");
-            return Err(err.0);
+            tracing::warn!(url = %endpoint, attempts = attempt + 1, %error, "upstream call failed");
+            return Err(error);
         };
         let (tx, rx) = mpsc::channel(EVENTS);
         let read_timeout = s.read_timeout;
@@ -259,8 +259,8 @@ impl Inner {
         self.breaker.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// One POST; a 2xx event stream, or the error with the `Retry-After` asked for.
-    async fn attempt(&self, endpoint: &Uri, body: Bytes) -> Result<hyper::Response<Incoming>, (UpstreamError, Option<Duration>)> {
+    /// One POST: a 2xx event stream, or why not.
+    async fn attempt(&self, endpoint: &Uri, body: Bytes) -> Result<hyper::Response<Incoming>, Refused> {
         let url = endpoint.to_string();
         let s = &self.settings;
         let mut request = Request::post(endpoint.clone()).header(CONTENT_TYPE, "application/json").header(ACCEPT, "text/event-stream");
@@ -268,20 +268,20 @@ impl Inner {
             request = request.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
         }
         let request =
-            request.body(Full::new(body)).map_err(|e| (UpstreamError::Invalid { url: url.clone(), reason: e.to_string() }, None))?;
+            request.body(Full::new(body)).map_err(|e| Refused::from(UpstreamError::Invalid { url: url.clone(), reason: e.to_string() }))?;
         // Connecting is bounded by the connector; the head must follow within the read timeout.
         let head_within = s.connect_timeout + s.read_timeout;
         let response = match tokio::time::timeout(head_within, self.client.request(request)).await {
-            Err(_) => return Err((UpstreamError::Timeout { url, after: head_within }, None)),
-            Ok(Err(source)) if source.is_connect() => return Err((UpstreamError::Unreachable { url, source }, None)),
-            Ok(Err(source)) => return Err((UpstreamError::Request { url, source }, None)),
+            Err(_) => return Err(UpstreamError::Timeout { url, after: head_within }.into()),
+            Ok(Err(source)) if source.is_connect() => return Err(UpstreamError::Unreachable { url, source }.into()),
+            Ok(Err(source)) => return Err(UpstreamError::Request { url, source }.into()),
             Ok(Ok(response)) => response,
         };
         let status = response.status();
         if status.is_success() {
             let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
             if !content_type.starts_with("text/event-stream") {
-                return Err((UpstreamError::NotEventStream { url, content_type }, None));
+                return Err(UpstreamError::NotEventStream { url, content_type }.into());
             }
             return Ok(response);
         }
@@ -290,7 +290,19 @@ impl Inner {
             .flatten()
             .map(Duration::from_secs);
         let body = excerpt(response.into_body(), s.read_timeout).await;
-        Err((UpstreamError::Status { url, code: status.as_u16(), body }, retry_after))
+        Err(Refused { error: UpstreamError::Status { url, code: status.as_u16(), body }, retry_after })
+    }
+}
+
+/// A failed attempt, with the pause the server asked for (`Retry-After`).
+struct Refused {
+    error: UpstreamError,
+    retry_after: Option<Duration>,
+}
+
+impl From<UpstreamError> for Refused {
+    fn from(error: UpstreamError) -> Self {
+        Refused { error, retry_after: None }
     }
 }
 
@@ -412,7 +424,13 @@ async fn forward(body: &mut Incoming, tx: &mpsc::Sender<UpstreamEvent>, read_tim
         })
     };
     loop {
-        let frame = match tokio::time::timeout(read_timeout, body.frame()).await {
+        let next = tokio::select! {
+            // The caller went away: stop reading, which closes the connection
+            // and so ends the generation upstream.
+            () = tx.closed() => return Outcome::Abandoned,
+            next = tokio::time::timeout(read_timeout, body.frame()) => next,
+        };
+        let frame = match next {
             Err(_) => return Outcome::Failed(format!("the upstream sent nothing for {read_timeout:?} in the middle of its answer")),
             Ok(Some(Err(e))) => return Outcome::Failed(format!("the upstream connection failed in the middle of the answer: {e}")),
             Ok(None) => {
