@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -194,6 +194,10 @@ impl Outbound {
             let invalid = |reason: String| OutboundError::InvalidHeader { name: name.clone(), reason };
             let header = HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid(e.to_string()))?;
             let value = HeaderValue::from_str(value).map_err(|e| invalid(e.to_string()))?;
+            // The body's framing is hyper's to set, from the body itself.
+            if header == CONTENT_LENGTH || header == TRANSFER_ENCODING {
+                continue;
+            }
             has_host |= header == HOST;
             request = request.header(header, value);
         }
