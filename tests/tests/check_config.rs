@@ -46,3 +46,35 @@ fn wrong_type_and_unknown_app_key_exit_78() {
     assert!(stderr.contains(&format!("{}: model.slots", config.display())), "{stderr}");
     assert!(stderr.contains(&format!("{}: apps[0].colour: unknown field", config.display())), "{stderr}");
 }
+
+#[test]
+fn https_upstream_and_upstream_mapping_without_url_exit_78() {
+    let mut b = DaemonBuilder::new().set("upstream.url", "https://api.example.com/v1");
+    let (out, config) = check(&mut b);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert!(stderr.contains(&format!("{}: upstream.url: ", config.display())), "{stderr}");
+    assert!(stderr.contains("https is not supported in this build"), "{stderr}");
+
+    let mut b = DaemonBuilder::new().set("model_map.default", "upstream").set("workflow.http_allow", vec!["10.0.0.1/8"]);
+    let (out, config) = check(&mut b);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let f = config.display();
+    assert!(stderr.contains(&format!("{f}: model_map.default: maps to the upstream runtime, but upstream.url is not set")), "{stderr}");
+    assert!(stderr.contains(&format!("{f}: workflow.http_allow[0]: \"10.0.0.1/8\" has bits set after the prefix")), "{stderr}");
+}
+
+#[test]
+fn workflow_upstream_and_model_map_are_summarised() {
+    let mut b = DaemonBuilder::new()
+        .set("upstream.url", "http://10.0.0.5:8000/v1")
+        .set("model_map.openai/gpt-4o-mini", "upstream:qwen")
+        .set("workflow.http_allow", vec!["plc.local", "10.0.0.0/8"]);
+    let (out, _config) = check(&mut b);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(stdout.contains("http-request may reach plc.local, 10.0.0.0/8"), "{stdout}");
+    assert!(stdout.contains("upstream: http://10.0.0.5:8000/v1 (no key, falls back to the local model)"), "{stdout}");
+    assert!(stdout.contains("model map: openai/gpt-4o-mini -> upstream:qwen, default -> local"), "{stdout}");
+}

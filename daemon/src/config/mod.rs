@@ -62,6 +62,26 @@
 //! | `model.chat_template` | `""` | a llama.cpp built-in template name ("gemma", "chatml", ...) used instead of the GGUF's own; `""`: the GGUF's |
 //! | `log.level` | `"info"` | `trace`, `debug`, `info`, `warn`, `error`, `off`, or comma-separated `target=level` directives |
 //! | `log.format` | `"auto"` | `"auto"`, `"text"`, `"json"` |
+//! | `workflow.max_steps` | `500` | 1 ..= 100000; node executions per run |
+//! | `workflow.node_timeout_secs` | `120` | 1 ..= 86400, at most `workflow.run_timeout_secs`; a node running longer fails with a timeout |
+//! | `workflow.run_timeout_secs` | `600` | 1 ..= 86400 |
+//! | `workflow.max_parallel` | `4` | 1 ..= 64; branches / parallel iteration items at once |
+//! | `workflow.max_iterations` | `1000` | 1 ..= 100000; items of an iteration, passes of a loop |
+//! | `workflow.http_max_response_bytes` | `1048576` (1 MiB) | 1024 ..= 67108864; an http-request node's response body |
+//! | `workflow.http_allow` | `[]` (nothing) | host names (`"plc.local"`), wildcards (`"*.plant.lan"`), IPs and CIDRs (`"10.0.0.0/8"`, `"::1/128"`) an http-request node may reach |
+//! | `upstream.url` | `""` (none) | an `http://` base URL (`"http://10.0.0.5:8000/v1"`); `https://` is refused (no TLS in this build) |
+//! | `upstream.model` | `""` (the DSL's name) | model name sent upstream when a mapping names none |
+//! | `upstream.api_key` | `""` (none) | sent as `Authorization: Bearer`; visible ASCII |
+//! | `upstream.api_key_file` | `""` (none) | a file holding the key, read at start, not readable by every user; not with `upstream.api_key` |
+//! | `upstream.connect_timeout_secs` | `5` | 1 ..= 300 |
+//! | `upstream.read_timeout_secs` | `60` | 1 ..= 3600; the longest gap between bytes of an answer |
+//! | `upstream.retries` | `2` | 0 ..= 10; on connect errors, 429 and 5xx before any byte of an answer |
+//! | `upstream.retry_backoff_ms` | `200` | 0 ..= 60000; doubled each retry; a longer `Retry-After` (capped) wins |
+//! | `upstream.breaker_failures` | `5` | 1 ..= 1000; consecutive failed calls that open the circuit |
+//! | `upstream.breaker_cooldown_secs` | `30` | 1 ..= 3600; then one call may try (half-open) |
+//! | `upstream.fallback_local` | `true` | answer with the local model when upstream fails or its circuit is open |
+//! | `model_map.default` | `"local"` | `"local"`, `"upstream"` or `"upstream:<model name>"`, for DSL models no other key names |
+//! | `model_map."provider/name"` | none | the same forms, for one DSL model (`"openai/gpt-4o-mini" = "upstream"`); upstream forms need `upstream.url` |
 //! | `dev.demo_key_file` | `""` (none) | development only: the daemon creates a key for the first app and writes it to this path |
 //! | `[[apps]]` | none | chat and completion apps, see [`crate::engine::AppDefinition`] |
 //!
@@ -72,6 +92,9 @@ mod layers;
 mod read;
 #[cfg(test)]
 mod tests;
+mod workflow;
+
+pub use workflow::{MapEntry, ModelMap, Secret, Target, UpstreamSettings, WorkflowSettings};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -108,8 +131,34 @@ pub fn load_system_from_root(root: &Path) -> Result<Settings, ConfigError> {
 /// Validates the merged layers and records which files were read.
 fn finish(merged: layers::Merged) -> Result<Settings, ConfigError> {
     let mut settings = read::settings(&merged).map_err(ConfigError::Invalid)?;
+    if let Some(path) = &settings.upstream.api_key_file {
+        let key = read_key_file(path).map_err(|message| {
+            let file = merged.origin("upstream.api_key_file").map(|l| l.path.clone());
+            ConfigError::Invalid(vec![Problem { file, key: "upstream.api_key_file".to_owned(), message }])
+        })?;
+        settings.upstream.api_key = Some(key);
+    }
     settings.sources = merged.layers.into_iter().map(|l| l.path).collect();
     Ok(settings)
+}
+
+/// The key in `upstream.api_key_file`: the file's content without the
+/// surrounding whitespace; a file every user may read is refused.
+fn read_key_file(path: &Path) -> Result<Secret, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o004 != 0 {
+        return Err(format!("{shown} is readable by every user (mode {mode:04o}); chmod o-r it"));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let key = text.trim();
+    if key.is_empty() {
+        return Err(format!("{shown} is empty"));
+    }
+    read::check_api_key(key).map_err(|m| format!("the key in {shown} {m}"))?;
+    Ok(Secret::new(key.to_owned()))
 }
 
 /// Everything that can go wrong while loading the configuration.
@@ -179,6 +228,9 @@ pub struct Settings {
     pub model: ModelSettings,
     pub log: LogSettings,
     pub dev: DevSettings,
+    pub workflow: WorkflowSettings,
+    pub upstream: UpstreamSettings,
+    pub model_map: ModelMap,
     pub apps: Vec<crate::engine::AppDefinition>,
     /// Files actually read, in order.
     pub sources: Vec<PathBuf>,
@@ -380,6 +432,31 @@ impl Settings {
         } else {
             out.push_str("model: disabled (model calls answer 503)\n");
         }
+        let w = &self.workflow;
+        let allow = if w.http_allow.is_empty() { "nothing".to_owned() } else { w.http_allow.join(", ") };
+        out.push_str(&format!(
+            "workflow: at most {} steps, node timeout {}s, run timeout {}s, {} in parallel; http-request may reach {allow}\n",
+            w.max_steps,
+            w.node_timeout.as_secs(),
+            w.run_timeout.as_secs(),
+            w.max_parallel
+        ));
+        let u = &self.upstream;
+        match &u.url {
+            Some(url) => {
+                let key = match (&u.api_key_file, &u.api_key) {
+                    (Some(file), _) => format!("key from {}", file.display()),
+                    (None, Some(_)) => "key set".to_owned(),
+                    (None, None) => "no key".to_owned(),
+                };
+                let fallback = if u.fallback_local { "falls back to the local model" } else { "no fallback" };
+                out.push_str(&format!("upstream: {url} ({key}, {fallback})\n"));
+            }
+            None => out.push_str("upstream: none\n"),
+        }
+        let mut rules: Vec<String> = self.model_map.entries.iter().map(|(k, v)| format!("{k} -> {}", v.describe())).collect();
+        rules.push(format!("default -> {}", self.model_map.default.describe()));
+        out.push_str(&format!("model map: {}\n", rules.join(", ")));
         let ids: Vec<&str> = self.apps.iter().map(|a| a.id.as_str()).collect();
         out.push_str(&format!("apps: {}{}", ids.len(), if ids.is_empty() { String::new() } else { format!(" ({})", ids.join(", ")) }));
         out

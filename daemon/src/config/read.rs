@@ -4,6 +4,7 @@
 //! reader asked for are reported as unknown. Owns no I/O.
 
 use super::layers::Merged;
+use super::workflow::MapEntry;
 use super::{LogFormat, Problem, Settings};
 use crate::engine::AppDefinition;
 use serde_path_to_error::Segment;
@@ -15,6 +16,8 @@ use std::time::Duration;
 
 /// The top-level key of the `[[apps]]` array.
 const APPS: &str = "apps";
+/// The section whose keys are the DSL's model names.
+const MODEL_MAP: &str = "model_map";
 
 /// Validates `merged` into settings (with `sources` left empty), or returns every problem.
 pub(super) fn settings(merged: &Merged) -> Result<Settings, Vec<Problem>> {
@@ -112,6 +115,53 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
         s.dev.demo_key_file = file;
     }
 
+    let w = &mut s.workflow;
+    r.int("workflow", "max_steps", 1..=100_000, &mut w.max_steps);
+    r.secs("workflow", "node_timeout_secs", 1..=86_400, &mut w.node_timeout);
+    r.secs("workflow", "run_timeout_secs", 1..=86_400, &mut w.run_timeout);
+    r.int("workflow", "max_parallel", 1..=64, &mut w.max_parallel);
+    r.int("workflow", "max_iterations", 1..=100_000, &mut w.max_iterations);
+    r.int("workflow", "http_max_response_bytes", 1 << 10..=64 << 20, &mut w.http_max_response_bytes);
+    if w.node_timeout > w.run_timeout {
+        let message = format!("{}s is longer than workflow.run_timeout_secs ({}s)", w.node_timeout.as_secs(), w.run_timeout.as_secs());
+        r.problem("workflow.node_timeout_secs", message);
+    }
+    if let Some(allow) = r.http_allow("workflow", "http_allow") {
+        w.http_allow = allow;
+    }
+
+    let u = &mut s.upstream;
+    if let Some(url) = r.upstream_url("upstream", "url") {
+        u.url = url;
+    }
+    if let Some(model) = r.string("upstream", "model") {
+        u.model = (!model.is_empty()).then(|| model.to_owned());
+    }
+    let key = r.api_key("upstream", "api_key");
+    let key_file = r.optional_path("upstream", "api_key_file");
+    match (key, key_file) {
+        (Some(Some(_)), Some(Some(_))) => {
+            r.problem("upstream.api_key_file", "set either upstream.api_key or upstream.api_key_file, not both");
+        }
+        (key, file) => {
+            u.api_key = key.flatten();
+            u.api_key_file = file.flatten();
+        }
+    }
+    r.secs("upstream", "connect_timeout_secs", 1..=300, &mut u.connect_timeout);
+    r.secs("upstream", "read_timeout_secs", 1..=3600, &mut u.read_timeout);
+    r.int("upstream", "retries", 0..=10, &mut u.retries);
+    let mut backoff_ms: u64 = 0;
+    if r.int("upstream", "retry_backoff_ms", 0..=60_000, &mut backoff_ms) {
+        u.retry_backoff = Duration::from_millis(backoff_ms);
+    }
+    r.int("upstream", "breaker_failures", 1..=1000, &mut u.breaker_failures);
+    r.secs("upstream", "breaker_cooldown_secs", 1..=3600, &mut u.breaker_cooldown);
+    r.bool("upstream", "fallback_local", &mut u.fallback_local);
+
+    s.model_map = r.model_map(s.upstream.url.is_some());
+    s.model_map.upstream_model = s.upstream.model.clone();
+
     s.apps = r.apps();
     s
 }
@@ -121,11 +171,14 @@ struct Reader<'a> {
     problems: Vec<Problem>,
     /// Section -> keys read in it; a key `""` marks a top-level key that is not a section.
     known: BTreeMap<&'static str, BTreeSet<&'static str>>,
+    /// Sections whose other keys are data, not settings (`[model_map]`),
+    /// checked by their own reader instead of reported as unknown.
+    open: BTreeSet<&'static str>,
 }
 
 impl<'a> Reader<'a> {
     fn new(merged: &'a Merged) -> Self {
-        Reader { merged, problems: Vec::new(), known: BTreeMap::new() }
+        Reader { merged, problems: Vec::new(), known: BTreeMap::new(), open: BTreeSet::new() }
     }
 
     fn problem(&mut self, key: &str, message: impl Into<String>) {
@@ -305,6 +358,105 @@ impl<'a> Reader<'a> {
         format
     }
 
+    /// `workflow.http_allow`: an array of host patterns and CIDRs.
+    fn http_allow(&mut self, section: &'static str, key: &'static str) -> Option<Vec<String>> {
+        let dotted = format!("{section}.{key}");
+        let v = self.raw(section, key)?;
+        let Some(list) = v.as_array() else {
+            self.problem(&dotted, format!("expected an array of strings, found {}", describe(v)));
+            return None;
+        };
+        let mut out = Vec::new();
+        let before = self.problems.len();
+        for (i, item) in list.iter().enumerate() {
+            let at = format!("{dotted}[{i}]");
+            match item {
+                toml::Value::String(s) => match crate::service::outbound::Rule::parse(s) {
+                    Ok(_) => out.push(s.clone()),
+                    Err(message) => self.problem(&at, message),
+                },
+                other => self.problem(&at, format!("expected a string, found {}", describe(other))),
+            }
+        }
+        (self.problems.len() == before).then_some(out)
+    }
+
+    /// `upstream.url`: `http://host[:port][/path]`, stored without a
+    /// trailing `/`; `""` is `Some(None)`.
+    fn upstream_url(&mut self, section: &'static str, key: &'static str) -> Option<Option<String>> {
+        let s = self.string(section, key)?;
+        if s.is_empty() {
+            return Some(None);
+        }
+        let dotted = format!("{section}.{key}");
+        if s.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("https://")) {
+            self.problem(&dotted, format!("{s:?}: https is not supported in this build; use an http:// URL (a local proxy can add TLS)"));
+            return None;
+        }
+        let ok = match s.parse::<http::Uri>() {
+            Ok(uri) => {
+                uri.scheme_str() == Some("http") && uri.host().is_some_and(|h| !h.is_empty()) && uri.query().is_none() && !s.contains('@')
+            }
+            Err(_) => false,
+        };
+        if !ok {
+            self.problem(&dotted, format!("{s:?} is not an http:// URL such as \"http://10.0.0.5:8000/v1\" (no user, no query)"));
+            return None;
+        }
+        Some(Some(s.trim_end_matches('/').to_owned()))
+    }
+
+    /// `upstream.api_key`: `""` is `Some(None)`; only visible ASCII, as a header allows.
+    fn api_key(&mut self, section: &'static str, key: &'static str) -> Option<Option<super::Secret>> {
+        let s = self.string(section, key)?;
+        if s.is_empty() {
+            return Some(None);
+        }
+        if let Err(message) = check_api_key(s) {
+            self.problem(&format!("{section}.{key}"), message);
+            return None;
+        }
+        Some(Some(super::Secret::new(s.to_owned())))
+    }
+
+    /// `[model_map]`: `default` and `"provider/name"` keys, each `"local"`,
+    /// `"upstream"` or `"upstream:<model name>"`. Upstream targets need
+    /// `upstream.url`.
+    fn model_map(&mut self, has_upstream: bool) -> super::ModelMap {
+        self.known.entry(MODEL_MAP).or_default().insert("default");
+        self.open.insert(MODEL_MAP);
+        let mut map = super::ModelMap::default();
+        let Some(value) = self.merged.table.get(MODEL_MAP) else { return map };
+        // Not a table: reported once by `report_unknown`.
+        let Some(table) = value.as_table() else { return map };
+        for (name, value) in table {
+            let at = format!("{MODEL_MAP}.{name}");
+            let entry = match value {
+                toml::Value::String(s) => MapEntry::parse(s),
+                other => Err(format!("expected \"local\", \"upstream\" or \"upstream:<model name>\", found {}", describe(other))),
+            };
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(message) => {
+                    self.problem(&at, message);
+                    continue;
+                }
+            };
+            if matches!(entry, MapEntry::Upstream(_)) && !has_upstream {
+                self.problem(&at, "maps to the upstream runtime, but upstream.url is not set");
+                continue;
+            }
+            if name == "default" {
+                map.default = entry;
+            } else if name.split('/').count() < 2 || name.split('/').any(str::is_empty) {
+                self.problem(&at, format!("{name:?} is not a DSL model as \"provider/name\" (such as \"openai/gpt-4o-mini\")"));
+            } else {
+                map.entries.insert(name.clone(), entry);
+            }
+        }
+        map
+    }
+
     /// `[[apps]]`: each deserialised and validated; ids must be unique.
     fn apps(&mut self) -> Vec<AppDefinition> {
         self.known.entry(APPS).or_default().insert("");
@@ -365,7 +517,7 @@ impl<'a> Reader<'a> {
                 self.problem(name, format!("unknown key{hint}"));
                 continue;
             };
-            if keys.contains("") {
+            if keys.contains("") || (self.open.contains(name.as_str()) && value.is_table()) {
                 continue;
             }
             let toml::Value::Table(table) = value else {
@@ -417,6 +569,14 @@ fn parse_mode(s: &str) -> Result<u32, String> {
         return Err(format!("{s:?} makes the socket world-writable; grant access through server.socket_group instead (\"0660\")"));
     }
     Ok(mode)
+}
+
+/// An API key is sent as `Authorization: Bearer KEY`: visible ASCII only.
+pub(super) fn check_api_key(s: &str) -> Result<(), String> {
+    if s.len() > 4096 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be at most 4096 visible ASCII characters (no spaces or line breaks)".to_owned());
+    }
+    Ok(())
 }
 
 const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];

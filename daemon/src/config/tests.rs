@@ -642,3 +642,186 @@ fn invalid_display_is_one_problem_per_line() {
     ]);
     assert_eq!(err.to_string(), "/etc/edgeai/edgeai.toml: model.slots: bad\nlog.level: worse");
 }
+
+#[test]
+fn workflow_settings_load_and_give_limits() {
+    let s = Settings::default();
+    let limits = s.workflow.limits();
+    assert_eq!((limits.max_steps, limits.max_parallel, limits.max_iterations), (500, 4, 1000));
+    assert_eq!((limits.node_timeout, limits.run_timeout), (Duration::from_secs(120), Duration::from_secs(600)));
+    assert_eq!(limits.http_max_response_bytes, 1 << 20);
+    assert!(s.workflow.http_allow.is_empty());
+    let (_r, _p, s) = load_text(
+        "[workflow]\nmax_steps = 50\nnode_timeout_secs = 5\nrun_timeout_secs = 30\nmax_parallel = 2\nmax_iterations = 10\n\
+         http_max_response_bytes = 2048\nhttp_allow = [\"plc.local\", \"*.plant.lan\", \"10.0.0.0/8\", \"127.0.0.1\", \"::1/128\"]\n",
+    );
+    let w = s.expect("load").workflow;
+    let limits = w.limits();
+    assert_eq!((limits.max_steps, limits.max_parallel, limits.max_iterations, limits.http_max_response_bytes), (50, 2, 10, 2048));
+    assert_eq!((limits.node_timeout, limits.run_timeout), (Duration::from_secs(5), Duration::from_secs(30)));
+    assert_eq!(w.http_allow, ["plc.local", "*.plant.lan", "10.0.0.0/8", "127.0.0.1", "::1/128"]);
+}
+
+#[test]
+fn workflow_bad_values_name_file_and_key() {
+    let (_r, path, res) = load_text(
+        "[workflow]\nmax_steps = 0\nmax_parallel = 65\nhttp_max_response_bytes = 10\n\
+         http_allow = [\"ok.local\", \"10.0.0.1/8\", \"bad host\", 5, \"10.0.0.0/33\"]\nmax_step = 1\n",
+    );
+    let p = problems(res);
+    assert!(p.iter().all(|p| p.file.as_deref() == Some(path.as_path())), "{p:?}");
+    let lines: Vec<String> = p.iter().map(|p| format!("{}: {}", p.key, p.message)).collect();
+    assert_eq!(lines.len(), 8, "{lines:#?}");
+    assert_eq!(lines[0], "workflow.max_steps: must be between 1 and 100000, found 0");
+    assert_eq!(lines[1], "workflow.max_parallel: must be between 1 and 64, found 65");
+    assert_eq!(lines[2], "workflow.http_max_response_bytes: must be between 1024 and 67108864, found 10");
+    assert_eq!(lines[3], "workflow.http_allow[1]: \"10.0.0.1/8\" has bits set after the prefix; did you mean \"10.0.0.0/8\"?");
+    assert!(lines[4].starts_with("workflow.http_allow[2]: \"bad host\" is not a host name"), "{}", lines[4]);
+    assert_eq!(lines[5], "workflow.http_allow[3]: expected a string, found integer 5");
+    assert_eq!(lines[6], "workflow.http_allow[4]: \"10.0.0.0/33\": the prefix length must be 0 ..= 32");
+    assert_eq!(lines[7], "workflow.max_step: unknown key; did you mean `workflow.max_steps`?");
+    let p = problem(load_text("[workflow]\nnode_timeout_secs = 700\n").2);
+    assert_eq!(
+        (p.key.as_str(), p.message.as_str()),
+        ("workflow.node_timeout_secs", "700s is longer than workflow.run_timeout_secs (600s)")
+    );
+    let p = problem(load_text("[workflow]\nhttp_allow = \"10.0.0.0/8\"\n").2);
+    assert_eq!((p.key.as_str(), p.message.as_str()), ("workflow.http_allow", "expected an array of strings, found string \"10.0.0.0/8\""));
+}
+
+#[test]
+fn upstream_settings_load() {
+    let (_r, _p, s) = load_text(
+        "[upstream]\nurl = \"http://10.0.0.5:8000/v1/\"\nmodel = \"qwen\"\napi_key = \"sk-abc\"\nconnect_timeout_secs = 2\n\
+         read_timeout_secs = 9\nretries = 0\nretry_backoff_ms = 50\nbreaker_failures = 3\nbreaker_cooldown_secs = 7\nfallback_local = false\n",
+    );
+    let u = s.expect("load").upstream;
+    assert_eq!(u.url.as_deref(), Some("http://10.0.0.5:8000/v1"), "trailing / dropped");
+    assert_eq!(u.model.as_deref(), Some("qwen"));
+    assert_eq!(u.api_key.as_ref().map(Secret::expose), Some("sk-abc"));
+    assert!(!format!("{u:?}").contains("sk-abc"), "Debug shows the key");
+    assert_eq!((u.connect_timeout, u.read_timeout), (Duration::from_secs(2), Duration::from_secs(9)));
+    assert_eq!((u.retries, u.retry_backoff, u.breaker_failures), (0, Duration::from_millis(50), 3));
+    assert_eq!((u.breaker_cooldown, u.fallback_local), (Duration::from_secs(7), false));
+    let s = Settings::default();
+    assert_eq!((s.upstream.url.as_ref(), s.upstream.retries, s.upstream.fallback_local), (None, 2, true));
+}
+
+#[test]
+fn upstream_url_is_http_only() {
+    let p = problem(load_text("[upstream]\nurl = \"https://api.openai.com/v1\"\n").2);
+    assert_eq!(p.key, "upstream.url");
+    assert!(p.message.contains("https is not supported in this build"), "{}", p.message);
+    for bad in ["10.0.0.5:8000", "ftp://x/v1", "http://", "http://user:pw@host/v1", "http://host/v1?x=1", "not a url"] {
+        let p = problem(load_text(&format!("[upstream]\nurl = \"{bad}\"\n")).2);
+        assert_eq!(p.key, "upstream.url", "{bad}");
+        assert!(p.message.contains("is not an http:// URL"), "{bad}: {}", p.message);
+    }
+    let p = problem(load_text("[upstream]\napi_key = \"two words\"\n").2);
+    assert_eq!(p.key, "upstream.api_key");
+}
+
+#[test]
+fn upstream_key_file_is_read_and_checked() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = Root::new();
+    let key = root.write("etc/edgeai/upstream.key", "sk-from-file\n");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).expect("chmod");
+    let conf = root.write("etc/edgeai/edgeai.toml", "[upstream]\nurl = \"http://h:1\"\napi_key_file = \"upstream.key\"\n");
+    let s = load(&Sources::Files(vec![conf.clone()])).expect("load");
+    assert_eq!(s.upstream.api_key.as_ref().map(Secret::expose), Some("sk-from-file"), "relative to its file, trimmed");
+    assert_eq!(s.upstream.api_key_file, Some(key.clone()));
+    assert!(s.describe().contains(&format!("key from {}", key.display())), "{}", s.describe());
+
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let p = problem(load(&Sources::Files(vec![conf.clone()])));
+    assert_eq!((p.file.as_deref(), p.key.as_str()), (Some(conf.as_path()), "upstream.api_key_file"));
+    assert!(p.message.contains("readable by every user (mode 0644)"), "{}", p.message);
+
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod");
+    fs::write(&key, " \n").expect("write");
+    let p = problem(load(&Sources::Files(vec![conf.clone()])));
+    assert!(p.message.ends_with("is empty"), "{}", p.message);
+
+    fs::remove_file(&key).expect("rm");
+    let p = problem(load(&Sources::Files(vec![conf])));
+    assert!(p.message.starts_with(&format!("cannot read {}", key.display())), "{}", p.message);
+
+    let p = problem(load_text("[upstream]\napi_key = \"a\"\napi_key_file = \"/k\"\n").2);
+    assert_eq!(
+        (p.key.as_str(), p.message.as_str()),
+        ("upstream.api_key_file", "set either upstream.api_key or upstream.api_key_file, not both")
+    );
+}
+
+#[test]
+fn model_map_resolves_and_reports_its_rule() {
+    let s = Settings::default();
+    assert_eq!(s.model_map.resolve("openai", "gpt-4o-mini"), (Target::Local, "default".to_owned()));
+    let (_r, _p, s) = load_text(
+        "[upstream]\nurl = \"http://10.0.0.5:8000/v1\"\nmodel = \"qwen2.5-7b\"\n\
+         [model_map]\ndefault = \"upstream\"\n\"openai/gpt-4o-mini\" = \"local\"\n\"openai/gpt-4o\" = \"upstream:llama-3.1-70b\"\n\
+         \"langgenius/openai/openai/o1\" = \"upstream\"\n",
+    );
+    let map = s.expect("load").model_map;
+    assert_eq!(map.resolve("openai", "gpt-4o-mini"), (Target::Local, "openai/gpt-4o-mini".to_owned()));
+    assert_eq!(map.resolve("openai", "gpt-4o"), (Target::Upstream { model: "llama-3.1-70b".into() }, "openai/gpt-4o".to_owned()));
+    assert_eq!(
+        map.resolve("langgenius/openai/openai", "o1"),
+        (Target::Upstream { model: "qwen2.5-7b".into() }, "langgenius/openai/openai/o1".to_owned())
+    );
+    assert_eq!(map.resolve("anthropic", "claude"), (Target::Upstream { model: "qwen2.5-7b".into() }, "default".to_owned()));
+    // Without upstream.model the DSL's own name goes upstream.
+    let (_r, _p, s) = load_text("[upstream]\nurl = \"http://h:8000/v1\"\n[model_map]\n\"openai/gpt-4o\" = \"upstream\"\n");
+    let map = s.expect("load").model_map;
+    assert_eq!(map.resolve("openai", "gpt-4o"), (Target::Upstream { model: "gpt-4o".into() }, "openai/gpt-4o".to_owned()));
+}
+
+#[test]
+fn model_map_bad_entries_name_the_key() {
+    let (_r, path, res) = load_text(
+        "[upstream]\nurl = \"http://h:8000/v1\"\n[model_map]\ndefault = \"cloud\"\n\"openai/a\" = \"upstream:\"\n\"openai/b\" = 3\n\
+         gpt4 = \"local\"\n\"openai/c\" = \"Local\"\n",
+    );
+    let p = problems(res);
+    assert!(p.iter().all(|p| p.file.as_deref() == Some(path.as_path())), "{p:?}");
+    let lines: Vec<String> = p.iter().map(|p| format!("{}: {}", p.key, p.message)).collect();
+    assert_eq!(
+        lines,
+        [
+            "model_map.default: \"cloud\" is not \"local\", \"upstream\" or \"upstream:<model name>\"",
+            "model_map.gpt4: \"gpt4\" is not a DSL model as \"provider/name\" (such as \"openai/gpt-4o-mini\")",
+            "model_map.openai/a: \"upstream:\" is not \"local\", \"upstream\" or \"upstream:<model name>\"",
+            "model_map.openai/b: expected \"local\", \"upstream\" or \"upstream:<model name>\", found integer 3",
+            "model_map.openai/c: \"Local\" is not \"local\", \"upstream\" or \"upstream:<model name>\"",
+        ]
+    );
+    let (_r, path, res) = load_text("[model_map]\ndefault = \"upstream\"\n\"openai/x\" = \"upstream:m\"\n\"openai/y\" = \"local\"\n");
+    let lines: Vec<String> = problems(res).iter().map(ToString::to_string).collect();
+    let f = path.display();
+    assert_eq!(
+        lines,
+        [
+            format!("{f}: model_map.default: maps to the upstream runtime, but upstream.url is not set"),
+            format!("{f}: model_map.openai/x: maps to the upstream runtime, but upstream.url is not set"),
+        ]
+    );
+    let p = problem(load_text("model_map = 1\n").2);
+    assert_eq!((p.key.as_str(), p.message.as_str()), ("model_map", "expected a table ([model_map]), found integer 1"));
+}
+
+#[test]
+fn describe_reports_workflow_upstream_and_map() {
+    let text = Settings::default().describe();
+    assert!(text.contains("http-request may reach nothing"), "{text}");
+    assert!(text.contains("upstream: none\n"), "{text}");
+    assert!(text.contains("model map: default -> local\n"), "{text}");
+    let (_r, _p, s) = load_text(
+        "[workflow]\nhttp_allow = [\"10.0.0.0/8\"]\n[upstream]\nurl = \"http://h:8000/v1\"\napi_key = \"k\"\n[model_map]\n\"openai/x\" = \"upstream:m\"\n",
+    );
+    let text = s.expect("load").describe();
+    assert!(text.contains("http-request may reach 10.0.0.0/8"), "{text}");
+    assert!(text.contains("upstream: http://h:8000/v1 (key set, falls back to the local model)"), "{text}");
+    assert!(text.contains("model map: openai/x -> upstream:m, default -> local"), "{text}");
+    assert!(!text.contains("k,"), "{text}");
+}

@@ -1,8 +1,8 @@
 //! Model runtimes. Today: a local GGUF model through llama-cpp-2, loaded in
 //! the background after READY, served by one inference thread that owns the
 //! llama.cpp context and batches every active sequence in each decode step
-//! (continuous batching), behind a bounded admission queue. An upstream
-//! OpenAI-compatible runtime joins it here later.
+//! (continuous batching), behind a bounded admission queue; and an upstream
+//! OpenAI-compatible endpoint over HTTP (`upstream`).
 //! Owns: loading, templating, tokenising, sampling, streaming text out.
 //! Does not touch: HTTP, the store, app semantics (that is `service`).
 
@@ -11,6 +11,7 @@ mod local;
 mod queue;
 mod template;
 pub mod text;
+pub mod upstream;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
