@@ -46,6 +46,8 @@ pub enum DaemonError {
     DemoKey { path: std::path::PathBuf, source: std::io::Error },
     #[error("creating the demo key: {0}")]
     DemoKeyStore(store::StoreError),
+    #[error("workflow.http_allow: {0}")]
+    HttpAllow(service::outbound::OutboundError),
 }
 
 /// Runs the daemon until it is told to stop. `exec_start` is when the
@@ -96,9 +98,9 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
     let workflows = service::workflow::WorkflowRuntime {
         limits: settings.workflow.limits(),
         model_map: settings.model_map.clone(),
-        upstream: settings.upstream.as_ref().map(crate::model::upstream::Upstream::new),
-        fallback_local: settings.upstream.as_ref().is_some_and(|u| u.fallback_local),
-        outbound: service::outbound::Outbound::new(&settings.workflow.http_allow),
+        upstream: settings.upstream.url.is_some().then(|| crate::model::upstream::Upstream::new(&settings.upstream)),
+        fallback_local: settings.upstream.fallback_local,
+        outbound: service::outbound::Outbound::new(&settings.workflow.http_allow).map_err(DaemonError::HttpAllow)?,
         files: settings.files.clone(),
     };
     let service = Service::new(store.clone(), Arc::clone(&runtime), workflows);

@@ -23,7 +23,6 @@ use run::{Persist, RunSpec, Runs};
 pub use run::{Run, RunEvent, Usage};
 
 pub mod features;
-pub mod outbound;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {

@@ -228,7 +228,7 @@ async fn send_message(
     let query = match (b.query, route) {
         (Some(q), _) => q,
         (None, AppMode::Chat) => return Err(ApiError::InvalidParam("query is required".into())),
-        (None, AppMode::Completion) => String::new(),
+        (None, AppMode::Completion | AppMode::Workflow | AppMode::AdvancedChat) => String::new(),
     };
     let conversation_id = b.conversation_id.filter(|c| !c.is_empty());
     if let Some(c) = &conversation_id {

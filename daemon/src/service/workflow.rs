@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::run::TaskStop;
 use super::{new_id, not_found_as, now_secs, Service, ServiceError};
-use crate::config::{FilesSettings, ModelMap, ModelTarget};
+use crate::config::{FilesSettings, ModelMap, Target as ModelTarget};
 use crate::engine::workflow::{
     self as wf, run as exec, BoxFuture, Effects, Event, HttpCall, HttpReply, LlmCall, LlmChunk, NodeExecution, NodeStatus, RunInput,
     RunOutcome, RunStatus, SysVars, WorkflowMode,
@@ -110,7 +110,7 @@ impl Service {
         let Some(w) = &app.workflow else {
             return Vec::new();
         };
-        w.model_refs()
+        w.models()
             .into_iter()
             .map(|r| {
                 let (target, rule) = self.workflows.model_map.resolve(&r.provider, &r.name);
@@ -531,7 +531,14 @@ fn node_record(n: &NodeExecution) -> store::NodeExecutionRecord {
         inputs_json: Value::Object(n.inputs.clone()).to_string(),
         process_data_json: Value::Object(n.process_data.clone()).to_string(),
         outputs_json: Value::Object(n.outputs.clone()).to_string(),
-        status: node_status(n.status).to_owned(),
+        iteration_id: n.parent.as_ref().map(|p| p.0.clone()),
+        iteration_index: n.parent.as_ref().map(|p| p.1),
+        status: match n.status {
+            NodeStatus::Succeeded => store::NodeExecutionStatus::Succeeded,
+            NodeStatus::Failed | NodeStatus::Running => store::NodeExecutionStatus::Failed,
+            NodeStatus::Exception => store::NodeExecutionStatus::Exception,
+            NodeStatus::Stopped => store::NodeExecutionStatus::Stopped,
+        },
         error: n.error.clone(),
         elapsed_secs: n.elapsed.as_secs_f64(),
         total_tokens: n.tokens,
@@ -680,11 +687,11 @@ async fn upstream_call(up: &Upstream, model: &str, call: &LlmCall) -> Result<mps
             .iter()
             .map(|(role, text)| {
                 let r = match role {
-                    wf::Role::System => "system",
-                    wf::Role::User => "user",
-                    wf::Role::Assistant => "assistant",
+                    wf::Role::System => crate::model::Role::System,
+                    wf::Role::User => crate::model::Role::User,
+                    wf::Role::Assistant => crate::model::Role::Assistant,
                 };
-                (r.to_owned(), text.clone())
+                (r, text.clone())
             })
             .collect(),
         temperature: call.temperature,
