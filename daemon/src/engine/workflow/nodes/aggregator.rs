@@ -74,10 +74,16 @@ impl Aggregator {
                     if g.group_name.is_empty() {
                         problems.push((format!("advanced_settings.groups.{i}.group_name"), "a group needs a name".into()));
                     } else if slots.iter().any(|s: &Slot| s.name == g.group_name) {
-                        problems.push((format!("advanced_settings.groups.{i}.group_name"), format!("two groups are named {:?}", g.group_name)));
+                        problems
+                            .push((format!("advanced_settings.groups.{i}.group_name"), format!("two groups are named {:?}", g.group_name)));
                     }
                     let ty = output_type(format!("advanced_settings.groups.{i}.output_type"), g.output_type.as_deref(), &mut problems);
-                    slots.push(Slot { name: g.group_name, field: format!("advanced_settings.groups.{i}.variables"), ty, variables: g.variables });
+                    slots.push(Slot {
+                        name: g.group_name,
+                        field: format!("advanced_settings.groups.{i}.variables"),
+                        ty,
+                        variables: g.variables,
+                    });
                 }
                 if slots.is_empty() {
                     problems.push(("advanced_settings.groups".into(), "groups are enabled but there are none".into()));

@@ -146,7 +146,10 @@ impl Assigner {
             } else {
                 match d.input_type {
                     InputType::Variable if d.operation.constant_only() => {
-                        problems.push((format!("{field}.input_type"), format!("operation {:?} takes a constant, not a variable", d.operation.name())));
+                        problems.push((
+                            format!("{field}.input_type"),
+                            format!("operation {:?} takes a constant, not a variable", d.operation.name()),
+                        ));
                         Input::None
                     }
                     InputType::Variable => match serde_json::from_value::<Vec<String>>(d.value) {
@@ -194,7 +197,10 @@ impl Assigner {
 
 fn check_target(field: &str, selector: &[String], problems: &mut Problems) {
     if selector.len() != 2 || selector[0] != "conversation" || selector[1].is_empty() {
-        problems.push((field.to_owned(), format!("the assigner writes conversation variables only ([\"conversation\", name]), got {selector:?}")));
+        problems.push((
+            field.to_owned(),
+            format!("the assigner writes conversation variables only ([\"conversation\", name]), got {selector:?}"),
+        ));
     }
 }
 
@@ -219,9 +225,8 @@ fn apply(name: &str, op: Operation, current: &Value, value: Option<Value>) -> Re
             }
             // Setting an object from JSON text, as Dify does.
             let value = match (current, value) {
-                (Value::Object(_), Value::String(s)) if op == Operation::Set => {
-                    serde_json::from_str::<Value>(&s).map_err(|_| format!("operation \"set\" on {name:?} needs a JSON object, got {s:?}"))?
-                }
+                (Value::Object(_), Value::String(s)) if op == Operation::Set => serde_json::from_str::<Value>(&s)
+                    .map_err(|_| format!("operation \"set\" on {name:?} needs a JSON object, got {s:?}"))?,
                 (_, v) => v,
             };
             if same_type(current, &value) {
@@ -481,7 +486,18 @@ mod tests {
         }))
         .unwrap();
         let refs: Vec<String> = n.references().into_iter().map(|(f, _)| f).collect();
-        assert_eq!(refs, vec!["items.0.variable_selector", "items.0.value", "items.1.variable_selector", "items.1.value", "items.2.variable_selector", "items.3.variable_selector", "items.3.value"]);
+        assert_eq!(
+            refs,
+            vec![
+                "items.0.variable_selector",
+                "items.0.value",
+                "items.1.variable_selector",
+                "items.1.value",
+                "items.2.variable_selector",
+                "items.3.variable_selector",
+                "items.3.value"
+            ]
+        );
         let scope = MapScope::with(&[
             ("conversation.hist", json!([])),
             ("conversation.count", json!(1)),
@@ -512,8 +528,10 @@ mod tests {
         let fields: Vec<&str> = e.iter().map(|p| p.0.as_str()).collect();
         assert_eq!(fields, vec!["items.0.variable_selector", "items.1.input_type", "items.2.value"]);
         assert!(e[0].1.contains("conversation variables only"));
-        let e = Assigner::build(&json!({"version": "2", "items": [{"variable_selector": ["conversation", "n"], "input_type": "constant", "operation": "%="}]}))
-            .unwrap_err();
+        let e = Assigner::build(
+            &json!({"version": "2", "items": [{"variable_selector": ["conversation", "n"], "input_type": "constant", "operation": "%="}]}),
+        )
+        .unwrap_err();
         assert_eq!(e[0].0, "items.0.operation");
     }
 
@@ -528,8 +546,10 @@ mod tests {
         assert_eq!(run_on(&n, json!(["a"]), &[("llm.text", json!("b"))]).await.unwrap(), json!(["a", "b"]));
         let n = Assigner::build(&json!({"assigned_variable_selector": ["conversation", "v"], "write_mode": "clear"})).unwrap();
         assert_eq!(run_on(&n, json!("x"), &[]).await.unwrap(), json!(""));
-        let e = Assigner::build(&json!({"assigned_variable_selector": ["env", "v"], "input_variable_selector": [], "write_mode": "over-write"}))
-            .unwrap_err();
+        let e = Assigner::build(
+            &json!({"assigned_variable_selector": ["env", "v"], "input_variable_selector": [], "write_mode": "over-write"}),
+        )
+        .unwrap_err();
         assert_eq!(e.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(), vec!["assigned_variable_selector", "input_variable_selector"]);
     }
 }

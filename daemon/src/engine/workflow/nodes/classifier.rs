@@ -63,7 +63,12 @@ impl QuestionClassifier {
             }
         }
         if problems.is_empty() {
-            Ok(QuestionClassifier { query: d.query_variable_selector, model: d.model, classes: d.classes, instruction: d.instruction.unwrap_or_default() })
+            Ok(QuestionClassifier {
+                query: d.query_variable_selector,
+                model: d.model,
+                classes: d.classes,
+                instruction: d.instruction.unwrap_or_default(),
+            })
         } else {
             Err(problems)
         }
@@ -146,7 +151,14 @@ impl NodeKind for QuestionClassifier {
             let mut outputs = Map::new();
             outputs.insert("class_name".into(), Value::String(class.name.clone()));
             outputs.insert("class_id".into(), Value::String(class.id.clone()));
-            Ok(NodeOutput { inputs, process_data, outputs, handle: Some(class.id.clone()), tokens: answer.total_tokens(), ..NodeOutput::default() })
+            Ok(NodeOutput {
+                inputs,
+                process_data,
+                outputs,
+                handle: Some(class.id.clone()),
+                tokens: answer.total_tokens(),
+                ..NodeOutput::default()
+            })
         })
     }
 }
@@ -230,8 +242,10 @@ mod tests {
         .unwrap_err();
         let fields: Vec<&str> = e.iter().map(|p| p.0.as_str()).collect();
         assert_eq!(fields, vec!["query_variable_selector", "model.name", "classes.1.id", "classes.2.id"]);
-        let e = QuestionClassifier::build(&json!({"query_variable_selector": ["sys", "query"], "model": {"provider": "x", "name": "y"}, "classes": []}))
-            .unwrap_err();
+        let e = QuestionClassifier::build(
+            &json!({"query_variable_selector": ["sys", "query"], "model": {"provider": "x", "name": "y"}, "classes": []}),
+        )
+        .unwrap_err();
         assert_eq!(e[0].0, "classes");
         let e = QuestionClassifier::build(&json!({"query_variable_selector": ["sys", "query"], "classes": []})).unwrap_err();
         assert_eq!(e[0].0, "model");

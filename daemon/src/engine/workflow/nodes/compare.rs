@@ -156,7 +156,9 @@ fn boolean(op: &str, expected: &Value) -> Result<bool, String> {
     match expected {
         Value::Bool(b) => Ok(*b),
         Value::Number(n) => Ok(n.as_f64().is_some_and(|f| f != 0.0)),
-        Value::String(s) => parse_bool(s).ok_or_else(|| format!("operator {op:?} compares a boolean with {s:?}, which is not true or false")),
+        Value::String(s) => {
+            parse_bool(s).ok_or_else(|| format!("operator {op:?} compares a boolean with {s:?}, which is not true or false"))
+        }
         other => Err(format!("operator {op:?} compares with a boolean, got a {}", type_name(other))),
     }
 }

@@ -191,7 +191,10 @@ impl NodeKind for DocumentExtractor {
     }
     fn run<'a>(&'a self, ctx: NodeCtx<'a>) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
         Box::pin(async move {
-            let value = ctx.scope.get(&self.selector).ok_or_else(|| NodeError::Failed(format!("File variable not found for selector: {:?}", self.selector)))?;
+            let value = ctx
+                .scope
+                .get(&self.selector)
+                .ok_or_else(|| NodeError::Failed(format!("File variable not found for selector: {:?}", self.selector)))?;
             let files = match &value {
                 Value::Array(files) => files.clone(),
                 Value::Null => Vec::new(),
@@ -250,7 +253,10 @@ mod tests {
     }
 
     async fn run(is_array_file: bool, value: Value) -> Result<Value, String> {
-        let n = DocumentExtractor::build(&json!({"type": "document-extractor", "variable_selector": ["start", "doc"], "is_array_file": is_array_file})).unwrap();
+        let n = DocumentExtractor::build(
+            &json!({"type": "document-extractor", "variable_selector": ["start", "doc"], "is_array_file": is_array_file}),
+        )
+        .unwrap();
         let scope = MapScope::with(&[("start.doc", value)]);
         let fx = fx();
         n.run(ctx(&scope, &fx, &limits())).await.map(|o| o.outputs["text"].clone()).map_err(|e| e.to_string())
@@ -263,10 +269,7 @@ mod tests {
         assert_eq!(run(false, file("yaml")).await.unwrap(), "a: 1\n");
         assert_eq!(run(false, file("json")).await.unwrap(), "{\n  \"a\": [\n    1,\n    2\n  ]\n}");
         assert_eq!(run(false, file("html")).await.unwrap(), "Hi & bye\none\ntwo");
-        assert_eq!(
-            run(false, file("csv")).await.unwrap(),
-            "| name | qty |\n| --- | --- |\n| Smith, J | 3 |\n| x\\|y | say \"hi\" |"
-        );
+        assert_eq!(run(false, file("csv")).await.unwrap(), "| name | qty |\n| --- | --- |\n| Smith, J | 3 |\n| x\\|y | say \"hi\" |");
         // The Service API's shape: upload_file_id.
         let upload = json!({"type": "document", "transfer_method": "local_file", "upload_file_id": "txt"});
         assert_eq!(run(false, upload).await.unwrap(), "hello\nworld");

@@ -188,7 +188,10 @@ impl HttpRequest {
                     Some("basic") => Auth::Basic { header, key },
                     Some("custom") => Auth::Custom { header, key },
                     other => {
-                        problems.push(("authorization.config.type".into(), format!("api-key authorization is basic, bearer or custom, got {other:?}")));
+                        problems.push((
+                            "authorization.config.type".into(),
+                            format!("api-key authorization is basic, bearer or custom, got {other:?}"),
+                        ));
                         Auth::None
                     }
                 }
@@ -271,11 +274,7 @@ impl HttpRequest {
         Ok(match &self.body {
             BodyKind::None => (None, None),
             BodyKind::Raw(t) => (Some(scope.render(t).into_bytes()), Some("text/plain".into())),
-            BodyKind::Json(t) => {
-                let text = scope.render(t);
-                let v: Value = serde_json::from_str(&text).map_err(|e| format!("Failed to parse JSON body: {e}: {text}"))?;
-                (Some(v.to_string().into_bytes()), Some("application/json".into()))
-            }
+            BodyKind::Json(t) => (Some(json_body(&scope.render(t))?.into_bytes()), Some("application/json".into())),
             BodyKind::UrlEncoded(items) => {
                 let mut q = form_urlencoded::Serializer::new(String::new());
                 for it in items {
@@ -343,9 +342,10 @@ fn compile_body(b: Body, problems: &mut Problems) -> BodyKind {
         BodyData::Items(items) => items,
         // Older DSLs: the whole body as one string (form kinds as `key:value` lines).
         BodyData::Text(t) => match b.kind.as_str() {
-            "form-data" | "x-www-form-urlencoded" => {
-                key_values(&t, str::to_owned).into_iter().map(|(key, value)| BodyItem { key, kind: text_kind(), value, file: Vec::new() }).collect()
-            }
+            "form-data" | "x-www-form-urlencoded" => key_values(&t, str::to_owned)
+                .into_iter()
+                .map(|(key, value)| BodyItem { key, kind: text_kind(), value, file: Vec::new() })
+                .collect(),
             _ => vec![BodyItem { key: String::new(), kind: text_kind(), value: t, file: Vec::new() }],
         },
         BodyData::Empty => Vec::new(),
@@ -389,6 +389,42 @@ fn compile_body(b: Body, problems: &mut Problems) -> BodyKind {
             ));
             BodyKind::None
         }
+    }
+}
+
+/// A rendered JSON body: sent as written when it is JSON; otherwise, as
+/// Dify's lenient parse (`strict=False`) allows, raw control characters
+/// inside strings (a variable's newlines) are escaped first.
+fn json_body(text: &str) -> Result<String, String> {
+    if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
+        return Ok(text.to_owned());
+    }
+    let mut fixed = String::with_capacity(text.len() + 16);
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        match c {
+            _ if escaped => {
+                escaped = false;
+                fixed.push(c);
+            }
+            '\\' if in_string => {
+                escaped = true;
+                fixed.push(c);
+            }
+            '"' => {
+                in_string = !in_string;
+                fixed.push(c);
+            }
+            '\n' if in_string => fixed.push_str("\\n"),
+            '\r' if in_string => fixed.push_str("\\r"),
+            '\t' if in_string => fixed.push_str("\\t"),
+            c if in_string && u32::from(c) < 0x20 => fixed.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => fixed.push(c),
+        }
+    }
+    match serde_json::from_str::<serde::de::IgnoredAny>(&fixed) {
+        Ok(_) => Ok(fixed),
+        Err(e) => Err(format!("Failed to parse JSON body: {e}: {text}")),
     }
 }
 
@@ -544,5 +580,255 @@ impl NodeKind for HttpRequest {
             outputs.insert("files".into(), json!([]));
             Ok(NodeOutput { process_data, outputs, ..NodeOutput::default() })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{ctx, limits, FakeEffects, MapScope};
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> Result<HttpReply, String> {
+        Ok(HttpReply {
+            status,
+            headers: vec![("Content-Type".into(), "application/json".into()), ("X-A".into(), "1".into()), ("x-a".into(), "2".into())],
+            body: body.as_bytes().to_vec(),
+        })
+    }
+
+    fn data(extra: Value) -> Value {
+        let mut d = json!({
+            "type": "http-request", "title": "H", "method": "post",
+            "url": "https://api.example.com/v1/{{#start.path#}}",
+            "authorization": {"type": "no-auth", "config": null},
+            "headers": "X-User:{{#sys.user_id#}}\n\nX-Empty\n :skipped",
+            "params": "q:{{#start.q#}}\nlimit: 5",
+            "body": {"type": "none", "data": []},
+            "timeout": {"connect": 5, "read": 30, "write": 10, "max_connect_timeout": 0, "max_read_timeout": 0, "max_write_timeout": 0}
+        });
+        if let (Value::Object(d), Value::Object(e)) = (&mut d, extra) {
+            d.extend(e);
+        }
+        d
+    }
+
+    fn scope() -> MapScope {
+        MapScope::with(&[
+            ("start.path", json!("items")),
+            ("start.q", json!("a b&c")),
+            ("start.name", json!("Ada")),
+            ("start.key", json!("s3cret")),
+            ("start.doc", json!({"type": "document", "transfer_method": "local_file", "related_id": "f1"})),
+            ("sys.user_id", json!("u1")),
+            ("start.lines", json!("a\nb\tc\\\"d")),
+        ])
+    }
+
+    async fn run_with(d: Value, replies: Vec<Result<HttpReply, String>>) -> (Result<NodeOutput, NodeError>, Vec<HttpCall>) {
+        let n = HttpRequest::build(&d).unwrap_or_else(|e| panic!("{e:?}"));
+        let mut fx = FakeEffects::default();
+        fx.files.insert("f1".into(), ("a.txt".into(), "text/plain".into(), b"file bytes".to_vec()));
+        for r in replies {
+            fx.push_http(r);
+        }
+        let scope = scope();
+        let out = n.run(ctx(&scope, &fx, &limits())).await;
+        (out, fx.http_calls())
+    }
+
+    fn header<'c>(call: &'c HttpCall, name: &str) -> Option<&'c str> {
+        call.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    #[tokio::test]
+    async fn templated_request_and_outputs() {
+        let (out, calls) = run_with(data(json!({})), vec![reply(200, "{\"ok\":true}")]).await;
+        let out = out.unwrap();
+        let call = &calls[0];
+        assert_eq!(call.method, "POST");
+        assert_eq!(call.url, "https://api.example.com/v1/items?q=a+b%26c&limit=5");
+        assert_eq!(header(call, "X-User"), Some("u1"));
+        assert_eq!(header(call, "X-Empty"), Some(""));
+        assert_eq!(call.body, None);
+        assert_eq!(call.connect_timeout, Duration::from_secs(5));
+        assert_eq!(call.read_timeout, Duration::from_secs(30));
+        assert_eq!(call.max_response_bytes, 1024);
+        assert_eq!(out.outputs["status_code"], 200);
+        assert_eq!(out.outputs["body"], "{\"ok\":true}");
+        assert_eq!(out.outputs["headers"]["x-a"], "1, 2");
+        assert_eq!(out.outputs["files"], json!([]));
+        assert!(out.process_data["request"]
+            .as_str()
+            .unwrap()
+            .starts_with("POST /v1/items?q=a+b%26c&limit=5 HTTP/1.1\r\nHost: api.example.com\r\n"));
+    }
+
+    #[test]
+    fn references_name_their_fields() {
+        let n = HttpRequest::build(&data(json!({
+            "authorization": {"type": "api-key", "config": {"type": "bearer", "api_key": "{{#env.key#}}"}},
+            "body": {"type": "form-data", "data": [
+                {"key": "name", "type": "text", "value": "{{#start.name#}}"},
+                {"key": "doc", "type": "file", "file": ["start", "doc"]}
+            ]}
+        })))
+        .unwrap();
+        let refs: Vec<(String, String)> = n.references().into_iter().map(|(f, s)| (f, s.join("."))).collect();
+        let want = [
+            ("url", "start.path"),
+            ("headers", "sys.user_id"),
+            ("params", "start.q"),
+            ("authorization.config.api_key", "env.key"),
+            ("body.data.0.value", "start.name"),
+            ("body.data.1.file", "start.doc"),
+        ];
+        assert_eq!(refs, want.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect::<Vec<_>>());
+        assert_eq!(n.outputs().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn authorization_kinds() {
+        let auth = |kind: &str, header: Value| json!({"authorization": {"type": "api-key", "config": {"type": kind, "api_key": "{{#start.key#}}", "header": header}}});
+        let (out, calls) = run_with(data(auth("bearer", Value::Null)), vec![reply(200, "")]).await;
+        assert_eq!(header(&calls[0], "Authorization"), Some("Bearer s3cret"));
+        // The secret is masked in process_data.
+        let log = out.unwrap().process_data["request"].as_str().unwrap().to_owned();
+        assert!(log.contains("Authorization: *************") && !log.contains("s3cret"), "{log}");
+        let (_, calls) = run_with(data(auth("custom", json!("X-Api-Key"))), vec![reply(200, "")]).await;
+        assert_eq!(header(&calls[0], "X-Api-Key"), Some("s3cret"));
+        assert_eq!(header(&calls[0], "Authorization"), None);
+        let d = data(json!({"authorization": {"type": "api-key", "config": {"type": "basic", "api_key": "user:pass"}}}));
+        let (_, calls) = run_with(d, vec![reply(200, "")]).await;
+        assert_eq!(header(&calls[0], "Authorization"), Some("Basic dXNlcjpwYXNz"));
+        let d = data(json!({"authorization": {"type": "api-key", "config": {"type": "basic", "api_key": "dXNlcjpwYXNz"}}}));
+        let (_, calls) = run_with(d, vec![reply(200, "")]).await;
+        assert_eq!(header(&calls[0], "Authorization"), Some("Basic dXNlcjpwYXNz"));
+    }
+
+    #[tokio::test]
+    async fn body_kinds() {
+        let body = |b: Value| data(json!({ "body": b }));
+        let (_, c) = run_with(
+            body(json!({"type": "json", "data": [{"key": "", "type": "text", "value": "{\"name\": \"{{#start.name#}}\", \"n\": 1}"}]})),
+            vec![reply(200, "")],
+        )
+        .await;
+        assert_eq!(c[0].body.as_deref(), Some(&b"{\"name\": \"Ada\", \"n\": 1}"[..]));
+        assert_eq!(header(&c[0], "Content-Type"), Some("application/json"));
+        let (_, c) =
+            run_with(body(json!({"type": "raw-text", "data": [{"type": "text", "value": "hi {{#start.name#}}"}]})), vec![reply(200, "")])
+                .await;
+        assert_eq!(c[0].body.as_deref(), Some(&b"hi Ada"[..]));
+        assert_eq!(header(&c[0], "Content-Type"), Some("text/plain"));
+        let (_, c) = run_with(
+            body(json!({"type": "x-www-form-urlencoded", "data": [{"key": "a", "type": "text", "value": "{{#start.q#}}"}, {"key": "b", "type": "text", "value": "2"}]})),
+            vec![reply(200, "")],
+        )
+        .await;
+        assert_eq!(c[0].body.as_deref(), Some(&b"a=a+b%26c&b=2"[..]));
+        assert_eq!(header(&c[0], "Content-Type"), Some("application/x-www-form-urlencoded"));
+        let (_, c) = run_with(
+            body(json!({"type": "form-data", "data": [{"key": "name", "type": "text", "value": "{{#start.name#}}"}, {"key": "doc", "type": "file", "file": ["start", "doc"]}]})),
+            vec![reply(200, "")],
+        )
+        .await;
+        let ct = header(&c[0], "Content-Type").unwrap().to_owned();
+        let boundary = ct.strip_prefix("multipart/form-data; boundary=").unwrap();
+        let sent = String::from_utf8(c[0].body.clone().unwrap()).unwrap();
+        assert_eq!(
+            sent,
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nAda\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"doc\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nfile bytes\r\n--{boundary}--\r\n")
+        );
+        let (_, c) =
+            run_with(body(json!({"type": "binary", "data": [{"type": "file", "file": ["start", "doc"]}]})), vec![reply(200, "")]).await;
+        assert_eq!(c[0].body.as_deref(), Some(&b"file bytes"[..]));
+        assert_eq!(header(&c[0], "Content-Type"), Some("text/plain"));
+        // Older DSLs: one string; a Content-Type the user set wins.
+        let d = data(
+            json!({"headers": "content-type: application/vnd.x+json", "body": {"type": "json", "data": "{\"v\": \"{{#start.name#}}\"}"}}),
+        );
+        let (_, c) = run_with(d, vec![reply(200, "")]).await;
+        assert_eq!(c[0].body.as_deref(), Some(&b"{\"v\": \"Ada\"}"[..]));
+        assert_eq!(header(&c[0], "Content-Type"), Some("application/vnd.x+json"));
+        // A variable's raw newline inside a JSON string is escaped, as Dify's lenient parse accepts it.
+        let d = data(json!({"body": {"type": "json", "data": [{"type": "text", "value": "{\"v\": \"{{#start.lines#}}\",\n \"w\": 1}"}]}}));
+        let (_, c) = run_with(d, vec![reply(200, "")]).await;
+        assert_eq!(c[0].body.as_deref(), Some(&b"{\"v\": \"a\\nb\\tc\\\"d\",\n \"w\": 1}"[..]));
+        let (out, c) = run_with(body(json!({"type": "json", "data": [{"type": "text", "value": "{not json"}]})), vec![]).await;
+        assert!(out.unwrap_err().to_string().contains("Failed to parse JSON body"));
+        assert!(c.is_empty());
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded_and_follow_dify() {
+        let retry = json!({"retry_config": {"retry_enabled": true, "max_retries": 2, "retry_interval": 1}});
+        // A transport error, then a 503, then success.
+        let (out, calls) = run_with(data(retry.clone()), vec![Err("connection reset".into()), reply(503, "busy"), reply(200, "ok")]).await;
+        let out = out.unwrap();
+        assert_eq!(calls.len(), 3);
+        assert_eq!(out.outputs["body"], "ok");
+        assert_eq!(out.process_data["retries"], 2);
+        // Exhausted: the last error fails the node.
+        let (out, calls) = run_with(data(retry.clone()), vec![reply(500, ""), reply(502, ""), reply(429, "")]).await;
+        assert_eq!(calls.len(), 3);
+        assert_eq!(out.unwrap_err().to_string(), "Request failed with status code 429");
+        let (out, calls) =
+            run_with(data(retry), vec![Err("a".into()), Err("b".into()), Err("refused: 10.0.0.1 is not in the allowlist".into())]).await;
+        assert_eq!(calls.len(), 3);
+        assert_eq!(out.unwrap_err().to_string(), "refused: 10.0.0.1 is not in the allowlist");
+        // Without retry or an error strategy a 404 is an answer, not a failure, and nothing is retried.
+        let (out, calls) = run_with(data(json!({})), vec![reply(404, "nope"), reply(200, "")]).await;
+        assert_eq!(calls.len(), 1);
+        assert_eq!(out.unwrap().outputs["status_code"], 404);
+        let (out, _) = run_with(data(json!({"error_strategy": "fail-branch"})), vec![reply(404, "nope")]).await;
+        assert_eq!(out.unwrap_err().to_string(), "Request failed with status code 404");
+        // An effects error fails the node with its message.
+        let (out, calls) = run_with(data(json!({})), vec![Err("destination 169.254.169.254 is not allowed".into())]).await;
+        assert_eq!(calls.len(), 1);
+        assert_eq!(out.unwrap_err().to_string(), "destination 169.254.169.254 is not allowed");
+        // max_retries is capped.
+        let n = HttpRequest::build(&data(json!({"retry_config": {"retry_enabled": true, "max_retries": 1000, "retry_interval": 999999}})))
+            .unwrap();
+        assert_eq!((n.retries, n.retry_interval), (MAX_RETRIES, Duration::from_millis(MAX_RETRY_INTERVAL_MS)));
+    }
+
+    #[tokio::test]
+    async fn response_cap_and_timeouts() {
+        let big = "x".repeat(2000);
+        let (out, _) = run_with(data(json!({})), vec![reply(200, &big)]).await;
+        assert!(out.unwrap_err().to_string().contains("larger than the limit of 1024 bytes"));
+        let n = HttpRequest::build(&data(json!({"timeout": {"connect": 100000, "read": null}}))).unwrap();
+        assert_eq!(n.connect_timeout, Duration::from_secs(60));
+        assert_eq!(n.read_timeout, Duration::from_secs(60));
+        let n = HttpRequest::build(&data(json!({"timeout": null}))).unwrap();
+        assert_eq!((n.connect_timeout, n.read_timeout), (Duration::from_secs(10), Duration::from_secs(60)));
+        let (out, calls) = run_with(data(json!({"url": "{{#start.name#}}/x"})), vec![]).await;
+        assert!(out.unwrap_err().to_string().contains("should start with http"));
+        assert!(calls.is_empty());
+    }
+
+    #[test]
+    fn bad_data_names_each_field() {
+        let e = HttpRequest::build(&data(json!({
+            "method": "fetch",
+            "url": "ftp://x",
+            "authorization": {"type": "api-key", "config": {"type": "digest", "api_key": "k"}},
+            "body": {"type": "json", "data": [{"type": "text", "value": "1"}, {"type": "text", "value": "2"}]}
+        })))
+        .unwrap_err();
+        let fields: Vec<&str> = e.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(fields, vec!["method", "url", "authorization.config.type", "body.data"]);
+        let e = HttpRequest::build(&data(json!({"url": "", "authorization": {"type": "oauth"}, "body": {"type": "xml", "data": []}})))
+            .unwrap_err();
+        let fields: Vec<&str> = e.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(fields, vec!["url", "authorization.type", "body.type"]);
+        let e = HttpRequest::build(&data(json!({"authorization": {"type": "api-key"}, "body": {"type": "form-data", "data": [{"key": "f", "type": "file", "file": []}, {"key": "g", "type": "blob"}]}})))
+            .unwrap_err();
+        let fields: Vec<&str> = e.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(fields, vec!["authorization.config", "body.data.0.file", "body.data.1.type"]);
+        let e = HttpRequest::build(&json!({"method": "get"})).unwrap_err();
+        assert_eq!(e[0].0, "url");
+        let e = HttpRequest::build(&data(json!({"timeout": {"connect": "ten"}}))).unwrap_err();
+        assert_eq!(e[0].0, "timeout.connect");
     }
 }

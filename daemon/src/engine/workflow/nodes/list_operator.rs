@@ -221,7 +221,13 @@ impl NodeKind for ListOperator {
             let items = match value {
                 Value::Array(items) => items,
                 Value::Null => Vec::new(),
-                other => return Err(NodeError::Failed(format!("list-operator needs an array, but {:?} is a {}", self.data.variable, type_name(&other)))),
+                other => {
+                    return Err(NodeError::Failed(format!(
+                        "list-operator needs an array, but {:?} is a {}",
+                        self.data.variable,
+                        type_name(&other)
+                    )))
+                }
             };
             let mut inputs = Map::new();
             inputs.insert("variable".into(), Value::Array(items.clone()));
@@ -312,8 +318,10 @@ mod tests {
             {"filename": "c.txt", "extension": "txt", "type": "document", "size": 200, "transfer_method": "remote_url"}
         ]);
         let out = run(
-            data(json!({"filter_by": {"enabled": true, "conditions": [{"key": "type", "comparison_operator": "in", "value": ["document"]}]},
-                        "order_by": {"enabled": true, "key": "size", "value": "asc"}})),
+            data(
+                json!({"filter_by": {"enabled": true, "conditions": [{"key": "type", "comparison_operator": "in", "value": ["document"]}]},
+                        "order_by": {"enabled": true, "key": "size", "value": "asc"}}),
+            ),
             files.clone(),
         )
         .await
@@ -321,7 +329,9 @@ mod tests {
         let names: Vec<&str> = out["result"].as_array().unwrap().iter().map(|f| f["filename"].as_str().unwrap()).collect();
         assert_eq!(names, vec!["c.txt", "b.pdf"]);
         let out = run(
-            data(json!({"filter_by": {"enabled": true, "conditions": [{"key": "extension", "comparison_operator": "is", "value": ".png"}]}})),
+            data(
+                json!({"filter_by": {"enabled": true, "conditions": [{"key": "extension", "comparison_operator": "is", "value": ".png"}]}}),
+            ),
             files,
         )
         .await
@@ -343,12 +353,10 @@ mod tests {
         assert_eq!(out["first_record"], Value::Null);
         let e = run(data(json!({})), json!("nope")).await.unwrap_err();
         assert!(e.contains("needs an array"), "{e}");
-        let e = run(
-            data(json!({"filter_by": {"enabled": true, "conditions": [{"comparison_operator": ">", "value": "1"}]}})),
-            json!(["a"]),
-        )
-        .await
-        .unwrap_err();
+        let e =
+            run(data(json!({"filter_by": {"enabled": true, "conditions": [{"comparison_operator": ">", "value": "1"}]}})), json!(["a"]))
+                .await
+                .unwrap_err();
         assert!(e.contains("applies to a number"), "{e}");
     }
 

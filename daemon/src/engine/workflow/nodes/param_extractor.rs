@@ -121,9 +121,10 @@ impl Elem {
     /// The item as this type (numeric strings become numbers), or `None`.
     fn coerce(self, v: &Value) -> Option<Value> {
         match (self, v) {
-            (Elem::String, Value::String(_)) | (Elem::Object, Value::Object(_)) | (Elem::Bool, Value::Bool(_)) | (Elem::Number, Value::Number(_)) => {
-                Some(v.clone())
-            }
+            (Elem::String, Value::String(_))
+            | (Elem::Object, Value::Object(_))
+            | (Elem::Bool, Value::Bool(_))
+            | (Elem::Number, Value::Number(_)) => Some(v.clone()),
             (Elem::Number, Value::String(s)) => s.trim().parse::<Number>().ok().map(Value::Number),
             _ => None,
         }
@@ -177,7 +178,13 @@ impl ParameterExtractor {
             problems.push(("reasoning_mode".into(), format!("reasoning mode is function_call or prompt, got {reasoning_mode:?}")));
         }
         if problems.is_empty() {
-            Ok(ParameterExtractor { query: d.query, model: d.model, params, instruction: d.instruction.unwrap_or_default(), reasoning_mode })
+            Ok(ParameterExtractor {
+                query: d.query,
+                model: d.model,
+                params,
+                instruction: d.instruction.unwrap_or_default(),
+                reasoning_mode,
+            })
         } else {
             Err(problems)
         }
@@ -423,8 +430,10 @@ mod tests {
         .unwrap_err();
         let fields: Vec<&str> = e.iter().map(|p| p.0.as_str()).collect();
         assert_eq!(fields, vec!["query", "parameters.0.name", "parameters.1.type", "parameters.3.name", "reasoning_mode"]);
-        let e = ParameterExtractor::build(&json!({"query": ["sys", "query"], "model": {"provider": "o", "name": "m"}, "parameters": [{"name": "x"}]}))
-            .unwrap_err();
+        let e = ParameterExtractor::build(
+            &json!({"query": ["sys", "query"], "model": {"provider": "o", "name": "m"}, "parameters": [{"name": "x"}]}),
+        )
+        .unwrap_err();
         assert_eq!(e[0].0, "parameters.0.type");
     }
 }

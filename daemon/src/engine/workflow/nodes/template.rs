@@ -120,7 +120,8 @@ mod tests {
         assert!(e[2].1.contains("does not compile"));
         let e = TemplateTransform::build(&json!({"variables": []})).unwrap_err();
         assert_eq!(e[0].0, "template");
-        let e = TemplateTransform::build(&json!({"template": "x", "variables": [{"variable": "a", "value_selector": "start.a"}]})).unwrap_err();
+        let e =
+            TemplateTransform::build(&json!({"template": "x", "variables": [{"variable": "a", "value_selector": "start.a"}]})).unwrap_err();
         assert_eq!(e[0].0, "variables.0.value_selector");
     }
 
