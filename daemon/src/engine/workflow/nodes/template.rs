@@ -1,5 +1,8 @@
 //! template-transform: a Jinja2 template, compiled once with minijinja when
 //! the graph is built, rendered with the node's variables into `output`.
+//! Python's string and dict methods work (minijinja-contrib's pycompat), as
+//! do `tojson` and `urlencode`; a render is bounded by fuel and its output
+//! by Dify's 400,000-character limit.
 
 use minijinja::Environment;
 use serde::Deserialize;
@@ -10,6 +13,10 @@ use super::{check_selector, parse, Problems};
 
 /// Dify's TEMPLATE_TRANSFORM_MAX_LENGTH: the longest output, in characters.
 pub const MAX_OUTPUT_CHARS: usize = 400_000;
+
+/// Most template instructions one render may run (minijinja fuel), so a
+/// runaway loop fails the node instead of holding a core.
+pub const MAX_FUEL: u64 = 20_000_000;
 
 const NAME: &str = "template";
 
@@ -43,6 +50,10 @@ impl TemplateTransform {
             check_selector(&format!("variables.{i}.value_selector"), &v.value_selector, &mut problems);
         }
         let mut env = Environment::new();
+        // Dify renders with Python's Jinja2: str.split(), dict.items() and
+        // the like work there, so they do here.
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_fuel(Some(MAX_FUEL));
         if let Err(e) = env.add_template_owned(NAME, data.template) {
             problems.push(("template".into(), format!("the Jinja2 template does not compile: {e}")));
         }
@@ -109,6 +120,32 @@ mod tests {
         assert_eq!(out.outputs["output"], "ADA: 1, twoNone");
         assert_eq!(out.inputs["name"], "ada");
         assert_eq!(out.inputs["missing"], Value::Null);
+    }
+
+    #[tokio::test]
+    async fn python_methods_and_json_filters_work_as_in_dify() {
+        let n = node(json!({
+            "template": "{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}{{ s.split(',') | length }} {{ s.upper().strip() }} {{ d | tojson }} {{ q | urlencode }}",
+            "variables": [
+                {"variable": "d", "value_selector": ["start", "d"]},
+                {"variable": "s", "value_selector": ["start", "s"]},
+                {"variable": "q", "value_selector": ["start", "q"]}
+            ]
+        }));
+        let scope = MapScope::with(&[("start.d", json!({"a": 1, "b": "x"})), ("start.s", json!(" a,b,c ")), ("start.q", json!("a b&c"))]);
+        let fx = FakeEffects::default();
+        let out = n.run(ctx(&scope, &fx, &limits())).await.unwrap();
+        // minijinja's tojson is compact where Jinja2 puts a space after ':' and ','.
+        assert_eq!(out.outputs["output"], "a=1;b=x;3 A,B,C {\"a\":1,\"b\":\"x\"} a%20b%26c");
+    }
+
+    #[tokio::test]
+    async fn runaway_templates_run_out_of_fuel() {
+        let n = node(json!({"template": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "variables": []}));
+        let scope = MapScope::default();
+        let fx = FakeEffects::default();
+        let e = n.run(ctx(&scope, &fx, &limits())).await.unwrap_err();
+        assert!(e.to_string().contains("fuel"), "{e}");
     }
 
     #[test]
