@@ -113,7 +113,7 @@ impl NodeKind for QuestionClassifier {
         refs
     }
     fn outputs(&self) -> Vec<(String, VarType)> {
-        vec![("class_name".into(), VarType::String), ("class_id".into(), VarType::String)]
+        vec![("class_name".into(), VarType::String), ("class_id".into(), VarType::String), ("usage".into(), VarType::Object)]
     }
     fn handles(&self) -> Vec<String> {
         self.classes.iter().map(|c| c.id.clone()).collect()
@@ -137,6 +137,8 @@ impl NodeKind for QuestionClassifier {
             let answer = collect_llm(rx).await.map_err(NodeError::Failed)?;
             process_data.insert("usage".into(), answer.usage());
             process_data.insert("finish_reason".into(), Value::String(answer.finish_reason.clone()));
+            process_data.insert("model_provider".into(), Value::String(self.model.provider.clone()));
+            process_data.insert("model_name".into(), Value::String(self.model.name.clone()));
             let class = match self.choose(&answer.text) {
                 Ok(c) => c,
                 Err(why) => {
@@ -151,6 +153,7 @@ impl NodeKind for QuestionClassifier {
             let mut outputs = Map::new();
             outputs.insert("class_name".into(), Value::String(class.name.clone()));
             outputs.insert("class_id".into(), Value::String(class.id.clone()));
+            outputs.insert("usage".into(), answer.usage());
             Ok(NodeOutput {
                 inputs,
                 process_data,
@@ -203,6 +206,8 @@ mod tests {
         assert_eq!(out.outputs["class_id"], "2");
         assert_eq!(out.tokens, 15);
         assert_eq!(out.process_data["usage"]["total_tokens"], 15);
+        assert_eq!(out.outputs["usage"]["total_tokens"], 15);
+        assert_eq!(out.process_data["model_name"], "gpt-4o-mini");
         assert_eq!(out.process_data["prompts"][0]["role"], "system");
         assert!(!out.process_data.contains_key("fallback"));
         // By name when the id is off, as small models sometimes answer.

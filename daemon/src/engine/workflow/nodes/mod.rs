@@ -285,6 +285,85 @@ pub(crate) mod testing;
 mod tests {
     use super::*;
 
+    /// Node `data` blocks as Dify's builder exports them (extra fields and all).
+    fn exported() -> Vec<(&'static str, Value)> {
+        vec![
+            (
+                "template-transform",
+                json!({"desc": "", "selected": false, "title": "Table", "type": "template-transform",
+                "template": "|URL|\n{% for d in arg1 -%}\n|{{d.url}}|\n{% endfor -%}",
+                "variables": [{"value_selector": ["1720759755103", "result"], "variable": "arg1"}]}),
+            ),
+            (
+                "variable-aggregator",
+                json!({"desc": "", "output_type": "string", "selected": false, "title": "Agg", "type": "variable-aggregator",
+                "variables": [["1736326851692", "text"], ["1736326851693", "text"]]}),
+            ),
+            ("variable-assigner", json!({"output_type": "string", "type": "variable-assigner", "variables": [["a", "text"]]})),
+            (
+                "assigner",
+                json!({"desc": "", "items": [{"input_type": "constant", "operation": "set", "value": "start",
+                "variable_selector": ["conversation", "status"], "write_mode": "over-write"}], "selected": false, "title": "Set", "type": "assigner", "version": "2"}),
+            ),
+            (
+                "assigner",
+                json!({"assigned_variable_selector": ["conversation", "x"], "input_variable_selector": ["llm", "text"],
+                "title": "V1", "type": "assigner", "write_mode": "over-write"}),
+            ),
+            (
+                "list-operator",
+                json!({"desc": "", "extract_by": {"enabled": false, "serial": "1"},
+                "filter_by": {"conditions": [{"comparison_operator": "in", "key": "type", "value": ["image"]}], "enabled": true},
+                "limit": {"enabled": false, "size": 10}, "order_by": {"enabled": false, "key": "", "value": "asc"},
+                "selected": false, "title": "List", "type": "list-operator", "var_type": "array[file]", "item_var_type": "file",
+                "variable": ["sys", "files"]}),
+            ),
+            (
+                "http-request",
+                json!({"authorization": {"config": null, "type": "no-auth"},
+                "body": {"data": [{"id": "key-value-1", "key": "", "type": "text", "value": "{\"q\": \"{{#sys.query#}}\"}"}], "type": "json"},
+                "desc": "", "headers": "Accept:application/json", "method": "post", "params": "",
+                "retry_config": {"max_retries": 3, "retry_enabled": true, "retry_interval": 100}, "selected": false,
+                "timeout": {"max_connect_timeout": 0, "max_read_timeout": 0, "max_write_timeout": 0}, "title": "HTTP", "type": "http-request",
+                "url": "https://api.example.com/search", "variables": [], "ssl_verify": true}),
+            ),
+            (
+                "question-classifier",
+                json!({"classes": [{"id": "1", "name": "after-sales"}, {"id": "2", "name": "sales"}],
+                "desc": "", "instruction": "", "instructions": "",
+                "model": {"completion_params": {"temperature": 0.7}, "mode": "chat", "name": "gpt-4o-mini", "provider": "openai"},
+                "query_variable_selector": ["1711528708197", "sys.query"], "selected": false, "title": "QC", "topics": [],
+                "type": "question-classifier", "vision": {"enabled": false}}),
+            ),
+            (
+                "parameter-extractor",
+                json!({"desc": "", "instruction": "", "model": {"completion_params": {}, "mode": "chat", "name": "gpt-4o-mini", "provider": "openai"},
+                "parameters": [{"description": "city", "name": "city", "required": true, "type": "string"}],
+                "query": ["1711528708197", "sys.query"], "reasoning_mode": "prompt", "selected": false, "title": "PE",
+                "type": "parameter-extractor", "variables": [], "vision": {"enabled": false}}),
+            ),
+            (
+                "document-extractor",
+                json!({"desc": "", "is_array_file": true, "selected": false, "title": "Doc", "type": "document-extractor",
+                "variable_selector": ["sys", "files"]}),
+            ),
+        ]
+    }
+
+    #[test]
+    fn build_accepts_difys_exported_shapes() {
+        for (kind, data) in exported() {
+            match build(kind, &data) {
+                Some(Ok(node)) => assert!(!node.references().is_empty(), "{kind} reads nothing"),
+                Some(Err(e)) => panic!("{kind}: {e:?}"),
+                None => panic!("{kind} is not built here"),
+            }
+        }
+        for other in ["start", "end", "answer", "llm", "if-else", "iteration", "loop", "code", "tool", "agent", "knowledge-retrieval"] {
+            assert!(build(other, &json!({})).is_none(), "{other}");
+        }
+    }
+
     #[test]
     fn template_selectors_follow_difys_pattern() {
         let t = "a {{#start.q#}} b {{#node_1.body.x#}} {{#bad#}} {{#sys.query#}} {{ #x.y# }} {{#a.b-c#}}";

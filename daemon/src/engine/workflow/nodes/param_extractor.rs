@@ -293,6 +293,7 @@ impl NodeKind for ParameterExtractor {
         let mut out: Vec<(String, VarType)> = self.params.iter().map(|p| (p.name.clone(), p.kind.var_type())).collect();
         out.push(("__is_success".into(), VarType::Number));
         out.push(("__reason".into(), VarType::String));
+        out.push(("__usage".into(), VarType::Object));
         out
     }
     fn run<'a>(&'a self, ctx: NodeCtx<'a>) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
@@ -316,6 +317,7 @@ impl NodeKind for ParameterExtractor {
             let (mut outputs, errors) = self.extract(&answer.text);
             outputs.insert("__is_success".into(), json!(if errors.is_empty() { 1 } else { 0 }));
             outputs.insert("__reason".into(), if errors.is_empty() { Value::Null } else { Value::String(errors.join("; ")) });
+            outputs.insert("__usage".into(), answer.usage());
             let mut inputs = Map::new();
             inputs.insert("query".into(), Value::String(query));
             inputs.insert("instruction".into(), Value::String(instruction));
@@ -374,6 +376,7 @@ mod tests {
         assert_eq!(out["hourly"], true);
         assert_eq!(out["__is_success"], 1);
         assert_eq!(out["__reason"], Value::Null);
+        assert_eq!(out["__usage"]["total_tokens"], 15);
         // Optional parameters the model leaves out get their type's empty value.
         let out = extract(r#"{"city": "Oslo"}"#).await;
         assert_eq!(out["__is_success"], 1);

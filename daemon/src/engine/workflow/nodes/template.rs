@@ -141,7 +141,8 @@ mod tests {
 
     #[tokio::test]
     async fn runaway_templates_run_out_of_fuel() {
-        let n = node(json!({"template": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "variables": []}));
+        let n =
+            node(json!({"template": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "variables": []}));
         let scope = MapScope::default();
         let fx = FakeEffects::default();
         let e = n.run(ctx(&scope, &fx, &limits())).await.unwrap_err();
