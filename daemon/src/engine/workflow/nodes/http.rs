@@ -247,7 +247,9 @@ impl HttpRequest {
             url.push(if url.contains('?') { '&' } else { '?' });
             url.push_str(&q.finish());
         }
-        let mut headers = key_values(&scope.render(&self.headers), str::to_owned);
+        // Split first, then render: a variable's line breaks cannot add headers.
+        let mut headers: Vec<(String, String)> =
+            key_values(&self.headers, |s| scope.render(s).replace(['\r', '\n'], " ").trim().to_owned());
         let (body, content_type) = self.body(ctx).await?;
         if let Some(ct) = content_type {
             if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
@@ -601,7 +603,7 @@ mod tests {
             "type": "http-request", "title": "H", "method": "post",
             "url": "https://api.example.com/v1/{{#start.path#}}",
             "authorization": {"type": "no-auth", "config": null},
-            "headers": "X-User:{{#sys.user_id#}}\n\nX-Empty\n :skipped",
+            "headers": "X-User:{{#sys.user_id#}}\n\nX-Empty\n :skipped\nX-Note: {{#start.note#}}",
             "params": "q:{{#start.q#}}\nlimit: 5",
             "body": {"type": "none", "data": []},
             "timeout": {"connect": 5, "read": 30, "write": 10, "max_connect_timeout": 0, "max_read_timeout": 0, "max_write_timeout": 0}
@@ -620,6 +622,7 @@ mod tests {
             ("start.key", json!("s3cret")),
             ("start.doc", json!({"type": "document", "transfer_method": "local_file", "related_id": "f1"})),
             ("sys.user_id", json!("u1")),
+            ("start.note", json!("line one\r\nX-Evil: 1")),
             ("start.lines", json!("a\nb\tc\\\"d")),
         ])
     }
@@ -649,6 +652,8 @@ mod tests {
         assert_eq!(call.url, "https://api.example.com/v1/items?q=a+b%26c&limit=5");
         assert_eq!(header(call, "X-User"), Some("u1"));
         assert_eq!(header(call, "X-Empty"), Some(""));
+        assert_eq!(header(call, "X-Evil"), None);
+        assert_eq!(header(call, "X-Note"), Some("line one  X-Evil: 1"));
         assert_eq!(call.body, None);
         assert_eq!(call.connect_timeout, Duration::from_secs(5));
         assert_eq!(call.read_timeout, Duration::from_secs(30));
@@ -677,6 +682,7 @@ mod tests {
         let want = [
             ("url", "start.path"),
             ("headers", "sys.user_id"),
+            ("headers", "start.note"),
             ("params", "start.q"),
             ("authorization.config.api_key", "env.key"),
             ("body.data.0.value", "start.name"),
