@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::super::{BoxFuture, HttpCall, HttpReply, NodeCtx, NodeError, NodeKind, NodeOutput, VarType};
-use super::{check_selector, parse, template_refs, upload_id, Problems};
+use super::{check_selector, nullable, parse, template_refs, upload_id, Problems};
 
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 /// Dify's defaults (HTTP_REQUEST_MAX_CONNECT_TIMEOUT / _READ_TIMEOUT).
@@ -32,9 +32,9 @@ struct Data {
     url: String,
     #[serde(default)]
     authorization: Authorization,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     headers: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     params: String,
     #[serde(default)]
     body: Option<Body>,
@@ -90,13 +90,13 @@ enum BodyData {
 
 #[derive(Debug, Clone, Deserialize)]
 struct BodyItem {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     key: String,
     #[serde(default = "text_kind", rename = "type")]
     kind: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     value: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     file: Vec<String>,
 }
 

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::super::{BoxFuture, NodeCtx, NodeError, NodeKind, NodeOutput, Scope, VarType};
 use super::compare::compare;
-use super::{check_selector, parse, template_refs, type_name, Problems};
+use super::{check_selector, nullable, parse, template_refs, type_name, Problems};
 
 /// File attributes a condition or the order may name.
 const FILE_KEYS: &[&str] = &["name", "type", "extension", "mime_type", "transfer_method", "url", "size"];
@@ -37,7 +37,7 @@ struct FilterBy {
 
 #[derive(Debug, Deserialize)]
 struct Condition {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     key: String,
     comparison_operator: String,
     #[serde(default)]
@@ -48,7 +48,7 @@ struct Condition {
 struct OrderBy {
     #[serde(default)]
     enabled: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     key: String,
     #[serde(default = "asc")]
     value: String,
@@ -62,16 +62,26 @@ fn asc() -> String {
 struct Limit {
     #[serde(default)]
     enabled: bool,
+    /// Dify's default when disabled is -1.
     #[serde(default)]
-    size: usize,
+    size: i64,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct ExtractBy {
     #[serde(default)]
     enabled: bool,
-    #[serde(default)]
+    /// A position or a template; older exports write a number.
+    #[serde(default, deserialize_with = "text_or_number")]
     serial: String,
+}
+
+fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Null => String::new(),
+        Value::String(s) => s,
+        other => other.to_string(),
+    })
 }
 
 #[derive(Debug)]
@@ -105,7 +115,7 @@ impl ListOperator {
                 problems.push(("order_by.key".into(), format!("unknown file attribute {:?}", data.order_by.key)));
             }
         }
-        if data.limit.enabled && data.limit.size == 0 {
+        if data.limit.enabled && data.limit.size < 1 {
             problems.push(("limit.size".into(), "a limit needs a size of at least 1".into()));
         }
         if data.extract_by.enabled && data.extract_by.serial.trim().is_empty() {
@@ -243,7 +253,7 @@ impl NodeKind for ListOperator {
                 self.order(&mut items);
             }
             if d.limit.enabled {
-                items.truncate(d.limit.size);
+                items.truncate(usize::try_from(d.limit.size).unwrap_or(0));
             }
             let mut outputs = Map::new();
             outputs.insert("first_record".into(), items.first().cloned().unwrap_or(Value::Null));
@@ -383,6 +393,11 @@ mod tests {
                 "extract_by.serial"
             ]
         );
+        // Dify's own defaults and older shapes are accepted.
+        let d = data(
+            json!({"limit": {"enabled": false, "size": -1}, "extract_by": {"enabled": true, "serial": 2}, "order_by": {"enabled": false, "key": null, "value": "asc"}}),
+        );
+        assert!(ListOperator::build(&d).is_ok());
         let e = ListOperator::build(&json!({"filter_by": {}})).unwrap_err();
         assert_eq!(e[0].0, "variable");
     }

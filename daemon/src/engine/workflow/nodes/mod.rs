@@ -63,6 +63,16 @@ pub(crate) fn parse<T: DeserializeOwned>(data: &Value) -> Result<T, Problems> {
     })
 }
 
+/// For `#[serde(deserialize_with)]`: an explicit `null` (which exports
+/// write for fields the builder left empty) as the type's default.
+pub(crate) fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
+}
+
 /// serde_path_to_error's `a[0].b` as `a.0.b`; its root `.` as "".
 fn dotted(path: &str) -> String {
     if path == "." {
@@ -322,7 +332,7 @@ mod tests {
                 "http-request",
                 json!({"authorization": {"config": null, "type": "no-auth"},
                 "body": {"data": [{"id": "key-value-1", "key": "", "type": "text", "value": "{\"q\": \"{{#sys.query#}}\"}"}], "type": "json"},
-                "desc": "", "headers": "Accept:application/json", "method": "post", "params": "",
+                "desc": "", "headers": "Accept:application/json", "method": "post", "params": null,
                 "retry_config": {"max_retries": 3, "retry_enabled": true, "retry_interval": 100}, "selected": false,
                 "timeout": {"max_connect_timeout": 0, "max_read_timeout": 0, "max_write_timeout": 0}, "title": "HTTP", "type": "http-request",
                 "url": "https://api.example.com/search", "variables": [], "ssl_verify": true}),
@@ -338,7 +348,8 @@ mod tests {
             (
                 "parameter-extractor",
                 json!({"desc": "", "instruction": "", "model": {"completion_params": {}, "mode": "chat", "name": "gpt-4o-mini", "provider": "openai"},
-                "parameters": [{"description": "city", "name": "city", "required": true, "type": "string"}],
+                "parameters": [{"description": "city", "name": "city", "required": true, "type": "string"},
+                    {"description": null, "name": "unit", "required": null, "type": "select", "options": null}],
                 "query": ["1711528708197", "sys.query"], "reasoning_mode": "prompt", "selected": false, "title": "PE",
                 "type": "parameter-extractor", "variables": [], "vision": {"enabled": false}}),
             ),

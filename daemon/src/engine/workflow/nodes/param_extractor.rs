@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Number, Value};
 
 use super::super::{BoxFuture, NodeCtx, NodeError, NodeKind, NodeOutput, Role, VarType};
-use super::{as_text, check_selector, collect_llm, first_json, parse, prompts_for_saving, template_refs, type_name, ModelConfig, Problems};
+use super::{
+    as_text, check_selector, collect_llm, first_json, nullable, parse, prompts_for_saving, template_refs, type_name, ModelConfig, Problems,
+};
 
 const SYSTEM_PROMPT: &str = "You are a helpful assistant tasked with extracting structured information based on specific criteria provided. Follow the guidelines below to ensure consistency and accuracy.
 ### Task
@@ -48,11 +50,11 @@ struct Parameter {
     name: String,
     #[serde(rename = "type")]
     kind: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     description: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     required: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     options: Vec<String>,
 }
 
