@@ -76,7 +76,12 @@ impl QuestionClassifier {
 
     fn schema(&self) -> Value {
         let ids: Vec<&str> = self.classes.iter().map(|c| c.id.as_str()).collect();
-        let names: Vec<&str> = self.classes.iter().map(|c| c.name.as_str()).collect();
+        let mut names: Vec<&str> = Vec::new();
+        for c in &self.classes {
+            if !names.contains(&c.name.as_str()) {
+                names.push(&c.name);
+            }
+        }
         json!({
             "type": "object",
             "properties": {
