@@ -2,7 +2,8 @@
 //! [`Effects::file`](super::super::Effects::file). Text formats only in this
 //! build: plain text, markdown, CSV (as a markdown table, as Dify renders
 //! it), JSON (pretty-printed), HTML (tags stripped) and YAML; any other file
-//! (PDF, Word, images) fails the node, naming its type.
+//! (PDF, Word, images) fails the node, naming its type. Bytes are read as
+//! UTF-8, UTF-16 with a BOM, or else Latin-1.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -73,7 +74,7 @@ fn extract(name: &str, mime: &str, bytes: &[u8]) -> Result<String, String> {
         let shown = if mime.is_empty() { name } else { mime };
         return Err(format!("document-extractor cannot read {shown} files in this build"));
     };
-    let text = String::from_utf8_lossy(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)).into_owned();
+    let text = decode(bytes);
     match format {
         Format::Text => Ok(text),
         Format::Json => {
@@ -82,6 +83,29 @@ fn extract(name: &str, mime: &str, bytes: &[u8]) -> Result<String, String> {
         }
         Format::Html => Ok(html_text(&text)),
         Format::Csv => Ok(csv_markdown(&text)),
+    }
+}
+
+/// A text file's bytes as text: UTF-8 (BOM dropped), UTF-16 with a BOM,
+/// else Latin-1, which is what a spreadsheet export on Windows usually is
+/// close enough to, rather than replacement characters.
+fn decode(bytes: &[u8]) -> String {
+    if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
+        return String::from_utf8_lossy(rest).into_owned();
+    }
+    let utf16 = |rest: &[u8], le: bool| {
+        let units = rest.chunks_exact(2).map(|p| if le { u16::from_le_bytes([p[0], p[1]]) } else { u16::from_be_bytes([p[0], p[1]]) });
+        char::decode_utf16(units).map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER)).collect()
+    };
+    if let Some(rest) = bytes.strip_prefix(b"\xFF\xFE") {
+        return utf16(rest, true);
+    }
+    if let Some(rest) = bytes.strip_prefix(b"\xFE\xFF") {
+        return utf16(rest, false);
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => bytes.iter().map(|&b| char::from(b)).collect(),
     }
 }
 
@@ -297,6 +321,14 @@ mod tests {
         assert!(e.contains("remote URL"), "{e}");
         let e = run(false, json!("just text")).await.unwrap_err();
         assert!(e.contains("expected a file"), "{e}");
+    }
+
+    #[test]
+    fn encodings() {
+        assert_eq!(decode(b"\xEF\xBB\xBFcaf\xC3\xA9"), "café");
+        assert_eq!(decode(b"caf\xE9"), "café");
+        assert_eq!(decode(b"\xFF\xFEc\x00a\x00f\x00\xE9\x00"), "café");
+        assert_eq!(decode(b"\xFE\xFF\x00c\x00a\x00f\x00\xE9"), "café");
     }
 
     #[test]
