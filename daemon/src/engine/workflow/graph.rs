@@ -399,6 +399,8 @@ pub struct Workflow {
     /// start (an edge from a node that never runs must not hold back its target).
     pub(crate) live_in: Vec<Vec<usize>>,
     pub(crate) start: usize,
+    /// Node index by id.
+    pub(crate) ids: HashMap<String, usize>,
     pub(crate) env: Vec<DeclaredVar>,
     pub(crate) conversation: Vec<DeclaredVar>,
     pub(crate) answers: Vec<AnswerPlan>,
@@ -745,7 +747,7 @@ impl Compiler {
             nodes.push(Node { id: d.id, title: d.title, node_type: d.node_type, container: container[i], kind, strategy: d.strategy, retry: d.retry });
         }
         let answers = answer_plans(&nodes, &edges, &inc);
-        Some(Workflow { raw: raw.clone(), mode: self.mode, nodes, edges, out, live_in, start, env, conversation, answers })
+        Some(Workflow { raw: raw.clone(), mode: self.mode, nodes, edges, out, live_in, start, ids, env, conversation, answers })
     }
 
     /// error_strategy, default_value, retry_config.
@@ -892,8 +894,30 @@ impl Compiler {
                 }
             }
         }
+        if let Kind::Loop(spec) = kind {
+            let mut refs = Vec::new();
+            conditions_refs(&mut refs, "data.break_conditions", &spec.break_conditions);
+            for (field, sel) in refs {
+                let in_body = sel.first().and_then(|id| ids.get(id)).is_some_and(|&s| ctx.is_inside(s, i));
+                if in_body {
+                    continue;
+                }
+                if let Err(msg) = ctx.resolve(spec.start, &sel) {
+                    found.push((field, msg));
+                }
+            }
+        }
         for (f, m) in found {
             self.node_problem(d, &f, m);
+        }
+    }
+}
+
+fn conditions_refs(refs: &mut Vec<(String, Vec<String>)>, prefix: &str, conds: &[Condition]) {
+    for (j, c) in conds.iter().enumerate() {
+        refs.push((format!("{prefix}[{j}].variable_selector"), c.selector.clone()));
+        if let Some(t) = &c.template {
+            refs.extend(t.selectors().map(|s| (format!("{prefix}[{j}].value"), s.clone())));
         }
     }
 }
@@ -1045,9 +1069,7 @@ fn outputs(kind: &Kind, inside: bool) -> Option<Vec<(String, VarType)>> {
         Kind::Iteration(spec) => vec![("output".into(), spec.output_type)],
         Kind::Loop(spec) => {
             let mut v: Vec<(String, VarType)> = spec.variables.iter().map(|(n, t, _)| (n.clone(), *t)).collect();
-            if inside {
-                v.push(("index".into(), VarType::Number));
-            }
+            v.push(if inside { ("index".into(), VarType::Number) } else { ("loop_round".into(), VarType::Number) });
             v
         }
         Kind::IterationStart | Kind::LoopStart | Kind::LoopEnd => Vec::new(),
@@ -1060,14 +1082,6 @@ fn references(kind: &Kind) -> Vec<(String, Vec<String>)> {
     let mut refs = Vec::new();
     let template = |refs: &mut Vec<(String, Vec<String>)>, field: String, t: &Template| {
         refs.extend(t.selectors().map(|s| (field.clone(), s.clone())));
-    };
-    let conditions = |refs: &mut Vec<(String, Vec<String>)>, prefix: &str, conds: &[Condition]| {
-        for (j, c) in conds.iter().enumerate() {
-            refs.push((format!("{prefix}[{j}].variable_selector"), c.selector.clone()));
-            if let Some(t) = &c.template {
-                refs.extend(t.selectors().map(|s| (format!("{prefix}[{j}].value"), s.clone())));
-            }
-        }
     };
     match kind {
         Kind::End(outs) => {
@@ -1089,14 +1103,13 @@ fn references(kind: &Kind) -> Vec<(String, Vec<String>)> {
         }
         Kind::IfElse(cases) => {
             for (j, c) in cases.iter().enumerate() {
-                conditions(&mut refs, &format!("data.cases[{j}].conditions"), &c.conditions);
+                conditions_refs(&mut refs, &format!("data.cases[{j}].conditions"), &c.conditions);
             }
         }
         Kind::Iteration(spec) => {
             refs.push(("data.iterator_selector".into(), spec.iterator.clone()));
         }
         Kind::Loop(spec) => {
-            conditions(&mut refs, "data.break_conditions", &spec.break_conditions);
             for (j, (_, _, init)) in spec.variables.iter().enumerate() {
                 if let LoopInit::Selector(sel) = init {
                     refs.push((format!("data.loop_variables[{j}].value"), sel.clone()));

@@ -181,6 +181,11 @@ impl Globals {
         }
     }
 
+    /// The system variables, by name.
+    pub fn sys(&self) -> &Map<String, Value> {
+        &self.sys
+    }
+
     pub fn conversation(&self) -> BTreeMap<String, Value> {
         self.conversation.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
