@@ -1026,7 +1026,11 @@ impl RefCtx<'_> {
                     None => VarType::Any,
                     Some(outs) => match outs.iter().find(|(n, _)| n == name) {
                         Some((_, t)) => *t,
-                        None => return Err(format!("node {id} has no output {name:?}")),
+                        None => match &self.drafts[src].strategy {
+                            Strategy::FailBranch | Strategy::DefaultValue(_) if name == "error_message" || name == "error_type" => VarType::String,
+                            Strategy::DefaultValue(d) if d.contains_key(name) => VarType::Any,
+                            _ => return Err(format!("node {id} has no output {name:?}")),
+                        },
                     },
                 }
             }
@@ -1303,3 +1307,8 @@ fn answer_plans(nodes: &[Node], edges: &[Edge], inc: &[Vec<usize>]) -> Vec<Answe
         })
         .collect()
 }
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
+mod tests;
