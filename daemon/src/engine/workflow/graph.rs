@@ -463,7 +463,6 @@ impl Workflow {
             })
             .collect()
     }
-
 }
 
 /// A Dify value type name as a [`VarType`].
@@ -484,7 +483,10 @@ pub fn var_type(name: &str) -> VarType {
 }
 
 fn is_array(t: VarType) -> bool {
-    matches!(t, VarType::ArrayString | VarType::ArrayNumber | VarType::ArrayBoolean | VarType::ArrayObject | VarType::ArrayFile | VarType::Any)
+    matches!(
+        t,
+        VarType::ArrayString | VarType::ArrayNumber | VarType::ArrayBoolean | VarType::ArrayObject | VarType::ArrayFile | VarType::Any
+    )
 }
 
 // ---------------------------------------------------------------- compiler
@@ -536,7 +538,10 @@ impl Compiler {
         match raw.get(key) {
             None | Some(Value::Null) => Vec::new(),
             Some(v) => match parse::<Vec<VarDecl>>(v) {
-                Ok(list) => list.into_iter().map(|d| DeclaredVar { name: d.name, value_type: d.value_type.unwrap_or_default(), value: d.value }).collect(),
+                Ok(list) => list
+                    .into_iter()
+                    .map(|d| DeclaredVar { name: d.name, value_type: d.value_type.unwrap_or_default(), value: d.value })
+                    .collect(),
                 Err(errs) => {
                     for (field, msg) in errs {
                         self.problem(None, &field.replacen("data", key, 1), msg);
@@ -607,12 +612,15 @@ impl Compiler {
         for (i, d) in drafts.iter().enumerate() {
             if let Some(p) = &d.parent {
                 match ids.get(p) {
-                    Some(&c) if matches!(drafts[c].kind, Some(Kind::Iteration(_)) | Some(Kind::Loop(_)))
-                        || matches!(drafts[c].node_type.as_str(), "iteration" | "loop") =>
+                    Some(&c)
+                        if matches!(drafts[c].kind, Some(Kind::Iteration(_)) | Some(Kind::Loop(_)))
+                            || matches!(drafts[c].node_type.as_str(), "iteration" | "loop") =>
                     {
                         container[i] = Some(c)
                     }
-                    _ => self.node_problem(d, "parentId", format!("the node is inside {p}, which is not an iteration or loop of this graph")),
+                    _ => {
+                        self.node_problem(d, "parentId", format!("the node is inside {p}, which is not an iteration or loop of this graph"))
+                    }
                 }
             }
         }
@@ -634,7 +642,11 @@ impl Compiler {
                 if !valid.contains(&handle) {
                     let d = &drafts[s];
                     let list: Vec<&str> = valid.iter().map(String::as_str).collect();
-                    self.node_problem(d, &field, format!("edge {eid} leaves by handle {handle:?}, which this node cannot choose (it has {list:?})"));
+                    self.node_problem(
+                        d,
+                        &field,
+                        format!("edge {eid} leaves by handle {handle:?}, which this node cannot choose (it has {list:?})"),
+                    );
                 }
             }
             if container[s] != container[t] {
@@ -700,7 +712,11 @@ impl Compiler {
         if cyclic {
             for i in (0..n).filter(|&i| indeg[i] > 0) {
                 if reaches(&edges, &out, i, i) {
-                    self.node_problem(&drafts[i], "graph.edges", "the node is part of a cycle (only iteration and loop may repeat nodes)".into());
+                    self.node_problem(
+                        &drafts[i],
+                        "graph.edges",
+                        "the node is part of a cycle (only iteration and loop may repeat nodes)".into(),
+                    );
                 }
             }
         }
@@ -744,7 +760,15 @@ impl Compiler {
         let mut nodes = Vec::with_capacity(n);
         for (i, d) in drafts.into_iter().enumerate() {
             let kind = d.kind?;
-            nodes.push(Node { id: d.id, title: d.title, node_type: d.node_type, container: container[i], kind, strategy: d.strategy, retry: d.retry });
+            nodes.push(Node {
+                id: d.id,
+                title: d.title,
+                node_type: d.node_type,
+                container: container[i],
+                kind,
+                strategy: d.strategy,
+                retry: d.retry,
+            });
         }
         let answers = answer_plans(&nodes, &edges, &inc);
         Some(Workflow { raw: raw.clone(), mode: self.mode, nodes, edges, out, live_in, start, ids, env, conversation, answers })
@@ -800,12 +824,18 @@ impl Compiler {
             "tool" => {
                 let provider = text_of(data, "provider_id").or_else(|| text_of(data, "provider_name")).unwrap_or("?");
                 let tool = text_of(data, "tool_name").unwrap_or("?");
-                Err(vec![("type".into(), format!("tool nodes need Dify's cloud marketplace; not supported offline: tool {provider}/{tool}"))])
+                Err(vec![(
+                    "type".into(),
+                    format!("tool nodes need Dify's cloud marketplace; not supported offline: tool {provider}/{tool}"),
+                )])
             }
             "agent" => {
                 let strategy = text_of(data, "agent_strategy_provider_name").unwrap_or("?");
                 let name = text_of(data, "agent_strategy_name").unwrap_or("?");
-                Err(vec![("type".into(), format!("agent nodes need Dify's cloud marketplace; not supported offline: agent {strategy}/{name}"))])
+                Err(vec![(
+                    "type".into(),
+                    format!("agent nodes need Dify's cloud marketplace; not supported offline: agent {strategy}/{name}"),
+                )])
             }
             "" => Err(vec![("data.type".into(), "the node has no type".into())]),
             other => match nodes::build(other, data) {
@@ -886,7 +916,10 @@ impl Compiler {
                         found.push(("data.output_selector".into(), format!("node {} has no output {name:?}", drafts[s].id)));
                     }
                 }
-                _ => found.push(("data.output_selector".into(), format!("{} is not a variable of a node inside the iteration", spec.output.join(".")))),
+                _ => found.push((
+                    "data.output_selector".into(),
+                    format!("{} is not a variable of a node inside the iteration", spec.output.join(".")),
+                )),
             }
             if let Ok(t) = ctx.resolve(i, &spec.iterator) {
                 if !is_array(t) {
@@ -1027,7 +1060,9 @@ impl RefCtx<'_> {
                     Some(outs) => match outs.iter().find(|(n, _)| n == name) {
                         Some((_, t)) => *t,
                         None => match &self.drafts[src].strategy {
-                            Strategy::FailBranch | Strategy::DefaultValue(_) if name == "error_message" || name == "error_type" => VarType::String,
+                            Strategy::FailBranch | Strategy::DefaultValue(_) if name == "error_message" || name == "error_type" => {
+                                VarType::String
+                            }
                             Strategy::DefaultValue(d) if d.contains_key(name) => VarType::Any,
                             _ => return Err(format!("node {id} has no output {name:?}")),
                         },
@@ -1058,11 +1093,8 @@ fn outputs(kind: &Kind, inside: bool) -> Option<Vec<(String, VarType)>> {
         Kind::End(outs) => outs.iter().map(|(n, _)| (n.clone(), VarType::Any)).collect(),
         Kind::Answer(_) => vec![("answer".into(), VarType::String)],
         Kind::Llm(spec) => {
-            let mut v = vec![
-                ("text".into(), VarType::String),
-                ("usage".into(), VarType::Object),
-                ("finish_reason".into(), VarType::String),
-            ];
+            let mut v =
+                vec![("text".into(), VarType::String), ("usage".into(), VarType::Object), ("finish_reason".into(), VarType::String)];
             if spec.json_schema.is_some() {
                 v.push(("structured_output".into(), VarType::Object));
             }
@@ -1181,7 +1213,10 @@ fn llm_spec(d: LlmData) -> Result<LlmSpec, Vec<(String, String)>> {
     let mut prompt = Vec::new();
     for (field, m) in msgs {
         if m.edition_type.as_deref() == Some("jinja2") {
-            errs.push((format!("{field}.edition_type"), "Jinja2 prompts are not supported; use the basic editor's {{#node.var#}} references".into()));
+            errs.push((
+                format!("{field}.edition_type"),
+                "Jinja2 prompts are not supported; use the basic editor's {{#node.var#}} references".into(),
+            ));
         }
         let role = match m.role.as_deref() {
             Some("system") => super::Role::System,
@@ -1268,8 +1303,12 @@ fn loop_spec(d: LoopData, ids: &HashMap<String, usize>) -> Result<LoopSpec, Vec<
     let mut variables = Vec::new();
     for (j, v) in d.loop_variables.into_iter().enumerate() {
         let init = match (v.value_type.as_deref(), v.value) {
-            (Some("variable"), Value::Array(a)) => LoopInit::Selector(a.into_iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()),
-            (Some("variable"), _) => return Err(vec![(format!("data.loop_variables[{j}].value"), "a variable loop value must be a selector".into())]),
+            (Some("variable"), Value::Array(a)) => {
+                LoopInit::Selector(a.into_iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+            }
+            (Some("variable"), _) => {
+                return Err(vec![(format!("data.loop_variables[{j}].value"), "a variable loop value must be a selector".into())])
+            }
             (_, value) => LoopInit::Constant(value),
         };
         variables.push((v.label, v.var_type.as_deref().map(var_type).unwrap_or(VarType::Any), init));
@@ -1279,7 +1318,8 @@ fn loop_spec(d: LoopData, ids: &HashMap<String, usize>) -> Result<LoopSpec, Vec<
 
 /// The top-level answer nodes and what each waits for before streaming.
 fn answer_plans(nodes: &[Node], edges: &[Edge], inc: &[Vec<usize>]) -> Vec<AnswerPlan> {
-    let answers: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].container.is_none() && matches!(nodes[i].kind, Kind::Answer(_))).collect();
+    let answers: Vec<usize> =
+        (0..nodes.len()).filter(|&i| nodes[i].container.is_none() && matches!(nodes[i].kind, Kind::Answer(_))).collect();
     answers
         .iter()
         .map(|&a| {

@@ -29,7 +29,9 @@ fn linear() -> Value {
 #[test]
 fn a_valid_graph_compiles_with_its_form_and_models() {
     let mut raw = linear();
-    raw["graph"]["nodes"].as_array_mut().map(|n| n.push(json!({"id": "note1", "type": "custom-note", "data": {"type": "", "text": "hi"}})));
+    if let Some(n) = raw["graph"]["nodes"].as_array_mut() {
+        n.push(json!({"id": "note1", "type": "custom-note", "data": {"type": "", "text": "hi"}}));
+    }
     let wf = match compile(&raw, WorkflowMode::Workflow) {
         Ok(wf) => wf,
         Err(p) => panic!("{p:?}"),
@@ -64,7 +66,10 @@ fn unsupported_nodes_are_refused_naming_node_and_tool() {
     let p = problems(&raw, WorkflowMode::Workflow);
     assert!(has(&p, Some("code1"), "type", "code nodes need the sandbox of issue 14, not in this build"), "{p:?}");
     assert!(has(&p, Some("kr"), "type", "knowledge-retrieval needs knowledge bases (issue 13), not in this build"), "{p:?}");
-    assert!(has(&p, Some("tool1"), "type", "tool nodes need Dify's cloud marketplace; not supported offline: tool google/google_search"), "{p:?}");
+    assert!(
+        has(&p, Some("tool1"), "type", "tool nodes need Dify's cloud marketplace; not supported offline: tool google/google_search"),
+        "{p:?}"
+    );
     assert!(has(&p, Some("agent1"), "type", "not supported offline: agent langgenius/agent/react"), "{p:?}");
     assert!(has(&p, Some("weird"), "type", "\"my-plugin-node\" is not supported offline"), "{p:?}");
     assert_eq!(p.iter().find(|x| x.node_id.as_deref() == Some("tool1")).map(|x| x.node_title.clone()), Some(Some("tool tool1".into())));
@@ -120,7 +125,9 @@ fn start_and_end_rules_follow_the_mode() {
     let none = workflow(vec![end(&[])], vec![]);
     assert!(has(&problems(&none, WorkflowMode::Workflow), None, "graph.nodes", "no start node"));
     let mut two = linear();
-    two["graph"]["nodes"].as_array_mut().map(|n| n.push(node("start2", "start", json!({"variables": []}))));
+    if let Some(n) = two["graph"]["nodes"].as_array_mut() {
+        n.push(node("start2", "start", json!({"variables": []})));
+    }
     assert!(has(&problems(&two, WorkflowMode::Workflow), Some("start2"), "type", "more than one start node"));
     let no_end = workflow(vec![start(json!([])), llm("llm", "x"), end(&[])], vec![edge("start", "llm", "source")]);
     assert!(has(&problems(&no_end, WorkflowMode::Workflow), Some("start"), "graph", "end node reachable"));
@@ -137,7 +144,13 @@ fn references_must_name_upstream_variables() {
             llm("b", "{{#a.text#}} {{#sys.query#}} {{#env.missing#}} {{#conversation.missing#}} {{#sys.user_id#}}"),
             end(&[("x", &["b", "text"]), ("y", &["end", "x"]), ("z", &["a"])]),
         ],
-        vec![edge("start", "if", "source"), edge("if", "a", "yes"), edge("if", "b", "false"), edge("a", "end", "source"), edge("b", "end", "source")],
+        vec![
+            edge("start", "if", "source"),
+            edge("if", "a", "yes"),
+            edge("if", "b", "false"),
+            edge("a", "end", "source"),
+            edge("b", "end", "source"),
+        ],
     );
     let p = problems(&raw, WorkflowMode::Workflow);
     let f = "data.prompt_template[1].text";
@@ -198,7 +211,13 @@ fn jinja2_prompts_are_refused() {
 fn problems_come_sorted_and_complete() {
     let raw = workflow(
         vec![start(json!([])), node("z", "tool", json!({})), node("a", "agent", json!({})), llm("m", "{{#nobody.text#}}"), end(&[])],
-        vec![edge("start", "z", "source"), edge("z", "a", "source"), edge("a", "m", "source"), edge("m", "end", "source"), edge("m", "gone", "source")],
+        vec![
+            edge("start", "z", "source"),
+            edge("z", "a", "source"),
+            edge("a", "m", "source"),
+            edge("m", "end", "source"),
+            edge("m", "gone", "source"),
+        ],
     );
     let p = problems(&raw, WorkflowMode::Workflow);
     let mut sorted = p.clone();

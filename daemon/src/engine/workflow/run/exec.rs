@@ -18,7 +18,13 @@ fn failed(msg: impl Into<String>) -> Fail {
 }
 
 /// Runs node `i`'s own work once (no retries, timeout or strategy here).
-pub(super) async fn run_kind(run: &Arc<Run>, i: usize, pool: &Arc<Pool>, cancel: &Cancel, parent: &Option<(String, u32)>) -> Result<NodeOutput, Fail> {
+pub(super) async fn run_kind(
+    run: &Arc<Run>,
+    i: usize,
+    pool: &Arc<Pool>,
+    cancel: &Cancel,
+    parent: &Option<(String, u32)>,
+) -> Result<NodeOutput, Fail> {
     let node = &run.wf.nodes[i];
     match &node.kind {
         Kind::Start(_) => {
@@ -162,7 +168,9 @@ async fn llm(run: &Arc<Run>, i: usize, spec: &LlmSpec, pool: &Arc<Pool>, top: bo
                     run.emit_all(evs).await;
                 }
             }
-            Some(LlmChunk::Done { prompt_tokens, completion_tokens, finish_reason }) => break (prompt_tokens, completion_tokens, finish_reason),
+            Some(LlmChunk::Done { prompt_tokens, completion_tokens, finish_reason }) => {
+                break (prompt_tokens, completion_tokens, finish_reason)
+            }
             Some(LlmChunk::Failed(e)) => return Err(failed(e)),
             None => return Err(failed("the model's answer ended before it was complete")),
         }
@@ -171,7 +179,8 @@ async fn llm(run: &Arc<Run>, i: usize, spec: &LlmSpec, pool: &Arc<Pool>, top: bo
     let total = u64::from(prompt_tokens) + u64::from(completion_tokens);
     let mut outputs = Map::new();
     if spec.json_schema.is_some() {
-        let parsed: Value = serde_json::from_str(text.trim()).map_err(|e| failed(format!("the structured output is not valid JSON: {e}")))?;
+        let parsed: Value =
+            serde_json::from_str(text.trim()).map_err(|e| failed(format!("the structured output is not valid JSON: {e}")))?;
         outputs.insert("structured_output".into(), parsed);
     }
     outputs.insert("text".into(), Value::String(text));
@@ -263,7 +272,9 @@ async fn run_loop(run: &Arc<Run>, i: usize, spec: &LoopSpec, pool: &Arc<Pool>, c
         vars.insert(name.clone(), v);
     }
     let inputs = vars.clone();
-    let breaks = |scope: &dyn Scope| -> Result<bool, Fail> { Ok(!spec.break_conditions.is_empty() && check(&spec.break_conditions, spec.break_all, scope)?) };
+    let breaks = |scope: &dyn Scope| -> Result<bool, Fail> {
+        Ok(!spec.break_conditions.is_empty() && check(&spec.break_conditions, spec.break_all, scope)?)
+    };
     let mut rounds = 0u32;
     if !breaks(pool.as_ref())? {
         for pass in 0..spec.count {

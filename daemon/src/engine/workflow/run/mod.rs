@@ -20,7 +20,9 @@ use tokio::task::JoinSet;
 
 use super::graph::{Kind, Strategy, Workflow};
 use super::vars::{Globals, Pool};
-use super::{BoxFuture, Effects, Event, Limits, NodeError, NodeExecution, NodeOutput, NodeStatus, RunInput, RunOutcome, RunStatus, WorkflowMode};
+use super::{
+    BoxFuture, Effects, Event, Limits, NodeError, NodeExecution, NodeOutput, NodeStatus, RunInput, RunOutcome, RunStatus, WorkflowMode,
+};
 
 mod exec;
 mod inputs;
@@ -103,7 +105,8 @@ impl Cancel {
     fn cancel(&self) {
         self.0.flag.store(true, Ordering::Release);
         self.0.notify.notify_waiters();
-        let kids: Vec<Arc<CancelInner>> = self.0.children.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect();
+        let kids: Vec<Arc<CancelInner>> =
+            self.0.children.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect();
         for k in kids {
             Cancel(k).cancel();
         }
@@ -295,7 +298,13 @@ struct GraphEnd {
 
 /// Runs the graph that starts at `root` (the top level, or one pass of a
 /// body, with `parent` = (container id, pass index)).
-fn run_graph(run: Arc<Run>, root: usize, pool: Arc<Pool>, cancel: Cancel, parent: Option<(String, u32)>) -> BoxFuture<'static, Result<GraphEnd, Halt>> {
+fn run_graph(
+    run: Arc<Run>,
+    root: usize,
+    pool: Arc<Pool>,
+    cancel: Cancel,
+    parent: Option<(String, u32)>,
+) -> BoxFuture<'static, Result<GraphEnd, Halt>> {
     Box::pin(async move {
         let wf = run.wf.clone();
         let n = wf.nodes.len();
@@ -405,7 +414,14 @@ fn new_execution(run: &Run, i: usize, parent: Option<(String, u32)>, pred: Optio
 
 /// One node, from `node_started` to `node_finished`: retries, timeout,
 /// cancellation and error strategy.
-async fn exec_node(run: Arc<Run>, i: usize, pool: Arc<Pool>, cancel: Cancel, parent: Option<(String, u32)>, pred: Option<usize>) -> (usize, Result<Chosen, Halt>) {
+async fn exec_node(
+    run: Arc<Run>,
+    i: usize,
+    pool: Arc<Pool>,
+    cancel: Cancel,
+    parent: Option<(String, u32)>,
+    pred: Option<usize>,
+) -> (usize, Result<Chosen, Halt>) {
     let max_steps = run.limits.max_steps;
     if run.steps.fetch_add(1, Ordering::AcqRel) >= max_steps {
         return (i, Err(Halt::Aborted(format!("the run exceeded {max_steps} steps"))));

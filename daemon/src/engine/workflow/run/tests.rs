@@ -181,7 +181,11 @@ async fn run(raw: Value, mode: WorkflowMode, input: RunInput, fake: Arc<Fake>, l
 
 fn linear() -> Value {
     workflow(
-        vec![start(json!([text_input("q", true)])), llm("llm", "Say {{#start.q#}}"), end(&[("out", &["llm", "text"]), ("q", &["start", "q"])])],
+        vec![
+            start(json!([text_input("q", true)])),
+            llm("llm", "Say {{#start.q#}}"),
+            end(&[("out", &["llm", "text"]), ("q", &["start", "q"])]),
+        ],
         vec![edge("start", "llm", "source"), edge("llm", "end", "source")],
     )
 }
@@ -286,7 +290,9 @@ async fn answer_text_streams_while_the_llm_runs() {
     let llm_done = r.pos(|e| matches!(e, Event::NodeFinished(x) if x.node_id == "llm"));
     let prefix = r.pos(|e| matches!(e, Event::TextChunk { text, .. } if text == "Say: "));
     assert!(prefix < first_chunk && first_chunk < llm_done, "{:#?}", r.events);
-    assert!(matches!(&r.events[first_chunk], Event::TextChunk { from_variable_selector, .. } if from_variable_selector == &["llm", "text"]));
+    assert!(
+        matches!(&r.events[first_chunk], Event::TextChunk { from_variable_selector, .. } if from_variable_selector == &["llm", "text"])
+    );
 }
 
 #[tokio::test]
@@ -326,7 +332,8 @@ fn chat_iteration(parallel: bool, mode: &str) -> Value {
         ],
         vec![edge("start", "it", "source"), edge("its", "body", "source"), edge("it", "ans", "source")],
     );
-    raw["conversation_variables"] = json!([{"id": "c", "name": "list", "value_type": "array[string]", "value": ["a", "b", "c"], "description": ""}]);
+    raw["conversation_variables"] =
+        json!([{"id": "c", "name": "list", "value_type": "array[string]", "value": ["a", "b", "c"], "description": ""}]);
     raw
 }
 
@@ -367,11 +374,26 @@ fn fail_on_b(call: &LlmCall, _: usize) -> Play {
 #[tokio::test]
 async fn iteration_error_modes() {
     for parallel in [false, true] {
-        let r = run(chat_iteration(parallel, "continue-on-error"), WorkflowMode::AdvancedChat, input(json!({})), Fake::new(fail_on_b), limits()).await;
+        let r = run(
+            chat_iteration(parallel, "continue-on-error"),
+            WorkflowMode::AdvancedChat,
+            input(json!({})),
+            Fake::new(fail_on_b),
+            limits(),
+        )
+        .await;
         assert_eq!(r.outcome.answer, r#"["A AT 0",null,"C AT 2"]"#, "parallel {parallel}");
-        let r = run(chat_iteration(parallel, "remove-abnormal-output"), WorkflowMode::AdvancedChat, input(json!({})), Fake::new(fail_on_b), limits()).await;
+        let r = run(
+            chat_iteration(parallel, "remove-abnormal-output"),
+            WorkflowMode::AdvancedChat,
+            input(json!({})),
+            Fake::new(fail_on_b),
+            limits(),
+        )
+        .await;
         assert_eq!(r.outcome.answer, r#"["A AT 0","C AT 2"]"#, "parallel {parallel}");
-        let r = run(chat_iteration(parallel, "terminated"), WorkflowMode::AdvancedChat, input(json!({})), Fake::new(fail_on_b), limits()).await;
+        let r =
+            run(chat_iteration(parallel, "terminated"), WorkflowMode::AdvancedChat, input(json!({})), Fake::new(fail_on_b), limits()).await;
         assert_eq!(r.outcome.status, RunStatus::Failed);
         let err = r.outcome.error.unwrap_or_default();
         assert!(err.starts_with("node iteration it failed: item 1: node llm body failed: b is bad"), "{err}");
@@ -457,7 +479,17 @@ async fn fail_branch_follows_the_failure_edge() {
 async fn default_value_and_retry_strategies() {
     let dv = json!({"error_strategy": "default-value", "default_value": [{"key": "text", "type": "string", "value": "fallback"}]});
     let raw = workflow(
-        vec![start(json!([])), { let mut l = llm("llm", "x"); if let (Some(d), Value::Object(s)) = (l["data"].as_object_mut(), dv) { d.extend(s); } l }, answer("ok", "{{#llm.text#}}")],
+        vec![
+            start(json!([])),
+            {
+                let mut l = llm("llm", "x");
+                if let (Some(d), Value::Object(s)) = (l["data"].as_object_mut(), dv) {
+                    d.extend(s);
+                }
+                l
+            },
+            answer("ok", "{{#llm.text#}}"),
+        ],
         vec![edge("start", "llm", "source"), edge("llm", "ok", "source")],
     );
     let r = run(raw, WorkflowMode::AdvancedChat, input(json!({})), Fake::new(|_, _| Play::Fail("boom")), limits()).await;
@@ -473,7 +505,15 @@ async fn default_value_and_retry_strategies() {
 
     // Retries exhausted, no strategy: the run fails naming the node.
     let raw = workflow(
-        vec![start(json!([])), { let mut l = llm("llm", "x"); l["data"]["retry_config"] = retry["retry_config"].clone(); l }, answer("ok", "{{#llm.text#}}")],
+        vec![
+            start(json!([])),
+            {
+                let mut l = llm("llm", "x");
+                l["data"]["retry_config"] = retry["retry_config"].clone();
+                l
+            },
+            answer("ok", "{{#llm.text#}}"),
+        ],
         vec![edge("start", "llm", "source"), edge("llm", "ok", "source")],
     );
     let fake = Fake::new(|_, _| Play::Fail("always"));
@@ -566,7 +606,13 @@ async fn llm_memory_context_and_structured_output() {
     so["structured_output_enabled"] = json!(true);
     so["structured_output"] = json!({"schema": {"type": "object", "properties": {"n": {"type": "number"}}}});
     let raw = workflow(
-        vec![start(json!([])), llm("first", "facts"), node("mem", "llm", data), node("so", "llm", so), answer("ans", "{{#so.structured_output.n#}}")],
+        vec![
+            start(json!([])),
+            llm("first", "facts"),
+            node("mem", "llm", data),
+            node("so", "llm", so),
+            answer("ans", "{{#so.structured_output.n#}}"),
+        ],
         vec![edge("start", "first", "source"), edge("first", "mem", "source"), edge("mem", "so", "source"), edge("so", "ans", "source")],
     );
     let script = |c: &LlmCall, _: usize| match c.node_id.as_str() {
