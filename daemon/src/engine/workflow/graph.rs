@@ -377,12 +377,14 @@ pub struct DeclaredVar {
     pub value: Value,
 }
 
-/// An answer node at the top level, as the streamer sees it: the nodes that
-/// must have finished before it may stream (branching ancestors and earlier
-/// answers).
+/// A top-level node whose text streams (a chatflow's answer; a workflow's
+/// end, for the llm texts it outputs, as Dify streams them): what it sends,
+/// and the nodes that must have finished before it may (branching ancestors
+/// and earlier streaming nodes).
 #[derive(Debug, Clone)]
 pub struct AnswerPlan {
     pub node: usize,
+    pub segments: Vec<super::vars::Segment>,
     pub gates: Vec<usize>,
 }
 
@@ -770,7 +772,7 @@ impl Compiler {
                 retry: d.retry,
             });
         }
-        let answers = answer_plans(&nodes, &edges, &inc);
+        let answers = answer_plans(&nodes, &edges, &inc, &ids);
         Some(Workflow { raw: raw.clone(), mode: self.mode, nodes, edges, out, live_in, start, ids, env, conversation, answers })
     }
 
@@ -1316,13 +1318,37 @@ fn loop_spec(d: LoopData, ids: &HashMap<String, usize>) -> Result<LoopSpec, Vec<
     Ok(LoopSpec { count: d.loop_count, break_all: d.logical_operator != "or", break_conditions, variables, start })
 }
 
-/// The top-level answer nodes and what each waits for before streaming.
-fn answer_plans(nodes: &[Node], edges: &[Edge], inc: &[Vec<usize>]) -> Vec<AnswerPlan> {
-    let answers: Vec<usize> =
-        (0..nodes.len()).filter(|&i| nodes[i].container.is_none() && matches!(nodes[i].kind, Kind::Answer(_))).collect();
-    answers
-        .iter()
-        .map(|&a| {
+/// The segments a top-level node streams: an answer's template; an end's
+/// outputs that are an llm's text.
+fn streamed(nodes: &[Node], ids: &HashMap<String, usize>, node: &Node) -> Option<Vec<super::vars::Segment>> {
+    if node.container.is_some() {
+        return None;
+    }
+    match &node.kind {
+        Kind::Answer(t) => Some(t.segments.clone()),
+        Kind::End(outs) => {
+            let mut segs: Vec<super::vars::Segment> = Vec::new();
+            for (_, sel) in outs {
+                let llm = sel.first().and_then(|id| ids.get(id)).is_some_and(|&s| matches!(nodes[s].kind, Kind::Llm(_)));
+                let seg = super::vars::Segment::Var(sel.clone());
+                if llm && sel.len() == 2 && sel[1] == "text" && !segs.contains(&seg) {
+                    segs.push(seg);
+                }
+            }
+            (!segs.is_empty()).then_some(segs)
+        }
+        _ => None,
+    }
+}
+
+/// The top-level streaming nodes and what each waits for before streaming.
+fn answer_plans(nodes: &[Node], edges: &[Edge], inc: &[Vec<usize>], ids: &HashMap<String, usize>) -> Vec<AnswerPlan> {
+    let plans: Vec<(usize, Vec<super::vars::Segment>)> =
+        nodes.iter().enumerate().filter_map(|(i, n)| streamed(nodes, ids, n).map(|s| (i, s))).collect();
+    let streaming: HashSet<usize> = plans.iter().map(|(i, _)| *i).collect();
+    plans
+        .into_iter()
+        .map(|(a, segments)| {
             let mut seen = HashSet::new();
             let mut stack: Vec<usize> = inc[a].iter().map(|&k| edges[k].source).collect();
             while let Some(x) = stack.pop() {
@@ -1335,15 +1361,15 @@ fn answer_plans(nodes: &[Node], edges: &[Edge], inc: &[Vec<usize>]) -> Vec<Answe
                 .filter(|&x| {
                     let n = &nodes[x];
                     let branching = match &n.kind {
-                        Kind::IfElse(_) | Kind::Answer(_) => true,
+                        Kind::IfElse(_) => true,
                         Kind::Other(k) => !k.handles().is_empty(),
-                        _ => false,
+                        _ => streaming.contains(&x),
                     };
                     branching || n.strategy == Strategy::FailBranch
                 })
                 .collect();
             gates.sort_unstable();
-            AnswerPlan { node: a, gates }
+            AnswerPlan { node: a, segments, gates }
         })
         .collect()
 }

@@ -37,6 +37,11 @@ pub(super) async fn run_kind(
         Kind::End(outs) => {
             let outputs: Map<String, Value> = outs.iter().map(|(name, sel)| (name.clone(), pool.get(sel).unwrap_or(Value::Null))).collect();
             run.outputs.lock().unwrap_or_else(|e| e.into_inner()).extend(outputs.clone());
+            if let (Some(s), None) = (&run.stream, parent) {
+                let mut s = s.lock().await;
+                let evs = s.flush(i, pool);
+                run.emit_all(evs).await;
+            }
             Ok(NodeOutput { inputs: outputs.clone(), outputs, ..NodeOutput::default() })
         }
         Kind::Answer(t) => {

@@ -1,14 +1,15 @@
-//! Streaming of top-level answer nodes, as Dify's answer stream processor
-//! does: an answer's text goes out as soon as the variables it references
-//! are known, and an llm's text it references goes out chunk by chunk while
-//! the llm runs. An answer starts streaming only once every branching node
-//! above it (and every earlier answer) has finished and it is still on a
-//! taken path, so a branch not taken never shows text.
+//! Streaming of top-level answer nodes (and of workflow end nodes' llm
+//! texts), as Dify's answer and end stream processors do: an answer's text
+//! goes out as soon as the variables it references are known, and an llm's
+//! text it references goes out chunk by chunk while the llm runs. A node
+//! starts streaming only once every branching node above it (and every
+//! earlier streaming node) has finished and it is still on a taken path, so
+//! a branch not taken never shows text.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::super::graph::{Kind, Workflow};
+use super::super::graph::Workflow;
 use super::super::vars::{render_value, Pool, Segment};
 use super::super::{Event, Scope};
 
@@ -68,7 +69,7 @@ impl Streamer {
         self.pump(pool)
     }
 
-    /// Answer node `answer` runs: everything it has not sent yet goes now.
+    /// Streaming node `answer` runs: everything it has not sent yet goes now.
     pub(super) fn flush(&mut self, answer: usize, pool: &Pool) -> Vec<Event> {
         let mut out = Vec::new();
         if let Some(c) = self.cursors.iter().position(|c| self.wf.answers[c.plan].node == answer) {
@@ -115,10 +116,9 @@ impl Streamer {
 
     /// Sends what answer cursor `c` can; `all` treats every variable as known.
     fn advance(&mut self, c: usize, pool: &Pool, all: bool, out: &mut Vec<Event>) {
-        let node = self.wf.answers[self.cursors[c].plan].node;
-        let Kind::Answer(template) = &self.wf.nodes[node].kind else { return };
-        let node_id = &self.wf.nodes[node].id;
-        while let Some(seg) = template.segments.get(self.cursors[c].seg) {
+        let plan = &self.wf.answers[self.cursors[c].plan];
+        let node_id = &self.wf.nodes[plan.node].id;
+        while let Some(seg) = plan.segments.get(self.cursors[c].seg) {
             let cur = &mut self.cursors[c];
             match seg {
                 Segment::Text(t) => push(out, t, vec![node_id.clone(), "answer".into()]),

@@ -217,6 +217,10 @@ async fn a_linear_workflow_runs_and_reports_in_order() {
     assert_eq!(call.messages, vec![(Role::System, "You help.".into()), (Role::User, "Say hi".into())]);
     assert_eq!((call.provider.as_str(), call.model.as_str(), call.temperature), ("openai", "gpt-4o-mini", Some(0.7)));
     assert_eq!(r.finished("start").map(|s| s.outputs["sys.user_id"].clone()), Some(json!("alice")));
+    // The end node's llm text streams as Dify's end stream processor does.
+    assert_eq!(r.text(), "Hello");
+    let first_chunk = r.pos(|e| matches!(e, Event::TextChunk { text, .. } if text == "Hel"));
+    assert!(first_chunk < r.pos(|e| matches!(e, Event::NodeFinished(x) if x.node_id == "llm")), "{:#?}", r.events);
 }
 
 #[tokio::test]
