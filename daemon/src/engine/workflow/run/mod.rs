@@ -319,17 +319,24 @@ fn run_graph(
         let graph_cancel = cancel.child();
         let max = run.limits.max_parallel.max(1);
         loop {
-            while halt.is_none() && !end.loop_end && set.len() < max {
+            let open = halt.is_none() && !end.loop_end;
+            let (i, res) = if open && set.is_empty() && ready.len() == 1 {
+                // A lone ready node (a chain) runs in this task: no spawn, no wake-up.
                 let Some((i, p)) = ready.pop_front() else { break };
-                set.spawn(exec_node(run.clone(), i, pool.clone(), graph_cancel.clone(), parent.clone(), p));
-            }
-            let Some(joined) = set.join_next().await else { break };
-            let (i, res) = match joined {
-                Ok(x) => x,
-                Err(e) => {
-                    halt.get_or_insert(Halt::Aborted(format!("a node's task ended abnormally: {e}")));
-                    graph_cancel.cancel();
-                    continue;
+                exec_node(run.clone(), i, pool.clone(), graph_cancel.clone(), parent.clone(), p).await
+            } else {
+                while open && set.len() < max {
+                    let Some((i, p)) = ready.pop_front() else { break };
+                    set.spawn(exec_node(run.clone(), i, pool.clone(), graph_cancel.clone(), parent.clone(), p));
+                }
+                let Some(joined) = set.join_next().await else { break };
+                match joined {
+                    Ok(x) => x,
+                    Err(e) => {
+                        halt.get_or_insert(Halt::Aborted(format!("a node's task ended abnormally: {e}")));
+                        graph_cancel.cancel();
+                        continue;
+                    }
                 }
             };
             let chosen = match res {
@@ -393,7 +400,8 @@ fn run_graph(
 fn new_execution(run: &Run, i: usize, parent: Option<(String, u32)>, pred: Option<usize>) -> NodeExecution {
     let node = &run.wf.nodes[i];
     NodeExecution {
-        id: uuid::Uuid::new_v4().to_string(),
+        // From the thread-local generator: no system call per node.
+        id: uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string(),
         node_id: node.id.clone(),
         node_type: node.node_type.clone(),
         title: node.title.clone(),
