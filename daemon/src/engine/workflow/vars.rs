@@ -243,6 +243,19 @@ impl Pool {
         self.nodes.write().unwrap_or_else(|e| e.into_inner()).insert(node_id.to_owned(), Arc::new(outputs));
     }
 
+    /// Sets `key` in the outputs of `node_id` in the nearest frame that has
+    /// them (a loop variable, assigned from inside the loop's body); false
+    /// when no frame has that node.
+    pub fn assign(&self, node_id: &str, key: &str, value: Value) -> bool {
+        let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = nodes.get_mut(node_id) {
+            Arc::make_mut(m).insert(key.to_owned(), value);
+            return true;
+        }
+        drop(nodes);
+        self.parent.as_ref().is_some_and(|p| p.assign(node_id, key, value))
+    }
+
     /// A node's outputs, from this frame or the nearest parent that has them.
     pub fn node(&self, node_id: &str) -> Option<Arc<Map<String, Value>>> {
         let own = self.nodes.read().unwrap_or_else(|e| e.into_inner()).get(node_id).cloned();

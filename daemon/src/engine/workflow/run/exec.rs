@@ -281,7 +281,8 @@ async fn run_loop(run: &Arc<Run>, i: usize, spec: &LoopSpec, pool: &Arc<Pool>, c
         Ok(!spec.break_conditions.is_empty() && check(&spec.break_conditions, spec.break_all, scope)?)
     };
     let mut rounds = 0u32;
-    if !breaks(pool.as_ref())? {
+    // As Dify: a break condition that cannot be evaluated yet does not hold.
+    if !breaks(pool.as_ref()).unwrap_or(false) {
         for pass in 0..spec.count {
             let frame = Pool::child(pool);
             let mut own = vars.clone();
@@ -293,6 +294,14 @@ async fn run_loop(run: &Arc<Run>, i: usize, spec: &LoopSpec, pool: &Arc<Pool>, c
                 Err(h) => return Err(Fail::Halt(h)),
             };
             rounds = pass + 1;
+            // Body nodes may have assigned loop variables in the pass's frame.
+            if let Some(after) = frame.node(&node.id) {
+                for (name, value) in vars.iter_mut() {
+                    if let Some(v) = after.get(name) {
+                        *value = v.clone();
+                    }
+                }
+            }
             if end.loop_end || breaks(frame.as_ref())? {
                 break;
             }

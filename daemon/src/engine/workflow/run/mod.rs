@@ -9,7 +9,7 @@
 //! strategies (retry, fail-branch, default-value). Reports through
 //! [`Event`]s and a [`RunOutcome`]; knows nothing of HTTP or storage.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
@@ -521,10 +521,30 @@ async fn exec_node(
     (i, chosen)
 }
 
+/// Whether `owner` is a loop that node `i` is inside.
+fn enclosing_loop(wf: &Workflow, mut i: usize, owner: &str) -> bool {
+    while let Some(c) = wf.nodes[i].container {
+        if wf.nodes[c].id == owner {
+            return matches!(wf.nodes[c].kind, Kind::Loop(_));
+        }
+        i = c;
+    }
+    false
+}
+
 /// A succeeded node's output into the pool, the run and its record.
 fn finish_ok(run: &Run, pool: &Pool, i: usize, out: NodeOutput, exec: &mut NodeExecution) -> Chosen {
     let node = &run.wf.nodes[i];
-    run.globals.assign(&out.assigned);
+    // `loop_id.label` names a variable of an enclosing loop; any other name a
+    // conversation variable.
+    let mut conversation = BTreeMap::new();
+    for (k, v) in out.assigned {
+        let in_loop = k.split_once('.').is_some_and(|(owner, var)| enclosing_loop(&run.wf, i, owner) && pool.assign(owner, var, v.clone()));
+        if !in_loop {
+            conversation.insert(k, v);
+        }
+    }
+    run.globals.assign(&conversation);
     run.tokens.fetch_add(out.tokens, Ordering::AcqRel);
     pool.set(&node.id, out.outputs.clone());
     exec.tokens = out.tokens;

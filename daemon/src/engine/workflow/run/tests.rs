@@ -8,6 +8,7 @@ use serde_json::json;
 use tokio::sync::Barrier;
 
 use super::super::graph::fixtures::*;
+use super::super::graph::Kind;
 use super::super::{Capabilities, HttpCall, HttpReply, LlmCall, Role, SysVars};
 use super::*;
 
@@ -672,4 +673,83 @@ fn inputs_are_checked_with_difys_messages() {
     assert_eq!(check(json!({"name": "x", "long": "123456"})), Err("long in input form must be less than 5 characters".into()));
     assert_eq!(check(json!({"name": "x", "n": "7", "extra": 1})), Ok(json!({"name": "x", "size": "M", "n": 7})));
     assert_eq!(check(json!({"name": "x", "n": 2.5, "long": "12345"})), Ok(json!({"name": "x", "size": "M", "n": 2.5, "long": "12345"})));
+}
+
+/// A stand-in for the assigner node (another module's): adds one to the
+/// number at `from` and assigns it to `to`.
+#[derive(Debug)]
+struct Increment {
+    from: Vec<String>,
+    to: String,
+}
+
+impl super::super::NodeKind for Increment {
+    fn references(&self) -> Vec<(String, Vec<String>)> {
+        vec![("from".into(), self.from.clone())]
+    }
+
+    fn outputs(&self) -> Vec<(String, super::super::VarType)> {
+        Vec::new()
+    }
+
+    fn run<'a>(&'a self, ctx: super::super::NodeCtx<'a>) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+        Box::pin(async move {
+            let n = ctx.scope.get(&self.from).and_then(|v| v.as_i64()).unwrap_or(0);
+            Ok(NodeOutput { assigned: BTreeMap::from([(self.to.clone(), json!(n + 1))]), ..NodeOutput::default() })
+        })
+    }
+}
+
+/// `raw` compiled, with node `id` (any of ours, as a placeholder) replaced by `kind`.
+fn with_kind(raw: &Value, mode: WorkflowMode, id: &str, kind: Increment) -> Arc<Workflow> {
+    let mut wf = match Workflow::compile(raw, mode, Capabilities::default()) {
+        Ok(wf) => wf,
+        Err(p) => panic!("{p:#?}"),
+    };
+    if let Some(n) = wf.nodes.iter_mut().find(|n| n.id == id) {
+        n.kind = Kind::Other(Box::new(kind));
+    }
+    Arc::new(wf)
+}
+
+#[tokio::test]
+async fn assigned_conversation_variables_are_seen_downstream_and_returned() {
+    let mut raw = workflow(
+        vec![start(json!([])), answer("set", ""), answer("ans", "count {{#conversation.count#}}")],
+        vec![edge("start", "set", "source"), edge("set", "ans", "source")],
+    );
+    raw["conversation_variables"] = json!([{"id": "c1", "name": "count", "value_type": "number", "value": 0, "description": ""}]);
+    let wf = with_kind(&raw, WorkflowMode::AdvancedChat, "set", Increment { from: vec!["conversation".into(), "count".into()], to: "count".into() });
+    let mut i = input(json!({}));
+    i.conversation_variables = BTreeMap::from([("count".to_owned(), json!(41))]);
+    let (_keep, stop) = watch::channel(false);
+    let r = run_with(wf, i, Fake::new(|_, _| Play::Echo), limits(), stop).await;
+    assert_eq!(r.outcome.answer, "count 42");
+    assert_eq!(r.outcome.conversation_variables, BTreeMap::from([("count".to_owned(), json!(42))]));
+}
+
+#[tokio::test]
+async fn loop_variables_assigned_in_the_body_carry_over_and_break_the_loop() {
+    let raw = workflow(
+        vec![
+            start(json!([])),
+            node(
+                "lp",
+                "loop",
+                json!({"loop_count": 10, "logical_operator": "and", "start_node_id": "lps",
+                       "break_conditions": [{"id": "b", "varType": "number", "variable_selector": ["lp", "n"], "comparison_operator": "=", "value": 3}],
+                       "loop_variables": [{"id": "v", "label": "n", "var_type": "number", "value_type": "constant", "value": 0}]}),
+            ),
+            inner("lps", "loop-start", "lp", true, json!({})),
+            inner("inc", "loop-end", "lp", true, json!({})),
+            end(&[("n", &["lp", "n"]), ("rounds", &["lp", "loop_round"])]),
+        ],
+        vec![edge("start", "lp", "source"), edge("lps", "inc", "source"), edge("lp", "end", "source")],
+    );
+    let wf = with_kind(&raw, WorkflowMode::Workflow, "inc", Increment { from: vec!["lp".into(), "n".into()], to: "lp.n".into() });
+    let (_keep, stop) = watch::channel(false);
+    let r = run_with(wf, input(json!({})), Fake::new(|_, _| Play::Echo), limits(), stop).await;
+    assert_eq!(r.outcome.status, RunStatus::Succeeded, "{:?}", r.outcome.error);
+    assert_eq!(Value::Object(r.outcome.outputs.clone()), json!({"n": 3, "rounds": 3}));
+    assert!(r.outcome.conversation_variables.is_empty());
 }
