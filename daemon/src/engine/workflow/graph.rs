@@ -386,6 +386,9 @@ pub struct AnswerPlan {
     pub node: usize,
     pub segments: Vec<super::vars::Segment>,
     pub gates: Vec<usize>,
+    /// Ancestors that may assign conversation variables (nodes of other
+    /// modules): `conversation.*` is final only once they have finished.
+    pub assigners: Vec<usize>,
 }
 
 /// A compiled workflow graph.
@@ -577,6 +580,7 @@ impl Compiler {
 
         // Nodes: identity first, then data.
         let mut drafts: Vec<Draft> = Vec::with_capacity(real.len());
+        let mut datas: Vec<&Value> = Vec::with_capacity(real.len());
         let mut ids: HashMap<String, usize> = HashMap::new();
         for (i, n) in real.iter().enumerate() {
             let id = match n.get("id") {
@@ -602,9 +606,9 @@ impl Compiler {
             }
             ids.insert(id, drafts.len());
             drafts.push(d);
+            datas.push(data);
         }
-        for (d, n) in drafts.iter_mut().zip(real.iter().filter(|n| n.get("id").is_some())) {
-            let data = n.get("data").unwrap_or(&Value::Null);
+        for (d, data) in drafts.iter_mut().zip(datas) {
             self.common(d, data);
             d.kind = self.kind(d, data, caps, &ids);
         }
@@ -1357,7 +1361,8 @@ fn answer_plans(nodes: &[Node], edges: &[Edge], inc: &[Vec<usize>], ids: &HashMa
                 }
             }
             let mut gates: Vec<usize> = seen
-                .into_iter()
+                .iter()
+                .copied()
                 .filter(|&x| {
                     let n = &nodes[x];
                     let branching = match &n.kind {
@@ -1369,7 +1374,9 @@ fn answer_plans(nodes: &[Node], edges: &[Edge], inc: &[Vec<usize>], ids: &HashMa
                 })
                 .collect();
             gates.sort_unstable();
-            AnswerPlan { node: a, segments, gates }
+            let mut assigners: Vec<usize> = seen.iter().copied().filter(|&x| matches!(nodes[x].kind, Kind::Other(_))).collect();
+            assigners.sort_unstable();
+            AnswerPlan { node: a, segments, gates, assigners }
         })
         .collect()
 }

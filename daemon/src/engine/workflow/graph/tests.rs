@@ -239,3 +239,27 @@ fn old_if_else_format_becomes_one_true_case() {
     );
     assert!(compile(&raw, WorkflowMode::Workflow).is_ok());
 }
+
+#[test]
+fn duplicate_ids_and_edges_across_a_body_boundary_are_problems() {
+    let raw = workflow(
+        vec![
+            start(json!([])),
+            llm("dup", "x"),
+            llm("dup", "y"),
+            node(
+                "lp",
+                "loop",
+                json!({"loop_count": 2, "break_conditions": [], "logical_operator": "and", "start_node_id": "elsewhere", "loop_variables": []}),
+            ),
+            node("elsewhere", "loop-start", json!({})),
+            inner("lps", "loop-start", "lp", true, json!({})),
+            end(&[]),
+        ],
+        vec![edge("start", "dup", "source"), edge("dup", "lp", "source"), edge("lp", "end", "source"), edge("lps", "end", "source")],
+    );
+    let p = problems(&raw, WorkflowMode::Workflow);
+    assert!(has(&p, Some("dup"), "id", "another node has the id dup"), "{p:?}");
+    assert!(has(&p, Some("end"), "graph.edges[3]", "crosses an iteration or loop boundary"), "{p:?}");
+    assert!(has(&p, Some("lp"), "data.start_node_id", "is not inside this node"), "{p:?}");
+}

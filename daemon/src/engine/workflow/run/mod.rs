@@ -284,7 +284,7 @@ pub async fn execute(
         error,
         answer,
         total_tokens: run.tokens.load(Ordering::Acquire),
-        total_steps: run.steps.load(Ordering::Acquire),
+        total_steps: run.steps.load(Ordering::Acquire).min(limits.max_steps),
         conversation_variables: globals.conversation(),
     }
 }
@@ -435,6 +435,10 @@ async fn exec_node(
         return (i, Err(Halt::Aborted(format!("the run exceeded {max_steps} steps"))));
     }
     let node = &run.wf.nodes[i];
+    if matches!(node.kind, Kind::IterationStart | Kind::LoopStart) {
+        // A body's start marker: Dify reports no execution for it.
+        return (i, Ok(Chosen::Handle("source".into())));
+    }
     let mut exec = new_execution(&run, i, parent.clone(), pred);
     run.emit(Event::NodeStarted(exec.clone())).await;
     let started = Instant::now();

@@ -125,7 +125,12 @@ impl Streamer {
                 Segment::Context => push(out, "{{#context#}}", vec![node_id.clone(), "answer".into()]),
                 Segment::Var(sel) => {
                     let src = self.wf.ids.get(&sel[0]).copied();
-                    let known = all || src.is_none_or(|s| self.resolved[s]);
+                    let known = all
+                        || match src {
+                            Some(s) => self.resolved[s],
+                            None if sel[0] == "conversation" => plan.assigners.iter().all(|&a| self.resolved[a]),
+                            None => true,
+                        };
                     if known {
                         let text = pool.get(sel).map(|v| render_value(&v)).unwrap_or_default();
                         push(out, text.get(cur.sent..).unwrap_or(""), sel.clone());

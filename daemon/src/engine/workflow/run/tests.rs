@@ -719,12 +719,18 @@ async fn assigned_conversation_variables_are_seen_downstream_and_returned() {
         vec![edge("start", "set", "source"), edge("set", "ans", "source")],
     );
     raw["conversation_variables"] = json!([{"id": "c1", "name": "count", "value_type": "number", "value": 0, "description": ""}]);
-    let wf = with_kind(&raw, WorkflowMode::AdvancedChat, "set", Increment { from: vec!["conversation".into(), "count".into()], to: "count".into() });
+    let wf = with_kind(
+        &raw,
+        WorkflowMode::AdvancedChat,
+        "set",
+        Increment { from: vec!["conversation".into(), "count".into()], to: "count".into() },
+    );
     let mut i = input(json!({}));
     i.conversation_variables = BTreeMap::from([("count".to_owned(), json!(41))]);
     let (_keep, stop) = watch::channel(false);
     let r = run_with(wf, i, Fake::new(|_, _| Play::Echo), limits(), stop).await;
     assert_eq!(r.outcome.answer, "count 42");
+    assert_eq!(r.text(), "count 42");
     assert_eq!(r.outcome.conversation_variables, BTreeMap::from([("count".to_owned(), json!(42))]));
 }
 
