@@ -219,7 +219,7 @@ async fn iteration(run: &Arc<Run>, i: usize, spec: &IterationSpec, pool: &Arc<Po
     let mut next = 0;
     let mut end: Option<Fail> = None;
     loop {
-        while end.is_none() && set.len() < width && next < items.len() {
+        while end.is_none() && !passes.is_cancelled() && set.len() < width && next < items.len() {
             let frame = Pool::child(pool);
             frame.set(&node.id, Map::from_iter([("item".to_owned(), items[next].clone()), ("index".to_owned(), Value::from(next))]));
             let fut = run_graph(run.clone(), spec.start, frame.clone(), passes.clone(), Some((node.id.clone(), next as u32)));
@@ -258,6 +258,9 @@ async fn iteration(run: &Arc<Run>, i: usize, spec: &IterationSpec, pool: &Arc<Po
     if let Some(f) = end {
         return Err(f);
     }
+    if passes.is_cancelled() {
+        return Err(Fail::Halt(run.cancelled_halt()));
+    }
     let output: Vec<Value> = results.into_iter().flatten().collect();
     Ok(NodeOutput { inputs, outputs: Map::from_iter([("output".to_owned(), Value::Array(output))]), ..NodeOutput::default() })
 }
@@ -284,6 +287,9 @@ async fn run_loop(run: &Arc<Run>, i: usize, spec: &LoopSpec, pool: &Arc<Pool>, c
     // As Dify: a break condition that cannot be evaluated yet does not hold.
     if !breaks(pool.as_ref()).unwrap_or(false) {
         for pass in 0..spec.count {
+            if cancel.is_cancelled() {
+                return Err(Fail::Halt(run.cancelled_halt()));
+            }
             let frame = Pool::child(pool);
             let mut own = vars.clone();
             own.insert("index".into(), Value::from(pass));

@@ -319,7 +319,7 @@ fn run_graph(
         let graph_cancel = cancel.child();
         let max = run.limits.max_parallel.max(1);
         loop {
-            let open = halt.is_none() && !end.loop_end;
+            let open = halt.is_none() && !end.loop_end && !graph_cancel.is_cancelled();
             let (i, res) = if open && set.is_empty() && ready.len() == 1 {
                 // A lone ready node (a chain) runs in this task: no spawn, no wake-up.
                 let Some((i, p)) = ready.pop_front() else { break };
@@ -392,6 +392,8 @@ fn run_graph(
         }
         match halt {
             Some(h) => Err(h),
+            // Cancelled between nodes: nothing reported it, the graph did not finish.
+            None if graph_cancel.is_cancelled() => Err(run.cancelled_halt()),
             None => Ok(end),
         }
     })
@@ -457,9 +459,14 @@ async fn exec_node(
                 }
             }
         };
-        let r = tokio::select! {
-            r = timed => r,
-            () = cancel.cancelled() => Err(Fail::Halt(run.cancelled_halt())),
+        // A container ends through its body's nodes, which see the cancellation.
+        let r = if container {
+            timed.await
+        } else {
+            tokio::select! {
+                r = timed => r,
+                () = cancel.cancelled() => Err(Fail::Halt(run.cancelled_halt())),
+            }
         };
         match r {
             Err(Fail::Node(_)) if attempt < retries => {

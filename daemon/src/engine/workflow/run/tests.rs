@@ -759,3 +759,22 @@ async fn loop_variables_assigned_in_the_body_carry_over_and_break_the_loop() {
     assert_eq!(Value::Object(r.outcome.outputs.clone()), json!({"n": 3, "rounds": 3}));
     assert!(r.outcome.conversation_variables.is_empty());
 }
+
+#[tokio::test]
+async fn stop_reaches_the_nodes_inside_an_iteration() {
+    for parallel in [false, true] {
+        let (stop_tx, stop) = watch::channel(false);
+        let wf = compiled(&chat_iteration(parallel, "continue-on-error"), WorkflowMode::AdvancedChat);
+        let task = tokio::spawn(run_with(wf, input(json!({})), Fake::new(|_, _| Play::Hang), limits(), stop));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = stop_tx.send(true);
+        let r = match tokio::time::timeout(Duration::from_secs(5), task).await {
+            Ok(Ok(r)) => r,
+            other => panic!("the stopped run did not end: {:?}", other.is_ok()),
+        };
+        assert_eq!(r.outcome.status, RunStatus::Stopped, "parallel {parallel}");
+        assert_eq!(r.finished("body").map(|x| x.status), Some(NodeStatus::Stopped));
+        assert_eq!(r.finished("it").map(|x| x.status), Some(NodeStatus::Stopped));
+        assert!(r.finished("ans").is_none());
+    }
+}
