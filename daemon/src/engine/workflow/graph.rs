@@ -12,12 +12,13 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use serde_json::{Map, Value};
 
 use super::vars::Template;
-
-mod check;
-mod data;
 use super::{Capabilities, NodeKind, Problem, VarType, WorkflowMode};
 use check::{conditions_refs, outputs, reaches, references, RefCtx, Upstream};
 use data::{parse, text_of, VarDecl};
+
+mod check;
+mod data;
+
 pub use data::{var_type, StartVar};
 
 /// Most nodes a graph may have, iteration and loop bodies included.
