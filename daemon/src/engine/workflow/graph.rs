@@ -260,6 +260,15 @@ fn is_array(t: VarType) -> bool {
 
 // ---------------------------------------------------------------- compiler
 
+/// A node id field: a string, or a number when YAML left the id unquoted.
+fn id_of(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
 /// A node while compiling: its kind is `None` when its data was refused
 /// (a problem says why) and references to it are not checked further.
 struct Draft {
@@ -335,9 +344,8 @@ impl Compiler {
         let mut datas: Vec<&Value> = Vec::with_capacity(real.len());
         let mut ids: HashMap<String, usize> = HashMap::new();
         for (i, n) in real.iter().enumerate() {
-            let id = match n.get("id") {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Number(x)) => x.to_string(),
+            let id = match id_of(n, "id") {
+                id if !id.is_empty() => id,
                 _ => {
                     self.problem(None, &format!("graph.nodes[{i}].id"), "a node has no id".into());
                     continue;
@@ -388,9 +396,9 @@ impl Compiler {
         for (i, e) in raw_edges.iter().enumerate() {
             let eid = text_of(e, "id").unwrap_or("").to_owned();
             let field = format!("graph.edges[{i}]");
-            let (src, tgt) = (text_of(e, "source").unwrap_or(""), text_of(e, "target").unwrap_or(""));
-            let (Some(&s), Some(&t)) = (ids.get(src), ids.get(tgt)) else {
-                let missing = if ids.contains_key(src) { tgt } else { src };
+            let (src, tgt) = (id_of(e, "source"), id_of(e, "target"));
+            let (Some(&s), Some(&t)) = (ids.get(&src), ids.get(&tgt)) else {
+                let missing = if ids.contains_key(&src) { tgt } else { src };
                 self.problem(None, &field, format!("dangling edge {eid}: node {missing:?} does not exist"));
                 continue;
             };

@@ -263,3 +263,15 @@ fn duplicate_ids_and_edges_across_a_body_boundary_are_problems() {
     assert!(has(&p, Some("end"), "graph.edges[3]", "crosses an iteration or loop boundary"), "{p:?}");
     assert!(has(&p, Some("lp"), "data.start_node_id", "is not inside this node"), "{p:?}");
 }
+
+#[test]
+fn unquoted_numeric_ids_from_yaml_still_connect() {
+    let mut raw = workflow(
+        vec![start(json!([])), llm("1717222650545", "x"), end(&[("out", &["1717222650545", "text"])])],
+        vec![edge("start", "1717222650545", "source"), edge("1717222650545", "end", "source")],
+    );
+    raw["graph"]["nodes"][1]["id"] = json!(1717222650545u64);
+    raw["graph"]["edges"][0]["target"] = json!(1717222650545u64);
+    raw["graph"]["edges"][1]["source"] = json!(1717222650545u64);
+    assert!(compile(&raw, WorkflowMode::Workflow).is_ok());
+}

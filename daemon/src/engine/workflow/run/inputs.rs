@@ -41,6 +41,8 @@ pub fn check_inputs(wf: &Workflow, inputs: &Map<String, Value>) -> Result<Map<St
         let value = match field.kind.as_str() {
             "text-input" | "paragraph" | "select" => {
                 let Value::String(s) = &value else { return Err(InputError(format!("{name} in input form must be a string"))) };
+                // As Dify: NUL characters are dropped.
+                let s = &s.replace('\0', "");
                 if let Some(max) = field.max_length.filter(|&m| m > 0) {
                     if s.chars().count() > max as usize {
                         return Err(InputError(format!("{name} in input form must be less than {max} characters")));
@@ -49,7 +51,7 @@ pub fn check_inputs(wf: &Workflow, inputs: &Map<String, Value>) -> Result<Map<St
                 if field.kind == "select" && !field.options.contains(s) {
                     return Err(InputError(format!("{name} in input form must be one of the following: {}", py_list(&field.options))));
                 }
-                value
+                Value::String(s.clone())
             }
             "number" => match &value {
                 Value::Number(_) => value,

@@ -672,6 +672,8 @@ fn inputs_are_checked_with_difys_messages() {
     assert_eq!(check(json!({"name": "x", "n": "abc"})), Err("n in input form must be a valid number".into()));
     assert_eq!(check(json!({"name": "x", "long": "123456"})), Err("long in input form must be less than 5 characters".into()));
     assert_eq!(check(json!({"name": "x", "n": "7", "extra": 1})), Ok(json!({"name": "x", "size": "M", "n": 7})));
+    assert_eq!(check(json!({"name": "a\0b", "size": "S"})), Ok(json!({"name": "ab", "size": "S"})));
+    assert_eq!(check(json!({"name": 5})), Err("name in input form must be a string".into()));
     assert_eq!(check(json!({"name": "x", "n": 2.5, "long": "12345"})), Ok(json!({"name": "x", "size": "M", "n": 2.5, "long": "12345"})));
 }
 
