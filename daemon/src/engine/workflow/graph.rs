@@ -140,6 +140,9 @@ pub struct Node {
     pub strategy: Strategy,
     /// (max retries, interval in ms).
     pub retry: Option<(u32, u64)>,
+    /// The cloud model its data names (`model.provider`, `model.name`):
+    /// llm, question-classifier, parameter-extractor.
+    pub model: Option<(String, String)>,
 }
 
 /// An edge: `source` chose `handle` → `target`.
@@ -238,14 +241,9 @@ impl Workflow {
     pub fn models(&self) -> Vec<super::ModelRef> {
         self.nodes
             .iter()
-            .filter_map(|n| match &n.kind {
-                Kind::Llm(spec) => Some(super::ModelRef {
-                    node_id: n.id.clone(),
-                    node_title: n.title.clone(),
-                    provider: spec.provider.clone(),
-                    name: spec.model.clone(),
-                }),
-                _ => None,
+            .filter_map(|n| {
+                let (provider, name) = n.model.clone()?;
+                Some(super::ModelRef { node_id: n.id.clone(), node_title: n.title.clone(), provider, name })
             })
             .collect()
     }
@@ -279,6 +277,7 @@ struct Draft {
     kind: Option<Kind>,
     strategy: Strategy,
     retry: Option<(u32, u64)>,
+    model: Option<(String, String)>,
 }
 
 struct Compiler {
@@ -359,7 +358,8 @@ impl Compiler {
                 .or_else(|| text_of(data, "loop_id").filter(|_| data.get("isInLoop") == Some(&Value::Bool(true))))
                 .filter(|p| !p.is_empty())
                 .map(str::to_owned);
-            let d = Draft { id: id.clone(), title, node_type, parent, kind: None, strategy: Strategy::Fail, retry: None };
+            let model = data.get("model").and_then(|m| Some((text_of(m, "provider")?.to_owned(), text_of(m, "name")?.to_owned())));
+            let d = Draft { id: id.clone(), title, node_type, parent, kind: None, strategy: Strategy::Fail, retry: None, model };
             if ids.contains_key(&id) {
                 self.node_problem(&d, "id", format!("another node has the id {id}"));
                 continue;
@@ -534,6 +534,7 @@ impl Compiler {
                 kind,
                 strategy: d.strategy,
                 retry: d.retry,
+                model: d.model,
             });
         }
         let answers = answer_plans(&nodes, &edges, &inc, &ids);
