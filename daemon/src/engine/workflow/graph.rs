@@ -85,6 +85,8 @@ pub struct IterationSpec {
     pub start: usize,
     pub parallel: Option<usize>,
     pub error_mode: ErrorMode,
+    /// An output made of lists only becomes one list (Dify's flatten_output).
+    pub flatten: bool,
 }
 
 /// A loop variable's initial value.

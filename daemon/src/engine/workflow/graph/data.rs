@@ -188,6 +188,8 @@ struct IterationData {
     parallel_nums: Option<u32>,
     #[serde(default)]
     error_handle_mode: Option<String>,
+    #[serde(default)]
+    flatten_output: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -467,6 +469,7 @@ fn iteration_spec(d: IterationData, ids: &HashMap<String, usize>) -> Result<Iter
         start,
         parallel: d.is_parallel.then(|| d.parallel_nums.unwrap_or(10).max(1) as usize),
         error_mode,
+        flatten: d.flatten_output.unwrap_or(true),
     })
 }
 

@@ -204,7 +204,8 @@ async fn iteration(run: &Arc<Run>, i: usize, spec: &IterationSpec, pool: &Arc<Po
     let node = &run.wf.nodes[i];
     let items = match pool.get(&spec.iterator) {
         Some(Value::Array(a)) => a,
-        Some(Value::Null) | None => return Err(failed(format!("the iterator variable {} is not set", spec.iterator.join(".")))),
+        // As Dify: nothing to iterate over is an empty output.
+        Some(Value::Null) | None => Vec::new(),
         Some(_) => return Err(failed(format!("the iterator variable {} is not an array", spec.iterator.join(".")))),
     };
     let max = run.limits.max_iterations as usize;
@@ -261,7 +262,10 @@ async fn iteration(run: &Arc<Run>, i: usize, spec: &IterationSpec, pool: &Arc<Po
     if passes.is_cancelled() {
         return Err(Fail::Halt(run.cancelled_halt()));
     }
-    let output: Vec<Value> = results.into_iter().flatten().collect();
+    let mut output: Vec<Value> = results.into_iter().flatten().collect();
+    if spec.flatten && !output.is_empty() && output.iter().all(Value::is_array) {
+        output = output.into_iter().flat_map(|v| if let Value::Array(a) = v { a } else { Vec::new() }).collect();
+    }
     Ok(NodeOutput { inputs, outputs: Map::from_iter([("output".to_owned(), Value::Array(output))]), ..NodeOutput::default() })
 }
 

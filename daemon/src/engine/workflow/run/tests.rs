@@ -780,3 +780,21 @@ async fn stop_reaches_the_nodes_inside_an_iteration() {
         assert!(r.finished("ans").is_none());
     }
 }
+
+#[tokio::test]
+async fn iteration_outputs_of_lists_flatten_unless_told_not_to_and_nothing_iterates_to_nothing() {
+    let mut raw = chat_iteration(false, "terminated");
+    raw["graph"]["nodes"][1]["data"]["output_selector"] = json!(["body", "structured_output", "l"]);
+    raw["graph"]["nodes"][3]["data"]["structured_output_enabled"] = json!(true);
+    raw["graph"]["nodes"][3]["data"]["structured_output"] = json!({"schema": {"type": "object"}});
+    let fake = || Fake::new(|_, _| Play::Say(vec![r#"{"l": [1, 2]}"#]));
+    let r = run(raw.clone(), WorkflowMode::AdvancedChat, input(json!({})), fake(), limits()).await;
+    assert_eq!(r.outcome.answer, "[1,2,1,2,1,2]");
+    raw["graph"]["nodes"][1]["data"]["flatten_output"] = json!(false);
+    let r = run(raw.clone(), WorkflowMode::AdvancedChat, input(json!({})), fake(), limits()).await;
+    assert_eq!(r.outcome.answer, "[[1,2],[1,2],[1,2]]");
+    let mut i = input(json!({}));
+    i.conversation_variables = BTreeMap::from([("list".to_owned(), json!([]))]);
+    let r = run(raw, WorkflowMode::AdvancedChat, i, fake(), limits()).await;
+    assert_eq!((r.outcome.status, r.outcome.answer.as_str()), (RunStatus::Succeeded, "[]"));
+}
