@@ -701,7 +701,8 @@ fn answer_plans(nodes: &[Node], edges: &[Edge], inc: &[Vec<usize>], ids: &HashMa
                         Kind::Other(k) => !k.handles().is_empty(),
                         _ => streaming.contains(&x),
                     };
-                    branching || n.strategy == Strategy::FailBranch
+                    // A node that may retry would stream its text twice: wait for it.
+                    branching || n.strategy == Strategy::FailBranch || n.retry.is_some()
                 })
                 .collect();
             gates.sort_unstable();

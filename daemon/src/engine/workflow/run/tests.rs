@@ -23,6 +23,8 @@ enum Play {
     AfterBarrier(Arc<Barrier>),
     /// Fails mid-stream.
     Fail(&'static str),
+    /// Streams some text, then fails.
+    PartFail(&'static str, &'static str),
     /// Never answers.
     Hang,
 }
@@ -74,6 +76,11 @@ impl Effects for Fake {
                     vec![last_message(&call)]
                 }
                 Play::Fail(e) => {
+                    let _ = tx.send(LlmChunk::Failed(e.into())).await;
+                    return;
+                }
+                Play::PartFail(text, e) => {
+                    let _ = tx.send(LlmChunk::Text(text.into())).await;
                     let _ = tx.send(LlmChunk::Failed(e.into())).await;
                     return;
                 }
@@ -507,6 +514,23 @@ async fn default_value_and_retry_strategies() {
     let r = run(with_strategy(with_retry), WorkflowMode::AdvancedChat, input(json!({})), fake.clone(), limits()).await;
     assert_eq!((r.outcome.status, r.outcome.answer.as_str()), (RunStatus::Succeeded, "ok: third time"));
     assert_eq!(fake.calls().len(), 3);
+
+    // Text streamed by a failed attempt is not shown: a retrying node's text waits for its end.
+    let retry_only = workflow(
+        vec![
+            start(json!([])),
+            {
+                let mut l = llm("llm", "x");
+                l["data"]["retry_config"] = retry["retry_config"].clone();
+                l
+            },
+            answer("ok", "{{#llm.text#}}"),
+        ],
+        vec![edge("start", "llm", "source"), edge("llm", "ok", "source")],
+    );
+    let fake = Fake::new(|_, n| if n < 1 { Play::PartFail("half an ans", "cut") } else { Play::Say(vec!["whole"]) });
+    let r = run(retry_only, WorkflowMode::AdvancedChat, input(json!({})), fake, limits()).await;
+    assert_eq!((r.text(), r.outcome.answer.as_str()), ("whole".to_owned(), "whole"));
 
     // Retries exhausted, no strategy: the run fails naming the node.
     let raw = workflow(
