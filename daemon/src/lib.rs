@@ -95,14 +95,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         load_timeout: m.load_timeout,
         chat_template: m.chat_template.clone(),
     });
-    let workflows = service::workflow::WorkflowRuntime {
-        limits: settings.workflow.limits(),
-        model_map: settings.model_map.clone(),
-        upstream: settings.upstream.url.is_some().then(|| crate::model::upstream::Upstream::new(&settings.upstream)),
-        fallback_local: settings.upstream.fallback_local,
-        outbound: service::outbound::Outbound::new(&settings.workflow.http_allow).map_err(DaemonError::HttpAllow)?,
-        files: settings.files.clone(),
-    };
+    let workflows = service::workflow::WorkflowRuntime::from_settings(&settings).map_err(DaemonError::HttpAllow)?;
     let service = Service::new(store.clone(), Arc::clone(&runtime), workflows);
     let (n_apps, results) = service.sync_config_apps(settings.apps.clone()).await.map_err(DaemonError::Apps)?;
     for (app, result) in results {

@@ -677,7 +677,8 @@ mod tests {
             load_timeout: std::time::Duration::from_secs(1),
             chat_template: None,
         });
-        Service::new(store, model)
+        let workflows = workflow::WorkflowRuntime::from_settings(&crate::config::Settings::default()).expect("default workflow settings");
+        Service::new(store, model, workflows)
     }
 
     fn app(id: &str, pre_prompt: &str) -> AppDefinition {

@@ -38,6 +38,21 @@ pub struct WorkflowRuntime {
     pub files: FilesSettings,
 }
 
+impl WorkflowRuntime {
+    /// From the configuration: limits, model map, upstream (when
+    /// `upstream.url` is set), the http-request allowlist, uploads.
+    pub fn from_settings(s: &crate::config::Settings) -> Result<WorkflowRuntime, super::outbound::OutboundError> {
+        Ok(WorkflowRuntime {
+            limits: s.workflow.limits(),
+            model_map: s.model_map.clone(),
+            upstream: s.upstream.url.is_some().then(|| Upstream::new(&s.upstream)),
+            fallback_local: s.upstream.fallback_local,
+            outbound: Outbound::new(&s.workflow.http_allow)?,
+            files: s.files.clone(),
+        })
+    }
+}
+
 /// A workflow (`/workflows/run`) or chatflow (`/chat-messages`) request
 /// after wire parsing.
 pub struct WorkflowRequest {
@@ -308,6 +323,7 @@ impl Service {
             left,
             stop_tx,
             started: Instant::now(),
+            declared: p.workflow.conversation_variables().to_vec(),
         };
         tracing::info!(task_id = %task.task_id, workflow_run_id = %task.workflow_run_id, app = %p.app.id, version = p.version, "workflow run started");
         let limits = self.workflows.limits.clone();
@@ -394,6 +410,8 @@ struct FlowTask {
     left: Arc<OnceLock<String>>,
     stop_tx: watch::Sender<bool>,
     started: Instant,
+    /// The workflow's conversation variables (their declared types).
+    declared: Vec<wf::graph::DeclaredVar>,
 }
 
 impl FlowTask {
@@ -501,7 +519,11 @@ impl FlowTask {
             let vars: Vec<_> = o
                 .conversation_variables
                 .iter()
-                .map(|(name, value)| (name.clone(), wf::vars::type_name_of(value).to_owned(), value.to_string(), String::new()))
+                .map(|(name, value)| {
+                    let declared = self.declared.iter().find(|d| &d.name == name);
+                    let value_type = declared.map_or_else(|| wf::vars::type_name_of(value).to_owned(), |d| d.value_type.clone());
+                    (name.clone(), value_type, value.to_string(), declared.map(|d| d.description.clone()).unwrap_or_default())
+                })
                 .collect();
             if !vars.is_empty() {
                 if let Err(e) = store.set_conversation_variables(c, vars).await {

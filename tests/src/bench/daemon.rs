@@ -401,6 +401,7 @@ mod tests {
             batch: 512,
             chat_template: Some("gemma"),
             app: &app,
+            extra_config: "[model_map]\ndefault = \"local\"\n".into(),
         };
         let path = write_config(&l).expect("written");
         let v: toml::Value = toml::from_str(&std::fs::read_to_string(path).expect("read")).expect("valid TOML");
@@ -408,6 +409,7 @@ mod tests {
         assert_eq!(v["model"]["enabled"].as_bool(), Some(false));
         assert_eq!(v["model"]["threads"].as_integer(), Some(2));
         assert_eq!(v["model"]["chat_template"].as_str(), Some("gemma"));
+        assert_eq!(v["model_map"]["default"].as_str(), Some("local"), "the extra config is appended");
         assert_eq!(v["apps"][0]["pre_prompt"].as_str(), Some("Be \"long\"."));
         assert_eq!(v["apps"][0]["completion_params"]["max_tokens"].as_integer(), Some(64));
         assert_eq!(v["apps"][0]["completion_params"]["temperature"].as_float(), Some(0.0));

@@ -161,6 +161,7 @@ pub struct DeclaredVar {
     pub name: String,
     pub value_type: String,
     pub value: Value,
+    pub description: String,
 }
 
 /// A top-level node whose text streams (a chatflow's answer; a workflow's
@@ -307,7 +308,11 @@ impl Compiler {
             Some(v) => match parse::<Vec<VarDecl>>(v) {
                 Ok(list) => list
                     .into_iter()
-                    .map(|d| DeclaredVar { name: d.name, value_type: d.value_type.unwrap_or_default(), value: d.value })
+                    .map(|d| {
+                        let value_type = d.value_type.unwrap_or_default();
+                        let value = super::vars::coerce(d.value, &value_type);
+                        DeclaredVar { name: d.name, value_type, value, description: d.description.unwrap_or_default() }
+                    })
                     .collect(),
                 Err(errs) => {
                     for (field, msg) in errs {

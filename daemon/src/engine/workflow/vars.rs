@@ -350,3 +350,66 @@ mod tests {
         assert_eq!(Value::Object(p.globals().mask(m)), json!({"url": "https://x/?k=******", "list": ["******"]}));
     }
 }
+
+/// Dify's name of a value's type (`string`, `number`, `object`, `array[string]`, …).
+pub fn type_name_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "none",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Object(_) => "object",
+        Value::Array(items) => match items.first() {
+            None => "array[any]",
+            Some(Value::String(_)) => "array[string]",
+            Some(Value::Number(_)) => "array[number]",
+            Some(Value::Object(_)) => "array[object]",
+            Some(Value::Bool(_)) => "array[boolean]",
+            Some(_) => "array[any]",
+        },
+    }
+}
+
+/// Whether `v` fits a declared Dify type (conversation and environment
+/// variables); `secret` is a string, an unknown type accepts anything.
+pub fn value_has_type(v: &Value, declared: &str) -> bool {
+    let all = |f: fn(&Value) -> bool| v.as_array().is_some_and(|a| a.iter().all(f));
+    match declared {
+        "string" | "secret" => v.is_string(),
+        "number" => v.is_number(),
+        "boolean" => v.is_boolean(),
+        "object" => v.is_object(),
+        "array[string]" => all(Value::is_string),
+        "array[number]" => all(Value::is_number),
+        "array[object]" => all(Value::is_object),
+        "array[boolean]" => all(Value::is_boolean),
+        "array" | "array[any]" => v.is_array(),
+        _ => true,
+    }
+}
+
+/// A declared value as its declared type: Dify's exports write numbers as
+/// strings (`'0'`) and arrays/objects as JSON text; a value that does not
+/// convert is kept as written.
+pub fn coerce(v: Value, declared: &str) -> Value {
+    let Value::String(s) = &v else { return v };
+    match declared {
+        "number" => {
+            let t = s.trim();
+            if let Ok(i) = t.parse::<i64>() {
+                return Value::from(i);
+            }
+            t.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(v, Value::Number)
+        }
+        "boolean" => match s.trim() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => v,
+        },
+        d if d == "object" || d.starts_with("array") => match serde_json::from_str::<Value>(s) {
+            Ok(parsed) if value_has_type(&parsed, d) => parsed,
+            _ => v,
+        },
+        _ => v,
+    }
+}

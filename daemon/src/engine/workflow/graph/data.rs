@@ -239,6 +239,8 @@ pub(super) struct VarDecl {
     pub(super) value_type: Option<String>,
     #[serde(default)]
     pub(super) value: Value,
+    #[serde(default)]
+    pub(super) description: Option<String>,
 }
 
 /// A Dify value type name as a [`VarType`].
