@@ -8,8 +8,8 @@
 use crate::error::CtlError;
 use crate::{paths, render};
 use edgeai_common::admin::{
-    ActivateRequest, AppInfo, AppList, AppVersionList, CreateKeyRequest, CreatedKey, ExportResponse, ImportDslRequest, ImportDslResponse, KeyList,
-    StatusResponse,
+    ActivateRequest, AppInfo, AppList, AppVersionList, CreateKeyRequest, CreatedKey, ExportResponse, ImportDslRequest, ImportDslResponse,
+    KeyList, StatusResponse,
 };
 use edgeai_common::UnixClient;
 use serde_json::Value;

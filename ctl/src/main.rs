@@ -53,7 +53,9 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Apps(AppsCommand::Import { file, name, id }) => commands::apps_import(&client, &file, name, id, json).await,
         Command::Apps(AppsCommand::Versions { app }) => commands::apps_versions(&client, &app, json).await,
         Command::Apps(AppsCommand::Activate { app, version }) => commands::apps_activate(&client, &app, version, json).await,
-        Command::Apps(AppsCommand::Export { app, version, output }) => commands::apps_export(&client, &app, version, output.as_deref(), json).await,
+        Command::Apps(AppsCommand::Export { app, version, output }) => {
+            commands::apps_export(&client, &app, version, output.as_deref(), json).await
+        }
         Command::Keys(KeysCommand::Create { app }) => commands::keys_create(&client, &app, json).await,
         Command::Keys(KeysCommand::List { app }) => commands::keys_list(&client, app.as_deref(), json).await,
         Command::Keys(KeysCommand::Revoke { id }) => commands::keys_revoke(&client, &id, json).await,

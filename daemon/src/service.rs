@@ -6,8 +6,8 @@
 //! through to the store, scoped by app and user.
 //! Knows nothing of HTTP or JSON wire shapes.
 
-mod run;
 pub mod outbound;
+mod run;
 pub mod workflow;
 
 use std::collections::{HashMap, HashSet};
@@ -208,7 +208,7 @@ impl Service {
 
     /// Every stored version of an app, newest first.
     pub async fn app_versions(&self, id: &str) -> Result<Vec<store::AppVersionInfo>, ServiceError> {
-        Ok(self.store.list_app_versions(id).await.map_err(not_found_as(ServiceError::AppNotFound(id.to_owned())))?)
+        self.store.list_app_versions(id).await.map_err(not_found_as(ServiceError::AppNotFound(id.to_owned())))
     }
 
     /// Makes a stored version the active one, at once (a run in flight

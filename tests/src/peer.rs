@@ -185,8 +185,7 @@ impl hyper::body::Body for ChannelBody {
 async fn answer(shared: Arc<Mutex<Shared>>, req: Request<Incoming>) -> Result<Response<PeerBody>, Infallible> {
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
-    let headers =
-        req.headers().iter().map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
+    let headers = req.headers().iter().map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
     let body = req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
     let reply = {
         let mut s = shared.lock().expect("peer lock");

@@ -134,12 +134,27 @@ fn a_workflow_runs_blocking_and_streaming_on_the_local_model_and_is_recorded() {
     }
     assert_eq!(ev[0]["data"]["inputs"]["question"], "Name a fieldbus.");
     let llm_done = ev.iter().find(|e| e["event"] == "node_finished" && e["data"]["node_type"] == "llm").unwrap();
-    for k in ["id", "node_id", "title", "index", "predecessor_node_id", "inputs", "process_data", "outputs", "status", "elapsed_time", "execution_metadata", "created_at", "finished_at"] {
+    for k in [
+        "id",
+        "node_id",
+        "title",
+        "index",
+        "predecessor_node_id",
+        "inputs",
+        "process_data",
+        "outputs",
+        "status",
+        "elapsed_time",
+        "execution_metadata",
+        "created_at",
+        "finished_at",
+    ] {
         assert!(llm_done["data"].get(k).is_some(), "node_finished lacks {k}: {llm_done}");
     }
     assert_eq!(llm_done["data"]["status"], "succeeded");
     assert_eq!(llm_done["data"]["predecessor_node_id"], "1732000000000");
-    let streamed: String = ev.iter().filter(|e| e["event"] == "text_chunk").map(|e| e["data"]["text"].as_str().unwrap().to_owned()).collect();
+    let streamed: String =
+        ev.iter().filter(|e| e["event"] == "text_chunk").map(|e| e["data"]["text"].as_str().unwrap().to_owned()).collect();
     let fin = ev.last().unwrap();
     assert_eq!(fin["data"]["status"], "succeeded", "{fin}");
     assert!(!fin["data"]["outputs"]["answer"].as_str().unwrap().is_empty());
@@ -171,7 +186,8 @@ fn bad_requests_to_workflow_routes_get_difys_errors_and_store_nothing() {
     let long = "x".repeat(1001);
     let e = c.post_json("/v1/workflows/run", &run_body(json!({"question": long}), "blocking")).expect_dify_error(400, "invalid_param");
     assert!(e["message"].as_str().unwrap().contains("must be less than 1000 characters"), "{e}");
-    c.post_json("/v1/workflows/run", &json!({"inputs": {"question": "q"}, "response_mode": "blocking"})).expect_dify_error(400, "invalid_param");
+    c.post_json("/v1/workflows/run", &json!({"inputs": {"question": "q"}, "response_mode": "blocking"}))
+        .expect_dify_error(400, "invalid_param");
     c.post_json("/v1/workflows/run", &run_body(json!({"question": "q"}), "sometimes")).expect_dify_error(400, "invalid_param");
     c.get("/v1/workflows/run/5b2d8c1e-1111-4c1e-8f43-2f3b8d3c9e11").expect_dify_error(404, "not_found");
     c.post_json("/v1/workflows/5b2d8c1e-1111-4c1e-8f43-2f3b8d3c9e11/run", &run_body(json!({"question": "q"}), "blocking"))
@@ -307,7 +323,10 @@ fn a_chatflow_answers_through_chat_messages_and_keeps_its_conversation_variables
     assert_eq!(get(&vars, "turns")["value"], 1, "{vars}");
     // A second turn in the same conversation; blocking.
     let b = c
-        .post_json("/v1/chat-messages", &json!({"query": "And again", "inputs": {}, "user": "ann", "conversation_id": conv, "response_mode": "blocking"}))
+        .post_json(
+            "/v1/chat-messages",
+            &json!({"query": "And again", "inputs": {}, "user": "ann", "conversation_id": conv, "response_mode": "blocking"}),
+        )
         .expect_json(200);
     assert_eq!(b["conversation_id"], conv.as_str());
     assert_eq!(b["mode"], "advanced-chat");
@@ -317,10 +336,22 @@ fn a_chatflow_answers_through_chat_messages_and_keeps_its_conversation_variables
 
     // PUT a variable; a wrong type and another user's conversation are refused.
     let id = get(&vars, "user_name")["id"].as_str().unwrap().to_owned();
-    let v = c.request("PUT", &format!("/v1/conversations/{conv}/variables/{id}"), &[("Content-Type", "application/json")], Some(br#"{"value": "Ann", "user": "ann"}"#)).expect_json(200);
+    let v = c
+        .request(
+            "PUT",
+            &format!("/v1/conversations/{conv}/variables/{id}"),
+            &[("Content-Type", "application/json")],
+            Some(br#"{"value": "Ann", "user": "ann"}"#),
+        )
+        .expect_json(200);
     assert_eq!(v["value"], "Ann");
-    c.request("PUT", &format!("/v1/conversations/{conv}/variables/{id}"), &[("Content-Type", "application/json")], Some(br#"{"value": 5, "user": "ann"}"#))
-        .expect_dify_error(400, "invalid_param");
+    c.request(
+        "PUT",
+        &format!("/v1/conversations/{conv}/variables/{id}"),
+        &[("Content-Type", "application/json")],
+        Some(br#"{"value": 5, "user": "ann"}"#),
+    )
+    .expect_dify_error(400, "invalid_param");
     c.get(&format!("/v1/conversations/{conv}/variables?user=bob")).expect_dify_error(404, "not_found");
     assert_eq!(get(&c.get(&format!("/v1/conversations/{conv}/variables?user=ann")).expect_json(200), "user_name")["value"], "Ann");
 }
@@ -331,7 +362,8 @@ fn http_request_nodes_reach_allowlisted_hosts_only() {
     let port = peer.addr().port();
     let d = DaemonBuilder::new().set("workflow.http_allow", vec!["127.0.0.1/32"]).start();
     let c = app(&d, "workflow-http.yml", "caller");
-    let b = c.post_json("/v1/workflows/run", &run_body(json!({"port": port, "q": "pump3", "token": "s3cret"}), "blocking")).expect_json(200);
+    let b =
+        c.post_json("/v1/workflows/run", &run_body(json!({"port": port, "q": "pump3", "token": "s3cret"}), "blocking")).expect_json(200);
     assert_eq!(b["data"]["status"], "succeeded", "{b}");
     assert_eq!(b["data"]["outputs"]["status"], 200, "{b}");
     assert!(b["data"]["outputs"]["body"].as_str().unwrap().contains("true"), "{b}");

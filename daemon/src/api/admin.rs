@@ -104,7 +104,9 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
                 form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
             let version = match q.get("version").filter(|v| !v.is_empty()) {
                 None => None,
-                Some(v) => Some(v.parse::<u32>().map_err(|_| ApiError::InvalidParam(format!("version must be a positive integer, not {v:?}")))?),
+                Some(v) => {
+                    Some(v.parse::<u32>().map_err(|_| ApiError::InvalidParam(format!("version must be a positive integer, not {v:?}")))?)
+                }
             };
             let (version, yaml) = svc.export_app(id, version).await?;
             reply(StatusCode::OK, &wire::ExportResponse { app_id: (*id).to_owned(), version, yaml })

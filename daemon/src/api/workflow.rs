@@ -43,7 +43,12 @@ pub fn is_route(rest: &[String]) -> bool {
     )
 }
 
-pub async fn route(state: &Arc<ApiState>, app: Arc<AppDefinition>, rest: &[String], req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn route(
+    state: &Arc<ApiState>,
+    app: Arc<AppDefinition>,
+    rest: &[String],
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let r: Vec<&str> = rest.iter().map(String::as_str).collect();
     let m = req.method().clone();
     match (r.as_slice(), &m) {
@@ -133,7 +138,12 @@ pub(super) struct RunBody {
     files: Option<Vec<Value>>,
 }
 
-async fn run(state: &Arc<ApiState>, app: Arc<AppDefinition>, workflow_id: Option<String>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn run(
+    state: &Arc<ApiState>,
+    app: Arc<AppDefinition>,
+    workflow_id: Option<String>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let stall = req.extensions().get::<StallFlag>().cloned().unwrap_or_default();
     let b: RunBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
     start(state, app, workflow_id, b, stall).await
@@ -149,7 +159,13 @@ pub async fn chat_message(state: &Arc<ApiState>, app: Arc<AppDefinition>, req: R
     start(state, app, None, b, stall).await
 }
 
-async fn start(state: &Arc<ApiState>, app: Arc<AppDefinition>, workflow_id: Option<String>, b: RunBody, stall: StallFlag) -> Result<Response<Body>, ApiError> {
+async fn start(
+    state: &Arc<ApiState>,
+    app: Arc<AppDefinition>,
+    workflow_id: Option<String>,
+    b: RunBody,
+    stall: StallFlag,
+) -> Result<Response<Body>, ApiError> {
     let user = b.user.value().ok_or_else(|| ApiError::InvalidParam("Arg user must be provided.".into()))?;
     let streaming = match b.response_mode.as_deref() {
         None | Some("blocking") => false,
@@ -399,11 +415,19 @@ fn run_detail(r: &WorkflowRunRecord) -> Value {
 async fn logs(state: &ApiState, app: &AppDefinition, q: HashMap<String, String>) -> Result<Response<Body>, ApiError> {
     let page = match q.get("page") {
         None => 1,
-        Some(s) => s.parse::<u32>().ok().filter(|p| (1..=99_999).contains(p)).ok_or_else(|| ApiError::InvalidParam(format!("page must be an integer from 1 to 99999, not {s:?}")))?,
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|p| (1..=99_999).contains(p))
+            .ok_or_else(|| ApiError::InvalidParam(format!("page must be an integer from 1 to 99999, not {s:?}")))?,
     };
     let limit = match q.get("limit") {
         None => 20,
-        Some(s) => s.parse::<u32>().ok().filter(|l| (1..=100).contains(l)).ok_or_else(|| ApiError::InvalidParam(format!("limit must be an integer from 1 to 100, not {s:?}")))?,
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or_else(|| ApiError::InvalidParam(format!("limit must be an integer from 1 to 100, not {s:?}")))?,
     };
     let status = match q.get("status").map(String::as_str) {
         None | Some("") => None,
@@ -411,12 +435,16 @@ async fn logs(state: &ApiState, app: &AppDefinition, q: HashMap<String, String>)
         Some("failed") => Some(WorkflowRunStatus::Failed),
         Some("stopped") => Some(WorkflowRunStatus::Stopped),
         Some("partial-succeeded") => Some(WorkflowRunStatus::PartialSucceeded),
-        Some(other) => return Err(ApiError::InvalidParam(format!("status must be succeeded, failed, stopped or partial-succeeded, not {other:?}"))),
+        Some(other) => {
+            return Err(ApiError::InvalidParam(format!("status must be succeeded, failed, stopped or partial-succeeded, not {other:?}")))
+        }
     };
     let time = |key: &str| -> Result<Option<i64>, ApiError> {
         match q.get(key).filter(|s| !s.is_empty()) {
             None => Ok(None),
-            Some(s) => parse_time(s).map(Some).ok_or_else(|| ApiError::InvalidParam(format!("{key} must be an ISO 8601 time or unix seconds, not {s:?}"))),
+            Some(s) => parse_time(s)
+                .map(Some)
+                .ok_or_else(|| ApiError::InvalidParam(format!("{key} must be an ISO 8601 time or unix seconds, not {s:?}"))),
         }
     };
     let filter = WorkflowLogFilter {
@@ -492,7 +520,15 @@ mod tests {
     #[test]
     fn workflow_routes_are_recognised() {
         let r = |p: &str| is_route(&p.split('/').map(str::to_owned).collect::<Vec<_>>());
-        for p in ["workflows/run", "workflows/abc/run", "workflows/run/abc", "workflows/tasks/t/stop", "workflows/logs", "conversations/c/variables", "conversations/c/variables/v"] {
+        for p in [
+            "workflows/run",
+            "workflows/abc/run",
+            "workflows/run/abc",
+            "workflows/tasks/t/stop",
+            "workflows/logs",
+            "conversations/c/variables",
+            "conversations/c/variables/v",
+        ] {
             assert!(r(p), "{p}");
         }
         for p in ["workflows", "workflows/tasks/t", "conversations/c/vars"] {

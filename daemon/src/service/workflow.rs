@@ -22,8 +22,8 @@ use crate::engine::workflow::{
     RunOutcome, RunStatus, SysVars, WorkflowMode,
 };
 use crate::engine::{AppDefinition, AppMode};
-use crate::model::{CancelFlag, ChatMessage, FinishReason, GenEvent, ModelRuntime, SamplingParams};
 use crate::model::upstream::{Upstream, UpstreamEvent, UpstreamRequest};
+use crate::model::{CancelFlag, ChatMessage, FinishReason, GenEvent, ModelRuntime, SamplingParams};
 use crate::store::{self, NewMessage, Store};
 
 use super::outbound::Outbound;
@@ -369,10 +369,8 @@ impl Service {
         value: Value,
     ) -> Result<store::ConversationVariable, ServiceError> {
         let vars = self.conversation_variables(app, user, conversation_id).await?;
-        let var = vars
-            .iter()
-            .find(|v| v.id == variable_id)
-            .ok_or_else(|| ServiceError::ConversationVariableNotFound(variable_id.to_owned()))?;
+        let var =
+            vars.iter().find(|v| v.id == variable_id).ok_or_else(|| ServiceError::ConversationVariableNotFound(variable_id.to_owned()))?;
         if !wf::vars::value_has_type(&value, &var.value_type) {
             return Err(ServiceError::InvalidParam(format!(
                 "the value of {} must be of type {}, not {}",
@@ -415,7 +413,14 @@ struct FlowTask {
 }
 
 impl FlowTask {
-    async fn drive(self, workflow: Arc<wf::graph::Workflow>, input: RunInput, effects: Arc<ServiceEffects>, limits: wf::Limits, stop: watch::Receiver<bool>) {
+    async fn drive(
+        self,
+        workflow: Arc<wf::graph::Workflow>,
+        input: RunInput,
+        effects: Arc<ServiceEffects>,
+        limits: wf::Limits,
+        stop: watch::Receiver<bool>,
+    ) {
         let (ev_tx, mut ev_rx) = mpsc::channel(64);
         let engine = tokio::spawn(exec::execute(workflow, input, effects, limits, ev_tx, stop));
         let mut nodes: Vec<NodeExecution> = Vec::new();
@@ -610,7 +615,9 @@ impl Effects for ServiceEffects {
                     }
                     Err(e) => Err(e),
                 },
-                (ModelTarget::Upstream { .. }, None) => Err(format!("model {}/{} maps to the upstream ({rule}), but no [upstream] url is set", call.provider, call.model)),
+                (ModelTarget::Upstream { .. }, None) => {
+                    Err(format!("model {}/{} maps to the upstream ({rule}), but no [upstream] url is set", call.provider, call.model))
+                }
                 (ModelTarget::Local, _) => local_call(&svc.model, call).await,
             }
         })
@@ -621,7 +628,7 @@ impl Effects for ServiceEffects {
         Box::pin(async move { svc.workflows.outbound.send(call).await.map_err(|e| crate::telemetry::chain(&e).to_string()) })
     }
 
-    fn file(&self, upload_file_id: String) -> BoxFuture<'static, Result<(String, String, Vec<u8>), String>> {
+    fn file(&self, upload_file_id: String) -> BoxFuture<'static, Result<wf::UploadedFile, String>> {
         let (svc, app) = (Arc::clone(&self.svc), Arc::clone(&self.app));
         Box::pin(async move {
             match svc.read_upload(&svc.workflows.files, &app, &upload_file_id).await {
@@ -652,7 +659,10 @@ async fn local_call(runtime: &Arc<ModelRuntime>, call: LlmCall) -> Result<mpsc::
         })
         .collect();
     let m = Arc::clone(&model);
-    let prompt = tokio::task::spawn_blocking(move || m.prompt(&messages)).await.map_err(|e| format!("prompt task: {e}"))?.map_err(|e| e.to_string())?;
+    let prompt = tokio::task::spawn_blocking(move || m.prompt(&messages))
+        .await
+        .map_err(|e| format!("prompt task: {e}"))?
+        .map_err(|e| e.to_string())?;
     let params = SamplingParams {
         temperature: call.temperature.unwrap_or(0.7),
         top_p: call.top_p.unwrap_or(0.95),

@@ -333,20 +333,18 @@ const WORKFLOW_CONNECTIONS: usize = 4;
 const TARGET_WORKFLOW_RUNS_PER_S: f64 = 2000.0;
 const TARGET_WORKFLOW_P99_MS: f64 = 5.0;
 
-/// 8. The workflow engine's overhead: the six-node fixture
-/// (tests/fixtures/dsl/workflow-six-nodes.yml) run over HTTP, blocking, its
-/// LLM node answered at once by an upstream peer in this process (no local
-/// model), against `GET /v1/info` on the same connections as the baseline.
+/// Phase 8, the workflow engine's overhead: the six-node fixture
+/// (tests/fixtures/dsl/workflow-six-nodes.yml) run over HTTP, blocking,
+/// its LLM node answered at once by an upstream peer in this process (no
+/// local model), against `GET /v1/info` on the same connections as the
+/// baseline.
 fn workflow_engine(cx: &mut Ctx, repo: &Path, dir: &Path) -> Result<()> {
     use bench::workflow::{hammer, Target};
     use edgeai_tests::peer::{Peer, Reply};
     progress("workflow engine: six-node workflow, instant upstream model");
     let peer = Peer::start(Reply::Stream { pieces: vec!["ok".into()], delay: Duration::ZERO });
     let mut launch = cx.launch(dir, None);
-    launch.extra_config = format!(
-        "\n[upstream]\nurl = {:?}\nmodel = \"peer\"\n\n[model_map]\ndefault = \"upstream\"\n",
-        peer.openai_url()
-    );
+    launch.extra_config = format!("\n[upstream]\nurl = {:?}\nmodel = \"peer\"\n\n[model_map]\ndefault = \"upstream\"\n", peer.openai_url());
     let yaml = std::fs::read_to_string(repo.join("tests/fixtures/dsl/workflow-six-nodes.yml")).context("reading the six-node fixture")?;
     let figures = cx.rt.block_on(async {
         let d = Daemon::start(&launch).await?;
@@ -395,7 +393,12 @@ fn workflow_engine(cx: &mut Ctx, repo: &Path, dir: &Path) -> Result<()> {
         flows.per_sec() >= TARGET_WORKFLOW_RUNS_PER_S,
     );
     t.info("  run latency p50", format!("{:.2} ms", flows.quantile_ms(0.5)));
-    t.target("  run latency p99", format!("{:.2} ms", flows.quantile_ms(0.99)), "<= 5 ms", flows.quantile_ms(0.99) <= TARGET_WORKFLOW_P99_MS);
+    t.target(
+        "  run latency p99",
+        format!("{:.2} ms", flows.quantile_ms(0.99)),
+        "<= 5 ms",
+        flows.quantile_ms(0.99) <= TARGET_WORKFLOW_P99_MS,
+    );
     t.info(
         "baseline GET /v1/info (auth + HTTP)",
         format!("{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms", base.per_sec(), base.quantile_ms(0.5), base.quantile_ms(0.99)),

@@ -165,6 +165,9 @@ pub struct HttpReply {
     pub body: Vec<u8>,
 }
 
+/// An uploaded file: (name, mime type, bytes).
+pub type UploadedFile = (String, String, Vec<u8>);
+
 /// The world as a workflow sees it; implemented by the service (and by
 /// in-memory fakes in the engine's own unit tests).
 pub trait Effects: Send + Sync + 'static {
@@ -175,7 +178,7 @@ pub trait Effects: Send + Sync + 'static {
     fn http(&self, call: HttpCall) -> BoxFuture<'static, Result<HttpReply, String>>;
     /// A file uploaded through the Service API (`upload_file_id`), as
     /// (name, mime type, bytes), for document-extractor.
-    fn file(&self, upload_file_id: String) -> BoxFuture<'static, Result<(String, String, Vec<u8>), String>>;
+    fn file(&self, upload_file_id: String) -> BoxFuture<'static, Result<UploadedFile, String>>;
 }
 
 // ---------------------------------------------------------------- nodes
@@ -281,7 +284,10 @@ pub enum Event {
     NodeFinished(NodeExecution),
     /// Answer text (chatflow `answer` nodes, workflow `end` streaming) as it
     /// is produced, with the selector it came from.
-    TextChunk { text: String, from_variable_selector: Vec<String> },
+    TextChunk {
+        text: String,
+        from_variable_selector: Vec<String>,
+    },
 }
 
 /// How a run ended.

@@ -291,66 +291,6 @@ impl Scope for Pool {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn pool() -> Arc<Pool> {
-        let sys = json!({"query": "hi", "user_id": "u"}).as_object().cloned().unwrap_or_default();
-        let env = json!({"key": "s3cret", "n": 3}).as_object().cloned().unwrap_or_default();
-        let conv = BTreeMap::from([("topic".to_owned(), json!("rust"))]);
-        Pool::root(Arc::new(Globals::new(sys, env, vec!["s3cret".into()], conv)))
-    }
-
-    #[test]
-    fn templates_parse_into_segments_and_leave_malformed_text_alone() {
-        let t = Template::parse("a {{#1.text#}} b {{#sys.query#}}{{#context#}} {{#bad#}} {{#x.1y#}} {{#n.a.b#}}");
-        assert_eq!(
-            t.segments,
-            vec![
-                Segment::Text("a ".into()),
-                Segment::Var(vec!["1".into(), "text".into()]),
-                Segment::Text(" b ".into()),
-                Segment::Var(vec!["sys".into(), "query".into()]),
-                Segment::Context,
-                Segment::Text(" {{#bad#}} {{#x.1y#}} ".into()),
-                Segment::Var(vec!["n".into(), "a".into(), "b".into()]),
-            ]
-        );
-    }
-
-    #[test]
-    fn values_render_as_dify_shows_them() {
-        let p = pool();
-        p.set("n", json!({"s": "x", "num": 1.5, "obj": {"a": [1, 2]}, "nul": null, "b": true}).as_object().cloned().unwrap_or_default());
-        let t = Template::parse("{{#n.s#}}|{{#n.num#}}|{{#n.obj#}}|{{#n.obj.a#}}|{{#n.nul#}}|{{#n.missing#}}|{{#n.b#}}|{{#env.n#}}|{{#conversation.topic#}}|{{#sys.query#}}");
-        assert_eq!(t.render(p.as_ref(), None), "x|1.5|{\"a\":[1,2]}|[1,2]|||true|3|rust|hi");
-        assert_eq!(p.get(&["n".into(), "obj".into(), "a".into(), "1".into()]), Some(json!(2)));
-    }
-
-    #[test]
-    fn child_frames_read_through_and_shadow() {
-        let p = pool();
-        p.set("a", json!({"v": 1}).as_object().cloned().unwrap_or_default());
-        let c = Pool::child(&p);
-        c.set("it", json!({"item": "x"}).as_object().cloned().unwrap_or_default());
-        assert_eq!(c.get(&["a".into(), "v".into()]), Some(json!(1)));
-        assert_eq!(c.get(&["it".into(), "item".into()]), Some(json!("x")));
-        assert_eq!(p.get(&["it".into(), "item".into()]), None);
-        p.globals().assign(&BTreeMap::from([("topic".to_owned(), json!("go"))]));
-        assert_eq!(c.render("{{#conversation.topic#}}"), "go");
-    }
-
-    #[test]
-    fn secrets_are_masked() {
-        let p = pool();
-        let m = json!({"url": "https://x/?k=s3cret", "list": ["s3cret"]}).as_object().cloned().unwrap_or_default();
-        assert_eq!(Value::Object(p.globals().mask(m)), json!({"url": "https://x/?k=******", "list": ["******"]}));
-    }
-}
-
 /// Dify's name of a value's type (`string`, `number`, `object`, `array[string]`, …).
 pub fn type_name_of(v: &Value) -> &'static str {
     match v {
@@ -411,5 +351,65 @@ pub fn coerce(v: Value, declared: &str) -> Value {
             _ => v,
         },
         _ => v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pool() -> Arc<Pool> {
+        let sys = json!({"query": "hi", "user_id": "u"}).as_object().cloned().unwrap_or_default();
+        let env = json!({"key": "s3cret", "n": 3}).as_object().cloned().unwrap_or_default();
+        let conv = BTreeMap::from([("topic".to_owned(), json!("rust"))]);
+        Pool::root(Arc::new(Globals::new(sys, env, vec!["s3cret".into()], conv)))
+    }
+
+    #[test]
+    fn templates_parse_into_segments_and_leave_malformed_text_alone() {
+        let t = Template::parse("a {{#1.text#}} b {{#sys.query#}}{{#context#}} {{#bad#}} {{#x.1y#}} {{#n.a.b#}}");
+        assert_eq!(
+            t.segments,
+            vec![
+                Segment::Text("a ".into()),
+                Segment::Var(vec!["1".into(), "text".into()]),
+                Segment::Text(" b ".into()),
+                Segment::Var(vec!["sys".into(), "query".into()]),
+                Segment::Context,
+                Segment::Text(" {{#bad#}} {{#x.1y#}} ".into()),
+                Segment::Var(vec!["n".into(), "a".into(), "b".into()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn values_render_as_dify_shows_them() {
+        let p = pool();
+        p.set("n", json!({"s": "x", "num": 1.5, "obj": {"a": [1, 2]}, "nul": null, "b": true}).as_object().cloned().unwrap_or_default());
+        let t = Template::parse("{{#n.s#}}|{{#n.num#}}|{{#n.obj#}}|{{#n.obj.a#}}|{{#n.nul#}}|{{#n.missing#}}|{{#n.b#}}|{{#env.n#}}|{{#conversation.topic#}}|{{#sys.query#}}");
+        assert_eq!(t.render(p.as_ref(), None), "x|1.5|{\"a\":[1,2]}|[1,2]|||true|3|rust|hi");
+        assert_eq!(p.get(&["n".into(), "obj".into(), "a".into(), "1".into()]), Some(json!(2)));
+    }
+
+    #[test]
+    fn child_frames_read_through_and_shadow() {
+        let p = pool();
+        p.set("a", json!({"v": 1}).as_object().cloned().unwrap_or_default());
+        let c = Pool::child(&p);
+        c.set("it", json!({"item": "x"}).as_object().cloned().unwrap_or_default());
+        assert_eq!(c.get(&["a".into(), "v".into()]), Some(json!(1)));
+        assert_eq!(c.get(&["it".into(), "item".into()]), Some(json!("x")));
+        assert_eq!(p.get(&["it".into(), "item".into()]), None);
+        p.globals().assign(&BTreeMap::from([("topic".to_owned(), json!("go"))]));
+        assert_eq!(c.render("{{#conversation.topic#}}"), "go");
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let p = pool();
+        let m = json!({"url": "https://x/?k=s3cret", "list": ["s3cret"]}).as_object().cloned().unwrap_or_default();
+        assert_eq!(Value::Object(p.globals().mask(m)), json!({"url": "https://x/?k=******", "list": ["******"]}));
     }
 }

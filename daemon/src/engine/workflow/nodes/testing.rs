@@ -98,7 +98,7 @@ impl Effects for FakeEffects {
         let reply = self.http_replies.lock().expect("lock").pop_front().unwrap_or_else(|| Err("no scripted reply".into()));
         Box::pin(async move { reply })
     }
-    fn file(&self, upload_file_id: String) -> BoxFuture<'static, Result<(String, String, Vec<u8>), String>> {
+    fn file(&self, upload_file_id: String) -> BoxFuture<'static, Result<crate::engine::workflow::UploadedFile, String>> {
         let f = self.files.get(&upload_file_id).cloned().ok_or_else(|| format!("file {upload_file_id} not found"));
         Box::pin(async move { f })
     }

@@ -98,7 +98,7 @@ impl Effects for Fake {
         Box::pin(async { Err("no http in these tests".to_owned()) })
     }
 
-    fn file(&self, _id: String) -> BoxFuture<'static, Result<(String, String, Vec<u8>), String>> {
+    fn file(&self, _id: String) -> BoxFuture<'static, Result<crate::engine::workflow::UploadedFile, String>> {
         Box::pin(async { Err("no files in these tests".to_owned()) })
     }
 }
