@@ -454,3 +454,49 @@ fn a_running_workflow_stops_on_request() {
     c.post_json("/v1/workflows/tasks/unknown/stop", &json!({"user": "x"})).expect_json(200);
     c.post_json("/v1/workflows/tasks/unknown/stop", &json!({})).expect_dify_error(400, "invalid_param");
 }
+
+#[test]
+fn a_node_that_hangs_times_out_and_fails_the_run() {
+    // An upstream that accepts and never answers; the node's own limit ends it.
+    let peer = Peer::start(Reply::Hang);
+    let d = DaemonBuilder::new()
+        .set("upstream.url", peer.openai_url())
+        .set("upstream.fallback_local", false)
+        .set("upstream.retries", 0)
+        .set("model_map.default", "upstream")
+        .set("workflow.node_timeout_secs", 1)
+        .start();
+    let c = app(&d, "workflow-llm.yml", "ask");
+    let started = std::time::Instant::now();
+    let b = c.post_json("/v1/workflows/run", &run_body(json!({"question": "hi"}), "blocking")).expect_json(200);
+    assert_eq!(b["data"]["status"], "failed", "{b}");
+    assert!(b["data"]["error"].as_str().unwrap().contains("timed out"), "{b}");
+    assert!(started.elapsed() < Duration::from_secs(30), "the node limit, not the upstream's read timeout, ended it");
+    let logs = c.get("/v1/workflows/logs?status=failed").expect_json(200);
+    assert_eq!(logs["total"], 1, "{logs}");
+}
+
+#[test]
+fn a_chatflow_run_stops_through_the_chat_stop_route() {
+    let pieces: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
+    let peer = Peer::start(Reply::Stream { pieces, delay: Duration::from_millis(100) });
+    let d = DaemonBuilder::new().set("upstream.url", peer.openai_url()).set("model_map.default", "upstream").start();
+    let c = app(&d, "chatflow.yml", "friendly");
+    let mut sse = c.post_json_streaming("/v1/chat-messages", &json!({"query": "talk", "inputs": {}, "user": "ann", "response_mode": "streaming"})).into_sse();
+    let mut events = Vec::new();
+    let mut stopped = false;
+    while let Some(ev) = sse.next_event().unwrap() {
+        let Some(v) = ev.json() else { continue };
+        if v["event"] == "message" && !stopped {
+            let t = v["task_id"].as_str().unwrap().to_owned();
+            c.post_json(&format!("/v1/chat-messages/{t}/stop"), &json!({"user": "ann"})).expect_json(200);
+            stopped = true;
+        }
+        events.push(v);
+    }
+    let fin = events.iter().find(|e| e["event"] == "workflow_finished").unwrap();
+    assert_eq!(fin["data"]["status"], "stopped", "{fin}");
+    let conv = events[0]["conversation_id"].as_str().unwrap();
+    let msgs = c.get(&format!("/v1/messages?conversation_id={conv}&user=ann")).expect_json(200);
+    assert_eq!(msgs["data"][0]["status"], "stopped", "{msgs}");
+}
