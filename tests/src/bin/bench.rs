@@ -48,7 +48,7 @@ use bench::report::{median, Table};
 
 const USAGE: &str = "\
 usage: bench [--edgeaid PATH] [--model PATH] [--gemma PATH|off] [--tokens N] [--rounds N]
-             [--starts N] [--threads N] [--out FILE]
+             [--starts N] [--threads N] [--out FILE] [--only workflow]
 
   --edgeaid PATH  edgeaid binary to measure (default: next to this binary)
   --model PATH    GGUF model (default: .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf)
@@ -58,7 +58,8 @@ usage: bench [--edgeaid PATH] [--model PATH] [--gemma PATH|off] [--tokens N] [--
   --rounds N      bare/daemon rounds counted on a quiet machine, default 9
   --starts N      daemon starts for the start-up timing, default 5
   --threads N     inference threads for both (default: the daemon's own choice)
-  --out FILE      JSON results (default: bench-results/bench.json in the repo)";
+  --out FILE      JSON results (default: bench-results/bench.json in the repo)
+  --only workflow only the workflow engine phase (no model needed)";
 
 /// The daemon's context parameters (configs/dev.toml, daemon/src/model/local.rs).
 const N_CTX: u32 = 4096;
@@ -109,10 +110,12 @@ struct Args {
     starts: usize,
     threads: Option<u32>,
     out: Option<PathBuf>,
+    /// `--only workflow`: phase 8 alone.
+    only_workflow: bool,
 }
 
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
-    let mut a = Args { edgeaid: None, model: None, gemma: None, tokens: 128, rounds: 9, starts: 5, threads: None, out: None };
+    let mut a = Args { edgeaid: None, model: None, gemma: None, tokens: 128, rounds: 9, starts: 5, threads: None, out: None, only_workflow: false };
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
@@ -134,6 +137,8 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
             "--starts" => a.starts = usize::try_from(number("--starts")?.min(50))?,
             "--threads" => a.threads = Some(u32::try_from(number("--threads")?.min(256))?),
             "--out" => a.out = Some(PathBuf::from(&value)),
+            "--only" if value == "workflow" => a.only_workflow = true,
+            "--only" => bail!("--only takes `workflow`, not {value:?}"),
             other => bail!("unknown option {other:?}\n{USAGE}"),
         }
     }
@@ -415,6 +420,57 @@ fn workflow_engine(cx: &mut Ctx, repo: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Phases 1 to 7 (everything with a model); returns the start-up facts and
+/// the thread count used, with where it came from.
+fn model_phases(cx: &mut Ctx, args: &Args, repo: &Path, work: &Path) -> (Option<DaemonFacts>, u32, &'static str) {
+    cx.table.section("Start-up (model loading excluded from READY)");
+    let facts = match startup_with_model(cx, args.starts) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            cx.failed("start-up with the model", &e);
+            None
+        }
+    };
+    if let Err(e) = startup_without_model(cx) {
+        cx.failed("start-up without a model", &e);
+    }
+    let (threads, threads_source) = match (args.threads, &facts) {
+        (Some(t), _) => (t, "--threads (also given to the daemon as model.threads)"),
+        (None, Some(f)) => (f.threads, "the daemon's choice: min(CPU affinity, cgroup cpu.max quota)"),
+        (None, None) => (
+            std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+            "CPU affinity (the daemon did not report its choice)",
+        ),
+    };
+
+    // One daemon with the model serves the rest, with the thread count
+    // fixed: left on auto, its governor would see the alternating bare runs
+    // as foreign load and drop to fewer threads than the baseline uses.
+    cx.threads = Some(threads);
+    let main = generation_phases(cx, threads, args);
+    if let Err(e) = main {
+        cx.failed("generation through the daemon", &e);
+    }
+
+    match args.gemma.clone().unwrap_or_else(|| Some(repo.join(".cache/models/gemma-3-270m-q4_k_m.gguf"))) {
+        Some(gemma) if gemma.is_file() => {
+            let dir = work.join("gemma");
+            if let Err(e) = second_model(cx, &gemma, &dir, threads, args) {
+                cx.failed("the second model (Gemma 3 270M)", &e);
+            }
+        }
+        Some(gemma) => {
+            progress(&format!("skipping the second model: {} is missing (scripts/fetch-gemma.sh)", gemma.display()));
+            cx.json.insert("second_model".into(), json!({"skipped": format!("{} is missing", gemma.display())}));
+        }
+        None => {
+            cx.json.insert("second_model".into(), json!({"skipped": "--gemma off"}));
+        }
+    }
+
+    (facts, threads, threads_source)
+}
+
 fn run() -> Result<bool> {
     let Some(args) = parse_args(std::env::args().skip(1))? else {
         println!("{USAGE}");
@@ -455,51 +511,11 @@ fn run() -> Result<bool> {
         errors: Vec::new(),
     };
 
-    cx.table.section("Start-up (model loading excluded from READY)");
-    let facts = match startup_with_model(&mut cx, args.starts) {
-        Ok(f) => Some(f),
-        Err(e) => {
-            cx.failed("start-up with the model", &e);
-            None
-        }
+    let (facts, threads, threads_source) = if args.only_workflow {
+        (None, 0, "not measured (--only workflow)")
+    } else {
+        model_phases(&mut cx, &args, &repo, work.path())
     };
-    if let Err(e) = startup_without_model(&mut cx) {
-        cx.failed("start-up without a model", &e);
-    }
-    let (threads, threads_source) = match (args.threads, &facts) {
-        (Some(t), _) => (t, "--threads (also given to the daemon as model.threads)"),
-        (None, Some(f)) => (f.threads, "the daemon's choice: min(CPU affinity, cgroup cpu.max quota)"),
-        (None, None) => (
-            std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
-            "CPU affinity (the daemon did not report its choice)",
-        ),
-    };
-
-    // One daemon with the model serves the rest, with the thread count
-    // fixed: left on auto, its governor would see the alternating bare runs
-    // as foreign load and drop to fewer threads than the baseline uses.
-    cx.threads = Some(threads);
-    let main = generation_phases(&mut cx, threads, &args);
-    if let Err(e) = main {
-        cx.failed("generation through the daemon", &e);
-    }
-
-    match args.gemma.clone().unwrap_or_else(|| Some(repo.join(".cache/models/gemma-3-270m-q4_k_m.gguf"))) {
-        Some(gemma) if gemma.is_file() => {
-            let dir = work.path().join("gemma");
-            if let Err(e) = second_model(&mut cx, &gemma, &dir, threads, &args) {
-                cx.failed("the second model (Gemma 3 270M)", &e);
-            }
-        }
-        Some(gemma) => {
-            progress(&format!("skipping the second model: {} is missing (scripts/fetch-gemma.sh)", gemma.display()));
-            cx.json.insert("second_model".into(), json!({"skipped": format!("{} is missing", gemma.display())}));
-        }
-        None => {
-            cx.json.insert("second_model".into(), json!({"skipped": "--gemma off"}));
-        }
-    }
-
     if let Err(e) = workflow_engine(&mut cx, &repo, &work.path().join("workflow")) {
         cx.failed("the workflow engine", &e);
     }
