@@ -85,6 +85,8 @@ impl Peer {
                         _ = &mut stop_rx => break,
                         accepted = listener.accept() => {
                             let Ok((stream, _)) = accepted else { continue };
+                            // Small SSE writes must not wait for delayed ACKs (Nagle).
+                            let _ = stream.set_nodelay(true);
                             let s = Arc::clone(&s);
                             tokio::spawn(async move {
                                 let svc = hyper::service::service_fn(move |req| answer(Arc::clone(&s), req));
