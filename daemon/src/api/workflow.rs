@@ -23,7 +23,7 @@ use super::error::ApiError;
 use super::events::{self, Source, StreamLimits};
 use super::stall::StallFlag;
 use super::ApiState;
-use crate::engine::workflow::{Event, NodeExecution, RunStatus, WorkflowMode};
+use crate::engine::workflow::{Event, NodeExecution, NodeStatus, RunStatus, WorkflowMode};
 use crate::engine::{AppDefinition, AppMode};
 use crate::service::workflow::{node_status, run_status, FlowEnd, FlowEvent, WorkflowRequest, WorkflowRun};
 use crate::store::{ConversationVariable, WorkflowLogFilter, WorkflowRunRecord, WorkflowRunStatus};
@@ -203,13 +203,13 @@ async fn start(
 /// A workflow run's events as Dify's SSE chunks.
 struct FlowSource {
     run: WorkflowRun,
-    /// Chatflow answer so far (for the blocking answer).
-    answer: String,
+    /// Node executions that ended `exception` (handled by their error strategy).
+    exceptions: u32,
 }
 
 impl FlowSource {
     fn new(run: WorkflowRun) -> Self {
-        FlowSource { run, answer: String::new() }
+        FlowSource { run, exceptions: 0 }
     }
 
     fn chatflow(&self) -> bool {
@@ -244,9 +244,8 @@ impl FlowSource {
         )
     }
 
-    fn text(&mut self, text: &str, selector: &[String]) -> Bytes {
+    fn text(&self, text: &str, selector: &[String]) -> Bytes {
         if self.chatflow() {
-            self.answer.push_str(text);
             let mut m = self.base("message");
             m.insert("id".into(), json!(self.run.message_id));
             m.insert("answer".into(), json!(text));
@@ -264,11 +263,11 @@ impl FlowSource {
             json!({"id": self.run.workflow_run_id, "workflow_id": self.run.workflow_id, "sequence_number": 1,
                    "status": run_status(o.status), "outputs": o.outputs, "error": o.error,
                    "elapsed_time": end.elapsed.as_secs_f64(), "total_tokens": o.total_tokens, "total_steps": o.total_steps,
-                   "created_at": self.run.created_at, "finished_at": end.finished_at, "exceptions_count": 0, "files": []}),
+                   "created_at": self.run.created_at, "finished_at": end.finished_at, "exceptions_count": self.exceptions, "files": []}),
         )];
         if o.status == RunStatus::Failed {
             let message = o.error.clone().unwrap_or_else(|| "the workflow failed".into());
-            out.push(self.error_chunk(StatusCode::BAD_REQUEST.as_u16(), "workflow_run_failed", &message));
+            out.extend(self.fail(&ApiError::WorkflowFailed(message)));
         } else if self.chatflow() {
             let mut m = self.base("message_end");
             m.remove("workflow_run_id");
@@ -317,11 +316,6 @@ impl FlowSource {
     async fn blocking(mut self) -> Result<Response<Body>, ApiError> {
         while let Some(ev) = self.run.events.recv().await {
             match ev {
-                FlowEvent::Engine(Event::TextChunk { text, .. }) => {
-                    if self.chatflow() {
-                        self.answer.push_str(&text);
-                    }
-                }
                 FlowEvent::Engine(_) => {}
                 FlowEvent::Finished(end) => return Ok(self.blocking_answer(&end)),
             }
@@ -367,7 +361,12 @@ impl Source for FlowSource {
     async fn next(&mut self) -> (Vec<Bytes>, bool) {
         match self.run.events.recv().await {
             Some(FlowEvent::Engine(Event::NodeStarted(n))) => (vec![self.node("node_started", &n, false)], false),
-            Some(FlowEvent::Engine(Event::NodeFinished(n))) => (vec![self.node("node_finished", &n, true)], false),
+            Some(FlowEvent::Engine(Event::NodeFinished(n))) => {
+                if n.status == NodeStatus::Exception {
+                    self.exceptions += 1;
+                }
+                (vec![self.node("node_finished", &n, true)], false)
+            }
             Some(FlowEvent::Engine(Event::TextChunk { text, from_variable_selector })) => {
                 (vec![self.text(&text, &from_variable_selector)], false)
             }

@@ -64,7 +64,7 @@
 //! | `log.format` | `"auto"` | `"auto"`, `"text"`, `"json"` |
 //! | `workflow.max_steps` | `500` | 1 ..= 100000; node executions per run |
 //! | `workflow.node_timeout_secs` | `120` | 1 ..= 86400, at most `workflow.run_timeout_secs`; a node running longer fails with a timeout |
-//! | `workflow.run_timeout_secs` | `600` | 1 ..= 86400 |
+//! | `workflow.run_timeout_secs` | `240` | 1 ..= 86400, at most `server.request_timeout_secs` (the default is lowered to it) |
 //! | `workflow.max_parallel` | `4` | 1 ..= 64; branches / parallel iteration items at once |
 //! | `workflow.max_iterations` | `1000` | 1 ..= 100000; items of an iteration, passes of a loop |
 //! | `workflow.http_max_response_bytes` | `1048576` (1 MiB) | 1024 ..= 67108864; an http-request node's response body |

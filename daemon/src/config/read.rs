@@ -122,6 +122,21 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     r.int("workflow", "max_parallel", 1..=64, &mut w.max_parallel);
     r.int("workflow", "max_iterations", 1..=100_000, &mut w.max_iterations);
     r.int("workflow", "http_max_response_bytes", 1 << 10..=64 << 20, &mut w.http_max_response_bytes);
+    let run_timeout_set = r.raw("workflow", "run_timeout_secs").is_some();
+    if w.run_timeout > s.server.request_timeout && !run_timeout_set {
+        // The default never outlasts the HTTP request that waits for the run.
+        w.run_timeout = s.server.request_timeout;
+        if r.raw("workflow", "node_timeout_secs").is_none() {
+            w.node_timeout = w.node_timeout.min(w.run_timeout);
+        }
+    } else if w.run_timeout > s.server.request_timeout {
+        let message = format!(
+            "{}s is longer than server.request_timeout_secs ({}s): a run's own limit must end it (recorded as failed) before the HTTP request's does",
+            w.run_timeout.as_secs(),
+            s.server.request_timeout.as_secs()
+        );
+        r.problem("workflow.run_timeout_secs", message);
+    }
     if w.node_timeout > w.run_timeout {
         let message = format!("{}s is longer than workflow.run_timeout_secs ({}s)", w.node_timeout.as_secs(), w.run_timeout.as_secs());
         r.problem("workflow.node_timeout_secs", message);

@@ -381,6 +381,8 @@ fn range_edges_are_accepted_and_mapped() {
     assert_eq!(s.server.shutdown_grace, Duration::ZERO);
     assert_eq!(s.server.sse_ping_interval, Duration::from_secs(300));
     assert_eq!(s.server.request_timeout, Duration::from_secs(1));
+    // The workflow run limits left unset are lowered to the request's.
+    assert_eq!((s.workflow.run_timeout, s.workflow.node_timeout), (Duration::from_secs(1), Duration::from_secs(1)));
     assert_eq!((s.model.threads, s.model.slots, s.model.context_size), (Some(256), 16, 131_072));
     assert_eq!((s.model.batch_size, s.model.queue_depth, s.model.use_mlock, s.model.enabled), (32, 1024, true, false));
 }
@@ -648,7 +650,7 @@ fn workflow_settings_load_and_give_limits() {
     let s = Settings::default();
     let limits = s.workflow.limits();
     assert_eq!((limits.max_steps, limits.max_parallel, limits.max_iterations), (500, 4, 1000));
-    assert_eq!((limits.node_timeout, limits.run_timeout), (Duration::from_secs(120), Duration::from_secs(600)));
+    assert_eq!((limits.node_timeout, limits.run_timeout), (Duration::from_secs(120), Duration::from_secs(240)));
     assert_eq!(limits.http_max_response_bytes, 1 << 20);
     assert!(s.workflow.http_allow.is_empty());
     let (_r, _p, s) = load_text(
@@ -683,8 +685,11 @@ fn workflow_bad_values_name_file_and_key() {
     let p = problem(load_text("[workflow]\nnode_timeout_secs = 700\n").2);
     assert_eq!(
         (p.key.as_str(), p.message.as_str()),
-        ("workflow.node_timeout_secs", "700s is longer than workflow.run_timeout_secs (600s)")
+        ("workflow.node_timeout_secs", "700s is longer than workflow.run_timeout_secs (240s)")
     );
+    let p = problem(load_text("[server]\nrequest_timeout_secs = 60\n[workflow]\nnode_timeout_secs = 30\nrun_timeout_secs = 61\n").2);
+    assert_eq!(p.key, "workflow.run_timeout_secs", "{p:?}");
+    assert!(p.message.starts_with("61s is longer than server.request_timeout_secs (60s)"), "{p:?}");
     let p = problem(load_text("[workflow]\nhttp_allow = \"10.0.0.0/8\"\n").2);
     assert_eq!((p.key.as_str(), p.message.as_str()), ("workflow.http_allow", "expected an array of strings, found string \"10.0.0.0/8\""));
 }

@@ -37,7 +37,7 @@ impl Default for WorkflowSettings {
         WorkflowSettings {
             max_steps: 500,
             node_timeout: Duration::from_secs(120),
-            run_timeout: Duration::from_secs(600),
+            run_timeout: Duration::from_secs(240),
             max_parallel: 4,
             max_iterations: 1000,
             http_max_response_bytes: 1 << 20,

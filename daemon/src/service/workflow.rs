@@ -245,6 +245,13 @@ impl Service {
     /// message), then spawns the run task.
     async fn record_and_run(self: Arc<Self>, p: Pending) -> Result<WorkflowRun, ServiceError> {
         let mode = p.workflow.mode();
+        // Tracked from before the first write, so a drain that starts now
+        // waits for this run (or stops it) instead of closing the store under it.
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let guard = self.runs.register(&p.task_id, &p.app.id, &p.user, TaskStop::Watch(stop_tx.clone()));
+        if self.is_shutting_down() {
+            return Err(ServiceError::ShuttingDown);
+        }
         let (conversation_id, created) = match (&p.conversation_id, mode) {
             (Some(c), _) => (Some(c.clone()), false),
             (None, WorkflowMode::AdvancedChat) => {
@@ -256,9 +263,27 @@ impl Service {
         };
         let message_id = (mode == WorkflowMode::AdvancedChat).then(new_id);
         let inputs_json = Value::Object(p.input.inputs.clone()).to_string();
-        let begun = async {
-            if let Some(m) = &message_id {
-                self.store
+        let run_row = self
+            .store
+            .begin_workflow_run(store::NewWorkflowRun {
+                id: p.workflow_run_id.clone(),
+                app_id: p.app.id.clone(),
+                app_version: p.version,
+                workflow_id: p.workflow_id.clone(),
+                task_id: p.task_id.clone(),
+                user: p.user.clone(),
+                conversation_id: conversation_id.clone(),
+                message_id: message_id.clone(),
+                inputs_json: inputs_json.clone(),
+                triggered_from: "app-run".into(),
+            })
+            .await;
+        let begun = match (run_row, &message_id) {
+            (Err(e), _) => Err(e),
+            (Ok(()), None) => Ok(()),
+            (Ok(()), Some(m)) => {
+                let pending = self
+                    .store
                     .begin_message(NewMessage {
                         id: m.clone(),
                         app_id: p.app.id.clone(),
@@ -266,26 +291,19 @@ impl Service {
                         user: p.user.clone(),
                         task_id: p.task_id.clone(),
                         query: p.query.clone().unwrap_or_default(),
-                        inputs_json: inputs_json.clone(),
+                        inputs_json,
                     })
-                    .await?;
+                    .await;
+                if let Err(e) = &pending {
+                    // The run row exists: it ends failed, saying why.
+                    let outcome = failed_outcome(format!("could not record the chatflow message: {e}"));
+                    if let Err(fe) = self.store.finish_workflow_run(&p.workflow_run_id, outcome, Vec::new()).await {
+                        tracing::error!(workflow_run_id = %p.workflow_run_id, error = %crate::telemetry::chain(&fe), "could not record the failed start");
+                    }
+                }
+                pending
             }
-            self.store
-                .begin_workflow_run(store::NewWorkflowRun {
-                    id: p.workflow_run_id.clone(),
-                    app_id: p.app.id.clone(),
-                    app_version: p.version,
-                    workflow_id: p.workflow_id.clone(),
-                    task_id: p.task_id.clone(),
-                    user: p.user.clone(),
-                    conversation_id: conversation_id.clone(),
-                    message_id: message_id.clone(),
-                    inputs_json,
-                    triggered_from: "app-run".into(),
-                })
-                .await
-        }
-        .await;
+        };
         if let Err(e) = begun {
             if let (true, Some(c)) = (created, &conversation_id) {
                 if let Err(de) = self.store.delete_conversation(&p.app.id, &p.user, c).await {
@@ -294,8 +312,6 @@ impl Service {
             }
             return Err(e.into());
         }
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let guard = self.runs.register(&p.task_id, &p.app.id, &p.user, TaskStop::Watch(stop_tx.clone()));
         let (tx, rx) = mpsc::channel(64);
         let left: Arc<OnceLock<String>> = Arc::default();
         let mut input = p.input;
@@ -324,6 +340,7 @@ impl Service {
             stop_tx,
             started: Instant::now(),
             declared: p.workflow.conversation_variables().to_vec(),
+            initial_variables: (!created).then(|| input.conversation_variables.clone()),
         };
         tracing::info!(task_id = %task.task_id, workflow_run_id = %task.workflow_run_id, app = %p.app.id, version = p.version, "workflow run started");
         let limits = self.workflows.limits.clone();
@@ -410,6 +427,10 @@ struct FlowTask {
     started: Instant,
     /// The workflow's conversation variables (their declared types).
     declared: Vec<wf::graph::DeclaredVar>,
+    /// The variables an existing conversation started this run with (only
+    /// the ones the run changed are written back, so a concurrent update of
+    /// another variable is kept); `None` for a new conversation (all are written).
+    initial_variables: Option<BTreeMap<String, Value>>,
 }
 
 impl FlowTask {
@@ -500,7 +521,7 @@ impl FlowTask {
             total_steps: o.total_steps,
             finished_at,
         };
-        if let Err(e) = store.finish_workflow_run(&self.workflow_run_id, run, records).await {
+        if let Err(e) = finish_run(store, &self.workflow_run_id, run, records).await {
             tracing::error!(workflow_run_id = %self.workflow_run_id, error = %crate::telemetry::chain(&e), "could not store the finished workflow run");
         }
         let Some(message_id) = &self.message_id else { return };
@@ -524,6 +545,7 @@ impl FlowTask {
             let vars: Vec<_> = o
                 .conversation_variables
                 .iter()
+                .filter(|(name, value)| self.initial_variables.as_ref().is_none_or(|initial| initial.get(*name) != Some(*value)))
                 .map(|(name, value)| {
                     let declared = self.declared.iter().find(|d| &d.name == name);
                     let value_type = declared.map_or_else(|| wf::vars::type_name_of(value).to_owned(), |d| d.value_type.clone());
@@ -540,6 +562,37 @@ impl FlowTask {
             }
         }
     }
+}
+
+/// The outcome of a run that failed before its engine ran.
+fn failed_outcome(error: String) -> store::WorkflowRunOutcome {
+    store::WorkflowRunOutcome {
+        status: store::WorkflowRunStatus::Failed,
+        outputs_json: "{}".into(),
+        error: Some(error),
+        elapsed_secs: 0.0,
+        total_tokens: 0,
+        total_steps: 0,
+        finished_at: now_secs(),
+    }
+}
+
+/// Stores a run's outcome; a full write queue is waited out (briefly and
+/// boundedly) rather than leaving the run `running` until the next start.
+async fn finish_run(
+    store: &Store,
+    id: &str,
+    outcome: store::WorkflowRunOutcome,
+    nodes: Vec<store::NodeExecutionRecord>,
+) -> Result<(), store::StoreError> {
+    const TRIES: u32 = 50;
+    for _ in 1..TRIES {
+        match store.finish_workflow_run(id, outcome.clone(), nodes.clone()).await {
+            Err(store::StoreError::Busy) => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => return other,
+        }
+    }
+    store.finish_workflow_run(id, outcome, nodes).await
 }
 
 fn unix_secs(t: SystemTime) -> i64 {
@@ -646,6 +699,8 @@ impl Effects for ServiceEffects {
 async fn local_call(runtime: &Arc<ModelRuntime>, call: LlmCall) -> Result<mpsc::Receiver<LlmChunk>, String> {
     let model = runtime.ready().map_err(|e| e.to_string())?;
     let grammar = match &call.json_schema {
+        // An empty schema: any JSON object (structured output always answers an object).
+        Some(Value::Object(o)) if o.is_empty() => Some(crate::model::grammar::any_json_object_gbnf()),
         Some(schema) => Some(crate::model::grammar::json_schema_to_gbnf(schema).map_err(|e| format!("structured output schema: {e}"))?),
         None => None,
     };
@@ -736,7 +791,13 @@ async fn upstream_call(up: &Upstream, model: &str, call: &LlmCall) -> Result<mps
     let mut events = up.chat(req).await.map_err(|e| crate::telemetry::chain(&e).to_string())?;
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
-        while let Some(ev) = events.recv().await {
+        loop {
+            let ev = tokio::select! {
+                ev = events.recv() => ev,
+                // The engine stopped listening (stop, timeout): end the call now.
+                _ = tx.closed() => return,
+            };
+            let Some(ev) = ev else { return };
             let chunk = match ev {
                 UpstreamEvent::Text(t) => LlmChunk::Text(t),
                 UpstreamEvent::Done { prompt_tokens, completion_tokens, finish_reason } => {

@@ -143,16 +143,28 @@ pub fn import(yaml: &str, opts: &ImportOptions) -> Result<AppDefinition, Vec<Pro
     }
 }
 
-/// Writes an app as Dify DSL YAML (`import` reads it back to an equal app).
+/// Writes an app as Dify DSL YAML (`import` reads it back to an equal app,
+/// except that the values of `secret` environment variables are blanked).
 pub fn export(app: &AppDefinition) -> Result<String, DslError> {
     let section = match app.mode.workflow_mode() {
         Some(_) => {
             let w = app.workflow.as_ref().ok_or_else(|| DslError::MissingWorkflow { app: app.id.clone(), mode: app.mode.as_str() })?;
-            ("workflow", w.raw().clone())
+            ("workflow", without_secrets(w.raw().clone()))
         }
         None => ("model_config", model_config(app)),
     };
     serde_norway::to_string(&document(app, section)).map_err(|source| DslError::Yaml { app: app.id.clone(), source })
+}
+
+/// The workflow section with the values of `secret` environment variables
+/// blanked, as Dify exports by default: an export is a file that travels.
+fn without_secrets(mut section: Value) -> Value {
+    if let Some(vars) = section.get_mut("environment_variables").and_then(Value::as_array_mut) {
+        for v in vars.iter_mut().filter(|v| v.get("value_type").and_then(Value::as_str) == Some("secret")) {
+            v["value"] = json!("");
+        }
+    }
+    section
 }
 
 /// The whole DSL document of `app` with its `workflow` or `model_config` section.

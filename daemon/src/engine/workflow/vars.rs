@@ -198,16 +198,19 @@ impl Globals {
         map.into_iter().map(|(k, v)| (k, self.mask_value(v))).collect()
     }
 
+    /// `s` with every secret environment value replaced by `******`.
+    pub fn mask_text(&self, mut s: String) -> String {
+        for secret in &self.secrets {
+            if s.contains(secret.as_str()) {
+                s = s.replace(secret.as_str(), "******");
+            }
+        }
+        s
+    }
+
     fn mask_value(&self, v: Value) -> Value {
         match v {
-            Value::String(mut s) => {
-                for secret in &self.secrets {
-                    if s.contains(secret.as_str()) {
-                        s = s.replace(secret.as_str(), "******");
-                    }
-                }
-                Value::String(s)
-            }
+            Value::String(s) => Value::String(self.mask_text(s)),
             Value::Array(a) => Value::Array(a.into_iter().map(|x| self.mask_value(x)).collect()),
             Value::Object(m) => Value::Object(self.mask(m)),
             other => other,

@@ -438,3 +438,16 @@ fn tags_carry_no_meaning() {
     let p = problems("kind: app\nversion: 0.3.1\napp: !!python/object/apply:os.system [ls]\n");
     assert_eq!(fields(&p), [("app", "expected a mapping, found a list")]);
 }
+
+#[test]
+fn export_blanks_secret_environment_values() {
+    let yaml = fixture("chatflow.yml").replacen("    value: Hi\n    value_type: string", "    value: s3cret-token\n    value_type: secret", 1);
+    assert!(yaml.contains("s3cret-token"), "the fixture's env variable was made secret");
+    let app = import(&yaml, &opts()).expect("imports");
+    let out = export(&app).expect("exports");
+    assert!(!out.contains("s3cret-token"), "{out}");
+    let back = import(&out, &opts()).expect("the export imports");
+    let env = &back.workflow.as_ref().expect("graph").raw()["environment_variables"];
+    assert_eq!(env[0]["value"], "", "{env}");
+    assert_eq!(env[0]["value_type"], "secret");
+}

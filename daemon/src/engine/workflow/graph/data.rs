@@ -423,7 +423,15 @@ fn llm_spec(d: LlmData) -> Result<LlmSpec, Vec<(String, String)>> {
     });
     let json_schema = if d.structured_output_enabled {
         match d.structured_output.and_then(|s| s.schema) {
-            Some(s) => Some(s),
+            Some(s) => {
+                // The local model constrains the answer with a grammar made
+                // from this schema: a schema it cannot express is refused now.
+                let empty = s.as_object().is_some_and(|o| o.is_empty());
+                if let (false, Err(e)) = (empty, crate::model::grammar::json_schema_to_gbnf(&s)) {
+                    errs.push(("data.structured_output.schema".into(), e.to_string()));
+                }
+                Some(s)
+            }
             None => {
                 errs.push(("data.structured_output.schema".into(), "structured output is enabled but has no schema".into()));
                 None

@@ -280,8 +280,8 @@ pub async fn execute(
     };
     RunOutcome {
         status,
-        outputs,
-        error,
+        outputs: globals.mask(outputs),
+        error: error.map(|e| globals.mask_text(e)),
         answer,
         total_tokens: run.tokens.load(Ordering::Acquire),
         total_steps: run.steps.load(Ordering::Acquire).min(limits.max_steps),
@@ -528,6 +528,7 @@ async fn exec_node(
     exec.inputs = g.mask(std::mem::take(&mut exec.inputs));
     exec.process_data = g.mask(std::mem::take(&mut exec.process_data));
     exec.outputs = g.mask(std::mem::take(&mut exec.outputs));
+    exec.error = exec.error.take().map(|e| g.mask_text(e));
     run.emit(Event::NodeFinished(exec)).await;
     (i, chosen)
 }
