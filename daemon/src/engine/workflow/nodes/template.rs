@@ -13,6 +13,26 @@ use super::{check_selector, parse, Problems};
 
 /// Dify's TEMPLATE_TRANSFORM_MAX_LENGTH: the longest output, in characters.
 pub const MAX_OUTPUT_CHARS: usize = 400_000;
+/// The most bytes a render may write: enough for MAX_OUTPUT_CHARS of any
+/// UTF-8 text, so the character check after the render stays exact.
+const MAX_OUTPUT_BYTES: usize = MAX_OUTPUT_CHARS * 4;
+
+/// A writer that refuses to grow past [`MAX_OUTPUT_BYTES`].
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_OUTPUT_BYTES {
+            self.0.resize(MAX_OUTPUT_BYTES, 0);
+            return Err(std::io::Error::other("template output too large"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Most template instructions one render may run (minijinja fuel), so a
 /// runaway loop fails the node instead of holding a core.
@@ -77,7 +97,17 @@ impl NodeKind for TemplateTransform {
             let inputs: Map<String, Value> =
                 self.variables.iter().map(|v| (v.variable.clone(), ctx.scope.get(&v.value_selector).unwrap_or(Value::Null))).collect();
             let template = self.env.get_template(NAME).map_err(|e| NodeError::Failed(format!("template: {e}")))?;
-            let text = template.render(&inputs).map_err(|e| NodeError::Failed(format!("the template failed to render: {e}")))?;
+            // Rendered into a bounded buffer: a template that expands a large
+            // variable in nested loops fails when the buffer is full, instead
+            // of building gigabytes before the length check.
+            let mut out = Capped(Vec::new());
+            if let Err(e) = template.render_to_write(&inputs, &mut out) {
+                if out.0.len() >= MAX_OUTPUT_BYTES {
+                    return Err(NodeError::Failed(format!("Output length exceeds {MAX_OUTPUT_CHARS} characters")));
+                }
+                return Err(NodeError::Failed(format!("the template failed to render: {e}")));
+            }
+            let text = String::from_utf8(out.0).map_err(|e| NodeError::Failed(format!("the template rendered invalid UTF-8: {e}")))?;
             let chars = text.chars().count();
             if chars > MAX_OUTPUT_CHARS {
                 return Err(NodeError::Failed(format!("Output length exceeds {MAX_OUTPUT_CHARS} characters ({chars})")));
@@ -137,6 +167,16 @@ mod tests {
         let out = n.run(ctx(&scope, &fx, &limits())).await.unwrap();
         // minijinja's tojson is compact where Jinja2 puts a space after ':' and ','.
         assert_eq!(out.outputs["output"], "a=1;b=x;3 A,B,C {\"a\":1,\"b\":\"x\"} a%20b%26c");
+    }
+
+    #[tokio::test]
+    async fn an_expanding_template_stops_at_the_output_cap() {
+        let n = node(json!({"template": "{% for i in range(200) %}{{ big }}{% endfor %}",
+                            "variables": [{"variable": "big", "value_selector": ["start", "big"]}]}));
+        let scope = MapScope::with(&[("start.big", json!("x".repeat(100_000)))]);
+        let fx = FakeEffects::default();
+        let e = n.run(ctx(&scope, &fx, &limits())).await.unwrap_err();
+        assert!(e.to_string().contains("exceeds 400000 characters"), "{e}");
     }
 
     #[tokio::test]
