@@ -482,7 +482,9 @@ fn a_chatflow_run_stops_through_the_chat_stop_route() {
     let peer = Peer::start(Reply::Stream { pieces, delay: Duration::from_millis(100) });
     let d = DaemonBuilder::new().set("upstream.url", peer.openai_url()).set("model_map.default", "upstream").start();
     let c = app(&d, "chatflow.yml", "friendly");
-    let mut sse = c.post_json_streaming("/v1/chat-messages", &json!({"query": "talk", "inputs": {}, "user": "ann", "response_mode": "streaming"})).into_sse();
+    let mut sse = c
+        .post_json_streaming("/v1/chat-messages", &json!({"query": "talk", "inputs": {}, "user": "ann", "response_mode": "streaming"}))
+        .into_sse();
     let mut events = Vec::new();
     let mut stopped = false;
     while let Some(ev) = sse.next_event().unwrap() {
@@ -499,4 +501,97 @@ fn a_chatflow_run_stops_through_the_chat_stop_route() {
     let conv = events[0]["conversation_id"].as_str().unwrap();
     let msgs = c.get(&format!("/v1/messages?conversation_id={conv}&user=ann")).expect_json(200);
     assert_eq!(msgs["data"][0]["status"], "stopped", "{msgs}");
+}
+
+#[test]
+fn secret_environment_values_never_reach_events_or_the_store() {
+    let d = DaemonBuilder::new().start();
+    // workflow-http.yml with a secret environment variable in the url, which
+    // fails (https is refused here) with an error that quotes the url.
+    let src = std::fs::read_to_string(fixture("workflow-http.yml")).unwrap();
+    let yaml = src
+        .replace(
+            "  environment_variables: []",
+            "  environment_variables:\n  - description: ''\n    id: 5e1c0c6e-0000-4000-8000-000000000009\n    name: api_key\n    selector: [env, api_key]\n    value: sk-very-secret-42\n    value_type: secret",
+        )
+        .replace(
+            "url: http://127.0.0.1:{{#1732000000000.port#}}/echo/{{#1732000000000.q#}}",
+            "url: https://127.0.0.1:{{#1732000000000.port#}}/echo?key={{#env.api_key#}}",
+        );
+    assert!(yaml.contains("sk-very-secret-42") && yaml.contains("{{#env.api_key#}}"), "the fixture changed shape");
+    let path = d.dir().join("secret.yml");
+    std::fs::write(&path, &yaml).unwrap();
+    let out = d.ctl(&["apps", "import", path.to_str().unwrap(), "--id", "secret"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let c = d.client().with_key(&d.admin().create_key("secret").1);
+    let ev = stream(&c, "/v1/workflows/run", &run_body(json!({"port": 9, "q": "x", "token": "t"}), "streaming"));
+    let fin = ev.iter().find(|e| e["event"] == "workflow_finished").unwrap();
+    assert_eq!(fin["data"]["status"], "failed", "{fin}");
+    assert!(fin["data"]["error"].as_str().unwrap().contains("******"), "{fin}");
+    let all = serde_json::to_string(&ev).unwrap();
+    assert!(!all.contains("sk-very-secret-42"), "a secret in the events: {all}");
+    let run = ev[0]["workflow_run_id"].as_str().unwrap();
+    let rec = c.get(&format!("/v1/workflows/run/{run}")).expect_json(200);
+    assert!(!rec.to_string().contains("sk-very-secret-42"), "{rec}");
+    let db = std::fs::read(d.dir().join("edgeai.db")).unwrap();
+    let wal = std::fs::read(d.dir().join("edgeai.db-wal")).unwrap_or_default();
+    let needle = b"sk-very-secret-42";
+    let stored = |b: &[u8]| b.windows(needle.len()).filter(|w| w == needle).count();
+    // The app definition itself keeps the value (it is the app's configuration), nothing else does.
+    let versions = d.admin().get("/admin/v1/apps/secret/versions").unwrap()["data"].as_array().unwrap().len();
+    assert!(stored(&db) + stored(&wal) <= versions * 2, "the secret is stored beyond the app definition");
+    assert!(!d.dump_logs().contains("sk-very-secret-42"), "a secret in the log");
+    // An export blanks it.
+    let e = d.admin().get("/admin/v1/apps/secret/export").unwrap();
+    assert!(!e["yaml"].as_str().unwrap().contains("sk-very-secret-42"));
+}
+
+#[test]
+fn a_client_that_leaves_stops_its_run_and_the_reason_is_stored() {
+    let pieces: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
+    let peer = Peer::start(Reply::Stream { pieces, delay: Duration::from_millis(100) });
+    let d = DaemonBuilder::new().set("upstream.url", peer.openai_url()).set("model_map.default", "upstream").start();
+    let c = app(&d, "workflow-llm.yml", "ask");
+    let mut sse = c.post_json_streaming("/v1/workflows/run", &run_body(json!({"question": "long"}), "streaming")).into_sse();
+    let mut run = None;
+    while let Some(ev) = sse.next_event().unwrap() {
+        let Some(v) = ev.json() else { continue };
+        run = v["workflow_run_id"].as_str().map(str::to_owned);
+        if v["event"] == "node_started" && v["data"]["node_type"] == "llm" {
+            break;
+        }
+    }
+    sse.close();
+    let run = run.unwrap();
+    let rec = (0..100)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            c.get(&format!("/v1/workflows/run/{run}")).expect_json(200)
+        })
+        .find(|r| r["status"] != "running")
+        .expect("the run ended after its client left");
+    assert_eq!(rec["status"], "stopped", "{rec}");
+    assert_eq!(rec["error"], "client disconnected", "{rec}");
+}
+
+#[test]
+fn sigterm_lets_a_workflow_run_finish_and_stores_it() {
+    let pieces: Vec<String> = (0..20).map(|i| format!("w{i} ")).collect();
+    let peer = Peer::start(Reply::Stream { pieces, delay: Duration::from_millis(100) });
+    let mut d = DaemonBuilder::new().set("upstream.url", peer.openai_url()).set("model_map.default", "upstream").start();
+    import(&d, "workflow-llm.yml", &["--id", "ask"], 0);
+    let (_, key) = d.admin().create_key("ask");
+    let runner = {
+        let c = d.client().with_key(&key);
+        std::thread::spawn(move || c.post_json("/v1/workflows/run", &run_body(json!({"question": "q"}), "blocking")).expect_json(200))
+    };
+    d.wait_log_message("workflow run started", Duration::from_secs(10));
+    d.sigterm();
+    let b = runner.join().unwrap();
+    assert_eq!(b["data"]["status"], "succeeded", "the drain waited for the run: {b}");
+    assert!(d.wait_exit(Duration::from_secs(30)).success());
+    d.start_again();
+    let c = d.client().with_key(&key);
+    let rec = c.get(&format!("/v1/workflows/run/{}", b["workflow_run_id"].as_str().unwrap())).expect_json(200);
+    assert_eq!(rec["status"], "succeeded", "{rec}");
 }

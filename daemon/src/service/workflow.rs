@@ -478,7 +478,8 @@ impl FlowTask {
                 conversation_variables: BTreeMap::new(),
             },
         };
-        if client_gone && outcome.status == RunStatus::Stopped && outcome.error.is_none() {
+        if client_gone && outcome.status == RunStatus::Stopped {
+            // Why it stopped: the front end's reason (client gone, cut off as a slow reader, stream deadline).
             outcome.error = Some(self.left.get().cloned().unwrap_or_else(|| "client disconnected".to_owned()));
         }
         let elapsed = self.started.elapsed();

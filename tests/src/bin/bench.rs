@@ -115,7 +115,8 @@ struct Args {
 }
 
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
-    let mut a = Args { edgeaid: None, model: None, gemma: None, tokens: 128, rounds: 9, starts: 5, threads: None, out: None, only_workflow: false };
+    let mut a =
+        Args { edgeaid: None, model: None, gemma: None, tokens: 128, rounds: 9, starts: 5, threads: None, out: None, only_workflow: false };
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
@@ -511,11 +512,8 @@ fn run() -> Result<bool> {
         errors: Vec::new(),
     };
 
-    let (facts, threads, threads_source) = if args.only_workflow {
-        (None, 0, "not measured (--only workflow)")
-    } else {
-        model_phases(&mut cx, &args, &repo, work.path())
-    };
+    let (facts, threads, threads_source) =
+        if args.only_workflow { (None, 0, "not measured (--only workflow)") } else { model_phases(&mut cx, &args, &repo, work.path()) };
     if let Err(e) = workflow_engine(&mut cx, &repo, &work.path().join("workflow")) {
         cx.failed("the workflow engine", &e);
     }

@@ -441,7 +441,8 @@ fn tags_carry_no_meaning() {
 
 #[test]
 fn export_blanks_secret_environment_values() {
-    let yaml = fixture("chatflow.yml").replacen("    value: Hi\n    value_type: string", "    value: s3cret-token\n    value_type: secret", 1);
+    let yaml =
+        fixture("chatflow.yml").replacen("    value: Hi\n    value_type: string", "    value: s3cret-token\n    value_type: secret", 1);
     assert!(yaml.contains("s3cret-token"), "the fixture's env variable was made secret");
     let app = import(&yaml, &opts()).expect("imports");
     let out = export(&app).expect("exports");

@@ -101,7 +101,7 @@ impl NodeKind for TemplateTransform {
             // variable in nested loops fails when the buffer is full, instead
             // of building gigabytes before the length check.
             let mut out = Capped(Vec::new());
-            if let Err(e) = template.render_to_write(&inputs, &mut out) {
+            if let Err(e) = template.render_captured_to(&inputs, &mut out) {
                 if out.0.len() >= MAX_OUTPUT_BYTES {
                     return Err(NodeError::Failed(format!("Output length exceeds {MAX_OUTPUT_CHARS} characters")));
                 }
