@@ -404,8 +404,16 @@ async fn apps_import_new_unchanged_and_bad_files() {
     assert_eq!(code(&out), 65);
     assert!(stderr(&out).contains("broken.json is not valid JSON"), "{}", stderr(&out));
 
-    let yaml = write("app.yml", "app:\n  mode: chat\n");
-    assert_eq!(code(&ctl(&["--socket", sock, "apps", "import", &yaml], None).await), 65);
+    // A .yml/.yaml file is a Dify DSL for the daemon to check; one that is not text never leaves.
+    let yaml = dir.path().join("app.yml");
+    std::fs::write(&yaml, b"app:\n  name: \xff\xfe\n").unwrap();
+    let out = ctl(&["--socket", sock, "apps", "import", yaml.to_str().unwrap()], None).await;
+    assert_eq!(code(&out), 65);
+    assert!(stderr(&out).contains("app.yml is not UTF-8 text"), "{}", stderr(&out));
+    // --name and --id belong to DSL imports.
+    let out = ctl(&["--socket", sock, "apps", "import", &same, "--name", "N"], None).await;
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("--name and --id apply to a Dify DSL file"), "{}", stderr(&out));
 
     let list = write("list.json", "[]");
     let out = ctl(&["--socket", sock, "apps", "import", &list], None).await;
