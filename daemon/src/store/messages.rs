@@ -5,10 +5,8 @@
 //! else changes its answer. Must not touch: conversation rows (the caller
 //! bumps `updated_at` with `touch_conversation`).
 
-use std::fmt;
 use std::str::FromStr;
 
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::apps::require_app;
@@ -29,41 +27,7 @@ pub enum MessageStatus {
     Error,
 }
 
-impl MessageStatus {
-    /// The stored (and Dify) spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Normal => "normal",
-            Self::Stopped => "stopped",
-            Self::Error => "error",
-        }
-    }
-}
-
-impl fmt::Display for MessageStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl ToSql for MessageStatus {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
-    }
-}
-
-impl FromSql for MessageStatus {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        match value.as_str()? {
-            "pending" => Ok(Self::Pending),
-            "normal" => Ok(Self::Normal),
-            "stopped" => Ok(Self::Stopped),
-            "error" => Ok(Self::Error),
-            other => Err(FromSqlError::Other(format!("unknown message status {other:?}").into())),
-        }
-    }
-}
+stored_as_text!(MessageStatus, "message status", Pending => "pending", Normal => "normal", Stopped => "stopped", Error => "error");
 
 /// A user's verdict on an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,37 +38,14 @@ pub enum Rating {
     Dislike,
 }
 
-impl Rating {
-    /// The stored (and Dify) spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Like => "like",
-            Self::Dislike => "dislike",
-        }
-    }
-}
+stored_as_text!(Rating, "rating", Like => "like", Dislike => "dislike");
 
 impl FromStr for Rating {
     type Err = StoreError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "like" => Ok(Self::Like),
-            "dislike" => Ok(Self::Dislike),
-            other => Err(StoreError::InvalidArgument { field: "rating", reason: format!("{other:?} is not one of like, dislike") }),
-        }
-    }
-}
-
-impl ToSql for Rating {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
-    }
-}
-
-impl FromSql for Rating {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        value.as_str()?.parse().map_err(|e: StoreError| FromSqlError::Other(e.to_string().into()))
+        Self::from_text(s)
+            .ok_or_else(|| StoreError::InvalidArgument { field: "rating", reason: format!("{s:?} is not one of like, dislike") })
     }
 }
 

@@ -17,6 +17,48 @@
 //! finished (with their node executions) by one transaction, and marked
 //! `failed` by [`Store::open`] if a crash left them `running`.
 
+/// `as_str`, `ALL`, `Display`, `ToSql` and `FromSql` of an enum stored as
+/// text in Dify's spelling: `stored_as_text!(Type, "what", Variant => "text", ...)`.
+macro_rules! stored_as_text {
+    ($t:ident, $what:literal, $($v:ident => $s:literal),+ $(,)?) => {
+        impl $t {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$t] = &[$(Self::$v),+];
+
+            /// The stored (and Dify) spelling.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$v => $s),+
+                }
+            }
+
+            /// The value spelled `s`, if any.
+            fn from_text(s: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s)
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl rusqlite::types::ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+
+        impl rusqlite::types::FromSql for $t {
+            fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+                let s = value.as_str()?;
+                Self::from_text(s).ok_or_else(|| rusqlite::types::FromSqlError::Other(format!("unknown {} {s:?}", $what).into()))
+            }
+        }
+    };
+}
+
 mod apps;
 mod conversations;
 mod error;

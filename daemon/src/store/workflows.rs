@@ -11,12 +11,10 @@
 //! text here. Must not touch: apps, conversations, messages (a run names its
 //! conversation and message but does not own them).
 
-use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 use tokio::sync::oneshot;
 
@@ -42,45 +40,23 @@ pub enum WorkflowRunStatus {
     PartialSucceeded,
 }
 
-impl WorkflowRunStatus {
-    /// The stored (and Dify) spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Stopped => "stopped",
-            Self::PartialSucceeded => "partial-succeeded",
-        }
-    }
+stored_as_text!(
+    WorkflowRunStatus,
+    "workflow run status",
+    Running => "running",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Stopped => "stopped",
+    PartialSucceeded => "partial-succeeded",
+);
 
+impl WorkflowRunStatus {
     /// Parses Dify's spelling (`GET /workflows/logs?status=`).
     pub fn parse(s: &str) -> Result<Self, StoreError> {
-        [Self::Running, Self::Succeeded, Self::Failed, Self::Stopped, Self::PartialSucceeded]
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| StoreError::InvalidArgument {
-                field: "status",
-                reason: format!("{s:?} is not one of running, succeeded, failed, stopped, partial-succeeded"),
-            })
-    }
-}
-
-impl fmt::Display for WorkflowRunStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl ToSql for WorkflowRunStatus {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
-    }
-}
-
-impl FromSql for WorkflowRunStatus {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        Self::parse(value.as_str()?).map_err(|e| FromSqlError::Other(e.to_string().into()))
+        Self::from_text(s).ok_or_else(|| StoreError::InvalidArgument {
+            field: "status",
+            reason: format!("{s:?} is not one of running, succeeded, failed, stopped, partial-succeeded"),
+        })
     }
 }
 
@@ -97,41 +73,7 @@ pub enum NodeExecutionStatus {
     Exception,
 }
 
-impl NodeExecutionStatus {
-    /// The stored (and Dify) spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Stopped => "stopped",
-            Self::Exception => "exception",
-        }
-    }
-}
-
-impl fmt::Display for NodeExecutionStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl ToSql for NodeExecutionStatus {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
-    }
-}
-
-impl FromSql for NodeExecutionStatus {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        match value.as_str()? {
-            "succeeded" => Ok(Self::Succeeded),
-            "failed" => Ok(Self::Failed),
-            "stopped" => Ok(Self::Stopped),
-            "exception" => Ok(Self::Exception),
-            other => Err(FromSqlError::Other(format!("unknown node execution status {other:?}").into())),
-        }
-    }
-}
+stored_as_text!(NodeExecutionStatus, "node execution status", Succeeded => "succeeded", Failed => "failed", Stopped => "stopped", Exception => "exception");
 
 /// A workflow run as it starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
