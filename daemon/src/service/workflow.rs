@@ -7,8 +7,8 @@
 //! node execution in one transaction when it ends, however it ends.
 //! Knows nothing of HTTP or JSON wire shapes.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value};
@@ -36,7 +36,13 @@ pub struct WorkflowRuntime {
     pub fallback_local: bool,
     pub outbound: Outbound,
     pub files: FilesSettings,
+    /// Compiled published versions by workflow id (versions are immutable),
+    /// so `/workflows/{workflow_id}/run` does not compile per request.
+    published: std::sync::Mutex<HashMap<String, Arc<wf::graph::Workflow>>>,
 }
+
+/// Most compiled published versions kept (the cache is emptied when full).
+const PUBLISHED_CACHE: usize = 32;
 
 impl WorkflowRuntime {
     /// From the configuration: limits, model map, upstream (when
@@ -49,6 +55,7 @@ impl WorkflowRuntime {
             fallback_local: s.upstream.fallback_local,
             outbound: Outbound::new(&s.workflow.http_allow)?,
             files: s.files.clone(),
+            published: std::sync::Mutex::default(),
         })
     }
 }
@@ -225,9 +232,18 @@ impl Service {
             .find_app_version_by_workflow_id(&app.id, requested)
             .await
             .map_err(not_found_as(ServiceError::WorkflowNotFound(requested.to_owned())))?;
+        let cache = &self.workflows.published;
+        if let Some(w) = cache.lock().unwrap_or_else(PoisonError::into_inner).get(&v.workflow_id) {
+            return Ok((Arc::clone(w), v.workflow_id, v.version));
+        }
         let def: AppDefinition = serde_json::from_str(&v.definition_json)
             .map_err(|e| ServiceError::Corrupt { what: "app version", reason: format!("{} version {}: {e}", app.id, v.version) })?;
         let w = def.workflow.ok_or_else(|| ServiceError::NotWorkflowApp(app.id.clone()))?;
+        let mut c = cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if c.len() >= PUBLISHED_CACHE {
+            c.clear();
+        }
+        c.insert(v.workflow_id.clone(), Arc::clone(&w));
         Ok((w, v.workflow_id, v.version))
     }
 
