@@ -181,7 +181,11 @@ impl Service {
         }
         let task_id = new_id();
         let workflow_run_id = new_id();
-        let dialogue_count = history.len() as u32 + 1;
+        // This turn counts too.
+        let dialogue_count = match &conversation {
+            Some(c) => self.store.count_messages(&c.id).await? + 1,
+            None => 1,
+        };
         let input = RunInput {
             inputs: inputs.clone(),
             sys: SysVars {

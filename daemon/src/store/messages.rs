@@ -334,6 +334,18 @@ impl Store {
         .await
     }
 
+    /// How many messages a conversation holds (Dify's `sys.dialogue_count`
+    /// counts them all, whatever their status).
+    pub async fn count_messages(&self, conversation_id: &str) -> Result<u32, StoreError> {
+        let conversation_id = conversation_id.to_owned();
+        self.read("count messages", move |conn| {
+            conn.prepare_cached("SELECT count(*) FROM messages WHERE conversation_id = ?1")
+                .and_then(|mut stmt| stmt.query_row([&conversation_id], |row| row.get::<_, u32>(0)))
+                .map_err(sql("count messages"))
+        })
+        .await
+    }
+
     /// Sets (or with `rating: None` removes) the feedback of a message of
     /// `(app_id, user)`; a new rating replaces the old one. `content` is
     /// ignored when removing.

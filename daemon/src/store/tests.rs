@@ -135,6 +135,9 @@ async fn pending_messages_are_recovered_after_a_crash() {
     let m = store.get_message("a1", "u1", "done").await.expect("get");
     assert_eq!((m.status, m.answer.as_str()), (MessageStatus::Normal, "complete"));
     assert!(store.history(&c, 10).await.expect("history").len() == 1);
+    // Every message counts for sys.dialogue_count, interrupted ones too.
+    assert_eq!(store.count_messages(&c).await.expect("count"), 3);
+    assert_eq!(store.count_messages("no-such-conversation").await.expect("count"), 0);
     store.close().await.expect("close");
 
     // Recovery happens once.
