@@ -595,3 +595,67 @@ fn sigterm_lets_a_workflow_run_finish_and_stores_it() {
     let rec = c.get(&format!("/v1/workflows/run/{}", b["workflow_run_id"].as_str().unwrap())).expect_json(200);
     assert_eq!(rec["status"], "succeeded", "{rec}");
 }
+
+/// Uploads `data` as a text file of the app behind `c`; its id.
+fn upload_text(c: &Client, name: &str, data: &[u8]) -> String {
+    const B: &str = "edgeai-wf-boundary";
+    let mut body = format!("--{B}\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nwf-user\r\n--{B}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: text/plain\r\n\r\n").into_bytes();
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{B}--\r\n").as_bytes());
+    let ct = format!("multipart/form-data; boundary={B}");
+    let r = c.request("POST", "/v1/files/upload", &[("Content-Type", &ct)], Some(&body)).expect_json(201);
+    r["id"].as_str().unwrap().to_owned()
+}
+
+/// Every runnable workflow fixture through HTTP on the real local model:
+/// each node type in Dify's exported shape, with its outputs checked.
+#[test]
+fn every_workflow_fixture_runs_end_to_end() {
+    let peer = Peer::start(Reply::Json { code: 200, body: json!({"ok": true}) });
+    let d = DaemonBuilder::new().set("workflow.http_allow", vec!["127.0.0.1/32"]).start();
+    let run = |fixture: &str, id: &str, inputs: Value| -> Value {
+        let c = app(&d, fixture, id);
+        let b = c.post_json("/v1/workflows/run", &run_body(inputs, "blocking")).expect_json(200);
+        let status = b["data"]["status"].as_str().unwrap().to_owned();
+        assert!(status == "succeeded" || status == "partial-succeeded", "{fixture}: {b}");
+        b["data"].clone()
+    };
+
+    let t = run("workflow-six-nodes.yml", "six", json!({"name": "Ann", "mode": "template"}));
+    assert_eq!(t["outputs"]["result"], "Hello, Ann! (plain)", "{t}");
+    let m = run("workflow-six-nodes.yml", "six", json!({"name": "Ann", "mode": "model"}));
+    assert!(!m["outputs"]["result"].as_str().unwrap().contains("(plain)"), "the model branch: {m}");
+
+    let b = run("workflow-branches.yml", "branches", json!({"text": "hello world", "count": 5, "flag": "yes"}));
+    assert!(!b["outputs"].as_object().unwrap().is_empty(), "{b}");
+
+    let it = run("workflow-iteration.yml", "iteration", json!({"items": {"list": ["a", "b", "c"]}}));
+    let out = serde_json::to_string(&it["outputs"]).unwrap();
+    assert!(out.contains('a') && out.contains('c'), "{it}");
+
+    let l = run("workflow-loop.yml", "loop", json!({"limit": 3}));
+    assert!(!l["outputs"].as_object().unwrap().is_empty(), "{l}");
+
+    let cl = run("workflow-classifier.yml", "classify", json!({"question": "The pump is leaking oil"}));
+    assert!(!cl["outputs"].as_object().unwrap().is_empty(), "one of the two end nodes answered: {cl}");
+
+    let ex = run("workflow-extractor.yml", "extract", json!({"text": "Pump 3 runs at 6 bar"}));
+    let outs = ex["outputs"].as_object().unwrap();
+    assert!(outs.values().any(|v| v == 0 || v == 1), "__is_success is reported: {ex}");
+
+    let lo =
+        run("workflow-list-operator.yml", "lists", json!({"words": {"list": ["banana", "apple", "cherry", "avocado", "grape", "papaya"]}}));
+    let s = serde_json::to_string(&lo["outputs"]).unwrap();
+    assert!(s.contains("apple") && !s.contains("cherry"), "filtered by `contains a`, ordered, limited: {lo}");
+
+    let er = run("workflow-error-strategy.yml", "errors", json!({"port": 9}));
+    assert_eq!(er["status"], "partial-succeeded", "the fail branch handled the refused connection: {er}");
+
+    let c = app(&d, "workflow-doc-extractor.yml", "doc");
+    let file = upload_text(&c, "valve.txt", b"Line 2 valve V-17 replaced.\n");
+    let doc = json!({"transfer_method": "local_file", "upload_file_id": file, "type": "document"});
+    let b = c.post_json("/v1/workflows/run", &run_body(json!({"document": doc}), "blocking")).expect_json(200);
+    assert_eq!(b["data"]["status"], "succeeded", "{b}");
+    assert!(b["data"]["outputs"]["text"].as_str().unwrap().contains("V-17"), "{b}");
+    drop(peer);
+}

@@ -259,6 +259,11 @@ impl Pool {
         self.parent.as_ref().is_some_and(|p| p.assign(node_id, key, value))
     }
 
+    /// Whether a node's outputs (a loop's variables) hold `key`.
+    pub fn has_var(&self, node_id: &str, key: &str) -> bool {
+        self.node(node_id).is_some_and(|m| m.contains_key(key))
+    }
+
     /// A node's outputs, from this frame or the nearest parent that has them.
     pub fn node(&self, node_id: &str) -> Option<Arc<Map<String, Value>>> {
         let own = self.nodes.read().unwrap_or_else(|e| e.into_inner()).get(node_id).cloned();

@@ -497,7 +497,8 @@ fn loop_spec(d: LoopData, ids: &HashMap<String, usize>) -> Result<LoopSpec, Vec<
             (Some("variable"), _) => {
                 return Err(vec![(format!("data.loop_variables[{j}].value"), "a variable loop value must be a selector".into())])
             }
-            (_, value) => LoopInit::Constant(value),
+            // Dify writes constants as text ('0'): typed as declared.
+            (_, value) => LoopInit::Constant(crate::engine::workflow::vars::coerce(value, v.var_type.as_deref().unwrap_or(""))),
         };
         variables.push((v.label, v.var_type.as_deref().map(var_type).unwrap_or(VarType::Any), init));
     }

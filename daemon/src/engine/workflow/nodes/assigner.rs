@@ -165,7 +165,7 @@ impl Assigner {
                     InputType::Constant => Input::Constant(d.value),
                 }
             };
-            let name = d.variable_selector.get(1).cloned().unwrap_or_default();
+            let name = assigned_key(&d.variable_selector);
             items.push(Item { field, name, target: d.variable_selector, operation: d.operation, input });
         }
         if problems.is_empty() {
@@ -190,17 +190,31 @@ impl Assigner {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let name = d.assigned_variable_selector.get(1).cloned().unwrap_or_default();
+        let name = assigned_key(&d.assigned_variable_selector);
         Ok(vec![Item { field: String::new(), name, target: d.assigned_variable_selector, operation, input }])
     }
 }
 
+/// A target is a conversation variable (`["conversation", name]`) or a
+/// variable of a loop the node is in (`[loop_id, name]`; the graph checks
+/// that it names one).
 fn check_target(field: &str, selector: &[String], problems: &mut Problems) {
-    if selector.len() != 2 || selector[0] != "conversation" || selector[1].is_empty() {
+    let ok = selector.len() == 2 && !selector[1].is_empty() && !matches!(selector[0].as_str(), "" | "sys" | "env");
+    if !ok {
         problems.push((
             field.to_owned(),
-            format!("the assigner writes conversation variables only ([\"conversation\", name]), got {selector:?}"),
+            format!("the assigner writes conversation variables ([\"conversation\", name]) or loop variables ([loop_id, name]), got {selector:?}"),
         ));
+    }
+}
+
+/// The key of an assignment in `NodeOutput::assigned`: a conversation
+/// variable's name, or `loop_id.name` for a loop variable (the executor's rule).
+fn assigned_key(selector: &[String]) -> String {
+    match selector {
+        [scope, name] if scope == "conversation" => name.clone(),
+        [owner, name] => format!("{owner}.{name}"),
+        _ => String::new(),
     }
 }
 
@@ -208,7 +222,7 @@ fn check_target(field: &str, selector: &[String], problems: &mut Problems) {
 /// item's `value` (`None` for operations that take none).
 fn apply(name: &str, op: Operation, current: &Value, value: Option<Value>) -> Result<Value, String> {
     let kind = type_name(current);
-    let unsupported = || format!("operation {:?} does not apply to conversation variable {name:?}, a {kind}", op.name());
+    let unsupported = || format!("operation {:?} does not apply to variable {name:?}, a {kind}", op.name());
     let invalid = |v: &Value| format!("operation {:?} on {name:?} (a {kind}) cannot take {} {v}", op.name(), type_name(v));
     let value = value.unwrap_or(Value::Null);
     match op {
@@ -353,10 +367,7 @@ impl NodeKind for Assigner {
             for it in &self.items {
                 let current = match assigned.get(&it.name) {
                     Some(v) => v.clone(),
-                    None => ctx
-                        .scope
-                        .get(&it.target)
-                        .ok_or_else(|| NodeError::Failed(format!("conversation variable {:?} does not exist", it.name)))?,
+                    None => ctx.scope.get(&it.target).ok_or_else(|| NodeError::Failed(format!("variable {:?} does not exist", it.name)))?,
                 };
                 let value = match &it.input {
                     Input::None => None,
@@ -443,7 +454,7 @@ mod tests {
     #[tokio::test]
     async fn type_checks_fail_clearly() {
         let e = op("append", json!("text"), json!("b")).await.unwrap_err();
-        assert!(e.contains("operation \"append\" does not apply to conversation variable \"v\", a string"), "{e}");
+        assert!(e.contains("operation \"append\" does not apply to variable \"v\", a string"), "{e}");
         let e = op("append", json!(["a"]), json!(1)).await.unwrap_err();
         assert!(e.contains("cannot take number 1"), "{e}");
         let e = op("extend", json!([1]), json!(2)).await.unwrap_err();
@@ -470,7 +481,7 @@ mod tests {
         let scope = MapScope::default();
         let fx = FakeEffects::default();
         let e = n.run(ctx(&scope, &fx, &limits())).await.unwrap_err();
-        assert!(e.to_string().contains("conversation variable \"v\" does not exist"));
+        assert!(e.to_string().contains("variable \"v\" does not exist"));
     }
 
     #[tokio::test]
@@ -519,7 +530,7 @@ mod tests {
         let e = Assigner::build(&json!({
             "version": "2",
             "items": [
-                {"variable_selector": ["start", "x"], "input_type": "constant", "operation": "over-write", "value": 1},
+                {"variable_selector": ["sys", "x"], "input_type": "constant", "operation": "over-write", "value": 1},
                 {"variable_selector": ["conversation", "n"], "input_type": "variable", "operation": "+=", "value": ["a", "b"]},
                 {"variable_selector": ["conversation", "n"], "input_type": "variable", "operation": "over-write", "value": "a.b"}
             ]
@@ -527,7 +538,7 @@ mod tests {
         .unwrap_err();
         let fields: Vec<&str> = e.iter().map(|p| p.0.as_str()).collect();
         assert_eq!(fields, vec!["items.0.variable_selector", "items.1.input_type", "items.2.value"]);
-        assert!(e[0].1.contains("conversation variables only"));
+        assert!(e[0].1.contains("conversation variables ([\"conversation\", name]) or loop variables"), "{e:?}");
         let e = Assigner::build(
             &json!({"version": "2", "items": [{"variable_selector": ["conversation", "n"], "input_type": "constant", "operation": "%="}]}),
         )

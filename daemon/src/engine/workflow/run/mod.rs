@@ -480,6 +480,16 @@ async fn exec_node(
             other => break other,
         }
     };
+    // A loop-variable assignment outside its loop fails the node.
+    let result = match result {
+        Ok(out) => match misplaced_assignment(&run.wf, i, &pool, &out) {
+            Some(key) => Err(Fail::Node(NodeError::Failed(format!(
+                "{key} is neither a conversation variable nor a variable of a loop this node is in"
+            )))),
+            None => Ok(out),
+        },
+        other => other,
+    };
     let chosen = match result {
         Ok(out) => {
             exec.status = NodeStatus::Succeeded;
@@ -544,6 +554,15 @@ fn enclosing_loop(wf: &Workflow, mut i: usize, owner: &str) -> bool {
     false
 }
 
+/// The first `loop_id.name` assignment of `out` that names no variable of
+/// a loop node `i` is in.
+fn misplaced_assignment(wf: &Workflow, i: usize, pool: &Pool, out: &NodeOutput) -> Option<String> {
+    out.assigned
+        .keys()
+        .find(|k| k.split_once('.').is_some_and(|(owner, var)| !(enclosing_loop(wf, i, owner) && pool.has_var(owner, var))))
+        .cloned()
+}
+
 /// A succeeded node's output into the pool, the run and its record.
 fn finish_ok(run: &Run, pool: &Pool, i: usize, out: NodeOutput, exec: &mut NodeExecution) -> Chosen {
     let node = &run.wf.nodes[i];
@@ -551,9 +570,14 @@ fn finish_ok(run: &Run, pool: &Pool, i: usize, out: NodeOutput, exec: &mut NodeE
     // conversation variable.
     let mut conversation = BTreeMap::new();
     for (k, v) in out.assigned {
-        let in_loop = k.split_once('.').is_some_and(|(owner, var)| enclosing_loop(&run.wf, i, owner) && pool.assign(owner, var, v.clone()));
-        if !in_loop {
-            conversation.insert(k, v);
+        // `misplaced_assignment` let only enclosing loops' variables through.
+        match k.split_once('.') {
+            Some((owner, var)) => {
+                pool.assign(owner, var, v);
+            }
+            None => {
+                conversation.insert(k, v);
+            }
         }
     }
     run.globals.assign(&conversation);
