@@ -118,10 +118,20 @@ pub struct OpenAiRequest {
     pub params: SamplingParams,
 }
 
+/// A served app: its active definition with that version's number and
+/// workflow id, replaced together, so a run never pairs a graph with
+/// another version's number.
+#[derive(Clone)]
+pub(crate) struct Served {
+    pub def: Arc<AppDefinition>,
+    pub version: u32,
+    pub workflow_id: String,
+}
+
 pub struct Service {
     store: Store,
     model: Arc<ModelRuntime>,
-    apps: RwLock<HashMap<String, Arc<AppDefinition>>>,
+    apps: RwLock<HashMap<String, Served>>,
     /// Serialises changes to the app set (admin import, config at start and
     /// on SIGHUP), so the store and the registry never disagree.
     apps_change: tokio::sync::Mutex<()>,
@@ -185,7 +195,8 @@ impl Service {
         })() {
             tokio::time::sleep(d).await;
         }
-        self.apps.write().unwrap_or_else(PoisonError::into_inner).insert(app.id.clone(), Arc::new(app));
+        let served = Served { def: Arc::new(app), version: v.version, workflow_id: v.workflow_id.clone() };
+        self.apps.write().unwrap_or_else(PoisonError::into_inner).insert(served.def.id.clone(), served);
         Ok(v)
     }
 
@@ -217,7 +228,8 @@ impl Service {
         let _change = self.apps_change.lock().await;
         let def = self.app_version(id, version).await?;
         let stored = self.store.activate_app_version(id, version).await?;
-        self.apps.write().unwrap_or_else(PoisonError::into_inner).insert(id.to_owned(), Arc::new(def));
+        let served = Served { def: Arc::new(def), version: stored.version, workflow_id: stored.workflow_id.clone() };
+        self.apps.write().unwrap_or_else(PoisonError::into_inner).insert(id.to_owned(), served);
         tracing::info!(app = %id, version, "app version activated");
         Ok(stored)
     }
@@ -279,7 +291,7 @@ impl Service {
             }
             match serde_json::from_str::<AppDefinition>(&s.definition_json) {
                 Ok(def) => {
-                    map.insert(s.id.clone(), Arc::new(def));
+                    map.insert(s.id.clone(), Served { def: Arc::new(def), version: s.version, workflow_id: s.workflow_id.clone() });
                 }
                 Err(e) => {
                     tracing::error!(app = %s.id, version = s.version, error = %e, "stored app definition does not parse; app unavailable")
@@ -330,6 +342,11 @@ impl Service {
     }
 
     pub fn app(&self, id: &str) -> Option<Arc<AppDefinition>> {
+        self.apps.read().unwrap_or_else(PoisonError::into_inner).get(id).map(|s| Arc::clone(&s.def))
+    }
+
+    /// The served definition of an app with its version and workflow id.
+    pub(crate) fn served(&self, id: &str) -> Option<Served> {
         self.apps.read().unwrap_or_else(PoisonError::into_inner).get(id).cloned()
     }
 

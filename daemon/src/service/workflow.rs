@@ -227,9 +227,11 @@ impl Service {
         workflow_id: Option<&str>,
     ) -> Result<(Arc<wf::graph::Workflow>, String, u32), ServiceError> {
         let Some(requested) = workflow_id else {
-            let stored = self.require_app(&app.id).await?;
-            let w = app.workflow.clone().ok_or_else(|| ServiceError::NotWorkflowApp(app.id.clone()))?;
-            return Ok((w, stored.workflow_id, stored.version));
+            // The registry's active version, graph and number together (no
+            // store read: an activation replaces all three at once).
+            let served = self.served(&app.id).ok_or_else(|| ServiceError::AppNotFound(app.id.clone()))?;
+            let w = served.def.workflow.clone().ok_or_else(|| ServiceError::NotWorkflowApp(app.id.clone()))?;
+            return Ok((w, served.workflow_id, served.version));
         };
         let v = self
             .store
