@@ -659,3 +659,36 @@ fn every_workflow_fixture_runs_end_to_end() {
     assert!(b["data"]["outputs"]["text"].as_str().unwrap().contains("V-17"), "{b}");
     drop(peer);
 }
+
+#[test]
+fn iterations_and_loops_stream_difys_own_events() {
+    let d = DaemonBuilder::new().start();
+    let c = app(&d, "workflow-iteration.yml", "iteration");
+    let ev = stream(&c, "/v1/workflows/run", &run_body(json!({"items": {"list": ["a", "b", "c"]}}), "streaming"));
+    let n = names(&ev);
+    let count = |name: &str| n.iter().filter(|e| *e == name).count();
+    assert_eq!((count("iteration_started"), count("iteration_completed")), (1, 1), "{n:?}");
+    assert_eq!(count("iteration_next"), 3, "one per item: {n:?}");
+    let pos = |name: &str| n.iter().position(|e| e == name).unwrap();
+    assert!(pos("iteration_started") < pos("iteration_next") && pos("iteration_next") < pos("iteration_completed"), "{n:?}");
+    assert!(
+        ev.iter().all(|e| !(e["event"] == "node_started" && e["data"]["node_type"] == "iteration")),
+        "the iteration node itself is reported by iteration_* events"
+    );
+    let done = ev.iter().find(|e| e["event"] == "iteration_completed").unwrap();
+    assert_eq!(done["data"]["steps"], 3, "{done}");
+    assert_eq!(done["data"]["status"], "succeeded", "{done}");
+    let body_node = ev.iter().find(|e| e["event"] == "node_started" && e["data"]["iteration_id"].is_string()).unwrap();
+    assert_eq!(body_node["data"]["iteration_id"], done["data"]["node_id"], "{body_node}");
+    assert!(body_node["data"]["iteration_index"].is_u64(), "{body_node}");
+
+    let c = app(&d, "workflow-loop.yml", "loop");
+    let ev = stream(&c, "/v1/workflows/run", &run_body(json!({"limit": 3}), "streaming"));
+    let n = names(&ev);
+    assert_eq!(n.iter().filter(|e| *e == "loop_started").count(), 1, "{n:?}");
+    assert!(n.iter().filter(|e| *e == "loop_next").count() >= 1, "{n:?}");
+    assert_eq!(n.iter().filter(|e| *e == "loop_completed").count(), 1, "{n:?}");
+    let body_node = ev.iter().find(|e| e["event"] == "node_started" && e["data"]["loop_id"].is_string()).unwrap();
+    assert!(body_node["data"]["loop_index"].is_u64(), "{body_node}");
+    assert_eq!(ev.last().unwrap()["data"]["status"], "succeeded");
+}

@@ -205,11 +205,71 @@ struct FlowSource {
     run: WorkflowRun,
     /// Node executions that ended `exception` (handled by their error strategy).
     exceptions: u32,
+    /// Iteration and loop nodes running now, by node id.
+    containers: HashMap<String, Container>,
+}
+
+/// A running iteration or loop: Dify reports it with `iteration_*` or
+/// `loop_*` events instead of `node_*`, and a `*_next` event per pass.
+struct Container {
+    /// `iteration` or `loop`.
+    kind: &'static str,
+    exec_id: String,
+    title: String,
+    /// The passes whose `*_next` was sent (parallel passes interleave).
+    passes: std::collections::BTreeSet<u32>,
+}
+
+/// Whether a node type is a container Dify reports with its own events.
+fn container_kind(node_type: &str) -> Option<&'static str> {
+    match node_type {
+        "iteration" => Some("iteration"),
+        "loop" => Some("loop"),
+        _ => None,
+    }
 }
 
 impl FlowSource {
     fn new(run: WorkflowRun) -> Self {
-        FlowSource { run, exceptions: 0 }
+        FlowSource { run, exceptions: 0, containers: HashMap::new() }
+    }
+
+    /// A node's start: `iteration_started`/`loop_started` for a container,
+    /// else `node_started`, preceded by `*_next` when it opens a new pass.
+    fn node_started(&mut self, n: &NodeExecution) -> Vec<Bytes> {
+        if let Some(kind) = container_kind(&n.node_type) {
+            let c = Container { kind, exec_id: n.id.clone(), title: n.title.clone(), passes: Default::default() };
+            self.containers.insert(n.node_id.clone(), c);
+            return vec![self.node(&format!("{kind}_started"), n, false)];
+        }
+        let mut out = Vec::new();
+        if let Some((owner, pass)) = &n.parent {
+            if let Some(c) = self.containers.get_mut(owner).filter(|c| !c.passes.contains(pass)) {
+                c.passes.insert(*pass);
+                let data = json!({"id": c.exec_id, "node_id": owner, "node_type": c.kind, "title": c.title, "index": pass,
+                                  "created_at": secs(n.created_at), "extras": {}});
+                let event = format!("{}_next", c.kind);
+                out.push(self.with_data(&event, data));
+            }
+        }
+        out.push(self.node("node_started", n, false));
+        out
+    }
+
+    /// A node's end: `iteration_completed`/`loop_completed` for a container.
+    fn finished_node(&mut self, n: &NodeExecution) -> Bytes {
+        if n.status == NodeStatus::Exception {
+            self.exceptions += 1;
+        }
+        match container_kind(&n.node_type) {
+            Some(kind) => {
+                let passes = self.containers.remove(&n.node_id).map_or(0, |c| c.passes.len());
+                let mut data = self.node_data(n, true);
+                data["steps"] = json!(passes);
+                self.with_data(&format!("{kind}_completed"), data)
+            }
+            None => self.node("node_finished", n, true),
+        }
     }
 
     fn chatflow(&self) -> bool {
@@ -288,13 +348,21 @@ impl FlowSource {
     }
 
     fn node(&self, event: &str, n: &NodeExecution, finished: bool) -> Bytes {
+        self.with_data(event, self.node_data(n, finished))
+    }
+
+    /// A node execution's `data`, as Dify's node (and iteration/loop) events carry it.
+    fn node_data(&self, n: &NodeExecution, finished: bool) -> Value {
         let mut d = json!({
             "id": n.id, "node_id": n.node_id, "node_type": n.node_type, "title": n.title, "index": n.index,
             "predecessor_node_id": n.predecessor_node_id, "inputs": n.inputs, "created_at": secs(n.created_at),
-            "extras": {}, "iteration_id": n.parent.as_ref().map(|p| &p.0), "parallel_run_id": null,
+            "extras": {}, "iteration_id": null, "loop_id": null, "parallel_run_id": null,
         });
-        if let (Some((_, index)), Some(o)) = (&n.parent, d.as_object_mut()) {
-            o.insert("iteration_index".into(), json!(index));
+        if let (Some((owner, index)), Some(o)) = (&n.parent, d.as_object_mut()) {
+            // A body node names its container as Dify does: iteration_* or loop_*.
+            let kind = self.containers.get(owner).map_or("iteration", |c| c.kind);
+            o.insert(format!("{kind}_id"), json!(owner));
+            o.insert(format!("{kind}_index"), json!(index));
         }
         if finished {
             if let Some(o) = d.as_object_mut() {
@@ -308,7 +376,7 @@ impl FlowSource {
                 o.insert("files".into(), json!([]));
             }
         }
-        self.with_data(event, d)
+        d
     }
 
     /// Waits for the end of the run and answers in one piece, as Dify's
@@ -360,13 +428,8 @@ impl Source for FlowSource {
 
     async fn next(&mut self) -> (Vec<Bytes>, bool) {
         match self.run.events.recv().await {
-            Some(FlowEvent::Engine(Event::NodeStarted(n))) => (vec![self.node("node_started", &n, false)], false),
-            Some(FlowEvent::Engine(Event::NodeFinished(n))) => {
-                if n.status == NodeStatus::Exception {
-                    self.exceptions += 1;
-                }
-                (vec![self.node("node_finished", &n, true)], false)
-            }
+            Some(FlowEvent::Engine(Event::NodeStarted(n))) => (self.node_started(&n), false),
+            Some(FlowEvent::Engine(Event::NodeFinished(n))) => (vec![self.finished_node(&n)], false),
             Some(FlowEvent::Engine(Event::TextChunk { text, from_variable_selector })) => {
                 (vec![self.text(&text, &from_variable_selector)], false)
             }
