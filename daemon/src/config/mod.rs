@@ -436,10 +436,10 @@ impl Settings {
         let allow = if w.http_allow.is_empty() { "nothing".to_owned() } else { w.http_allow.join(", ") };
         out.push_str(&format!(
             "workflow: at most {} steps, node timeout {}s, run timeout {}s, {} in parallel; http-request may reach {allow}\n",
-            w.max_steps,
-            w.node_timeout.as_secs(),
-            w.run_timeout.as_secs(),
-            w.max_parallel
+            w.limits.max_steps,
+            w.limits.node_timeout.as_secs(),
+            w.limits.run_timeout.as_secs(),
+            w.limits.max_parallel
         ));
         let u = &self.upstream;
         match &u.url {

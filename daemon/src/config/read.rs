@@ -115,7 +115,7 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
         s.dev.demo_key_file = file;
     }
 
-    let w = &mut s.workflow;
+    let w = &mut s.workflow.limits;
     r.int("workflow", "max_steps", 1..=100_000, &mut w.max_steps);
     r.secs("workflow", "node_timeout_secs", 1..=86_400, &mut w.node_timeout);
     r.secs("workflow", "run_timeout_secs", 1..=86_400, &mut w.run_timeout);
@@ -142,7 +142,7 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
         r.problem("workflow.node_timeout_secs", message);
     }
     if let Some(allow) = r.http_allow("workflow", "http_allow") {
-        w.http_allow = allow;
+        s.workflow.http_allow = allow;
     }
 
     let u = &mut s.upstream;

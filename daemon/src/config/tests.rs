@@ -382,7 +382,7 @@ fn range_edges_are_accepted_and_mapped() {
     assert_eq!(s.server.sse_ping_interval, Duration::from_secs(300));
     assert_eq!(s.server.request_timeout, Duration::from_secs(1));
     // The workflow run limits left unset are lowered to the request's.
-    assert_eq!((s.workflow.run_timeout, s.workflow.node_timeout), (Duration::from_secs(1), Duration::from_secs(1)));
+    assert_eq!((s.workflow.limits.run_timeout, s.workflow.limits.node_timeout), (Duration::from_secs(1), Duration::from_secs(1)));
     assert_eq!((s.model.threads, s.model.slots, s.model.context_size), (Some(256), 16, 131_072));
     assert_eq!((s.model.batch_size, s.model.queue_depth, s.model.use_mlock, s.model.enabled), (32, 1024, true, false));
 }
@@ -648,7 +648,7 @@ fn invalid_display_is_one_problem_per_line() {
 #[test]
 fn workflow_settings_load_and_give_limits() {
     let s = Settings::default();
-    let limits = s.workflow.limits();
+    let limits = &s.workflow.limits;
     assert_eq!((limits.max_steps, limits.max_parallel, limits.max_iterations), (500, 4, 1000));
     assert_eq!((limits.node_timeout, limits.run_timeout), (Duration::from_secs(120), Duration::from_secs(240)));
     assert_eq!(limits.http_max_response_bytes, 1 << 20);
@@ -658,7 +658,7 @@ fn workflow_settings_load_and_give_limits() {
          http_max_response_bytes = 2048\nhttp_allow = [\"plc.local\", \"*.plant.lan\", \"10.0.0.0/8\", \"127.0.0.1\", \"::1/128\"]\n",
     );
     let w = s.expect("load").workflow;
-    let limits = w.limits();
+    let limits = &w.limits;
     assert_eq!((limits.max_steps, limits.max_parallel, limits.max_iterations, limits.http_max_response_bytes), (50, 2, 10, 2048));
     assert_eq!((limits.node_timeout, limits.run_timeout), (Duration::from_secs(5), Duration::from_secs(30)));
     assert_eq!(w.http_allow, ["plc.local", "*.plant.lan", "10.0.0.0/8", "127.0.0.1", "::1/128"]);

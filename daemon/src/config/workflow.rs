@@ -14,18 +14,10 @@ use crate::engine::workflow::Limits;
 /// `[workflow]`: limits of compiling and running a DSL workflow.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkflowSettings {
-    /// `workflow.max_steps`: node executions per run.
-    pub max_steps: u32,
-    /// `workflow.node_timeout_secs`.
-    pub node_timeout: Duration,
-    /// `workflow.run_timeout_secs`.
-    pub run_timeout: Duration,
-    /// `workflow.max_parallel`: branches / parallel iteration items at once.
-    pub max_parallel: usize,
-    /// `workflow.max_iterations`.
-    pub max_iterations: u32,
-    /// `workflow.http_max_response_bytes`.
-    pub http_max_response_bytes: usize,
+    /// `workflow.max_steps`, `node_timeout_secs`, `run_timeout_secs`,
+    /// `max_parallel`, `max_iterations`, `http_max_response_bytes`: the
+    /// engine's limits, as it takes them.
+    pub limits: Limits,
     /// `workflow.http_allow`: host patterns and CIDRs an http-request node may
     /// reach, each already checked by [`crate::service::outbound::Rule::parse`];
     /// empty allows nothing.
@@ -35,27 +27,15 @@ pub struct WorkflowSettings {
 impl Default for WorkflowSettings {
     fn default() -> Self {
         WorkflowSettings {
-            max_steps: 500,
-            node_timeout: Duration::from_secs(120),
-            run_timeout: Duration::from_secs(240),
-            max_parallel: 4,
-            max_iterations: 1000,
-            http_max_response_bytes: 1 << 20,
+            limits: Limits {
+                max_steps: 500,
+                node_timeout: Duration::from_secs(120),
+                run_timeout: Duration::from_secs(240),
+                max_parallel: 4,
+                max_iterations: 1000,
+                http_max_response_bytes: 1 << 20,
+            },
             http_allow: Vec::new(),
-        }
-    }
-}
-
-impl WorkflowSettings {
-    /// The engine's view of these settings.
-    pub fn limits(&self) -> Limits {
-        Limits {
-            max_steps: self.max_steps,
-            node_timeout: self.node_timeout,
-            run_timeout: self.run_timeout,
-            max_parallel: self.max_parallel,
-            max_iterations: self.max_iterations,
-            http_max_response_bytes: self.http_max_response_bytes,
         }
     }
 }

@@ -49,7 +49,7 @@ impl WorkflowRuntime {
     /// `upstream.url` is set), the http-request allowlist, uploads.
     pub fn from_settings(s: &crate::config::Settings) -> Result<WorkflowRuntime, super::outbound::OutboundError> {
         Ok(WorkflowRuntime {
-            limits: s.workflow.limits(),
+            limits: s.workflow.limits.clone(),
             model_map: s.model_map.clone(),
             upstream: s.upstream.url.is_some().then(|| Upstream::new(&s.upstream)),
             fallback_local: s.upstream.fallback_local,
@@ -361,7 +361,7 @@ impl Service {
             left,
             stop_tx,
             started: Instant::now(),
-            declared: p.workflow.conversation_variables().to_vec(),
+            workflow: Arc::clone(&p.workflow),
             initial_variables: (!created).then(|| input.conversation_variables.clone()),
         };
         tracing::info!(task_id = %task.task_id, workflow_run_id = %task.workflow_run_id, app = %p.app.id, version = p.version, "workflow run started");
@@ -447,8 +447,8 @@ struct FlowTask {
     left: Arc<OnceLock<String>>,
     stop_tx: watch::Sender<bool>,
     started: Instant,
-    /// The workflow's conversation variables (their declared types).
-    declared: Vec<wf::graph::DeclaredVar>,
+    /// The version being run (its conversation variables' declared types).
+    workflow: Arc<wf::graph::Workflow>,
     /// The variables an existing conversation started this run with (only
     /// the ones the run changed are written back, so a concurrent update of
     /// another variable is kept); `None` for a new conversation (all are written).
@@ -570,7 +570,7 @@ impl FlowTask {
                 .iter()
                 .filter(|(name, value)| self.initial_variables.as_ref().is_none_or(|initial| initial.get(*name) != Some(*value)))
                 .map(|(name, value)| {
-                    let declared = self.declared.iter().find(|d| &d.name == name);
+                    let declared = self.workflow.conversation_variables().iter().find(|d| &d.name == name);
                     let value_type = declared.map_or_else(|| wf::vars::type_name_of(value).to_owned(), |d| d.value_type.clone());
                     (name.clone(), value_type, value.to_string(), declared.map(|d| d.description.clone()).unwrap_or_default())
                 })
