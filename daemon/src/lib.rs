@@ -10,6 +10,7 @@ pub mod config;
 pub mod cpu;
 pub mod engine;
 pub mod governor;
+pub mod knowledge;
 pub mod model;
 pub mod service;
 pub mod store;

@@ -6,6 +6,7 @@
 //! through to the store, scoped by app and user.
 //! Knows nothing of HTTP or JSON wire shapes.
 
+pub mod knowledge;
 pub mod outbound;
 mod run;
 pub mod workflow;
