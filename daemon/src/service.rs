@@ -6,7 +6,7 @@
 //! through to the store, scoped by app and user.
 //! Knows nothing of HTTP or JSON wire shapes.
 
-pub mod knowledge;
+// TEMP pub mod knowledge;
 pub mod outbound;
 mod run;
 pub mod workflow;
@@ -140,6 +140,8 @@ pub struct Service {
     shutting_down: AtomicBool,
     /// Model mapping, upstream, outbound HTTP and limits of workflow runs.
     workflows: workflow::WorkflowRuntime,
+    /// Knowledge bases, once started (after the store and the embedder).
+    knowledge: std::sync::OnceLock<Arc<knowledge::Knowledge>>,
 }
 
 fn now_secs() -> i64 {
@@ -151,6 +153,18 @@ fn new_id() -> String {
 }
 
 impl Service {
+    /// Attaches the knowledge service (once, at start).
+    pub fn set_knowledge(&self, k: Arc<knowledge::Knowledge>) {
+        if self.knowledge.set(k).is_err() {
+            tracing::warn!("the knowledge service was attached twice; keeping the first");
+        }
+    }
+
+    /// The knowledge service, when it runs.
+    pub fn knowledge(&self) -> Option<&Arc<knowledge::Knowledge>> {
+        self.knowledge.get()
+    }
+
     pub fn new(store: Store, model: Arc<ModelRuntime>, workflows: workflow::WorkflowRuntime) -> Arc<Self> {
         Arc::new(Service {
             workflows,
@@ -160,6 +174,7 @@ impl Service {
             apps_change: tokio::sync::Mutex::new(()),
             runs: Arc::new(Runs::default()),
             shutting_down: AtomicBool::new(false),
+            knowledge: std::sync::OnceLock::new(),
         })
     }
 

@@ -225,6 +225,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub store: StoreSettings,
     pub files: FilesSettings,
+    pub knowledge: KnowledgeSettings,
     pub model: ModelSettings,
     pub log: LogSettings,
     pub dev: DevSettings,
@@ -307,6 +308,34 @@ pub struct FilesSettings {
 impl Default for FilesSettings {
     fn default() -> Self {
         FilesSettings { dir: PathBuf::from("/var/lib/edgeai/files"), max_file_bytes: 15 << 20 }
+    }
+}
+
+/// `[knowledge]`: where knowledge bases keep their files, and their limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnowledgeSettings {
+    /// `knowledge.dir`; `""` in a file means `knowledge/` next to `store.path`.
+    /// Holds each dataset's vector files and document sources.
+    pub dir: PathBuf,
+    /// `knowledge.max_file_bytes`: the largest document file (413 above).
+    pub max_file_bytes: u64,
+    /// `knowledge.max_text_chars`: the most characters one document may yield.
+    pub max_text_chars: usize,
+    /// `knowledge.queue`: documents waiting to be indexed at most (429 above).
+    pub queue: usize,
+    /// `knowledge.embed_batch`: segments embedded per call to the embedder.
+    pub embed_batch: usize,
+}
+
+impl Default for KnowledgeSettings {
+    fn default() -> Self {
+        KnowledgeSettings {
+            dir: PathBuf::from("/var/lib/edgeai/knowledge"),
+            max_file_bytes: 15 << 20,
+            max_text_chars: 2_000_000,
+            queue: 64,
+            embed_batch: 16,
+        }
     }
 }
 

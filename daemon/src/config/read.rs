@@ -82,6 +82,16 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     };
     r.int("files", "max_file_bytes", 1..=1 << 30, &mut s.files.max_file_bytes);
 
+    // Unset or "": `knowledge/` next to the store.
+    s.knowledge.dir = match r.optional_path("knowledge", "dir").flatten() {
+        Some(dir) => dir,
+        None => s.store.path.parent().unwrap_or(std::path::Path::new("")).join("knowledge"),
+    };
+    r.int("knowledge", "max_file_bytes", 1..=1 << 30, &mut s.knowledge.max_file_bytes);
+    r.int("knowledge", "max_text_chars", 1000..=100_000_000, &mut s.knowledge.max_text_chars);
+    r.int("knowledge", "queue", 1..=10_000, &mut s.knowledge.queue);
+    r.int("knowledge", "embed_batch", 1..=256, &mut s.knowledge.embed_batch);
+
     let m = &mut s.model;
     r.bool("model", "enabled", &mut m.enabled);
     if let Some(name) = r.model_name("model", "name") {

@@ -10,6 +10,7 @@
 //! local `model`, `history_turns`, `enable_api`) travels as provider
 //! `edgeai` and a top-level `edgeai:` mapping, which Dify ignores. Owns no I/O.
 
+use std::collections::BTreeMap;
 use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
@@ -49,6 +50,43 @@ pub struct ImportOptions {
     /// The app's name; default: the DSL's `app.name`.
     pub name: Option<String>,
     pub caps: Capabilities,
+    /// How the DSL's dataset ids become local ones: every id a
+    /// knowledge-retrieval node may name, with the local dataset id it
+    /// means (the service builds it from the local datasets, their names
+    /// and `--dataset OLD=NEW`). An id not in it is a problem.
+    pub datasets: BTreeMap<String, String>,
+}
+
+/// Rewrites the dataset ids of every knowledge-retrieval node in a raw
+/// `workflow` section to local ones; an unmapped id is a problem naming
+/// the node.
+fn map_datasets(raw: &mut Value, datasets: &BTreeMap<String, String>) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let Some(nodes) = raw.pointer_mut("/graph/nodes").and_then(Value::as_array_mut) else { return problems };
+    for node in nodes {
+        let id = node.get("id").and_then(Value::as_str).map(str::to_owned);
+        let Some(data) = node.get_mut("data") else { continue };
+        if data.get("type").and_then(Value::as_str) != Some("knowledge-retrieval") {
+            continue;
+        }
+        let title = data.get("title").and_then(Value::as_str).map(str::to_owned);
+        let Some(ids) = data.get_mut("dataset_ids").and_then(Value::as_array_mut) else { continue };
+        for v in ids.iter_mut() {
+            let Some(old) = v.as_str() else { continue };
+            match datasets.get(old) {
+                Some(local) => *v = Value::String(local.clone()),
+                None => problems.push(Problem {
+                    node_id: id.clone(),
+                    node_title: title.clone(),
+                    field: "dataset_ids".into(),
+                    message: format!(
+                        "dataset {old} is not on this gateway: map it to a local dataset with `edgeaictl apps import --dataset {old}=LOCAL_ID_OR_NAME`"
+                    ),
+                }),
+            }
+        }
+    }
+    problems
 }
 
 /// Why an app could not be exported.
@@ -117,10 +155,13 @@ pub fn import(yaml: &str, opts: &ImportOptions) -> Result<AppDefinition, Vec<Pro
         Some((_, Some(wmode))) => match doc.get("workflow") {
             Some(raw @ Value::Object(section)) => {
                 r.features(section.get("features"), &mut def);
-                match Workflow::compile(raw, wmode, opts.caps) {
+                let mut raw = raw.clone();
+                let unmapped = map_datasets(&mut raw, &opts.datasets);
+                match Workflow::compile(&raw, wmode, opts.caps) {
                     Ok(w) => def.workflow = Some(Arc::new(w)),
                     Err(problems) => r.problems.extend(problems),
                 }
+                r.problems.extend(unmapped);
             }
             Some(other) => r.problem("workflow", format!("expected a mapping, found {}", kind_of(other))),
             None => r.problem("workflow", format!("missing: a {} app's DSL has a workflow section", def.mode.as_str())),
@@ -383,7 +424,7 @@ impl Reader {
     fn unsupported(&mut self, mc: &Map<String, Value>) {
         let datasets = mc.get("dataset_configs").and_then(|d| d.get("datasets")).and_then(|d| d.get("datasets"));
         if datasets.and_then(Value::as_array).is_some_and(|d| !d.is_empty()) {
-            self.problem("model_config.dataset_configs", "knowledge bases (issue 13) are not in this build".into());
+            self.problem("model_config.dataset_configs", "knowledge in chat apps (dataset_configs) is not supported yet: use a chatflow with a knowledge-retrieval node".into());
         }
         if let Some(agent) = mc.get("agent_mode").and_then(Value::as_object) {
             let tools: Vec<String> = agent

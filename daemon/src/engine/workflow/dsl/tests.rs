@@ -104,7 +104,7 @@ fn what_dify_has_no_place_for_round_trips_too() {
 
 #[test]
 fn options_name_the_app() {
-    let o = ImportOptions { id: Some("plants".into()), name: Some("Plants".into()), caps: Capabilities::default() };
+    let o = ImportOptions { id: Some("plants".into()), name: Some("Plants".into()), ..opts() };
     let a = import(&fixture("chat.yml"), &o).expect("chat.yml");
     assert_eq!((a.id.as_str(), a.name.as_str()), ("plants", "Plants"));
     let p = import(&fixture("chat.yml"), &ImportOptions { id: Some("Not An Id".into()), ..opts() }).expect_err("bad id");
@@ -303,7 +303,7 @@ fn cloud_features_that_change_answers_are_refused() {
         fields(&p),
         [
             ("model_config.prompt_type", "\"advanced\" (expert-mode prompts) is not supported: use the simple prompt, or a chatflow"),
-            ("model_config.dataset_configs", "knowledge bases (issue 13) are not in this build"),
+            ("model_config.dataset_configs", "knowledge in chat apps (dataset_configs) is not supported yet: use a chatflow with a knowledge-retrieval node"),
             ("model_config.agent_mode.tools", "agent tools need Dify's cloud marketplace; not supported: time/current_time"),
             ("model_config.external_data_tools", "external data tools need Dify's cloud; not supported"),
             ("model_config.sensitive_word_avoidance", "content moderation is not in this build; disable it to import"),
@@ -345,8 +345,7 @@ const WORKFLOW_FIXTURES: [(&str, WorkflowMode); 12] = [
     ("chatflow.yml", WorkflowMode::AdvancedChat),
 ];
 
-const REFUSED_BY_GRAPH: [&str; 6] =
-    ["code-node.yml", "tool-node.yml", "knowledge.yml", "cycle.yml", "dangling-edge.yml", "bad-selector.yml"];
+const REFUSED_BY_GRAPH: [&str; 5] = ["code-node.yml", "tool-node.yml", "cycle.yml", "dangling-edge.yml", "bad-selector.yml"];
 
 fn section(yaml: &str) -> Value {
     parse(yaml).expect("fixture parses")["workflow"].clone()
@@ -396,6 +395,21 @@ fn refused_workflows_are_refused() {
         let expected = Workflow::compile(&section(&yaml), WorkflowMode::Workflow, Capabilities::default()).expect_err(name);
         assert_eq!(import(&yaml, &opts()).expect_err(name), expected, "{name}");
     }
+}
+
+#[test]
+fn knowledge_nodes_name_local_datasets_or_the_import_fails() {
+    let yaml = fixture("knowledge.yml");
+    let p = problems(&yaml);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].node_id.as_deref(), Some("1732000000141"));
+    assert_eq!(p[0].field, "dataset_ids");
+    assert!(p[0].message.contains("dataset 6f1c0a3e-0000-4000-8000-00000000aaaa is not on this gateway"), "{}", p[0].message);
+    let mut o = opts();
+    o.datasets.insert("6f1c0a3e-0000-4000-8000-00000000aaaa".into(), "local-manuals".into());
+    let a = import(&yaml, &o).expect("mapped");
+    let raw = a.workflow.as_ref().expect("workflow").raw();
+    assert_eq!(raw["graph"]["nodes"][1]["data"]["dataset_ids"], serde_json::json!(["local-manuals"]), "stored with the local id");
 }
 
 #[test]
