@@ -167,12 +167,15 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
         ([ds, "documents", doc, "segments"], &Method::POST) => {
             let segments = wire::new_segments(&read_json(state, req).await?)?;
             let written = k.add_segments(ds, doc, segments).await?;
-            ok(wire::segments_written_json(written.iter().map(wire::segment_json).collect()))
+            ok(wire::segment_data_json(written.iter().map(wire::segment_json).collect()))
+        }
+        ([ds, "documents", doc, "segments", seg], &Method::GET) => {
+            ok(wire::segment_data_json(wire::segment_json(&k.segment(ds, doc, seg).await?)))
         }
         ([ds, "documents", doc, "segments", seg], &Method::POST) => {
             let input = wire::segment_update(&read_json(state, req).await?)?;
             let updated = k.update_segment(ds, doc, seg, input).await?;
-            ok(wire::segments_written_json(wire::segment_json(&updated)))
+            ok(wire::segment_data_json(wire::segment_json(&updated)))
         }
         ([ds, "documents", doc, "segments", seg], &Method::DELETE) => {
             k.delete_segment(ds, doc, seg).await?;

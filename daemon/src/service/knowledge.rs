@@ -183,6 +183,11 @@ impl Knowledge {
     ) -> Result<Paged<SegmentRecord>, KnowledgeError> {
         todo!("knowledge service")
     }
+    /// One segment of a document (`GET .../segments/{id}`).
+    /// ADDED by the API work (H5): Dify's "Get Chunk".
+    pub async fn segment(&self, _dataset_id: &str, _document_id: &str, _segment_id: &str) -> Result<SegmentRecord, KnowledgeError> {
+        todo!("knowledge service")
+    }
     pub async fn add_segments(&self, _dataset_id: &str, _document_id: &str, _segments: Vec<SegmentInput>) -> Result<Vec<SegmentRecord>, KnowledgeError> {
         todo!("knowledge service")
     }

@@ -249,6 +249,8 @@ fn segment_bodies_are_checked_with_difys_messages() {
     assert_eq!(invalid_param(wire::new_segments(&json!({}))), "Segments is required");
     assert_eq!(invalid_param(wire::new_segments(&json!({"segments": []}))), "Segments is required");
     assert_eq!(invalid_param(wire::new_segments(&json!({"segments": {"content": "c"}}))), "segments must be a list");
+    let many = vec![json!({"content": "c"}); wire::MAX_SEGMENTS_PER_REQUEST + 1];
+    assert_eq!(invalid_param(wire::new_segments(&json!({ "segments": many }))), "Exceeded maximum segments limit of 1000.");
     assert_eq!(invalid_param(wire::new_segments(&json!({"segments": ["c"]}))), "segments[0] must be a JSON object");
     assert_eq!(invalid_param(wire::new_segments(&json!({"segments": [{"answer": "a"}]}))), "Content is empty");
     assert_eq!(invalid_param(wire::new_segments(&json!({"segments": [{"content": "  "}]}))), "Content is empty");
@@ -632,7 +634,7 @@ fn a_segment_has_difys_fields() {
     assert_eq!((v["index_node_id"].clone(), v["completed_at"].clone()), (json!(SEG), json!(1_796_000_004)));
     let page = Paged { data: vec![segment()], total: 1, has_more: false, page: 1, limit: 20 };
     assert_eq!(keys(&wire::segment_page_json(&page)), set(&["data", "doc_form", "has_more", "limit", "total", "page"]));
-    let written = wire::segments_written_json(json!([]));
+    let written = wire::segment_data_json(json!([]));
     assert_eq!(written, json!({"data": [], "doc_form": "text_model"}));
 }
 

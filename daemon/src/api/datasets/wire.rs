@@ -20,6 +20,9 @@ pub const DESCRIPTION_MAX: usize = 400;
 pub const DOCUMENT_NAME_MAX: usize = 255;
 pub const QUERY_MAX: usize = 250;
 pub const KEYWORD_MAX: usize = 255;
+/// Most segments one `POST .../segments` may add (Dify's
+/// `DATASET_MAX_SEGMENTS_PER_REQUEST`, unlimited there by default).
+pub const MAX_SEGMENTS_PER_REQUEST: usize = 1000;
 /// Dify caps a page at 100 items (it clamps larger limits).
 pub const PAGE_LIMIT_MAX: u32 = 100;
 const PAGE_MAX: u32 = 1_000_000;
@@ -318,6 +321,9 @@ pub fn new_segments(body: &Value) -> Result<Vec<SegmentInput>, ApiError> {
     if items.is_empty() {
         return Err(invalid("Segments is required"));
     }
+    if items.len() > MAX_SEGMENTS_PER_REQUEST {
+        return Err(invalid(format!("Exceeded maximum segments limit of {MAX_SEGMENTS_PER_REQUEST}.")));
+    }
     items.iter().enumerate().map(|(i, v)| segment_input(v, &format!("segments[{i}]"), true)).collect()
 }
 
@@ -574,8 +580,8 @@ pub fn segment_page_json(p: &Paged<SegmentRecord>) -> Value {
     v
 }
 
-/// `{"data": …, "doc_form": "text_model"}` of segment writes.
-pub fn segments_written_json(data: Value) -> Value {
+/// `{"data": …, "doc_form": "text_model"}` of one segment or of segments written.
+pub fn segment_data_json(data: Value) -> Value {
     json!({"data": data, "doc_form": DOC_FORM})
 }
 
