@@ -155,16 +155,22 @@ pub enum AppsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Create an API key for an app; prints only the key on stdout
+    /// Create an API key for an app, or with --dataset for the Knowledge
+    /// API; prints only the key on stdout
     #[command(after_help = concat!(
-        "Example:\n  KEY=$(edgeaictl keys create --app demo)\n\n\
+        "Examples:\n  KEY=$(edgeaictl keys create --app demo)\n  \
+         DATASET_KEY=$(edgeaictl keys create --dataset)\n\n\
          The key is shown only once; its id and app go to stderr.\n\n",
         exit_codes!()
     ))]
+    #[command(group = clap::ArgGroup::new("opens").required(true).args(["app", "dataset"]))]
     Create {
-        /// App the key authorises
+        /// App the key authorises (an `app-…` key)
         #[arg(long, value_name = "APP")]
-        app: String,
+        app: Option<String>,
+        /// A `dataset-…` key for the Knowledge API (`/v1/datasets`), all datasets
+        #[arg(long)]
+        dataset: bool,
     },
 
     /// List API keys (never their secrets), times in UTC
@@ -279,6 +285,16 @@ mod tests {
             let err = Cli::try_parse_from(["edgeaictl", "--timeout", bad, "status"]).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn keys_create_takes_an_app_or_dataset() {
+        let cli = Cli::try_parse_from(["edgeaictl", "keys", "create", "--dataset"]).unwrap();
+        assert!(matches!(cli.command, Command::Keys(KeysCommand::Create { app: None, dataset: true })));
+        let cli = Cli::try_parse_from(["edgeaictl", "keys", "create", "--app", "demo"]).unwrap();
+        assert!(matches!(cli.command, Command::Keys(KeysCommand::Create { app: Some(ref a), dataset: false }) if a == "demo"));
+        let err = Cli::try_parse_from(["edgeaictl", "keys", "create", "--app", "demo", "--dataset"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]

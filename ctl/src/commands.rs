@@ -9,7 +9,7 @@ use crate::error::CtlError;
 use crate::{paths, render};
 use edgeai_common::admin::{
     ActivateRequest, AppInfo, AppList, AppVersionList, CreateKeyRequest, CreatedKey, ExportResponse, ImportDslRequest, ImportDslResponse,
-    KeyList, StatusResponse,
+    KeyKind, KeyList, StatusResponse,
 };
 use edgeai_common::UnixClient;
 use serde_json::Value;
@@ -121,13 +121,17 @@ async fn read_definition(file: &Path) -> Result<Value, CtlError> {
     Err(CtlError::InputNotObject { path: file.to_owned(), found })
 }
 
-pub async fn keys_create(client: &UnixClient, app: &str, json: bool) -> Result<(), CtlError> {
-    let request = CreateKeyRequest { app: app.to_owned() };
+/// An app key (`app`) or a Knowledge API key (`dataset`); clap lets only one through.
+pub async fn keys_create(client: &UnixClient, app: Option<String>, dataset: bool, json: bool) -> Result<(), CtlError> {
+    let request = CreateKeyRequest { app, dataset };
     if json {
         return print_json(&client.post_json::<_, Value>(&paths::keys(None), &request).await?);
     }
     let created: CreatedKey = client.post_json(&paths::keys(None), &request).await?;
-    eprintln!("created key {} for app {}; it is shown only this once", created.id, created.app_id);
+    match created.kind {
+        KeyKind::App => eprintln!("created key {} for app {}; it is shown only this once", created.id, created.app_id),
+        KeyKind::Dataset => eprintln!("created dataset key {} for the Knowledge API; it is shown only this once", created.id),
+    }
     print(&format!("{}\n", created.key))
 }
 

@@ -56,7 +56,7 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Apps(AppsCommand::Export { app, version, output }) => {
             commands::apps_export(&client, &app, version, output.as_deref(), json).await
         }
-        Command::Keys(KeysCommand::Create { app }) => commands::keys_create(&client, &app, json).await,
+        Command::Keys(KeysCommand::Create { app, dataset }) => commands::keys_create(&client, app, dataset, json).await,
         Command::Keys(KeysCommand::List { app }) => commands::keys_list(&client, app.as_deref(), json).await,
         Command::Keys(KeysCommand::Revoke { id }) => commands::keys_revoke(&client, &id, json).await,
         Command::Chat(args) => {

@@ -58,9 +58,13 @@ pub fn keys(list: &KeyList) -> String {
     let rows = list
         .data
         .iter()
-        .map(|k| vec![k.id.clone(), k.app_id.clone(), k.prefix.clone(), format_utc(k.created_at), time(k.revoked_at), time(k.last_used_at)])
+        .map(|k| {
+            let app = if k.app_id.is_empty() { "-".to_owned() } else { k.app_id.clone() };
+            let cells = [k.id.clone(), k.kind.as_str().to_owned(), app, k.prefix.clone(), format_utc(k.created_at)];
+            cells.into_iter().chain([time(k.revoked_at), time(k.last_used_at)]).collect()
+        })
         .collect::<Vec<_>>();
-    table(&["ID", "APP", "PREFIX", "CREATED", "REVOKED", "LAST USED"], &rows)
+    table(&["ID", "KIND", "APP", "PREFIX", "CREATED", "REVOKED", "LAST USED"], &rows)
 }
 
 /// Columns padded to their widest cell (in characters), two spaces apart.
@@ -86,7 +90,7 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 #[allow(clippy::unwrap_used)] // tests may unwrap (style.md)
 mod tests {
     use super::*;
-    use edgeai_common::admin::{AppInfo, KeyInfo, ModelStatus};
+    use edgeai_common::admin::{AppInfo, KeyInfo, KeyKind, ModelStatus};
 
     #[test]
     fn keys_table_aligns_and_formats_times() {
@@ -94,6 +98,7 @@ mod tests {
             data: vec![
                 KeyInfo {
                     id: "k1".into(),
+                    kind: KeyKind::App,
                     app_id: "demo".into(),
                     prefix: "app-Ab3".into(),
                     created_at: 1_700_000_000,
@@ -102,18 +107,29 @@ mod tests {
                 },
                 KeyInfo {
                     id: "k22".into(),
+                    kind: KeyKind::App,
                     app_id: "télé".into(),
                     prefix: "app-Zz9".into(),
                     created_at: 0,
                     revoked_at: Some(86_400),
                     last_used_at: None,
                 },
+                KeyInfo {
+                    id: "k3".into(),
+                    kind: KeyKind::Dataset,
+                    app_id: String::new(),
+                    prefix: "Qw8".into(),
+                    created_at: 0,
+                    revoked_at: None,
+                    last_used_at: None,
+                },
             ],
         };
         let expected = "\
-ID   APP   PREFIX   CREATED               REVOKED               LAST USED
-k1   demo  app-Ab3  2023-11-14T22:13:20Z  -                     2023-11-14T22:14:20Z
-k22  télé  app-Zz9  1970-01-01T00:00:00Z  1970-01-02T00:00:00Z  -
+ID   KIND     APP   PREFIX   CREATED               REVOKED               LAST USED
+k1   app      demo  app-Ab3  2023-11-14T22:13:20Z  -                     2023-11-14T22:14:20Z
+k22  app      télé  app-Zz9  1970-01-01T00:00:00Z  1970-01-02T00:00:00Z  -
+k3   dataset  -     Qw8      1970-01-01T00:00:00Z  -                     -
 ";
         assert_eq!(keys(&list), expected);
     }

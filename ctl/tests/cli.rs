@@ -166,6 +166,9 @@ async fn handle(req: Request<Incoming>, log: Arc<Mutex<Vec<Seen>>>) -> Result<Re
         ("POST", "/admin/v1/keys") if body["app"] == "demo" => {
             json_reply(201, r#"{"id":"k3","app_id":"demo","key":"app-9fQ2sXw7LmN4","created_at":1700000000}"#)
         }
+        ("POST", "/admin/v1/keys") if body == json!({"dataset": true}) => {
+            json_reply(201, r#"{"id":"k4","kind":"dataset","app_id":"","key":"dataset-Pq7rT2vW9xYz","created_at":1}"#)
+        }
         ("POST", "/admin/v1/keys") => error_reply(404, "not_found", "app nope does not exist"),
         ("DELETE", "/admin/v1/keys/k1") => {
             Response::builder().status(StatusCode::NO_CONTENT).body(Full::new(Bytes::new()).boxed()).unwrap()
@@ -309,6 +312,16 @@ async fn keys_create_prints_only_the_key() {
 }
 
 #[tokio::test]
+async fn keys_create_dataset_prints_only_the_dataset_key() {
+    let fake = Fake::start().await;
+    let out = ctl(&["--socket", fake.socket.to_str().unwrap(), "keys", "create", "--dataset"], None).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "dataset-Pq7rT2vW9xYz\n");
+    assert!(stderr(&out).contains("k4") && stderr(&out).contains("Knowledge API"), "{}", stderr(&out));
+    assert_eq!(fake.seen()[0].body, json!({"dataset": true}));
+}
+
+#[tokio::test]
 async fn keys_list_table_filter_and_json() {
     let fake = Fake::start().await;
     let sock = fake.socket.to_str().unwrap();
@@ -318,9 +331,9 @@ async fn keys_list_table_filter_and_json() {
     assert_eq!(
         stdout(&out),
         "\
-ID  APP    PREFIX   CREATED               REVOKED               LAST USED
-k1  demo   app-Ab3  2023-11-14T22:13:20Z  -                     2023-11-14T22:14:20Z
-k2  other  app-Zz9  1970-01-01T00:00:00Z  1970-01-02T00:00:00Z  -
+ID  KIND  APP    PREFIX   CREATED               REVOKED               LAST USED
+k1  app   demo   app-Ab3  2023-11-14T22:13:20Z  -                     2023-11-14T22:14:20Z
+k2  app   other  app-Zz9  1970-01-01T00:00:00Z  1970-01-02T00:00:00Z  -
 "
     );
 

@@ -132,6 +132,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         admin_gid,
         model_name: settings.model.name.clone(),
         cpu_features: cpu::describe(),
+        knowledge: None,
     });
     let signals = Signals::install().map_err(DaemonError::Signals)?;
 

@@ -468,6 +468,16 @@ impl Service {
         Ok(info)
     }
 
+    /// Whether `token` is a live Knowledge API (`dataset-…`) key.
+    pub async fn dataset_key(&self, _token: &str) -> Result<bool, ServiceError> {
+        todo!("dataset keys in the key store")
+    }
+
+    /// A new Knowledge API key: its info and the `dataset-…` secret (shown once).
+    pub async fn create_dataset_key(&self) -> Result<(store::ApiKeyInfo, String), ServiceError> {
+        todo!("dataset keys in the key store")
+    }
+
     async fn require_app(&self, app_id: &str) -> Result<store::StoredApp, ServiceError> {
         self.store.get_app(app_id).await?.ok_or_else(|| ServiceError::AppNotFound(app_id.to_owned()))
     }

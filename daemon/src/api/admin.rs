@@ -1,7 +1,8 @@
 //! The admin API (`/admin/v1/...`), served only on the unix socket and only
 //! to root or members of `server.admin_group` (checked from SO_PEERCRED):
 //! status, apps (list, import as JSON or Dify DSL, versions, activate,
-//! export as DSL), API keys (create, list, revoke), and a chat
+//! export as DSL), API keys of apps and of the Knowledge API (create, list,
+//! revoke), and a chat
 //! route that is authorised by the peer instead of a key.
 
 use std::sync::Arc;
@@ -133,8 +134,19 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
         }
         (["keys"], &Method::POST) => {
             let b: wire::CreateKeyRequest = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
-            let (info, secret) = svc.create_key(&b.app).await?;
-            reply(StatusCode::CREATED, &wire::CreatedKey { id: info.id, app_id: info.app_id, key: secret, created_at: info.created_at })
+            let (info, secret) = match (b.app.filter(|a| !a.is_empty()), b.dataset) {
+                (Some(app), false) => svc.create_key(&app).await?,
+                (None, true) => svc.create_dataset_key().await?,
+                (Some(_), true) => {
+                    return Err(ApiError::InvalidParam("a key opens an app or the Knowledge API: give app or dataset, not both".into()))
+                }
+                (None, false) => return Err(ApiError::InvalidParam("app is required (or dataset: true for a Knowledge API key)".into())),
+            };
+            let kind = key_kind(&info);
+            reply(
+                StatusCode::CREATED,
+                &wire::CreatedKey { id: info.id, kind, app_id: info.app_id, key: secret, created_at: info.created_at },
+            )
         }
         (["keys", id], &Method::DELETE) => {
             svc.revoke_key(id).await?;
@@ -195,9 +207,19 @@ fn app_info(a: &StoredApp) -> wire::AppInfo {
     }
 }
 
+/// A dataset key belongs to no app: the store keeps its `app_id` empty.
+fn key_kind(k: &ApiKeyInfo) -> wire::KeyKind {
+    if k.app_id.is_empty() {
+        wire::KeyKind::Dataset
+    } else {
+        wire::KeyKind::App
+    }
+}
+
 fn key_info(k: &ApiKeyInfo) -> wire::KeyInfo {
     wire::KeyInfo {
         id: k.id.clone(),
+        kind: key_kind(k),
         app_id: k.app_id.clone(),
         prefix: k.prefix.clone(),
         created_at: k.created_at,

@@ -6,6 +6,7 @@ use http::StatusCode;
 
 use crate::model::ModelError;
 use crate::service::features::FeatureError;
+use crate::service::knowledge::KnowledgeError;
 use crate::service::ServiceError;
 use crate::store::StoreError;
 
@@ -66,6 +67,18 @@ pub enum ApiError {
     TooManyFiles,
     #[error(transparent)]
     Feature(#[from] FeatureError),
+    // Dify's Knowledge API (api/datasets.rs) and /v1/embeddings.
+    /// The knowledge service is not running (not configured, or starting).
+    #[error("Knowledge base is not available")]
+    KnowledgeUnavailable,
+    /// Dify's `InvalidActionError` (documents status actions).
+    #[error("{0}")]
+    InvalidAction(String),
+    /// Dify's `InvalidMetadataError` (`metadata` of a document).
+    #[error("{0}")]
+    InvalidMetadata(String),
+    #[error(transparent)]
+    Knowledge(#[from] KnowledgeError),
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -128,6 +141,35 @@ impl ApiError {
                     m(S::INTERNAL_SERVER_ERROR, "internal_server_error", "internal error storing the file; see the daemon log".into())
                 }
             },
+            ApiError::KnowledgeUnavailable => busy("provider_not_initialize", self.to_string(), 5),
+            ApiError::InvalidAction(_) => m(S::BAD_REQUEST, "invalid_action", self.to_string()),
+            ApiError::InvalidMetadata(_) => m(S::BAD_REQUEST, "invalid_metadata", self.to_string()),
+            ApiError::Knowledge(k) => match k {
+                KnowledgeError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", k.to_string()),
+                KnowledgeError::DatasetNotFound | KnowledgeError::DocumentNotFound | KnowledgeError::SegmentNotFound => {
+                    m(S::NOT_FOUND, "not_found", k.to_string())
+                }
+                KnowledgeError::DatasetNameDuplicate => m(S::CONFLICT, "dataset_name_duplicate", k.to_string()),
+                KnowledgeError::UnsupportedFileType(_) => m(S::UNSUPPORTED_MEDIA_TYPE, "unsupported_file_type", k.to_string()),
+                KnowledgeError::FileTooLarge { .. } => m(S::PAYLOAD_TOO_LARGE, "file_too_large", k.to_string()),
+                KnowledgeError::EmptyFile => m(S::BAD_REQUEST, "empty_file", k.to_string()),
+                KnowledgeError::DocumentIndexing => m(S::BAD_REQUEST, "document_indexing", k.to_string()),
+                // Dify's DatasetInUseError is 409.
+                KnowledgeError::DatasetInUse => m(S::CONFLICT, "dataset_in_use", k.to_string()),
+                KnowledgeError::EmbeddingUnavailable(_) => busy("provider_not_initialize", k.to_string(), 5),
+                // Not the client's fault and not fixed by retrying: the operator re-indexes.
+                KnowledgeError::EmbeddingModelMismatch { .. } => m(S::CONFLICT, "embedding_model_mismatch", k.to_string()),
+                KnowledgeError::QueueFull(_) => {
+                    Mapped { status: S::TOO_MANY_REQUESTS, code: "too_many_requests", message: k.to_string(), retry_after: Some(5) }
+                }
+                KnowledgeError::Store(st) => store_mapped(st),
+                // Internal detail goes to the log, not to the client.
+                KnowledgeError::Internal(_) => m(
+                    S::INTERNAL_SERVER_ERROR,
+                    "internal_server_error",
+                    "internal error in the knowledge service; see the daemon log".into(),
+                ),
+            },
             ApiError::Service(s) => match s {
                 ServiceError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", s.to_string()),
                 ServiceError::ConversationNotFound
@@ -166,28 +208,36 @@ impl ApiError {
                     ModelError::Inference(_) => m(S::BAD_REQUEST, "completion_request_error", e.to_string()),
                     ModelError::Template(_) => m(S::INTERNAL_SERVER_ERROR, "internal_server_error", e.to_string()),
                 },
-                ServiceError::Store(st) => match st {
-                    StoreError::NotFound { .. } => m(S::NOT_FOUND, "not_found", st.to_string()),
-                    StoreError::AlreadyExists { .. } => m(S::CONFLICT, "conflict", st.to_string()),
-                    StoreError::InvalidArgument { .. } => m(S::BAD_REQUEST, "invalid_param", st.to_string()),
-                    StoreError::Busy => busy("service_unavailable", "the store is busy; retry later".into(), 1),
-                    StoreError::Closed => busy("service_unavailable", "the daemon is shutting down".into(), 5),
-                    // Internal detail goes to the log, not to the client.
-                    StoreError::MissingDir { .. }
-                    | StoreError::Open { .. }
-                    | StoreError::WalUnavailable { .. }
-                    | StoreError::SchemaTooNew { .. }
-                    | StoreError::Backup { .. }
-                    | StoreError::BackupFile { .. }
-                    | StoreError::Migrate { .. }
-                    | StoreError::Sqlite { .. }
-                    | StoreError::Thread { .. }
-                    | StoreError::Panicked { .. }
-                    | StoreError::NotPending { .. } => {
-                        m(S::INTERNAL_SERVER_ERROR, "internal_server_error", "internal error in the store; see the daemon log".into())
-                    }
-                },
+                ServiceError::Store(st) => store_mapped(st),
             },
+        }
+    }
+}
+
+/// A store error as every front end sees it; internal detail stays in the log.
+fn store_mapped(st: &StoreError) -> Mapped {
+    use StatusCode as S;
+    let m = |status, code, message: String| Mapped { status, code, message, retry_after: None };
+    let busy = |code, message: String, secs| Mapped { status: S::SERVICE_UNAVAILABLE, code, message, retry_after: Some(secs) };
+    match st {
+        StoreError::NotFound { .. } => m(S::NOT_FOUND, "not_found", st.to_string()),
+        StoreError::AlreadyExists { .. } => m(S::CONFLICT, "conflict", st.to_string()),
+        StoreError::InvalidArgument { .. } => m(S::BAD_REQUEST, "invalid_param", st.to_string()),
+        StoreError::Busy => busy("service_unavailable", "the store is busy; retry later".into(), 1),
+        StoreError::Closed => busy("service_unavailable", "the daemon is shutting down".into(), 5),
+        // Internal detail goes to the log, not to the client.
+        StoreError::MissingDir { .. }
+        | StoreError::Open { .. }
+        | StoreError::WalUnavailable { .. }
+        | StoreError::SchemaTooNew { .. }
+        | StoreError::Backup { .. }
+        | StoreError::BackupFile { .. }
+        | StoreError::Migrate { .. }
+        | StoreError::Sqlite { .. }
+        | StoreError::Thread { .. }
+        | StoreError::Panicked { .. }
+        | StoreError::NotPending { .. } => {
+            m(S::INTERNAL_SERVER_ERROR, "internal_server_error", "internal error in the store; see the daemon log".into())
         }
     }
 }

@@ -395,7 +395,7 @@ impl Knowledge {
     pub async fn update_segment(&self, dataset_id: &str, document_id: &str, segment_id: &str, input: SegmentInput) -> Result<SegmentRecord, KnowledgeError> {
         let dataset = self.dataset(dataset_id).await?;
         self.document(dataset_id, document_id).await?;
-        let seg = self.segment(document_id, segment_id).await?;
+        let seg = self.find_segment(document_id, segment_id).await?;
         if let Some(c) = &input.content {
             if c.trim().is_empty() {
                 return Err(KnowledgeError::InvalidParam("segment.content must not be empty".into()));
@@ -413,12 +413,18 @@ impl Knowledge {
 
     pub async fn delete_segment(&self, dataset_id: &str, document_id: &str, segment_id: &str) -> Result<(), KnowledgeError> {
         self.document(dataset_id, document_id).await?;
-        let seg = self.segment(document_id, segment_id).await?;
+        let seg = self.find_segment(document_id, segment_id).await?;
         self.store.delete_segments(&[seg.rowid]).await?;
         self.forget_vectors(dataset_id, vec![seg.rowid]).await
     }
 
-    async fn segment(&self, document_id: &str, segment_id: &str) -> Result<SegmentRecord, KnowledgeError> {
+    /// One segment of a document (`GET .../segments/{id}`, Dify's "Get Chunk").
+    pub async fn segment(&self, dataset_id: &str, document_id: &str, segment_id: &str) -> Result<SegmentRecord, KnowledgeError> {
+        self.document(dataset_id, document_id).await?;
+        self.find_segment(document_id, segment_id).await
+    }
+
+    async fn find_segment(&self, document_id: &str, segment_id: &str) -> Result<SegmentRecord, KnowledgeError> {
         match self.store.segment(segment_id).await? {
             Some(s) if s.document_id == document_id => Ok(s),
             _ => Err(KnowledgeError::SegmentNotFound),
