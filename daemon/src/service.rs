@@ -304,15 +304,24 @@ impl Service {
         Ok(n)
     }
 
-    /// The app an API key opens.
+    /// The app an API key opens. A dataset key opens no app: `Unknown`.
     pub async fn app_for_key(&self, token: &str) -> Result<KeyLookup, ServiceError> {
         Ok(match self.store.authenticate(token).await? {
             None => KeyLookup::Unknown,
-            Some(key) => match self.app(&key.app_id) {
-                Some(app) => KeyLookup::App(app),
-                None => KeyLookup::AppNotServed,
+            Some(key) => match key.scope {
+                store::KeyScope::Datasets => KeyLookup::Unknown,
+                store::KeyScope::App(app_id) => match self.app(&app_id) {
+                    Some(app) => KeyLookup::App(app),
+                    None => KeyLookup::AppNotServed,
+                },
             },
         })
+    }
+
+    /// The dataset key `token` is, if it is one (an app key is `None`: it
+    /// never opens the datasets API).
+    pub async fn dataset_key(&self, token: &str) -> Result<Option<store::ApiKeyInfo>, ServiceError> {
+        Ok(self.store.authenticate(token).await?.filter(|key| key.scope == store::KeyScope::Datasets))
     }
 
     /// Every stored app with its active version (served or not).
@@ -436,7 +445,14 @@ impl Service {
     pub async fn create_key(&self, app_id: &str) -> Result<(store::ApiKeyInfo, String), ServiceError> {
         self.require_app(app_id).await?;
         let (info, secret) = self.store.create_key(app_id).await?;
-        tracing::info!(app = %info.app_id, key_id = %info.id, prefix = %info.prefix, "API key created");
+        tracing::info!(app = app_id, key_id = %info.id, prefix = %info.prefix, "API key created");
+        Ok((info, secret))
+    }
+
+    /// A new dataset key: its info and the secret (shown once).
+    pub async fn create_dataset_key(&self) -> Result<(store::ApiKeyInfo, String), ServiceError> {
+        let (info, secret) = self.store.create_dataset_key().await?;
+        tracing::info!(key_id = %info.id, prefix = %info.prefix, "dataset API key created");
         Ok((info, secret))
     }
 
@@ -449,7 +465,7 @@ impl Service {
 
     pub async fn revoke_key(&self, key_id: &str) -> Result<store::ApiKeyInfo, ServiceError> {
         let info = self.store.revoke_key(key_id).await.map_err(not_found_as(ServiceError::KeyNotFound(key_id.to_owned())))?;
-        tracing::info!(app = %info.app_id, key_id = %info.id, "API key revoked");
+        tracing::info!(app = info.app_id(), kind = %info.kind(), key_id = %info.id, "API key revoked");
         Ok(info)
     }
 

@@ -134,7 +134,7 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
         (["keys"], &Method::POST) => {
             let b: wire::CreateKeyRequest = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
             let (info, secret) = svc.create_key(&b.app).await?;
-            reply(StatusCode::CREATED, &wire::CreatedKey { id: info.id, app_id: info.app_id, key: secret, created_at: info.created_at })
+            reply(StatusCode::CREATED, &wire::CreatedKey { id: info.id, app_id: b.app, key: secret, created_at: info.created_at })
         }
         (["keys", id], &Method::DELETE) => {
             svc.revoke_key(id).await?;
@@ -198,7 +198,8 @@ fn app_info(a: &StoredApp) -> wire::AppInfo {
 fn key_info(k: &ApiKeyInfo) -> wire::KeyInfo {
     wire::KeyInfo {
         id: k.id.clone(),
-        app_id: k.app_id.clone(),
+        // A dataset key has no app; the wire has no kind field yet.
+        app_id: k.app_id().unwrap_or_default().to_owned(),
         prefix: k.prefix.clone(),
         created_at: k.created_at,
         revoked_at: k.revoked_at,

@@ -168,7 +168,7 @@ impl ApiError {
                 },
                 ServiceError::Store(st) => match st {
                     StoreError::NotFound { .. } => m(S::NOT_FOUND, "not_found", st.to_string()),
-                    StoreError::AlreadyExists { .. } => m(S::CONFLICT, "conflict", st.to_string()),
+                    StoreError::AlreadyExists { .. } | StoreError::DuplicateName { .. } => m(S::CONFLICT, "conflict", st.to_string()),
                     StoreError::InvalidArgument { .. } => m(S::BAD_REQUEST, "invalid_param", st.to_string()),
                     StoreError::Busy => busy("service_unavailable", "the store is busy; retry later".into(), 1),
                     StoreError::Closed => busy("service_unavailable", "the daemon is shutting down".into(), 5),
