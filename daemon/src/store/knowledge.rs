@@ -852,13 +852,12 @@ impl Store {
             let op = "insert segments";
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(op))?;
             let document = find_document(&tx, &document_id)?;
-            let mut position: i64 = tx
+            let last: i64 = tx
                 .query_row("SELECT coalesce(max(position), 0) FROM segments WHERE document_id = ?1", [&document_id], |row| row.get(0))
                 .map_err(sql(op))?;
             let now = now();
             let mut rowids = Vec::with_capacity(segments.len());
-            for segment in &segments {
-                position += 1;
+            for (position, segment) in (last + 1..).zip(&segments) {
                 let keywords = serde_json::to_string(&segment.keywords)
                     .map_err(|e| StoreError::InvalidArgument { field: "keywords", reason: e.to_string() })?;
                 tx.prepare_cached(

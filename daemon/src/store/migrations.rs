@@ -222,6 +222,11 @@ CREATE TABLE conversation_variables (
 /// the segment's content, answer and keywords with every CJK character
 /// spaced out, so each one is a token and Chinese is found by substring;
 /// the store writes it in the same transaction as the segment row.
+///
+/// `annotations` are an app's curated question/answer pairs (Dify's
+/// annotation replies); their rowid keys the questions' vectors, so it is
+/// `AUTOINCREMENT` too. `app_annotation_settings` holds whether replies are
+/// on, the match threshold and the embedding model of the vectors.
 const V4: &str = r"
 CREATE TABLE api_keys_v4 (
     id           TEXT    NOT NULL PRIMARY KEY,
@@ -308,6 +313,25 @@ CREATE INDEX segments_by_dataset ON segments (dataset_id);
 
 CREATE VIRTUAL TABLE segments_fts USING fts5(
     text, content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 2'
+);
+
+CREATE TABLE annotations (
+    rowid      INTEGER PRIMARY KEY AUTOINCREMENT,
+    id         TEXT    NOT NULL UNIQUE,
+    app_id     TEXT    NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    question   TEXT    NOT NULL,
+    answer     TEXT    NOT NULL,
+    hit_count  INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX annotations_by_app ON annotations (app_id, created_at);
+CREATE TABLE app_annotation_settings (
+    app_id          TEXT    NOT NULL PRIMARY KEY REFERENCES apps(id) ON DELETE CASCADE,
+    enabled         INTEGER NOT NULL,
+    score_threshold REAL    NOT NULL CHECK (score_threshold >= 0 AND score_threshold <= 1),
+    embedding_model TEXT,
+    updated_at      INTEGER NOT NULL
 );
 ";
 
@@ -434,6 +458,8 @@ mod tests {
             "documents",
             "segments",
             "segments_fts",
+            "annotations",
+            "app_annotation_settings",
         ] {
             let n: i64 = conn
                 .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))

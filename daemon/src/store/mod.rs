@@ -62,6 +62,7 @@ macro_rules! stored_as_text {
     };
 }
 
+mod annotations;
 mod apps;
 mod conversations;
 mod error;
@@ -86,6 +87,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{oneshot, Semaphore};
 
+pub use annotations::{AnnotationRecord, AnnotationSettings};
 pub use apps::{AppVersion, AppVersionInfo, StoredApp, StoredAppVersion};
 pub use conversations::{Conversation, ConversationSort};
 pub use error::StoreError;

@@ -130,7 +130,7 @@ async fn hits_are_ordered_by_bm25_with_scores_in_the_unit_interval() {
         ],
     )
     .await;
-    let hits = store.fulltext_search(&[ds.id.clone()], "pump", 10).await.expect("search");
+    let hits = store.fulltext_search(std::slice::from_ref(&ds.id), "pump", 10).await.expect("search");
     let ids: Vec<_> = hits.iter().map(|h| h.segment).collect();
     assert_eq!(ids, [s[1].rowid, s[2].rowid], "more occurrences ranks first");
     assert!(hits.iter().all(|h| h.score > 0.0 && h.score < 1.0), "{hits:?}");
@@ -139,7 +139,7 @@ async fn hits_are_ordered_by_bm25_with_scores_in_the_unit_interval() {
     let ids = search(&store, &ds.id, "pump valve").await;
     assert_eq!(ids, [s[2].rowid, s[1].rowid, s[0].rowid]);
     // The limit is honoured.
-    assert_eq!(store.fulltext_search(&[ds.id.clone()], "pump valve", 1).await.expect("search").len(), 1);
+    assert_eq!(store.fulltext_search(std::slice::from_ref(&ds.id), "pump valve", 1).await.expect("search").len(), 1);
     store.close().await.expect("close");
 }
 
@@ -154,7 +154,7 @@ async fn fts_syntax_in_a_query_is_text_not_an_error() {
     assert_eq!(search(&store, &ds.id, r#"pump" OR "x"#).await.first(), Some(&s[1].rowid));
     assert_eq!(search(&store, &ds.id, "pum*").await, Vec::<SegmentId>::new(), "a star is not a prefix query");
     for nothing in ["\"", "*", "\"\"", "NOT", "(", ")", "-", ":", "^", "{}", "!!! ... ***"] {
-        let hits = store.fulltext_search(&[ds.id.clone()], nothing, 10).await.expect("never an SQL error");
+        let hits = store.fulltext_search(std::slice::from_ref(&ds.id), nothing, 10).await.expect("never an SQL error");
         assert!(hits.is_empty(), "{nothing:?}: {hits:?}");
     }
     store.close().await.expect("close");
@@ -205,10 +205,10 @@ async fn segments_are_invisible_until_their_document_completes() {
     assert_eq!(visible[0].segment.status, IndexingStatus::Completed);
 
     // A disabled document hides its segments; enabled again, they are back.
-    store.set_documents_enabled(&ds.id, &[document.id.clone()], false).await.expect("disable");
+    store.set_documents_enabled(&ds.id, std::slice::from_ref(&document.id), false).await.expect("disable");
     assert!(search(&store, &ds.id, "报警").await.is_empty());
     assert!(store.segments_by_rowids(&rowids).await.expect("by rowids").is_empty());
-    store.set_documents_enabled(&ds.id, &[document.id.clone()], true).await.expect("enable");
+    store.set_documents_enabled(&ds.id, std::slice::from_ref(&document.id), true).await.expect("enable");
     assert_eq!(search(&store, &ds.id, "报警").await, [rowids[0]]);
     // So does a disabled segment.
     let changes = SegmentChanges { enabled: Some(false), ..SegmentChanges::default() };
