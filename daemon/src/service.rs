@@ -741,6 +741,20 @@ mod tests {
         assert_eq!(served.pre_prompt, stored.pre_prompt, "the registry serves another version than the store's active one");
     }
 
+    /// An app key never opens the datasets API and a dataset key never an app.
+    #[tokio::test]
+    async fn app_and_dataset_keys_open_only_their_own_routes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = service(dir.path());
+        svc.sync_config_apps(vec![app("a", "A")]).await.expect("synced");
+        let (_, app_key) = svc.create_key("a").await.expect("app key");
+        let (info, dataset_key) = svc.create_dataset_key().await.expect("dataset key");
+        assert!(matches!(svc.app_for_key(&app_key).await.expect("lookup"), KeyLookup::App(a) if a.id == "a"));
+        assert!(matches!(svc.app_for_key(&dataset_key).await.expect("lookup"), KeyLookup::Unknown));
+        assert_eq!(svc.dataset_key(&dataset_key).await.expect("lookup").map(|k| k.id), Some(info.id));
+        assert_eq!(svc.dataset_key(&app_key).await.expect("lookup"), None);
+    }
+
     #[tokio::test]
     async fn a_reload_drops_config_apps_no_longer_configured_but_keeps_imports() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -764,6 +764,28 @@ impl Store {
         .await
     }
 
+    /// Records how many of an indexing document's segments have their
+    /// vectors written (`completed_segments`, for `indexing-status`); they
+    /// stay invisible until [`Store::complete_document`].
+    pub async fn set_document_progress(&self, id: &str, completed_segments: i64) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.write("set document progress", move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE documents SET completed_segments = min(max(?2, 0), total_segments), updated_at = ?3
+                      WHERE id = ?1 AND status = 'indexing'",
+                    params![id, completed_segments, now()],
+                )
+                .map_err(sql("set document progress"))?;
+            if changed == 0 {
+                let document = find_document(conn, &id)?;
+                return Err(StoreError::NotPending { what: "document", id, status: document.status.to_string() });
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Enables or disables documents of a dataset. Every id must name one of
     /// its documents, else nothing changes (`NotFound` names the first
     /// unknown id).
@@ -828,7 +850,8 @@ impl Store {
 
     /// Documents whose indexing had not finished (`waiting`, `parsing`,
     /// `splitting`, `indexing`), oldest first: after a crash, the ones to
-    /// queue again. Their non-completed segments stay invisible meanwhile.
+    /// queue again. Their non-completed segments stay invisible meanwhile;
+    /// [`Store::reset_document_segments`] clears them before the re-index.
     pub async fn documents_to_resume(&self) -> Result<Vec<DocumentRecord>, StoreError> {
         self.read("documents to resume", |conn| {
             conn.prepare_cached(&format!(
@@ -1121,11 +1144,11 @@ impl Store {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read("fulltext search", move |conn| {
             conn.prepare_cached(&format!(
-                "SELECT segments_fts.rowid, bm25(segments_fts) AS rank FROM segments_fts
+                "SELECT segments_fts.rowid, bm25(segments_fts) AS score FROM segments_fts
                    JOIN segments s ON s.rowid = segments_fts.rowid
                    JOIN documents d ON d.id = s.document_id
                   WHERE segments_fts MATCH ?1 AND s.dataset_id IN (SELECT value FROM json_each(?2)) AND {VISIBLE}
-                  ORDER BY rank LIMIT ?3"
+                  ORDER BY score LIMIT ?3"
             ))
             .and_then(|mut stmt| {
                 stmt.query_map(params![expression, datasets, limit], |row| {

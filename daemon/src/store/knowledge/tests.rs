@@ -193,8 +193,16 @@ async fn segments_are_invisible_until_their_document_completes() {
     let document = store.get_document(&ds.id, &document.id).await.expect("get");
     assert_eq!((document.status, document.total_segments, document.completed_segments), (IndexingStatus::Indexing, 2, 0));
 
+    store.set_document_progress(&document.id, 1).await.expect("progress");
+    assert_eq!(store.get_document(&ds.id, &document.id).await.expect("get").completed_segments, 1);
+    assert!(search(&store, &ds.id, "报警").await.is_empty(), "progress is not visibility");
+    store.set_document_progress(&document.id, 99).await.expect("progress is capped");
+    assert_eq!(store.get_document(&ds.id, &document.id).await.expect("get").completed_segments, 2);
+
     let document = store.complete_document(&document.id, &rowids).await.expect("complete");
     assert_eq!(document.status, IndexingStatus::Completed);
+    let err = store.set_document_progress(&document.id, 1).await.expect_err("completed");
+    assert!(matches!(err, StoreError::NotPending { .. }), "{err:?}");
     assert_eq!((document.total_segments, document.completed_segments), (2, 2));
     assert!(document.completed_at.is_some());
     assert_eq!(search(&store, &ds.id, "报警").await, [rowids[0]]);
