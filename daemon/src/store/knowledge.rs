@@ -2,9 +2,9 @@
 //! their documents, the documents' segments and `segments_fts`.
 //!
 //! Owns: those tables, the derived text the full-text index holds (every
-//! CJK character spaced out, so each is a token and Chinese is found by
-//! substring) and the FTS5 query built from a user's words (every term
-//! quoted: no user text is ever FTS5 syntax).
+//! CJK character and every pair of neighbouring CJK characters is a token,
+//! so Chinese is found by substring) and the FTS5 query built from a
+//! user's words (every term quoted: no user text is ever FTS5 syntax).
 //! Must not touch: vectors (`knowledge::vectors` keeps them in files, keyed
 //! by a segment's rowid), extraction, chunking, embedding.
 //!
@@ -43,6 +43,11 @@ const UNFINISHED: &str = "('waiting', 'parsing', 'splitting', 'indexing')";
 
 /// At most this many terms of a full-text query are searched for.
 const MAX_QUERY_TERMS: usize = 32;
+
+/// Full-text search ranks this many index matches per hit asked for (at
+/// least [`FULLTEXT_MIN_CANDIDATES`]) before checking which are visible.
+const FULLTEXT_CANDIDATES_PER_HIT: i64 = 8;
+const FULLTEXT_MIN_CANDIDATES: i64 = 64;
 
 /// A dataset to create.
 #[derive(Debug, Clone, PartialEq)]
@@ -291,39 +296,62 @@ fn is_cjk(c: char) -> bool {
 }
 
 /// The text the full-text index holds for a segment: content, answer and
-/// keywords, with every CJK character surrounded by spaces.
+/// keywords, where each run of CJK characters is written as its characters
+/// and then its pairs of neighbouring characters, every one a token of its
+/// own (`报警灯` → `报 警 灯 报警 警灯`): a query finds a Chinese substring
+/// through single tokens, never a slower phrase match.
 fn fts_text(content: &str, answer: &str, keywords: &[String]) -> String {
-    let mut text = String::with_capacity(content.len() * 2 + answer.len() * 2);
+    let mut text = String::with_capacity(content.len() * 3 + answer.len() * 3);
+    let mut run = Vec::new();
     for part in [content, answer].into_iter().chain(keywords.iter().map(String::as_str)) {
         for c in part.chars() {
             if is_cjk(c) {
-                text.push(' ');
-                text.push(c);
-                text.push(' ');
+                run.push(c);
             } else {
+                push_cjk_run(&mut text, &mut run);
                 text.push(c);
             }
         }
+        push_cjk_run(&mut text, &mut run);
         text.push('\n');
     }
     text
+}
+
+/// Writes a CJK run's characters and pairs as tokens, and empties it.
+fn push_cjk_run(text: &mut String, run: &mut Vec<char>) {
+    if run.is_empty() {
+        return;
+    }
+    for &c in run.iter() {
+        text.push(' ');
+        text.push(c);
+    }
+    for pair in run.windows(2) {
+        text.push(' ');
+        text.push(pair[0]);
+        text.push(pair[1]);
+    }
+    text.push(' ');
+    run.clear();
 }
 
 /// The FTS5 query for a user's words, `None` if it has no term.
 ///
 /// Terms are runs of letters and digits (as the `unicode61` tokenizer cuts
 /// them; it also folds case and diacritics) and, within a run of CJK
-/// characters, each pair of neighbouring characters as a phrase (`"报 警"`
-/// matches the substring 报警), or the single character of a one-character
-/// run. Every term is quoted, so nothing of the user's text is FTS5 syntax
-/// (`AND`, `NEAR(`, `*`, `"` are plain words or separators); terms are
-/// OR-ed and bm25 ranks the segments that match more and rarer terms first.
+/// characters, each pair of neighbouring characters (`报警` is a token of
+/// every text containing that substring), or the single character of a
+/// one-character run. Every term is quoted, so nothing of the user's text
+/// is FTS5 syntax (`AND`, `NEAR(`, `*`, `"` are plain words or
+/// separators); terms are OR-ed and bm25 ranks the segments that match
+/// more and rarer terms first.
 fn fts_query(query: &str) -> Option<String> {
     fn flush_cjk(run: &mut Vec<char>, terms: &mut Vec<String>) {
         match run.len() {
             0 => {}
             1 => terms.push(run[0].to_string()),
-            _ => terms.extend(run.windows(2).map(|w| format!("{} {}", w[0], w[1]))),
+            _ => terms.extend(run.windows(2).map(|w| w.iter().collect())),
         }
         run.clear();
     }
@@ -1132,6 +1160,11 @@ impl Store {
     /// Full-text search of the visible segments of `dataset_ids`: up to
     /// `limit` hits, best first. A query without a word or CJK character
     /// (only punctuation, empty) has no hits.
+    ///
+    /// The index is ranked alone first and only the best candidates are
+    /// checked against `dataset_ids` and visibility (joining every match
+    /// costs more than ranking it); when too few of them pass, the search
+    /// runs again joined, so the answer is the same either way.
     pub async fn fulltext_search(&self, dataset_ids: &[String], query: &str, limit: usize) -> Result<Vec<FulltextHit>, StoreError> {
         let Some(expression) = fts_query(query) else {
             return Ok(Vec::new());
@@ -1142,23 +1175,48 @@ impl Store {
         let datasets =
             serde_json::to_string(dataset_ids).map_err(|e| StoreError::InvalidArgument { field: "dataset_ids", reason: e.to_string() })?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let candidates = limit.saturating_mul(FULLTEXT_CANDIDATES_PER_HIT).max(FULLTEXT_MIN_CANDIDATES);
         self.read("fulltext search", move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT segments_fts.rowid, bm25(segments_fts) AS score FROM segments_fts
-                   JOIN segments s ON s.rowid = segments_fts.rowid
-                   JOIN documents d ON d.id = s.document_id
-                  WHERE segments_fts MATCH ?1 AND s.dataset_id IN (SELECT value FROM json_each(?2)) AND {VISIBLE}
-                  ORDER BY score LIMIT ?3"
-            ))
-            .and_then(|mut stmt| {
-                stmt.query_map(params![expression, datasets, limit], |row| {
-                    let bm25: f64 = row.get(1)?;
-                    let x = (-bm25).max(0.0);
-                    Ok(FulltextHit { segment: row.get(0)?, score: (x / (1.0 + x)) as f32 })
-                })?
-                .collect::<Result<Vec<_>, _>>()
-            })
-            .map_err(sql("fulltext search"))
+            let op = "fulltext search";
+            let hit = |row: &Row<'_>| {
+                let bm25: f64 = row.get(1)?;
+                let x = (-bm25).max(0.0);
+                Ok(FulltextHit { segment: row.get(0)?, score: (x / (1.0 + x)) as f32 })
+            };
+            let snapshot = conn.unchecked_transaction().map_err(sql(op))?;
+            let ranked = snapshot
+                .prepare_cached(
+                    "SELECT rowid, bm25(segments_fts) AS score FROM segments_fts WHERE segments_fts MATCH ?1 ORDER BY score LIMIT ?2",
+                )
+                .and_then(|mut stmt| stmt.query_map(params![expression, candidates], hit)?.collect::<Result<Vec<_>, _>>())
+                .map_err(sql(op))?;
+            let exhausted = (ranked.len() as i64) < candidates;
+            let passing: std::collections::HashSet<SegmentId> = snapshot
+                .prepare_cached(&format!(
+                    "SELECT s.rowid FROM segments s JOIN documents d ON d.id = s.document_id
+                      WHERE s.rowid IN (SELECT value FROM json_each(?1)) AND s.dataset_id IN (SELECT value FROM json_each(?2))
+                        AND {VISIBLE}"
+                ))
+                .and_then(|mut stmt| {
+                    let rowids: Vec<SegmentId> = ranked.iter().map(|h| h.segment).collect();
+                    stmt.query_map(params![rowid_list(&rowids), datasets], |row| row.get(0))?.collect()
+                })
+                .map_err(sql(op))?;
+            let mut hits: Vec<FulltextHit> = ranked.into_iter().filter(|h| passing.contains(&h.segment)).collect();
+            if exhausted || hits.len() as i64 >= limit {
+                hits.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+                return Ok(hits);
+            }
+            snapshot
+                .prepare_cached(&format!(
+                    "SELECT segments_fts.rowid, bm25(segments_fts) AS score FROM segments_fts
+                       JOIN segments s ON s.rowid = segments_fts.rowid
+                       JOIN documents d ON d.id = s.document_id
+                      WHERE segments_fts MATCH ?1 AND s.dataset_id IN (SELECT value FROM json_each(?2)) AND {VISIBLE}
+                      ORDER BY score LIMIT ?3"
+                ))
+                .and_then(|mut stmt| stmt.query_map(params![expression, datasets, limit], hit)?.collect::<Result<Vec<_>, _>>())
+                .map_err(sql(op))
         })
         .await
     }

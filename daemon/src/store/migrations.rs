@@ -219,9 +219,10 @@ CREATE TABLE conversation_variables (
 /// `complete_document` transaction flips it to `completed`.
 ///
 /// `segments_fts` is a contentless FTS5 index (rowid = segment rowid) of
-/// the segment's content, answer and keywords with every CJK character
-/// spaced out, so each one is a token and Chinese is found by substring;
-/// the store writes it in the same transaction as the segment row.
+/// the segment's content, answer and keywords, where every CJK character
+/// and every pair of neighbouring ones is a token of its own, so Chinese is
+/// found by substring; the store writes it in the same transaction as the
+/// segment row.
 ///
 /// `annotations` are an app's curated question/answer pairs (Dify's
 /// annotation replies); their rowid keys the questions' vectors, so it is

@@ -55,18 +55,18 @@ async fn fts_rows(store: &Store) -> i64 {
 // ---- query building and derived text -----------------------------------
 
 #[test]
-fn cjk_characters_are_spaced_out_in_the_index() {
-    assert_eq!(fts_text("如何清除PLC报警", "", &[]), " 如  何  清  除 PLC 报  警 \n\n");
+fn cjk_characters_and_their_pairs_are_tokens_in_the_index() {
+    assert_eq!(fts_text("如何清除PLC报警", "", &[]), " 如 何 清 除 如何 何清 清除 PLC 报 警 报警 \n\n");
     assert_eq!(fts_text("pump", "ok", &["泵".into()]), "pump\nok\n 泵 \n");
-    assert_eq!(fts_text("ポンプ 펌프", "", &[]), " ポ  ン  プ   펌  프 \n\n");
+    assert_eq!(fts_text("ポンプ 펌프", "", &[]), " ポ ン プ ポン ンプ   펌 프 펌프 \n\n");
 }
 
 #[test]
 fn queries_quote_every_term_and_pair_cjk_characters() {
-    assert_eq!(fts_query("报警").as_deref(), Some(r#""报 警""#));
+    assert_eq!(fts_query("报警").as_deref(), Some(r#""报警""#));
     assert_eq!(fts_query("警").as_deref(), Some(r#""警""#));
-    assert_eq!(fts_query("清除PLC报警").as_deref(), Some(r#""清 除" OR "PLC" OR "报 警""#));
-    assert_eq!(fts_query("如何清除").as_deref(), Some(r#""如 何" OR "何 清" OR "清 除""#));
+    assert_eq!(fts_query("清除PLC报警").as_deref(), Some(r#""清除" OR "PLC" OR "报警""#));
+    assert_eq!(fts_query("如何清除").as_deref(), Some(r#""如何" OR "何清" OR "清除""#));
     // FTS5 syntax is never passed through: operators become plain words,
     // quotes, stars, parentheses and colons separate.
     assert_eq!(fts_query(r#"pump" OR "x"#).as_deref(), Some(r#""pump" OR "OR" OR "x""#));
@@ -173,6 +173,32 @@ async fn search_is_limited_to_the_datasets_asked() {
     assert_eq!(both.len(), 2);
     assert!(store.fulltext_search(&[], "pump", 10).await.expect("search").is_empty());
     assert!(store.fulltext_search(&["nope".into()], "pump", 10).await.expect("search").is_empty());
+    store.close().await.expect("close");
+}
+
+/// Search ranks the index first and checks the best candidates; hits
+/// below more than a candidate list of better-ranked segments of another
+/// dataset, or of invisible ones, are still found.
+#[tokio::test]
+async fn hits_ranked_below_many_others_datasets_or_invisible_matches_are_found() {
+    let TestStore { store, _dir } = open_store();
+    let a = store.create_dataset(new_dataset("a")).await.expect("a");
+    let b = store.create_dataset(new_dataset("b")).await.expect("b");
+    let many = usize::try_from(FULLTEXT_MIN_CANDIDATES).expect("small") + 6;
+    let better = vec!["pump pump"; many];
+    indexed(&store, &b.id, "better elsewhere", &better).await;
+    let (_, weak) = indexed(&store, &a.id, "weak", &["pump with a long tail of other words about the line"]).await;
+    // Better matches in the same dataset, still indexing (invisible).
+    let hidden = store.insert_document(&a.id, text_doc("hidden", "b")).await.expect("hidden");
+    store.insert_segments(&hidden.id, better.iter().map(|c| seg(c)).collect()).await.expect("indexing segments");
+
+    let hits = store.fulltext_search(std::slice::from_ref(&a.id), "pump", 3).await.expect("search");
+    assert_eq!(hits.iter().map(|h| h.segment).collect::<Vec<_>>(), [weak[0].rowid]);
+    assert!(hits[0].score > 0.0);
+    // Asked across both datasets, the better ones come first, up to the limit.
+    let both = store.fulltext_search(&[a.id.clone(), b.id.clone()], "pump", 100).await.expect("search");
+    assert_eq!(both.len(), many + 1);
+    assert_eq!(both.last().map(|h| h.segment), Some(weak[0].rowid));
     store.close().await.expect("close");
 }
 
