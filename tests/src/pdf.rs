@@ -7,16 +7,20 @@
 //! - [`cjk_pdf`]: one page of any BMP text (Chinese above all) in a Type0
 //!   font with Identity-H encoding and a ToUnicode CMap, the way PDF makers
 //!   write CJK text; its glyphs are not embedded (extraction needs none).
+//! - [`flate_pdf`]: a page whose content stream is Flate-compressed, as
+//!   real PDFs store pages (and deflate bombs are made).
 //! - [`image_only_pdf`]: a page with a filled rectangle and no text, as a
 //!   scanned page looks to a text extractor.
 //!
 //! Must not: depend on the daemon; it only writes bytes.
 
+const HELVETICA: &[u8] = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>";
+
 /// A PDF with one page per entry of `pages`; each line of an entry is a
 /// line of text. Characters outside Latin-1 become `?`.
 pub fn text_pdf(pages: &[&str]) -> Vec<u8> {
     let mut pdf = Writer::default();
-    let font = pdf.add(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_vec());
+    let font = pdf.add(HELVETICA.to_vec());
     let contents = pages.iter().map(|text| {
         let mut ops = b"BT /F1 12 Tf 14 TL 72 720 Td\n".to_vec();
         for line in text.lines() {
@@ -35,6 +39,16 @@ pub fn text_pdf(pages: &[&str]) -> Vec<u8> {
     });
     let contents: Vec<Vec<u8>> = contents.collect();
     pdf.finish(&format!("<< /Font << /F1 {font} 0 R >> >>"), contents)
+}
+
+/// A one-page PDF whose content stream is `deflated` (zlib data the
+/// caller compressed, e.g. `BT /F1 12 Tf 72 720 Td (text) Tj ET`) with
+/// `/Filter /FlateDecode`, as real PDFs store pages; font `/F1` is
+/// Helvetica. Also makes deflate bombs.
+pub fn flate_pdf(deflated: &[u8]) -> Vec<u8> {
+    let mut pdf = Writer { content_filter: " /Filter /FlateDecode", ..Writer::default() };
+    let font = pdf.add(HELVETICA.to_vec());
+    pdf.finish(&format!("<< /Font << /F1 {font} 0 R >> >>"), vec![deflated.to_vec()])
 }
 
 /// A one-page PDF showing `text` (one line per line) in a Type0 font:
@@ -70,7 +84,7 @@ pub fn cjk_pdf(text: &str) -> Vec<u8> {
     ops.push_str("ET");
 
     let mut pdf = Writer::default();
-    let to_unicode = pdf.add_stream(cmap.as_bytes());
+    let to_unicode = pdf.add_stream(cmap.as_bytes(), "");
     let descriptor = pdf.add(
         b"<< /Type /FontDescriptor /FontName /TestCJK /Flags 4 /FontBBox [0 -120 1000 880] \
           /ItalicAngle 0 /Ascent 880 /Descent -120 /CapHeight 700 /StemV 80 >>"
@@ -105,6 +119,8 @@ pub fn image_only_pdf() -> Vec<u8> {
 #[derive(Default)]
 struct Writer {
     objects: Vec<Vec<u8>>,
+    /// Added to the dictionary of the pages' content streams.
+    content_filter: &'static str,
 }
 
 impl Writer {
@@ -114,8 +130,8 @@ impl Writer {
         self.objects.len()
     }
 
-    fn add_stream(&mut self, data: &[u8]) -> usize {
-        let mut body = format!("<< /Length {} >>\nstream\n", data.len()).into_bytes();
+    fn add_stream(&mut self, data: &[u8], filter: &str) -> usize {
+        let mut body = format!("<< /Length {}{filter} >>\nstream\n", data.len()).into_bytes();
         body.extend_from_slice(data);
         body.extend_from_slice(b"\nendstream");
         self.add(body)
@@ -126,7 +142,7 @@ impl Writer {
         // Page objects point at the page tree, numbered after all pages.
         let first_page = self.objects.len() + 1 + contents.len();
         let tree = first_page + contents.len();
-        let content_ids: Vec<usize> = contents.iter().map(|c| self.add_stream(c)).collect();
+        let content_ids: Vec<usize> = contents.iter().map(|c| self.add_stream(c, self.content_filter)).collect();
         let page_ids: Vec<usize> = content_ids
             .iter()
             .map(|content| {

@@ -13,6 +13,7 @@
 //! files; it runs under `catch_unwind`, and a panic is an `Invalid` file.
 
 use std::cell::RefCell;
+use std::io::Read;
 use std::panic::{self, AssertUnwindSafe};
 
 use html5ever::tendril::StrTendril;
@@ -314,6 +315,7 @@ fn pdf_text(bytes: &[u8], max_chars: usize) -> Result<String, ExtractError> {
             // Most "encrypted" PDFs only restrict permissions, with an empty user password.
             doc.decrypt("").map_err(|_| "it is password-protected".to_string())?;
         }
+        check_inflated_size(&doc)?;
         pdf_extract::output_doc(&doc, &mut out).map_err(|e| format!("cannot be read: {e}"))
     }));
     match parsed {
@@ -326,6 +328,34 @@ fn pdf_text(bytes: &[u8], max_chars: usize) -> Result<String, ExtractError> {
         Ok(Ok(())) if out.text.trim().is_empty() => Err(ExtractError::NoTextLayer),
         Ok(Ok(())) => Ok(out.text.trim().to_string()),
     }
+}
+
+/// Most bytes a PDF's compressed streams other than images may inflate
+/// to: the parser inflates each page's content in memory, and a deflate
+/// bomb (1000:1) must not take the daemon's memory.
+const PDF_MAX_INFLATED_BYTES: u64 = 256 << 20;
+
+/// Inflates every Flate-compressed stream that is not an image into a sink,
+/// counting, and refuses the file past `PDF_MAX_INFLATED_BYTES`.
+fn check_inflated_size(doc: &pdf_extract::Document) -> Result<(), String> {
+    let mut budget = PDF_MAX_INFLATED_BYTES;
+    for object in doc.objects.values() {
+        let Ok(stream) = object.as_stream() else { continue };
+        let image = stream.dict.get(b"Subtype").and_then(|s| s.as_name()).is_ok_and(|n| n == b"Image");
+        if image || !stream.filters().unwrap_or_default().contains(&&b"FlateDecode"[..]) {
+            continue;
+        }
+        let mut inflater = flate2::read::ZlibDecoder::new(stream.content.as_slice()).take(budget + 1);
+        let (mut buffer, mut inflated) = ([0u8; 16 << 10], 0u64);
+        // A broken stream counts what inflated before the fault.
+        while let Ok(n @ 1..) = inflater.read(&mut buffer) {
+            inflated += n as u64;
+        }
+        budget = budget
+            .checked_sub(inflated)
+            .ok_or_else(|| format!("its compressed streams inflate to more than {PDF_MAX_INFLATED_BYTES} bytes"))?;
+    }
+    Ok(())
 }
 
 /// Collects the characters `pdf-extract` places, as its `PlainTextOutput`

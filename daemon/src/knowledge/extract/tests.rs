@@ -3,7 +3,8 @@
 //! truncated), and limits.
 
 use super::*;
-use edgeai_tests::pdf::{cjk_pdf, image_only_pdf, text_pdf};
+use edgeai_tests::pdf::{cjk_pdf, flate_pdf, image_only_pdf, text_pdf};
+use std::io::Write;
 
 const MAX: usize = 1_000_000;
 
@@ -210,4 +211,24 @@ fn a_parser_panic_is_an_invalid_file() {
     pdf[at..at + needle.len()].fill(b' ');
     let reason = invalid_reason(extract(Kind::Pdf, &pdf, MAX), Kind::Pdf);
     assert!(reason.contains("parser failed"), "{reason}");
+}
+
+fn deflate(chunks: impl Iterator<Item = Vec<u8>>) -> Vec<u8> {
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    for chunk in chunks {
+        encoder.write_all(&chunk).expect("deflate");
+    }
+    encoder.finish().expect("deflate")
+}
+
+#[test]
+fn compressed_pages_are_read_and_deflate_bombs_refused() {
+    let page = deflate(std::iter::once(b"BT /F1 12 Tf 72 720 Td (Compressed page text) Tj ET".to_vec()));
+    assert_eq!(extract_file("a.pdf", &flate_pdf(&page)).ok().as_deref(), Some("Compressed page text"));
+    // 300 MiB of spaces after the text: about 300 kB compressed.
+    let text = std::iter::once(b"BT /F1 12 Tf 72 720 Td (Boom) Tj ET".to_vec());
+    let bomb = deflate(text.chain(std::iter::repeat_n(vec![b' '; 1 << 20], 300)));
+    assert!(bomb.len() < 2 << 20, "{} bytes", bomb.len());
+    let reason = invalid_reason(extract_file("bomb.pdf", &flate_pdf(&bomb)), Kind::Pdf);
+    assert!(reason.contains("inflate to more than"), "{reason}");
 }
