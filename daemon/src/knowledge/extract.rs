@@ -2,7 +2,7 @@
 //! extension, checked against its bytes) and its plain text.
 //!
 //! Owns: the supported kinds (txt, markdown, html, csv, pdf), text
-//! decoding (UTF-8 with or without BOM, UTF-16 with BOM), HTML to visible
+//! decoding (UTF-8 with or without BOM, UTF-16 with BOM, GB18030), HTML to visible
 //! text, CSV rows to `header: value` lines as Dify's CSV extractor writes
 //! them, the PDF text layer, and the limits on what comes out.
 //! Must not: chunk or clean text (`chunk` does, by the process rule), know
@@ -89,8 +89,8 @@ pub enum ExtractError {
 
 /// The kind of `file_name` (its last path component's extension,
 /// case-insensitive), checked against `bytes`: a PDF must start with
-/// `%PDF-`, a text kind must be UTF-8 (BOM allowed) or UTF-16 with a BOM,
-/// without NUL characters.
+/// `%PDF-`, a text kind must be UTF-8 (BOM allowed), UTF-16 with a BOM or
+/// GB18030, without NUL characters.
 pub fn detect(file_name: &str, bytes: &[u8]) -> Result<Kind, ExtractError> {
     let base = file_name.rsplit(['/', '\\']).next().unwrap_or(file_name);
     let ext = match base.rsplit_once('.') {
@@ -132,8 +132,9 @@ pub fn extract(kind: Kind, bytes: &[u8], max_chars: usize) -> Result<String, Ext
     Ok(text)
 }
 
-/// Text from UTF-8 (optional BOM) or UTF-16 (BOM required), with CR LF and
-/// lone CR made LF (as Python's universal newlines, which Dify reads with).
+/// Text from UTF-8 (optional BOM), UTF-16 (BOM required) or GB18030 (a
+/// superset of GBK), with CR LF and lone CR made LF (as Python's universal
+/// newlines, which Dify reads with).
 fn decode_text(kind: Kind, bytes: &[u8]) -> Result<String, ExtractError> {
     let invalid = |reason: String| ExtractError::Invalid { kind, reason };
     let text = if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
@@ -147,9 +148,17 @@ fn decode_text(kind: Kind, bytes: &[u8]) -> Result<String, ExtractError> {
         let units = rest.chunks_exact(2).map(|p| if little { u16::from_le_bytes([p[0], p[1]]) } else { u16::from_be_bytes([p[0], p[1]]) });
         char::decode_utf16(units).collect::<Result<String, _>>().map_err(|_| invalid("UTF-16 text with an unpaired surrogate".into()))?
     } else {
-        std::str::from_utf8(bytes)
-            .map_err(|e| invalid(format!("binary data, not UTF-8 text (bad byte at offset {})", e.valid_up_to())))?
-            .to_string()
+        match std::str::from_utf8(bytes) {
+            Ok(text) => text.to_string(),
+            // Chinese Windows saves text as GBK/GB18030 by default; Dify
+            // detects the encoding too. Binary data rarely passes: NUL
+            // bytes, or 0x80 or 0xFF outside a two-byte character.
+            Err(e) => (!bytes.contains(&0))
+                .then(|| encoding_rs::GB18030.decode_without_bom_handling_and_without_replacement(bytes))
+                .flatten()
+                .map(|text| text.into_owned())
+                .ok_or_else(|| invalid(format!("binary data, not UTF-8 or GB18030 text (bad byte at offset {})", e.valid_up_to())))?,
+        }
     };
     if let Some(at) = text.find('\0') {
         return Err(invalid(format!("binary data (NUL character at offset {at})")));

@@ -96,6 +96,10 @@ fn text_encodings_and_line_ends() {
     assert_eq!(extract_file("a.md", &be).ok().as_deref(), Some("复位 PLC"));
     assert!(invalid_reason(detect("a.txt", b"\xFF\xFEa"), Kind::Txt).contains("odd"));
     assert!(invalid_reason(detect("a.txt", b"\xFF\xFE\x00\xD8"), Kind::Txt).contains("surrogate"));
+    // GBK, as Chinese Windows saves text and CSV files.
+    let (gbk, _, _) = encoding_rs::GBK.encode("报警代码,处理\r\nE12,更换保险丝\r\n");
+    assert_eq!(extract_file("a.csv", &gbk).ok().as_deref(), Some("报警代码: E12;处理: 更换保险丝"));
+    assert!(invalid_reason(detect("a.txt", b"caf\xE9 au lait"), Kind::Txt).contains("not UTF-8 or GB18030"));
     // Markdown is kept as it is.
     let md = "# Alarm E12\n\n- check **fuse** F3\n- [manual](https://example.com)";
     assert_eq!(extract_file("a.md", md.as_bytes()).ok().as_deref(), Some(md));
