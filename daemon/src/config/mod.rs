@@ -49,6 +49,11 @@
 //! | `store.path` | `"/var/lib/edgeai/edgeai.db"` | a non-empty path |
 //! | `files.dir` | `""` (`files/` next to `store.path`) | directory of the files uploaded through `POST /v1/files/upload` |
 //! | `files.max_file_bytes` | `15728640` (15 MiB, Dify's limit) | 1 ..= 1073741824; a larger upload gets 413 `file_too_large` |
+//! | `knowledge.dir` | `""` (`knowledge/` next to `store.path`) | vector files and document sources of the knowledge bases |
+//! | `knowledge.max_file_bytes` | `15728640` | 1 ..= 1073741824; a larger document file gets 413 `file_too_large` |
+//! | `knowledge.max_text_chars` | `2000000` | 1000 ..= 100000000; a document yielding more text goes to `error` |
+//! | `knowledge.queue` | `64` | 1 ..= 10000; documents waiting to be indexed, more get 429 |
+//! | `knowledge.embed_batch` | `16` | 1 ..= 256; segments per call to the embedding model |
 //! | `model.enabled` | `true` | `false` runs without a model: every model call answers 503 |
 //! | `model.name` | `"smollm2-135m-instruct"` | non-empty, `A-Z a-z 0-9 . _ : -` |
 //! | `model.path` | `"/var/lib/edgeai/models/SmolLM2-135M-Instruct.Q4_1.gguf"` | a non-empty path; not checked here (a missing model leaves the daemon up answering 503) |
