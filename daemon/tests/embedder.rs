@@ -148,6 +148,20 @@ async fn long_inputs_are_cut_at_max_tokens() {
 }
 
 #[tokio::test]
+async fn a_passage_within_the_token_budget_is_embedded_whole() {
+    let e = shared();
+    let budget = e.passage_token_budget();
+    // 512 less <s>, </s> and the tokens of "passage: "
+    assert_eq!(budget, 512 - 2 - e.count_tokens("passage: "));
+    let fits = vec!["z"; budget - 1].join(" ");
+    assert_eq!(e.count_tokens(&fits), budget - 1, "▁z is one token");
+    // One more token still fits; beyond the budget the end is cut off.
+    let vs = e.embed(vec![fits.clone(), format!("{fits} y"), format!("{fits} y the end that is cut")], EmbedKind::Passage).await.unwrap();
+    assert!(dot(&vs[0], &vs[1]) < 0.99999, "the token within the budget changes the vector");
+    assert!(dot(&vs[1], &vs[2]) > 0.99999, "tokens past the budget do not");
+}
+
+#[tokio::test]
 async fn tokens_are_counted_with_the_model_tokenizer() {
     let e = shared();
     assert_eq!(e.count_tokens(""), 0);

@@ -89,6 +89,8 @@ pub struct Embedder {
     dims: usize,
     model_id: String,
     queue: usize,
+    /// Tokens a passage may have (as `count_tokens` counts) without being cut.
+    passage_budget: usize,
 }
 
 impl Embedder {
@@ -166,7 +168,9 @@ impl Embedder {
             load_ms = started.elapsed().as_millis() as u64,
             "embedding model loaded"
         );
-        Ok(Arc::new(Embedder { model, jobs, heartbeat, dims, model_id, queue: cfg.queue }))
+        let prefix_tokens = model.vocab().tokenize(cfg.passage_prefix.as_bytes(), true, false).len();
+        let passage_budget = max_tokens.saturating_sub(prefix_tokens);
+        Ok(Arc::new(Embedder { model, jobs, heartbeat, dims, model_id, queue: cfg.queue, passage_budget }))
     }
 
     /// Width of the vectors.
@@ -201,6 +205,13 @@ impl Embedder {
     /// no special tokens. For chunking; callable from any thread.
     pub fn count_tokens(&self, text: &str) -> usize {
         self.model.vocab().tokenize(text.as_bytes(), false, false).len()
+    }
+
+    /// The most tokens (as [`Self::count_tokens`] counts them) a passage may
+    /// have and still be embedded whole: `max_tokens` less the prefix and the
+    /// special tokens. Chunks longer than this are embedded cut.
+    pub fn passage_token_budget(&self) -> usize {
+        self.passage_budget
     }
 
     /// Time since the embedding thread last showed progress (it beats while
