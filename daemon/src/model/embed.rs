@@ -56,6 +56,9 @@ pub struct EmbedConfig {
 pub enum EmbedKind {
     Query,
     Passage,
+    /// As given, without a prefix (`POST /v1/embeddings`: the client
+    /// writes e5's `query: `/`passage: ` itself if it wants them).
+    Raw,
 }
 
 /// Errors of the embedder; the API maps each to a status and code.
@@ -255,8 +258,9 @@ impl Worker<'_> {
 
     fn embed(&mut self, texts: &[String], kind: EmbedKind) -> Result<Vec<Vec<f32>>, EmbedError> {
         let prefix = match kind {
-            EmbedKind::Query => &self.prefixes[0],
-            EmbedKind::Passage => &self.prefixes[1],
+            EmbedKind::Query => self.prefixes[0].as_str(),
+            EmbedKind::Passage => self.prefixes[1].as_str(),
+            EmbedKind::Raw => "",
         };
         let seqs: Vec<Vec<LlamaToken>> = texts.iter().map(|t| self.tokens(prefix, t)).collect();
         let mut out = Vec::with_capacity(seqs.len());

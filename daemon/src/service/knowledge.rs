@@ -698,9 +698,11 @@ fn map_extract(e: ExtractError) -> KnowledgeError {
 }
 
 fn map_embed(e: EmbedError) -> KnowledgeError {
-    match e {
-        EmbedError::Busy => KnowledgeError::EmbedderBusy,
-        other => KnowledgeError::Internal(format!("embedding: {other}")),
+    match &e {
+        EmbedError::Busy { .. } => KnowledgeError::EmbedderBusy,
+        EmbedError::EmptyText { .. } => KnowledgeError::InvalidParam(e.to_string()),
+        EmbedError::Load { .. } | EmbedError::ThreadGone => KnowledgeError::EmbeddingUnavailable(e.to_string()),
+        EmbedError::Inference(_) => KnowledgeError::Internal(format!("embedding: {e}")),
     }
 }
 
