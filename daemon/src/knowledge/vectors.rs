@@ -147,6 +147,8 @@ pub struct VectorIndex {
     live: HashMap<i64, Loc>,
     tombstones: HashSet<i64>,
     total_rows: usize,
+    /// Threads a search of [`PARALLEL_MIN_ROWS`] rows or more runs on.
+    threads: usize,
 }
 
 impl std::fmt::Debug for VectorIndex {
@@ -207,6 +209,7 @@ impl VectorIndex {
             live: HashMap::new(),
             tombstones: HashSet::new(),
             total_rows: 0,
+            threads: parallelism().min(2),
         };
         for name in &manifest.files {
             let path = dir.join(name);
@@ -365,22 +368,34 @@ impl VectorIndex {
             return Vec::new();
         }
         let total = self.total_rows;
-        let mut hits = if total >= PARALLEL_MIN_ROWS && parallelism() > 1 {
-            let mid = total / 2;
-            let (mut a, b) = std::thread::scope(|s| {
-                let other = s.spawn(|| self.scan(query, k, mid, total));
-                let a = self.scan(query, k, 0, mid);
-                (a, other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            });
-            for h in b.heap {
-                a.push(h.0.score, h.0.id);
-            }
-            a.into_sorted()
+        let threads = if total >= PARALLEL_MIN_ROWS { self.threads } else { 1 };
+        let top = if threads > 1 {
+            let step = total.div_ceil(threads);
+            std::thread::scope(|s| {
+                let others: Vec<_> =
+                    (1..threads).map(|t| s.spawn(move || self.scan(query, k, t * step, ((t + 1) * step).min(total)))).collect();
+                let mut top = self.scan(query, k, 0, step);
+                for other in others {
+                    let part = other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    for h in part.heap {
+                        top.push(h.0.score, h.0.id);
+                    }
+                }
+                top
+            })
         } else {
-            self.scan(query, k, 0, total).into_sorted()
+            self.scan(query, k, 0, total)
         };
+        let mut hits = top.into_sorted();
         hits.truncate(k);
         hits
+    }
+
+    /// Threads one search of a large index uses (at least 1; default: the
+    /// CPUs available, at most 2). One keeps a search off the cores the
+    /// model decodes on.
+    pub fn set_search_threads(&mut self, threads: usize) {
+        self.threads = threads.clamp(1, 64);
     }
 
     /// Rewrites the live vectors that `keep` accepts into one new file

@@ -70,7 +70,7 @@ fn top_k_matches_brute_force_across_files() {
 }
 
 #[test]
-fn large_index_searches_on_two_threads_exactly() {
+fn large_index_searches_on_several_threads_exactly() {
     // Over PARALLEL_MIN_ROWS rows, in several record batches and files.
     let tmp = tempfile::tempdir().unwrap();
     let mut r = rng(2);
@@ -84,8 +84,11 @@ fn large_index_searches_on_two_threads_exactly() {
     ix.append(&second).unwrap();
     live.extend(first);
     live.extend(second);
-    check_all(&ix, &live, &mut r, 10);
-    check_all(&ix, &live, &mut r, 100);
+    for threads in [2, 1, 3] {
+        ix.set_search_threads(threads);
+        check_all(&ix, &live, &mut r, 10);
+        check_all(&ix, &live, &mut r, 100);
+    }
 }
 
 #[test]
