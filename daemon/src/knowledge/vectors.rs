@@ -4,8 +4,10 @@
 //!
 //! On disk, `<dir>/` holds:
 //! - `seg-<seq>.arrow`: one file per append (or per compaction), schema
-//!   `{id: Int64, vector: FixedSizeList<Float32, dims>}`, in record batches
-//!   of at most [`BATCH_ROWS`] rows. Written once, never changed.
+//!   `{id: Int64, vector: FixedSizeList<Float32, dims>,
+//!   q8: FixedSizeList<Int8, dims>, scale: Float32}` (`q8 * scale` is the
+//!   vector quantised to int8, per row), in record batches of at most
+//!   [`BATCH_ROWS`] rows. Written once, never changed.
 //! - `tomb-<seq>.bin`: the ids deleted since the last compaction
 //!   (`EVTOMB01`, a little-endian u64 count, then the i64 ids).
 //! - `MANIFEST`: JSON naming the dims, the live segment files in order and
@@ -15,6 +17,11 @@
 //!   the manifest does not name is garbage of an interrupted change and is
 //!   removed at open, so a crash at any point leaves the index as it was
 //!   before or after the change, never between.
+//!
+//! A search of a large index scans the int8 column (a quarter of the
+//! memory traffic of f32, which bounds a scan) for a few times `k`
+//! candidates and ranks those by their exact f32 dot product; a small index
+//! is scanned in f32 directly.
 //!
 //! An id appended again replaces its older vector (the latest file wins); a
 //! deleted id is a tombstone until [`VectorIndex::compact`] rewrites the live
@@ -32,7 +39,7 @@ use std::io::{BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::{Array, FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
+use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float32Array, Int64Array, Int8Array, RecordBatch};
 use arrow_buffer::{Buffer, ScalarBuffer};
 use arrow_ipc::reader::{read_footer_length, FileDecoder};
 use arrow_ipc::writer::FileWriter;
@@ -51,6 +58,13 @@ const TOMB_MAGIC: &[u8; 8] = b"EVTOMB01";
 const COMPACT_FILES: usize = 16;
 /// Below this many rows a search runs on the calling thread alone.
 const PARALLEL_MIN_ROWS: usize = 32_768;
+/// Below this many rows a search scans the f32 vectors (no int8 pass).
+const QUANTISED_MIN_ROWS: usize = 4096;
+/// Candidates the int8 pass keeps for the exact ranking: `k * 4 + 64`.
+const OVERSAMPLE: usize = 4;
+const OVERSAMPLE_EXTRA: usize = 64;
+/// Largest dims: the int8 dot product sums in i32 (127² · dims must fit).
+const MAX_DIMS: usize = 65_536;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VectorError {
@@ -104,6 +118,9 @@ struct Chunk {
     ids: ScalarBuffer<i64>,
     /// `ids.len() * dims` values, row-major.
     vectors: ScalarBuffer<f32>,
+    /// The same quantised: `q8[r*dims + i] as f32 * scales[r]`.
+    q8: ScalarBuffer<i8>,
+    scales: ScalarBuffer<f32>,
     /// Bit `r` set: row `r` is the live vector of its id.
     live: Vec<u64>,
     /// Index of the chunk's first row among all rows (search splits by it).
@@ -169,7 +186,7 @@ impl VectorIndex {
     /// none), removing files of interrupted changes. A directory of
     /// `dims` other than asked is refused with [`VectorError::DimsMismatch`].
     pub fn open(dir: &Path, dims: usize) -> Result<Self, VectorError> {
-        if dims == 0 || i32::try_from(dims).is_err() {
+        if dims == 0 || dims > MAX_DIMS {
             return Err(VectorError::DimsMismatch { path: dir.to_path_buf(), found: dims, expected: dims });
         }
         fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -215,8 +232,8 @@ impl VectorIndex {
             let path = dir.join(name);
             let (chunks, bytes) = map_segment(&path, dims)?;
             index.file_bytes.push(bytes);
-            for (ids, vectors) in chunks {
-                index.add_chunk(ids, vectors);
+            for m in chunks {
+                index.add_chunk(m);
             }
         }
         if let Some(name) = &manifest.tombstones {
@@ -312,8 +329,8 @@ impl VectorIndex {
         // Committed: now the in-memory view follows.
         let (chunks, bytes) = mapped;
         self.file_bytes.push(bytes);
-        for (ids, vectors) in chunks {
-            self.add_chunk(ids, vectors);
+        for m in chunks {
+            self.add_chunk(m);
         }
         if let Some((remaining, bytes)) = new_tombs {
             self.tombstones = remaining;
@@ -359,10 +376,39 @@ impl VectorIndex {
     /// similarity for L2-normalised vectors), best first; ties by id. A
     /// query of other length than `dims` finds nothing.
     pub fn search(&self, query: &[f32], k: usize) -> Vec<(i64, f32)> {
+        let k = k.min(self.live.len());
+        let candidates = k * OVERSAMPLE + OVERSAMPLE_EXTRA;
+        let small = self.total_rows < QUANTISED_MIN_ROWS || candidates >= self.live.len();
+        if small || query.len() != self.dims || !query.iter().all(|x| x.is_finite()) {
+            return self.search_exact(query, k);
+        }
+        let (q8, scale) = quantise(query);
+        let mut top = TopK::new(k);
+        for (id, _) in self.top_k(&Query::I8(&q8, scale), candidates) {
+            if let Some(loc) = self.live.get(&id) {
+                let chunk = &self.chunks[loc.chunk as usize];
+                let r = loc.row as usize;
+                top.push(dot::<false>(query, &chunk.vectors[r * self.dims..(r + 1) * self.dims]), id);
+            }
+        }
+        top.into_sorted()
+    }
+
+    /// [`search`](Self::search) by a full scan of the f32 vectors, without
+    /// the int8 pass: exact whatever the data (the int8 pass could miss a
+    /// hit whose int8 score falls out of the candidates, which random and
+    /// real embeddings do not show), at four times the memory traffic.
+    pub fn search_exact(&self, query: &[f32], k: usize) -> Vec<(i64, f32)> {
         if query.len() != self.dims {
             tracing::warn!(dir = %self.dir.display(), got = query.len(), dims = self.dims, "vector query of wrong length");
             return Vec::new();
         }
+        self.top_k(&Query::F32(query), k)
+    }
+
+    /// The `k` best live rows by `query`'s score, on `threads` threads for a
+    /// large index.
+    fn top_k(&self, query: &Query<'_>, k: usize) -> Vec<(i64, f32)> {
         let k = k.min(self.live.len());
         if k == 0 {
             return Vec::new();
@@ -451,8 +497,8 @@ impl VectorIndex {
         self.total_rows = 0;
         if let Some((chunks, bytes)) = new_map {
             self.file_bytes.push(bytes);
-            for (ids, vectors) in chunks {
-                self.add_chunk(ids, vectors);
+            for m in chunks {
+                self.add_chunk(m);
             }
         }
         for name in old {
@@ -475,10 +521,12 @@ impl VectorIndex {
         self.file_bytes.iter().sum::<u64>() + self.tomb_bytes
     }
 
-    fn add_chunk(&mut self, ids: ScalarBuffer<i64>, vectors: ScalarBuffer<f32>) {
+    fn add_chunk(&mut self, m: Mapped) {
         let c = u32::try_from(self.chunks.len()).unwrap_or(u32::MAX);
+        let ids = m.ids.clone();
         let rows = ids.len();
-        let mut chunk = Chunk { live: vec![0; rows.div_ceil(64)], ids: ids.clone(), vectors, start: self.total_rows };
+        let mut chunk =
+            Chunk { live: vec![0; rows.div_ceil(64)], ids: m.ids, vectors: m.vectors, q8: m.q8, scales: m.scales, start: self.total_rows };
         for (row, id) in ids.iter().copied().enumerate() {
             chunk.set_live(row, true);
             let loc = Loc { chunk: c, row: row as u32 };
@@ -536,7 +584,7 @@ impl VectorIndex {
     }
 
     /// Top-k of the live rows whose global index is in `from..to`.
-    fn scan(&self, query: &[f32], k: usize, from: usize, to: usize) -> TopK {
+    fn scan(&self, query: &Query<'_>, k: usize, from: usize, to: usize) -> TopK {
         let mut top = TopK::new(k);
         for chunk in &self.chunks {
             let (lo, hi) = (from.max(chunk.start), to.min(chunk.start + chunk.rows()));
@@ -618,9 +666,26 @@ impl TopK {
     }
 }
 
+/// What a scan scores rows by.
+enum Query<'a> {
+    F32(&'a [f32]),
+    /// Quantised query and its scale.
+    I8(&'a [i8], f32),
+}
+
+/// Symmetric int8 quantisation of one vector: values and scale.
+fn quantise(v: &[f32]) -> (Vec<i8>, f32) {
+    let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    if max == 0.0 || !max.is_finite() {
+        return (vec![0; v.len()], 1.0);
+    }
+    let scale = max / 127.0;
+    (v.iter().map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8).collect(), scale)
+}
+
 /// Scores rows `lo..hi` of `chunk` into `top`, with the AVX2+FMA kernel
 /// when the CPU has it (our code is built for the x86-64 baseline).
-fn scan_rows(chunk: &Chunk, dims: usize, query: &[f32], lo: usize, hi: usize, top: &mut TopK) {
+fn scan_rows(chunk: &Chunk, dims: usize, query: &Query<'_>, lo: usize, hi: usize, top: &mut TopK) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
@@ -632,13 +697,27 @@ fn scan_rows(chunk: &Chunk, dims: usize, query: &[f32], lo: usize, hi: usize, to
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn scan_rows_avx2(chunk: &Chunk, dims: usize, query: &[f32], lo: usize, hi: usize, top: &mut TopK) {
+fn scan_rows_avx2(chunk: &Chunk, dims: usize, query: &Query<'_>, lo: usize, hi: usize, top: &mut TopK) {
     scan_rows_with::<true>(chunk, dims, query, lo, hi, top);
 }
 
 #[inline(always)]
-fn scan_rows_with<const FMA: bool>(chunk: &Chunk, dims: usize, query: &[f32], lo: usize, hi: usize, top: &mut TopK) {
-    let vectors: &[f32] = &chunk.vectors;
+fn scan_rows_with<const FMA: bool>(chunk: &Chunk, dims: usize, query: &Query<'_>, lo: usize, hi: usize, top: &mut TopK) {
+    match *query {
+        Query::F32(q) => {
+            let vectors: &[f32] = &chunk.vectors;
+            live_rows(chunk, lo, hi, top, |r| dot::<FMA>(q, &vectors[r * dims..(r + 1) * dims]));
+        }
+        Query::I8(q, scale) => {
+            let (q8, scales): (&[i8], &[f32]) = (&chunk.q8, &chunk.scales);
+            live_rows(chunk, lo, hi, top, |r| dot_i8(q, &q8[r * dims..(r + 1) * dims]) as f32 * scale * scales[r]);
+        }
+    }
+}
+
+/// Pushes `score(row)` of the live rows `lo..hi` into `top`.
+#[inline(always)]
+fn live_rows(chunk: &Chunk, lo: usize, hi: usize, top: &mut TopK, score: impl Fn(usize) -> f32) {
     let ids: &[i64] = &chunk.ids;
     let mut row = lo;
     while row < hi {
@@ -648,10 +727,9 @@ fn scan_rows_with<const FMA: bool>(chunk: &Chunk, dims: usize, query: &[f32], lo
             row = end;
             continue;
         }
-        for r in row..end {
+        for (r, id) in ids.iter().enumerate().take(end).skip(row) {
             if word & (1u64 << (r % 64)) != 0 {
-                let score = dot::<FMA>(query, &vectors[r * dims..(r + 1) * dims]);
-                top.push(score, ids[r]);
+                top.push(score(r), *id);
             }
         }
         row = end;
@@ -684,6 +762,22 @@ fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
         width /= 2;
     }
     acc[0] + tail
+}
+
+/// Int8 dot product summed in i32 lanes (vpmaddwd under AVX2).
+#[inline(always)]
+fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    const LANES: usize = 32;
+    let mut acc = [0i32; LANES];
+    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for i in 0..LANES {
+            acc[i] += i32::from(i16::from(x[i]) * i16::from(y[i]));
+        }
+    }
+    let tail: i32 = ar.iter().zip(br).map(|(x, y)| i32::from(*x) * i32::from(*y)).sum();
+    acc.iter().sum::<i32>() + tail
 }
 
 fn is_our_file(name: &str) -> bool {
@@ -734,11 +828,20 @@ fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), VectorError> {
     sync_dir(dir)
 }
 
+fn f32_item() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::Float32, false))
+}
+
+fn i8_item() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::Int8, false))
+}
+
 fn schema(dims: usize) -> SchemaRef {
-    let item = Arc::new(Field::new("item", DataType::Float32, false));
     Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
-        Field::new("vector", DataType::FixedSizeList(item, dims as i32), false),
+        Field::new("vector", DataType::FixedSizeList(f32_item(), dims as i32), false),
+        Field::new("q8", DataType::FixedSizeList(i8_item(), dims as i32), false),
+        Field::new("scale", DataType::Float32, false),
     ]))
 }
 
@@ -746,14 +849,22 @@ fn schema(dims: usize) -> SchemaRef {
 fn write_segment(path: &Path, dims: usize, batches: impl Iterator<Item = (Vec<i64>, Vec<f32>)>) -> Result<(), VectorError> {
     let arrow = |e: ArrowError| corrupt(path, format!("writing: {e}"));
     let schema = schema(dims);
-    let DataType::FixedSizeList(item, _) = schema.field(1).data_type().clone() else {
-        return Err(corrupt(path, "schema"));
-    };
     let file = File::create(path).map_err(io_err(path))?;
     let mut w = FileWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema).map_err(arrow)?;
     for (ids, values) in batches {
-        let vectors = FixedSizeListArray::try_new(item.clone(), dims as i32, Arc::new(Float32Array::from(values)), None).map_err(arrow)?;
-        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(ids)), Arc::new(vectors)]).map_err(arrow)?;
+        let mut q8 = Vec::with_capacity(values.len());
+        let mut scales = Vec::with_capacity(ids.len());
+        for row in values.chunks_exact(dims) {
+            let (q, s) = quantise(row);
+            q8.extend_from_slice(&q);
+            scales.push(s);
+        }
+        let d = dims as i32;
+        let vectors = FixedSizeListArray::try_new(f32_item(), d, Arc::new(Float32Array::from(values)), None).map_err(arrow)?;
+        let q8 = FixedSizeListArray::try_new(i8_item(), d, Arc::new(Int8Array::from(q8)), None).map_err(arrow)?;
+        let columns: Vec<ArrayRef> =
+            vec![Arc::new(Int64Array::from(ids)), Arc::new(vectors), Arc::new(q8), Arc::new(Float32Array::from(scales))];
+        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(arrow)?;
         w.write(&batch).map_err(arrow)?;
     }
     w.finish().map_err(arrow)?;
@@ -761,11 +872,17 @@ fn write_segment(path: &Path, dims: usize, batches: impl Iterator<Item = (Vec<i6
     file.sync_all().map_err(io_err(path))
 }
 
-type MappedChunk = (ScalarBuffer<i64>, ScalarBuffer<f32>);
+/// The columns of one record batch, slices of the mapping.
+struct Mapped {
+    ids: ScalarBuffer<i64>,
+    vectors: ScalarBuffer<f32>,
+    q8: ScalarBuffer<i8>,
+    scales: ScalarBuffer<f32>,
+}
 
 /// Maps a segment file and decodes its record batches in place; returns
 /// them and the file's size.
-fn map_segment(path: &Path, dims: usize) -> Result<(Vec<MappedChunk>, u64), VectorError> {
+fn map_segment(path: &Path, dims: usize) -> Result<(Vec<Mapped>, u64), VectorError> {
     let file = File::open(path).map_err(io_err(path))?;
     let len = file.metadata().map_err(io_err(path))?.len();
     if len < 10 {
@@ -786,7 +903,7 @@ fn map_segment(path: &Path, dims: usize) -> Result<(Vec<MappedChunk>, u64), Vect
     Ok((chunks, len))
 }
 
-fn decode(buffer: &Buffer, dims: usize) -> Result<Vec<MappedChunk>, String> {
+fn decode(buffer: &Buffer, dims: usize) -> Result<Vec<Mapped>, String> {
     let trailer_start = buffer.len() - 10;
     let trailer: [u8; 10] = buffer[trailer_start..].try_into().map_err(|_| "short trailer".to_owned())?;
     let footer_len = read_footer_length(trailer).map_err(|e| e.to_string())?;
@@ -816,33 +933,55 @@ fn decode(buffer: &Buffer, dims: usize) -> Result<Vec<MappedChunk>, String> {
 
 fn check_schema(s: &Schema, dims: usize) -> Result<(), String> {
     let fields = s.fields();
-    let ok = fields.len() == 2
-        && fields[0].name() == "id"
-        && fields[0].data_type() == &DataType::Int64
+    let list_of = |i: usize, t: DataType| matches!(fields[i].data_type(), DataType::FixedSizeList(item, _) if item.data_type() == &t);
+    let ok = fields.len() == 4
+        && (fields[0].name(), fields[0].data_type()) == (&"id".to_owned(), &DataType::Int64)
         && fields[1].name() == "vector"
-        && matches!(fields[1].data_type(), DataType::FixedSizeList(item, _) if item.data_type() == &DataType::Float32);
+        && list_of(1, DataType::Float32)
+        && fields[2].name() == "q8"
+        && list_of(2, DataType::Int8)
+        && (fields[3].name(), fields[3].data_type()) == (&"scale".to_owned(), &DataType::Float32);
     if !ok {
-        return Err(format!("schema is {s}, expected {{id: Int64, vector: FixedSizeList<Float32, {dims}>}}"));
+        return Err(format!(
+            "schema is {s}, expected {{id: Int64, vector: FixedSizeList<Float32, {dims}>, q8: FixedSizeList<Int8, {dims}>, scale: Float32}}"
+        ));
     }
-    match fields[1].data_type() {
-        DataType::FixedSizeList(_, n) if usize::try_from(*n).ok() == Some(dims) => Ok(()),
-        other => Err(format!("vectors are {other}, the index has {dims} dims")),
+    for f in &fields[1..3] {
+        match f.data_type() {
+            DataType::FixedSizeList(_, n) if usize::try_from(*n).ok() == Some(dims) => {}
+            other => return Err(format!("{} is {other}, the index has {dims} dims", f.name())),
+        }
     }
+    Ok(())
 }
 
-fn columns(batch: &RecordBatch, dims: usize) -> Result<MappedChunk, String> {
+fn columns(batch: &RecordBatch, dims: usize) -> Result<Mapped, String> {
     let ids = batch.column(0).as_any().downcast_ref::<Int64Array>().ok_or("id column is not Int64")?;
-    let list = batch.column(1).as_any().downcast_ref::<FixedSizeListArray>().ok_or("vector column is not a fixed-size list")?;
-    let values = list.values().as_any().downcast_ref::<Float32Array>().ok_or("vector values are not Float32")?;
-    if ids.null_count() > 0 || list.null_count() > 0 || values.null_count() > 0 {
-        return Err("nulls in a vector file".into());
-    }
+    let scales = batch.column(3).as_any().downcast_ref::<Float32Array>().ok_or("scale column is not Float32")?;
     let rows = ids.len();
-    let start = list.offset() * dims;
-    if list.len() != rows || values.len() < start + rows * dims {
-        return Err(format!("{rows} ids but {} vectors of {dims}", list.len()));
+    if ids.null_count() > 0 || scales.null_count() > 0 || scales.len() != rows {
+        return Err(format!("{rows} ids, {} scales, or nulls", scales.len()));
     }
-    Ok((ids.values().clone(), values.values().slice(start, rows * dims)))
+    Ok(Mapped {
+        ids: ids.values().clone(),
+        vectors: list_values::<Float32Array>(batch, 1, rows, dims)?.values().slice(0, rows * dims),
+        q8: list_values::<Int8Array>(batch, 2, rows, dims)?.values().slice(0, rows * dims),
+        scales: scales.values().clone(),
+    })
+}
+
+/// Column `i`'s list values, checked: `rows` lists of `dims`, no nulls, no offset.
+fn list_values<A: Array + 'static>(batch: &RecordBatch, i: usize, rows: usize, dims: usize) -> Result<&A, String> {
+    let name = batch.schema_ref().field(i).name().clone();
+    let list = batch.column(i).as_any().downcast_ref::<FixedSizeListArray>().ok_or(format!("{name} is not a fixed-size list"))?;
+    let values = list.values().as_any().downcast_ref::<A>().ok_or(format!("{name} has values of another type"))?;
+    if list.null_count() > 0 || values.null_count() > 0 || list.offset() != 0 {
+        return Err(format!("nulls or an offset in {name}"));
+    }
+    if list.len() != rows || values.len() < rows * dims {
+        return Err(format!("{rows} ids but {} {name} lists of {dims}", list.len()));
+    }
+    Ok(values)
 }
 
 fn tomb_file_len(n: usize) -> u64 {

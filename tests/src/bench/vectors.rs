@@ -1,6 +1,7 @@
 //! The knowledge vector index (edgeaid's `knowledge::vectors`) in this
 //! process, no daemon: random L2-normalised vectors appended in batches
-//! into a fresh directory, then exact top-k searches, timed, next to a
+//! into a fresh directory, then top-k searches (int8 pass then exact f32
+//! ranking, and the full f32 scan), timed, next to a
 //! naive single-threaded scan (an iterator dot product over a heap copy,
 //! then a partial sort) of the same vectors; and the process's RSS before
 //! and after opening and searching the index, split into anonymous memory
@@ -34,6 +35,9 @@ pub struct Figures {
     pub search: Vec<Duration>,
     /// The same on one thread.
     pub search_one_thread: Vec<Duration>,
+    /// `search_exact` (a full f32 scan, no int8 pass), default threads and one.
+    pub search_exact: Vec<Duration>,
+    pub search_exact_one_thread: Vec<Duration>,
     pub naive: Vec<Duration>,
     /// Queries whose top-k ids differ from the naive scan's.
     pub mismatches: usize,
@@ -94,12 +98,12 @@ fn naive(all: &[f32], ids: &[i64], dims: usize, q: &[f32], k: usize) -> Vec<i64>
     scored.into_iter().map(|(_, id)| id).collect()
 }
 
-fn time_searches(ix: &VectorIndex, queries: &[Vec<f32>], k: usize) -> Vec<Duration> {
+fn time_searches(queries: &[Vec<f32>], search: impl Fn(&[f32]) -> Vec<(i64, f32)>) -> Vec<Duration> {
     queries
         .iter()
         .map(|q| {
             let t = Instant::now();
-            let hits = ix.search(q, k);
+            let hits = search(q);
             let d = t.elapsed();
             std::hint::black_box(hits);
             d
@@ -132,8 +136,8 @@ pub fn measure(dir: &Path, n: usize, dims: usize, batch: usize, queries: usize, 
     }
     let bytes_files = ix.bytes();
     let qs: Vec<Vec<f32>> = (0..queries).map(|_| rng.unit(dims)).collect();
-    time_searches(&ix, &qs[..queries.min(20)], k);
-    let search_files = time_searches(&ix, &qs, k);
+    time_searches(&qs[..queries.min(20)], |q| ix.search(q, k));
+    let search_files = time_searches(&qs, |q| ix.search(q, k));
     let t = Instant::now();
     ix.compact(&|_| true).context("compacting")?;
     let compact = t.elapsed();
@@ -159,12 +163,14 @@ pub fn measure(dir: &Path, n: usize, dims: usize, batch: usize, queries: usize, 
     if ix.len() != n {
         bail!("reopened index holds {} vectors, not {n}", ix.len());
     }
-    time_searches(&ix, &qs[..queries.min(20)], k);
-    let search = time_searches(&ix, &qs, k);
+    time_searches(&qs[..queries.min(20)], |q| ix.search(q, k));
+    let search = time_searches(&qs, |q| ix.search(q, k));
+    let search_exact = time_searches(&qs, |q| ix.search_exact(q, k));
     let rss_after = Rss::read(std::process::id())?;
     let mismatches = qs.iter().zip(&want).filter(|(q, w)| ix.search(q, k).iter().map(|h| h.0).collect::<Vec<_>>() != **w).count();
     ix.set_search_threads(1);
-    let search_one_thread = time_searches(&ix, &qs, k);
+    let search_one_thread = time_searches(&qs, |q| ix.search(q, k));
+    let search_exact_one_thread = time_searches(&qs, |q| ix.search_exact(q, k));
     Ok(Figures {
         vectors: n,
         dims,
@@ -177,6 +183,8 @@ pub fn measure(dir: &Path, n: usize, dims: usize, batch: usize, queries: usize, 
         compact,
         search,
         search_one_thread,
+        search_exact,
+        search_exact_one_thread,
         naive: naive_d,
         mismatches,
         rss_before,

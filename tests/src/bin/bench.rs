@@ -481,6 +481,11 @@ fn vector_index(t: &mut Table, json: &mut Map<String, Value>, dir: &Path) -> Res
             t.info("search p99", format!("{p99:.2} ms"));
         }
         t.info("  on one thread p50 / p99", format!("{:.2} / {:.2} ms", q(&f.search_one_thread, 0.5), q(&f.search_one_thread, 0.99)));
+        t.info("exact f32 scan (no int8 pass) p50 / p99", format!("{:.2} / {:.2} ms", q(&f.search_exact, 0.5), q(&f.search_exact, 0.99)));
+        t.info(
+            "  on one thread p50 / p99",
+            format!("{:.2} / {:.2} ms", q(&f.search_exact_one_thread, 0.5), q(&f.search_exact_one_thread, 0.99)),
+        );
         t.info("naive scan (iterator dot, 1 thread) p50 / p99", format!("{:.2} / {:.2} ms", q(&f.naive, 0.5), q(&f.naive, 0.99)));
         t.info("  naive p50 / index p50", format!("{:.1}x", q(&f.naive, 0.5) / p50.max(1e-9)));
         t.target("queries whose top-10 differs from the naive scan's", f.mismatches.to_string(), "0", f.mismatches == 0);
@@ -492,6 +497,9 @@ fn vector_index(t: &mut Table, json: &mut Map<String, Value>, dir: &Path) -> Res
             "search_files_p50_ms": q(&f.search_files, 0.5), "search_files_p99_ms": q(&f.search_files, 0.99),
             "search_p50_ms": p50, "search_p99_ms": p99,
             "search_one_thread_p50_ms": q(&f.search_one_thread, 0.5), "search_one_thread_p99_ms": q(&f.search_one_thread, 0.99),
+            "search_exact_p50_ms": q(&f.search_exact, 0.5), "search_exact_p99_ms": q(&f.search_exact, 0.99),
+            "search_exact_one_thread_p50_ms": q(&f.search_exact_one_thread, 0.5),
+            "search_exact_one_thread_p99_ms": q(&f.search_exact_one_thread, 0.99),
             "naive_p50_ms": q(&f.naive, 0.5), "naive_p99_ms": q(&f.naive, 0.99),
             "naive_over_index_p50": q(&f.naive, 0.5) / p50.max(1e-9), "mismatches": f.mismatches,
             "rss_before": rss_json(&f.rss_before), "rss_after_open": rss_json(&f.rss_after_open), "rss_after_search": rss_json(&f.rss_after),
@@ -501,8 +509,8 @@ fn vector_index(t: &mut Table, json: &mut Map<String, Value>, dir: &Path) -> Res
     json.insert(
         "vector_index".into(),
         json!({"k": VECTOR_K, "queries": VECTOR_QUERIES, "sizes": sizes,
-               "note": "in-process VectorIndex (knowledge/vectors.rs); search after compaction into one file unless named; \
-                        RSS file pages are the mapped vectors (page cache)"}),
+               "note": "in-process VectorIndex (knowledge/vectors.rs); search = int8 pass then exact f32 ranking of 4k+64 candidates; \
+                        after compaction into one file unless named; RSS file pages are the mapped vectors (page cache)"}),
     );
     Ok(())
 }

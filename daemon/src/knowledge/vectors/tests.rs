@@ -47,8 +47,37 @@ fn check_all(ix: &VectorIndex, live: &HashMap<i64, Vec<f32>>, r: &mut rand::rngs
     assert_eq!(ix.len(), live.len());
     for _ in 0..20 {
         let q = unit(r, ix.dims());
-        assert_same(&ix.search(&q, k), &brute(live, &q, k));
+        let want = brute(live, &q, k);
+        assert_same(&ix.search(&q, k), &want);
+        assert_same(&ix.search_exact(&q, k), &want);
     }
+}
+
+#[test]
+fn int8_pass_finds_the_exact_top_k_at_embedding_dims() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut r = rng(13);
+    let dims = 384;
+    let mut ix = VectorIndex::open(tmp.path(), dims).unwrap();
+    let n = QUANTISED_MIN_ROWS as i64 + 1000;
+    let batch = items(&mut r, 0..n, dims);
+    ix.append(&batch).unwrap();
+    let live: HashMap<i64, Vec<f32>> = batch.into_iter().collect();
+    check_all(&ix, &live, &mut r, 10);
+    check_all(&ix, &live, &mut r, 50);
+    // A query near a stored vector (as a real question near its answer).
+    let target = live[&77].iter().zip(unit(&mut r, dims)).map(|(a, b)| a + 0.3 * b).collect::<Vec<f32>>();
+    assert_eq!(ix.search(&target, 1)[0].0, 77);
+}
+
+#[test]
+fn quantisation_round_trips_within_half_a_step() {
+    let mut r = rng(14);
+    let v = unit(&mut r, 384);
+    let (q, s) = quantise(&v);
+    assert!(v.iter().zip(&q).all(|(x, q)| (x - f32::from(*q) * s).abs() <= s / 2.0 + 1e-7));
+    assert_eq!(q.iter().map(|x| x.unsigned_abs()).max(), Some(127));
+    assert_eq!(quantise(&[0.0; 4]), (vec![0; 4], 1.0));
 }
 
 #[test]
@@ -377,5 +406,8 @@ fn dot_kernels_agree_with_a_plain_sum() {
         let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
         assert!((dot::<false>(&a, &b) - plain).abs() < 1e-5, "dims {dims}");
         assert!((dot::<true>(&a, &b) - plain).abs() < 1e-5, "dims {dims}");
+        let (qa, qb) = (quantise(&a).0, quantise(&b).0);
+        let plain_i8: i32 = qa.iter().zip(&qb).map(|(x, y)| i32::from(*x) * i32::from(*y)).sum();
+        assert_eq!(dot_i8(&qa, &qb), plain_i8, "dims {dims}");
     }
 }
