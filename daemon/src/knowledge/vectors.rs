@@ -74,6 +74,8 @@ pub enum VectorError {
     Corrupt { path: PathBuf, reason: String },
     #[error("{}: the index holds {found}-dimensional vectors, not {expected} (re-index the dataset)", path.display())]
     DimsMismatch { path: PathBuf, found: usize, expected: usize },
+    #[error("{}: vectors of {dims} dimensions are not supported (1 to {MAX_DIMS})", path.display())]
+    UnsupportedDims { path: PathBuf, dims: usize },
     #[error("vector of id {id} has {got} dimensions, the index takes {expected}")]
     WrongLength { id: i64, got: usize, expected: usize },
     #[error("vector of id {id} has a non-finite value")]
@@ -187,7 +189,7 @@ impl VectorIndex {
     /// `dims` other than asked is refused with [`VectorError::DimsMismatch`].
     pub fn open(dir: &Path, dims: usize) -> Result<Self, VectorError> {
         if dims == 0 || dims > MAX_DIMS {
-            return Err(VectorError::DimsMismatch { path: dir.to_path_buf(), found: dims, expected: dims });
+            return Err(VectorError::UnsupportedDims { path: dir.to_path_buf(), dims });
         }
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let manifest_path = dir.join(MANIFEST);
@@ -318,14 +320,7 @@ impl VectorIndex {
             }
         }
         let old_tomb = self.manifest.tombstones.clone();
-        let staged_tomb = next.tombstones.clone().filter(|_| new_tombs.is_some());
-        if let Err(e) = self.commit(next) {
-            remove_quietly(&path);
-            if let Some(t) = staged_tomb {
-                remove_quietly(&self.dir.join(t));
-            }
-            return Err(e);
-        }
+        self.commit(next)?;
         // Committed: now the in-memory view follows.
         let (chunks, bytes) = mapped;
         self.file_bytes.push(bytes);
@@ -354,13 +349,7 @@ impl VectorIndex {
         let mut next = self.manifest.clone();
         let old_tomb = self.manifest.tombstones.clone();
         let (all, bytes) = self.stage_tombstones(&mut next, &all)?;
-        let new_path = next.tombstones.as_ref().map(|n| self.dir.join(n));
-        if let Err(e) = self.commit(next) {
-            if let Some(p) = new_path {
-                remove_quietly(&p);
-            }
-            return Err(e);
-        }
+        self.commit(next)?;
         for id in fresh {
             self.kill(id);
         }
@@ -456,7 +445,7 @@ impl VectorIndex {
         // File order, so the new file reads the old ones sequentially.
         kept_locs.sort_unstable_by_key(|(_, l)| (l.chunk, l.row));
         let kept = kept_locs.len();
-        let (mut new_path, mut new_map) = (None, None);
+        let mut new_map = None;
         next.files.clear();
         next.tombstones = None;
         if kept > 0 {
@@ -480,15 +469,9 @@ impl VectorIndex {
             )?;
             next.files.push(name);
             new_map = Some(map_segment(&path, self.dims).inspect_err(|_| remove_quietly(&path))?);
-            new_path = Some(path);
         }
         let old: Vec<String> = self.manifest.files.iter().chain(&self.manifest.tombstones).cloned().collect();
-        if let Err(e) = self.commit(next) {
-            if let Some(p) = &new_path {
-                remove_quietly(p);
-            }
-            return Err(e);
-        }
+        self.commit(next)?;
         self.chunks.clear();
         self.live.clear();
         self.tombstones.clear();
@@ -576,8 +559,24 @@ impl VectorIndex {
     }
 
     /// Makes `next` the index on disk: its new files are already durable.
+    ///
+    /// On an error the change may or may not be on disk (a failed fsync of
+    /// the directory after the rename): its files stay, garbage that the
+    /// next open removes if the manifest does not name them, and their
+    /// sequence numbers are never used again, so a later change cannot
+    /// overwrite a file that the manifest on disk names.
     fn commit(&mut self, next: Manifest) -> Result<(), VectorError> {
+        self.manifest.next_seq = next.next_seq;
         sync_dir(&self.dir)?;
+        // Tests: a crash after the new files, before the manifest (the
+        // argument names the index directory it applies to).
+        fail::fail_point!("vectors-before-manifest", |dir: Option<String>| {
+            if dir.as_deref().is_some_and(|d| Path::new(d) == self.dir) {
+                let e = std::io::Error::other("failpoint vectors-before-manifest");
+                return Err(io_err(&self.dir.join(MANIFEST))(e));
+            }
+            Ok(())
+        });
         write_manifest(&self.dir, &next)?;
         self.manifest = next;
         Ok(())
@@ -845,8 +844,13 @@ fn schema(dims: usize) -> SchemaRef {
     ]))
 }
 
-/// Writes one segment file of record batches `(ids, row-major values)`, fsynced.
+/// Writes one segment file of record batches `(ids, row-major values)`,
+/// fsynced; removes what it wrote when it fails.
 fn write_segment(path: &Path, dims: usize, batches: impl Iterator<Item = (Vec<i64>, Vec<f32>)>) -> Result<(), VectorError> {
+    write_segment_file(path, dims, batches).inspect_err(|_| remove_quietly(path))
+}
+
+fn write_segment_file(path: &Path, dims: usize, batches: impl Iterator<Item = (Vec<i64>, Vec<f32>)>) -> Result<(), VectorError> {
     let arrow = |e: ArrowError| corrupt(path, format!("writing: {e}"));
     let schema = schema(dims);
     let file = File::create(path).map_err(io_err(path))?;

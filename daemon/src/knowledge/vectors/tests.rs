@@ -262,6 +262,37 @@ fn files_of_an_interrupted_change_are_ignored_and_removed() {
     assert_eq!(dir_names(tmp.path()), vec!["MANIFEST".to_owned(), "notes.txt".to_owned(), seg.clone()]);
 }
 
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_change_interrupted_before_the_manifest_is_not_visible() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut r = rng(15);
+    let mut ix = VectorIndex::open(tmp.path(), D).unwrap();
+    let batch = items(&mut r, 0..20, D);
+    ix.append(&batch).unwrap();
+    let mut live: HashMap<i64, Vec<f32>> = batch.into_iter().collect();
+    let files_before = dir_names(tmp.path());
+    fail::cfg("vectors-before-manifest", &format!("return({})", tmp.path().display())).unwrap();
+    let appended = ix.append(&items(&mut r, 20..30, D));
+    let deleted = ix.delete(&[1, 2]);
+    let compacted = ix.compact(&|_| true);
+    fail::remove("vectors-before-manifest");
+    assert!(matches!(appended, Err(VectorError::Io { .. })), "{appended:?}");
+    assert!(matches!(deleted, Err(VectorError::Io { .. })), "{deleted:?}");
+    assert!(matches!(compacted, Err(VectorError::Io { .. })), "{compacted:?}");
+    // Nothing changed, in memory or after reopening, and the stray files go.
+    check_all(&ix, &live, &mut r, 5);
+    drop(ix);
+    let mut ix = VectorIndex::open(tmp.path(), D).unwrap();
+    check_all(&ix, &live, &mut r, 5);
+    assert_eq!(dir_names(tmp.path()), files_before);
+    // And the index takes changes again.
+    let more = items(&mut r, 20..30, D);
+    ix.append(&more).unwrap();
+    live.extend(more);
+    check_all(&ix, &live, &mut r, 5);
+}
+
 #[test]
 fn damaged_files_give_an_error_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
@@ -351,6 +382,7 @@ fn another_dims_is_refused() {
         }
         other => panic!("{other:?}"),
     }
+    assert!(matches!(VectorIndex::open(tmp.path(), 0), Err(VectorError::UnsupportedDims { dims: 0, .. })));
     // Even an empty index remembers its dims.
     let empty = tempfile::tempdir().unwrap();
     drop(VectorIndex::open(empty.path(), 8).unwrap());
