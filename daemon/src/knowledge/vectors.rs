@@ -228,7 +228,7 @@ impl VectorIndex {
             live: HashMap::new(),
             tombstones: HashSet::new(),
             total_rows: 0,
-            threads: parallelism().min(2),
+            threads: 1,
         };
         for name in &manifest.files {
             let path = dir.join(name);
@@ -426,9 +426,11 @@ impl VectorIndex {
         hits
     }
 
-    /// Threads one search of a large index uses (at least 1; default: the
-    /// CPUs available, at most 2). One keeps a search off the cores the
-    /// model decodes on.
+    /// Threads one search of a large index uses (default 1). Measured on
+    /// the 2-core box (bench `--only vectors`), a second thread made the
+    /// int8 pass over 100k × 384 slower (its ~38 MB scan takes about
+    /// 1.4 ms on one core, and the second core is rarely idle), and the full
+    /// f32 scan no faster.
     pub fn set_search_threads(&mut self, threads: usize) {
         self.threads = threads.clamp(1, 64);
     }
@@ -594,10 +596,6 @@ impl VectorIndex {
         }
         top
     }
-}
-
-fn parallelism() -> usize {
-    std::thread::available_parallelism().map(usize::from).unwrap_or(1)
 }
 
 /// A scored row in the top-k heap; ordered so that the heap's top is the
@@ -772,11 +770,13 @@ fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     let (ar, br) = (ac.remainder(), bc.remainder());
     for (x, y) in ac.zip(bc) {
         for i in 0..LANES {
-            acc[i] += i32::from(i16::from(x[i]) * i16::from(y[i]));
+            // Cannot overflow (|x·y| <= 127², dims <= MAX_DIMS); wrapping
+            // keeps overflow checks of a debug build out of the loop.
+            acc[i] = acc[i].wrapping_add(i32::from(i16::from(x[i]).wrapping_mul(i16::from(y[i]))));
         }
     }
     let tail: i32 = ar.iter().zip(br).map(|(x, y)| i32::from(*x) * i32::from(*y)).sum();
-    acc.iter().sum::<i32>() + tail
+    acc.iter().fold(tail, |s, x| s.wrapping_add(*x))
 }
 
 fn is_our_file(name: &str) -> bool {
