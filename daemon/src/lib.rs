@@ -207,7 +207,8 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         n.status(&supervise::status_text(st));
     });
     if let Some(timeout) = supervise::watchdog_timeout() {
-        tokio::spawn(supervise::watchdog_task(notifier.clone(), timeout, store.clone(), Arc::clone(&runtime)));
+        let k = Arc::clone(&knowledge);
+        tokio::spawn(supervise::watchdog_task(notifier.clone(), timeout, store.clone(), Arc::clone(&runtime), move || k.embedder_heartbeat_age()));
     }
 
     // Signals for the rest of the daemon's life: the first SIGTERM/SIGINT

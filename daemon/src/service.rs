@@ -379,6 +379,18 @@ impl Service {
     }
 
     /// The served definition of an app with its version and workflow id.
+    /// The served apps whose workflow searches this dataset (their ids).
+    pub fn apps_using_dataset(&self, dataset_id: &str) -> Vec<String> {
+        let apps = self.apps.read().unwrap_or_else(PoisonError::into_inner);
+        let mut out: Vec<String> = apps
+            .iter()
+            .filter(|(_, s)| s.def.workflow.as_ref().is_some_and(|w| w.dataset_ids().iter().any(|d| d == dataset_id)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
     pub(crate) fn served(&self, id: &str) -> Option<Served> {
         self.apps.read().unwrap_or_else(PoisonError::into_inner).get(id).cloned()
     }

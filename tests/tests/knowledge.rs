@@ -300,6 +300,10 @@ fn the_rag_chatflow_answers_with_the_segments_it_used() {
     assert_eq!(result[0]["content"], PLC, "{v}");
     assert_eq!(result[0]["metadata"]["_source"], "knowledge");
     assert_eq!(result[0]["title"], "plc.txt");
+    // A dataset an app searches is not deleted (as Dify), and stays whole.
+    let r = c.request("DELETE", &format!("/v1/datasets/{ds}"), &[], None);
+    r.expect_dify_error(409, "dataset_in_use");
+    assert_eq!(c.get(&format!("/v1/datasets/{ds}/documents")).expect_json(200)["total"], 1);
 }
 
 #[test]

@@ -23,7 +23,7 @@ use super::error::ApiError;
 use super::ApiState;
 use crate::knowledge::{IndexingTechnique, RetrievalSettings, SearchMethod};
 use crate::service::features::FeatureError;
-use crate::service::knowledge::{DatasetPatch, DocumentContent, Knowledge, NewDataset};
+use crate::service::knowledge::{DatasetPatch, DocumentContent, Knowledge, KnowledgeError, NewDataset};
 
 /// Room for the multipart framing and the `data` part around the file.
 const FORM_OVERHEAD_BYTES: u64 = 64 << 10;
@@ -99,6 +99,13 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             ok(wire::dataset_json(&k.update_dataset(ds, patch).await?))
         }
         ([ds], &Method::DELETE) => {
+            // As Dify: a dataset an app still searches is not deleted.
+            k.dataset(ds).await?;
+            let users = state.service.apps_using_dataset(ds);
+            if !users.is_empty() {
+                tracing::info!(dataset = %ds, apps = ?users, "dataset in use; not deleted");
+                return Err(KnowledgeError::DatasetInUse.into());
+            }
             k.delete_dataset(ds).await?;
             Ok(body::empty(StatusCode::NO_CONTENT))
         }

@@ -74,7 +74,7 @@ pub enum KnowledgeError {
     EmbeddingUnavailable(String),
     /// The dataset's vectors come from another model than the one loaded;
     /// a re-index is needed (`edgeaictl datasets reindex`).
-    #[error("dataset {dataset:?} was embedded with {stored} but the loaded embedding model is {loaded}; re-index it")]
+    #[error("dataset {dataset:?} was embedded with {stored} but the loaded embedding model is {loaded}; re-index it: edgeaictl datasets reindex {dataset}")]
     EmbeddingModelMismatch { dataset: String, stored: String, loaded: String },
     /// 429: the ingestion queue is full.
     #[error("too many documents are waiting to be indexed ({0}); retry later")]
@@ -198,6 +198,12 @@ impl Knowledge {
     /// The largest document file accepted (`knowledge.max_file_bytes`).
     pub fn max_file_bytes(&self) -> u64 {
         self.settings.max_file_bytes
+    }
+
+    /// How long ago the embedding thread last showed progress (for the
+    /// watchdog), `None` without an embedding model.
+    pub fn embedder_heartbeat_age(&self) -> Option<std::time::Duration> {
+        self.embedder.as_deref().map(Embedder::heartbeat_age)
     }
 
     /// The embedder's model id, if one runs.
@@ -521,6 +527,46 @@ impl Knowledge {
     /// `InvalidParam` naming the bad field.
     pub fn retrieval_settings(value: &serde_json::Value) -> Result<RetrievalSettings, KnowledgeError> {
         search::parse_retrieval_model(value)
+    }
+
+    /// Indexes every document of a dataset again with the loaded embedding
+    /// model (after the model changed): its vectors are dropped, its model
+    /// forgotten, and each document queued from its kept source. Returns
+    /// the documents queued. A document being indexed refuses it.
+    pub async fn reindex(&self, dataset_id: &str) -> Result<Vec<DocumentRecord>, KnowledgeError> {
+        let dataset = self.dataset(dataset_id).await?;
+        if dataset.indexing_technique == IndexingTechnique::HighQuality {
+            self.embedder()?;
+        }
+        let ids = self.list_all_documents(dataset_id).await?;
+        let mut docs = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let d = self.document(dataset_id, id).await?;
+            if matches!(d.status, IndexingStatus::Waiting | IndexingStatus::Parsing | IndexingStatus::Splitting | IndexingStatus::Indexing) {
+                return Err(KnowledgeError::DocumentIndexing);
+            }
+            docs.push(d);
+        }
+        if self.queue.capacity() < docs.len() {
+            return Err(KnowledgeError::QueueFull(self.settings.queue));
+        }
+        lock(&self.indexes).remove(dataset_id);
+        let dir = self.dataset_dir(dataset_id).join("vectors");
+        if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(KnowledgeError::Internal(format!("{}: {e}", dir.display())));
+            }
+        }
+        self.store.clear_embedding_model(dataset_id).await?;
+        let mut queued = Vec::with_capacity(docs.len());
+        for d in docs {
+            let row = NewDocumentRow { name: d.name.clone(), source: d.source.clone(), batch: new_batch(), process_rule: d.process_rule.clone() };
+            let (doc, _) = self.store.replace_document(dataset_id, &d.id, row).await?;
+            self.queue.try_send((dataset_id.to_owned(), doc.id.clone())).map_err(|_| KnowledgeError::QueueFull(self.settings.queue))?;
+            queued.push(doc);
+        }
+        tracing::info!(dataset = dataset_id, documents = queued.len(), model = self.embedding_model().unwrap_or("none"), "dataset queued for re-indexing");
+        Ok(queued)
     }
 
     // --- helpers shared with the ingestion task ---

@@ -616,6 +616,25 @@ impl Store {
         .await
     }
 
+    /// Forgets the embedding model of a dataset (before a re-index with
+    /// another model; its vector files are the caller's to remove).
+    pub async fn clear_embedding_model(&self, id: &str) -> Result<DatasetRecord, StoreError> {
+        let id = id.to_owned();
+        self.write("clear embedding model", move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE datasets SET embedding_model = NULL, embedding_dims = NULL, updated_at = ?2 WHERE id = ?1",
+                    params![id, now()],
+                )
+                .map_err(sql("clear embedding model"))?;
+            if changed == 0 {
+                return Err(dataset_not_found(&id));
+            }
+            find_dataset(conn, &id)
+        })
+        .await
+    }
+
     /// Deletes a dataset with its documents, segments and their full-text
     /// rows; returns it as it was. Its vector files are the caller's.
     pub async fn delete_dataset(&self, id: &str) -> Result<DatasetRecord, StoreError> {
