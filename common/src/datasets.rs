@@ -178,13 +178,8 @@ mod tests {
 
     #[test]
     fn only_completed_and_error_are_final() {
-        let s = |st: &str| IndexingStatus {
-            id: "d".into(),
-            indexing_status: st.into(),
-            error: None,
-            completed_segments: 0,
-            total_segments: 0,
-        };
+        let s =
+            |st: &str| IndexingStatus { id: "d".into(), indexing_status: st.into(), error: None, completed_segments: 0, total_segments: 0 };
         assert!(s("completed").is_final() && s("error").is_final());
         assert!(!s("waiting").is_final() && !s("indexing").is_final() && !s("paused").is_final());
     }
