@@ -236,7 +236,8 @@ pub enum DatasetsCommand {
 
     /// Upload files (txt, md, markdown, html, htm, csv, pdf) and wait until they are indexed
     #[command(
-        long_about = "Upload files into a dataset and wait until the daemon has indexed them.\n\n\
+        long_about = "Upload files (txt, md, markdown, html, htm, csv, pdf) into a dataset and wait until \
+            the daemon has indexed them.\n\n\
             Each DIR is walked recursively (hidden entries skipped); files of other types are \
             skipped with a note. Each file becomes one document. On a terminal a progress bar \
             shows documents and segments done; otherwise one line per event, or with --json one \
