@@ -170,7 +170,7 @@ impl View {
     fn uploaded(&self, u: &Upload) -> Result<(), CtlError> {
         match self {
             View::Bars { overall, .. } => {
-                overall.set_message(format!("(uploaded {})", u.name));
+                overall.set_message(format!("(uploading: {} sent)", u.name));
                 Ok(())
             }
             _ => self.line(&format!("uploaded {} (document {})", u.name, u.id)),
@@ -218,6 +218,22 @@ impl View {
                 Ok(())
             }
             _ => self.line(&format!("indexed {}: {} segments", u.name, u.total)),
+        }
+    }
+
+    /// A file that will not be indexed counts as done in the overall bar.
+    fn refused(&self) {
+        if let View::Bars { overall, .. } = self {
+            overall.inc(1);
+        }
+    }
+
+    /// After a poll round: how many of ours wait in the daemon's queue and how many it indexes.
+    fn round(&self, uploads: &[Upload]) {
+        if let View::Bars { overall, .. } = self {
+            let waiting = uploads.iter().filter(|u| u.status == "waiting").count();
+            let active = uploads.iter().filter(|u| !u.is_final() && u.status != "waiting").count();
+            overall.set_message(format!("({active} indexing, {waiting} queued)"));
         }
     }
 
@@ -364,6 +380,7 @@ impl Run<'_> {
 
     fn refuse(&mut self, file: &Path, reason: String) -> Step {
         self.view.note(&format!("edgeaictl: {}: not uploaded: {reason}", file.display()));
+        self.view.refused();
         self.refused.push((file.to_owned(), reason));
         Step::Done
     }
@@ -391,6 +408,7 @@ impl Run<'_> {
                 view.progress(u, &before)?;
             }
         }
+        view.round(uploads);
         Ok(())
     }
 
@@ -420,9 +438,10 @@ impl Run<'_> {
             }
             out.push('\n');
             if !pending.is_empty() {
-                out.push_str("still indexing (the daemon goes on; see `edgeaictl datasets docs`):\n");
+                out.push_str(&format!("still indexing (the daemon goes on; see `edgeaictl datasets docs {}`):\n", self.dataset.id));
+                let width = pending.iter().map(|u| u.name.chars().count()).max().unwrap_or(0);
                 for u in &pending {
-                    out.push_str(&format!("  {}  {} {}/{} segments\n", u.name, u.status, u.completed, u.total));
+                    out.push_str(&format!("  {:<width$}  {} {}/{} segments\n", u.name, u.status, u.completed, u.total));
                 }
             }
             if !self.to_upload.is_empty() {
