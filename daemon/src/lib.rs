@@ -270,7 +270,7 @@ async fn reload(service: &Service, sources: &Sources, notifier: &Notifier) {
 async fn demo_key(store: &Store, app_id: &str, path: &Path, tcp_addr: Option<std::net::SocketAddr>) -> Result<(), DaemonError> {
     let existing = std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     let key = match existing {
-        Some(k) if store.authenticate(&k).await.ok().flatten().is_some_and(|i| i.app_id == app_id) => k,
+        Some(k) if store.authenticate(&k).await.ok().flatten().is_some_and(|i| i.app_id() == Some(app_id)) => k,
         _ => {
             let (_, secret) = store.create_key(app_id).await.map_err(DaemonError::DemoKeyStore)?;
             write_private(path, &secret).map_err(|source| DaemonError::DemoKey { path: path.to_owned(), source })?;

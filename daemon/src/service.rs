@@ -6,7 +6,7 @@
 //! through to the store, scoped by app and user.
 //! Knows nothing of HTTP or JSON wire shapes.
 
-// TEMP pub mod knowledge;
+pub mod knowledge;
 pub mod outbound;
 mod run;
 pub mod workflow;
@@ -219,13 +219,21 @@ impl Service {
     /// Imports a Dify DSL document: every problem is reported at once and
     /// nothing is stored unless there is none. Returns the stored version
     /// and which model each node maps to.
+    /// `datasets`: `OLD=NEW` pairs mapping the DSL's dataset ids to local
+    /// datasets (id or name); local ids and names map to themselves.
     pub async fn import_dsl(
         &self,
         yaml: &str,
         id: Option<String>,
         name: Option<String>,
+        datasets: &[(String, String)],
     ) -> Result<(store::AppVersion, Vec<workflow::ModelMapping>), ServiceError> {
-        let opts = crate::engine::workflow::dsl::ImportOptions { id, name, caps: crate::engine::workflow::Capabilities::default() };
+        let datasets = match self.knowledge() {
+            Some(k) => k.dataset_resolution(datasets).await.map_err(|e| ServiceError::InvalidParam(e.to_string()))?,
+            None if datasets.is_empty() => Default::default(),
+            None => return Err(ServiceError::InvalidParam("--dataset: knowledge bases are not available in this daemon".into())),
+        };
+        let opts = crate::engine::workflow::dsl::ImportOptions { id, name, caps: crate::engine::workflow::Capabilities::default(), datasets };
         let app = crate::engine::workflow::dsl::import(yaml, &opts)
             .map_err(|problems| ServiceError::DslInvalid(problems.iter().map(ToString::to_string).collect()))?;
         let models = self.model_mappings(&app);
@@ -319,15 +327,24 @@ impl Service {
         Ok(n)
     }
 
-    /// The app an API key opens.
+    /// The app an API key opens. A dataset key opens no app: `Unknown`.
     pub async fn app_for_key(&self, token: &str) -> Result<KeyLookup, ServiceError> {
         Ok(match self.store.authenticate(token).await? {
             None => KeyLookup::Unknown,
-            Some(key) => match self.app(&key.app_id) {
-                Some(app) => KeyLookup::App(app),
-                None => KeyLookup::AppNotServed,
+            Some(key) => match key.scope {
+                store::KeyScope::Datasets => KeyLookup::Unknown,
+                store::KeyScope::App(app_id) => match self.app(&app_id) {
+                    Some(app) => KeyLookup::App(app),
+                    None => KeyLookup::AppNotServed,
+                },
             },
         })
+    }
+
+    /// The dataset key `token` is, if it is one (an app key is `None`: it
+    /// never opens the datasets API).
+    pub async fn dataset_key(&self, token: &str) -> Result<Option<store::ApiKeyInfo>, ServiceError> {
+        Ok(self.store.authenticate(token).await?.filter(|key| key.scope == store::KeyScope::Datasets))
     }
 
     /// Every stored app with its active version (served or not).
@@ -451,7 +468,14 @@ impl Service {
     pub async fn create_key(&self, app_id: &str) -> Result<(store::ApiKeyInfo, String), ServiceError> {
         self.require_app(app_id).await?;
         let (info, secret) = self.store.create_key(app_id).await?;
-        tracing::info!(app = %info.app_id, key_id = %info.id, prefix = %info.prefix, "API key created");
+        tracing::info!(app = app_id, key_id = %info.id, prefix = %info.prefix, "API key created");
+        Ok((info, secret))
+    }
+
+    /// A new dataset key: its info and the secret (shown once).
+    pub async fn create_dataset_key(&self) -> Result<(store::ApiKeyInfo, String), ServiceError> {
+        let (info, secret) = self.store.create_dataset_key().await?;
+        tracing::info!(key_id = %info.id, prefix = %info.prefix, "dataset API key created");
         Ok((info, secret))
     }
 
@@ -464,18 +488,8 @@ impl Service {
 
     pub async fn revoke_key(&self, key_id: &str) -> Result<store::ApiKeyInfo, ServiceError> {
         let info = self.store.revoke_key(key_id).await.map_err(not_found_as(ServiceError::KeyNotFound(key_id.to_owned())))?;
-        tracing::info!(app = %info.app_id, key_id = %info.id, "API key revoked");
+        tracing::info!(app = info.app_id(), kind = %info.kind(), key_id = %info.id, "API key revoked");
         Ok(info)
-    }
-
-    /// Whether `token` is a live Knowledge API (`dataset-…`) key.
-    pub async fn dataset_key(&self, _token: &str) -> Result<bool, ServiceError> {
-        todo!("dataset keys in the key store")
-    }
-
-    /// A new Knowledge API key: its info and the `dataset-…` secret (shown once).
-    pub async fn create_dataset_key(&self) -> Result<(store::ApiKeyInfo, String), ServiceError> {
-        todo!("dataset keys in the key store")
     }
 
     async fn require_app(&self, app_id: &str) -> Result<store::StoredApp, ServiceError> {
@@ -748,6 +762,20 @@ mod tests {
         let stored: AppDefinition = serde_json::from_str(&svc.stored_app("x").await.expect("stored").definition_json).expect("parses");
         let served = svc.app("x").expect("served");
         assert_eq!(served.pre_prompt, stored.pre_prompt, "the registry serves another version than the store's active one");
+    }
+
+    /// An app key never opens the datasets API and a dataset key never an app.
+    #[tokio::test]
+    async fn app_and_dataset_keys_open_only_their_own_routes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = service(dir.path());
+        svc.sync_config_apps(vec![app("a", "A")]).await.expect("synced");
+        let (_, app_key) = svc.create_key("a").await.expect("app key");
+        let (info, dataset_key) = svc.create_dataset_key().await.expect("dataset key");
+        assert!(matches!(svc.app_for_key(&app_key).await.expect("lookup"), KeyLookup::App(a) if a.id == "a"));
+        assert!(matches!(svc.app_for_key(&dataset_key).await.expect("lookup"), KeyLookup::Unknown));
+        assert_eq!(svc.dataset_key(&dataset_key).await.expect("lookup").map(|k| k.id), Some(info.id));
+        assert_eq!(svc.dataset_key(&app_key).await.expect("lookup"), None);
     }
 
     #[tokio::test]

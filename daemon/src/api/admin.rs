@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::ApiState;
 use crate::engine::AppDefinition;
 use crate::service::ServiceError;
-use crate::store::{ApiKeyInfo, StoredApp};
+use crate::store::{ApiKeyInfo, KeyScope, StoredApp};
 
 /// Root, the admin group as primary group, or a listed member of it.
 pub async fn authorise(state: &ApiState, uid: u32, gid: u32) -> Result<(), ApiError> {
@@ -144,9 +144,10 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
                 (None, false) => return Err(ApiError::InvalidParam("app is required (or dataset: true for a Knowledge API key)".into())),
             };
             let kind = key_kind(&info);
+            let app_id = info.app_id().unwrap_or_default().to_owned();
             reply(
                 StatusCode::CREATED,
-                &wire::CreatedKey { id: info.id, kind, app_id: info.app_id, key: secret, created_at: info.created_at },
+                &wire::CreatedKey { id: info.id, kind, app_id, key: secret, created_at: info.created_at },
             )
         }
         (["keys", id], &Method::DELETE) => {
@@ -215,10 +216,9 @@ fn app_info(a: &StoredApp) -> wire::AppInfo {
 
 /// A dataset key belongs to no app: the store keeps its `app_id` empty.
 fn key_kind(k: &ApiKeyInfo) -> wire::KeyKind {
-    if k.app_id.is_empty() {
-        wire::KeyKind::Dataset
-    } else {
-        wire::KeyKind::App
+    match k.scope {
+        KeyScope::App(_) => wire::KeyKind::App,
+        KeyScope::Datasets => wire::KeyKind::Dataset,
     }
 }
 
@@ -226,7 +226,7 @@ fn key_info(k: &ApiKeyInfo) -> wire::KeyInfo {
     wire::KeyInfo {
         id: k.id.clone(),
         kind: key_kind(k),
-        app_id: k.app_id.clone(),
+        app_id: k.app_id().unwrap_or_default().to_owned(),
         prefix: k.prefix.clone(),
         created_at: k.created_at,
         revoked_at: k.revoked_at,

@@ -159,7 +159,7 @@ impl ApiError {
                 KnowledgeError::EmbeddingUnavailable(_) => busy("provider_not_initialize", k.to_string(), 5),
                 // Not the client's fault and not fixed by retrying: the operator re-indexes.
                 KnowledgeError::EmbeddingModelMismatch { .. } => m(S::CONFLICT, "embedding_model_mismatch", k.to_string()),
-                KnowledgeError::QueueFull(_) => {
+                KnowledgeError::QueueFull(_) | KnowledgeError::EmbedderBusy => {
                     Mapped { status: S::TOO_MANY_REQUESTS, code: "too_many_requests", message: k.to_string(), retry_after: Some(5) }
                 }
                 KnowledgeError::Store(st) => store_mapped(st),
@@ -221,7 +221,7 @@ fn store_mapped(st: &StoreError) -> Mapped {
     let busy = |code, message: String, secs| Mapped { status: S::SERVICE_UNAVAILABLE, code, message, retry_after: Some(secs) };
     match st {
         StoreError::NotFound { .. } => m(S::NOT_FOUND, "not_found", st.to_string()),
-        StoreError::AlreadyExists { .. } => m(S::CONFLICT, "conflict", st.to_string()),
+        StoreError::AlreadyExists { .. } | StoreError::DuplicateName { .. } => m(S::CONFLICT, "conflict", st.to_string()),
         StoreError::InvalidArgument { .. } => m(S::BAD_REQUEST, "invalid_param", st.to_string()),
         StoreError::Busy => busy("service_unavailable", "the store is busy; retry later".into(), 1),
         StoreError::Closed => busy("service_unavailable", "the daemon is shutting down".into(), 5),

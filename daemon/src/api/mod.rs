@@ -199,7 +199,7 @@ async fn authenticate_dataset(state: &ApiState, req: &Request<Incoming>) -> Resu
     let header = req.headers().get(http::header::AUTHORIZATION).ok_or(ApiError::MissingKey)?;
     let value = header.to_str().map_err(|_| ApiError::MissingKey)?;
     let token = bearer_token(value)?;
-    if !token.starts_with(DATASET_KEY_PREFIX) || !state.service.dataset_key(token).await? {
+    if !token.starts_with(DATASET_KEY_PREFIX) || state.service.dataset_key(token).await?.is_none() {
         return Err(ApiError::InvalidKey);
     }
     Ok(())

@@ -35,7 +35,7 @@ use crate::knowledge::{
     SegmentRecord,
 };
 use crate::model::embed::{EmbedError, EmbedKind, Embedder};
-use crate::store::{NewSegment, Store};
+use crate::store::{DatasetChanges, DocumentStep, NewDatasetRow, NewDocumentRow, NewSegment, SegmentChanges, Store, StoreError};
 
 /// What a knowledge call can fail with. Each maps to one Dify error in
 /// `api/error.rs`.
@@ -83,7 +83,7 @@ pub enum KnowledgeError {
     #[error("the embedding model is busy; retry later")]
     EmbedderBusy,
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(crate::store::StoreError),
     /// A vector file or the embedder failed (500).
     #[error("{0}")]
     Internal(String),
@@ -150,8 +150,8 @@ pub struct Knowledge {
     settings: KnowledgeSettings,
     /// Open vector indexes by dataset id.
     indexes: Mutex<HashMap<String, Arc<RwLock<VectorIndex>>>>,
-    /// Document ids waiting for the ingestion task.
-    queue: mpsc::Sender<String>,
+    /// Documents (dataset id, document id) waiting for the ingestion task.
+    queue: mpsc::Sender<(String, String)>,
     /// Documents deleted while queued or indexing: the task drops them.
     cancelled: Mutex<HashSet<String>>,
 }
@@ -188,8 +188,8 @@ impl Knowledge {
         tokio::spawn(ingest::run(Arc::downgrade(&k), rx));
         for doc in resume {
             tracing::info!(document = %doc.id, dataset = %doc.dataset_id, status = ?doc.status, "indexing a document a restart interrupted");
-            if k.queue.try_send(doc.id.clone()).is_err() {
-                k.store.fail_document(&doc.id, "the ingestion queue was full at start; upload it again".into()).await?;
+            if k.queue.try_send((doc.dataset_id.clone(), doc.id.clone())).is_err() {
+                k.store.set_document_step(&doc.id, DocumentStep::Error("the ingestion queue was full at start; upload it again".into())).await?;
             }
         }
         Ok(k)
@@ -205,7 +205,13 @@ impl Knowledge {
         if new.indexing_technique == IndexingTechnique::HighQuality && self.embedder.is_none() {
             return Err(KnowledgeError::EmbeddingUnavailable("indexing_technique high_quality needs [embedding]; use economy".into()));
         }
-        Ok(self.store.create_dataset(&new.name, &new.description, new.indexing_technique, new.retrieval_model.as_deref()).await?)
+        let row = NewDatasetRow {
+            name: new.name.trim().to_owned(),
+            description: new.description,
+            indexing_technique: new.indexing_technique,
+            retrieval_model: new.retrieval_model,
+        };
+        Ok(self.store.create_dataset(row).await?)
     }
 
     pub async fn list_datasets(&self, page: Page, keyword: Option<String>) -> Result<Paged<DatasetRecord>, KnowledgeError> {
@@ -214,7 +220,7 @@ impl Knowledge {
     }
 
     pub async fn dataset(&self, id: &str) -> Result<DatasetRecord, KnowledgeError> {
-        self.store.dataset(id).await?.ok_or(KnowledgeError::DatasetNotFound)
+        Ok(self.store.get_dataset(id).await?)
     }
 
     pub async fn update_dataset(&self, id: &str, patch: DatasetPatch) -> Result<DatasetRecord, KnowledgeError> {
@@ -224,14 +230,18 @@ impl Knowledge {
         if patch.indexing_technique == Some(IndexingTechnique::HighQuality) && self.embedder.is_none() {
             return Err(KnowledgeError::EmbeddingUnavailable("indexing_technique high_quality needs [embedding]".into()));
         }
-        self.store
-            .update_dataset(id, patch.name.as_deref(), patch.description.as_deref(), patch.indexing_technique, patch.retrieval_model.as_deref())
-            .await?
-            .ok_or(KnowledgeError::DatasetNotFound)
+        let changes = DatasetChanges {
+            name: patch.name.map(|n| n.trim().to_owned()),
+            description: patch.description,
+            indexing_technique: patch.indexing_technique,
+            retrieval_model: patch.retrieval_model,
+        };
+        Ok(self.store.update_dataset(id, changes).await?)
     }
 
     pub async fn delete_dataset(&self, id: &str) -> Result<(), KnowledgeError> {
-        let docs = self.store.delete_dataset(id).await?.ok_or(KnowledgeError::DatasetNotFound)?;
+        let docs = self.list_all_documents(id).await?;
+        self.store.delete_dataset(id).await?;
         lock(&self.cancelled).extend(docs);
         lock(&self.indexes).remove(id);
         let dir = self.dataset_dir(id);
@@ -283,28 +293,33 @@ impl Knowledge {
         }
         let permit = self.queue.clone().try_reserve_owned().map_err(|_| KnowledgeError::QueueFull(self.settings.queue))?;
         let tmp = self.write_source_tmp(dataset_id, &bytes).await?;
+        let row = NewDocumentRow { name, source, batch: new_batch(), process_rule: rule_json };
         let doc = match replace {
-            None => self.store.insert_document(dataset_id, &name, &source, &rule_json).await,
-            Some(doc_id) => {
-                let old = self.document(dataset_id, doc_id).await?;
-                if matches!(old.status, IndexingStatus::Parsing | IndexingStatus::Splitting | IndexingStatus::Indexing) {
+            None => self.store.insert_document(dataset_id, row).await.map(|d| (d, Vec::new())),
+            Some(doc_id) => match self.document(dataset_id, doc_id).await {
+                Ok(old) if matches!(old.status, IndexingStatus::Parsing | IndexingStatus::Splitting | IndexingStatus::Indexing) => {
                     let _ = tokio::fs::remove_file(&tmp).await;
                     return Err(KnowledgeError::DocumentIndexing);
                 }
-                self.store.requeue_document(doc_id, &name, &source, &rule_json).await.and_then(|d| d.ok_or(crate::store::StoreError::NotFound("document")))
-            }
+                Ok(_) => self.store.replace_document(dataset_id, doc_id, row).await,
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    return Err(e);
+                }
+            },
         };
-        let doc = match doc {
+        let (doc, old_rowids) = match doc {
             Ok(d) => d,
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
                 return Err(e.into());
             }
         };
+        self.forget_vectors(dataset_id, old_rowids).await?;
         let path = self.source_path(dataset_id, &doc.id);
         tokio::fs::rename(&tmp, &path).await.map_err(|e| KnowledgeError::Internal(format!("{}: {e}", path.display())))?;
         lock(&self.cancelled).remove(&doc.id);
-        permit.send(doc.id.clone());
+        permit.send((dataset_id.to_owned(), doc.id.clone()));
         tracing::info!(dataset = dataset_id, document = %doc.id, name = %doc.name, bytes = bytes.len(), "document queued for indexing");
         Ok(doc)
     }
@@ -314,8 +329,7 @@ impl Knowledge {
         if name.trim().is_empty() {
             return Err(KnowledgeError::InvalidParam("name must not be empty".into()));
         }
-        self.document(dataset_id, document_id).await?;
-        self.store.rename_document(document_id, &name).await?.ok_or(KnowledgeError::DocumentNotFound)
+        Ok(self.store.rename_document(dataset_id, document_id, &name).await?)
     }
 
     pub async fn list_documents(&self, dataset_id: &str, page: Page, keyword: Option<String>) -> Result<Paged<DocumentRecord>, KnowledgeError> {
@@ -325,17 +339,13 @@ impl Knowledge {
     }
 
     pub async fn document(&self, dataset_id: &str, document_id: &str) -> Result<DocumentRecord, KnowledgeError> {
-        self.dataset(dataset_id).await?;
-        match self.store.document(document_id).await? {
-            Some(d) if d.dataset_id == dataset_id => Ok(d),
-            _ => Err(KnowledgeError::DocumentNotFound),
-        }
+        Ok(self.store.get_document(dataset_id, document_id).await?)
     }
 
     pub async fn delete_document(&self, dataset_id: &str, document_id: &str) -> Result<(), KnowledgeError> {
         self.document(dataset_id, document_id).await?;
         lock(&self.cancelled).insert(document_id.to_owned());
-        let rowids = self.store.delete_document(document_id).await?.ok_or(KnowledgeError::DocumentNotFound)?;
+        let rowids = self.store.delete_document(dataset_id, document_id).await?;
         self.forget_vectors(dataset_id, rowids).await?;
         let _ = tokio::fs::remove_file(self.source_path(dataset_id, document_id)).await;
         Ok(())
@@ -353,16 +363,12 @@ impl Knowledge {
 
     /// Enables or disables documents (`PATCH .../documents/status/{enable|disable}`).
     pub async fn set_documents_enabled(&self, dataset_id: &str, ids: &[String], enabled: bool) -> Result<(), KnowledgeError> {
-        for id in ids {
-            self.document(dataset_id, id).await?;
-        }
-        self.store.set_documents_enabled(ids, enabled).await?;
+        self.store.set_documents_enabled(dataset_id, ids, enabled).await?;
         Ok(())
     }
 
     pub async fn list_segments(&self, dataset_id: &str, document_id: &str, page: Page, keyword: Option<String>) -> Result<Paged<SegmentRecord>, KnowledgeError> {
-        self.document(dataset_id, document_id).await?;
-        let (data, total) = self.store.list_segments(document_id, page.page, page.limit, keyword.as_deref()).await?;
+        let (data, total) = self.store.list_segments(dataset_id, document_id, page.page, page.limit, keyword.as_deref()).await?;
         Ok(paged(data, total, page))
     }
 
@@ -382,20 +388,27 @@ impl Knowledge {
             return Err(KnowledgeError::InvalidParam("segments must not be empty".into()));
         }
         let texts: Vec<String> = chunks.iter().map(|c| c.content.clone()).collect();
-        let rowids = self.store.insert_segments(document_id, chunks).await?;
-        let embedded = self.embed_segments(&dataset, &rowids, texts).await;
-        if let Err(e) = embedded {
-            let _ = self.store.delete_segments(&rowids).await;
+        let inserted = self.store.insert_segments(document_id, chunks).await?;
+        let rowids: Vec<SegmentId> = inserted.iter().map(|s| s.rowid).collect();
+        if let Err(e) = self.embed_segments(&dataset, &rowids, texts).await {
+            for s in &inserted {
+                let _ = self.store.delete_segment(dataset_id, document_id, &s.id).await;
+            }
             return Err(e);
         }
-        Ok(self.store.complete_segments(document_id, &rowids).await?)
+        self.store.complete_document(document_id, &rowids).await?;
+        let mut out = Vec::with_capacity(inserted.len());
+        for s in inserted {
+            out.push(self.store.get_segment(dataset_id, document_id, &s.id).await?);
+        }
+        Ok(out)
     }
 
     /// Changes a segment; new content is embedded again before this returns.
     pub async fn update_segment(&self, dataset_id: &str, document_id: &str, segment_id: &str, input: SegmentInput) -> Result<SegmentRecord, KnowledgeError> {
         let dataset = self.dataset(dataset_id).await?;
         self.document(dataset_id, document_id).await?;
-        let seg = self.find_segment(document_id, segment_id).await?;
+        let seg = self.segment(dataset_id, document_id, segment_id).await?;
         if let Some(c) = &input.content {
             if c.trim().is_empty() {
                 return Err(KnowledgeError::InvalidParam("segment.content must not be empty".into()));
@@ -404,31 +417,25 @@ impl Knowledge {
                 self.embed_segments(&dataset, &[seg.rowid], vec![c.clone()]).await?;
             }
         }
-        let tokens = input.content.as_deref().map(|c| self.count_tokens(c) as i64);
-        self.store
-            .update_segment(seg.rowid, input.content.as_deref(), input.answer.as_deref(), input.keywords.as_deref(), input.enabled, tokens)
-            .await?
-            .ok_or(KnowledgeError::SegmentNotFound)
+        let changes = SegmentChanges {
+            tokens: input.content.as_deref().map(|c| self.count_tokens(c) as i64),
+            word_count: input.content.as_deref().map(|c| c.chars().count() as i64),
+            content: input.content,
+            answer: input.answer,
+            keywords: input.keywords,
+            enabled: input.enabled,
+        };
+        Ok(self.store.update_segment(dataset_id, document_id, segment_id, changes).await?)
     }
 
     pub async fn delete_segment(&self, dataset_id: &str, document_id: &str, segment_id: &str) -> Result<(), KnowledgeError> {
-        self.document(dataset_id, document_id).await?;
-        let seg = self.find_segment(document_id, segment_id).await?;
-        self.store.delete_segments(&[seg.rowid]).await?;
-        self.forget_vectors(dataset_id, vec![seg.rowid]).await
+        let rowid = self.store.delete_segment(dataset_id, document_id, segment_id).await?;
+        self.forget_vectors(dataset_id, vec![rowid]).await
     }
 
     /// One segment of a document (`GET .../segments/{id}`, Dify's "Get Chunk").
     pub async fn segment(&self, dataset_id: &str, document_id: &str, segment_id: &str) -> Result<SegmentRecord, KnowledgeError> {
-        self.document(dataset_id, document_id).await?;
-        self.find_segment(document_id, segment_id).await
-    }
-
-    async fn find_segment(&self, document_id: &str, segment_id: &str) -> Result<SegmentRecord, KnowledgeError> {
-        match self.store.segment(segment_id).await? {
-            Some(s) if s.document_id == document_id => Ok(s),
-            _ => Err(KnowledgeError::SegmentNotFound),
-        }
+        Ok(self.store.get_segment(dataset_id, document_id, segment_id).await?)
     }
 
     /// Searches datasets; hits sorted by score, best first.
@@ -468,12 +475,16 @@ impl Knowledge {
                 .map_err(|e| KnowledgeError::Internal(format!("vector search: {e}")))?;
             vector.extend(found);
         }
-        let words = if words_from.is_empty() { Vec::new() } else { self.store.fulltext_search(&words_from, query, pool).await? };
+        let words: Vec<(SegmentId, f32)> = if words_from.is_empty() {
+            Vec::new()
+        } else {
+            self.store.fulltext_search(&words_from, query, pool).await?.into_iter().map(|h| (h.segment, h.score)).collect()
+        };
         let method_for_fuse = if vector.is_empty() && !wants_words { SearchMethod::FullTextSearch } else { settings.method };
         let fused = search::fuse(&RetrievalSettings { method: method_for_fuse, ..settings.clone() }, &vector, &words);
         let ids: Vec<SegmentId> = fused.iter().map(|(id, _)| *id).collect();
         let found = self.store.segments_by_rowids(&ids).await?;
-        let by_id: HashMap<SegmentId, _> = found.into_iter().map(|(s, doc, ds)| (s.rowid, (s, doc, ds))).collect();
+        let by_id: HashMap<SegmentId, _> = found.into_iter().map(|v| (v.segment.rowid, (v.segment, v.document_name, v.dataset_name))).collect();
         let mut by_id = by_id;
         let mut hits = Vec::with_capacity(settings.top_k);
         for (id, score) in fused {
@@ -486,7 +497,7 @@ impl Knowledge {
         }
         let hit_ids: Vec<SegmentId> = hits.iter().map(|h| h.segment.rowid).collect();
         if !hit_ids.is_empty() {
-            if let Err(e) = self.store.count_hits(&hit_ids).await {
+            if let Err(e) = self.store.increment_hit_count(&hit_ids).await {
                 tracing::warn!(error = %e, "could not count segment hits");
             }
         }
@@ -508,6 +519,21 @@ impl Knowledge {
     }
 
     // --- helpers shared with the ingestion task ---
+
+    /// Every document id of a dataset.
+    async fn list_all_documents(&self, dataset_id: &str) -> Result<Vec<String>, KnowledgeError> {
+        let mut out = Vec::new();
+        let mut page = 1;
+        loop {
+            let (data, total) = self.store.list_documents(dataset_id, page, 100, None).await?;
+            let n = data.len();
+            out.extend(data.into_iter().map(|d| d.id));
+            if n == 0 || i64::from(page) * 100 >= total {
+                return Ok(out);
+            }
+            page += 1;
+        }
+    }
 
     fn embedder(&self) -> Result<&Arc<Embedder>, KnowledgeError> {
         self.embedder.as_ref().ok_or_else(|| KnowledgeError::EmbeddingUnavailable("no embedding model is configured ([embedding])".into()))
@@ -625,6 +651,24 @@ impl Knowledge {
         .map_err(|e| KnowledgeError::Internal(format!("{}: {e}", path.display())))?;
         Ok(path)
     }
+}
+
+impl From<StoreError> for KnowledgeError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { what: "dataset", .. } => KnowledgeError::DatasetNotFound,
+            StoreError::NotFound { what: "document", .. } => KnowledgeError::DocumentNotFound,
+            StoreError::NotFound { what: "segment", .. } => KnowledgeError::SegmentNotFound,
+            StoreError::DuplicateName { .. } => KnowledgeError::DatasetNameDuplicate,
+            other => KnowledgeError::Store(other),
+        }
+    }
+}
+
+/// A batch id as Dify makes them: `YYYYMMDDhhmmss` (UTC) and six random digits.
+fn new_batch() -> String {
+    let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().chars().filter(char::is_ascii_digit).collect();
+    format!("{stamp}{:06}", rand::random::<u32>() % 1_000_000)
 }
 
 fn check_name(name: &str) -> Result<(), KnowledgeError> {

@@ -13,23 +13,27 @@ use tokio::sync::mpsc;
 use super::{lock, map_extract, Knowledge, KnowledgeError};
 use crate::knowledge::chunk::{self, ProcessRule};
 use crate::knowledge::extract::{self, Kind};
-use crate::knowledge::{DocumentRecord, DocumentSource, IndexingStatus, IndexingTechnique};
+use crate::knowledge::{DocumentRecord, DocumentSource, IndexingTechnique};
+use crate::store::DocumentStep;
 
 /// Runs until the service is dropped or the queue closes.
-pub(super) async fn run(k: Weak<Knowledge>, mut rx: mpsc::Receiver<String>) {
-    while let Some(doc_id) = rx.recv().await {
+pub(super) async fn run(k: Weak<Knowledge>, mut rx: mpsc::Receiver<(String, String)>) {
+    while let Some((dataset_id, doc_id)) = rx.recv().await {
         let Some(k) = k.upgrade() else { return };
         if lock(&k.cancelled).remove(&doc_id) {
             continue;
         }
         let started = std::time::Instant::now();
-        match k.index_document(&doc_id).await {
+        match k.index_document(&dataset_id, &doc_id).await {
             Ok(Some(n)) => tracing::info!(document = %doc_id, segments = n, elapsed_ms = started.elapsed().as_millis() as u64, "document indexed"),
             Ok(None) => tracing::info!(document = %doc_id, "document deleted while indexing; dropped"),
+            Err(KnowledgeError::DocumentNotFound | KnowledgeError::DatasetNotFound) => {
+                tracing::info!(document = %doc_id, "document deleted while indexing; dropped");
+            }
             Err(e) => {
                 let reason = e.to_string();
                 tracing::warn!(document = %doc_id, error = %reason, "document indexing failed");
-                if let Err(e) = k.store.fail_document(&doc_id, reason).await {
+                if let Err(e) = k.store.set_document_step(&doc_id, DocumentStep::Error(reason)).await {
                     tracing::error!(document = %doc_id, error = %e, "could not record a document's failure");
                 }
             }
@@ -39,17 +43,17 @@ pub(super) async fn run(k: Weak<Knowledge>, mut rx: mpsc::Receiver<String>) {
 
 impl Knowledge {
     /// Indexes one document; `Ok(None)` when it was deleted meanwhile.
-    async fn index_document(&self, doc_id: &str) -> Result<Option<usize>, KnowledgeError> {
-        let Some(doc) = self.store.document(doc_id).await? else { return Ok(None) };
-        let dataset = self.dataset(&doc.dataset_id).await?;
+    async fn index_document(&self, dataset_id: &str, doc_id: &str) -> Result<Option<usize>, KnowledgeError> {
+        let doc = self.document(dataset_id, doc_id).await?;
+        let dataset = self.dataset(dataset_id).await?;
         let path = self.source_path(&doc.dataset_id, doc_id);
         let bytes = match tokio::fs::read(&path).await {
             Ok(b) => b,
             Err(e) => return Err(KnowledgeError::Internal(format!("the document's source {} is unreadable ({e}); upload it again", path.display()))),
         };
-        self.store.set_document_status(doc_id, IndexingStatus::Parsing).await?;
+        self.store.set_document_step(doc_id, DocumentStep::Parsing).await?;
         let text = self.extract_text(&doc, bytes).await?;
-        self.store.set_document_status(doc_id, IndexingStatus::Splitting).await?;
+        self.store.set_document_step(doc_id, DocumentStep::Splitting).await?;
         let rule = ProcessRule::parse(serde_json::from_str(&doc.process_rule).ok().as_ref()).map_err(|e| KnowledgeError::InvalidParam(e.to_string()))?;
         let counter = self.embedder.clone();
         let chunks = tokio::task::spawn_blocking(move || {
@@ -69,8 +73,8 @@ impl Knowledge {
         self.forget_vectors(&doc.dataset_id, old).await?;
         let segments: Vec<_> = chunks.into_iter().map(|c| self.new_segment(c.content, String::new(), Vec::new())).collect();
         let texts: Vec<String> = segments.iter().map(|s| s.content.clone()).collect();
-        self.store.set_document_status(doc_id, IndexingStatus::Indexing).await?;
-        let rowids = self.store.insert_segments(doc_id, segments).await?;
+        self.store.set_document_step(doc_id, DocumentStep::Indexing).await?;
+        let rowids: Vec<_> = self.store.insert_segments(doc_id, segments).await?.into_iter().map(|s| s.rowid).collect();
         if dataset.indexing_technique == IndexingTechnique::HighQuality {
             let batch = self.settings.embed_batch.max(1);
             for (i, (ids, texts)) in rowids.chunks(batch).zip(texts.chunks(batch)).enumerate() {
@@ -85,11 +89,7 @@ impl Knowledge {
             }
         }
         match self.store.complete_document(doc_id, &rowids).await {
-            Ok(true) => Ok(Some(rowids.len())),
-            Ok(false) => {
-                self.forget_vectors(&doc.dataset_id, rowids).await?;
-                Ok(None)
-            }
+            Ok(_) => Ok(Some(rowids.len())),
             Err(e) => {
                 self.forget_vectors(&doc.dataset_id, rowids).await?;
                 Err(e.into())
