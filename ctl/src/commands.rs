@@ -32,11 +32,18 @@ pub async fn apps_list(client: &UnixClient, json: bool) -> Result<(), CtlError> 
     print(&render::apps(&apps))
 }
 
-pub async fn apps_import(client: &UnixClient, file: &Path, name: Option<String>, id: Option<String>, json: bool) -> Result<(), CtlError> {
+pub async fn apps_import(
+    client: &UnixClient,
+    file: &Path,
+    name: Option<String>,
+    id: Option<String>,
+    datasets: Vec<(String, String)>,
+    json: bool,
+) -> Result<(), CtlError> {
     if is_dsl(file) {
-        return import_dsl(client, file, name, id, json).await;
+        return import_dsl(client, file, ImportDslRequest { yaml: String::new(), id, name, datasets }, json).await;
     }
-    if name.is_some() || id.is_some() {
+    if name.is_some() || id.is_some() || !datasets.is_empty() {
         return Err(CtlError::DslOnlyOption { path: file.to_owned() });
     }
     let definition = read_definition(file).await?;
@@ -57,10 +64,10 @@ fn is_dsl(file: &Path) -> bool {
     matches!(file.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(), Some("yml" | "yaml"))
 }
 
-async fn import_dsl(client: &UnixClient, file: &Path, name: Option<String>, id: Option<String>, json: bool) -> Result<(), CtlError> {
+/// Imports a DSL file; `request` carries the options, its `yaml` is read here.
+async fn import_dsl(client: &UnixClient, file: &Path, mut request: ImportDslRequest, json: bool) -> Result<(), CtlError> {
     let bytes = tokio::fs::read(file).await.map_err(|source| CtlError::ReadInput { path: file.to_owned(), source })?;
-    let yaml = String::from_utf8(bytes).map_err(|_| CtlError::InputNotUtf8 { path: file.to_owned() })?;
-    let request = ImportDslRequest { yaml, id, name };
+    request.yaml = String::from_utf8(bytes).map_err(|_| CtlError::InputNotUtf8 { path: file.to_owned() })?;
     if json {
         let (_, answer) = client.post_json_with_status::<_, Value>(&paths::import_dsl(), &request).await?;
         return print_json(&answer);

@@ -36,7 +36,7 @@ pub enum CtlError {
     InputNotObject { path: PathBuf, found: &'static str },
     #[error("{} is not UTF-8 text", path.display())]
     InputNotUtf8 { path: PathBuf },
-    #[error("--name and --id apply to a Dify DSL file (.yml/.yaml), not to {}", path.display())]
+    #[error("--name, --id and --dataset apply to a Dify DSL file (.yml/.yaml), not to {}", path.display())]
     DslOnlyOption { path: PathBuf },
     #[error("cannot write {}", path.display())]
     WriteOutput { path: PathBuf, source: std::io::Error },

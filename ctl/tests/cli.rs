@@ -577,7 +577,7 @@ async fn apps_import_new_unchanged_and_bad_files() {
     // --name and --id belong to DSL imports.
     let out = ctl(&["--socket", sock, "apps", "import", &same, "--name", "N"], None).await;
     assert_eq!(code(&out), 2);
-    assert!(stderr(&out).contains("--name and --id apply to a Dify DSL file"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--name, --id and --dataset apply to a Dify DSL file"), "{}", stderr(&out));
 
     let list = write("list.json", "[]");
     let out = ctl(&["--socket", sock, "apps", "import", &list], None).await;

@@ -67,7 +67,7 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             // A DSL may be up to MAX_DSL_BYTES of YAML, which JSON escaping can double.
             let limit = state.limits.max_body_bytes.max(2 * crate::engine::workflow::dsl::MAX_DSL_BYTES);
             let b: wire::ImportDslRequest = body::typed(body::read_json(req.into_body(), limit).await?)?;
-            let (v, models) = svc.import_dsl(&b.yaml, b.id, b.name).await?;
+            let (v, models) = svc.import_dsl(&b.yaml, b.id, b.name, &b.datasets).await?;
             let stored = svc.stored_app(&v.app_id).await?;
             tracing::info!(app = %v.app_id, version = v.version, created = v.created, mode = %stored.mode, "DSL imported");
             let models = models

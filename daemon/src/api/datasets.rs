@@ -266,14 +266,15 @@ fn multipart_error(e: multer::Error, limit: u64) -> ApiError {
 }
 
 /// Reads a document form: one file part named `file` (at most
-/// `files.max_file_bytes`, kept in memory for the ingestion queue) and an
+/// `knowledge.max_file_bytes`, kept in memory for the ingestion queue) and an
 /// optional `data` part. Checks in Dify's order after the whole body is
 /// read (so the client sees the answer, not a reset): no `file` part 400
 /// `no_file_uploaded`, a second file part 400 `too_many_files`, a file
 /// without a usable name 400.
 async fn read_file_form(state: &ApiState, req: Request<Incoming>) -> Result<FileForm, ApiError> {
     let (parts, body) = req.into_parts();
-    read_form(&parts.headers, body, state.files.max_file_bytes).await
+    let limit = state.knowledge.as_ref().map_or(state.files.max_file_bytes, |k| k.max_file_bytes());
+    read_form(&parts.headers, body, limit).await
 }
 
 async fn read_form<B>(headers: &http::HeaderMap, body: B, limit: u64) -> Result<FileForm, ApiError>

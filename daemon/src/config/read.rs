@@ -114,6 +114,25 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
         m.chat_template = t;
     }
 
+    let em = &mut s.embedding;
+    r.bool("embedding", "enabled", &mut em.enabled);
+    if let Some(path) = r.required_path("embedding", "path") {
+        em.path = path;
+    }
+    let mut threads: u32 = 0;
+    if r.int("embedding", "threads", 0..=256, &mut threads) {
+        em.threads = (threads != 0).then_some(threads);
+    }
+    r.int("embedding", "batch_texts", 1..=64, &mut em.batch_texts);
+    r.int("embedding", "max_tokens", 16..=2048, &mut em.max_tokens);
+    if let Some(prefix) = r.string("embedding", "query_prefix") {
+        em.query_prefix = prefix.to_owned();
+    }
+    if let Some(prefix) = r.string("embedding", "passage_prefix") {
+        em.passage_prefix = prefix.to_owned();
+    }
+    r.int("embedding", "queue", 1..=1024, &mut em.queue);
+
     if let Some(level) = r.log_level("log", "level") {
         s.log.level = level;
     }

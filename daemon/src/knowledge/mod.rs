@@ -11,6 +11,7 @@
 
 pub mod chunk;
 pub mod extract;
+pub mod vectors;
 
 use serde::{Deserialize, Serialize};
 

@@ -195,6 +195,11 @@ impl Knowledge {
         Ok(k)
     }
 
+    /// The largest document file accepted (`knowledge.max_file_bytes`).
+    pub fn max_file_bytes(&self) -> u64 {
+        self.settings.max_file_bytes
+    }
+
     /// The embedder's model id, if one runs.
     pub fn embedding_model(&self) -> Option<&str> {
         self.embedder.as_deref().map(Embedder::model_id)
@@ -264,7 +269,7 @@ impl Knowledge {
     ) -> Result<DocumentRecord, KnowledgeError> {
         let dataset = self.dataset(dataset_id).await?;
         let rule = ProcessRule::parse(process_rule.as_ref()).map_err(|e| KnowledgeError::InvalidParam(e.to_string()))?;
-        let rule_json = serde_json::to_string(&rule).map_err(|e| KnowledgeError::Internal(format!("process_rule: {e}")))?;
+        let rule_json = rule.to_value().to_string();
         let (name, source, bytes) = match content {
             DocumentContent::Text { name, text } => {
                 if name.trim().is_empty() {
@@ -693,9 +698,11 @@ fn map_extract(e: ExtractError) -> KnowledgeError {
 }
 
 fn map_embed(e: EmbedError) -> KnowledgeError {
-    match e {
-        EmbedError::Busy => KnowledgeError::EmbedderBusy,
-        other => KnowledgeError::Internal(format!("embedding: {other}")),
+    match &e {
+        EmbedError::Busy { .. } => KnowledgeError::EmbedderBusy,
+        EmbedError::EmptyText { .. } => KnowledgeError::InvalidParam(e.to_string()),
+        EmbedError::Load { .. } | EmbedError::ThreadGone => KnowledgeError::EmbeddingUnavailable(e.to_string()),
+        EmbedError::Inference(_) => KnowledgeError::Internal(format!("embedding: {e}")),
     }
 }
 

@@ -7,4 +7,5 @@ pub mod client;
 pub mod cpu;
 pub mod daemon;
 pub mod report;
+pub mod vectors;
 pub mod workflow;

@@ -19,7 +19,11 @@
 //!    `--rounds` rounds (at most 5), RSS after (skipped with a note when
 //!    its GGUF was not fetched, or with `--gemma off`);
 //! 8. the workflow engine: runs/s and p50/p99 of a six-node workflow over
-//!    HTTP with an instant upstream model, next to `GET /v1/info`.
+//!    HTTP with an instant upstream model, next to `GET /v1/info`;
+//! 9. the knowledge vector index in this process: append throughput,
+//!    top-10 search p50/p99 at 10k and 100k vectors of 384 dims next to a
+//!    naive scan, RSS growth (`--only vectors`: this phase alone, without
+//!    edgeaid or a model).
 //!
 //! Writes `bench-results/bench.json` at the repository root (or `--out`).
 //! The edgeaid measured is the one next to this binary (same
@@ -48,7 +52,7 @@ use bench::report::{median, Table};
 
 const USAGE: &str = "\
 usage: bench [--edgeaid PATH] [--model PATH] [--gemma PATH|off] [--tokens N] [--rounds N]
-             [--starts N] [--threads N] [--out FILE] [--only workflow]
+             [--starts N] [--threads N] [--out FILE] [--only workflow|vectors]
 
   --edgeaid PATH  edgeaid binary to measure (default: next to this binary)
   --model PATH    GGUF model (default: .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf)
@@ -59,7 +63,8 @@ usage: bench [--edgeaid PATH] [--model PATH] [--gemma PATH|off] [--tokens N] [--
   --starts N      daemon starts for the start-up timing, default 5
   --threads N     inference threads for both (default: the daemon's own choice)
   --out FILE      JSON results (default: bench-results/bench.json in the repo)
-  --only workflow only the workflow engine phase (no model needed)";
+  --only workflow only the workflow engine phase (no model needed)
+  --only vectors  only the vector index phase (no daemon, no model)";
 
 /// The daemon's context parameters (configs/dev.toml, daemon/src/model/local.rs).
 const N_CTX: u32 = 4096;
@@ -112,11 +117,23 @@ struct Args {
     out: Option<PathBuf>,
     /// `--only workflow`: phase 8 alone.
     only_workflow: bool,
+    /// `--only vectors`: phase 9 alone.
+    only_vectors: bool,
 }
 
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
-    let mut a =
-        Args { edgeaid: None, model: None, gemma: None, tokens: 128, rounds: 9, starts: 5, threads: None, out: None, only_workflow: false };
+    let mut a = Args {
+        edgeaid: None,
+        model: None,
+        gemma: None,
+        tokens: 128,
+        rounds: 9,
+        starts: 5,
+        threads: None,
+        out: None,
+        only_workflow: false,
+        only_vectors: false,
+    };
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
@@ -139,7 +156,8 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
             "--threads" => a.threads = Some(u32::try_from(number("--threads")?.min(256))?),
             "--out" => a.out = Some(PathBuf::from(&value)),
             "--only" if value == "workflow" => a.only_workflow = true,
-            "--only" => bail!("--only takes `workflow`, not {value:?}"),
+            "--only" if value == "vectors" => a.only_vectors = true,
+            "--only" => bail!("--only takes `workflow` or `vectors`, not {value:?}"),
             other => bail!("unknown option {other:?}\n{USAGE}"),
         }
     }
@@ -421,6 +439,133 @@ fn workflow_engine(cx: &mut Ctx, repo: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Sizes of the vector index phase, its vectors' dims, vectors per append,
+/// queries per size, hits per query.
+const VECTOR_SIZES: [usize; 2] = [10_000, 100_000];
+const VECTOR_DIMS: usize = 384;
+const VECTOR_BATCH: usize = 1000;
+const VECTOR_QUERIES: usize = 200;
+const VECTOR_K: usize = 10;
+const TARGET_VECTOR_SEARCH_MS: f64 = 10.0;
+
+/// Phase 9, the knowledge vector index (no daemon): see bench/vectors.rs.
+fn vector_index(t: &mut Table, json: &mut Map<String, Value>, dir: &Path) -> Result<()> {
+    use bench::vectors::{measure, quantile_ms};
+    let mut sizes = Vec::new();
+    for n in VECTOR_SIZES {
+        progress(&format!("vector index: {n} vectors of {VECTOR_DIMS} dims"));
+        let f = measure(&dir.join(n.to_string()), n, VECTOR_DIMS, VECTOR_BATCH, VECTOR_QUERIES, VECTOR_K)?;
+        let q = |d: &[Duration], p: f64| quantile_ms(d, p);
+        let (p50, p99) = (q(&f.search, 0.5), q(&f.search, 0.99));
+        let per_100k = |kb_before: u64, kb_after: u64| mb(kb_after.saturating_sub(kb_before)) * 100_000.0 / n as f64;
+        let anon = per_100k(f.rss_before.rss_anon_kb, f.rss_after.rss_anon_kb);
+        let file = per_100k(f.rss_before.rss_file_kb, f.rss_after.rss_file_kb);
+        t.section(&format!(
+            "Vector index: {n} random unit vectors of {VECTOR_DIMS} dims, top-{VECTOR_K}, {VECTOR_QUERIES} queries, in-process"
+        ));
+        t.info(
+            &format!("append ({} files of {VECTOR_BATCH}, fsynced)", f.files),
+            format!("{:.0} vectors/s, {:.1} MB on disk", f.append_per_s(), f.bytes_files as f64 / 1e6),
+        );
+        t.info(
+            &format!("  search over the {} files p50 / p99", f.files),
+            format!("{:.2} / {:.2} ms", q(&f.search_files, 0.5), q(&f.search_files, 0.99)),
+        );
+        t.info("  compaction into one file", format!("{:.0} ms, {:.1} MB", f.compact.as_secs_f64() * 1000.0, f.bytes as f64 / 1e6));
+        let target = n >= 100_000;
+        if target {
+            t.target("search p50 (one file, one thread)", format!("{p50:.2} ms"), "<= 10 ms", p50 <= TARGET_VECTOR_SEARCH_MS);
+            t.target("search p99", format!("{p99:.2} ms"), "<= 10 ms", p99 <= TARGET_VECTOR_SEARCH_MS);
+        } else {
+            t.info("search p50 (one file, one thread)", format!("{p50:.2} ms"));
+            t.info("search p99", format!("{p99:.2} ms"));
+        }
+        t.info("  on two threads p50 / p99", format!("{:.2} / {:.2} ms", q(&f.search_two_threads, 0.5), q(&f.search_two_threads, 0.99)));
+        t.info("exact f32 scan (no int8 pass) p50 / p99", format!("{:.2} / {:.2} ms", q(&f.search_exact, 0.5), q(&f.search_exact, 0.99)));
+        t.info(
+            "  on two threads p50 / p99",
+            format!("{:.2} / {:.2} ms", q(&f.search_exact_two_threads, 0.5), q(&f.search_exact_two_threads, 0.99)),
+        );
+        t.info("naive scan (iterator dot, 1 thread) p50 / p99", format!("{:.2} / {:.2} ms", q(&f.naive, 0.5), q(&f.naive, 0.99)));
+        t.info("  naive p50 / index p50", format!("{:.1}x", q(&f.naive, 0.5) / p50.max(1e-9)));
+        t.target("queries whose top-10 differs from the naive scan's", f.mismatches.to_string(), "0", f.mismatches == 0);
+        t.info("RSS growth per 100k vectors (open + searches)", format!("anon {anon:.1} MB, mapped file pages {file:.1} MB"));
+        sizes.push(json!({
+            "vectors": n, "dims": f.dims, "batch": f.batch, "files": f.files,
+            "append_s": f.append.as_secs_f64(), "append_vectors_per_s": f.append_per_s(),
+            "bytes_before_compaction": f.bytes_files, "bytes": f.bytes, "compact_ms": f.compact.as_secs_f64() * 1000.0,
+            "search_files_p50_ms": q(&f.search_files, 0.5), "search_files_p99_ms": q(&f.search_files, 0.99),
+            "search_p50_ms": p50, "search_p99_ms": p99,
+            "search_two_threads_p50_ms": q(&f.search_two_threads, 0.5), "search_two_threads_p99_ms": q(&f.search_two_threads, 0.99),
+            "search_exact_p50_ms": q(&f.search_exact, 0.5), "search_exact_p99_ms": q(&f.search_exact, 0.99),
+            "search_exact_two_threads_p50_ms": q(&f.search_exact_two_threads, 0.5),
+            "search_exact_two_threads_p99_ms": q(&f.search_exact_two_threads, 0.99),
+            "naive_p50_ms": q(&f.naive, 0.5), "naive_p99_ms": q(&f.naive, 0.99),
+            "naive_over_index_p50": q(&f.naive, 0.5) / p50.max(1e-9), "mismatches": f.mismatches,
+            "rss_before": rss_json(&f.rss_before), "rss_after_open": rss_json(&f.rss_after_open), "rss_after_search": rss_json(&f.rss_after),
+            "rss_growth_per_100k_mb": {"anon": anon, "file": file},
+        }));
+    }
+    json.insert(
+        "vector_index".into(),
+        json!({"k": VECTOR_K, "queries": VECTOR_QUERIES, "sizes": sizes,
+               "note": "in-process VectorIndex (knowledge/vectors.rs); search = int8 pass then exact f32 ranking of 4k+64 candidates; \
+                        after compaction into one file unless named; RSS file pages are the mapped vectors (page cache)"}),
+    );
+    Ok(())
+}
+
+/// `--only vectors`: phase 9 alone, with the machine facts.
+fn vectors_only(args: &Args, repo: &Path) -> Result<bool> {
+    let work = tempfile::Builder::new().prefix("edgeai-bench-").tempdir().context("creating a temporary directory")?;
+    let began = Instant::now();
+    let load_start = loadavg();
+    let mut table = Table::default();
+    let mut json_out = Map::new();
+    let mut errors = Vec::new();
+    if let Err(e) = vector_index(&mut table, &mut json_out, work.path()) {
+        let msg = format!("{e:#}");
+        progress(&format!("the vector index: {msg}"));
+        table.error("the vector index", msg.lines().next().unwrap_or_default().chars().take(60).collect());
+        errors.push(msg);
+    }
+    let bench_exe = std::env::current_exe().context("locating the bench binary")?;
+    let commit = git(repo, &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty = git(repo, &["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let elapsed = began.elapsed().as_secs_f64();
+    let load_end = loadavg();
+    let mut out = Map::new();
+    out.insert("commit".into(), json!(commit));
+    out.insert("worktree_dirty".into(), json!(dirty));
+    out.insert("only".into(), json!("vectors"));
+    out.insert("duration_s".into(), json!(elapsed));
+    out.insert(
+        "machine".into(),
+        json!({"cpu_model": cpu_model(),
+               "available_parallelism": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+               "loadavg_start": load_start, "loadavg_end": load_end}),
+    );
+    out.insert(
+        "build".into(),
+        json!({"bench_binary": bench_exe, "bench_profile": profile_of(&bench_exe),
+               "bench_debug_assertions": cfg!(debug_assertions), "bench_target_features": compiled_features()}),
+    );
+    out.extend(json_out);
+    out.insert("table".into(), table.to_json());
+    out.insert("errors".into(), json!(errors));
+    println!("edgeai bench --only vectors  commit {commit}{}  {}", if dirty { " (dirty worktree)" } else { "" }, cpu_model());
+    println!("  bench {} profile; load average {load_start} -> {load_end}; MB = 10^6 bytes", profile_of(&bench_exe));
+    print!("{}", table.render());
+    let path = args.out.clone().unwrap_or_else(|| repo.join("bench-results/bench-vectors.json"));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(&Value::Object(out)).context("serialising the results")?;
+    std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    println!("\nwrote {} ({elapsed:.0} s)", path.display());
+    Ok(!table.has_errors())
+}
+
 /// Phases 1 to 7 (everything with a model); returns the start-up facts and
 /// the thread count used, with where it came from.
 fn model_phases(cx: &mut Ctx, args: &Args, repo: &Path, work: &Path) -> (Option<DaemonFacts>, u32, &'static str) {
@@ -478,6 +623,9 @@ fn run() -> Result<bool> {
         return Ok(true);
     };
     let repo = repo_root();
+    if args.only_vectors {
+        return vectors_only(&args, &repo);
+    }
     let model = args.model.clone().unwrap_or_else(|| repo.join(".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"));
     if !model.is_file() {
         bail!("model {} does not exist; run `make setup` (scripts/fetch-model.sh) or pass --model PATH", model.display());
@@ -516,6 +664,11 @@ fn run() -> Result<bool> {
         if args.only_workflow { (None, 0, "not measured (--only workflow)") } else { model_phases(&mut cx, &args, &repo, work.path()) };
     if let Err(e) = workflow_engine(&mut cx, &repo, &work.path().join("workflow")) {
         cx.failed("the workflow engine", &e);
+    }
+    if !args.only_workflow {
+        if let Err(e) = vector_index(&mut cx.table, &mut cx.json, &work.path().join("vectors")) {
+            cx.failed("the vector index", &e);
+        }
     }
 
     let llama_info = bare::system_info();

@@ -1,0 +1,346 @@
+//! The embedding model: a GGUF text encoder (by default multilingual-e5-small,
+//! converted by scripts/e5-to-gguf.py) run through llama-cpp-2 on its own OS
+//! thread, which owns the llama.cpp context (contexts are not `Sync`), fed by
+//! a bounded queue. Each decode packs several texts, one sequence each; the
+//! model mean-pools every sequence and the vectors come back L2-normalised.
+//! Owns: loading the embedding GGUF, its identity, the query/passage prefixes,
+//! tokenising and truncating inputs, batching them into decodes.
+//! Does not touch: chunking, vector storage, HTTP, the chat model.
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self as std_mpsc, RecvTimeoutError, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+use super::Heartbeat;
+
+/// How long the idle embedding thread waits for work before beating its heartbeat.
+const IDLE_TICK: Duration = Duration::from_millis(250);
+
+/// Tokens of one decode (llama.cpp's n_batch = n_ubatch = n_ctx): a non-causal
+/// encoder needs every token of a sequence in one micro-batch, and attention
+/// work grows with the square of this, so it is a few inputs' worth, not more.
+const DECODE_TOKENS: usize = 2048;
+
+/// Everything the embedder needs, already resolved from `[embedding]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedConfig {
+    pub path: PathBuf,
+    /// llama.cpp threads (the daemon passes the chat model's count).
+    pub threads: u32,
+    /// Texts (sequences) per decode at most.
+    pub batch_texts: usize,
+    /// Tokens per input, prefix and special tokens included; longer inputs
+    /// are cut (at most the model's training context, 512 for e5).
+    pub max_tokens: usize,
+    /// Put before a search query ("query: " for e5).
+    pub query_prefix: String,
+    /// Put before an indexed text ("passage: " for e5).
+    pub passage_prefix: String,
+    /// Requests waiting for the embedding thread at most; more get `Busy`.
+    pub queue: usize,
+}
+
+/// What a text is, which selects its prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbedKind {
+    Query,
+    Passage,
+    /// As given, without a prefix (`POST /v1/embeddings`: the client
+    /// writes e5's `query: `/`passage: ` itself if it wants them).
+    Raw,
+}
+
+/// Errors of the embedder; the API maps each to a status and code.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("embedding model {}: {reason}", path.display())]
+    Load { path: PathBuf, reason: String },
+    #[error("the embedding queue is full ({depth} requests waiting)")]
+    Busy { depth: usize },
+    #[error("input {index} is empty or only whitespace: there is nothing to embed")]
+    EmptyText { index: usize },
+    #[error("embedding failed: {0}")]
+    Inference(String),
+    #[error("the embedding thread has stopped")]
+    ThreadGone,
+}
+
+/// One `embed` call, as handed to the embedding thread.
+struct Job {
+    texts: Vec<String>,
+    kind: EmbedKind,
+    reply: oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
+}
+
+/// A loaded embedding model. Tokenising works on any thread; embedding goes
+/// through the bounded queue to the embedding thread.
+pub struct Embedder {
+    model: Arc<LlamaModel>,
+    jobs: std_mpsc::SyncSender<Job>,
+    heartbeat: Arc<Heartbeat>,
+    dims: usize,
+    model_id: String,
+    queue: usize,
+    /// Tokens a passage may have (as `count_tokens` counts) without being cut.
+    passage_budget: usize,
+}
+
+impl Embedder {
+    /// Loads the model and starts the embedding thread. Blocking (it hashes
+    /// and maps the file): call it from `spawn_blocking`.
+    pub fn load(cfg: EmbedConfig) -> Result<Arc<Embedder>, EmbedError> {
+        let started = Instant::now();
+        let fail = |reason: String| EmbedError::Load { path: cfg.path.clone(), reason };
+        let digest = file_sha256(&cfg.path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+        let backend = super::backend().map_err(fail)?;
+        let model = LlamaModel::load_from_file(backend, &cfg.path, &LlamaModelParams::default())
+            .map_err(|e| fail(format!("llama.cpp could not load it ({e}); the file may be truncated or not an embedding GGUF")))?;
+        let dims = usize::try_from(model.n_embd()).map_err(|_| fail("the model reports a negative width".into()))?;
+        let n_ctx_train = usize::try_from(model.n_ctx_train()).unwrap_or(usize::MAX);
+        let name = model.meta_val_str("general.name").unwrap_or_else(|_| file_stem(&cfg.path));
+        let model_id = format!("{name}@{}", &digest[..12]);
+        let max_tokens = cfg.max_tokens.min(n_ctx_train).clamp(3, DECODE_TOKENS);
+        let batch_texts = cfg.batch_texts.max(1);
+        let model = Arc::new(model);
+
+        let heartbeat = Arc::new(Heartbeat::new());
+        heartbeat.beat();
+        let (jobs, queue_rx) = std_mpsc::sync_channel::<Job>(cfg.queue);
+        let (ready_tx, ready_rx) = std_mpsc::sync_channel::<Result<(), String>>(1);
+        let thread_model = Arc::clone(&model);
+        let hb = Arc::clone(&heartbeat);
+        let threads = cfg.threads.max(1);
+        let prefixes = [cfg.query_prefix.clone(), cfg.passage_prefix.clone()];
+        std::thread::Builder::new()
+            .name("embedder".into())
+            .spawn(move || {
+                let params = LlamaContextParams::default()
+                    .with_n_ctx(NonZeroU32::new(DECODE_TOKENS as u32))
+                    .with_n_batch(DECODE_TOKENS as u32)
+                    .with_n_ubatch(DECODE_TOKENS as u32)
+                    .with_n_seq_max(batch_texts as u32)
+                    .with_n_threads(threads as i32)
+                    .with_n_threads_batch(threads as i32)
+                    .with_embeddings(true)
+                    .with_pooling_type(LlamaPoolingType::Mean);
+                let ctx = match thread_model.new_context(backend, params) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // The loader waits for this message; if it is gone there is no one to tell.
+                        let _ = ready_tx.send(Err(format!("llama.cpp context: {e}")));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                let mut worker = Worker {
+                    model: &thread_model,
+                    ctx,
+                    batch: LlamaBatch::new(DECODE_TOKENS, batch_texts as i32),
+                    prefixes,
+                    max_tokens,
+                    batch_texts,
+                    heartbeat: hb,
+                };
+                worker.serve(&queue_rx);
+                tracing::info!("embedding thread stopped: no more senders");
+            })
+            .map_err(|e| fail(format!("cannot start the embedding thread: {e}")))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(fail(reason)),
+            Err(_) => return Err(fail("the embedding thread ended while loading".into())),
+        }
+        tracing::info!(
+            model = %cfg.path.display(),
+            model_id = %model_id,
+            dims,
+            max_tokens,
+            batch_texts,
+            threads,
+            load_ms = started.elapsed().as_millis() as u64,
+            "embedding model loaded"
+        );
+        let prefix_tokens = model.vocab().tokenize(cfg.passage_prefix.as_bytes(), true, false).len();
+        let passage_budget = max_tokens.saturating_sub(prefix_tokens);
+        Ok(Arc::new(Embedder { model, jobs, heartbeat, dims, model_id, queue: cfg.queue, passage_budget }))
+    }
+
+    /// Width of the vectors.
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+
+    /// `general.name@<first 12 hex digits of the file's sha256>`: changes
+    /// whenever the model file does, so vectors of another model are told apart.
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    /// Embeds `texts` (each with the prefix of `kind`), in order, as unit
+    /// vectors. An empty list gives an empty list; an empty text is an error.
+    pub async fn embed(&self, texts: Vec<String>, kind: EmbedKind) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(index) = texts.iter().position(|t| t.trim().is_empty()) {
+            return Err(EmbedError::EmptyText { index });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.jobs.try_send(Job { texts, kind, reply }).map_err(|e| match e {
+            TrySendError::Full(_) => EmbedError::Busy { depth: self.queue },
+            TrySendError::Disconnected(_) => EmbedError::ThreadGone,
+        })?;
+        answer.await.map_err(|_| EmbedError::ThreadGone)?
+    }
+
+    /// Tokens of `text` alone, as the model's tokenizer cuts it: no prefix,
+    /// no special tokens. For chunking; callable from any thread.
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.model.vocab().tokenize(text.as_bytes(), false, false).len()
+    }
+
+    /// The most tokens (as [`Self::count_tokens`] counts them) a passage may
+    /// have and still be embedded whole: `max_tokens` less the prefix and the
+    /// special tokens. Chunks longer than this are embedded cut.
+    pub fn passage_token_budget(&self) -> usize {
+        self.passage_budget
+    }
+
+    /// Time since the embedding thread last showed progress (it beats while
+    /// idle too), for a watchdog.
+    pub fn heartbeat_age(&self) -> Duration {
+        self.heartbeat.age()
+    }
+}
+
+/// The embedding thread's state: the context and a reusable batch.
+struct Worker<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    batch: LlamaBatch<'static>,
+    /// Query prefix, passage prefix.
+    prefixes: [String; 2],
+    max_tokens: usize,
+    batch_texts: usize,
+    heartbeat: Arc<Heartbeat>,
+}
+
+impl Worker<'_> {
+    fn serve(&mut self, jobs: &std_mpsc::Receiver<Job>) {
+        loop {
+            match jobs.recv_timeout(IDLE_TICK) {
+                Ok(job) => {
+                    self.heartbeat.beat();
+                    let result = self.embed(&job.texts, job.kind);
+                    if let Err(e) = &result {
+                        tracing::warn!(texts = job.texts.len(), error = %e, "embedding failed");
+                    }
+                    // A caller that went away no longer wants the vectors.
+                    let _ = job.reply.send(result);
+                    self.heartbeat.beat();
+                }
+                Err(RecvTimeoutError::Timeout) => self.heartbeat.beat(),
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn embed(&mut self, texts: &[String], kind: EmbedKind) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let prefix = match kind {
+            EmbedKind::Query => self.prefixes[0].as_str(),
+            EmbedKind::Passage => self.prefixes[1].as_str(),
+            EmbedKind::Raw => "",
+        };
+        let seqs: Vec<Vec<LlamaToken>> = texts.iter().map(|t| self.tokens(prefix, t)).collect();
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut start = 0;
+        while start < seqs.len() {
+            // As many inputs as fit one decode; each alone always fits.
+            let mut end = start + 1;
+            let mut total = seqs[start].len();
+            while end < seqs.len() && end - start < self.batch_texts && total + seqs[end].len() <= DECODE_TOKENS {
+                total += seqs[end].len();
+                end += 1;
+            }
+            self.decode(&seqs[start..end], &mut out)?;
+            self.heartbeat.beat();
+            start = end;
+        }
+        Ok(out)
+    }
+
+    /// `prefix + text` with BOS and EOS, cut to `max_tokens` (keeping the EOS).
+    fn tokens(&self, prefix: &str, text: &str) -> Vec<LlamaToken> {
+        let vocab = self.model.vocab();
+        let mut tokens = vocab.tokenize(format!("{prefix}{text}").as_bytes(), true, false);
+        if tokens.len() > self.max_tokens {
+            tokens.truncate(self.max_tokens - 1);
+            tokens.push(vocab.eos());
+        }
+        tokens
+    }
+
+    fn decode(&mut self, seqs: &[Vec<LlamaToken>], out: &mut Vec<Vec<f32>>) -> Result<(), EmbedError> {
+        self.batch.clear();
+        for (seq, tokens) in seqs.iter().enumerate() {
+            for (pos, &token) in tokens.iter().enumerate() {
+                self.batch
+                    .add(token, pos as i32, &[seq as i32], true)
+                    .map_err(|e| EmbedError::Inference(format!("filling the batch: {e}")))?;
+            }
+        }
+        // An encoder-only model runs through llama_encode (llama_decode would
+        // warn and fall back to it).
+        self.ctx.encode(&mut self.batch).map_err(|e| EmbedError::Inference(format!("llama.cpp encode: {e}")))?;
+        for seq in 0..seqs.len() {
+            let pooled = self
+                .ctx
+                .embeddings_seq_ith(seq as i32)
+                .map_err(|e| EmbedError::Inference(format!("pooled embedding of sequence {seq}: {e}")))?;
+            out.push(normalised(pooled)?);
+        }
+        Ok(())
+    }
+}
+
+/// `v / |v|`; a zero or non-finite vector is an error (nothing to compare with).
+fn normalised(v: &[f32]) -> Result<Vec<f32>, EmbedError> {
+    let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+    if !norm.is_finite() || norm == 0.0 {
+        return Err(EmbedError::Inference(format!("the model returned a vector of norm {norm}")));
+    }
+    Ok(v.iter().map(|x| (f64::from(*x) / norm) as f32).collect())
+}
+
+/// Lower-case hex sha256 of a file, read in chunks (this also warms the page
+/// cache that llama.cpp's mapping then uses).
+fn file_sha256(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn file_stem(path: &Path) -> String {
+    path.file_stem().map_or_else(|| "embedding-model".to_owned(), |s| s.to_string_lossy().into_owned())
+}
