@@ -5,6 +5,7 @@
 use crate::time::{format_uptime, format_utc};
 use edgeai_common::admin::{AppList, AppVersionList, KeyList, StatusResponse};
 use edgeai_common::datasets::{Dataset, Document, RetrieveRecord};
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 pub fn status(s: &StatusResponse) -> String {
     let m = &s.model;
@@ -117,15 +118,15 @@ pub fn documents(docs: &[(Document, u64)]) -> String {
     table(&["ID", "NAME", "STATUS", "SEGMENTS", "WORDS", "ERROR"], &rows)
 }
 
-/// Longest excerpt of a hit, in characters.
-const EXCERPT_CHARS: usize = 100;
+/// Widest excerpt of a hit, in terminal columns (a CJK character takes two).
+const EXCERPT_COLUMNS: usize = 100;
 
 pub fn hits(records: &[RetrieveRecord]) -> String {
     let rows = records
         .iter()
         .map(|r| {
             let score = r.score.map_or_else(|| "-".to_owned(), |s| format!("{s:.3}"));
-            vec![score, r.segment.document.name.clone(), excerpt(&r.segment.content, EXCERPT_CHARS)]
+            vec![score, r.segment.document.name.clone(), excerpt(&r.segment.content, EXCERPT_COLUMNS)]
         })
         .collect::<Vec<_>>();
     table(&["SCORE", "DOCUMENT", "EXCERPT"], &rows)
@@ -136,13 +137,23 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// [`one_line`], cut to `max` characters with an ellipsis.
+/// [`one_line`], cut to at most `max` terminal columns with an ellipsis.
 fn excerpt(text: &str, max: usize) -> String {
     let line = one_line(text);
-    if line.chars().count() <= max {
+    if UnicodeWidthStr::width(line.as_str()) <= max {
         return line;
     }
-    let cut: String = line.chars().take(max.saturating_sub(1)).collect();
+    let mut cut = String::new();
+    let mut used = 0;
+    for c in line.chars() {
+        let w = UnicodeWidthChar::width(c).unwrap_or(0);
+        // One column is kept for the ellipsis.
+        if used + w > max.saturating_sub(1) {
+            break;
+        }
+        used += w;
+        cut.push(c);
+    }
     format!("{}…", cut.trim_end())
 }
 
@@ -214,12 +225,11 @@ k3   dataset  -     Qw8      1970-01-01T00:00:00Z  -                     -
     }
 
     #[test]
-    fn excerpts_are_one_line_and_cut_by_characters() {
+    fn excerpts_are_one_line_and_cut_by_columns() {
         assert_eq!(excerpt("Alarm E17:\n\n  reset   the PLC", 100), "Alarm E17: reset the PLC");
-        let long = "复位".repeat(80);
-        let cut = excerpt(&long, 10);
-        assert_eq!(cut.chars().count(), 10);
-        assert!(cut.ends_with('…'), "{cut}");
+        assert_eq!(excerpt(&"a".repeat(20), 10), format!("{}…", "a".repeat(9)));
+        // Each CJK character takes two columns: four of them and the ellipsis fill 9 of 10.
+        assert_eq!(excerpt(&"复位".repeat(80), 10), "复位复位…");
     }
 
     #[test]
