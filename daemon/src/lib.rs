@@ -49,6 +49,53 @@ pub enum DaemonError {
     DemoKeyStore(store::StoreError),
     #[error("workflow.http_allow: {0}")]
     HttpAllow(service::outbound::OutboundError),
+    #[error("dev.demo_rag_app {}: {source}", path.display())]
+    DemoApp { path: std::path::PathBuf, source: std::io::Error },
+    #[error("starting the knowledge bases: {0}")]
+    Knowledge(service::knowledge::KnowledgeError),
+}
+
+/// Loads the embedding model (when `[embedding]` is on; a model that does
+/// not load leaves knowledge bases to full-text search, with a warning) and
+/// starts the knowledge service, which queues documents a crash left
+/// half-indexed.
+async fn start_knowledge(settings: &Settings, store: &Store, threads: u32) -> Result<Arc<service::knowledge::Knowledge>, DaemonError> {
+    let embedder = if settings.embedding.enabled {
+        let e = &settings.embedding;
+        let cfg = model::embed::EmbedConfig {
+            path: e.path.clone(),
+            threads: e.threads.unwrap_or(threads),
+            batch_texts: e.batch_texts,
+            max_tokens: e.max_tokens,
+            query_prefix: e.query_prefix.clone(),
+            passage_prefix: e.passage_prefix.clone(),
+            queue: e.queue,
+        };
+        match tokio::task::spawn_blocking(move || model::embed::Embedder::load(cfg)).await {
+            Ok(Ok(em)) => {
+                tracing::info!(model = em.model_id(), dims = em.dims(), "embedding model loaded");
+                Some(em)
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "embedding model not loaded: knowledge bases search by full text only");
+                None
+            }
+            Err(join) => {
+                tracing::warn!(error = %join, "embedding model load panicked: knowledge bases search by full text only");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let k = service::knowledge::Knowledge::start(store.clone(), embedder, settings.knowledge.clone()).await.map_err(DaemonError::Knowledge)?;
+    if let Some(dir) = &settings.dev.demo_dataset_dir {
+        match k.seed_dir(dir).await {
+            Ok(s) => tracing::info!(dataset = %s.dataset_name, id = %s.dataset_id, queued = s.queued, present = s.present, "demo dataset"),
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "could not seed the demo dataset"),
+        }
+    }
+    Ok(k)
 }
 
 /// Runs the daemon until it is told to stop. `exec_start` is when the
@@ -104,12 +151,18 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         tracing::info!(app = %app, new_version = changed, "app from config");
     }
 
+    let knowledge = start_knowledge(&settings, &store, threads).await?;
+    service.set_knowledge(Arc::clone(&knowledge));
+
     let listeners = Listeners::bind(&settings.server)?;
     let tcp_addr = listeners.tcp_addr();
     if let Some(path) = &settings.dev.demo_key_file {
         if let Some(app) = settings.apps.first() {
             demo_key(&store, &app.id, path, tcp_addr).await?;
         }
+    }
+    if let Some(path) = &settings.dev.demo_rag_app {
+        demo_rag_app(&service, path, settings.dev.demo_rag_key_file.as_deref(), tcp_addr).await?;
     }
     match service::features::sweep_unfinished_uploads(&settings.files.dir).await {
         Ok(0) => {}
@@ -132,7 +185,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         admin_gid,
         model_name: settings.model.name.clone(),
         cpu_features: cpu::describe(),
-        knowledge: None,
+        knowledge: Some(Arc::clone(&knowledge)),
     });
     let signals = Signals::install().map_err(DaemonError::Signals)?;
 
@@ -284,6 +337,17 @@ async fn demo_key(store: &Store, app_id: &str, path: &Path, tcp_addr: Option<std
         "edgeaid: try: curl -s {base}/chat-messages -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \
          -d '{{\"query\": \"Hello!\", \"inputs\": {{}}, \"user\": \"me\", \"response_mode\": \"blocking\"}}'"
     );
+    Ok(())
+}
+
+/// Imports the development RAG app (`dev.demo_rag_app`) and writes a key of it.
+async fn demo_rag_app(service: &Service, path: &Path, key_file: Option<&Path>, tcp_addr: Option<std::net::SocketAddr>) -> Result<(), DaemonError> {
+    let yaml = std::fs::read_to_string(path).map_err(|source| DaemonError::DemoApp { path: path.to_owned(), source })?;
+    let (v, _) = service.import_dsl(&yaml, None, None, &[]).await.map_err(DaemonError::Apps)?;
+    tracing::info!(app = %v.app_id, version = v.version, new_version = v.created, "demo RAG app");
+    if let Some(key_file) = key_file {
+        demo_key(service.store(), &v.app_id, key_file, tcp_addr).await?;
+    }
     Ok(())
 }
 

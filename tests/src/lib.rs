@@ -82,6 +82,7 @@ pub mod daemon;
 pub mod dify;
 pub mod gguf;
 pub mod http;
+pub mod multipart;
 pub mod notify;
 pub mod paths;
 pub mod pdf;

@@ -96,6 +96,9 @@
 //! | `model_map.default` | `"local"` | `"local"`, `"upstream"` or `"upstream:<model name>"`, for DSL models no other key names |
 //! | `model_map."provider/name"` | none | the same forms, for one DSL model (`"openai/gpt-4o-mini" = "upstream"`); upstream forms need `upstream.url` |
 //! | `dev.demo_key_file` | `""` (none) | development only: the daemon creates a key for the first app and writes it to this path |
+//! | `dev.demo_dataset_dir` | `""` (none) | development only: documents seeded at start into the dataset named after the directory |
+//! | `dev.demo_rag_app` | `""` (none) | development only: a Dify DSL app imported at start |
+//! | `dev.demo_rag_key_file` | `""` (none) | development only: a key of `demo_rag_app` is written to this path |
 //! | `[[apps]]` | none | chat and completion apps, see [`crate::engine::AppDefinition`] |
 //!
 //! For the keys whose default is "none", `""` sets them back to none, so a
@@ -467,6 +470,14 @@ impl LogFormat {
 pub struct DevSettings {
     /// Development only: the daemon creates a key for the first app and writes it here.
     pub demo_key_file: Option<PathBuf>,
+    /// Development only: a directory of documents seeded at start into the
+    /// dataset named after it (new files only).
+    pub demo_dataset_dir: Option<PathBuf>,
+    /// Development only: a Dify DSL app imported at start (a new version
+    /// only when it changed).
+    pub demo_rag_app: Option<PathBuf>,
+    /// Development only: a key of `demo_rag_app` is written here.
+    pub demo_rag_key_file: Option<PathBuf>,
 }
 
 impl Settings {

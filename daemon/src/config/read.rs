@@ -143,6 +143,15 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     if let Some(file) = r.optional_path("dev", "demo_key_file") {
         s.dev.demo_key_file = file;
     }
+    if let Some(dir) = r.optional_path("dev", "demo_dataset_dir") {
+        s.dev.demo_dataset_dir = dir;
+    }
+    if let Some(file) = r.optional_path("dev", "demo_rag_app") {
+        s.dev.demo_rag_app = file;
+    }
+    if let Some(file) = r.optional_path("dev", "demo_rag_key_file") {
+        s.dev.demo_rag_key_file = file;
+    }
 
     let w = &mut s.workflow.limits;
     r.int("workflow", "max_steps", 1..=100_000, &mut w.max_steps);

@@ -7,7 +7,7 @@
 //!   `{id: Int64, vector: FixedSizeList<Float32, dims>,
 //!   q8: FixedSizeList<Int8, dims>, scale: Float32}` (`q8 * scale` is the
 //!   vector quantised to int8, per row), in record batches of at most
-//!   [`BATCH_ROWS`] rows. Written once, never changed.
+//!   `BATCH_ROWS` (16384) rows. Written once, never changed.
 //! - `tomb-<seq>.bin`: the ids deleted since the last compaction
 //!   (`EVTOMB01`, a little-endian u64 count, then the i64 ids).
 //! - `MANIFEST`: JSON naming the dims, the live segment files in order and
@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 
 /// Rows per record batch in a written file: bounds the heap a compaction
 /// of a large index needs.
-pub const BATCH_ROWS: usize = 16_384;
+const BATCH_ROWS: usize = 16_384;
 /// The manifest's `format` value.
 const FORMAT: &str = "edgeai-vectors/1";
 const MANIFEST: &str = "MANIFEST";

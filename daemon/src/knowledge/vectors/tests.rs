@@ -443,3 +443,9 @@ fn dot_kernels_agree_with_a_plain_sum() {
         assert_eq!(dot_i8(&qa, &qb), plain_i8, "dims {dims}");
     }
 }
+
+#[test]
+fn index_is_shared_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<VectorIndex>();
+}

@@ -65,7 +65,10 @@ impl Knowledge {
                 continue;
             }
             let bytes = std::fs::read(&path).map_err(|e| KnowledgeError::InvalidParam(format!("{}: {e}", path.display())))?;
-            match self.add_document(&dataset.id, DocumentContent::File { name: file_name, bytes: bytes.into() }, None, None).await {
+            let rule = serde_json::json!({"mode": "custom", "rules": {
+                "pre_processing_rules": [{"id": "remove_extra_spaces", "enabled": true}, {"id": "remove_urls_emails", "enabled": false}],
+                "segmentation": {"separator": "\n\n", "max_tokens": 200, "chunk_overlap": 0}}});
+            match self.add_document(&dataset.id, DocumentContent::File { name: file_name, bytes: bytes.into() }, Some(rule), None).await {
                 Ok(_) => seeded.queued += 1,
                 Err(KnowledgeError::UnsupportedFileType(_)) => tracing::info!(file = %path.display(), "seed: skipping a file of an unsupported type"),
                 Err(e) => return Err(e),
