@@ -18,9 +18,7 @@ use serde_json::{json, Value};
 const INGEST_LIMIT: Duration = Duration::from_secs(300);
 
 fn daemon() -> Daemon {
-    // The harness has no embedding setup of its own yet: point the
-    // [embedding] section at the test model.
-    DaemonBuilder::new().set("embedding.path", paths::embed_model().display().to_string()).start()
+    DaemonBuilder::new().with_embedder().start()
 }
 
 /// `edgeaictl --socket … args`, killed (and the test failed) after `limit`.
