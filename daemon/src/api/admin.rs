@@ -2,8 +2,9 @@
 //! to root or members of `server.admin_group` (checked from SO_PEERCRED):
 //! status, apps (list, import as JSON or Dify DSL, versions, activate,
 //! export as DSL), API keys of apps and of the Knowledge API (create, list,
-//! revoke), and a chat
-//! route that is authorised by the peer instead of a key.
+//! revoke), a chat route that is authorised by the peer instead of a key,
+//! and the Knowledge API itself under `/admin/v1/datasets` (the handlers of
+//! `/v1/datasets`, without a dataset key: `edgeaictl datasets`).
 
 use std::sync::Arc;
 
@@ -152,6 +153,11 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
         (["keys", id], &Method::DELETE) => {
             svc.revoke_key(id).await?;
             Ok(body::empty(StatusCode::NO_CONTENT))
+        }
+        // The Knowledge API for the operator: Dify's routes, no key.
+        (["datasets", rest @ ..], _) => {
+            let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
+            super::datasets::serve(state, &rest, req, super::datasets::Caller::Admin).await
         }
         (
             ["status"]

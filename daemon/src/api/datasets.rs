@@ -37,10 +37,34 @@ fn is_uuid(s: &str) -> bool {
     uuid::Uuid::parse_str(s).is_ok()
 }
 
+/// Who is calling the Knowledge API, which decides what is left to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// A `/v1/datasets` caller, who must show a `Bearer dataset-…` key.
+    KeyHolder,
+    /// An admin API caller (`/admin/v1/datasets`), already authorised by
+    /// its peer credentials on the unix socket.
+    Admin,
+}
+
+/// The one entry point of both `/v1/datasets…` and `/admin/v1/datasets…`
+/// (`rest` is the path after either prefix): the same routes, handlers,
+/// wire shapes and errors; only a key holder's key is still checked.
+pub async fn serve(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming>, caller: Caller) -> Result<Response<Body>, ApiError> {
+    if !is_route(rest) {
+        return Err(ApiError::NoRoute);
+    }
+    match caller {
+        Caller::KeyHolder => super::authenticate_dataset(state, &req).await?,
+        Caller::Admin => {}
+    }
+    route(state, rest, req).await
+}
+
 /// Whether `rest` (the path after `/v1/datasets`) is a route of this API.
 /// Ids must be UUIDs, as Dify's `<uuid:…>` routes want, so anything else
 /// is a 404 before the key is checked.
-pub fn is_route(rest: &[String]) -> bool {
+fn is_route(rest: &[String]) -> bool {
     let r: Vec<&str> = rest.iter().map(String::as_str).collect();
     match r.as_slice() {
         [] => true,
@@ -66,7 +90,7 @@ fn knowledge(state: &ApiState) -> Result<Arc<Knowledge>, ApiError> {
     state.knowledge.clone().ok_or(ApiError::KnowledgeUnavailable)
 }
 
-pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let r: Vec<&str> = rest.iter().map(String::as_str).collect();
     let m = req.method().clone();
     let k = knowledge(state)?;

@@ -130,11 +130,7 @@ async fn route(state: &Arc<ApiState>, peer: &Arc<Peer>, req: Request<Incoming>) 
         }
         ["v1", "datasets", rest @ ..] => {
             let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
-            if !datasets::is_route(&rest) {
-                return Err(ApiError::NoRoute);
-            }
-            authenticate_dataset(state, &req).await?;
-            datasets::route(state, &rest, req).await
+            datasets::serve(state, &rest, req, datasets::Caller::KeyHolder).await
         }
         ["v1", rest @ ..] => {
             let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
