@@ -247,6 +247,20 @@ pub enum DatasetsCommand {
         dataset: String,
     },
 
+    /// Index every document of a dataset again with the loaded embedding model
+    #[command(after_help = concat!(
+        "Example:\n  edgeaictl datasets reindex plant-manuals\n\n\
+         Needed after [embedding] names another model: a dataset records the model its vectors \
+         come from, and its semantic search answers 409 embedding_model_mismatch until it is \
+         re-indexed. The vectors are dropped and each document is indexed again from its kept \
+         source, in the background (see `edgeaictl datasets docs`).\n\n",
+        exit_codes!()
+    ))]
+    Reindex {
+        #[arg(value_name = "DATASET")]
+        dataset: String,
+    },
+
     /// Upload files (txt, md, markdown, html, htm, csv, pdf) and wait until they are indexed
     #[command(
         long_about = "Upload files (txt, md, markdown, html, htm, csv, pdf) into a dataset and wait until \

@@ -57,6 +57,17 @@ pub async fn delete(client: &UnixClient, dataset: &str, json: bool) -> Result<()
     print(&format!("deleted dataset {:?} ({})\n", d.name, d.id))
 }
 
+/// Queues every document of a dataset for indexing again (admin route).
+pub async fn reindex(client: &UnixClient, dataset: &str, json: bool) -> Result<(), CtlError> {
+    let d = resolve_dataset(client, dataset).await?;
+    let answer: Value = client.post_json(&format!("{}/reindex", paths::dataset(&d.id)), &json!({})).await?;
+    if json {
+        return print_json(&answer);
+    }
+    let n = answer["documents"].as_array().map_or(0, Vec::len);
+    print(&format!("re-indexing {n} documents of {:?} ({}); follow with `edgeaictl datasets docs {}`\n", d.name, d.id, d.id))
+}
+
 /// Each document with its segment count, which only a document's detail says.
 pub async fn docs(client: &UnixClient, dataset: &str, json: bool) -> Result<(), CtlError> {
     let d = resolve_dataset(client, dataset).await?;

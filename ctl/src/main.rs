@@ -82,6 +82,7 @@ async fn run_datasets(client: &UnixClient, command: DatasetsCommand, json: bool)
         DatasetsCommand::Create { name, description, economy } => datasets::create(client, name, description, economy, json).await,
         DatasetsCommand::Show { dataset } => datasets::show(client, &dataset, json).await,
         DatasetsCommand::Delete { dataset } => datasets::delete(client, &dataset, json).await,
+        DatasetsCommand::Reindex { dataset } => datasets::reindex(client, &dataset, json).await,
         DatasetsCommand::Ingest { paths, dataset, create } => ingest::ingest(client, &paths, &dataset, create, json).await,
         DatasetsCommand::Docs { dataset } => datasets::docs(client, &dataset, json).await,
         DatasetsCommand::RmDoc { dataset, doc } => datasets::rm_doc(client, &dataset, &doc, json).await,

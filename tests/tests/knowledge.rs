@@ -326,3 +326,35 @@ fn embeddings_answer_in_openais_shape() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["error"]["type"], "invalid_request_error", "{}", r.text());
 }
+
+#[test]
+fn another_embedding_model_needs_a_reindex_and_edgeaictl_does_it() {
+    let b = DaemonBuilder::new();
+    // The same weights under another name: another file, so another model id.
+    let copy = b.dir().join("e5-copy.gguf");
+    edgeai_tests::gguf::rewrite(&paths::embed_model(), &copy, &[("general.name", edgeai_tests::gguf::MetaValue::Str("e5-copy".into()))]).unwrap();
+    let (mut d, c) = start(b);
+    let ds = create_dataset(&c, "models");
+    let (_, batch) = add_text(&c, &ds, "plc.txt", PLC);
+    wait_indexed(&c, &ds, &batch);
+    d.edit_config(|t| {
+        t["embedding"]["path"] = toml::Value::String(copy.display().to_string());
+    });
+    d.restart();
+    let (_, key) = d.admin().create_dataset_key();
+    let c = d.client().with_key(&key);
+    let body = json!({"query": "ACK button", "retrieval_model": {"search_method": "semantic_search", "top_k": 3}});
+    let e = c.post_json(&format!("/v1/datasets/{ds}/retrieve"), &body).expect_dify_error(409, "embedding_model_mismatch");
+    assert!(e["message"].as_str().unwrap().contains("edgeaictl datasets reindex"), "{e}");
+    assert_eq!(contents(&retrieve(&c, &ds, "ACK button", "full_text_search")), vec![PLC.to_owned()], "full text needs no vectors");
+    let out = d.ctl(&["--json", "datasets", "reindex", "models"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let batch = answer["batches"][0].as_str().unwrap();
+    assert_eq!(wait_indexed(&c, &ds, batch)[0]["indexing_status"], "completed");
+    assert_eq!(contents(&retrieve(&c, &ds, "how do I get rid of the alarm", "semantic_search"))[0], PLC);
+    let info = c.get(&format!("/v1/datasets/{ds}")).expect_json(200);
+    assert!(info["embedding_model"].as_str().unwrap().starts_with("e5-copy@"), "{info}");
+    // A key holder has no such route.
+    c.post_json(&format!("/v1/datasets/{ds}/reindex"), &json!({})).expect_dify_error(404, "not_found");
+}

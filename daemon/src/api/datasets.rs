@@ -55,8 +55,22 @@ pub async fn serve(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
         return Err(ApiError::NoRoute);
     }
     match caller {
+        Caller::KeyHolder if rest.get(1).is_some_and(|a| a == "reindex") => return Err(ApiError::NoRoute),
         Caller::KeyHolder => super::authenticate_dataset(state, &req).await?,
-        Caller::Admin => {}
+        Caller::Admin => {
+            // Operator-only, not part of Dify's API: re-index after a model change.
+            if let [ds, action] = rest {
+                if action == "reindex" && is_uuid(ds) {
+                    if req.method() != Method::POST {
+                        return Err(ApiError::MethodNotAllowed);
+                    }
+                    let docs = knowledge(state)?.reindex(ds).await?;
+                    let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+                    let batches: Vec<&str> = docs.iter().map(|d| d.batch.as_str()).collect();
+                    return Ok(body::json(StatusCode::OK, &json!({"documents": ids, "batches": batches})));
+                }
+            }
+        }
     }
     route(state, rest, req).await
 }
@@ -67,6 +81,8 @@ pub async fn serve(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
 fn is_route(rest: &[String]) -> bool {
     let r: Vec<&str> = rest.iter().map(String::as_str).collect();
     match r.as_slice() {
+        // The admin socket's re-index (refused by `serve` for key holders).
+        [ds, "reindex"] => is_uuid(ds),
         [] => true,
         [ds, tail @ ..] if is_uuid(ds) => match tail {
             [] | ["retrieve" | "hit-testing"] | ["documents"] => true,
