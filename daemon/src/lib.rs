@@ -88,7 +88,8 @@ async fn start_knowledge(settings: &Settings, store: &Store, threads: u32) -> Re
     } else {
         None
     };
-    let k = service::knowledge::Knowledge::start(store.clone(), embedder, settings.knowledge.clone()).await.map_err(DaemonError::Knowledge)?;
+    let k =
+        service::knowledge::Knowledge::start(store.clone(), embedder, settings.knowledge.clone()).await.map_err(DaemonError::Knowledge)?;
     if let Some(dir) = &settings.dev.demo_dataset_dir {
         match k.seed_dir(dir).await {
             Ok(s) => tracing::info!(dataset = %s.dataset_name, id = %s.dataset_id, queued = s.queued, present = s.present, "demo dataset"),
@@ -208,7 +209,9 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
     });
     if let Some(timeout) = supervise::watchdog_timeout() {
         let k = Arc::clone(&knowledge);
-        tokio::spawn(supervise::watchdog_task(notifier.clone(), timeout, store.clone(), Arc::clone(&runtime), move || k.embedder_heartbeat_age()));
+        tokio::spawn(supervise::watchdog_task(notifier.clone(), timeout, store.clone(), Arc::clone(&runtime), move || {
+            k.embedder_heartbeat_age()
+        }));
     }
 
     // Signals for the rest of the daemon's life: the first SIGTERM/SIGINT
@@ -342,7 +345,12 @@ async fn demo_key(store: &Store, app_id: &str, path: &Path, tcp_addr: Option<std
 }
 
 /// Imports the development RAG app (`dev.demo_rag_app`) and writes a key of it.
-async fn demo_rag_app(service: &Service, path: &Path, key_file: Option<&Path>, tcp_addr: Option<std::net::SocketAddr>) -> Result<(), DaemonError> {
+async fn demo_rag_app(
+    service: &Service,
+    path: &Path,
+    key_file: Option<&Path>,
+    tcp_addr: Option<std::net::SocketAddr>,
+) -> Result<(), DaemonError> {
     let yaml = std::fs::read_to_string(path).map_err(|source| DaemonError::DemoApp { path: path.to_owned(), source })?;
     let (v, _) = service.import_dsl(&yaml, None, None, &[]).await.map_err(DaemonError::Apps)?;
     tracing::info!(app = %v.app_id, version = v.version, new_version = v.created, "demo RAG app");

@@ -238,7 +238,7 @@ async fn send_message(
     }
     let req = AppRequest { user, query, inputs: b.inputs.unwrap_or_default(), conversation_id };
     let run = state.service.start(Arc::clone(&app), req).await?;
-    let enc = DifyEncoder { mode: app.mode, ids: RunIds::of(&run) };
+    let enc = DifyEncoder { mode: app.mode, ids: RunIds::of(&run), resources: Value::Array(run.retriever_resources.clone()) };
     if streaming {
         let limits = StreamLimits {
             ping: state.limits.sse_ping_interval,
@@ -299,11 +299,13 @@ impl RunIds {
 struct DifyEncoder {
     mode: AppMode,
     ids: RunIds,
+    /// The knowledge segments of the answer.
+    resources: Value,
 }
 
 impl DifyEncoder {
-    fn metadata(usage: &Usage) -> Value {
-        json!({"usage": usage_json(usage), "retriever_resources": []})
+    fn metadata(&self, usage: &Usage) -> Value {
+        json!({"usage": usage_json(usage), "retriever_resources": self.resources})
     }
 }
 
@@ -318,7 +320,7 @@ impl Encoder for DifyEncoder {
 
     fn end(&self, usage: &Usage, finish: FinishReason) -> bytes::Bytes {
         let mut m = base("message_end", self.mode, &self.ids);
-        m.insert("metadata".into(), Self::metadata(usage));
+        m.insert("metadata".into(), self.metadata(usage));
         m.insert("files".into(), Value::Null);
         if finish == FinishReason::Cancelled {
             tracing::debug!(task_id = %self.ids.task_id, "stream ended by stop");
@@ -352,7 +354,7 @@ impl Encoder for DifyEncoder {
         let mut m = base("message", self.mode, &self.ids);
         m.insert("mode".into(), json!(self.mode.as_str()));
         m.insert("answer".into(), json!(c.answer));
-        m.insert("metadata".into(), Self::metadata(&c.usage));
+        m.insert("metadata".into(), self.metadata(&c.usage));
         body::json(StatusCode::OK, &Value::Object(m))
     }
 }
@@ -486,7 +488,7 @@ mod tests {
 
     fn encoder(mode: AppMode) -> DifyEncoder {
         let ids = RunIds { task_id: "t".into(), message_id: "m".into(), conversation_id: Some("c".into()), created_at: 7 };
-        DifyEncoder { mode, ids }
+        DifyEncoder { mode, ids, resources: json!([]) }
     }
 
     fn event(b: bytes::Bytes) -> Value {

@@ -15,8 +15,8 @@
 //! document is indexed again at the next start.
 
 mod ingest;
-mod seed;
 pub mod search;
+mod seed;
 
 pub use seed::Seeded;
 
@@ -111,10 +111,16 @@ pub struct DatasetPatch {
 /// The content of a document to add or replace.
 #[derive(Debug, Clone)]
 pub enum DocumentContent {
-    Text { name: String, text: String },
+    Text {
+        name: String,
+        text: String,
+    },
     /// An uploaded file: its client-given name (only its last path
     /// component is kept) and its bytes.
-    File { name: String, bytes: bytes::Bytes },
+    File {
+        name: String,
+        bytes: bytes::Bytes,
+    },
 }
 
 /// A page request: 1-based page, limit 1..=100.
@@ -189,7 +195,9 @@ impl Knowledge {
         for doc in resume {
             tracing::info!(document = %doc.id, dataset = %doc.dataset_id, status = ?doc.status, "indexing a document a restart interrupted");
             if k.queue.try_send((doc.dataset_id.clone(), doc.id.clone())).is_err() {
-                k.store.set_document_step(&doc.id, DocumentStep::Error("the ingestion queue was full at start; upload it again".into())).await?;
+                k.store
+                    .set_document_step(&doc.id, DocumentStep::Error("the ingestion queue was full at start; upload it again".into()))
+                    .await?;
             }
         }
         Ok(k)
@@ -343,7 +351,12 @@ impl Knowledge {
         Ok(self.store.rename_document(dataset_id, document_id, &name).await?)
     }
 
-    pub async fn list_documents(&self, dataset_id: &str, page: Page, keyword: Option<String>) -> Result<Paged<DocumentRecord>, KnowledgeError> {
+    pub async fn list_documents(
+        &self,
+        dataset_id: &str,
+        page: Page,
+        keyword: Option<String>,
+    ) -> Result<Paged<DocumentRecord>, KnowledgeError> {
         self.dataset(dataset_id).await?;
         let (data, total) = self.store.list_documents(dataset_id, page.page, page.limit, keyword.as_deref()).await?;
         Ok(paged(data, total, page))
@@ -378,13 +391,24 @@ impl Knowledge {
         Ok(())
     }
 
-    pub async fn list_segments(&self, dataset_id: &str, document_id: &str, page: Page, keyword: Option<String>) -> Result<Paged<SegmentRecord>, KnowledgeError> {
+    pub async fn list_segments(
+        &self,
+        dataset_id: &str,
+        document_id: &str,
+        page: Page,
+        keyword: Option<String>,
+    ) -> Result<Paged<SegmentRecord>, KnowledgeError> {
         let (data, total) = self.store.list_segments(dataset_id, document_id, page.page, page.limit, keyword.as_deref()).await?;
         Ok(paged(data, total, page))
     }
 
     /// Adds segments written by hand; they are embedded before this returns.
-    pub async fn add_segments(&self, dataset_id: &str, document_id: &str, segments: Vec<SegmentInput>) -> Result<Vec<SegmentRecord>, KnowledgeError> {
+    pub async fn add_segments(
+        &self,
+        dataset_id: &str,
+        document_id: &str,
+        segments: Vec<SegmentInput>,
+    ) -> Result<Vec<SegmentRecord>, KnowledgeError> {
         let dataset = self.dataset(dataset_id).await?;
         let doc = self.document(dataset_id, document_id).await?;
         if doc.status != IndexingStatus::Completed {
@@ -392,7 +416,10 @@ impl Knowledge {
         }
         let mut chunks = Vec::with_capacity(segments.len());
         for (i, s) in segments.into_iter().enumerate() {
-            let content = s.content.filter(|c| !c.trim().is_empty()).ok_or_else(|| KnowledgeError::InvalidParam(format!("segments[{i}].content is required")))?;
+            let content = s
+                .content
+                .filter(|c| !c.trim().is_empty())
+                .ok_or_else(|| KnowledgeError::InvalidParam(format!("segments[{i}].content is required")))?;
             chunks.push(self.new_segment(content, s.answer.unwrap_or_default(), s.keywords.unwrap_or_default()));
         }
         if chunks.is_empty() {
@@ -416,7 +443,13 @@ impl Knowledge {
     }
 
     /// Changes a segment; new content is embedded again before this returns.
-    pub async fn update_segment(&self, dataset_id: &str, document_id: &str, segment_id: &str, input: SegmentInput) -> Result<SegmentRecord, KnowledgeError> {
+    pub async fn update_segment(
+        &self,
+        dataset_id: &str,
+        document_id: &str,
+        segment_id: &str,
+        input: SegmentInput,
+    ) -> Result<SegmentRecord, KnowledgeError> {
         let dataset = self.dataset(dataset_id).await?;
         self.document(dataset_id, document_id).await?;
         let seg = self.segment(dataset_id, document_id, segment_id).await?;
@@ -495,7 +528,8 @@ impl Knowledge {
         let fused = search::fuse(&RetrievalSettings { method: method_for_fuse, ..settings.clone() }, &vector, &words);
         let ids: Vec<SegmentId> = fused.iter().map(|(id, _)| *id).collect();
         let found = self.store.segments_by_rowids(&ids).await?;
-        let by_id: HashMap<SegmentId, _> = found.into_iter().map(|v| (v.segment.rowid, (v.segment, v.document_name, v.dataset_name))).collect();
+        let by_id: HashMap<SegmentId, _> =
+            found.into_iter().map(|v| (v.segment.rowid, (v.segment, v.document_name, v.dataset_name))).collect();
         let mut by_id = by_id;
         let mut hits = Vec::with_capacity(settings.top_k);
         for (id, score) in fused {
@@ -542,7 +576,8 @@ impl Knowledge {
         let mut docs = Vec::with_capacity(ids.len());
         for id in &ids {
             let d = self.document(dataset_id, id).await?;
-            if matches!(d.status, IndexingStatus::Waiting | IndexingStatus::Parsing | IndexingStatus::Splitting | IndexingStatus::Indexing) {
+            if matches!(d.status, IndexingStatus::Waiting | IndexingStatus::Parsing | IndexingStatus::Splitting | IndexingStatus::Indexing)
+            {
                 return Err(KnowledgeError::DocumentIndexing);
             }
             docs.push(d);
@@ -560,12 +595,18 @@ impl Knowledge {
         self.store.clear_embedding_model(dataset_id).await?;
         let mut queued = Vec::with_capacity(docs.len());
         for d in docs {
-            let row = NewDocumentRow { name: d.name.clone(), source: d.source.clone(), batch: new_batch(), process_rule: d.process_rule.clone() };
+            let row =
+                NewDocumentRow { name: d.name.clone(), source: d.source.clone(), batch: new_batch(), process_rule: d.process_rule.clone() };
             let (doc, _) = self.store.replace_document(dataset_id, &d.id, row).await?;
             self.queue.try_send((dataset_id.to_owned(), doc.id.clone())).map_err(|_| KnowledgeError::QueueFull(self.settings.queue))?;
             queued.push(doc);
         }
-        tracing::info!(dataset = dataset_id, documents = queued.len(), model = self.embedding_model().unwrap_or("none"), "dataset queued for re-indexing");
+        tracing::info!(
+            dataset = dataset_id,
+            documents = queued.len(),
+            model = self.embedding_model().unwrap_or("none"),
+            "dataset queued for re-indexing"
+        );
         Ok(queued)
     }
 
@@ -718,7 +759,8 @@ impl From<StoreError> for KnowledgeError {
 
 /// A batch id as Dify makes them: `YYYYMMDDhhmmss` (UTC) and six random digits.
 fn new_batch() -> String {
-    let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().chars().filter(char::is_ascii_digit).collect();
+    let stamp: String =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().chars().filter(char::is_ascii_digit).collect();
     format!("{stamp}{:06}", rand::random::<u32>() % 1_000_000)
 }
 
@@ -757,7 +799,10 @@ impl Knowledge {
     /// once, with the node's weights (hybrid) or else the first dataset's
     /// own `retrieval_model`; `single`: each dataset alone, and the one
     /// whose best hit scores highest answers.
-    pub async fn node_search(&self, call: crate::engine::workflow::KnowledgeCall) -> Result<Vec<crate::engine::workflow::KnowledgeHit>, KnowledgeError> {
+    pub async fn node_search(
+        &self,
+        call: crate::engine::workflow::KnowledgeCall,
+    ) -> Result<Vec<crate::engine::workflow::KnowledgeHit>, KnowledgeError> {
         let first = call.dataset_ids.first().ok_or_else(|| KnowledgeError::InvalidParam("no dataset to search".into()))?;
         let mut settings = match self.dataset(first).await?.retrieval_model.as_deref().map(serde_json::from_str::<serde_json::Value>) {
             Some(Ok(v)) => search::parse_retrieval_model(&v).unwrap_or_default(),
@@ -813,7 +858,10 @@ impl Knowledge {
     /// How an imported DSL's dataset ids become local ones: every local
     /// dataset by its id and by its name, then each `OLD=NEW` of the
     /// import (NEW a local id or name). A NEW that names nothing is an error.
-    pub async fn dataset_resolution(&self, mapping: &[(String, String)]) -> Result<std::collections::BTreeMap<String, String>, KnowledgeError> {
+    pub async fn dataset_resolution(
+        &self,
+        mapping: &[(String, String)],
+    ) -> Result<std::collections::BTreeMap<String, String>, KnowledgeError> {
         let mut out = std::collections::BTreeMap::new();
         let mut page = 1;
         loop {
@@ -829,10 +877,9 @@ impl Knowledge {
             page += 1;
         }
         for (old, new) in mapping {
-            let local = out
-                .get(new)
-                .cloned()
-                .ok_or_else(|| KnowledgeError::InvalidParam(format!("--dataset {old}={new}: no local dataset has the id or name {new:?}")))?;
+            let local = out.get(new).cloned().ok_or_else(|| {
+                KnowledgeError::InvalidParam(format!("--dataset {old}={new}: no local dataset has the id or name {new:?}"))
+            })?;
             out.insert(old.clone(), local);
         }
         Ok(out)
