@@ -247,6 +247,8 @@ def main():
         docs,
     )
     check("list_documents: completed", all(d.get("indexing_status") == "completed" and d.get("enabled") is True for d in docs.get("data", [])), docs)
+    got = body(kb.get_dataset())
+    check("get_dataset: counts the documents and words", got.get("document_count") == 2 and (got.get("word_count") or 0) >= len(PLC), got)
     r = kb.list_documents(keyword="plc")
     check("list_documents: keyword", [d.get("id") for d in body(r).get("data", [])] == [plc_id], body(r))
 
@@ -258,6 +260,7 @@ def main():
         r.status_code == 200 and [s.get("content") for s in q.get("data", [])] == [PLC] and q.get("doc_form") == "text_model",
         q,
     )
+    check("query_segments: Dify's page fields", {"total", "has_more", "limit", "page"} <= set(q) and q.get("total") == 1, q)
     r = kb.query_segments(plc_id, status="completed")
     check("query_segments: status=completed", r.status_code == 200 and len(body(r).get("data", [])) == 1, body(r))
     # Dify's field is `keywords` (upstream's docstring example says `keyword`,
@@ -302,6 +305,13 @@ def main():
     }
     r = kb.hit_testing("motor bolts torque", hybrid)
     check("hit_testing: hybrid finds the updated segment", EDITED in hit_contents(r), body(r))
+    r = kb.hit_testing("belt tension")
+    check("hit_testing without retrieval_model: the dataset's default", r.status_code == 200 and BELT in hit_contents(r), body(r))
+    one = dict(semantic, top_k=1)
+    r = kb.update_dataset(retrieval_model=one)
+    check("update_dataset: a retrieval_model", r.status_code == 200 and (body(r).get("retrieval_model_dict") or {}).get("top_k") == 1, body(r))
+    r = kb.hit_testing("belt tension")
+    check("hit_testing without retrieval_model: the dataset's top_k 1", hit_contents(r) == [BELT], body(r))
     r = kb._send_request("POST", f"/datasets/{kb.dataset_id}/retrieve", json={"query": "belt tension", "retrieval_model": hybrid})
     check("retrieve (Dify's documented path)", BELT in hit_contents(r), body(r))
 
