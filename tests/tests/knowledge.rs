@@ -407,3 +407,33 @@ fn a_chat_app_with_datasets_answers_from_them_and_cites_them() {
     }
     assert_eq!(end.expect("message_end")["metadata"]["retriever_resources"][0]["content"], PLC);
 }
+
+#[test]
+fn an_upstream_embedding_model_can_index_and_search() {
+    use edgeai_tests::peer::{Peer, Reply};
+    let one = |v: [f32; 4]| Reply::Json { code: 200, body: json!({"object": "list", "model": "bge-m3", "data": [{"object": "embedding", "index": 0, "embedding": v}], "usage": {"prompt_tokens": 3, "total_tokens": 3}}) };
+    let peer = Peer::start(one([0.5, 0.5, 0.5, 0.5]));
+    let d = DaemonBuilder::new().set("upstream.url", peer.openai_url()).set("embedding.upstream_model", "bge-m3").start();
+    let (_, key) = d.admin().create_dataset_key();
+    let c = d.client().with_key(&key);
+    let ds = create_dataset(&c, "remote");
+    let (_, b) = add_text(&c, &ds, "plc.txt", PLC);
+    assert_eq!(wait_indexed(&c, &ds, &b)[0]["indexing_status"], "completed");
+    let info = c.get(&format!("/v1/datasets/{ds}")).expect_json(200);
+    assert_eq!(info["embedding_model"], "upstream:bge-m3", "{info}");
+    assert_eq!(contents(&retrieve(&c, &ds, "acknowledge", "semantic_search")), vec![PLC.to_owned()]);
+    let sent: Vec<Value> = peer.received().iter().filter(|r| r.path.ends_with("/embeddings")).map(|r| r.json()).collect();
+    assert_eq!(sent[0]["model"], "bge-m3");
+    assert_eq!(sent[0]["input"][0], format!("passage: {PLC}"), "{sent:?}");
+    assert_eq!(sent.last().unwrap()["input"][0], "query: acknowledge");
+    // The upstream failing: the document goes to error with the reason.
+    peer.set_default(Reply::Status { code: 500, retry_after: None });
+    let (_, b) = add_text(&c, &ds, "belt.txt", BELT);
+    let st = wait_indexed(&c, &ds, &b);
+    assert_eq!(st[0]["indexing_status"], "error", "{st:?}");
+    assert!(st[0]["error"].as_str().unwrap_or("").contains("upstream"), "{st:?}");
+    // And a search that needs it answers 503, with full text still there.
+    let body = json!({"query": "ACK", "retrieval_model": {"search_method": "semantic_search"}});
+    c.post_json(&format!("/v1/datasets/{ds}/retrieve"), &body).expect_dify_error(503, "provider_not_initialize");
+    assert_eq!(contents(&retrieve(&c, &ds, "ACK", "full_text_search")), vec![PLC.to_owned()]);
+}

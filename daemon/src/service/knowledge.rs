@@ -34,7 +34,7 @@ use crate::knowledge::{
     DatasetRecord, DocumentRecord, DocumentSource, Hit, IndexingStatus, IndexingTechnique, RetrievalSettings, SearchMethod, SegmentId,
     SegmentRecord,
 };
-use crate::model::embed::{EmbedError, EmbedKind, Embedder};
+use crate::model::embed::{EmbedError, EmbedKind, Embeddings};
 use crate::store::{DatasetChanges, DocumentStep, NewDatasetRow, NewDocumentRow, NewSegment, SegmentChanges, Store, StoreError};
 
 /// What a knowledge call can fail with. Each maps to one Dify error in
@@ -152,7 +152,7 @@ pub struct SegmentInput {
 /// The knowledge service; one per daemon, shared by every front end.
 pub struct Knowledge {
     store: Store,
-    embedder: Option<Arc<Embedder>>,
+    embedder: Option<Arc<Embeddings>>,
     settings: KnowledgeSettings,
     /// Open vector indexes by dataset id.
     indexes: Mutex<HashMap<String, Arc<RwLock<VectorIndex>>>>,
@@ -180,7 +180,7 @@ fn base_name(name: &str) -> Result<String, KnowledgeError> {
 impl Knowledge {
     /// Starts the service and its ingestion task; documents a crash left
     /// half-indexed are queued again.
-    pub async fn start(store: Store, embedder: Option<Arc<Embedder>>, settings: KnowledgeSettings) -> Result<Arc<Self>, KnowledgeError> {
+    pub async fn start(store: Store, embedder: Option<Arc<Embeddings>>, settings: KnowledgeSettings) -> Result<Arc<Self>, KnowledgeError> {
         let (tx, rx) = mpsc::channel(settings.queue.max(1));
         let k = Arc::new(Knowledge {
             store,
@@ -211,12 +211,12 @@ impl Knowledge {
     /// How long ago the embedding thread last showed progress (for the
     /// watchdog), `None` without an embedding model.
     pub fn embedder_heartbeat_age(&self) -> Option<std::time::Duration> {
-        self.embedder.as_deref().map(Embedder::heartbeat_age)
+        self.embedder.as_deref().and_then(Embeddings::heartbeat_age)
     }
 
     /// The embedder's model id, if one runs.
     pub fn embedding_model(&self) -> Option<&str> {
-        self.embedder.as_deref().map(Embedder::model_id)
+        self.embedder.as_deref().map(Embeddings::model_id)
     }
 
     pub async fn create_dataset(&self, new: NewDataset) -> Result<DatasetRecord, KnowledgeError> {
@@ -512,8 +512,8 @@ impl Knowledge {
             if query_vec.is_none() {
                 query_vec = Some(self.embed_one(query, EmbedKind::Query).await?);
             }
-            let index = self.index(&d.id).await?;
             let q = query_vec.clone().unwrap_or_default();
+            let index = self.index(&d.id, q.len()).await?;
             let found = tokio::task::spawn_blocking(move || index.read().unwrap_or_else(PoisonError::into_inner).search(&q, pool))
                 .await
                 .map_err(|e| KnowledgeError::Internal(format!("vector search: {e}")))?;
@@ -627,7 +627,7 @@ impl Knowledge {
         }
     }
 
-    fn embedder(&self) -> Result<&Arc<Embedder>, KnowledgeError> {
+    fn embedder(&self) -> Result<&Arc<Embeddings>, KnowledgeError> {
         self.embedder.as_ref().ok_or_else(|| KnowledgeError::EmbeddingUnavailable("no embedding model is configured ([embedding])".into()))
     }
 
@@ -669,12 +669,13 @@ impl Knowledge {
         }
         self.check_model(d)?;
         let e = Arc::clone(self.embedder()?);
-        if d.embedding_model.is_none() {
-            self.store.set_embedding_model(&d.id, e.model_id(), e.dims() as u32).await?;
-        }
         let vectors = e.embed(texts, EmbedKind::Passage).await.map_err(map_embed)?;
+        let dims = vectors.first().map_or(0, Vec::len);
+        if d.embedding_model.is_none() {
+            self.store.set_embedding_model(&d.id, e.model_id(), dims as u32).await?;
+        }
         let items: Vec<(SegmentId, Vec<f32>)> = rowids.iter().copied().zip(vectors).collect();
-        let index = self.index(&d.id).await?;
+        let index = self.index(&d.id, dims).await?;
         tokio::task::spawn_blocking(move || index.write().unwrap_or_else(PoisonError::into_inner).append(&items))
             .await
             .map_err(|e| KnowledgeError::Internal(format!("vector append: {e}")))?
@@ -687,7 +688,8 @@ impl Knowledge {
         if rowids.is_empty() || !self.dataset_dir(dataset_id).join("vectors").exists() {
             return Ok(());
         }
-        let index = self.index(dataset_id).await?;
+        let Some(dims) = self.dataset(dataset_id).await?.embedding_dims else { return Ok(()) };
+        let index = self.index(dataset_id, dims as usize).await?;
         tokio::task::spawn_blocking(move || {
             let mut ix = index.write().unwrap_or_else(PoisonError::into_inner);
             ix.delete(&rowids)?;
@@ -702,11 +704,11 @@ impl Knowledge {
         .map_err(|e| KnowledgeError::Internal(e.to_string()))
     }
 
-    async fn index(&self, dataset_id: &str) -> Result<Arc<RwLock<VectorIndex>>, KnowledgeError> {
+    /// The dataset's vector index (of vectors `dims` wide), opened once.
+    async fn index(&self, dataset_id: &str, dims: usize) -> Result<Arc<RwLock<VectorIndex>>, KnowledgeError> {
         if let Some(ix) = lock(&self.indexes).get(dataset_id) {
             return Ok(Arc::clone(ix));
         }
-        let dims = self.embedder()?.dims();
         let dir = self.dataset_dir(dataset_id).join("vectors");
         let ix = tokio::task::spawn_blocking(move || VectorIndex::open(&dir, dims))
             .await
@@ -789,7 +791,7 @@ fn map_embed(e: EmbedError) -> KnowledgeError {
     match &e {
         EmbedError::Busy { .. } => KnowledgeError::EmbedderBusy,
         EmbedError::EmptyText { .. } => KnowledgeError::InvalidParam(e.to_string()),
-        EmbedError::Load { .. } | EmbedError::ThreadGone => KnowledgeError::EmbeddingUnavailable(e.to_string()),
+        EmbedError::Load { .. } | EmbedError::ThreadGone | EmbedError::Upstream(_) => KnowledgeError::EmbeddingUnavailable(e.to_string()),
         EmbedError::Inference(_) => KnowledgeError::Internal(format!("embedding: {e}")),
     }
 }
