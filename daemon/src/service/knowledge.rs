@@ -682,26 +682,33 @@ impl Knowledge {
             .map_err(|e| KnowledgeError::Internal(e.to_string()))
     }
 
-    /// Tombstones vectors of segments that are gone, and compacts the
-    /// dataset's files when tombstones pile up.
+    /// Tombstones vectors of segments that are gone (durable on return),
+    /// and compacts the dataset's files in the background when tombstones
+    /// pile up.
     async fn forget_vectors(&self, dataset_id: &str, rowids: Vec<SegmentId>) -> Result<(), KnowledgeError> {
         if rowids.is_empty() || !self.dataset_dir(dataset_id).join("vectors").exists() {
             return Ok(());
         }
         let Some(dims) = self.dataset(dataset_id).await?.embedding_dims else { return Ok(()) };
         let index = self.index(dataset_id, dims as usize).await?;
-        tokio::task::spawn_blocking(move || {
-            let mut ix = index.write().unwrap_or_else(PoisonError::into_inner);
+        let ix = Arc::clone(&index);
+        let compact = tokio::task::spawn_blocking(move || {
+            let mut ix = ix.write().unwrap_or_else(PoisonError::into_inner);
             ix.delete(&rowids)?;
-            if ix.should_compact() {
-                let stats = ix.compact(&|_| true)?;
-                tracing::info!(?stats, "vector files compacted");
-            }
-            Ok::<(), crate::knowledge::vectors::VectorError>(())
+            Ok::<bool, crate::knowledge::vectors::VectorError>(ix.should_compact())
         })
         .await
         .map_err(|e| KnowledgeError::Internal(format!("vector delete: {e}")))?
-        .map_err(|e| KnowledgeError::Internal(e.to_string()))
+        .map_err(|e| KnowledgeError::Internal(e.to_string()))?;
+        if compact {
+            // In the background: the tombstones already hide the vectors.
+            let dataset = dataset_id.to_owned();
+            tokio::task::spawn_blocking(move || match index.write().unwrap_or_else(PoisonError::into_inner).compact(&|_| true) {
+                Ok(stats) => tracing::info!(dataset = %dataset, ?stats, "vector files compacted"),
+                Err(e) => tracing::warn!(dataset = %dataset, error = %e, "vector compaction failed; the tombstones stay"),
+            });
+        }
+        Ok(())
     }
 
     /// The dataset's vector index (of vectors `dims` wide), opened once.
