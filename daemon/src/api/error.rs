@@ -5,6 +5,7 @@
 use http::StatusCode;
 
 use crate::model::ModelError;
+use crate::service::annotations::AnnotationError;
 use crate::service::features::FeatureError;
 use crate::service::knowledge::KnowledgeError;
 use crate::service::ServiceError;
@@ -79,6 +80,9 @@ pub enum ApiError {
     InvalidMetadata(String),
     #[error(transparent)]
     Knowledge(#[from] KnowledgeError),
+    // Dify's annotation reply routes (api/annotations.rs).
+    #[error(transparent)]
+    Annotation(#[from] AnnotationError),
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -168,6 +172,21 @@ impl ApiError {
                     S::INTERNAL_SERVER_ERROR,
                     "internal_server_error",
                     "internal error in the knowledge service; see the daemon log".into(),
+                ),
+            },
+            ApiError::Annotation(a) => match a {
+                AnnotationError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", a.to_string()),
+                AnnotationError::NotFound | AnnotationError::JobNotFound => m(S::NOT_FOUND, "not_found", a.to_string()),
+                AnnotationError::EmbeddingUnavailable(_) => busy("provider_not_initialize", a.to_string(), 5),
+                AnnotationError::EmbedderBusy => {
+                    Mapped { status: S::TOO_MANY_REQUESTS, code: "too_many_requests", message: a.to_string(), retry_after: Some(5) }
+                }
+                AnnotationError::Store(st) => store_mapped(st),
+                // Internal detail goes to the log, not to the client.
+                AnnotationError::Internal(_) => m(
+                    S::INTERNAL_SERVER_ERROR,
+                    "internal_server_error",
+                    "internal error in annotation replies; see the daemon log".into(),
                 ),
             },
             ApiError::Service(s) => match s {

@@ -1,0 +1,390 @@
+//! Annotation replies, as Dify's `AppAnnotationService` and
+//! `AnnotationReplyFeature`: an app's curated question/answer pairs (CRUD,
+//! scoped to the app), the enable/disable jobs, and matching a query
+//! against the curated questions.
+//!
+//! Owns: the per-app vector index of the questions
+//! (`<knowledge dir>/annotations/<app id>/`, keyed by the annotation's
+//! rowid), kept in step with create/update/delete while replies are
+//! enabled, and the table of enable/disable jobs (in memory, as Dify keeps
+//! them in Redis). The store keeps annotations and settings; the knowledge
+//! service's embedder embeds (no second copy of the model).
+//! Knows nothing of HTTP or JSON wire shapes.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use crate::knowledge::vectors::VectorIndex;
+use crate::model::embed::{EmbedError, EmbedKind, Embedder};
+use crate::store::{AnnotationRecord, AnnotationSettings, Store, StoreError};
+
+/// How many questions one embedding call carries while enabling.
+const EMBED_BATCH: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnnotationError {
+    /// 400 `invalid_param`.
+    #[error("{0}")]
+    InvalidParam(String),
+    /// 404: Dify's "Annotation not found".
+    #[error("Annotation not found")]
+    NotFound,
+    /// 404: an enable/disable job this daemon does not know.
+    #[error("The job is not exist.")]
+    JobNotFound,
+    /// 503 `provider_not_initialize`: no embedding model runs.
+    #[error("no embedding model is available: {0}")]
+    EmbeddingUnavailable(String),
+    /// 429: the embedder's queue is full.
+    #[error("the embedding model is busy; retry later")]
+    EmbedderBusy,
+    #[error(transparent)]
+    Store(StoreError),
+    /// A vector file or the embedder failed (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for AnnotationError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { what: "annotation", .. } => AnnotationError::NotFound,
+            StoreError::InvalidArgument { field, reason } => AnnotationError::InvalidParam(format!("{field}: {reason}")),
+            other => AnnotationError::Store(other),
+        }
+    }
+}
+
+fn map_embed(e: EmbedError) -> AnnotationError {
+    match &e {
+        EmbedError::Busy { .. } => AnnotationError::EmbedderBusy,
+        EmbedError::EmptyText { .. } => AnnotationError::InvalidParam(e.to_string()),
+        EmbedError::Load { .. } | EmbedError::ThreadGone => AnnotationError::EmbeddingUnavailable(e.to_string()),
+        EmbedError::Inference(_) => AnnotationError::Internal(format!("embedding: {e}")),
+    }
+}
+
+/// Which job: Dify's `{action}` of `/apps/annotation-reply/{action}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReplyAction {
+    Enable,
+    Disable,
+}
+
+impl ReplyAction {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "enable" => Some(ReplyAction::Enable),
+            "disable" => Some(ReplyAction::Disable),
+            _ => None,
+        }
+    }
+}
+
+/// A job's status, with Dify's names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobStatus {
+    Waiting,
+    Processing,
+    Completed,
+    Error(String),
+}
+
+impl JobStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobStatus::Waiting => "waiting",
+            JobStatus::Processing => "processing",
+            JobStatus::Completed => "completed",
+            JobStatus::Error(_) => "error",
+        }
+    }
+}
+
+struct Job {
+    action: ReplyAction,
+    app_id: String,
+    status: JobStatus,
+}
+
+/// The annotation service; one per daemon.
+pub struct Annotations {
+    store: Store,
+    embedder: Option<Arc<Embedder>>,
+    /// `<knowledge dir>/annotations`.
+    dir: PathBuf,
+    indexes: Mutex<HashMap<String, Arc<RwLock<VectorIndex>>>>,
+    jobs: Mutex<HashMap<String, Job>>,
+    /// Serialises vector changes and settings changes, so a question
+    /// written while a job rebuilds the index is not lost.
+    changes: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn internal(what: &'static str) -> impl Fn(String) -> AnnotationError {
+    move |e| AnnotationError::Internal(format!("{what}: {e}"))
+}
+
+impl Annotations {
+    pub fn new(store: Store, embedder: Option<Arc<Embedder>>, dir: PathBuf) -> Arc<Self> {
+        Arc::new(Annotations {
+            store,
+            embedder,
+            dir,
+            indexes: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(HashMap::new()),
+            changes: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn embedder(&self) -> Result<&Arc<Embedder>, AnnotationError> {
+        self.embedder.as_ref().ok_or_else(|| AnnotationError::EmbeddingUnavailable("no embedding model is configured ([embedding])".into()))
+    }
+
+    // ---- CRUD -------------------------------------------------------------
+
+    /// A page of the app's annotations (newest first) whose question or
+    /// answer contains `keyword`, and how many match.
+    pub async fn list(
+        &self,
+        app_id: &str,
+        page: u32,
+        limit: u32,
+        keyword: Option<&str>,
+    ) -> Result<(Vec<AnnotationRecord>, i64), AnnotationError> {
+        Ok(self.store.list_annotations(app_id, page, limit, keyword).await?)
+    }
+
+    /// Adds an annotation; its question is embedded at once when replies are on.
+    pub async fn create(&self, app_id: &str, question: &str, answer: &str) -> Result<AnnotationRecord, AnnotationError> {
+        let _changes = self.changes.lock().await;
+        let a = self.store.create_annotation(app_id, question, answer).await?;
+        if let Some(s) = self.enabled_settings(app_id).await? {
+            if let Err(e) = self.put_vectors(&s, std::slice::from_ref(&a)).await {
+                // The row must not outlive a failed vector: the question would never match.
+                if let Err(de) = self.store.delete_annotation(app_id, &a.id).await {
+                    tracing::warn!(annotation = %a.id, error = %crate::telemetry::chain(&de), "could not remove an annotation whose vector failed");
+                }
+                return Err(e);
+            }
+        }
+        Ok(a)
+    }
+
+    /// Replaces an annotation's question and answer (its vector too, when replies are on).
+    pub async fn update(&self, app_id: &str, id: &str, question: &str, answer: &str) -> Result<AnnotationRecord, AnnotationError> {
+        let _changes = self.changes.lock().await;
+        let old = self.store.get_annotation(app_id, id).await?;
+        let a = self.store.update_annotation(app_id, id, question, answer).await?;
+        if let Some(s) = self.enabled_settings(app_id).await? {
+            if old.question != a.question {
+                self.put_vectors(&s, std::slice::from_ref(&a)).await?;
+            }
+        }
+        Ok(a)
+    }
+
+    /// Deletes an annotation and its vector.
+    pub async fn delete(&self, app_id: &str, id: &str) -> Result<(), AnnotationError> {
+        let _changes = self.changes.lock().await;
+        let rowid = self.store.delete_annotation(app_id, id).await?;
+        // Without the model the index is not opened; enabling rebuilds it anyway.
+        if let (Some(e), true) = (&self.embedder, self.dir.join(app_id).exists()) {
+            let index = self.index(app_id, e.dims())?;
+            tokio::task::spawn_blocking(move || {
+                let mut ix = index.write().unwrap_or_else(PoisonError::into_inner);
+                ix.delete(&[rowid])?;
+                if ix.should_compact() {
+                    ix.compact(&|_| true)?;
+                }
+                Ok::<(), crate::knowledge::vectors::VectorError>(())
+            })
+            .await
+            .map_err(|e| internal("vector delete")(e.to_string()))?
+            .map_err(|e| internal("vector delete")(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    // ---- enable / disable jobs -------------------------------------------
+
+    /// Starts Dify's enable or disable job for an app; returns its id and
+    /// status. Enabling needs the embedding model (checked before the job
+    /// starts) and embeds every question of the app. A job of the same
+    /// action still running for the app is answered instead of a new one.
+    pub fn start_job(
+        self: &Arc<Self>,
+        app_id: &str,
+        action: ReplyAction,
+        score_threshold: f32,
+    ) -> Result<(String, JobStatus), AnnotationError> {
+        if !(0.0..=1.0).contains(&score_threshold) {
+            return Err(AnnotationError::InvalidParam(format!("score_threshold must be from 0 to 1, not {score_threshold}")));
+        }
+        if action == ReplyAction::Enable {
+            self.embedder()?;
+        }
+        let mut jobs = lock(&self.jobs);
+        let running = jobs
+            .iter()
+            .find(|(_, j)| j.app_id == app_id && j.action == action && matches!(j.status, JobStatus::Waiting | JobStatus::Processing));
+        if let Some((id, _)) = running {
+            return Ok((id.clone(), JobStatus::Processing));
+        }
+        let job_id = uuid::Uuid::new_v4().to_string();
+        jobs.insert(job_id.clone(), Job { action, app_id: app_id.to_owned(), status: JobStatus::Waiting });
+        drop(jobs);
+        let (this, id, app) = (Arc::clone(self), job_id.clone(), app_id.to_owned());
+        tokio::spawn(async move {
+            this.set_job(&id, JobStatus::Processing);
+            let result = match action {
+                ReplyAction::Enable => this.enable(&app, score_threshold).await,
+                ReplyAction::Disable => this.disable(&app).await,
+            };
+            let status = match result {
+                Ok(()) => JobStatus::Completed,
+                Err(e) => {
+                    tracing::warn!(app = %app, job_id = %id, ?action, error = %crate::telemetry::chain(&e), "annotation reply job failed");
+                    JobStatus::Error(e.to_string())
+                }
+            };
+            tracing::info!(app = %app, job_id = %id, ?action, status = status.as_str(), "annotation reply job ended");
+            this.set_job(&id, status);
+        });
+        Ok((job_id, JobStatus::Waiting))
+    }
+
+    /// A job's status; jobs of other apps or actions are not found.
+    pub fn job(&self, app_id: &str, action: ReplyAction, job_id: &str) -> Result<JobStatus, AnnotationError> {
+        match lock(&self.jobs).get(job_id) {
+            Some(j) if j.app_id == app_id && j.action == action => Ok(j.status.clone()),
+            _ => Err(AnnotationError::JobNotFound),
+        }
+    }
+
+    fn set_job(&self, job_id: &str, status: JobStatus) {
+        if let Some(j) = lock(&self.jobs).get_mut(job_id) {
+            j.status = status;
+        }
+    }
+
+    /// Rebuilds the app's question index from every annotation, then turns replies on.
+    async fn enable(&self, app_id: &str, score_threshold: f32) -> Result<(), AnnotationError> {
+        let _changes = self.changes.lock().await;
+        let model = self.embedder()?.model_id().to_owned();
+        self.drop_index(app_id).await?;
+        let settings = AnnotationSettings {
+            app_id: app_id.to_owned(),
+            enabled: true,
+            score_threshold,
+            embedding_model: Some(model.clone()),
+            updated_at: 0,
+        };
+        let mut page = 1;
+        loop {
+            let (batch, total) = self.store.list_annotations(app_id, page, 100, None).await?;
+            for chunk in batch.chunks(EMBED_BATCH) {
+                self.put_vectors(&settings, chunk).await?;
+            }
+            if batch.is_empty() || i64::from(page) * 100 >= total {
+                break;
+            }
+            page += 1;
+        }
+        self.store.set_annotation_settings(app_id, true, score_threshold, Some(&model)).await?;
+        Ok(())
+    }
+
+    /// Turns replies off (keeping the threshold) and removes the question index.
+    async fn disable(&self, app_id: &str) -> Result<(), AnnotationError> {
+        let _changes = self.changes.lock().await;
+        let threshold = self.store.annotation_settings(app_id).await?.map_or(0.0, |s| s.score_threshold);
+        self.store.set_annotation_settings(app_id, false, threshold, None).await?;
+        self.drop_index(app_id).await
+    }
+
+    // ---- matching ---------------------------------------------------------
+
+    /// The curated annotation answering `query`, with its similarity: when
+    /// the app's replies are on and the best question's cosine similarity
+    /// reaches the app's threshold. Counts the hit.
+    pub async fn match_query(&self, app_id: &str, query: &str) -> Result<Option<(AnnotationRecord, f32)>, AnnotationError> {
+        let Some(settings) = self.enabled_settings(app_id).await? else { return Ok(None) };
+        let e = self.embedder()?;
+        if settings.embedding_model.as_deref() != Some(e.model_id()) {
+            tracing::warn!(app = app_id, stored = ?settings.embedding_model, loaded = e.model_id(), "annotation questions were embedded with another model; enable annotation replies again");
+            return Ok(None);
+        }
+        if query.trim().is_empty() {
+            return Ok(None);
+        }
+        let v = e.embed(vec![query.to_owned()], EmbedKind::Query).await.map_err(map_embed)?.pop();
+        let v = v.ok_or_else(|| AnnotationError::Internal("the embedder returned no vector".into()))?;
+        let found = self.match_vector(&settings, &v).await?;
+        if let Some((a, _)) = &found {
+            self.store.increment_annotation_hit(a.rowid).await?;
+        }
+        Ok(found)
+    }
+
+    /// The best annotation for an embedded query, if it reaches the threshold.
+    async fn match_vector(&self, settings: &AnnotationSettings, v: &[f32]) -> Result<Option<(AnnotationRecord, f32)>, AnnotationError> {
+        let index = self.index(&settings.app_id, v.len())?;
+        let best = index.read().unwrap_or_else(PoisonError::into_inner).search_exact(v, 1).into_iter().next();
+        let Some((rowid, score)) = best.filter(|(_, score)| *score >= settings.score_threshold) else { return Ok(None) };
+        Ok(self.store.annotations_by_rowids(&settings.app_id, &[rowid]).await?.pop().map(|a| (a, score)))
+    }
+
+    // ---- helpers ----------------------------------------------------------
+
+    async fn enabled_settings(&self, app_id: &str) -> Result<Option<AnnotationSettings>, AnnotationError> {
+        Ok(self.store.annotation_settings(app_id).await?.filter(|s| s.enabled))
+    }
+
+    /// Embeds the annotations' questions and writes them (an existing
+    /// rowid's vector is replaced).
+    async fn put_vectors(&self, settings: &AnnotationSettings, items: &[AnnotationRecord]) -> Result<(), AnnotationError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let e = self.embedder()?;
+        if settings.embedding_model.as_deref() != Some(e.model_id()) {
+            return Err(AnnotationError::EmbeddingUnavailable(format!(
+                "annotation replies were enabled with {:?}, the loaded model is {}; enable them again",
+                settings.embedding_model,
+                e.model_id()
+            )));
+        }
+        let vectors = e.embed(items.iter().map(|a| a.question.clone()).collect(), EmbedKind::Query).await.map_err(map_embed)?;
+        let pairs: Vec<(i64, Vec<f32>)> = items.iter().map(|a| a.rowid).zip(vectors).collect();
+        let index = self.index(&settings.app_id, e.dims())?;
+        tokio::task::spawn_blocking(move || index.write().unwrap_or_else(PoisonError::into_inner).append(&pairs))
+            .await
+            .map_err(|e| internal("vector append")(e.to_string()))?
+            .map_err(|e| internal("vector append")(e.to_string()))
+    }
+
+    /// The app's question index (opened, or created, with `dims`).
+    fn index(&self, app_id: &str, dims: usize) -> Result<Arc<RwLock<VectorIndex>>, AnnotationError> {
+        if let Some(ix) = lock(&self.indexes).get(app_id) {
+            return Ok(Arc::clone(ix));
+        }
+        let ix = VectorIndex::open(&self.dir.join(app_id), dims).map_err(|e| internal("opening annotation vectors")(e.to_string()))?;
+        let ix = Arc::new(RwLock::new(ix));
+        Ok(Arc::clone(lock(&self.indexes).entry(app_id.to_owned()).or_insert(ix)))
+    }
+
+    async fn drop_index(&self, app_id: &str) -> Result<(), AnnotationError> {
+        lock(&self.indexes).remove(app_id);
+        let dir = self.dir.join(app_id);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(AnnotationError::Internal(format!("{}: {e}", dir.display()))),
+        }
+    }
+}
