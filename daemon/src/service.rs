@@ -600,7 +600,15 @@ impl Service {
         let task_id = new_id();
         let spec = RunSpec { task_id: task_id.clone(), app_id: app.id.clone(), user: String::new(), persist: None };
         let (events, left) = self.runs.spawn(self.store.clone(), model, spec, cancel, gen);
-        Ok(Run { task_id: task_id.clone(), message_id: task_id, conversation_id: None, created_at: now_secs(), events, annotation: None, left })
+        Ok(Run {
+            task_id: task_id.clone(),
+            message_id: task_id,
+            conversation_id: None,
+            created_at: now_secs(),
+            events,
+            annotation: None,
+            left,
+        })
     }
 
     /// Dify's stop: cancels the task if it belongs to this app and user

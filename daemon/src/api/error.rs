@@ -183,11 +183,9 @@ impl ApiError {
                 }
                 AnnotationError::Store(st) => store_mapped(st),
                 // Internal detail goes to the log, not to the client.
-                AnnotationError::Internal(_) => m(
-                    S::INTERNAL_SERVER_ERROR,
-                    "internal_server_error",
-                    "internal error in annotation replies; see the daemon log".into(),
-                ),
+                AnnotationError::Internal(_) => {
+                    m(S::INTERNAL_SERVER_ERROR, "internal_server_error", "internal error in annotation replies; see the daemon log".into())
+                }
             },
             ApiError::Service(s) => match s {
                 ServiceError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", s.to_string()),
