@@ -291,6 +291,8 @@ mod tests {
         );
         assert_eq!(code(ServiceError::ConversationNotFound.into()), (404, "not_found", None));
         assert_eq!(code(StoreError::Busy.into()), (503, "service_unavailable", Some(1)));
+        assert_eq!(code(AnnotationError::NotFound.into()), (404, "not_found", None));
+        assert_eq!(code(AnnotationError::EmbeddingUnavailable("x".into()).into()), (503, "provider_not_initialize", Some(5)));
     }
 
     #[test]

@@ -388,3 +388,95 @@ impl Annotations {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An annotation service without an embedder over a fresh store with
+    /// apps `a1` and `a2`; vectors are written by hand (3 dims).
+    async fn service() -> (Arc<Annotations>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = Store::open(&dir.path().join("edgeai.db")).expect("store");
+        store.put_app("a1", "A", "chat", "{}", "config").await.expect("app");
+        store.put_app("a2", "B", "chat", "{}", "config").await.expect("app");
+        (Annotations::new(store, None, dir.path().join("annotations")), dir)
+    }
+
+    fn settings(app_id: &str, score_threshold: f32) -> AnnotationSettings {
+        AnnotationSettings { app_id: app_id.into(), enabled: true, score_threshold, embedding_model: Some("m".into()), updated_at: 0 }
+    }
+
+    #[tokio::test]
+    async fn the_best_question_answers_only_at_or_above_the_threshold_and_only_its_app() {
+        let (a, _dir) = service().await;
+        let reset = a.create("a1", "How do I clear the PLC alarm?", "Hold RESET for 3 s.").await.expect("create");
+        let pump = a.create("a1", "Why does the pump hum?", "Check the impeller.").await.expect("create");
+        let foreign = a.create("a2", "q", "another app's answer").await.expect("create");
+        let index = a.index("a1", 3).expect("index");
+        let items = vec![(reset.rowid, vec![1.0, 0.0, 0.0]), (pump.rowid, vec![0.0, 1.0, 0.0]), (foreign.rowid, vec![0.0, 0.0, 1.0])];
+        index.write().expect("lock").append(&items).expect("append");
+
+        // cos = 0.9 with the reset question, 0.436 with the pump one.
+        let query = [0.9, 0.436, 0.0];
+        let (hit, score) = a.match_vector(&settings("a1", 0.85), &query).await.expect("match").expect("a hit");
+        assert_eq!((hit.id.as_str(), hit.answer.as_str()), (reset.id.as_str(), "Hold RESET for 3 s."));
+        assert!((score - 0.9).abs() < 1e-4, "{score}");
+        assert!(a.match_vector(&settings("a1", 0.9), &query).await.expect("match").is_some(), "the threshold itself matches");
+        assert!(a.match_vector(&settings("a1", 0.95), &query).await.expect("match").is_none(), "below the threshold");
+        // A vector of another app's annotation in this app's index answers nothing.
+        assert!(a.match_vector(&settings("a1", 0.5), &[0.0, 0.0, 1.0]).await.expect("match").is_none());
+    }
+
+    #[tokio::test]
+    async fn replies_off_match_nothing_and_enabling_needs_the_embedding_model() {
+        let (a, _dir) = service().await;
+        a.create("a1", "q", "a").await.expect("create");
+        // Never enabled, then disabled: no match, no embedder needed.
+        assert!(a.match_query("a1", "q").await.expect("off").is_none());
+        let (job, status) = a.start_job("a1", ReplyAction::Disable, 0.7).expect("disable");
+        assert_eq!(status, JobStatus::Waiting);
+        let mut done = JobStatus::Waiting;
+        for _ in 0..200 {
+            done = a.job("a1", ReplyAction::Disable, &job).expect("job");
+            if done == JobStatus::Completed {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(done, JobStatus::Completed);
+        let s = a.store.annotation_settings("a1").await.expect("settings").expect("set");
+        assert!(!s.enabled);
+        assert!(a.match_query("a1", "q").await.expect("off").is_none());
+        // The job is this app's and this action's only.
+        assert!(matches!(a.job("a2", ReplyAction::Disable, &job), Err(AnnotationError::JobNotFound)));
+        assert!(matches!(a.job("a1", ReplyAction::Enable, &job), Err(AnnotationError::JobNotFound)));
+
+        assert!(matches!(a.start_job("a1", ReplyAction::Enable, 0.8), Err(AnnotationError::EmbeddingUnavailable(_))));
+        for bad in [-0.1, 1.1, f32::NAN] {
+            assert!(matches!(a.start_job("a1", ReplyAction::Enable, bad), Err(AnnotationError::InvalidParam(_))), "{bad}");
+        }
+        // Enabled settings without the model: matching fails (the chat turn
+        // logs it and the model answers).
+        a.store.set_annotation_settings("a1", true, 0.8, Some("m")).await.expect("on");
+        assert!(matches!(a.match_query("a1", "q").await, Err(AnnotationError::EmbeddingUnavailable(_))));
+    }
+
+    #[tokio::test]
+    async fn crud_is_scoped_to_the_app_and_checks_its_input() {
+        let (a, _dir) = service().await;
+        let one = a.create("a1", "q1", "a1").await.expect("create");
+        for err in [
+            a.update("a2", &one.id, "q", "a").await.expect_err("other app"),
+            a.delete("a2", &one.id).await.expect_err("other app"),
+            a.update("a1", "00000000-0000-0000-0000-000000000000", "q", "a").await.expect_err("unknown"),
+        ] {
+            assert!(matches!(err, AnnotationError::NotFound), "{err:?}");
+        }
+        assert!(matches!(a.create("a1", "", "a").await, Err(AnnotationError::InvalidParam(_))));
+        assert!(matches!(a.update("a1", &one.id, "q", "").await, Err(AnnotationError::InvalidParam(_))));
+        assert_eq!(a.store.get_annotation("a1", &one.id).await.expect("get").answer, "a1", "a refused update changes nothing");
+        a.delete("a1", &one.id).await.expect("delete");
+        assert_eq!(a.list("a1", 1, 20, None).await.expect("list").1, 0);
+    }
+}
