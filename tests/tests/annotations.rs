@@ -68,17 +68,27 @@ fn annotation_replies_answer_a_paraphrase_with_the_curated_answer() {
     let created = c.post_json("/v1/apps/annotations", &json!({"question": QUESTION, "answer": CURATED})).expect_json(200);
     let id = created["id"].as_str().unwrap().to_owned();
     assert!(is_uuid(&id), "{created}");
-    assert_eq!((created["question"].as_str(), created["answer"].as_str(), created["hit_count"].as_i64()), (Some(QUESTION), Some(CURATED), Some(0)));
+    assert_eq!(
+        (created["question"].as_str(), created["answer"].as_str(), created["hit_count"].as_i64()),
+        (Some(QUESTION), Some(CURATED), Some(0))
+    );
     assert!(created["created_at"].as_i64().unwrap() > 0, "{created}");
-    let temp = c.post_json("/v1/apps/annotations", &json!({"question": "Where is the spare fuse?", "answer": "Cabinet B."})).expect_json(200);
+    let temp =
+        c.post_json("/v1/apps/annotations", &json!({"question": "Where is the spare fuse?", "answer": "Cabinet B."})).expect_json(200);
     let temp_id = temp["id"].as_str().unwrap();
 
-    for bad in [json!({"answer": "a"}), json!({"question": "q"}), json!({"question": "", "answer": "a"}), json!({"question": 7, "answer": "a"})] {
+    for bad in
+        [json!({"answer": "a"}), json!({"question": "q"}), json!({"question": "", "answer": "a"}), json!({"question": 7, "answer": "a"})]
+    {
         c.post_json("/v1/apps/annotations", &bad).expect_dify_error(400, "invalid_param");
     }
     c.request("POST", "/v1/apps/annotations", &[], Some(b"{not json")).expect_dify_error(400, "bad_request");
     let page = list(&c, "?page=1&limit=20");
-    assert_eq!((page["total"].as_i64(), page["page"].as_i64(), page["limit"].as_i64(), page["has_more"].as_bool()), (Some(2), Some(1), Some(20), Some(false)), "bad input stored something: {page}");
+    assert_eq!(
+        (page["total"].as_i64(), page["page"].as_i64(), page["limit"].as_i64(), page["has_more"].as_bool()),
+        (Some(2), Some(1), Some(20), Some(false)),
+        "bad input stored something: {page}"
+    );
     let page = list(&c, "?limit=1");
     assert_eq!((page["data"].as_array().unwrap().len(), page["has_more"].as_bool()), (1, Some(true)), "{page}");
     let found = list(&c, "?keyword=fuse");
@@ -98,7 +108,12 @@ fn annotation_replies_answer_a_paraphrase_with_the_curated_answer() {
     assert_eq!(list(&other, "")["total"], 0);
     c.without_key().get("/v1/apps/annotations").expect_dify_error(401, "unauthorized");
 
-    let updated = put(&c, &format!("/v1/apps/annotations/{temp_id}"), &json!({"question": "Where is the spare fuse kept?", "answer": "Cabinet B, top shelf."})).expect_json(200);
+    let updated = put(
+        &c,
+        &format!("/v1/apps/annotations/{temp_id}"),
+        &json!({"question": "Where is the spare fuse kept?", "answer": "Cabinet B, top shelf."}),
+    )
+    .expect_json(200);
     assert_eq!((updated["id"].as_str(), updated["answer"].as_str()), (Some(temp_id), Some("Cabinet B, top shelf.")));
     let r = c.request("DELETE", &format!("/v1/apps/annotations/{temp_id}"), &[], None);
     assert_eq!(r.status, 204, "{}", r.text());
@@ -141,6 +156,21 @@ fn annotation_replies_answer_a_paraphrase_with_the_curated_answer() {
     assert!(msgs.iter().all(|m| m["answer"] == CURATED && m["status"] == "normal"), "{msgs:#?}");
     assert_eq!(list(&c, "")["data"][0]["hit_count"], 2);
 
+    // Chinese: a curated question and its paraphrase.
+    let zh = c
+        .post_json(
+            "/v1/apps/annotations",
+            &json!({"question": "如何清除3号线的PLC报警？", "answer": "按住P3面板的复位键3秒。[curated-zh]"}),
+        )
+        .expect_json(200);
+    let zh_hit = c.chat_blocking("3号线PLC报警怎么复位", "carol", None);
+    assert_eq!(
+        (zh_hit["answer"].as_str(), zh_hit["metadata"]["annotation_reply"]["id"].as_str()),
+        (Some("按住P3面板的复位键3秒。[curated-zh]"), zh["id"].as_str()),
+        "{zh_hit}\n{}",
+        d.dump_logs()
+    );
+
     // An unrelated query goes to the model.
     let unrelated = c.chat_blocking("Name three colours.", "alice", None);
     assert_ne!(unrelated["answer"], CURATED);
@@ -148,11 +178,22 @@ fn annotation_replies_answer_a_paraphrase_with_the_curated_answer() {
     assert!(unrelated["metadata"]["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{unrelated}");
 
     // An annotation added while enabled is matched at once; edits follow.
-    let fuse = c.post_json("/v1/apps/annotations", &json!({"question": "Where is the spare fuse kept?", "answer": "Cabinet B. [curated-fuse]"})).expect_json(200);
+    let fuse = c
+        .post_json("/v1/apps/annotations", &json!({"question": "Where is the spare fuse kept?", "answer": "Cabinet B. [curated-fuse]"}))
+        .expect_json(200);
     let fuse_hit = c.chat_blocking("where do we keep the spare fuse", "bob", None);
-    assert_eq!((fuse_hit["answer"].as_str(), fuse_hit["metadata"]["annotation_reply"]["id"].as_str()), (Some("Cabinet B. [curated-fuse]"), fuse["id"].as_str()), "{fuse_hit}");
+    assert_eq!(
+        (fuse_hit["answer"].as_str(), fuse_hit["metadata"]["annotation_reply"]["id"].as_str()),
+        (Some("Cabinet B. [curated-fuse]"), fuse["id"].as_str()),
+        "{fuse_hit}"
+    );
     let fuse_id = fuse["id"].as_str().unwrap();
-    put(&c, &format!("/v1/apps/annotations/{fuse_id}"), &json!({"question": "Where is the spare fuse kept?", "answer": "Cabinet C. [curated-fuse-2]"})).expect_json(200);
+    put(
+        &c,
+        &format!("/v1/apps/annotations/{fuse_id}"),
+        &json!({"question": "Where is the spare fuse kept?", "answer": "Cabinet C. [curated-fuse-2]"}),
+    )
+    .expect_json(200);
     assert_eq!(c.chat_blocking("where do we keep the spare fuse", "bob", None)["answer"], "Cabinet C. [curated-fuse-2]");
     let r = c.request("DELETE", &format!("/v1/apps/annotations/{fuse_id}"), &[], None);
     assert_eq!(r.status, 204);

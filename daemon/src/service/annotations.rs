@@ -335,7 +335,11 @@ impl Annotations {
     async fn match_vector(&self, settings: &AnnotationSettings, v: &[f32]) -> Result<Option<(AnnotationRecord, f32)>, AnnotationError> {
         let index = self.index(&settings.app_id, v.len())?;
         let best = index.read().unwrap_or_else(PoisonError::into_inner).search_exact(v, 1).into_iter().next();
-        let Some((rowid, score)) = best.filter(|(_, score)| *score >= settings.score_threshold) else { return Ok(None) };
+        let Some((rowid, score)) = best else { return Ok(None) };
+        if score < settings.score_threshold {
+            tracing::debug!(app = %settings.app_id, score, threshold = settings.score_threshold, "no annotation reaches the threshold");
+            return Ok(None);
+        }
         Ok(self.store.annotations_by_rowids(&settings.app_id, &[rowid]).await?.pop().map(|a| (a, score)))
     }
 
