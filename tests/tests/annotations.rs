@@ -59,7 +59,7 @@ fn list(c: &Client, query: &str) -> Value {
 
 #[test]
 fn annotation_replies_answer_a_paraphrase_with_the_curated_answer() {
-    let d = DaemonBuilder::new().with_embedder().start();
+    let mut d = DaemonBuilder::new().with_embedder().start();
     let c = d.client();
     let (_, other_key) = d.admin().create_key("summarise");
     let other = c.with_key(&other_key);
@@ -155,6 +155,16 @@ fn annotation_replies_answer_a_paraphrase_with_the_curated_answer() {
     assert_eq!(msgs.len(), 2, "{msgs:#?}");
     assert!(msgs.iter().all(|m| m["answer"] == CURATED && m["status"] == "normal"), "{msgs:#?}");
     assert_eq!(list(&c, "")["data"][0]["hit_count"], 2);
+
+    // Settings and question vectors survive a restart.
+    d.restart();
+    let c = d.client();
+    let again = c.chat_blocking(PARAPHRASE, "alice", None);
+    assert_eq!(
+        (again["answer"].as_str(), again["metadata"]["annotation_reply"]["id"].as_str()),
+        (Some(CURATED), Some(id.as_str())),
+        "{again}"
+    );
 
     // Chinese: a curated question and its paraphrase.
     let zh = c

@@ -19,6 +19,9 @@ use crate::knowledge::vectors::VectorIndex;
 use crate::model::embed::{EmbedError, EmbedKind, Embedder};
 use crate::store::{AnnotationRecord, AnnotationSettings, Store, StoreError};
 
+/// Jobs remembered before finished ones are forgotten.
+const MAX_JOBS: usize = 256;
+
 /// How many questions one embedding call carries while enabling.
 const EMBED_BATCH: usize = 32;
 
@@ -234,6 +237,10 @@ impl Annotations {
             .find(|(_, j)| j.app_id == app_id && j.action == action && matches!(j.status, JobStatus::Waiting | JobStatus::Processing));
         if let Some((id, _)) = running {
             return Ok((id.clone(), JobStatus::Processing));
+        }
+        if jobs.len() >= MAX_JOBS {
+            // Forget finished jobs (Dify's expire in Redis); running ones stay.
+            jobs.retain(|_, j| matches!(j.status, JobStatus::Waiting | JobStatus::Processing));
         }
         let job_id = uuid::Uuid::new_v4().to_string();
         jobs.insert(job_id.clone(), Job { action, app_id: app_id.to_owned(), status: JobStatus::Waiting });
