@@ -165,9 +165,14 @@ impl Annotations {
     /// Adds an annotation; its question is embedded at once when replies are on.
     pub async fn create(&self, app_id: &str, question: &str, answer: &str) -> Result<AnnotationRecord, AnnotationError> {
         let _changes = self.changes.lock().await;
+        // Embedded first: a busy or missing model refuses the annotation before anything is stored.
+        let vector = match self.enabled_settings(app_id).await? {
+            Some(s) if !question.is_empty() => Some(self.embed_questions(&s, vec![question.to_owned()]).await?),
+            _ => None,
+        };
         let a = self.store.create_annotation(app_id, question, answer).await?;
-        if let Some(s) = self.enabled_settings(app_id).await? {
-            if let Err(e) = self.put_vectors(&s, std::slice::from_ref(&a)).await {
+        if let Some(v) = vector {
+            if let Err(e) = self.write_vectors(app_id, a.rowid, v).await {
                 // The row must not outlive a failed vector: the question would never match.
                 if let Err(de) = self.store.delete_annotation(app_id, &a.id).await {
                     tracing::warn!(annotation = %a.id, error = %crate::telemetry::chain(&de), "could not remove an annotation whose vector failed");
@@ -182,11 +187,14 @@ impl Annotations {
     pub async fn update(&self, app_id: &str, id: &str, question: &str, answer: &str) -> Result<AnnotationRecord, AnnotationError> {
         let _changes = self.changes.lock().await;
         let old = self.store.get_annotation(app_id, id).await?;
+        // Embedded first: a busy or missing model refuses the change before anything is stored.
+        let vector = match self.enabled_settings(app_id).await? {
+            Some(s) if old.question != question && !question.is_empty() => Some(self.embed_questions(&s, vec![question.to_owned()]).await?),
+            _ => None,
+        };
         let a = self.store.update_annotation(app_id, id, question, answer).await?;
-        if let Some(s) = self.enabled_settings(app_id).await? {
-            if old.question != a.question {
-                self.put_vectors(&s, std::slice::from_ref(&a)).await?;
-            }
+        if let Some(v) = vector {
+            self.write_vectors(app_id, a.rowid, v).await?;
         }
         Ok(a)
     }
@@ -362,6 +370,19 @@ impl Annotations {
         if items.is_empty() {
             return Ok(());
         }
+        let vectors = self.embed_questions(settings, items.iter().map(|a| a.question.clone()).collect()).await?;
+        let pairs: Vec<(i64, Vec<f32>)> = items.iter().map(|a| a.rowid).zip(vectors).collect();
+        self.append(&settings.app_id, pairs).await
+    }
+
+    /// Writes the one vector of `vectors` under `rowid`.
+    async fn write_vectors(&self, app_id: &str, rowid: i64, mut vectors: Vec<Vec<f32>>) -> Result<(), AnnotationError> {
+        let v = vectors.pop().ok_or_else(|| AnnotationError::Internal("the embedder returned no vector".into()))?;
+        self.append(app_id, vec![(rowid, v)]).await
+    }
+
+    /// Embeds questions with the model replies were enabled with.
+    async fn embed_questions(&self, settings: &AnnotationSettings, questions: Vec<String>) -> Result<Vec<Vec<f32>>, AnnotationError> {
         let e = self.embedder()?;
         if settings.embedding_model.as_deref() != Some(e.model_id()) {
             return Err(AnnotationError::EmbeddingUnavailable(format!(
@@ -370,9 +391,12 @@ impl Annotations {
                 e.model_id()
             )));
         }
-        let vectors = e.embed(items.iter().map(|a| a.question.clone()).collect(), EmbedKind::Query).await.map_err(map_embed)?;
-        let pairs: Vec<(i64, Vec<f32>)> = items.iter().map(|a| a.rowid).zip(vectors).collect();
-        let index = self.index(&settings.app_id, e.dims())?;
+        e.embed(questions, EmbedKind::Query).await.map_err(map_embed)
+    }
+
+    /// Writes vectors durably (an existing rowid's vector is replaced).
+    async fn append(&self, app_id: &str, pairs: Vec<(i64, Vec<f32>)>) -> Result<(), AnnotationError> {
+        let index = self.index(app_id, self.embedder()?.dims())?;
         tokio::task::spawn_blocking(move || index.write().unwrap_or_else(PoisonError::into_inner).append(&pairs))
             .await
             .map_err(|e| internal("vector append")(e.to_string()))?
