@@ -77,9 +77,13 @@ fn annotation_replies_answer_a_paraphrase_with_the_curated_answer() {
         c.post_json("/v1/apps/annotations", &json!({"question": "Where is the spare fuse?", "answer": "Cabinet B."})).expect_json(200);
     let temp_id = temp["id"].as_str().unwrap();
 
-    for bad in
-        [json!({"answer": "a"}), json!({"question": "q"}), json!({"question": "", "answer": "a"}), json!({"question": 7, "answer": "a"})]
-    {
+    for bad in [
+        json!({"answer": "a"}),
+        json!({"question": "q"}),
+        json!({"question": "", "answer": "a"}),
+        json!({"question": "  ", "answer": "a"}),
+        json!({"question": 7, "answer": "a"}),
+    ] {
         c.post_json("/v1/apps/annotations", &bad).expect_dify_error(400, "invalid_param");
     }
     c.request("POST", "/v1/apps/annotations", &[], Some(b"{not json")).expect_dify_error(400, "bad_request");

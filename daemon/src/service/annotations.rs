@@ -59,6 +59,17 @@ impl From<StoreError> for AnnotationError {
     }
 }
 
+/// A question or answer of only whitespace is refused: a question could
+/// not be embedded (and would fail the whole enable job).
+fn require_text(question: &str, answer: &str) -> Result<(), AnnotationError> {
+    for (field, text) in [("question", question), ("answer", answer)] {
+        if text.trim().is_empty() {
+            return Err(AnnotationError::InvalidParam(format!("{field} is required")));
+        }
+    }
+    Ok(())
+}
+
 fn map_embed(e: EmbedError) -> AnnotationError {
     match &e {
         EmbedError::Busy { .. } => AnnotationError::EmbedderBusy,
@@ -164,10 +175,11 @@ impl Annotations {
 
     /// Adds an annotation; its question is embedded at once when replies are on.
     pub async fn create(&self, app_id: &str, question: &str, answer: &str) -> Result<AnnotationRecord, AnnotationError> {
+        require_text(question, answer)?;
         let _changes = self.changes.lock().await;
         // Embedded first: a busy or missing model refuses the annotation before anything is stored.
         let vector = match self.enabled_settings(app_id).await? {
-            Some(s) if !question.is_empty() => Some(self.embed_questions(&s, vec![question.to_owned()]).await?),
+            Some(s) => Some(self.embed_questions(&s, vec![question.to_owned()]).await?),
             _ => None,
         };
         let a = self.store.create_annotation(app_id, question, answer).await?;
@@ -185,11 +197,12 @@ impl Annotations {
 
     /// Replaces an annotation's question and answer (its vector too, when replies are on).
     pub async fn update(&self, app_id: &str, id: &str, question: &str, answer: &str) -> Result<AnnotationRecord, AnnotationError> {
+        require_text(question, answer)?;
         let _changes = self.changes.lock().await;
         let old = self.store.get_annotation(app_id, id).await?;
         // Embedded first: a busy or missing model refuses the change before anything is stored.
         let vector = match self.enabled_settings(app_id).await? {
-            Some(s) if old.question != question && !question.is_empty() => Some(self.embed_questions(&s, vec![question.to_owned()]).await?),
+            Some(s) if old.question != question => Some(self.embed_questions(&s, vec![question.to_owned()]).await?),
             _ => None,
         };
         let a = self.store.update_annotation(app_id, id, question, answer).await?;
@@ -510,6 +523,8 @@ mod tests {
         }
         assert!(matches!(a.create("a1", "", "a").await, Err(AnnotationError::InvalidParam(_))));
         assert!(matches!(a.update("a1", &one.id, "q", "").await, Err(AnnotationError::InvalidParam(_))));
+        assert!(matches!(a.create("a1", " \n\t", "a").await, Err(AnnotationError::InvalidParam(_))));
+        assert!(matches!(a.update("a1", &one.id, "q", "  ").await, Err(AnnotationError::InvalidParam(_))));
         assert_eq!(a.store.get_annotation("a1", &one.id).await.expect("get").answer, "a1", "a refused update changes nothing");
         a.delete("a1", &one.id).await.expect("delete");
         assert_eq!(a.list("a1", 1, 20, None).await.expect("list").1, 0);
