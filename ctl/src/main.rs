@@ -53,7 +53,9 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
     match cli.command {
         Command::Status => commands::status(&client, json).await,
         Command::Apps(AppsCommand::List) => commands::apps_list(&client, json).await,
-        Command::Apps(AppsCommand::Import { file, name, id, datasets }) => commands::apps_import(&client, &file, name, id, datasets, json).await,
+        Command::Apps(AppsCommand::Import { file, name, id, datasets }) => {
+            commands::apps_import(&client, &file, name, id, datasets, json).await
+        }
         Command::Apps(AppsCommand::Versions { app }) => commands::apps_versions(&client, &app, json).await,
         Command::Apps(AppsCommand::Activate { app, version }) => commands::apps_activate(&client, &app, version, json).await,
         Command::Apps(AppsCommand::Export { app, version, output }) => {

@@ -51,44 +51,36 @@ pub enum DaemonError {
     HttpAllow(service::outbound::OutboundError),
     #[error("dev.demo_rag_app {}: {source}", path.display())]
     DemoApp { path: std::path::PathBuf, source: std::io::Error },
+    #[error("embedding.upstream_model is set but upstream.url is not")]
+    EmbeddingUpstream,
     #[error("starting the knowledge bases: {0}")]
     Knowledge(service::knowledge::KnowledgeError),
 }
 
-/// Loads the embedding model (when `[embedding]` is on; a model that does
-/// not load leaves knowledge bases to full-text search, with a warning) and
-/// starts the knowledge service, which queues documents a crash left
-/// half-indexed.
+/// Picks the embedding model (the upstream's when `embedding.upstream_model`
+/// is set, else the local one when `[embedding]` is on; a local model that
+/// does not load leaves knowledge bases to full-text search, with a
+/// warning) and starts the knowledge service, which queues documents a
+/// crash left half-indexed.
 async fn start_knowledge(settings: &Settings, store: &Store, threads: u32) -> Result<Arc<service::knowledge::Knowledge>, DaemonError> {
-    let embedder = if settings.embedding.enabled {
-        let e = &settings.embedding;
-        let cfg = model::embed::EmbedConfig {
-            path: e.path.clone(),
-            threads: e.threads.unwrap_or(threads),
-            batch_texts: e.batch_texts,
-            max_tokens: e.max_tokens,
-            query_prefix: e.query_prefix.clone(),
-            passage_prefix: e.passage_prefix.clone(),
-            queue: e.queue,
-        };
-        match tokio::task::spawn_blocking(move || model::embed::Embedder::load(cfg)).await {
-            Ok(Ok(em)) => {
-                tracing::info!(model = em.model_id(), dims = em.dims(), "embedding model loaded");
-                Some(em)
-            }
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, "embedding model not loaded: knowledge bases search by full text only");
-                None
-            }
-            Err(join) => {
-                tracing::warn!(error = %join, "embedding model load panicked: knowledge bases search by full text only");
-                None
-            }
+    let embedder = match &settings.embedding.upstream_model {
+        Some(model) if settings.upstream.url.is_some() => {
+            let e = &settings.embedding;
+            let up = model::upstream::Upstream::new(&settings.upstream);
+            tracing::info!(model = %model, "knowledge bases embed through the upstream's /embeddings");
+            Some(Arc::new(model::embed::Embeddings::Upstream(model::embed::UpstreamEmbedder::new(
+                up,
+                model.clone(),
+                e.query_prefix.clone(),
+                e.passage_prefix.clone(),
+            ))))
         }
-    } else {
-        None
+        Some(_) => return Err(DaemonError::EmbeddingUpstream),
+        None if settings.embedding.enabled => load_embedder(settings, threads).await.map(|e| Arc::new(model::embed::Embeddings::Local(e))),
+        None => None,
     };
-    let k = service::knowledge::Knowledge::start(store.clone(), embedder, settings.knowledge.clone()).await.map_err(DaemonError::Knowledge)?;
+    let k =
+        service::knowledge::Knowledge::start(store.clone(), embedder, settings.knowledge.clone()).await.map_err(DaemonError::Knowledge)?;
     if let Some(dir) = &settings.dev.demo_dataset_dir {
         match k.seed_dir(dir).await {
             Ok(s) => tracing::info!(dataset = %s.dataset_name, id = %s.dataset_id, queued = s.queued, present = s.present, "demo dataset"),
@@ -208,7 +200,9 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
     });
     if let Some(timeout) = supervise::watchdog_timeout() {
         let k = Arc::clone(&knowledge);
-        tokio::spawn(supervise::watchdog_task(notifier.clone(), timeout, store.clone(), Arc::clone(&runtime), move || k.embedder_heartbeat_age()));
+        tokio::spawn(supervise::watchdog_task(notifier.clone(), timeout, store.clone(), Arc::clone(&runtime), move || {
+            k.embedder_heartbeat_age()
+        }));
     }
 
     // Signals for the rest of the daemon's life: the first SIGTERM/SIGINT
@@ -341,8 +335,41 @@ async fn demo_key(store: &Store, app_id: &str, path: &Path, tcp_addr: Option<std
     Ok(())
 }
 
+/// Loads the local embedding model; `None` (with a warning) when it does not load.
+async fn load_embedder(settings: &Settings, threads: u32) -> Option<Arc<model::embed::Embedder>> {
+    let e = &settings.embedding;
+    let cfg = model::embed::EmbedConfig {
+        path: e.path.clone(),
+        threads: e.threads.unwrap_or(threads),
+        batch_texts: e.batch_texts,
+        max_tokens: e.max_tokens,
+        query_prefix: e.query_prefix.clone(),
+        passage_prefix: e.passage_prefix.clone(),
+        queue: e.queue,
+    };
+    match tokio::task::spawn_blocking(move || model::embed::Embedder::load(cfg)).await {
+        Ok(Ok(em)) => {
+            tracing::info!(model = em.model_id(), dims = em.dims(), "embedding model loaded");
+            Some(em)
+        }
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "embedding model not loaded: knowledge bases search by full text only");
+            None
+        }
+        Err(join) => {
+            tracing::warn!(error = %join, "embedding model load panicked: knowledge bases search by full text only");
+            None
+        }
+    }
+}
+
 /// Imports the development RAG app (`dev.demo_rag_app`) and writes a key of it.
-async fn demo_rag_app(service: &Service, path: &Path, key_file: Option<&Path>, tcp_addr: Option<std::net::SocketAddr>) -> Result<(), DaemonError> {
+async fn demo_rag_app(
+    service: &Service,
+    path: &Path,
+    key_file: Option<&Path>,
+    tcp_addr: Option<std::net::SocketAddr>,
+) -> Result<(), DaemonError> {
     let yaml = std::fs::read_to_string(path).map_err(|source| DaemonError::DemoApp { path: path.to_owned(), source })?;
     let (v, _) = service.import_dsl(&yaml, None, None, &[]).await.map_err(DaemonError::Apps)?;
     tracing::info!(app = %v.app_id, version = v.version, new_version = v.created, "demo RAG app");

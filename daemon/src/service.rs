@@ -66,6 +66,9 @@ pub enum ServiceError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Store(StoreError),
+    /// The app's knowledge search failed (an app with datasets).
+    #[error(transparent)]
+    Knowledge(Box<knowledge::KnowledgeError>),
     #[error("the daemon is shutting down")]
     ShuttingDown,
     /// Stored state the daemon cannot use (a bug or a damaged store).
@@ -244,7 +247,8 @@ impl Service {
             None if datasets.is_empty() => Default::default(),
             None => return Err(ServiceError::InvalidParam("--dataset: knowledge bases are not available in this daemon".into())),
         };
-        let opts = crate::engine::workflow::dsl::ImportOptions { id, name, caps: crate::engine::workflow::Capabilities::default(), datasets };
+        let opts =
+            crate::engine::workflow::dsl::ImportOptions { id, name, caps: crate::engine::workflow::Capabilities::default(), datasets };
         let app = crate::engine::workflow::dsl::import(yaml, &opts)
             .map_err(|problems| ServiceError::DslInvalid(problems.iter().map(ToString::to_string).collect()))?;
         let models = self.model_mappings(&app);
@@ -543,7 +547,7 @@ impl Service {
             ),
             None => None,
         };
-        let turn = Turn::new(Arc::clone(&app), TurnRequest { user: req.user, query: req.query, inputs: req.inputs }, kept)?;
+        let mut turn = Turn::new(Arc::clone(&app), TurnRequest { user: req.user, query: req.query, inputs: req.inputs }, kept)?;
         if app.mode == AppMode::Chat {
             if let Some(hit) = self.annotation_hit(&app.id, &turn.query).await {
                 let (store, conversation_id) = (self.store.clone(), conversation.map(|c| c.id));
@@ -553,6 +557,7 @@ impl Service {
             }
         }
         let model = self.model.ready()?;
+        let retriever_resources = self.app_knowledge(&app, &mut turn).await?;
         let history = match &conversation {
             Some(c) => self.store.history(&c.id, app.history_turns).await?,
             None => Vec::new(),
@@ -565,7 +570,7 @@ impl Service {
         // From the first write on, the work runs in a task of its own: a
         // client that leaves cannot drop it between the pending row and the
         // run task that finishes that row.
-        let queued = Queued { app, turn, conversation_id: conversation.map(|c| c.id), prompt, admission, kept_turns };
+        let queued = Queued { app, turn, conversation_id: conversation.map(|c| c.id), prompt, admission, kept_turns, retriever_resources };
         let (store, runs) = (self.store.clone(), Arc::clone(&self.runs));
         tokio::spawn(record_and_queue(store, runs, model, queued))
             .await
@@ -583,6 +588,44 @@ impl Service {
                 None
             }
         }
+    }
+
+    /// The knowledge of a chat or completion app with datasets: its
+    /// datasets searched with the query, the segments put in the turn's
+    /// context, and returned as Dify's `retriever_resources`. Nothing for an
+    /// app without datasets or an empty query.
+    async fn app_knowledge(&self, app: &AppDefinition, turn: &mut Turn) -> Result<Vec<Value>, ServiceError> {
+        let Some(d) = &app.datasets else { return Ok(Vec::new()) };
+        if turn.query.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = self.knowledge().ok_or_else(|| ServiceError::InvalidParam("the app's knowledge bases are not available".into()))?;
+        let call = crate::engine::workflow::KnowledgeCall {
+            node_id: String::new(),
+            dataset_ids: d.dataset_ids.clone(),
+            query: turn.query.clone(),
+            single: d.single,
+            top_k: d.top_k,
+            score_threshold: d.score_threshold,
+            weights: d.weights,
+        };
+        let hits = k.node_search(call).await.map_err(|e| ServiceError::Knowledge(Box::new(e)))?;
+        let mut context = String::new();
+        let mut resources = Vec::with_capacity(hits.len());
+        for (i, h) in hits.iter().enumerate() {
+            context.push_str(&h.content);
+            context.push('\n');
+            let item = crate::engine::workflow::nodes::knowledge::result_item(i + 1, h);
+            let mut r = crate::engine::workflow::nodes::knowledge::retriever_resource(
+                item["metadata"].as_object().unwrap_or(&Map::new()),
+                &h.content,
+            );
+            r["retriever_from"] = Value::String("api".into());
+            resources.push(r);
+        }
+        tracing::debug!(app = %app.id, segments = hits.len(), "knowledge context");
+        turn.context = (!hits.is_empty()).then_some(context);
+        Ok(resources)
     }
 
     /// Starts an OpenAI-style completion: stateless, nothing stored.
@@ -608,6 +651,7 @@ impl Service {
             events,
             annotation: None,
             left,
+            retriever_resources: Vec::new(),
         })
     }
 
@@ -661,13 +705,15 @@ struct Queued {
     prompt: Prompt,
     admission: Admission,
     kept_turns: usize,
+    /// The knowledge segments the prompt carries (Dify's `retriever_resources`).
+    retriever_resources: Vec<Value>,
 }
 
 /// Records the conversation and the pending message, queues the job and
 /// spawns its run. A failure after a new conversation was created removes
 /// it again, so a refused turn leaves nothing behind.
 async fn record_and_queue(store: Store, runs: Arc<Runs>, model: Arc<LocalModel>, q: Queued) -> Result<Run, ServiceError> {
-    let Queued { app, turn, conversation_id, prompt, admission, kept_turns } = q;
+    let Queued { app, turn, conversation_id, prompt, admission, kept_turns, retriever_resources } = q;
     let (conversation_id, created) = match (conversation_id, app.mode) {
         (Some(c), _) => (Some(c), false),
         (None, AppMode::Chat) => {
@@ -724,7 +770,7 @@ async fn record_and_queue(store: Store, runs: Arc<Runs>, model: Arc<LocalModel>,
         persist: Some(Persist { message_id: message_id.clone(), conversation_id: conversation_id.clone() }),
     };
     let (events, left) = runs.spawn(store, model, spec, cancel, gen);
-    Ok(Run { task_id, message_id, conversation_id, created_at: now_secs(), events, annotation: None, left })
+    Ok(Run { task_id, message_id, conversation_id, created_at: now_secs(), events, annotation: None, left, retriever_resources })
 }
 
 /// Answers a chat turn with an annotation's curated answer, as Dify's
@@ -784,6 +830,7 @@ async fn reply_from_annotation(
         events,
         annotation: Some(annotation.id),
         left: Arc::default(),
+        retriever_resources: Vec::new(),
     })
 }
 

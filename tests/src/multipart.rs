@@ -46,4 +46,3 @@ pub fn post_form(c: &Client, path: &str, parts: &[Part<'_>]) -> Response {
     let ct = format!("multipart/form-data; boundary={BOUNDARY}");
     c.request("POST", path, &[("Content-Type", &ct)], Some(&multipart(parts)))
 }
-

@@ -96,9 +96,11 @@ pub fn embed_model() -> PathBuf {
     path
 }
 
-/// The Python of the test venv with dify-client (`<repo>/.cache/venv`).
+/// The Python of the test venv with dify-client and openai: `$EDGEAI_TEST_VENV`
+/// if set, else `<repo>/.cache/venv`.
 pub fn venv_python() -> PathBuf {
-    let path = repo_root().join(".cache/venv/bin/python");
+    let venv = std::env::var_os("EDGEAI_TEST_VENV").map_or_else(|| repo_root().join(".cache/venv"), PathBuf::from);
+    let path = venv.join("bin/python");
     assert!(path.is_file(), "{} is missing: run scripts/setup.sh, which creates the venv with dify-client", path.display());
     path
 }

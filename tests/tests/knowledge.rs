@@ -166,7 +166,8 @@ fn bad_input_gets_difys_error_and_changes_nothing() {
     let base = format!("/v1/datasets/{ds}/document/create-by-file");
     let data = field("data", r#"{"indexing_technique": "high_quality"}"#);
     post_form(&c, &base, &[file("file", "empty.txt", "text/plain", b""), field("data", "{}")]).expect_dify_error(400, "empty_file");
-    post_form(&c, &base, &[file("file", "tool.exe", "application/octet-stream", b"MZ\x90\x00")]).expect_dify_error(415, "unsupported_file_type");
+    post_form(&c, &base, &[file("file", "tool.exe", "application/octet-stream", b"MZ\x90\x00")])
+        .expect_dify_error(415, "unsupported_file_type");
     post_form(&c, &base, &[file("file", "big.txt", "text/plain", &vec![b'a'; 8192])]).expect_dify_error(413, "file_too_large");
     post_form(&c, &base, &[data]).expect_dify_error(400, "no_file_uploaded");
     let garbage: Vec<u8> = (0..2000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
@@ -211,7 +212,8 @@ fn a_kill_during_ingestion_leaves_nothing_half_visible_and_the_document_is_index
     let (_, key) = d.admin().create_dataset_key();
     let c = d.client().with_key(&key);
     let ds = create_dataset(&c, "crash");
-    let sections: Vec<String> = (1..=12).map(|i| format!("Section {i}: valve V{i} is opened with key K{i} before the pump P{i} starts.")).collect();
+    let sections: Vec<String> =
+        (1..=12).map(|i| format!("Section {i}: valve V{i} is opened with key K{i} before the pump P{i} starts.")).collect();
     let text = sections.join("\n\n");
     let body = json!({"name": "valves.txt", "text": text, "process_rule": {"mode": "custom",
         "rules": {"pre_processing_rules": [], "segmentation": {"separator": "\n\n", "max_tokens": 50, "chunk_overlap": 0}}}});
@@ -295,7 +297,9 @@ fn the_rag_chatflow_answers_with_the_segments_it_used() {
     // The workflow fixture returns the node's result as Dify shapes it.
     let (_, key) = d.admin().create_key("kr");
     let wf = d.client().with_key(&key);
-    let v = wf.post_json("/v1/workflows/run", &json!({"inputs": {"query": "ACK button"}, "user": "op", "response_mode": "blocking"})).expect_json(200);
+    let v = wf
+        .post_json("/v1/workflows/run", &json!({"inputs": {"query": "ACK button"}, "user": "op", "response_mode": "blocking"}))
+        .expect_json(200);
     let result = &v["data"]["outputs"]["result"];
     assert_eq!(result[0]["content"], PLC, "{v}");
     assert_eq!(result[0]["metadata"]["_source"], "knowledge");
@@ -310,7 +314,9 @@ fn the_rag_chatflow_answers_with_the_segments_it_used() {
 fn embeddings_answer_in_openais_shape() {
     let (d, _) = start(DaemonBuilder::new());
     let c = d.client().with_key(d.key());
-    let v = c.post_json("/v1/embeddings", &json!({"input": ["query: PLC alarm", "passage: 报警复位"], "model": "multilingual-e5-small"})).expect_json(200);
+    let v = c
+        .post_json("/v1/embeddings", &json!({"input": ["query: PLC alarm", "passage: 报警复位"], "model": "multilingual-e5-small"}))
+        .expect_json(200);
     assert_eq!(v["object"], "list");
     let data = v["data"].as_array().unwrap();
     assert_eq!(data.len(), 2);
@@ -332,7 +338,8 @@ fn another_embedding_model_needs_a_reindex_and_edgeaictl_does_it() {
     let b = DaemonBuilder::new();
     // The same weights under another name: another file, so another model id.
     let copy = b.dir().join("e5-copy.gguf");
-    edgeai_tests::gguf::rewrite(&paths::embed_model(), &copy, &[("general.name", edgeai_tests::gguf::MetaValue::Str("e5-copy".into()))]).unwrap();
+    edgeai_tests::gguf::rewrite(&paths::embed_model(), &copy, &[("general.name", edgeai_tests::gguf::MetaValue::Str("e5-copy".into()))])
+        .unwrap();
     let (mut d, c) = start(b);
     let ds = create_dataset(&c, "models");
     let (_, batch) = add_text(&c, &ds, "plc.txt", PLC);
@@ -357,4 +364,76 @@ fn another_embedding_model_needs_a_reindex_and_edgeaictl_does_it() {
     assert!(info["embedding_model"].as_str().unwrap().starts_with("e5-copy@"), "{info}");
     // A key holder has no such route.
     c.post_json(&format!("/v1/datasets/{ds}/reindex"), &json!({})).expect_dify_error(404, "not_found");
+}
+
+#[test]
+fn a_chat_app_with_datasets_answers_from_them_and_cites_them() {
+    let (d, c) = start(DaemonBuilder::new());
+    let ds = create_dataset(&c, "chat-kb");
+    let (_, b) = add_text(&c, &ds, "plc.txt", PLC);
+    wait_indexed(&c, &ds, &b);
+    add_text(&c, &ds, "belt.txt", BELT);
+    let yaml = concat!(
+        "app: {name: Manual chat, mode: chat}\nkind: app\nversion: 0.3.1\nmodel_config:\n",
+        "  pre_prompt: Answer briefly.\n",
+        "  model: {provider: openai, name: gpt-4o-mini, mode: chat, completion_params: {max_tokens: 16, temperature: 0}}\n",
+        "  dataset_configs:\n    retrieval_model: multiple\n    top_k: 1\n",
+        "    datasets: {datasets: [{dataset: {enabled: true, id: 0a1b2c3d-dify}}]}\n",
+    );
+    let file = d.dir().join("chat-kb.yml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = d.ctl(&["apps", "import", file.to_str().unwrap(), "--id", "mchat"]);
+    assert_eq!(out.status.code(), Some(1), "an unmapped dataset fails the import");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("model_config.dataset_configs"));
+    let out = d.ctl(&["apps", "import", file.to_str().unwrap(), "--id", "mchat", "--dataset", "0a1b2c3d-dify=chat-kb"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, key) = d.admin().create_key("mchat");
+    let app = d.client().with_key(&key);
+    let q = json!({"query": "what do I press to acknowledge the alarm", "inputs": {}, "user": "op", "response_mode": "blocking"});
+    let v = app.post_json("/v1/chat-messages", &q).expect_json(200);
+    let rr = v["metadata"]["retriever_resources"].as_array().unwrap();
+    assert_eq!(rr.len(), 1, "top_k 1: {v}");
+    assert_eq!(rr[0]["content"], PLC);
+    assert_eq!(rr[0]["document_name"], "plc.txt");
+    assert_eq!(rr[0]["retriever_from"], "api");
+    let mut q = q;
+    q["response_mode"] = json!("streaming");
+    let mut sse = app.post_json_streaming("/v1/chat-messages", &q).into_sse();
+    let mut end = None;
+    while let Some(ev) = sse.next_event().unwrap() {
+        if let Some(j) = ev.json().filter(|j| j["event"] == "message_end") {
+            end = Some(j);
+        }
+    }
+    assert_eq!(end.expect("message_end")["metadata"]["retriever_resources"][0]["content"], PLC);
+}
+
+#[test]
+fn an_upstream_embedding_model_can_index_and_search() {
+    use edgeai_tests::peer::{Peer, Reply};
+    let one = |v: [f32; 4]| Reply::Json { code: 200, body: json!({"object": "list", "model": "bge-m3", "data": [{"object": "embedding", "index": 0, "embedding": v}], "usage": {"prompt_tokens": 3, "total_tokens": 3}}) };
+    let peer = Peer::start(one([0.5, 0.5, 0.5, 0.5]));
+    let d = DaemonBuilder::new().set("upstream.url", peer.openai_url()).set("embedding.upstream_model", "bge-m3").start();
+    let (_, key) = d.admin().create_dataset_key();
+    let c = d.client().with_key(&key);
+    let ds = create_dataset(&c, "remote");
+    let (_, b) = add_text(&c, &ds, "plc.txt", PLC);
+    assert_eq!(wait_indexed(&c, &ds, &b)[0]["indexing_status"], "completed");
+    let info = c.get(&format!("/v1/datasets/{ds}")).expect_json(200);
+    assert_eq!(info["embedding_model"], "upstream:bge-m3", "{info}");
+    assert_eq!(contents(&retrieve(&c, &ds, "acknowledge", "semantic_search")), vec![PLC.to_owned()]);
+    let sent: Vec<Value> = peer.received().iter().filter(|r| r.path.ends_with("/embeddings")).map(|r| r.json()).collect();
+    assert_eq!(sent[0]["model"], "bge-m3");
+    assert_eq!(sent[0]["input"][0], format!("passage: {PLC}"), "{sent:?}");
+    assert_eq!(sent.last().unwrap()["input"][0], "query: acknowledge");
+    // The upstream failing: the document goes to error with the reason.
+    peer.set_default(Reply::Status { code: 500, retry_after: None });
+    let (_, b) = add_text(&c, &ds, "belt.txt", BELT);
+    let st = wait_indexed(&c, &ds, &b);
+    assert_eq!(st[0]["indexing_status"], "error", "{st:?}");
+    assert!(st[0]["error"].as_str().unwrap_or("").contains("upstream"), "{st:?}");
+    // And a search that needs it answers 503, with full text still there.
+    let body = json!({"query": "ACK", "retrieval_model": {"search_method": "semantic_search"}});
+    c.post_json(&format!("/v1/datasets/{ds}/retrieve"), &body).expect_dify_error(503, "provider_not_initialize");
+    assert_eq!(contents(&retrieve(&c, &ds, "ACK", "full_text_search")), vec![PLC.to_owned()]);
 }

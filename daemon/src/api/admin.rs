@@ -145,10 +145,7 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             };
             let kind = key_kind(&info);
             let app_id = info.app_id().unwrap_or_default().to_owned();
-            reply(
-                StatusCode::CREATED,
-                &wire::CreatedKey { id: info.id, kind, app_id, key: secret, created_at: info.created_at },
-            )
+            reply(StatusCode::CREATED, &wire::CreatedKey { id: info.id, kind, app_id, key: secret, created_at: info.created_at })
         }
         (["keys", id], &Method::DELETE) => {
             svc.revoke_key(id).await?;

@@ -148,32 +148,7 @@ impl ApiError {
             ApiError::KnowledgeUnavailable => busy("provider_not_initialize", self.to_string(), 5),
             ApiError::InvalidAction(_) => m(S::BAD_REQUEST, "invalid_action", self.to_string()),
             ApiError::InvalidMetadata(_) => m(S::BAD_REQUEST, "invalid_metadata", self.to_string()),
-            ApiError::Knowledge(k) => match k {
-                KnowledgeError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", k.to_string()),
-                KnowledgeError::DatasetNotFound | KnowledgeError::DocumentNotFound | KnowledgeError::SegmentNotFound => {
-                    m(S::NOT_FOUND, "not_found", k.to_string())
-                }
-                KnowledgeError::DatasetNameDuplicate => m(S::CONFLICT, "dataset_name_duplicate", k.to_string()),
-                KnowledgeError::UnsupportedFileType(_) => m(S::UNSUPPORTED_MEDIA_TYPE, "unsupported_file_type", k.to_string()),
-                KnowledgeError::FileTooLarge { .. } => m(S::PAYLOAD_TOO_LARGE, "file_too_large", k.to_string()),
-                KnowledgeError::EmptyFile => m(S::BAD_REQUEST, "empty_file", k.to_string()),
-                KnowledgeError::DocumentIndexing => m(S::BAD_REQUEST, "document_indexing", k.to_string()),
-                // Dify's DatasetInUseError is 409.
-                KnowledgeError::DatasetInUse => m(S::CONFLICT, "dataset_in_use", k.to_string()),
-                KnowledgeError::EmbeddingUnavailable(_) => busy("provider_not_initialize", k.to_string(), 5),
-                // Not the client's fault and not fixed by retrying: the operator re-indexes.
-                KnowledgeError::EmbeddingModelMismatch { .. } => m(S::CONFLICT, "embedding_model_mismatch", k.to_string()),
-                KnowledgeError::QueueFull(_) | KnowledgeError::EmbedderBusy => {
-                    Mapped { status: S::TOO_MANY_REQUESTS, code: "too_many_requests", message: k.to_string(), retry_after: Some(5) }
-                }
-                KnowledgeError::Store(st) => store_mapped(st),
-                // Internal detail goes to the log, not to the client.
-                KnowledgeError::Internal(_) => m(
-                    S::INTERNAL_SERVER_ERROR,
-                    "internal_server_error",
-                    "internal error in the knowledge service; see the daemon log".into(),
-                ),
-            },
+            ApiError::Knowledge(k) => knowledge_mapped(k),
             ApiError::Annotation(a) => match a {
                 AnnotationError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", a.to_string()),
                 AnnotationError::NotFound | AnnotationError::JobNotFound => m(S::NOT_FOUND, "not_found", a.to_string()),
@@ -226,11 +201,42 @@ impl ApiError {
                     ModelError::Template(_) => m(S::INTERNAL_SERVER_ERROR, "internal_server_error", e.to_string()),
                 },
                 ServiceError::Store(st) => store_mapped(st),
+                ServiceError::Knowledge(k) => knowledge_mapped(k),
             },
         }
     }
 }
 
+/// A knowledge error's status and Dify code.
+fn knowledge_mapped(k: &KnowledgeError) -> Mapped {
+    use StatusCode as S;
+    let m = |status, code, message: String| Mapped { status, code, message, retry_after: None };
+    let busy = |code, message: String, secs| Mapped { status: S::SERVICE_UNAVAILABLE, code, message, retry_after: Some(secs) };
+    match k {
+        KnowledgeError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", k.to_string()),
+        KnowledgeError::DatasetNotFound | KnowledgeError::DocumentNotFound | KnowledgeError::SegmentNotFound => {
+            m(S::NOT_FOUND, "not_found", k.to_string())
+        }
+        KnowledgeError::DatasetNameDuplicate => m(S::CONFLICT, "dataset_name_duplicate", k.to_string()),
+        KnowledgeError::UnsupportedFileType(_) => m(S::UNSUPPORTED_MEDIA_TYPE, "unsupported_file_type", k.to_string()),
+        KnowledgeError::FileTooLarge { .. } => m(S::PAYLOAD_TOO_LARGE, "file_too_large", k.to_string()),
+        KnowledgeError::EmptyFile => m(S::BAD_REQUEST, "empty_file", k.to_string()),
+        KnowledgeError::DocumentIndexing => m(S::BAD_REQUEST, "document_indexing", k.to_string()),
+        // Dify's DatasetInUseError is 409.
+        KnowledgeError::DatasetInUse => m(S::CONFLICT, "dataset_in_use", k.to_string()),
+        KnowledgeError::EmbeddingUnavailable(_) => busy("provider_not_initialize", k.to_string(), 5),
+        // Not the client's fault and not fixed by retrying: the operator re-indexes.
+        KnowledgeError::EmbeddingModelMismatch { .. } => m(S::CONFLICT, "embedding_model_mismatch", k.to_string()),
+        KnowledgeError::QueueFull(_) | KnowledgeError::EmbedderBusy => {
+            Mapped { status: S::TOO_MANY_REQUESTS, code: "too_many_requests", message: k.to_string(), retry_after: Some(5) }
+        }
+        KnowledgeError::Store(st) => store_mapped(st),
+        // Internal detail goes to the log, not to the client.
+        KnowledgeError::Internal(_) => {
+            m(S::INTERNAL_SERVER_ERROR, "internal_server_error", "internal error in the knowledge service; see the daemon log".into())
+        }
+    }
+}
 /// A store error as every front end sees it; internal detail stays in the log.
 fn store_mapped(st: &StoreError) -> Mapped {
     use StatusCode as S;

@@ -332,7 +332,10 @@ impl FlowSource {
             let mut m = self.base("message_end");
             m.remove("workflow_run_id");
             m.insert("id".into(), json!(self.run.message_id));
-            m.insert("metadata".into(), json!({"usage": usage(o.total_tokens, end.elapsed.as_secs_f64()), "retriever_resources": o.retriever_resources}));
+            m.insert(
+                "metadata".into(),
+                json!({"usage": usage(o.total_tokens, end.elapsed.as_secs_f64()), "retriever_resources": o.retriever_resources}),
+            );
             m.insert("files".into(), json!([]));
             out.push(body::sse_data(&Value::Object(m)));
         }

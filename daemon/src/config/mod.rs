@@ -73,6 +73,7 @@
 //! | `embedding.query_prefix` | `"query: "` | put before search queries (e5's convention; `""` for none) |
 //! | `embedding.passage_prefix` | `"passage: "` | put before indexed texts (e5's convention; `""` for none) |
 //! | `embedding.queue` | `64` | 1 ..= 1024; embedding requests waiting, more are refused as busy |
+//! | `embedding.upstream_model` | `""` (the local model) | embed through `[upstream]`'s `/embeddings` with this model (needs `upstream.url`); its vectors are tied to it like a local model's |
 //! | `log.level` | `"info"` | `trace`, `debug`, `info`, `warn`, `error`, `off`, or comma-separated `target=level` directives |
 //! | `log.format` | `"auto"` | `"auto"`, `"text"`, `"json"` |
 //! | `workflow.max_steps` | `500` | 1 ..= 100000; node executions per run |
@@ -417,6 +418,9 @@ pub struct EmbeddingSettings {
     pub passage_prefix: String,
     /// Embedding requests waiting for the embedding thread at most.
     pub queue: usize,
+    /// Embed through `[upstream]`'s `/embeddings` with this model instead
+    /// of the local one (`None`: the local model).
+    pub upstream_model: Option<String>,
 }
 
 impl Default for EmbeddingSettings {
@@ -430,6 +434,7 @@ impl Default for EmbeddingSettings {
             query_prefix: "query: ".to_owned(),
             passage_prefix: "passage: ".to_owned(),
             queue: 64,
+            upstream_model: None,
         }
     }
 }

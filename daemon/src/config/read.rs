@@ -132,6 +132,9 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
         em.passage_prefix = prefix.to_owned();
     }
     r.int("embedding", "queue", 1..=1024, &mut em.queue);
+    if let Some(model) = r.string("embedding", "upstream_model") {
+        em.upstream_model = (!model.trim().is_empty()).then(|| model.trim().to_owned());
+    }
 
     if let Some(level) = r.log_level("log", "level") {
         s.log.level = level;

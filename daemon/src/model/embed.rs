@@ -74,6 +74,9 @@ pub enum EmbedError {
     Inference(String),
     #[error("the embedding thread has stopped")]
     ThreadGone,
+    /// The upstream embedding model failed.
+    #[error("the upstream embedding model failed: {0}")]
+    Upstream(String),
 }
 
 /// One `embed` call, as handed to the embedding thread.
@@ -343,4 +346,86 @@ fn file_sha256(path: &Path) -> std::io::Result<String> {
 
 fn file_stem(path: &Path) -> String {
     path.file_stem().map_or_else(|| "embedding-model".to_owned(), |s| s.to_string_lossy().into_owned())
+}
+
+/// Where knowledge bases get their vectors: the local embedding model, or
+/// an OpenAI-compatible upstream's `/embeddings` (`embedding.upstream_model`,
+/// through `[upstream]`).
+pub enum Embeddings {
+    Local(Arc<Embedder>),
+    Upstream(UpstreamEmbedder),
+}
+
+/// An upstream embedding model: its name, and its width once it answered.
+pub struct UpstreamEmbedder {
+    upstream: super::upstream::Upstream,
+    model: String,
+    model_id: String,
+    prefixes: [String; 2],
+}
+
+impl UpstreamEmbedder {
+    /// `model` of the upstream's `/embeddings`, with e5-style prefixes
+    /// (empty for models that want none).
+    pub fn new(upstream: super::upstream::Upstream, model: String, query_prefix: String, passage_prefix: String) -> UpstreamEmbedder {
+        let model_id = format!("upstream:{model}");
+        UpstreamEmbedder { upstream, model, model_id, prefixes: [query_prefix, passage_prefix] }
+    }
+}
+
+impl Embeddings {
+    /// The identity a dataset records (`<name>@<file hash>` or `upstream:<model>`).
+    pub fn model_id(&self) -> &str {
+        match self {
+            Embeddings::Local(e) => e.model_id(),
+            Embeddings::Upstream(u) => &u.model_id,
+        }
+    }
+
+    /// Unit vectors of `texts`, in order.
+    pub async fn embed(&self, texts: Vec<String>, kind: EmbedKind) -> Result<Vec<Vec<f32>>, EmbedError> {
+        match self {
+            Embeddings::Local(e) => e.embed(texts, kind).await,
+            Embeddings::Upstream(u) => {
+                if let Some(index) = texts.iter().position(|t| t.trim().is_empty()) {
+                    return Err(EmbedError::EmptyText { index });
+                }
+                let prefix = match kind {
+                    EmbedKind::Query => u.prefixes[0].as_str(),
+                    EmbedKind::Passage => u.prefixes[1].as_str(),
+                    EmbedKind::Raw => "",
+                };
+                let texts: Vec<String> = texts.into_iter().map(|t| format!("{prefix}{t}")).collect();
+                u.upstream.embed(&u.model, &texts).await.map_err(|e| EmbedError::Upstream(e.to_string()))
+            }
+        }
+    }
+
+    /// Tokens of `text`: the local model's tokenizer; for an upstream model,
+    /// an estimate (a CJK character a token, else four bytes a token).
+    pub fn count_tokens(&self, text: &str) -> usize {
+        match self {
+            Embeddings::Local(e) => e.count_tokens(text),
+            Embeddings::Upstream(_) => {
+                let (cjk, other) = text.chars().fold((0usize, 0usize), |(c, o), ch| {
+                    if ch.is_ascii() {
+                        (c, o + 1)
+                    } else if ch as u32 >= 0x2E80 {
+                        (c + 1, o)
+                    } else {
+                        (c, o + ch.len_utf8())
+                    }
+                });
+                cjk + other.div_ceil(4)
+            }
+        }
+    }
+
+    /// How long ago the local embedding thread showed progress (`None` for an upstream).
+    pub fn heartbeat_age(&self) -> Option<Duration> {
+        match self {
+            Embeddings::Local(e) => Some(e.heartbeat_age()),
+            Embeddings::Upstream(_) => None,
+        }
+    }
 }

@@ -16,8 +16,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::knowledge::vectors::VectorIndex;
-use crate::model::embed::{EmbedError, EmbedKind, Embedder};
+use crate::model::embed::{EmbedError, EmbedKind, Embeddings};
 use crate::store::{AnnotationRecord, AnnotationSettings, Store, StoreError};
+
+/// Questions compared in full with a query's vector, best first.
+const MATCH_CANDIDATES: usize = 4;
 
 /// Jobs remembered before finished ones are forgotten.
 const MAX_JOBS: usize = 256;
@@ -74,7 +77,7 @@ fn map_embed(e: EmbedError) -> AnnotationError {
     match &e {
         EmbedError::Busy { .. } => AnnotationError::EmbedderBusy,
         EmbedError::EmptyText { .. } => AnnotationError::InvalidParam(e.to_string()),
-        EmbedError::Load { .. } | EmbedError::ThreadGone => AnnotationError::EmbeddingUnavailable(e.to_string()),
+        EmbedError::Load { .. } | EmbedError::ThreadGone | EmbedError::Upstream(_) => AnnotationError::EmbeddingUnavailable(e.to_string()),
         EmbedError::Inference(_) => AnnotationError::Internal(format!("embedding: {e}")),
     }
 }
@@ -125,7 +128,7 @@ struct Job {
 /// The annotation service; one per daemon.
 pub struct Annotations {
     store: Store,
-    embedder: Option<Arc<Embedder>>,
+    embedder: Option<Arc<Embeddings>>,
     /// `<knowledge dir>/annotations`.
     dir: PathBuf,
     indexes: Mutex<HashMap<String, Arc<RwLock<VectorIndex>>>>,
@@ -144,7 +147,7 @@ fn internal(what: &'static str) -> impl Fn(String) -> AnnotationError {
 }
 
 impl Annotations {
-    pub fn new(store: Store, embedder: Option<Arc<Embedder>>, dir: PathBuf) -> Arc<Self> {
+    pub fn new(store: Store, embedder: Option<Arc<Embeddings>>, dir: PathBuf) -> Arc<Self> {
         Arc::new(Annotations {
             store,
             embedder,
@@ -155,7 +158,7 @@ impl Annotations {
         })
     }
 
-    fn embedder(&self) -> Result<&Arc<Embedder>, AnnotationError> {
+    fn embedder(&self) -> Result<&Arc<Embeddings>, AnnotationError> {
         self.embedder.as_ref().ok_or_else(|| AnnotationError::EmbeddingUnavailable("no embedding model is configured ([embedding])".into()))
     }
 
@@ -216,9 +219,11 @@ impl Annotations {
     pub async fn delete(&self, app_id: &str, id: &str) -> Result<(), AnnotationError> {
         let _changes = self.changes.lock().await;
         let rowid = self.store.delete_annotation(app_id, id).await?;
-        // Without the model the index is not opened; enabling rebuilds it anyway.
-        if let (Some(e), true) = (&self.embedder, self.dir.join(app_id).exists()) {
-            let index = self.index(app_id, e.dims())?;
+        // An index whose width is unknown here (no model, or an upstream
+        // one not asked yet) is not opened: enabling rebuilds it, and a
+        // stale vector matches nothing (its row is gone).
+        if let (Some(dims), true) = (self.known_dims(app_id), self.dir.join(app_id).exists()) {
+            let index = self.index(app_id, dims)?;
             tokio::task::spawn_blocking(move || {
                 let mut ix = index.write().unwrap_or_else(PoisonError::into_inner);
                 ix.delete(&[rowid])?;
@@ -362,13 +367,17 @@ impl Annotations {
     /// The best annotation for an embedded query, if it reaches the threshold.
     async fn match_vector(&self, settings: &AnnotationSettings, v: &[f32]) -> Result<Option<(AnnotationRecord, f32)>, AnnotationError> {
         let index = self.index(&settings.app_id, v.len())?;
-        let best = index.read().unwrap_or_else(PoisonError::into_inner).search_exact(v, 1).into_iter().next();
-        let Some((rowid, score)) = best else { return Ok(None) };
-        if score < settings.score_threshold {
-            tracing::debug!(app = %settings.app_id, score, threshold = settings.score_threshold, "no annotation reaches the threshold");
+        // A few, in case the best is a vector whose row is gone.
+        let hits = index.read().unwrap_or_else(PoisonError::into_inner).search_exact(v, MATCH_CANDIDATES);
+        let above: Vec<(i64, f32)> = hits.iter().copied().filter(|(_, score)| *score >= settings.score_threshold).collect();
+        if above.is_empty() {
+            let best = hits.first().map(|(_, s)| *s);
+            tracing::debug!(app = %settings.app_id, ?best, threshold = settings.score_threshold, "no annotation reaches the threshold");
             return Ok(None);
         }
-        Ok(self.store.annotations_by_rowids(&settings.app_id, &[rowid]).await?.pop().map(|a| (a, score)))
+        let rowids: Vec<i64> = above.iter().map(|(id, _)| *id).collect();
+        let found = self.store.annotations_by_rowids(&settings.app_id, &rowids).await?.into_iter().next();
+        Ok(found.and_then(|a| above.iter().find(|(id, _)| *id == a.rowid).map(|(_, score)| (a, *score))))
     }
 
     // ---- helpers ----------------------------------------------------------
@@ -409,11 +418,23 @@ impl Annotations {
 
     /// Writes vectors durably (an existing rowid's vector is replaced).
     async fn append(&self, app_id: &str, pairs: Vec<(i64, Vec<f32>)>) -> Result<(), AnnotationError> {
-        let index = self.index(app_id, self.embedder()?.dims())?;
+        let dims = pairs.first().map_or(0, |(_, v)| v.len());
+        let index = self.index(app_id, dims)?;
         tokio::task::spawn_blocking(move || index.write().unwrap_or_else(PoisonError::into_inner).append(&pairs))
             .await
             .map_err(|e| internal("vector append")(e.to_string()))?
             .map_err(|e| internal("vector append")(e.to_string()))
+    }
+
+    /// The width of the app's question vectors, when known without embedding.
+    fn known_dims(&self, app_id: &str) -> Option<usize> {
+        if let Some(ix) = lock(&self.indexes).get(app_id) {
+            return Some(ix.read().unwrap_or_else(PoisonError::into_inner).dims());
+        }
+        match self.embedder.as_deref()? {
+            Embeddings::Local(e) => Some(e.dims()),
+            Embeddings::Upstream(_) => None,
+        }
     }
 
     /// The app's question index (opened, or created, with `dims`).

@@ -15,8 +15,8 @@
 //! document is indexed again at the next start.
 
 mod ingest;
-mod seed;
 pub mod search;
+mod seed;
 
 pub use seed::Seeded;
 
@@ -34,7 +34,7 @@ use crate::knowledge::{
     DatasetRecord, DocumentRecord, DocumentSource, Hit, IndexingStatus, IndexingTechnique, RetrievalSettings, SearchMethod, SegmentId,
     SegmentRecord,
 };
-use crate::model::embed::{EmbedError, EmbedKind, Embedder};
+use crate::model::embed::{EmbedError, EmbedKind, Embeddings};
 use crate::store::{DatasetChanges, DocumentStep, NewDatasetRow, NewDocumentRow, NewSegment, SegmentChanges, Store, StoreError};
 
 /// What a knowledge call can fail with. Each maps to one Dify error in
@@ -111,10 +111,16 @@ pub struct DatasetPatch {
 /// The content of a document to add or replace.
 #[derive(Debug, Clone)]
 pub enum DocumentContent {
-    Text { name: String, text: String },
+    Text {
+        name: String,
+        text: String,
+    },
     /// An uploaded file: its client-given name (only its last path
     /// component is kept) and its bytes.
-    File { name: String, bytes: bytes::Bytes },
+    File {
+        name: String,
+        bytes: bytes::Bytes,
+    },
 }
 
 /// A page request: 1-based page, limit 1..=100.
@@ -146,7 +152,7 @@ pub struct SegmentInput {
 /// The knowledge service; one per daemon, shared by every front end.
 pub struct Knowledge {
     store: Store,
-    embedder: Option<Arc<Embedder>>,
+    embedder: Option<Arc<Embeddings>>,
     settings: KnowledgeSettings,
     /// Open vector indexes by dataset id.
     indexes: Mutex<HashMap<String, Arc<RwLock<VectorIndex>>>>,
@@ -174,7 +180,7 @@ fn base_name(name: &str) -> Result<String, KnowledgeError> {
 impl Knowledge {
     /// Starts the service and its ingestion task; documents a crash left
     /// half-indexed are queued again.
-    pub async fn start(store: Store, embedder: Option<Arc<Embedder>>, settings: KnowledgeSettings) -> Result<Arc<Self>, KnowledgeError> {
+    pub async fn start(store: Store, embedder: Option<Arc<Embeddings>>, settings: KnowledgeSettings) -> Result<Arc<Self>, KnowledgeError> {
         let (tx, rx) = mpsc::channel(settings.queue.max(1));
         let k = Arc::new(Knowledge {
             store,
@@ -189,7 +195,9 @@ impl Knowledge {
         for doc in resume {
             tracing::info!(document = %doc.id, dataset = %doc.dataset_id, status = ?doc.status, "indexing a document a restart interrupted");
             if k.queue.try_send((doc.dataset_id.clone(), doc.id.clone())).is_err() {
-                k.store.set_document_step(&doc.id, DocumentStep::Error("the ingestion queue was full at start; upload it again".into())).await?;
+                k.store
+                    .set_document_step(&doc.id, DocumentStep::Error("the ingestion queue was full at start; upload it again".into()))
+                    .await?;
             }
         }
         Ok(k)
@@ -203,11 +211,11 @@ impl Knowledge {
     /// How long ago the embedding thread last showed progress (for the
     /// watchdog), `None` without an embedding model.
     pub fn embedder_heartbeat_age(&self) -> Option<std::time::Duration> {
-        self.embedder.as_deref().map(Embedder::heartbeat_age)
+        self.embedder.as_deref().and_then(Embeddings::heartbeat_age)
     }
 
     /// The embedder, if one runs (shared with annotation replies).
-    pub fn loaded_embedder(&self) -> Option<&Arc<Embedder>> {
+    pub fn loaded_embedder(&self) -> Option<&Arc<Embeddings>> {
         self.embedder.as_ref()
     }
 
@@ -218,7 +226,7 @@ impl Knowledge {
 
     /// The embedder's model id, if one runs.
     pub fn embedding_model(&self) -> Option<&str> {
-        self.embedder.as_deref().map(Embedder::model_id)
+        self.embedder.as_deref().map(Embeddings::model_id)
     }
 
     pub async fn create_dataset(&self, new: NewDataset) -> Result<DatasetRecord, KnowledgeError> {
@@ -353,7 +361,12 @@ impl Knowledge {
         Ok(self.store.rename_document(dataset_id, document_id, &name).await?)
     }
 
-    pub async fn list_documents(&self, dataset_id: &str, page: Page, keyword: Option<String>) -> Result<Paged<DocumentRecord>, KnowledgeError> {
+    pub async fn list_documents(
+        &self,
+        dataset_id: &str,
+        page: Page,
+        keyword: Option<String>,
+    ) -> Result<Paged<DocumentRecord>, KnowledgeError> {
         self.dataset(dataset_id).await?;
         let (data, total) = self.store.list_documents(dataset_id, page.page, page.limit, keyword.as_deref()).await?;
         Ok(paged(data, total, page))
@@ -388,13 +401,24 @@ impl Knowledge {
         Ok(())
     }
 
-    pub async fn list_segments(&self, dataset_id: &str, document_id: &str, page: Page, keyword: Option<String>) -> Result<Paged<SegmentRecord>, KnowledgeError> {
+    pub async fn list_segments(
+        &self,
+        dataset_id: &str,
+        document_id: &str,
+        page: Page,
+        keyword: Option<String>,
+    ) -> Result<Paged<SegmentRecord>, KnowledgeError> {
         let (data, total) = self.store.list_segments(dataset_id, document_id, page.page, page.limit, keyword.as_deref()).await?;
         Ok(paged(data, total, page))
     }
 
     /// Adds segments written by hand; they are embedded before this returns.
-    pub async fn add_segments(&self, dataset_id: &str, document_id: &str, segments: Vec<SegmentInput>) -> Result<Vec<SegmentRecord>, KnowledgeError> {
+    pub async fn add_segments(
+        &self,
+        dataset_id: &str,
+        document_id: &str,
+        segments: Vec<SegmentInput>,
+    ) -> Result<Vec<SegmentRecord>, KnowledgeError> {
         let dataset = self.dataset(dataset_id).await?;
         let doc = self.document(dataset_id, document_id).await?;
         if doc.status != IndexingStatus::Completed {
@@ -402,7 +426,10 @@ impl Knowledge {
         }
         let mut chunks = Vec::with_capacity(segments.len());
         for (i, s) in segments.into_iter().enumerate() {
-            let content = s.content.filter(|c| !c.trim().is_empty()).ok_or_else(|| KnowledgeError::InvalidParam(format!("segments[{i}].content is required")))?;
+            let content = s
+                .content
+                .filter(|c| !c.trim().is_empty())
+                .ok_or_else(|| KnowledgeError::InvalidParam(format!("segments[{i}].content is required")))?;
             chunks.push(self.new_segment(content, s.answer.unwrap_or_default(), s.keywords.unwrap_or_default()));
         }
         if chunks.is_empty() {
@@ -426,7 +453,13 @@ impl Knowledge {
     }
 
     /// Changes a segment; new content is embedded again before this returns.
-    pub async fn update_segment(&self, dataset_id: &str, document_id: &str, segment_id: &str, input: SegmentInput) -> Result<SegmentRecord, KnowledgeError> {
+    pub async fn update_segment(
+        &self,
+        dataset_id: &str,
+        document_id: &str,
+        segment_id: &str,
+        input: SegmentInput,
+    ) -> Result<SegmentRecord, KnowledgeError> {
         let dataset = self.dataset(dataset_id).await?;
         self.document(dataset_id, document_id).await?;
         let seg = self.segment(dataset_id, document_id, segment_id).await?;
@@ -489,8 +522,8 @@ impl Knowledge {
             if query_vec.is_none() {
                 query_vec = Some(self.embed_one(query, EmbedKind::Query).await?);
             }
-            let index = self.index(&d.id).await?;
             let q = query_vec.clone().unwrap_or_default();
+            let index = self.index(&d.id, q.len()).await?;
             let found = tokio::task::spawn_blocking(move || index.read().unwrap_or_else(PoisonError::into_inner).search(&q, pool))
                 .await
                 .map_err(|e| KnowledgeError::Internal(format!("vector search: {e}")))?;
@@ -505,7 +538,8 @@ impl Knowledge {
         let fused = search::fuse(&RetrievalSettings { method: method_for_fuse, ..settings.clone() }, &vector, &words);
         let ids: Vec<SegmentId> = fused.iter().map(|(id, _)| *id).collect();
         let found = self.store.segments_by_rowids(&ids).await?;
-        let by_id: HashMap<SegmentId, _> = found.into_iter().map(|v| (v.segment.rowid, (v.segment, v.document_name, v.dataset_name))).collect();
+        let by_id: HashMap<SegmentId, _> =
+            found.into_iter().map(|v| (v.segment.rowid, (v.segment, v.document_name, v.dataset_name))).collect();
         let mut by_id = by_id;
         let mut hits = Vec::with_capacity(settings.top_k);
         for (id, score) in fused {
@@ -552,7 +586,8 @@ impl Knowledge {
         let mut docs = Vec::with_capacity(ids.len());
         for id in &ids {
             let d = self.document(dataset_id, id).await?;
-            if matches!(d.status, IndexingStatus::Waiting | IndexingStatus::Parsing | IndexingStatus::Splitting | IndexingStatus::Indexing) {
+            if matches!(d.status, IndexingStatus::Waiting | IndexingStatus::Parsing | IndexingStatus::Splitting | IndexingStatus::Indexing)
+            {
                 return Err(KnowledgeError::DocumentIndexing);
             }
             docs.push(d);
@@ -570,12 +605,18 @@ impl Knowledge {
         self.store.clear_embedding_model(dataset_id).await?;
         let mut queued = Vec::with_capacity(docs.len());
         for d in docs {
-            let row = NewDocumentRow { name: d.name.clone(), source: d.source.clone(), batch: new_batch(), process_rule: d.process_rule.clone() };
+            let row =
+                NewDocumentRow { name: d.name.clone(), source: d.source.clone(), batch: new_batch(), process_rule: d.process_rule.clone() };
             let (doc, _) = self.store.replace_document(dataset_id, &d.id, row).await?;
             self.queue.try_send((dataset_id.to_owned(), doc.id.clone())).map_err(|_| KnowledgeError::QueueFull(self.settings.queue))?;
             queued.push(doc);
         }
-        tracing::info!(dataset = dataset_id, documents = queued.len(), model = self.embedding_model().unwrap_or("none"), "dataset queued for re-indexing");
+        tracing::info!(
+            dataset = dataset_id,
+            documents = queued.len(),
+            model = self.embedding_model().unwrap_or("none"),
+            "dataset queued for re-indexing"
+        );
         Ok(queued)
     }
 
@@ -596,7 +637,7 @@ impl Knowledge {
         }
     }
 
-    fn embedder(&self) -> Result<&Arc<Embedder>, KnowledgeError> {
+    fn embedder(&self) -> Result<&Arc<Embeddings>, KnowledgeError> {
         self.embedder.as_ref().ok_or_else(|| KnowledgeError::EmbeddingUnavailable("no embedding model is configured ([embedding])".into()))
     }
 
@@ -638,12 +679,13 @@ impl Knowledge {
         }
         self.check_model(d)?;
         let e = Arc::clone(self.embedder()?);
-        if d.embedding_model.is_none() {
-            self.store.set_embedding_model(&d.id, e.model_id(), e.dims() as u32).await?;
-        }
         let vectors = e.embed(texts, EmbedKind::Passage).await.map_err(map_embed)?;
+        let dims = vectors.first().map_or(0, Vec::len);
+        if d.embedding_model.is_none() {
+            self.store.set_embedding_model(&d.id, e.model_id(), dims as u32).await?;
+        }
         let items: Vec<(SegmentId, Vec<f32>)> = rowids.iter().copied().zip(vectors).collect();
-        let index = self.index(&d.id).await?;
+        let index = self.index(&d.id, dims).await?;
         tokio::task::spawn_blocking(move || index.write().unwrap_or_else(PoisonError::into_inner).append(&items))
             .await
             .map_err(|e| KnowledgeError::Internal(format!("vector append: {e}")))?
@@ -656,7 +698,8 @@ impl Knowledge {
         if rowids.is_empty() || !self.dataset_dir(dataset_id).join("vectors").exists() {
             return Ok(());
         }
-        let index = self.index(dataset_id).await?;
+        let Some(dims) = self.dataset(dataset_id).await?.embedding_dims else { return Ok(()) };
+        let index = self.index(dataset_id, dims as usize).await?;
         tokio::task::spawn_blocking(move || {
             let mut ix = index.write().unwrap_or_else(PoisonError::into_inner);
             ix.delete(&rowids)?;
@@ -671,11 +714,11 @@ impl Knowledge {
         .map_err(|e| KnowledgeError::Internal(e.to_string()))
     }
 
-    async fn index(&self, dataset_id: &str) -> Result<Arc<RwLock<VectorIndex>>, KnowledgeError> {
+    /// The dataset's vector index (of vectors `dims` wide), opened once.
+    async fn index(&self, dataset_id: &str, dims: usize) -> Result<Arc<RwLock<VectorIndex>>, KnowledgeError> {
         if let Some(ix) = lock(&self.indexes).get(dataset_id) {
             return Ok(Arc::clone(ix));
         }
-        let dims = self.embedder()?.dims();
         let dir = self.dataset_dir(dataset_id).join("vectors");
         let ix = tokio::task::spawn_blocking(move || VectorIndex::open(&dir, dims))
             .await
@@ -728,7 +771,8 @@ impl From<StoreError> for KnowledgeError {
 
 /// A batch id as Dify makes them: `YYYYMMDDhhmmss` (UTC) and six random digits.
 fn new_batch() -> String {
-    let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().chars().filter(char::is_ascii_digit).collect();
+    let stamp: String =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().chars().filter(char::is_ascii_digit).collect();
     format!("{stamp}{:06}", rand::random::<u32>() % 1_000_000)
 }
 
@@ -757,7 +801,7 @@ fn map_embed(e: EmbedError) -> KnowledgeError {
     match &e {
         EmbedError::Busy { .. } => KnowledgeError::EmbedderBusy,
         EmbedError::EmptyText { .. } => KnowledgeError::InvalidParam(e.to_string()),
-        EmbedError::Load { .. } | EmbedError::ThreadGone => KnowledgeError::EmbeddingUnavailable(e.to_string()),
+        EmbedError::Load { .. } | EmbedError::ThreadGone | EmbedError::Upstream(_) => KnowledgeError::EmbeddingUnavailable(e.to_string()),
         EmbedError::Inference(_) => KnowledgeError::Internal(format!("embedding: {e}")),
     }
 }
@@ -767,7 +811,10 @@ impl Knowledge {
     /// once, with the node's weights (hybrid) or else the first dataset's
     /// own `retrieval_model`; `single`: each dataset alone, and the one
     /// whose best hit scores highest answers.
-    pub async fn node_search(&self, call: crate::engine::workflow::KnowledgeCall) -> Result<Vec<crate::engine::workflow::KnowledgeHit>, KnowledgeError> {
+    pub async fn node_search(
+        &self,
+        call: crate::engine::workflow::KnowledgeCall,
+    ) -> Result<Vec<crate::engine::workflow::KnowledgeHit>, KnowledgeError> {
         let first = call.dataset_ids.first().ok_or_else(|| KnowledgeError::InvalidParam("no dataset to search".into()))?;
         let mut settings = match self.dataset(first).await?.retrieval_model.as_deref().map(serde_json::from_str::<serde_json::Value>) {
             Some(Ok(v)) => search::parse_retrieval_model(&v).unwrap_or_default(),
@@ -823,7 +870,10 @@ impl Knowledge {
     /// How an imported DSL's dataset ids become local ones: every local
     /// dataset by its id and by its name, then each `OLD=NEW` of the
     /// import (NEW a local id or name). A NEW that names nothing is an error.
-    pub async fn dataset_resolution(&self, mapping: &[(String, String)]) -> Result<std::collections::BTreeMap<String, String>, KnowledgeError> {
+    pub async fn dataset_resolution(
+        &self,
+        mapping: &[(String, String)],
+    ) -> Result<std::collections::BTreeMap<String, String>, KnowledgeError> {
         let mut out = std::collections::BTreeMap::new();
         let mut page = 1;
         loop {
@@ -839,10 +889,9 @@ impl Knowledge {
             page += 1;
         }
         for (old, new) in mapping {
-            let local = out
-                .get(new)
-                .cloned()
-                .ok_or_else(|| KnowledgeError::InvalidParam(format!("--dataset {old}={new}: no local dataset has the id or name {new:?}")))?;
+            let local = out.get(new).cloned().ok_or_else(|| {
+                KnowledgeError::InvalidParam(format!("--dataset {old}={new}: no local dataset has the id or name {new:?}"))
+            })?;
             out.insert(old.clone(), local);
         }
         Ok(out)

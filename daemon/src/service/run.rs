@@ -54,6 +54,8 @@ pub struct Run {
     pub annotation: Option<String>,
     /// Why the front end stopped listening, if it did (see [`Run::abandon`]).
     pub(crate) left: Arc<OnceLock<String>>,
+    /// Knowledge segments the answer was given (Dify's `retriever_resources`).
+    pub retriever_resources: Vec<serde_json::Value>,
 }
 
 impl Run {

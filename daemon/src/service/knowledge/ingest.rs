@@ -25,7 +25,9 @@ pub(super) async fn run(k: Weak<Knowledge>, mut rx: mpsc::Receiver<(String, Stri
         }
         let started = std::time::Instant::now();
         match k.index_document(&dataset_id, &doc_id).await {
-            Ok(Some(n)) => tracing::info!(document = %doc_id, segments = n, elapsed_ms = started.elapsed().as_millis() as u64, "document indexed"),
+            Ok(Some(n)) => {
+                tracing::info!(document = %doc_id, segments = n, elapsed_ms = started.elapsed().as_millis() as u64, "document indexed")
+            }
             Ok(None) => tracing::info!(document = %doc_id, "document deleted while indexing; dropped"),
             Err(KnowledgeError::DocumentNotFound | KnowledgeError::DatasetNotFound) => {
                 tracing::info!(document = %doc_id, "document deleted while indexing; dropped");
@@ -49,12 +51,18 @@ impl Knowledge {
         let path = self.source_path(&doc.dataset_id, doc_id);
         let bytes = match tokio::fs::read(&path).await {
             Ok(b) => b,
-            Err(e) => return Err(KnowledgeError::Internal(format!("the document's source {} is unreadable ({e}); upload it again", path.display()))),
+            Err(e) => {
+                return Err(KnowledgeError::Internal(format!(
+                    "the document's source {} is unreadable ({e}); upload it again",
+                    path.display()
+                )))
+            }
         };
         self.store.set_document_step(doc_id, DocumentStep::Parsing).await?;
         let text = self.extract_text(&doc, bytes).await?;
         self.store.set_document_step(doc_id, DocumentStep::Splitting).await?;
-        let rule = ProcessRule::parse(serde_json::from_str(&doc.process_rule).ok().as_ref()).map_err(|e| KnowledgeError::InvalidParam(e.to_string()))?;
+        let rule = ProcessRule::parse(serde_json::from_str(&doc.process_rule).ok().as_ref())
+            .map_err(|e| KnowledgeError::InvalidParam(e.to_string()))?;
         let counter = self.embedder.clone();
         let chunks = tokio::task::spawn_blocking(move || {
             let count = |s: &str| match &counter {

@@ -45,7 +45,9 @@ pub fn parse_retrieval_model(value: &Value) -> Result<RetrievalSettings, Knowled
         s.top_k = k as usize;
     }
     let threshold_enabled = match obj.get("score_threshold_enabled") {
-        None | Some(Value::Null) => obj.get("score_threshold").is_some_and(|v| !v.is_null()) && !obj.contains_key("score_threshold_enabled"),
+        None | Some(Value::Null) => {
+            obj.get("score_threshold").is_some_and(|v| !v.is_null()) && !obj.contains_key("score_threshold_enabled")
+        }
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(invalid("score_threshold_enabled", "must be a boolean")),
     };
@@ -62,11 +64,8 @@ pub fn parse_retrieval_model(value: &Value) -> Result<RetrievalSettings, Knowled
     if obj.get("reranking_enable").and_then(Value::as_bool) == Some(true)
         && obj.get("reranking_mode").and_then(Value::as_str) != Some("weighted_score")
     {
-        let has_model = obj
-            .get("reranking_model")
-            .and_then(|m| m.get("reranking_model_name"))
-            .and_then(Value::as_str)
-            .is_some_and(|n| !n.is_empty());
+        let has_model =
+            obj.get("reranking_model").and_then(|m| m.get("reranking_model_name")).and_then(Value::as_str).is_some_and(|n| !n.is_empty());
         if has_model {
             return Err(invalid("reranking_model", "names a rerank model; none runs on this gateway (use hybrid_search with weights)"));
         }
@@ -149,7 +148,9 @@ mod tests {
         assert_eq!(s.top_k, 3);
         assert_eq!(s.score_threshold, Some(0.5));
         assert!((s.weights.0 - 0.6).abs() < 1e-6 && (s.weights.1 - 0.4).abs() < 1e-6);
-        let d = parse_retrieval_model(&json!({"search_method": "semantic_search", "score_threshold_enabled": false, "score_threshold": 0.9})).expect("parse");
+        let d =
+            parse_retrieval_model(&json!({"search_method": "semantic_search", "score_threshold_enabled": false, "score_threshold": 0.9}))
+                .expect("parse");
         assert_eq!(d.score_threshold, None, "a threshold that is not enabled is ignored, as in Dify");
     }
 
@@ -163,8 +164,14 @@ mod tests {
             (json!({"top_k": "3"}), "retrieval_model.top_k"),
             (json!({"score_threshold_enabled": true}), "retrieval_model.score_threshold"),
             (json!({"score_threshold_enabled": true, "score_threshold": 2}), "retrieval_model.score_threshold"),
-            (json!({"weights": {"vector_setting": {"vector_weight": 0.9}, "keyword_setting": {"keyword_weight": 0.9}}}), "retrieval_model.weights"),
-            (json!({"reranking_enable": true, "reranking_model": {"reranking_model_name": "bge-reranker"}}), "retrieval_model.reranking_model"),
+            (
+                json!({"weights": {"vector_setting": {"vector_weight": 0.9}, "keyword_setting": {"keyword_weight": 0.9}}}),
+                "retrieval_model.weights",
+            ),
+            (
+                json!({"reranking_enable": true, "reranking_model": {"reranking_model_name": "bge-reranker"}}),
+                "retrieval_model.reranking_model",
+            ),
         ] {
             match parse_retrieval_model(&v) {
                 Err(KnowledgeError::InvalidParam(m)) => assert!(m.starts_with(field), "{v}: {m}"),

@@ -70,7 +70,9 @@ impl Knowledge {
                 "segmentation": {"separator": "\n\n", "max_tokens": 200, "chunk_overlap": 0}}});
             match self.add_document(&dataset.id, DocumentContent::File { name: file_name, bytes: bytes.into() }, Some(rule), None).await {
                 Ok(_) => seeded.queued += 1,
-                Err(KnowledgeError::UnsupportedFileType(_)) => tracing::info!(file = %path.display(), "seed: skipping a file of an unsupported type"),
+                Err(KnowledgeError::UnsupportedFileType(_)) => {
+                    tracing::info!(file = %path.display(), "seed: skipping a file of an unsupported type")
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -303,10 +303,13 @@ fn cloud_features_that_change_answers_are_refused() {
         fields(&p),
         [
             ("model_config.prompt_type", "\"advanced\" (expert-mode prompts) is not supported: use the simple prompt, or a chatflow"),
-            ("model_config.dataset_configs", "knowledge in chat apps (dataset_configs) is not supported yet: use a chatflow with a knowledge-retrieval node"),
             ("model_config.agent_mode.tools", "agent tools need Dify's cloud marketplace; not supported: time/current_time"),
             ("model_config.external_data_tools", "external data tools need Dify's cloud; not supported"),
             ("model_config.sensitive_word_avoidance", "content moderation is not in this build; disable it to import"),
+            (
+                "model_config.dataset_configs.datasets.datasets.0.dataset.id",
+                "dataset 6f1c is not on this gateway: map it to a local dataset with `edgeaictl apps import --dataset 6f1c=LOCAL_ID_OR_NAME`"
+            ),
         ]
     );
     let off = chat("  dataset_configs: {datasets: {datasets: []}}\n  agent_mode: {enabled: false, tools: []}\n");
@@ -395,6 +398,26 @@ fn refused_workflows_are_refused() {
         let expected = Workflow::compile(&section(&yaml), WorkflowMode::Workflow, Capabilities::default()).expect_err(name);
         assert_eq!(import(&yaml, &opts()).expect_err(name), expected, "{name}");
     }
+}
+
+#[test]
+fn a_chat_apps_datasets_are_mapped_read_and_exported() {
+    let yaml = chat(concat!(
+        "  dataset_configs:\n",
+        "    retrieval_model: multiple\n    top_k: 3\n    score_threshold_enabled: true\n    score_threshold: 0.6\n",
+        "    reranking_enable: true\n    reranking_mode: weighted_score\n",
+        "    weights: {vector_setting: {vector_weight: 0.6}, keyword_setting: {keyword_weight: 0.4}}\n",
+        "    datasets: {datasets: [{dataset: {enabled: true, id: dify-1}}, {dataset: {enabled: false, id: dify-2}}]}\n",
+    ));
+    let mut o = opts();
+    o.datasets.insert("dify-1".into(), "local-1".into());
+    let a = import(&yaml, &o).expect("mapped");
+    let d = a.datasets.clone().expect("datasets");
+    assert_eq!(d.dataset_ids, ["local-1"], "the disabled one is left out");
+    assert_eq!((d.single, d.top_k, d.score_threshold, d.weights), (false, Some(3), Some(0.6), Some((0.6, 0.4))));
+    o.datasets.insert("local-1".into(), "local-1".into());
+    let back = import(&export(&a).expect("export"), &ImportOptions { id: Some(a.id.clone()), ..o }).expect("re-import");
+    assert_eq!(back, a);
 }
 
 #[test]

@@ -149,6 +149,30 @@ pub fn result_item(position: usize, h: &KnowledgeHit) -> Value {
     })
 }
 
+/// A `retriever_resources` entry (Dify's message metadata) from a result
+/// item's metadata.
+pub fn retriever_resource(meta: &Map<String, Value>, content: &str) -> Value {
+    let get = |k: &str| meta.get(k).cloned().unwrap_or(Value::Null);
+    json!({
+        "position": get("position"),
+        "dataset_id": get("dataset_id"),
+        "dataset_name": get("dataset_name"),
+        "document_id": get("document_id"),
+        "document_name": get("document_name"),
+        "data_source_type": get("data_source_type"),
+        "segment_id": get("segment_id"),
+        "retriever_from": get("retriever_from"),
+        "score": get("score"),
+        "hit_count": get("segment_hit_count"),
+        "word_count": get("segment_word_count"),
+        "segment_position": get("segment_position"),
+        "index_node_hash": get("segment_index_node_hash"),
+        "content": content,
+        "page": null,
+        "doc_metadata": get("doc_metadata"),
+    })
+}
+
 impl NodeKind for KnowledgeRetrieval {
     fn references(&self) -> Vec<(String, Vec<String>)> {
         vec![("query_variable_selector".into(), self.query.clone())]
@@ -163,7 +187,12 @@ impl NodeKind for KnowledgeRetrieval {
             let query = match ctx.scope.get(&self.query) {
                 Some(Value::String(s)) => s,
                 Some(Value::Null) | None => String::new(),
-                Some(other) => return Err(NodeError::Failed(format!("Query variable is not string type, got {}", super::super::vars::type_name_of(&other)))),
+                Some(other) => {
+                    return Err(NodeError::Failed(format!(
+                        "Query variable is not string type, got {}",
+                        super::super::vars::type_name_of(&other)
+                    )))
+                }
             };
             let mut inputs = Map::new();
             inputs.insert("query".into(), Value::String(query.clone()));

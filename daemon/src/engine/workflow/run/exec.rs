@@ -127,7 +127,7 @@ fn context_text(run: &Run, v: &Value) -> String {
                 text.push_str(content);
                 if let Some(Value::Object(meta)) = o.get("metadata") {
                     if meta.get("_source").and_then(Value::as_str) == Some("knowledge") {
-                        resources.push(retriever_resource(meta, content));
+                        resources.push(super::super::nodes::knowledge::retriever_resource(meta, content));
                     }
                 }
             }
@@ -139,30 +139,6 @@ fn context_text(run: &Run, v: &Value) -> String {
         run.resources.lock().unwrap_or_else(|e| e.into_inner()).extend(resources);
     }
     text
-}
-
-/// A `retriever_resources` entry (Dify's message metadata) from a result
-/// item's metadata.
-fn retriever_resource(meta: &Map<String, Value>, content: &str) -> Value {
-    let get = |k: &str| meta.get(k).cloned().unwrap_or(Value::Null);
-    json!({
-        "position": get("position"),
-        "dataset_id": get("dataset_id"),
-        "dataset_name": get("dataset_name"),
-        "document_id": get("document_id"),
-        "document_name": get("document_name"),
-        "data_source_type": get("data_source_type"),
-        "segment_id": get("segment_id"),
-        "retriever_from": get("retriever_from"),
-        "score": get("score"),
-        "hit_count": get("segment_hit_count"),
-        "word_count": get("segment_word_count"),
-        "segment_position": get("segment_position"),
-        "index_node_hash": get("segment_index_node_hash"),
-        "content": content,
-        "page": null,
-        "doc_metadata": get("doc_metadata"),
-    })
 }
 
 /// The model messages of an llm node, as Dify builds them: the prompt

@@ -701,7 +701,11 @@ async fn knowledge_results_become_an_llms_context_and_the_runs_retriever_resourc
     let raw = workflow(
         vec![
             start(json!([])),
-            node("kr", "knowledge-retrieval", json!({"dataset_ids": ["d1"], "query_variable_selector": ["sys", "query"], "retrieval_mode": "multiple"})),
+            node(
+                "kr",
+                "knowledge-retrieval",
+                json!({"dataset_ids": ["d1"], "query_variable_selector": ["sys", "query"], "retrieval_mode": "multiple"}),
+            ),
             node("mem", "llm", data),
             answer("ans", "{{#mem.text#}}"),
         ],
