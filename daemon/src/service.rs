@@ -6,6 +6,7 @@
 //! through to the store, scoped by app and user.
 //! Knows nothing of HTTP or JSON wire shapes.
 
+pub mod annotations;
 pub mod knowledge;
 pub mod outbound;
 mod run;
@@ -145,6 +146,8 @@ pub struct Service {
     workflows: workflow::WorkflowRuntime,
     /// Knowledge bases, once started (after the store and the embedder).
     knowledge: std::sync::OnceLock<Arc<knowledge::Knowledge>>,
+    /// Annotation replies, attached with the knowledge service (its embedder).
+    annotations: std::sync::OnceLock<Arc<annotations::Annotations>>,
 }
 
 fn now_secs() -> i64 {
@@ -158,9 +161,16 @@ fn new_id() -> String {
 impl Service {
     /// Attaches the knowledge service (once, at start).
     pub fn set_knowledge(&self, k: Arc<knowledge::Knowledge>) {
+        let a = annotations::Annotations::new(self.store.clone(), k.loaded_embedder().cloned(), k.dir().join("annotations"));
+        let _ = self.annotations.set(a);
         if self.knowledge.set(k).is_err() {
             tracing::warn!("the knowledge service was attached twice; keeping the first");
         }
+    }
+
+    /// Annotation replies, when the knowledge service runs.
+    pub fn annotations(&self) -> Option<&Arc<annotations::Annotations>> {
+        self.annotations.get()
     }
 
     /// The knowledge service, when it runs.
@@ -178,6 +188,7 @@ impl Service {
             runs: Arc::new(Runs::default()),
             shutting_down: AtomicBool::new(false),
             knowledge: std::sync::OnceLock::new(),
+            annotations: std::sync::OnceLock::new(),
         })
     }
 
@@ -537,6 +548,14 @@ impl Service {
             None => None,
         };
         let mut turn = Turn::new(Arc::clone(&app), TurnRequest { user: req.user, query: req.query, inputs: req.inputs }, kept)?;
+        if app.mode == AppMode::Chat {
+            if let Some(hit) = self.annotation_hit(&app.id, &turn.query).await {
+                let (store, conversation_id) = (self.store.clone(), conversation.map(|c| c.id));
+                return tokio::spawn(reply_from_annotation(store, app, turn, conversation_id, hit))
+                    .await
+                    .map_err(|e| ServiceError::Model(ModelError::Inference(format!("start task: {e}"))))?;
+            }
+        }
         let model = self.model.ready()?;
         let retriever_resources = self.app_knowledge(&app, &mut turn).await?;
         let history = match &conversation {
@@ -556,6 +575,19 @@ impl Service {
         tokio::spawn(record_and_queue(store, runs, model, queued))
             .await
             .map_err(|e| ServiceError::Model(ModelError::Inference(format!("start task: {e}"))))?
+    }
+
+    /// The curated annotation answering this query, if the app's replies
+    /// are on and one matches. As in Dify, a failure to match is logged and
+    /// the model answers.
+    async fn annotation_hit(&self, app_id: &str, query: &str) -> Option<(store::AnnotationRecord, f32)> {
+        match self.annotations()?.match_query(app_id, query).await {
+            Ok(hit) => hit,
+            Err(e) => {
+                tracing::warn!(app = app_id, error = %crate::telemetry::chain(&e), "annotation reply matching failed; the model answers");
+                None
+            }
+        }
     }
 
     /// The knowledge of a chat or completion app with datasets: its
@@ -617,6 +649,7 @@ impl Service {
             conversation_id: None,
             created_at: now_secs(),
             events,
+            annotation: None,
             left,
             retriever_resources: Vec::new(),
         })
@@ -737,7 +770,68 @@ async fn record_and_queue(store: Store, runs: Arc<Runs>, model: Arc<LocalModel>,
         persist: Some(Persist { message_id: message_id.clone(), conversation_id: conversation_id.clone() }),
     };
     let (events, left) = runs.spawn(store, model, spec, cancel, gen);
-    Ok(Run { task_id, message_id, conversation_id, created_at: now_secs(), events, left, retriever_resources })
+    Ok(Run { task_id, message_id, conversation_id, created_at: now_secs(), events, annotation: None, left, retriever_resources })
+}
+
+/// Answers a chat turn with an annotation's curated answer, as Dify's
+/// annotation reply: the conversation and the message are stored with that
+/// answer (no model call), and the run's events are that answer and its end.
+async fn reply_from_annotation(
+    store: Store,
+    app: Arc<AppDefinition>,
+    turn: Turn,
+    conversation_id: Option<String>,
+    (annotation, score): (store::AnnotationRecord, f32),
+) -> Result<Run, ServiceError> {
+    let started = std::time::Instant::now();
+    let conversation_id = match conversation_id {
+        Some(c) => c,
+        None => {
+            let inputs_json = Value::Object(turn.inputs.clone()).to_string();
+            store.create_conversation(&app.id, &turn.user, &conversation_name(&turn.query), &inputs_json).await?.id
+        }
+    };
+    let (task_id, message_id) = (new_id(), new_id());
+    store
+        .begin_message(NewMessage {
+            id: message_id.clone(),
+            app_id: app.id.clone(),
+            conversation_id: Some(conversation_id.clone()),
+            user: turn.user.clone(),
+            task_id: task_id.clone(),
+            query: turn.query.clone(),
+            inputs_json: Value::Object(turn.inputs.clone()).to_string(),
+        })
+        .await?;
+    let latency = started.elapsed();
+    let o = store::MessageOutcome {
+        answer: annotation.answer.clone(),
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        latency_ms: latency.as_millis() as u64,
+        status: store::MessageStatus::Normal,
+        error: None,
+    };
+    store.finish_message(&message_id, o).await?;
+    if let Err(e) = store.touch_conversation(&conversation_id).await {
+        tracing::warn!(conversation_id = %conversation_id, error = %crate::telemetry::chain(&e), "could not update the conversation time");
+    }
+    tracing::info!(task_id = %task_id, message_id = %message_id, app = %app.id, annotation = %annotation.id, score, "answered from an annotation");
+    let (tx, events) = tokio::sync::mpsc::channel(2);
+    let usage = Usage { latency, ..Usage::default() };
+    // The channel has room for both events and nobody else holds it.
+    let _ = tx.try_send(RunEvent::Text(annotation.answer));
+    let _ = tx.try_send(RunEvent::End { usage, finish: crate::model::FinishReason::Stop });
+    Ok(Run {
+        task_id,
+        message_id,
+        conversation_id: Some(conversation_id),
+        created_at: now_secs(),
+        events,
+        annotation: Some(annotation.id),
+        left: Arc::default(),
+        retriever_resources: Vec::new(),
+    })
 }
 
 fn not_found_as(e: ServiceError) -> impl FnOnce(StoreError) -> ServiceError {

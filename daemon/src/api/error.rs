@@ -5,6 +5,7 @@
 use http::StatusCode;
 
 use crate::model::ModelError;
+use crate::service::annotations::AnnotationError;
 use crate::service::features::FeatureError;
 use crate::service::knowledge::KnowledgeError;
 use crate::service::ServiceError;
@@ -79,6 +80,9 @@ pub enum ApiError {
     InvalidMetadata(String),
     #[error(transparent)]
     Knowledge(#[from] KnowledgeError),
+    // Dify's annotation reply routes (api/annotations.rs).
+    #[error(transparent)]
+    Annotation(#[from] AnnotationError),
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -145,6 +149,19 @@ impl ApiError {
             ApiError::InvalidAction(_) => m(S::BAD_REQUEST, "invalid_action", self.to_string()),
             ApiError::InvalidMetadata(_) => m(S::BAD_REQUEST, "invalid_metadata", self.to_string()),
             ApiError::Knowledge(k) => knowledge_mapped(k),
+            ApiError::Annotation(a) => match a {
+                AnnotationError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", a.to_string()),
+                AnnotationError::NotFound | AnnotationError::JobNotFound => m(S::NOT_FOUND, "not_found", a.to_string()),
+                AnnotationError::EmbeddingUnavailable(_) => busy("provider_not_initialize", a.to_string(), 5),
+                AnnotationError::EmbedderBusy => {
+                    Mapped { status: S::TOO_MANY_REQUESTS, code: "too_many_requests", message: a.to_string(), retry_after: Some(5) }
+                }
+                AnnotationError::Store(st) => store_mapped(st),
+                // Internal detail goes to the log, not to the client.
+                AnnotationError::Internal(_) => {
+                    m(S::INTERNAL_SERVER_ERROR, "internal_server_error", "internal error in annotation replies; see the daemon log".into())
+                }
+            },
             ApiError::Service(s) => match s {
                 ServiceError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", s.to_string()),
                 ServiceError::ConversationNotFound
@@ -280,6 +297,8 @@ mod tests {
         );
         assert_eq!(code(ServiceError::ConversationNotFound.into()), (404, "not_found", None));
         assert_eq!(code(StoreError::Busy.into()), (503, "service_unavailable", Some(1)));
+        assert_eq!(code(AnnotationError::NotFound.into()), (404, "not_found", None));
+        assert_eq!(code(AnnotationError::EmbeddingUnavailable("x".into()).into()), (503, "provider_not_initialize", Some(5)));
     }
 
     #[test]

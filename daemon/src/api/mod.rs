@@ -7,6 +7,7 @@
 //! header-read timeout, request timeout, and a connection cap (503).
 
 mod admin;
+mod annotations;
 pub mod body;
 mod datasets;
 mod dify;
@@ -134,6 +135,10 @@ async fn route(state: &Arc<ApiState>, peer: &Arc<Peer>, req: Request<Incoming>) 
         }
         ["v1", rest @ ..] => {
             let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
+            if annotations::is_route(&rest) {
+                let app = authenticate(state, &req).await?;
+                return annotations::route(state, app, &rest, req).await;
+            }
             if dify_features::is_route(&rest) {
                 let app = authenticate(state, &req).await?;
                 return dify_features::route(state, app, &rest, req).await;

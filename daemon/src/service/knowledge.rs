@@ -214,6 +214,16 @@ impl Knowledge {
         self.embedder.as_deref().and_then(Embeddings::heartbeat_age)
     }
 
+    /// The embedder, if one runs (shared with annotation replies).
+    pub fn loaded_embedder(&self) -> Option<&Arc<Embeddings>> {
+        self.embedder.as_ref()
+    }
+
+    /// The knowledge directory (`knowledge.dir`).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.settings.dir
+    }
+
     /// The embedder's model id, if one runs.
     pub fn embedding_model(&self) -> Option<&str> {
         self.embedder.as_deref().map(Embeddings::model_id)
