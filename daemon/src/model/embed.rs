@@ -27,10 +27,21 @@ use super::Heartbeat;
 /// How long the idle embedding thread waits for work before beating its heartbeat.
 const IDLE_TICK: Duration = Duration::from_millis(250);
 
-/// Tokens of one decode (llama.cpp's n_batch = n_ubatch = n_ctx): a non-causal
-/// encoder needs every token of a sequence in one micro-batch, and attention
-/// work grows with the square of this, so it is a few inputs' worth, not more.
-const DECODE_TOKENS: usize = 2048;
+/// Tokens of one encode (llama.cpp's n_batch = n_ubatch = n_ctx): a non-causal
+/// encoder needs every token of a sequence in one micro-batch, so this is
+/// also the longest input (e5's own limit is 512).
+///
+/// Memory trap: llama.cpp's `output_reserve` gives every encoded token a
+/// row of logits (vocabulary × 4 bytes) even for a pooled embedding
+/// context, and e5's vocabulary has 250k tokens: about 1 MB per token of the
+/// largest encode, kept for the context's life (2048 tokens cost 1.7 GB).
+/// Hence at most 512 tokens per encode, and [`KEEP_TOKENS`].
+const DECODE_TOKENS: usize = 512;
+
+/// After an encode of more tokens than this the context is rebuilt, so the
+/// logits buffer of a long batch (up to 512 MB) does not stay resident;
+/// queries (a few dozen tokens) keep theirs (at most 64 MB).
+const KEEP_TOKENS: usize = 64;
 
 /// Everything the embedder needs, already resolved from `[embedding]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,7 +148,7 @@ impl Embedder {
                     .with_n_threads_batch(threads as i32)
                     .with_embeddings(true)
                     .with_pooling_type(LlamaPoolingType::Mean);
-                let ctx = match thread_model.new_context(backend, params) {
+                let ctx = match thread_model.new_context(backend, params.clone()) {
                     Ok(c) => c,
                     Err(e) => {
                         // The loader waits for this message; if it is gone there is no one to tell.
@@ -148,7 +159,9 @@ impl Embedder {
                 let _ = ready_tx.send(Ok(()));
                 let mut worker = Worker {
                     model: &thread_model,
-                    ctx,
+                    backend,
+                    params,
+                    ctx: Some(ctx),
                     batch: LlamaBatch::new(DECODE_TOKENS, batch_texts as i32),
                     prefixes,
                     max_tokens,
@@ -230,7 +243,10 @@ impl Embedder {
 /// The embedding thread's state: the context and a reusable batch.
 struct Worker<'m> {
     model: &'m LlamaModel,
-    ctx: LlamaContext<'m>,
+    backend: &'static llama_cpp_2::llama_backend::LlamaBackend,
+    params: LlamaContextParams,
+    /// `None` only while it is rebuilt.
+    ctx: Option<LlamaContext<'m>>,
     batch: LlamaBatch<'static>,
     /// Query prefix, passage prefix.
     prefixes: [String; 2],
@@ -303,15 +319,24 @@ impl Worker<'_> {
                     .map_err(|e| EmbedError::Inference(format!("filling the batch: {e}")))?;
             }
         }
+        let ctx = self.ctx.as_mut().ok_or(EmbedError::ThreadGone)?;
         // An encoder-only model runs through llama_encode (llama_decode would
         // warn and fall back to it).
-        self.ctx.encode(&mut self.batch).map_err(|e| EmbedError::Inference(format!("llama.cpp encode: {e}")))?;
+        ctx.encode(&mut self.batch).map_err(|e| EmbedError::Inference(format!("llama.cpp encode: {e}")))?;
         for seq in 0..seqs.len() {
-            let pooled = self
-                .ctx
-                .embeddings_seq_ith(seq as i32)
-                .map_err(|e| EmbedError::Inference(format!("pooled embedding of sequence {seq}: {e}")))?;
+            let pooled =
+                ctx.embeddings_seq_ith(seq as i32).map_err(|e| EmbedError::Inference(format!("pooled embedding of sequence {seq}: {e}")))?;
             out.push(normalised(pooled)?);
+        }
+        let tokens: usize = seqs.iter().map(Vec::len).sum();
+        if tokens > KEEP_TOKENS {
+            // Drop first: the old and the new context are never both alive.
+            self.ctx = None;
+            let ctx = self
+                .model
+                .new_context(self.backend, self.params.clone())
+                .map_err(|e| EmbedError::Inference(format!("rebuilding the llama.cpp context: {e}")))?;
+            self.ctx = Some(ctx);
         }
         Ok(())
     }

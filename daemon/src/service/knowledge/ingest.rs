@@ -97,7 +97,10 @@ impl Knowledge {
             }
         }
         match self.store.complete_document(doc_id, &rowids).await {
-            Ok(_) => Ok(Some(rowids.len())),
+            Ok(_) => {
+                self.compact_if_due(&doc.dataset_id);
+                Ok(Some(rowids.len()))
+            }
             Err(e) => {
                 self.forget_vectors(&doc.dataset_id, rowids).await?;
                 Err(e.into())
