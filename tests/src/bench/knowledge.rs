@@ -39,12 +39,14 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
+use super::cpu;
 use super::daemon::{Daemon, Launch, Rss};
 use super::vectors::Rng;
 
 /// Batch sizes of the embedding measurement, and texts embedded per size.
 pub const EMBED_BATCHES: [usize; 2] = [16, 32];
 pub const EMBED_TEXTS: usize = 64;
+pub const EMBED_ROUNDS: usize = 2;
 /// Passages of the ingestion corpus, and paragraphs per document.
 pub const INGEST_SEGMENTS: usize = 200;
 pub const INGEST_DOC_PARAGRAPHS: usize = 20;
@@ -86,7 +88,14 @@ impl Http {
     }
 
     /// Sends one request; the status, the body and the time it took.
-    pub async fn send(&mut self, method: Method, path: &str, key: &str, content_type: &str, body: Bytes) -> Result<(StatusCode, Bytes, Duration)> {
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        key: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes, Duration)> {
         self.sender.ready().await.context("connection not ready")?;
         let req = Request::builder()
             .method(method.clone())
@@ -110,16 +119,19 @@ impl Http {
         if !status.is_success() {
             bail!("{method} {path} answered {status}: {}", String::from_utf8_lossy(&answer));
         }
-        let v = if answer.is_empty() { Value::Null } else { serde_json::from_slice(&answer).with_context(|| format!("{method} {path}: not JSON"))? };
+        let v = if answer.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&answer).with_context(|| format!("{method} {path}: not JSON"))?
+        };
         Ok((v, took))
     }
 }
 
 // ---- generated text ----------------------------------------------------------
 
-const MACHINES: [&str; 12] = [
-    "pump", "conveyor", "compressor", "inverter", "robot arm", "press", "boiler", "chiller", "mixer", "spindle", "fan", "valve",
-];
+const MACHINES: [&str; 12] =
+    ["pump", "conveyor", "compressor", "inverter", "robot arm", "press", "boiler", "chiller", "mixer", "spindle", "fan", "valve"];
 const PARTS: [&str; 12] =
     ["bearing", "seal", "belt", "filter", "coupling", "gearbox", "sensor", "contactor", "relay", "nozzle", "impeller", "brake"];
 const FAULTS: [&str; 10] =
@@ -134,7 +146,8 @@ const ACTIONS: [&str; 8] = [
     "lubricate with the grease named on the rating plate",
     "reset the alarm on the HMI and run the machine empty for ten minutes",
 ];
-const MACHINES_ZH: [&str; 12] = ["水泵", "输送机", "空压机", "变频器", "机械臂", "冲压机", "锅炉", "冷水机", "搅拌机", "主轴", "风机", "阀门"];
+const MACHINES_ZH: [&str; 12] =
+    ["水泵", "输送机", "空压机", "变频器", "机械臂", "冲压机", "锅炉", "冷水机", "搅拌机", "主轴", "风机", "阀门"];
 const PARTS_ZH: [&str; 12] = ["轴承", "密封圈", "皮带", "滤芯", "联轴器", "齿轮箱", "传感器", "接触器", "继电器", "喷嘴", "叶轮", "制动器"];
 const FAULTS_ZH: [&str; 10] = ["过热", "振动", "泄漏", "过流", "异响", "磨损", "不对中", "压力低", "短路", "堵塞"];
 const ACTIONS_ZH: [&str; 8] = [
@@ -202,6 +215,8 @@ pub struct EmbedFigures {
     pub http: Duration,
     /// Largest |difference| between a vector over HTTP and in-process.
     pub max_abs_diff: f32,
+    /// Other processes' CPU (cores) during each round.
+    pub foreign_cores: Vec<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -232,6 +247,8 @@ pub struct QualityRow {
 pub struct LatencyFigures {
     pub method: &'static str,
     pub http: Vec<Duration>,
+    /// Other processes' CPU (cores) during the timed queries.
+    pub foreign_cores: f64,
     /// Mean hits per answer.
     pub mean_hits: f64,
 }
@@ -265,6 +282,8 @@ pub struct Figures {
     pub quality: Vec<QualityRow>,
     pub scale: Vec<ScaleFigures>,
     pub rss_idle: Rss,
+    /// The daemon's RSS after each step before the scale runs.
+    pub rss_steps: Vec<(String, Rss)>,
 }
 
 /// What the phase needs from the bench.
@@ -299,25 +318,17 @@ pub async fn measure(s: Setup<'_>) -> Result<Figures> {
     let dir = s.launch.dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     progress("knowledge: loading the embedder in this process");
+    llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default().with_logs_enabled(false));
     let cfg = embed_config(s.embed_model, s.threads);
     let embedder = tokio::task::spawn_blocking(move || Embedder::load(cfg)).await.context("loading the embedder")??;
 
     let texts: Vec<String> = (0..EMBED_TEXTS).map(|i| passage(7, i)).collect();
     let tokens: Vec<u64> = texts.iter().map(|t| embedder.count_tokens(t) as u64).collect();
     let passage_tokens_mean = tokens.iter().sum::<u64>() as f64 / tokens.len() as f64;
-    progress(&format!("knowledge: embedding in this process ({EMBED_TEXTS} passages of {passage_tokens_mean:.0} tokens)"));
-    embedder.embed(texts[..4].to_vec(), EmbedKind::Raw).await.context("warm-up embedding")?;
-    let mut in_process = Vec::new();
-    let mut local_vectors = Vec::new();
-    for batch in EMBED_BATCHES {
-        let started = Instant::now();
-        let mut vectors = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(batch) {
-            vectors.extend(embedder.embed(chunk.to_vec(), EmbedKind::Raw).await.context("embedding in-process")?);
-        }
-        in_process.push(started.elapsed());
-        local_vectors = vectors;
-    }
+    progress(&format!(
+        "knowledge: embedding {EMBED_TEXTS} passages of {passage_tokens_mean:.0} tokens in this process (the scale datasets' vectors)"
+    ));
+    let local_vectors = embedder.embed(texts.clone(), EmbedKind::Raw).await.context("embedding in-process")?;
 
     let mut scale = Vec::new();
     for n in SCALE_SIZES {
@@ -327,7 +338,7 @@ pub async fn measure(s: Setup<'_>) -> Result<Figures> {
 
     progress("knowledge: starting edgeaid");
     let mut d = Daemon::start(&s.launch).await?;
-    let result = with_daemon(&mut d, &s, &embedder, &texts, &tokens, &in_process, &local_vectors, scale, passage_tokens_mean).await;
+    let result = with_daemon(&mut d, &s, &embedder, &texts, &tokens, &local_vectors, scale, passage_tokens_mean).await;
     let status = d.stop().await?;
     let mut figures = result?;
     if !status.success() {
@@ -353,7 +364,12 @@ async fn build_scale(dir: &Path, embedder: &Embedder, base: &[Vec<f32>], n: usiz
     let started = Instant::now();
     let (store, _) = Store::open(&dir.join("edgeai.db")).context("opening the store")?;
     let name = format!("bench-{}k", n / 1000);
-    let row = NewDatasetRow { name, description: "bench: generated segments".into(), indexing_technique: IndexingTechnique::HighQuality, retrieval_model: None };
+    let row = NewDatasetRow {
+        name,
+        description: "bench: generated segments".into(),
+        indexing_technique: IndexingTechnique::HighQuality,
+        retrieval_model: None,
+    };
     let dataset = store.create_dataset(row).await?;
     store.set_embedding_model(&dataset.id, embedder.model_id(), embedder.dims() as u32).await?;
     let vdir = dir.join("knowledge").join(&dataset.id).join("vectors");
@@ -417,7 +433,6 @@ async fn with_daemon(
     embedder: &Arc<Embedder>,
     texts: &[String],
     tokens: &[u64],
-    in_process: &[Duration],
     local_vectors: &[Vec<f32>],
     built: Vec<Built>,
     passage_tokens_mean: f64,
@@ -430,40 +445,49 @@ async fn with_daemon(
     let mut http = Http::connect(d.addr).await?;
     let rss_idle = d.rss()?;
 
-    // 1. Embedding over HTTP.
-    progress("knowledge: POST /v1/embeddings");
+    // 1. Embedding: in this process and over HTTP alternately, EMBED_ROUNDS times.
+    progress("knowledge: embedding in this process and by POST /v1/embeddings, alternately");
     http.json(Method::POST, "/v1/embeddings", &app_key, Some(&json!({"input": texts[..4].to_vec(), "model": "e5"}))).await?;
-    let mut embed = Vec::new();
-    for (b, batch) in EMBED_BATCHES.into_iter().enumerate() {
-        let mut took = Duration::ZERO;
-        let mut max_abs_diff = 0f32;
-        for (c, chunk) in texts.chunks(batch).enumerate() {
-            let (v, t) = http.json(Method::POST, "/v1/embeddings", &app_key, Some(&json!({"input": chunk, "model": "e5"}))).await?;
-            took += t;
-            let data = v["data"].as_array().ok_or_else(|| anyhow!("no data in the embeddings answer"))?;
-            if data.len() != chunk.len() {
-                bail!("{} vectors for {} inputs", data.len(), chunk.len());
+    let mut embed: Vec<EmbedFigures> = EMBED_BATCHES
+        .iter()
+        .map(|&batch| EmbedFigures {
+            batch,
+            texts: 0,
+            tokens: 0,
+            in_process: Duration::ZERO,
+            http: Duration::ZERO,
+            max_abs_diff: 0.0,
+            foreign_cores: Vec::new(),
+        })
+        .collect();
+    for _ in 0..EMBED_ROUNDS {
+        for e in &mut embed {
+            let before = cpu::snapshot(Some(d.pid))?;
+            let started = Instant::now();
+            for chunk in texts.chunks(e.batch) {
+                embedder.embed(chunk.to_vec(), EmbedKind::Raw).await.context("embedding in-process")?;
             }
-            for (k, item) in data.iter().enumerate() {
-                let got: Vec<f32> = item["embedding"].as_array().map(|a| a.iter().filter_map(Value::as_f64).map(|x| x as f32).collect()).unwrap_or_default();
-                let want = &local_vectors[c * batch + k];
-                if got.len() != want.len() {
-                    bail!("a vector of {} dims, not {}", got.len(), want.len());
-                }
-                max_abs_diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(max_abs_diff, f32::max);
-            }
+            e.in_process += started.elapsed();
+            let (took, diff) = embed_http(&mut http, &app_key, texts, e.batch, local_vectors).await?;
+            e.foreign_cores.push(before.foreign_cores_until(&cpu::snapshot(Some(d.pid))?));
+            e.http += took;
+            e.max_abs_diff = e.max_abs_diff.max(diff);
+            e.texts += texts.len();
+            e.tokens += tokens.iter().sum::<u64>();
         }
-        embed.push(EmbedFigures { batch, texts: texts.len(), tokens: tokens.iter().sum(), in_process: in_process[b], http: took, max_abs_diff });
     }
-    let embed_texts_per_s = texts.len() as f64 / in_process[0].as_secs_f64().max(1e-9);
+    let embed_texts_per_s = embed[0].texts as f64 / embed[0].in_process.as_secs_f64().max(1e-9);
+    let mut rss_steps = vec![("idle".to_owned(), rss_idle), ("after embedding".to_owned(), d.rss()?)];
 
     // 2. Ingestion.
     progress(&format!("knowledge: ingesting {INGEST_SEGMENTS} passages by create-by-text"));
     let ingest = ingest(d, &mut http, &dkey, embedder, embed_texts_per_s).await?;
+    rss_steps.push(("after ingestion".to_owned(), d.rss()?));
 
     // 3. Quality on the labelled set.
     progress("knowledge: the labelled set over the demo manuals");
     let (quality_segments, quality) = quality(&mut http, &dkey, s.repo).await?;
+    rss_steps.push(("after the labelled queries".to_owned(), d.rss()?));
 
     // 4. Scale.
     let mut scale = Vec::new();
@@ -481,7 +505,33 @@ async fn with_daemon(
         quality,
         scale,
         rss_idle,
+        rss_steps,
     })
+}
+
+/// `texts` through POST /v1/embeddings in requests of `batch`: the time,
+/// and the largest difference to the in-process vectors.
+async fn embed_http(http: &mut Http, key: &str, texts: &[String], batch: usize, local_vectors: &[Vec<f32>]) -> Result<(Duration, f32)> {
+    let mut took = Duration::ZERO;
+    let mut max_abs_diff = 0f32;
+    for (c, chunk) in texts.chunks(batch).enumerate() {
+        let (v, t) = http.json(Method::POST, "/v1/embeddings", key, Some(&json!({"input": chunk, "model": "e5"}))).await?;
+        took += t;
+        let data = v["data"].as_array().ok_or_else(|| anyhow!("no data in the embeddings answer"))?;
+        if data.len() != chunk.len() {
+            bail!("{} vectors for {} inputs", data.len(), chunk.len());
+        }
+        for (k, item) in data.iter().enumerate() {
+            let got: Vec<f32> =
+                item["embedding"].as_array().map(|a| a.iter().filter_map(Value::as_f64).map(|x| x as f32).collect()).unwrap_or_default();
+            let want = &local_vectors[c * batch + k];
+            if got.len() != want.len() {
+                bail!("a vector of {} dims, not {}", got.len(), want.len());
+            }
+            max_abs_diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(max_abs_diff, f32::max);
+        }
+    }
+    Ok((took, max_abs_diff))
 }
 
 async fn create_dataset(http: &mut Http, key: &str, name: &str) -> Result<String> {
@@ -531,7 +581,8 @@ async fn ingest(d: &Daemon, http: &mut Http, key: &str, embedder: &Embedder, emb
     }
     let segments = wait_indexed(http, key, &dataset, &batches, Duration::from_secs(600)).await?;
     let wall = started.elapsed();
-    let daemon_ms = d.events("document indexed").iter().skip(before).filter_map(|(_, e)| e.pointer("/fields/elapsed_ms").and_then(Value::as_u64)).sum();
+    let daemon_ms =
+        d.events("document indexed").iter().skip(before).filter_map(|(_, e)| e.pointer("/fields/elapsed_ms").and_then(Value::as_u64)).sum();
     Ok(IngestFigures { documents: batches.len(), segments, tokens, wall, daemon_ms, embed_texts_per_s })
 }
 
@@ -601,7 +652,12 @@ async fn quality(http: &mut Http, key: &str, repo: &Path) -> Result<(i64, Vec<Qu
             };
             let body = json!({"query": text, "retrieval_model": retrieval_model(method, 5)});
             let (v, _) = http.json(Method::POST, &format!("/v1/datasets/{dataset}/retrieve"), key, Some(&body)).await?;
-            let contents: Vec<&str> = v["records"].as_array().into_iter().flatten().filter_map(|r| r.pointer("/segment/content").and_then(Value::as_str)).collect();
+            let contents: Vec<&str> = v["records"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.pointer("/segment/content").and_then(Value::as_str))
+                .collect();
             let rank = contents.iter().position(|c| c.contains(expect));
             let row = match rows.iter_mut().find(|r| r.method == method && r.lang == lang) {
                 Some(r) => r,
@@ -625,7 +681,9 @@ async fn quality(http: &mut Http, key: &str, repo: &Path) -> Result<(i64, Vec<Qu
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir).map(|rd| rd.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()).unwrap_or(0)
+    std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .unwrap_or(0)
 }
 
 async fn scale_latency(d: &Daemon, dir: &Path, http: &mut Http, key: &str, embedder: &Embedder, b: Built) -> Result<ScaleFigures> {
@@ -637,7 +695,11 @@ async fn scale_latency(d: &Daemon, dir: &Path, http: &mut Http, key: &str, embed
     for method in METHODS {
         let mut times = Vec::with_capacity(SCALE_QUERIES);
         let mut hits = 0usize;
+        let mut before = cpu::snapshot(Some(d.pid))?;
         for (i, q) in queries.iter().enumerate() {
+            if i == WARM_QUERIES {
+                before = cpu::snapshot(Some(d.pid))?;
+            }
             let body = json!({"query": q, "retrieval_model": retrieval_model(method, SCALE_TOP_K)});
             let (v, took) = http.json(Method::POST, &path, key, Some(&body)).await?;
             if method == METHODS[0] && i == 0 {
@@ -648,7 +710,8 @@ async fn scale_latency(d: &Daemon, dir: &Path, http: &mut Http, key: &str, embed
                 hits += v["records"].as_array().map_or(0, Vec::len);
             }
         }
-        latency.push(LatencyFigures { method, mean_hits: hits as f64 / times.len().max(1) as f64, http: times });
+        let foreign_cores = before.foreign_cores_until(&cpu::snapshot(Some(d.pid))?);
+        latency.push(LatencyFigures { method, foreign_cores, mean_hits: hits as f64 / times.len().max(1) as f64, http: times });
     }
     let rss_after = d.rss()?;
 

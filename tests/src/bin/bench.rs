@@ -534,7 +534,15 @@ const TARGET_HYBRID_MS: f64 = 20.0;
 
 /// Phase 10, knowledge bases through edgeaid (see bench/knowledge.rs): a
 /// daemon without a chat model, with the embedding model and `threads`.
-fn knowledge_phase(t: &mut Table, json: &mut Map<String, Value>, rt: &Runtime, edgeaid: &Path, repo: &Path, dir: &Path, threads: u32) -> Result<()> {
+fn knowledge_phase(
+    t: &mut Table,
+    json: &mut Map<String, Value>,
+    rt: &Runtime,
+    edgeaid: &Path,
+    repo: &Path,
+    dir: &Path,
+    threads: u32,
+) -> Result<()> {
     use bench::knowledge::{measure, Setup, HYBRID, SCALE_QUERIES, SCALE_TOP_K};
     use bench::vectors::quantile_ms;
     let embed_model = repo.join(".cache/models/multilingual-e5-small-q4_0.gguf");
@@ -565,10 +573,14 @@ fn knowledge_phase(t: &mut Table, json: &mut Map<String, Value>, rt: &Runtime, e
         t.info(&format!("batch {}: Embedder in this process", e.batch), format!("{lt:.1} texts/s, {lk:.0} tokens/s"));
         t.info(&format!("batch {}: POST /v1/embeddings (keep-alive)", e.batch), format!("{ht:.1} texts/s, {hk:.0} tokens/s"));
         t.info("  HTTP / in-process throughput", format!("{:.3} (max |vector difference| {:.1e})", ht / lt.max(1e-9), e.max_abs_diff));
+        t.info(
+            "  other processes' CPU per round",
+            e.foreign_cores.iter().map(|c| format!("{c:.2}")).collect::<Vec<_>>().join(" / ") + " cores",
+        );
         embed_json.push(json!({"batch": e.batch, "texts": e.texts, "tokens": e.tokens,
             "in_process_s": e.in_process.as_secs_f64(), "http_s": e.http.as_secs_f64(),
             "in_process_texts_per_s": lt, "in_process_tokens_per_s": lk, "http_texts_per_s": ht, "http_tokens_per_s": hk,
-            "http_over_in_process": ht / lt.max(1e-9), "max_abs_vector_diff": e.max_abs_diff}));
+            "http_over_in_process": ht / lt.max(1e-9), "max_abs_vector_diff": e.max_abs_diff, "foreign_cpu_cores": e.foreign_cores}));
     }
 
     let g = &f.ingest;
@@ -584,9 +596,16 @@ fn knowledge_phase(t: &mut Table, json: &mut Map<String, Value>, rt: &Runtime, e
     for r in &f.quality {
         t.info(
             &format!("{} {}", r.method, r.lang),
-            format!("recall@5 {}/{} = {:.2}, recall@1 {:.2}", r.at5, r.queries, r.at5 as f64 / r.queries.max(1) as f64, r.at1 as f64 / r.queries.max(1) as f64),
+            format!(
+                "recall@5 {}/{} = {:.2}, recall@1 {:.2}",
+                r.at5,
+                r.queries,
+                r.at5 as f64 / r.queries.max(1) as f64,
+                r.at1 as f64 / r.queries.max(1) as f64
+            ),
         );
-        quality_json.push(json!({"method": r.method, "lang": r.lang, "queries": r.queries, "recall_at_5": r.at5 as f64 / r.queries.max(1) as f64,
+        quality_json
+            .push(json!({"method": r.method, "lang": r.lang, "queries": r.queries, "recall_at_5": r.at5 as f64 / r.queries.max(1) as f64,
             "recall_at_1": r.at1 as f64 / r.queries.max(1) as f64, "missed_at_5": r.missed}));
     }
 
@@ -598,8 +617,14 @@ fn knowledge_phase(t: &mut Table, json: &mut Map<String, Value>, rt: &Runtime, e
         ));
         t.info(
             "dataset written through edgeaid's store + vector index (bench, not HTTP)",
-            format!("{} documents, {} vector files, {:.1} s; store dir {:.1} MB, vectors {:.1} MB", s.documents, s.vector_files,
-                s.build.as_secs_f64(), s.db_bytes_after as f64 / 1e6, s.vector_bytes as f64 / 1e6),
+            format!(
+                "{} documents, {} vector files, {:.1} s; store (all datasets) {:.1} MB, vectors {:.1} MB",
+                s.documents,
+                s.vector_files,
+                s.build.as_secs_f64(),
+                s.db_bytes_after as f64 / 1e6,
+                s.vector_bytes as f64 / 1e6
+            ),
         );
         let mut lat_json = serde_json::Map::new();
         for l in &s.latency {
@@ -616,19 +641,29 @@ fn knowledge_phase(t: &mut Table, json: &mut Map<String, Value>, rt: &Runtime, e
                 }
                 _ => t.info(&format!("{} p50 / p99", l.method), format!("{p50:.2} / {p99:.2} ms")),
             }
-            lat_json.insert(l.method.into(), json!({"p50_ms": p50, "p99_ms": p99, "mean_ms": l.http.iter().map(Duration::as_secs_f64).sum::<f64>() * 1000.0 / l.http.len().max(1) as f64, "mean_hits": l.mean_hits}));
+            t.info("  other processes' CPU meanwhile", format!("{:.2} cores", l.foreign_cores));
+            lat_json.insert(l.method.into(), json!({"p50_ms": p50, "p99_ms": p99, "mean_ms": l.http.iter().map(Duration::as_secs_f64).sum::<f64>() * 1000.0 / l.http.len().max(1) as f64, "mean_hits": l.mean_hits, "foreign_cpu_cores": l.foreign_cores}));
         }
-        t.info("  in this process: query embedding p50 / p99", format!("{:.2} / {:.2} ms", q(&s.embed_query, 0.5), q(&s.embed_query, 0.99)));
+        t.info(
+            "  in this process: query embedding p50 / p99",
+            format!("{:.2} / {:.2} ms", q(&s.embed_query, 0.5), q(&s.embed_query, 0.99)),
+        );
         t.info(
             &format!("  in this process: vector search (top-{} pool) p50 / p99", SCALE_TOP_K * 4 + 16),
             format!("{:.2} / {:.2} ms", q(&s.vector_search, 0.5), q(&s.vector_search, 0.99)),
         );
         let grow = |a: u64, b: u64| mb(b.saturating_sub(a)) * 100_000.0 / n as f64;
-        t.info("daemon RSS before the first query / after it / after all", format!("{:.1} / {:.1} / {:.1} MB",
-            mb(s.rss_before.vm_rss_kb), mb(s.rss_after_first.vm_rss_kb), mb(s.rss_after.vm_rss_kb)));
+        t.info(
+            "daemon RSS before the first query / after it / after all",
+            format!("{:.1} / {:.1} / {:.1} MB", mb(s.rss_before.vm_rss_kb), mb(s.rss_after_first.vm_rss_kb), mb(s.rss_after.vm_rss_kb)),
+        );
         t.info(
             "  RSS growth per 100k segments (all queries)",
-            format!("anon {:.1} MB, file {:.1} MB", grow(s.rss_before.rss_anon_kb, s.rss_after.rss_anon_kb), grow(s.rss_before.rss_file_kb, s.rss_after.rss_file_kb)),
+            format!(
+                "anon {:.1} MB, file {:.1} MB",
+                grow(s.rss_before.rss_anon_kb, s.rss_after.rss_anon_kb),
+                grow(s.rss_before.rss_file_kb, s.rss_after.rss_file_kb)
+            ),
         );
         scale_json.push(json!({"segments": n, "documents": s.documents, "vector_files": s.vector_files, "build_s": s.build.as_secs_f64(),
             "store_dir_bytes": s.db_bytes_after, "vector_bytes": s.vector_bytes, "http": lat_json,
@@ -638,7 +673,10 @@ fn knowledge_phase(t: &mut Table, json: &mut Map<String, Value>, rt: &Runtime, e
             "rss_growth_per_100k_mb": {"anon": grow(s.rss_before.rss_anon_kb, s.rss_after.rss_anon_kb), "file": grow(s.rss_before.rss_file_kb, s.rss_after.rss_file_kb),
                                        "vm_rss": grow(s.rss_before.vm_rss_kb, s.rss_after.vm_rss_kb)}}));
     }
-    t.info("daemon idle RSS (embedding model, no chat model, before the queries)", format!("{:.1} MB ({})", mb(f.rss_idle.vm_rss_kb), rss_breakdown(&f.rss_idle)));
+    t.section("Knowledge: daemon memory (embedding model, no chat model)");
+    for (step, r) in &f.rss_steps {
+        t.info(&format!("RSS {step}"), format!("{:.1} MB ({})", mb(r.vm_rss_kb), rss_breakdown(r)));
+    }
     json.insert(
         "knowledge".into(),
         json!({"embedding_model": f.model_id, "threads": f.threads, "passage_tokens_mean": f.passage_tokens_mean,
@@ -648,6 +686,7 @@ fn knowledge_phase(t: &mut Table, json: &mut Map<String, Value>, rt: &Runtime, e
                              "in_process_embed_texts_per_s": g.embed_texts_per_s},
                "quality": {"segments": f.quality_segments, "top_k": 5, "hybrid_weights": [HYBRID.0, HYBRID.1], "rows": quality_json},
                "scale": scale_json, "rss_idle": rss_json(&f.rss_idle),
+               "rss_steps": f.rss_steps.iter().map(|(s, r)| json!({"step": s, "rss": rss_json(r)})).collect::<Vec<_>>(),
                "method": "all HTTP figures client-side over one keep-alive TCP connection, one request at a time, send -> whole body; \
                           embedding: the same passages through POST /v1/embeddings (app key) and through edgeaid's Embedder loaded in the bench \
                           process with the daemon's default [embedding] settings and the same threads; ingestion: create-by-text then \
@@ -782,7 +821,9 @@ fn run() -> Result<bool> {
         let edgeaid = locate_edgeaid(args.edgeaid.clone())?.canonicalize().context("resolving the edgeaid path")?;
         let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
-        return only_phase(&args, &repo, "knowledge", "knowledge bases", |t, j, dir| knowledge_phase(t, j, &rt, &edgeaid, &repo, dir, threads));
+        return only_phase(&args, &repo, "knowledge", "knowledge bases", |t, j, dir| {
+            knowledge_phase(t, j, &rt, &edgeaid, &repo, dir, threads)
+        });
     }
     let model = args.model.clone().unwrap_or_else(|| repo.join(".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"));
     if !model.is_file() {
