@@ -755,3 +755,34 @@ async fn scale_latency(d: &Daemon, dir: &Path, http: &mut Http, key: &str, embed
         rss_after,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passages_alternate_english_and_chinese_and_are_deterministic() {
+        assert_eq!(passage(7, 4), passage(7, 4));
+        assert_ne!(passage(7, 4), passage(8, 4));
+        assert!(passage(7, 0).is_ascii());
+        assert!(passage(7, 1).chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)));
+        assert!(query(0).is_ascii() && !query(1).is_ascii());
+    }
+
+    #[test]
+    fn the_file_form_has_the_data_and_file_parts() {
+        let body = multipart("B", &json!({"a": 1}), "x.md", b"# hi");
+        let text = String::from_utf8(body.to_vec()).expect("utf-8");
+        assert!(text.starts_with("--B\r\nContent-Disposition: form-data; name=\"data\"\r\n\r\n{\"a\":1}\r\n"), "{text}");
+        assert!(text.contains("name=\"file\"; filename=\"x.md\""), "{text}");
+        assert!(text.ends_with("# hi\r\n--B--\r\n"), "{text}");
+    }
+
+    #[test]
+    fn hybrid_requests_carry_dify_weights() {
+        let m = retrieval_model("hybrid_search", 10);
+        assert_eq!(m["weights"]["vector_setting"]["vector_weight"], json!(HYBRID.0));
+        assert_eq!(m["top_k"], json!(10));
+        assert!(retrieval_model("semantic_search", 5).get("weights").is_none());
+    }
+}

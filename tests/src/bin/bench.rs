@@ -1435,6 +1435,9 @@ mod tests {
         assert_eq!(parse(&["--gemma", "off"]).expect("ok").expect("args").gemma, Some(None));
         assert_eq!(parse(&["--gemma", "/m/g.gguf"]).expect("ok").expect("args").gemma, Some(Some(PathBuf::from("/m/g.gguf"))));
         assert!(parse(&["--help"]).expect("ok").is_none());
+        let a = parse(&["--only", "knowledge"]).expect("ok").expect("args");
+        assert!(a.only_knowledge && !a.only_vectors && !a.only_workflow);
+        assert!(parse(&["--only", "nothing"]).err().map(|e| e.to_string()).unwrap_or_default().contains("`knowledge`"));
     }
 
     #[test]
