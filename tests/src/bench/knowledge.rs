@@ -171,7 +171,7 @@ pub fn passage(seed: u64, i: usize) -> String {
     let mut rng = Rng(seed ^ (i as u64).wrapping_mul(0x9e37_79b9));
     let unit = 1 + rng.next() % 40;
     let code = 1000 + rng.next() % 9000;
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         let (m, p, f) = (pick(&mut rng, &MACHINES), pick(&mut rng, &PARTS), pick(&mut rng, &FAULTS));
         let (a1, a2) = (pick(&mut rng, &ACTIONS), pick(&mut rng, &ACTIONS));
         let hours = 100 * (1 + rng.next() % 20);
@@ -196,7 +196,7 @@ pub fn passage(seed: u64, i: usize) -> String {
 /// A short search query, English for even `i`, Chinese for odd `i`.
 pub fn query(i: usize) -> String {
     let mut rng = Rng(0x0ae7 ^ (i as u64).wrapping_mul(0x2545_f491));
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         format!("{} {} {} on line {}", pick(&mut rng, &MACHINES), pick(&mut rng, &PARTS), pick(&mut rng, &FAULTS), 1 + rng.next() % 40)
     } else {
         format!("{}{}{}怎么处理", pick(&mut rng, &MACHINES_ZH), pick(&mut rng, &PARTS_ZH), pick(&mut rng, &FAULTS_ZH))

@@ -25,11 +25,11 @@
 //!    naive scan, RSS growth (`--only vectors`: this phase alone, without
 //!    edgeaid or a model);
 //! 10. knowledge bases through edgeaid with the embedding model and no chat
-//!    model (bench/knowledge.rs): embedding texts/s over HTTP next to the
-//!    embedder in this process, ingestion segments/s, recall@5 on the
-//!    labelled set per method and language, `/retrieve` p50/p99 at 10k and
-//!    100k segments and the daemon's RSS growth (`--only knowledge`: this
-//!    phase alone, written to bench-results/bench-knowledge.json).
+//!     model (bench/knowledge.rs): embedding texts/s over HTTP next to the
+//!     embedder in this process, ingestion segments/s, recall@5 on the
+//!     labelled set per method and language, `/retrieve` p50/p99 at 10k and
+//!     100k segments and the daemon's RSS growth (`--only knowledge`: this
+//!     phase alone, written to bench-results/bench-knowledge.json).
 //!
 //! Writes `bench-results/bench.json` at the repository root (or `--out`).
 //! The edgeaid measured is the one next to this binary (same
