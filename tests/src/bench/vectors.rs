@@ -64,10 +64,10 @@ pub fn quantile_ms(d: &[Duration], q: f64) -> f64 {
 }
 
 /// SplitMix64: deterministic vectors without a dependency.
-struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -75,7 +75,7 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn unit(&mut self, dims: usize) -> Vec<f32> {
+    pub fn unit(&mut self, dims: usize) -> Vec<f32> {
         let mut v: Vec<f32> = (0..dims).map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0).collect();
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
         v.iter_mut().for_each(|x| *x /= n);
