@@ -411,7 +411,10 @@ fn a_chat_app_with_datasets_answers_from_them_and_cites_them() {
 #[test]
 fn an_upstream_embedding_model_can_index_and_search() {
     use edgeai_tests::peer::{Peer, Reply};
-    let one = |v: [f32; 4]| Reply::Json { code: 200, body: json!({"object": "list", "model": "bge-m3", "data": [{"object": "embedding", "index": 0, "embedding": v}], "usage": {"prompt_tokens": 3, "total_tokens": 3}}) };
+    let one = |v: [f32; 4]| Reply::Json {
+        code: 200,
+        body: json!({"object": "list", "model": "bge-m3", "data": [{"object": "embedding", "index": 0, "embedding": v}], "usage": {"prompt_tokens": 3, "total_tokens": 3}}),
+    };
     let peer = Peer::start(one([0.5, 0.5, 0.5, 0.5]));
     let d = DaemonBuilder::new().set("upstream.url", peer.openai_url()).set("embedding.upstream_model", "bge-m3").start();
     let (_, key) = d.admin().create_dataset_key();

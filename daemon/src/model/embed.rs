@@ -38,9 +38,9 @@ const IDLE_TICK: Duration = Duration::from_millis(250);
 /// Hence at most 512 tokens per encode, and [`KEEP_TOKENS`].
 const DECODE_TOKENS: usize = 512;
 
-/// After an encode of more tokens than this the context is rebuilt, so the
-/// logits buffer of a long batch (up to 512 MB) does not stay resident;
-/// queries (a few dozen tokens) keep theirs (at most 64 MB).
+/// After a call whose largest encode had more tokens than this, the context
+/// is rebuilt, so the logits buffer of a long batch (up to 512 MB) does not
+/// stay resident; queries (a few dozen tokens) keep theirs (at most 64 MB).
 const KEEP_TOKENS: usize = 64;
 
 /// Everything the embedder needs, already resolved from `[embedding]`.
@@ -284,6 +284,7 @@ impl Worker<'_> {
         let seqs: Vec<Vec<LlamaToken>> = texts.iter().map(|t| self.tokens(prefix, t)).collect();
         let mut out = Vec::with_capacity(seqs.len());
         let mut start = 0;
+        let mut largest = 0;
         while start < seqs.len() {
             // As many inputs as fit one decode; each alone always fits.
             let mut end = start + 1;
@@ -292,9 +293,18 @@ impl Worker<'_> {
                 total += seqs[end].len();
                 end += 1;
             }
-            self.decode(&seqs[start..end], &mut out)?;
+            let done = self.decode(&seqs[start..end], &mut out);
+            largest = largest.max(total);
+            if let Err(e) = done {
+                self.rebuild()?;
+                return Err(e);
+            }
             self.heartbeat.beat();
             start = end;
+        }
+        // Once per call, not per encode: a call's encodes share the buffer.
+        if largest > KEEP_TOKENS {
+            self.rebuild()?;
         }
         Ok(out)
     }
@@ -324,20 +334,23 @@ impl Worker<'_> {
         // warn and fall back to it).
         ctx.encode(&mut self.batch).map_err(|e| EmbedError::Inference(format!("llama.cpp encode: {e}")))?;
         for seq in 0..seqs.len() {
-            let pooled =
-                ctx.embeddings_seq_ith(seq as i32).map_err(|e| EmbedError::Inference(format!("pooled embedding of sequence {seq}: {e}")))?;
+            let pooled = ctx
+                .embeddings_seq_ith(seq as i32)
+                .map_err(|e| EmbedError::Inference(format!("pooled embedding of sequence {seq}: {e}")))?;
             out.push(normalised(pooled)?);
         }
-        let tokens: usize = seqs.iter().map(Vec::len).sum();
-        if tokens > KEEP_TOKENS {
-            // Drop first: the old and the new context are never both alive.
-            self.ctx = None;
-            let ctx = self
-                .model
-                .new_context(self.backend, self.params.clone())
-                .map_err(|e| EmbedError::Inference(format!("rebuilding the llama.cpp context: {e}")))?;
-            self.ctx = Some(ctx);
-        }
+        Ok(())
+    }
+
+    /// Rebuilds the context, releasing its logits buffer (see [`KEEP_TOKENS`]).
+    fn rebuild(&mut self) -> Result<(), EmbedError> {
+        // Drop first: the old and the new context are never both alive.
+        self.ctx = None;
+        let ctx = self
+            .model
+            .new_context(self.backend, self.params.clone())
+            .map_err(|e| EmbedError::Inference(format!("rebuilding the llama.cpp context: {e}")))?;
+        self.ctx = Some(ctx);
         Ok(())
     }
 }
