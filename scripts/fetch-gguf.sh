@@ -30,6 +30,44 @@ sha256_of() { sha256sum -- "$1" | cut -d' ' -f1; }
 fingerprint() { printf '%s %s\n' "$(stat -c '%s %.9Y %i' -- "$1")" "$GGUF_SHA256"; }
 has_pip() { [ -x "$1" ] || command -v "$1" >/dev/null 2>&1 || return 1; "$1" -m pip --version >/dev/null 2>&1; }
 
+# verified TARGET STAMP: 0 when TARGET is the pinned GGUF (by its stamp, or by hashing it, which
+# renews the stamp); otherwise 1, with the stale stamp removed (a missing TARGET is just 1).
+verified() {
+  local target=$1 stamp=$2 have
+  [ -f "$target" ] || return 1
+  if [ -f "$stamp" ] && [ "$(cat -- "$stamp")" = "$(fingerprint "$target")" ]; then
+    return 0
+  fi
+  have=$(sha256_of "$target")
+  if [ "$have" = "$GGUF_SHA256" ]; then
+    fingerprint "$target" >"$stamp.tmp" && mv -f -- "$stamp.tmp" "$stamp"
+    say "$target verified (sha256 $have)"
+    return 0
+  fi
+  say "$target has sha256 $have, expected $GGUF_SHA256; making a fresh copy"
+  rm -f -- "$stamp"
+  return 1
+}
+
+# pick_python REPO TMP: sets py to an interpreter that runs pip: $PYTHON, else the repo's venv,
+# else python3, else a throwaway venv made in TMP.
+pick_python() {
+  local repo=$1 tmp=$2 candidate
+  py=""
+  if [ -n "${PYTHON:-}" ]; then
+    has_pip "$PYTHON" || die "PYTHON=$PYTHON cannot run pip"
+    py=$PYTHON
+    return 0
+  fi
+  for candidate in "$repo/.cache/venv/bin/python" python3; do
+    if has_pip "$candidate"; then py=$candidate; return 0; fi
+  done
+  command -v python3 >/dev/null 2>&1 || die "python3 is missing (apt-get install python3 python3-venv)"
+  say "no python with pip found; creating a throwaway venv"
+  python3 -m venv "$tmp/venv" >&2 || die "python3 -m venv failed (apt-get install python3-venv)"
+  py=$tmp/venv/bin/python
+}
+
 fetch_gguf() {
   [ $# -le 1 ] || die "usage: $0 [DEST_DIR]"
   local repo dest target stamp have
@@ -39,39 +77,16 @@ fetch_gguf() {
   stamp=$dest/.$GGUF.verified
   mkdir -p -- "$dest" || die "cannot create $dest"
 
-  if [ -f "$target" ]; then
-    if [ -f "$stamp" ] && [ "$(cat -- "$stamp")" = "$(fingerprint "$target")" ]; then
-      return 0
-    fi
-    have=$(sha256_of "$target")
-    if [ "$have" = "$GGUF_SHA256" ]; then
-      fingerprint "$target" >"$stamp.tmp" && mv -f -- "$stamp.tmp" "$stamp"
-      say "$target verified (sha256 $have)"
-      return 0
-    fi
-    say "$target has sha256 $have, expected $GGUF_SHA256; fetching a fresh copy"
-    rm -f -- "$stamp"
+  if verified "$target" "$stamp"; then
+    return 0
   fi
 
   # Scratch space inside DEST_DIR, so the final mv is a rename on one file system.
   tmp=$(mktemp -d -- "$dest/.fetch.XXXXXX") || die "cannot create a temporary directory in $dest"
   trap 'rm -rf -- "$tmp"' EXIT
 
-  local py="" candidate
-  if [ -n "${PYTHON:-}" ]; then
-    has_pip "$PYTHON" || die "PYTHON=$PYTHON cannot run pip"
-    py=$PYTHON
-  else
-    for candidate in "$repo/.cache/venv/bin/python" python3; do
-      if has_pip "$candidate"; then py=$candidate; break; fi
-    done
-  fi
-  if [ -z "$py" ]; then
-    command -v python3 >/dev/null 2>&1 || die "python3 is missing (apt-get install python3 python3-venv)"
-    say "no python with pip found; creating a throwaway venv"
-    python3 -m venv "$tmp/venv" >&2 || die "python3 -m venv failed (apt-get install python3-venv)"
-    py=$tmp/venv/bin/python
-  fi
+  local py
+  pick_python "$repo" "$tmp"
 
   say "downloading $WHAT from PyPI"
   local line req sum member name version wheel

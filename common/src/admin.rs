@@ -63,10 +63,34 @@ pub struct AppList {
     pub data: Vec<AppInfo>,
 }
 
+/// Which API a key opens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyKind {
+    /// An `app-…` key: one app's Dify and OpenAI routes.
+    #[default]
+    App,
+    /// A `dataset-…` key: the Knowledge API (`/v1/datasets`), every dataset.
+    Dataset,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::App => "app",
+            KeyKind::Dataset => "dataset",
+        }
+    }
+}
+
 /// One API key as listed by `GET /admin/v1/keys`; the secret is never listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyInfo {
     pub id: String,
+    /// Absent from older daemons, which had app keys only.
+    #[serde(default)]
+    pub kind: KeyKind,
+    /// The key's app; empty for a dataset key.
     pub app_id: String,
     /// The first characters of the key, enough to recognise it.
     pub prefix: String,
@@ -84,18 +108,25 @@ pub struct KeyList {
     pub data: Vec<KeyInfo>,
 }
 
-/// Body of `POST /admin/v1/keys`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Body of `POST /admin/v1/keys`: an app key (`app`) or a Knowledge API
+/// key (`dataset: true`), exactly one of the two.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CreateKeyRequest {
-    pub app: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dataset: bool,
 }
 
 /// Answer of `POST /admin/v1/keys`: the only time the secret is shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedKey {
     pub id: String,
+    #[serde(default)]
+    pub kind: KeyKind,
+    /// The key's app; empty for a dataset key.
     pub app_id: String,
-    /// The full `app-…` key.
+    /// The full `app-…` or `dataset-…` key.
     pub key: String,
     /// Unix seconds.
     pub created_at: i64,
@@ -111,6 +142,10 @@ pub struct ImportDslRequest {
     /// Overrides the DSL's `app.name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Dataset ids of the DSL mapped to local datasets (id or name):
+    /// `[[old, new], …]` from `--dataset OLD=NEW`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<(String, String)>,
 }
 
 /// Which model a node's cloud model was mapped to (config `[model_map]`).
@@ -201,6 +236,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn key_requests_and_kinds_on_the_wire() {
+        let app = CreateKeyRequest { app: Some("demo".into()), dataset: false };
+        assert_eq!(serde_json::to_string(&app).unwrap(), r#"{"app":"demo"}"#);
+        let dataset = CreateKeyRequest { app: None, dataset: true };
+        assert_eq!(serde_json::to_string(&dataset).unwrap(), r#"{"dataset":true}"#);
+        // An older daemon's key has no kind: an app key.
+        let old: KeyInfo =
+            serde_json::from_str(r#"{"id":"k1","app_id":"demo","prefix":"ab","created_at":0,"revoked_at":null,"last_used_at":null}"#)
+                .unwrap();
+        assert_eq!(old.kind, KeyKind::App);
+        let created: CreatedKey =
+            serde_json::from_str(r#"{"id":"k2","kind":"dataset","app_id":"","key":"dataset-x","created_at":0}"#).unwrap();
+        assert_eq!((created.kind, created.kind.as_str()), (KeyKind::Dataset, "dataset"));
     }
 
     #[test]

@@ -24,6 +24,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::net::UnixStream;
 
+/// The content type of JSON bodies.
+const JSON: &str = "application/json";
+
 /// Longest part of a non-JSON error body quoted in [`ClientError::Api`].
 const MAX_QUOTED_BODY: usize = 300;
 
@@ -122,8 +125,19 @@ impl UnixClient {
         let request = describe(&Method::POST, path);
         let bytes = serde_json::to_vec(body).map_err(|source| ClientError::Encode { request: request.clone(), source })?;
         self.limited(&request, async {
-            let response = self.send(Method::POST, path, Some(bytes)).await?;
+            let response = self.send(Method::POST, path, Some((JSON, bytes))).await?;
             decode_json(&request, response).await
+        })
+        .await
+    }
+
+    /// `POST path` with a ready-made body of `content_type` (a multipart
+    /// form, say), decoding a 2xx JSON answer.
+    pub async fn post_body<T: DeserializeOwned>(&self, path: &str, content_type: &str, body: Vec<u8>) -> Result<T, ClientError> {
+        let request = describe(&Method::POST, path);
+        self.limited(&request, async {
+            let response = self.send(Method::POST, path, Some((content_type, body))).await?;
+            decode_json(&request, response).await.map(|(_, answer)| answer)
         })
         .await
     }
@@ -145,7 +159,7 @@ impl UnixClient {
     {
         let request = describe(&Method::POST, path);
         let bytes = serde_json::to_vec(body).map_err(|source| ClientError::Encode { request: request.clone(), source })?;
-        let response = self.limited(&request, self.send(Method::POST, path, Some(bytes))).await?;
+        let response = self.limited(&request, self.send(Method::POST, path, Some((JSON, bytes)))).await?;
         let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
         let essence = content_type.split(';').next().unwrap_or_default().trim();
         if !essence.eq_ignore_ascii_case("text/event-stream") {
@@ -165,18 +179,22 @@ impl UnixClient {
         }
     }
 
-    /// Connects, sends one request and returns a 2xx response; a non-2xx one
-    /// becomes [`ClientError::Api`].
-    async fn send(&self, method: Method, path: &str, json: Option<Vec<u8>>) -> Result<Response<Incoming>, ClientError> {
+    /// Connects, sends one request (with a body of its content type, if
+    /// any) and returns a 2xx response; a non-2xx one becomes [`ClientError::Api`].
+    async fn send(&self, method: Method, path: &str, body: Option<(&str, Vec<u8>)>) -> Result<Response<Incoming>, ClientError> {
         let request_name = describe(&method, path);
         let mut builder = Request::builder().method(method).uri(path).header(HOST, "localhost");
-        let body = match json {
-            Some(bytes) => {
-                builder = builder.header(CONTENT_TYPE, "application/json").header(ACCEPT, "application/json, text/event-stream");
+        let body = match body {
+            Some((JSON, bytes)) => {
+                builder = builder.header(CONTENT_TYPE, JSON).header(ACCEPT, "application/json, text/event-stream");
+                Full::new(Bytes::from(bytes))
+            }
+            Some((content_type, bytes)) => {
+                builder = builder.header(CONTENT_TYPE, content_type).header(ACCEPT, JSON);
                 Full::new(Bytes::from(bytes))
             }
             None => {
-                builder = builder.header(ACCEPT, "application/json");
+                builder = builder.header(ACCEPT, JSON);
                 Full::new(Bytes::new())
             }
         };

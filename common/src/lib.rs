@@ -1,8 +1,9 @@
 //! Wire types and the unix-socket HTTP client shared by `edgeaictl`, the
 //! daemon and the tests.
 //!
-//! Owns: the JSON shapes of the admin API ([`admin`]) and of Dify's
-//! chat-messages endpoint ([`dify`]), an incremental Server-Sent Events
+//! Owns: the JSON shapes of the admin API ([`admin`]), of Dify's
+//! chat-messages endpoint ([`dify`]) and of its Knowledge API as
+//! `edgeaictl datasets` reads it ([`datasets`]), an incremental Server-Sent Events
 //! decoder ([`sse`]) and a one-connection-per-request HTTP/1.1 client over a
 //! unix socket ([`client`]).
 //! Must not: depend on the daemon crate or link llama.cpp, so that `edgeaictl`
@@ -10,6 +11,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod datasets;
 pub mod dify;
 pub mod sse;
 

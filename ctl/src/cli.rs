@@ -3,7 +3,7 @@
 //!
 //! Owns: argument parsing only. Must not: talk to the daemon or print.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,6 +19,14 @@ macro_rules! exit_codes {
          73  an output file cannot be written (EX_CANTCREAT)\n  \
          77  permission denied by the daemon or on the socket (EX_NOPERM)"
     };
+}
+
+/// `OLD=NEW` of `--dataset`.
+fn parse_mapping(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((old, new)) if !old.trim().is_empty() && !new.trim().is_empty() => Ok((old.trim().to_owned(), new.trim().to_owned())),
+        _ => Err(format!("{s:?} is not OLD=NEW (a DSL dataset id, =, a local dataset id or name)")),
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -89,6 +97,10 @@ pub enum Command {
         )
     )]
     Chat(ChatArgs),
+
+    /// Knowledge bases: create, list, ingest files (with progress), search
+    #[command(subcommand)]
+    Datasets(DatasetsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,7 +113,8 @@ pub enum AppsCommand {
     #[command(after_help = concat!(
         "Examples:\n  edgeaictl apps import plant-faq.yml\n  \
          edgeaictl apps import plant-faq.yml --name 'Plant FAQ' --id plant-faq\n  \
-         edgeaictl apps import configs/demo-app.json\n\n\
+         edgeaictl apps import configs/demo-app.json\n  \
+         edgeaictl apps import rag.yml --dataset 6f1c0a3e-0000-4000-8000-00000000aaaa=plant-manuals\n\n\
          A .yml/.yaml file is a Dify app DSL (modes chat, completion, workflow, advanced-chat); every \
          problem in it is listed at once and nothing is stored unless there is none. The import prints \
          the app's id, name and version and which model each LLM node was mapped to ([model_map]).\n\
@@ -118,6 +131,10 @@ pub enum AppsCommand {
         /// The app's id [default: the name, lower-cased, with '-' for other characters] (DSL only)
         #[arg(long, value_name = "ID")]
         id: Option<String>,
+        /// Map a dataset id of the DSL (Dify's) to a local dataset, by id or name; repeatable.
+        /// Local dataset ids and names need no mapping (DSL only)
+        #[arg(long = "dataset", value_name = "OLD=NEW", value_parser = parse_mapping)]
+        datasets: Vec<(String, String)>,
     },
 
     /// List an app's stored versions, newest first
@@ -155,16 +172,22 @@ pub enum AppsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Create an API key for an app; prints only the key on stdout
+    /// Create an API key for an app, or with --dataset for the Knowledge
+    /// API; prints only the key on stdout
     #[command(after_help = concat!(
-        "Example:\n  KEY=$(edgeaictl keys create --app demo)\n\n\
+        "Examples:\n  KEY=$(edgeaictl keys create --app demo)\n  \
+         DATASET_KEY=$(edgeaictl keys create --dataset)\n\n\
          The key is shown only once; its id and app go to stderr.\n\n",
         exit_codes!()
     ))]
+    #[command(group = clap::ArgGroup::new("opens").required(true).args(["app", "dataset"]))]
     Create {
-        /// App the key authorises
+        /// App the key authorises (an `app-…` key)
         #[arg(long, value_name = "APP")]
-        app: String,
+        app: Option<String>,
+        /// A `dataset-…` key for the Knowledge API (`/v1/datasets`), all datasets
+        #[arg(long)]
+        dataset: bool,
     },
 
     /// List API keys (never their secrets), times in UTC
@@ -182,6 +205,150 @@ pub enum KeysCommand {
         #[arg(value_name = "ID")]
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+#[command(long_about = "Knowledge bases (Dify's datasets), over the admin socket without a dataset key.\n\n\
+    DATASET is a dataset's id or its exact name; DOC is a document's id or its exact name.")]
+pub enum DatasetsCommand {
+    /// List the datasets
+    #[command(after_help = concat!("Examples:\n  edgeaictl datasets list\n  edgeaictl datasets list --json\n\n", exit_codes!()))]
+    List,
+
+    /// Create a dataset; prints only its id on stdout
+    #[command(after_help = concat!(
+        "Examples:\n  DS=$(edgeaictl datasets create plant-manuals --description 'Maintenance manuals')\n  \
+         edgeaictl datasets create fault-codes --economy\n\n",
+        exit_codes!()
+    ))]
+    Create {
+        /// Name (1 to 40 characters)
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// What the dataset holds (at most 400 characters)
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+        /// Keyword index only, no embeddings (searches by keyword whatever is asked)
+        #[arg(long)]
+        economy: bool,
+    },
+
+    /// Show a dataset: documents, words, embedding model, retrieval settings
+    #[command(after_help = concat!("Example:\n  edgeaictl datasets show plant-manuals\n\n", exit_codes!()))]
+    Show {
+        #[arg(value_name = "DATASET")]
+        dataset: String,
+    },
+
+    /// Delete a dataset with its documents and vectors
+    #[command(after_help = concat!("Example:\n  edgeaictl datasets delete plant-manuals\n\n", exit_codes!()))]
+    Delete {
+        #[arg(value_name = "DATASET")]
+        dataset: String,
+    },
+
+    /// Index every document of a dataset again with the loaded embedding model
+    #[command(after_help = concat!(
+        "Example:\n  edgeaictl datasets reindex plant-manuals\n\n\
+         Needed after [embedding] names another model: a dataset records the model its vectors \
+         come from, and its semantic search answers 409 embedding_model_mismatch until it is \
+         re-indexed. The vectors are dropped and each document is indexed again from its kept \
+         source, in the background (see `edgeaictl datasets docs`).\n\n",
+        exit_codes!()
+    ))]
+    Reindex {
+        #[arg(value_name = "DATASET")]
+        dataset: String,
+    },
+
+    /// Upload files (txt, md, markdown, html, htm, csv, pdf) and wait until they are indexed
+    #[command(
+        long_about = "Upload files (txt, md, markdown, html, htm, csv, pdf) into a dataset and wait until \
+            the daemon has indexed them.\n\n\
+            Each DIR is walked recursively (hidden entries skipped); files of other types are \
+            skipped with a note. Each file becomes one document. On a terminal a progress bar \
+            shows documents and segments done; otherwise one line per event, or with --json one \
+            summary at the end. Ctrl-C stops waiting and lists what is still indexing: the daemon \
+            goes on indexing it. --timeout applies to each request, not to the whole ingest.",
+        after_help = concat!(
+            "Examples:\n  \
+             edgeaictl datasets ingest configs/knowledge/plant-manuals --dataset plant-manuals --create\n  \
+             edgeaictl datasets ingest sop.pdf faults.csv --dataset 1f0c2a9e-…\n  \
+             edgeaictl --json datasets ingest manuals/ --dataset manuals > ingest.json\n\n\
+             Exit codes besides the ones below: 1 when a document ends in `error` or an upload is \
+             refused (each reason is printed), 130 when Ctrl-C stopped the wait.\n\n",
+            exit_codes!()
+        )
+    )]
+    Ingest {
+        /// Files, or directories to walk
+        #[arg(value_name = "DIR|FILE", required = true)]
+        paths: Vec<PathBuf>,
+        /// The dataset (id or exact name)
+        #[arg(long, value_name = "DATASET")]
+        dataset: String,
+        /// Create the dataset (named DATASET) if there is none of that name
+        #[arg(long)]
+        create: bool,
+    },
+
+    /// List a dataset's documents: status, segments, words
+    #[command(after_help = concat!("Example:\n  edgeaictl datasets docs plant-manuals\n\n", exit_codes!()))]
+    Docs {
+        #[arg(value_name = "DATASET")]
+        dataset: String,
+    },
+
+    /// Delete one document of a dataset
+    #[command(after_help = concat!("Example:\n  edgeaictl datasets rm-doc plant-manuals plc-alarms.md\n\n", exit_codes!()))]
+    RmDoc {
+        #[arg(value_name = "DATASET")]
+        dataset: String,
+        #[arg(value_name = "DOC")]
+        doc: String,
+    },
+
+    /// Search a dataset: score, document and a one-line excerpt of each hit
+    #[command(after_help = concat!(
+        "Examples:\n  edgeaictl datasets search plant-manuals 'how do I clear the PLC alarm'\n  \
+         edgeaictl datasets search plant-manuals '变频器 过流' --method hybrid --top-k 5\n\n\
+         Without --method and --top-k the dataset's own retrieval settings apply.\n\n",
+        exit_codes!()
+    ))]
+    Search {
+        #[arg(value_name = "DATASET")]
+        dataset: String,
+        #[arg(value_name = "QUERY")]
+        query: String,
+        /// How to search [default: the dataset's setting]
+        #[arg(long, value_enum, value_name = "METHOD")]
+        method: Option<SearchMethod>,
+        /// How many hits at most, 1 to 100 [default: the dataset's setting]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+        top_k: Option<u32>,
+    },
+}
+
+/// `--method` of `datasets search`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SearchMethod {
+    /// By embedding similarity
+    Semantic,
+    /// By the full-text index
+    FullText,
+    /// Both, weighted as the dataset says
+    Hybrid,
+}
+
+impl SearchMethod {
+    /// Dify's `search_method`.
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            SearchMethod::Semantic => "semantic_search",
+            SearchMethod::FullText => "full_text_search",
+            SearchMethod::Hybrid => "hybrid_search",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -279,6 +446,44 @@ mod tests {
             let err = Cli::try_parse_from(["edgeaictl", "--timeout", bad, "status"]).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn keys_create_takes_an_app_or_dataset() {
+        let cli = Cli::try_parse_from(["edgeaictl", "keys", "create", "--dataset"]).unwrap();
+        assert!(matches!(cli.command, Command::Keys(KeysCommand::Create { app: None, dataset: true })));
+        let cli = Cli::try_parse_from(["edgeaictl", "keys", "create", "--app", "demo"]).unwrap();
+        assert!(matches!(cli.command, Command::Keys(KeysCommand::Create { app: Some(ref a), dataset: false }) if a == "demo"));
+        let err = Cli::try_parse_from(["edgeaictl", "keys", "create", "--app", "demo", "--dataset"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn datasets_subcommands_parse() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["edgeaictl", "datasets"], args].concat()).map(|c| c.command);
+        let ingest = parse(&["ingest", "a", "b.md", "--dataset", "manuals", "--create"]).unwrap();
+        assert!(matches!(ingest, Command::Datasets(DatasetsCommand::Ingest { ref paths, ref dataset, create: true })
+            if paths == &[PathBuf::from("a"), PathBuf::from("b.md")] && dataset == "manuals"));
+        // Files and --dataset are required.
+        assert_eq!(parse(&["ingest", "--dataset", "m"]).unwrap_err().exit_code(), 2);
+        assert_eq!(parse(&["ingest", "dir"]).unwrap_err().exit_code(), 2);
+
+        let search = parse(&["search", "m", "how do I clear it", "--method", "full-text", "--top-k", "7"]).unwrap();
+        assert!(matches!(search, Command::Datasets(DatasetsCommand::Search { method: Some(SearchMethod::FullText), top_k: Some(7), .. })));
+        assert_eq!(SearchMethod::FullText.wire_name(), "full_text_search");
+        for bad in
+            [&["search", "m", "q", "--method", "fuzzy"][..], &["search", "m", "q", "--top-k", "0"], &["search", "m", "q", "--top-k", "101"]]
+        {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+        let create = parse(&["create", "fault codes", "--economy", "--description", "d"]).unwrap();
+        assert!(
+            matches!(create, Command::Datasets(DatasetsCommand::Create { ref name, economy: true, description: Some(_) }) if name == "fault codes")
+        );
+        let rm = parse(&["rm-doc", "m", "plc-alarms.md"]).unwrap();
+        assert!(matches!(rm, Command::Datasets(DatasetsCommand::RmDoc { ref doc, .. }) if doc == "plc-alarms.md"));
+        let list = Cli::try_parse_from(["edgeaictl", "datasets", "list", "--json"]).unwrap();
+        assert!(list.json && matches!(list.command, Command::Datasets(DatasetsCommand::List)));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::error::CtlError;
 use crate::{paths, render};
 use edgeai_common::admin::{
     ActivateRequest, AppInfo, AppList, AppVersionList, CreateKeyRequest, CreatedKey, ExportResponse, ImportDslRequest, ImportDslResponse,
-    KeyList, StatusResponse,
+    KeyKind, KeyList, StatusResponse,
 };
 use edgeai_common::UnixClient;
 use serde_json::Value;
@@ -32,11 +32,18 @@ pub async fn apps_list(client: &UnixClient, json: bool) -> Result<(), CtlError> 
     print(&render::apps(&apps))
 }
 
-pub async fn apps_import(client: &UnixClient, file: &Path, name: Option<String>, id: Option<String>, json: bool) -> Result<(), CtlError> {
+pub async fn apps_import(
+    client: &UnixClient,
+    file: &Path,
+    name: Option<String>,
+    id: Option<String>,
+    datasets: Vec<(String, String)>,
+    json: bool,
+) -> Result<(), CtlError> {
     if is_dsl(file) {
-        return import_dsl(client, file, name, id, json).await;
+        return import_dsl(client, file, ImportDslRequest { yaml: String::new(), id, name, datasets }, json).await;
     }
-    if name.is_some() || id.is_some() {
+    if name.is_some() || id.is_some() || !datasets.is_empty() {
         return Err(CtlError::DslOnlyOption { path: file.to_owned() });
     }
     let definition = read_definition(file).await?;
@@ -57,10 +64,10 @@ fn is_dsl(file: &Path) -> bool {
     matches!(file.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(), Some("yml" | "yaml"))
 }
 
-async fn import_dsl(client: &UnixClient, file: &Path, name: Option<String>, id: Option<String>, json: bool) -> Result<(), CtlError> {
+/// Imports a DSL file; `request` carries the options, its `yaml` is read here.
+async fn import_dsl(client: &UnixClient, file: &Path, mut request: ImportDslRequest, json: bool) -> Result<(), CtlError> {
     let bytes = tokio::fs::read(file).await.map_err(|source| CtlError::ReadInput { path: file.to_owned(), source })?;
-    let yaml = String::from_utf8(bytes).map_err(|_| CtlError::InputNotUtf8 { path: file.to_owned() })?;
-    let request = ImportDslRequest { yaml, id, name };
+    request.yaml = String::from_utf8(bytes).map_err(|_| CtlError::InputNotUtf8 { path: file.to_owned() })?;
     if json {
         let (_, answer) = client.post_json_with_status::<_, Value>(&paths::import_dsl(), &request).await?;
         return print_json(&answer);
@@ -121,13 +128,17 @@ async fn read_definition(file: &Path) -> Result<Value, CtlError> {
     Err(CtlError::InputNotObject { path: file.to_owned(), found })
 }
 
-pub async fn keys_create(client: &UnixClient, app: &str, json: bool) -> Result<(), CtlError> {
-    let request = CreateKeyRequest { app: app.to_owned() };
+/// An app key (`app`) or a Knowledge API key (`dataset`); clap lets only one through.
+pub async fn keys_create(client: &UnixClient, app: Option<String>, dataset: bool, json: bool) -> Result<(), CtlError> {
+    let request = CreateKeyRequest { app, dataset };
     if json {
         return print_json(&client.post_json::<_, Value>(&paths::keys(None), &request).await?);
     }
     let created: CreatedKey = client.post_json(&paths::keys(None), &request).await?;
-    eprintln!("created key {} for app {}; it is shown only this once", created.id, created.app_id);
+    match created.kind {
+        KeyKind::App => eprintln!("created key {} for app {}; it is shown only this once", created.id, created.app_id),
+        KeyKind::Dataset => eprintln!("created dataset key {} for the Knowledge API; it is shown only this once", created.id),
+    }
     print(&format!("{}\n", created.key))
 }
 

@@ -21,6 +21,8 @@ pub const EX_USAGE: u8 = 2;
 pub const EX_CANTCREAT: u8 = 73;
 /// Any other failure, API errors included.
 pub const EX_FAILURE: u8 = 1;
+/// The shell's 128 + SIGINT: Ctrl-C stopped `datasets ingest` waiting.
+pub const EX_INTERRUPTED: u8 = 130;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
@@ -34,7 +36,7 @@ pub enum CtlError {
     InputNotObject { path: PathBuf, found: &'static str },
     #[error("{} is not UTF-8 text", path.display())]
     InputNotUtf8 { path: PathBuf },
-    #[error("--name and --id apply to a Dify DSL file (.yml/.yaml), not to {}", path.display())]
+    #[error("--name, --id and --dataset apply to a Dify DSL file (.yml/.yaml), not to {}", path.display())]
     DslOnlyOption { path: PathBuf },
     #[error("cannot write {}", path.display())]
     WriteOutput { path: PathBuf, source: std::io::Error },
@@ -48,6 +50,18 @@ pub enum CtlError {
     ChatTurnsFailed { failed: usize, turns: usize },
     #[error("cannot start the async runtime")]
     Runtime { source: std::io::Error },
+    #[error("no {what} is named {name:?} or has that id")]
+    NotFound { what: &'static str, name: String },
+    #[error("{} {what}s are named {name:?} ({}): give the id", ids.len(), ids.join(", "))]
+    Ambiguous { what: &'static str, name: String, ids: Vec<String> },
+    #[error("no file to ingest (txt, md, markdown, html, htm, csv, pdf) in {}", paths.join(", "))]
+    NoFiles { paths: Vec<String> },
+    #[error("{failed} of {files} files were not indexed")]
+    IngestFailed { failed: usize, files: usize },
+    #[error("stopped waiting on Ctrl-C with {pending} documents still indexing; the daemon goes on indexing them (see `edgeaictl datasets docs`)")]
+    Interrupted { pending: usize },
+    #[error("cannot listen for Ctrl-C")]
+    Signal { source: std::io::Error },
 }
 
 impl CtlError {
@@ -57,16 +71,23 @@ impl CtlError {
             CtlError::Client(ClientError::Connect { .. } | ClientError::Timeout { .. }) => EX_UNAVAILABLE,
             CtlError::Client(ClientError::Api { status: 403, .. }) => EX_NOPERM,
             CtlError::Client(_) => EX_FAILURE,
-            CtlError::ReadInput { .. } | CtlError::ParseInput { .. } | CtlError::InputNotObject { .. } | CtlError::InputNotUtf8 { .. } => {
-                EX_DATAERR
-            }
+            CtlError::ReadInput { .. }
+            | CtlError::ParseInput { .. }
+            | CtlError::InputNotObject { .. }
+            | CtlError::InputNotUtf8 { .. }
+            | CtlError::NoFiles { .. } => EX_DATAERR,
             CtlError::DslOnlyOption { .. } => EX_USAGE,
             CtlError::WriteOutput { .. } => EX_CANTCREAT,
             CtlError::Stdin { .. }
             | CtlError::Stdout { .. }
             | CtlError::StreamEnded { .. }
             | CtlError::ChatTurnsFailed { .. }
-            | CtlError::Runtime { .. } => EX_FAILURE,
+            | CtlError::Runtime { .. }
+            | CtlError::NotFound { .. }
+            | CtlError::Ambiguous { .. }
+            | CtlError::IngestFailed { .. }
+            | CtlError::Signal { .. } => EX_FAILURE,
+            CtlError::Interrupted { .. } => EX_INTERRUPTED,
         }
     }
 
@@ -151,6 +172,10 @@ mod tests {
         assert_eq!(CtlError::InputNotObject { path: "a.json".into(), found: "an array" }.exit_code(), 65);
         assert_eq!(CtlError::StreamEnded { app: "demo".into() }.exit_code(), 1);
         assert_eq!(timeout().exit_code(), 69);
+        assert_eq!(CtlError::NoFiles { paths: vec!["x.bin".into()] }.exit_code(), 65);
+        assert_eq!(CtlError::NotFound { what: "dataset", name: "m".into() }.exit_code(), 1);
+        assert_eq!(CtlError::IngestFailed { failed: 1, files: 2 }.exit_code(), 1);
+        assert_eq!(CtlError::Interrupted { pending: 2 }.exit_code(), 130);
     }
 
     fn timeout() -> CtlError {

@@ -8,14 +8,17 @@
 mod chat;
 mod cli;
 mod commands;
+mod datasets;
 mod error;
+mod ingest;
+mod multipart;
 mod paths;
 mod render;
 mod socket;
 mod time;
 
 use clap::Parser;
-use cli::{AppsCommand, Cli, Command, KeysCommand};
+use cli::{AppsCommand, Cli, Command, DatasetsCommand, KeysCommand};
 use edgeai_common::UnixClient;
 use error::CtlError;
 use std::process::ExitCode;
@@ -50,15 +53,18 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
     match cli.command {
         Command::Status => commands::status(&client, json).await,
         Command::Apps(AppsCommand::List) => commands::apps_list(&client, json).await,
-        Command::Apps(AppsCommand::Import { file, name, id }) => commands::apps_import(&client, &file, name, id, json).await,
+        Command::Apps(AppsCommand::Import { file, name, id, datasets }) => {
+            commands::apps_import(&client, &file, name, id, datasets, json).await
+        }
         Command::Apps(AppsCommand::Versions { app }) => commands::apps_versions(&client, &app, json).await,
         Command::Apps(AppsCommand::Activate { app, version }) => commands::apps_activate(&client, &app, version, json).await,
         Command::Apps(AppsCommand::Export { app, version, output }) => {
             commands::apps_export(&client, &app, version, output.as_deref(), json).await
         }
-        Command::Keys(KeysCommand::Create { app }) => commands::keys_create(&client, &app, json).await,
+        Command::Keys(KeysCommand::Create { app, dataset }) => commands::keys_create(&client, app, dataset, json).await,
         Command::Keys(KeysCommand::List { app }) => commands::keys_list(&client, app.as_deref(), json).await,
         Command::Keys(KeysCommand::Revoke { id }) => commands::keys_revoke(&client, &id, json).await,
+        Command::Datasets(command) => run_datasets(&client, command, json).await,
         Command::Chat(args) => {
             let login = std::env::var("USER").ok();
             let user = args.user.unwrap_or_else(|| chat::default_user(login.as_deref()));
@@ -69,5 +75,19 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
                 None => chat.interactive().await,
             }
         }
+    }
+}
+
+async fn run_datasets(client: &UnixClient, command: DatasetsCommand, json: bool) -> Result<(), CtlError> {
+    match command {
+        DatasetsCommand::List => datasets::list(client, json).await,
+        DatasetsCommand::Create { name, description, economy } => datasets::create(client, name, description, economy, json).await,
+        DatasetsCommand::Show { dataset } => datasets::show(client, &dataset, json).await,
+        DatasetsCommand::Delete { dataset } => datasets::delete(client, &dataset, json).await,
+        DatasetsCommand::Reindex { dataset } => datasets::reindex(client, &dataset, json).await,
+        DatasetsCommand::Ingest { paths, dataset, create } => ingest::ingest(client, &paths, &dataset, create, json).await,
+        DatasetsCommand::Docs { dataset } => datasets::docs(client, &dataset, json).await,
+        DatasetsCommand::RmDoc { dataset, doc } => datasets::rm_doc(client, &dataset, &doc, json).await,
+        DatasetsCommand::Search { dataset, query, method, top_k } => datasets::search(client, &dataset, query, method, top_k, json).await,
     }
 }

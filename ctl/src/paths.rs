@@ -47,6 +47,47 @@ pub fn chat_messages(app: &str) -> String {
     format!("{ADMIN_PREFIX}/apps/{}/chat-messages", encode(app))
 }
 
+/// `/admin/v1/datasets`: Dify's Knowledge API on the admin socket.
+pub fn datasets() -> String {
+    format!("{ADMIN_PREFIX}/datasets")
+}
+
+/// One page (of at most 100) of the datasets whose name contains `keyword`.
+pub fn datasets_page(keyword: Option<&str>, page: u32) -> String {
+    match keyword {
+        Some(k) => format!("{ADMIN_PREFIX}/datasets?keyword={}&page={page}&limit=100", encode(k)),
+        None => format!("{ADMIN_PREFIX}/datasets?page={page}&limit=100"),
+    }
+}
+
+pub fn dataset(id: &str) -> String {
+    format!("{ADMIN_PREFIX}/datasets/{}", encode(id))
+}
+
+/// One page (of at most 100) of a dataset's documents whose name contains `keyword`.
+pub fn documents_page(dataset: &str, keyword: Option<&str>, page: u32) -> String {
+    match keyword {
+        Some(k) => format!("{}/documents?keyword={}&page={page}&limit=100", self::dataset(dataset), encode(k)),
+        None => format!("{}/documents?page={page}&limit=100", self::dataset(dataset)),
+    }
+}
+
+pub fn document(dataset: &str, document: &str) -> String {
+    format!("{}/documents/{}", self::dataset(dataset), encode(document))
+}
+
+pub fn create_by_file(dataset: &str) -> String {
+    format!("{}/document/create-by-file", self::dataset(dataset))
+}
+
+pub fn indexing_status(dataset: &str, batch: &str) -> String {
+    format!("{}/documents/{}/indexing-status", self::dataset(dataset), encode(batch))
+}
+
+pub fn retrieve(dataset: &str) -> String {
+    format!("{}/retrieve", self::dataset(dataset))
+}
+
 /// Percent-encodes everything but RFC 3986 unreserved characters, and the
 /// dots of a `.` or `..` segment.
 fn encode(value: &str) -> String {
@@ -74,6 +115,9 @@ mod tests {
         assert_eq!(chat_messages("demo"), "/admin/v1/apps/demo/chat-messages");
         assert_eq!(keys(Some("demo")), "/admin/v1/keys?app=demo");
         assert_eq!(keys(None), "/admin/v1/keys");
+        assert_eq!(indexing_status("d-1", "b2"), "/admin/v1/datasets/d-1/documents/b2/indexing-status");
+        assert_eq!(create_by_file("d-1"), "/admin/v1/datasets/d-1/document/create-by-file");
+        assert_eq!(documents_page("d-1", None, 2), "/admin/v1/datasets/d-1/documents?page=2&limit=100");
     }
 
     #[test]
@@ -83,5 +127,7 @@ mod tests {
         assert_eq!(chat_messages("ü?#"), "/admin/v1/apps/%C3%BC%3F%23/chat-messages");
         assert_eq!(key(".."), "/admin/v1/keys/%2E%2E");
         assert_eq!(chat_messages("."), "/admin/v1/apps/%2E/chat-messages");
+        assert_eq!(datasets_page(Some("泵 & co"), 1), "/admin/v1/datasets?keyword=%E6%B3%B5%20%26%20co&page=1&limit=100");
+        assert_eq!(document("d", "../x"), "/admin/v1/datasets/d/documents/..%2Fx");
     }
 }

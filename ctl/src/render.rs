@@ -4,6 +4,8 @@
 
 use crate::time::{format_uptime, format_utc};
 use edgeai_common::admin::{AppList, AppVersionList, KeyList, StatusResponse};
+use edgeai_common::datasets::{Dataset, Document, RetrieveRecord};
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 pub fn status(s: &StatusResponse) -> String {
     let m = &s.model;
@@ -58,9 +60,101 @@ pub fn keys(list: &KeyList) -> String {
     let rows = list
         .data
         .iter()
-        .map(|k| vec![k.id.clone(), k.app_id.clone(), k.prefix.clone(), format_utc(k.created_at), time(k.revoked_at), time(k.last_used_at)])
+        .map(|k| {
+            let app = if k.app_id.is_empty() { "-".to_owned() } else { k.app_id.clone() };
+            let cells = [k.id.clone(), k.kind.as_str().to_owned(), app, k.prefix.clone(), format_utc(k.created_at)];
+            cells.into_iter().chain([time(k.revoked_at), time(k.last_used_at)]).collect()
+        })
         .collect::<Vec<_>>();
-    table(&["ID", "APP", "PREFIX", "CREATED", "REVOKED", "LAST USED"], &rows)
+    table(&["ID", "KIND", "APP", "PREFIX", "CREATED", "REVOKED", "LAST USED"], &rows)
+}
+
+pub fn datasets(list: &[Dataset]) -> String {
+    let rows = list
+        .iter()
+        .map(|d| {
+            let technique = d.indexing_technique.clone().unwrap_or_else(|| "-".into());
+            vec![d.id.clone(), d.name.clone(), technique, d.document_count.to_string(), d.word_count.to_string(), format_utc(d.created_at)]
+        })
+        .collect::<Vec<_>>();
+    table(&["ID", "NAME", "INDEXING", "DOCS", "WORDS", "CREATED"], &rows)
+}
+
+pub fn dataset(d: &Dataset) -> String {
+    let setting = |key: &str| {
+        d.retrieval_model_dict.as_ref().and_then(|m| m.get(key)).filter(|v| !v.is_null()).map_or_else(
+            || "-".to_owned(),
+            |v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            },
+        )
+    };
+    let rows: Vec<(&str, String)> = vec![
+        ("id", d.id.clone()),
+        ("name", d.name.clone()),
+        ("description", d.description.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into())),
+        ("indexing", d.indexing_technique.clone().unwrap_or_else(|| "-".into())),
+        ("documents", d.document_count.to_string()),
+        ("words", d.word_count.to_string()),
+        ("embedding model", d.embedding_model.clone().unwrap_or_else(|| "- (none yet)".into())),
+        ("search method", setting("search_method")),
+        ("top k", setting("top_k")),
+        ("created", format_utc(d.created_at)),
+    ];
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter().map(|(k, v)| format!("{k:<width$}  {v}\n")).collect()
+}
+
+/// Documents with their segment counts (from each document's detail).
+pub fn documents(docs: &[(Document, u64)]) -> String {
+    let rows = docs
+        .iter()
+        .map(|(d, segments)| {
+            let error = d.error.as_deref().map_or_else(|| "-".to_owned(), one_line);
+            vec![d.id.clone(), d.name.clone(), d.display_status.clone(), segments.to_string(), d.word_count.to_string(), error]
+        })
+        .collect::<Vec<_>>();
+    table(&["ID", "NAME", "STATUS", "SEGMENTS", "WORDS", "ERROR"], &rows)
+}
+
+/// Widest excerpt of a hit, in terminal columns (a CJK character takes two).
+const EXCERPT_COLUMNS: usize = 100;
+
+pub fn hits(records: &[RetrieveRecord]) -> String {
+    let rows = records
+        .iter()
+        .map(|r| {
+            let score = r.score.map_or_else(|| "-".to_owned(), |s| format!("{s:.3}"));
+            vec![score, r.segment.document.name.clone(), excerpt(&r.segment.content, EXCERPT_COLUMNS)]
+        })
+        .collect::<Vec<_>>();
+    table(&["SCORE", "DOCUMENT", "EXCERPT"], &rows)
+}
+
+/// Whitespace (newlines included) collapsed to single spaces.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// [`one_line`], cut to at most `max` terminal columns with an ellipsis.
+fn excerpt(text: &str, max: usize) -> String {
+    let line = one_line(text);
+    if UnicodeWidthStr::width(line.as_str()) <= max {
+        return line;
+    }
+    let mut cut = String::new();
+    let mut used = 0;
+    for c in line.chars() {
+        let w = UnicodeWidthChar::width(c).unwrap_or(0);
+        // One column is kept for the ellipsis.
+        if used + w > max.saturating_sub(1) {
+            break;
+        }
+        used += w;
+        cut.push(c);
+    }
+    format!("{}…", cut.trim_end())
 }
 
 /// Columns padded to their widest cell (in characters), two spaces apart.
@@ -86,7 +180,7 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 #[allow(clippy::unwrap_used)] // tests may unwrap (style.md)
 mod tests {
     use super::*;
-    use edgeai_common::admin::{AppInfo, KeyInfo, ModelStatus};
+    use edgeai_common::admin::{AppInfo, KeyInfo, KeyKind, ModelStatus};
 
     #[test]
     fn keys_table_aligns_and_formats_times() {
@@ -94,6 +188,7 @@ mod tests {
             data: vec![
                 KeyInfo {
                     id: "k1".into(),
+                    kind: KeyKind::App,
                     app_id: "demo".into(),
                     prefix: "app-Ab3".into(),
                     created_at: 1_700_000_000,
@@ -102,20 +197,50 @@ mod tests {
                 },
                 KeyInfo {
                     id: "k22".into(),
+                    kind: KeyKind::App,
                     app_id: "télé".into(),
                     prefix: "app-Zz9".into(),
                     created_at: 0,
                     revoked_at: Some(86_400),
                     last_used_at: None,
                 },
+                KeyInfo {
+                    id: "k3".into(),
+                    kind: KeyKind::Dataset,
+                    app_id: String::new(),
+                    prefix: "Qw8".into(),
+                    created_at: 0,
+                    revoked_at: None,
+                    last_used_at: None,
+                },
             ],
         };
         let expected = "\
-ID   APP   PREFIX   CREATED               REVOKED               LAST USED
-k1   demo  app-Ab3  2023-11-14T22:13:20Z  -                     2023-11-14T22:14:20Z
-k22  télé  app-Zz9  1970-01-01T00:00:00Z  1970-01-02T00:00:00Z  -
+ID   KIND     APP   PREFIX   CREATED               REVOKED               LAST USED
+k1   app      demo  app-Ab3  2023-11-14T22:13:20Z  -                     2023-11-14T22:14:20Z
+k22  app      télé  app-Zz9  1970-01-01T00:00:00Z  1970-01-02T00:00:00Z  -
+k3   dataset  -     Qw8      1970-01-01T00:00:00Z  -                     -
 ";
         assert_eq!(keys(&list), expected);
+    }
+
+    #[test]
+    fn excerpts_are_one_line_and_cut_by_columns() {
+        assert_eq!(excerpt("Alarm E17:\n\n  reset   the PLC", 100), "Alarm E17: reset the PLC");
+        assert_eq!(excerpt(&"a".repeat(20), 10), format!("{}…", "a".repeat(9)));
+        // Each CJK character takes two columns: four of them and the ellipsis fill 9 of 10.
+        assert_eq!(excerpt(&"复位".repeat(80), 10), "复位复位…");
+    }
+
+    #[test]
+    fn hits_table_shows_score_document_excerpt() {
+        let record: RetrieveRecord = serde_json::from_value(serde_json::json!({
+            "segment": {"id": "s", "position": 1, "content": "To clear alarm\nE17, press RESET.",
+                        "document": {"id": "d", "name": "plc-alarms.md"}},
+            "score": 0.8312
+        }))
+        .unwrap();
+        assert_eq!(hits(&[record]), "SCORE  DOCUMENT       EXCERPT\n0.831  plc-alarms.md  To clear alarm E17, press RESET.\n");
     }
 
     #[test]

@@ -49,6 +49,45 @@ pub enum DaemonError {
     DemoKeyStore(store::StoreError),
     #[error("workflow.http_allow: {0}")]
     HttpAllow(service::outbound::OutboundError),
+    #[error("dev.demo_rag_app {}: {source}", path.display())]
+    DemoApp { path: std::path::PathBuf, source: std::io::Error },
+    #[error("embedding.upstream_model is set but upstream.url is not")]
+    EmbeddingUpstream,
+    #[error("starting the knowledge bases: {0}")]
+    Knowledge(service::knowledge::KnowledgeError),
+}
+
+/// Picks the embedding model (the upstream's when `embedding.upstream_model`
+/// is set, else the local one when `[embedding]` is on; a local model that
+/// does not load leaves knowledge bases to full-text search, with a
+/// warning) and starts the knowledge service, which queues documents a
+/// crash left half-indexed.
+async fn start_knowledge(settings: &Settings, store: &Store, threads: u32) -> Result<Arc<service::knowledge::Knowledge>, DaemonError> {
+    let embedder = match &settings.embedding.upstream_model {
+        Some(model) if settings.upstream.url.is_some() => {
+            let e = &settings.embedding;
+            let up = model::upstream::Upstream::new(&settings.upstream);
+            tracing::info!(model = %model, "knowledge bases embed through the upstream's /embeddings");
+            Some(Arc::new(model::embed::Embeddings::Upstream(model::embed::UpstreamEmbedder::new(
+                up,
+                model.clone(),
+                e.query_prefix.clone(),
+                e.passage_prefix.clone(),
+            ))))
+        }
+        Some(_) => return Err(DaemonError::EmbeddingUpstream),
+        None if settings.embedding.enabled => load_embedder(settings, threads).await.map(|e| Arc::new(model::embed::Embeddings::Local(e))),
+        None => None,
+    };
+    let k =
+        service::knowledge::Knowledge::start(store.clone(), embedder, settings.knowledge.clone()).await.map_err(DaemonError::Knowledge)?;
+    if let Some(dir) = &settings.dev.demo_dataset_dir {
+        match k.seed_dir(dir).await {
+            Ok(s) => tracing::info!(dataset = %s.dataset_name, id = %s.dataset_id, queued = s.queued, present = s.present, "demo dataset"),
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "could not seed the demo dataset"),
+        }
+    }
+    Ok(k)
 }
 
 /// Runs the daemon until it is told to stop. `exec_start` is when the
@@ -104,12 +143,18 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         tracing::info!(app = %app, new_version = changed, "app from config");
     }
 
+    let knowledge = start_knowledge(&settings, &store, threads).await?;
+    service.set_knowledge(Arc::clone(&knowledge));
+
     let listeners = Listeners::bind(&settings.server)?;
     let tcp_addr = listeners.tcp_addr();
     if let Some(path) = &settings.dev.demo_key_file {
         if let Some(app) = settings.apps.first() {
             demo_key(&store, &app.id, path, tcp_addr).await?;
         }
+    }
+    if let Some(path) = &settings.dev.demo_rag_app {
+        demo_rag_app(&service, path, settings.dev.demo_rag_key_file.as_deref(), tcp_addr).await?;
     }
     match service::features::sweep_unfinished_uploads(&settings.files.dir).await {
         Ok(0) => {}
@@ -132,6 +177,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         admin_gid,
         model_name: settings.model.name.clone(),
         cpu_features: cpu::describe(),
+        knowledge: Some(Arc::clone(&knowledge)),
     });
     let signals = Signals::install().map_err(DaemonError::Signals)?;
 
@@ -153,7 +199,10 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         n.status(&supervise::status_text(st));
     });
     if let Some(timeout) = supervise::watchdog_timeout() {
-        tokio::spawn(supervise::watchdog_task(notifier.clone(), timeout, store.clone(), Arc::clone(&runtime)));
+        let k = Arc::clone(&knowledge);
+        tokio::spawn(supervise::watchdog_task(notifier.clone(), timeout, store.clone(), Arc::clone(&runtime), move || {
+            k.embedder_heartbeat_age()
+        }));
     }
 
     // Signals for the rest of the daemon's life: the first SIGTERM/SIGINT
@@ -269,7 +318,7 @@ async fn reload(service: &Service, sources: &Sources, notifier: &Notifier) {
 async fn demo_key(store: &Store, app_id: &str, path: &Path, tcp_addr: Option<std::net::SocketAddr>) -> Result<(), DaemonError> {
     let existing = std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     let key = match existing {
-        Some(k) if store.authenticate(&k).await.ok().flatten().is_some_and(|i| i.app_id == app_id) => k,
+        Some(k) if store.authenticate(&k).await.ok().flatten().is_some_and(|i| i.app_id() == Some(app_id)) => k,
         _ => {
             let (_, secret) = store.create_key(app_id).await.map_err(DaemonError::DemoKeyStore)?;
             write_private(path, &secret).map_err(|source| DaemonError::DemoKey { path: path.to_owned(), source })?;
@@ -283,6 +332,50 @@ async fn demo_key(store: &Store, app_id: &str, path: &Path, tcp_addr: Option<std
         "edgeaid: try: curl -s {base}/chat-messages -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \
          -d '{{\"query\": \"Hello!\", \"inputs\": {{}}, \"user\": \"me\", \"response_mode\": \"blocking\"}}'"
     );
+    Ok(())
+}
+
+/// Loads the local embedding model; `None` (with a warning) when it does not load.
+async fn load_embedder(settings: &Settings, threads: u32) -> Option<Arc<model::embed::Embedder>> {
+    let e = &settings.embedding;
+    let cfg = model::embed::EmbedConfig {
+        path: e.path.clone(),
+        threads: e.threads.unwrap_or(threads),
+        batch_texts: e.batch_texts,
+        max_tokens: e.max_tokens,
+        query_prefix: e.query_prefix.clone(),
+        passage_prefix: e.passage_prefix.clone(),
+        queue: e.queue,
+    };
+    match tokio::task::spawn_blocking(move || model::embed::Embedder::load(cfg)).await {
+        Ok(Ok(em)) => {
+            tracing::info!(model = em.model_id(), dims = em.dims(), "embedding model loaded");
+            Some(em)
+        }
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "embedding model not loaded: knowledge bases search by full text only");
+            None
+        }
+        Err(join) => {
+            tracing::warn!(error = %join, "embedding model load panicked: knowledge bases search by full text only");
+            None
+        }
+    }
+}
+
+/// Imports the development RAG app (`dev.demo_rag_app`) and writes a key of it.
+async fn demo_rag_app(
+    service: &Service,
+    path: &Path,
+    key_file: Option<&Path>,
+    tcp_addr: Option<std::net::SocketAddr>,
+) -> Result<(), DaemonError> {
+    let yaml = std::fs::read_to_string(path).map_err(|source| DaemonError::DemoApp { path: path.to_owned(), source })?;
+    let (v, _) = service.import_dsl(&yaml, None, None, &[]).await.map_err(DaemonError::Apps)?;
+    tracing::info!(app = %v.app_id, version = v.version, new_version = v.created, "demo RAG app");
+    if let Some(key_file) = key_file {
+        demo_key(service.store(), &v.app_id, key_file, tcp_addr).await?;
+    }
     Ok(())
 }
 

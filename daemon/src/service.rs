@@ -6,6 +6,7 @@
 //! through to the store, scoped by app and user.
 //! Knows nothing of HTTP or JSON wire shapes.
 
+pub mod annotations;
 pub mod knowledge;
 pub mod outbound;
 mod run;
@@ -65,6 +66,9 @@ pub enum ServiceError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Store(StoreError),
+    /// The app's knowledge search failed (an app with datasets).
+    #[error(transparent)]
+    Knowledge(Box<knowledge::KnowledgeError>),
     #[error("the daemon is shutting down")]
     ShuttingDown,
     /// Stored state the daemon cannot use (a bug or a damaged store).
@@ -140,6 +144,10 @@ pub struct Service {
     shutting_down: AtomicBool,
     /// Model mapping, upstream, outbound HTTP and limits of workflow runs.
     workflows: workflow::WorkflowRuntime,
+    /// Knowledge bases, once started (after the store and the embedder).
+    knowledge: std::sync::OnceLock<Arc<knowledge::Knowledge>>,
+    /// Annotation replies, attached with the knowledge service (its embedder).
+    annotations: std::sync::OnceLock<Arc<annotations::Annotations>>,
 }
 
 fn now_secs() -> i64 {
@@ -151,6 +159,25 @@ fn new_id() -> String {
 }
 
 impl Service {
+    /// Attaches the knowledge service (once, at start).
+    pub fn set_knowledge(&self, k: Arc<knowledge::Knowledge>) {
+        let a = annotations::Annotations::new(self.store.clone(), k.loaded_embedder().cloned(), k.dir().join("annotations"));
+        let _ = self.annotations.set(a);
+        if self.knowledge.set(k).is_err() {
+            tracing::warn!("the knowledge service was attached twice; keeping the first");
+        }
+    }
+
+    /// Annotation replies, when the knowledge service runs.
+    pub fn annotations(&self) -> Option<&Arc<annotations::Annotations>> {
+        self.annotations.get()
+    }
+
+    /// The knowledge service, when it runs.
+    pub fn knowledge(&self) -> Option<&Arc<knowledge::Knowledge>> {
+        self.knowledge.get()
+    }
+
     pub fn new(store: Store, model: Arc<ModelRuntime>, workflows: workflow::WorkflowRuntime) -> Arc<Self> {
         Arc::new(Service {
             workflows,
@@ -160,6 +187,8 @@ impl Service {
             apps_change: tokio::sync::Mutex::new(()),
             runs: Arc::new(Runs::default()),
             shutting_down: AtomicBool::new(false),
+            knowledge: std::sync::OnceLock::new(),
+            annotations: std::sync::OnceLock::new(),
         })
     }
 
@@ -204,13 +233,22 @@ impl Service {
     /// Imports a Dify DSL document: every problem is reported at once and
     /// nothing is stored unless there is none. Returns the stored version
     /// and which model each node maps to.
+    /// `datasets`: `OLD=NEW` pairs mapping the DSL's dataset ids to local
+    /// datasets (id or name); local ids and names map to themselves.
     pub async fn import_dsl(
         &self,
         yaml: &str,
         id: Option<String>,
         name: Option<String>,
+        datasets: &[(String, String)],
     ) -> Result<(store::AppVersion, Vec<workflow::ModelMapping>), ServiceError> {
-        let opts = crate::engine::workflow::dsl::ImportOptions { id, name, caps: crate::engine::workflow::Capabilities::default() };
+        let datasets = match self.knowledge() {
+            Some(k) => k.dataset_resolution(datasets).await.map_err(|e| ServiceError::InvalidParam(e.to_string()))?,
+            None if datasets.is_empty() => Default::default(),
+            None => return Err(ServiceError::InvalidParam("--dataset: knowledge bases are not available in this daemon".into())),
+        };
+        let opts =
+            crate::engine::workflow::dsl::ImportOptions { id, name, caps: crate::engine::workflow::Capabilities::default(), datasets };
         let app = crate::engine::workflow::dsl::import(yaml, &opts)
             .map_err(|problems| ServiceError::DslInvalid(problems.iter().map(ToString::to_string).collect()))?;
         let models = self.model_mappings(&app);
@@ -304,15 +342,24 @@ impl Service {
         Ok(n)
     }
 
-    /// The app an API key opens.
+    /// The app an API key opens. A dataset key opens no app: `Unknown`.
     pub async fn app_for_key(&self, token: &str) -> Result<KeyLookup, ServiceError> {
         Ok(match self.store.authenticate(token).await? {
             None => KeyLookup::Unknown,
-            Some(key) => match self.app(&key.app_id) {
-                Some(app) => KeyLookup::App(app),
-                None => KeyLookup::AppNotServed,
+            Some(key) => match key.scope {
+                store::KeyScope::Datasets => KeyLookup::Unknown,
+                store::KeyScope::App(app_id) => match self.app(&app_id) {
+                    Some(app) => KeyLookup::App(app),
+                    None => KeyLookup::AppNotServed,
+                },
             },
         })
+    }
+
+    /// The dataset key `token` is, if it is one (an app key is `None`: it
+    /// never opens the datasets API).
+    pub async fn dataset_key(&self, token: &str) -> Result<Option<store::ApiKeyInfo>, ServiceError> {
+        Ok(self.store.authenticate(token).await?.filter(|key| key.scope == store::KeyScope::Datasets))
     }
 
     /// Every stored app with its active version (served or not).
@@ -347,6 +394,18 @@ impl Service {
     }
 
     /// The served definition of an app with its version and workflow id.
+    /// The served apps whose workflow searches this dataset (their ids).
+    pub fn apps_using_dataset(&self, dataset_id: &str) -> Vec<String> {
+        let apps = self.apps.read().unwrap_or_else(PoisonError::into_inner);
+        let mut out: Vec<String> = apps
+            .iter()
+            .filter(|(_, s)| s.def.workflow.as_ref().is_some_and(|w| w.dataset_ids().iter().any(|d| d == dataset_id)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
     pub(crate) fn served(&self, id: &str) -> Option<Served> {
         self.apps.read().unwrap_or_else(PoisonError::into_inner).get(id).cloned()
     }
@@ -436,7 +495,14 @@ impl Service {
     pub async fn create_key(&self, app_id: &str) -> Result<(store::ApiKeyInfo, String), ServiceError> {
         self.require_app(app_id).await?;
         let (info, secret) = self.store.create_key(app_id).await?;
-        tracing::info!(app = %info.app_id, key_id = %info.id, prefix = %info.prefix, "API key created");
+        tracing::info!(app = app_id, key_id = %info.id, prefix = %info.prefix, "API key created");
+        Ok((info, secret))
+    }
+
+    /// A new dataset key: its info and the secret (shown once).
+    pub async fn create_dataset_key(&self) -> Result<(store::ApiKeyInfo, String), ServiceError> {
+        let (info, secret) = self.store.create_dataset_key().await?;
+        tracing::info!(key_id = %info.id, prefix = %info.prefix, "dataset API key created");
         Ok((info, secret))
     }
 
@@ -449,7 +515,7 @@ impl Service {
 
     pub async fn revoke_key(&self, key_id: &str) -> Result<store::ApiKeyInfo, ServiceError> {
         let info = self.store.revoke_key(key_id).await.map_err(not_found_as(ServiceError::KeyNotFound(key_id.to_owned())))?;
-        tracing::info!(app = %info.app_id, key_id = %info.id, "API key revoked");
+        tracing::info!(app = info.app_id(), kind = %info.kind(), key_id = %info.id, "API key revoked");
         Ok(info)
     }
 
@@ -481,8 +547,17 @@ impl Service {
             ),
             None => None,
         };
-        let turn = Turn::new(Arc::clone(&app), TurnRequest { user: req.user, query: req.query, inputs: req.inputs }, kept)?;
+        let mut turn = Turn::new(Arc::clone(&app), TurnRequest { user: req.user, query: req.query, inputs: req.inputs }, kept)?;
+        if app.mode == AppMode::Chat {
+            if let Some(hit) = self.annotation_hit(&app.id, &turn.query).await {
+                let (store, conversation_id) = (self.store.clone(), conversation.map(|c| c.id));
+                return tokio::spawn(reply_from_annotation(store, app, turn, conversation_id, hit))
+                    .await
+                    .map_err(|e| ServiceError::Model(ModelError::Inference(format!("start task: {e}"))))?;
+            }
+        }
         let model = self.model.ready()?;
+        let retriever_resources = self.app_knowledge(&app, &mut turn).await?;
         let history = match &conversation {
             Some(c) => self.store.history(&c.id, app.history_turns).await?,
             None => Vec::new(),
@@ -495,11 +570,62 @@ impl Service {
         // From the first write on, the work runs in a task of its own: a
         // client that leaves cannot drop it between the pending row and the
         // run task that finishes that row.
-        let queued = Queued { app, turn, conversation_id: conversation.map(|c| c.id), prompt, admission, kept_turns };
+        let queued = Queued { app, turn, conversation_id: conversation.map(|c| c.id), prompt, admission, kept_turns, retriever_resources };
         let (store, runs) = (self.store.clone(), Arc::clone(&self.runs));
         tokio::spawn(record_and_queue(store, runs, model, queued))
             .await
             .map_err(|e| ServiceError::Model(ModelError::Inference(format!("start task: {e}"))))?
+    }
+
+    /// The curated annotation answering this query, if the app's replies
+    /// are on and one matches. As in Dify, a failure to match is logged and
+    /// the model answers.
+    async fn annotation_hit(&self, app_id: &str, query: &str) -> Option<(store::AnnotationRecord, f32)> {
+        match self.annotations()?.match_query(app_id, query).await {
+            Ok(hit) => hit,
+            Err(e) => {
+                tracing::warn!(app = app_id, error = %crate::telemetry::chain(&e), "annotation reply matching failed; the model answers");
+                None
+            }
+        }
+    }
+
+    /// The knowledge of a chat or completion app with datasets: its
+    /// datasets searched with the query, the segments put in the turn's
+    /// context, and returned as Dify's `retriever_resources`. Nothing for an
+    /// app without datasets or an empty query.
+    async fn app_knowledge(&self, app: &AppDefinition, turn: &mut Turn) -> Result<Vec<Value>, ServiceError> {
+        let Some(d) = &app.datasets else { return Ok(Vec::new()) };
+        if turn.query.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = self.knowledge().ok_or_else(|| ServiceError::InvalidParam("the app's knowledge bases are not available".into()))?;
+        let call = crate::engine::workflow::KnowledgeCall {
+            node_id: String::new(),
+            dataset_ids: d.dataset_ids.clone(),
+            query: turn.query.clone(),
+            single: d.single,
+            top_k: d.top_k,
+            score_threshold: d.score_threshold,
+            weights: d.weights,
+        };
+        let hits = k.node_search(call).await.map_err(|e| ServiceError::Knowledge(Box::new(e)))?;
+        let mut context = String::new();
+        let mut resources = Vec::with_capacity(hits.len());
+        for (i, h) in hits.iter().enumerate() {
+            context.push_str(&h.content);
+            context.push('\n');
+            let item = crate::engine::workflow::nodes::knowledge::result_item(i + 1, h);
+            let mut r = crate::engine::workflow::nodes::knowledge::retriever_resource(
+                item["metadata"].as_object().unwrap_or(&Map::new()),
+                &h.content,
+            );
+            r["retriever_from"] = Value::String("api".into());
+            resources.push(r);
+        }
+        tracing::debug!(app = %app.id, segments = hits.len(), "knowledge context");
+        turn.context = (!hits.is_empty()).then_some(context);
+        Ok(resources)
     }
 
     /// Starts an OpenAI-style completion: stateless, nothing stored.
@@ -517,7 +643,16 @@ impl Service {
         let task_id = new_id();
         let spec = RunSpec { task_id: task_id.clone(), app_id: app.id.clone(), user: String::new(), persist: None };
         let (events, left) = self.runs.spawn(self.store.clone(), model, spec, cancel, gen);
-        Ok(Run { task_id: task_id.clone(), message_id: task_id, conversation_id: None, created_at: now_secs(), events, left })
+        Ok(Run {
+            task_id: task_id.clone(),
+            message_id: task_id,
+            conversation_id: None,
+            created_at: now_secs(),
+            events,
+            annotation: None,
+            left,
+            retriever_resources: Vec::new(),
+        })
     }
 
     /// Dify's stop: cancels the task if it belongs to this app and user
@@ -570,13 +705,15 @@ struct Queued {
     prompt: Prompt,
     admission: Admission,
     kept_turns: usize,
+    /// The knowledge segments the prompt carries (Dify's `retriever_resources`).
+    retriever_resources: Vec<Value>,
 }
 
 /// Records the conversation and the pending message, queues the job and
 /// spawns its run. A failure after a new conversation was created removes
 /// it again, so a refused turn leaves nothing behind.
 async fn record_and_queue(store: Store, runs: Arc<Runs>, model: Arc<LocalModel>, q: Queued) -> Result<Run, ServiceError> {
-    let Queued { app, turn, conversation_id, prompt, admission, kept_turns } = q;
+    let Queued { app, turn, conversation_id, prompt, admission, kept_turns, retriever_resources } = q;
     let (conversation_id, created) = match (conversation_id, app.mode) {
         (Some(c), _) => (Some(c), false),
         (None, AppMode::Chat) => {
@@ -633,7 +770,68 @@ async fn record_and_queue(store: Store, runs: Arc<Runs>, model: Arc<LocalModel>,
         persist: Some(Persist { message_id: message_id.clone(), conversation_id: conversation_id.clone() }),
     };
     let (events, left) = runs.spawn(store, model, spec, cancel, gen);
-    Ok(Run { task_id, message_id, conversation_id, created_at: now_secs(), events, left })
+    Ok(Run { task_id, message_id, conversation_id, created_at: now_secs(), events, annotation: None, left, retriever_resources })
+}
+
+/// Answers a chat turn with an annotation's curated answer, as Dify's
+/// annotation reply: the conversation and the message are stored with that
+/// answer (no model call), and the run's events are that answer and its end.
+async fn reply_from_annotation(
+    store: Store,
+    app: Arc<AppDefinition>,
+    turn: Turn,
+    conversation_id: Option<String>,
+    (annotation, score): (store::AnnotationRecord, f32),
+) -> Result<Run, ServiceError> {
+    let started = std::time::Instant::now();
+    let conversation_id = match conversation_id {
+        Some(c) => c,
+        None => {
+            let inputs_json = Value::Object(turn.inputs.clone()).to_string();
+            store.create_conversation(&app.id, &turn.user, &conversation_name(&turn.query), &inputs_json).await?.id
+        }
+    };
+    let (task_id, message_id) = (new_id(), new_id());
+    store
+        .begin_message(NewMessage {
+            id: message_id.clone(),
+            app_id: app.id.clone(),
+            conversation_id: Some(conversation_id.clone()),
+            user: turn.user.clone(),
+            task_id: task_id.clone(),
+            query: turn.query.clone(),
+            inputs_json: Value::Object(turn.inputs.clone()).to_string(),
+        })
+        .await?;
+    let latency = started.elapsed();
+    let o = store::MessageOutcome {
+        answer: annotation.answer.clone(),
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        latency_ms: latency.as_millis() as u64,
+        status: store::MessageStatus::Normal,
+        error: None,
+    };
+    store.finish_message(&message_id, o).await?;
+    if let Err(e) = store.touch_conversation(&conversation_id).await {
+        tracing::warn!(conversation_id = %conversation_id, error = %crate::telemetry::chain(&e), "could not update the conversation time");
+    }
+    tracing::info!(task_id = %task_id, message_id = %message_id, app = %app.id, annotation = %annotation.id, score, "answered from an annotation");
+    let (tx, events) = tokio::sync::mpsc::channel(2);
+    let usage = Usage { latency, ..Usage::default() };
+    // The channel has room for both events and nobody else holds it.
+    let _ = tx.try_send(RunEvent::Text(annotation.answer));
+    let _ = tx.try_send(RunEvent::End { usage, finish: crate::model::FinishReason::Stop });
+    Ok(Run {
+        task_id,
+        message_id,
+        conversation_id: Some(conversation_id),
+        created_at: now_secs(),
+        events,
+        annotation: Some(annotation.id),
+        left: Arc::default(),
+        retriever_resources: Vec::new(),
+    })
 }
 
 fn not_found_as(e: ServiceError) -> impl FnOnce(StoreError) -> ServiceError {
@@ -723,6 +921,20 @@ mod tests {
         let stored: AppDefinition = serde_json::from_str(&svc.stored_app("x").await.expect("stored").definition_json).expect("parses");
         let served = svc.app("x").expect("served");
         assert_eq!(served.pre_prompt, stored.pre_prompt, "the registry serves another version than the store's active one");
+    }
+
+    /// An app key never opens the datasets API and a dataset key never an app.
+    #[tokio::test]
+    async fn app_and_dataset_keys_open_only_their_own_routes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = service(dir.path());
+        svc.sync_config_apps(vec![app("a", "A")]).await.expect("synced");
+        let (_, app_key) = svc.create_key("a").await.expect("app key");
+        let (info, dataset_key) = svc.create_dataset_key().await.expect("dataset key");
+        assert!(matches!(svc.app_for_key(&app_key).await.expect("lookup"), KeyLookup::App(a) if a.id == "a"));
+        assert!(matches!(svc.app_for_key(&dataset_key).await.expect("lookup"), KeyLookup::Unknown));
+        assert_eq!(svc.dataset_key(&dataset_key).await.expect("lookup").map(|k| k.id), Some(info.id));
+        assert_eq!(svc.dataset_key(&app_key).await.expect("lookup"), None);
     }
 
     #[tokio::test]

@@ -92,6 +92,8 @@ pub enum Unhealthy {
     EventLoopLag(Duration),
     StoreWriter(String),
     InferenceStalled,
+    /// The embedding model's thread has shown no progress.
+    EmbedderStalled,
 }
 
 impl std::fmt::Display for Unhealthy {
@@ -100,14 +102,23 @@ impl std::fmt::Display for Unhealthy {
             Unhealthy::EventLoopLag(d) => write!(f, "event loop lagged {} ms", d.as_millis()),
             Unhealthy::StoreWriter(e) => write!(f, "store writer not answering: {e}"),
             Unhealthy::InferenceStalled => write!(f, "inference thread shows no progress"),
+            Unhealthy::EmbedderStalled => write!(f, "embedding thread shows no progress"),
         }
     }
 }
 
 /// The health task: every `period` (half of WATCHDOG_USEC) it probes the
-/// event loop, the store writer and the inference thread, and pings the
-/// watchdog only if all are well. Runs until the process ends.
-pub async fn watchdog_task(notifier: Notifier, timeout: Duration, store: Store, model: Arc<ModelRuntime>) {
+/// event loop, the store writer, the inference thread and the embedding
+/// thread (`embedder_age`: the age of its last sign of progress, `None`
+/// without one), and pings the watchdog only if all are well. Runs until
+/// the process ends.
+pub async fn watchdog_task(
+    notifier: Notifier,
+    timeout: Duration,
+    store: Store,
+    model: Arc<ModelRuntime>,
+    embedder_age: impl Fn() -> Option<Duration> + Send + 'static,
+) {
     let period = timeout / 2;
     // Progress older than this means stuck; leaves room for one long decode.
     let max_age = (timeout * 3 / 4).max(Duration::from_millis(500));
@@ -120,7 +131,10 @@ pub async fn watchdog_task(notifier: Notifier, timeout: Duration, store: Store, 
         tick.tick().await;
         let lag = last.elapsed().saturating_sub(period);
         last = Instant::now();
-        let verdict = probe(lag, period, &store, &model, max_age).await;
+        let verdict = match probe(lag, period, &store, &model, max_age).await {
+            Ok(()) if embedder_age().is_some_and(|age| age > max_age) => Err(Unhealthy::EmbedderStalled),
+            other => other,
+        };
         match verdict {
             Ok(()) => {
                 notifier.watchdog();

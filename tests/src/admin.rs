@@ -41,8 +41,16 @@ impl Admin {
 
     /// Creates a key for `app`; returns (key id, secret).
     pub fn create_key(&self, app: &str) -> (String, String) {
-        let created: CreatedKey =
-            block_on(self.client.post_json("/admin/v1/keys", &CreateKeyRequest { app: app.to_owned() })).expect("admin: create a key");
+        self.post_key(&CreateKeyRequest { app: Some(app.to_owned()), dataset: false })
+    }
+
+    /// Creates a Knowledge API (`dataset-…`) key; returns (key id, secret).
+    pub fn create_dataset_key(&self) -> (String, String) {
+        self.post_key(&CreateKeyRequest { app: None, dataset: true })
+    }
+
+    fn post_key(&self, request: &CreateKeyRequest) -> (String, String) {
+        let created: CreatedKey = block_on(self.client.post_json("/admin/v1/keys", request)).expect("admin: create a key");
         (created.id, created.key)
     }
 

@@ -239,6 +239,13 @@ impl DaemonBuilder {
         self.add_app(app)
     }
 
+    /// Loads the embedding model (`[embedding] path`), for knowledge bases;
+    /// without it the daemon runs them by full text only.
+    pub fn with_embedder(self) -> Self {
+        let path = paths::embed_model();
+        self.set("embedding.path", path.display().to_string())
+    }
+
     /// Uses this model file instead of the default test model.
     pub fn model_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.model_path = Some(path.into());

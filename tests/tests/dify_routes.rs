@@ -8,51 +8,11 @@
 
 use std::path::Path;
 
-use edgeai_tests::{is_uuid, Client, DaemonBuilder, Response};
+use edgeai_tests::multipart::{field, file, post_form, Part, BOUNDARY};
+use edgeai_tests::{is_uuid, DaemonBuilder};
 use serde_json::{json, Value};
 
-const BOUNDARY: &str = "edgeai-test-boundary-7f3a";
 const UNKNOWN: &str = "3f0e8a52-9a5c-4c1e-8f43-2f3b8d3c9e11";
-
-/// One part of a multipart/form-data body.
-struct Part<'a> {
-    name: &'a str,
-    file_name: Option<&'a str>,
-    content_type: Option<&'a str>,
-    data: &'a [u8],
-}
-
-fn field<'a>(name: &'a str, value: &'a str) -> Part<'a> {
-    Part { name, file_name: None, content_type: None, data: value.as_bytes() }
-}
-
-fn file<'a>(name: &'a str, file_name: &'a str, content_type: &'a str, data: &'a [u8]) -> Part<'a> {
-    Part { name, file_name: Some(file_name), content_type: Some(content_type), data }
-}
-
-fn multipart(parts: &[Part<'_>]) -> Vec<u8> {
-    let mut b = Vec::new();
-    for p in parts {
-        b.extend_from_slice(format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{}\"", p.name).as_bytes());
-        if let Some(f) = p.file_name {
-            b.extend_from_slice(format!("; filename=\"{f}\"").as_bytes());
-        }
-        b.extend_from_slice(b"\r\n");
-        if let Some(ct) = p.content_type {
-            b.extend_from_slice(format!("Content-Type: {ct}\r\n").as_bytes());
-        }
-        b.extend_from_slice(b"\r\n");
-        b.extend_from_slice(p.data);
-        b.extend_from_slice(b"\r\n");
-    }
-    b.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-    b
-}
-
-fn post_form(c: &Client, path: &str, parts: &[Part<'_>]) -> Response {
-    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
-    c.request("POST", path, &[("Content-Type", &ct)], Some(&multipart(parts)))
-}
 
 /// The files kept in the upload directory (names), sorted.
 fn stored_files(dir: &Path) -> Vec<String> {

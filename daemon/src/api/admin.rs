@@ -1,8 +1,10 @@
 //! The admin API (`/admin/v1/...`), served only on the unix socket and only
 //! to root or members of `server.admin_group` (checked from SO_PEERCRED):
 //! status, apps (list, import as JSON or Dify DSL, versions, activate,
-//! export as DSL), API keys (create, list, revoke), and a chat
-//! route that is authorised by the peer instead of a key.
+//! export as DSL), API keys of apps and of the Knowledge API (create, list,
+//! revoke), a chat route that is authorised by the peer instead of a key,
+//! and the Knowledge API itself under `/admin/v1/datasets` (the handlers of
+//! `/v1/datasets`, without a dataset key: `edgeaictl datasets`).
 
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use super::error::ApiError;
 use super::ApiState;
 use crate::engine::AppDefinition;
 use crate::service::ServiceError;
-use crate::store::{ApiKeyInfo, StoredApp};
+use crate::store::{ApiKeyInfo, KeyScope, StoredApp};
 
 /// Root, the admin group as primary group, or a listed member of it.
 pub async fn authorise(state: &ApiState, uid: u32, gid: u32) -> Result<(), ApiError> {
@@ -65,7 +67,7 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             // A DSL may be up to MAX_DSL_BYTES of YAML, which JSON escaping can double.
             let limit = state.limits.max_body_bytes.max(2 * crate::engine::workflow::dsl::MAX_DSL_BYTES);
             let b: wire::ImportDslRequest = body::typed(body::read_json(req.into_body(), limit).await?)?;
-            let (v, models) = svc.import_dsl(&b.yaml, b.id, b.name).await?;
+            let (v, models) = svc.import_dsl(&b.yaml, b.id, b.name, &b.datasets).await?;
             let stored = svc.stored_app(&v.app_id).await?;
             tracing::info!(app = %v.app_id, version = v.version, created = v.created, mode = %stored.mode, "DSL imported");
             let models = models
@@ -133,12 +135,26 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
         }
         (["keys"], &Method::POST) => {
             let b: wire::CreateKeyRequest = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
-            let (info, secret) = svc.create_key(&b.app).await?;
-            reply(StatusCode::CREATED, &wire::CreatedKey { id: info.id, app_id: info.app_id, key: secret, created_at: info.created_at })
+            let (info, secret) = match (b.app.filter(|a| !a.is_empty()), b.dataset) {
+                (Some(app), false) => svc.create_key(&app).await?,
+                (None, true) => svc.create_dataset_key().await?,
+                (Some(_), true) => {
+                    return Err(ApiError::InvalidParam("a key opens an app or the Knowledge API: give app or dataset, not both".into()))
+                }
+                (None, false) => return Err(ApiError::InvalidParam("app is required (or dataset: true for a Knowledge API key)".into())),
+            };
+            let kind = key_kind(&info);
+            let app_id = info.app_id().unwrap_or_default().to_owned();
+            reply(StatusCode::CREATED, &wire::CreatedKey { id: info.id, kind, app_id, key: secret, created_at: info.created_at })
         }
         (["keys", id], &Method::DELETE) => {
             svc.revoke_key(id).await?;
             Ok(body::empty(StatusCode::NO_CONTENT))
+        }
+        // The Knowledge API for the operator: Dify's routes, no key.
+        (["datasets", rest @ ..], _) => {
+            let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
+            super::datasets::serve(state, &rest, req, super::datasets::Caller::Admin).await
         }
         (
             ["status"]
@@ -195,10 +211,19 @@ fn app_info(a: &StoredApp) -> wire::AppInfo {
     }
 }
 
+/// A dataset key belongs to no app: the store keeps its `app_id` empty.
+fn key_kind(k: &ApiKeyInfo) -> wire::KeyKind {
+    match k.scope {
+        KeyScope::App(_) => wire::KeyKind::App,
+        KeyScope::Datasets => wire::KeyKind::Dataset,
+    }
+}
+
 fn key_info(k: &ApiKeyInfo) -> wire::KeyInfo {
     wire::KeyInfo {
         id: k.id.clone(),
-        app_id: k.app_id.clone(),
+        kind: key_kind(k),
+        app_id: k.app_id().unwrap_or_default().to_owned(),
         prefix: k.prefix.clone(),
         created_at: k.created_at,
         revoked_at: k.revoked_at,

@@ -238,7 +238,8 @@ async fn send_message(
     }
     let req = AppRequest { user, query, inputs: b.inputs.unwrap_or_default(), conversation_id };
     let run = state.service.start(Arc::clone(&app), req).await?;
-    let enc = DifyEncoder { mode: app.mode, ids: RunIds::of(&run) };
+    let annotation = run.annotation.as_deref().map(|id| annotation_reply(id, &app.id));
+    let enc = DifyEncoder { mode: app.mode, ids: RunIds::of(&run), resources: Value::Array(run.retriever_resources.clone()), annotation };
     if streaming {
         let limits = StreamLimits {
             ping: state.limits.sse_ping_interval,
@@ -299,12 +300,27 @@ impl RunIds {
 struct DifyEncoder {
     mode: AppMode,
     ids: RunIds,
+    /// The knowledge segments of the answer.
+    resources: Value,
+    /// `metadata.annotation_reply` when an annotation answered.
+    annotation: Option<Value>,
 }
 
 impl DifyEncoder {
-    fn metadata(usage: &Usage) -> Value {
-        json!({"usage": usage_json(usage), "retriever_resources": []})
+    fn metadata(&self, usage: &Usage) -> Value {
+        let mut m = json!({"usage": usage_json(usage), "retriever_resources": self.resources});
+        if let Some(a) = &self.annotation {
+            m["annotation_reply"] = a.clone();
+        }
+        m
     }
+}
+
+/// Dify's `metadata.annotation_reply`. Dify names the console account that
+/// wrote the annotation; there are no accounts here, so the account is the
+/// app, named as Dify names a missing account.
+fn annotation_reply(annotation_id: &str, app_id: &str) -> Value {
+    json!({"id": annotation_id, "account": {"id": app_id, "name": "Dify user"}})
 }
 
 impl Encoder for DifyEncoder {
@@ -318,7 +334,7 @@ impl Encoder for DifyEncoder {
 
     fn end(&self, usage: &Usage, finish: FinishReason) -> bytes::Bytes {
         let mut m = base("message_end", self.mode, &self.ids);
-        m.insert("metadata".into(), Self::metadata(usage));
+        m.insert("metadata".into(), self.metadata(usage));
         m.insert("files".into(), Value::Null);
         if finish == FinishReason::Cancelled {
             tracing::debug!(task_id = %self.ids.task_id, "stream ended by stop");
@@ -352,7 +368,7 @@ impl Encoder for DifyEncoder {
         let mut m = base("message", self.mode, &self.ids);
         m.insert("mode".into(), json!(self.mode.as_str()));
         m.insert("answer".into(), json!(c.answer));
-        m.insert("metadata".into(), Self::metadata(&c.usage));
+        m.insert("metadata".into(), self.metadata(&c.usage));
         body::json(StatusCode::OK, &Value::Object(m))
     }
 }
@@ -486,7 +502,7 @@ mod tests {
 
     fn encoder(mode: AppMode) -> DifyEncoder {
         let ids = RunIds { task_id: "t".into(), message_id: "m".into(), conversation_id: Some("c".into()), created_at: 7 };
-        DifyEncoder { mode, ids }
+        DifyEncoder { mode, ids, resources: json!([]), annotation: None }
     }
 
     fn event(b: bytes::Bytes) -> Value {

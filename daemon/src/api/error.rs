@@ -5,7 +5,9 @@
 use http::StatusCode;
 
 use crate::model::ModelError;
+use crate::service::annotations::AnnotationError;
 use crate::service::features::FeatureError;
+use crate::service::knowledge::KnowledgeError;
 use crate::service::ServiceError;
 use crate::store::StoreError;
 
@@ -66,6 +68,21 @@ pub enum ApiError {
     TooManyFiles,
     #[error(transparent)]
     Feature(#[from] FeatureError),
+    // Dify's Knowledge API (api/datasets.rs) and /v1/embeddings.
+    /// The knowledge service is not running (not configured, or starting).
+    #[error("Knowledge base is not available")]
+    KnowledgeUnavailable,
+    /// Dify's `InvalidActionError` (documents status actions).
+    #[error("{0}")]
+    InvalidAction(String),
+    /// Dify's `InvalidMetadataError` (`metadata` of a document).
+    #[error("{0}")]
+    InvalidMetadata(String),
+    #[error(transparent)]
+    Knowledge(#[from] KnowledgeError),
+    // Dify's annotation reply routes (api/annotations.rs).
+    #[error(transparent)]
+    Annotation(#[from] AnnotationError),
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -128,6 +145,23 @@ impl ApiError {
                     m(S::INTERNAL_SERVER_ERROR, "internal_server_error", "internal error storing the file; see the daemon log".into())
                 }
             },
+            ApiError::KnowledgeUnavailable => busy("provider_not_initialize", self.to_string(), 5),
+            ApiError::InvalidAction(_) => m(S::BAD_REQUEST, "invalid_action", self.to_string()),
+            ApiError::InvalidMetadata(_) => m(S::BAD_REQUEST, "invalid_metadata", self.to_string()),
+            ApiError::Knowledge(k) => knowledge_mapped(k),
+            ApiError::Annotation(a) => match a {
+                AnnotationError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", a.to_string()),
+                AnnotationError::NotFound | AnnotationError::JobNotFound => m(S::NOT_FOUND, "not_found", a.to_string()),
+                AnnotationError::EmbeddingUnavailable(_) => busy("provider_not_initialize", a.to_string(), 5),
+                AnnotationError::EmbedderBusy => {
+                    Mapped { status: S::TOO_MANY_REQUESTS, code: "too_many_requests", message: a.to_string(), retry_after: Some(5) }
+                }
+                AnnotationError::Store(st) => store_mapped(st),
+                // Internal detail goes to the log, not to the client.
+                AnnotationError::Internal(_) => {
+                    m(S::INTERNAL_SERVER_ERROR, "internal_server_error", "internal error in annotation replies; see the daemon log".into())
+                }
+            },
             ApiError::Service(s) => match s {
                 ServiceError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", s.to_string()),
                 ServiceError::ConversationNotFound
@@ -166,28 +200,67 @@ impl ApiError {
                     ModelError::Inference(_) => m(S::BAD_REQUEST, "completion_request_error", e.to_string()),
                     ModelError::Template(_) => m(S::INTERNAL_SERVER_ERROR, "internal_server_error", e.to_string()),
                 },
-                ServiceError::Store(st) => match st {
-                    StoreError::NotFound { .. } => m(S::NOT_FOUND, "not_found", st.to_string()),
-                    StoreError::AlreadyExists { .. } => m(S::CONFLICT, "conflict", st.to_string()),
-                    StoreError::InvalidArgument { .. } => m(S::BAD_REQUEST, "invalid_param", st.to_string()),
-                    StoreError::Busy => busy("service_unavailable", "the store is busy; retry later".into(), 1),
-                    StoreError::Closed => busy("service_unavailable", "the daemon is shutting down".into(), 5),
-                    // Internal detail goes to the log, not to the client.
-                    StoreError::MissingDir { .. }
-                    | StoreError::Open { .. }
-                    | StoreError::WalUnavailable { .. }
-                    | StoreError::SchemaTooNew { .. }
-                    | StoreError::Backup { .. }
-                    | StoreError::BackupFile { .. }
-                    | StoreError::Migrate { .. }
-                    | StoreError::Sqlite { .. }
-                    | StoreError::Thread { .. }
-                    | StoreError::Panicked { .. }
-                    | StoreError::NotPending { .. } => {
-                        m(S::INTERNAL_SERVER_ERROR, "internal_server_error", "internal error in the store; see the daemon log".into())
-                    }
-                },
+                ServiceError::Store(st) => store_mapped(st),
+                ServiceError::Knowledge(k) => knowledge_mapped(k),
             },
+        }
+    }
+}
+
+/// A knowledge error's status and Dify code.
+fn knowledge_mapped(k: &KnowledgeError) -> Mapped {
+    use StatusCode as S;
+    let m = |status, code, message: String| Mapped { status, code, message, retry_after: None };
+    let busy = |code, message: String, secs| Mapped { status: S::SERVICE_UNAVAILABLE, code, message, retry_after: Some(secs) };
+    match k {
+        KnowledgeError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", k.to_string()),
+        KnowledgeError::DatasetNotFound | KnowledgeError::DocumentNotFound | KnowledgeError::SegmentNotFound => {
+            m(S::NOT_FOUND, "not_found", k.to_string())
+        }
+        KnowledgeError::DatasetNameDuplicate => m(S::CONFLICT, "dataset_name_duplicate", k.to_string()),
+        KnowledgeError::UnsupportedFileType(_) => m(S::UNSUPPORTED_MEDIA_TYPE, "unsupported_file_type", k.to_string()),
+        KnowledgeError::FileTooLarge { .. } => m(S::PAYLOAD_TOO_LARGE, "file_too_large", k.to_string()),
+        KnowledgeError::EmptyFile => m(S::BAD_REQUEST, "empty_file", k.to_string()),
+        KnowledgeError::DocumentIndexing => m(S::BAD_REQUEST, "document_indexing", k.to_string()),
+        // Dify's DatasetInUseError is 409.
+        KnowledgeError::DatasetInUse => m(S::CONFLICT, "dataset_in_use", k.to_string()),
+        KnowledgeError::EmbeddingUnavailable(_) => busy("provider_not_initialize", k.to_string(), 5),
+        // Not the client's fault and not fixed by retrying: the operator re-indexes.
+        KnowledgeError::EmbeddingModelMismatch { .. } => m(S::CONFLICT, "embedding_model_mismatch", k.to_string()),
+        KnowledgeError::QueueFull(_) | KnowledgeError::EmbedderBusy => {
+            Mapped { status: S::TOO_MANY_REQUESTS, code: "too_many_requests", message: k.to_string(), retry_after: Some(5) }
+        }
+        KnowledgeError::Store(st) => store_mapped(st),
+        // Internal detail goes to the log, not to the client.
+        KnowledgeError::Internal(_) => {
+            m(S::INTERNAL_SERVER_ERROR, "internal_server_error", "internal error in the knowledge service; see the daemon log".into())
+        }
+    }
+}
+/// A store error as every front end sees it; internal detail stays in the log.
+fn store_mapped(st: &StoreError) -> Mapped {
+    use StatusCode as S;
+    let m = |status, code, message: String| Mapped { status, code, message, retry_after: None };
+    let busy = |code, message: String, secs| Mapped { status: S::SERVICE_UNAVAILABLE, code, message, retry_after: Some(secs) };
+    match st {
+        StoreError::NotFound { .. } => m(S::NOT_FOUND, "not_found", st.to_string()),
+        StoreError::AlreadyExists { .. } | StoreError::DuplicateName { .. } => m(S::CONFLICT, "conflict", st.to_string()),
+        StoreError::InvalidArgument { .. } => m(S::BAD_REQUEST, "invalid_param", st.to_string()),
+        StoreError::Busy => busy("service_unavailable", "the store is busy; retry later".into(), 1),
+        StoreError::Closed => busy("service_unavailable", "the daemon is shutting down".into(), 5),
+        // Internal detail goes to the log, not to the client.
+        StoreError::MissingDir { .. }
+        | StoreError::Open { .. }
+        | StoreError::WalUnavailable { .. }
+        | StoreError::SchemaTooNew { .. }
+        | StoreError::Backup { .. }
+        | StoreError::BackupFile { .. }
+        | StoreError::Migrate { .. }
+        | StoreError::Sqlite { .. }
+        | StoreError::Thread { .. }
+        | StoreError::Panicked { .. }
+        | StoreError::NotPending { .. } => {
+            m(S::INTERNAL_SERVER_ERROR, "internal_server_error", "internal error in the store; see the daemon log".into())
         }
     }
 }
@@ -224,6 +297,8 @@ mod tests {
         );
         assert_eq!(code(ServiceError::ConversationNotFound.into()), (404, "not_found", None));
         assert_eq!(code(StoreError::Busy.into()), (503, "service_unavailable", Some(1)));
+        assert_eq!(code(AnnotationError::NotFound.into()), (404, "not_found", None));
+        assert_eq!(code(AnnotationError::EmbeddingUnavailable("x".into()).into()), (503, "provider_not_initialize", Some(5)));
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! The HTTP API: a hyper 1 server on TCP and on the unix socket, serving
-//! Dify's Service API, the OpenAI-compatible API, health probes, and (on the
-//! unix socket only) the admin API authorised by the peer's credentials.
+//! Dify's Service API (app routes with `app-…` keys, the Knowledge API under
+//! `/v1/datasets` with `dataset-…` keys), the OpenAI-compatible API, health
+//! probes, and (on the unix socket only) the admin API authorised by the peer's credentials.
 //! Only this module knows HTTP and JSON wire shapes; it calls `service` for
 //! everything else. Limits: body size (413), header size (431), idle and
 //! header-read timeout, request timeout, and a connection cap (503).
 
 mod admin;
+mod annotations;
 pub mod body;
+mod datasets;
 mod dify;
 mod dify_features;
 pub mod error;
@@ -54,6 +57,8 @@ pub struct ApiState {
     pub admin_gid: Option<u32>,
     pub model_name: String,
     pub cpu_features: String,
+    /// The knowledge service; `None` answers its routes with a 503.
+    pub knowledge: Option<Arc<crate::service::knowledge::Knowledge>>,
 }
 
 /// Which family of API a path belongs to, for the error body shape.
@@ -67,7 +72,8 @@ enum Family {
 pub async fn handle(state: Arc<ApiState>, peer: Arc<Peer>, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
-    let family = if path == "/v1/chat/completions" || path == "/v1/models" { Family::OpenAi } else { Family::Dify };
+    let openai = matches!(path.as_str(), "/v1/chat/completions" | "/v1/models" | "/v1/embeddings");
+    let family = if openai { Family::OpenAi } else { Family::Dify };
     let started = Instant::now();
     // Bounds everything up to the response head: a slow body, a blocking
     // answer. A streaming body is bounded by its own deadline.
@@ -118,8 +124,21 @@ async fn route(state: &Arc<ApiState>, peer: &Arc<Peer>, req: Request<Incoming>) 
             authenticate(state, &req).await?;
             Ok(openai::models(state))
         }
+        ["v1", "embeddings"] => {
+            only(&m, Method::POST)?;
+            authenticate(state, &req).await?;
+            openai::embeddings(state, req).await
+        }
+        ["v1", "datasets", rest @ ..] => {
+            let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
+            datasets::serve(state, &rest, req, datasets::Caller::KeyHolder).await
+        }
         ["v1", rest @ ..] => {
             let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
+            if annotations::is_route(&rest) {
+                let app = authenticate(state, &req).await?;
+                return annotations::route(state, app, &rest, req).await;
+            }
             if dify_features::is_route(&rest) {
                 let app = authenticate(state, &req).await?;
                 return dify_features::route(state, app, &rest, req).await;
@@ -164,12 +183,31 @@ async fn authenticate(state: &ApiState, req: &Request<Incoming>) -> Result<Arc<A
     let header = req.headers().get(http::header::AUTHORIZATION).ok_or(ApiError::MissingKey)?;
     let value = header.to_str().map_err(|_| ApiError::MissingKey)?;
     let token = bearer_token(value)?;
+    // A dataset key opens only the Knowledge API (Dify: 401).
+    if token.starts_with(DATASET_KEY_PREFIX) {
+        return Err(ApiError::InvalidKey);
+    }
     match state.service.app_for_key(token).await? {
         KeyLookup::Unknown => Err(ApiError::InvalidKey),
         KeyLookup::AppNotServed => Err(ApiError::AppGone),
         KeyLookup::App(app) if !app.enable_api => Err(ApiError::ApiDisabled),
         KeyLookup::App(app) => Ok(app),
     }
+}
+
+/// The prefix of a Knowledge API key, as Dify's.
+const DATASET_KEY_PREFIX: &str = "dataset-";
+
+/// Checks a `Bearer dataset-…` key for the Knowledge API. As in Dify, an
+/// app key (or any unknown token) is 401 "Access token is invalid".
+async fn authenticate_dataset(state: &ApiState, req: &Request<Incoming>) -> Result<(), ApiError> {
+    let header = req.headers().get(http::header::AUTHORIZATION).ok_or(ApiError::MissingKey)?;
+    let value = header.to_str().map_err(|_| ApiError::MissingKey)?;
+    let token = bearer_token(value)?;
+    if !token.starts_with(DATASET_KEY_PREFIX) || state.service.dataset_key(token).await?.is_none() {
+        return Err(ApiError::InvalidKey);
+    }
+    Ok(())
 }
 
 /// The token of an `Authorization` value: scheme `Bearer` in any case,

@@ -332,7 +332,10 @@ impl FlowSource {
             let mut m = self.base("message_end");
             m.remove("workflow_run_id");
             m.insert("id".into(), json!(self.run.message_id));
-            m.insert("metadata".into(), json!({"usage": usage(o.total_tokens, end.elapsed.as_secs_f64()), "retriever_resources": []}));
+            m.insert(
+                "metadata".into(),
+                json!({"usage": usage(o.total_tokens, end.elapsed.as_secs_f64()), "retriever_resources": o.retriever_resources}),
+            );
             m.insert("files".into(), json!([]));
             out.push(body::sse_data(&Value::Object(m)));
         }
@@ -402,7 +405,7 @@ impl FlowSource {
                 StatusCode::OK,
                 &json!({"event": "message", "task_id": self.run.task_id, "id": self.run.message_id, "message_id": self.run.message_id,
                         "conversation_id": self.run.conversation_id, "mode": "advanced-chat", "answer": o.answer,
-                        "metadata": {"usage": usage(o.total_tokens, end.elapsed.as_secs_f64()), "retriever_resources": []},
+                        "metadata": {"usage": usage(o.total_tokens, end.elapsed.as_secs_f64()), "retriever_resources": o.retriever_resources},
                         "created_at": self.run.created_at}),
             );
         }

@@ -49,6 +49,11 @@
 //! | `store.path` | `"/var/lib/edgeai/edgeai.db"` | a non-empty path |
 //! | `files.dir` | `""` (`files/` next to `store.path`) | directory of the files uploaded through `POST /v1/files/upload` |
 //! | `files.max_file_bytes` | `15728640` (15 MiB, Dify's limit) | 1 ..= 1073741824; a larger upload gets 413 `file_too_large` |
+//! | `knowledge.dir` | `""` (`knowledge/` next to `store.path`) | vector files and document sources of the knowledge bases |
+//! | `knowledge.max_file_bytes` | `15728640` | 1 ..= 1073741824; a larger document file gets 413 `file_too_large` |
+//! | `knowledge.max_text_chars` | `2000000` | 1000 ..= 100000000; a document yielding more text goes to `error` |
+//! | `knowledge.queue` | `64` | 1 ..= 10000; documents waiting to be indexed, more get 429 |
+//! | `knowledge.embed_batch` | `16` | 1 ..= 256; segments per call to the embedding model |
 //! | `model.enabled` | `true` | `false` runs without a model: every model call answers 503 |
 //! | `model.name` | `"smollm2-135m-instruct"` | non-empty, `A-Z a-z 0-9 . _ : -` |
 //! | `model.path` | `"/var/lib/edgeai/models/SmolLM2-135M-Instruct.Q4_1.gguf"` | a non-empty path; not checked here (a missing model leaves the daemon up answering 503) |
@@ -60,6 +65,15 @@
 //! | `model.mlock` | `false` | lock the model in RAM |
 //! | `model.load_timeout_secs` | `300` | 1 ..= 86400; loading longer than this ends `failed` (the daemon stays up answering 503) |
 //! | `model.chat_template` | `""` | a llama.cpp built-in template name ("gemma", "chatml", ...) used instead of the GGUF's own; `""`: the GGUF's |
+//! | `embedding.enabled` | `true` | `false` runs without a local embedding model |
+//! | `embedding.path` | `"/usr/lib/edgeai/models/multilingual-e5-small-q4_0.gguf"` | a non-empty path to an embedding GGUF (scripts/fetch-embedder.sh builds the default); not checked here |
+//! | `embedding.threads` | `0` (the chat model's count) | 0 or 1 ..= 256 |
+//! | `embedding.batch_texts` | `16` | 1 ..= 64; texts per llama.cpp batch |
+//! | `embedding.max_tokens` | `512` | 16 ..= 2048, at most the model's context; longer inputs are cut |
+//! | `embedding.query_prefix` | `"query: "` | put before search queries (e5's convention; `""` for none) |
+//! | `embedding.passage_prefix` | `"passage: "` | put before indexed texts (e5's convention; `""` for none) |
+//! | `embedding.queue` | `64` | 1 ..= 1024; embedding requests waiting, more are refused as busy |
+//! | `embedding.upstream_model` | `""` (the local model) | embed through `[upstream]`'s `/embeddings` with this model (needs `upstream.url`); its vectors are tied to it like a local model's |
 //! | `log.level` | `"info"` | `trace`, `debug`, `info`, `warn`, `error`, `off`, or comma-separated `target=level` directives |
 //! | `log.format` | `"auto"` | `"auto"`, `"text"`, `"json"` |
 //! | `workflow.max_steps` | `500` | 1 ..= 100000; node executions per run |
@@ -83,6 +97,9 @@
 //! | `model_map.default` | `"local"` | `"local"`, `"upstream"` or `"upstream:<model name>"`, for DSL models no other key names |
 //! | `model_map."provider/name"` | none | the same forms, for one DSL model (`"openai/gpt-4o-mini" = "upstream"`); upstream forms need `upstream.url` |
 //! | `dev.demo_key_file` | `""` (none) | development only: the daemon creates a key for the first app and writes it to this path |
+//! | `dev.demo_dataset_dir` | `""` (none) | development only: documents seeded at start into the dataset named after the directory |
+//! | `dev.demo_rag_app` | `""` (none) | development only: a Dify DSL app imported at start |
+//! | `dev.demo_rag_key_file` | `""` (none) | development only: a key of `demo_rag_app` is written to this path |
 //! | `[[apps]]` | none | chat and completion apps, see [`crate::engine::AppDefinition`] |
 //!
 //! For the keys whose default is "none", `""` sets them back to none, so a
@@ -225,7 +242,9 @@ pub struct Settings {
     pub server: ServerSettings,
     pub store: StoreSettings,
     pub files: FilesSettings,
+    pub knowledge: KnowledgeSettings,
     pub model: ModelSettings,
+    pub embedding: EmbeddingSettings,
     pub log: LogSettings,
     pub dev: DevSettings,
     pub workflow: WorkflowSettings,
@@ -310,6 +329,34 @@ impl Default for FilesSettings {
     }
 }
 
+/// `[knowledge]`: where knowledge bases keep their files, and their limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnowledgeSettings {
+    /// `knowledge.dir`; `""` in a file means `knowledge/` next to `store.path`.
+    /// Holds each dataset's vector files and document sources.
+    pub dir: PathBuf,
+    /// `knowledge.max_file_bytes`: the largest document file (413 above).
+    pub max_file_bytes: u64,
+    /// `knowledge.max_text_chars`: the most characters one document may yield.
+    pub max_text_chars: usize,
+    /// `knowledge.queue`: documents waiting to be indexed at most (429 above).
+    pub queue: usize,
+    /// `knowledge.embed_batch`: segments embedded per call to the embedder.
+    pub embed_batch: usize,
+}
+
+impl Default for KnowledgeSettings {
+    fn default() -> Self {
+        KnowledgeSettings {
+            dir: PathBuf::from("/var/lib/edgeai/knowledge"),
+            max_file_bytes: 15 << 20,
+            max_text_chars: 2_000_000,
+            queue: 64,
+            embed_batch: 16,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSettings {
     pub name: String,
@@ -354,6 +401,44 @@ impl Default for ModelSettings {
     }
 }
 
+/// The local embedding model (`[embedding]`), for knowledge bases.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingSettings {
+    /// `false`: no local embedding model.
+    pub enabled: bool,
+    /// Not checked for existence here (like `model.path`).
+    pub path: PathBuf,
+    /// `None`: the chat model's thread count.
+    pub threads: Option<u32>,
+    /// Texts per llama.cpp batch at most.
+    pub batch_texts: usize,
+    /// Tokens per input (prefix and special tokens included); longer inputs are cut.
+    pub max_tokens: usize,
+    pub query_prefix: String,
+    pub passage_prefix: String,
+    /// Embedding requests waiting for the embedding thread at most.
+    pub queue: usize,
+    /// Embed through `[upstream]`'s `/embeddings` with this model instead
+    /// of the local one (`None`: the local model).
+    pub upstream_model: Option<String>,
+}
+
+impl Default for EmbeddingSettings {
+    fn default() -> Self {
+        EmbeddingSettings {
+            enabled: true,
+            path: PathBuf::from("/usr/lib/edgeai/models/multilingual-e5-small-q4_0.gguf"),
+            threads: None,
+            batch_texts: 16,
+            max_tokens: 512,
+            query_prefix: "query: ".to_owned(),
+            passage_prefix: "passage: ".to_owned(),
+            queue: 64,
+            upstream_model: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogSettings {
     /// `trace|debug|info|warn|error|off` or comma-separated `target=level`.
@@ -390,6 +475,14 @@ impl LogFormat {
 pub struct DevSettings {
     /// Development only: the daemon creates a key for the first app and writes it here.
     pub demo_key_file: Option<PathBuf>,
+    /// Development only: a directory of documents seeded at start into the
+    /// dataset named after it (new files only).
+    pub demo_dataset_dir: Option<PathBuf>,
+    /// Development only: a Dify DSL app imported at start (a new version
+    /// only when it changed).
+    pub demo_rag_app: Option<PathBuf>,
+    /// Development only: a key of `demo_rag_app` is written here.
+    pub demo_rag_key_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -431,6 +524,19 @@ impl Settings {
             }
         } else {
             out.push_str("model: disabled (model calls answer 503)\n");
+        }
+        let e = &self.embedding;
+        if e.enabled {
+            let threads = e.threads.map_or_else(|| "as the model".to_owned(), |t| t.to_string());
+            out.push_str(&format!(
+                "embedding: {} (threads {threads}, {} texts per batch, at most {} tokens each, queue {})\n",
+                e.path.display(),
+                e.batch_texts,
+                e.max_tokens,
+                e.queue
+            ));
+        } else {
+            out.push_str("embedding: disabled\n");
         }
         let w = &self.workflow;
         let allow = if w.http_allow.is_empty() { "nothing".to_owned() } else { w.http_allow.join(", ") };

@@ -82,6 +82,16 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     };
     r.int("files", "max_file_bytes", 1..=1 << 30, &mut s.files.max_file_bytes);
 
+    // Unset or "": `knowledge/` next to the store.
+    s.knowledge.dir = match r.optional_path("knowledge", "dir").flatten() {
+        Some(dir) => dir,
+        None => s.store.path.parent().unwrap_or(std::path::Path::new("")).join("knowledge"),
+    };
+    r.int("knowledge", "max_file_bytes", 1..=1 << 30, &mut s.knowledge.max_file_bytes);
+    r.int("knowledge", "max_text_chars", 1000..=100_000_000, &mut s.knowledge.max_text_chars);
+    r.int("knowledge", "queue", 1..=10_000, &mut s.knowledge.queue);
+    r.int("knowledge", "embed_batch", 1..=256, &mut s.knowledge.embed_batch);
+
     let m = &mut s.model;
     r.bool("model", "enabled", &mut m.enabled);
     if let Some(name) = r.model_name("model", "name") {
@@ -104,6 +114,28 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
         m.chat_template = t;
     }
 
+    let em = &mut s.embedding;
+    r.bool("embedding", "enabled", &mut em.enabled);
+    if let Some(path) = r.required_path("embedding", "path") {
+        em.path = path;
+    }
+    let mut threads: u32 = 0;
+    if r.int("embedding", "threads", 0..=256, &mut threads) {
+        em.threads = (threads != 0).then_some(threads);
+    }
+    r.int("embedding", "batch_texts", 1..=64, &mut em.batch_texts);
+    r.int("embedding", "max_tokens", 16..=2048, &mut em.max_tokens);
+    if let Some(prefix) = r.string("embedding", "query_prefix") {
+        em.query_prefix = prefix.to_owned();
+    }
+    if let Some(prefix) = r.string("embedding", "passage_prefix") {
+        em.passage_prefix = prefix.to_owned();
+    }
+    r.int("embedding", "queue", 1..=1024, &mut em.queue);
+    if let Some(model) = r.string("embedding", "upstream_model") {
+        em.upstream_model = (!model.trim().is_empty()).then(|| model.trim().to_owned());
+    }
+
     if let Some(level) = r.log_level("log", "level") {
         s.log.level = level;
     }
@@ -113,6 +145,15 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
 
     if let Some(file) = r.optional_path("dev", "demo_key_file") {
         s.dev.demo_key_file = file;
+    }
+    if let Some(dir) = r.optional_path("dev", "demo_dataset_dir") {
+        s.dev.demo_dataset_dir = dir;
+    }
+    if let Some(file) = r.optional_path("dev", "demo_rag_app") {
+        s.dev.demo_rag_app = file;
+    }
+    if let Some(file) = r.optional_path("dev", "demo_rag_key_file") {
+        s.dev.demo_rag_key_file = file;
     }
 
     let w = &mut s.workflow.limits;

@@ -830,3 +830,17 @@ fn describe_reports_workflow_upstream_and_map() {
     assert!(text.contains("model map: openai/x -> upstream:m, default -> local"), "{text}");
     assert!(!text.contains("k,"), "{text}");
 }
+
+#[test]
+fn embedding_section_reads_paths_prefixes_and_ranges() {
+    let (_r, path, s) = load_text(
+        "[embedding]\npath = \"models/e5.gguf\"\nthreads = 1\nbatch_texts = 4\nmax_tokens = 256\nquery_prefix = \"\"\nqueue = 2\n",
+    );
+    let e = s.expect("loads").embedding;
+    assert_eq!(e.path, path.parent().expect("dir").join("models/e5.gguf"));
+    assert_eq!((e.threads, e.batch_texts, e.max_tokens, e.queue), (Some(1), 4, 256, 2));
+    assert_eq!((e.query_prefix.as_str(), e.passage_prefix.as_str()), ("", "passage: "));
+    let (_r, _p, s) = load_text("[embedding]\nbatch_texts = 0\nmax_tokens = 4096\npath = \"\"\nenabled = 1\n");
+    let keys: Vec<String> = problems(s).into_iter().map(|p| p.key).collect();
+    assert_eq!(keys, ["embedding.enabled", "embedding.path", "embedding.batch_texts", "embedding.max_tokens"]);
+}

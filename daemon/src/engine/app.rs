@@ -149,6 +149,28 @@ pub struct AppDefinition {
     pub enable_api: bool,
     /// The compiled DSL graph of a `workflow` or `advanced-chat` app.
     pub workflow: Option<Arc<Workflow>>,
+    /// A chat or completion app's knowledge (Dify's `dataset_configs`):
+    /// its datasets are searched with the query and the segments put in
+    /// the system prompt as Dify's context.
+    pub datasets: Option<DatasetContext>,
+}
+
+/// The knowledge a chat or completion app answers from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetContext {
+    /// Local dataset ids (import mapped Dify's).
+    pub dataset_ids: Vec<String>,
+    /// Dify's `retrieval_model: single` (one dataset answers).
+    #[serde(default)]
+    pub single: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_threshold: Option<f32>,
+    /// Hybrid weights (vector, keyword).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<(f32, f32)>,
 }
 
 /// A cloud model as a DSL names it (`provider`, `name`), e.g. `openai` /
@@ -191,6 +213,8 @@ struct StoredApp {
     enable_api: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     workflow: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    datasets: Option<DatasetContext>,
 }
 
 /// Why a stored app could not be read back.
@@ -230,6 +254,7 @@ impl TryFrom<StoredApp> for AppDefinition {
             history_turns: s.history_turns,
             enable_api: s.enable_api,
             workflow,
+            datasets: s.datasets,
         })
     }
 }
@@ -252,6 +277,7 @@ impl From<AppDefinition> for StoredApp {
             history_turns: a.history_turns,
             enable_api: a.enable_api,
             workflow: a.workflow.map(|w| w.raw().clone()),
+            datasets: a.datasets,
         }
     }
 }
@@ -275,6 +301,7 @@ impl PartialEq for AppDefinition {
             history_turns,
             enable_api,
             workflow,
+            datasets,
         } = self;
         *id == o.id
             && *name == o.name
@@ -291,6 +318,7 @@ impl PartialEq for AppDefinition {
             && *history_turns == o.history_turns
             && *enable_api == o.enable_api
             && workflow.as_ref().map(|w| w.raw()) == o.workflow.as_ref().map(|w| w.raw())
+            && *datasets == o.datasets
     }
 }
 

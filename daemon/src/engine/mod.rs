@@ -10,5 +10,5 @@ pub mod prompt;
 pub mod turn;
 pub mod workflow;
 
-pub use app::{AppDefinition, AppMode, AppProblem, CompletionParams, FieldSpec, FormField};
+pub use app::{AppDefinition, AppMode, AppProblem, CompletionParams, DatasetContext, FieldSpec, FormField};
 pub use turn::{Turn, TurnError, TurnRequest};

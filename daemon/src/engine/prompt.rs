@@ -77,9 +77,24 @@ pub fn render_template(text: &str, inputs: &Map<String, Value>) -> String {
     out
 }
 
-/// The model messages for one turn. `history` is oldest first.
-pub fn build_messages(app: &AppDefinition, inputs: &Map<String, Value>, history: &[(String, String)], query: &str) -> Vec<ChatMessage> {
-    let pre = render_template(&app.pre_prompt, inputs);
+/// Dify's context prompt of a simple chat or completion app
+/// (`prompt_templates/common_chat.json`), before the pre-prompt.
+const CONTEXT_PROMPT: &str = "Use the following context as your learned knowledge, inside <context></context> XML tags.\n\n<context>\n{{#context#}}\n</context>\n\nWhen answer to user:\n- If you don't know, just say that you don't know.\n- If you don't know when you are not sure, ask for clarification.\nAvoid mentioning that you obtained the information from the context.\nAnd answer according to the language of the user's question.\n\n";
+
+/// The model messages for one turn. `history` is oldest first; `context`
+/// (the app's knowledge segments, when it has datasets) goes before the
+/// pre-prompt in Dify's context prompt.
+pub fn build_messages(
+    app: &AppDefinition,
+    inputs: &Map<String, Value>,
+    history: &[(String, String)],
+    query: &str,
+    context: Option<&str>,
+) -> Vec<ChatMessage> {
+    let mut pre = render_template(&app.pre_prompt, inputs);
+    if let Some(c) = context {
+        pre = format!("{}{pre}", CONTEXT_PROMPT.replace("{{#context#}}", c));
+    }
     match app.mode {
         AppMode::Chat | AppMode::AdvancedChat => {
             let mut m = Vec::with_capacity(history.len() * 2 + 2);
@@ -150,7 +165,7 @@ mod tests {
     #[test]
     fn chat_messages_are_system_history_query() {
         let a = app(json!([]));
-        let m = build_messages(&a, &map(json!({"name": "Ann"})), &[("q1".into(), "a1".into())], "q2");
+        let m = build_messages(&a, &map(json!({"name": "Ann"})), &[("q1".into(), "a1".into())], "q2", None);
         let roles: Vec<_> = m.iter().map(|x| x.role).collect();
         assert_eq!(roles, [Role::System, Role::User, Role::Assistant, Role::User]);
         assert_eq!(m[0].content, "You help Ann.");
@@ -158,10 +173,19 @@ mod tests {
     }
 
     #[test]
+    fn knowledge_goes_before_the_pre_prompt_in_difys_context_prompt() {
+        let a = app(json!([]));
+        let m = build_messages(&a, &map(json!({"name": "Ann"})), &[], "q", Some("Press ACK."));
+        assert!(m[0].content.starts_with("Use the following context as your learned knowledge"), "{}", m[0].content);
+        assert!(m[0].content.contains("<context>\nPress ACK.\n</context>"), "{}", m[0].content);
+        assert!(m[0].content.ends_with("\n\nYou help Ann."), "{}", m[0].content);
+    }
+
+    #[test]
     fn completion_is_one_user_message() {
         let mut a = app(json!([]));
         a.mode = AppMode::Completion;
-        let m = build_messages(&a, &map(json!({"name": "Ann"})), &[], "");
+        let m = build_messages(&a, &map(json!({"name": "Ann"})), &[], "", None);
         assert_eq!(m, vec![ChatMessage::user("You help Ann.")]);
     }
 }

@@ -51,6 +51,8 @@ pub struct Turn {
     /// conversation started with (a conversation keeps them, as in Dify).
     pub inputs: Map<String, Value>,
     pub params: SamplingParams,
+    /// Knowledge segments for Dify's context prompt (apps with datasets).
+    pub context: Option<String>,
 }
 
 impl Turn {
@@ -69,7 +71,7 @@ impl Turn {
             None => validate_inputs(&app, &req.inputs).map_err(|e| TurnError::Invalid(e.0))?,
         };
         let params = SamplingParams::from(&app.completion_params);
-        Ok(Turn { app, user: req.user, query: req.query, inputs, params })
+        Ok(Turn { app, user: req.user, query: req.query, inputs, params, context: None })
     }
 
     /// Renders and tokenises the turn with `history` (oldest first),
@@ -79,7 +81,7 @@ impl Turn {
     pub fn prompt(&self, model: &LocalModel, history: &[(String, String)]) -> Result<(Prompt, usize), TurnError> {
         let mut skip = 0;
         loop {
-            let msgs = build_messages(&self.app, &self.inputs, &history[skip..], &self.query);
+            let msgs = build_messages(&self.app, &self.inputs, &history[skip..], &self.query, self.context.as_deref());
             let prompt = model.prompt(&msgs)?;
             match model.check_fits(&prompt, self.params.max_tokens) {
                 Ok(()) => return Ok((prompt, history.len() - skip)),

@@ -9,6 +9,10 @@
 //! keeps the metadata and the full-text index), the model (the service
 //! passes embeddings and a token counter in).
 
+pub mod chunk;
+pub mod extract;
+pub mod vectors;
+
 use serde::{Deserialize, Serialize};
 
 /// A segment's key: its SQLite rowid, also its key in the vector files.

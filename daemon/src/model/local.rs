@@ -154,7 +154,7 @@ pub(super) fn run_thread(cfg: RuntimeConfig, heartbeat: Arc<Heartbeat>, on_loade
     let started = Instant::now();
     let loaded = (|| {
         check_file(&cfg)?;
-        let backend = LlamaBackend::init().map_err(|e| load_error(format!("llama.cpp backend: {e}")))?;
+        let backend = super::backend().map_err(load_error)?;
         let progress = LoadProgress { heartbeat: Arc::clone(&heartbeat), deadline: started + cfg.load_timeout, timed_out: Arc::default() };
         let too_slow = || {
             load_error(format!(
@@ -169,7 +169,7 @@ pub(super) fn run_thread(cfg: RuntimeConfig, heartbeat: Arc<Heartbeat>, on_loade
         }
         let callback = progress.clone();
         let params = LlamaModelParams::default().with_use_mlock(cfg.use_mlock).with_progress_callback(move |_| callback.step());
-        let model = LlamaModel::load_from_file(&backend, &cfg.path, &params).map_err(|e| {
+        let model = LlamaModel::load_from_file(backend, &cfg.path, &params).map_err(|e| {
             if progress.timed_out.load(Ordering::Relaxed) {
                 too_slow()
             } else {
@@ -183,7 +183,7 @@ pub(super) fn run_thread(cfg: RuntimeConfig, heartbeat: Arc<Heartbeat>, on_loade
         Err(e) => return on_loaded(Err(e)),
     };
     heartbeat.beat();
-    let ctx = match model.new_context(&backend, context_params(&cfg, cfg.threads)) {
+    let ctx = match model.new_context(backend, context_params(&cfg, cfg.threads)) {
         Ok(c) => c,
         Err(e) => {
             return on_loaded(Err(load_error(format!("llama.cpp context ({} positions, {} slots): {e}", cfg.context_size, cfg.slots))))
@@ -217,7 +217,7 @@ pub(super) fn run_thread(cfg: RuntimeConfig, heartbeat: Arc<Heartbeat>, on_loade
     });
     on_loaded(Ok(local));
     failpoint_hang();
-    Scheduler::new(&backend, &model, ctx, &cfg, heartbeat, threads_now).run(&queue);
+    Scheduler::new(backend, &model, ctx, &cfg, heartbeat, threads_now).run(&queue);
     tracing::info!("inference thread stopped: no more senders");
 }
 

@@ -6,6 +6,7 @@
 //! Owns: loading, templating, tokenising, sampling, streaming text out.
 //! Does not touch: HTTP, the store, app semantics (that is `service`).
 
+pub mod embed;
 pub mod grammar;
 mod local;
 mod queue;
@@ -18,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
@@ -151,6 +153,14 @@ impl CancelFlag {
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
+}
+
+/// The process's one llama.cpp backend, shared by the chat model and the
+/// embedding model (llama-cpp-2 allows one live `LlamaBackend` per process);
+/// initialised on first use and never freed.
+pub(crate) fn backend() -> Result<&'static LlamaBackend, String> {
+    static BACKEND: std::sync::OnceLock<Result<LlamaBackend, String>> = std::sync::OnceLock::new();
+    BACKEND.get_or_init(|| LlamaBackend::init().map_err(|e| format!("llama.cpp backend: {e}"))).as_ref().map_err(Clone::clone)
 }
 
 /// Progress beacon of the inference thread, read by the watchdog.

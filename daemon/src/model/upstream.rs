@@ -1,5 +1,6 @@
 //! The upstream runtime: an OpenAI-compatible `/chat/completions` endpoint
-//! (vLLM, llama-server, an inference cluster) as a second model runtime.
+//! (vLLM, llama-server, an inference cluster) as a second model runtime, and
+//! its `/embeddings` endpoint as a second embedding model.
 //!
 //! Owns: building the streaming request, connect and read timeouts (the
 //! read timeout is the longest gap between bytes of an answer), retries with
@@ -74,6 +75,8 @@ pub enum UpstreamError {
     NotEventStream { url: String, content_type: String },
     #[error("cannot build the request to {url}: {reason}")]
     Invalid { url: String, reason: String },
+    #[error("the upstream at {url} answered something that is not embeddings: {reason}")]
+    BadEmbeddings { url: String, reason: String },
 }
 
 impl UpstreamError {
@@ -88,7 +91,8 @@ impl UpstreamError {
             | UpstreamError::Timeout { .. }
             | UpstreamError::Request { .. }
             | UpstreamError::NotEventStream { .. }
-            | UpstreamError::Invalid { .. } => false,
+            | UpstreamError::Invalid { .. }
+            | UpstreamError::BadEmbeddings { .. } => false,
         }
     }
 
@@ -100,7 +104,8 @@ impl UpstreamError {
             UpstreamError::Unreachable { .. }
             | UpstreamError::Timeout { .. }
             | UpstreamError::Request { .. }
-            | UpstreamError::NotEventStream { .. } => true,
+            | UpstreamError::NotEventStream { .. }
+            | UpstreamError::BadEmbeddings { .. } => true,
             UpstreamError::NotConfigured
             | UpstreamError::CircuitOpen { .. }
             | UpstreamError::CircuitProbing
@@ -159,6 +164,8 @@ struct Inner {
     settings: UpstreamSettings,
     /// `{url}/chat/completions`.
     endpoint: Option<Uri>,
+    /// `{url}/embeddings`.
+    embeddings: Option<Uri>,
     client: Client<HttpConnector, Full<Bytes>>,
     breaker: Mutex<Breaker>,
 }
@@ -167,11 +174,12 @@ impl Upstream {
     /// The runtime for `settings` (whose `url` config already checked).
     pub fn new(settings: &UpstreamSettings) -> Upstream {
         let endpoint = settings.url.as_ref().and_then(|u| format!("{u}/chat/completions").parse::<Uri>().ok());
+        let embeddings = settings.url.as_ref().and_then(|u| format!("{u}/embeddings").parse::<Uri>().ok());
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(settings.connect_timeout));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        let inner = Inner { settings: settings.clone(), endpoint, client, breaker: Mutex::new(Breaker::default()) };
+        let inner = Inner { settings: settings.clone(), endpoint, embeddings, client, breaker: Mutex::new(Breaker::default()) };
         Upstream { inner: Arc::new(inner) }
     }
 
@@ -199,29 +207,8 @@ impl Upstream {
         let endpoint = self.inner.endpoint.clone().ok_or(UpstreamError::NotConfigured)?;
         let ticket = Ticket::admit(&self.inner)?;
         let body = Bytes::from(payload(&req).to_string());
+        let (response, ticket) = self.inner.send(&endpoint, body, Answer::EventStream, ticket).await?;
         let s = &self.inner.settings;
-        let mut attempt = 0u32;
-        let response = loop {
-            let Refused { error, retry_after } = match self.inner.attempt(&endpoint, body.clone()).await {
-                Ok(response) => break response,
-                Err(refused) => refused,
-            };
-            if attempt < s.retries && error.retryable() {
-                let backoff = s.retry_backoff.saturating_mul(1 << attempt.min(16));
-                let wait = retry_after.map_or(backoff, |asked| backoff.max(asked.min(MAX_RETRY_AFTER)));
-                tracing::info!(url = %endpoint, attempt = attempt + 1, %error, wait_ms = wait.as_millis() as u64, "upstream call failed, retrying");
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-                continue;
-            }
-            if error.is_failure() {
-                ticket.failure(&error.to_string());
-            } else {
-                ticket.success();
-            }
-            tracing::warn!(url = %endpoint, attempts = attempt + 1, %error, "upstream call failed");
-            return Err(error);
-        };
         let (tx, rx) = mpsc::channel(EVENTS);
         let read_timeout = s.read_timeout;
         tokio::spawn(async move {
@@ -248,6 +235,80 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// Embeds `texts` with the upstream's `model` through `/embeddings`
+    /// (OpenAI's shape), in order, as unit vectors. Retries and the breaker
+    /// work as for chat calls; an answer that is not one vector per text of
+    /// one width counts as a failure.
+    pub async fn embed(&self, model: &str, texts: &[String]) -> Result<Vec<Vec<f32>>, UpstreamError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let endpoint = self.inner.embeddings.clone().ok_or(UpstreamError::NotConfigured)?;
+        let ticket = Ticket::admit(&self.inner)?;
+        let body = Bytes::from(json!({"model": model, "input": texts, "encoding_format": "float"}).to_string());
+        let (response, ticket) = self.inner.send(&endpoint, body, Answer::Json, ticket).await?;
+        let url = endpoint.to_string();
+        let read = tokio::time::timeout(
+            self.inner.settings.read_timeout,
+            http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES).collect(),
+        )
+        .await;
+        let parsed = match read {
+            Err(_) => Err(format!("the answer did not arrive within {:?}", self.inner.settings.read_timeout)),
+            Ok(Err(e)) => Err(format!("reading the answer: {e}")),
+            Ok(Ok(body)) => embeddings(&body.to_bytes(), texts.len()),
+        };
+        match parsed {
+            Ok(vectors) => {
+                ticket.success();
+                Ok(vectors)
+            }
+            Err(reason) => {
+                tracing::warn!(url = %url, %reason, "upstream embeddings failed");
+                ticket.failure(&reason);
+                Err(UpstreamError::BadEmbeddings { url, reason })
+            }
+        }
+    }
+}
+
+/// OpenAI's embeddings answer: `data[]` of `{index, embedding}`, one per
+/// input, all of one width; returned in input order, normalised.
+fn embeddings(body: &[u8], expected: usize) -> Result<Vec<Vec<f32>>, String> {
+    #[derive(Deserialize)]
+    struct Body {
+        data: Vec<Item>,
+    }
+    #[derive(Deserialize)]
+    struct Item {
+        index: usize,
+        embedding: Vec<f32>,
+    }
+    let answer: Body = serde_json::from_slice(body).map_err(|e| format!("not OpenAI's embeddings JSON: {e}"))?;
+    if answer.data.len() != expected {
+        return Err(format!("{} vectors for {expected} inputs", answer.data.len()));
+    }
+    let mut out: Vec<Option<Vec<f32>>> = vec![None; expected];
+    let width = answer.data.first().map_or(0, |i| i.embedding.len());
+    for item in answer.data {
+        if item.embedding.len() != width || width == 0 {
+            return Err(format!("vector {} has {} dimensions, the first has {width}", item.index, item.embedding.len()));
+        }
+        let norm = item.embedding.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+        if !norm.is_finite() || norm == 0.0 {
+            return Err(format!("vector {} has norm {norm}", item.index));
+        }
+        let slot = out.get_mut(item.index).ok_or_else(|| format!("index {} is out of range", item.index))?;
+        if slot.is_some() {
+            return Err(format!("index {} appears twice", item.index));
+        }
+        *slot = Some(item.embedding.iter().map(|x| (f64::from(*x) / norm) as f32).collect());
+    }
+    // Every slot is filled: as many distinct in-range indexes as inputs.
+    Ok(out.into_iter().flatten().collect())
+}
+
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream").field("url", &self.inner.settings.url).finish_non_exhaustive()
@@ -259,11 +320,50 @@ impl Inner {
         self.breaker.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// One POST: a 2xx event stream, or why not.
-    async fn attempt(&self, endpoint: &Uri, body: Bytes) -> Result<hyper::Response<Incoming>, Refused> {
+    /// POSTs with retries (connect errors, 429, 5xx; exponential backoff or
+    /// the server's `Retry-After`). A final error settles the ticket; a 2xx
+    /// answer comes back with it, for the caller to settle once read.
+    async fn send(
+        &self,
+        endpoint: &Uri,
+        body: Bytes,
+        answer: Answer,
+        ticket: Ticket,
+    ) -> Result<(hyper::Response<Incoming>, Ticket), UpstreamError> {
+        let s = &self.settings;
+        let mut attempt = 0u32;
+        loop {
+            let Refused { error, retry_after } = match self.attempt(endpoint, body.clone(), answer).await {
+                Ok(response) => return Ok((response, ticket)),
+                Err(refused) => refused,
+            };
+            if attempt < s.retries && error.retryable() {
+                let backoff = s.retry_backoff.saturating_mul(1 << attempt.min(16));
+                let wait = retry_after.map_or(backoff, |asked| backoff.max(asked.min(MAX_RETRY_AFTER)));
+                tracing::info!(url = %endpoint, attempt = attempt + 1, %error, wait_ms = wait.as_millis() as u64, "upstream call failed, retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+                continue;
+            }
+            if error.is_failure() {
+                ticket.failure(&error.to_string());
+            } else {
+                ticket.success();
+            }
+            tracing::warn!(url = %endpoint, attempts = attempt + 1, %error, "upstream call failed");
+            return Err(error);
+        }
+    }
+
+    /// One POST: a 2xx answer of the kind asked for, or why not.
+    async fn attempt(&self, endpoint: &Uri, body: Bytes, answer: Answer) -> Result<hyper::Response<Incoming>, Refused> {
         let url = endpoint.to_string();
         let s = &self.settings;
-        let mut request = Request::post(endpoint.clone()).header(CONTENT_TYPE, "application/json").header(ACCEPT, "text/event-stream");
+        let accept = match answer {
+            Answer::EventStream => "text/event-stream",
+            Answer::Json => "application/json",
+        };
+        let mut request = Request::post(endpoint.clone()).header(CONTENT_TYPE, "application/json").header(ACCEPT, accept);
         if let Some(key) = &s.api_key {
             request = request.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
         }
@@ -280,7 +380,7 @@ impl Inner {
         let status = response.status();
         if status.is_success() {
             let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-            if !content_type.starts_with("text/event-stream") {
+            if answer == Answer::EventStream && !content_type.starts_with("text/event-stream") {
                 return Err(UpstreamError::NotEventStream { url, content_type }.into());
             }
             return Ok(response);
@@ -292,6 +392,15 @@ impl Inner {
         let body = excerpt(response.into_body(), s.read_timeout).await;
         Err(Refused { error: UpstreamError::Status { url, code: status.as_u16(), body }, retry_after })
     }
+}
+
+/// What a call expects back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// A streaming chat completion.
+    EventStream,
+    /// One JSON document (embeddings).
+    Json,
 }
 
 /// A failed attempt, with the pause the server asked for (`Retry-After`).

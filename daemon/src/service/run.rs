@@ -49,8 +49,13 @@ pub struct Run {
     pub conversation_id: Option<String>,
     pub created_at: i64,
     pub events: mpsc::Receiver<RunEvent>,
+    /// The annotation whose curated answer this is (annotation replies);
+    /// `None` when the model answers.
+    pub annotation: Option<String>,
     /// Why the front end stopped listening, if it did (see [`Run::abandon`]).
     pub(crate) left: Arc<OnceLock<String>>,
+    /// Knowledge segments the answer was given (Dify's `retriever_resources`).
+    pub retriever_resources: Vec<serde_json::Value>,
 }
 
 impl Run {

@@ -491,6 +491,7 @@ impl FlowTask {
         let mut outcome = match engine.await {
             Ok(o) => o,
             Err(e) => RunOutcome {
+                retriever_resources: Vec::new(),
                 status: RunStatus::Failed,
                 outputs: Map::new(),
                 error: Some(format!("the workflow engine task ended abnormally: {e}")),
@@ -702,6 +703,14 @@ impl Effects for ServiceEffects {
     fn http(&self, call: HttpCall) -> BoxFuture<'static, Result<HttpReply, String>> {
         let svc = Arc::clone(&self.svc);
         Box::pin(async move { svc.workflows.outbound.send(call).await.map_err(|e| crate::telemetry::chain(&e).to_string()) })
+    }
+
+    fn knowledge(&self, call: wf::KnowledgeCall) -> BoxFuture<'static, Result<Vec<wf::KnowledgeHit>, String>> {
+        let svc = Arc::clone(&self.svc);
+        Box::pin(async move {
+            let Some(k) = svc.knowledge() else { return Err("knowledge bases are not available in this daemon".into()) };
+            k.node_search(call).await.map_err(|e| e.to_string())
+        })
     }
 
     fn file(&self, upload_file_id: String) -> BoxFuture<'static, Result<wf::UploadedFile, String>> {

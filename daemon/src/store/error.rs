@@ -114,6 +114,14 @@ pub enum StoreError {
         /// The duplicate id.
         id: String,
     },
+    /// A name that must be unique is taken (a dataset's).
+    #[error("{what} name {name:?} already exists")]
+    DuplicateName {
+        /// The kind of object.
+        what: &'static str,
+        /// The name asked for.
+        name: String,
+    },
     /// A message or workflow run was finished twice, or finished after
     /// recovery marked it.
     #[error("{what} {id} is not pending (status {status})")]

@@ -1,8 +1,11 @@
-//! App API keys: `app-` + 24 random alphanumerics.
+//! API keys of two kinds, as in Dify: app keys (`app-` + 24 random
+//! alphanumerics) open one app's routes; dataset keys (`dataset-` + 24)
+//! open the datasets API and nothing else.
 //!
 //! Owns: the `api_keys` table, secret generation and verification. Only the
 //! sha256 of a secret and its 8-character lookup prefix are stored; the
-//! secret itself is returned once, by [`Store::create_key`].
+//! secret itself is returned once, by [`Store::create_key`] or
+//! [`Store::create_dataset_key`].
 //! Must not touch: HTTP headers (the `api` module extracts the bearer token).
 
 use rand::distributions::Alphanumeric;
@@ -16,20 +19,49 @@ use super::apps::require_app;
 use super::error::{sql, StoreError};
 use super::{lock, now, Store};
 
-const SECRET_PREFIX: &str = "app-";
 const SECRET_BODY_LEN: usize = 24;
 const LOOKUP_PREFIX_LEN: usize = 8;
 /// `last_used_at` is refreshed at most this often (seconds).
 const LAST_USED_RESOLUTION: i64 = 60;
+
+/// The kind of a key, stored in `api_keys.kind`; it decides the secret's
+/// prefix and which routes the key opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    App,
+    Dataset,
+}
+
+stored_as_text!(KeyKind, "key kind", App => "app", Dataset => "dataset");
+
+impl KeyKind {
+    /// What every secret of this kind starts with.
+    fn secret_prefix(self) -> &'static str {
+        match self {
+            KeyKind::App => "app-",
+            KeyKind::Dataset => "dataset-",
+        }
+    }
+}
+
+/// What a key opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyScope {
+    /// The routes of this app (Service API, OpenAI API).
+    App(String),
+    /// The datasets API (every dataset), never an app's routes.
+    Datasets,
+}
 
 /// An API key as listed (never with its secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyInfo {
     /// Key id (UUID).
     pub id: String,
-    /// The app the key opens.
-    pub app_id: String,
-    /// The first 8 characters after `app-`, to recognise a key in listings.
+    /// What the key opens.
+    pub scope: KeyScope,
+    /// The first 8 characters after `app-` or `dataset-`, to recognise a
+    /// key in listings.
     pub prefix: String,
     /// Unix seconds.
     pub created_at: i64,
@@ -39,33 +71,59 @@ pub struct ApiKeyInfo {
     pub last_used_at: Option<i64>,
 }
 
-const KEY_COLUMNS: &str = "id, app_id, prefix, created_at, revoked_at, last_used_at";
+impl ApiKeyInfo {
+    /// The app an app key opens; `None` for a dataset key.
+    pub fn app_id(&self) -> Option<&str> {
+        match &self.scope {
+            KeyScope::App(id) => Some(id),
+            KeyScope::Datasets => None,
+        }
+    }
+
+    /// The key's kind.
+    pub fn kind(&self) -> KeyKind {
+        match self.scope {
+            KeyScope::App(_) => KeyKind::App,
+            KeyScope::Datasets => KeyKind::Dataset,
+        }
+    }
+}
+
+const KEY_COLUMNS: &str = "id, kind, app_id, prefix, created_at, revoked_at, last_used_at";
 
 fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKeyInfo> {
+    let scope = match (row.get::<_, KeyKind>(1)?, row.get::<_, Option<String>>(2)?) {
+        (KeyKind::App, Some(app_id)) => KeyScope::App(app_id),
+        (KeyKind::Dataset, None) => KeyScope::Datasets,
+        (kind, app_id) => {
+            let reason = format!("a {kind} key with app_id {app_id:?}");
+            return Err(rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, reason.into()));
+        }
+    };
     Ok(ApiKeyInfo {
         id: row.get(0)?,
-        app_id: row.get(1)?,
-        prefix: row.get(2)?,
-        created_at: row.get(3)?,
-        revoked_at: row.get(4)?,
-        last_used_at: row.get(5)?,
+        scope,
+        prefix: row.get(3)?,
+        created_at: row.get(4)?,
+        revoked_at: row.get(5)?,
+        last_used_at: row.get(6)?,
     })
 }
 
-/// A fresh secret from the OS CSPRNG, and its lookup prefix.
-fn generate_secret() -> (String, String) {
+/// A fresh secret of `kind` from the OS CSPRNG, and its lookup prefix.
+fn generate_secret(kind: KeyKind) -> (String, String) {
     let body: String = OsRng.sample_iter(&Alphanumeric).take(SECRET_BODY_LEN).map(char::from).collect();
     let prefix = body.chars().take(LOOKUP_PREFIX_LEN).collect();
-    (format!("{SECRET_PREFIX}{body}"), prefix)
+    (format!("{}{body}", kind.secret_prefix()), prefix)
 }
 
-/// The lookup prefix of a well-formed secret, `None` for anything else.
-fn lookup_prefix(secret: &str) -> Option<&str> {
-    let body = secret.strip_prefix(SECRET_PREFIX)?;
+/// The kind and lookup prefix of a well-formed secret, `None` for anything else.
+fn lookup_prefix(secret: &str) -> Option<(KeyKind, &str)> {
+    let (kind, body) = KeyKind::ALL.iter().find_map(|&k| Some((k, secret.strip_prefix(k.secret_prefix())?)))?;
     if body.len() != SECRET_BODY_LEN || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return None;
     }
-    body.get(..LOOKUP_PREFIX_LEN)
+    Some((kind, body.get(..LOOKUP_PREFIX_LEN)?))
 }
 
 fn hash_secret(secret: &str) -> [u8; 32] {
@@ -76,33 +134,46 @@ impl Store {
     /// Creates a key for an existing app; returns its info and the secret
     /// (shown once, never stored).
     pub async fn create_key(&self, app_id: &str) -> Result<(ApiKeyInfo, String), StoreError> {
-        let (secret, prefix) = generate_secret();
-        let hash = hash_secret(&secret);
+        self.insert_key(KeyScope::App(app_id.to_owned())).await
+    }
+
+    /// Creates a dataset key (opens the datasets API only); returns its
+    /// info and the secret (shown once, never stored).
+    pub async fn create_dataset_key(&self) -> Result<(ApiKeyInfo, String), StoreError> {
+        self.insert_key(KeyScope::Datasets).await
+    }
+
+    async fn insert_key(&self, scope: KeyScope) -> Result<(ApiKeyInfo, String), StoreError> {
         let info = ApiKeyInfo {
             id: uuid::Uuid::new_v4().to_string(),
-            app_id: app_id.to_owned(),
-            prefix,
+            scope,
+            prefix: String::new(),
             created_at: now(),
             revoked_at: None,
             last_used_at: None,
         };
+        let (secret, prefix) = generate_secret(info.kind());
+        let info = ApiKeyInfo { prefix, ..info };
+        let hash = hash_secret(&secret);
         let info = self
             .write("create key", move |conn| {
-                require_app(conn, &info.app_id)?;
+                if let Some(app_id) = info.app_id() {
+                    require_app(conn, app_id)?;
+                }
                 conn.execute(
-                    "INSERT INTO api_keys (id, app_id, prefix, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![info.id, info.app_id, info.prefix, &hash[..], info.created_at],
+                    "INSERT INTO api_keys (id, kind, app_id, prefix, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![info.id, info.kind(), info.app_id(), info.prefix, &hash[..], info.created_at],
                 )
                 .map_err(sql("create key"))?;
                 Ok(info)
             })
             .await?;
-        tracing::info!(key_id = %info.id, app_id = %info.app_id, prefix = %info.prefix, "created API key");
+        tracing::info!(key_id = %info.id, kind = %info.kind(), app_id = info.app_id(), prefix = %info.prefix, "created API key");
         Ok((info, secret))
     }
 
-    /// Keys of one app (`NotFound` if the app is unknown), or of every app;
-    /// oldest first, revoked ones included.
+    /// Keys of one app (`NotFound` if the app is unknown), or every key
+    /// (app and dataset keys); oldest first, revoked ones included.
     pub async fn list_keys(&self, app_id: Option<&str>) -> Result<Vec<ApiKeyInfo>, StoreError> {
         let app_id = app_id.map(str::to_owned);
         self.read("list keys", move |conn| {
@@ -133,7 +204,7 @@ impl Store {
                     .ok_or(StoreError::NotFound { what: "api key", id: key_id })
             })
             .await?;
-        tracing::info!(key_id = %info.id, app_id = %info.app_id, "revoked API key");
+        tracing::info!(key_id = %info.id, kind = %info.kind(), app_id = info.app_id(), "revoked API key");
         Ok(info)
     }
 
@@ -142,8 +213,10 @@ impl Store {
     /// through the writer without waiting for it (a full queue skips the
     /// refresh). A malformed secret is `Ok(None)` without touching SQL.
     /// The returned `last_used_at` is the stored value, before this use.
+    /// The key's [`KeyScope`] says what it opens: callers must check it (an
+    /// app key never opens the datasets API, a dataset key never an app).
     pub async fn authenticate(&self, secret: &str) -> Result<Option<ApiKeyInfo>, StoreError> {
-        let Some(prefix) = lookup_prefix(secret) else {
+        let Some((kind, prefix)) = lookup_prefix(secret) else {
             return Ok(None);
         };
         let prefix = prefix.to_owned();
@@ -152,12 +225,14 @@ impl Store {
             .read("authenticate", move |conn| {
                 let op = "authenticate";
                 let mut stmt = conn
-                    .prepare_cached(&format!("SELECT {KEY_COLUMNS}, hash FROM api_keys WHERE prefix = ?1 AND revoked_at IS NULL"))
+                    .prepare_cached(&format!(
+                        "SELECT {KEY_COLUMNS}, hash FROM api_keys WHERE kind = ?1 AND prefix = ?2 AND revoked_at IS NULL"
+                    ))
                     .map_err(sql(op))?;
-                let mut rows = stmt.query([&prefix]).map_err(sql(op))?;
+                let mut rows = stmt.query(params![kind, prefix]).map_err(sql(op))?;
                 let mut found = None;
                 while let Some(row) = rows.next().map_err(sql(op))? {
-                    let stored: Vec<u8> = row.get(6).map_err(sql(op))?;
+                    let stored: Vec<u8> = row.get(7).map_err(sql(op))?;
                     if bool::from(stored.as_slice().ct_eq(&hash[..])) {
                         found = Some(key_from_row(row).map_err(sql(op))?);
                     }
@@ -209,13 +284,18 @@ mod tests {
 
     #[test]
     fn secrets_have_the_documented_shape() {
-        let (a, prefix) = generate_secret();
-        let (b, _) = generate_secret();
+        let (a, prefix) = generate_secret(KeyKind::App);
+        let (b, _) = generate_secret(KeyKind::App);
         assert_ne!(a, b);
         assert_eq!(a.len(), 4 + 24);
         assert!(a.starts_with("app-"));
-        assert_eq!(lookup_prefix(&a), Some(prefix.as_str()));
+        assert_eq!(lookup_prefix(&a), Some((KeyKind::App, prefix.as_str())));
         assert_eq!(prefix, a[4..12]);
+        let (d, prefix) = generate_secret(KeyKind::Dataset);
+        assert_eq!(d.len(), 8 + 24);
+        assert!(d.starts_with("dataset-"));
+        assert_eq!(lookup_prefix(&d), Some((KeyKind::Dataset, prefix.as_str())));
+        assert_eq!(prefix, d[8..16]);
     }
 
     #[test]
@@ -229,6 +309,11 @@ mod tests {
             "app-ABCDEFGHIJKLMNOPQRSTUVW!",
             "app-ABCDEFGHIJKLMNOPQRSTUVé",
             "APP-ABCDEFGHIJKLMNOPQRSTUVWX",
+            "dataset-",
+            "dataset-ABCDEFGHIJKLMNOPQRSTUVW",
+            "dataset-ABCDEFGHIJKLMNOPQRSTUVWXY",
+            "Dataset-ABCDEFGHIJKLMNOPQRSTUVWX",
+            "dataset_ABCDEFGHIJKLMNOPQRSTUVWX",
         ] {
             assert_eq!(lookup_prefix(bad), None, "{bad:?}");
         }
@@ -239,7 +324,7 @@ mod tests {
         let TestStore { store, _dir } = open_store();
         store.put_app("a1", "A", "chat", "{}", "config").await.expect("app");
         let (info, secret) = store.create_key("a1").await.expect("create");
-        assert_eq!(info.app_id, "a1");
+        assert_eq!(info.scope, KeyScope::App("a1".into()));
         assert_eq!(info.prefix, secret[4..12]);
         assert_eq!((info.revoked_at, info.last_used_at), (None, None));
 
@@ -255,6 +340,59 @@ mod tests {
         let keys = store.list_keys(Some("a1")).await.expect("list");
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].revoked_at, Some(at));
+        store.close().await.expect("close");
+    }
+
+    /// A dataset key opens the datasets API only: `authenticate` says so by
+    /// its scope, and its secret under the app prefix is no key at all.
+    #[tokio::test]
+    async fn dataset_keys_are_told_apart_from_app_keys() {
+        let TestStore { store, _dir } = open_store();
+        store.put_app("a1", "A", "chat", "{}", "config").await.expect("app");
+        let (app_key, app_secret) = store.create_key("a1").await.expect("app key");
+        let (info, secret) = store.create_dataset_key().await.expect("dataset key");
+        assert!(secret.starts_with("dataset-") && secret.len() == 32, "{secret}");
+        assert_eq!((info.scope.clone(), info.kind(), info.app_id()), (KeyScope::Datasets, KeyKind::Dataset, None));
+        assert_eq!(info.prefix, secret[8..16]);
+
+        let authed = store.authenticate(&secret).await.expect("auth").expect("valid");
+        assert_eq!((authed.id.as_str(), authed.scope.clone()), (info.id.as_str(), KeyScope::Datasets));
+        let authed = store.authenticate(&app_secret).await.expect("auth").expect("valid");
+        assert_eq!(authed.scope, KeyScope::App("a1".into()));
+        // The same body under the other kind's prefix is not a key.
+        let swapped = format!("app-{}", &secret[8..]);
+        assert_eq!(store.authenticate(&swapped).await.expect("auth"), None);
+        let swapped = format!("dataset-{}", &app_secret[4..]);
+        assert_eq!(store.authenticate(&swapped).await.expect("auth"), None);
+
+        // Listed with every key, not with an app's; revoked like any key.
+        let all: Vec<_> = store.list_keys(None).await.expect("list").into_iter().map(|k| k.id).collect();
+        assert_eq!(all, [app_key.id.clone(), info.id.clone()]);
+        let of_app: Vec<_> = store.list_keys(Some("a1")).await.expect("list").into_iter().map(|k| k.id).collect();
+        assert_eq!(of_app, [app_key.id]);
+        assert!(store.revoke_key(&info.id).await.expect("revoke").revoked_at.is_some());
+        assert_eq!(store.authenticate(&secret).await.expect("auth"), None);
+        store.close().await.expect("close");
+    }
+
+    /// Keys written by a v3 daemon open their app after the v4 migration.
+    #[tokio::test]
+    async fn keys_of_a_v3_store_still_work_after_migrating() {
+        use crate::store::migrations::{migrate, MIGRATIONS};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("edgeai.db");
+        let secret = "app-ABCDEFGHijklmnop12345678";
+        {
+            let mut conn = rusqlite::Connection::open(&path).expect("open");
+            migrate(&mut conn, &path, &MIGRATIONS[..3]).expect("v3");
+            conn.execute("INSERT INTO apps VALUES ('a1', 'One', 'chat', 1, 10, 10)", []).expect("app");
+            conn.execute("INSERT INTO api_keys VALUES ('k1', 'a1', 'ABCDEFGH', ?1, 10, NULL, NULL)", [&hash_secret(secret)[..]])
+                .expect("key");
+        }
+        let (store, report) = Store::open(&path).expect("open migrates");
+        assert_eq!(report.schema_version, 4);
+        let key = store.authenticate(secret).await.expect("auth").expect("the old key works");
+        assert_eq!((key.id.as_str(), key.scope), ("k1", KeyScope::App("a1".into())));
         store.close().await.expect("close");
     }
 

@@ -20,8 +20,12 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order. Append only: a released migration never changes.
-pub(crate) const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, sql: V1 }, Migration { version: 2, sql: V2 }, Migration { version: 3, sql: V3 }];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, sql: V1 },
+    Migration { version: 2, sql: V2 },
+    Migration { version: 3, sql: V3 },
+    Migration { version: 4, sql: V4 },
+];
 
 /// Schema v1. Closed sets owned by Rust enums (message status, rating) are
 /// also `CHECK`ed here; open-ended sets (app mode, version source) are
@@ -202,6 +206,136 @@ CREATE TABLE conversation_variables (
 );
 ";
 
+/// Schema v4: knowledge bases (issue 13).
+///
+/// `api_keys` is rebuilt (SQLite cannot drop `NOT NULL` in place) with a
+/// `kind`: `app` keys keep their `app_id`, `dataset` keys have none. Every
+/// existing key becomes an `app` key. Nothing references `api_keys`.
+///
+/// `segments.rowid` is the segment's key in the vector files, so it is
+/// `AUTOINCREMENT`: a deleted segment's rowid is never given to a new one
+/// while its vector may still sit in a file as a tombstone. A segment is
+/// inserted `indexing` and becomes searchable only when its document's
+/// `complete_document` transaction flips it to `completed`.
+///
+/// `segments_fts` is a contentless FTS5 index (rowid = segment rowid) of
+/// the segment's content, answer and keywords, where every CJK character
+/// and every pair of neighbouring ones is a token of its own, so Chinese is
+/// found by substring; the store writes it in the same transaction as the
+/// segment row.
+///
+/// `annotations` are an app's curated question/answer pairs (Dify's
+/// annotation replies); their rowid keys the questions' vectors, so it is
+/// `AUTOINCREMENT` too. `app_annotation_settings` holds whether replies are
+/// on, the match threshold and the embedding model of the vectors.
+const V4: &str = r"
+CREATE TABLE api_keys_v4 (
+    id           TEXT    NOT NULL PRIMARY KEY,
+    kind         TEXT    NOT NULL CHECK (kind IN ('app', 'dataset')),
+    app_id       TEXT    REFERENCES apps(id) ON DELETE CASCADE,
+    prefix       TEXT    NOT NULL,
+    hash         BLOB    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    revoked_at   INTEGER,
+    last_used_at INTEGER,
+    CHECK ((kind = 'app') = (app_id IS NOT NULL))
+);
+INSERT INTO api_keys_v4 (id, kind, app_id, prefix, hash, created_at, revoked_at, last_used_at)
+SELECT id, 'app', app_id, prefix, hash, created_at, revoked_at, last_used_at FROM api_keys;
+DROP TABLE api_keys;
+ALTER TABLE api_keys_v4 RENAME TO api_keys;
+CREATE INDEX api_keys_by_prefix ON api_keys (kind, prefix);
+CREATE INDEX api_keys_by_app ON api_keys (app_id);
+
+CREATE TABLE datasets (
+    id                 TEXT    NOT NULL PRIMARY KEY,
+    name               TEXT    NOT NULL UNIQUE,
+    description        TEXT    NOT NULL,
+    indexing_technique TEXT    NOT NULL CHECK (indexing_technique IN ('high_quality', 'economy')),
+    embedding_model    TEXT,
+    embedding_dims     INTEGER,
+    retrieval_model    TEXT,
+    created_at         INTEGER NOT NULL,
+    updated_at         INTEGER NOT NULL
+);
+CREATE INDEX datasets_by_created ON datasets (created_at);
+
+CREATE TABLE documents (
+    id                     TEXT    NOT NULL PRIMARY KEY,
+    dataset_id             TEXT    NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,
+    position               INTEGER NOT NULL,
+    name                   TEXT    NOT NULL,
+    source_kind            TEXT    NOT NULL CHECK (source_kind IN ('text', 'file')),
+    file_name              TEXT,
+    file_kind              TEXT,
+    file_size              INTEGER,
+    batch                  TEXT    NOT NULL,
+    process_rule           TEXT    NOT NULL,
+    status                 TEXT    NOT NULL
+                           CHECK (status IN ('waiting', 'parsing', 'splitting', 'indexing', 'completed', 'error', 'paused')),
+    error                  TEXT,
+    enabled                INTEGER NOT NULL DEFAULT 1,
+    word_count             INTEGER NOT NULL DEFAULT 0,
+    tokens                 INTEGER NOT NULL DEFAULT 0,
+    completed_segments     INTEGER NOT NULL DEFAULT 0,
+    total_segments         INTEGER NOT NULL DEFAULT 0,
+    created_at             INTEGER NOT NULL,
+    processing_started_at  INTEGER,
+    parsing_completed_at   INTEGER,
+    splitting_completed_at INTEGER,
+    completed_at           INTEGER,
+    updated_at             INTEGER NOT NULL,
+    CHECK ((source_kind = 'file') = (file_name IS NOT NULL AND file_kind IS NOT NULL AND file_size IS NOT NULL)),
+    UNIQUE (dataset_id, position)
+);
+CREATE INDEX documents_by_batch ON documents (batch);
+CREATE INDEX documents_unfinished ON documents (status) WHERE status IN ('waiting', 'parsing', 'splitting', 'indexing');
+
+CREATE TABLE segments (
+    rowid       INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT    NOT NULL UNIQUE,
+    document_id TEXT    NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    dataset_id  TEXT    NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,
+    position    INTEGER NOT NULL,
+    content     TEXT    NOT NULL,
+    answer      TEXT    NOT NULL DEFAULT '',
+    keywords    TEXT    NOT NULL DEFAULT '[]',
+    word_count  INTEGER NOT NULL,
+    tokens      INTEGER NOT NULL,
+    hash        TEXT    NOT NULL,
+    hit_count   INTEGER NOT NULL DEFAULT 0,
+    enabled     INTEGER NOT NULL DEFAULT 1,
+    status      TEXT    NOT NULL CHECK (status IN ('indexing', 'completed')),
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    UNIQUE (document_id, position)
+);
+CREATE INDEX segments_by_dataset ON segments (dataset_id);
+
+CREATE VIRTUAL TABLE segments_fts USING fts5(
+    text, content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 2'
+);
+
+CREATE TABLE annotations (
+    rowid      INTEGER PRIMARY KEY AUTOINCREMENT,
+    id         TEXT    NOT NULL UNIQUE,
+    app_id     TEXT    NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    question   TEXT    NOT NULL,
+    answer     TEXT    NOT NULL,
+    hit_count  INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX annotations_by_app ON annotations (app_id, created_at);
+CREATE TABLE app_annotation_settings (
+    app_id          TEXT    NOT NULL PRIMARY KEY REFERENCES apps(id) ON DELETE CASCADE,
+    enabled         INTEGER NOT NULL,
+    score_threshold REAL    NOT NULL CHECK (score_threshold >= 0 AND score_threshold <= 1),
+    embedding_model TEXT,
+    updated_at      INTEGER NOT NULL
+);
+";
+
 /// The newest schema version `migrations` produce (0 for an empty list).
 pub(crate) fn latest(migrations: &[Migration]) -> u32 {
     migrations.last().map_or(0, |m| m.version)
@@ -293,7 +427,8 @@ mod tests {
         Migration { version: 1, sql: V1 },
         Migration { version: 2, sql: V2 },
         Migration { version: 3, sql: V3 },
-        Migration { version: 4, sql: "ALTER TABLE apps ADD COLUMN description TEXT;" },
+        Migration { version: 4, sql: V4 },
+        Migration { version: 5, sql: "ALTER TABLE apps ADD COLUMN description TEXT;" },
     ];
 
     fn open(path: &Path) -> Connection {
@@ -305,8 +440,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
         let mut conn = open(&path);
-        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("migrate"), 3);
-        assert_eq!(schema_version(&conn).expect("version"), 3);
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("migrate"), 4);
+        assert_eq!(schema_version(&conn).expect("version"), 4);
         assert!(!backup_path(&path, 1).exists());
         // Every table exists.
         for table in [
@@ -320,6 +455,12 @@ mod tests {
             "workflow_runs",
             "workflow_node_executions",
             "conversation_variables",
+            "datasets",
+            "documents",
+            "segments",
+            "segments_fts",
+            "annotations",
+            "app_annotation_settings",
         ] {
             let n: i64 = conn
                 .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))
@@ -347,7 +488,7 @@ mod tests {
                INSERT INTO conversations VALUES ('c1', 'a1', 'u1', 'n', '{}', 10, 10);"#,
         )
         .expect("seed v2");
-        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("v3"), 3);
+        assert_eq!(migrate(&mut conn, &path, &MIGRATIONS[..3]).expect("v3"), 3);
         assert!(backup_path(&path, 3).exists());
 
         let mut stmt = conn
@@ -388,13 +529,69 @@ mod tests {
         assert!(dup.is_err(), "a duplicate workflow id was accepted");
     }
 
+    /// A v3 database with keys keeps them through v4 as app keys (same id,
+    /// app, prefix, hash, times); a dataset key has no app, an app key
+    /// must have one, and keys still cascade with their app.
+    #[test]
+    fn v4_keeps_existing_keys_as_app_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let mut conn = open(&path);
+        conn.pragma_update(None, "foreign_keys", true).expect("foreign keys");
+        migrate(&mut conn, &path, &MIGRATIONS[..3]).expect("v3");
+        conn.execute_batch(
+            r"INSERT INTO apps VALUES ('a1', 'One', 'chat', 1, 10, 10);
+              INSERT INTO api_keys VALUES ('k1', 'a1', 'abcdefgh', x'0102', 10, NULL, 15);
+              INSERT INTO api_keys VALUES ('k2', 'a1', 'ijklmnop', x'0304', 11, 12, NULL);",
+        )
+        .expect("seed v3");
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("v4"), 4);
+        assert!(backup_path(&path, 4).exists());
+
+        let mut stmt = conn
+            .prepare("SELECT id, kind, app_id, prefix, hash, created_at, revoked_at, last_used_at FROM api_keys ORDER BY id")
+            .expect("prepare");
+        type KeyRow = (String, String, Option<String>, String, Vec<u8>, i64, Option<i64>, Option<i64>);
+        let rows: Vec<KeyRow> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let a1 = Some("a1".to_owned());
+        assert_eq!(
+            rows,
+            [
+                ("k1".into(), "app".into(), a1.clone(), "abcdefgh".into(), vec![1, 2], 10, None, Some(15)),
+                ("k2".into(), "app".into(), a1, "ijklmnop".into(), vec![3, 4], 11, Some(12), None)
+            ]
+        );
+        conn.execute("INSERT INTO api_keys (id, kind, app_id, prefix, hash, created_at) VALUES ('d1', 'dataset', NULL, 'x', x'00', 1)", [])
+            .expect("a dataset key has no app");
+        for bad in [
+            "INSERT INTO api_keys (id, kind, app_id, prefix, hash, created_at) VALUES ('b1', 'app', NULL, 'x', x'00', 1)",
+            "INSERT INTO api_keys (id, kind, app_id, prefix, hash, created_at) VALUES ('b2', 'dataset', 'a1', 'x', x'00', 1)",
+            "INSERT INTO api_keys (id, kind, app_id, prefix, hash, created_at) VALUES ('b3', 'other', 'a1', 'x', x'00', 1)",
+        ] {
+            assert!(conn.execute(bad, []).is_err(), "accepted: {bad}");
+        }
+        conn.execute("DELETE FROM apps WHERE id = 'a1'", []).expect("delete app");
+        let left: Vec<String> = conn
+            .prepare("SELECT id FROM api_keys")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("q")
+            .collect::<Result<_, _>>()
+            .expect("ids");
+        assert_eq!(left, ["d1"]);
+    }
+
     #[test]
     fn migrating_again_is_a_no_op() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
         let mut conn = open(&path);
         migrate(&mut conn, &path, MIGRATIONS).expect("first");
-        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("second"), 3);
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("second"), 4);
         assert!(!backup_path(&path, 1).exists());
     }
 
@@ -405,12 +602,12 @@ mod tests {
         let mut conn = open(&path);
         migrate(&mut conn, &path, &WITH_NEXT[..1]).expect("v1");
         conn.execute("INSERT INTO apps VALUES ('a1', 'App', 'chat', 1, 0, 0)", []).expect("insert");
-        assert_eq!(migrate(&mut conn, &path, WITH_NEXT).expect("v4"), 4);
+        assert_eq!(migrate(&mut conn, &path, WITH_NEXT).expect("v5"), 5);
 
         // One backup, of the state before the first migration that ran.
         let backup = backup_path(&path, 2);
         assert!(backup.exists(), "backup {} missing", backup.display());
-        assert!(!backup_path(&path, 3).exists() && !backup_path(&path, 4).exists());
+        assert!((3..=5).all(|v| !backup_path(&path, v).exists()));
         let old = open(&backup);
         assert_eq!(schema_version(&old).expect("version"), 1);
         let name: String = old.query_row("SELECT name FROM apps WHERE id = 'a1'", [], |r| r.get(0)).expect("row in backup");
@@ -443,21 +640,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
         let mut conn = open(&path);
-        migrate(&mut conn, &path, WITH_NEXT).expect("v4");
+        migrate(&mut conn, &path, WITH_NEXT).expect("v5");
         let err = migrate(&mut conn, &path, MIGRATIONS).expect_err("too new");
-        assert!(matches!(err, StoreError::SchemaTooNew { found: 4, supported: 3 }), "{err:?}");
+        assert!(matches!(err, StoreError::SchemaTooNew { found: 5, supported: 4 }), "{err:?}");
     }
 
     #[test]
     fn replaces_a_stale_backup_of_the_same_version() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
-        std::fs::write(backup_path(&path, 4), b"stale").expect("stale backup");
+        std::fs::write(backup_path(&path, 5), b"stale").expect("stale backup");
         let mut conn = open(&path);
         migrate(&mut conn, &path, &WITH_NEXT[..1]).expect("v1");
-        migrate(&mut conn, &path, &WITH_NEXT[..3]).expect("v3");
-        migrate(&mut conn, &path, WITH_NEXT).expect("v4");
-        let old = open(&backup_path(&path, 4));
-        assert_eq!(schema_version(&old).expect("backup is a database"), 3);
+        migrate(&mut conn, &path, &WITH_NEXT[..4]).expect("v4");
+        migrate(&mut conn, &path, WITH_NEXT).expect("v5");
+        let old = open(&backup_path(&path, 5));
+        assert_eq!(schema_version(&old).expect("backup is a database"), 4);
     }
 }

@@ -8,14 +8,17 @@
 //!
 //! Must not touch: HTTP or D-Bus shapes, app semantics (a definition is an
 //! opaque JSON string here), model or engine state. It depends on nothing
-//! else of the crate.
+//! else of the crate but the knowledge records (`crate::knowledge`).
 //!
 //! Crash safety: a message is inserted as `pending` when generation starts
 //! and finished by one `UPDATE`; [`Store::open`] marks every message still
 //! `pending` (the daemon died mid-answer) as `error`, so a partial answer is
 //! never stored as if complete. Workflow runs likewise: inserted `running`,
 //! finished (with their node executions) by one transaction, and marked
-//! `failed` by [`Store::open`] if a crash left them `running`.
+//! `failed` by [`Store::open`] if a crash left them `running`. Knowledge
+//! segments are searchable only once their document's completing
+//! transaction marks them `completed`; [`Store::open`] counts the documents
+//! a crash left mid-index (the service queues them again).
 
 /// `as_str`, `ALL`, `Display`, `ToSql` and `FromSql` of an enum stored as
 /// text in Dify's spelling: `stored_as_text!(Type, "what", Variant => "text", ...)`.
@@ -59,11 +62,13 @@ macro_rules! stored_as_text {
     };
 }
 
+mod annotations;
 mod apps;
 mod conversations;
 mod error;
 mod files;
 mod keys;
+mod knowledge;
 mod messages;
 mod migrations;
 mod variables;
@@ -82,11 +87,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{oneshot, Semaphore};
 
+pub use annotations::{AnnotationRecord, AnnotationSettings};
 pub use apps::{AppVersion, AppVersionInfo, StoredApp, StoredAppVersion};
 pub use conversations::{Conversation, ConversationSort};
 pub use error::StoreError;
 pub use files::{NewUploadFile, UploadFile};
-pub use keys::ApiKeyInfo;
+pub use keys::{ApiKeyInfo, KeyKind, KeyScope};
+pub use knowledge::{DatasetChanges, DocumentStep, FulltextHit, NewDatasetRow, NewDocumentRow, NewSegment, SegmentChanges, VisibleSegment};
 pub use messages::{AppFeedback, Feedback, Message, MessageOutcome, MessageStatus, NewMessage, Rating};
 pub use variables::{ConversationVariable, VariableValue};
 pub use workflows::{
@@ -110,6 +117,9 @@ pub struct OpenReport {
     pub recovered_messages: u64,
     /// Workflow runs left `running` by a previous run, now marked `failed`.
     pub recovered_workflow_runs: u64,
+    /// Knowledge documents whose indexing had not finished (see
+    /// [`Store::documents_to_resume`]); their unfinished segments stay invisible.
+    pub unfinished_documents: u64,
 }
 
 /// Tuning knobs of [`Store::open_with`]; [`Store::open`] uses the defaults.
@@ -215,6 +225,14 @@ impl Store {
                 "marked workflow runs interrupted by the previous run as failed"
             );
         }
+        let unfinished_documents = knowledge::count_unfinished(&conn)?;
+        if unfinished_documents > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                unfinished_documents,
+                "knowledge documents were left mid-index by the previous run; they are to be indexed again"
+            );
+        }
 
         let mut readers = Vec::new();
         for _ in 0..options.readers {
@@ -241,7 +259,10 @@ impl Store {
             key_touches: Mutex::new(std::collections::HashMap::new()),
             run_batch: Arc::new(workflows::RunBatch::new(options.write_queue)),
         };
-        Ok((Store { inner: Arc::new(inner) }, OpenReport { schema_version, recovered_messages, recovered_workflow_runs }))
+        Ok((
+            Store { inner: Arc::new(inner) },
+            OpenReport { schema_version, recovered_messages, recovered_workflow_runs, unfinished_documents },
+        ))
     }
 
     /// Graceful close: waits for running reads, runs every write already

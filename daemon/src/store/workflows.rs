@@ -311,7 +311,7 @@ fn require_elapsed(field: &'static str, value: f64) -> Result<(), StoreError> {
 const KEYWORD_CHARS: usize = 30;
 
 /// Escapes `%`, `_` and `\` for `LIKE ... ESCAPE '\'` and wraps in `%...%`.
-fn like_pattern(keyword: &str) -> String {
+pub(crate) fn like_pattern(keyword: &str) -> String {
     let mut pattern = String::with_capacity(keyword.len() + 2);
     pattern.push('%');
     for c in keyword.chars() {

@@ -6,5 +6,7 @@ pub mod bare;
 pub mod client;
 pub mod cpu;
 pub mod daemon;
+pub mod knowledge;
 pub mod report;
+pub mod vectors;
 pub mod workflow;

@@ -11,6 +11,7 @@
 //! `edgeai` and a top-level `edgeai:` mapping, which Dify ignores. Owns no I/O.
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -20,7 +21,9 @@ use sha2::{Digest, Sha256};
 
 use super::graph::Workflow;
 use super::{Capabilities, Problem};
-use crate::engine::app::{AppDefinition, AppMode, CompletionParams, DslModel, Feature, FieldSpec, FormField, MAX_APP_ID_LEN};
+use crate::engine::app::{
+    AppDefinition, AppMode, CompletionParams, DatasetContext, DslModel, Feature, FieldSpec, FormField, MAX_APP_ID_LEN,
+};
 
 /// Largest DSL document accepted.
 pub const MAX_DSL_BYTES: usize = 4 * 1024 * 1024;
@@ -49,6 +52,43 @@ pub struct ImportOptions {
     /// The app's name; default: the DSL's `app.name`.
     pub name: Option<String>,
     pub caps: Capabilities,
+    /// How the DSL's dataset ids become local ones: every id a
+    /// knowledge-retrieval node may name, with the local dataset id it
+    /// means (the service builds it from the local datasets, their names
+    /// and `--dataset OLD=NEW`). An id not in it is a problem.
+    pub datasets: BTreeMap<String, String>,
+}
+
+/// Rewrites the dataset ids of every knowledge-retrieval node in a raw
+/// `workflow` section to local ones; an unmapped id is a problem naming
+/// the node.
+fn map_datasets(raw: &mut Value, datasets: &BTreeMap<String, String>) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let Some(nodes) = raw.pointer_mut("/graph/nodes").and_then(Value::as_array_mut) else { return problems };
+    for node in nodes {
+        let id = node.get("id").and_then(Value::as_str).map(str::to_owned);
+        let Some(data) = node.get_mut("data") else { continue };
+        if data.get("type").and_then(Value::as_str) != Some("knowledge-retrieval") {
+            continue;
+        }
+        let title = data.get("title").and_then(Value::as_str).map(str::to_owned);
+        let Some(ids) = data.get_mut("dataset_ids").and_then(Value::as_array_mut) else { continue };
+        for v in ids.iter_mut() {
+            let Some(old) = v.as_str() else { continue };
+            match datasets.get(old) {
+                Some(local) => *v = Value::String(local.clone()),
+                None => problems.push(Problem {
+                    node_id: id.clone(),
+                    node_title: title.clone(),
+                    field: "dataset_ids".into(),
+                    message: format!(
+                        "dataset {old} is not on this gateway: map it to a local dataset with `edgeaictl apps import --dataset {old}=LOCAL_ID_OR_NAME`"
+                    ),
+                }),
+            }
+        }
+    }
+    problems
 }
 
 /// Why an app could not be exported.
@@ -108,6 +148,7 @@ pub fn import(yaml: &str, opts: &ImportOptions) -> Result<AppDefinition, Vec<Pro
         history_turns: 10,
         enable_api: true,
         workflow: None,
+        datasets: None,
     };
     r.extension(doc.get("edgeai"), &mut def);
     // Where each form field came from, for problems found by validate().
@@ -117,16 +158,19 @@ pub fn import(yaml: &str, opts: &ImportOptions) -> Result<AppDefinition, Vec<Pro
         Some((_, Some(wmode))) => match doc.get("workflow") {
             Some(raw @ Value::Object(section)) => {
                 r.features(section.get("features"), &mut def);
-                match Workflow::compile(raw, wmode, opts.caps) {
+                let mut raw = raw.clone();
+                let unmapped = map_datasets(&mut raw, &opts.datasets);
+                match Workflow::compile(&raw, wmode, opts.caps) {
                     Ok(w) => def.workflow = Some(Arc::new(w)),
                     Err(problems) => r.problems.extend(problems),
                 }
+                r.problems.extend(unmapped);
             }
             Some(other) => r.problem("workflow", format!("expected a mapping, found {}", kind_of(other))),
             None => r.problem("workflow", format!("missing: a {} app's DSL has a workflow section", def.mode.as_str())),
         },
         Some((_, None)) => match doc.get("model_config") {
-            Some(Value::Object(mc)) => form_at = r.model_config(mc, &mut def),
+            Some(Value::Object(mc)) => form_at = r.model_config(mc, &mut def, &opts.datasets),
             Some(other) => r.problem("model_config", format!("expected a mapping, found {}", kind_of(other))),
             None => r.problem("model_config", format!("missing: a {} app's DSL has a model_config section", def.mode.as_str())),
         },
@@ -221,6 +265,29 @@ pub fn slug(name: &str) -> String {
 
 // ---------------------------------------------------------------- export
 
+/// Dify's `dataset_configs` of a chat or completion app.
+fn dataset_configs(d: Option<&DatasetContext>) -> Value {
+    let Some(d) = d else { return json!({"datasets": {"datasets": []}, "retrieval_model": "multiple"}) };
+    let datasets: Vec<Value> = d.dataset_ids.iter().map(|id| json!({"dataset": {"enabled": true, "id": id}})).collect();
+    let mut v = json!({
+        "datasets": {"datasets": datasets},
+        "retrieval_model": if d.single { "single" } else { "multiple" },
+        "reranking_enable": d.weights.is_some(),
+        "score_threshold_enabled": d.score_threshold.is_some(),
+    });
+    if let Some(k) = d.top_k {
+        v["top_k"] = json!(k);
+    }
+    if let Some(t) = d.score_threshold {
+        v["score_threshold"] = f32_value(t);
+    }
+    if let Some((vw, kw)) = d.weights {
+        v["reranking_mode"] = json!("weighted_score");
+        v["weights"] = json!({"vector_setting": {"vector_weight": f32_value(vw)}, "keyword_setting": {"keyword_weight": f32_value(kw)}});
+    }
+    v
+}
+
 fn model_config(app: &AppDefinition) -> Value {
     let (provider, name) = match (&app.dsl_model, &app.model) {
         (Some(m), _) => (m.provider.clone(), m.name.clone()),
@@ -250,7 +317,7 @@ fn model_config(app: &AppDefinition) -> Value {
             "mode": if app.mode == AppMode::Completion { "completion" } else { "chat" },
             "completion_params": params,
         },
-        "dataset_configs": {"datasets": {"datasets": []}, "retrieval_model": "multiple"},
+        "dataset_configs": dataset_configs(app.datasets.as_ref()),
         "dataset_query_variable": "",
         "agent_mode": {"enabled": false, "tools": []},
         "external_data_tools": [],
@@ -357,7 +424,7 @@ impl Reader {
 
     /// A chat or completion app's `model_config`; returns, for each form
     /// field kept, its index in the DSL's `user_input_form`.
-    fn model_config(&mut self, mc: &Map<String, Value>, def: &mut AppDefinition) -> Vec<usize> {
+    fn model_config(&mut self, mc: &Map<String, Value>, def: &mut AppDefinition, datasets: &BTreeMap<String, String>) -> Vec<usize> {
         def.pre_prompt = self.string(mc.get("pre_prompt"), "model_config.pre_prompt").unwrap_or_default();
         match self.string(mc.get("prompt_type"), "model_config.prompt_type").as_deref() {
             None | Some("simple") => {}
@@ -371,6 +438,7 @@ impl Reader {
         def.suggested_questions_after_answer =
             self.feature(mc.get("suggested_questions_after_answer"), "model_config.suggested_questions_after_answer");
         self.unsupported(mc);
+        def.datasets = self.dataset_configs(mc.get("dataset_configs"), datasets);
         match self.object(mc.get("model"), "model_config.model") {
             Some(m) => self.model(m, def),
             None => self.problem("model_config.model", "missing: the app's model (provider, name, completion_params)".into()),
@@ -378,13 +446,66 @@ impl Reader {
         self.form(mc.get("user_input_form"), def)
     }
 
+    /// Dify's `dataset_configs`: the enabled datasets (their ids mapped to
+    /// local ones; an unmapped id is a problem), `retrieval_model`
+    /// (`single`/`multiple`), `top_k`, `score_threshold` when enabled, and
+    /// hybrid `weights`. `None` when it names no enabled dataset.
+    fn dataset_configs(&mut self, v: Option<&Value>, map: &BTreeMap<String, String>) -> Option<DatasetContext> {
+        let dc = v.and_then(Value::as_object)?;
+        let field = "model_config.dataset_configs";
+        let entries = dc.get("datasets").and_then(|d| d.get("datasets")).and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut ids = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let ds = e.get("dataset").unwrap_or(e);
+            if ds.get("enabled").and_then(Value::as_bool) == Some(false) {
+                continue;
+            }
+            match ds.get("id").and_then(Value::as_str) {
+                Some(id) => match map.get(id) {
+                    Some(local) => ids.push(local.clone()),
+                    None => self.problem(
+                        &format!("{field}.datasets.datasets.{i}.dataset.id"),
+                        format!("dataset {id} is not on this gateway: map it to a local dataset with `edgeaictl apps import --dataset {id}=LOCAL_ID_OR_NAME`"),
+                    ),
+                },
+                None => self.problem(&format!("{field}.datasets.datasets.{i}.dataset.id"), "missing: the dataset's id".into()),
+            }
+        }
+        if ids.is_empty() {
+            return None;
+        }
+        let single = match dc.get("retrieval_model").and_then(Value::as_str) {
+            None | Some("multiple") => false,
+            Some("single") => true,
+            Some(other) => {
+                self.problem(&format!("{field}.retrieval_model"), format!("{other:?} is not single or multiple"));
+                false
+            }
+        };
+        if dc.get("reranking_enable").and_then(Value::as_bool) == Some(true)
+            && dc.get("reranking_mode").and_then(Value::as_str) == Some("reranking_model")
+        {
+            self.problem(
+                &format!("{field}.reranking_mode"),
+                "reranking_model needs a rerank model, none runs offline; use weighted_score".into(),
+            );
+        }
+        let top_k = dc.get("top_k").and_then(Value::as_u64).map(|k| k.clamp(1, 100) as usize);
+        let score_threshold = match dc.get("score_threshold_enabled").and_then(Value::as_bool) {
+            Some(false) => None,
+            _ => dc.get("score_threshold").and_then(Value::as_f64).map(|t| t as f32),
+        };
+        let weights = dc.get("weights").and_then(|w| {
+            let v = w.pointer("/vector_setting/vector_weight")?.as_f64()?;
+            let k = w.pointer("/keyword_setting/keyword_weight")?.as_f64()?;
+            Some((v as f32, k as f32))
+        });
+        Some(DatasetContext { dataset_ids: ids, single, top_k, score_threshold, weights })
+    }
+
     /// Parts of `model_config` that would change what the app does and that
     /// this build cannot run: refused, not silently dropped.
     fn unsupported(&mut self, mc: &Map<String, Value>) {
-        let datasets = mc.get("dataset_configs").and_then(|d| d.get("datasets")).and_then(|d| d.get("datasets"));
-        if datasets.and_then(Value::as_array).is_some_and(|d| !d.is_empty()) {
-            self.problem("model_config.dataset_configs", "knowledge bases (issue 13) are not in this build".into());
-        }
         if let Some(agent) = mc.get("agent_mode").and_then(Value::as_object) {
             let tools: Vec<String> = agent
                 .get("tools")

@@ -218,6 +218,19 @@ impl Workflow {
         &self.raw
     }
 
+    /// Every dataset id its knowledge-retrieval nodes search.
+    pub fn dataset_ids(&self) -> Vec<String> {
+        let nodes = self.raw.pointer("/graph/nodes").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        nodes
+            .iter()
+            .filter_map(|n| n.get("data"))
+            .filter(|d| d.get("type").and_then(Value::as_str) == Some("knowledge-retrieval"))
+            .filter_map(|d| d.get("dataset_ids").and_then(Value::as_array))
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    }
+
     pub fn mode(&self) -> WorkflowMode {
         self.mode
     }

@@ -67,8 +67,6 @@ pub struct Limits {
 pub struct Capabilities {
     /// Code nodes (issue 14's sandbox).
     pub code: bool,
-    /// Knowledge-retrieval nodes (issue 13's knowledge bases).
-    pub knowledge: bool,
 }
 
 /// Which kind of DSL app a graph belongs to: chatflows answer through
@@ -165,6 +163,40 @@ pub struct HttpReply {
     pub body: Vec<u8>,
 }
 
+/// One search of a knowledge-retrieval node, with its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnowledgeCall {
+    pub node_id: String,
+    /// Local dataset ids (import mapped the DSL's ids to them).
+    pub dataset_ids: Vec<String>,
+    pub query: String,
+    /// `single`: the one dataset whose best segment scores highest answers;
+    /// `multiple`: all datasets, merged by score.
+    pub single: bool,
+    pub top_k: Option<usize>,
+    pub score_threshold: Option<f32>,
+    /// Hybrid weights (vector, keyword) when the node gives them.
+    pub weights: Option<(f32, f32)>,
+}
+
+/// One segment a knowledge-retrieval node found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnowledgeHit {
+    pub dataset_id: String,
+    pub dataset_name: String,
+    pub document_id: String,
+    pub document_name: String,
+    /// `upload_file` or `text`... as Dify's `data_source_type`.
+    pub data_source_type: String,
+    pub segment_id: String,
+    pub segment_position: i64,
+    pub index_node_hash: String,
+    pub content: String,
+    pub score: f32,
+    pub hit_count: i64,
+    pub word_count: i64,
+}
+
 /// An uploaded file: (name, mime type, bytes).
 pub type UploadedFile = (String, String, Vec<u8>);
 
@@ -179,6 +211,8 @@ pub trait Effects: Send + Sync + 'static {
     /// A file uploaded through the Service API (`upload_file_id`), as
     /// (name, mime type, bytes), for document-extractor.
     fn file(&self, upload_file_id: String) -> BoxFuture<'static, Result<UploadedFile, String>>;
+    /// A knowledge search; `Err` names an unknown dataset or a failed search.
+    fn knowledge(&self, call: KnowledgeCall) -> BoxFuture<'static, Result<Vec<KnowledgeHit>, String>>;
 }
 
 // ---------------------------------------------------------------- nodes
@@ -312,6 +346,9 @@ pub struct RunOutcome {
     pub total_steps: u32,
     /// Conversation variables after the run (chatflow), by name.
     pub conversation_variables: BTreeMap<String, Value>,
+    /// Segments that llm nodes used as context (Dify's
+    /// `retriever_resources`), in the order they were used.
+    pub retriever_resources: Vec<Value>,
 }
 
 /// The system variables of one run.

@@ -504,3 +504,60 @@ async fn no_url_is_not_configured() {
     assert!(matches!(up.chat(request()).await, Err(UpstreamError::NotConfigured)));
     assert_eq!(up.status().url, None);
 }
+
+fn json_answer(body: Value) -> Reply {
+    Reply::Status { code: 200, headers: vec![("content-type", "application/json".into())], body: body.to_string() }
+}
+
+fn texts() -> Vec<String> {
+    vec!["PLC alarm".into(), "急停复位".into()]
+}
+
+#[tokio::test]
+async fn embeddings_come_back_in_input_order_as_unit_vectors() {
+    // Out of order and not normalised, as a server may answer.
+    let srv =
+        server(|_| json_answer(json!({"data": [{"index": 1, "embedding": [0.0, 2.0]}, {"index": 0, "embedding": [3.0, 4.0]}]}))).await;
+    let up = Upstream::new(&srv.settings());
+    let vectors = up.embed("bge-m3", &texts()).await.expect("embeddings");
+    assert_eq!(vectors, [vec![0.6, 0.8], vec![0.0, 1.0]]);
+    let seen = srv.last();
+    assert_eq!(seen.path, "/v1/embeddings");
+    assert_eq!(seen.body, json!({"model": "bge-m3", "input": ["PLC alarm", "急停复位"], "encoding_format": "float"}));
+    assert_eq!(up.status().consecutive_failures, 0);
+}
+
+#[tokio::test]
+async fn embeddings_are_retried_on_5xx() {
+    let srv = server(|n| {
+        if n == 0 {
+            status(503)
+        } else {
+            json_answer(json!({"data": [{"index": 0, "embedding": [1.0]}, {"index": 1, "embedding": [1.0]}]}))
+        }
+    })
+    .await;
+    let up = Upstream::new(&srv.settings());
+    assert_eq!(up.embed("m", &texts()).await.expect("embeddings").len(), 2);
+    assert_eq!(srv.hits(), 2);
+}
+
+#[tokio::test]
+async fn embeddings_that_do_not_fit_the_inputs_are_breaker_failures() {
+    let answers = [
+        json!({"data": [{"index": 0, "embedding": [1.0, 0.0]}]}),
+        json!({"data": [{"index": 0, "embedding": [1.0, 0.0]}, {"index": 1, "embedding": [1.0]}]}),
+        json!({"data": [{"index": 0, "embedding": [1.0]}, {"index": 0, "embedding": [1.0]}]}),
+        json!({"data": [{"index": 0, "embedding": [1.0]}, {"index": 5, "embedding": [1.0]}]}),
+        json!({"data": [{"index": 0, "embedding": [0.0]}, {"index": 1, "embedding": [1.0]}]}),
+        json!({"object": "list"}),
+    ];
+    for (i, answer) in answers.into_iter().enumerate() {
+        let srv = server(move |_| json_answer(answer.clone())).await;
+        let up = Upstream::new(&srv.settings());
+        let err = up.embed("m", &texts()).await.expect_err("refused");
+        assert!(matches!(err, UpstreamError::BadEmbeddings { .. }), "answer {i}: {err:?}");
+        assert_eq!(srv.hits(), 1, "answer {i}: a wrong answer is not retried");
+        assert_eq!(up.status().consecutive_failures, 1, "answer {i}");
+    }
+}

@@ -104,7 +104,7 @@ fn what_dify_has_no_place_for_round_trips_too() {
 
 #[test]
 fn options_name_the_app() {
-    let o = ImportOptions { id: Some("plants".into()), name: Some("Plants".into()), caps: Capabilities::default() };
+    let o = ImportOptions { id: Some("plants".into()), name: Some("Plants".into()), ..opts() };
     let a = import(&fixture("chat.yml"), &o).expect("chat.yml");
     assert_eq!((a.id.as_str(), a.name.as_str()), ("plants", "Plants"));
     let p = import(&fixture("chat.yml"), &ImportOptions { id: Some("Not An Id".into()), ..opts() }).expect_err("bad id");
@@ -303,10 +303,13 @@ fn cloud_features_that_change_answers_are_refused() {
         fields(&p),
         [
             ("model_config.prompt_type", "\"advanced\" (expert-mode prompts) is not supported: use the simple prompt, or a chatflow"),
-            ("model_config.dataset_configs", "knowledge bases (issue 13) are not in this build"),
             ("model_config.agent_mode.tools", "agent tools need Dify's cloud marketplace; not supported: time/current_time"),
             ("model_config.external_data_tools", "external data tools need Dify's cloud; not supported"),
             ("model_config.sensitive_word_avoidance", "content moderation is not in this build; disable it to import"),
+            (
+                "model_config.dataset_configs.datasets.datasets.0.dataset.id",
+                "dataset 6f1c is not on this gateway: map it to a local dataset with `edgeaictl apps import --dataset 6f1c=LOCAL_ID_OR_NAME`"
+            ),
         ]
     );
     let off = chat("  dataset_configs: {datasets: {datasets: []}}\n  agent_mode: {enabled: false, tools: []}\n");
@@ -345,8 +348,7 @@ const WORKFLOW_FIXTURES: [(&str, WorkflowMode); 12] = [
     ("chatflow.yml", WorkflowMode::AdvancedChat),
 ];
 
-const REFUSED_BY_GRAPH: [&str; 6] =
-    ["code-node.yml", "tool-node.yml", "knowledge.yml", "cycle.yml", "dangling-edge.yml", "bad-selector.yml"];
+const REFUSED_BY_GRAPH: [&str; 5] = ["code-node.yml", "tool-node.yml", "cycle.yml", "dangling-edge.yml", "bad-selector.yml"];
 
 fn section(yaml: &str) -> Value {
     parse(yaml).expect("fixture parses")["workflow"].clone()
@@ -396,6 +398,41 @@ fn refused_workflows_are_refused() {
         let expected = Workflow::compile(&section(&yaml), WorkflowMode::Workflow, Capabilities::default()).expect_err(name);
         assert_eq!(import(&yaml, &opts()).expect_err(name), expected, "{name}");
     }
+}
+
+#[test]
+fn a_chat_apps_datasets_are_mapped_read_and_exported() {
+    let yaml = chat(concat!(
+        "  dataset_configs:\n",
+        "    retrieval_model: multiple\n    top_k: 3\n    score_threshold_enabled: true\n    score_threshold: 0.6\n",
+        "    reranking_enable: true\n    reranking_mode: weighted_score\n",
+        "    weights: {vector_setting: {vector_weight: 0.6}, keyword_setting: {keyword_weight: 0.4}}\n",
+        "    datasets: {datasets: [{dataset: {enabled: true, id: dify-1}}, {dataset: {enabled: false, id: dify-2}}]}\n",
+    ));
+    let mut o = opts();
+    o.datasets.insert("dify-1".into(), "local-1".into());
+    let a = import(&yaml, &o).expect("mapped");
+    let d = a.datasets.clone().expect("datasets");
+    assert_eq!(d.dataset_ids, ["local-1"], "the disabled one is left out");
+    assert_eq!((d.single, d.top_k, d.score_threshold, d.weights), (false, Some(3), Some(0.6), Some((0.6, 0.4))));
+    o.datasets.insert("local-1".into(), "local-1".into());
+    let back = import(&export(&a).expect("export"), &ImportOptions { id: Some(a.id.clone()), ..o }).expect("re-import");
+    assert_eq!(back, a);
+}
+
+#[test]
+fn knowledge_nodes_name_local_datasets_or_the_import_fails() {
+    let yaml = fixture("knowledge.yml");
+    let p = problems(&yaml);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].node_id.as_deref(), Some("1732000000141"));
+    assert_eq!(p[0].field, "dataset_ids");
+    assert!(p[0].message.contains("dataset 6f1c0a3e-0000-4000-8000-00000000aaaa is not on this gateway"), "{}", p[0].message);
+    let mut o = opts();
+    o.datasets.insert("6f1c0a3e-0000-4000-8000-00000000aaaa".into(), "local-manuals".into());
+    let a = import(&yaml, &o).expect("mapped");
+    let raw = a.workflow.as_ref().expect("workflow").raw();
+    assert_eq!(raw["graph"]["nodes"][1]["data"]["dataset_ids"], serde_json::json!(["local-manuals"]), "stored with the local id");
 }
 
 #[test]

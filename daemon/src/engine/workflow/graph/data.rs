@@ -286,9 +286,6 @@ pub(super) fn kind(node_type: &str, data: &Value, caps: Capabilities, ids: &Hash
         "loop-start" => Ok(Kind::LoopStart),
         "loop-end" => Ok(Kind::LoopEnd),
         "code" if !caps.code => Err(vec![("type".into(), "code nodes need the sandbox of issue 14, not in this build".into())]),
-        "knowledge-retrieval" if !caps.knowledge => {
-            Err(vec![("type".into(), "knowledge-retrieval needs knowledge bases (issue 13), not in this build".into())])
-        }
         "tool" => {
             let provider = text_of(data, "provider_id").or_else(|| text_of(data, "provider_name")).unwrap_or("?");
             let tool = text_of(data, "tool_name").unwrap_or("?");

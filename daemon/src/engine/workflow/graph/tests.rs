@@ -48,7 +48,6 @@ fn unsupported_nodes_are_refused_naming_node_and_tool() {
         vec![
             start(json!([])),
             node("code1", "code", json!({"code": "def main(): pass", "code_language": "python3", "variables": [], "outputs": {}})),
-            node("kr", "knowledge-retrieval", json!({"dataset_ids": ["x"], "query_variable_selector": ["sys", "query"]})),
             node("tool1", "tool", json!({"provider_id": "google", "tool_name": "google_search", "tool_parameters": {}})),
             node("agent1", "agent", json!({"agent_strategy_provider_name": "langgenius/agent", "agent_strategy_name": "react"})),
             node("weird", "my-plugin-node", json!({})),
@@ -56,8 +55,7 @@ fn unsupported_nodes_are_refused_naming_node_and_tool() {
         ],
         vec![
             edge("start", "code1", "source"),
-            edge("code1", "kr", "source"),
-            edge("kr", "tool1", "source"),
+            edge("code1", "tool1", "source"),
             edge("tool1", "agent1", "source"),
             edge("agent1", "weird", "source"),
             edge("weird", "end", "source"),
@@ -65,7 +63,6 @@ fn unsupported_nodes_are_refused_naming_node_and_tool() {
     );
     let p = problems(&raw, WorkflowMode::Workflow);
     assert!(has(&p, Some("code1"), "type", "code nodes need the sandbox of issue 14, not in this build"), "{p:?}");
-    assert!(has(&p, Some("kr"), "type", "knowledge-retrieval needs knowledge bases (issue 13), not in this build"), "{p:?}");
     assert!(
         has(&p, Some("tool1"), "type", "tool nodes need Dify's cloud marketplace; not supported offline: tool google/google_search"),
         "{p:?}"

@@ -1,7 +1,7 @@
 //! The node types that implement [`NodeKind`](super::NodeKind): each module
 //! owns one Dify node type's `data` shape (serde, as Dify exports it) and its
 //! behaviour. start, end, answer, llm, iteration and loop are the executor's
-//! (`run`); code, knowledge-retrieval, tool and agent are refused by `graph`.
+//! (`run`); code, tool and agent are refused by `graph`.
 //!
 //! This module also holds what several nodes share: parsing `data` with the
 //! failing field's path, the selectors inside `{{#node.var#}}` templates, a
@@ -22,6 +22,7 @@ pub mod classifier;
 pub mod compare;
 pub mod doc_extractor;
 pub mod http;
+pub mod knowledge;
 pub mod list_operator;
 pub mod param_extractor;
 pub mod template;
@@ -46,6 +47,7 @@ pub fn build(node_type: &str, data: &Value) -> Option<Result<Box<dyn NodeKind>, 
         "question-classifier" => boxed(classifier::QuestionClassifier::build(data)),
         "parameter-extractor" => boxed(param_extractor::ParameterExtractor::build(data)),
         "document-extractor" => boxed(doc_extractor::DocumentExtractor::build(data)),
+        "knowledge-retrieval" => boxed(knowledge::KnowledgeRetrieval::build(data)),
         _ => return None,
     })
 }
@@ -370,7 +372,7 @@ mod tests {
                 None => panic!("{kind} is not built here"),
             }
         }
-        for other in ["start", "end", "answer", "llm", "if-else", "iteration", "loop", "code", "tool", "agent", "knowledge-retrieval"] {
+        for other in ["start", "end", "answer", "llm", "if-else", "iteration", "loop", "code", "tool", "agent"] {
             assert!(build(other, &json!({})).is_none(), "{other}");
         }
     }

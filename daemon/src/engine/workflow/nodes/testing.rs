@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::super::{BoxFuture, Effects, HttpCall, HttpReply, Limits, LlmCall, LlmChunk, NodeCtx, Scope};
+use super::super::{BoxFuture, Effects, HttpCall, HttpReply, KnowledgeCall, KnowledgeHit, Limits, LlmCall, LlmChunk, NodeCtx, Scope};
 
 /// Variables by dotted selector (`"start.q"`, `"conversation.n"`).
 #[derive(Default)]
@@ -53,6 +53,8 @@ pub struct FakeEffects {
     pub http_replies: Mutex<VecDeque<Result<HttpReply, String>>>,
     pub http_calls: Mutex<Vec<HttpCall>>,
     pub files: HashMap<String, (String, String, Vec<u8>)>,
+    pub knowledge_hits: Mutex<VecDeque<Result<Vec<KnowledgeHit>, String>>>,
+    pub knowledge_calls: Mutex<Vec<KnowledgeCall>>,
 }
 
 impl FakeEffects {
@@ -78,6 +80,9 @@ impl FakeEffects {
     pub fn http_calls(&self) -> Vec<HttpCall> {
         self.http_calls.lock().expect("lock").clone()
     }
+    pub fn knowledge_calls(&self) -> Vec<KnowledgeCall> {
+        self.knowledge_calls.lock().expect("lock").clone()
+    }
 }
 
 impl Effects for FakeEffects {
@@ -101,6 +106,11 @@ impl Effects for FakeEffects {
     fn file(&self, upload_file_id: String) -> BoxFuture<'static, Result<crate::engine::workflow::UploadedFile, String>> {
         let f = self.files.get(&upload_file_id).cloned().ok_or_else(|| format!("file {upload_file_id} not found"));
         Box::pin(async move { f })
+    }
+    fn knowledge(&self, call: KnowledgeCall) -> BoxFuture<'static, Result<Vec<KnowledgeHit>, String>> {
+        self.knowledge_calls.lock().expect("lock").push(call);
+        let hits = self.knowledge_hits.lock().expect("lock").pop_front().unwrap_or_else(|| Err("no scripted hits".into()));
+        Box::pin(async move { hits })
     }
 }
 

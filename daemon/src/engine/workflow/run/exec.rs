@@ -112,10 +112,39 @@ fn role_name(r: Role) -> &'static str {
     }
 }
 
+/// An llm node's context as Dify's llm node builds it: a string as it is;
+/// a knowledge-retrieval result as its segments' contents, one per line,
+/// each recorded as a retriever resource of the run.
+fn context_text(run: &Run, v: &Value) -> String {
+    let Value::Array(items) = v else { return render_value(v) };
+    let mut text = String::new();
+    let mut resources = Vec::new();
+    for item in items {
+        match item {
+            Value::String(s) => text.push_str(s),
+            Value::Object(o) => {
+                let Some(content) = o.get("content").and_then(Value::as_str) else { continue };
+                text.push_str(content);
+                if let Some(Value::Object(meta)) = o.get("metadata") {
+                    if meta.get("_source").and_then(Value::as_str) == Some("knowledge") {
+                        resources.push(super::super::nodes::knowledge::retriever_resource(meta, content));
+                    }
+                }
+            }
+            other => text.push_str(&render_value(other)),
+        }
+        text.push('\n');
+    }
+    if !resources.is_empty() {
+        run.resources.lock().unwrap_or_else(|e| e.into_inner()).extend(resources);
+    }
+    text
+}
+
 /// The model messages of an llm node, as Dify builds them: the prompt
 /// template, then (with memory) the newest history turns and the query.
 fn messages(run: &Run, spec: &LlmSpec, pool: &Pool) -> Vec<(Role, String)> {
-    let context = spec.context.as_ref().map(|sel| pool.get(sel).map(|v| render_value(&v)).unwrap_or_default());
+    let context = spec.context.as_ref().map(|sel| pool.get(sel).map(|v| context_text(run, &v)).unwrap_or_default());
     let rendered: Vec<(Role, String)> = spec.prompt.iter().map(|(r, t)| (*r, t.render(pool, context.as_deref()))).collect();
     if !spec.chat {
         let text = rendered.into_iter().map(|(_, t)| t).collect::<Vec<_>>().join("\n");

@@ -146,6 +146,8 @@ struct Run {
     why: AtomicU8,
     outputs: Mutex<Map<String, Value>>,
     answer: Mutex<String>,
+    /// Knowledge segments llm nodes used as context (`retriever_resources`).
+    resources: Mutex<Vec<Value>>,
     stream: Option<tokio::sync::Mutex<stream::Streamer>>,
 }
 
@@ -246,6 +248,7 @@ pub async fn execute(
         why: AtomicU8::new(WHY_RUNNING),
         outputs: Mutex::new(Map::new()),
         answer: Mutex::new(String::new()),
+        resources: Mutex::new(Vec::new()),
         stream,
     });
     let cancel = Cancel::new();
@@ -278,6 +281,7 @@ pub async fn execute(
         WorkflowMode::Workflow => std::mem::take(&mut *run.outputs.lock().unwrap_or_else(|e| e.into_inner())),
         WorkflowMode::AdvancedChat => Map::from_iter([("answer".to_owned(), Value::String(answer.clone()))]),
     };
+    let retriever_resources = std::mem::take(&mut *run.resources.lock().unwrap_or_else(|e| e.into_inner()));
     RunOutcome {
         status,
         outputs: globals.mask(outputs),
@@ -286,6 +290,7 @@ pub async fn execute(
         total_tokens: run.tokens.load(Ordering::Acquire),
         total_steps: run.steps.load(Ordering::Acquire).min(limits.max_steps),
         conversation_variables: globals.conversation(),
+        retriever_resources,
     }
 }
 

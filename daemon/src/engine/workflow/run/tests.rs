@@ -9,7 +9,7 @@ use tokio::sync::Barrier;
 
 use super::super::graph::fixtures::*;
 use super::super::graph::Kind;
-use super::super::{Capabilities, HttpCall, HttpReply, LlmCall, Role, SysVars};
+use super::super::{Capabilities, HttpCall, HttpReply, KnowledgeCall, KnowledgeHit, LlmCall, Role, SysVars};
 use super::*;
 
 /// What the fake model does for one call.
@@ -100,6 +100,26 @@ impl Effects for Fake {
 
     fn file(&self, _id: String) -> BoxFuture<'static, Result<crate::engine::workflow::UploadedFile, String>> {
         Box::pin(async { Err("no files in these tests".to_owned()) })
+    }
+
+    /// Two segments of dataset `d1`, for any query.
+    fn knowledge(&self, call: KnowledgeCall) -> BoxFuture<'static, Result<Vec<KnowledgeHit>, String>> {
+        let hit = |n: i64, content: &str, score: f32| KnowledgeHit {
+            dataset_id: call.dataset_ids[0].clone(),
+            dataset_name: "Manuals".into(),
+            document_id: "doc1".into(),
+            document_name: "plc.md".into(),
+            data_source_type: "upload_file".into(),
+            segment_id: format!("seg{n}"),
+            segment_position: n,
+            index_node_hash: format!("hash{n}"),
+            content: content.into(),
+            score,
+            hit_count: 0,
+            word_count: content.len() as i64,
+        };
+        let hits = vec![hit(1, "Press ACK, then RESET.", 0.9), hit(2, "Alarm 4711 is the safety door.", 0.7)];
+        Box::pin(async move { Ok(hits) })
     }
 }
 
@@ -672,6 +692,38 @@ async fn llm_memory_context_and_structured_output() {
     let r = run(raw, WorkflowMode::AdvancedChat, input(json!({})), fake, limits()).await;
     assert_eq!(r.outcome.status, RunStatus::Failed);
     assert!(r.outcome.error.unwrap_or_default().starts_with("node llm so failed: the structured output is not valid JSON"));
+}
+
+#[tokio::test]
+async fn knowledge_results_become_an_llms_context_and_the_runs_retriever_resources() {
+    let mut data = llm_data("Answer from: {{#context#}}");
+    data["context"] = json!({"enabled": true, "variable_selector": ["kr", "result"]});
+    let raw = workflow(
+        vec![
+            start(json!([])),
+            node(
+                "kr",
+                "knowledge-retrieval",
+                json!({"dataset_ids": ["d1"], "query_variable_selector": ["sys", "query"], "retrieval_mode": "multiple"}),
+            ),
+            node("mem", "llm", data),
+            answer("ans", "{{#mem.text#}}"),
+        ],
+        vec![edge("start", "kr", "source"), edge("kr", "mem", "source"), edge("mem", "ans", "source")],
+    );
+    let fake = Fake::new(|_: &LlmCall, _| Play::Say(vec!["Press ACK."]));
+    let r = run(raw, WorkflowMode::AdvancedChat, input(json!({})), fake.clone(), limits()).await;
+    assert_eq!(r.outcome.status, RunStatus::Succeeded, "{:?}", r.outcome.error);
+    let msgs = fake.calls().into_iter().find(|c| c.node_id == "mem").map(|c| c.messages).unwrap_or_default();
+    assert_eq!(msgs[1], (Role::User, "Answer from: Press ACK, then RESET.\nAlarm 4711 is the safety door.\n".into()));
+    let rr = &r.outcome.retriever_resources;
+    assert_eq!(rr.len(), 2, "{rr:?}");
+    assert_eq!(rr[0]["segment_id"], "seg1");
+    assert_eq!(rr[0]["position"], 1);
+    assert_eq!(rr[0]["dataset_name"], "Manuals");
+    assert_eq!(rr[0]["content"], "Press ACK, then RESET.");
+    assert_eq!(rr[1]["index_node_hash"], "hash2");
+    assert_eq!(r.outcome.answer, "Press ACK.");
 }
 
 #[test]
