@@ -269,9 +269,9 @@ impl Knowledge {
     }
 
     pub async fn delete_dataset(&self, id: &str) -> Result<(), KnowledgeError> {
-        let docs = self.list_all_documents(id).await?;
+        let pending: Vec<String> = self.list_all_documents(id).await?.into_iter().filter(|d| unfinished(d.status)).map(|d| d.id).collect();
         self.store.delete_dataset(id).await?;
-        lock(&self.cancelled).extend(docs);
+        lock(&self.cancelled).extend(pending);
         lock(&self.indexes).remove(id);
         let dir = self.dataset_dir(id);
         if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
@@ -377,8 +377,12 @@ impl Knowledge {
     }
 
     pub async fn delete_document(&self, dataset_id: &str, document_id: &str) -> Result<(), KnowledgeError> {
-        self.document(dataset_id, document_id).await?;
-        lock(&self.cancelled).insert(document_id.to_owned());
+        let doc = self.document(dataset_id, document_id).await?;
+        // Only a document still queued or being indexed has a task to stop
+        // (the task takes its id out of the set again).
+        if unfinished(doc.status) {
+            lock(&self.cancelled).insert(document_id.to_owned());
+        }
         let rowids = self.store.delete_document(dataset_id, document_id).await?;
         self.forget_vectors(dataset_id, rowids).await?;
         let _ = tokio::fs::remove_file(self.source_path(dataset_id, document_id)).await;
@@ -582,15 +586,9 @@ impl Knowledge {
         if dataset.indexing_technique == IndexingTechnique::HighQuality {
             self.embedder()?;
         }
-        let ids = self.list_all_documents(dataset_id).await?;
-        let mut docs = Vec::with_capacity(ids.len());
-        for id in &ids {
-            let d = self.document(dataset_id, id).await?;
-            if matches!(d.status, IndexingStatus::Waiting | IndexingStatus::Parsing | IndexingStatus::Splitting | IndexingStatus::Indexing)
-            {
-                return Err(KnowledgeError::DocumentIndexing);
-            }
-            docs.push(d);
+        let docs = self.list_all_documents(dataset_id).await?;
+        if docs.iter().any(|d| unfinished(d.status)) {
+            return Err(KnowledgeError::DocumentIndexing);
         }
         if self.queue.capacity() < docs.len() {
             return Err(KnowledgeError::QueueFull(self.settings.queue));
@@ -622,14 +620,14 @@ impl Knowledge {
 
     // --- helpers shared with the ingestion task ---
 
-    /// Every document id of a dataset.
-    async fn list_all_documents(&self, dataset_id: &str) -> Result<Vec<String>, KnowledgeError> {
+    /// Every document of a dataset.
+    async fn list_all_documents(&self, dataset_id: &str) -> Result<Vec<DocumentRecord>, KnowledgeError> {
         let mut out = Vec::new();
         let mut page = 1;
         loop {
             let (data, total) = self.store.list_documents(dataset_id, page, 100, None).await?;
             let n = data.len();
-            out.extend(data.into_iter().map(|d| d.id));
+            out.extend(data);
             if n == 0 || i64::from(page) * 100 >= total {
                 return Ok(out);
             }
@@ -798,6 +796,11 @@ fn compact_in_background(dataset_id: &str, index: Arc<RwLock<VectorIndex>>) {
         Ok(stats) => tracing::info!(dataset = %dataset, ?stats, "vector files compacted"),
         Err(e) => tracing::warn!(dataset = %dataset, error = %e, "vector compaction failed; the files stay as they were"),
     });
+}
+
+/// Still queued or being indexed.
+fn unfinished(s: IndexingStatus) -> bool {
+    matches!(s, IndexingStatus::Waiting | IndexingStatus::Parsing | IndexingStatus::Splitting | IndexingStatus::Indexing)
 }
 
 fn check_name(name: &str) -> Result<(), KnowledgeError> {

@@ -24,7 +24,10 @@ pub(super) async fn run(k: Weak<Knowledge>, mut rx: mpsc::Receiver<(String, Stri
             continue;
         }
         let started = std::time::Instant::now();
-        match k.index_document(&dataset_id, &doc_id).await {
+        let result = k.index_document(&dataset_id, &doc_id).await;
+        // A delete that came while it was indexed has done its work.
+        lock(&k.cancelled).remove(&doc_id);
+        match result {
             Ok(Some(n)) => {
                 tracing::info!(document = %doc_id, segments = n, elapsed_ms = started.elapsed().as_millis() as u64, "document indexed")
             }
