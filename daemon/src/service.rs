@@ -394,14 +394,15 @@ impl Service {
     }
 
     /// The served definition of an app with its version and workflow id.
-    /// The served apps whose workflow searches this dataset (their ids).
+    /// The served apps that search this dataset (a workflow's
+    /// knowledge-retrieval node, or a chat app's `dataset_configs`), by id.
     pub fn apps_using_dataset(&self, dataset_id: &str) -> Vec<String> {
         let apps = self.apps.read().unwrap_or_else(PoisonError::into_inner);
-        let mut out: Vec<String> = apps
-            .iter()
-            .filter(|(_, s)| s.def.workflow.as_ref().is_some_and(|w| w.dataset_ids().iter().any(|d| d == dataset_id)))
-            .map(|(id, _)| id.clone())
-            .collect();
+        let uses = |s: &Served| {
+            s.def.workflow.as_ref().is_some_and(|w| w.dataset_ids().iter().any(|d| d == dataset_id))
+                || s.def.datasets.as_ref().is_some_and(|d| d.dataset_ids.iter().any(|d| d == dataset_id))
+        };
+        let mut out: Vec<String> = apps.iter().filter(|(_, s)| uses(s)).map(|(id, _)| id.clone()).collect();
         out.sort();
         out
     }

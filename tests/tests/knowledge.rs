@@ -406,6 +406,8 @@ fn a_chat_app_with_datasets_answers_from_them_and_cites_them() {
         }
     }
     assert_eq!(end.expect("message_end")["metadata"]["retriever_resources"][0]["content"], PLC);
+    // The chat app searches the dataset: it is not deleted.
+    c.request("DELETE", &format!("/v1/datasets/{ds}"), &[], None).expect_dify_error(409, "dataset_in_use");
 }
 
 #[test]
