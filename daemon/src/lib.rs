@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod engine;
 pub mod governor;
 pub mod knowledge;
+pub mod sandbox;
 pub mod model;
 pub mod service;
 pub mod store;
