@@ -23,6 +23,23 @@ pub struct StatusResponse {
     /// Requests being served right now.
     pub in_flight: u64,
     pub model: ModelStatus,
+    /// Workflow code nodes; absent from daemons before code nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<CodeStatus>,
+}
+
+/// What runs workflow code nodes, in [`StatusResponse::code`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeStatus {
+    /// The embedded JavaScript engine.
+    pub javascript: String,
+    /// The Python interpreter (`/usr/bin/python3.11 (3.11.2)`), when
+    /// Python code nodes can run.
+    pub python: Option<String>,
+    /// Why Python code nodes cannot run, when they cannot.
+    pub python_unavailable: Option<String>,
+    /// Most code runs at once.
+    pub max_concurrent: u32,
 }
 
 /// The local model as reported in [`StatusResponse::model`].

@@ -28,6 +28,15 @@ pub fn status(s: &StatusResponse) -> String {
         ("context size", m.context_size.to_string()),
         ("cpu features", m.cpu_features.clone()),
     ]);
+    if let Some(c) = &s.code {
+        rows.push(("code: javascript", c.javascript.clone()));
+        let python = match (&c.python, &c.python_unavailable) {
+            (Some(p), _) => p.clone(),
+            (None, Some(why)) => format!("unavailable: {why}"),
+            (None, None) => "unavailable".into(),
+        };
+        rows.push(("code: python3", python));
+    }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter().map(|(k, v)| format!("{k:<width$}  {v}\n")).collect()
 }
@@ -279,6 +288,7 @@ k3   dataset  -     Qw8      1970-01-01T00:00:00Z  -                     -
                 context_size: 2048,
                 cpu_features: "avx2 fma".into(),
             },
+            code: None,
         };
         let text = status(&s);
         assert!(text.starts_with("state         degraded\n"), "{text}");
@@ -286,5 +296,14 @@ k3   dataset  -     Qw8      1970-01-01T00:00:00Z  -                     -
         assert!(text.contains("model         smollm2 (failed)\n") && text.contains("model error   bad magic\n"), "{text}");
         s.model.error = None;
         assert!(!status(&s).contains("model error"));
+        s.code = Some(edgeai_common::admin::CodeStatus {
+            javascript: "QuickJS".into(),
+            python: None,
+            python_unavailable: Some("no python3 on PATH".into()),
+            max_concurrent: 2,
+        });
+        let text = status(&s);
+        assert!(text.contains("code: python3     unavailable: no python3 on PATH\n"), "{text}");
+        assert!(text.contains("code: javascript  QuickJS\n"), "{text}");
     }
 }

@@ -91,6 +91,25 @@ async fn start_knowledge(settings: &Settings, store: &Store, threads: u32) -> Re
     Ok(k)
 }
 
+/// Starts the code nodes' sandbox (probing python3 off the event loop).
+/// Code must never read the store, uploads, knowledge files, key files or
+/// the configuration: the Python sandbox refuses to start if it would.
+async fn start_code(settings: &Settings) -> Arc<service::code::CodeRuntime> {
+    let mut protected = vec![settings.store.path.clone(), settings.files.dir.clone(), settings.knowledge.dir.clone()];
+    protected.extend(settings.sources.iter().cloned());
+    let dev = &settings.dev;
+    protected.extend([&dev.demo_key_file, &dev.demo_rag_key_file].into_iter().flatten().cloned());
+    let code = settings.code.clone();
+    match tokio::task::spawn_blocking(move || service::code::CodeRuntime::start(&code, protected)).await {
+        Ok(rt) => Arc::new(rt),
+        Err(e) => {
+            tracing::error!(error = %e, "the code sandbox failed to start; code nodes run JavaScript only");
+            let off = config::CodeSettings { python: config::PythonChoice::Off, ..settings.code.clone() };
+            Arc::new(service::code::CodeRuntime::start(&off, Vec::new()))
+        }
+    }
+}
+
 /// Runs the daemon until it is told to stop. `exec_start` is when the
 /// process started, for the READY timing.
 pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> Result<(), DaemonError> {
@@ -136,7 +155,8 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         load_timeout: m.load_timeout,
         chat_template: m.chat_template.clone(),
     });
-    let workflows = service::workflow::WorkflowRuntime::from_settings(&settings).map_err(DaemonError::HttpAllow)?;
+    let code = start_code(&settings).await;
+    let workflows = service::workflow::WorkflowRuntime::from_settings(&settings, code).map_err(DaemonError::HttpAllow)?;
     let service = Service::new(store.clone(), Arc::clone(&runtime), workflows);
     let (n_apps, results) = service.sync_config_apps(settings.apps.clone()).await.map_err(DaemonError::Apps)?;
     for (app, result) in results {

@@ -7,6 +7,7 @@
 //! Knows nothing of HTTP or JSON wire shapes.
 
 pub mod annotations;
+pub mod code;
 pub mod knowledge;
 pub mod outbound;
 mod run;
@@ -173,6 +174,11 @@ impl Service {
         self.annotations.get()
     }
 
+    /// What runs workflow code nodes.
+    pub fn code_status(&self) -> code::CodeStatus {
+        self.workflows.code.status()
+    }
+
     /// The knowledge service, when it runs.
     pub fn knowledge(&self) -> Option<&Arc<knowledge::Knowledge>> {
         self.knowledge.get()
@@ -247,8 +253,7 @@ impl Service {
             None if datasets.is_empty() => Default::default(),
             None => return Err(ServiceError::InvalidParam("--dataset: knowledge bases are not available in this daemon".into())),
         };
-        let opts =
-            crate::engine::workflow::dsl::ImportOptions { id, name, caps: crate::engine::workflow::Capabilities::default(), datasets };
+        let opts = crate::engine::workflow::dsl::ImportOptions { id, name, caps: self.workflows.code.capabilities(), datasets };
         let app = crate::engine::workflow::dsl::import(yaml, &opts)
             .map_err(|problems| ServiceError::DslInvalid(problems.iter().map(ToString::to_string).collect()))?;
         let models = self.model_mappings(&app);
@@ -894,7 +899,9 @@ mod tests {
             load_timeout: std::time::Duration::from_secs(1),
             chat_template: None,
         });
-        let workflows = workflow::WorkflowRuntime::from_settings(&crate::config::Settings::default()).expect("default workflow settings");
+        let no_python = crate::config::CodeSettings { python: crate::config::PythonChoice::Off, ..Default::default() };
+        let code = Arc::new(code::CodeRuntime::start(&no_python, Vec::new()));
+        let workflows = workflow::WorkflowRuntime::from_settings(&crate::config::Settings::default(), code).expect("default workflow settings");
         Service::new(store, model, workflows)
     }
 

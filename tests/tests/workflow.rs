@@ -207,7 +207,6 @@ fn a_bad_dsl_is_refused_with_every_problem_and_nothing_is_stored() {
         ("cycle.yml", vec!["cycle"]),
         ("dangling-edge.yml", vec!["dangling"]),
         ("bad-selector.yml", vec!["node"]),
-        ("code-node.yml", vec!["code", "issue 14"]),
         ("tool-node.yml", vec!["tool", "marketplace"]),
         ("knowledge.yml", vec!["dataset 6f1c0a3e-0000-4000-8000-00000000aaaa is not on this gateway", "--dataset"]),
         ("agent-chat.yml", vec!["agent"]),

@@ -196,6 +196,14 @@ fn status(state: &ApiState) -> wire::StatusResponse {
             context_size: cfg.context_size,
             cpu_features: state.cpu_features.clone(),
         },
+        code: Some({
+            let c = svc.code_status();
+            let (python, python_unavailable) = match c.python {
+                Ok(p) => (Some(p), None),
+                Err(why) => (None, Some(why)),
+            };
+            wire::CodeStatus { javascript: c.javascript, python, python_unavailable, max_concurrent: c.max_concurrent as u32 }
+        }),
     }
 }
 

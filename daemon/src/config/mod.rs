@@ -83,6 +83,15 @@
 //! | `workflow.max_iterations` | `1000` | 1 ..= 100000; items of an iteration, passes of a loop |
 //! | `workflow.http_max_response_bytes` | `1048576` (1 MiB) | 1024 ..= 67108864; an http-request node's response body |
 //! | `workflow.http_allow` | `[]` (nothing) | host names (`"plc.local"`), wildcards (`"*.plant.lan"`), IPs and CIDRs (`"10.0.0.0/8"`, `"::1/128"`) an http-request node may reach |
+//! | `code.python` | `"auto"` | `"auto"` (python3 on PATH), `"off"`, or an interpreter's path |
+//! | `code.python_pool` | `1` | 0 ..= 16; Python processes started ahead of runs |
+//! | `code.max_concurrent` | `2` | 1 ..= 64; code runs at once, both languages |
+//! | `code.timeout_secs` | `10` | 1 ..= 3600; a run's limit when its node sets no `timeout` |
+//! | `code.max_timeout_secs` | `60` | 1 ..= 3600; caps a node's own `timeout` |
+//! | `code.memory_mb` | `128` | 16 ..= 65536; a run's memory when its node sets no `memory_limit_mb` |
+//! | `code.max_memory_mb` | `512` | 16 ..= 65536; caps a node's `memory_limit_mb` |
+//! | `code.max_output_bytes` | `1048576` | 1024 ..= 67108864; the largest result (JSON) |
+//! | `code.scratch_dir` | `""` (next to the store) | per-run scratch directories of Python code |
 //! | `upstream.url` | `""` (none) | an `http://` base URL (`"http://10.0.0.5:8000/v1"`); `https://` is refused (no TLS in this build) |
 //! | `upstream.model` | `""` (the DSL's name) | model name sent upstream when a mapping names none |
 //! | `upstream.api_key` | `""` (none) | sent as `Authorization: Bearer`; visible ASCII |
@@ -248,6 +257,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub dev: DevSettings,
     pub workflow: WorkflowSettings,
+    pub code: CodeSettings,
     pub upstream: UpstreamSettings,
     pub model_map: ModelMap,
     pub apps: Vec<crate::engine::AppDefinition>,
@@ -330,6 +340,55 @@ impl Default for FilesSettings {
 }
 
 /// `[knowledge]`: where knowledge bases keep their files, and their limits.
+/// Which Python runs code nodes (`code.python`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PythonChoice {
+    /// `"auto"`: `python3` on PATH, when there is one.
+    Auto,
+    /// `"off"`: Python code nodes are refused at import.
+    Off,
+    /// A path to an interpreter.
+    Path(PathBuf),
+}
+
+/// `[code]`: the sandbox of workflow code nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeSettings {
+    pub python: PythonChoice,
+    /// `code.python_pool`: Python processes kept started, waiting for a run.
+    pub python_pool: usize,
+    /// `code.max_concurrent`: most code runs at once, both languages.
+    pub max_concurrent: usize,
+    /// `code.timeout_secs`: a run's limit when its node sets none.
+    pub timeout: Duration,
+    /// `code.max_timeout_secs`: the most a node's own `timeout` may ask for.
+    pub max_timeout: Duration,
+    /// `code.memory_mb`: a run's memory limit when its node sets none.
+    pub memory_mb: u64,
+    /// `code.max_memory_mb`: the most a node's `memory_limit_mb` may ask for.
+    pub max_memory_mb: u64,
+    /// `code.max_output_bytes`: the largest result a run may return.
+    pub max_output_bytes: usize,
+    /// `code.scratch_dir`; `""` in a file: `code-scratch/` next to the store.
+    pub scratch_dir: PathBuf,
+}
+
+impl Default for CodeSettings {
+    fn default() -> Self {
+        CodeSettings {
+            python: PythonChoice::Auto,
+            python_pool: 1,
+            max_concurrent: 2,
+            timeout: Duration::from_secs(10),
+            max_timeout: Duration::from_secs(60),
+            memory_mb: 128,
+            max_memory_mb: 512,
+            max_output_bytes: 1 << 20,
+            scratch_dir: PathBuf::from("/var/lib/edgeai/code-scratch"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct KnowledgeSettings {
     /// `knowledge.dir`; `""` in a file means `knowledge/` next to `store.path`.

@@ -5,7 +5,7 @@
 
 use super::layers::Merged;
 use super::workflow::MapEntry;
-use super::{LogFormat, Problem, Settings};
+use super::{LogFormat, Problem, PythonChoice, Settings};
 use crate::engine::AppDefinition;
 use serde_path_to_error::Segment;
 use std::collections::{BTreeMap, BTreeSet};
@@ -154,6 +154,36 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     }
     if let Some(file) = r.optional_path("dev", "demo_rag_key_file") {
         s.dev.demo_rag_key_file = file;
+    }
+
+    let c = &mut s.code;
+    match r.string("code", "python") {
+        None => {}
+        Some("auto") => c.python = PythonChoice::Auto,
+        Some("off") => c.python = PythonChoice::Off,
+        Some("") => r.problem("code.python", "must be \"auto\", \"off\" or the path of a python3"),
+        Some(_) => {
+            if let Some(Some(path)) = r.optional_path("code", "python") {
+                c.python = PythonChoice::Path(path);
+            }
+        }
+    }
+    r.int("code", "python_pool", 0..=16, &mut c.python_pool);
+    r.int("code", "max_concurrent", 1..=64, &mut c.max_concurrent);
+    r.secs("code", "timeout_secs", 1..=3600, &mut c.timeout);
+    r.secs("code", "max_timeout_secs", 1..=3600, &mut c.max_timeout);
+    r.int("code", "memory_mb", 16..=65_536, &mut c.memory_mb);
+    r.int("code", "max_memory_mb", 16..=65_536, &mut c.max_memory_mb);
+    r.int("code", "max_output_bytes", 1 << 10..=64 << 20, &mut c.max_output_bytes);
+    c.scratch_dir = match r.optional_path("code", "scratch_dir").flatten() {
+        Some(dir) => dir,
+        None => s.store.path.parent().unwrap_or(std::path::Path::new("")).join("code-scratch"),
+    };
+    if c.timeout > c.max_timeout {
+        r.problem("code.timeout_secs", format!("{}s is above code.max_timeout_secs ({}s)", c.timeout.as_secs(), c.max_timeout.as_secs()));
+    }
+    if c.memory_mb > c.max_memory_mb {
+        r.problem("code.memory_mb", format!("{} is above code.max_memory_mb ({})", c.memory_mb, c.max_memory_mb));
     }
 
     let w = &mut s.workflow.limits;

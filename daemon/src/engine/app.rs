@@ -234,7 +234,7 @@ impl TryFrom<StoredApp> for AppDefinition {
             (None, _) => None,
             (Some(_), None) => return Err(AppError::UnexpectedWorkflow(s.mode.as_str())),
             (Some(raw), Some(mode)) => Some(Arc::new(
-                Workflow::compile(&raw, mode, Capabilities::default())
+                Workflow::compile(&raw, mode, &Capabilities::unchecked())
                     .map_err(|problems| AppError::Workflow(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?,
             )),
         };

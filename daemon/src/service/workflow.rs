@@ -36,6 +36,8 @@ pub struct WorkflowRuntime {
     pub fallback_local: bool,
     pub outbound: Outbound,
     pub files: FilesSettings,
+    /// The code nodes' sandbox.
+    pub code: Arc<super::code::CodeRuntime>,
     /// Compiled published versions by workflow id (versions are immutable),
     /// so `/workflows/{workflow_id}/run` does not compile per request.
     published: std::sync::Mutex<HashMap<String, Arc<wf::graph::Workflow>>>,
@@ -47,7 +49,10 @@ const PUBLISHED_CACHE: usize = 32;
 impl WorkflowRuntime {
     /// From the configuration: limits, model map, upstream (when
     /// `upstream.url` is set), the http-request allowlist, uploads.
-    pub fn from_settings(s: &crate::config::Settings) -> Result<WorkflowRuntime, super::outbound::OutboundError> {
+    pub fn from_settings(
+        s: &crate::config::Settings,
+        code: Arc<super::code::CodeRuntime>,
+    ) -> Result<WorkflowRuntime, super::outbound::OutboundError> {
         Ok(WorkflowRuntime {
             limits: s.workflow.limits.clone(),
             model_map: s.model_map.clone(),
@@ -55,6 +60,7 @@ impl WorkflowRuntime {
             fallback_local: s.upstream.fallback_local,
             outbound: Outbound::new(&s.workflow.http_allow)?,
             files: s.files.clone(),
+            code,
             published: std::sync::Mutex::default(),
         })
     }
@@ -711,6 +717,11 @@ impl Effects for ServiceEffects {
             let Some(k) = svc.knowledge() else { return Err("knowledge bases are not available in this daemon".into()) };
             k.node_search(call).await.map_err(|e| e.to_string())
         })
+    }
+
+    fn code(&self, call: wf::CodeCall) -> BoxFuture<'static, Result<Map<String, Value>, String>> {
+        let svc = Arc::clone(&self.svc);
+        Box::pin(async move { svc.workflows.code.run(call).await })
     }
 
     fn file(&self, upload_file_id: String) -> BoxFuture<'static, Result<wf::UploadedFile, String>> {

@@ -160,7 +160,7 @@ pub fn import(yaml: &str, opts: &ImportOptions) -> Result<AppDefinition, Vec<Pro
                 r.features(section.get("features"), &mut def);
                 let mut raw = raw.clone();
                 let unmapped = map_datasets(&mut raw, &opts.datasets);
-                match Workflow::compile(&raw, wmode, opts.caps) {
+                match Workflow::compile(&raw, wmode, &opts.caps) {
                     Ok(w) => def.workflow = Some(Arc::new(w)),
                     Err(problems) => r.problems.extend(problems),
                 }

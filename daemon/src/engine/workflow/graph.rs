@@ -200,7 +200,7 @@ pub struct Workflow {
 
 impl Workflow {
     /// Compiles and validates the DSL's `workflow` section; every problem at once.
-    pub fn compile(raw: &Value, mode: WorkflowMode, caps: Capabilities) -> Result<Workflow, Vec<Problem>> {
+    pub fn compile(raw: &Value, mode: WorkflowMode, caps: &Capabilities) -> Result<Workflow, Vec<Problem>> {
         let mut c = Compiler { mode, problems: Vec::new() };
         let wf = c.compile(raw, caps);
         let mut problems = c.problems;
@@ -337,7 +337,7 @@ impl Compiler {
         }
     }
 
-    fn compile(&mut self, raw: &Value, caps: Capabilities) -> Option<Workflow> {
+    fn compile(&mut self, raw: &Value, caps: &Capabilities) -> Option<Workflow> {
         let env = self.declared(raw, "environment_variables");
         let conversation = self.declared(raw, "conversation_variables");
         let Some(graph) = raw.get("graph") else {
@@ -570,7 +570,7 @@ impl Compiler {
         }
     }
 
-    fn kind(&mut self, d: &Draft, data: &Value, caps: Capabilities, ids: &HashMap<String, usize>) -> Option<Kind> {
+    fn kind(&mut self, d: &Draft, data: &Value, caps: &Capabilities, ids: &HashMap<String, usize>) -> Option<Kind> {
         match data::kind(&d.node_type, data, caps, ids) {
             Ok(k) => Some(k),
             Err(errs) => {

@@ -8,9 +8,10 @@
 //! what happens as [`Event`]s, in Dify's order, and ends with a
 //! [`RunOutcome`]; the service persists and the api encodes them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
@@ -62,11 +63,38 @@ pub struct Limits {
     pub http_max_response_bytes: usize,
 }
 
+/// Whether code nodes of one language can run here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeSupport {
+    /// They run; a node's `dependencies` may name these top-level modules.
+    Available(Arc<BTreeSet<String>>),
+    /// Accepted without checks: apps loaded from the store were checked at
+    /// import, and a run whose runtime has gone fails with a clear error.
+    Unchecked,
+    /// Refused at import, for this reason.
+    Unavailable(String),
+}
+
 /// What this daemon can run; a DSL needing more is refused at import.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capabilities {
-    /// Code nodes (issue 14's sandbox).
-    pub code: bool,
+    pub javascript: CodeSupport,
+    pub python3: CodeSupport,
+}
+
+impl Default for Capabilities {
+    /// No code nodes (a build without the sandbox, the engine's own tests).
+    fn default() -> Capabilities {
+        let none = || CodeSupport::Unavailable("this build runs no code nodes".into());
+        Capabilities { javascript: none(), python3: none() }
+    }
+}
+
+impl Capabilities {
+    /// For apps already imported (loaded from the store).
+    pub fn unchecked() -> Capabilities {
+        Capabilities { javascript: CodeSupport::Unchecked, python3: CodeSupport::Unchecked }
+    }
 }
 
 /// Which kind of DSL app a graph belongs to: chatflows answer through
@@ -197,6 +225,27 @@ pub struct KnowledgeHit {
     pub word_count: i64,
 }
 
+/// One run of a code node's program.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeCall {
+    pub node_id: String,
+    pub language: CodeLanguage,
+    pub code: String,
+    /// The node's variables by name: `main`'s arguments.
+    pub inputs: Map<String, Value>,
+    /// The node's own limits (`timeout` seconds, `memory_limit_mb`), which
+    /// the service caps by its config; `None`: the config's defaults.
+    pub timeout: Option<Duration>,
+    pub memory_mb: Option<u64>,
+}
+
+/// A code node's language (`code_language`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeLanguage {
+    JavaScript,
+    Python3,
+}
+
 /// An uploaded file: (name, mime type, bytes).
 pub type UploadedFile = (String, String, Vec<u8>);
 
@@ -213,6 +262,9 @@ pub trait Effects: Send + Sync + 'static {
     fn file(&self, upload_file_id: String) -> BoxFuture<'static, Result<UploadedFile, String>>;
     /// A knowledge search; `Err` names an unknown dataset or a failed search.
     fn knowledge(&self, call: KnowledgeCall) -> BoxFuture<'static, Result<Vec<KnowledgeHit>, String>>;
+    /// Runs a code node's program in the sandbox; `Ok` is the object its
+    /// `main` returned, `Err` why there is none (the node's error).
+    fn code(&self, call: CodeCall) -> BoxFuture<'static, Result<Map<String, Value>, String>>;
 }
 
 // ---------------------------------------------------------------- nodes

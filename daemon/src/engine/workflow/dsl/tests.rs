@@ -6,8 +6,16 @@ fn fixture(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// Import options of a daemon that runs both code languages (with only
+/// the `json` module).
 fn opts() -> ImportOptions {
-    ImportOptions::default()
+    ImportOptions { caps: code_caps(), ..ImportOptions::default() }
+}
+
+fn code_caps() -> Capabilities {
+    use crate::engine::workflow::CodeSupport;
+    let json = || CodeSupport::Available(std::sync::Arc::new(["json".to_owned()].into_iter().collect()));
+    Capabilities { javascript: json(), python3: json() }
 }
 
 /// The problems of an import that must fail.
@@ -333,7 +341,11 @@ fn export_needs_the_graph_of_a_workflow_app() {
 
 // ---------------------------------------------------------------- workflow and advanced-chat
 
-const WORKFLOW_FIXTURES: [(&str, WorkflowMode); 12] = [
+const WORKFLOW_FIXTURES: [(&str, WorkflowMode); 16] = [
+    ("code-node.yml", WorkflowMode::Workflow),
+    ("workflow-code.yml", WorkflowMode::Workflow),
+    ("workflow-code-probe-py.yml", WorkflowMode::Workflow),
+    ("workflow-code-probe-js.yml", WorkflowMode::Workflow),
     ("workflow-llm.yml", WorkflowMode::Workflow),
     ("workflow-six-nodes.yml", WorkflowMode::Workflow),
     ("workflow-branches.yml", WorkflowMode::Workflow),
@@ -348,7 +360,7 @@ const WORKFLOW_FIXTURES: [(&str, WorkflowMode); 12] = [
     ("chatflow.yml", WorkflowMode::AdvancedChat),
 ];
 
-const REFUSED_BY_GRAPH: [&str; 5] = ["code-node.yml", "tool-node.yml", "cycle.yml", "dangling-edge.yml", "bad-selector.yml"];
+const REFUSED_BY_GRAPH: [&str; 4] = ["tool-node.yml", "cycle.yml", "dangling-edge.yml", "bad-selector.yml"];
 
 fn section(yaml: &str) -> Value {
     parse(yaml).expect("fixture parses")["workflow"].clone()
@@ -377,8 +389,8 @@ fn workflow_imports_are_compiles_verdict() {
     for (name, mode) in WORKFLOW_FIXTURES {
         let yaml = fixture(name);
         let raw = section(&yaml);
-        match Workflow::compile(&raw, mode, Capabilities::default()) {
-            Err(expected) => assert_eq!(import(&yaml, &opts()).expect_err(name), expected, "{name}"),
+        match Workflow::compile(&raw, mode, &code_caps()) {
+            Err(expected) => panic!("{name} does not compile: {expected:?}"),
             Ok(_) => {
                 let a = import(&yaml, &opts()).unwrap_or_else(|p| panic!("{name}: {p:?}"));
                 assert_eq!(a.workflow.as_ref().map(|w| w.raw()), Some(&raw), "{name}");
@@ -395,7 +407,7 @@ fn workflow_imports_are_compiles_verdict() {
 fn refused_workflows_are_refused() {
     for name in REFUSED_BY_GRAPH {
         let yaml = fixture(name);
-        let expected = Workflow::compile(&section(&yaml), WorkflowMode::Workflow, Capabilities::default()).expect_err(name);
+        let expected = Workflow::compile(&section(&yaml), WorkflowMode::Workflow, &code_caps()).expect_err(name);
         assert_eq!(import(&yaml, &opts()).expect_err(name), expected, "{name}");
     }
 }

@@ -4,7 +4,7 @@ use super::fixtures::*;
 use super::*;
 
 fn compile(raw: &Value, mode: WorkflowMode) -> Result<Workflow, Vec<Problem>> {
-    Workflow::compile(raw, mode, Capabilities::default())
+    Workflow::compile(raw, mode, &Capabilities::default())
 }
 
 fn problems(raw: &Value, mode: WorkflowMode) -> Vec<Problem> {
@@ -62,7 +62,7 @@ fn unsupported_nodes_are_refused_naming_node_and_tool() {
         ],
     );
     let p = problems(&raw, WorkflowMode::Workflow);
-    assert!(has(&p, Some("code1"), "type", "code nodes need the sandbox of issue 14, not in this build"), "{p:?}");
+    assert!(has(&p, Some("code1"), "code_language", "python3 code nodes cannot run here: this build runs no code nodes"), "{p:?}");
     assert!(
         has(&p, Some("tool1"), "type", "tool nodes need Dify's cloud marketplace; not supported offline: tool google/google_search"),
         "{p:?}"

@@ -1,7 +1,8 @@
 //! The node types that implement [`NodeKind`](super::NodeKind): each module
 //! owns one Dify node type's `data` shape (serde, as Dify exports it) and its
 //! behaviour. start, end, answer, llm, iteration and loop are the executor's
-//! (`run`); code, tool and agent are refused by `graph`.
+//! (`run`); code is built by `graph` with the daemon's capabilities; tool
+//! and agent are refused there.
 //!
 //! This module also holds what several nodes share: parsing `data` with the
 //! failing field's path, the selectors inside `{{#node.var#}}` templates, a
@@ -19,6 +20,7 @@ use super::{LlmCall, LlmChunk, NodeKind, Role, VarType};
 pub mod aggregator;
 pub mod assigner;
 pub mod classifier;
+pub mod code;
 pub mod compare;
 pub mod doc_extractor;
 pub mod http;

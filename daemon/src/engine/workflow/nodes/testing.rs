@@ -5,10 +5,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use super::super::{BoxFuture, Effects, HttpCall, HttpReply, KnowledgeCall, KnowledgeHit, Limits, LlmCall, LlmChunk, NodeCtx, Scope};
+use super::super::{BoxFuture, CodeCall, Effects, HttpCall, HttpReply, KnowledgeCall, KnowledgeHit, Limits, LlmCall, LlmChunk, NodeCtx, Scope};
 
 /// Variables by dotted selector (`"start.q"`, `"conversation.n"`).
 #[derive(Default)]
@@ -55,6 +55,8 @@ pub struct FakeEffects {
     pub files: HashMap<String, (String, String, Vec<u8>)>,
     pub knowledge_hits: Mutex<VecDeque<Result<Vec<KnowledgeHit>, String>>>,
     pub knowledge_calls: Mutex<Vec<KnowledgeCall>>,
+    pub code_results: Mutex<VecDeque<Result<Map<String, Value>, String>>>,
+    pub code_calls: Mutex<Vec<CodeCall>>,
 }
 
 impl FakeEffects {
@@ -82,6 +84,12 @@ impl FakeEffects {
     }
     pub fn knowledge_calls(&self) -> Vec<KnowledgeCall> {
         self.knowledge_calls.lock().expect("lock").clone()
+    }
+    pub fn push_code(&self, result: Result<Map<String, Value>, String>) {
+        self.code_results.lock().expect("lock").push_back(result);
+    }
+    pub fn code_calls(&self) -> Vec<CodeCall> {
+        self.code_calls.lock().expect("lock").clone()
     }
 }
 
@@ -111,6 +119,11 @@ impl Effects for FakeEffects {
         self.knowledge_calls.lock().expect("lock").push(call);
         let hits = self.knowledge_hits.lock().expect("lock").pop_front().unwrap_or_else(|| Err("no scripted hits".into()));
         Box::pin(async move { hits })
+    }
+    fn code(&self, call: CodeCall) -> BoxFuture<'static, Result<Map<String, Value>, String>> {
+        self.code_calls.lock().expect("lock").push(call);
+        let result = self.code_results.lock().expect("lock").pop_front().unwrap_or_else(|| Err("no scripted result".into()));
+        Box::pin(async move { result })
     }
 }
 

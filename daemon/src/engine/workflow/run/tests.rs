@@ -102,6 +102,10 @@ impl Effects for Fake {
         Box::pin(async { Err("no files in these tests".to_owned()) })
     }
 
+    fn code(&self, _call: crate::engine::workflow::CodeCall) -> BoxFuture<'static, Result<Map<String, Value>, String>> {
+        Box::pin(async { Err("no code in these tests".to_owned()) })
+    }
+
     /// Two segments of dataset `d1`, for any query.
     fn knowledge(&self, call: KnowledgeCall) -> BoxFuture<'static, Result<Vec<KnowledgeHit>, String>> {
         let hit = |n: i64, content: &str, score: f32| KnowledgeHit {
@@ -135,7 +139,7 @@ fn limits() -> Limits {
 }
 
 fn compiled(raw: &Value, mode: WorkflowMode) -> Arc<Workflow> {
-    match Workflow::compile(raw, mode, Capabilities::default()) {
+    match Workflow::compile(raw, mode, &Capabilities::default()) {
         Ok(wf) => Arc::new(wf),
         Err(p) => panic!("the test graph does not compile: {p:#?}"),
     }
@@ -780,7 +784,7 @@ impl super::super::NodeKind for Increment {
 
 /// `raw` compiled, with node `id` (any of ours, as a placeholder) replaced by `kind`.
 fn with_kind(raw: &Value, mode: WorkflowMode, id: &str, kind: Increment) -> Arc<Workflow> {
-    let mut wf = match Workflow::compile(raw, mode, Capabilities::default()) {
+    let mut wf = match Workflow::compile(raw, mode, &Capabilities::default()) {
         Ok(wf) => wf,
         Err(p) => panic!("{p:#?}"),
     };
