@@ -901,7 +901,8 @@ mod tests {
         });
         let no_python = crate::config::CodeSettings { python: crate::config::PythonChoice::Off, ..Default::default() };
         let code = Arc::new(code::CodeRuntime::start(&no_python, Vec::new()));
-        let workflows = workflow::WorkflowRuntime::from_settings(&crate::config::Settings::default(), code).expect("default workflow settings");
+        let workflows =
+            workflow::WorkflowRuntime::from_settings(&crate::config::Settings::default(), code).expect("default workflow settings");
         Service::new(store, model, workflows)
     }
 

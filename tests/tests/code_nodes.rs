@@ -149,13 +149,21 @@ fn escapes_from_javascript_code_are_refused_and_the_daemon_keeps_serving() {
     assert_eq!(probe(&c, ok), Ok("undefined".into()));
     let rss_before = rss_kb(d.pid());
     let cases: &[(&str, &str, &str)] = &[
-        ("require", "function main() { return {result: require('fs').readFileSync('/etc/shadow', 'utf8')}; }", "ReferenceError: require is not defined"),
+        (
+            "require",
+            "function main() { return {result: require('fs').readFileSync('/etc/shadow', 'utf8')}; }",
+            "ReferenceError: require is not defined",
+        ),
         ("process", "function main() { return {result: process.env.HOME}; }", "ReferenceError: process is not defined"),
         ("fetch", "function main() { fetch('http://127.0.0.1/'); return {result: 'x'}; }", "ReferenceError: fetch is not defined"),
         ("an endless loop", "function main() { for (;;) {} }", "timed out"),
         ("1 GB of arrays", "function main() { const a = []; for (;;) a.push(new Array(1e6).fill(0.5)); }", "memory limit"),
         ("a huge output", "function main() { return {result: 'x'.repeat(8 * 1024 * 1024)}; }", "exceeds"),
-        ("deep recursion", "function f() { return f() + 1; } function main() { return {result: f()}; }", "Maximum call stack size exceeded"),
+        (
+            "deep recursion",
+            "function f() { return f() + 1; } function main() { return {result: f()}; }",
+            "Maximum call stack size exceeded",
+        ),
         ("prototype pollution", "function main() { Object.prototype.polluted = 'yes'; return {result: 'polluted'}; }", ""),
     ];
     for (what, src, expected) in cases {

@@ -128,7 +128,11 @@ fn error_of(ctx: &Ctx<'_>, e: rquickjs::Error, limits: &RunLimits, deadline: Ins
     }
     let thrown = ctx.catch();
     let (name, message, stack) = match thrown.as_exception() {
-        Some(ex) => (ex.get::<_, Option<String>>("name").ok().flatten().unwrap_or_else(|| "Error".into()), ex.message().unwrap_or_default(), ex.stack()),
+        Some(ex) => (
+            ex.get::<_, Option<String>>("name").ok().flatten().unwrap_or_else(|| "Error".into()),
+            ex.message().unwrap_or_default(),
+            ex.stack(),
+        ),
         None => {
             let text = thrown
                 .as_string()

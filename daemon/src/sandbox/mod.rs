@@ -136,10 +136,7 @@ impl Sandbox {
         match &self.python {
             Ok(p) => {
                 let info = p.info();
-                Ok(LanguageInfo {
-                    runtime: format!("{} ({})", info.executable.display(), info.version),
-                    modules: info.modules.clone(),
-                })
+                Ok(LanguageInfo { runtime: format!("{} ({})", info.executable.display(), info.version), modules: info.modules.clone() })
             }
             Err(e) => Err(e.to_string()),
         }
@@ -152,7 +149,13 @@ impl Sandbox {
 
     /// Runs `main(inputs)` and returns the object it returned. Waits for a
     /// free slot at most `limits.timeout`.
-    pub async fn run(&self, language: Language, code: &str, inputs: &Map<String, Value>, limits: &RunLimits) -> Result<Map<String, Value>, SandboxError> {
+    pub async fn run(
+        &self,
+        language: Language,
+        code: &str,
+        inputs: &Map<String, Value>,
+        limits: &RunLimits,
+    ) -> Result<Map<String, Value>, SandboxError> {
         let _permit = tokio::time::timeout(limits.timeout, self.permits.acquire())
             .await
             .map_err(|_| SandboxError::Busy(self.max_concurrent))?

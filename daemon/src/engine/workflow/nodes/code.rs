@@ -77,7 +77,9 @@ impl Code {
             }
         };
         match support {
-            CodeSupport::Unavailable(why) => problems.push(("code_language".into(), format!("{} code nodes cannot run here: {why}", d.code_language))),
+            CodeSupport::Unavailable(why) => {
+                problems.push(("code_language".into(), format!("{} code nodes cannot run here: {why}", d.code_language)))
+            }
             CodeSupport::Available(modules) => {
                 for (i, dep) in d.dependencies.iter().enumerate() {
                     if !module_available(&dep.name, modules) {
@@ -85,7 +87,10 @@ impl Code {
                             CodeLanguage::JavaScript => "JavaScript code nodes run in the embedded QuickJS, which has no npm modules",
                             CodeLanguage::Python3 => "install it into the gateway image's python3",
                         };
-                        problems.push((format!("dependencies.{i}.name"), format!("module {:?} is not available offline here ({hint})", dep.name)));
+                        problems.push((
+                            format!("dependencies.{i}.name"),
+                            format!("module {:?} is not available offline here ({hint})", dep.name),
+                        ));
                     }
                 }
             }

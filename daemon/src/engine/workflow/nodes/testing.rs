@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use super::super::{BoxFuture, CodeCall, Effects, HttpCall, HttpReply, KnowledgeCall, KnowledgeHit, Limits, LlmCall, LlmChunk, NodeCtx, Scope};
+use super::super::{
+    BoxFuture, CodeCall, Effects, HttpCall, HttpReply, KnowledgeCall, KnowledgeHit, Limits, LlmCall, LlmChunk, NodeCtx, Scope,
+};
 
 /// Variables by dotted selector (`"start.q"`, `"conversation.n"`).
 #[derive(Default)]

@@ -85,13 +85,15 @@ pub fn parse_schema(map: &Map<String, Value>, field: &str) -> Result<Vec<(String
             }
         };
         let children = match spec.get("children") {
-            Some(Value::Object(c)) if matches!(kind, OutputType::Object | OutputType::ArrayObject) => match parse_schema(c, &format!("{at}.children")) {
-                Ok(c) => Some(c),
-                Err(mut p) => {
-                    problems.append(&mut p);
-                    None
+            Some(Value::Object(c)) if matches!(kind, OutputType::Object | OutputType::ArrayObject) => {
+                match parse_schema(c, &format!("{at}.children")) {
+                    Ok(c) => Some(c),
+                    Err(mut p) => {
+                        problems.append(&mut p);
+                        None
+                    }
                 }
-            },
+            }
             _ => None,
         };
         out.push((name.clone(), OutputSpec { kind, children }));
@@ -141,7 +143,13 @@ fn py_class(v: &Value) -> String {
 }
 
 impl Check<'_> {
-    fn object(&self, result: &Map<String, Value>, schema: Option<&[(String, OutputSpec)]>, prefix: &str, depth: usize) -> Result<Map<String, Value>, String> {
+    fn object(
+        &self,
+        result: &Map<String, Value>,
+        schema: Option<&[(String, OutputSpec)]>,
+        prefix: &str,
+        depth: usize,
+    ) -> Result<Map<String, Value>, String> {
         if depth > self.limits.max_depth {
             return Err(format!("Depth limit {} reached, object too deep.", self.limits.max_depth));
         }
@@ -232,7 +240,9 @@ impl Check<'_> {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     match item {
-                        Value::Object(m) => out.push(Value::Object(self.object(m, spec.children.as_deref(), &format!("{at}[{i}]"), depth + 1)?)),
+                        Value::Object(m) => {
+                            out.push(Value::Object(self.object(m, spec.children.as_deref(), &format!("{at}[{i}]"), depth + 1)?))
+                        }
                         _ => out.push(Value::Null),
                     }
                 }
@@ -245,7 +255,9 @@ impl Check<'_> {
     fn array<'v>(&self, value: &'v Value, at: &str, max: usize) -> Result<Option<&'v Vec<Value>>, String> {
         match value {
             Value::Null => Ok(None),
-            Value::Array(items) if items.len() > max => Err(format!("The length of output variable `{at}` must be less than {max} elements.")),
+            Value::Array(items) if items.len() > max => {
+                Err(format!("The length of output variable `{at}` must be less than {max} elements."))
+            }
             Value::Array(items) => Ok(Some(items)),
             other => Err(format!("Output {at} is not an array, got {} instead.", py_class(other))),
         }
@@ -324,7 +336,10 @@ impl Check<'_> {
         }
         if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
             if precision(f) > self.limits.max_precision {
-                return Err(format!("Output variable `{at}` has too high precision, it must be less than {} digits.", self.limits.max_precision));
+                return Err(format!(
+                    "Output variable `{at}` has too high precision, it must be less than {} digits.",
+                    self.limits.max_precision
+                ));
             }
         }
         Ok(())

@@ -58,7 +58,10 @@ fn every_declared_type_passes_when_the_value_fits() {
     assert_eq!(out["free"], json!({"deep": {"list": [1, 2], "s": ["a"]}}));
     assert_eq!(out["ao"], json!([{"x": "y"}, null]));
     // null is accepted for every type.
-    let nulls = check(json!({"s": {"type": "string"}, "o": {"type": "object"}, "an": {"type": "array[number]"}}), json!({"s": null, "o": null, "an": null}));
+    let nulls = check(
+        json!({"s": {"type": "string"}, "o": {"type": "object"}, "an": {"type": "array[number]"}}),
+        json!({"s": null, "o": null, "an": null}),
+    );
     assert_eq!(nulls, Ok(json!({"s": null, "o": null, "an": null})));
 }
 
@@ -71,14 +74,30 @@ fn type_mismatches_give_difys_messages() {
         (json!({"r": {"type": "boolean"}}), json!({"r": "yes"}), "Output r is not a boolean, got <class 'str'> instead."),
         (json!({"r": {"type": "array[string]"}}), json!({"r": "x"}), "Output r is not an array, got <class 'str'> instead."),
         (json!({"r": {"type": "array[string]"}}), json!({"r": ["x", 1]}), "Output r[1] must be a string, got int instead."),
-        (json!({"r": {"type": "array[number]"}}), json!({"r": [1, null]}), "The element at index 1 of output variable `r` must be a number."),
+        (
+            json!({"r": {"type": "array[number]"}}),
+            json!({"r": [1, null]}),
+            "The element at index 1 of output variable `r` must be a number.",
+        ),
         (json!({"r": {"type": "array[boolean]"}}), json!({"r": [true, 0]}), "Output r[1] is not a boolean, got <class 'int'> instead."),
-        (json!({"r": {"type": "array[object]"}}), json!({"r": [{}, 2.5]}), "Output r[1] is not an object, got <class 'float'> instead at index 1."),
+        (
+            json!({"r": {"type": "array[object]"}}),
+            json!({"r": [{}, 2.5]}),
+            "Output r[1] is not an object, got <class 'float'> instead at index 1.",
+        ),
         (json!({"r": {"type": "string"}}), json!({}), "Output r is missing."),
         (json!({"r": {"type": "string"}}), json!({"r": "a", "extra": 1}), "Not all output parameters are validated."),
-        (json!({"o": {"type": "object", "children": {"k": {"type": "number"}}}}), json!({"o": {"k": "x"}}), "Output o.k is not a number, got <class 'str'> instead."),
+        (
+            json!({"o": {"type": "object", "children": {"k": {"type": "number"}}}}),
+            json!({"o": {"k": "x"}}),
+            "Output o.k is not a number, got <class 'str'> instead.",
+        ),
         (json!({"o": {"type": "object", "children": {"k": {"type": "number"}}}}), json!({"o": {}}), "Output o.k is missing."),
-        (json!({"o": {"type": "object"}}), json!({"o": {"l": [1, "a"]}}), "Output o.l is not a valid array. make sure all elements are of the same type."),
+        (
+            json!({"o": {"type": "object"}}),
+            json!({"o": {"l": [1, "a"]}}),
+            "Output o.l is not a valid array. make sure all elements are of the same type.",
+        ),
     ];
     for (schema, result, message) in cases {
         assert_eq!(check(schema.clone(), result.clone()), Err(message.to_owned()), "{schema} / {result}");
@@ -136,7 +155,13 @@ fn import_refuses_what_cannot_run_here() {
     assert_eq!(e[0].0, "code_language");
     let deps = json!({"dependencies": [{"name": "json", "version": ""}, {"name": "numpy", "version": "1.26"}]});
     let e = Code::build(&node("python3", deps.clone()), &caps(&[], &["json"])).expect_err("numpy");
-    assert_eq!(e, vec![("dependencies.1.name".to_owned(), "module \"numpy\" is not available offline here (install it into the gateway image's python3)".to_owned())]);
+    assert_eq!(
+        e,
+        vec![(
+            "dependencies.1.name".to_owned(),
+            "module \"numpy\" is not available offline here (install it into the gateway image's python3)".to_owned()
+        )]
+    );
     assert!(Code::build(&node("python3", deps), &caps(&[], &["json", "numpy"])).is_ok());
     let e = Code::build(&node("javascript", json!({"dependencies": [{"name": "lodash"}]})), &caps(&[], &[])).expect_err("lodash");
     assert!(e[0].1.contains("no npm modules"), "{e:?}");
