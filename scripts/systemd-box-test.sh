@@ -6,6 +6,9 @@
 #   - a config with an unknown key: the start fails with exit status 78 and no restart;
 #   - `systemctl start` succeeds (Type=notify: READY=1 arrived), StatusText is set, GET /health
 #     answers 200, the socket has mode 0660 and group edgeai, journald holds structured entries;
+#   - workflow code nodes under the unit's own hardening: the daemon finds /usr/bin/python3
+#     (edgeaictl status), a Python and a JavaScript code node run, and Python code cannot read
+#     the store in /var/lib/edgeai (landlock) nor open a socket (seccomp);
 #   - `systemctl reload` (SIGHUP) keeps the same process running;
 #   - `systemctl stop` ends with the daemon's own exit status 0 (a drain, not a kill);
 #   - with FAILPOINTS=inference-hang=return (the `fail` crate; needs the `failpoints` build) and WatchdogSec=3s,
@@ -38,6 +41,8 @@ command -v systemd-nspawn >/dev/null 2>&1 || skip "systemd-nspawn missing (apt-g
 edgeaid=${EDGEAID:-${CARGO_TARGET_DIR:-$repo/target}/debug/edgeaid}
 model=${MODEL:-$repo/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 [ -x "$edgeaid" ] || { echo "FAIL: $edgeaid is missing; build first (make test builds it)"; echo "0 passed, 1 failed"; exit 1; }
+edgeaictl=$(dirname "$edgeaid")/edgeaictl
+[ -x "$edgeaictl" ] || { echo "FAIL: $edgeaictl is missing; build first (make test builds it)"; echo "0 passed, 1 failed"; exit 1; }
 [ -f "$model" ] || { echo "FAIL: $model is missing; run scripts/fetch-model.sh"; echo "0 passed, 1 failed"; exit 1; }
 edgeaid=$(realpath "$edgeaid")
 model=$(realpath "$model")
@@ -102,12 +107,14 @@ Environment=FAILPOINTS=inference-hang=return
 WatchdogSec=3s
 EOF
 cp "$repo/configs/edgeai.toml" "$repo/systemd/edgeai.sysusers" "$repo/systemd/edgeai.tmpfiles" "$work/files/"
+cp "$repo/tests/fixtures/dsl/workflow-code-probe-py.yml" "$repo/tests/fixtures/dsl/workflow-code-probe-js.yml" "$work/files/"
 chmod -R a+rX "$work"
 
 echo "systemd-box: starting $name (edgeaid: $edgeaid, port $port)"
 if ! out=$("$box" start "$name" \
   --bind "$work/files:/opt/edgeai-test/files" \
   --bind "$edgeaid:/opt/edgeai-test/bin/edgeaid" \
+  --bind "$(realpath "$edgeaictl"):/opt/edgeai-test/bin/edgeaictl" \
   --bind "$model:/opt/edgeai-test/model/model.gguf" 2>&1); then
   fail "systemd-box start"; printf '%s\n' "$out" | indent
   echo "$passed passed, $failed failed"; exit 1
@@ -201,6 +208,43 @@ if wait_for 10 structured; then
 else
   fail "no journal entry of edgeai with PRIORITY, TARGET=edgeaid::... and CODE_FILE"
   in_box journalctl -u edgeai -o json --no-pager -n 3 2>&1 | indent
+fi
+
+# --- code nodes under the unit's hardening (landlock + seccomp allowed by SystemCallFilter=) ------
+ctl() { in_box /opt/edgeai-test/bin/edgeaictl --socket /run/edgeai/edgeai.sock "$@"; }
+code_status=$(ctl --json status 2>&1)
+if grep -q '"python":"/usr/bin/python3' <<<"$code_status"; then
+  pass "edgeaictl status: Python code nodes run with /usr/bin/python3 under the unit"
+else
+  fail "edgeaictl status does not show /usr/bin/python3 for code nodes"; printf '%s\n' "$code_status" | indent
+  in_box journalctl -u edgeai --no-pager -n 20 2>&1 | indent
+fi
+# Runs the program $2 in probe app $1 (key $3); prints the run's JSON answer.
+probe_run() {
+  local body
+  body=$(python3 -c 'import json, sys; print(json.dumps({"inputs": {"src": sys.argv[1]}, "response_mode": "blocking", "user": "box"}))' "$2")
+  curl -s -m 30 "http://127.0.0.1:$port/v1/workflows/run" -H "Authorization: Bearer $3" -H 'Content-Type: application/json' -d "$body"
+}
+py_key="" js_key=""
+if ctl apps import /opt/edgeai-test/files/workflow-code-probe-py.yml --id probe-py >/dev/null 2>&1 \
+  && ctl apps import /opt/edgeai-test/files/workflow-code-probe-js.yml --id probe-js >/dev/null 2>&1; then
+  py_key=$(ctl --json keys create --app probe-py 2>/dev/null | python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
+  js_key=$(ctl --json keys create --app probe-js 2>/dev/null | python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
+fi
+ok_py=$(probe_run probe-py $'def main():\n    import json\n    return {"result": json.dumps([1, 2])}\n' "$py_key")
+ok_js=$(probe_run probe-js 'function main() { return {result: JSON.stringify([1, 2])}; }' "$js_key")
+if grep -q '"result": *"\[1, 2\]"' <<<"$ok_py" && grep -q '"result": *"\[1,2\]"' <<<"$ok_js"; then
+  pass "a Python and a JavaScript code node run through POST /v1/workflows/run"
+else
+  fail "code node runs"; printf 'python: %s\njavascript: %s\n' "$ok_py" "$ok_js" | indent
+fi
+store_read=$(probe_run probe-py $'def main():\n    return {"result": open("/var/lib/edgeai/edgeai.db", "rb").read(16).decode("latin-1")}\n' "$py_key")
+sock_open=$(probe_run probe-py $'def main():\n    import sys, importlib.machinery as m\n    sys.meta_path[:] = [m.BuiltinImporter, m.FrozenImporter, m.PathFinder]\n    return {"result": str(__import__("_socket").socket())}\n' "$py_key")
+if grep -q '"status": *"failed"' <<<"$store_read" && grep -q 'Permission' <<<"$store_read" \
+  && grep -q '"status": *"failed"' <<<"$sock_open" && ! grep -q 'SQLite' <<<"$store_read"; then
+  pass "Python code cannot read the store (landlock) nor open a socket (seccomp) under the unit"
+else
+  fail "Python code escaped its sandbox under the unit"; printf 'store: %s\nsocket: %s\n' "$store_read" "$sock_open" | indent
 fi
 
 # --- reload: SIGHUP must not kill it ------------------------------------------------------------
