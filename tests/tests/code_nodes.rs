@@ -6,12 +6,14 @@
 //! a probe app whose code node runs the program in its input, each refused
 //! with a clear node error while the daemon keeps serving and stays small;
 //! import refusals (no python3, unavailable dependencies) naming the node;
-//! `edgeaictl status` reporting the runtimes. Fixtures: tests/fixtures/dsl/.
+//! `edgeaictl status` reporting the runtimes; Dify's Node SDK running the
+//! workflow (tests/node/code_check.mjs). Fixtures: tests/fixtures/dsl/.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (style.md)
 
 use std::path::PathBuf;
 
+use edgeai_tests::sdk::run_checker;
 use edgeai_tests::{paths, Client, Daemon, DaemonBuilder};
 use serde_json::{json, Value};
 
@@ -217,4 +219,22 @@ fn dependencies_must_be_available_offline_and_status_names_the_interpreter() {
     let status = d.admin().get("/admin/v1/status").unwrap();
     let python = status["code"]["python"].as_str().unwrap_or_else(|| panic!("python3 runs here: {status}"));
     assert!(python.contains("python3") && python.contains('('), "{python}");
+}
+
+#[test]
+fn difys_node_sdk_runs_a_workflow_with_code_nodes() {
+    let Some(node) = paths::node() else {
+        assert!(std::env::var_os("CI").is_none(), "Node.js is missing under CI; scripts/setup.sh installs Debian's nodejs and npm");
+        eprintln!("SKIP difys_node_sdk_runs_a_workflow_with_code_nodes: Node.js is not installed (no `node` on PATH)");
+        return;
+    };
+    let d = DaemonBuilder::new().start();
+    let c = app(&d, "workflow-code.yml", "faults");
+    let (_, key) = d.admin().create_key("faults");
+    let script = paths::node_checker_dir().join("code_check.mjs");
+    let seen = run_checker(&node, &script, &[format!("http://{}/v1", d.addr()), key, "sdk-user".to_owned()]);
+    for run in [&seen["blocking_run_id"], &seen["streaming_run_id"]] {
+        let rec = c.get(&format!("/v1/workflows/run/{}", run.as_str().unwrap())).expect_json(200);
+        assert_eq!(rec["status"], "succeeded", "{rec}");
+    }
 }
