@@ -184,6 +184,30 @@ async fn ctypes_is_refused() {
     );
 }
 
+#[tokio::test]
+async fn descriptors_the_daemon_left_inheritable_do_not_reach_the_code() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let secret = secrets.path().join("key.pem");
+    std::fs::write(&secret, "the-secret-value").expect("write");
+    // Spawned per call, so the process starts while the descriptor is open.
+    let Some(p) = start(dir.path(), 0, vec![secret.clone()]) else { return };
+    // Opened without O_CLOEXEC, as a C library's fopen(path, "r") does.
+    let path = std::ffi::CString::new(secret.as_os_str().as_bytes()).expect("path");
+    // SAFETY: a valid NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+    assert!(fd >= 0, "open: {}", std::io::Error::last_os_error());
+    let code = "import os\ndef main():\n    found = []\n    for fd in range(3, 1024):\n        try:\n            os.lseek(fd, 0, 0)\n\
+                \x20           found.append(os.read(fd, 100).decode('utf-8', 'replace'))\n        except OSError:\n            pass\n\
+                \x20   return {'found': found}\n";
+    let out = run(&p, code).await;
+    // SAFETY: the descriptor opened above.
+    unsafe { libc::close(fd) };
+    let out = out.expect("the scan runs");
+    assert!(!format!("{out:?}").contains("the-secret-value"), "the code read an inherited descriptor: {out:?}");
+}
+
 /// The pid of the run's process, found by its cwd under `scratch`.
 fn sandboxed_pid(scratch: &Path) -> Option<u32> {
     let me = std::process::id().to_string();

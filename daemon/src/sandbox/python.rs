@@ -11,7 +11,9 @@
 //! directory as cwd, and in this order between fork and exec: its own
 //! session and process group, SIGKILL when the spawning thread dies (a
 //! dedicated thread spawns, so it lives as long as the pool), `RLIMIT_NOFILE`
-//! 32, `RLIMIT_FSIZE` 16 MB, `RLIMIT_CORE` 0, every capability dropped
+//! 32, `RLIMIT_FSIZE` 16 MB, `RLIMIT_CORE` 0, every descriptor but stdio
+//! close-on-exec (a library's fopen without `e` must not hand code an open
+//! file), every capability dropped
 //! (bounding set, ambient, all sets: only matters when edgeaid runs as
 //! root), no_new_privs, the landlock domain, and the seccomp filter last.
 //! `-I` keeps the user site and `PYTHON*` variables out; `site` is imported,
@@ -41,7 +43,7 @@
 //! `getrandom`, `ioctl` for six terminal/descriptor requests, and `execve`
 //! (landlock limits it to the interpreter). Not allowed: `socket`,
 //! `socketpair`, fork/vfork/clone without `CLONE_THREAD`, `kill`/`tgkill`,
-//! `ptrace`, `prctl`, `setrlimit`, `mount`, `unshare`, `setns`, `bpf`,
+//! `ptrace`, `prctl` (but naming its own threads), `setrlimit`, `mount`, `unshare`, `setns`, `bpf`,
 //! `keyctl`, `memfd_create` and everything else unlisted.
 //!
 //! The import guard in the runner (ctypes, subprocess, socket,
@@ -262,7 +264,7 @@ impl Python {
             "max_output": limits.max_output_bytes,
         }))
         .map_err(|e| SandboxError::Internal(format!("encoding the request: {e}")))?;
-        let cpu_secs = limits.timeout.as_secs() + 2;
+        let cpu_secs = limits.timeout.as_secs_f64().ceil() as u64 + 1;
         if let Err(e) = confine::set_run_limits(proc.pid, limits.memory_bytes, cpu_secs) {
             finish(proc, Duration::ZERO).await;
             return Err(SandboxError::Internal(format!("setting the run's limits: {e}")));
@@ -621,6 +623,11 @@ fn outcome_of(
         if signal == libc::SIGXCPU || (signal == libc::SIGKILL && exit.cpu_secs + 0.5 >= cpu_secs as f64) {
             return Err(SandboxError::Timeout(limits.timeout));
         }
+        // SIGSYS: a call the service's own seccomp filter (systemd's
+        // SystemCallFilter=) kills for, where ours would only refuse.
+        if signal == libc::SIGSYS {
+            return Err(SandboxError::Denied("a system call the service forbids (the process was killed)".into()));
+        }
         return Err(SandboxError::Internal(format!("the python process was killed by signal {signal}: {tail}")));
     }
     let code = libc::WEXITSTATUS(exit.status);
@@ -720,5 +727,7 @@ mod tests {
         assert!(matches!(outcome_of(b"", b"", Some(Exit { status: libc::SIGKILL, cpu_secs: 0.1 }), &l, 4), Err(SandboxError::Internal(_))));
         assert_eq!(outcome_of(b"", b"Fatal Python error: MemoryError", exited(1), &l, 4), Err(SandboxError::Memory(256 << 20)));
         assert!(matches!(outcome_of(b"", b"", exited(3), &l, 4), Err(SandboxError::Code(m)) if m.contains("exit status 3")));
+        let sigsys = Some(Exit { status: libc::SIGSYS, cpu_secs: 0.1 });
+        assert!(matches!(outcome_of(b"", b"", sigsys, &l, 4), Err(SandboxError::Denied(_))));
     }
 }

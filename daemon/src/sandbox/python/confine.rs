@@ -96,7 +96,8 @@ impl Confinement {
     }
 
     /// Runs in the child after fork, before exec: own session and process
-    /// group, killed with its parent, no capabilities, rlimits, no new
+    /// group, killed with its parent, no inherited descriptor but stdio, no
+    /// capabilities, rlimits, no new
     /// privileges, landlock, and the seccomp filter last.
     ///
     /// # Safety
@@ -117,6 +118,11 @@ impl Confinement {
             if libc::getppid() != self.parent {
                 return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
+            // Descriptors the daemon holds without O_CLOEXEC (a library's
+            // fopen) must not reach the code: landlock does not cover files
+            // already open. Marked close-on-exec, not closed: std's own
+            // error pipe is among them.
+            check(libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC))?;
             for (resource, limit) in [(libc::RLIMIT_NOFILE, NOFILE), (libc::RLIMIT_FSIZE, FSIZE), (libc::RLIMIT_CORE, 0)] {
                 let lim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
                 check(libc::setrlimit(resource, &lim) as libc::c_long)?;
