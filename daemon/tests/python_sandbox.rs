@@ -57,6 +57,14 @@ async fn a_trivial_main_returns_its_dict() {
     assert!(p.info().version.starts_with("3."), "{:?}", p.info());
     assert!(p.info().modules.contains("json") && !p.info().modules.contains("ctypes"));
     assert!(p.info().landlock_abi >= 1);
+    eprintln!(
+        "python sandbox: {} {}, landlock ABI {}, {} modules, reads {:?}",
+        p.info().executable.display(),
+        p.info().version,
+        p.info().landlock_abi,
+        p.info().modules.len(),
+        p.info().read_paths
+    );
 }
 
 #[tokio::test]
@@ -262,6 +270,9 @@ async fn two_gigabytes_exceed_the_memory_limit() {
         run(&p, "def main():\n    l = []\n    while True:\n        l.append('x' * 1024 * 1024)\n").await,
         Err(SandboxError::Memory(256 << 20))
     );
+    // The limit cannot be lifted from inside.
+    let lift = "import resource\ndef main():\n    resource.setrlimit(resource.RLIMIT_AS, (-1, -1))\n    return {}\n";
+    assert_eq!(run(&p, lift).await, Err(SandboxError::Code("ValueError: not allowed to raise maximum limit (line 3)".into())));
 }
 
 #[tokio::test]
@@ -282,6 +293,10 @@ async fn files_are_writable_in_the_scratch_dir_only_and_it_is_removed() {
     denied(run(&p, &code).await, "Permission denied");
     assert!(!target.exists());
     denied(run(&p, "def main():\n    open('/tmp/edgeai-sandbox-escape', 'w').write('x')\n    return {}\n").await, "Permission denied");
+    // No capability survives (as root, CAP_DAC_OVERRIDE would read this).
+    let locked =
+        "import os\ndef main():\n    open('locked', 'w').write('x')\n    os.chmod('locked', 0)\n    return {'r': open('locked').read()}\n";
+    denied(run(&p, locked).await, "Permission denied: 'locked' (line 5)");
     // The parent scratch directory (other runs' dirs) is not listable.
     let code =
         format!("import os\ndef main():\n    return {{'l': os.listdir({:?})}}\n", cwd.parent().expect("parent").display().to_string());
