@@ -357,6 +357,42 @@ async fn concurrent_runs_all_get_their_own_result() {
     }
 }
 
+#[tokio::test]
+async fn the_standard_library_works_threads_included() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(p) = start(dir.path(), 1, vec![]) else { return };
+    let code = "import json, re, math, datetime, collections, decimal, hashlib, base64, random, time, uuid, itertools, statistics, \
+                zlib, gzip, csv, io, textwrap, unicodedata, urllib.parse, threading, concurrent.futures, tempfile, os, string\n\
+                def main(s: str) -> dict:\n\
+                \x20   with concurrent.futures.ThreadPoolExecutor(2) as ex:\n\
+                \x20       squares = list(ex.map(lambda x: x * x, [1, 2, 3]))\n\
+                \x20   t = threading.Thread(target=time.sleep, args=(0.01,))\n\
+                \x20   t.start()\n\
+                \x20   t.join()\n\
+                \x20   rows = list(csv.reader(io.StringIO('a,b\\n1,2')))\n\
+                \x20   return {'squares': squares, 'rows': rows, 'sha': hashlib.sha256(s.encode()).hexdigest()[:8],\n\
+                \x20           'mean': statistics.mean([1, 2, 3]), 'dec': str(decimal.Decimal('1.10') + decimal.Decimal('2.2')),\n\
+                \x20           'q': urllib.parse.quote('a b'), 'z': len(zlib.compress(s.encode())) > 0, 'u': len(str(uuid.uuid4())),\n\
+                \x20           'year': datetime.datetime.now().year > 2000, 'words': re.findall(r'\\w+', s), 'tmp': tempfile.gettempdir() != ''}\n";
+    let out = p.run(code, &inputs(json!({"s": "hello world"})), &limits()).await;
+    let expected = json!({"squares": [1, 4, 9], "rows": [["a", "b"], ["1", "2"]], "sha": "b94d27b9", "mean": 2, "dec": "3.30",
+                          "q": "a%20b", "z": true, "u": 36, "year": true, "words": ["hello", "world"], "tmp": true});
+    assert_eq!(out, Ok(inputs(expected)));
+}
+
+#[tokio::test]
+async fn installed_site_packages_import() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(p) = start(dir.path(), 1, vec![]) else { return };
+    let Some(module) = ["numpy", "yaml", "dateutil", "attr"].into_iter().find(|m| p.info().modules.contains(*m)) else {
+        eprintln!("SKIP: no third-party module installed for {} to import", p.info().executable.display());
+        return;
+    };
+    let code = format!("import {module}\ndef main():\n    return {{'file': {module}.__file__}}\n");
+    let out = run(&p, &code).await;
+    assert!(matches!(&out, Ok(m) if m.get("file").and_then(Value::as_str).is_some_and(|f| f.contains("-packages"))), "{module}: {out:?}");
+}
+
 #[test]
 fn start_refuses_a_protected_path_the_code_could_read() {
     let dir = tempfile::tempdir().expect("tempdir");
