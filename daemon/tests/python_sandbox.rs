@@ -80,6 +80,15 @@ async fn every_json_type_round_trips() {
 }
 
 #[tokio::test]
+async fn inputs_larger_than_a_pipe_buffer_arrive_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(p) = start(dir.path(), 1, vec![]) else { return };
+    let big = "é".repeat(300_000);
+    let out = p.run("def main(s: str) -> dict:\n    return {'n': len(s)}\n", &inputs(json!({"s": big})), &limits()).await;
+    assert_eq!(out, Ok(inputs(json!({"n": 300_000}))));
+}
+
+#[tokio::test]
 async fn code_errors_name_the_exception_and_the_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(p) = start(dir.path(), 1, vec![]) else { return };
