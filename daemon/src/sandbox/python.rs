@@ -164,7 +164,7 @@ pub struct PythonInfo {
 pub struct Python {
     info: PythonInfo,
     shared: Arc<Shared>,
-    spawner: Mutex<mpsc::Sender<Job>>,
+    spawner: mpsc::Sender<Job>,
 }
 
 /// What spawning needs, shared with the spawner thread.
@@ -235,7 +235,7 @@ impl Python {
             .name("python-spawner".into())
             .spawn(move || spawner(&thread_shared, rx))
             .map_err(|e| SandboxError::Unavailable(format!("starting the python spawner thread: {e}")))?;
-        let python = Python { info, shared, spawner: Mutex::new(tx) };
+        let python = Python { info, shared, spawner: tx };
         python.fill_pool();
         tracing::info!(
             executable = %python.info.executable.display(),
@@ -325,7 +325,7 @@ impl Python {
     }
 
     fn send(&self, job: Job) -> Result<(), SandboxError> {
-        lock(&self.spawner).send(job).map_err(|_| SandboxError::Internal("the python spawner thread is gone".into()))
+        self.spawner.send(job).map_err(|_| SandboxError::Internal("the python spawner thread is gone".into()))
     }
 }
 
