@@ -268,6 +268,22 @@ async fn an_infinite_loop_times_out_and_its_process_is_gone() {
 }
 
 #[tokio::test]
+async fn waiting_processes_are_first_for_the_oom_killer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(_p) = start(dir.path(), 1, vec![]) else { return };
+    let scratch = std::fs::canonicalize(dir.path().join("code-scratch")).expect("scratch");
+    let started = Instant::now();
+    let mut pid = None;
+    while pid.is_none() && started.elapsed() < Duration::from_secs(5) {
+        pid = sandboxed_pid(&scratch);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = pid.expect("the pool's process is running");
+    let adj = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).expect("oom_score_adj");
+    assert_eq!(adj.trim(), "1000");
+}
+
+#[tokio::test]
 async fn two_gigabytes_exceed_the_memory_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(p) = start(dir.path(), 1, vec![]) else { return };

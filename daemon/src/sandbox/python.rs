@@ -10,7 +10,8 @@
 //! the probe, not a shim) with a cleared environment, its own scratch
 //! directory as cwd, and in this order between fork and exec: its own
 //! session and process group, SIGKILL when the spawning thread dies (a
-//! dedicated thread spawns, so it lives as long as the pool), `RLIMIT_NOFILE`
+//! dedicated thread spawns, so it lives as long as the pool), oom_score_adj
+//! 1000 (the runs share edgeaid's cgroup: a run dies first, not the daemon), `RLIMIT_NOFILE`
 //! 32, `RLIMIT_FSIZE` 16 MB, `RLIMIT_CORE` 0, every descriptor but stdio
 //! close-on-exec (a library's fopen without `e` must not hand code an open
 //! file), every capability dropped

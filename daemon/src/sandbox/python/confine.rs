@@ -96,8 +96,8 @@ impl Confinement {
     }
 
     /// Runs in the child after fork, before exec: own session and process
-    /// group, killed with its parent, no inherited descriptor but stdio, no
-    /// capabilities, rlimits, no new
+    /// group, killed with its parent, first for the OOM killer, no inherited
+    /// descriptor but stdio, no capabilities, rlimits, no new
     /// privileges, landlock, and the seccomp filter last.
     ///
     /// # Safety
@@ -122,6 +122,14 @@ impl Confinement {
             // fopen) must not reach the code: landlock does not cover files
             // already open. Marked close-on-exec, not closed: std's own
             // error pipe is among them.
+            // First in line for the OOM killer: the runs share edgeaid's
+            // cgroup, and a run, not the daemon, must die when it is full.
+            // Best effort (/proc may be hidden).
+            let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd >= 0 {
+                libc::write(fd, b"1000".as_ptr().cast(), 4);
+                libc::close(fd);
+            }
             check(libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC))?;
             for (resource, limit) in [(libc::RLIMIT_NOFILE, NOFILE), (libc::RLIMIT_FSIZE, FSIZE), (libc::RLIMIT_CORE, 0)] {
                 let lim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
