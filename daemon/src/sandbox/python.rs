@@ -4,7 +4,8 @@
 //! (`confine`: landlock, rlimits; `seccomp`: the system-call allowlist), the
 //! pool of processes started ahead and waiting for a request, and the
 //! exchange with one process (request on stdin, one reply line on the saved
-//! stdout, prints on stderr). The runner script is `python/runner.py`.
+//! stdout, prints on stderr: `process`) and what its reply or its end
+//! means (`reply`). The runner script is `python/runner.py`.
 //!
 //! Each process runs `python3 -I -B -c RUNNER` (the real executable found by
 //! the probe, not a shim) with a cleared environment, its own scratch
@@ -60,9 +61,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,12 +69,15 @@ use std::time::{Duration, Instant};
 use landlock::ABI;
 use seccompiler::BpfProgram;
 use serde_json::{Map, Value};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::{RunLimits, SandboxError};
+use process::{exchange, finish, spawn, Overflow, Proc};
+use reply::outcome_of;
 
 mod confine;
 mod probe;
+mod process;
+mod reply;
 mod seccomp;
 
 /// The script every process runs (see its header).
@@ -383,278 +385,6 @@ fn remove_stale_runs(scratch_dir: &Path) {
     }
 }
 
-/// One started, confined process waiting for its request.
-struct Proc {
-    child: Child,
-    pid: libc::pid_t,
-    dir: PathBuf,
-    reaped: Option<Exit>,
-}
-
-/// How a process ended.
-#[derive(Debug, Clone, Copy)]
-struct Exit {
-    status: libc::c_int,
-    /// User + system CPU seconds.
-    cpu_secs: f64,
-}
-
-/// Starts one confined process in a fresh scratch directory.
-fn spawn(shared: &Shared) -> Result<Proc, String> {
-    let dir = shared.scratch_dir.join(uuid::Uuid::new_v4().to_string());
-    std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let spawned = (|| {
-        let ruleset = confine::ruleset(shared.abi, &shared.view, &dir).map_err(|e| format!("the landlock ruleset: {e}"))?;
-        let confinement = confine::Confinement::new(ruleset, &shared.filter)?;
-        let mut command = Command::new(&shared.executable);
-        command
-            .args(["-I", "-B", "-c", RUNNER])
-            .env_clear()
-            .env("LANG", "C.UTF-8")
-            .env("PYTHONIOENCODING", "utf-8")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // SAFETY: `apply` makes only async-signal-safe system calls on memory
-        // prepared before the fork (`shared.filter` outlives the spawn).
-        unsafe {
-            command.pre_exec(move || confinement.apply());
-        }
-        command.spawn().map_err(|e| format!("spawning {}: {e}", shared.executable.display()))
-    })();
-    match spawned {
-        Ok(child) => {
-            let pid = libc::pid_t::try_from(child.id()).map_err(|_| "a pid out of range".to_owned())?;
-            Ok(Proc { child, pid, dir, reaped: None })
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            Err(e)
-        }
-    }
-}
-
-type Pipes = (tokio::process::ChildStdin, tokio::process::ChildStdout, tokio::process::ChildStderr);
-
-impl Proc {
-    /// Whether it still waits (reaps it if it died).
-    fn alive(&mut self) -> bool {
-        self.try_reap();
-        self.reaped.is_none()
-    }
-
-    fn try_reap(&mut self) {
-        if self.reaped.is_some() {
-            return;
-        }
-        if let Some(exit) = wait4(self.pid, libc::WNOHANG) {
-            self.reaped = Some(exit);
-        }
-    }
-
-    fn pipes(&mut self) -> std::io::Result<Pipes> {
-        let missing = || std::io::Error::other("a pipe is missing");
-        let stdin = self.child.stdin.take().ok_or_else(missing)?;
-        let stdout = self.child.stdout.take().ok_or_else(missing)?;
-        let stderr = self.child.stderr.take().ok_or_else(missing)?;
-        Ok((
-            tokio::process::ChildStdin::from_std(stdin)?,
-            tokio::process::ChildStdout::from_std(stdout)?,
-            tokio::process::ChildStderr::from_std(stderr)?,
-        ))
-    }
-
-    /// Waits up to `grace` for the process to exit by itself, then kills its
-    /// process group and reaps it; removes its scratch directory. Blocking.
-    fn finish(&mut self, grace: Duration) -> Option<Exit> {
-        let deadline = Instant::now() + grace;
-        self.try_reap();
-        while self.reaped.is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_micros(200));
-            self.try_reap();
-        }
-        if self.reaped.is_none() {
-            // SAFETY: kill has no memory preconditions; the group is the
-            // process's own (setsid), and it is not reaped yet, so the id
-            // is still ours.
-            unsafe { libc::kill(-self.pid, libc::SIGKILL) };
-            self.reaped = wait4(self.pid, 0);
-        }
-        if self.dir.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-                tracing::warn!(path = %self.dir.display(), error = %e, "removing a code scratch directory failed");
-            }
-        }
-        self.reaped
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.finish(Duration::ZERO);
-    }
-}
-
-/// `wait4` on one pid, retrying on EINTR; `None` if it has not exited
-/// (WNOHANG) or cannot be waited for.
-fn wait4(pid: libc::pid_t, flags: libc::c_int) -> Option<Exit> {
-    loop {
-        let mut status: libc::c_int = 0;
-        // SAFETY: rusage is plain data, fully written by wait4 on success.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: valid pointers to locals.
-        let r = unsafe { libc::wait4(pid, &mut status, flags, &mut usage) };
-        if r == pid {
-            let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-            return Some(Exit { status, cpu_secs: secs(usage.ru_utime) + secs(usage.ru_stime) });
-        }
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
-        return None;
-    }
-}
-
-/// Ends a process off the async threads (reaping may block briefly).
-async fn finish(mut proc: Proc, grace: Duration) -> Option<Exit> {
-    tokio::task::spawn_blocking(move || proc.finish(grace)).await.unwrap_or(None)
-}
-
-/// The reply exceeded the output cap.
-struct Overflow;
-
-/// Writes the request, reads the reply (at most `max_output` and a margin)
-/// and the stderr (the first [`STDERR_KEPT`] bytes kept, the rest drained).
-async fn exchange(
-    mut stdin: tokio::process::ChildStdin,
-    stdout: tokio::process::ChildStdout,
-    stderr: tokio::process::ChildStderr,
-    request: Vec<u8>,
-    max_output: usize,
-) -> Result<(Vec<u8>, Vec<u8>), Overflow> {
-    let write = async move {
-        // A process that died early closes its stdin: its exit says why.
-        let _ = stdin.write_all(&request).await;
-        drop(stdin);
-        Ok(())
-    };
-    let cap = max_output.saturating_add(64);
-    let read_out = async move {
-        let (data, overflow) = read_bounded(stdout, cap, false).await;
-        if overflow {
-            Err(Overflow)
-        } else {
-            Ok(data)
-        }
-    };
-    let read_err = async move { Ok(read_bounded(stderr, STDERR_KEPT, true).await.0) };
-    let ((), out, err) = tokio::try_join!(write, read_out, read_err)?;
-    Ok((out, err))
-}
-
-/// Reads to EOF keeping at most `cap` bytes; past it, stops (`drain`:
-/// keeps reading and discards). Returns the data and whether it overflowed.
-async fn read_bounded(mut r: impl AsyncRead + Unpin, cap: usize, drain: bool) -> (Vec<u8>, bool) {
-    let mut data = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut overflow = false;
-    loop {
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return (data, overflow),
-            Ok(n) => {
-                let room = cap.saturating_sub(data.len());
-                data.extend_from_slice(&buf[..n.min(room)]);
-                if n > room {
-                    overflow = true;
-                    if !drain {
-                        return (data, overflow);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The runner's reply.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Reply {
-    Ok(Map<String, Value>),
-    Error(ReplyError),
-}
-
-#[derive(serde::Deserialize)]
-struct ReplyError {
-    kind: String,
-    message: Option<String>,
-    line: Option<u64>,
-}
-
-/// Maps what a finished process wrote and how it ended to the run's result.
-fn outcome_of(
-    stdout: &[u8],
-    stderr: &[u8],
-    exit: Option<Exit>,
-    limits: &RunLimits,
-    cpu_secs: u64,
-) -> Result<Map<String, Value>, SandboxError> {
-    let line = stdout.split(|&b| b == b'\n').find(|l| !l.is_empty());
-    if let Some(reply) = line.and_then(|l| serde_json::from_slice::<Reply>(l).ok()) {
-        return match reply {
-            // The reply is `{"ok": ` + result + `}` and a newline.
-            Reply::Ok(_) if stdout.len().saturating_sub(9) > limits.max_output_bytes => {
-                Err(SandboxError::OutputTooLarge(limits.max_output_bytes))
-            }
-            Reply::Ok(result) => Ok(result),
-            Reply::Error(e) => Err(reply_error(e, limits)),
-        };
-    }
-    let tail = String::from_utf8_lossy(&stderr[stderr.len().saturating_sub(600)..]).trim().to_owned();
-    let Some(exit) = exit else {
-        return Err(SandboxError::Internal(format!("the python process could not be reaped: {tail}")));
-    };
-    if tail.contains("MemoryError") || tail.contains("Cannot allocate memory") {
-        return Err(SandboxError::Memory(limits.memory_bytes));
-    }
-    if libc::WIFSIGNALED(exit.status) {
-        let signal = libc::WTERMSIG(exit.status);
-        // SIGXCPU at the soft CPU limit, SIGKILL at the hard one.
-        if signal == libc::SIGXCPU || (signal == libc::SIGKILL && exit.cpu_secs + 0.5 >= cpu_secs as f64) {
-            return Err(SandboxError::Timeout(limits.timeout));
-        }
-        // SIGSYS: a call the service's own seccomp filter (systemd's
-        // SystemCallFilter=) kills for, where ours would only refuse.
-        if signal == libc::SIGSYS {
-            return Err(SandboxError::Denied("a system call the service forbids (the process was killed)".into()));
-        }
-        return Err(SandboxError::Internal(format!("the python process was killed by signal {signal}: {tail}")));
-    }
-    let code = libc::WEXITSTATUS(exit.status);
-    if code != 0 && !stdout.is_empty() {
-        return Err(SandboxError::Internal(format!("the python process wrote a malformed reply and exited with {code}: {tail}")));
-    }
-    Err(SandboxError::Code(format!("the code ended the python process (exit status {code}) before main returned")))
-}
-
-fn reply_error(e: ReplyError, limits: &RunLimits) -> SandboxError {
-    let message = e.message.unwrap_or_default();
-    let with_line = match e.line {
-        Some(n) => format!("{message} (line {n})"),
-        None => message.clone(),
-    };
-    match e.kind.as_str() {
-        "nomain" => SandboxError::NoMain,
-        "notdict" => SandboxError::NotAnObject(message),
-        "memory" => SandboxError::Memory(limits.memory_bytes),
-        "output" => SandboxError::OutputTooLarge(limits.max_output_bytes),
-        "denied" => SandboxError::Denied(with_line),
-        "code" => SandboxError::Code(with_line),
-        other => SandboxError::Internal(format!("the runner replied with an unknown kind {other:?}")),
-    }
-}
-
 /// One trivial confined run, synchronously, before the daemon relies on
 /// the sandbox: proves the interpreter starts under landlock and seccomp.
 fn smoke_test(shared: &Shared) -> Result<(), String> {
@@ -684,51 +414,5 @@ fn smoke_test(shared: &Shared) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("reply {:?}, stderr: {}", reply.trim(), String::from_utf8_lossy(&err).trim()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn limits() -> RunLimits {
-        RunLimits { timeout: Duration::from_secs(2), memory_bytes: 256 << 20, max_output_bytes: 100 }
-    }
-
-    fn exited(code: i32) -> Option<Exit> {
-        Some(Exit { status: code << 8, cpu_secs: 0.01 })
-    }
-
-    #[test]
-    fn replies_map_to_results_and_errors() {
-        let l = limits();
-        let ok = outcome_of(b"{\"ok\": {\"a\": 1}}\n", b"", exited(0), &l, 4).expect("ok");
-        assert_eq!(ok.get("a"), Some(&Value::from(1)));
-        let code = br#"{"error": {"kind": "code", "message": "NameError: name 'x' is not defined", "line": 3}}"#;
-        assert_eq!(outcome_of(code, b"", exited(0), &l, 4), Err(SandboxError::Code("NameError: name 'x' is not defined (line 3)".into())));
-        assert_eq!(outcome_of(br#"{"error": {"kind": "nomain"}}"#, b"", exited(0), &l, 4), Err(SandboxError::NoMain));
-        let notdict = br#"{"error": {"kind": "notdict", "message": "list"}}"#;
-        assert_eq!(outcome_of(notdict, b"", exited(0), &l, 4), Err(SandboxError::NotAnObject("list".into())));
-        assert_eq!(outcome_of(br#"{"error": {"kind": "memory"}}"#, b"", exited(0), &l, 4), Err(SandboxError::Memory(256 << 20)));
-    }
-
-    #[test]
-    fn a_result_over_the_cap_is_refused() {
-        let big = format!("{{\"ok\": {{\"a\": \"{}\"}}}}\n", "x".repeat(200));
-        assert_eq!(outcome_of(big.as_bytes(), b"", exited(0), &limits(), 4), Err(SandboxError::OutputTooLarge(100)));
-    }
-
-    #[test]
-    fn deaths_without_a_reply_say_why() {
-        let l = limits();
-        let xcpu = Some(Exit { status: libc::SIGXCPU, cpu_secs: 4.0 });
-        assert_eq!(outcome_of(b"", b"", xcpu, &l, 4), Err(SandboxError::Timeout(l.timeout)));
-        let cpu_kill = Some(Exit { status: libc::SIGKILL, cpu_secs: 5.0 });
-        assert_eq!(outcome_of(b"", b"", cpu_kill, &l, 4), Err(SandboxError::Timeout(l.timeout)));
-        assert!(matches!(outcome_of(b"", b"", Some(Exit { status: libc::SIGKILL, cpu_secs: 0.1 }), &l, 4), Err(SandboxError::Internal(_))));
-        assert_eq!(outcome_of(b"", b"Fatal Python error: MemoryError", exited(1), &l, 4), Err(SandboxError::Memory(256 << 20)));
-        assert!(matches!(outcome_of(b"", b"", exited(3), &l, 4), Err(SandboxError::Code(m)) if m.contains("exit status 3")));
-        let sigsys = Some(Exit { status: libc::SIGSYS, cpu_secs: 0.1 });
-        assert!(matches!(outcome_of(b"", b"", sigsys, &l, 4), Err(SandboxError::Denied(_))));
     }
 }
