@@ -85,7 +85,9 @@ impl Code {
                     if !module_available(&dep.name, modules) {
                         let hint = match language {
                             CodeLanguage::JavaScript => "JavaScript code nodes run in the embedded QuickJS, which has no npm modules",
-                            CodeLanguage::Python3 => "install it into the gateway image's python3",
+                            CodeLanguage::Python3 => {
+                                "this python3 does not have it, or the sandbox refuses it as it does socket, subprocess and ctypes"
+                            }
                         };
                         problems.push((
                             format!("dependencies.{i}.name"),

@@ -159,7 +159,7 @@ fn import_refuses_what_cannot_run_here() {
         e,
         vec![(
             "dependencies.1.name".to_owned(),
-            "module \"numpy\" is not available offline here (install it into the gateway image's python3)".to_owned()
+            "module \"numpy\" is not available offline here (this python3 does not have it, or the sandbox refuses it as it does socket, subprocess and ctypes)".to_owned()
         )]
     );
     assert!(Code::build(&node("python3", deps), &caps(&[], &["json", "numpy"])).is_ok());
