@@ -179,3 +179,45 @@ impl Sandbox {
 pub fn default_scratch_dir(state_dir: &std::path::Path) -> PathBuf {
     state_dir.join("code-scratch")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use serde_json::Map;
+
+    use super::{Language, RunLimits, Sandbox, SandboxConfig, SandboxError};
+
+    fn limits(timeout_ms: u64) -> RunLimits {
+        RunLimits { timeout: Duration::from_millis(timeout_ms), memory_bytes: 32 << 20, max_output_bytes: 1 << 20 }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_beyond_the_cap_wait_and_give_up_as_busy() {
+        let sandbox = std::sync::Arc::new(Sandbox::start(SandboxConfig { max_concurrent: 1, python: None }));
+        let busy = std::sync::Arc::clone(&sandbox);
+        let hog =
+            tokio::spawn(
+                async move { busy.run(Language::JavaScript, "function main() { for (;;) {} }", &Map::new(), &limits(1500)).await },
+            );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        let e = sandbox.run(Language::JavaScript, "function main() { return {}; }", &Map::new(), &limits(300)).await.expect_err("busy");
+        assert_eq!(e, SandboxError::Busy(1));
+        assert!(started.elapsed() >= Duration::from_millis(300), "it waited its timeout first");
+        assert_eq!(hog.await.expect("join"), Err(SandboxError::Timeout(Duration::from_millis(1500))));
+        // The slot is free again.
+        assert_eq!(
+            sandbox.run(Language::JavaScript, "function main() { return {a: 1}; }", &Map::new(), &limits(1000)).await.map(|m| m.len()),
+            Ok(1)
+        );
+    }
+
+    #[tokio::test]
+    async fn python_turned_off_says_so() {
+        let sandbox = Sandbox::start(SandboxConfig { max_concurrent: 1, python: None });
+        let e = sandbox.run(Language::Python3, "def main(): return {}", &Map::new(), &limits(1000)).await.expect_err("off");
+        assert_eq!(e, SandboxError::Unavailable("Python code nodes are turned off (code.python = \"off\")".into()));
+        assert_eq!(sandbox.python_info(), Err("Python code nodes are turned off (code.python = \"off\")".into()));
+    }
+}

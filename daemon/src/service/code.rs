@@ -98,3 +98,38 @@ impl CodeRuntime {
         result.map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::Map;
+
+    use super::CodeRuntime;
+    use crate::config::{CodeSettings, PythonChoice};
+    use crate::engine::workflow::{CodeCall, CodeLanguage};
+
+    fn call(timeout: Option<Duration>, memory_mb: Option<u64>) -> CodeCall {
+        CodeCall { node_id: "n".into(), language: CodeLanguage::JavaScript, code: String::new(), inputs: Map::new(), timeout, memory_mb }
+    }
+
+    #[test]
+    fn a_nodes_own_limits_are_capped_by_the_config() {
+        let settings = CodeSettings {
+            python: PythonChoice::Off,
+            timeout: Duration::from_secs(10),
+            max_timeout: Duration::from_secs(60),
+            memory_mb: 128,
+            max_memory_mb: 512,
+            ..CodeSettings::default()
+        };
+        let rt = CodeRuntime::start(&settings, Vec::new());
+        let l = rt.limits(&call(None, None));
+        assert_eq!((l.timeout, l.memory_bytes), (Duration::from_secs(10), 128 << 20), "the config's defaults");
+        let l = rt.limits(&call(Some(Duration::from_secs(2)), Some(32)));
+        assert_eq!((l.timeout, l.memory_bytes), (Duration::from_secs(2), 32 << 20), "the node's own, below the caps");
+        let l = rt.limits(&call(Some(Duration::from_secs(600)), Some(4096)));
+        assert_eq!((l.timeout, l.memory_bytes), (Duration::from_secs(60), 512 << 20), "capped");
+        assert_eq!(l.max_output_bytes, settings.max_output_bytes);
+    }
+}
