@@ -43,7 +43,7 @@ pub const JS_CALLS: usize = 500;
 pub const PY_COLD_CALLS: usize = 100;
 pub const PY_WARM_CALLS: usize = 200;
 pub const PY_BURST_CALLS: usize = 100;
-pub const HTTP_RUNS: usize = 300;
+pub const HTTP_RUNS: usize = 2000;
 pub const HTTP_PY_RUNS: usize = 100;
 const ROUNDS: usize = 4;
 /// Untimed calls before each series.
@@ -446,7 +446,10 @@ async fn python(scratch: &Path, limits: &RunLimits) -> (Result<SpawnFigures, Str
     let gap = warm_gap(cold_s.as_ref().ok().map(|s| s.calls.as_slice()));
     let mut pools = Vec::new();
     for size in POOLS {
-        progress(&format!("Python, pool {size}: {PY_WARM_CALLS} calls {gap:?} apart, then {PY_BURST_CALLS} back to back"));
+        progress(&format!(
+            "Python, pool {size}: {PY_WARM_CALLS} calls {:.0} ms apart, then {PY_BURST_CALLS} back to back",
+            gap.as_secs_f64() * 1000.0
+        ));
         let sandbox = match python_sandbox(scratch, size).await {
             Ok(s) if s.python().is_some() => s,
             Ok(s) => {

@@ -741,7 +741,10 @@ fn code_phase(t: &mut Table, json: &mut Map<String, Value>, edgeaid: &Path, dir:
     let f = code::measure(&launch)?;
     let q = |s: &Series, p: f64| quantile_ms(&s.calls, p);
     let mean = |s: &Series| s.calls.iter().map(Duration::as_secs_f64).sum::<f64>() * 1000.0 / s.calls.len().max(1) as f64;
-    let p50_p99 = |s: &Series| format!("{:.3} / {:.3} ms", q(s, 0.5), q(s, 0.99));
+    let p50_p99 = |s: &Series| match q(s, 0.99) {
+        p99 if p99 < 0.1 => format!("{:.2} / {:.2} µs", q(s, 0.5) * 1000.0, p99 * 1000.0),
+        p99 => format!("{:.3} / {p99:.3} ms", q(s, 0.5)),
+    };
     let ratio =
         |a: &Series, b: &Series| format!("{:.1}x p50, {:.1}x p99", q(a, 0.5) / q(b, 0.5).max(1e-9), q(a, 0.99) / q(b, 0.99).max(1e-9));
     let series_json = |s: &Series| {
@@ -750,7 +753,7 @@ fn code_phase(t: &mut Table, json: &mut Map<String, Value>, edgeaid: &Path, dir:
     };
     let error = |t: &mut Table, figure: &str, why: &str| {
         progress(&format!("{figure}: {why}"));
-        t.error(figure, why.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(160).collect());
+        t.error(figure, why.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(200).collect());
     };
 
     t.section(&format!(
@@ -798,7 +801,7 @@ fn code_phase(t: &mut Table, json: &mut Map<String, Value>, edgeaid: &Path, dir:
                 match &pool.warm {
                     Ok(w) => {
                         t.target(
-                            &format!("Python pool {n} warm p99 ({} calls {:?} apart)", w.calls.len(), p.gap),
+                            &format!("Python pool {n} warm p99 ({} calls {:.0} ms apart)", w.calls.len(), p.gap.as_secs_f64() * 1000.0),
                             format!("{:.2} ms", q(w, 0.99)),
                             "<= 30 ms",
                             q(w, 0.99) <= TARGET_PY_WARM_P99_MS,
@@ -843,7 +846,11 @@ fn code_phase(t: &mut Table, json: &mut Map<String, Value>, edgeaid: &Path, dir:
                 Ok(py) => {
                     let s = &py.series;
                     t.info(
-                        &format!("Python code node, pool 1, runs {:?} apart, p50 / p99 ({} runs)", h.python_gap, s.calls.len()),
+                        &format!(
+                            "Python code node, pool 1, runs {:.0} ms apart, p50 / p99 ({} runs)",
+                            h.python_gap.as_secs_f64() * 1000.0,
+                            s.calls.len()
+                        ),
                         p50_p99(s),
                     );
                     t.info("  minus the template run (code node overhead) p50 / p99", minus(s));
@@ -861,12 +868,14 @@ fn code_phase(t: &mut Table, json: &mut Map<String, Value>, edgeaid: &Path, dir:
             let at = |name: &str| h.rss_steps.iter().find(|(s, _)| *s == name).map(|(_, r)| r.vm_rss_kb);
             let grew = at("after the warm-up runs").zip(at("1 s after the last run")).map(|(a, b)| mb(b) - mb(a));
             let second = at("after the first half of the runs").zip(at("after all runs")).map(|(a, b)| mb(b) - mb(a));
-            let word = |d: f64| if d > 0.5 { "grew" } else { "did not grow (within 0.5 MB)" };
+            // The store's page cache and the allocator fill up over the
+            // first runs; growth that goes on in the second half is a leak.
+            let word = |d: f64| if d > 0.5 { "still growing in the second half" } else { "levelled off (second half within 0.5 MB)" };
             let second_runs = (tp.calls.len() + js.calls.len() + h.python.as_ref().map_or(0, |p| p.series.calls.len())) / 2;
             if let (Some(g), Some(s2)) = (grew, second) {
                 t.info(
                     "  RSS change over the timed runs / their second half",
-                    format!("{g:+.1} / {s2:+.1} MB ({:+.1} kB a run): {}", s2 * 1e3 / second_runs.max(1) as f64, word(s2)),
+                    format!("{g:+.1} / {s2:+.1} MB ({:+.2} kB a run): {}", s2 * 1e3 / second_runs.max(1) as f64, word(s2)),
                 );
             }
             json!({"template": {"app": h.template.app, "runs": series_json(tp)},
@@ -874,7 +883,7 @@ fn code_phase(t: &mut Table, json: &mut Map<String, Value>, edgeaid: &Path, dir:
                                   "minus_template_p50_ms": q(js, 0.5) - q(tp, 0.5), "minus_template_p99_ms": q(js, 0.99) - q(tp, 0.99)},
                    "python": py_json,
                    "rss_steps": h.rss_steps.iter().map(|(s, r)| json!({"step": s, "rss": rss_json(r)})).collect::<Vec<_>>(),
-                   "rss_growth_timed_runs_mb": grew, "rss_growth_second_half_mb": second,
+                   "rss_growth_timed_runs_mb": grew, "rss_growth_second_half_mb": second, "rss_verdict": second.map(word),
                    "daemon_code_status": h.status})
         }
     };
