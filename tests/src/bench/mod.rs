@@ -4,6 +4,7 @@
 
 pub mod bare;
 pub mod client;
+pub mod code;
 pub mod cpu;
 pub mod daemon;
 pub mod knowledge;

@@ -29,7 +29,15 @@
 //!     embedder in this process, ingestion segments/s, recall@5 on the
 //!     labelled set per method and language, `/retrieve` p50/p99 at 10k and
 //!     100k segments and the daemon's RSS growth (`--only knowledge`: this
-//!     phase alone, written to bench-results/bench-knowledge.json).
+//!     phase alone, written to bench-results/bench-knowledge.json);
+//! 11. code nodes (bench/code.rs): per-call time of a trivial `main` in
+//!     edgeaid's sandbox in this process, JavaScript next to a serde_json
+//!     round trip, Python with a pool of 0 (cold), 1 and 2 (warm and back to
+//!     back) next to a bare interpreter spawn; then a start → code → end
+//!     workflow over HTTP in both languages next to the same graph with a
+//!     template-transform node, and the daemon's RSS around the runs
+//!     (`--only code`: this phase alone, written to
+//!     bench-results/bench-code.json).
 //!
 //! Writes `bench-results/bench.json` at the repository root (or `--out`).
 //! The edgeaid measured is the one next to this binary (same
@@ -58,7 +66,8 @@ use bench::report::{median, Table};
 
 const USAGE: &str = "\
 usage: bench [--edgeaid PATH] [--model PATH] [--gemma PATH|off] [--tokens N] [--rounds N]
-             [--starts N] [--threads N] [--out FILE] [--only workflow|vectors|knowledge]
+             [--starts N] [--threads N] [--out FILE]
+             [--only workflow|vectors|knowledge|code]
 
   --edgeaid PATH  edgeaid binary to measure (default: next to this binary)
   --model PATH    GGUF model (default: .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf)
@@ -72,7 +81,9 @@ usage: bench [--edgeaid PATH] [--model PATH] [--gemma PATH|off] [--tokens N] [--
   --only workflow only the workflow engine phase (no model needed)
   --only vectors  only the vector index phase (no daemon, no model)
   --only knowledge  only the knowledge phase (edgeaid with the embedding model
-                  .cache/models/multilingual-e5-small-q4_0.gguf, no chat model)";
+                  .cache/models/multilingual-e5-small-q4_0.gguf, no chat model)
+  --only code     only the code node phase (sandbox in this process, then
+                  edgeaid without a model)";
 
 /// The daemon's context parameters (configs/dev.toml, daemon/src/model/local.rs).
 const N_CTX: u32 = 4096;
@@ -129,6 +140,8 @@ struct Args {
     only_vectors: bool,
     /// `--only knowledge`: phase 10 alone.
     only_knowledge: bool,
+    /// `--only code`: phase 11 alone.
+    only_code: bool,
 }
 
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
@@ -144,6 +157,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
         only_workflow: false,
         only_vectors: false,
         only_knowledge: false,
+        only_code: false,
     };
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
@@ -169,7 +183,8 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
             "--only" if value == "workflow" => a.only_workflow = true,
             "--only" if value == "vectors" => a.only_vectors = true,
             "--only" if value == "knowledge" => a.only_knowledge = true,
-            "--only" => bail!("--only takes `workflow`, `vectors` or `knowledge`, not {value:?}"),
+            "--only" if value == "code" => a.only_code = true,
+            "--only" => bail!("--only takes `workflow`, `vectors`, `knowledge` or `code`, not {value:?}"),
             other => bail!("unknown option {other:?}\n{USAGE}"),
         }
     }
@@ -699,7 +714,209 @@ fn knowledge_phase(
     Ok(())
 }
 
-/// `--only vectors` / `--only knowledge`: one phase alone (`figure` names
+/// The code node targets from the issue: a trivial JavaScript node's p99,
+/// a trivial Python node's p99 with a warm pool.
+const TARGET_JS_P99_MS: f64 = 1.0;
+const TARGET_PY_WARM_P99_MS: f64 = 30.0;
+
+/// Phase 11, code nodes (see bench/code.rs): the sandbox in this process,
+/// then edgeaid without a model. A figure that could not be measured (no
+/// Python here) is an ERROR row of its own; the others are still reported.
+fn code_phase(t: &mut Table, json: &mut Map<String, Value>, edgeaid: &Path, dir: &Path) -> Result<()> {
+    use bench::code::{self, Series};
+    use bench::vectors::quantile_ms;
+    let app = BenchApp { pre_prompt: PRE_PROMPT.to_owned(), max_tokens: 16 };
+    let launch = Launch {
+        exe: edgeaid,
+        dir,
+        model: None,
+        threads: None,
+        n_ctx: N_CTX,
+        slots: SLOTS,
+        batch: BATCH,
+        chat_template: None,
+        app: &app,
+        extra_config: "\n[code]\npython_pool = 1\n".into(),
+    };
+    let f = code::measure(&launch)?;
+    let q = |s: &Series, p: f64| quantile_ms(&s.calls, p);
+    let mean = |s: &Series| s.calls.iter().map(Duration::as_secs_f64).sum::<f64>() * 1000.0 / s.calls.len().max(1) as f64;
+    let p50_p99 = |s: &Series| match q(s, 0.99) {
+        p99 if p99 < 0.1 => format!("{:.2} / {:.2} µs", q(s, 0.5) * 1000.0, p99 * 1000.0),
+        p99 => format!("{:.3} / {p99:.3} ms", q(s, 0.5)),
+    };
+    let ratio =
+        |a: &Series, b: &Series| format!("{:.1}x p50, {:.1}x p99", q(a, 0.5) / q(b, 0.5).max(1e-9), q(a, 0.99) / q(b, 0.99).max(1e-9));
+    let series_json = |s: &Series| {
+        json!({"calls": s.calls.len(), "p50_ms": q(s, 0.5), "p99_ms": q(s, 0.99), "mean_ms": mean(s), "max_ms": q(s, 1.0),
+               "foreign_cpu_cores": s.foreign_cores})
+    };
+    let error = |t: &mut Table, figure: &str, why: &str| {
+        progress(&format!("{figure}: {why}"));
+        t.error(figure, why.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(200).collect());
+    };
+
+    t.section(&format!(
+        "Code nodes in this process: a trivial main through edgeaid's Sandbox::run, sequential, limits {:?} / {} MB",
+        f.limits.timeout,
+        f.limits.memory_bytes / (1024 * 1024)
+    ));
+    let js = &f.js_sandbox;
+    t.target(
+        &format!("JavaScript Sandbox::run p99 ({} calls)", js.calls.len()),
+        format!("{:.3} ms", q(js, 0.99)),
+        "<= 1 ms",
+        q(js, 0.99) <= TARGET_JS_P99_MS,
+    );
+    t.info("  p50 / mean", format!("{:.3} / {:.3} ms", q(js, 0.5), mean(js)));
+    t.info("  js::run alone (no blocking-thread hop) p50 / p99", p50_p99(&f.js_engine));
+    t.info("baseline: serde_json round trip of inputs and result p50 / p99", p50_p99(&f.js_baseline));
+    t.info("  Sandbox::run / baseline", ratio(js, &f.js_baseline));
+    t.info("  other processes' CPU meanwhile", format!("{:.2} cores", js.foreign_cores));
+    match &f.spawn {
+        Ok(s) => {
+            t.info("baseline: bare `python3 -I -S -c pass` spawn + wait p50 / p99", p50_p99(&s.series));
+            t.info("  interpreter", format!("{} ({})", s.executable.display(), s.source));
+        }
+        Err(why) => error(t, "baseline: bare python3 spawn", why),
+    }
+    let mut python_json = json!(null);
+    match &f.python {
+        Err(why) => error(t, "Python code nodes (pool 0, 1 and 2)", why),
+        Ok(p) => {
+            t.info("Python runtime", p.runtime.clone());
+            let spawn = f.spawn.as_ref().ok().map(|s| &s.series);
+            match &p.cold {
+                Ok(c) => {
+                    t.info(&format!("Python pool 0 (a process per call) p50 / p99 ({} calls)", c.calls.len()), p50_p99(c));
+                    if let Some(s) = spawn {
+                        t.info("  pool 0 / bare spawn", ratio(c, s));
+                    }
+                }
+                Err(why) => error(t, "Python pool 0 (a process per call)", why),
+            }
+            let mut pools = Vec::new();
+            for pool in &p.pools {
+                let n = pool.size;
+                match &pool.warm {
+                    Ok(w) => {
+                        t.target(
+                            &format!("Python pool {n} warm p99 ({} calls {:.0} ms apart)", w.calls.len(), p.gap.as_secs_f64() * 1000.0),
+                            format!("{:.2} ms", q(w, 0.99)),
+                            "<= 30 ms",
+                            q(w, 0.99) <= TARGET_PY_WARM_P99_MS,
+                        );
+                        t.info("  p50 / mean", format!("{:.2} / {:.2} ms", q(w, 0.5), mean(w)));
+                        if let Some(s) = spawn {
+                            t.info("  warm / bare spawn", ratio(w, s));
+                        }
+                    }
+                    Err(why) => error(t, &format!("Python pool {n} warm"), why),
+                }
+                match &pool.burst {
+                    Ok(b) => t.info(&format!("Python pool {n} back to back (pool drained) p50 / p99"), p50_p99(b)),
+                    Err(why) => error(t, &format!("Python pool {n} back to back"), why),
+                }
+                pools.push(json!({"pool_size": n, "warm": pool.warm.as_ref().map(series_json).unwrap_or_else(|e| json!({"error": e})),
+                                  "back_to_back": pool.burst.as_ref().map(series_json).unwrap_or_else(|e| json!({"error": e}))}));
+            }
+            python_json = json!({"runtime": p.runtime, "warm_gap_ms": p.gap.as_secs_f64() * 1000.0,
+                                 "pool_0_cold": p.cold.as_ref().map(series_json).unwrap_or_else(|e| json!({"error": e})), "pools": pools});
+        }
+    }
+    if let Err(why) = &f.python {
+        python_json = json!({"error": why});
+    }
+
+    t.section(
+        "Code nodes over HTTP: start -> node -> end, POST /v1/workflows/run blocking, sequential, one keep-alive connection, no model",
+    );
+    let http_json = match &f.http {
+        Err(why) => {
+            error(t, "code nodes through edgeaid", why);
+            json!({"error": why})
+        }
+        Ok(h) => {
+            let (tp, js) = (&h.template.series, &h.javascript.series);
+            let minus = |a: &Series| format!("+{:.3} / +{:.3} ms", q(a, 0.5) - q(tp, 0.5), q(a, 0.99) - q(tp, 0.99));
+            t.info(&format!("baseline: template-transform node p50 / p99 ({} runs)", tp.calls.len()), p50_p99(tp));
+            t.info(&format!("JavaScript code node p50 / p99 ({} runs)", js.calls.len()), p50_p99(js));
+            t.info("  minus the template run (code node overhead) p50 / p99", minus(js));
+            let py_json = match &h.python {
+                Ok(py) => {
+                    let s = &py.series;
+                    t.info(
+                        &format!(
+                            "Python code node, pool 1, runs {:.0} ms apart, p50 / p99 ({} runs)",
+                            h.python_gap.as_secs_f64() * 1000.0,
+                            s.calls.len()
+                        ),
+                        p50_p99(s),
+                    );
+                    t.info("  minus the template run (code node overhead) p50 / p99", minus(s));
+                    json!({"app": py.app, "runs": series_json(s), "minus_template_p50_ms": q(s, 0.5) - q(tp, 0.5), "minus_template_p99_ms": q(s, 0.99) - q(tp, 0.99)})
+                }
+                Err(why) => {
+                    error(t, "Python code node through edgeaid", why);
+                    json!({"error": why})
+                }
+            };
+            t.info("  other processes' CPU meanwhile", format!("{:.2} cores", tp.foreign_cores));
+            for (step, r) in &h.rss_steps {
+                t.info(&format!("daemon RSS {step}"), format!("{:.1} MB ({})", mb(r.vm_rss_kb), rss_breakdown(r)));
+            }
+            let at = |name: &str| h.rss_steps.iter().find(|(s, _)| *s == name).map(|(_, r)| r.vm_rss_kb);
+            let grew = at("after the warm-up runs").zip(at("1 s after the last run")).map(|(a, b)| mb(b) - mb(a));
+            let second = at("after the first half of the runs").zip(at("after all runs")).map(|(a, b)| mb(b) - mb(a));
+            // The store's page cache and the allocator fill up over the
+            // first runs; growth that goes on in the second half is a leak.
+            let word = |d: f64| if d > 0.5 { "still growing in the second half" } else { "levelled off (second half within 0.5 MB)" };
+            let second_runs = (tp.calls.len() + js.calls.len() + h.python.as_ref().map_or(0, |p| p.series.calls.len())) / 2;
+            if let (Some(g), Some(s2)) = (grew, second) {
+                t.info(
+                    "  RSS change over the timed runs / their second half",
+                    format!("{g:+.1} / {s2:+.1} MB ({:+.2} kB a run): {}", s2 * 1e3 / second_runs.max(1) as f64, word(s2)),
+                );
+            }
+            json!({"template": {"app": h.template.app, "runs": series_json(tp)},
+                   "javascript": {"app": h.javascript.app, "runs": series_json(js),
+                                  "minus_template_p50_ms": q(js, 0.5) - q(tp, 0.5), "minus_template_p99_ms": q(js, 0.99) - q(tp, 0.99)},
+                   "python": py_json,
+                   "rss_steps": h.rss_steps.iter().map(|(s, r)| json!({"step": s, "rss": rss_json(r)})).collect::<Vec<_>>(),
+                   "rss_growth_timed_runs_mb": grew, "rss_growth_second_half_mb": second, "rss_verdict": second.map(word),
+                   "daemon_code_status": h.status})
+        }
+    };
+    let [(_, template_yaml), (_, js_yaml), (_, py_yaml)] = code::workflows();
+    json.insert(
+        "code_nodes".into(),
+        json!({"in_process": {"limits": {"timeout_ms": f.limits.timeout.as_millis() as u64, "memory_bytes": f.limits.memory_bytes,
+                                         "max_output_bytes": f.limits.max_output_bytes},
+                              "javascript": {"sandbox_run": series_json(&f.js_sandbox), "js_run": series_json(&f.js_engine),
+                                             "baseline_json_round_trip": series_json(&f.js_baseline),
+                                             "p50_over_baseline": q(&f.js_sandbox, 0.5) / q(&f.js_baseline, 0.5).max(1e-9),
+                                             "p99_over_baseline": q(&f.js_sandbox, 0.99) / q(&f.js_baseline, 0.99).max(1e-9)},
+                              "bare_python_spawn": f.spawn.as_ref().map(|s| json!({"executable": s.executable, "source": s.source, "series": series_json(&s.series)}))
+                                                    .unwrap_or_else(|e| json!({"error": e})),
+                              "python": python_json},
+               "http": http_json,
+               "code": {"javascript": code::JS_MAIN, "python": code::PY_MAIN, "template": code::TEMPLATE, "input": code::INPUT},
+               "workflows": {"template": template_yaml, "javascript": js_yaml, "python": py_yaml},
+               "method": "in-process: edgeaid's Sandbox::run awaited on a two-worker tokio runtime (the daemon's shape), one call at a time, \
+                          each result checked to be {r: input}; the daemon's default [code] limits; JavaScript, js::run and the baseline \
+                          interleaved in rounds; baseline for JavaScript = serde_json of the inputs to text and back, {r: a} built, to \
+                          text and back (what js::run does around QuickJS: the transform without an engine); baseline for Python = \
+                          Command::new(interpreter).args([-I, -S, -c, pass]) spawned and waited for, interleaved with the pool-0 calls; \
+                          warm = a pause of twice the pool-0 median (20..250 ms) after each call so the pool refills; back to back = no \
+                          pause (the pool drained); HTTP: one daemon without a model, [code] python_pool = 1, the three workflows imported, \
+                          10 untimed runs each, then two rounds of template, JavaScript, Python runs on one keep-alive connection, each \
+                          timed from send to the whole body and checked; overhead = difference of the quantiles; RSS from /proc of the \
+                          daemon (Python sandbox processes are not in it)"}),
+    );
+    Ok(())
+}
+
+/// `--only vectors` / `--only knowledge` / `--only code`: one phase alone (`figure` names
 /// it in errors), with the machine facts, written to bench-results/bench-<only>.json.
 fn only_phase(
     args: &Args,
@@ -825,6 +1042,10 @@ fn run() -> Result<bool> {
             knowledge_phase(t, j, &rt, &edgeaid, &repo, dir, threads)
         });
     }
+    if args.only_code {
+        let edgeaid = locate_edgeaid(args.edgeaid.clone())?.canonicalize().context("resolving the edgeaid path")?;
+        return only_phase(&args, &repo, "code", "code nodes", |t, j, dir| code_phase(t, j, &edgeaid, dir));
+    }
     let model = args.model.clone().unwrap_or_else(|| repo.join(".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"));
     if !model.is_file() {
         bail!("model {} does not exist; run `make setup` (scripts/fetch-model.sh) or pass --model PATH", model.display());
@@ -871,6 +1092,9 @@ fn run() -> Result<bool> {
         let (edgeaid, dir) = (cx.edgeaid.clone(), work.path().join("knowledge"));
         if let Err(e) = knowledge_phase(&mut cx.table, &mut cx.json, &cx.rt, &edgeaid, &repo, &dir, threads) {
             cx.failed("knowledge bases", &e);
+        }
+        if let Err(e) = code_phase(&mut cx.table, &mut cx.json, &cx.edgeaid.clone(), &work.path().join("code")) {
+            cx.failed("code nodes", &e);
         }
     }
 
@@ -1436,8 +1660,12 @@ mod tests {
         assert_eq!(parse(&["--gemma", "/m/g.gguf"]).expect("ok").expect("args").gemma, Some(Some(PathBuf::from("/m/g.gguf"))));
         assert!(parse(&["--help"]).expect("ok").is_none());
         let a = parse(&["--only", "knowledge"]).expect("ok").expect("args");
-        assert!(a.only_knowledge && !a.only_vectors && !a.only_workflow);
-        assert!(parse(&["--only", "nothing"]).err().map(|e| e.to_string()).unwrap_or_default().contains("`knowledge`"));
+        assert!(a.only_knowledge && !a.only_vectors && !a.only_workflow && !a.only_code);
+        let a = parse(&["--only", "code"]).expect("ok").expect("args");
+        assert!(a.only_code && !a.only_knowledge && !a.only_vectors && !a.only_workflow);
+        assert!(!parse(&[]).expect("ok").expect("args").only_code, "the full bench is the default");
+        let msg = parse(&["--only", "nothing"]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("`knowledge`") && msg.contains("`code`"), "{msg}");
     }
 
     #[test]
