@@ -343,14 +343,22 @@ const ROUTES: &[&str] = &[
 
 /// The route pattern of `path` for labels, or "other". A literal segment of
 /// a pattern wins over `{id}` (`/v1/workflows/run` is not `/v1/workflows/{id}`).
+/// Runs on every request: no allocation.
 pub fn route_label(path: &str) -> &'static str {
-    let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let matches = |pattern: &str| {
-        let p: Vec<&str> = pattern.split('/').skip(1).collect();
-        p.len() == segs.len() && p.iter().zip(&segs).all(|(p, s)| *p == *s || (*p == "{id}" && !s.is_empty()))
-    };
-    let literal = |pattern: &str| pattern.split('/').filter(|p| *p == "{id}").count();
-    ROUTES.iter().filter(|p| matches(p)).min_by_key(|p| literal(p)).copied().unwrap_or("other")
+    let path = path.trim_end_matches('/');
+    let wildcards = |pattern: &str| pattern.matches("{id}").count();
+    ROUTES.iter().copied().filter(|p| matches_route(p, path)).min_by_key(|p| wildcards(p)).unwrap_or("other")
+}
+
+fn matches_route(pattern: &str, path: &str) -> bool {
+    let (mut p, mut s) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (p.next(), s.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a == b || (a == "{id}" && !b.is_empty()) => {}
+            _ => return false,
+        }
+    }
 }
 
 #[cfg(test)]
