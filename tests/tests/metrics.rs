@@ -12,8 +12,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use edgeai_tests::{paths, Client, Daemon, DaemonBuilder};
 use serde_json::{json, Value};
@@ -241,6 +242,35 @@ fn counters_follow_chat_and_code_runs_over_both_transports() {
     }
     let plain = promtool_check(&tcp);
     assert!(plain.contains("edgeai_code_runs_total{language=\"javascript\",outcome=\"error\"} 1"), "{plain}");
+}
+
+/// Connections over `server.max_connections` never reach routing; they are
+/// counted on their own, exactly.
+#[test]
+fn refused_connections_are_counted() {
+    let d = DaemonBuilder::new().set("model.enabled", false).set("server.max_connections", 1).wait_for_model(false).start();
+    let holder = TcpStream::connect(d.addr()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..2 {
+        d.client().without_key().get("/health").expect_dify_error(503, "service_unavailable");
+    }
+    drop(holder);
+    // Until the daemon has seen the holder go, a scrape is refused too (and counted).
+    let u = d.unix_client().without_key();
+    let mut refused = 2.0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let r = u.request("GET", "/metrics", &[("Accept", PROMETHEUS_ACCEPT)], None);
+        match r.status {
+            200 => break r.text(),
+            503 if Instant::now() < deadline => refused += 1.0,
+            other => panic!("scrape answered {other}: {}", r.text()),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let s = parse(&text);
+    assert_eq!(s.get("edgeai_http_connections_refused_total"), refused, "{text}");
+    assert_eq!(s.get("edgeai_http_requests_total{route=\"/health\",status=\"503\"}"), 0.0, "refusals are not routed requests");
 }
 
 #[test]

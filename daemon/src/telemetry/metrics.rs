@@ -115,6 +115,7 @@ pub struct Metrics {
     registry: Registry,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Histograms<RouteLabels>,
+    connections_refused: Counter,
     time_to_first_token: Histogram,
     generated_tokens: Counter,
     model_state: Family<StateLabels, Gauge>,
@@ -140,6 +141,7 @@ impl Metrics {
             registry: Registry::with_prefix("edgeai"),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(latency_histogram),
+            connections_refused: Counter::default(),
             time_to_first_token: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             generated_tokens: Counter::default(),
             model_state: Family::default(),
@@ -162,6 +164,11 @@ impl Metrics {
             "http_request_duration_seconds",
             "Time from a request's arrival to its response head, by route pattern (a streaming body is not included)",
             m.http_duration.clone(),
+        );
+        r.register(
+            "http_connections_refused",
+            "Connections refused over server.max_connections (a 503 before routing, or closed in a flood); not in http_requests",
+            m.connections_refused.clone(),
         );
         r.register(
             "model_time_to_first_token_seconds",
@@ -193,6 +200,11 @@ impl Metrics {
     pub fn http_request(&self, route: &'static str, status: u16, elapsed: Duration) {
         self.http_requests.get_or_create(&HttpLabels { route, status }).inc();
         self.http_duration.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
+    }
+
+    /// A connection over `server.max_connections`, refused.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// The first token of a generation, `elapsed` after it was queued.
@@ -402,6 +414,7 @@ mod tests {
         m.code_run("javascript", true, Duration::from_millis(2));
         m.code_run("python3", false, Duration::from_millis(40));
         m.watchdog_ping();
+        m.connection_refused();
         m.first_token(Duration::from_millis(80));
         let text = m.render(&snapshot(), Format::OpenMetrics).expect("encodes");
         for line in [
@@ -417,6 +430,7 @@ mod tests {
             "edgeai_process_resident_memory_bytes 193986560",
             "edgeai_cgroup_memory_current_bytes{cgroup=\"v1\"} 209715200",
             "edgeai_watchdog_pings_total 1",
+            "edgeai_http_connections_refused_total 1",
             "edgeai_code_runs_total{language=\"javascript\",outcome=\"ok\"} 1",
             "edgeai_code_runs_total{language=\"python3\",outcome=\"error\"} 1",
             "edgeai_code_run_duration_seconds_count{language=\"python3\"} 1",
