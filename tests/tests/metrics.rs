@@ -199,6 +199,10 @@ fn counters_follow_chat_and_code_runs_over_both_transports() {
     assert_eq!(delta(&after_chat, &before, "edgeai_http_request_duration_seconds_count{route=\"/v1/chat-messages\"}"), 1.0);
     assert_eq!(delta(&after_chat, &before, "edgeai_model_generated_tokens_total"), tokens, "usage said {tokens}");
     assert_eq!(delta(&after_chat, &before, "edgeai_model_time_to_first_token_seconds_count"), 1.0);
+    // The finished turn's tokens stay cached for prefix reuse (the last token is sampled, not decoded).
+    let prompt = a["metadata"]["usage"]["prompt_tokens"].as_f64().unwrap();
+    let (cells, in_use) = (after_chat.get("edgeai_model_kv_cells"), after_chat.get("edgeai_model_kv_cells_in_use"));
+    assert!(in_use >= prompt && in_use <= cells, "{in_use} of {cells} KV cells in use after a {prompt}-token prompt");
     // The first scrape itself was counted, on its route.
     assert_eq!(delta(&after_chat, &before, "edgeai_http_requests_total{route=\"/metrics\",status=\"200\"}"), 1.0);
 

@@ -407,12 +407,20 @@ impl<'m> Scheduler<'m> {
             if !self.admit(rx) {
                 return;
             }
+            // Also after an eviction or a thread-count change in admit.
+            self.report_kv();
             if self.active.is_empty() {
                 continue;
             }
             self.step();
             self.reap();
+            self.report_kv();
         }
+    }
+
+    /// KV cells in use, for the metrics (a sum over at most 16 slots).
+    fn report_kv(&self) {
+        self.metrics.kv_cells(self.n_ctx, self.slots.iter().map(|s| s.kv.len()).sum());
     }
 
     /// Moves queued jobs into free slots while their KV reservation fits.

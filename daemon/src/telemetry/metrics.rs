@@ -118,6 +118,8 @@ pub struct Metrics {
     connections_refused: Counter,
     time_to_first_token: Histogram,
     generated_tokens: Counter,
+    kv_cells: Gauge,
+    kv_cells_in_use: Gauge,
     model_state: Family<StateLabels, Gauge>,
     inference_threads: Gauge,
     queue_depth: Gauge,
@@ -144,6 +146,8 @@ impl Metrics {
             connections_refused: Counter::default(),
             time_to_first_token: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             generated_tokens: Counter::default(),
+            kv_cells: Gauge::default(),
+            kv_cells_in_use: Gauge::default(),
             model_state: Family::default(),
             inference_threads: Gauge::default(),
             queue_depth: Gauge::default(),
@@ -176,6 +180,16 @@ impl Metrics {
             m.time_to_first_token.clone(),
         );
         r.register("model_generated_tokens", "Local model: tokens generated", m.generated_tokens.clone());
+        r.register(
+            "model_kv_cells",
+            "Local model: KV cache cells, shared by every sequence (0 before the model is loaded)",
+            m.kv_cells.clone(),
+        );
+        r.register(
+            "model_kv_cells_in_use",
+            "Local model: KV cells holding tokens, of running sequences and of cached prefixes kept for reuse",
+            m.kv_cells_in_use.clone(),
+        );
         r.register("model_state", "Local model state: 1 for the current state, 0 for the others", m.model_state.clone());
         r.register(
             "inference_threads",
@@ -214,6 +228,12 @@ impl Metrics {
 
     pub fn token_generated(&self) {
         self.generated_tokens.inc();
+    }
+
+    /// The KV cache's size and the cells holding tokens now.
+    pub fn kv_cells(&self, total: usize, in_use: usize) {
+        self.kv_cells.set(i64::try_from(total).unwrap_or(i64::MAX));
+        self.kv_cells_in_use.set(i64::try_from(in_use).unwrap_or(i64::MAX));
     }
 
     pub fn watchdog_ping(&self) {
@@ -415,6 +435,7 @@ mod tests {
         m.code_run("python3", false, Duration::from_millis(40));
         m.watchdog_ping();
         m.connection_refused();
+        m.kv_cells(4096, 120);
         m.first_token(Duration::from_millis(80));
         let text = m.render(&snapshot(), Format::OpenMetrics).expect("encodes");
         for line in [
@@ -431,6 +452,8 @@ mod tests {
             "edgeai_cgroup_memory_current_bytes{cgroup=\"v1\"} 209715200",
             "edgeai_watchdog_pings_total 1",
             "edgeai_http_connections_refused_total 1",
+            "edgeai_model_kv_cells 4096",
+            "edgeai_model_kv_cells_in_use 120",
             "edgeai_code_runs_total{language=\"javascript\",outcome=\"ok\"} 1",
             "edgeai_code_runs_total{language=\"python3\",outcome=\"error\"} 1",
             "edgeai_code_run_duration_seconds_count{language=\"python3\"} 1",
