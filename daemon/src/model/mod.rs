@@ -225,7 +225,7 @@ pub struct ModelRuntime {
     pub config: RuntimeConfig,
     state: RwLock<State>,
     heartbeat: Arc<Heartbeat>,
-    /// Fed by the inference thread: time to first token, tokens generated.
+    /// Fed by the inference thread: time to first token, tokens generated, KV cells.
     metrics: Arc<Metrics>,
 }
 
