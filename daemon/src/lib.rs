@@ -94,18 +94,19 @@ async fn start_knowledge(settings: &Settings, store: &Store, threads: u32) -> Re
 /// Starts the code nodes' sandbox (probing python3 off the event loop).
 /// Code must never read the store, uploads, knowledge files, key files or
 /// the configuration: the Python sandbox refuses to start if it would.
-async fn start_code(settings: &Settings) -> Arc<service::code::CodeRuntime> {
+async fn start_code(settings: &Settings, metrics: &Arc<telemetry::metrics::Metrics>) -> Arc<service::code::CodeRuntime> {
     let mut protected = vec![settings.store.path.clone(), settings.files.dir.clone(), settings.knowledge.dir.clone()];
     protected.extend(settings.sources.iter().cloned());
     let dev = &settings.dev;
     protected.extend([&dev.demo_key_file, &dev.demo_rag_key_file].into_iter().flatten().cloned());
     let code = settings.code.clone();
-    match tokio::task::spawn_blocking(move || service::code::CodeRuntime::start(&code, protected)).await {
+    let m = Arc::clone(metrics);
+    match tokio::task::spawn_blocking(move || service::code::CodeRuntime::start(&code, protected, m)).await {
         Ok(rt) => Arc::new(rt),
         Err(e) => {
             tracing::error!(error = %e, "the code sandbox failed to start; code nodes run JavaScript only");
             let off = config::CodeSettings { python: config::PythonChoice::Off, ..settings.code.clone() };
-            Arc::new(service::code::CodeRuntime::start(&off, Vec::new()))
+            Arc::new(service::code::CodeRuntime::start(&off, Vec::new(), Arc::clone(metrics)))
         }
     }
 }
@@ -114,6 +115,7 @@ async fn start_code(settings: &Settings) -> Arc<service::code::CodeRuntime> {
 /// process started, for the READY timing.
 pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> Result<(), DaemonError> {
     let notifier = Notifier::from_env();
+    let metrics = Arc::new(telemetry::metrics::Metrics::new());
     let limits = governor::detect();
     let threads = match settings.model.threads {
         Some(t) => {
@@ -141,21 +143,24 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
     tracing::info!(path = %settings.store.path.display(), schema = report.schema_version, recovered_messages = report.recovered_messages, "store open");
 
     let m = &settings.model;
-    let runtime = ModelRuntime::new(RuntimeConfig {
-        name: m.name.clone(),
-        path: m.path.clone(),
-        enabled: m.enabled,
-        context_size: m.context_size,
-        slots: m.slots,
-        threads,
-        adaptive_threads: m.threads.is_none(),
-        batch_size: m.batch_size,
-        queue_depth: m.queue_depth,
-        use_mlock: m.use_mlock,
-        load_timeout: m.load_timeout,
-        chat_template: m.chat_template.clone(),
-    });
-    let code = start_code(&settings).await;
+    let runtime = ModelRuntime::new(
+        RuntimeConfig {
+            name: m.name.clone(),
+            path: m.path.clone(),
+            enabled: m.enabled,
+            context_size: m.context_size,
+            slots: m.slots,
+            threads,
+            adaptive_threads: m.threads.is_none(),
+            batch_size: m.batch_size,
+            queue_depth: m.queue_depth,
+            use_mlock: m.use_mlock,
+            load_timeout: m.load_timeout,
+            chat_template: m.chat_template.clone(),
+        },
+        Arc::clone(&metrics),
+    );
+    let code = start_code(&settings, &metrics).await;
     let workflows = service::workflow::WorkflowRuntime::from_settings(&settings, code).map_err(DaemonError::HttpAllow)?;
     let service = Service::new(store.clone(), Arc::clone(&runtime), workflows);
     let (n_apps, results) = service.sync_config_apps(settings.apps.clone()).await.map_err(DaemonError::Apps)?;
@@ -199,6 +204,8 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         model_name: settings.model.name.clone(),
         cpu_features: cpu::describe(),
         knowledge: Some(Arc::clone(&knowledge)),
+        metrics: Arc::clone(&metrics),
+        metrics_on: settings.metrics,
     });
     let signals = Signals::install().map_err(DaemonError::Signals)?;
 
@@ -221,9 +228,14 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
     });
     if let Some(timeout) = supervise::watchdog_timeout() {
         let k = Arc::clone(&knowledge);
-        tokio::spawn(supervise::watchdog_task(notifier.clone(), timeout, store.clone(), Arc::clone(&runtime), move || {
-            k.embedder_heartbeat_age()
-        }));
+        tokio::spawn(supervise::watchdog_task(
+            notifier.clone(),
+            timeout,
+            store.clone(),
+            Arc::clone(&runtime),
+            Arc::clone(&metrics),
+            move || k.embedder_heartbeat_age(),
+        ));
     }
 
     // Signals for the rest of the daemon's life: the first SIGTERM/SIGINT

@@ -98,6 +98,8 @@ pub struct ModelReport {
     pub config: crate::model::RuntimeConfig,
     /// Inference threads in use now.
     pub threads: u32,
+    /// Places taken in the admission queue (0 without a loaded model).
+    pub queued: usize,
 }
 
 /// What an API key opens.
@@ -380,8 +382,10 @@ impl Service {
     /// The model's configuration, load state and current thread count.
     pub fn model_report(&self) -> ModelReport {
         let config = self.model.config.clone();
-        let threads = self.model.ready().map_or(config.threads, |m| m.threads.load(Ordering::Relaxed));
-        ModelReport { status: self.model.status(), config, threads }
+        let ready = self.model.ready().ok();
+        let threads = ready.as_ref().map_or(config.threads, |m| m.threads.load(Ordering::Relaxed));
+        let queued = ready.as_ref().map_or(0, |m| m.queued());
+        ModelReport { status: self.model.status(), config, threads, queued }
     }
 
     /// The store, for the daemon's own start-up and shutdown.
@@ -885,22 +889,25 @@ mod tests {
 
     fn service(dir: &std::path::Path) -> Arc<Service> {
         let (store, _) = Store::open(&dir.join("s.db")).expect("store");
-        let model = ModelRuntime::new(crate::model::RuntimeConfig {
-            name: "m".into(),
-            path: dir.join("none.gguf"),
-            enabled: false,
-            context_size: 512,
-            slots: 1,
-            threads: 1,
-            adaptive_threads: false,
-            batch_size: 32,
-            queue_depth: 1,
-            use_mlock: false,
-            load_timeout: std::time::Duration::from_secs(1),
-            chat_template: None,
-        });
+        let model = ModelRuntime::new(
+            crate::model::RuntimeConfig {
+                name: "m".into(),
+                path: dir.join("none.gguf"),
+                enabled: false,
+                context_size: 512,
+                slots: 1,
+                threads: 1,
+                adaptive_threads: false,
+                batch_size: 32,
+                queue_depth: 1,
+                use_mlock: false,
+                load_timeout: std::time::Duration::from_secs(1),
+                chat_template: None,
+            },
+            Arc::default(),
+        );
         let no_python = crate::config::CodeSettings { python: crate::config::PythonChoice::Off, ..Default::default() };
-        let code = Arc::new(code::CodeRuntime::start(&no_python, Vec::new()));
+        let code = Arc::new(code::CodeRuntime::start(&no_python, Vec::new(), Arc::default()));
         let workflows =
             workflow::WorkflowRuntime::from_settings(&crate::config::Settings::default(), code).expect("default workflow settings");
         Service::new(store, model, workflows)

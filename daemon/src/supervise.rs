@@ -117,6 +117,7 @@ pub async fn watchdog_task(
     timeout: Duration,
     store: Store,
     model: Arc<ModelRuntime>,
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
     embedder_age: impl Fn() -> Option<Duration> + Send + 'static,
 ) {
     let period = timeout / 2;
@@ -137,6 +138,8 @@ pub async fn watchdog_task(
         };
         match verdict {
             Ok(()) => {
+                // Counted first, so a scrape never shows fewer than systemd got.
+                metrics.watchdog_ping();
                 notifier.watchdog();
                 if !was_healthy {
                     tracing::info!("healthy again; watchdog pings resumed");

@@ -17,20 +17,23 @@ use edgeaid::model::{
 use serde_json::{json, Value};
 
 fn load(path: std::path::PathBuf) -> Arc<LocalModel> {
-    let rt = ModelRuntime::new(RuntimeConfig {
-        name: "default".into(),
-        path,
-        enabled: true,
-        context_size: 2048,
-        slots: 2,
-        threads: 2,
-        adaptive_threads: false,
-        batch_size: 256,
-        queue_depth: 1,
-        use_mlock: false,
-        load_timeout: Duration::from_secs(120),
-        chat_template: None,
-    });
+    let rt = ModelRuntime::new(
+        RuntimeConfig {
+            name: "default".into(),
+            path,
+            enabled: true,
+            context_size: 2048,
+            slots: 2,
+            threads: 2,
+            adaptive_threads: false,
+            batch_size: 256,
+            queue_depth: 1,
+            use_mlock: false,
+            load_timeout: Duration::from_secs(120),
+            chat_template: None,
+        },
+        Arc::default(),
+    );
     rt.start(|_| {});
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {

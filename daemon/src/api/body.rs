@@ -55,6 +55,14 @@ pub fn json(status: StatusCode, v: &Value) -> Response<Body> {
     r
 }
 
+/// A whole text body of the given content type.
+pub fn text(status: StatusCode, content_type: &'static str, text: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(text)).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
 pub fn empty(status: StatusCode) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::new()).boxed());
     *r.status_mut() = status;

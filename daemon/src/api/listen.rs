@@ -1,7 +1,7 @@
 //! Sockets and connections: binding TCP and the unix socket (mode and group
 //! set without a window where the socket is wider than configured), the
 //! accept loops with a connection cap (a refused client still reads its
-//! 503), per-connection HTTP/1 limits, the cut-off of clients that stop
+//! 503, and is counted in the metrics), per-connection HTTP/1 limits, the cut-off of clients that stop
 //! reading (`stall`), and the graceful shutdown that lets in-flight
 //! responses finish.
 
@@ -150,6 +150,7 @@ pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Fu
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             tracing::warn!(limit = state.limits.max_connections, "connection limit reached; refusing a connection");
+            state.metrics.connection_refused();
             // Answering takes a moment; beyond MAX_REFUSALS at once the
             // socket is just closed, so a flood cannot pile up sockets.
             let Ok(slot) = Arc::clone(&refusals).try_acquire_owned() else { continue };

@@ -1,7 +1,10 @@
 //! The HTTP API: a hyper 1 server on TCP and on the unix socket, serving
 //! Dify's Service API (app routes with `app-…` keys, the Knowledge API under
 //! `/v1/datasets` with `dataset-…` keys), the OpenAI-compatible API, health
-//! probes, and (on the unix socket only) the admin API authorised by the peer's credentials.
+//! probes, `GET /metrics` (unix socket; TCP when `metrics.tcp`), and (on the
+//! unix socket only) the admin API authorised by the peer's credentials.
+//! Every answered request is counted here, in [`handle`], by route pattern
+//! and status.
 //! Only this module knows HTTP and JSON wire shapes; it calls `service` for
 //! everything else. Limits: body size (413), header size (431), idle and
 //! header-read timeout, request timeout, and a connection cap (503).
@@ -27,9 +30,10 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::config::{FilesSettings, ServerSettings};
+use crate::config::{FilesSettings, MetricsSettings, ServerSettings};
 use crate::engine::AppDefinition;
 use crate::service::{KeyLookup, Service};
+use crate::telemetry::metrics::{self, Metrics, Snapshot};
 use body::Body;
 use error::ApiError;
 
@@ -59,6 +63,9 @@ pub struct ApiState {
     pub cpu_features: String,
     /// The knowledge service; `None` answers its routes with a 503.
     pub knowledge: Option<Arc<crate::service::knowledge::Knowledge>>,
+    pub metrics: Arc<Metrics>,
+    /// `[metrics]`: whether and where `GET /metrics` answers.
+    pub metrics_on: MetricsSettings,
 }
 
 /// Which family of API a path belongs to, for the error body shape.
@@ -79,6 +86,8 @@ pub async fn handle(state: Arc<ApiState>, peer: Arc<Peer>, req: Request<Incoming
     // answer. A streaming body is bounded by its own deadline.
     let limit = state.limits.request_timeout;
     let result = tokio::time::timeout(limit, route(&state, &peer, req)).await.unwrap_or(Err(ApiError::Timeout { secs: limit.as_secs() }));
+    // A path no route took is "other", whatever its pattern looks like.
+    let route_label = if matches!(result, Err(ApiError::NoRoute)) { "other" } else { metrics::route_label(&path) };
     let resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -94,7 +103,9 @@ pub async fn handle(state: Arc<ApiState>, peer: Arc<Peer>, req: Request<Incoming
             }
         }
     };
-    tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    let elapsed = started.elapsed();
+    state.metrics.http_request(route_label, resp.status().as_u16(), elapsed);
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_ms = elapsed.as_millis() as u64, "request");
     Ok(resp)
 }
 
@@ -105,6 +116,7 @@ async fn route(state: &Arc<ApiState>, peer: &Arc<Peer>, req: Request<Incoming>) 
     match segs.as_slice() {
         ["health"] => only(&m, Method::GET)?.then(|| health(state)).ok_or(ApiError::MethodNotAllowed),
         ["ready"] => only(&m, Method::GET)?.then(|| ready(state)).ok_or(ApiError::MethodNotAllowed),
+        ["metrics"] => scrape(state, peer, &req),
         ["admin", "v1", rest @ ..] => match **peer {
             // Over TCP the admin API does not exist.
             Peer::Tcp(_) => Err(ApiError::NoRoute),
@@ -175,6 +187,37 @@ fn ready(state: &ApiState) -> Response<Body> {
         Ok(()) => body::json(StatusCode::OK, &json!({"status": "ready"})),
         Err(e) => body::dify_error(&ApiError::from(e)),
     }
+}
+
+/// `GET /metrics`: on the unix socket (whose mode and group already say who
+/// may connect) when `metrics.enabled`, on TCP only with `metrics.tcp`;
+/// elsewhere the route does not exist (404). OpenMetrics when `Accept`
+/// asks for it, else the Prometheus text format 0.0.4.
+fn scrape(state: &ApiState, peer: &Peer, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let served = match peer {
+        Peer::Unix { .. } => state.metrics_on.enabled,
+        Peer::Tcp(_) => state.metrics_on.enabled && state.metrics_on.tcp,
+    };
+    if !served {
+        return Err(ApiError::NoRoute);
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let format = metrics::Format::from_accept(req.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let model = state.service.model_report();
+    let limits = crate::governor::detect();
+    let snap = Snapshot {
+        model_state: model.status.state,
+        inference_threads: if model.status.state == "ready" { model.threads } else { 0 },
+        queued: model.queued,
+        rss_bytes: crate::governor::rss_bytes(),
+        cgroup: limits.cgroup,
+        cgroup_memory_current: limits.memory_current,
+        cgroup_memory_limit: limits.memory_max,
+    };
+    let text = state.metrics.render(&snap, format).map_err(|e| ApiError::Encode(e.to_string()))?;
+    Ok(body::text(StatusCode::OK, format.content_type(), text))
 }
 
 /// The app behind a `Bearer app-…` key. As in Dify, the scheme is

@@ -76,6 +76,8 @@
 //! | `embedding.upstream_model` | `""` (the local model) | embed through `[upstream]`'s `/embeddings` with this model (needs `upstream.url`); its vectors are tied to it like a local model's |
 //! | `log.level` | `"info"` | `trace`, `debug`, `info`, `warn`, `error`, `off`, or comma-separated `target=level` directives |
 //! | `log.format` | `"auto"` | `"auto"`, `"text"`, `"json"` |
+//! | `metrics.enabled` | `true` | `false`: no `GET /metrics` anywhere (404) |
+//! | `metrics.tcp` | `false` | also serve `GET /metrics` on the TCP listener (always on the unix socket) |
 //! | `workflow.max_steps` | `500` | 1 ..= 100000; node executions per run |
 //! | `workflow.node_timeout_secs` | `120` | 1 ..= 86400, at most `workflow.run_timeout_secs`; a node running longer fails with a timeout |
 //! | `workflow.run_timeout_secs` | `240` | 1 ..= 86400, at most `server.request_timeout_secs` (the default is lowered to it) |
@@ -255,6 +257,7 @@ pub struct Settings {
     pub model: ModelSettings,
     pub embedding: EmbeddingSettings,
     pub log: LogSettings,
+    pub metrics: MetricsSettings,
     pub dev: DevSettings,
     pub workflow: WorkflowSettings,
     pub code: CodeSettings,
@@ -508,6 +511,20 @@ pub struct LogSettings {
 impl Default for LogSettings {
     fn default() -> Self {
         LogSettings { level: "info".to_owned(), format: LogFormat::Auto }
+    }
+}
+
+/// `[metrics]`: where `GET /metrics` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsSettings {
+    pub enabled: bool,
+    /// Also on the TCP listener (the unix socket always has it when enabled).
+    pub tcp: bool,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings { enabled: true, tcp: false }
     }
 }
 

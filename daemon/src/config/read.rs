@@ -143,6 +143,9 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
         s.log.format = format;
     }
 
+    r.bool("metrics", "enabled", &mut s.metrics.enabled);
+    r.bool("metrics", "tcp", &mut s.metrics.tcp);
+
     if let Some(file) = r.optional_path("dev", "demo_key_file") {
         s.dev.demo_key_file = file;
     }

@@ -1,6 +1,7 @@
 //! Resource limits the daemon lives inside: CPU affinity, the cgroup CPU
 //! quota and memory limit (cgroup v1 and v2). Today it decides how many
-//! inference threads to run and reports the limits; admission control and
+//! inference threads to run, reports the limits and, for the metrics, the
+//! memory in use (RSS, cgroup usage); admission control and
 //! load shedding under memory pressure belong here too (a later issue).
 //! Reads /proc and /sys only; never writes them.
 
@@ -17,6 +18,9 @@ pub struct Limits {
     pub memory_max: Option<u64>,
     /// Which cgroup hierarchy was read: "v2", "v1" or "none".
     pub cgroup: &'static str,
+    /// Memory the cgroup uses now in bytes (v2 `memory.current`, v1
+    /// `memory.usage_in_bytes` of the deepest cgroup that has the file).
+    pub memory_current: Option<u64>,
 }
 
 impl Limits {
@@ -197,7 +201,8 @@ pub fn detect_in(root: &Path, proc_cgroup: &str, affinity_cpus: u32) -> Limits {
             let dirs = ancestors(root, rel);
             let cpu_quota = min_f64(dirs.iter().filter_map(|d| read_cpu_max(&d.join("cpu.max"))));
             let memory_max = min_u64(dirs.iter().filter_map(|d| read_u64_or_max(&d.join("memory.max"))));
-            return Limits { affinity_cpus, cpu_quota, memory_max, cgroup: "v2" };
+            let memory_current = dirs.iter().find_map(|d| read_u64_or_max(&d.join("memory.current")));
+            return Limits { affinity_cpus, cpu_quota, memory_max, cgroup: "v2", memory_current };
         }
     }
     // cgroup v1: one line per hierarchy, "N:controllers:/path".
@@ -220,16 +225,15 @@ pub fn detect_in(root: &Path, proc_cgroup: &str, affinity_cpus: u32) -> Limits {
             (quota > 0 && period > 0).then(|| quota as f64 / period as f64)
         }));
     }
-    let mut memory_max = None;
+    let (mut memory_max, mut memory_current) = (None, None);
     if let Some((ctrls, rel)) = v1_path("memory") {
         found = true;
-        let base = root.join(ctrls);
+        let dirs = ancestors(&root.join(ctrls), &rel);
         // v1 reports "no limit" as a huge page-aligned number.
-        memory_max = min_u64(
-            ancestors(&base, &rel).iter().filter_map(|d| read_u64_or_max(&d.join("memory.limit_in_bytes"))).filter(|&v| v < (1u64 << 60)),
-        );
+        memory_max = min_u64(dirs.iter().filter_map(|d| read_u64_or_max(&d.join("memory.limit_in_bytes"))).filter(|&v| v < (1u64 << 60)));
+        memory_current = dirs.iter().find_map(|d| read_u64_or_max(&d.join("memory.usage_in_bytes")));
     }
-    Limits { affinity_cpus, cpu_quota, memory_max, cgroup: if found { "v1" } else { "none" } }
+    Limits { affinity_cpus, cpu_quota, memory_max, cgroup: if found { "v1" } else { "none" }, memory_current }
 }
 
 /// `base/rel` and each of its parents up to `base`, deepest first.
@@ -243,6 +247,17 @@ fn ancestors(base: &Path, rel: &str) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// This process's resident set size in bytes (`VmRSS` of /proc/self/status).
+pub fn rss_bytes() -> Option<u64> {
+    vm_rss(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+fn vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn read_trim(p: &Path) -> Option<String> {
@@ -319,6 +334,22 @@ mod tests {
         assert_eq!(l.cpu_quota, Some(1.0));
         assert_eq!(l.memory_max, Some(512 << 20));
         assert_eq!(l.inference_threads(), 1);
+    }
+
+    #[test]
+    fn memory_use_is_read_from_the_deepest_cgroup_that_has_it() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let r = d.path();
+        write(&r.join("cgroup.controllers"), "memory");
+        write(&r.join("memory.current"), "999");
+        write(&r.join("edge/memory.current"), "4096");
+        assert_eq!(detect_in(r, "0::/edge\n", 2).memory_current, Some(4096));
+        let d = tempfile::tempdir().expect("tempdir");
+        let r = d.path();
+        write(&r.join("memory/edge/memory.usage_in_bytes"), "8192");
+        assert_eq!(detect_in(r, "4:memory:/edge\n", 2).memory_current, Some(8192));
+        assert_eq!(vm_rss("Name:\tedgeaid\nVmRSS:\t  185312 kB\n"), Some(185312 * 1024));
+        assert!(rss_bytes().is_some_and(|b| b > 0), "this process has an RSS");
     }
 
     #[test]

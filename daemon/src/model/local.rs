@@ -24,6 +24,7 @@ use super::template::Renderer;
 use super::text::TokenText;
 use super::{ChatMessage, FinishReason, GenEvent, Heartbeat, Job, ModelError, Prompt, RuntimeConfig, SamplingParams};
 use crate::governor::{CpuLoad, ThreadAdvisor};
+use crate::telemetry::metrics::Metrics;
 
 /// How long the idle scheduler waits for work before beating the heartbeat.
 const IDLE_TICK: Duration = Duration::from_millis(250);
@@ -92,7 +93,7 @@ impl LocalModel {
         // Room for every event the job can produce, so the inference thread
         // never blocks on a slow consumer (max_tokens is bounded by the slot).
         let (tx, rx) = tokio::sync::mpsc::channel(params.max_tokens as usize + 4);
-        admission.0.push(Job { prompt, params, grammar, cancel, events: tx })?;
+        admission.0.push(Job { prompt, params, grammar, cancel, events: tx, queued_at: Instant::now() })?;
         Ok(rx)
     }
 
@@ -104,6 +105,11 @@ impl LocalModel {
             tracing::warn!(error = %e, grammar_bytes = gbnf.len(), "llama.cpp rejected an output grammar");
             ModelError::Inference(format!("llama.cpp rejected the output grammar ({e}); see the daemon log for the parse error"))
         })
+    }
+
+    /// Places taken in the admission queue now.
+    pub fn queued(&self) -> usize {
+        self.jobs.queued()
     }
 
     /// Takes jobs whose client went away out of the queue (they end as
@@ -149,7 +155,12 @@ fn check_file(cfg: &RuntimeConfig) -> Result<(), ModelError> {
 
 /// Body of the inference thread: load, report through `on_loaded`, then
 /// serve jobs until the queue is closed (the `LocalModel` is dropped).
-pub(super) fn run_thread(cfg: RuntimeConfig, heartbeat: Arc<Heartbeat>, on_loaded: impl FnOnce(Result<Arc<LocalModel>, ModelError>)) {
+pub(super) fn run_thread(
+    cfg: RuntimeConfig,
+    heartbeat: Arc<Heartbeat>,
+    metrics: Arc<Metrics>,
+    on_loaded: impl FnOnce(Result<Arc<LocalModel>, ModelError>),
+) {
     heartbeat.beat();
     let started = Instant::now();
     let loaded = (|| {
@@ -217,7 +228,7 @@ pub(super) fn run_thread(cfg: RuntimeConfig, heartbeat: Arc<Heartbeat>, on_loade
     });
     on_loaded(Ok(local));
     failpoint_hang();
-    Scheduler::new(backend, &model, ctx, &cfg, heartbeat, threads_now).run(&queue);
+    Scheduler::new(backend, &model, ctx, &cfg, heartbeat, threads_now, metrics).run(&queue);
     tracing::info!("inference thread stopped: no more senders");
 }
 
@@ -352,6 +363,7 @@ struct Scheduler<'m> {
     /// KV cells in the context, shared by every slot.
     n_ctx: usize,
     heartbeat: Arc<Heartbeat>,
+    metrics: Arc<Metrics>,
     active: Vec<Active>,
     /// A job taken from the queue that waits for KV room.
     waiting: Option<Job>,
@@ -365,6 +377,7 @@ impl<'m> Scheduler<'m> {
         cfg: &'m RuntimeConfig,
         heartbeat: Arc<Heartbeat>,
         threads_now: Arc<std::sync::atomic::AtomicU32>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let n_ctx = ctx.n_ctx() as usize;
         let (n_slots, batch_size) = (cfg.slots as usize, cfg.batch_size as usize);
@@ -382,6 +395,7 @@ impl<'m> Scheduler<'m> {
             batch_size,
             n_ctx,
             heartbeat,
+            metrics,
             active: Vec::new(),
             waiting: None,
         }
@@ -393,12 +407,20 @@ impl<'m> Scheduler<'m> {
             if !self.admit(rx) {
                 return;
             }
+            // Also after an eviction or a thread-count change in admit.
+            self.report_kv();
             if self.active.is_empty() {
                 continue;
             }
             self.step();
             self.reap();
+            self.report_kv();
         }
+    }
+
+    /// KV cells in use, for the metrics (a sum over at most 16 slots).
+    fn report_kv(&self) {
+        self.metrics.kv_cells(self.n_ctx, self.slots.iter().map(|s| s.kv.len()).sum());
     }
 
     /// Moves queued jobs into free slots while their KV reservation fits.
@@ -587,6 +609,10 @@ impl<'m> Scheduler<'m> {
                 continue;
             }
             a.generated += 1;
+            if a.generated == 1 {
+                self.metrics.first_token(a.job.queued_at.elapsed());
+            }
+            self.metrics.token_generated();
             a.next = Some(tok);
             let step = a.text.push(&vocab.token_to_piece(tok, false, None));
             if !step.emit.is_empty() {

@@ -23,6 +23,7 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
+use crate::telemetry::metrics::Metrics;
 pub use local::{Admission, LocalModel};
 
 /// Errors of the model layer; the API maps each to a status and Dify code.
@@ -224,14 +225,16 @@ pub struct ModelRuntime {
     pub config: RuntimeConfig,
     state: RwLock<State>,
     heartbeat: Arc<Heartbeat>,
+    /// Fed by the inference thread: time to first token, tokens generated, KV cells.
+    metrics: Arc<Metrics>,
 }
 
 impl ModelRuntime {
     /// A runtime that has not started loading yet (state `loading`, or
     /// `disabled` when the config says so).
-    pub fn new(config: RuntimeConfig) -> Arc<Self> {
+    pub fn new(config: RuntimeConfig, metrics: Arc<Metrics>) -> Arc<Self> {
         let initial = if config.enabled { State::Loading } else { State::Disabled };
-        Arc::new(ModelRuntime { config, state: RwLock::new(initial), heartbeat: Arc::new(Heartbeat::new()) })
+        Arc::new(ModelRuntime { config, state: RwLock::new(initial), heartbeat: Arc::new(Heartbeat::new()), metrics })
     }
 
     /// Starts loading on the inference thread and returns at once.
@@ -244,8 +247,9 @@ impl ModelRuntime {
         let weak = Arc::downgrade(self);
         let cfg = self.config.clone();
         let hb = Arc::clone(&self.heartbeat);
+        let metrics = Arc::clone(&self.metrics);
         let spawned = std::thread::Builder::new().name("inference".into()).spawn(move || {
-            local::run_thread(cfg, hb, move |result| {
+            local::run_thread(cfg, hb, metrics, move |result| {
                 let Some(rt) = weak.upgrade() else { return };
                 let next = match result {
                     Ok(m) => State::Ready(m),
@@ -305,4 +309,6 @@ pub(crate) struct Job {
     pub grammar: Option<llama_cpp_2::sampling::LlamaSampler>,
     pub cancel: CancelFlag,
     pub events: mpsc::Sender<GenEvent>,
+    /// When the job was queued, for the time to first token.
+    pub queued_at: Instant,
 }

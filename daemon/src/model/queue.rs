@@ -76,6 +76,11 @@ impl JobQueue {
         self.state.lock().ok()?.jobs.pop_front()
     }
 
+    /// Places taken now: jobs waiting and places reserved for jobs to come.
+    pub fn queued(&self) -> usize {
+        self.state.lock().map_or(0, |s| s.jobs.len() + s.reserved)
+    }
+
     /// Removes every cancelled job and tells each it ended, cancelled.
     pub fn withdraw_cancelled(&self) -> usize {
         let Ok(mut s) = self.state.lock() else { return 0 };
@@ -144,7 +149,18 @@ mod tests {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let cancel = CancelFlag::default();
         let params = SamplingParams { temperature: 0.0, top_p: 1.0, top_k: 0, max_tokens: 1, seed: None, stop: vec![], grammar: None };
-        (Job { prompt: Prompt { tokens: vec![] }, params, grammar: None, cancel: cancel.clone(), events: tx }, rx, cancel)
+        (
+            Job {
+                prompt: Prompt { tokens: vec![] },
+                params,
+                grammar: None,
+                cancel: cancel.clone(),
+                events: tx,
+                queued_at: std::time::Instant::now(),
+            },
+            rx,
+            cancel,
+        )
     }
 
     #[test]
@@ -180,6 +196,7 @@ mod tests {
     fn a_reservation_holds_a_place_until_used_or_dropped() {
         let q = Arc::new(JobQueue::new(1));
         let r = q.reserve().expect("room");
+        assert_eq!(q.queued(), 1, "a reserved place is taken");
         assert!(matches!(q.reserve(), Err(ModelError::QueueFull { depth: 1 })), "the reserved place counts");
         let (a, _ra, _) = job();
         assert!(matches!(q.reserve().and_then(|r| r.push(a)), Err(ModelError::QueueFull { .. })));

@@ -1,9 +1,11 @@
 //! code: the service side of workflow code nodes. Starts the sandbox from
 //! `[code]` (probing python3 once, at start), tells import what can run
 //! ([`Capabilities`]), and runs a node's program with the node's own limits
-//! capped by the config's.
+//! capped by the config's. Each run is counted in the metrics (language,
+//! outcome, duration).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{Map, Value};
@@ -11,6 +13,7 @@ use serde_json::{Map, Value};
 use crate::config::{CodeSettings, PythonChoice};
 use crate::engine::workflow::{Capabilities, CodeCall, CodeLanguage, CodeSupport};
 use crate::sandbox::{self, Language, RunLimits, Sandbox, SandboxConfig};
+use crate::telemetry::metrics::Metrics;
 
 /// What `status` shows of the code sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,12 +27,13 @@ pub struct CodeStatus {
 pub struct CodeRuntime {
     sandbox: Sandbox,
     settings: CodeSettings,
+    metrics: Arc<Metrics>,
 }
 
 impl CodeRuntime {
     /// Starts the sandbox (blocking: probes python3). `protected`: paths
     /// code must never read (the store, key files, the config).
-    pub fn start(settings: &CodeSettings, protected: Vec<PathBuf>) -> CodeRuntime {
+    pub fn start(settings: &CodeSettings, protected: Vec<PathBuf>, metrics: Arc<Metrics>) -> CodeRuntime {
         let python = match &settings.python {
             PythonChoice::Off => None,
             choice => Some(sandbox::python::PythonConfig {
@@ -43,7 +47,7 @@ impl CodeRuntime {
             }),
         };
         let sandbox = Sandbox::start(SandboxConfig { max_concurrent: settings.max_concurrent, python });
-        let rt = CodeRuntime { sandbox, settings: settings.clone() };
+        let rt = CodeRuntime { sandbox, settings: settings.clone(), metrics };
         let st = rt.status();
         match &st.python {
             Ok(p) => tracing::info!(javascript = %st.javascript, python = %p, max_concurrent = st.max_concurrent, "code nodes"),
@@ -90,7 +94,9 @@ impl CodeRuntime {
         };
         let started = Instant::now();
         let result = self.sandbox.run(language, &call.code, &call.inputs, &limits).await;
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = started.elapsed();
+        self.metrics.code_run(language.as_str(), result.is_ok(), elapsed);
+        let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
         match &result {
             Ok(_) => tracing::debug!(node_id = %call.node_id, language = language.as_str(), elapsed_ms, "code node ran"),
             Err(e) => tracing::info!(node_id = %call.node_id, language = language.as_str(), elapsed_ms, error = %e, "code node failed"),
@@ -123,7 +129,7 @@ mod tests {
             max_memory_mb: 512,
             ..CodeSettings::default()
         };
-        let rt = CodeRuntime::start(&settings, Vec::new());
+        let rt = CodeRuntime::start(&settings, Vec::new(), std::sync::Arc::default());
         let l = rt.limits(&call(None, None));
         assert_eq!((l.timeout, l.memory_bytes), (Duration::from_secs(10), 128 << 20), "the config's defaults");
         let l = rt.limits(&call(Some(Duration::from_secs(2)), Some(32)));

@@ -1,7 +1,9 @@
 //! Logging: tracing with structured fields, to journald when systemd gave us
 //! a journal stream (JOURNAL_STREAM), else to stderr as text or JSON.
 //! llama.cpp's own log lines are routed into tracing under the target
-//! `llama-cpp-2`. Metrics (Prometheus) join this module later.
+//! `llama-cpp-2`. Prometheus metrics are in [`metrics`].
+
+pub mod metrics;
 
 use std::io::IsTerminal;
 
