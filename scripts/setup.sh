@@ -16,14 +16,16 @@
 #      to GGUF by scripts/e5-to-gguf.py), through scripts/fetch-embedder.sh (into .cache/models).
 #
 # The CPU baseline test (tests/tests/cpu_baseline.rs) runs edgeaid on emulated CPUs with
-# qemu-x86_64 (Debian qemu-user) and reads its disassembly with objdump (binutils).
+# qemu-x86_64 (Debian qemu-user) and reads its disassembly with objdump (binutils). The metrics
+# test (tests/tests/metrics.rs) checks GET /metrics with promtool (Debian prometheus; only its
+# promtool is used, no Prometheus server is started).
 #
 # Idempotent; when everything is present it hashes nothing and downloads nothing.
 set -euo pipefail
 
 readonly REQUIRED_PKGS=(cmake clang libclang-dev pkg-config g++ make python3 python3-venv dbus systemd procps)
 readonly OPTIONAL_PKGS=(systemd-container)
-readonly CPU_TEST_PKGS=(qemu-user binutils)
+readonly TEST_TOOL_PKGS=(qemu-user binutils prometheus)
 readonly DIFY_CLIENT_VERSION=0.1.10
 readonly OPENAI_VERSION=3.57.0
 
@@ -58,7 +60,7 @@ apt_install() {
 
 if command -v dpkg-query >/dev/null 2>&1; then
   mapfile -t missing < <(missing_among "${REQUIRED_PKGS[@]}")
-  mapfile -t -O "${#missing[@]}" missing < <(missing_among "${CPU_TEST_PKGS[@]}")
+  mapfile -t -O "${#missing[@]}" missing < <(missing_among "${TEST_TOOL_PKGS[@]}")
   mapfile -t missing_optional < <(missing_among "${OPTIONAL_PKGS[@]}")
   if [ ${#missing[@]} -gt 0 ] || [ ${#missing_optional[@]} -gt 0 ]; then
     say "installing Debian packages: ${missing[*]} ${missing_optional[*]}"
@@ -77,7 +79,7 @@ if command -v dpkg-query >/dev/null 2>&1; then
   fi
 else
   say "warning: no dpkg (not Debian?); make sure these are installed: ${REQUIRED_PKGS[*]} ${OPTIONAL_PKGS[*]}"
-  say "warning: and, for the CPU baseline test: ${CPU_TEST_PKGS[*]}"
+  say "warning: and, for the CPU baseline and metrics tests: ${TEST_TOOL_PKGS[*]}"
 fi
 
 # The venv counts as ready when its python imports the pinned dify-client and openai.
