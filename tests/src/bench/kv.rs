@@ -43,17 +43,18 @@ pub fn mixes(n_ctx: u32) -> [Mix; 5] {
     ]
 }
 
-/// Reading rounds per mix (each a different prompt).
+/// Passes over the mixes, the second in reverse order, so a change in the
+/// machine's other load does not favour the mixes measured first.
+pub const PASSES: usize = 2;
+/// Reading rounds per mix and pass (each a different prompt).
 pub const READ_ROUNDS: usize = 3;
-/// Decode runs per mix (short prompts, `max_tokens` tokens each).
+/// Decode runs per mix and pass (short prompts, `max_tokens` tokens each).
 pub const DECODE_RUNS: usize = 2;
-const DECODE_TOPICS: [&str; DECODE_RUNS] = [
-    "Write a long story about a lighthouse keeper who finds a mysterious map.",
-    "Write a long story about a robot that learns to paint.",
-];
+const DECODE_TOPICS: [&str; DECODE_RUNS] =
+    ["Write a long story about a lighthouse keeper who finds a mysterious map.", "Write a long story about a robot that learns to paint."];
 /// Sentences in a reading prompt: about 700 tokens with SmolLM2's tokenizer
-/// (the runs report the exact count).
-const SENTENCES: usize = 28;
+/// (the runs report the exact count, template and system prompt included).
+const SENTENCES: usize = 20;
 const SETTLE: Duration = Duration::from_millis(250);
 const RSS_SETTLE: Duration = Duration::from_secs(1);
 
@@ -102,6 +103,16 @@ pub struct MixRun {
 }
 
 impl MixRun {
+    /// Another pass of the same mix: its runs join these, the RSS is the
+    /// larger of the two.
+    pub fn merge(&mut self, other: MixRun) {
+        let larger = |a: Rss, b: Rss| if b.vm_rss_kb > a.vm_rss_kb { b } else { a };
+        self.idle = larger(self.idle, other.idle);
+        self.after = larger(self.after, other.after);
+        self.reads.extend(other.reads);
+        self.decodes.extend(other.decodes);
+    }
+
     /// Prompt tokens / time to first token, per reading round.
     pub fn read_tok_s(&self) -> Vec<f64> {
         self.reads.iter().map(|r| r.prompt_tokens as f64 / r.ttft_s().max(1e-9)).collect()
@@ -110,7 +121,8 @@ impl MixRun {
 
 /// Starts edgeaid with `launch` (its `kv_types` and `n_ctx` set to the
 /// mix), warms it with one short request, then measures.
-pub async fn measure(launch: &Launch<'_>, mix: Mix) -> Result<MixRun> {
+/// `pass` picks the reading prompts, new ones in every pass.
+pub async fn measure(launch: &Launch<'_>, mix: Mix, pass: usize) -> Result<MixRun> {
     let mut d = Daemon::start(launch).await?;
     d.wait_model_ready(Duration::from_secs(120)).await?;
     tokio::time::sleep(RSS_SETTLE).await;
@@ -128,7 +140,7 @@ pub async fn measure(launch: &Launch<'_>, mix: Mix) -> Result<MixRun> {
     tokio::time::sleep(SETTLE).await;
     let mut reads = Vec::new();
     for round in 0..READ_ROUNDS {
-        reads.push(stream(long_prompt(round)).await.with_context(|| format!("reading round {round}"))?);
+        reads.push(stream(long_prompt(round + pass * READ_ROUNDS)).await.with_context(|| format!("reading round {round}"))?);
         tokio::time::sleep(SETTLE).await;
     }
     let mut decodes = Vec::new();

@@ -943,12 +943,20 @@ fn kv_phase(
     threads: u32,
     tokens: u32,
 ) -> Result<()> {
-    use bench::kv::{measure, mixes, MixRun};
+    use bench::kv::{measure, mixes, MixRun, PASSES};
     let app = BenchApp { pre_prompt: PRE_PROMPT.to_owned(), max_tokens: tokens };
-    let mut runs: Vec<MixRun> = Vec::new();
-    for mix in mixes(N_CTX) {
+    let all = mixes(N_CTX);
+    let mut runs: Vec<Option<MixRun>> = vec![None; all.len()];
+    let order: Vec<(usize, usize)> = (0..PASSES)
+        .flat_map(|pass| {
+            let idx: Vec<usize> = if pass % 2 == 0 { (0..all.len()).collect() } else { (0..all.len()).rev().collect() };
+            idx.into_iter().map(move |i| (pass, i))
+        })
+        .collect();
+    for (pass, i) in order {
+        let mix = all[i];
         let label = mix.label(N_CTX);
-        progress(&format!("KV {label}"));
+        progress(&format!("KV {label}, pass {}", pass + 1));
         let mix_dir = dir.join(label.replace(['/', ',', ' '], "_"));
         std::fs::create_dir_all(&mix_dir).with_context(|| format!("creating {}", mix_dir.display()))?;
         let launch = Launch {
@@ -964,11 +972,15 @@ fn kv_phase(
             app: &app,
             extra_config: String::new(),
         };
-        match rt.block_on(measure(&launch, mix)) {
-            Ok(r) => runs.push(r),
+        match rt.block_on(measure(&launch, mix, pass)) {
+            Ok(r) => match &mut runs[i] {
+                Some(first) => first.merge(r),
+                slot => *slot = Some(r),
+            },
             Err(e) => t.error(&format!("KV {label}"), format!("{e:#}").lines().next().unwrap_or_default().chars().take(60).collect()),
         }
     }
+    let runs: Vec<MixRun> = runs.into_iter().flatten().collect();
     let read = |r: &MixRun| median(&r.read_tok_s());
     let decode = |r: &MixRun| median(&r.decodes.iter().filter_map(StreamRun::gen_tok_s).collect::<Vec<_>>());
     let ttft = |r: &MixRun| median(&r.reads.iter().map(StreamRun::ttft_s).collect::<Vec<_>>());
@@ -977,13 +989,14 @@ fn kv_phase(
         (Some(x), Some(b)) if b > 0.0 => format!("{:.2}x", x / b),
         _ => "n/a".into(),
     };
-    let prompt_tokens: Vec<String> = runs.first().map(|r| r.reads.iter().map(|s| s.prompt_tokens.to_string()).collect()).unwrap_or_default();
+    let prompt_tokens: Vec<String> =
+        runs.first().map(|r| r.reads.iter().map(|s| s.prompt_tokens.to_string()).collect()).unwrap_or_default();
     t.section(&format!(
         "KV cache types: {threads} threads, {SLOTS} slots, batch {BATCH}; reading = prompt tokens ({}) / TTFT, median of {} new prompts; \
-         decode = one stream, {tokens} tokens, median of {}",
+         decode = one stream, {tokens} tokens, median of {}; {PASSES} passes, the second in reverse order",
         prompt_tokens.join("/"),
-        bench::kv::READ_ROUNDS,
-        bench::kv::DECODE_RUNS
+        bench::kv::READ_ROUNDS * PASSES,
+        bench::kv::DECODE_RUNS * PASSES
     ));
     let mut rows = Vec::new();
     for r in &runs {
@@ -994,14 +1007,16 @@ fn kv_phase(
             None => (None, None, None, None),
         };
         let (idle, after) = (mb(r.idle.vm_rss_kb), mb(r.after.vm_rss_kb));
-        t.info(
-            &format!("{label}: reading"),
-            format!("{} ({}), TTFT {}", tok_s(rd), ratio(rd, b_rd), opt_ms(ttft(r))),
-        );
+        t.info(&format!("{label}: reading"), format!("{} ({}), TTFT {}", tok_s(rd), ratio(rd, b_rd), opt_ms(ttft(r))));
         t.info(&format!("{label}: decode"), format!("{} ({})", tok_s(dc), ratio(dc, b_dc)));
         t.info(
             &format!("{label}: RSS idle -> after"),
-            format!("{idle:.1} -> {after:.1} MB ({} / {}), peak {:.1} MB", ratio(Some(idle), b_idle), ratio(Some(after), b_after), mb(r.after.vm_hwm_kb)),
+            format!(
+                "{idle:.1} -> {after:.1} MB ({} / {}), peak {:.1} MB",
+                ratio(Some(idle), b_idle),
+                ratio(Some(after), b_after),
+                mb(r.after.vm_hwm_kb)
+            ),
         );
         rows.push(json!({"k": r.mix.k, "v": r.mix.v, "n_ctx": r.mix.n_ctx, "kv_cache_logged": r.kv_cache,
                          "read_tok_s_median": rd, "read_tok_s": r.read_tok_s(), "ttft_ms_median": ttft(r).map(|s| s * 1000.0),
@@ -1014,7 +1029,7 @@ fn kv_phase(
     json.insert(
         "kv".into(),
         json!({"threads": threads, "slots": SLOTS, "batch": BATCH, "n_ctx": N_CTX, "max_tokens": tokens, "mixes": rows,
-               "method": "one edgeaid per mix, started in turn, model.kv_type_k/kv_type_v set (flash attention: llama.cpp's auto); \
+               "method": "one edgeaid per mix and pass, started in turn (2 passes, the second in reverse order, runs merged, RSS the larger), model.kv_type_k/kv_type_v set (flash attention: llama.cpp's auto); \
                           one untimed short request, then 3 streaming chats whose query is a different ~700-token plant log \
                           (the app's short system prompt is the only shared prefix), reading = usage prompt_tokens / client TTFT; \
                           then 2 short story prompts, decode = (completion tokens - 1) / first..last message event; \
@@ -1162,7 +1177,9 @@ fn run() -> Result<bool> {
         let edgeaid = locate_edgeaid(args.edgeaid.clone())?.canonicalize().context("resolving the edgeaid path")?;
         let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
-        return only_phase(&args, &repo, "kv", "KV cache types", |t, j, dir| kv_phase(t, j, &rt, &edgeaid, &model, dir, threads, args.tokens));
+        return only_phase(&args, &repo, "kv", "KV cache types", |t, j, dir| {
+            kv_phase(t, j, &rt, &edgeaid, &model, dir, threads, args.tokens)
+        });
     }
     let edgeaid = locate_edgeaid(args.edgeaid.clone())?.canonicalize().context("resolving the edgeaid path")?;
     let bench_exe = std::env::current_exe().context("locating the bench binary")?;
@@ -1775,7 +1792,9 @@ mod tests {
         let a = parse(&["--only", "knowledge"]).expect("ok").expect("args");
         assert!(a.only_knowledge && !a.only_vectors && !a.only_workflow && !a.only_code);
         let a = parse(&["--only", "code"]).expect("ok").expect("args");
-        assert!(a.only_code && !a.only_knowledge && !a.only_vectors && !a.only_workflow);
+        assert!(a.only_code && !a.only_knowledge && !a.only_vectors && !a.only_workflow && !a.only_kv);
+        let a = parse(&["--only", "kv"]).expect("ok").expect("args");
+        assert!(a.only_kv && !a.only_code && !a.only_knowledge);
         assert!(!parse(&[]).expect("ok").expect("args").only_code, "the full bench is the default");
         let msg = parse(&["--only", "nothing"]).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(msg.contains("`knowledge`") && msg.contains("`code`"), "{msg}");
