@@ -149,6 +149,8 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
             path: m.path.clone(),
             enabled: m.enabled,
             context_size: m.context_size,
+            kv_type_k: m.kv_type_k,
+            kv_type_v: m.kv_type_v,
             slots: m.slots,
             threads,
             adaptive_threads: m.threads.is_none(),

@@ -895,6 +895,8 @@ mod tests {
                 path: dir.join("none.gguf"),
                 enabled: false,
                 context_size: 512,
+                kv_type_k: crate::config::KvType::Q8_0,
+                kv_type_v: crate::config::KvType::Q8_0,
                 slots: 1,
                 threads: 1,
                 adaptive_threads: false,

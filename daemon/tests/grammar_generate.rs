@@ -10,6 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use edgeaid::config::KvType;
 use edgeaid::model::grammar::json_schema_to_gbnf;
 use edgeaid::model::{
     CancelFlag, ChatMessage, FinishReason, GenEvent, LocalModel, ModelError, ModelRuntime, RuntimeConfig, SamplingParams,
@@ -23,6 +24,8 @@ fn load(path: std::path::PathBuf) -> Arc<LocalModel> {
             path,
             enabled: true,
             context_size: 2048,
+            kv_type_k: KvType::Q8_0,
+            kv_type_v: KvType::Q8_0,
             slots: 2,
             threads: 2,
             adaptive_threads: false,

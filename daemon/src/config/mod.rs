@@ -57,7 +57,9 @@
 //! | `model.enabled` | `true` | `false` runs without a model: every model call answers 503 |
 //! | `model.name` | `"smollm2-135m-instruct"` | non-empty, `A-Z a-z 0-9 . _ : -` |
 //! | `model.path` | `"/var/lib/edgeai/models/SmolLM2-135M-Instruct.Q4_1.gguf"` | a non-empty path; not checked here (a missing model leaves the daemon up answering 503) |
-//! | `model.context_size` | `4096` | 512 ..= 131072; KV positions (q8_0) shared by all slots: one request may use them all, several share them |
+//! | `model.context_size` | `4096` | 512 ..= 131072; KV positions shared by all slots: one request may use them all, several share them |
+//! | `model.kv_type_k` | `"q8_0"` | `"f16"`, `"q8_0"` or `"q4_0"`: the KV cache's key type (f16 reads prompts faster, q8_0 takes half its memory) |
+//! | `model.kv_type_v` | `"q8_0"` | `"f16"`, `"q8_0"` or `"q4_0"`: the KV cache's value type (a quantized one needs flash attention, which llama.cpp turns on for it) |
 //! | `model.slots` | `4` | 1 ..= 16; parallel sequences |
 //! | `model.threads` | `0` (auto) | 0 (auto) or 1 ..= 256 |
 //! | `model.batch_size` | `512` | 32 ..= 8192 |
@@ -426,6 +428,10 @@ pub struct ModelSettings {
     pub path: PathBuf,
     /// Total KV positions shared by all slots.
     pub context_size: u32,
+    /// `model.kv_type_k`: the KV cache's key type.
+    pub kv_type_k: KvType,
+    /// `model.kv_type_v`: the KV cache's value type.
+    pub kv_type_v: KvType,
     /// Parallel sequences (llama.cpp `n_seq_max`).
     pub slots: u32,
     /// `None`: chosen from CPU affinity and the cgroup quota.
@@ -451,6 +457,8 @@ impl Default for ModelSettings {
             name: "smollm2-135m-instruct".to_owned(),
             path: PathBuf::from("/var/lib/edgeai/models/SmolLM2-135M-Instruct.Q4_1.gguf"),
             context_size: 4096,
+            kv_type_k: KvType::Q8_0,
+            kv_type_v: KvType::Q8_0,
             slots: 4,
             threads: None,
             batch_size: 512,
@@ -547,6 +555,27 @@ impl LogFormat {
     }
 }
 
+/// A KV cache element type (`model.kv_type_k`, `model.kv_type_v`): the
+/// ones llama.cpp's CPU flash attention reads, f16 fastest, q4_0 smallest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvType {
+    F16,
+    Q8_0,
+    Q4_0,
+}
+
+impl KvType {
+    pub const ALL: [KvType; 3] = [KvType::F16, KvType::Q8_0, KvType::Q4_0];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvType::F16 => "f16",
+            KvType::Q8_0 => "q8_0",
+            KvType::Q4_0 => "q4_0",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DevSettings {
     /// Development only: the daemon creates a key for the first app and writes it here.
@@ -588,11 +617,13 @@ impl Settings {
         if m.enabled {
             let threads = m.threads.map_or_else(|| "auto".to_owned(), |t| t.to_string());
             out.push_str(&format!(
-                "model: {} at {} (slots {}, context {}, threads {threads}, queue {})\n",
+                "model: {} at {} (slots {}, context {}, KV {}/{}, threads {threads}, queue {})\n",
                 m.name,
                 m.path.display(),
                 m.slots,
                 m.context_size,
+                m.kv_type_k.as_str(),
+                m.kv_type_v.as_str(),
                 m.queue_depth
             ));
             if let Some(t) = &m.chat_template {

@@ -5,7 +5,7 @@
 
 use super::layers::Merged;
 use super::workflow::MapEntry;
-use super::{LogFormat, Problem, PythonChoice, Settings};
+use super::{KvType, LogFormat, Problem, PythonChoice, Settings};
 use crate::engine::AppDefinition;
 use serde_path_to_error::Segment;
 use std::collections::{BTreeMap, BTreeSet};
@@ -101,6 +101,12 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
         m.path = path;
     }
     r.int("model", "context_size", 512..=131_072, &mut m.context_size);
+    if let Some(t) = r.kv_type("model", "kv_type_k") {
+        m.kv_type_k = t;
+    }
+    if let Some(t) = r.kv_type("model", "kv_type_v") {
+        m.kv_type_v = t;
+    }
     r.int("model", "slots", 1..=16, &mut m.slots);
     let mut threads: u32 = 0;
     if r.int("model", "threads", 0..=256, &mut threads) {
@@ -445,6 +451,15 @@ impl<'a> Reader<'a> {
             self.problem(&format!("{section}.{key}"), format!("{s:?} is not one of \"auto\", \"text\", \"json\""));
         }
         format
+    }
+
+    fn kv_type(&mut self, section: &'static str, key: &'static str) -> Option<KvType> {
+        let s = self.string(section, key)?;
+        let t = KvType::ALL.into_iter().find(|t| t.as_str() == s);
+        if t.is_none() {
+            self.problem(&format!("{section}.{key}"), format!("{s:?} is not one of \"f16\", \"q8_0\", \"q4_0\""));
+        }
+        t
     }
 
     /// `workflow.http_allow`: an array of host patterns and CIDRs.

@@ -581,7 +581,7 @@ fn describe_summarises_the_settings() {
     assert!(text.contains("listen: disabled"), "{text}");
     assert!(text.contains("socket: /run/edgeai/edgeai.sock (mode 0660, group edgeai)"), "{text}");
     assert!(text.contains("store: /var/lib/edgeai/edgeai.db"), "{text}");
-    assert!(text.contains("SmolLM2-135M-Instruct.Q4_1.gguf (slots 4, context 4096, threads 2"), "{text}");
+    assert!(text.contains("SmolLM2-135M-Instruct.Q4_1.gguf (slots 4, context 4096, KV q8_0/q8_0, threads 2"), "{text}");
     assert!(text.contains("apps: 1 (demo)"), "{text}");
     let text = Settings::default().describe();
     assert!(text.contains("config files: none (built-in defaults)"), "{text}");
@@ -843,4 +843,34 @@ fn embedding_section_reads_paths_prefixes_and_ranges() {
     let (_r, _p, s) = load_text("[embedding]\nbatch_texts = 0\nmax_tokens = 4096\npath = \"\"\nenabled = 1\n");
     let keys: Vec<String> = problems(s).into_iter().map(|p| p.key).collect();
     assert_eq!(keys, ["embedding.enabled", "embedding.path", "embedding.batch_texts", "embedding.max_tokens"]);
+}
+
+#[test]
+fn kv_types_default_to_q8_0_and_read_each_type() {
+    let (_r, _p, res) = load_text("");
+    let m = res.expect("defaults").model;
+    assert_eq!((m.kv_type_k, m.kv_type_v), (KvType::Q8_0, KvType::Q8_0));
+    for (k, v, want) in [
+        ("f16", "f16", (KvType::F16, KvType::F16)),
+        ("f16", "q8_0", (KvType::F16, KvType::Q8_0)),
+        ("q4_0", "q4_0", (KvType::Q4_0, KvType::Q4_0)),
+    ] {
+        let (_r, _p, res) = load_text(&format!("[model]\nkv_type_k = \"{k}\"\nkv_type_v = \"{v}\"\n"));
+        let m = res.expect("valid KV types").model;
+        assert_eq!((m.kv_type_k, m.kv_type_v), want);
+    }
+}
+
+#[test]
+fn bad_kv_type_names_its_key_and_the_accepted_types() {
+    for (key, value, found) in [
+        ("kv_type_k", "\"q8\"", "\"q8\" is not one of \"f16\", \"q8_0\", \"q4_0\""),
+        ("kv_type_v", "\"F16\"", "\"F16\" is not one of \"f16\", \"q8_0\", \"q4_0\""),
+        ("kv_type_v", "8", "expected a string, found integer 8"),
+    ] {
+        let (_r, path, res) = load_text(&format!("[model]\n{key} = {value}\n"));
+        let p = problem(res);
+        assert_eq!((p.file.as_deref(), p.key.as_str()), (Some(path.as_path()), format!("model.{key}").as_str()));
+        assert_eq!(p.message, found);
+    }
 }

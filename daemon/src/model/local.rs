@@ -23,6 +23,7 @@ use super::queue::{JobQueue, Pop, Reservation};
 use super::template::Renderer;
 use super::text::TokenText;
 use super::{ChatMessage, FinishReason, GenEvent, Heartbeat, Job, ModelError, Prompt, RuntimeConfig, SamplingParams};
+use crate::config::KvType;
 use crate::governor::{CpuLoad, ThreadAdvisor};
 use crate::telemetry::metrics::Metrics;
 
@@ -197,7 +198,13 @@ pub(super) fn run_thread(
     let ctx = match model.new_context(backend, context_params(&cfg, cfg.threads)) {
         Ok(c) => c,
         Err(e) => {
-            return on_loaded(Err(load_error(format!("llama.cpp context ({} positions, {} slots): {e}", cfg.context_size, cfg.slots))))
+            return on_loaded(Err(load_error(format!(
+                "llama.cpp context ({} positions, {} slots, KV model.kv_type_k = {:?}, model.kv_type_v = {:?}): {e}",
+                cfg.context_size,
+                cfg.slots,
+                cfg.kv_type_k.as_str(),
+                cfg.kv_type_v.as_str()
+            ))))
         }
     };
     let (renderer, template) = match Renderer::for_model(&model, cfg.chat_template.as_deref()) {
@@ -209,7 +216,7 @@ pub(super) fn run_thread(
     tracing::info!(
         model = %cfg.path.display(),
         n_ctx = context,
-        kv_cache = "q8_0, unified",
+        kv_cache = %format_args!("{}/{}, unified", cfg.kv_type_k.as_str(), cfg.kv_type_v.as_str()),
         slots = cfg.slots,
         threads = cfg.threads,
         template = %template,
@@ -308,11 +315,20 @@ fn context_params(cfg: &RuntimeConfig, threads: u32) -> LlamaContextParams {
         .with_n_threads(threads as i32)
         .with_n_threads_batch(threads as i32)
         // One KV store for all slots (split streams made every decode step
-        // 7x slower here), q8_0 to halve its memory; admission reserves cells
-        // per request so sequences never run out.
+        // 7x slower here); admission reserves cells per request so sequences
+        // never run out. Flash attention stays llama.cpp's default (auto),
+        // which turns it on for a quantized value type on the CPU.
         .with_kv_unified(true)
-        .with_type_k(KvCacheType::Q8_0)
-        .with_type_v(KvCacheType::Q8_0)
+        .with_type_k(kv_cache_type(cfg.kv_type_k))
+        .with_type_v(kv_cache_type(cfg.kv_type_v))
+}
+
+fn kv_cache_type(t: KvType) -> KvCacheType {
+    match t {
+        KvType::F16 => KvCacheType::F16,
+        KvType::Q8_0 => KvCacheType::Q8_0,
+        KvType::Q4_0 => KvCacheType::Q4_0,
+    }
 }
 
 /// Test-only fault (`inference-hang=return`): the inference thread stops

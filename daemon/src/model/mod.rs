@@ -23,6 +23,7 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
+use crate::config::KvType;
 use crate::telemetry::metrics::Metrics;
 pub use local::{Admission, LocalModel};
 
@@ -192,6 +193,9 @@ pub struct RuntimeConfig {
     pub path: PathBuf,
     pub enabled: bool,
     pub context_size: u32,
+    /// KV cache key and value types (`model.kv_type_k`, `model.kv_type_v`).
+    pub kv_type_k: KvType,
+    pub kv_type_v: KvType,
     pub slots: u32,
     pub threads: u32,
     /// Run fewer threads while other processes hold the cores (when the

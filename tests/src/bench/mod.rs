@@ -8,6 +8,7 @@ pub mod code;
 pub mod cpu;
 pub mod daemon;
 pub mod knowledge;
+pub mod kv;
 pub mod report;
 pub mod vectors;
 pub mod workflow;

@@ -38,6 +38,12 @@
 //!     template-transform node, and the daemon's RSS around the runs
 //!     (`--only code`: this phase alone, written to
 //!     bench-results/bench-code.json).
+//! 12. KV cache types (bench/kv.rs), only with `--only kv`: edgeaid started
+//!     once per `model.kv_type_k`/`model.kv_type_v` mix (q8_0/q8_0, f16/q8_0,
+//!     f16/f16, q4_0/q4_0, and f16/f16 with half the cells): reading a new
+//!     ~700-token prompt (prompt tokens / time to first token, 3 rounds),
+//!     one stream's decode tok/s, RSS idle and after, with ratios against
+//!     q8_0/q8_0; written to bench-results/bench-kv.json.
 //!
 //! Writes `bench-results/bench.json` at the repository root (or `--out`).
 //! The edgeaid measured is the one next to this binary (same
@@ -67,7 +73,7 @@ use bench::report::{median, Table};
 const USAGE: &str = "\
 usage: bench [--edgeaid PATH] [--model PATH] [--gemma PATH|off] [--tokens N] [--rounds N]
              [--starts N] [--threads N] [--out FILE]
-             [--only workflow|vectors|knowledge|code]
+             [--only workflow|vectors|knowledge|code|kv]
 
   --edgeaid PATH  edgeaid binary to measure (default: next to this binary)
   --model PATH    GGUF model (default: .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf)
@@ -83,7 +89,9 @@ usage: bench [--edgeaid PATH] [--model PATH] [--gemma PATH|off] [--tokens N] [--
   --only knowledge  only the knowledge phase (edgeaid with the embedding model
                   .cache/models/multilingual-e5-small-q4_0.gguf, no chat model)
   --only code     only the code node phase (sandbox in this process, then
-                  edgeaid without a model)";
+                  edgeaid without a model)
+  --only kv       only the KV cache types phase (edgeaid with the model, once
+                  per model.kv_type_k/kv_type_v mix)";
 
 /// The daemon's context parameters (configs/dev.toml, daemon/src/model/local.rs).
 const N_CTX: u32 = 4096;
@@ -142,6 +150,8 @@ struct Args {
     only_knowledge: bool,
     /// `--only code`: phase 11 alone.
     only_code: bool,
+    /// `--only kv`: phase 12 alone.
+    only_kv: bool,
 }
 
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
@@ -158,6 +168,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
         only_vectors: false,
         only_knowledge: false,
         only_code: false,
+        only_kv: false,
     };
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
@@ -184,7 +195,8 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
             "--only" if value == "vectors" => a.only_vectors = true,
             "--only" if value == "knowledge" => a.only_knowledge = true,
             "--only" if value == "code" => a.only_code = true,
-            "--only" => bail!("--only takes `workflow`, `vectors`, `knowledge` or `code`, not {value:?}"),
+            "--only" if value == "kv" => a.only_kv = true,
+            "--only" => bail!("--only takes `workflow`, `vectors`, `knowledge`, `code` or `kv`, not {value:?}"),
             other => bail!("unknown option {other:?}\n{USAGE}"),
         }
     }
@@ -358,6 +370,7 @@ impl Ctx {
             slots: SLOTS,
             batch: BATCH,
             chat_template: None,
+            kv_types: None,
             app: &self.app,
             extra_config: String::new(),
         }
@@ -574,6 +587,7 @@ fn knowledge_phase(
         slots: SLOTS,
         batch: BATCH,
         chat_template: None,
+        kv_types: None,
         app: &app,
         extra_config: format!("\n[embedding]\npath = {}\nthreads = {threads}\n", Value::String(embed_model.display().to_string())),
     };
@@ -735,6 +749,7 @@ fn code_phase(t: &mut Table, json: &mut Map<String, Value>, edgeaid: &Path, dir:
         slots: SLOTS,
         batch: BATCH,
         chat_template: None,
+        kv_types: None,
         app: &app,
         extra_config: "\n[code]\npython_pool = 1\n".into(),
     };
@@ -916,7 +931,114 @@ fn code_phase(t: &mut Table, json: &mut Map<String, Value>, edgeaid: &Path, dir:
     Ok(())
 }
 
-/// `--only vectors` / `--only knowledge` / `--only code`: one phase alone (`figure` names
+/// Phase 12 (`--only kv`): one daemon per KV mix, one after the other.
+#[allow(clippy::too_many_arguments)]
+fn kv_phase(
+    t: &mut Table,
+    json: &mut Map<String, Value>,
+    rt: &tokio::runtime::Runtime,
+    edgeaid: &Path,
+    model: &Path,
+    dir: &Path,
+    threads: u32,
+    tokens: u32,
+) -> Result<()> {
+    use bench::kv::{measure, mixes, MixRun, PASSES};
+    let app = BenchApp { pre_prompt: PRE_PROMPT.to_owned(), max_tokens: tokens };
+    let all = mixes(N_CTX);
+    let mut runs: Vec<Option<MixRun>> = vec![None; all.len()];
+    let order: Vec<(usize, usize)> = (0..PASSES)
+        .flat_map(|pass| {
+            let idx: Vec<usize> = if pass % 2 == 0 { (0..all.len()).collect() } else { (0..all.len()).rev().collect() };
+            idx.into_iter().map(move |i| (pass, i))
+        })
+        .collect();
+    for (pass, i) in order {
+        let mix = all[i];
+        let label = mix.label(N_CTX);
+        progress(&format!("KV {label}, pass {}", pass + 1));
+        let mix_dir = dir.join(label.replace(['/', ',', ' '], "_"));
+        std::fs::create_dir_all(&mix_dir).with_context(|| format!("creating {}", mix_dir.display()))?;
+        let launch = Launch {
+            exe: edgeaid,
+            dir: &mix_dir,
+            model: Some(model),
+            threads: Some(threads),
+            n_ctx: mix.n_ctx,
+            slots: SLOTS,
+            batch: BATCH,
+            chat_template: None,
+            kv_types: Some((mix.k, mix.v)),
+            app: &app,
+            extra_config: String::new(),
+        };
+        match rt.block_on(measure(&launch, mix, pass)) {
+            Ok(r) => match &mut runs[i] {
+                Some(first) => first.merge(r),
+                slot => *slot = Some(r),
+            },
+            Err(e) => t.error(&format!("KV {label}"), format!("{e:#}").lines().next().unwrap_or_default().chars().take(60).collect()),
+        }
+    }
+    let runs: Vec<MixRun> = runs.into_iter().flatten().collect();
+    let read = |r: &MixRun| median(&r.read_tok_s());
+    let decode = |r: &MixRun| median(&r.decodes.iter().filter_map(StreamRun::gen_tok_s).collect::<Vec<_>>());
+    let ttft = |r: &MixRun| median(&r.reads.iter().map(StreamRun::ttft_s).collect::<Vec<_>>());
+    let base = runs.first().filter(|r| r.mix.k == "q8_0" && r.mix.v == "q8_0" && r.mix.n_ctx == N_CTX);
+    let ratio = |x: Option<f64>, b: Option<f64>| match (x, b) {
+        (Some(x), Some(b)) if b > 0.0 => format!("{:.2}x", x / b),
+        _ => "n/a".into(),
+    };
+    let prompt_tokens: Vec<String> =
+        runs.first().map(|r| r.reads.iter().map(|s| s.prompt_tokens.to_string()).collect()).unwrap_or_default();
+    t.section(&format!(
+        "KV cache types: {threads} threads, {SLOTS} slots, batch {BATCH}; reading = prompt tokens ({}) / TTFT, median of {} new prompts; \
+         decode = one stream, {tokens} tokens, median of {}; {PASSES} passes, the second in reverse order",
+        prompt_tokens.join("/"),
+        bench::kv::READ_ROUNDS * PASSES,
+        bench::kv::DECODE_RUNS * PASSES
+    ));
+    let mut rows = Vec::new();
+    for r in &runs {
+        let label = r.mix.label(N_CTX);
+        let (rd, dc) = (read(r), decode(r));
+        let (b_rd, b_dc, b_idle, b_after) = match base {
+            Some(b) => (read(b), decode(b), Some(mb(b.idle.vm_rss_kb)), Some(mb(b.after.vm_rss_kb))),
+            None => (None, None, None, None),
+        };
+        let (idle, after) = (mb(r.idle.vm_rss_kb), mb(r.after.vm_rss_kb));
+        t.info(&format!("{label}: reading"), format!("{} ({}), TTFT {}", tok_s(rd), ratio(rd, b_rd), opt_ms(ttft(r))));
+        t.info(&format!("{label}: decode"), format!("{} ({})", tok_s(dc), ratio(dc, b_dc)));
+        t.info(
+            &format!("{label}: RSS idle -> after"),
+            format!(
+                "{idle:.1} -> {after:.1} MB ({} / {}), peak {:.1} MB",
+                ratio(Some(idle), b_idle),
+                ratio(Some(after), b_after),
+                mb(r.after.vm_hwm_kb)
+            ),
+        );
+        rows.push(json!({"k": r.mix.k, "v": r.mix.v, "n_ctx": r.mix.n_ctx, "kv_cache_logged": r.kv_cache,
+                         "read_tok_s_median": rd, "read_tok_s": r.read_tok_s(), "ttft_ms_median": ttft(r).map(|s| s * 1000.0),
+                         "decode_tok_s_median": dc,
+                         "read_ratio": rd.zip(b_rd).map(|(x, b)| x / b), "decode_ratio": dc.zip(b_dc).map(|(x, b)| x / b),
+                         "rss_idle": rss_json(&r.idle), "rss_after": rss_json(&r.after),
+                         "reads": r.reads.iter().map(stream_json).collect::<Vec<_>>(),
+                         "decodes": r.decodes.iter().map(stream_json).collect::<Vec<_>>()}));
+    }
+    json.insert(
+        "kv".into(),
+        json!({"threads": threads, "slots": SLOTS, "batch": BATCH, "n_ctx": N_CTX, "max_tokens": tokens, "mixes": rows,
+               "method": "one edgeaid per mix and pass, started in turn (2 passes, the second in reverse order, runs merged, RSS the larger), model.kv_type_k/kv_type_v set (flash attention: llama.cpp's auto); \
+                          one untimed short request, then 3 streaming chats whose query is a different ~700-token plant log \
+                          (the app's short system prompt is the only shared prefix), reading = usage prompt_tokens / client TTFT; \
+                          then 2 short story prompts, decode = (completion tokens - 1) / first..last message event; \
+                          RSS from /proc 1 s after /ready 200 and 1 s after the runs"}),
+    );
+    Ok(())
+}
+
+/// `--only vectors` / `--only knowledge` / `--only code` / `--only kv`: one phase alone (`figure` names
 /// it in errors), with the machine facts, written to bench-results/bench-<only>.json.
 fn only_phase(
     args: &Args,
@@ -1051,6 +1173,14 @@ fn run() -> Result<bool> {
         bail!("model {} does not exist; run `make setup` (scripts/fetch-model.sh) or pass --model PATH", model.display());
     }
     let model = model.canonicalize().with_context(|| format!("resolving {}", model.display()))?;
+    if args.only_kv {
+        let edgeaid = locate_edgeaid(args.edgeaid.clone())?.canonicalize().context("resolving the edgeaid path")?;
+        let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
+        return only_phase(&args, &repo, "kv", "KV cache types", |t, j, dir| {
+            kv_phase(t, j, &rt, &edgeaid, &model, dir, threads, args.tokens)
+        });
+    }
     let edgeaid = locate_edgeaid(args.edgeaid.clone())?.canonicalize().context("resolving the edgeaid path")?;
     let bench_exe = std::env::current_exe().context("locating the bench binary")?;
     let stale = std::fs::metadata(&edgeaid)
@@ -1662,7 +1792,9 @@ mod tests {
         let a = parse(&["--only", "knowledge"]).expect("ok").expect("args");
         assert!(a.only_knowledge && !a.only_vectors && !a.only_workflow && !a.only_code);
         let a = parse(&["--only", "code"]).expect("ok").expect("args");
-        assert!(a.only_code && !a.only_knowledge && !a.only_vectors && !a.only_workflow);
+        assert!(a.only_code && !a.only_knowledge && !a.only_vectors && !a.only_workflow && !a.only_kv);
+        let a = parse(&["--only", "kv"]).expect("ok").expect("args");
+        assert!(a.only_kv && !a.only_code && !a.only_knowledge);
         assert!(!parse(&[]).expect("ok").expect("args").only_code, "the full bench is the default");
         let msg = parse(&["--only", "nothing"]).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(msg.contains("`knowledge`") && msg.contains("`code`"), "{msg}");
