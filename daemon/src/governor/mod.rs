@@ -5,6 +5,8 @@
 //! load shedding under memory pressure belong here too (a later issue).
 //! Reads /proc and /sys only; never writes them.
 
+pub mod shrink;
+
 use std::path::{Path, PathBuf};
 
 /// What the daemon may use, as found at start-up.
