@@ -581,7 +581,7 @@ fn describe_summarises_the_settings() {
     assert!(text.contains("listen: disabled"), "{text}");
     assert!(text.contains("socket: /run/edgeai/edgeai.sock (mode 0660, group edgeai)"), "{text}");
     assert!(text.contains("store: /var/lib/edgeai/edgeai.db"), "{text}");
-    assert!(text.contains("SmolLM2-135M-Instruct.Q4_1.gguf (slots 4, context 4096, KV q8_0/q8_0, threads 2"), "{text}");
+    assert!(text.contains("SmolLM2-135M-Instruct.Q4_1.gguf (slots 4, context 4096, KV f16/f16, threads 2"), "{text}");
     assert!(text.contains("apps: 1 (demo)"), "{text}");
     let text = Settings::default().describe();
     assert!(text.contains("config files: none (built-in defaults)"), "{text}");
@@ -846,12 +846,12 @@ fn embedding_section_reads_paths_prefixes_and_ranges() {
 }
 
 #[test]
-fn kv_types_default_to_q8_0_and_read_each_type() {
+fn kv_types_default_to_f16_and_read_each_type() {
     let (_r, _p, res) = load_text("");
     let m = res.expect("defaults").model;
-    assert_eq!((m.kv_type_k, m.kv_type_v), (KvType::Q8_0, KvType::Q8_0));
+    assert_eq!((m.kv_type_k, m.kv_type_v), (KvType::F16, KvType::F16));
     for (k, v, want) in [
-        ("f16", "f16", (KvType::F16, KvType::F16)),
+        ("q8_0", "q8_0", (KvType::Q8_0, KvType::Q8_0)),
         ("f16", "q8_0", (KvType::F16, KvType::Q8_0)),
         ("q4_0", "q4_0", (KvType::Q4_0, KvType::Q4_0)),
     ] {
