@@ -156,6 +156,8 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
             adaptive_threads: m.threads.is_none(),
             batch_size: m.batch_size,
             queue_depth: m.queue_depth,
+            max_queued_per_app: settings.admission.queued_per_app(m),
+            max_concurrent_per_app: settings.admission.concurrent_per_app(m),
             use_mlock: m.use_mlock,
             load_timeout: m.load_timeout,
             chat_template: m.chat_template.clone(),

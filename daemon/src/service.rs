@@ -576,7 +576,7 @@ impl Service {
         let (prompt, kept_turns) = tokio::task::spawn_blocking(move || t.prompt(&m, &history))
             .await
             .map_err(|e| ModelError::Inference(format!("prompt task: {e}")))??;
-        let admission = model.admit()?;
+        let admission = model.admit(&app.id)?;
         // From the first write on, the work runs in a task of its own: a
         // client that leaves cannot drop it between the pending row and the
         // run task that finishes that row.
@@ -647,7 +647,7 @@ impl Service {
         let msgs = req.messages;
         let m = Arc::clone(&model);
         let prompt = tokio::task::spawn_blocking(move || m.prompt(&msgs)).await.map_err(|e| ModelError::Inference(e.to_string()))??;
-        let admission = model.admit()?;
+        let admission = model.admit(&app.id)?;
         let cancel = CancelFlag::default();
         let gen = model.submit(admission, prompt, req.params, cancel.clone())?;
         let task_id = new_id();
@@ -902,6 +902,8 @@ mod tests {
                 adaptive_threads: false,
                 batch_size: 32,
                 queue_depth: 1,
+                max_queued_per_app: 1,
+                max_concurrent_per_app: 1,
                 use_mlock: false,
                 load_timeout: std::time::Duration::from_secs(1),
                 chat_template: None,

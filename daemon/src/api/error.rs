@@ -188,7 +188,7 @@ impl ApiError {
                     ModelError::Disabled | ModelError::Loading | ModelError::LoadFailed { .. } | ModelError::ThreadGone => {
                         busy("provider_not_initialize", e.to_string(), 5)
                     }
-                    ModelError::QueueFull { .. } => Mapped {
+                    ModelError::QueueFull { .. } | ModelError::AppQueueFull { .. } => Mapped {
                         status: S::TOO_MANY_REQUESTS,
                         code: "too_many_requests",
                         message: format!("{e}; retry later"),
@@ -290,6 +290,7 @@ mod tests {
         assert_eq!(code(ServiceError::FirstMessageNotFound.into()), (404, "not_found", None));
         assert_eq!(code(ApiError::Timeout { secs: 1 }), (504, "request_timeout", None));
         assert_eq!(code(ModelError::QueueFull { depth: 1 }.into()), (429, "too_many_requests", Some(1)));
+        assert_eq!(code(ModelError::AppQueueFull { app: "a".into(), depth: 1 }.into()), (429, "too_many_requests", Some(1)));
         assert_eq!(code(ModelError::Loading.into()), (503, "provider_not_initialize", Some(5)));
         assert_eq!(
             code(ModelError::ContextOverflow { prompt_tokens: 9, max_tokens: 1, limit: 8 }.into()),

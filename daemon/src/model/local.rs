@@ -19,7 +19,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::error::TrySendError as AsyncTrySendError;
 
-use super::queue::{JobQueue, Pop, Reservation};
+use super::queue::{JobQueue, Pop, QueueLimits, Reservation};
 use super::template::Renderer;
 use super::text::TokenText;
 use super::{ChatMessage, FinishReason, GenEvent, Heartbeat, Job, ModelError, Prompt, RuntimeConfig, SamplingParams};
@@ -71,10 +71,11 @@ impl LocalModel {
         Ok(())
     }
 
-    /// Reserves a place in the admission queue (429 when full) before the
+    /// Reserves a place in the admission queue for a generation of `app`
+    /// (429 when the queue or the app's share of it is full) before the
     /// caller records anything; [`LocalModel::submit`] uses it.
-    pub fn admit(&self) -> Result<Admission, ModelError> {
-        Ok(Admission(self.jobs.reserve()?))
+    pub fn admit(&self, app: &str) -> Result<Admission, ModelError> {
+        Ok(Admission(self.jobs.reserve(app)?))
     }
 
     /// Queues a generation in an admitted place; never blocks. The receiver
@@ -94,7 +95,7 @@ impl LocalModel {
         // Room for every event the job can produce, so the inference thread
         // never blocks on a slow consumer (max_tokens is bounded by the slot).
         let (tx, rx) = tokio::sync::mpsc::channel(params.max_tokens as usize + 4);
-        admission.0.push(Job { prompt, params, grammar, cancel, events: tx, queued_at: Instant::now() })?;
+        admission.0.push(Job { prompt, params, grammar, cancel, events: tx, queued_at: Instant::now(), running: None })?;
         Ok(rx)
     }
 
@@ -111,6 +112,11 @@ impl LocalModel {
     /// Places taken in the admission queue now.
     pub fn queued(&self) -> usize {
         self.jobs.queued()
+    }
+
+    /// Places taken in the admission queue now by each app that has any.
+    pub fn queued_by_app(&self) -> Vec<(Arc<str>, usize)> {
+        self.jobs.queued_by_app()
     }
 
     /// Takes jobs whose client went away out of the queue (they end as
@@ -212,7 +218,11 @@ pub(super) fn run_thread(
         Err(e) => return on_loaded(Err(e)),
     };
     let context = ctx.n_ctx();
-    let queue = Arc::new(JobQueue::new(cfg.queue_depth));
+    let queue = Arc::new(JobQueue::new(QueueLimits {
+        depth: cfg.queue_depth,
+        per_app_queued: cfg.max_queued_per_app,
+        per_app_running: cfg.max_concurrent_per_app,
+    }));
     tracing::info!(
         model = %cfg.path.display(),
         n_ctx = context,
@@ -417,7 +427,7 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    fn run(mut self, rx: &JobQueue) {
+    fn run(mut self, rx: &Arc<JobQueue>) {
         loop {
             self.heartbeat.beat();
             if !self.admit(rx) {
@@ -441,7 +451,7 @@ impl<'m> Scheduler<'m> {
 
     /// Moves queued jobs into free slots while their KV reservation fits.
     /// Returns false when the queue is closed and nothing is running.
-    fn admit(&mut self, rx: &JobQueue) -> bool {
+    fn admit(&mut self, rx: &Arc<JobQueue>) -> bool {
         while self.slots.iter().any(|s| !s.busy) {
             let job = match self.waiting.take() {
                 Some(j) => j,
