@@ -42,6 +42,8 @@ pub struct LocalModel {
     /// processes hold the cores; see governor::ThreadAdvisor).
     pub threads: Arc<std::sync::atomic::AtomicU32>,
     pub template: String,
+    /// Counts the generations the queue refuses.
+    metrics: Arc<Metrics>,
 }
 
 impl LocalModel {
@@ -75,7 +77,29 @@ impl LocalModel {
     /// (429 when the queue or the app's share of it is full) before the
     /// caller records anything; [`LocalModel::submit`] uses it.
     pub fn admit(&self, app: &str) -> Result<Admission, ModelError> {
-        Ok(Admission(self.jobs.reserve(app)?))
+        match self.jobs.reserve(app) {
+            Ok(r) => Ok(Admission(r)),
+            Err(e) => {
+                match &e {
+                    ModelError::QueueFull { .. } => self.metrics.shed("queue_full"),
+                    ModelError::AppQueueFull { .. } => self.metrics.shed("app_queue_full"),
+                    _ => {}
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The model's shape, for the governor's memory budget.
+    pub fn shape(&self) -> crate::governor::pressure::ModelShape {
+        let m = &self.model;
+        crate::governor::pressure::ModelShape {
+            n_layer: m.n_layer(),
+            n_embd: u32::try_from(m.n_embd()).unwrap_or(0),
+            n_head: m.n_head(),
+            n_head_kv: m.n_head_kv(),
+            n_vocab: u32::try_from(m.n_vocab()).unwrap_or(0),
+        }
     }
 
     /// Queues a generation in an admitted place; never blocks. The receiver
@@ -242,6 +266,7 @@ pub(super) fn run_thread(
         context,
         threads: Arc::clone(&threads_now),
         template,
+        metrics: Arc::clone(&metrics),
     });
     on_loaded(Ok(local));
     failpoint_hang();

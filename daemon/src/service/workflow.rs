@@ -158,6 +158,7 @@ impl Service {
         if self.is_shutting_down() {
             return Err(ServiceError::ShuttingDown);
         }
+        self.admit_new()?;
         crate::engine::turn::check_user(&req.user)?;
         let (workflow, workflow_id, version) = self.workflow_version(&app, req.workflow_id.as_deref()).await?;
         let mode = workflow.mode();
