@@ -51,7 +51,8 @@ impl Lane {
 
 struct State {
     lanes: Vec<Lane>,
-    /// The lane the next pop looks at first (round-robin).
+    /// The lane after the one served last, where the next pop starts
+    /// (round-robin). Not wrapped: a lane added since is looked at first.
     next: usize,
     closed: bool,
 }
@@ -77,9 +78,6 @@ impl State {
             } else {
                 i += 1;
             }
-        }
-        if self.next >= self.lanes.len() {
-            self.next = 0;
         }
     }
 
@@ -165,7 +163,7 @@ impl JobQueue {
         let mut job = lane.jobs.pop_front()?;
         lane.running += 1;
         job.running = Some(Running { queue: Arc::downgrade(self), app: Arc::clone(&lane.app) });
-        s.next = (i + 1) % n;
+        s.next = i + 1;
         Some(job)
     }
 
@@ -369,6 +367,23 @@ mod tests {
         assert_eq!(q.queued_by_app().len(), 2, "lanes live while their jobs run");
         drop(running);
         assert!(q.queued_by_app().is_empty(), "and go when they ended");
+    }
+
+    #[test]
+    fn an_app_that_arrives_while_another_runs_is_served_next() {
+        let q = Arc::new(JobQueue::new(QueueLimits { depth: 16, per_app_queued: 16, per_app_running: 1 }));
+        let mut receivers = Vec::new();
+        for tag in 1..=3 {
+            let (j, rx, _) = job_tagged(tag);
+            receivers.push(rx);
+            q.reserve("flood").and_then(|r| r.push(j)).expect("room");
+        }
+        let first = q.try_pop().expect("the flood's first job runs");
+        let (b, _rb, _) = job_tagged(100);
+        q.reserve("late").and_then(|r| r.push(b)).expect("room");
+        drop(first);
+        let order: Vec<u32> = std::iter::from_fn(|| q.try_pop()).map(|j| j.params.max_tokens).collect();
+        assert_eq!(order, vec![100, 2, 3], "the late app's job goes before the flood's second");
     }
 
     #[test]
