@@ -4,7 +4,8 @@
 //!
 //! Pressure is seen three ways: a PSI trigger (the cgroup's v2
 //! `memory.pressure`, or `$MEMORY_PRESSURE_WATCH` with
-//! `$MEMORY_PRESSURE_WRITE` when systemd sets them), the cgroup v1
+//! `$MEMORY_PRESSURE_WRITE` when systemd sets them, or on cgroup v1 the
+//! machine's `/proc/pressure/memory`), the cgroup v1
 //! `memory.pressure_level` eventfd (`medium`), and, always, a poll of the
 //! working set (usage less inactive file cache) against the lower of
 //! `memory.max` and `memory.high`. Under pressure the governor first asks
@@ -37,8 +38,12 @@ const LOW_WATERMARK: f64 = 0.80;
 const EVENT_HOLD: Duration = Duration::from_secs(5);
 /// The Retry-After of a shed request, in seconds.
 pub const RETRY_AFTER_SECS: u32 = 5;
-/// PSI trigger when systemd sets none: 150 ms of stall in a 1 s window.
-const PSI_TRIGGER: &[u8] = b"some 150000 1000000";
+/// PSI trigger when systemd sets none: 200 ms of stall in a 2 s window
+/// (systemd's default; a 2 s window is also allowed without privileges).
+const PSI_TRIGGER: &[u8] = b"some 200000 2000000";
+/// The machine's memory PSI, watched when the cgroup has no pressure file
+/// (cgroup v1): on a gateway the whole machine's stalls are the daemon's.
+const MACHINE_PSI: &str = "/proc/pressure/memory";
 
 /// Errors of the governor.
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +126,8 @@ impl Default for Stages {
 }
 
 impl Stages {
-    /// Records a reading; returns the new stage when it changed.
+    /// Records a reading; returns the new stage when it changed. (In the
+    /// logs of the transitions, a byte count of 0 means unknown or none.)
     pub fn observe(&mut self, r: &Reading, now: Instant) -> Option<Stage> {
         if r.event {
             self.last_event = Some(now);
@@ -296,10 +302,10 @@ impl Governor {
         let limit = self.limits().pressure_limit();
         tracing::info!(
             model_file_bytes = b.model_file,
-            kv_cache_bytes = ?b.kv_cache,
+            kv_cache_bytes = b.kv_cache.unwrap_or(0),
             request_buffer_bytes = b.request_buffers,
             total_bytes = b.total(),
-            limit_bytes = ?limit,
+            limit_bytes = limit.unwrap_or(0),
             "{msg}"
         );
         if let Some(l) = limit.filter(|&l| b.total() as f64 >= l as f64 * LOW_WATERMARK) {
@@ -346,10 +352,10 @@ impl Governor {
         let previous = std::mem::replace(&mut *self.limits.write().unwrap_or_else(PoisonError::into_inner), limits.clone());
         if (previous.memory_max, previous.memory_high) != (limits.memory_max, limits.memory_high) {
             tracing::info!(
-                memory_max_bytes = ?limits.memory_max,
-                memory_high_bytes = ?limits.memory_high,
-                was_max_bytes = ?previous.memory_max,
-                was_high_bytes = ?previous.memory_high,
+                memory_max_bytes = limits.memory_max.unwrap_or(0),
+                memory_high_bytes = limits.memory_high.unwrap_or(0),
+                was_max_bytes = previous.memory_max.unwrap_or(0),
+                was_high_bytes = previous.memory_high.unwrap_or(0),
                 "memory limit changed"
             );
         }
@@ -359,7 +365,16 @@ impl Governor {
             }
         }
         let forced = forced();
-        let reading = Reading { used: limits.working_set(), limit: limits.pressure_limit(), event, forced };
+        // Without a cgroup limit the machine's memory is the limit: what is
+        // not available of it is in use.
+        let (used, limit) = match limits.pressure_limit() {
+            Some(l) => (limits.working_set(), Some(l)),
+            None => std::fs::read_to_string("/proc/meminfo")
+                .ok()
+                .and_then(|m| machine_memory(&m))
+                .map_or((None, None), |(u, t)| (Some(u), Some(t))),
+        };
+        let reading = Reading { used, limit, event, forced };
         if forced {
             self.metrics.pressure_event("forced");
         } else if let (Some(u), Some(l)) = (reading.used, reading.limit) {
@@ -379,11 +394,16 @@ impl Governor {
         let fields = (reading.used, reading.limit, event, forced);
         match stage {
             Stage::Normal => {
-                tracing::info!(from = before.as_str(), working_set_bytes = ?fields.0, limit_bytes = ?fields.1, "memory pressure over: admitting new generations")
+                tracing::info!(
+                    from = before.as_str(),
+                    working_set_bytes = fields.0.unwrap_or(0),
+                    limit_bytes = fields.1.unwrap_or(0),
+                    "memory pressure over: admitting new generations"
+                )
             }
             Stage::Shedding => tracing::warn!(
-                working_set_bytes = ?fields.0,
-                limit_bytes = ?fields.1,
+                working_set_bytes = fields.0.unwrap_or(0),
+                limit_bytes = fields.1.unwrap_or(0),
                 event = fields.2,
                 forced = fields.3,
                 retry_after_secs = RETRY_AFTER_SECS,
@@ -392,8 +412,8 @@ impl Governor {
             Stage::KeepHalf | Stage::Empty => tracing::warn!(
                 stage = ?stage,
                 freed_bytes = freed,
-                working_set_bytes = ?fields.0,
-                limit_bytes = ?fields.1,
+                working_set_bytes = fields.0.unwrap_or(0),
+                limit_bytes = fields.1.unwrap_or(0),
                 event = fields.2,
                 forced = fields.3,
                 "memory pressure: asked the caches to give memory back"
@@ -465,7 +485,8 @@ fn forced() -> bool {
 
 /// Where to register a PSI trigger and what to write: systemd's
 /// `$MEMORY_PRESSURE_WATCH` (`/dev/null`: off) with its base64
-/// `$MEMORY_PRESSURE_WRITE`, else the cgroup's v2 `memory.pressure`.
+/// `$MEMORY_PRESSURE_WRITE`, else the cgroup's v2 `memory.pressure`, else
+/// the machine's `/proc/pressure/memory`.
 fn psi_watch(limits: &Limits) -> Result<Option<(PathBuf, Vec<u8>)>, GovernorError> {
     if let Some(path) = std::env::var_os("MEMORY_PRESSURE_WATCH") {
         let path = PathBuf::from(path);
@@ -478,7 +499,8 @@ fn psi_watch(limits: &Limits) -> Result<Option<(PathBuf, Vec<u8>)>, GovernorErro
         };
         return Ok(Some((path, write)));
     }
-    let file = limits.memory_dir.as_ref().map(|d| d.join("memory.pressure")).filter(|p| limits.cgroup == "v2" && p.exists());
+    let cgroup = limits.memory_dir.as_ref().map(|d| d.join("memory.pressure")).filter(|p| limits.cgroup == "v2" && p.exists());
+    let file = cgroup.or_else(|| Some(PathBuf::from(MACHINE_PSI)).filter(|p| p.exists()));
     Ok(file.map(|p| (p, PSI_TRIGGER.to_vec())))
 }
 
@@ -489,9 +511,16 @@ fn watch_psi(path: &Path, write: &[u8], count: &AtomicU64, metrics: &Metrics) ->
     let fifo = std::fs::metadata(path).map_err(err)?.file_type().is_fifo();
     let mut f = OpenOptions::new().read(true).write(!fifo).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path).map_err(err)?;
     if !write.is_empty() && !fifo {
-        f.write_all(write).map_err(err)?;
+        // The kernel reads the trigger up to a NUL in the bytes written
+        // (it overwrites the last byte with one): send it with its NUL.
+        let mut trigger = write.to_vec();
+        if trigger.last() != Some(&0) {
+            trigger.push(0);
+        }
+        f.write_all(&trigger).map_err(err)?;
     }
-    tracing::info!(path = %path.display(), trigger = %String::from_utf8_lossy(write), "memory pressure: PSI trigger registered");
+    let shown = String::from_utf8_lossy(write).trim_end_matches('\0').to_owned();
+    tracing::info!(path = %path.display(), trigger = %shown, "memory pressure: PSI trigger registered");
     let events = if fifo { libc::POLLIN } else { libc::POLLPRI };
     loop {
         let mut pfd = libc::pollfd { fd: f.as_raw_fd(), events, revents: 0 };
@@ -544,6 +573,16 @@ fn watch_v1(dir: &Path, count: &AtomicU64, metrics: &Metrics) -> Result<(), Gove
         metrics.pressure_event("cgroup_v1");
         tracing::debug!(events = u64::from_ne_bytes(buf), "cgroup v1 memory pressure event");
     }
+}
+
+/// (in use, total) bytes of the machine from /proc/meminfo: MemTotal less
+/// MemAvailable, and MemTotal.
+fn machine_memory(meminfo: &str) -> Option<(u64, u64)> {
+    let kib = |key: &str| -> Option<u64> {
+        meminfo.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()).map(|k| k * 1024)
+    };
+    let (total, available) = (kib("MemTotal:")?, kib("MemAvailable:")?);
+    Some((total.saturating_sub(available), total))
 }
 
 /// Standard base64 (with or without padding), as systemd writes
@@ -708,6 +747,13 @@ mod tests {
         assert_eq!(b.request_buffers, 4 * 49152 * 4 + 512 * 576 * 4 + 16 * (64 << 10));
         assert_eq!(b.total(), (100 << 20) + 4096 * 30 * 192 * 4 + b.request_buffers);
         assert_eq!(Budget::compute(&input, 7, None).kv_cache, None, "unknown before the model is loaded");
+    }
+
+    #[test]
+    fn without_a_cgroup_limit_the_machine_is_the_limit() {
+        let meminfo = "MemTotal:        4000000 kB\nMemFree:          100000 kB\nMemAvailable:     300000 kB\nBuffers: 1 kB\n";
+        assert_eq!(machine_memory(meminfo), Some((3_700_000 * 1024, 4_000_000 * 1024)));
+        assert_eq!(machine_memory("MemTotal: 1 kB\n"), None);
     }
 
     #[test]
