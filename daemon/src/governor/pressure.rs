@@ -689,10 +689,10 @@ mod tests {
             batch_size: 512,
             queue_depth: 16,
         };
-        let limits = |current: u64| Limits {
+        let limits_of = |current: u64, max: u64| Limits {
             affinity_cpus: 2,
             cpu_quota: None,
-            memory_max: Some(1000),
+            memory_max: Some(max),
             cgroup: "v1",
             memory_current: Some(current),
             memory_high: None,
@@ -700,6 +700,7 @@ mod tests {
             oom_kills: Some(0),
             memory_dir: None,
         };
+        let limits = |current| limits_of(current, 1000);
         let g = Governor::new(limits(0), input, Arc::clone(&metrics));
         let cache = Arc::new(Counting(std::sync::Mutex::new(Vec::new())));
         g.register(cache.clone());
@@ -710,8 +711,13 @@ mod tests {
         }
         assert_eq!(*cache.0.lock().expect("lock"), vec![0.5, 0.0], "keep half, then empty, before shedding");
         assert!(matches!(g.admit_new(), Err(GovernorError::MemoryPressure { stage: "shedding" })));
-        g.tick(&mut stages, limits(100), false);
+        // Still above the low watermark: shedding holds (hysteresis).
+        g.tick(&mut stages, limits(850), false);
+        assert_eq!(g.stage(), Stage::Shedding);
+        // The limit is raised at run time: read on the next tick, followed.
+        g.tick(&mut stages, limits_of(850, 2000), false);
         assert_eq!(g.stage(), Stage::Normal);
+        assert_eq!(g.limits().memory_max, Some(2000));
         assert!(g.admit_new().is_ok());
         let snap = crate::telemetry::metrics::Snapshot {
             model_state: "ready",
