@@ -26,6 +26,40 @@ pub struct StatusResponse {
     /// Workflow code nodes; absent from daemons before code nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<CodeStatus>,
+    /// The memory governor; absent from daemons before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryStatus>,
+}
+
+/// The memory governor, in [`StatusResponse::memory`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryStatus {
+    /// `"normal"`, `"shrinking"` (caches asked to give memory back) or
+    /// `"shedding"` (new generations refused with 503).
+    pub pressure: String,
+    /// The cgroup's hard limit (v2 `memory.max`, v1 `memory.limit_in_bytes`).
+    pub limit_bytes: Option<u64>,
+    /// The cgroup's v2 `memory.high`.
+    pub high_bytes: Option<u64>,
+    /// The cgroup's usage less its inactive file cache (what reclaim cannot
+    /// easily take back), as the watermarks see it.
+    pub working_set_bytes: Option<u64>,
+    /// What the daemon itself needs, computed at start.
+    pub budget: MemoryBudget,
+}
+
+/// The daemon's own memory budget, in [`MemoryStatus::budget`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryBudget {
+    /// The model file, mapped.
+    pub model_file_bytes: u64,
+    /// KV cells × bytes per cell for the configured KV types; absent until
+    /// the model is loaded (its shape is read from it).
+    pub kv_cache_bytes: Option<u64>,
+    /// Per-request buffers (an estimate: logits and batch buffers of the
+    /// slots, and the queued requests' channels).
+    pub request_buffer_bytes: u64,
+    pub total_bytes: u64,
 }
 
 /// What runs workflow code nodes, in [`StatusResponse::code`].

@@ -37,6 +37,24 @@ pub fn status(s: &StatusResponse) -> String {
         };
         rows.push(("code: python3", python));
     }
+    if let Some(mem) = &s.memory {
+        let b = &mem.budget;
+        let mib = |v: u64| format!("{:.1} MiB", v as f64 / 1048576.0);
+        let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), mib);
+        rows.push(("memory pressure", mem.pressure.clone()));
+        rows.push(("memory limit", format!("{} (high {})", opt(mem.limit_bytes), opt(mem.high_bytes))));
+        rows.push(("memory working set", opt(mem.working_set_bytes)));
+        rows.push((
+            "memory budget",
+            format!(
+                "{} = model {} + KV {} + buffers {}",
+                mib(b.total_bytes),
+                mib(b.model_file_bytes),
+                b.kv_cache_bytes.map_or_else(|| "(not loaded)".to_owned(), mib),
+                mib(b.request_buffer_bytes)
+            ),
+        ));
+    }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter().map(|(k, v)| format!("{k:<width$}  {v}\n")).collect()
 }
@@ -289,6 +307,7 @@ k3   dataset  -     Qw8      1970-01-01T00:00:00Z  -                     -
                 cpu_features: "avx2 fma".into(),
             },
             code: None,
+            memory: None,
         };
         let text = status(&s);
         assert!(text.starts_with("state         degraded\n"), "{text}");
@@ -305,5 +324,21 @@ k3   dataset  -     Qw8      1970-01-01T00:00:00Z  -                     -
         let text = status(&s);
         assert!(text.contains("code: python3     unavailable: no python3 on PATH\n"), "{text}");
         assert!(text.contains("code: javascript  QuickJS\n"), "{text}");
+        assert!(!text.contains("memory"), "an older daemon reports no memory: {text}");
+        s.memory = Some(edgeai_common::admin::MemoryStatus {
+            pressure: "normal".into(),
+            limit_bytes: Some(512 << 20),
+            high_bytes: None,
+            working_set_bytes: Some(200 << 20),
+            budget: edgeai_common::admin::MemoryBudget {
+                model_file_bytes: 90 << 20,
+                kv_cache_bytes: None,
+                request_buffer_bytes: 2 << 20,
+                total_bytes: 92 << 20,
+            },
+        });
+        let text = status(&s);
+        assert!(text.contains("memory limit        512.0 MiB (high -)\n"), "{text}");
+        assert!(text.contains("memory budget       92.0 MiB = model 90.0 MiB + KV (not loaded) + buffers 2.0 MiB\n"), "{text}");
     }
 }

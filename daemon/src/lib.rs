@@ -156,6 +156,8 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
             adaptive_threads: m.threads.is_none(),
             batch_size: m.batch_size,
             queue_depth: m.queue_depth,
+            max_queued_per_app: settings.admission.queued_per_app(m),
+            max_concurrent_per_app: settings.admission.concurrent_per_app(m),
             use_mlock: m.use_mlock,
             load_timeout: m.load_timeout,
             chat_template: m.chat_template.clone(),
@@ -165,6 +167,19 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
     let code = start_code(&settings, &metrics).await;
     let workflows = service::workflow::WorkflowRuntime::from_settings(&settings, code).map_err(DaemonError::HttpAllow)?;
     let service = Service::new(store.clone(), Arc::clone(&runtime), workflows);
+    let budget = governor::pressure::BudgetInput {
+        model_path: m.path.clone(),
+        context_size: m.context_size,
+        kv_type_k: m.kv_type_k,
+        kv_type_v: m.kv_type_v,
+        slots: m.slots,
+        batch_size: m.batch_size,
+        queue_depth: m.queue_depth,
+    };
+    let gov = governor::pressure::Governor::new(limits.clone(), budget, Arc::clone(&metrics));
+    let rt = Arc::clone(&runtime);
+    gov.spawn(move || rt.ready().ok().map(|l| l.shape()));
+    service.set_governor(gov);
     let (n_apps, results) = service.sync_config_apps(settings.apps.clone()).await.map_err(DaemonError::Apps)?;
     for (app, result) in results {
         let changed = result.map_err(DaemonError::Apps)?;

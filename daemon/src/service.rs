@@ -65,6 +65,9 @@ pub enum ServiceError {
     AppInvalid { id: String, problems: String },
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// New generations are refused under memory pressure.
+    #[error(transparent)]
+    Governor(#[from] crate::governor::pressure::GovernorError),
     #[error(transparent)]
     Store(StoreError),
     /// The app's knowledge search failed (an app with datasets).
@@ -100,6 +103,8 @@ pub struct ModelReport {
     pub threads: u32,
     /// Places taken in the admission queue (0 without a loaded model).
     pub queued: usize,
+    /// Those places by app (apps holding none are left out).
+    pub queued_by_app: Vec<(Arc<str>, usize)>,
 }
 
 /// What an API key opens.
@@ -151,6 +156,8 @@ pub struct Service {
     knowledge: std::sync::OnceLock<Arc<knowledge::Knowledge>>,
     /// Annotation replies, attached with the knowledge service (its embedder).
     annotations: std::sync::OnceLock<Arc<annotations::Annotations>>,
+    /// The memory governor, asked before each new generation.
+    governor: std::sync::OnceLock<Arc<crate::governor::pressure::Governor>>,
 }
 
 fn now_secs() -> i64 {
@@ -168,6 +175,27 @@ impl Service {
         let _ = self.annotations.set(a);
         if self.knowledge.set(k).is_err() {
             tracing::warn!("the knowledge service was attached twice; keeping the first");
+        }
+    }
+
+    /// Attaches the memory governor (once, at start).
+    pub fn set_governor(&self, g: Arc<crate::governor::pressure::Governor>) {
+        if self.governor.set(g).is_err() {
+            tracing::warn!("the memory governor was attached twice; keeping the first");
+        }
+    }
+
+    /// The memory governor, when attached.
+    pub fn governor(&self) -> Option<&Arc<crate::governor::pressure::Governor>> {
+        self.governor.get()
+    }
+
+    /// Refuses a new generation (a chat, completion, OpenAI or workflow
+    /// start) while the governor sheds; running ones are not affected.
+    pub(crate) fn admit_new(&self) -> Result<(), ServiceError> {
+        match self.governor.get() {
+            Some(g) => Ok(g.admit_new()?),
+            None => Ok(()),
         }
     }
 
@@ -197,6 +225,7 @@ impl Service {
             shutting_down: AtomicBool::new(false),
             knowledge: std::sync::OnceLock::new(),
             annotations: std::sync::OnceLock::new(),
+            governor: std::sync::OnceLock::new(),
         })
     }
 
@@ -385,7 +414,8 @@ impl Service {
         let ready = self.model.ready().ok();
         let threads = ready.as_ref().map_or(config.threads, |m| m.threads.load(Ordering::Relaxed));
         let queued = ready.as_ref().map_or(0, |m| m.queued());
-        ModelReport { status: self.model.status(), config, threads, queued }
+        let queued_by_app = ready.as_ref().map_or_else(Vec::new, |m| m.queued_by_app());
+        ModelReport { status: self.model.status(), config, threads, queued, queued_by_app }
     }
 
     /// The store, for the daemon's own start-up and shutdown.
@@ -566,6 +596,9 @@ impl Service {
                     .map_err(|e| ServiceError::Model(ModelError::Inference(format!("start task: {e}"))))?;
             }
         }
+        // An annotation reply (above) costs no generation; a new one is
+        // refused under memory pressure.
+        self.admit_new()?;
         let model = self.model.ready()?;
         let retriever_resources = self.app_knowledge(&app, &mut turn).await?;
         let history = match &conversation {
@@ -576,7 +609,7 @@ impl Service {
         let (prompt, kept_turns) = tokio::task::spawn_blocking(move || t.prompt(&m, &history))
             .await
             .map_err(|e| ModelError::Inference(format!("prompt task: {e}")))??;
-        let admission = model.admit()?;
+        let admission = model.admit(&app.id)?;
         // From the first write on, the work runs in a task of its own: a
         // client that leaves cannot drop it between the pending row and the
         // run task that finishes that row.
@@ -643,11 +676,12 @@ impl Service {
         if self.is_shutting_down() {
             return Err(ServiceError::ShuttingDown);
         }
+        self.admit_new()?;
         let model = self.model.ready()?;
         let msgs = req.messages;
         let m = Arc::clone(&model);
         let prompt = tokio::task::spawn_blocking(move || m.prompt(&msgs)).await.map_err(|e| ModelError::Inference(e.to_string()))??;
-        let admission = model.admit()?;
+        let admission = model.admit(&app.id)?;
         let cancel = CancelFlag::default();
         let gen = model.submit(admission, prompt, req.params, cancel.clone())?;
         let task_id = new_id();
@@ -902,6 +936,8 @@ mod tests {
                 adaptive_threads: false,
                 batch_size: 32,
                 queue_depth: 1,
+                max_queued_per_app: 1,
+                max_concurrent_per_app: 1,
                 use_mlock: false,
                 load_timeout: std::time::Duration::from_secs(1),
                 chat_template: None,

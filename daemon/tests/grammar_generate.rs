@@ -31,6 +31,8 @@ fn load(path: std::path::PathBuf) -> Arc<LocalModel> {
             adaptive_threads: false,
             batch_size: 256,
             queue_depth: 1,
+            max_queued_per_app: 1,
+            max_concurrent_per_app: 2,
             use_mlock: false,
             load_timeout: Duration::from_secs(120),
             chat_template: None,
@@ -51,7 +53,7 @@ fn load(path: std::path::PathBuf) -> Arc<LocalModel> {
 /// Runs one generation to its end: the text and how it ended.
 fn generate(model: &LocalModel, messages: &[ChatMessage], params: SamplingParams) -> Result<(String, FinishReason), ModelError> {
     let prompt = model.prompt(messages)?;
-    let mut events = model.submit(model.admit()?, prompt, params, CancelFlag::default())?;
+    let mut events = model.submit(model.admit("test")?, prompt, params, CancelFlag::default())?;
     let mut text = String::new();
     while let Some(ev) = events.blocking_recv() {
         match ev {
@@ -127,7 +129,7 @@ fn a_schema_grammar_makes_the_model_answer_matching_json() {
 /// Every event of one generation, to its end.
 fn run_events(model: &LocalModel, messages: &[ChatMessage], params: SamplingParams) -> Vec<GenEvent> {
     let prompt = model.prompt(messages).unwrap();
-    let mut rx = model.submit(model.admit().unwrap(), prompt, params, CancelFlag::default()).unwrap();
+    let mut rx = model.submit(model.admit("test").unwrap(), prompt, params, CancelFlag::default()).unwrap();
     let mut events = Vec::new();
     while let Some(ev) = rx.blocking_recv() {
         events.push(ev);

@@ -163,6 +163,7 @@ pub struct DaemonBuilder {
     wait_for_model: bool,
     watchdog_pid: bool,
     failpoints: Vec<String>,
+    cgroup_procs: Option<PathBuf>,
 }
 
 impl Default for DaemonBuilder {
@@ -180,7 +181,16 @@ impl DaemonBuilder {
         set_path(&mut config, "server.socket", p("edgeai.sock"));
         set_path(&mut config, "store.path", p("edgeai.db"));
         set_path(&mut config, "dev.demo_key_file", p("demo-key"));
-        DaemonBuilder { dir, config, model_path: None, env: Vec::new(), wait_for_model: true, watchdog_pid: false, failpoints: Vec::new() }
+        DaemonBuilder {
+            dir,
+            config,
+            model_path: None,
+            env: Vec::new(),
+            wait_for_model: true,
+            watchdog_pid: false,
+            failpoints: Vec::new(),
+            cgroup_procs: None,
+        }
     }
 
     /// The test's private directory (exists already, before `start`).
@@ -289,6 +299,14 @@ impl DaemonBuilder {
         self
     }
 
+    /// Starts the daemon inside a cgroup: its pid is written to this
+    /// `cgroup.procs` before it execs, so everything it allocates, the
+    /// model mapping included, is charged there.
+    pub fn cgroup_procs(mut self, procs: impl Into<PathBuf>) -> Self {
+        self.cgroup_procs = Some(procs.into());
+        self
+    }
+
     /// The inference thread hangs once the model is loaded.
     pub fn hang_inference(self) -> Self {
         self.failpoint("inference-hang", "return")
@@ -318,6 +336,7 @@ impl DaemonBuilder {
             config_path,
             env: self.env,
             watchdog_pid: self.watchdog_pid,
+            cgroup_procs: self.cgroup_procs,
             wait_for_model: self.wait_for_model,
             child: None,
             exit: None,
@@ -364,6 +383,7 @@ pub struct Daemon {
     config_path: PathBuf,
     env: Vec<(String, String)>,
     watchdog_pid: bool,
+    cgroup_procs: Option<PathBuf>,
     wait_for_model: bool,
     child: Option<Child>,
     exit: Option<ExitStatus>,
@@ -377,9 +397,19 @@ pub struct Daemon {
 impl Daemon {
     fn spawn(&mut self) {
         let edgeaid = paths::edgeaid();
-        let mut cmd = if self.watchdog_pid {
+        let mut cmd = if self.watchdog_pid || self.cgroup_procs.is_some() {
+            // The shell learns the pid it will exec edgeaid as.
+            let mut script = String::new();
+            if self.watchdog_pid {
+                script.push_str("WATCHDOG_PID=$$; export WATCHDOG_PID; ");
+            }
             let mut c = Command::new("/bin/sh");
-            c.arg("-c").arg("WATCHDOG_PID=$$; export WATCHDOG_PID; exec \"$0\" \"$@\"").arg(&edgeaid);
+            if let Some(procs) = &self.cgroup_procs {
+                script.push_str("echo $$ > \"$EDGEAI_TEST_CGROUP_PROCS\" || exit 97; ");
+                c.env("EDGEAI_TEST_CGROUP_PROCS", procs);
+            }
+            script.push_str("exec \"$0\" \"$@\"");
+            c.arg("-c").arg(script).arg(&edgeaid);
             c
         } else {
             Command::new(&edgeaid)

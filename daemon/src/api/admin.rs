@@ -204,6 +204,21 @@ fn status(state: &ApiState) -> wire::StatusResponse {
             };
             wire::CodeStatus { javascript: c.javascript, python, python_unavailable, max_concurrent: c.max_concurrent as u32 }
         }),
+        memory: svc.governor().map(|g| {
+            let (l, b) = (g.limits(), g.budget());
+            wire::MemoryStatus {
+                pressure: g.stage().as_str().to_owned(),
+                limit_bytes: l.memory_max,
+                high_bytes: l.memory_high,
+                working_set_bytes: l.working_set(),
+                budget: wire::MemoryBudget {
+                    model_file_bytes: b.model_file,
+                    kv_cache_bytes: b.kv_cache,
+                    request_buffer_bytes: b.request_buffers,
+                    total_bytes: b.total(),
+                },
+            }
+        }),
     }
 }
 

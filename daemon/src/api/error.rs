@@ -4,6 +4,7 @@
 
 use http::StatusCode;
 
+use crate::governor::pressure::{GovernorError, RETRY_AFTER_SECS};
 use crate::model::ModelError;
 use crate::service::annotations::AnnotationError;
 use crate::service::features::FeatureError;
@@ -188,7 +189,7 @@ impl ApiError {
                     ModelError::Disabled | ModelError::Loading | ModelError::LoadFailed { .. } | ModelError::ThreadGone => {
                         busy("provider_not_initialize", e.to_string(), 5)
                     }
-                    ModelError::QueueFull { .. } => Mapped {
+                    ModelError::QueueFull { .. } | ModelError::AppQueueFull { .. } => Mapped {
                         status: S::TOO_MANY_REQUESTS,
                         code: "too_many_requests",
                         message: format!("{e}; retry later"),
@@ -202,6 +203,15 @@ impl ApiError {
                 },
                 ServiceError::Store(st) => store_mapped(st),
                 ServiceError::Knowledge(k) => knowledge_mapped(k),
+                ServiceError::Governor(g) => match g {
+                    GovernorError::MemoryPressure { .. } => busy("service_unavailable", g.to_string(), RETRY_AFTER_SECS),
+                    // Set-up errors of the watchers are logged, never a request's.
+                    GovernorError::Watch { .. } | GovernorError::WriteNotBase64 => m(
+                        S::INTERNAL_SERVER_ERROR,
+                        "internal_server_error",
+                        "internal error in the memory governor; see the daemon log".into(),
+                    ),
+                },
             },
         }
     }
@@ -290,6 +300,9 @@ mod tests {
         assert_eq!(code(ServiceError::FirstMessageNotFound.into()), (404, "not_found", None));
         assert_eq!(code(ApiError::Timeout { secs: 1 }), (504, "request_timeout", None));
         assert_eq!(code(ModelError::QueueFull { depth: 1 }.into()), (429, "too_many_requests", Some(1)));
+        assert_eq!(code(ModelError::AppQueueFull { app: "a".into(), depth: 1 }.into()), (429, "too_many_requests", Some(1)));
+        let shed = ServiceError::Governor(GovernorError::MemoryPressure { stage: "shedding" });
+        assert_eq!(code(shed.into()), (503, "service_unavailable", Some(5)));
         assert_eq!(code(ModelError::Loading.into()), (503, "provider_not_initialize", Some(5)));
         assert_eq!(
             code(ModelError::ContextOverflow { prompt_tokens: 9, max_tokens: 1, limit: 8 }.into()),

@@ -216,6 +216,7 @@ fn scrape(state: &ApiState, peer: &Peer, req: &Request<Incoming>) -> Result<Resp
         cgroup_memory_current: limits.memory_current,
         cgroup_memory_limit: limits.memory_max,
     };
+    state.metrics.app_queues(&model.queued_by_app);
     let text = state.metrics.render(&snap, format).map_err(|e| ApiError::Encode(e.to_string()))?;
     Ok(body::text(StatusCode::OK, format.content_type(), text))
 }

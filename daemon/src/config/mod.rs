@@ -64,6 +64,8 @@
 //! | `model.threads` | `0` (auto) | 0 (auto) or 1 ..= 256 |
 //! | `model.batch_size` | `512` | 32 ..= 8192 |
 //! | `model.queue_depth` | `16` | 1 ..= 1024; requests waiting for a slot |
+//! | `admission.max_concurrent_per_app` | `0` (the slots) | 0 or 1 ..= 16; generations of one app running at once, the others wait in its lane |
+//! | `admission.max_queued_per_app` | `0` (¾ of `model.queue_depth`) | 0 or 1 ..= 1024; places one app may hold in the admission queue, more get 429 (`model.queue_depth` bounds all apps together) |
 //! | `model.mlock` | `false` | lock the model in RAM |
 //! | `model.load_timeout_secs` | `300` | 1 ..= 86400; loading longer than this ends `failed` (the daemon stays up answering 503) |
 //! | `model.chat_template` | `""` | a llama.cpp built-in template name ("gemma", "chatml", ...) used instead of the GGUF's own; `""`: the GGUF's |
@@ -257,6 +259,7 @@ pub struct Settings {
     pub files: FilesSettings,
     pub knowledge: KnowledgeSettings,
     pub model: ModelSettings,
+    pub admission: AdmissionSettings,
     pub embedding: EmbeddingSettings,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
@@ -468,6 +471,29 @@ impl Default for ModelSettings {
             chat_template: None,
             enabled: true,
         }
+    }
+}
+
+/// Fair admission between apps (`[admission]`); `model.queue_depth` is the
+/// global bound.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AdmissionSettings {
+    /// `None`: up to `model.slots`.
+    pub max_concurrent_per_app: Option<usize>,
+    /// `None`: ¾ of `model.queue_depth` (at least 1), so one app's flood
+    /// leaves room for the others.
+    pub max_queued_per_app: Option<usize>,
+}
+
+impl AdmissionSettings {
+    /// Generations of one app running at once.
+    pub fn concurrent_per_app(&self, model: &ModelSettings) -> usize {
+        self.max_concurrent_per_app.unwrap_or(model.slots as usize)
+    }
+
+    /// Places one app may hold in the admission queue.
+    pub fn queued_per_app(&self, model: &ModelSettings) -> usize {
+        self.max_queued_per_app.unwrap_or_else(|| (model.queue_depth * 3).div_ceil(4)).clamp(1, model.queue_depth.max(1))
     }
 }
 

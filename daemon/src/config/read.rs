@@ -115,6 +115,15 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     r.int("model", "batch_size", 32..=8192, &mut m.batch_size);
     r.int("model", "queue_depth", 1..=1024, &mut m.queue_depth);
     r.bool("model", "mlock", &mut m.use_mlock);
+    let a = &mut s.admission;
+    let mut n: usize = 0;
+    if r.int("admission", "max_concurrent_per_app", 0..=16, &mut n) {
+        a.max_concurrent_per_app = (n != 0).then_some(n);
+    }
+    let mut n: usize = 0;
+    if r.int("admission", "max_queued_per_app", 0..=1024, &mut n) {
+        a.max_queued_per_app = (n != 0).then_some(n);
+    }
     r.secs("model", "load_timeout_secs", 1..=86_400, &mut m.load_timeout);
     if let Some(t) = r.template_name("model", "chat_template") {
         m.chat_template = t;

@@ -874,3 +874,17 @@ fn bad_kv_type_names_its_key_and_the_accepted_types() {
         assert_eq!(p.message, found);
     }
 }
+
+#[test]
+fn admission_limits_default_from_the_model_and_are_range_checked() {
+    let (_r, _p, s) = load_text("[model]\nslots = 3\nqueue_depth = 10\n");
+    let s = s.expect("loads");
+    assert_eq!((s.admission.concurrent_per_app(&s.model), s.admission.queued_per_app(&s.model)), (3, 8), "slots, and 3/4 of the queue");
+    let (_r, _p, s) = load_text("[model]\nqueue_depth = 4\n[admission]\nmax_concurrent_per_app = 1\nmax_queued_per_app = 9\n");
+    let s = s.expect("loads");
+    assert_eq!(s.admission.concurrent_per_app(&s.model), 1);
+    assert_eq!(s.admission.queued_per_app(&s.model), 4, "never more than the whole queue");
+    let (_r, _p, s) = load_text("[admission]\nmax_concurrent_per_app = 17\n");
+    let p = problem(s);
+    assert_eq!(p.message, "must be between 0 and 16, found 17");
+}

@@ -1,10 +1,14 @@
 //! Resource limits the daemon lives inside: CPU affinity, the cgroup CPU
-//! quota and memory limit (cgroup v1 and v2). Today it decides how many
-//! inference threads to run, reports the limits and, for the metrics, the
-//! memory in use (RSS, cgroup usage); admission control and
-//! load shedding under memory pressure belong here too (a later issue).
-//! Reads /proc and /sys only; never writes them.
+//! quota and memory limits (cgroup v1 and v2). It decides how many
+//! inference threads to run, reports the limits and the memory in use (RSS,
+//! cgroup usage, working set), and (`pressure`) watches memory pressure:
+//! it shrinks what registered a [`shrink::Shrink`] and then sheds new
+//! generations until the pressure is gone. Fair admission between apps is
+//! the model's queue (`model::queue`), bounded by `[admission]`.
+//! Reads /proc and /sys; writes only the pressure triggers it registers
+//! (a PSI trigger, a v1 `cgroup.event_control` line).
 
+pub mod pressure;
 pub mod shrink;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +27,18 @@ pub struct Limits {
     /// Memory the cgroup uses now in bytes (v2 `memory.current`, v1
     /// `memory.usage_in_bytes` of the deepest cgroup that has the file).
     pub memory_current: Option<u64>,
+    /// v2 `memory.high` (the tightest ancestor's): above it the kernel
+    /// throttles and reclaims hard. v1 has no equivalent.
+    pub memory_high: Option<u64>,
+    /// Inactive file cache of that cgroup (`memory.stat`: v2
+    /// `inactive_file`, v1 `total_inactive_file`): usage the kernel takes
+    /// back first, so not pressure.
+    pub inactive_file: Option<u64>,
+    /// Times the OOM killer acted in that cgroup (v2 `memory.events`
+    /// `oom_kill`, v1 `memory.oom_control` `oom_kill`).
+    pub oom_kills: Option<u64>,
+    /// That cgroup's directory, where the pressure triggers are registered.
+    pub memory_dir: Option<PathBuf>,
 }
 
 impl Limits {
@@ -36,6 +52,21 @@ impl Limits {
             n = n.min(q);
         }
         n
+    }
+
+    /// The cgroup's usage less its inactive file cache: what the watermarks
+    /// compare with the limit (a full page cache is not pressure).
+    pub fn working_set(&self) -> Option<u64> {
+        Some(self.memory_current?.saturating_sub(self.inactive_file.unwrap_or(0)))
+    }
+
+    /// The limit the watermarks are taken from: the lower of the hard limit
+    /// and `memory.high`.
+    pub fn pressure_limit(&self) -> Option<u64> {
+        match (self.memory_max, self.memory_high) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -203,8 +234,22 @@ pub fn detect_in(root: &Path, proc_cgroup: &str, affinity_cpus: u32) -> Limits {
             let dirs = ancestors(root, rel);
             let cpu_quota = min_f64(dirs.iter().filter_map(|d| read_cpu_max(&d.join("cpu.max"))));
             let memory_max = min_u64(dirs.iter().filter_map(|d| read_u64_or_max(&d.join("memory.max"))));
-            let memory_current = dirs.iter().find_map(|d| read_u64_or_max(&d.join("memory.current")));
-            return Limits { affinity_cpus, cpu_quota, memory_max, cgroup: "v2", memory_current };
+            let memory_high = min_u64(dirs.iter().filter_map(|d| read_u64_or_max(&d.join("memory.high"))));
+            let memory_dir = dirs.iter().find(|d| d.join("memory.current").exists()).cloned();
+            let memory_current = memory_dir.as_ref().and_then(|d| read_u64_or_max(&d.join("memory.current")));
+            let inactive_file = memory_dir.as_ref().and_then(|d| keyed(&d.join("memory.stat"), "inactive_file"));
+            let oom_kills = memory_dir.as_ref().and_then(|d| keyed(&d.join("memory.events"), "oom_kill"));
+            return Limits {
+                affinity_cpus,
+                cpu_quota,
+                memory_max,
+                cgroup: "v2",
+                memory_current,
+                memory_high,
+                inactive_file,
+                oom_kills,
+                memory_dir,
+            };
         }
     }
     // cgroup v1: one line per hierarchy, "N:controllers:/path".
@@ -227,15 +272,30 @@ pub fn detect_in(root: &Path, proc_cgroup: &str, affinity_cpus: u32) -> Limits {
             (quota > 0 && period > 0).then(|| quota as f64 / period as f64)
         }));
     }
-    let (mut memory_max, mut memory_current) = (None, None);
+    let (mut memory_max, mut memory_current, mut inactive_file, mut oom_kills, mut memory_dir) = (None, None, None, None, None);
     if let Some((ctrls, rel)) = v1_path("memory") {
         found = true;
         let dirs = ancestors(&root.join(ctrls), &rel);
         // v1 reports "no limit" as a huge page-aligned number.
         memory_max = min_u64(dirs.iter().filter_map(|d| read_u64_or_max(&d.join("memory.limit_in_bytes"))).filter(|&v| v < (1u64 << 60)));
-        memory_current = dirs.iter().find_map(|d| read_u64_or_max(&d.join("memory.usage_in_bytes")));
+        memory_dir = dirs.iter().find(|d| d.join("memory.usage_in_bytes").exists()).cloned();
+        if let Some(d) = &memory_dir {
+            memory_current = read_u64_or_max(&d.join("memory.usage_in_bytes"));
+            inactive_file = keyed(&d.join("memory.stat"), "total_inactive_file");
+            oom_kills = keyed(&d.join("memory.oom_control"), "oom_kill");
+        }
     }
-    Limits { affinity_cpus, cpu_quota, memory_max, cgroup: if found { "v1" } else { "none" }, memory_current }
+    Limits {
+        affinity_cpus,
+        cpu_quota,
+        memory_max,
+        cgroup: if found { "v1" } else { "none" },
+        memory_current,
+        memory_high: None,
+        inactive_file,
+        oom_kills,
+        memory_dir,
+    }
 }
 
 /// `base/rel` and each of its parents up to `base`, deepest first.
@@ -260,6 +320,13 @@ fn vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
     let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
     Some(kib * 1024)
+}
+
+/// The value of `key` in a flat keyed file (`memory.stat`, `memory.events`,
+/// `memory.oom_control`: one "key value" per line).
+fn keyed(p: &Path, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(p).ok()?;
+    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 fn read_trim(p: &Path) -> Option<String> {
@@ -352,6 +419,48 @@ mod tests {
         assert_eq!(detect_in(r, "4:memory:/edge\n", 2).memory_current, Some(8192));
         assert_eq!(vm_rss("Name:\tedgeaid\nVmRSS:\t  185312 kB\n"), Some(185312 * 1024));
         assert!(rss_bytes().is_some_and(|b| b > 0), "this process has an RSS");
+    }
+
+    #[test]
+    fn v2_high_working_set_and_oom_kills_are_read() {
+        let d = tempfile::tempdir().expect("tmp");
+        let r = d.path();
+        write(&r.join("cgroup.controllers"), "cpu memory");
+        write(&r.join("system.slice/memory.high"), "805306368");
+        write(&r.join("system.slice/memory.max"), "1073741824");
+        write(&r.join("system.slice/edgeai.service/memory.high"), "max");
+        write(&r.join("system.slice/edgeai.service/memory.current"), "600000000");
+        write(
+            &r.join("system.slice/edgeai.service/memory.stat"),
+            "anon 400000000\nfile 200000000\nactive_file 50000000\ninactive_file 150000000\n",
+        );
+        write(&r.join("system.slice/edgeai.service/memory.events"), "low 0\nhigh 12\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n");
+        let l = detect_in(r, "0::/system.slice/edgeai.service\n", 2);
+        assert_eq!(l.memory_high, Some(768 << 20));
+        assert_eq!(l.pressure_limit(), Some(768 << 20), "memory.high is below memory.max");
+        assert_eq!(l.working_set(), Some(450_000_000));
+        assert_eq!(l.oom_kills, Some(1), "oom_kill, not oom or oom_group_kill");
+        assert_eq!(l.memory_dir.as_deref(), Some(r.join("system.slice/edgeai.service").as_path()));
+    }
+
+    #[test]
+    fn v1_working_set_and_oom_kills_are_read() {
+        let d = tempfile::tempdir().expect("tmp");
+        let r = d.path();
+        write(&r.join("memory/edge/memory.limit_in_bytes"), "536870912");
+        write(&r.join("memory/edge/memory.usage_in_bytes"), "500000000");
+        write(
+            &r.join("memory/edge/memory.stat"),
+            "cache 300000000\nrss 200000000\ninactive_file 1\ntotal_cache 300000000\ntotal_inactive_file 250000000\n",
+        );
+        write(&r.join("memory/edge/memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
+        let l = detect_in(r, "4:memory:/edge\n", 2);
+        assert_eq!((l.memory_high, l.pressure_limit()), (None, Some(512 << 20)));
+        assert_eq!(l.working_set(), Some(250_000_000), "total_inactive_file, the hierarchy's");
+        assert_eq!(l.oom_kills, Some(2));
+        // No stat file: the usage is the working set.
+        fs::remove_file(r.join("memory/edge/memory.stat")).expect("rm");
+        assert_eq!(detect_in(r, "4:memory:/edge\n", 2).working_set(), Some(500_000_000));
     }
 
     #[test]

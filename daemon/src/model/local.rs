@@ -19,7 +19,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::error::TrySendError as AsyncTrySendError;
 
-use super::queue::{JobQueue, Pop, Reservation};
+use super::queue::{JobQueue, Pop, QueueLimits, Reservation};
 use super::template::Renderer;
 use super::text::TokenText;
 use super::{ChatMessage, FinishReason, GenEvent, Heartbeat, Job, ModelError, Prompt, RuntimeConfig, SamplingParams};
@@ -42,6 +42,8 @@ pub struct LocalModel {
     /// processes hold the cores; see governor::ThreadAdvisor).
     pub threads: Arc<std::sync::atomic::AtomicU32>,
     pub template: String,
+    /// Counts the generations the queue refuses.
+    metrics: Arc<Metrics>,
 }
 
 impl LocalModel {
@@ -71,10 +73,33 @@ impl LocalModel {
         Ok(())
     }
 
-    /// Reserves a place in the admission queue (429 when full) before the
+    /// Reserves a place in the admission queue for a generation of `app`
+    /// (429 when the queue or the app's share of it is full) before the
     /// caller records anything; [`LocalModel::submit`] uses it.
-    pub fn admit(&self) -> Result<Admission, ModelError> {
-        Ok(Admission(self.jobs.reserve()?))
+    pub fn admit(&self, app: &str) -> Result<Admission, ModelError> {
+        match self.jobs.reserve(app) {
+            Ok(r) => Ok(Admission(r)),
+            Err(e) => {
+                match &e {
+                    ModelError::QueueFull { .. } => self.metrics.shed("queue_full"),
+                    ModelError::AppQueueFull { .. } => self.metrics.shed("app_queue_full"),
+                    _ => {}
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The model's shape, for the governor's memory budget.
+    pub fn shape(&self) -> crate::governor::pressure::ModelShape {
+        let m = &self.model;
+        crate::governor::pressure::ModelShape {
+            n_layer: m.n_layer(),
+            n_embd: u32::try_from(m.n_embd()).unwrap_or(0),
+            n_head: m.n_head(),
+            n_head_kv: m.n_head_kv(),
+            n_vocab: u32::try_from(m.n_vocab()).unwrap_or(0),
+        }
     }
 
     /// Queues a generation in an admitted place; never blocks. The receiver
@@ -94,7 +119,7 @@ impl LocalModel {
         // Room for every event the job can produce, so the inference thread
         // never blocks on a slow consumer (max_tokens is bounded by the slot).
         let (tx, rx) = tokio::sync::mpsc::channel(params.max_tokens as usize + 4);
-        admission.0.push(Job { prompt, params, grammar, cancel, events: tx, queued_at: Instant::now() })?;
+        admission.0.push(Job { prompt, params, grammar, cancel, events: tx, queued_at: Instant::now(), running: None })?;
         Ok(rx)
     }
 
@@ -111,6 +136,11 @@ impl LocalModel {
     /// Places taken in the admission queue now.
     pub fn queued(&self) -> usize {
         self.jobs.queued()
+    }
+
+    /// Places taken in the admission queue now by each app that has any.
+    pub fn queued_by_app(&self) -> Vec<(Arc<str>, usize)> {
+        self.jobs.queued_by_app()
     }
 
     /// Takes jobs whose client went away out of the queue (they end as
@@ -212,7 +242,11 @@ pub(super) fn run_thread(
         Err(e) => return on_loaded(Err(e)),
     };
     let context = ctx.n_ctx();
-    let queue = Arc::new(JobQueue::new(cfg.queue_depth));
+    let queue = Arc::new(JobQueue::new(QueueLimits {
+        depth: cfg.queue_depth,
+        per_app_queued: cfg.max_queued_per_app,
+        per_app_running: cfg.max_concurrent_per_app,
+    }));
     tracing::info!(
         model = %cfg.path.display(),
         n_ctx = context,
@@ -232,6 +266,7 @@ pub(super) fn run_thread(
         context,
         threads: Arc::clone(&threads_now),
         template,
+        metrics: Arc::clone(&metrics),
     });
     on_loaded(Ok(local));
     failpoint_hang();
@@ -417,7 +452,7 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    fn run(mut self, rx: &JobQueue) {
+    fn run(mut self, rx: &Arc<JobQueue>) {
         loop {
             self.heartbeat.beat();
             if !self.admit(rx) {
@@ -441,7 +476,7 @@ impl<'m> Scheduler<'m> {
 
     /// Moves queued jobs into free slots while their KV reservation fits.
     /// Returns false when the queue is closed and nothing is running.
-    fn admit(&mut self, rx: &JobQueue) -> bool {
+    fn admit(&mut self, rx: &Arc<JobQueue>) -> bool {
         while self.slots.iter().any(|s| !s.busy) {
             let job = match self.waiting.take() {
                 Some(j) => j,

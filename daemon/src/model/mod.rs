@@ -38,6 +38,9 @@ pub enum ModelError {
     LoadFailed { reason: String },
     #[error("the admission queue is full ({depth} requests waiting)")]
     QueueFull { depth: usize },
+    /// One app holds its share of the queue (`admission.max_queued_per_app`).
+    #[error("app {app:?} has {depth} requests waiting, its share of the admission queue")]
+    AppQueueFull { app: String, depth: usize },
     #[error("the prompt needs {prompt_tokens} tokens plus {max_tokens} for the answer, but a sequence holds {limit} tokens")]
     ContextOverflow { prompt_tokens: usize, max_tokens: u32, limit: u32 },
     #[error("invalid prompt: {0}")]
@@ -203,6 +206,10 @@ pub struct RuntimeConfig {
     pub adaptive_threads: bool,
     pub batch_size: u32,
     pub queue_depth: usize,
+    /// Places one app may hold in the queue (`admission.max_queued_per_app`).
+    pub max_queued_per_app: usize,
+    /// Generations of one app run at once (`admission.max_concurrent_per_app`).
+    pub max_concurrent_per_app: usize,
     pub use_mlock: bool,
     /// Loading still running after this is aborted (`model.load_timeout_secs`).
     pub load_timeout: Duration,
@@ -315,4 +322,7 @@ pub(crate) struct Job {
     pub events: mpsc::Sender<GenEvent>,
     /// When the job was queued, for the time to first token.
     pub queued_at: Instant,
+    /// Set by the queue when the inference thread takes the job: counts it
+    /// against its app's running limit until the job is dropped.
+    pub running: Option<queue::Running>,
 }

@@ -158,6 +158,7 @@ impl Service {
         if self.is_shutting_down() {
             return Err(ServiceError::ShuttingDown);
         }
+        self.admit_new()?;
         crate::engine::turn::check_user(&req.user)?;
         let (workflow, workflow_id, version) = self.workflow_version(&app, req.workflow_id.as_deref()).await?;
         let mode = workflow.mode();
@@ -687,6 +688,7 @@ struct ServiceEffects {
 impl Effects for ServiceEffects {
     fn llm(&self, call: LlmCall) -> BoxFuture<'static, Result<mpsc::Receiver<LlmChunk>, String>> {
         let svc = Arc::clone(&self.svc);
+        let app_id = self.app.id.clone();
         Box::pin(async move {
             let (target, rule) = svc.workflows.model_map.resolve(&call.provider, &call.model);
             match (target, &svc.workflows.upstream) {
@@ -694,14 +696,14 @@ impl Effects for ServiceEffects {
                     Ok(rx) => Ok(rx),
                     Err(e) if svc.workflows.fallback_local => {
                         tracing::warn!(node_id = %call.node_id, rule = %rule, error = %e, "upstream model failed; answering with the local model");
-                        local_call(&svc.model, call).await
+                        local_call(&svc.model, &app_id, call).await
                     }
                     Err(e) => Err(e),
                 },
                 (ModelTarget::Upstream { .. }, None) => {
                     Err(format!("model {}/{} maps to the upstream ({rule}), but no [upstream] url is set", call.provider, call.model))
                 }
-                (ModelTarget::Local, _) => local_call(&svc.model, call).await,
+                (ModelTarget::Local, _) => local_call(&svc.model, &app_id, call).await,
             }
         })
     }
@@ -739,7 +741,7 @@ impl Effects for ServiceEffects {
 /// A model call on the local model: templated, admitted (the queue may be
 /// full), queued; its events mapped to the engine's chunks. When the engine
 /// drops the receiver, the generation is cancelled.
-async fn local_call(runtime: &Arc<ModelRuntime>, call: LlmCall) -> Result<mpsc::Receiver<LlmChunk>, String> {
+async fn local_call(runtime: &Arc<ModelRuntime>, app_id: &str, call: LlmCall) -> Result<mpsc::Receiver<LlmChunk>, String> {
     let model = runtime.ready().map_err(|e| e.to_string())?;
     let grammar = match &call.json_schema {
         // An empty schema: any JSON object (structured output always answers an object).
@@ -770,7 +772,7 @@ async fn local_call(runtime: &Arc<ModelRuntime>, call: LlmCall) -> Result<mpsc::
         stop: call.stop.clone(),
         grammar,
     };
-    let admission = model.admit().map_err(|e| e.to_string())?;
+    let admission = model.admit(app_id).map_err(|e| e.to_string())?;
     let cancel = CancelFlag::default();
     let mut gen = model.submit(admission, prompt, params, cancel.clone()).map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::channel(64);

@@ -9,8 +9,11 @@
 //! metrics` and older tools read.
 //!
 //! Label values come from fixed sets only (route patterns of [`route_label`],
-//! status codes, languages, outcomes, model states), so the number of series
-//! is bounded whatever clients send.
+//! status codes, languages, outcomes, model states, pressure sources, shed
+//! reasons, budget parts), so the number of series is bounded whatever
+//! clients send; the one exception, the per-app queue depth, is labelled by
+//! app id, bounded by the apps the daemon serves (configured or imported by
+//! an admin), never by what a client sends.
 
 use std::time::Duration;
 
@@ -46,6 +49,12 @@ impl Format {
     }
 }
 
+/// Sources of `edgeai_memory_pressure_events`.
+pub const PRESSURE_SOURCES: [&str; 4] = ["psi", "cgroup_v1", "usage", "forced"];
+
+/// Reasons of `edgeai_shed_requests`.
+pub const SHED_REASONS: [&str; 3] = ["memory_pressure", "queue_full", "app_queue_full"];
+
 /// Model states the `edgeai_model_state` gauge has a series for.
 const MODEL_STATES: [&str; 4] = ["disabled", "loading", "ready", "failed"];
 
@@ -79,6 +88,26 @@ struct CodeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LanguageLabels {
     language: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppLabels {
+    app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartLabels {
+    part: &'static str,
 }
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -129,6 +158,11 @@ pub struct Metrics {
     watchdog_pings: Counter,
     code_runs: Family<CodeLabels, Counter>,
     code_duration: Histograms<LanguageLabels>,
+    pressure_stage: Gauge,
+    pressure_events: Family<SourceLabels, Counter>,
+    shed: Family<ReasonLabels, Counter>,
+    app_queue_depth: Family<AppLabels, Gauge>,
+    memory_budget: Family<PartLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -157,6 +191,11 @@ impl Metrics {
             watchdog_pings: Counter::default(),
             code_runs: Family::default(),
             code_duration: Family::new_with_constructor(code_histogram),
+            pressure_stage: Gauge::default(),
+            pressure_events: Family::default(),
+            shed: Family::default(),
+            app_queue_depth: Family::default(),
+            memory_budget: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -207,7 +246,67 @@ impl Metrics {
         r.register("watchdog_pings", "systemd watchdog pings sent (the daemon was healthy)", m.watchdog_pings.clone());
         r.register("code_runs", "Workflow code node runs, by language and outcome (ok or error)", m.code_runs.clone());
         r.register("code_run_duration_seconds", "Workflow code node run time, by language", m.code_duration.clone());
+        r.register(
+            "memory_pressure_stage",
+            "Memory governor: 0 normal, 1 caches asked to keep half, 2 caches emptied, 3 shedding new generations (503)",
+            m.pressure_stage.clone(),
+        );
+        r.register(
+            "memory_pressure_events",
+            "Memory pressure seen, by source (psi trigger, cgroup_v1 pressure_level event, usage over the high watermark, forced by a test failpoint)",
+            m.pressure_events.clone(),
+        );
+        r.register(
+            "shed_requests",
+            "Generations refused, by reason (memory_pressure: 503; queue_full, app_queue_full: 429)",
+            m.shed.clone(),
+        );
+        r.register(
+            "admission_queue_depth_by_app",
+            "Local model: places an app holds in the admission queue (a series only while it holds any; apps are the served ones)",
+            m.app_queue_depth.clone(),
+        );
+        r.register(
+            "memory_budget_bytes",
+            "The daemon's own memory budget computed at start, by part (model_file, kv_cache, request_buffers, total)",
+            m.memory_budget.clone(),
+        );
+        for source in PRESSURE_SOURCES {
+            let _ = m.pressure_events.get_or_create(&SourceLabels { source });
+        }
+        for reason in SHED_REASONS {
+            let _ = m.shed.get_or_create(&ReasonLabels { reason });
+        }
         m
+    }
+
+    /// The memory governor's stage (0 normal .. 3 shedding).
+    pub fn memory_pressure_stage(&self, stage: u8) {
+        self.pressure_stage.set(i64::from(stage));
+    }
+
+    /// Memory pressure seen; `source` is one of [`PRESSURE_SOURCES`].
+    pub fn pressure_event(&self, source: &'static str) {
+        self.pressure_events.get_or_create(&SourceLabels { source }).inc();
+    }
+
+    /// A generation refused; `reason` is one of [`SHED_REASONS`].
+    pub fn shed(&self, reason: &'static str) {
+        self.shed.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// One part of the memory budget (`model_file`, `kv_cache`,
+    /// `request_buffers`, `total`).
+    pub fn memory_budget(&self, part: &'static str, bytes: u64) {
+        self.memory_budget.get_or_create(&PartLabels { part }).set(saturating_i64(bytes));
+    }
+
+    /// The admission queue's places by app, replacing the previous ones.
+    pub fn app_queues(&self, by_app: &[(std::sync::Arc<str>, usize)]) {
+        self.app_queue_depth.clear();
+        for (app, n) in by_app {
+            self.app_queue_depth.get_or_create(&AppLabels { app: app.to_string() }).set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
     }
 
     /// One answered request (`route` from [`route_label`]).

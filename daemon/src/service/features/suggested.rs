@@ -66,7 +66,7 @@ impl Service {
                 return Ok(Ok(Vec::new()));
             }
         };
-        match generate(model, history).await {
+        match generate(model, &app.id, history).await {
             Ok(text) => Ok(Ok(parse_questions(&text))),
             Err(e) => {
                 tracing::warn!(app = %app.id, message_id, error = %e, "no suggestions: generation failed");
@@ -88,7 +88,7 @@ fn prompt_text(history: &[(String, String)]) -> String {
 }
 
 /// Renders the prompt, dropping the oldest turns until it fits, and runs it greedily.
-async fn generate(model: Arc<LocalModel>, history: Vec<(String, String)>) -> Result<String, String> {
+async fn generate(model: Arc<LocalModel>, app_id: &str, history: Vec<(String, String)>) -> Result<String, String> {
     let m = Arc::clone(&model);
     let prompt: Prompt = tokio::task::spawn_blocking(move || {
         let mut skip = 0;
@@ -107,7 +107,7 @@ async fn generate(model: Arc<LocalModel>, history: Vec<(String, String)>) -> Res
     let params =
         SamplingParams { temperature: 0.0, top_p: 1.0, top_k: 0, max_tokens: MAX_TOKENS, seed: Some(0), stop: Vec::new(), grammar: None };
     let cancel = CancelFlag::default();
-    let admission = model.admit().map_err(|e| e.to_string())?;
+    let admission = model.admit(app_id).map_err(|e| e.to_string())?;
     let mut events = model.submit(admission, prompt, params, cancel.clone()).map_err(|e| e.to_string())?;
     let _guard = CancelOnDrop(cancel, model);
     let mut text = String::new();
