@@ -3,7 +3,7 @@
 //! Owns: pure `answer -> String` functions. Must not: print or fetch.
 
 use crate::time::{format_uptime, format_utc};
-use edgeai_common::admin::{AppList, AppVersionList, KeyList, StatusResponse};
+use edgeai_common::admin::{AppList, AppVersionList, CacheStats, KeyList, StatusResponse};
 use edgeai_common::datasets::{Dataset, Document, RetrieveRecord};
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
@@ -37,6 +37,20 @@ pub fn status(s: &StatusResponse) -> String {
         };
         rows.push(("code: python3", python));
     }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter().map(|(k, v)| format!("{k:<width$}  {v}\n")).collect()
+}
+
+pub fn cache(s: &CacheStats) -> String {
+    let rows: Vec<(&str, String)> = vec![
+        ("enabled", s.enabled.to_string()),
+        ("hits", s.hits.to_string()),
+        ("misses", s.misses.to_string()),
+        ("hit rate", format!("{:.1}%", s.hit_rate * 100.0)),
+        ("entries", s.entries.to_string()),
+        ("bytes", format!("{} of {}", s.bytes, s.max_bytes)),
+        ("evictions", s.evictions.to_string()),
+    ];
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter().map(|(k, v)| format!("{k:<width$}  {v}\n")).collect()
 }

@@ -6,6 +6,7 @@
 //! background, and the daemon serves until SIGTERM/SIGINT, then drains.
 
 pub mod api;
+pub mod cache;
 pub mod config;
 pub mod cpu;
 pub mod engine;
@@ -170,6 +171,8 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         let changed = result.map_err(DaemonError::Apps)?;
         tracing::info!(app = %app, new_version = changed, "app from config");
     }
+
+    service.set_cache(cache::ResponseCache::new(settings.cache.clone(), limits.memory_max, store.clone())).await;
 
     let knowledge = start_knowledge(&settings, &store, threads).await?;
     service.set_knowledge(Arc::clone(&knowledge));

@@ -64,6 +64,7 @@ macro_rules! stored_as_text {
 
 mod annotations;
 mod apps;
+mod cache;
 mod conversations;
 mod error;
 mod files;
@@ -88,6 +89,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{oneshot, Semaphore};
 
 pub use annotations::{AnnotationRecord, AnnotationSettings};
+pub use cache::CacheRow;
 pub use apps::{AppVersion, AppVersionInfo, StoredApp, StoredAppVersion};
 pub use conversations::{Conversation, ConversationSort};
 pub use error::StoreError;

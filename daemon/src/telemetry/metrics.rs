@@ -107,6 +107,8 @@ pub struct Snapshot {
     pub cgroup: &'static str,
     pub cgroup_memory_current: Option<u64>,
     pub cgroup_memory_limit: Option<u64>,
+    /// The response cache's counters and size.
+    pub cache: crate::cache::Stats,
 }
 
 /// Every metric the daemon exports.
@@ -129,6 +131,12 @@ pub struct Metrics {
     watchdog_pings: Counter,
     code_runs: Family<CodeLabels, Counter>,
     code_duration: Histograms<LanguageLabels>,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    cache_evictions: Counter,
+    cache_bytes: Gauge,
+    cache_max_bytes: Gauge,
+    cache_entries: Gauge,
 }
 
 impl Default for Metrics {
@@ -157,6 +165,12 @@ impl Metrics {
             watchdog_pings: Counter::default(),
             code_runs: Family::default(),
             code_duration: Family::new_with_constructor(code_histogram),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            cache_evictions: Counter::default(),
+            cache_bytes: Gauge::default(),
+            cache_max_bytes: Gauge::default(),
+            cache_entries: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -207,6 +221,12 @@ impl Metrics {
         r.register("watchdog_pings", "systemd watchdog pings sent (the daemon was healthy)", m.watchdog_pings.clone());
         r.register("code_runs", "Workflow code node runs, by language and outcome (ok or error)", m.code_runs.clone());
         r.register("code_run_duration_seconds", "Workflow code node run time, by language", m.code_duration.clone());
+        r.register("cache_hits", "Response cache: requests answered from the cache", m.cache_hits.clone());
+        r.register("cache_misses", "Response cache: cacheable requests the cache could not answer", m.cache_misses.clone());
+        r.register("cache_evictions", "Response cache: answers evicted to stay within its byte budget or to give memory back", m.cache_evictions.clone());
+        r.register("cache_bytes", "Response cache: bytes held", m.cache_bytes.clone());
+        r.register("cache_max_bytes", "Response cache: byte budget (cache.max_bytes or derived from the memory limit)", m.cache_max_bytes.clone());
+        r.register("cache_entries", "Response cache: answers held", m.cache_entries.clone());
         m
     }
 
@@ -257,6 +277,14 @@ impl Metrics {
         self.rss.set(snap.rss_bytes.map_or(0, saturating_i64));
         set_or_clear(&self.cgroup_current, snap.cgroup, snap.cgroup_memory_current);
         set_or_clear(&self.cgroup_limit, snap.cgroup, snap.cgroup_memory_limit);
+        let c = &snap.cache;
+        // The cache counts itself; its counters only ever grow.
+        for (counter, total) in [(&self.cache_hits, c.hits), (&self.cache_misses, c.misses), (&self.cache_evictions, c.evictions)] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        self.cache_bytes.set(saturating_i64(c.bytes));
+        self.cache_max_bytes.set(saturating_i64(c.max_bytes));
+        self.cache_entries.set(saturating_i64(c.entries));
         let mut out = String::with_capacity(8 << 10);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(match format {
@@ -421,6 +449,7 @@ mod tests {
             cgroup: "v1",
             cgroup_memory_current: Some(200 << 20),
             cgroup_memory_limit: None,
+            cache: crate::cache::Stats { enabled: true, hits: 5, misses: 2, evictions: 1, entries: 3, bytes: 900, max_bytes: 4096 },
         }
     }
 
@@ -457,10 +486,19 @@ mod tests {
             "edgeai_code_runs_total{language=\"javascript\",outcome=\"ok\"} 1",
             "edgeai_code_runs_total{language=\"python3\",outcome=\"error\"} 1",
             "edgeai_code_run_duration_seconds_count{language=\"python3\"} 1",
+            "edgeai_cache_hits_total 5",
+            "edgeai_cache_misses_total 2",
+            "edgeai_cache_evictions_total 1",
+            "edgeai_cache_entries 3",
+            "edgeai_cache_bytes 900",
+            "edgeai_cache_max_bytes 4096",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
         assert!(!text.contains("edgeai_cgroup_memory_limit_bytes{"), "no limit, no series:\n{text}");
+        // A second scrape does not count the cache's totals twice.
+        let again = m.render(&snapshot(), Format::OpenMetrics).expect("encodes");
+        assert!(again.lines().any(|l| l == "edgeai_cache_hits_total 5"), "{again}");
         assert!(text.ends_with("# EOF\n"), "{text}");
 
         let plain = m.render(&snapshot(), Format::Text).expect("encodes");
