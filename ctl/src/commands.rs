@@ -8,8 +8,8 @@
 use crate::error::CtlError;
 use crate::{paths, render};
 use edgeai_common::admin::{
-    ActivateRequest, AppInfo, AppList, AppVersionList, CacheFlushResponse, CacheStats, CreateKeyRequest, CreatedKey, ExportResponse, ImportDslRequest, ImportDslResponse,
-    KeyKind, KeyList, StatusResponse,
+    ActivateRequest, AppInfo, AppList, AppVersionList, CacheFlushResponse, CacheStats, CreateKeyRequest, CreatedKey, ExportResponse,
+    ImportDslRequest, ImportDslResponse, KeyKind, KeyList, StatusResponse,
 };
 use edgeai_common::UnixClient;
 use serde_json::Value;

@@ -163,8 +163,15 @@ mod tests {
         ] {
             assert_ne!(base, key("q", serde_json::json!({}), &[], 1, &changed), "{changed:?}");
         }
-        let other_model =
-            CacheKey::dify(&DifyParts { app_id: "a", app_version: 1, model: "m2", params: &p, query: "q", inputs: &Map::new(), history: &[] });
+        let other_model = CacheKey::dify(&DifyParts {
+            app_id: "a",
+            app_version: 1,
+            model: "m2",
+            params: &p,
+            query: "q",
+            inputs: &Map::new(),
+            history: &[],
+        });
         assert_ne!(base, other_model, "model");
         let msgs = [ChatMessage { role: Role::User, content: "q".into() }];
         assert_ne!(base, CacheKey::openai("a", 1, "m", &p, &msgs), "API");

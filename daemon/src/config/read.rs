@@ -594,7 +594,9 @@ impl<'a> Reader<'a> {
             for (k, v) in t {
                 match (k.as_str(), v) {
                     ("always", toml::Value::Boolean(b)) => app.always = *b,
-                    ("always", other) => self.problem(&format!("{at}.always"), format!("expected true or false, found {}", describe(other))),
+                    ("always", other) => {
+                        self.problem(&format!("{at}.always"), format!("expected true or false, found {}", describe(other)))
+                    }
                     ("semantic_threshold", _) => self.problem(
                         &format!("{at}.semantic_threshold"),
                         "the semantic response cache is not supported yet; remove the key (the exact-match cache still applies)",

@@ -38,7 +38,9 @@ impl Service {
     pub async fn set_cache(&self, cache: Arc<ResponseCache>) {
         let served = |id: &str| self.served(id).map(|s| s.version);
         match cache.load(served).await {
-            Ok(n) => tracing::info!(entries = n, max_bytes = cache.stats().max_bytes, ttl_secs = cache.ttl().as_secs(), "response cache loaded"),
+            Ok(n) => {
+                tracing::info!(entries = n, max_bytes = cache.stats().max_bytes, ttl_secs = cache.ttl().as_secs(), "response cache loaded")
+            }
             Err(e) => tracing::warn!(error = %crate::telemetry::chain(&e), "response cache not loaded from the store; starting empty"),
         }
         if self.cache.set(cache).is_err() {
@@ -106,7 +108,7 @@ impl Service {
             history: &history,
         });
         let hit = cache.get(&key);
-        Ok(Probe { fill: hit.is_none().then(|| (cache, key)), hit, history: Some(history) })
+        Ok(Probe { fill: hit.is_none().then_some((cache, key)), hit, history: Some(history) })
     }
 
     /// Looks an OpenAI chat completion up: a hit as a finished run, else the

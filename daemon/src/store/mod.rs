@@ -89,8 +89,8 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{oneshot, Semaphore};
 
 pub use annotations::{AnnotationRecord, AnnotationSettings};
-pub use cache::CacheRow;
 pub use apps::{AppVersion, AppVersionInfo, StoredApp, StoredAppVersion};
+pub use cache::CacheRow;
 pub use conversations::{Conversation, ConversationSort};
 pub use error::StoreError;
 pub use files::{NewUploadFile, UploadFile};

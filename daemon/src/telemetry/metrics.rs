@@ -223,9 +223,17 @@ impl Metrics {
         r.register("code_run_duration_seconds", "Workflow code node run time, by language", m.code_duration.clone());
         r.register("cache_hits", "Response cache: requests answered from the cache", m.cache_hits.clone());
         r.register("cache_misses", "Response cache: cacheable requests the cache could not answer", m.cache_misses.clone());
-        r.register("cache_evictions", "Response cache: answers evicted to stay within its byte budget or to give memory back", m.cache_evictions.clone());
+        r.register(
+            "cache_evictions",
+            "Response cache: answers evicted to stay within its byte budget or to give memory back",
+            m.cache_evictions.clone(),
+        );
         r.register("cache_bytes", "Response cache: bytes held", m.cache_bytes.clone());
-        r.register("cache_max_bytes", "Response cache: byte budget (cache.max_bytes or derived from the memory limit)", m.cache_max_bytes.clone());
+        r.register(
+            "cache_max_bytes",
+            "Response cache: byte budget (cache.max_bytes or derived from the memory limit)",
+            m.cache_max_bytes.clone(),
+        );
         r.register("cache_entries", "Response cache: answers held", m.cache_entries.clone());
         m
     }
