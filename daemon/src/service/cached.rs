@@ -152,7 +152,8 @@ fn hit_run(task_id: String, message_id: String, conversation_id: Option<String>,
 }
 
 /// Answers a Dify turn from the cache: the conversation (a chat's, new if
-/// none) and the message are stored as a normal answer with zero tokens.
+/// none) and the message are stored as a normal answer with zero tokens, in
+/// one store write.
 pub(super) async fn reply_from_cache(
     store: Store,
     app: Arc<AppDefinition>,
@@ -161,41 +162,31 @@ pub(super) async fn reply_from_cache(
     hit: Hit,
 ) -> Result<Run, ServiceError> {
     let started = std::time::Instant::now();
-    let inputs_json = Value::Object(turn.inputs.clone()).to_string();
-    let conversation_id = match (conversation_id, app.mode) {
-        (Some(c), _) => Some(c),
-        (None, AppMode::Chat) => {
-            Some(store.create_conversation(&app.id, &turn.user, &conversation_name(&turn.query), &inputs_json).await?.id)
-        }
-        (None, AppMode::Completion | AppMode::Workflow | AppMode::AdvancedChat) => None,
+    let (conversation_id, new_conversation) = match (conversation_id, app.mode) {
+        (Some(c), _) => (Some(c), None),
+        (None, AppMode::Chat) => (Some(new_id()), Some(conversation_name(&turn.query))),
+        (None, AppMode::Completion | AppMode::Workflow | AppMode::AdvancedChat) => (None, None),
     };
     let (task_id, message_id) = (new_id(), new_id());
-    store
-        .begin_message(NewMessage {
-            id: message_id.clone(),
-            app_id: app.id.clone(),
-            conversation_id: conversation_id.clone(),
-            user: turn.user.clone(),
-            task_id: task_id.clone(),
-            query: turn.query.clone(),
-            inputs_json,
-        })
-        .await?;
-    let latency = started.elapsed();
+    let m = NewMessage {
+        id: message_id.clone(),
+        app_id: app.id.clone(),
+        conversation_id: conversation_id.clone(),
+        user: turn.user.clone(),
+        task_id: task_id.clone(),
+        query: turn.query.clone(),
+        inputs_json: Value::Object(turn.inputs.clone()).to_string(),
+    };
     let o = store::MessageOutcome {
         answer: hit.answer.clone(),
         prompt_tokens: 0,
         completion_tokens: 0,
-        latency_ms: latency.as_millis() as u64,
+        latency_ms: started.elapsed().as_millis() as u64,
         status: store::MessageStatus::Normal,
         error: None,
     };
-    store.finish_message(&message_id, o).await?;
-    if let Some(c) = &conversation_id {
-        if let Err(e) = store.touch_conversation(c).await {
-            tracing::warn!(conversation_id = %c, error = %crate::telemetry::chain(&e), "could not update the conversation time");
-        }
-    }
+    store.record_answered(m, new_conversation, o).await?;
+    let latency = started.elapsed();
     tracing::info!(task_id = %task_id, message_id = %message_id, app = %app.id, "answered from the response cache");
     Ok(hit_run(task_id, message_id, conversation_id, hit, latency))
 }

@@ -439,3 +439,32 @@ async fn reads_beyond_the_read_queue_are_busy_and_the_place_comes_back() {
     store.list_apps().await.expect("a read after the others finished");
     store.list_apps().await.expect("and another");
 }
+
+/// A cached answer: conversation and finished message in one write, or
+/// nothing when the conversation is not the user's.
+#[tokio::test]
+async fn an_answered_message_is_recorded_whole_or_not_at_all() {
+    let t = open_store();
+    let store = &t.store;
+    store.put_app("a1", "A", "chat", "{}", "config").await.expect("app");
+    let done = |answer: &str| MessageOutcome {
+        answer: answer.into(),
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        latency_ms: 1,
+        status: MessageStatus::Normal,
+        error: None,
+    };
+    store.record_answered(message("m1", "c1"), Some("first".into()), done("cached")).await.expect("new conversation");
+    let (msgs, _) = store.list_messages("a1", "u1", "c1", None, 20).await.expect("messages");
+    assert_eq!((msgs.len(), msgs[0].answer.as_str(), msgs[0].status), (1, "cached", MessageStatus::Normal));
+    assert_eq!(store.get_conversation("a1", "u1", "c1").await.expect("conversation").name, "first");
+    store.record_answered(message("m2", "c1"), None, done("again")).await.expect("existing conversation");
+    assert_eq!(store.list_messages("a1", "u1", "c1", None, 20).await.expect("messages").0.len(), 2);
+    let other_user = NewMessage { user: "u2".into(), ..message("m3", "c1") };
+    let err = store.record_answered(other_user, None, done("x")).await.expect_err("not u2's conversation");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+    let err = store.record_answered(message("m1", "c2"), Some("dup".into()), done("x")).await.expect_err("duplicate id");
+    assert!(matches!(err, StoreError::Sqlite { .. }), "{err:?}");
+    assert!(store.get_conversation("a1", "u1", "c2").await.is_err(), "the failed write left no conversation");
+}
