@@ -572,15 +572,15 @@ impl Service {
                     .map_err(|e| ServiceError::Model(ModelError::Inference(format!("start task: {e}"))))?;
             }
         }
+        let retriever_resources = self.app_knowledge(&app, &mut turn).await?;
         let probe = self.cache_probe(&app, &turn, conversation.as_ref().map(|c| c.id.as_str())).await?;
         if let Some(hit) = probe.hit {
             let (store, conversation_id) = (self.store.clone(), conversation.map(|c| c.id));
-            return tokio::spawn(cached::reply_from_cache(store, app, turn, conversation_id, hit))
+            return tokio::spawn(cached::reply_from_cache(store, app, turn, conversation_id, hit, retriever_resources))
                 .await
                 .map_err(|e| ServiceError::Model(ModelError::Inference(format!("start task: {e}"))))?;
         }
         let model = self.model.ready()?;
-        let retriever_resources = self.app_knowledge(&app, &mut turn).await?;
         let history = match (probe.history, &conversation) {
             (Some(h), _) => h,
             (None, Some(c)) => self.store.history(&c.id, app.history_turns).await?,

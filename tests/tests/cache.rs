@@ -300,3 +300,64 @@ fn bad_cache_settings_are_refused_with_the_key() {
         assert!(stderr.contains(&format!("{key}: ")) && stderr.contains(says), "{key}: {stderr}");
     }
 }
+
+const PLC: &str = "To clear a PLC alarm, first remove the cause, then press the ACK button on the HMI alarm page, then press RESET on the operator panel.";
+const BELT: &str = "Check the conveyor belt tension every week: it should deflect 15 to 20 mm under a 5 kg load.";
+
+/// Adds a text document and waits until it is indexed; returns its id.
+fn add_indexed(c: &edgeai_tests::Client, ds: &str, name: &str, text: &str) -> String {
+    let body = json!({"name": name, "text": text, "indexing_technique": "high_quality", "process_rule": {"mode": "automatic"}});
+    let v = c.post_json(&format!("/v1/datasets/{ds}/document/create-by-text"), &body).expect_json(200);
+    let (doc, batch) = (v["document"]["id"].as_str().unwrap().to_owned(), v["batch"].as_str().unwrap().to_owned());
+    for _ in 0..600 {
+        let v = c.get(&format!("/v1/datasets/{ds}/documents/{batch}/indexing-status")).expect_json(200);
+        if v["data"].as_array().unwrap().iter().all(|d| d["indexing_status"] == "completed") {
+            return doc;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{name} was not indexed within 120 s");
+}
+
+/// An app with a knowledge base: the segments the question finds are part
+/// of the key, so a hit cites them and a dataset change that changes them
+/// reaches the model again.
+#[test]
+fn a_dataset_change_under_the_same_question_is_a_miss() {
+    let d = cached().with_embedder().start();
+    let (_, dkey) = d.admin().create_dataset_key();
+    let kb = d.client().with_key(&dkey);
+    let ds = kb.post_json("/v1/datasets", &json!({"name": "kb", "indexing_technique": "high_quality"})).expect_json(200)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let plc = add_indexed(&kb, &ds, "plc.txt", PLC);
+    let yaml = concat!(
+        "app: {name: Manual chat, mode: chat}\nkind: app\nversion: 0.3.1\nmodel_config:\n",
+        "  pre_prompt: Answer briefly.\n",
+        "  model: {provider: openai, name: gpt-4o-mini, mode: chat, completion_params: {max_tokens: 16, temperature: 0}}\n",
+        "  dataset_configs:\n    retrieval_model: multiple\n    top_k: 1\n",
+        "    datasets: {datasets: [{dataset: {enabled: true, id: 0a1b2c3d-dify}}]}\n",
+    );
+    let file = d.dir().join("kb.yml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = d.ctl(&["apps", "import", file.to_str().unwrap(), "--id", "mchat", "--dataset", "0a1b2c3d-dify=kb"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, key) = d.admin().create_key("mchat");
+    let app = d.client().with_key(&key);
+    let q = "what do I press to acknowledge the alarm";
+
+    let first = app.chat_blocking(q, "op", None);
+    assert_miss(&first);
+    let second = app.chat_blocking(q, "op", None);
+    assert_hit(&second);
+    assert_eq!(second["answer"], first["answer"]);
+    assert_eq!(second["metadata"]["retriever_resources"][0]["content"], PLC, "a hit cites what the question found: {second}");
+
+    // The manual is replaced: the question now finds another segment.
+    assert_eq!(kb.request("DELETE", &format!("/v1/datasets/{ds}/documents/{plc}"), &[], None).status, 204);
+    add_indexed(&kb, &ds, "belt.txt", BELT);
+    let after = app.chat_blocking(q, "op", None);
+    assert_miss(&after);
+    assert_eq!(after["metadata"]["retriever_resources"][0]["content"], BELT, "{after}");
+}

@@ -1,7 +1,8 @@
 //! The response cache's key: everything an answer depends on, written as one
 //! canonical string (app and served version, model, every sampling
 //! parameter, the normalised query, the inputs as canonical JSON and the
-//! conversation turns that go into the prompt), and its SHA-256. The map is
+//! conversation turns and the knowledge segments that go into the prompt),
+//! and its SHA-256. The map is
 //! keyed by the hash; a hit also compares the whole string, so a hash
 //! collision can never serve another request's answer.
 
@@ -31,6 +32,9 @@ pub struct DifyParts<'a> {
     pub inputs: &'a Map<String, Value>,
     /// The conversation's earlier turns (query, answer), oldest first.
     pub history: &'a [(String, String)],
+    /// The knowledge segments retrieved for the prompt (apps with
+    /// datasets): a dataset change that changes them changes the key.
+    pub context: Option<&'a str>,
 }
 
 impl CacheKey {
@@ -42,6 +46,7 @@ impl CacheKey {
             "query": normalise_query(p.query),
             "inputs": canonical(&Value::Object(p.inputs.clone())),
             "history": history,
+            "context": p.context,
         });
         Self::build(p.app_id, p.app_version, p.model, p.params, body)
     }
@@ -123,7 +128,16 @@ mod tests {
 
     fn key(query: &str, inputs: Value, history: &[(String, String)], version: u32, p: &SamplingParams) -> CacheKey {
         let Value::Object(inputs) = inputs else { panic!("inputs must be an object") };
-        CacheKey::dify(&DifyParts { app_id: "a", app_version: version, model: "m", params: p, query, inputs: &inputs, history })
+        CacheKey::dify(&DifyParts {
+            app_id: "a",
+            app_version: version,
+            model: "m",
+            params: p,
+            query,
+            inputs: &inputs,
+            history,
+            context: None,
+        })
     }
 
     #[test]
@@ -171,8 +185,20 @@ mod tests {
             query: "q",
             inputs: &Map::new(),
             history: &[],
+            context: None,
         });
         assert_ne!(base, other_model, "model");
+        let with_context = CacheKey::dify(&DifyParts {
+            app_id: "a",
+            app_version: 1,
+            model: "m",
+            params: &p,
+            query: "q",
+            inputs: &Map::new(),
+            history: &[],
+            context: Some("segment"),
+        });
+        assert_ne!(base, with_context, "retrieved knowledge");
         let msgs = [ChatMessage { role: Role::User, content: "q".into() }];
         assert_ne!(base, CacheKey::openai("a", 1, "m", &p, &msgs), "API");
     }

@@ -9,8 +9,9 @@
 //! Must not: decide what a request is (the service builds keys and asks
 //! [`ResponseCache::policy`]), or answer requests (the service does).
 //! Workflow and advanced-chat apps are never cached (their nodes have side
-//! effects), nor are apps with knowledge bases (a dataset can change under
-//! the same question).
+//! effects). An app with knowledge bases is searched before the cache is
+//! asked: the segments found are part of the key, so a dataset change that
+//! changes what the question finds is a miss.
 
 pub mod key;
 
@@ -408,6 +409,7 @@ mod tests {
             query: q,
             inputs: &serde_json::Map::new(),
             history: &[],
+            context: None,
         })
     }
 

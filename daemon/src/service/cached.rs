@@ -82,15 +82,15 @@ impl Service {
         cache.policy(&app.id, params).then(|| (Arc::clone(cache), served.version))
     }
 
-    /// Looks a Dify chat or completion turn up. Apps with knowledge bases
-    /// are not cached (their datasets change under the same question).
+    /// Looks a Dify chat or completion turn up (after its knowledge search:
+    /// the segments found are part of the key).
     pub(super) async fn cache_probe(
         &self,
         app: &Arc<AppDefinition>,
         turn: &Turn,
         conversation_id: Option<&str>,
     ) -> Result<Probe, ServiceError> {
-        if !matches!(app.mode, AppMode::Chat | AppMode::Completion) || app.datasets.is_some() {
+        if !matches!(app.mode, AppMode::Chat | AppMode::Completion) {
             return Ok(Probe::default());
         }
         let Some((cache, version)) = self.cacheable(app, &turn.params) else { return Ok(Probe::default()) };
@@ -106,6 +106,7 @@ impl Service {
             query: &turn.query,
             inputs: &turn.inputs,
             history: &history,
+            context: turn.context.as_deref(),
         });
         let hit = cache.get(&key);
         Ok(Probe { fill: hit.is_none().then_some((cache, key)), hit, history: Some(history) })
@@ -160,6 +161,7 @@ pub(super) async fn reply_from_cache(
     turn: Turn,
     conversation_id: Option<String>,
     hit: Hit,
+    retriever_resources: Vec<Value>,
 ) -> Result<Run, ServiceError> {
     let started = std::time::Instant::now();
     let (conversation_id, new_conversation) = match (conversation_id, app.mode) {
@@ -188,5 +190,7 @@ pub(super) async fn reply_from_cache(
     store.record_answered(m, new_conversation, o).await?;
     let latency = started.elapsed();
     tracing::info!(task_id = %task_id, message_id = %message_id, app = %app.id, "answered from the response cache");
-    Ok(hit_run(task_id, message_id, conversation_id, hit, latency))
+    let mut run = hit_run(task_id, message_id, conversation_id, hit, latency);
+    run.retriever_resources = retriever_resources;
+    Ok(run)
 }
