@@ -667,8 +667,8 @@ impl Service {
             return Err(ServiceError::ShuttingDown);
         }
         let fill = match self.cache_probe_openai(app, &req.messages, &req.params) {
-            Ok(hit) => return Ok(hit),
-            Err(fill) => fill,
+            cached::OpenAiProbe::Hit(run) => return Ok(run),
+            cached::OpenAiProbe::Miss(fill) => fill,
         };
         let model = self.model.ready()?;
         let msgs = req.messages;

@@ -190,6 +190,10 @@ fn a_repeated_question_is_answered_from_the_cache_like_a_real_answer() {
         Err(edgeai_common::ClientError::Api { status, code, .. }) => assert_eq!((status, code.as_str()), (404, "not_found")),
         other => panic!("flushing an unknown app: {other:?}"),
     }
+    let out = d.ctl(&["cache", "flush"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("flushed "), "{out:?}");
+    assert_eq!(stats(&d)["entries"], 0);
+    assert_miss(&sc.post_json("/v1/completion-messages", &completion_body(text, "u", "blocking")).expect_json(200));
     d.admin().delete("/admin/v1/cache").unwrap();
     assert_eq!(stats(&d)["entries"], 0);
     assert_miss(&sc.post_json("/v1/completion-messages", &completion_body(text, "u", "blocking")).expect_json(200));
@@ -288,7 +292,9 @@ fn bad_cache_settings_are_refused_with_the_key() {
         ("cache.ttl_secs", toml::Value::from(0), "between 1 and 31536000"),
         ("cache.persist", toml::Value::from("yes"), "expected true or false"),
         ("cache.apps.demo.always", toml::Value::from(1), "expected true or false"),
-        ("cache.apps.demo.semantic_threshold", toml::Value::from(0.9), "not supported yet"),
+        ("cache.apps.demo.semantic_threshold", toml::Value::from(1.5), "above 0 and at most 1"),
+        ("cache.apps.demo.semantic_threshold", toml::Value::from(0), "above 0 and at most 1"),
+        ("cache.apps.demo.semantic_threshold", toml::Value::from("high"), "above 0 and at most 1"),
         ("cache.apps.demo.alway", toml::Value::from(true), "did you mean `cache.apps.demo.always`?"),
         ("cache.size", toml::Value::from(1), "unknown key"),
     ] {
@@ -360,4 +366,39 @@ fn a_dataset_change_under_the_same_question_is_a_miss() {
     let after = app.chat_blocking(q, "op", None);
     assert_miss(&after);
     assert_eq!(after["metadata"]["retriever_resources"][0]["content"], BELT, "{after}");
+}
+
+/// The semantic cache (per app, off by default): a question whose
+/// embedding is close enough to a cached one's gets its answer, with the
+/// similarity; an unrelated one does not.
+#[test]
+fn a_similar_question_is_answered_by_the_semantic_cache_with_its_similarity() {
+    let d = cached().with_embedder().set("cache.apps.demo.semantic_threshold", 0.9).start();
+    let c = d.client();
+    let asked = "What is a PLC? Answer in one sentence.";
+    let similar = "what is a plc, answer in one sentence";
+    let unrelated = "Name three colours.";
+    // The cosine similarities the cache will see, from the same embedder
+    // (`query: ` is the configured query prefix).
+    let inputs: Vec<String> = [asked, similar, unrelated].iter().map(|q| format!("query: {q}")).collect();
+    let v = c.post_json("/v1/embeddings", &json!({"input": inputs, "model": "e5"})).expect_json(200);
+    let vec = |i: usize| v["data"][i]["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<f64>>();
+    let cos = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let (close, far) = (cos(&vec(0), &vec(1)), cos(&vec(0), &vec(2)));
+    assert!(close >= 0.9 && far < 0.9, "the test's questions do not straddle the threshold: {close} {far}");
+
+    let first = c.chat_blocking(asked, "u", None);
+    assert_miss(&first);
+    let hit = c.chat_blocking(similar, "u", None);
+    let m = &hit["metadata"]["cache"];
+    assert_eq!((m["hit"].as_bool(), m["kind"].as_str()), (Some(true), Some("semantic")), "{hit}");
+    assert!((m["similarity"].as_f64().unwrap() - close).abs() < 1e-3, "similarity {m} vs {close}");
+    assert_eq!(hit["answer"], first["answer"]);
+    assert_eq!(usage(&hit), (0, 0));
+    assert_miss(&c.chat_blocking(unrelated, "u", None));
+    // Only the same scope: with history, the similar question is a miss.
+    let conv = first["conversation_id"].as_str().unwrap();
+    assert_miss(&c.chat_blocking(similar, "u", Some(conv)));
+    let st = stats(&d);
+    assert_eq!((st["hits"].as_u64(), st["misses"].as_u64()), (Some(1), Some(3)), "{st}");
 }

@@ -327,7 +327,10 @@ impl DifyEncoder {
 /// addition; Dify has none).
 fn cache_metadata(mark: &crate::cache::Mark) -> Option<Value> {
     match mark {
-        crate::cache::Mark::Hit(h) => Some(json!({"hit": true, "kind": "exact", "created_at": h.created_at})),
+        crate::cache::Mark::Hit(h) => Some(match h.similarity {
+            None => json!({"hit": true, "kind": "exact", "created_at": h.created_at}),
+            Some(similarity) => json!({"hit": true, "kind": "semantic", "similarity": similarity, "created_at": h.created_at}),
+        }),
         crate::cache::Mark::Off | crate::cache::Mark::Miss => None,
     }
 }

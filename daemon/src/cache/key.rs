@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::model::{ChatMessage, Role, SamplingParams};
 
 /// A request's cache key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CacheKey {
     /// Hex SHA-256 of `text`.
     pub hash: String,
@@ -20,6 +20,18 @@ pub struct CacheKey {
     pub text: String,
     pub app_id: String,
     pub app_version: u32,
+    /// Hex SHA-256 of everything but the query (Dify turns): the entries a
+    /// semantic lookup may compare the query with.
+    pub scope: Option<String>,
+    /// The query's embedding, when the app has a semantic cache.
+    pub embedding: Option<QueryEmbedding>,
+}
+
+/// A normalised query's embedding (a unit vector) and the model that made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryEmbedding {
+    pub model: String,
+    pub vector: Vec<f32>,
 }
 
 /// What a Dify chat or completion turn's answer depends on.
@@ -41,14 +53,15 @@ impl CacheKey {
     /// The key of a Dify chat or completion turn.
     pub fn dify(p: &DifyParts<'_>) -> CacheKey {
         let history: Vec<Value> = p.history.iter().map(|(q, a)| Value::Array(vec![q.as_str().into(), a.as_str().into()])).collect();
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "api": "dify",
-            "query": normalise_query(p.query),
             "inputs": canonical(&Value::Object(p.inputs.clone())),
             "history": history,
             "context": p.context,
         });
-        Self::build(p.app_id, p.app_version, p.model, p.params, body)
+        let scope = Self::build(p.app_id, p.app_version, p.model, p.params, body.clone()).hash;
+        body["query"] = normalise_query(p.query).into();
+        CacheKey { scope: Some(scope), ..Self::build(p.app_id, p.app_version, p.model, p.params, body) }
     }
 
     /// The key of an OpenAI chat completion (its messages are the whole context).
@@ -86,7 +99,7 @@ impl CacheKey {
         });
         let text = canonical(&whole).to_string();
         let hash = Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-        CacheKey { hash, text, app_id: app_id.to_owned(), app_version }
+        CacheKey { hash, text, app_id: app_id.to_owned(), app_version, scope: None, embedding: None }
     }
 }
 
@@ -199,6 +212,9 @@ mod tests {
             context: Some("segment"),
         });
         assert_ne!(base, with_context, "retrieved knowledge");
+        assert_ne!(base.scope, with_context.scope);
+        assert_eq!(base.scope, key("another question", serde_json::json!({}), &[], 1, &p).scope, "the scope leaves the query out");
+        assert_ne!(base.scope, key("q", serde_json::json!({}), &[], 2, &p).scope);
         let msgs = [ChatMessage { role: Role::User, content: "q".into() }];
         assert_ne!(base, CacheKey::openai("a", 1, "m", &p, &msgs), "API");
     }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-pub use key::{CacheKey, DifyParts};
+pub use key::{CacheKey, DifyParts, QueryEmbedding};
 
 use crate::config::CacheSettings;
 use crate::governor::shrink::Shrink;
@@ -65,6 +65,8 @@ pub struct Hit {
     pub answer: String,
     /// When the answer was cached (unix seconds).
     pub created_at: i64,
+    /// The cosine similarity of the cached question, for a semantic hit.
+    pub similarity: Option<f32>,
 }
 
 /// Counters and sizes, for the admin API and the metrics.
@@ -85,6 +87,8 @@ struct Entry {
     app_version: u32,
     answer: String,
     created_at: i64,
+    scope: Option<String>,
+    embedding: Option<QueryEmbedding>,
     /// Position in the recency list.
     tick: u64,
     bytes: u64,
@@ -95,11 +99,23 @@ struct Lru {
     entries: HashMap<String, Entry>,
     /// tick -> hash, oldest use first.
     order: BTreeMap<u64, String>,
+    /// scope -> hashes of the entries with a query embedding (semantic lookups).
+    scopes: HashMap<String, std::collections::HashSet<String>>,
     next_tick: u64,
     bytes: u64,
 }
 
 impl Lru {
+    /// Adds an entry (its tick already set) to every index.
+    fn put(&mut self, hash: String, e: Entry) {
+        self.order.insert(e.tick, hash.clone());
+        self.bytes += e.bytes;
+        if let (Some(scope), Some(_)) = (&e.scope, &e.embedding) {
+            self.scopes.entry(scope.clone()).or_default().insert(hash.clone());
+        }
+        self.entries.insert(hash, e);
+    }
+
     fn touch(&mut self, hash: &str) {
         let tick = self.next_tick;
         if let Some(e) = self.entries.get_mut(hash) {
@@ -114,6 +130,14 @@ impl Lru {
         let e = self.entries.remove(hash)?;
         self.order.remove(&e.tick);
         self.bytes = self.bytes.saturating_sub(e.bytes);
+        if let Some(scope) = &e.scope {
+            if let Some(set) = self.scopes.get_mut(scope) {
+                set.remove(hash);
+                if set.is_empty() {
+                    self.scopes.remove(scope);
+                }
+            }
+        }
         Some(e)
     }
 
@@ -122,10 +146,8 @@ impl Lru {
     fn evict_to(&mut self, budget: u64) -> Vec<String> {
         let mut gone = Vec::new();
         while self.bytes > budget {
-            let Some((_, hash)) = self.order.pop_first() else { break };
-            if let Some(e) = self.entries.remove(&hash) {
-                self.bytes = self.bytes.saturating_sub(e.bytes);
-            }
+            let Some((_, hash)) = self.order.first_key_value().map(|(t, h)| (*t, h.clone())) else { break };
+            drop(self.remove(&hash));
             gone.push(hash);
         }
         gone
@@ -192,27 +214,27 @@ impl ResponseCache {
         {
             let mut lru = self.lru();
             // Newest first: each row goes to the front of the list's older end.
-            for row in rows {
-                let bytes = entry_bytes(&row.hash, &row.cache_key, &row.app_id, &row.answer);
+            for mut row in rows {
+                let embedding =
+                    row.embedding.take().map(|vector| QueryEmbedding { model: row.embed_model.clone().unwrap_or_default(), vector });
+                let bytes = entry_bytes(&row.hash, &row.cache_key, &row.app_id, &row.answer) + embedding_bytes(embedding.as_ref());
                 if served(&row.app_id) != Some(row.app_version) || lru.bytes + bytes > self.max_bytes {
                     stale.push(row.hash);
                     continue;
                 }
                 let tick = u64::MAX / 2 - loaded as u64;
-                lru.order.insert(tick, row.hash.clone());
-                lru.bytes += bytes;
-                lru.entries.insert(
-                    row.hash,
-                    Entry {
-                        key_text: row.cache_key,
-                        app_id: row.app_id,
-                        app_version: row.app_version,
-                        answer: row.answer,
-                        created_at: row.created_at,
-                        tick,
-                        bytes,
-                    },
-                );
+                let e = Entry {
+                    key_text: row.cache_key,
+                    app_id: row.app_id,
+                    app_version: row.app_version,
+                    answer: row.answer,
+                    created_at: row.created_at,
+                    scope: row.scope,
+                    embedding,
+                    tick,
+                    bytes,
+                };
+                lru.put(row.hash, e);
                 loaded += 1;
             }
             lru.next_tick = u64::MAX / 2 + 1;
@@ -221,7 +243,8 @@ impl ResponseCache {
         Ok(loaded)
     }
 
-    /// The cached answer for `key`, if any (counting a hit or a miss).
+    /// The cached answer for `key`, if any (counting a hit; a request no
+    /// lookup answered is counted with [`ResponseCache::missed`]).
     pub fn get(&self, key: &CacheKey) -> Option<Hit> {
         let now = now_secs();
         let mut lru = self.lru();
@@ -231,23 +254,53 @@ impl ResponseCache {
                 drop(lru.remove(&key.hash));
                 drop(lru);
                 self.forget_on_disk(vec![key.hash.clone()]);
-                self.misses.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
-            Some(e) => Some(Hit { answer: e.answer.clone(), created_at: e.created_at }),
+            Some(e) => Some(Hit { answer: e.answer.clone(), created_at: e.created_at, similarity: None }),
             None => None,
         };
-        match found {
-            Some(hit) => {
-                lru.touch(&key.hash);
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                Some(hit)
-            }
-            None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                None
-            }
+        if found.is_some() {
+            lru.touch(&key.hash);
+            self.hits.fetch_add(1, Ordering::Relaxed);
         }
+        found
+    }
+
+    /// The cached answer whose question is most similar to `key`'s (same
+    /// scope: everything but the query equal, embedded by the same model),
+    /// if its cosine similarity reaches `threshold`. Counts a hit.
+    pub fn get_similar(&self, key: &CacheKey, threshold: f32) -> Option<Hit> {
+        let (Some(scope), Some(q)) = (&key.scope, &key.embedding) else { return None };
+        let now = now_secs();
+        let mut lru = self.lru();
+        let best = lru
+            .scopes
+            .get(scope)?
+            .iter()
+            .filter_map(|h| {
+                let e = lru.entries.get(h)?;
+                let v = e.embedding.as_ref().filter(|v| v.model == q.model && v.vector.len() == q.vector.len())?;
+                let fresh = now.saturating_sub(e.created_at) < self.ttl_secs();
+                let similarity: f32 = v.vector.iter().zip(&q.vector).map(|(a, b)| a * b).sum();
+                (fresh && similarity >= threshold).then_some((similarity, h.clone()))
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0))?;
+        let (similarity, hash) = best;
+        let hit =
+            lru.entries.get(&hash).map(|e| Hit { answer: e.answer.clone(), created_at: e.created_at, similarity: Some(similarity) })?;
+        lru.touch(&hash);
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(hit)
+    }
+
+    /// Counts a cacheable request that no lookup answered.
+    pub fn missed(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The semantic threshold of an app, when it has a semantic cache.
+    pub fn semantic_threshold(&self, app_id: &str) -> Option<f32> {
+        self.settings.apps.get(app_id).and_then(|a| a.semantic_threshold)
     }
 
     /// Keeps an answer (a run that finished normally). Evicts the least
@@ -257,7 +310,7 @@ impl ResponseCache {
         if !self.settings.enabled || answer.is_empty() {
             return;
         }
-        let bytes = entry_bytes(&key.hash, &key.text, &key.app_id, answer);
+        let bytes = entry_bytes(&key.hash, &key.text, &key.app_id, answer) + embedding_bytes(key.embedding.as_ref());
         if bytes > self.max_bytes {
             tracing::debug!(app = %key.app_id, bytes, max_bytes = self.max_bytes, "answer larger than the whole response cache; not cached");
             return;
@@ -268,18 +321,18 @@ impl ResponseCache {
             drop(lru.remove(&key.hash));
             let tick = lru.next_tick;
             lru.next_tick += 1;
-            lru.order.insert(tick, key.hash.clone());
-            lru.bytes += bytes;
             let e = Entry {
                 key_text: key.text.clone(),
                 app_id: key.app_id.clone(),
                 app_version: key.app_version,
                 answer: answer.to_owned(),
                 created_at,
+                scope: key.scope.clone(),
+                embedding: key.embedding.clone(),
                 tick,
                 bytes,
             };
-            lru.entries.insert(key.hash.clone(), e);
+            lru.put(key.hash.clone(), e);
             lru.evict_to(self.max_bytes)
         };
         self.evictions.fetch_add(evicted.len() as u64, Ordering::Relaxed);
@@ -294,6 +347,9 @@ impl ResponseCache {
                 cache_key: key.text.clone(),
                 answer: answer.to_owned(),
                 created_at,
+                scope: key.scope.clone(),
+                embed_model: key.embedding.as_ref().map(|e| e.model.clone()),
+                embedding: key.embedding.as_ref().map(|e| e.vector.clone()),
             };
             if let Err(e) = self.store.cache_put(row, evicted) {
                 tracing::warn!(app = %key.app_id, error = %crate::telemetry::chain(&e), "could not queue the cached answer for the store; kept in memory only");
@@ -389,6 +445,11 @@ fn entry_bytes(hash: &str, key: &str, app_id: &str, answer: &str) -> u64 {
     (hash.len() + key.len() + app_id.len() + answer.len()) as u64 + ENTRY_OVERHEAD
 }
 
+/// What a query embedding adds to an entry (its vector, model id and scope).
+fn embedding_bytes(e: Option<&QueryEmbedding>) -> u64 {
+    e.map_or(0, |e| (e.vector.len() * 4 + e.model.len() + 64) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,7 +500,9 @@ mod tests {
         assert!(c.get(&key("a", 1, "q1")).is_none(), "q1 was the least recently used");
         assert!(c.get(&key("a", 1, "q0")).is_some());
         let st = c.stats();
-        assert_eq!((st.entries, st.evictions, st.hits, st.misses), (2, 1, 2, 1));
+        assert_eq!((st.entries, st.evictions, st.hits), (2, 1, 2));
+        c.missed();
+        assert_eq!(c.stats().misses, 1, "the service counts a request no lookup answered");
         assert!(st.bytes <= st.max_bytes);
         // An answer larger than the whole cache is not kept and evicts nothing.
         c.insert(&key("a", 1, "big"), &"x".repeat(10_000));
@@ -479,11 +542,41 @@ mod tests {
         assert_eq!(c.name(), "response_cache");
 
         let mut s = CacheSettings::default();
-        s.apps.insert("warm".into(), AppCacheSettings { always: true });
+        s.apps.insert("warm".into(), AppCacheSettings { always: true, semantic_threshold: Some(0.9) });
         let c = ResponseCache::new(s, None, c.store.clone());
         assert!(c.policy("x", &params(0.0)));
         assert!(!c.policy("x", &params(0.7)));
         assert!(c.policy("warm", &params(0.7)));
+        assert_eq!((c.semantic_threshold("warm"), c.semantic_threshold("x")), (Some(0.9), None));
+    }
+
+    fn embedded(q: &str, vector: Vec<f32>) -> CacheKey {
+        CacheKey { embedding: Some(QueryEmbedding { model: "e5".into(), vector }), ..key("a", 1, q) }
+    }
+
+    #[tokio::test]
+    async fn a_similar_question_of_the_same_scope_finds_the_answer_and_its_similarity() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (c, store) = cache(dir.path(), 1 << 20, 3600);
+        c.insert(&embedded("what is a plc", vec![1.0, 0.0]), "a controller");
+        c.insert(&embedded("what is modbus", vec![0.0, 1.0]), "a protocol");
+        let near = embedded("what's a PLC", vec![0.96, 0.28]);
+        assert_eq!(c.get(&near), None, "not the same question");
+        let hit = c.get_similar(&near, 0.9).expect("similar enough");
+        assert_eq!(hit.answer, "a controller");
+        assert!((hit.similarity.expect("semantic") - 0.96).abs() < 1e-6);
+        assert_eq!(c.get_similar(&near, 0.97), None, "below the threshold");
+        let other_model = CacheKey { embedding: Some(QueryEmbedding { model: "other".into(), vector: vec![1.0, 0.0] }), ..near.clone() };
+        assert_eq!(c.get_similar(&other_model, 0.5), None, "vectors of another model are not comparable");
+        let other_scope = CacheKey { scope: Some("elsewhere".into()), ..near.clone() };
+        assert_eq!(c.get_similar(&other_scope, 0.5), None, "another app, version, inputs or history");
+        // Survives a restart with its vector; gone with its entry.
+        store.close().await.expect("close");
+        let (c, _store) = cache(dir.path(), 1 << 20, 3600);
+        assert_eq!(c.load(|_| Some(1)).await.expect("load"), 2);
+        assert_eq!(c.get_similar(&near, 0.9).map(|h| h.answer).as_deref(), Some("a controller"));
+        c.flush(Some("a")).await.expect("flush");
+        assert_eq!(c.get_similar(&near, 0.5), None);
     }
 
     #[tokio::test]
@@ -507,16 +600,17 @@ mod tests {
         assert_eq!(c.load(|_| Some(1)).await.expect("load"), 0, "the version change deleted the rows too");
         store.close().await.expect("close");
 
-        // An expired entry is neither served nor loaded.
-        let (c, store) = cache(dir.path(), 1 << 20, 1);
+        // An expired entry is neither served nor loaded (TTL 2 s: a read
+        // within the same or the next second is still fresh).
+        let (c, store) = cache(dir.path(), 1 << 20, 2);
         c.insert(&key("a", 1, "q"), "short-lived");
         assert!(c.get(&key("a", 1, "q")).is_some());
-        std::thread::sleep(Duration::from_millis(2100));
+        std::thread::sleep(Duration::from_millis(3100));
         assert!(c.get(&key("a", 1, "q")).is_none(), "expired");
         c.insert(&key("a", 1, "r"), "short-lived");
         store.close().await.expect("close");
-        std::thread::sleep(Duration::from_millis(2100));
-        let (c, _store) = cache(dir.path(), 1 << 20, 1);
+        std::thread::sleep(Duration::from_millis(3100));
+        let (c, _store) = cache(dir.path(), 1 << 20, 2);
         assert_eq!(c.load(|_| Some(1)).await.expect("load"), 0);
     }
 

@@ -82,7 +82,7 @@
 //! | `cache.max_bytes` | `0` (derived) | 0 or 1024 ..= 4294967296; 0: a 32nd of the cgroup memory limit, else 64 MiB, within 4 ..= 256 MiB |
 //! | `cache.ttl_secs` | `86400` | 1 ..= 31536000; a cached answer is served this long after it was made |
 //! | `cache.persist` | `true` | keep cached answers in the store, loaded at start (`false`: memory only) |
-//! | `cache.apps` | `{}` | per app, `[cache.apps.<app id>]` with `always = true` (cache non-deterministic requests too); `semantic_threshold` is not supported yet |
+//! | `cache.apps` | `{}` | per app, `[cache.apps.<app id>]`: `always = true` caches non-deterministic requests too; `semantic_threshold` (0 < t ≤ 1, off when absent) answers a question whose embedding's cosine similarity with a cached one of the same app, version, inputs and history reaches it (needs the embedding model) |
 //! | `metrics.enabled` | `true` | `false`: no `GET /metrics` anywhere (404) |
 //! | `metrics.tcp` | `false` | also serve `GET /metrics` on the TCP listener (always on the unix socket) |
 //! | `workflow.max_steps` | `500` | 1 ..= 100000; node executions per run |
@@ -297,10 +297,13 @@ impl Default for CacheSettings {
 }
 
 /// `[cache.apps.<app id>]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AppCacheSettings {
     /// Cache this app's answers even when sampling is not deterministic.
     pub always: bool,
+    /// Semantic cache: a question whose embedding's cosine similarity with
+    /// a cached one reaches this gets its answer (`None`: exact match only).
+    pub semantic_threshold: Option<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -575,8 +575,7 @@ impl<'a> Reader<'a> {
         map
     }
 
-    /// `[cache.apps.<app id>]`: `always = bool`; `semantic_threshold` is
-    /// refused until the semantic cache exists.
+    /// `[cache.apps.<app id>]`: `always = bool`, `semantic_threshold` in (0, 1].
     fn cache_apps(&mut self) -> BTreeMap<String, super::AppCacheSettings> {
         let mut out = BTreeMap::new();
         let Some(value) = self.raw("cache", "apps") else { return out };
@@ -597,10 +596,13 @@ impl<'a> Reader<'a> {
                     ("always", other) => {
                         self.problem(&format!("{at}.always"), format!("expected true or false, found {}", describe(other)))
                     }
-                    ("semantic_threshold", _) => self.problem(
-                        &format!("{at}.semantic_threshold"),
-                        "the semantic response cache is not supported yet; remove the key (the exact-match cache still applies)",
-                    ),
+                    ("semantic_threshold", v) => match v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) {
+                        Some(t) if t > 0.0 && t <= 1.0 => app.semantic_threshold = Some(t as f32),
+                        _ => self.problem(
+                            &format!("{at}.semantic_threshold"),
+                            format!("must be a number above 0 and at most 1 (a cosine similarity), found {}", describe(v)),
+                        ),
+                    },
                     (other, _) => {
                         let hint = suggestion(other, ["always", "semantic_threshold"].into_iter(), &at);
                         self.problem(&format!("{at}.{other}"), format!("unknown key{hint}"));

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{conversation_name, new_id, now_secs, Run, RunEvent, Service, ServiceError, Usage};
-use crate::cache::{CacheError, CacheKey, DifyParts, Hit, Mark, ResponseCache};
+use crate::cache::{CacheError, CacheKey, DifyParts, Hit, Mark, QueryEmbedding, ResponseCache};
 use crate::engine::{AppDefinition, AppMode, Turn};
 use crate::model::{ChatMessage, FinishReason, SamplingParams};
 use crate::store::{self, NewMessage, Store};
@@ -22,6 +22,14 @@ pub(super) struct Probe {
     pub hit: Option<Hit>,
     /// The conversation's history, read for the key (the prompt reuses it).
     pub history: Option<Vec<(String, String)>>,
+}
+
+/// What the cache said about an OpenAI chat completion.
+pub(super) enum OpenAiProbe {
+    /// Answered: a finished run.
+    Hit(Run),
+    /// The model answers; a cacheable miss carries the key its answer fills.
+    Miss(Option<(Arc<ResponseCache>, CacheKey)>),
 }
 
 impl From<CacheError> for ServiceError {
@@ -98,7 +106,7 @@ impl Service {
             Some(c) => self.store.history(c, app.history_turns).await?,
             None => Vec::new(),
         };
-        let key = CacheKey::dify(&DifyParts {
+        let mut key = CacheKey::dify(&DifyParts {
             app_id: &app.id,
             app_version: version,
             model: &self.model.config.name,
@@ -108,8 +116,36 @@ impl Service {
             history: &history,
             context: turn.context.as_deref(),
         });
-        let hit = cache.get(&key);
+        let mut hit = cache.get(&key);
+        if let (None, Some(threshold)) = (&hit, cache.semantic_threshold(&app.id)) {
+            key.embedding = self.query_embedding(&app.id, &turn.query).await;
+            hit = cache.get_similar(&key, threshold);
+        }
+        if hit.is_none() {
+            cache.missed();
+        }
         Ok(Probe { fill: hit.is_none().then_some((cache, key)), hit, history: Some(history) })
+    }
+
+    /// The normalised query's embedding for a semantic lookup, with the
+    /// knowledge service's embedder; `None` (logged) when there is none or
+    /// it fails: the exact-match cache still applies.
+    async fn query_embedding(&self, app_id: &str, query: &str) -> Option<QueryEmbedding> {
+        let q = crate::cache::key::normalise_query(query);
+        let Some(e) = self.knowledge().and_then(|k| k.loaded_embedder()) else {
+            tracing::debug!(app = app_id, "semantic cache: no embedding model; exact matches only");
+            return None;
+        };
+        if q.is_empty() {
+            return None;
+        }
+        match e.embed(vec![q], crate::model::embed::EmbedKind::Query).await {
+            Ok(mut v) => v.pop().map(|vector| QueryEmbedding { model: e.model_id().to_owned(), vector }),
+            Err(err) => {
+                tracing::warn!(app = app_id, error = %crate::telemetry::chain(&err), "semantic cache: the query could not be embedded; exact matches only");
+                None
+            }
+        }
     }
 
     /// Looks an OpenAI chat completion up: a hit as a finished run, else the
@@ -119,16 +155,19 @@ impl Service {
         app: &Arc<AppDefinition>,
         messages: &[ChatMessage],
         params: &SamplingParams,
-    ) -> Result<Run, Option<(Arc<ResponseCache>, CacheKey)>> {
-        let Some((cache, version)) = self.cacheable(app, params) else { return Err(None) };
+    ) -> OpenAiProbe {
+        let Some((cache, version)) = self.cacheable(app, params) else { return OpenAiProbe::Miss(None) };
         let key = CacheKey::openai(&app.id, version, &self.model.config.name, params, messages);
         match cache.get(&key) {
+            None => {
+                cache.missed();
+                OpenAiProbe::Miss(Some((cache, key)))
+            }
             Some(hit) => {
                 let task_id = new_id();
                 tracing::info!(task_id = %task_id, app = %app.id, "answered from the response cache");
-                Ok(hit_run(task_id.clone(), task_id, None, hit, std::time::Duration::ZERO))
+                OpenAiProbe::Hit(hit_run(task_id.clone(), task_id, None, hit, std::time::Duration::ZERO))
             }
-            None => Err(Some((cache, key))),
         }
     }
 }
@@ -189,7 +228,7 @@ pub(super) async fn reply_from_cache(
     };
     store.record_answered(m, new_conversation, o).await?;
     let latency = started.elapsed();
-    tracing::info!(task_id = %task_id, message_id = %message_id, app = %app.id, "answered from the response cache");
+    tracing::info!(task_id = %task_id, message_id = %message_id, app = %app.id, similarity = ?hit.similarity, "answered from the response cache");
     let mut run = hit_run(task_id, message_id, conversation_id, hit, latency);
     run.retriever_resources = retriever_resources;
     Ok(run)

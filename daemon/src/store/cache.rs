@@ -13,7 +13,7 @@ use super::error::{sql, StoreError};
 use super::Store;
 
 /// One persisted cached answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CacheRow {
     /// Hex SHA-256 of `cache_key`.
     pub hash: String,
@@ -24,6 +24,20 @@ pub struct CacheRow {
     pub answer: String,
     /// Unix seconds.
     pub created_at: i64,
+    /// Hash of the key without the query (semantic lookups).
+    pub scope: Option<String>,
+    /// The model that embedded the query, with `embedding`.
+    pub embed_model: Option<String>,
+    /// The query's embedding (semantic cache), stored as little-endian f32s.
+    pub embedding: Option<Vec<f32>>,
+}
+
+fn to_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn from_blob(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 fn apply(conn: &mut Connection, puts: &[CacheRow], deletes: &[String]) -> Result<(), StoreError> {
@@ -36,12 +50,15 @@ fn apply(conn: &mut Connection, puts: &[CacheRow], deletes: &[String]) -> Result
         }
         let mut put = tx
             .prepare_cached(
-                "INSERT OR REPLACE INTO response_cache (hash, app_id, app_version, cache_key, answer, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO response_cache \
+                 (hash, app_id, app_version, cache_key, answer, created_at, scope, embed_model, embedding) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .map_err(sql(op))?;
         for r in puts {
-            put.execute(params![r.hash, r.app_id, r.app_version, r.cache_key, r.answer, r.created_at]).map_err(sql(op))?;
+            let blob = r.embedding.as_deref().map(to_blob);
+            put.execute(params![r.hash, r.app_id, r.app_version, r.cache_key, r.answer, r.created_at, r.scope, r.embed_model, blob])
+                .map_err(sql(op))?;
         }
     }
     tx.commit().map_err(sql(op))
@@ -94,7 +111,7 @@ impl Store {
             conn.execute("DELETE FROM response_cache WHERE created_at < ?1", [oldest]).map_err(sql(op))?;
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT hash, app_id, app_version, cache_key, answer, created_at FROM response_cache \
+                    "SELECT hash, app_id, app_version, cache_key, answer, created_at, scope, embed_model, embedding FROM response_cache \
                      ORDER BY created_at DESC, rowid DESC",
                 )
                 .map_err(sql(op))?;
@@ -107,6 +124,9 @@ impl Store {
                         cache_key: r.get(3)?,
                         answer: r.get(4)?,
                         created_at: r.get(5)?,
+                        scope: r.get(6)?,
+                        embed_model: r.get(7)?,
+                        embedding: r.get::<_, Option<Vec<u8>>>(8)?.map(|b| from_blob(&b)),
                     })
                 })
                 .and_then(Iterator::collect)
@@ -129,6 +149,9 @@ mod tests {
             cache_key: format!("key of {hash}"),
             answer: format!("answer of {hash}"),
             created_at,
+            scope: None,
+            embed_model: None,
+            embedding: None,
         }
     }
 
@@ -143,6 +166,15 @@ mod tests {
         assert_eq!(rows.iter().map(|r| r.hash.as_str()).collect::<Vec<_>>(), ["h2", "h1", "h4"]);
         assert_eq!(rows[1].answer, "replaced");
         assert_eq!(rows[0], row("h2", "a", 2, 300));
+        let embedded = CacheRow {
+            scope: Some("s".into()),
+            embed_model: Some("e5".into()),
+            embedding: Some(vec![0.5, -0.25]),
+            ..row("h6", "a", 2, 500)
+        };
+        store.cache_put(embedded.clone(), Vec::new()).expect("queued");
+        assert_eq!(store.cache_load(0).await.expect("load")[0], embedded, "the vector round-trips");
+        store.cache_put_many(Vec::new(), vec!["h6".into()]).expect("queued");
 
         store.cache_delete_other_versions("a", 2).expect("queued");
         let rows = store.cache_load(60).await.expect("load");

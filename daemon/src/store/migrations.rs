@@ -347,7 +347,10 @@ CREATE TABLE response_cache (
     app_version INTEGER NOT NULL,
     cache_key   TEXT    NOT NULL,
     answer      TEXT    NOT NULL,
-    created_at  INTEGER NOT NULL
+    created_at  INTEGER NOT NULL,
+    scope       TEXT,
+    embed_model TEXT,
+    embedding   BLOB
 );
 CREATE INDEX response_cache_by_app ON response_cache (app_id, app_version);
 CREATE INDEX response_cache_by_age ON response_cache (created_at);
