@@ -286,6 +286,16 @@ fn the_budget_ttl_and_non_deterministic_apps() {
 
 #[test]
 fn bad_cache_settings_are_refused_with_the_key() {
+    let mut b = cached().set("cache.max_bytes", 8 << 20).set("cache.apps.demo.semantic_threshold", 0.95);
+    let config = b.write_config();
+    let out = Command::new(paths::edgeaid()).arg("--check-config").arg("--config").arg(&config).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        stdout.contains("response cache: 8388608 bytes, answers served for 86400s, kept in the store; demo: semantic 0.95"),
+        "{stdout}"
+    );
+
     for (key, value, says) in [
         ("cache.max_bytes", toml::Value::from(100), "at least 1024"),
         ("cache.max_bytes", toml::Value::from(-1), "between 0 and 4294967296"),

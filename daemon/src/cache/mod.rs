@@ -615,6 +615,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn without_persist_nothing_reaches_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = Store::open(&dir.path().join("s.db")).expect("store");
+        let s = CacheSettings { persist: false, ..CacheSettings::default() };
+        let c = ResponseCache::new(s.clone(), None, store.clone());
+        c.insert(&key("a", 1, "q"), "memory only");
+        assert!(c.get(&key("a", 1, "q")).is_some());
+        assert!(store.cache_load(0).await.expect("load").is_empty());
+        assert_eq!(ResponseCache::new(s, None, store).load(|_| Some(1)).await.expect("load"), 0);
+    }
+
+    #[tokio::test]
     async fn loading_keeps_the_newest_within_the_budget() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (c, store) = cache(dir.path(), 1 << 20, 3600);

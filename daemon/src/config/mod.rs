@@ -681,6 +681,25 @@ impl Settings {
         } else {
             out.push_str("embedding: disabled\n");
         }
+        let c = &self.cache;
+        if c.enabled {
+            let size = if c.max_bytes == 0 { "derived from the memory limit".to_owned() } else { format!("{} bytes", c.max_bytes) };
+            let persist = if c.persist { "kept in the store" } else { "memory only" };
+            let apps: Vec<String> = c
+                .apps
+                .iter()
+                .map(|(id, a)| match (a.always, a.semantic_threshold) {
+                    (true, Some(t)) => format!("{id}: always, semantic {t}"),
+                    (true, None) => format!("{id}: always"),
+                    (false, Some(t)) => format!("{id}: semantic {t}"),
+                    (false, None) => format!("{id}: as the defaults"),
+                })
+                .collect();
+            let apps = if apps.is_empty() { String::new() } else { format!("; {}", apps.join(", ")) };
+            out.push_str(&format!("response cache: {size}, answers served for {}s, {persist}{apps}\n", c.ttl.as_secs()));
+        } else {
+            out.push_str("response cache: disabled\n");
+        }
         let w = &self.workflow;
         let allow = if w.http_allow.is_empty() { "nothing".to_owned() } else { w.http_allow.join(", ") };
         out.push_str(&format!(

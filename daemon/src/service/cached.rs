@@ -150,12 +150,7 @@ impl Service {
 
     /// Looks an OpenAI chat completion up: a hit as a finished run, else the
     /// key a cacheable miss fills.
-    pub(super) fn cache_probe_openai(
-        &self,
-        app: &Arc<AppDefinition>,
-        messages: &[ChatMessage],
-        params: &SamplingParams,
-    ) -> OpenAiProbe {
+    pub(super) fn cache_probe_openai(&self, app: &Arc<AppDefinition>, messages: &[ChatMessage], params: &SamplingParams) -> OpenAiProbe {
         let Some((cache, version)) = self.cacheable(app, params) else { return OpenAiProbe::Miss(None) };
         let key = CacheKey::openai(&app.id, version, &self.model.config.name, params, messages);
         match cache.get(&key) {
