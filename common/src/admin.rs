@@ -59,6 +59,9 @@ pub struct MemoryBudget {
     /// Per-request buffers (an estimate: logits and batch buffers of the
     /// slots, and the queued requests' channels).
     pub request_buffer_bytes: u64,
+    /// The response cache's byte budget (absent from a daemon before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_cache_bytes: Option<u64>,
     pub total_bytes: u64,
 }
 
@@ -89,6 +92,32 @@ pub struct ModelStatus {
     pub slots: u32,
     pub context_size: u32,
     pub cpu_features: String,
+}
+
+/// `GET /admin/v1/cache`: the response cache's counters since start and its size now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheStats {
+    /// `cache.enabled`.
+    pub enabled: bool,
+    pub hits: u64,
+    /// Cacheable requests the cache could not answer.
+    pub misses: u64,
+    /// hits / (hits + misses); 0 before any cacheable request.
+    pub hit_rate: f64,
+    pub entries: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    /// Answers evicted to stay within `max_bytes` (or to give memory back).
+    pub evictions: u64,
+}
+
+/// `DELETE /admin/v1/cache[?app=ID]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheFlushResponse {
+    /// The app flushed; `None`: every app.
+    pub app: Option<String>,
+    /// Cached answers dropped.
+    pub flushed: u64,
 }
 
 /// One app as listed by `GET /admin/v1/apps` and returned by an import.

@@ -152,6 +152,16 @@ impl UnixClient {
         .await
     }
 
+    /// `DELETE path`, decoding a 2xx JSON answer.
+    pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let request = describe(&Method::DELETE, path);
+        self.limited(&request, async {
+            let response = self.send(Method::DELETE, path, None).await?;
+            decode_json(&request, response).await.map(|(_, body)| body)
+        })
+        .await
+    }
+
     /// `POST path` with a JSON body, answered by an SSE stream of Dify events.
     pub async fn post_stream<B>(&self, path: &str, body: &B) -> Result<EventStream, ClientError>
     where

@@ -101,6 +101,24 @@ pub enum Command {
     /// Knowledge bases: create, list, ingest files (with progress), search
     #[command(subcommand)]
     Datasets(DatasetsCommand),
+
+    /// The response cache: hit rate and size, flush
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Show hits, misses, hit rate, entries, bytes and evictions since start
+    #[command(after_help = concat!("Examples:\n  edgeaictl cache stats\n  edgeaictl cache stats --json\n\n", exit_codes!()))]
+    Stats,
+    /// Drop every cached answer, or one app's
+    #[command(after_help = concat!("Examples:\n  edgeaictl cache flush\n  edgeaictl cache flush --app demo\n\n", exit_codes!()))]
+    Flush {
+        /// Only this app's cached answers
+        #[arg(long, value_name = "APP")]
+        app: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -446,6 +464,17 @@ mod tests {
             let err = Cli::try_parse_from(["edgeaictl", "--timeout", bad, "status"]).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn cache_commands_parse() {
+        let cli = Cli::try_parse_from(["edgeaictl", "cache", "stats", "--json"]).unwrap();
+        assert!(cli.json);
+        assert!(matches!(cli.command, Command::Cache(CacheCommand::Stats)));
+        let cli = Cli::try_parse_from(["edgeaictl", "cache", "flush", "--app", "demo"]).unwrap();
+        assert!(matches!(cli.command, Command::Cache(CacheCommand::Flush { app: Some(ref a) }) if a == "demo"));
+        let cli = Cli::try_parse_from(["edgeaictl", "cache", "flush"]).unwrap();
+        assert!(matches!(cli.command, Command::Cache(CacheCommand::Flush { app: None })));
     }
 
     #[test]

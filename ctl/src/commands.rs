@@ -1,5 +1,5 @@
 //! The non-interactive subcommands: `status`, `apps list|import|versions|activate|export`,
-//! `keys create|list|revoke`. Each fetches, then prints a table or, with
+//! `keys create|list|revoke`, `cache stats|flush`. Each fetches, then prints a table or, with
 //! `--json`, the daemon's JSON as received.
 //!
 //! Owns: what goes to stdout and stderr for these commands.
@@ -8,8 +8,8 @@
 use crate::error::CtlError;
 use crate::{paths, render};
 use edgeai_common::admin::{
-    ActivateRequest, AppInfo, AppList, AppVersionList, CreateKeyRequest, CreatedKey, ExportResponse, ImportDslRequest, ImportDslResponse,
-    KeyKind, KeyList, StatusResponse,
+    ActivateRequest, AppInfo, AppList, AppVersionList, CacheFlushResponse, CacheStats, CreateKeyRequest, CreatedKey, ExportResponse,
+    ImportDslRequest, ImportDslResponse, KeyKind, KeyList, StatusResponse,
 };
 use edgeai_common::UnixClient;
 use serde_json::Value;
@@ -157,6 +157,25 @@ pub async fn keys_revoke(client: &UnixClient, id: &str, json: bool) -> Result<()
         return Ok(());
     }
     print(&format!("revoked key {id}\n"))
+}
+
+pub async fn cache_stats(client: &UnixClient, json: bool) -> Result<(), CtlError> {
+    if json {
+        return print_json(&client.get::<Value>(&paths::cache(None)).await?);
+    }
+    let stats: CacheStats = client.get(&paths::cache(None)).await?;
+    print(&render::cache(&stats))
+}
+
+pub async fn cache_flush(client: &UnixClient, app: Option<&str>, json: bool) -> Result<(), CtlError> {
+    if json {
+        return print_json(&client.delete_json::<Value>(&paths::cache(app)).await?);
+    }
+    let r: CacheFlushResponse = client.delete_json(&paths::cache(app)).await?;
+    match &r.app {
+        Some(a) => print(&format!("flushed {} cached answers of {a}\n", r.flushed)),
+        None => print(&format!("flushed {} cached answers\n", r.flushed)),
+    }
 }
 
 /// Writes and flushes stdout (chat streams tokens through this).

@@ -18,7 +18,7 @@ mod socket;
 mod time;
 
 use clap::Parser;
-use cli::{AppsCommand, Cli, Command, DatasetsCommand, KeysCommand};
+use cli::{AppsCommand, CacheCommand, Cli, Command, DatasetsCommand, KeysCommand};
 use edgeai_common::UnixClient;
 use error::CtlError;
 use std::process::ExitCode;
@@ -65,6 +65,8 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Keys(KeysCommand::List { app }) => commands::keys_list(&client, app.as_deref(), json).await,
         Command::Keys(KeysCommand::Revoke { id }) => commands::keys_revoke(&client, &id, json).await,
         Command::Datasets(command) => run_datasets(&client, command, json).await,
+        Command::Cache(CacheCommand::Stats) => commands::cache_stats(&client, json).await,
+        Command::Cache(CacheCommand::Flush { app }) => commands::cache_flush(&client, app.as_deref(), json).await,
         Command::Chat(args) => {
             let login = std::env::var("USER").ok();
             let user = args.user.unwrap_or_else(|| chat::default_user(login.as_deref()));

@@ -24,6 +24,14 @@ pub fn key(id: &str) -> String {
     format!("{ADMIN_PREFIX}/keys/{}", encode(id))
 }
 
+/// `/admin/v1/cache`, or one app's entries with `?app=`.
+pub fn cache(app: Option<&str>) -> String {
+    match app {
+        Some(app) => format!("{ADMIN_PREFIX}/cache?app={}", encode(app)),
+        None => format!("{ADMIN_PREFIX}/cache"),
+    }
+}
+
 pub fn import_dsl() -> String {
     format!("{ADMIN_PREFIX}/apps/dsl")
 }

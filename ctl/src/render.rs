@@ -3,7 +3,7 @@
 //! Owns: pure `answer -> String` functions. Must not: print or fetch.
 
 use crate::time::{format_uptime, format_utc};
-use edgeai_common::admin::{AppList, AppVersionList, KeyList, StatusResponse};
+use edgeai_common::admin::{AppList, AppVersionList, CacheStats, KeyList, StatusResponse};
 use edgeai_common::datasets::{Dataset, Document, RetrieveRecord};
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
@@ -47,14 +47,29 @@ pub fn status(s: &StatusResponse) -> String {
         rows.push((
             "memory budget",
             format!(
-                "{} = model {} + KV {} + buffers {}",
+                "{} = model {} + KV {} + buffers {}{}",
                 mib(b.total_bytes),
                 mib(b.model_file_bytes),
                 b.kv_cache_bytes.map_or_else(|| "(not loaded)".to_owned(), mib),
-                mib(b.request_buffer_bytes)
+                mib(b.request_buffer_bytes),
+                b.response_cache_bytes.map_or_else(String::new, |c| format!(" + response cache {}", mib(c)))
             ),
         ));
     }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter().map(|(k, v)| format!("{k:<width$}  {v}\n")).collect()
+}
+
+pub fn cache(s: &CacheStats) -> String {
+    let rows: Vec<(&str, String)> = vec![
+        ("enabled", s.enabled.to_string()),
+        ("hits", s.hits.to_string()),
+        ("misses", s.misses.to_string()),
+        ("hit rate", format!("{:.1}%", s.hit_rate * 100.0)),
+        ("entries", s.entries.to_string()),
+        ("bytes", format!("{} of {}", s.bytes, s.max_bytes)),
+        ("evictions", s.evictions.to_string()),
+    ];
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter().map(|(k, v)| format!("{k:<width$}  {v}\n")).collect()
 }
@@ -334,6 +349,7 @@ k3   dataset  -     Qw8      1970-01-01T00:00:00Z  -                     -
                 model_file_bytes: 90 << 20,
                 kv_cache_bytes: None,
                 request_buffer_bytes: 2 << 20,
+                response_cache_bytes: None,
                 total_bytes: 92 << 20,
             },
         });

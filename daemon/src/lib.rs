@@ -6,6 +6,7 @@
 //! background, and the daemon serves until SIGTERM/SIGINT, then drains.
 
 pub mod api;
+pub mod cache;
 pub mod config;
 pub mod cpu;
 pub mod engine;
@@ -175,6 +176,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         slots: m.slots,
         batch_size: m.batch_size,
         queue_depth: m.queue_depth,
+        response_cache: if settings.cache.enabled { cache::ResponseCache::max_bytes_for(&settings.cache, limits.memory_max) } else { 0 },
     };
     let gov = governor::pressure::Governor::new(limits.clone(), budget, Arc::clone(&metrics));
     let rt = Arc::clone(&runtime);
@@ -184,6 +186,11 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
     for (app, result) in results {
         let changed = result.map_err(DaemonError::Apps)?;
         tracing::info!(app = %app, new_version = changed, "app from config");
+    }
+
+    service.set_cache(cache::ResponseCache::new(settings.cache.clone(), limits.memory_max, store.clone())).await;
+    if let (Some(gov), Some(cache)) = (service.governor(), service.cache()) {
+        gov.register(Arc::clone(cache) as Arc<dyn governor::shrink::Shrink>);
     }
 
     let knowledge = start_knowledge(&settings, &store, threads).await?;

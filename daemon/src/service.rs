@@ -7,6 +7,7 @@
 //! Knows nothing of HTTP or JSON wire shapes.
 
 pub mod annotations;
+mod cached;
 pub mod code;
 pub mod knowledge;
 pub mod outbound;
@@ -158,6 +159,8 @@ pub struct Service {
     annotations: std::sync::OnceLock<Arc<annotations::Annotations>>,
     /// The memory governor, asked before each new generation.
     governor: std::sync::OnceLock<Arc<crate::governor::pressure::Governor>>,
+    /// The response cache, attached at start (see `cached`).
+    cache: std::sync::OnceLock<Arc<crate::cache::ResponseCache>>,
 }
 
 fn now_secs() -> i64 {
@@ -226,6 +229,7 @@ impl Service {
             knowledge: std::sync::OnceLock::new(),
             annotations: std::sync::OnceLock::new(),
             governor: std::sync::OnceLock::new(),
+            cache: std::sync::OnceLock::new(),
         })
     }
 
@@ -263,7 +267,8 @@ impl Service {
             tokio::time::sleep(d).await;
         }
         let served = Served { def: Arc::new(app), version: v.version, workflow_id: v.workflow_id.clone() };
-        self.apps.write().unwrap_or_else(PoisonError::into_inner).insert(served.def.id.clone(), served);
+        let before = self.apps.write().unwrap_or_else(PoisonError::into_inner).insert(served.def.id.clone(), served).map(|s| s.version);
+        self.cache_version_changed(&v.app_id, before, v.version);
         Ok(v)
     }
 
@@ -304,7 +309,8 @@ impl Service {
         let def = self.app_version(id, version).await?;
         let stored = self.store.activate_app_version(id, version).await?;
         let served = Served { def: Arc::new(def), version: stored.version, workflow_id: stored.workflow_id.clone() };
-        self.apps.write().unwrap_or_else(PoisonError::into_inner).insert(id.to_owned(), served);
+        let before = self.apps.write().unwrap_or_else(PoisonError::into_inner).insert(id.to_owned(), served).map(|s| s.version);
+        self.cache_version_changed(id, before, stored.version);
         tracing::info!(app = %id, version, "app version activated");
         Ok(stored)
     }
@@ -596,14 +602,22 @@ impl Service {
                     .map_err(|e| ServiceError::Model(ModelError::Inference(format!("start task: {e}"))))?;
             }
         }
-        // An annotation reply (above) costs no generation; a new one is
-        // refused under memory pressure.
+        let retriever_resources = self.app_knowledge(&app, &mut turn).await?;
+        let probe = self.cache_probe(&app, &turn, conversation.as_ref().map(|c| c.id.as_str())).await?;
+        if let Some(hit) = probe.hit {
+            let (store, conversation_id) = (self.store.clone(), conversation.map(|c| c.id));
+            return tokio::spawn(cached::reply_from_cache(store, app, turn, conversation_id, hit, retriever_resources))
+                .await
+                .map_err(|e| ServiceError::Model(ModelError::Inference(format!("start task: {e}"))))?;
+        }
+        // An annotation reply or a cache hit (above) costs no generation; a
+        // new one is refused under memory pressure.
         self.admit_new()?;
         let model = self.model.ready()?;
-        let retriever_resources = self.app_knowledge(&app, &mut turn).await?;
-        let history = match &conversation {
-            Some(c) => self.store.history(&c.id, app.history_turns).await?,
-            None => Vec::new(),
+        let history = match (probe.history, &conversation) {
+            (Some(h), _) => h,
+            (None, Some(c)) => self.store.history(&c.id, app.history_turns).await?,
+            (None, None) => Vec::new(),
         };
         let (m, t) = (Arc::clone(&model), turn.clone());
         let (prompt, kept_turns) = tokio::task::spawn_blocking(move || t.prompt(&m, &history))
@@ -613,7 +627,16 @@ impl Service {
         // From the first write on, the work runs in a task of its own: a
         // client that leaves cannot drop it between the pending row and the
         // run task that finishes that row.
-        let queued = Queued { app, turn, conversation_id: conversation.map(|c| c.id), prompt, admission, kept_turns, retriever_resources };
+        let queued = Queued {
+            app,
+            turn,
+            conversation_id: conversation.map(|c| c.id),
+            prompt,
+            admission,
+            kept_turns,
+            retriever_resources,
+            fill: probe.fill,
+        };
         let (store, runs) = (self.store.clone(), Arc::clone(&self.runs));
         tokio::spawn(record_and_queue(store, runs, model, queued))
             .await
@@ -672,10 +695,16 @@ impl Service {
     }
 
     /// Starts an OpenAI-style completion: stateless, nothing stored.
-    pub async fn start_openai(&self, app: &AppDefinition, req: OpenAiRequest) -> Result<Run, ServiceError> {
+    pub async fn start_openai(&self, app: &Arc<AppDefinition>, req: OpenAiRequest) -> Result<Run, ServiceError> {
         if self.is_shutting_down() {
             return Err(ServiceError::ShuttingDown);
         }
+        let fill = match self.cache_probe_openai(app, &req.messages, &req.params) {
+            cached::OpenAiProbe::Hit(run) => return Ok(run),
+            cached::OpenAiProbe::Miss(fill) => fill,
+        };
+        // A hit (above) costs no generation; a new one is refused under
+        // memory pressure.
         self.admit_new()?;
         let model = self.model.ready()?;
         let msgs = req.messages;
@@ -685,7 +714,8 @@ impl Service {
         let cancel = CancelFlag::default();
         let gen = model.submit(admission, prompt, req.params, cancel.clone())?;
         let task_id = new_id();
-        let spec = RunSpec { task_id: task_id.clone(), app_id: app.id.clone(), user: String::new(), persist: None };
+        let cache = if fill.is_some() { crate::cache::Mark::Miss } else { crate::cache::Mark::Off };
+        let spec = RunSpec { task_id: task_id.clone(), app_id: app.id.clone(), user: String::new(), persist: None, fill };
         let (events, left) = self.runs.spawn(self.store.clone(), model, spec, cancel, gen);
         Ok(Run {
             task_id: task_id.clone(),
@@ -696,6 +726,7 @@ impl Service {
             annotation: None,
             left,
             retriever_resources: Vec::new(),
+            cache,
         })
     }
 
@@ -751,13 +782,15 @@ struct Queued {
     kept_turns: usize,
     /// The knowledge segments the prompt carries (Dify's `retriever_resources`).
     retriever_resources: Vec<Value>,
+    /// Where the answer is cached when it finishes normally.
+    fill: Option<(Arc<crate::cache::ResponseCache>, crate::cache::CacheKey)>,
 }
 
 /// Records the conversation and the pending message, queues the job and
 /// spawns its run. A failure after a new conversation was created removes
 /// it again, so a refused turn leaves nothing behind.
 async fn record_and_queue(store: Store, runs: Arc<Runs>, model: Arc<LocalModel>, q: Queued) -> Result<Run, ServiceError> {
-    let Queued { app, turn, conversation_id, prompt, admission, kept_turns, retriever_resources } = q;
+    let Queued { app, turn, conversation_id, prompt, admission, kept_turns, retriever_resources, fill } = q;
     let (conversation_id, created) = match (conversation_id, app.mode) {
         (Some(c), _) => (Some(c), false),
         (None, AppMode::Chat) => {
@@ -787,6 +820,7 @@ async fn record_and_queue(store: Store, runs: Arc<Runs>, model: Arc<LocalModel>,
         }
         return Err(e.into());
     }
+    let cache = if fill.is_some() { crate::cache::Mark::Miss } else { crate::cache::Mark::Off };
     let cancel = CancelFlag::default();
     let gen = match model.submit(admission, prompt, turn.params.clone(), cancel.clone()) {
         Ok(g) => g,
@@ -812,9 +846,10 @@ async fn record_and_queue(store: Store, runs: Arc<Runs>, model: Arc<LocalModel>,
         app_id: app.id.clone(),
         user: turn.user,
         persist: Some(Persist { message_id: message_id.clone(), conversation_id: conversation_id.clone() }),
+        fill,
     };
     let (events, left) = runs.spawn(store, model, spec, cancel, gen);
-    Ok(Run { task_id, message_id, conversation_id, created_at: now_secs(), events, annotation: None, left, retriever_resources })
+    Ok(Run { task_id, message_id, conversation_id, created_at: now_secs(), events, annotation: None, left, retriever_resources, cache })
 }
 
 /// Answers a chat turn with an annotation's curated answer, as Dify's
@@ -875,6 +910,7 @@ async fn reply_from_annotation(
         annotation: Some(annotation.id),
         left: Arc::default(),
         retriever_resources: Vec::new(),
+        cache: crate::cache::Mark::Off,
     })
 }
 

@@ -27,7 +27,9 @@ pub const MODEL_TIMEOUT: Duration = Duration::from_secs(120);
 /// The config every test daemon starts from; [`DaemonBuilder::set`] and
 /// [`DaemonBuilder::app_set`] change it, the builder fills in the paths.
 /// Sampling is greedy (temperature 0) so answers are deterministic, and
-/// answers are short so the suite stays fast on two cores.
+/// answers are short so the suite stays fast on two cores. The response
+/// cache is off: tests ask the same questions to see the model answer
+/// (tests/tests/cache.rs turns it on).
 const BASE_CONFIG: &str = r#"
 [server]
 listen = "127.0.0.1:0"
@@ -45,6 +47,9 @@ queue_depth = 8
 [log]
 level = "info"
 format = "json"
+
+[cache]
+enabled = false
 
 [[apps]]
 id = "demo"

@@ -116,19 +116,28 @@ fn an_app_over_its_queue_share_gets_429_with_retry_after_and_another_app_gets_in
 
 #[test]
 fn memory_pressure_sheds_new_generations_lets_running_ones_finish_and_recovers() {
-    let builder = DaemonBuilder::new().long_app(300).app_set("demo", "completion_params.max_tokens", 4);
+    let builder =
+        DaemonBuilder::new().long_app(300).app_set("demo", "completion_params.max_tokens", 4).set("cache.enabled", true);
     let flag = builder.dir().join("pressure");
     let d = builder.failpoint("memory-pressure", &format!("return({})", flag.display())).start();
     let (_, long_key) = d.admin().create_key(LONG_APP);
     let long = d.client().with_key(&long_key);
     let demo = d.client().with_key(d.key());
     assert_eq!(d.admin().status()["memory"]["pressure"], "normal");
+    // A cached answer: the response cache is what pressure shrinks first.
+    demo.post_json("/v1/chat-messages", &dify::chat_body("What is a gateway?", "cached", "blocking", None)).expect_json(200);
+    let cache = d.admin().get("/admin/v1/cache").unwrap();
+    assert_eq!(cache["entries"], 1, "{cache}");
     let mut running = long.chat_stream_open(LONG_QUERY, "in-flight", None);
     first_message(&mut running);
 
     std::fs::write(&flag, b"").unwrap();
+    // A new question each time: a cache hit costs no generation and is
+    // answered under pressure too (but nothing new is cached meanwhile).
+    let mut n = 0;
     let shed = poll(Duration::from_secs(20), || {
-        let r = demo.post_json("/v1/chat-messages", &dify::chat_body("What is a PLC?", "new", "blocking", None));
+        n += 1;
+        let r = demo.post_json("/v1/chat-messages", &dify::chat_body(&format!("What is PLC number {n}?"), "new", "blocking", None));
         (r.status == 503).then_some(r)
     })
     .expect("new generations were never refused under forced memory pressure");
@@ -150,6 +159,10 @@ fn memory_pressure_sheds_new_generations_lets_running_ones_finish_and_recovers()
     );
     assert_eq!(log.field("forced"), Some(&serde_json::Value::Bool(true)));
     assert!(finished_cleanly(running), "the generation running when shedding began did not finish");
+    // The governor asked the cache to give its memory back before shedding.
+    let cache = d.admin().get("/admin/v1/cache").unwrap();
+    assert_eq!((cache["entries"].as_u64(), cache["bytes"].as_u64()), (Some(0), Some(0)), "{cache}");
+    assert!(cache["evictions"].as_u64().is_some_and(|e| e >= 1), "{cache}");
 
     std::fs::remove_file(&flag).unwrap();
     poll(Duration::from_secs(20), || {

@@ -4,7 +4,8 @@
 //! export as DSL), API keys of apps and of the Knowledge API (create, list,
 //! revoke), a chat route that is authorised by the peer instead of a key,
 //! and the Knowledge API itself under `/admin/v1/datasets` (the handlers of
-//! `/v1/datasets`, without a dataset key: `edgeaictl datasets`).
+//! `/v1/datasets`, without a dataset key: `edgeaictl datasets`), and the
+//! response cache's stats and flush (`/admin/v1/cache`).
 
 use std::sync::Arc;
 
@@ -151,6 +152,14 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             svc.revoke_key(id).await?;
             Ok(body::empty(StatusCode::NO_CONTENT))
         }
+        (["cache"], &Method::GET) => reply(StatusCode::OK, &cache_stats(svc)),
+        (["cache"], &Method::DELETE) => {
+            let q: std::collections::HashMap<String, String> =
+                form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+            let app = q.get("app").filter(|a| !a.is_empty()).cloned();
+            let flushed = svc.flush_cache(app.as_deref()).await?;
+            reply(StatusCode::OK, &wire::CacheFlushResponse { app, flushed })
+        }
         // The Knowledge API for the operator: Dify's routes, no key.
         (["datasets", rest @ ..], _) => {
             let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
@@ -162,7 +171,8 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             | ["apps", "dsl"]
             | ["apps", _, "versions" | "activate" | "export" | "chat-messages"]
             | ["keys"]
-            | ["keys", _],
+            | ["keys", _]
+            | ["cache"],
             _,
         ) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NoRoute),
@@ -215,10 +225,27 @@ fn status(state: &ApiState) -> wire::StatusResponse {
                     model_file_bytes: b.model_file,
                     kv_cache_bytes: b.kv_cache,
                     request_buffer_bytes: b.request_buffers,
+                    response_cache_bytes: Some(b.response_cache),
                     total_bytes: b.total(),
                 },
             }
         }),
+    }
+}
+
+fn cache_stats(svc: &crate::service::Service) -> wire::CacheStats {
+    let s = svc.cache().map(|c| c.stats()).unwrap_or_default();
+    let asked = s.hits + s.misses;
+    let hit_rate = if asked == 0 { 0.0 } else { s.hits as f64 / asked as f64 };
+    wire::CacheStats {
+        enabled: s.enabled,
+        hits: s.hits,
+        misses: s.misses,
+        hit_rate,
+        entries: s.entries,
+        bytes: s.bytes,
+        max_bytes: s.max_bytes,
+        evictions: s.evictions,
     }
 }
 

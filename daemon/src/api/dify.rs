@@ -239,7 +239,9 @@ async fn send_message(
     let req = AppRequest { user, query, inputs: b.inputs.unwrap_or_default(), conversation_id };
     let run = state.service.start(Arc::clone(&app), req).await?;
     let annotation = run.annotation.as_deref().map(|id| annotation_reply(id, &app.id));
-    let enc = DifyEncoder { mode: app.mode, ids: RunIds::of(&run), resources: Value::Array(run.retriever_resources.clone()), annotation };
+    let cache = cache_metadata(&run.cache);
+    let enc =
+        DifyEncoder { mode: app.mode, ids: RunIds::of(&run), resources: Value::Array(run.retriever_resources.clone()), annotation, cache };
     if streaming {
         let limits = StreamLimits {
             ping: state.limits.sse_ping_interval,
@@ -304,6 +306,8 @@ struct DifyEncoder {
     resources: Value,
     /// `metadata.annotation_reply` when an annotation answered.
     annotation: Option<Value>,
+    /// `metadata.cache` when the response cache answered.
+    cache: Option<Value>,
 }
 
 impl DifyEncoder {
@@ -312,7 +316,22 @@ impl DifyEncoder {
         if let Some(a) = &self.annotation {
             m["annotation_reply"] = a.clone();
         }
+        if let Some(c) = &self.cache {
+            m["cache"] = c.clone();
+        }
         m
+    }
+}
+
+/// `metadata.cache` of an answer the response cache gave (this daemon's
+/// addition; Dify has none).
+fn cache_metadata(mark: &crate::cache::Mark) -> Option<Value> {
+    match mark {
+        crate::cache::Mark::Hit(h) => Some(match h.similarity {
+            None => json!({"hit": true, "kind": "exact", "created_at": h.created_at}),
+            Some(similarity) => json!({"hit": true, "kind": "semantic", "similarity": similarity, "created_at": h.created_at}),
+        }),
+        crate::cache::Mark::Off | crate::cache::Mark::Miss => None,
     }
 }
 
@@ -502,7 +521,7 @@ mod tests {
 
     fn encoder(mode: AppMode) -> DifyEncoder {
         let ids = RunIds { task_id: "t".into(), message_id: "m".into(), conversation_id: Some("c".into()), created_at: 7 };
-        DifyEncoder { mode, ids, resources: json!([]), annotation: None }
+        DifyEncoder { mode, ids, resources: json!([]), annotation: None, cache: None }
     }
 
     fn event(b: bytes::Bytes) -> Value {

@@ -215,6 +215,7 @@ fn scrape(state: &ApiState, peer: &Peer, req: &Request<Incoming>) -> Result<Resp
         cgroup: limits.cgroup,
         cgroup_memory_current: limits.memory_current,
         cgroup_memory_limit: limits.memory_max,
+        cache: state.service.cache().map(|c| c.stats()).unwrap_or_default(),
     };
     state.metrics.app_queues(&model.queued_by_app);
     let text = state.metrics.render(&snap, format).map_err(|e| ApiError::Encode(e.to_string()))?;

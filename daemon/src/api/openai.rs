@@ -130,16 +130,26 @@ pub async fn chat_completions(state: &Arc<ApiState>, app: Arc<AppDefinition>, re
     let run = state.service.start_openai(&app, OpenAiRequest { messages: to_messages(b.messages)?, params }).await?;
     let _ = b.model;
     let enc = OpenAiEncoder { id: format!("chatcmpl-{}", run.task_id), created: run.created_at, model: state.model_name.clone() };
-    if b.stream {
+    // `x-edgeai-cache: hit|miss` on requests the response cache applies to.
+    let cache = match run.cache {
+        crate::cache::Mark::Hit(_) => Some("hit"),
+        crate::cache::Mark::Miss => Some("miss"),
+        crate::cache::Mark::Off => None,
+    };
+    let mut resp = if b.stream {
         let limits = StreamLimits {
             ping: state.limits.sse_ping_interval,
             deadline: state.limits.request_timeout,
             slow_client: state.limits.slow_client_timeout,
         };
-        Ok(events::stream(events::Encoded { run, enc }, limits, stall))
+        events::stream(events::Encoded { run, enc }, limits, stall)
     } else {
-        events::blocking(run, enc).await
+        events::blocking(run, enc).await?
+    };
+    if let Some(c) = cache {
+        resp.headers_mut().insert("x-edgeai-cache", http::HeaderValue::from_static(c));
     }
+    Ok(resp)
 }
 
 fn finish_str(f: FinishReason) -> &'static str {

@@ -80,6 +80,11 @@
 //! | `embedding.upstream_model` | `""` (the local model) | embed through `[upstream]`'s `/embeddings` with this model (needs `upstream.url`); its vectors are tied to it like a local model's |
 //! | `log.level` | `"info"` | `trace`, `debug`, `info`, `warn`, `error`, `off`, or comma-separated `target=level` directives |
 //! | `log.format` | `"auto"` | `"auto"`, `"text"`, `"json"` |
+//! | `cache.enabled` | `true` | `false`: no response cache (every request reaches the model) |
+//! | `cache.max_bytes` | `0` (derived) | 0 or 1024 ..= 4294967296; 0: a 32nd of the cgroup memory limit, else 64 MiB, within 4 ..= 256 MiB |
+//! | `cache.ttl_secs` | `86400` | 1 ..= 31536000; a cached answer is served this long after it was made |
+//! | `cache.persist` | `true` | keep cached answers in the store, loaded at start (`false`: memory only) |
+//! | `cache.apps` | `{}` | per app, `[cache.apps.<app id>]`: `always = true` caches non-deterministic requests too; `semantic_threshold` (0 < t ≤ 1, off when absent) answers a question whose embedding's cosine similarity with a cached one of the same app, version, inputs and history reaches it (needs the embedding model) |
 //! | `metrics.enabled` | `true` | `false`: no `GET /metrics` anywhere (404) |
 //! | `metrics.tcp` | `false` | also serve `GET /metrics` on the TCP listener (always on the unix socket) |
 //! | `workflow.max_steps` | `500` | 1 ..= 100000; node executions per run |
@@ -263,6 +268,7 @@ pub struct Settings {
     pub embedding: EmbeddingSettings,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
+    pub cache: CacheSettings,
     pub dev: DevSettings,
     pub workflow: WorkflowSettings,
     pub code: CodeSettings,
@@ -271,6 +277,36 @@ pub struct Settings {
     pub apps: Vec<crate::engine::AppDefinition>,
     /// Files actually read, in order.
     pub sources: Vec<PathBuf>,
+}
+
+/// `[cache]`: the response cache (see [`crate::cache`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheSettings {
+    pub enabled: bool,
+    /// `cache.max_bytes`; 0: derived from the memory limit at start.
+    pub max_bytes: u64,
+    /// `cache.ttl_secs`.
+    pub ttl: Duration,
+    /// `cache.persist`: mirror the entries in the store.
+    pub persist: bool,
+    /// `[cache.apps.<app id>]`.
+    pub apps: std::collections::BTreeMap<String, AppCacheSettings>,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings { enabled: true, max_bytes: 0, ttl: Duration::from_secs(86_400), persist: true, apps: Default::default() }
+    }
+}
+
+/// `[cache.apps.<app id>]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppCacheSettings {
+    /// Cache this app's answers even when sampling is not deterministic.
+    pub always: bool,
+    /// Semantic cache: a question whose embedding's cosine similarity with
+    /// a cached one reaches this gets its answer (`None`: exact match only).
+    pub semantic_threshold: Option<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -670,6 +706,25 @@ impl Settings {
             ));
         } else {
             out.push_str("embedding: disabled\n");
+        }
+        let c = &self.cache;
+        if c.enabled {
+            let size = if c.max_bytes == 0 { "derived from the memory limit".to_owned() } else { format!("{} bytes", c.max_bytes) };
+            let persist = if c.persist { "kept in the store" } else { "memory only" };
+            let apps: Vec<String> = c
+                .apps
+                .iter()
+                .map(|(id, a)| match (a.always, a.semantic_threshold) {
+                    (true, Some(t)) => format!("{id}: always, semantic {t}"),
+                    (true, None) => format!("{id}: always"),
+                    (false, Some(t)) => format!("{id}: semantic {t}"),
+                    (false, None) => format!("{id}: as the defaults"),
+                })
+                .collect();
+            let apps = if apps.is_empty() { String::new() } else { format!("; {}", apps.join(", ")) };
+            out.push_str(&format!("response cache: {size}, answers served for {}s, {persist}{apps}\n", c.ttl.as_secs()));
+        } else {
+            out.push_str("response cache: disabled\n");
         }
         let w = &self.workflow;
         let allow = if w.http_allow.is_empty() { "nothing".to_owned() } else { w.http_allow.join(", ") };

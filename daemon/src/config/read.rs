@@ -158,6 +158,20 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
         s.log.format = format;
     }
 
+    let cache = &mut s.cache;
+    r.bool("cache", "enabled", &mut cache.enabled);
+    let mut max_bytes: u64 = 0;
+    if r.int("cache", "max_bytes", 0..=1 << 32, &mut max_bytes) {
+        if (1..1024).contains(&max_bytes) {
+            r.problem("cache.max_bytes", format!("must be 0 (derived from the memory limit) or at least 1024, found {max_bytes}"));
+        } else {
+            cache.max_bytes = max_bytes;
+        }
+    }
+    r.secs("cache", "ttl_secs", 1..=31_536_000, &mut cache.ttl);
+    r.bool("cache", "persist", &mut cache.persist);
+    s.cache.apps = r.cache_apps();
+
     r.bool("metrics", "enabled", &mut s.metrics.enabled);
     r.bool("metrics", "tcp", &mut s.metrics.tcp);
 
@@ -568,6 +582,45 @@ impl<'a> Reader<'a> {
             }
         }
         map
+    }
+
+    /// `[cache.apps.<app id>]`: `always = bool`, `semantic_threshold` in (0, 1].
+    fn cache_apps(&mut self) -> BTreeMap<String, super::AppCacheSettings> {
+        let mut out = BTreeMap::new();
+        let Some(value) = self.raw("cache", "apps") else { return out };
+        let Some(table) = value.as_table() else {
+            self.problem("cache.apps", format!("expected a table of apps ([cache.apps.<app id>]), found {}", describe(value)));
+            return out;
+        };
+        for (id, v) in table {
+            let at = format!("cache.apps.{id}");
+            let Some(t) = v.as_table() else {
+                self.problem(&at, format!("expected a table ([{at}]), found {}", describe(v)));
+                continue;
+            };
+            let mut app = super::AppCacheSettings::default();
+            for (k, v) in t {
+                match (k.as_str(), v) {
+                    ("always", toml::Value::Boolean(b)) => app.always = *b,
+                    ("always", other) => {
+                        self.problem(&format!("{at}.always"), format!("expected true or false, found {}", describe(other)))
+                    }
+                    ("semantic_threshold", v) => match v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) {
+                        Some(t) if t > 0.0 && t <= 1.0 => app.semantic_threshold = Some(t as f32),
+                        _ => self.problem(
+                            &format!("{at}.semantic_threshold"),
+                            format!("must be a number above 0 and at most 1 (a cosine similarity), found {}", describe(v)),
+                        ),
+                    },
+                    (other, _) => {
+                        let hint = suggestion(other, ["always", "semantic_threshold"].into_iter(), &at);
+                        self.problem(&format!("{at}.{other}"), format!("unknown key{hint}"));
+                    }
+                }
+            }
+            out.insert(id.clone(), app);
+        }
+        out
     }
 
     /// `[[apps]]`: each deserialised and validated; ids must be unique.

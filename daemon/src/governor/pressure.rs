@@ -177,6 +177,8 @@ pub struct BudgetInput {
     pub slots: u32,
     pub batch_size: u32,
     pub queue_depth: usize,
+    /// The response cache's byte budget (0 when it is off).
+    pub response_cache: u64,
 }
 
 /// The daemon's own memory budget in bytes.
@@ -185,6 +187,7 @@ pub struct Budget {
     pub model_file: u64,
     pub kv_cache: Option<u64>,
     pub request_buffers: u64,
+    pub response_cache: u64,
 }
 
 impl Budget {
@@ -196,11 +199,11 @@ impl Budget {
         let (vocab, embd) = shape.map_or((0, 0), |s| (u64::from(s.n_vocab), u64::from(s.n_embd)));
         let request_buffers =
             u64::from(input.slots) * vocab * 4 + u64::from(input.batch_size) * embd * 4 + input.queue_depth as u64 * (64 << 10);
-        Budget { model_file, kv_cache, request_buffers }
+        Budget { model_file, kv_cache, request_buffers, response_cache: input.response_cache }
     }
 
     pub fn total(&self) -> u64 {
-        self.model_file + self.kv_cache.unwrap_or(0) + self.request_buffers
+        self.model_file + self.kv_cache.unwrap_or(0) + self.request_buffers + self.response_cache
     }
 }
 
@@ -298,12 +301,14 @@ impl Governor {
         self.metrics.memory_budget("model_file", b.model_file);
         self.metrics.memory_budget("kv_cache", b.kv_cache.unwrap_or(0));
         self.metrics.memory_budget("request_buffers", b.request_buffers);
+        self.metrics.memory_budget("response_cache", b.response_cache);
         self.metrics.memory_budget("total", b.total());
         let limit = self.limits().pressure_limit();
         tracing::info!(
             model_file_bytes = b.model_file,
             kv_cache_bytes = b.kv_cache.unwrap_or(0),
             request_buffer_bytes = b.request_buffers,
+            response_cache_bytes = b.response_cache,
             total_bytes = b.total(),
             limit_bytes = limit.unwrap_or(0),
             "{msg}"
@@ -389,7 +394,11 @@ impl Governor {
         let freed = match stage {
             Stage::KeepHalf => self.shrink(0.5),
             Stage::Empty => self.shrink(0.0),
-            Stage::Normal | Stage::Shedding => 0,
+            Stage::Normal => {
+                self.shrinkers.lock().unwrap_or_else(PoisonError::into_inner).iter().for_each(|s| s.relax());
+                0
+            }
+            Stage::Shedding => 0,
         };
         let fields = (reading.used, reading.limit, event, forced);
         match stage {
@@ -675,6 +684,10 @@ mod tests {
             self.0.lock().expect("lock").push(keep);
             100
         }
+        /// Recorded as 1.0: "keep everything, grow again".
+        fn relax(&self) {
+            self.0.lock().expect("lock").push(1.0);
+        }
     }
 
     #[test]
@@ -688,6 +701,7 @@ mod tests {
             slots: 4,
             batch_size: 512,
             queue_depth: 16,
+            response_cache: 8 << 20,
         };
         let limits_of = |current: u64, max: u64| Limits {
             affinity_cpus: 2,
@@ -719,6 +733,7 @@ mod tests {
         assert_eq!(g.stage(), Stage::Normal);
         assert_eq!(g.limits().memory_max, Some(2000));
         assert!(g.admit_new().is_ok());
+        assert_eq!(*cache.0.lock().expect("lock"), vec![0.5, 0.0, 1.0], "told it may grow again");
         let snap = crate::telemetry::metrics::Snapshot {
             model_state: "ready",
             inference_threads: 2,
@@ -727,6 +742,7 @@ mod tests {
             cgroup: "v1",
             cgroup_memory_current: None,
             cgroup_memory_limit: None,
+            cache: crate::cache::Stats::default(),
         };
         let text = metrics.render(&snap, crate::telemetry::metrics::Format::Text).expect("render");
         assert!(text.contains("edgeai_shed_requests_total{reason=\"memory_pressure\"} 1"), "{text}");
@@ -747,11 +763,12 @@ mod tests {
             slots: 4,
             batch_size: 512,
             queue_depth: 16,
+            response_cache: 8 << 20,
         };
         let b = Budget::compute(&input, 100 << 20, Some(shape));
         assert_eq!(b.kv_cache, Some(4096 * 30 * 192 * 4));
         assert_eq!(b.request_buffers, 4 * 49152 * 4 + 512 * 576 * 4 + 16 * (64 << 10));
-        assert_eq!(b.total(), (100 << 20) + 4096 * 30 * 192 * 4 + b.request_buffers);
+        assert_eq!(b.total(), (100 << 20) + 4096 * 30 * 192 * 4 + b.request_buffers + (8 << 20));
         assert_eq!(Budget::compute(&input, 7, None).kv_cache, None, "unknown before the model is loaded");
     }
 

@@ -3,7 +3,8 @@
 //! governor asks every registered [`Shrink`] to give memory back before it
 //! refuses new work.
 
-/// Something that can give memory back when asked.
+/// Something that can give memory back when asked. From the first
+/// [`Shrink::shrink`] until [`Shrink::relax`] it should not grow again.
 pub trait Shrink: Send + Sync {
     /// A short name for logs and metrics labels (`response_cache`, `kv_prefixes`).
     fn name(&self) -> &'static str;
@@ -11,4 +12,6 @@ pub trait Shrink: Send + Sync {
     /// now; `0.0` empties it. Returns the bytes freed (an estimate is fine).
     /// Never blocks for long: the governor calls it from its own task.
     fn shrink(&self, keep: f64) -> u64;
+    /// The pressure is over: it may grow again.
+    fn relax(&self);
 }

@@ -56,6 +56,8 @@ pub struct Run {
     pub(crate) left: Arc<OnceLock<String>>,
     /// Knowledge segments the answer was given (Dify's `retriever_resources`).
     pub retriever_resources: Vec<serde_json::Value>,
+    /// How the request met the response cache (a hit is a cached answer).
+    pub cache: crate::cache::Mark,
 }
 
 impl Run {
@@ -103,6 +105,8 @@ pub(crate) struct RunSpec {
     pub app_id: String,
     pub user: String,
     pub persist: Option<Persist>,
+    /// Where a normally finished answer is cached (a cacheable miss).
+    pub fill: Option<(Arc<crate::cache::ResponseCache>, crate::cache::CacheKey)>,
 }
 
 /// The runs in flight.
@@ -332,6 +336,11 @@ impl RunTask {
                 if let Err(e) = self.store.touch_conversation(c).await {
                     tracing::warn!(conversation_id = %c, error = %crate::telemetry::chain(&e), "could not update the conversation time");
                 }
+            }
+        }
+        if let Some((cache, key)) = &self.spec.fill {
+            if status == MessageStatus::Normal && matches!(finish, FinishReason::Stop | FinishReason::Length) {
+                cache.insert(key, &self.answer);
             }
         }
         // The task is forgotten before the last event, so a stop that

@@ -390,7 +390,7 @@ mod tests {
                 .expect("key");
         }
         let (store, report) = Store::open(&path).expect("open migrates");
-        assert_eq!(report.schema_version, 4);
+        assert_eq!(report.schema_version, 5);
         let key = store.authenticate(secret).await.expect("auth").expect("the old key works");
         assert_eq!((key.id.as_str(), key.scope), ("k1", KeyScope::App("a1".into())));
         store.close().await.expect("close");

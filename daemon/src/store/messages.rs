@@ -254,6 +254,69 @@ impl Store {
         .await
     }
 
+    /// A message answered without a run (a cached answer), in one
+    /// transaction: the conversation created (`new_conversation`: its name;
+    /// its id is `m.conversation_id`) or touched, and the message inserted
+    /// finished with `o`. Nothing is written if any step fails.
+    pub async fn record_answered(&self, m: NewMessage, new_conversation: Option<String>, o: MessageOutcome) -> Result<(), StoreError> {
+        require_non_empty("message id", &m.id)?;
+        require_non_empty("user", &m.user)?;
+        require_json("inputs", &m.inputs_json)?;
+        if o.status == MessageStatus::Pending {
+            return Err(StoreError::InvalidArgument { field: "status", reason: "a finished message cannot be pending".into() });
+        }
+        let latency_ms = i64::try_from(o.latency_ms).map_err(|_| StoreError::InvalidArgument {
+            field: "latency_ms",
+            reason: format!("{} does not fit in 63 bits", o.latency_ms),
+        })?;
+        self.write("record answered message", move |conn| {
+            let op = "record answered message";
+            let tx = conn.transaction().map_err(sql(op))?;
+            require_app(&tx, &m.app_id)?;
+            let now = now();
+            match (&m.conversation_id, new_conversation) {
+                (Some(c), Some(name)) => {
+                    tx.prepare_cached(
+                        "INSERT INTO conversations (id, app_id, user, name, inputs, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                    )
+                    .and_then(|mut stmt| stmt.execute(params![c, m.app_id, m.user, name, m.inputs_json, now]))
+                    .map_err(sql(op))?;
+                }
+                (Some(c), None) => {
+                    find_scoped(&tx, &m.app_id, &m.user, c)?;
+                    tx.execute("UPDATE conversations SET updated_at = ?2 WHERE id = ?1", params![c, now]).map_err(sql(op))?;
+                }
+                (None, _) => {}
+            }
+            tx.prepare_cached(
+                "INSERT INTO messages (id, app_id, conversation_id, user, task_id, query, inputs, answer, prompt_tokens,
+                                       completion_tokens, latency_ms, status, error, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    m.id,
+                    m.app_id,
+                    m.conversation_id,
+                    m.user,
+                    m.task_id,
+                    m.query,
+                    m.inputs_json,
+                    o.answer,
+                    o.prompt_tokens,
+                    o.completion_tokens,
+                    latency_ms,
+                    o.status,
+                    o.error,
+                    now
+                ])
+            })
+            .map_err(sql(op))?;
+            tx.commit().map_err(sql(op))
+        })
+        .await
+    }
+
     /// One message of `(app_id, user)`, with its feedback.
     pub async fn get_message(&self, app_id: &str, user: &str, id: &str) -> Result<Message, StoreError> {
         let (app_id, user, id) = (app_id.to_owned(), user.to_owned(), id.to_owned());

@@ -25,6 +25,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, sql: V2 },
     Migration { version: 3, sql: V3 },
     Migration { version: 4, sql: V4 },
+    Migration { version: 5, sql: V5 },
 ];
 
 /// Schema v1. Closed sets owned by Rust enums (message status, rating) are
@@ -336,6 +337,25 @@ CREATE TABLE app_annotation_settings (
 );
 ";
 
+/// Schema v5: the response cache's persisted answers (see `cache.rs`). No
+/// foreign key: the cache drops an app's rows itself, and a row must never
+/// make an app write fail.
+const V5: &str = r"
+CREATE TABLE response_cache (
+    hash        TEXT    NOT NULL PRIMARY KEY,
+    app_id      TEXT    NOT NULL,
+    app_version INTEGER NOT NULL,
+    cache_key   TEXT    NOT NULL,
+    answer      TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL,
+    scope       TEXT,
+    embed_model TEXT,
+    embedding   BLOB
+);
+CREATE INDEX response_cache_by_app ON response_cache (app_id, app_version);
+CREATE INDEX response_cache_by_age ON response_cache (created_at);
+";
+
 /// The newest schema version `migrations` produce (0 for an empty list).
 pub(crate) fn latest(migrations: &[Migration]) -> u32 {
     migrations.last().map_or(0, |m| m.version)
@@ -428,7 +448,8 @@ mod tests {
         Migration { version: 2, sql: V2 },
         Migration { version: 3, sql: V3 },
         Migration { version: 4, sql: V4 },
-        Migration { version: 5, sql: "ALTER TABLE apps ADD COLUMN description TEXT;" },
+        Migration { version: 5, sql: V5 },
+        Migration { version: 6, sql: "ALTER TABLE apps ADD COLUMN description TEXT;" },
     ];
 
     fn open(path: &Path) -> Connection {
@@ -440,8 +461,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
         let mut conn = open(&path);
-        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("migrate"), 4);
-        assert_eq!(schema_version(&conn).expect("version"), 4);
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("migrate"), 5);
+        assert_eq!(schema_version(&conn).expect("version"), 5);
         assert!(!backup_path(&path, 1).exists());
         // Every table exists.
         for table in [
@@ -461,6 +482,7 @@ mod tests {
             "segments_fts",
             "annotations",
             "app_annotation_settings",
+            "response_cache",
         ] {
             let n: i64 = conn
                 .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))
@@ -545,7 +567,7 @@ mod tests {
               INSERT INTO api_keys VALUES ('k2', 'a1', 'ijklmnop', x'0304', 11, 12, NULL);",
         )
         .expect("seed v3");
-        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("v4"), 4);
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS[..4].as_ref()).expect("v4"), 4);
         assert!(backup_path(&path, 4).exists());
 
         let mut stmt = conn
@@ -591,7 +613,7 @@ mod tests {
         let path = dir.path().join("s.db");
         let mut conn = open(&path);
         migrate(&mut conn, &path, MIGRATIONS).expect("first");
-        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("second"), 4);
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("second"), 5);
         assert!(!backup_path(&path, 1).exists());
     }
 
@@ -602,12 +624,12 @@ mod tests {
         let mut conn = open(&path);
         migrate(&mut conn, &path, &WITH_NEXT[..1]).expect("v1");
         conn.execute("INSERT INTO apps VALUES ('a1', 'App', 'chat', 1, 0, 0)", []).expect("insert");
-        assert_eq!(migrate(&mut conn, &path, WITH_NEXT).expect("v5"), 5);
+        assert_eq!(migrate(&mut conn, &path, WITH_NEXT).expect("v6"), 6);
 
         // One backup, of the state before the first migration that ran.
         let backup = backup_path(&path, 2);
         assert!(backup.exists(), "backup {} missing", backup.display());
-        assert!((3..=5).all(|v| !backup_path(&path, v).exists()));
+        assert!((3..=6).all(|v| !backup_path(&path, v).exists()));
         let old = open(&backup);
         assert_eq!(schema_version(&old).expect("version"), 1);
         let name: String = old.query_row("SELECT name FROM apps WHERE id = 'a1'", [], |r| r.get(0)).expect("row in backup");
@@ -640,21 +662,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
         let mut conn = open(&path);
-        migrate(&mut conn, &path, WITH_NEXT).expect("v5");
+        migrate(&mut conn, &path, WITH_NEXT).expect("v6");
         let err = migrate(&mut conn, &path, MIGRATIONS).expect_err("too new");
-        assert!(matches!(err, StoreError::SchemaTooNew { found: 5, supported: 4 }), "{err:?}");
+        assert!(matches!(err, StoreError::SchemaTooNew { found: 6, supported: 5 }), "{err:?}");
     }
 
     #[test]
     fn replaces_a_stale_backup_of_the_same_version() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
-        std::fs::write(backup_path(&path, 5), b"stale").expect("stale backup");
+        std::fs::write(backup_path(&path, 6), b"stale").expect("stale backup");
         let mut conn = open(&path);
         migrate(&mut conn, &path, &WITH_NEXT[..1]).expect("v1");
-        migrate(&mut conn, &path, &WITH_NEXT[..4]).expect("v4");
-        migrate(&mut conn, &path, WITH_NEXT).expect("v5");
-        let old = open(&backup_path(&path, 5));
-        assert_eq!(schema_version(&old).expect("backup is a database"), 4);
+        migrate(&mut conn, &path, &WITH_NEXT[..5]).expect("v5");
+        migrate(&mut conn, &path, WITH_NEXT).expect("v6");
+        let old = open(&backup_path(&path, 6));
+        assert_eq!(schema_version(&old).expect("backup is a database"), 5);
     }
 }

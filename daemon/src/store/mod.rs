@@ -64,6 +64,7 @@ macro_rules! stored_as_text {
 
 mod annotations;
 mod apps;
+mod cache;
 mod conversations;
 mod error;
 mod files;
@@ -89,6 +90,7 @@ use tokio::sync::{oneshot, Semaphore};
 
 pub use annotations::{AnnotationRecord, AnnotationSettings};
 pub use apps::{AppVersion, AppVersionInfo, StoredApp, StoredAppVersion};
+pub use cache::CacheRow;
 pub use conversations::{Conversation, ConversationSort};
 pub use error::StoreError;
 pub use files::{NewUploadFile, UploadFile};

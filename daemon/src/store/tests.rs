@@ -30,13 +30,13 @@ async fn open_creates_migrates_and_reopens_idempotently() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("edgeai.db");
     let (store, report) = Store::open(&path).expect("open");
-    assert_eq!(report, OpenReport { schema_version: 4, recovered_messages: 0, recovered_workflow_runs: 0, unfinished_documents: 0 });
+    assert_eq!(report, OpenReport { schema_version: 5, recovered_messages: 0, recovered_workflow_runs: 0, unfinished_documents: 0 });
     assert!(path.exists());
     store.put_app("a1", "A", "chat", "{}", "config").await.expect("app");
     store.close().await.expect("close");
 
     let (store, report) = Store::open(&path).expect("reopen");
-    assert_eq!(report, OpenReport { schema_version: 4, recovered_messages: 0, recovered_workflow_runs: 0, unfinished_documents: 0 });
+    assert_eq!(report, OpenReport { schema_version: 5, recovered_messages: 0, recovered_workflow_runs: 0, unfinished_documents: 0 });
     assert_eq!(store.list_apps().await.expect("list").len(), 1);
     store.close().await.expect("close");
     assert!(!backup_path(&path, 1).exists(), "no backup for a migration of an empty file");
@@ -191,7 +191,7 @@ async fn running_workflow_runs_are_recovered_after_a_crash() {
     std::mem::forget(store);
 
     let (store, report) = Store::open(&path).expect("reopen");
-    assert_eq!(report, OpenReport { schema_version: 4, recovered_messages: 1, recovered_workflow_runs: 3, unfinished_documents: 0 });
+    assert_eq!(report, OpenReport { schema_version: 5, recovered_messages: 1, recovered_workflow_runs: 3, unfinished_documents: 0 });
     for id in ["cut-1", "cut-2", "cut-3"] {
         let run = store.get_workflow_run("w", id).await.expect("get");
         assert_eq!(run.status, WorkflowRunStatus::Failed);
@@ -227,7 +227,7 @@ async fn a_v2_store_opens_with_its_apps_and_versions() {
     drop(conn);
 
     let (store, report) = Store::open(&path).expect("open v4");
-    assert_eq!(report.schema_version, 4);
+    assert_eq!(report.schema_version, 5);
     assert!(backup_path(&path, 3).exists());
     let app = store.get_app("w").await.expect("get").expect("kept");
     assert_eq!((app.name.as_str(), app.mode.as_str(), app.version, app.definition_json.as_str()), ("Old", "completion", 2, r#"{"v":2}"#));
@@ -438,4 +438,33 @@ async fn reads_beyond_the_read_queue_are_busy_and_the_place_comes_back() {
     // The first read's place is free again.
     store.list_apps().await.expect("a read after the others finished");
     store.list_apps().await.expect("and another");
+}
+
+/// A cached answer: conversation and finished message in one write, or
+/// nothing when the conversation is not the user's.
+#[tokio::test]
+async fn an_answered_message_is_recorded_whole_or_not_at_all() {
+    let t = open_store();
+    let store = &t.store;
+    store.put_app("a1", "A", "chat", "{}", "config").await.expect("app");
+    let done = |answer: &str| MessageOutcome {
+        answer: answer.into(),
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        latency_ms: 1,
+        status: MessageStatus::Normal,
+        error: None,
+    };
+    store.record_answered(message("m1", "c1"), Some("first".into()), done("cached")).await.expect("new conversation");
+    let (msgs, _) = store.list_messages("a1", "u1", "c1", None, 20).await.expect("messages");
+    assert_eq!((msgs.len(), msgs[0].answer.as_str(), msgs[0].status), (1, "cached", MessageStatus::Normal));
+    assert_eq!(store.get_conversation("a1", "u1", "c1").await.expect("conversation").name, "first");
+    store.record_answered(message("m2", "c1"), None, done("again")).await.expect("existing conversation");
+    assert_eq!(store.list_messages("a1", "u1", "c1", None, 20).await.expect("messages").0.len(), 2);
+    let other_user = NewMessage { user: "u2".into(), ..message("m3", "c1") };
+    let err = store.record_answered(other_user, None, done("x")).await.expect_err("not u2's conversation");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+    let err = store.record_answered(message("m1", "c2"), Some("dup".into()), done("x")).await.expect_err("duplicate id");
+    assert!(matches!(err, StoreError::Sqlite { .. }), "{err:?}");
+    assert!(store.get_conversation("a1", "u1", "c2").await.is_err(), "the failed write left no conversation");
 }

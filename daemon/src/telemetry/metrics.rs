@@ -136,6 +136,8 @@ pub struct Snapshot {
     pub cgroup: &'static str,
     pub cgroup_memory_current: Option<u64>,
     pub cgroup_memory_limit: Option<u64>,
+    /// The response cache's counters and size.
+    pub cache: crate::cache::Stats,
 }
 
 /// Every metric the daemon exports.
@@ -163,6 +165,12 @@ pub struct Metrics {
     shed: Family<ReasonLabels, Counter>,
     app_queue_depth: Family<AppLabels, Gauge>,
     memory_budget: Family<PartLabels, Gauge>,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    cache_evictions: Counter,
+    cache_bytes: Gauge,
+    cache_max_bytes: Gauge,
+    cache_entries: Gauge,
 }
 
 impl Default for Metrics {
@@ -196,6 +204,12 @@ impl Metrics {
             shed: Family::default(),
             app_queue_depth: Family::default(),
             memory_budget: Family::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            cache_evictions: Counter::default(),
+            cache_bytes: Gauge::default(),
+            cache_max_bytes: Gauge::default(),
+            cache_entries: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -268,7 +282,7 @@ impl Metrics {
         );
         r.register(
             "memory_budget_bytes",
-            "The daemon's own memory budget computed at start, by part (model_file, kv_cache, request_buffers, total)",
+            "The daemon's own memory budget computed at start, by part (model_file, kv_cache, request_buffers, response_cache, total)",
             m.memory_budget.clone(),
         );
         for source in PRESSURE_SOURCES {
@@ -277,6 +291,20 @@ impl Metrics {
         for reason in SHED_REASONS {
             let _ = m.shed.get_or_create(&ReasonLabels { reason });
         }
+        r.register("cache_hits", "Response cache: requests answered from the cache", m.cache_hits.clone());
+        r.register("cache_misses", "Response cache: cacheable requests the cache could not answer", m.cache_misses.clone());
+        r.register(
+            "cache_evictions",
+            "Response cache: answers evicted to stay within its byte budget or to give memory back",
+            m.cache_evictions.clone(),
+        );
+        r.register("cache_bytes", "Response cache: bytes held", m.cache_bytes.clone());
+        r.register(
+            "cache_max_bytes",
+            "Response cache: byte budget (cache.max_bytes or derived from the memory limit)",
+            m.cache_max_bytes.clone(),
+        );
+        r.register("cache_entries", "Response cache: answers held", m.cache_entries.clone());
         m
     }
 
@@ -296,7 +324,7 @@ impl Metrics {
     }
 
     /// One part of the memory budget (`model_file`, `kv_cache`,
-    /// `request_buffers`, `total`).
+    /// `request_buffers`, `response_cache`, `total`).
     pub fn memory_budget(&self, part: &'static str, bytes: u64) {
         self.memory_budget.get_or_create(&PartLabels { part }).set(saturating_i64(bytes));
     }
@@ -356,6 +384,14 @@ impl Metrics {
         self.rss.set(snap.rss_bytes.map_or(0, saturating_i64));
         set_or_clear(&self.cgroup_current, snap.cgroup, snap.cgroup_memory_current);
         set_or_clear(&self.cgroup_limit, snap.cgroup, snap.cgroup_memory_limit);
+        let c = &snap.cache;
+        // The cache counts itself; its counters only ever grow.
+        for (counter, total) in [(&self.cache_hits, c.hits), (&self.cache_misses, c.misses), (&self.cache_evictions, c.evictions)] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        self.cache_bytes.set(saturating_i64(c.bytes));
+        self.cache_max_bytes.set(saturating_i64(c.max_bytes));
+        self.cache_entries.set(saturating_i64(c.entries));
         let mut out = String::with_capacity(8 << 10);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(match format {
@@ -520,6 +556,7 @@ mod tests {
             cgroup: "v1",
             cgroup_memory_current: Some(200 << 20),
             cgroup_memory_limit: None,
+            cache: crate::cache::Stats { enabled: true, hits: 5, misses: 2, evictions: 1, entries: 3, bytes: 900, max_bytes: 4096 },
         }
     }
 
@@ -556,10 +593,19 @@ mod tests {
             "edgeai_code_runs_total{language=\"javascript\",outcome=\"ok\"} 1",
             "edgeai_code_runs_total{language=\"python3\",outcome=\"error\"} 1",
             "edgeai_code_run_duration_seconds_count{language=\"python3\"} 1",
+            "edgeai_cache_hits_total 5",
+            "edgeai_cache_misses_total 2",
+            "edgeai_cache_evictions_total 1",
+            "edgeai_cache_entries 3",
+            "edgeai_cache_bytes 900",
+            "edgeai_cache_max_bytes 4096",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
         assert!(!text.contains("edgeai_cgroup_memory_limit_bytes{"), "no limit, no series:\n{text}");
+        // A second scrape does not count the cache's totals twice.
+        let again = m.render(&snapshot(), Format::OpenMetrics).expect("encodes");
+        assert!(again.lines().any(|l| l == "edgeai_cache_hits_total 5"), "{again}");
         assert!(text.ends_with("# EOF\n"), "{text}");
 
         let plain = m.render(&snapshot(), Format::Text).expect("encodes");
