@@ -132,6 +132,14 @@ fn a_repeated_question_is_answered_from_the_cache_like_a_real_answer() {
     let o2 = o2.expect_json(200);
     assert_eq!(o2["choices"][0]["message"]["content"], o1["choices"][0]["message"]["content"]);
     assert_eq!(o2["usage"], json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}));
+    assert_eq!(o2["choices"][0]["finish_reason"], o1["choices"][0]["finish_reason"]);
+    // An answer cut at max_tokens is replayed as cut ("length"), not as finished.
+    let cut = json!({"model": "any", "messages": [{"role": "user", "content": "Describe a factory."}], "max_tokens": 3});
+    let c1 = c.post_json("/v1/chat/completions", &cut).expect_json(200);
+    assert_eq!(c1["choices"][0]["finish_reason"], "length", "{c1}");
+    let c2 = c.post_json("/v1/chat/completions", &cut);
+    assert_eq!(c2.header("x-edgeai-cache"), Some("hit"));
+    assert_eq!(c2.expect_json(200)["choices"][0]["finish_reason"], "length");
     let mut streamed = req.clone();
     streamed["stream"] = json!(true);
     let mut sse = c.post_json_streaming("/v1/chat/completions", &streamed).into_sse();
@@ -156,14 +164,14 @@ fn a_repeated_question_is_answered_from_the_cache_like_a_real_answer() {
     // Stats and metrics move together.
     let st = stats(&d);
     assert_eq!(st["enabled"], true);
-    assert_eq!(st["hits"], 7, "{st}");
-    assert_eq!(st["misses"], 9, "{st}");
-    assert!(st["entries"].as_u64().unwrap() >= 8 && st["bytes"].as_u64().unwrap() > 0, "{st}");
-    assert!((st["hit_rate"].as_f64().unwrap() - 7.0 / 16.0).abs() < 1e-9, "{st}");
+    assert_eq!(st["hits"], 8, "{st}");
+    assert_eq!(st["misses"], 10, "{st}");
+    assert!(st["entries"].as_u64().unwrap() >= 9 && st["bytes"].as_u64().unwrap() > 0, "{st}");
+    assert!((st["hit_rate"].as_f64().unwrap() - 8.0 / 18.0).abs() < 1e-9, "{st}");
     assert_eq!(st["max_bytes"], 64 << 20, "derived without a cgroup limit: {st}");
     let metrics = d.unix_client().without_key().get("/metrics").text();
-    assert_eq!(sample(&metrics, "edgeai_cache_hits_total"), 7.0);
-    assert_eq!(sample(&metrics, "edgeai_cache_misses_total"), 9.0);
+    assert_eq!(sample(&metrics, "edgeai_cache_hits_total"), 8.0);
+    assert_eq!(sample(&metrics, "edgeai_cache_misses_total"), 10.0);
     assert_eq!(sample(&metrics, "edgeai_cache_entries"), st["entries"].as_f64().unwrap());
     assert_eq!(sample(&metrics, "edgeai_cache_bytes"), st["bytes"].as_f64().unwrap());
 
@@ -171,10 +179,10 @@ fn a_repeated_question_is_answered_from_the_cache_like_a_real_answer() {
     let out = d.ctl(&["cache", "stats"]);
     assert!(out.status.success(), "{out:?}");
     let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(shown.lines().any(|l| l.starts_with("hits") && l.ends_with(" 7")) && shown.contains("hit rate"), "{shown}");
+    assert!(shown.lines().any(|l| l.starts_with("hits") && l.ends_with(" 8")) && shown.contains("hit rate"), "{shown}");
     let out = d.ctl(&["cache", "stats", "--json"]);
     let j: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(j["hits"], 7);
+    assert_eq!(j["hits"], 8);
     let out = d.ctl(&["cache", "flush", "--app", "nope"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"), "{out:?}");

@@ -116,8 +116,7 @@ fn an_app_over_its_queue_share_gets_429_with_retry_after_and_another_app_gets_in
 
 #[test]
 fn memory_pressure_sheds_new_generations_lets_running_ones_finish_and_recovers() {
-    let builder =
-        DaemonBuilder::new().long_app(300).app_set("demo", "completion_params.max_tokens", 4).set("cache.enabled", true);
+    let builder = DaemonBuilder::new().long_app(300).app_set("demo", "completion_params.max_tokens", 4).set("cache.enabled", true);
     let flag = builder.dir().join("pressure");
     let d = builder.failpoint("memory-pressure", &format!("return({})", flag.display())).start();
     let (_, long_key) = d.admin().create_key(LONG_APP);

@@ -63,6 +63,8 @@ pub enum Mark {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
     pub answer: String,
+    /// The answer stopped at `max_tokens`: replayed with finish reason length.
+    pub truncated: bool,
     /// When the answer was cached (unix seconds).
     pub created_at: i64,
     /// The cosine similarity of the cached question, for a semantic hit.
@@ -86,6 +88,7 @@ struct Entry {
     app_id: String,
     app_version: u32,
     answer: String,
+    truncated: bool,
     created_at: i64,
     scope: Option<String>,
     embedding: Option<QueryEmbedding>,
@@ -241,6 +244,7 @@ impl ResponseCache {
                     app_id: row.app_id,
                     app_version: row.app_version,
                     answer: row.answer,
+                    truncated: row.truncated,
                     created_at: row.created_at,
                     scope: row.scope,
                     embedding,
@@ -269,7 +273,7 @@ impl ResponseCache {
                 self.forget_on_disk(vec![key.hash.clone()]);
                 return None;
             }
-            Some(e) => Some(Hit { answer: e.answer.clone(), created_at: e.created_at, similarity: None }),
+            Some(e) => Some(Hit { answer: e.answer.clone(), truncated: e.truncated, created_at: e.created_at, similarity: None }),
             None => None,
         };
         if found.is_some() {
@@ -299,8 +303,12 @@ impl ResponseCache {
             })
             .max_by(|a, b| a.0.total_cmp(&b.0))?;
         let (similarity, hash) = best;
-        let hit =
-            lru.entries.get(&hash).map(|e| Hit { answer: e.answer.clone(), created_at: e.created_at, similarity: Some(similarity) })?;
+        let hit = lru.entries.get(&hash).map(|e| Hit {
+            answer: e.answer.clone(),
+            truncated: e.truncated,
+            created_at: e.created_at,
+            similarity: Some(similarity),
+        })?;
         lru.touch(&hash);
         self.hits.fetch_add(1, Ordering::Relaxed);
         Some(hit)
@@ -319,7 +327,7 @@ impl ResponseCache {
     /// Keeps an answer (a run that finished normally). Evicts the least
     /// recently used entries beyond the budget; an answer larger than the
     /// whole budget is not kept. The store is written in the background.
-    pub fn insert(&self, key: &CacheKey, answer: &str) {
+    pub fn insert(&self, key: &CacheKey, answer: &str, truncated: bool) {
         if !self.settings.enabled || answer.is_empty() {
             return;
         }
@@ -343,6 +351,7 @@ impl ResponseCache {
                 app_id: key.app_id.clone(),
                 app_version: key.app_version,
                 answer: answer.to_owned(),
+                truncated,
                 created_at,
                 scope: key.scope.clone(),
                 embedding: key.embedding.clone(),
@@ -363,6 +372,7 @@ impl ResponseCache {
                 app_version: key.app_version,
                 cache_key: key.text.clone(),
                 answer: answer.to_owned(),
+                truncated,
                 created_at,
                 scope: key.scope.clone(),
                 embed_model: key.embedding.as_ref().map(|e| e.model.clone()),
@@ -516,10 +526,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let one = entry_bytes(&"h".repeat(64), &key("a", 1, "q0").text, "a", &"x".repeat(100));
         let (c, _s) = cache(dir.path(), one * 2 + one / 2, 3600);
-        c.insert(&key("a", 1, "q0"), &"x".repeat(100));
-        c.insert(&key("a", 1, "q1"), &"x".repeat(100));
+        c.insert(&key("a", 1, "q0"), &"x".repeat(100), false);
+        c.insert(&key("a", 1, "q1"), &"x".repeat(100), false);
         assert!(c.get(&key("a", 1, "q0")).is_some(), "q0 is now the most recent");
-        c.insert(&key("a", 1, "q2"), &"x".repeat(100));
+        c.insert(&key("a", 1, "q2"), &"x".repeat(100), false);
         assert!(c.get(&key("a", 1, "q1")).is_none(), "q1 was the least recently used");
         assert!(c.get(&key("a", 1, "q0")).is_some());
         let st = c.stats();
@@ -528,7 +538,7 @@ mod tests {
         assert_eq!(c.stats().misses, 1, "the service counts a request no lookup answered");
         assert!(st.bytes <= st.max_bytes);
         // An answer larger than the whole cache is not kept and evicts nothing.
-        c.insert(&key("a", 1, "big"), &"x".repeat(10_000));
+        c.insert(&key("a", 1, "big"), &"x".repeat(10_000), false);
         assert_eq!(c.stats().entries, 2);
     }
 
@@ -537,7 +547,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (c, _s) = cache(dir.path(), 1 << 20, 3600);
         let k = key("a", 1, "q");
-        c.insert(&k, "answer");
+        c.insert(&k, "answer", false);
         let forged = CacheKey { text: format!("{}x", k.text), ..k.clone() };
         assert_eq!(c.get(&forged), None);
         assert_eq!(c.get(&k).map(|h| h.answer).as_deref(), Some("answer"));
@@ -548,14 +558,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (c, _s) = cache(dir.path(), 1 << 20, 3600);
         for (app, v, q) in [("a", 1, "q"), ("a", 2, "q"), ("b", 1, "q"), ("b", 1, "r")] {
-            c.insert(&key(app, v, q), "answer");
+            c.insert(&key(app, v, q), "answer", false);
         }
         c.app_version_changed("a", 2);
         assert!(c.get(&key("a", 1, "q")).is_none());
         assert!(c.get(&key("a", 2, "q")).is_some());
         assert_eq!(c.flush(Some("b")).await.expect("flush"), 2);
         assert_eq!(c.stats().entries, 1);
-        c.insert(&key("b", 1, "q"), "answer");
+        c.insert(&key("b", 1, "q"), "answer", false);
         let held = c.stats().bytes;
         assert!(c.shrink(0.5) >= held / 2 - 1);
         assert!(c.stats().bytes <= held / 2);
@@ -564,10 +574,10 @@ mod tests {
         assert_eq!(c.stats().entries, 0);
         assert_eq!(c.name(), "response_cache");
         // Under pressure it takes nothing new until the governor relaxes it.
-        c.insert(&key("b", 1, "q"), "answer");
+        c.insert(&key("b", 1, "q"), "answer", false);
         assert_eq!(c.stats().entries, 0, "an answer was cached while the governor held the cache");
         c.relax();
-        c.insert(&key("b", 1, "q"), "answer");
+        c.insert(&key("b", 1, "q"), "answer", false);
         assert_eq!(c.stats().entries, 1);
 
         let mut s = CacheSettings::default();
@@ -587,8 +597,8 @@ mod tests {
     async fn a_similar_question_of_the_same_scope_finds_the_answer_and_its_similarity() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (c, store) = cache(dir.path(), 1 << 20, 3600);
-        c.insert(&embedded("what is a plc", vec![1.0, 0.0]), "a controller");
-        c.insert(&embedded("what is modbus", vec![0.0, 1.0]), "a protocol");
+        c.insert(&embedded("what is a plc", vec![1.0, 0.0]), "a controller", false);
+        c.insert(&embedded("what is modbus", vec![0.0, 1.0]), "a protocol", false);
         let near = embedded("what's a PLC", vec![0.96, 0.28]);
         assert_eq!(c.get(&near), None, "not the same question");
         let hit = c.get_similar(&near, 0.9).expect("similar enough");
@@ -612,9 +622,9 @@ mod tests {
     async fn entries_survive_a_restart_and_expire() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (c, store) = cache(dir.path(), 1 << 20, 3600);
-        c.insert(&key("a", 1, "q"), "kept");
-        c.insert(&key("a", 0, "q"), "dropped at load: not the served version");
-        c.insert(&key("b", 1, "q"), "flushed");
+        c.insert(&key("a", 1, "q"), "kept", false);
+        c.insert(&key("a", 0, "q"), "dropped at load: not the served version", false);
+        c.insert(&key("b", 1, "q"), "flushed", false);
         c.flush(Some("b")).await.expect("flush");
         store.close().await.expect("close flushes the queued writes");
 
@@ -632,11 +642,11 @@ mod tests {
         // An expired entry is neither served nor loaded (TTL 2 s: a read
         // within the same or the next second is still fresh).
         let (c, store) = cache(dir.path(), 1 << 20, 2);
-        c.insert(&key("a", 1, "q"), "short-lived");
+        c.insert(&key("a", 1, "q"), "short-lived", false);
         assert!(c.get(&key("a", 1, "q")).is_some());
         std::thread::sleep(Duration::from_millis(3100));
         assert!(c.get(&key("a", 1, "q")).is_none(), "expired");
-        c.insert(&key("a", 1, "r"), "short-lived");
+        c.insert(&key("a", 1, "r"), "short-lived", false);
         store.close().await.expect("close");
         std::thread::sleep(Duration::from_millis(3100));
         let (c, _store) = cache(dir.path(), 1 << 20, 2);
@@ -649,7 +659,7 @@ mod tests {
         let (store, _) = Store::open(&dir.path().join("s.db")).expect("store");
         let s = CacheSettings { persist: false, ..CacheSettings::default() };
         let c = ResponseCache::new(s.clone(), None, store.clone());
-        c.insert(&key("a", 1, "q"), "memory only");
+        c.insert(&key("a", 1, "q"), "memory only", false);
         assert!(c.get(&key("a", 1, "q")).is_some());
         assert!(store.cache_load(0).await.expect("load").is_empty());
         assert_eq!(ResponseCache::new(s, None, store).load(|_| Some(1)).await.expect("load"), 0);
@@ -660,7 +670,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (c, store) = cache(dir.path(), 1 << 20, 3600);
         for i in 0..10 {
-            c.insert(&key("a", 1, &format!("q{i}")), &"x".repeat(100));
+            c.insert(&key("a", 1, &format!("q{i}")), &"x".repeat(100), false);
         }
         store.close().await.expect("close");
         let one = entry_bytes(&"h".repeat(64), &key("a", 1, "q0").text, "a", &"x".repeat(100));

@@ -172,7 +172,10 @@ fn hit_run(task_id: String, message_id: String, conversation_id: Option<String>,
     let (tx, events) = tokio::sync::mpsc::channel(2);
     // The channel has room for both events and nobody else holds it.
     let _ = tx.try_send(RunEvent::Text(hit.answer.clone()));
-    let _ = tx.try_send(RunEvent::End { usage: Usage { latency, ..Usage::default() }, finish: FinishReason::Stop });
+    let _ = tx.try_send(RunEvent::End {
+        usage: Usage { latency, ..Usage::default() },
+        finish: if hit.truncated { FinishReason::Length } else { FinishReason::Stop },
+    });
     Run {
         task_id,
         message_id,

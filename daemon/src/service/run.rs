@@ -340,7 +340,7 @@ impl RunTask {
         }
         if let Some((cache, key)) = &self.spec.fill {
             if status == MessageStatus::Normal && matches!(finish, FinishReason::Stop | FinishReason::Length) {
-                cache.insert(key, &self.answer);
+                cache.insert(key, &self.answer, finish == FinishReason::Length);
             }
         }
         // The task is forgotten before the last event, so a stop that

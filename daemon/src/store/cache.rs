@@ -22,6 +22,8 @@ pub struct CacheRow {
     /// The canonical key the hash is of.
     pub cache_key: String,
     pub answer: String,
+    /// The answer stopped at `max_tokens` (replayed with that finish reason).
+    pub truncated: bool,
     /// Unix seconds.
     pub created_at: i64,
     /// Hash of the key without the query (semantic lookups).
@@ -51,14 +53,25 @@ fn apply(conn: &mut Connection, puts: &[CacheRow], deletes: &[String]) -> Result
         let mut put = tx
             .prepare_cached(
                 "INSERT OR REPLACE INTO response_cache \
-                 (hash, app_id, app_version, cache_key, answer, created_at, scope, embed_model, embedding) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 (hash, app_id, app_version, cache_key, answer, truncated, created_at, scope, embed_model, embedding) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )
             .map_err(sql(op))?;
         for r in puts {
             let blob = r.embedding.as_deref().map(to_blob);
-            put.execute(params![r.hash, r.app_id, r.app_version, r.cache_key, r.answer, r.created_at, r.scope, r.embed_model, blob])
-                .map_err(sql(op))?;
+            put.execute(params![
+                r.hash,
+                r.app_id,
+                r.app_version,
+                r.cache_key,
+                r.answer,
+                r.truncated,
+                r.created_at,
+                r.scope,
+                r.embed_model,
+                blob
+            ])
+            .map_err(sql(op))?;
         }
     }
     tx.commit().map_err(sql(op))
@@ -111,7 +124,7 @@ impl Store {
             conn.execute("DELETE FROM response_cache WHERE created_at < ?1", [oldest]).map_err(sql(op))?;
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT hash, app_id, app_version, cache_key, answer, created_at, scope, embed_model, embedding FROM response_cache \
+                    "SELECT hash, app_id, app_version, cache_key, answer, truncated, created_at, scope, embed_model, embedding FROM response_cache \
                      ORDER BY created_at DESC, rowid DESC",
                 )
                 .map_err(sql(op))?;
@@ -123,10 +136,11 @@ impl Store {
                         app_version: r.get(2)?,
                         cache_key: r.get(3)?,
                         answer: r.get(4)?,
-                        created_at: r.get(5)?,
-                        scope: r.get(6)?,
-                        embed_model: r.get(7)?,
-                        embedding: r.get::<_, Option<Vec<u8>>>(8)?.map(|b| from_blob(&b)),
+                        truncated: r.get(5)?,
+                        created_at: r.get(6)?,
+                        scope: r.get(7)?,
+                        embed_model: r.get(8)?,
+                        embedding: r.get::<_, Option<Vec<u8>>>(9)?.map(|b| from_blob(&b)),
                     })
                 })
                 .and_then(Iterator::collect)
@@ -148,6 +162,7 @@ mod tests {
             app_version: version,
             cache_key: format!("key of {hash}"),
             answer: format!("answer of {hash}"),
+            truncated: false,
             created_at,
             scope: None,
             embed_model: None,

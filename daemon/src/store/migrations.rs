@@ -347,6 +347,7 @@ CREATE TABLE response_cache (
     app_version INTEGER NOT NULL,
     cache_key   TEXT    NOT NULL,
     answer      TEXT    NOT NULL,
+    truncated   INTEGER NOT NULL DEFAULT 0,
     created_at  INTEGER NOT NULL,
     scope       TEXT,
     embed_model TEXT,
