@@ -155,6 +155,8 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
             threads,
             adaptive_threads: m.threads.is_none(),
             batch_size: m.batch_size,
+            step_budget: m.step_budget,
+            prefix_dir: Some(settings.store.path.parent().unwrap_or(std::path::Path::new("")).join("kv-prefixes")),
             queue_depth: m.queue_depth,
             use_mlock: m.use_mlock,
             load_timeout: m.load_timeout,

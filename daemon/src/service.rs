@@ -901,6 +901,8 @@ mod tests {
                 threads: 1,
                 adaptive_threads: false,
                 batch_size: 32,
+                step_budget: std::time::Duration::ZERO,
+                prefix_dir: None,
                 queue_depth: 1,
                 use_mlock: false,
                 load_timeout: std::time::Duration::from_secs(1),

@@ -202,6 +202,12 @@ pub struct RuntimeConfig {
     /// thread count was derived, not configured).
     pub adaptive_threads: bool,
     pub batch_size: u32,
+    /// How long a decode step may take with prompt tokens while other
+    /// sequences generate (`model.step_budget_ms`); zero: no time bound.
+    pub step_budget: Duration,
+    /// Where the cached prompt prefixes are kept across a restart
+    /// (`kv-prefixes/` next to the store); `None`: not kept.
+    pub prefix_dir: Option<PathBuf>,
     pub queue_depth: usize,
     pub use_mlock: bool,
     /// Loading still running after this is aborted (`model.load_timeout_secs`).
