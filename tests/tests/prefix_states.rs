@@ -80,3 +80,100 @@ fn a_cached_prefix_survives_a_thread_count_change() {
     assert_eq!(nth_started(&d, 1), (p1, p1 - 1), "the prefix cached before the rebuild was not reused");
     assert_eq!(r1["choices"][0]["message"]["content"], r2["choices"][0]["message"]["content"], "greedy answers differ across the rebuild");
 }
+
+/// Files in the daemon's `kv-prefixes/` directory (next to its store).
+fn saved_files(d: &Daemon) -> Vec<String> {
+    let dir = d.dir().join("kv-prefixes");
+    let mut names: Vec<String> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+/// SIGTERM, a clean exit, and the log line of the save.
+fn stop_cleanly(d: &mut Daemon) -> LogLine {
+    d.sigterm();
+    let status = d.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "edgeaid exited with {status} on SIGTERM");
+    let saved = d.logs_with_message("cached prefixes saved");
+    assert_eq!(saved.len(), 1, "one save at the clean stop:\n{}", d.dump_logs());
+    saved[0].clone()
+}
+
+/// The slot a daemon's single saved prefix went to: `slot-N.state` and its
+/// manifest `slot-N.json`, nothing else.
+fn single_saved_slot(d: &Daemon) -> String {
+    let files = saved_files(d);
+    assert_eq!(files.len(), 2, "one state file and its manifest: {files:?}");
+    let slot = files[0].strip_suffix(".json").unwrap_or_else(|| panic!("no manifest in {files:?}")).to_owned();
+    assert_eq!(files[1], format!("{slot}.state"), "{files:?}");
+    slot
+}
+
+/// A clean stop saves the cached prefix; the next start loads it, so a new
+/// question under the same system prompt decodes only what follows it.
+#[test]
+fn the_first_request_after_a_restart_reuses_the_saved_prefix() {
+    let mut d = DaemonBuilder::new().set("log.level", SCHEDULER_DEBUG).start();
+    let r1 = ask(&d.client(), "The capper on line 2 jams every hour. What should I check?");
+    let p1 = prompt_tokens(&r1);
+    assert_eq!(nth_started(&d, 0), (p1, 0), "a fresh daemon has nothing cached");
+
+    let saved = stop_cleanly(&mut d);
+    assert_eq!(saved.field_u64("slots"), Some(1), "{}", saved.raw);
+    single_saved_slot(&d);
+
+    d.start_again();
+    let restored = d.wait_log_message("cached prefixes restored", LOG_WAIT);
+    assert_eq!(restored.field_u64("slots"), Some(1), "{}", restored.raw);
+    assert!(restored.field_u64("tokens").unwrap() >= p1, "{}", restored.raw);
+    assert_eq!(saved_files(&d), Vec::<String>::new(), "loaded states are deleted: the disk holds them only while stopped");
+
+    let r2 = ask(&d.client(), "Which gloves do I need near the rinser?");
+    let (p2, reused) = nth_started(&d, 0);
+    assert_eq!(p2, prompt_tokens(&r2));
+    // The system prompt alone is ~150 tokens; the questions differ.
+    assert!(reused >= 100 && reused < p2, "the first request after the restart reused {reused} of {p2} tokens");
+}
+
+/// A saved state whose bytes changed, or that another context produced, is
+/// never given to llama.cpp: it is logged, deleted, and the slot starts cold
+/// (the request still answers).
+#[test]
+fn a_corrupt_or_mismatched_saved_prefix_is_deleted_and_the_start_is_cold() {
+    let mut d = DaemonBuilder::new().set("log.level", SCHEDULER_DEBUG).start();
+    let question = "The capper on line 2 jams every hour. What should I check?";
+    ask(&d.client(), question);
+    stop_cleanly(&mut d);
+    let slot = single_saved_slot(&d);
+
+    // One byte in the middle of the KV data flipped.
+    let state = d.dir().join("kv-prefixes").join(format!("{slot}.state"));
+    let mut bytes = std::fs::read(&state).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&state, bytes).unwrap();
+
+    d.start_again();
+    let discarded = d.wait_log_message("discarded a saved prefix: this slot starts cold", LOG_WAIT);
+    assert!(discarded.field_str("error").unwrap().contains("do not match its manifest"), "{}", discarded.raw);
+    assert_eq!(d.wait_log_message("cached prefixes restored", LOG_WAIT).field_u64("slots"), Some(0));
+    assert_eq!(saved_files(&d), Vec::<String>::new(), "the corrupt state was not deleted");
+    let r = ask(&d.client(), question);
+    assert_eq!(nth_started(&d, 0).1, 0, "a cold start reuses nothing");
+    assert!(!r["choices"][0]["message"]["content"].as_str().unwrap().is_empty());
+
+    // Saved again at this stop; then the context size changes: the state
+    // no longer fits this KV layout and is refused.
+    stop_cleanly(&mut d);
+    single_saved_slot(&d);
+    d.edit_config(|c| edgeai_tests::daemon::set_path(c, "model.context_size", 3072.into()));
+    d.start_again();
+    let discarded = d.wait_log_message("discarded a saved prefix: this slot starts cold", LOG_WAIT);
+    assert!(discarded.field_str("error").unwrap().contains("context size differs"), "{}", discarded.raw);
+    assert_eq!(saved_files(&d), Vec::<String>::new(), "the mismatched state was not deleted");
+    ask(&d.client(), question);
+    assert_eq!(nth_started(&d, 0).1, 0, "a mismatched state must not be reused");
+}

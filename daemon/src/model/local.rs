@@ -5,6 +5,7 @@
 
 use std::io::Read;
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{LlamaStateSeqFlags, SeqState};
 use tokio::sync::mpsc::error::TrySendError as AsyncTrySendError;
 
+use super::prefixes::{self, Fingerprint};
 use super::queue::{JobQueue, Pop, Reservation};
 use super::template::Renderer;
 use super::text::TokenText;
@@ -107,6 +109,11 @@ impl LocalModel {
             tracing::warn!(error = %e, grammar_bytes = gbnf.len(), "llama.cpp rejected an output grammar");
             ModelError::Inference(format!("llama.cpp rejected the output grammar ({e}); see the daemon log for the parse error"))
         })
+    }
+
+    /// Takes no more jobs: the inference thread ends once none runs.
+    pub(super) fn close(&self) {
+        self.jobs.close();
     }
 
     /// Places taken in the admission queue now.
@@ -346,6 +353,7 @@ fn failpoint_hang() {
 /// Test-only: `retune-threads=return` makes every idle tick rebuild the
 /// context (with the thread count in use, or `return(N)`'s N), as a change
 /// of the CPU load would.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
 fn forced_retune(current: u32) -> Option<u32> {
     fail::fail_point!("retune-threads", |arg| Some(arg.and_then(|a| a.parse().ok()).unwrap_or(current)));
     None
@@ -394,6 +402,8 @@ struct Scheduler<'m> {
     pace: StepPace,
     /// A job taken from the queue that waits for KV room.
     waiting: Option<Job>,
+    /// Where prefixes are kept across a restart, and what they must match.
+    saved_prefixes: Option<(PathBuf, Fingerprint)>,
 }
 
 impl<'m> Scheduler<'m> {
@@ -426,13 +436,16 @@ impl<'m> Scheduler<'m> {
             active: Vec::new(),
             pace: StepPace::default(),
             waiting: None,
+            saved_prefixes: cfg.prefix_dir.clone().zip(Fingerprint::of(cfg, n_ctx as u32)),
         }
     }
 
     fn run(mut self, rx: &JobQueue) {
+        self.restore_prefixes();
         loop {
             self.heartbeat.beat();
             if !self.admit(rx) {
+                self.save_prefixes();
                 return;
             }
             // Also after an eviction or a thread-count change in admit.
@@ -444,6 +457,31 @@ impl<'m> Scheduler<'m> {
             self.reap();
             self.report_kv();
         }
+    }
+
+    /// Loads the prefixes the last clean stop saved (see `prefixes.rs`),
+    /// before the first job is admitted.
+    fn restore_prefixes(&mut self) {
+        let Some((dir, fp)) = &self.saved_prefixes else { return };
+        let started = Instant::now();
+        let restored = prefixes::restore(dir, fp, &mut self.ctx);
+        let tokens: usize = restored.iter().map(|(_, t)| t.len()).sum();
+        for (slot, kv) in restored {
+            self.slots[slot].kv = kv;
+        }
+        let slots = self.slots.iter().filter(|s| !s.kv.is_empty()).count();
+        tracing::info!(slots, tokens, ms = started.elapsed().as_millis() as u64, "cached prefixes restored");
+    }
+
+    /// Saves every slot's cached prefix for the next start; called once the
+    /// queue is closed and nothing runs (a clean stop).
+    fn save_prefixes(&self) {
+        let Some((dir, fp)) = &self.saved_prefixes else { return };
+        let started = Instant::now();
+        let cached: Vec<(usize, &[LlamaToken])> =
+            self.slots.iter().enumerate().filter(|(_, s)| !s.kv.is_empty()).map(|(i, s)| (i, s.kv.as_slice())).collect();
+        let (slots, bytes) = prefixes::save(dir, fp, &self.ctx, &cached);
+        tracing::info!(slots, bytes, dir = %dir.display(), ms = started.elapsed().as_millis() as u64, "cached prefixes saved");
     }
 
     /// KV cells in use, for the metrics (a sum over at most 16 slots).
