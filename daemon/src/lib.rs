@@ -156,6 +156,8 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
             threads,
             adaptive_threads: m.threads.is_none(),
             batch_size: m.batch_size,
+            step_budget: m.step_budget,
+            prefix_dir: Some(settings.store.path.parent().unwrap_or(std::path::Path::new("")).join("kv-prefixes")),
             queue_depth: m.queue_depth,
             max_queued_per_app: settings.admission.queued_per_app(m),
             max_concurrent_per_app: settings.admission.concurrent_per_app(m),
@@ -272,6 +274,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
     };
     let grace = settings.server.shutdown_grace;
     let svc = Arc::clone(&service);
+    let model = Arc::clone(&runtime);
     let mut drain_rx = phase.clone();
     let drain = async move {
         let open = api::serve(listeners, Arc::clone(&state), shutdown, grace).await;
@@ -282,6 +285,8 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         };
         let left = svc.drain(signal_at + grace).await;
         tracing::info!(open_connections = open, cancelled_runs = left, "drained");
+        // Only a clean stop saves the cached prefixes (a second signal skips it).
+        model.stop(MODEL_STOP).await;
     };
     let mut abort_rx = phase;
     tokio::select! {
@@ -300,6 +305,10 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long a clean stop waits for the inference thread to save the cached
+/// prompt prefixes (a few MB per slot: well under a second).
+const MODEL_STOP: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Where the daemon is in its life, as the signals decide it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -971,6 +971,8 @@ mod tests {
                 threads: 1,
                 adaptive_threads: false,
                 batch_size: 32,
+                step_budget: std::time::Duration::ZERO,
+                prefix_dir: None,
                 queue_depth: 1,
                 max_queued_per_app: 1,
                 max_concurrent_per_app: 1,

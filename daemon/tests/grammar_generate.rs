@@ -30,6 +30,8 @@ fn load(path: std::path::PathBuf) -> Arc<LocalModel> {
             threads: 2,
             adaptive_threads: false,
             batch_size: 256,
+            step_budget: Duration::ZERO,
+            prefix_dir: None,
             queue_depth: 1,
             max_queued_per_app: 1,
             max_concurrent_per_app: 2,

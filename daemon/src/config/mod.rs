@@ -63,6 +63,7 @@
 //! | `model.slots` | `4` | 1 ..= 16; parallel sequences |
 //! | `model.threads` | `0` (auto) | 0 (auto) or 1 ..= 256 |
 //! | `model.batch_size` | `512` | 32 ..= 8192 |
+//! | `model.step_budget_ms` | `60` | 0 ..= 10000; while other sequences generate, a decode step reads only as many prompt tokens as fit this time; `0`: up to `batch_size` (no time bound) |
 //! | `model.queue_depth` | `16` | 1 ..= 1024; requests waiting for a slot |
 //! | `admission.max_concurrent_per_app` | `0` (the slots) | 0 or 1 ..= 16; generations of one app running at once, the others wait in its lane |
 //! | `admission.max_queued_per_app` | `0` (¾ of `model.queue_depth`) | 0 or 1 ..= 1024; places one app may hold in the admission queue, more get 429 (`model.queue_depth` bounds all apps together) |
@@ -476,6 +477,9 @@ pub struct ModelSettings {
     /// `None`: chosen from CPU affinity and the cgroup quota.
     pub threads: Option<u32>,
     pub batch_size: u32,
+    /// `model.step_budget_ms`: the time a decode step may take with prompt
+    /// tokens while other sequences generate; zero means no time bound.
+    pub step_budget: Duration,
     /// Admission queue in front of the slots.
     pub queue_depth: usize,
     /// `model.mlock`.
@@ -501,6 +505,7 @@ impl Default for ModelSettings {
             slots: 4,
             threads: None,
             batch_size: 512,
+            step_budget: Duration::from_millis(60),
             queue_depth: 16,
             use_mlock: false,
             load_timeout: Duration::from_secs(300),

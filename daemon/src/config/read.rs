@@ -113,6 +113,10 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
         m.threads = (threads != 0).then_some(threads);
     }
     r.int("model", "batch_size", 32..=8192, &mut m.batch_size);
+    let mut budget_ms: u64 = 0;
+    if r.int("model", "step_budget_ms", 0..=10_000, &mut budget_ms) {
+        m.step_budget = Duration::from_millis(budget_ms);
+    }
     r.int("model", "queue_depth", 1..=1024, &mut m.queue_depth);
     r.bool("model", "mlock", &mut m.use_mlock);
     let a = &mut s.admission;

@@ -5,6 +5,7 @@
 
 use std::io::Read;
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +18,10 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::{LlamaStateSeqFlags, SeqState};
 use tokio::sync::mpsc::error::TrySendError as AsyncTrySendError;
 
+use super::prefixes::{self, Fingerprint};
 use super::queue::{JobQueue, Pop, QueueLimits, Reservation};
 use super::template::Renderer;
 use super::text::TokenText;
@@ -131,6 +134,11 @@ impl LocalModel {
             tracing::warn!(error = %e, grammar_bytes = gbnf.len(), "llama.cpp rejected an output grammar");
             ModelError::Inference(format!("llama.cpp rejected the output grammar ({e}); see the daemon log for the parse error"))
         })
+    }
+
+    /// Takes no more jobs: the inference thread ends once none runs.
+    pub(super) fn close(&self) {
+        self.jobs.close();
     }
 
     /// Places taken in the admission queue now.
@@ -377,6 +385,15 @@ fn failpoint_hang() {
     });
 }
 
+/// Test-only: `retune-threads=return` makes every idle tick rebuild the
+/// context (with the thread count in use, or `return(N)`'s N), as a change
+/// of the CPU load would.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+fn forced_retune(current: u32) -> Option<u32> {
+    fail::fail_point!("retune-threads", |arg| Some(arg.and_then(|a| a.parse().ok()).unwrap_or(current)));
+    None
+}
+
 /// A slot is one llama.cpp sequence id with the tokens its KV cache holds.
 struct Slot {
     kv: Vec<LlamaToken>,
@@ -416,8 +433,12 @@ struct Scheduler<'m> {
     heartbeat: Arc<Heartbeat>,
     metrics: Arc<Metrics>,
     active: Vec<Active>,
+    /// How long steps take, to size prompt chunks by the time budget.
+    pace: StepPace,
     /// A job taken from the queue that waits for KV room.
     waiting: Option<Job>,
+    /// Where prefixes are kept across a restart, and what they must match.
+    saved_prefixes: Option<(PathBuf, Fingerprint)>,
 }
 
 impl<'m> Scheduler<'m> {
@@ -448,14 +469,18 @@ impl<'m> Scheduler<'m> {
             heartbeat,
             metrics,
             active: Vec::new(),
+            pace: StepPace::default(),
             waiting: None,
+            saved_prefixes: cfg.prefix_dir.clone().zip(Fingerprint::of(cfg, n_ctx as u32)),
         }
     }
 
     fn run(mut self, rx: &Arc<JobQueue>) {
+        self.restore_prefixes();
         loop {
             self.heartbeat.beat();
             if !self.admit(rx) {
+                self.save_prefixes();
                 return;
             }
             // Also after an eviction or a thread-count change in admit.
@@ -467,6 +492,31 @@ impl<'m> Scheduler<'m> {
             self.reap();
             self.report_kv();
         }
+    }
+
+    /// Loads the prefixes the last clean stop saved (see `prefixes.rs`),
+    /// before the first job is admitted.
+    fn restore_prefixes(&mut self) {
+        let Some((dir, fp)) = &self.saved_prefixes else { return };
+        let started = Instant::now();
+        let restored = prefixes::restore(dir, fp, &mut self.ctx);
+        let tokens: usize = restored.iter().map(|(_, t)| t.len()).sum();
+        for (slot, kv) in restored {
+            self.slots[slot].kv = kv;
+        }
+        let slots = self.slots.iter().filter(|s| !s.kv.is_empty()).count();
+        tracing::info!(slots, tokens, ms = started.elapsed().as_millis() as u64, "cached prefixes restored");
+    }
+
+    /// Saves every slot's cached prefix for the next start; called once the
+    /// queue is closed and nothing runs (a clean stop).
+    fn save_prefixes(&self) {
+        let Some((dir, fp)) = &self.saved_prefixes else { return };
+        let started = Instant::now();
+        let cached: Vec<(usize, &[LlamaToken])> =
+            self.slots.iter().enumerate().filter(|(_, s)| !s.kv.is_empty()).map(|(i, s)| (i, s.kv.as_slice())).collect();
+        let (slots, bytes) = prefixes::save(dir, fp, &self.ctx, &cached);
+        tracing::info!(slots, bytes, dir = %dir.display(), ms = started.elapsed().as_millis() as u64, "cached prefixes saved");
     }
 
     /// KV cells in use, for the metrics (a sum over at most 16 slots).
@@ -517,23 +567,57 @@ impl<'m> Scheduler<'m> {
     /// While idle: follow the thread advice when other processes hold the
     /// cores (or stop holding them). The thread count is fixed per llama.cpp
     /// context (llama-cpp-2 does not expose llama_set_n_threads), so the
-    /// context is rebuilt; that drops the cached prefixes, which is why it
-    /// only happens while idle and only after the load held for a while.
+    /// context is rebuilt; the cached prefixes are carried over (see
+    /// [`Scheduler::rebuild_context`]). It only happens while idle and only
+    /// after the load held for a while.
     fn retune_threads(&mut self) {
+        if let Some(threads) = forced_retune(self.threads_now.load(Ordering::Relaxed)) {
+            self.rebuild_context(threads, None);
+            return;
+        }
         if !self.cfg.adaptive_threads {
             return;
         }
         let Some(others) = self.cpu_load.others() else { return };
         let Some(threads) = self.advisor.observe(others) else { return };
-        match self.model.new_context(self.backend, context_params(self.cfg, threads)) {
-            Ok(ctx) => {
-                self.ctx = ctx;
-                self.slots.iter_mut().for_each(|s| s.kv.clear());
-                self.threads_now.store(threads, std::sync::atomic::Ordering::Relaxed);
-                tracing::info!(threads, busy_cpus_others = others, "inference threads changed for the CPU load");
+        self.rebuild_context(threads, Some(others));
+    }
+
+    /// Replaces the context by one running `threads` threads. Every slot is
+    /// idle here (called only from the idle tick), so each cached prefix is
+    /// copied out of the old context and into the new one; a slot whose copy
+    /// fails starts empty. `others`: the CPU load that asked for it, if any.
+    fn rebuild_context(&mut self, threads: u32, others: Option<f64>) {
+        let saved: Vec<(usize, Option<SeqState>)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.kv.is_empty())
+            .map(|(i, _)| (i, self.ctx.state_seq_get(i as i32, LlamaStateSeqFlags::empty()).ok()))
+            .collect();
+        let ctx = match self.model.new_context(self.backend, context_params(self.cfg, threads)) {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                tracing::warn!(error = %e, threads, "could not rebuild the context for a new thread count");
+                return;
             }
-            Err(e) => tracing::warn!(error = %e, threads, "could not rebuild the context for a new thread count"),
+        };
+        // The old context is freed here; its prefixes live on in `saved`.
+        self.ctx = ctx;
+        let (mut kept, mut dropped) = (0, 0);
+        for (slot, state) in saved {
+            match state.map(|st| self.ctx.state_seq_set(&st, slot as i32)) {
+                Some(Ok(())) => kept += 1,
+                failed => {
+                    tracing::warn!(slot, error = ?failed.and_then(Result::err), "a cached prefix could not be carried into the new context");
+                    let _ = self.ctx.kv_cache_seq_rm(slot as i32, None, None);
+                    self.slots[slot].kv.clear();
+                    dropped += 1;
+                }
+            }
         }
+        self.threads_now.store(threads, Ordering::Relaxed);
+        tracing::info!(threads, busy_cpus_others = ?others, kept_prefixes = kept, dropped_prefixes = dropped, "inference threads changed for the CPU load");
     }
 
     /// The free slot whose cache shares the longest prefix with `prompt`; on
@@ -584,10 +668,12 @@ impl<'m> Scheduler<'m> {
     }
 
     /// One decode step: one token for every generating sequence, then prompt
-    /// chunks for sequences still reading their prompt, up to the batch size.
+    /// chunks for sequences still reading their prompt, the shortest rest
+    /// first, up to the batch size and, while others generate, the time
+    /// budget (see [`Scheduler::prompt_room`]).
     fn step(&mut self) {
         self.batch.clear();
-        let mut budget = self.batch_size;
+        let mut generating = 0;
         for a in &mut self.active {
             a.logits_at = None;
             if a.finished.is_some() {
@@ -602,15 +688,18 @@ impl<'m> Scheduler<'m> {
                 if self.batch.add(tok, pos, &[a.slot as i32], true).is_ok() {
                     a.logits_at = Some(self.batch.n_tokens() - 1);
                     self.slots[a.slot].kv.push(tok);
-                    budget -= 1;
+                    generating += 1;
                 }
             }
         }
-        for a in &mut self.active {
-            if a.finished.is_some() || a.next.is_some() || a.pending == 0 || budget == 0 {
-                continue;
+        let mut room = self.prompt_room(generating);
+        let mut reading = 0;
+        for i in self.readers_shortest_first() {
+            if room == 0 {
+                break;
             }
-            let take = a.pending.min(budget);
+            let a = &mut self.active[i];
+            let take = a.pending.min(room);
             let from = a.job.prompt.len() - a.pending;
             for (k, &tok) in a.job.prompt.tokens[from..from + take].iter().enumerate() {
                 let pos = self.slots[a.slot].kv.len() as i32;
@@ -621,7 +710,8 @@ impl<'m> Scheduler<'m> {
                 self.slots[a.slot].kv.push(tok);
             }
             a.pending -= take;
-            budget -= take;
+            room -= take;
+            reading += take;
             if a.pending == 0 {
                 a.logits_at = Some(self.batch.n_tokens() - 1);
             }
@@ -629,7 +719,12 @@ impl<'m> Scheduler<'m> {
         if self.batch.n_tokens() == 0 {
             return;
         }
-        if let Err(e) = self.decode() {
+        let decoding = Instant::now();
+        let decoded = self.decode();
+        if decoded.is_ok() {
+            self.pace.record(generating, reading, decoding.elapsed());
+        }
+        if let Err(e) = decoded {
             tracing::error!(error = %e, tokens = self.batch.n_tokens(), "decode failed");
             for a in &mut self.active {
                 if a.finished.is_none() {
@@ -677,6 +772,30 @@ impl<'m> Scheduler<'m> {
                 a.finished = Some(FinishReason::Length);
             }
         }
+    }
+
+    /// Prompt tokens this step may take besides `generating` decode tokens:
+    /// what is left of the batch, and, while sequences generate, as many as
+    /// the time budget allows, so that neither their next tokens nor a new
+    /// request's first one waits for a long prompt. Alone, a prompt is read
+    /// in whole batches, the fastest way.
+    fn prompt_room(&self, generating: usize) -> usize {
+        let left = self.batch_size - generating;
+        if generating == 0 || self.cfg.step_budget.is_zero() {
+            return left;
+        }
+        self.pace.prompt_tokens_within(self.cfg.step_budget, left)
+    }
+
+    /// Indexes in `active` of the sequences still reading their prompt, the
+    /// fewest tokens left first: a short request's prompt is read in the
+    /// next step, not after a long one's.
+    fn readers_shortest_first(&self) -> Vec<usize> {
+        let mut readers: Vec<usize> = (0..self.active.len())
+            .filter(|&i| self.active[i].finished.is_none() && self.active[i].next.is_none() && self.active[i].pending > 0)
+            .collect();
+        readers.sort_by_key(|&i| self.active[i].pending);
+        readers
     }
 
     /// Decodes the batch. Test-only: `decode-fail=return` (or `1*return`)
@@ -753,6 +872,64 @@ fn with_one_bos(mut tokens: Vec<LlamaToken>, bos: LlamaToken, add_bos: bool) -> 
     tokens
 }
 
+/// Fewest prompt tokens a step takes while others generate, so a prompt
+/// always progresses even when the decode tokens alone use up the budget.
+const MIN_PROMPT_CHUNK: usize = 8;
+
+/// Weight of the newest measurement in [`StepPace`]'s moving averages.
+const PACE_WEIGHT: f64 = 0.25;
+
+/// What decode steps cost on this machine now (threads, load and model
+/// change it), learnt from the steps themselves: the time of a step with
+/// only decode tokens, and what each prompt token adds to it.
+#[derive(Debug, Default)]
+struct StepPace {
+    /// Seconds of a step with decode tokens and no prompt tokens.
+    decode_step: Option<f64>,
+    /// Seconds one prompt token adds to a step.
+    per_prompt_token: Option<f64>,
+}
+
+impl StepPace {
+    /// Learns from a step that decoded `generating` sequences' next tokens
+    /// and `reading` prompt tokens in `took`.
+    fn record(&mut self, generating: usize, reading: usize, took: Duration) {
+        let secs = took.as_secs_f64();
+        if reading == 0 {
+            if generating > 0 {
+                self.decode_step = Some(ewma(self.decode_step, secs));
+            }
+            return;
+        }
+        let base = if generating > 0 { self.decode_step.unwrap_or(0.0) } else { 0.0 };
+        let per = (secs - base).max(0.0) / reading as f64;
+        self.per_prompt_token = Some(ewma(self.per_prompt_token, per));
+    }
+
+    /// Prompt tokens that fit in a step of `budget` next to the decode
+    /// tokens, between [`MIN_PROMPT_CHUNK`] and `max`. Before anything is
+    /// measured, the minimum (the first steps teach the rest). When the
+    /// decode tokens alone take half the budget or more (a busy machine, many
+    /// streams), prompts still get as much time as the decode tokens: a
+    /// long prompt then reads at no less than half its speed, instead of
+    /// crawling at the minimum while the streams run.
+    fn prompt_tokens_within(&self, budget: Duration, max: usize) -> usize {
+        let fit = match self.per_prompt_token {
+            Some(per) if per > 0.0 => {
+                let decode = self.decode_step.unwrap_or(0.0);
+                let room = (budget.as_secs_f64() - decode).max(decode);
+                (room / per).max(0.0) as usize
+            }
+            _ => 0,
+        };
+        fit.max(MIN_PROMPT_CHUNK).min(max)
+    }
+}
+
+fn ewma(old: Option<f64>, new: f64) -> f64 {
+    old.map_or(new, |o| o + PACE_WEIGHT * (new - o))
+}
+
 /// Which idle slots' cached prefixes to drop so that `needed` cells (running
 /// reservations plus the new job's) fit in `n_ctx`, given `idle` as
 /// (slot, cached cells): the fewest, largest first. `None` when the job does
@@ -804,8 +981,9 @@ fn build_sampler(p: &SamplingParams, grammar: Option<LlamaSampler>) -> LlamaSamp
 
 #[cfg(test)]
 mod tests {
-    use super::{mem_available_bytes, plan_eviction, with_one_bos};
+    use super::{mem_available_bytes, plan_eviction, with_one_bos, StepPace, MIN_PROMPT_CHUNK};
     use llama_cpp_2::token::LlamaToken;
+    use std::time::Duration;
 
     #[test]
     fn exactly_one_bos_whoever_renders_it() {
@@ -850,5 +1028,49 @@ mod tests {
         assert_eq!(mem_available_bytes(t), Some(2_048_000_000));
         assert_eq!(mem_available_bytes("MemTotal: 1 kB\n"), None);
         assert_eq!(mem_available_bytes("MemAvailable: lots kB\n"), None);
+    }
+
+    #[test]
+    fn prompt_chunks_are_sized_by_the_time_each_token_adds() {
+        let ms = Duration::from_millis;
+        let mut pace = StepPace::default();
+        // Nothing measured yet: the smallest chunk, which then teaches.
+        assert_eq!(pace.prompt_tokens_within(ms(60), 512), MIN_PROMPT_CHUNK);
+        // 4 streams alone take 40 ms; with 20 prompt tokens 80 ms: 2 ms each.
+        pace.record(4, 0, ms(40));
+        pace.record(4, 20, ms(80));
+        // 100 ms budget - 40 ms of decode = 60 ms: 30 tokens (29 after
+        // floating-point rounding).
+        assert!((29..=30).contains(&pace.prompt_tokens_within(ms(100), 512)));
+        // 60 ms budget - 40 ms = 20 ms, less than the decode's own 40 ms:
+        // prompts get the decode's time, 20 tokens.
+        assert!((19..=20).contains(&pace.prompt_tokens_within(ms(60), 512)));
+        // Never more than the batch has room for.
+        assert_eq!(pace.prompt_tokens_within(ms(1000), 100), 100);
+        // Decode alone over the budget: prompts still get the decode's time
+        // (40 ms: 20 tokens), not just the minimum.
+        assert!((19..=20).contains(&pace.prompt_tokens_within(ms(30), 512)));
+        let mut slow = StepPace::default();
+        slow.record(4, 0, ms(2));
+        slow.record(4, 100, ms(1002));
+        assert_eq!(slow.prompt_tokens_within(ms(1), 512), MIN_PROMPT_CHUNK, "never below the minimum");
+        // A prompt read alone costs no decode step: all of its time is per token.
+        let mut alone = StepPace::default();
+        alone.record(0, 100, ms(300));
+        alone.record(1, 0, ms(12));
+        assert!((15..=16).contains(&alone.prompt_tokens_within(ms(60), 512)));
+    }
+
+    #[test]
+    fn the_pace_follows_the_machine_smoothly() {
+        let ms = Duration::from_millis;
+        let mut pace = StepPace::default();
+        pace.record(2, 10, ms(50));
+        let first = pace.prompt_tokens_within(ms(100), 512);
+        // One step five times slower (another process took the cores) moves
+        // the estimate, but not all the way.
+        pace.record(2, 10, ms(250));
+        let after = pace.prompt_tokens_within(ms(100), 512);
+        assert!(after < first && after > first / 5, "{first} -> {after}");
     }
 }

@@ -9,6 +9,7 @@
 pub mod embed;
 pub mod grammar;
 mod local;
+mod prefixes;
 mod queue;
 mod template;
 pub mod text;
@@ -205,6 +206,12 @@ pub struct RuntimeConfig {
     /// thread count was derived, not configured).
     pub adaptive_threads: bool,
     pub batch_size: u32,
+    /// How long a decode step may take with prompt tokens while other
+    /// sequences generate (`model.step_budget_ms`); zero: no time bound.
+    pub step_budget: Duration,
+    /// Where the cached prompt prefixes are kept across a restart
+    /// (`kv-prefixes/` next to the store); `None`: not kept.
+    pub prefix_dir: Option<PathBuf>,
     pub queue_depth: usize,
     /// Places one app may hold in the queue (`admission.max_queued_per_app`).
     pub max_queued_per_app: usize,
@@ -238,6 +245,9 @@ pub struct ModelRuntime {
     heartbeat: Arc<Heartbeat>,
     /// Fed by the inference thread: time to first token, tokens generated, KV cells.
     metrics: Arc<Metrics>,
+    /// Resolves when the inference thread has ended (its cached prefixes
+    /// saved); taken by [`ModelRuntime::stop`].
+    stopped: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 impl ModelRuntime {
@@ -245,7 +255,13 @@ impl ModelRuntime {
     /// `disabled` when the config says so).
     pub fn new(config: RuntimeConfig, metrics: Arc<Metrics>) -> Arc<Self> {
         let initial = if config.enabled { State::Loading } else { State::Disabled };
-        Arc::new(ModelRuntime { config, state: RwLock::new(initial), heartbeat: Arc::new(Heartbeat::new()), metrics })
+        Arc::new(ModelRuntime {
+            config,
+            state: RwLock::new(initial),
+            heartbeat: Arc::new(Heartbeat::new()),
+            metrics,
+            stopped: std::sync::Mutex::new(None),
+        })
     }
 
     /// Starts loading on the inference thread and returns at once.
@@ -259,7 +275,13 @@ impl ModelRuntime {
         let cfg = self.config.clone();
         let hb = Arc::clone(&self.heartbeat);
         let metrics = Arc::clone(&self.metrics);
+        let (stopped, stopped_rx) = tokio::sync::oneshot::channel();
+        if let Ok(mut s) = self.stopped.lock() {
+            *s = Some(stopped_rx);
+        }
         let spawned = std::thread::Builder::new().name("inference".into()).spawn(move || {
+            // Dropped when the thread ends, which resolves `stopped_rx`.
+            let _ends_with_the_thread = stopped;
             local::run_thread(cfg, hb, metrics, move |result| {
                 let Some(rt) = weak.upgrade() else { return };
                 let next = match result {
@@ -275,6 +297,27 @@ impl ModelRuntime {
         if let Err(e) = spawned {
             if let Ok(mut s) = self.state.write() {
                 *s = State::Failed(format!("cannot start the inference thread: {e}"));
+            }
+        }
+    }
+
+    /// A clean stop: no new generations are taken; the inference thread
+    /// finishes what runs, saves the cached prefixes for the next start and
+    /// ends. Waits for that up to `timeout`.
+    pub async fn stop(&self, timeout: Duration) {
+        let model = match self.state.read().as_deref() {
+            Ok(State::Ready(m)) => Some(Arc::clone(m)),
+            _ => None,
+        };
+        let Some(model) = model else { return };
+        model.close();
+        let stopped = self.stopped.lock().ok().and_then(|mut s| s.take());
+        if let Some(stopped) = stopped {
+            if tokio::time::timeout(timeout, stopped).await.is_err() {
+                tracing::warn!(
+                    timeout_ms = timeout.as_millis() as u64,
+                    "the inference thread did not stop in time: cached prefixes not saved"
+                );
             }
         }
     }

@@ -1,6 +1,6 @@
 //! A minimal HTTP/1 client for the bench: GET a status, and POST a Dify
-//! streaming chat message while timestamping every SSE event as its bytes
-//! arrive. One connection per request (TCP_NODELAY), no pooling.
+//! streaming chat message (or an OpenAI streaming chat completion) while
+//! timestamping every SSE event as its bytes arrive. One connection per request (TCP_NODELAY), no pooling.
 //! Owns the client-side timing; knows nothing of how the daemon is started.
 
 use std::net::SocketAddr;
@@ -153,6 +153,75 @@ pub async fn chat_stream(addr: SocketAddr, key: &str, user: &str, query: &str) -
         completion_tokens: count("completion_tokens")?,
         answer: seen.answer,
     })
+}
+
+/// Client-side view of one OpenAI streaming chat completion.
+#[derive(Debug, Clone)]
+pub struct ChunkRun {
+    /// Just before the request was written.
+    pub sent: Instant,
+    /// Arrival of every chunk with text in its delta.
+    pub texts: Vec<Instant>,
+}
+
+impl ChunkRun {
+    /// Seconds from sending to the first text; `None` without text.
+    pub fn ttft_s(&self) -> Option<f64> {
+        self.texts.first().map(|t| (*t - self.sent).as_secs_f64())
+    }
+}
+
+/// POSTs `body` (stream forced on) to `/v1/chat/completions` and reads the
+/// chunks up to `[DONE]`, timestamping those that carry text. `seen` gets
+/// each timestamp as it arrives, so a caller that aborts the task still
+/// knows how far the stream got.
+pub async fn openai_stream(
+    addr: SocketAddr,
+    key: &str,
+    mut body: Value,
+    seen: Option<std::sync::Arc<std::sync::Mutex<Vec<Instant>>>>,
+) -> Result<ChunkRun> {
+    body["stream"] = json!(true);
+    let mut sender = connect(addr).await?;
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/chat/completions")
+        .header(header::HOST, addr.to_string())
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .context("building the request")?;
+    let sent = Instant::now();
+    let resp = sender.send_request(req).await.context("POST /v1/chat/completions")?;
+    let status = resp.status();
+    let mut incoming = resp.into_body();
+    if !status.is_success() {
+        let text = incoming.collect().await.map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned()).unwrap_or_default();
+        bail!("POST /v1/chat/completions answered {status}: {text}");
+    }
+    let mut decoder = SseDecoder::new();
+    let mut texts = Vec::new();
+    loop {
+        let Some(frame) = incoming.frame().await else { bail!("the stream ended without [DONE]") };
+        let at = Instant::now();
+        let Ok(data) = frame.context("reading the SSE stream")?.into_data() else { continue };
+        for ev in decoder.push(&data).context("decoding the SSE stream")? {
+            let Some(data) = ev.data.as_deref() else { continue };
+            if data == "[DONE]" {
+                return Ok(ChunkRun { sent, texts });
+            }
+            let v: Value = serde_json::from_str(data).with_context(|| format!("SSE data is not JSON: {data}"))?;
+            if v.get("error").is_some() {
+                bail!("error chunk: {v}");
+            }
+            if v.pointer("/choices/0/delta/content").and_then(Value::as_str).is_some_and(|t| !t.is_empty()) {
+                texts.push(at);
+                if let Some(seen) = &seen {
+                    seen.lock().map_err(|_| anyhow!("poisoned"))?.push(at);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

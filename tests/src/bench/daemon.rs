@@ -45,6 +45,8 @@ pub struct Launch<'a> {
     pub chat_template: Option<&'a str>,
     /// `model.kv_type_k` and `model.kv_type_v`; `None` keeps the daemon's default.
     pub kv_types: Option<(&'a str, &'a str)>,
+    /// More `key = value` lines of the `[model]` section.
+    pub model_extra: String,
     pub app: &'a BenchApp,
     /// More TOML appended to the config (sections of the phase that needs them).
     pub extra_config: String,
@@ -83,7 +85,7 @@ path = {model_path}
 context_size = {n_ctx}
 slots = {slots}
 batch_size = {batch}
-{threads}{template}{kv}
+{threads}{template}{kv}{model_extra}
 [log]
 level = "info"
 format = "json"
@@ -113,6 +115,7 @@ max_tokens = {max_tokens}
         key = toml_path(&d.join("demo-key"))?,
         pre_prompt = toml_str(&l.app.pre_prompt),
         max_tokens = l.app.max_tokens,
+        model_extra = l.model_extra,
         extra = l.extra_config,
     );
     let path = d.join(if l.model.is_some() { "bench.toml" } else { "bench-no-model.toml" });
@@ -404,6 +407,7 @@ mod tests {
             batch: 512,
             chat_template: Some("gemma"),
             kv_types: Some(("f16", "q8_0")),
+            model_extra: String::new(),
             app: &app,
             extra_config: "[model_map]\ndefault = \"local\"\n".into(),
         };

@@ -10,5 +10,6 @@ pub mod daemon;
 pub mod knowledge;
 pub mod kv;
 pub mod report;
+pub mod ttft;
 pub mod vectors;
 pub mod workflow;

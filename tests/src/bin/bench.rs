@@ -44,6 +44,12 @@
 //!     ~700-token prompt (prompt tokens / time to first token, 3 rounds),
 //!     one stream's decode tok/s, RSS idle and after, with ratios against
 //!     q8_0/q8_0; written to bench-results/bench-kv.json.
+//! 13. time to first token under load (bench/ttft.rs), only with `--only
+//!     ttft`: four streams generate, a ~2k-token prompt is read and short
+//!     requests arrive every 300 ms; their TTFT p50/p99 with prompt chunks
+//!     bounded by batch_size (`model.step_budget_ms = 0`) and by the time
+//!     budget (60 ms), rounds alternating on fresh daemons; written to
+//!     bench-results/bench-ttft.json.
 //!
 //! Writes `bench-results/bench.json` at the repository root (or `--out`).
 //! The edgeaid measured is the one next to this binary (same
@@ -73,7 +79,7 @@ use bench::report::{median, Table};
 const USAGE: &str = "\
 usage: bench [--edgeaid PATH] [--model PATH] [--gemma PATH|off] [--tokens N] [--rounds N]
              [--starts N] [--threads N] [--out FILE]
-             [--only workflow|vectors|knowledge|code|kv]
+             [--only workflow|vectors|knowledge|code|kv|ttft]
 
   --edgeaid PATH  edgeaid binary to measure (default: next to this binary)
   --model PATH    GGUF model (default: .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf)
@@ -91,7 +97,9 @@ usage: bench [--edgeaid PATH] [--model PATH] [--gemma PATH|off] [--tokens N] [--
   --only code     only the code node phase (sandbox in this process, then
                   edgeaid without a model)
   --only kv       only the KV cache types phase (edgeaid with the model, once
-                  per model.kv_type_k/kv_type_v mix)";
+                  per model.kv_type_k/kv_type_v mix)
+  --only ttft     only the time-to-first-token-under-load phase (edgeaid with
+                  the model, step_budget_ms 0 and 60 in turn)";
 
 /// The daemon's context parameters (configs/dev.toml, daemon/src/model/local.rs).
 const N_CTX: u32 = 4096;
@@ -152,6 +160,8 @@ struct Args {
     only_code: bool,
     /// `--only kv`: phase 12 alone.
     only_kv: bool,
+    /// `--only ttft`: phase 13 alone.
+    only_ttft: bool,
 }
 
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
@@ -169,6 +179,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
         only_knowledge: false,
         only_code: false,
         only_kv: false,
+        only_ttft: false,
     };
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
@@ -196,7 +207,8 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
             "--only" if value == "knowledge" => a.only_knowledge = true,
             "--only" if value == "code" => a.only_code = true,
             "--only" if value == "kv" => a.only_kv = true,
-            "--only" => bail!("--only takes `workflow`, `vectors`, `knowledge`, `code` or `kv`, not {value:?}"),
+            "--only" if value == "ttft" => a.only_ttft = true,
+            "--only" => bail!("--only takes `workflow`, `vectors`, `knowledge`, `code`, `kv` or `ttft`, not {value:?}"),
             other => bail!("unknown option {other:?}\n{USAGE}"),
         }
     }
@@ -371,6 +383,7 @@ impl Ctx {
             batch: BATCH,
             chat_template: None,
             kv_types: None,
+            model_extra: String::new(),
             app: &self.app,
             extra_config: String::new(),
         }
@@ -588,6 +601,7 @@ fn knowledge_phase(
         batch: BATCH,
         chat_template: None,
         kv_types: None,
+        model_extra: String::new(),
         app: &app,
         extra_config: format!("\n[embedding]\npath = {}\nthreads = {threads}\n", Value::String(embed_model.display().to_string())),
     };
@@ -750,6 +764,7 @@ fn code_phase(t: &mut Table, json: &mut Map<String, Value>, edgeaid: &Path, dir:
         batch: BATCH,
         chat_template: None,
         kv_types: None,
+        model_extra: String::new(),
         app: &app,
         extra_config: "\n[code]\npython_pool = 1\n".into(),
     };
@@ -969,6 +984,7 @@ fn kv_phase(
             batch: BATCH,
             chat_template: None,
             kv_types: Some((mix.k, mix.v)),
+            model_extra: String::new(),
             app: &app,
             extra_config: String::new(),
         };
@@ -1034,6 +1050,93 @@ fn kv_phase(
                           (the app's short system prompt is the only shared prefix), reading = usage prompt_tokens / client TTFT; \
                           then 2 short story prompts, decode = (completion tokens - 1) / first..last message event; \
                           RSS from /proc 1 s after /ready 200 and 1 s after the runs"}),
+    );
+    Ok(())
+}
+
+/// Context for phase 13: room for four long streams, the ~2k-token prompt
+/// and the short requests at once (reservations are prompt + max_tokens).
+const TTFT_N_CTX: u32 = 8192;
+/// More sequences than streaming clients, so the long prompt and the short
+/// requests never wait for a slot.
+const TTFT_SLOTS: u32 = 8;
+/// The issue's target for a short request's TTFT under this load.
+const TARGET_TTFT_P99_S: f64 = 0.150;
+
+/// Phase 13 (`--only ttft`): rounds alternating between the modes, each on
+/// a fresh daemon.
+fn ttft_phase(
+    t: &mut Table,
+    json: &mut Map<String, Value>,
+    rt: &tokio::runtime::Runtime,
+    edgeaid: &Path,
+    model: &Path,
+    dir: &Path,
+    threads: u32,
+) -> Result<()> {
+    use bench::ttft::{measure, quantile, RoundRun, MODES, ROUNDS, STREAMS};
+    let app = BenchApp { pre_prompt: PRE_PROMPT.to_owned(), max_tokens: 64 };
+    let mut runs: Vec<RoundRun> = Vec::new();
+    for round in 0..ROUNDS {
+        for mode in MODES {
+            progress(&format!("TTFT under load: {}, round {}", mode.label, round + 1));
+            let mode_dir = dir.join(format!("budget-{}-{round}", mode.step_budget_ms));
+            std::fs::create_dir_all(&mode_dir).with_context(|| format!("creating {}", mode_dir.display()))?;
+            let launch = Launch {
+                exe: edgeaid,
+                dir: &mode_dir,
+                model: Some(model),
+                threads: Some(threads),
+                n_ctx: TTFT_N_CTX,
+                slots: TTFT_SLOTS,
+                batch: BATCH,
+                chat_template: None,
+                kv_types: None,
+                model_extra: format!("step_budget_ms = {}\n", mode.step_budget_ms),
+                app: &app,
+                extra_config: String::new(),
+            };
+            match rt.block_on(measure(&launch, mode, round)) {
+                Ok(r) => runs.push(r),
+                Err(e) => {
+                    t.error(&format!("TTFT {}", mode.label), format!("{e:#}").lines().next().unwrap_or_default().chars().take(60).collect())
+                }
+            }
+        }
+    }
+    t.section(&format!(
+        "TTFT under load: {threads} threads, {TTFT_SLOTS} slots, {TTFT_N_CTX} cells, batch {BATCH}; {STREAMS} streams generate, \
+         a ~2k-token prompt is read, a short request (4 tokens out) arrives every 300 ms while it is; {ROUNDS} rounds per mode, alternating"
+    ));
+    let mut rows = Vec::new();
+    for mode in MODES {
+        let mine: Vec<&RoundRun> = runs.iter().filter(|r| r.mode.step_budget_ms == mode.step_budget_ms).collect();
+        let shorts: Vec<f64> = mine.iter().flat_map(|r| r.short_ttft_s.iter().copied()).collect();
+        let longs: Vec<f64> = mine.iter().map(|r| r.long_ttft_s).collect();
+        let streams: Vec<f64> = mine.iter().map(|r| r.streams_tok_s).collect();
+        let (p50, p99) = (quantile(&shorts, 0.5), quantile(&shorts, 0.99));
+        let value = format!("p50 {} / p99 {} (n = {})", opt_ms(p50), opt_ms(p99), shorts.len());
+        match p99 {
+            Some(p) if mode.step_budget_ms > 0 => {
+                t.target(&format!("{}: short TTFT", mode.label), value, "p99 <= 150 ms", p <= TARGET_TTFT_P99_S)
+            }
+            _ => t.info(&format!("{}: short TTFT", mode.label), value),
+        }
+        t.info(&format!("{}: reading the 2k prompt", mode.label), format!("median {}", opt_ms(median(&longs))));
+        t.info(&format!("{}: streams while it is read", mode.label), format!("{} aggregate", tok_s(median(&streams))));
+        rows.push(json!({"step_budget_ms": mode.step_budget_ms, "short_ttft_ms_p50": p50.map(|s| s * 1000.0),
+                         "short_ttft_ms_p99": p99.map(|s| s * 1000.0), "short_ttft_ms": shorts.iter().map(|s| s * 1000.0).collect::<Vec<_>>(),
+                         "long_read_ms": longs.iter().map(|s| s * 1000.0).collect::<Vec<_>>(),
+                         "streams_tok_s_while_reading": streams}));
+    }
+    json.insert(
+        "ttft".into(),
+        json!({"threads": threads, "slots": TTFT_SLOTS, "n_ctx": TTFT_N_CTX, "batch": BATCH, "modes": rows,
+               "method": "per round and mode a fresh edgeaid (model.step_budget_ms 0 or 60), one untimed request, then 4 OpenAI streaming chats \
+                          (max_tokens 1024, cut off at the end of the round), after 1 s one chat whose prompt is 3 plant logs (~2k tokens, max_tokens 4), \
+                          and every 300 ms while that one has no text yet a short chat (max_tokens 4, at most 16); TTFT = send to the first chunk \
+                          with text, client-side; p50/p99 by nearest rank over all rounds; streams' rate = their text chunks between sending \
+                          the long prompt and its first text, per second"}),
     );
     Ok(())
 }
@@ -1173,6 +1276,12 @@ fn run() -> Result<bool> {
         bail!("model {} does not exist; run `make setup` (scripts/fetch-model.sh) or pass --model PATH", model.display());
     }
     let model = model.canonicalize().with_context(|| format!("resolving {}", model.display()))?;
+    if args.only_ttft {
+        let edgeaid = locate_edgeaid(args.edgeaid.clone())?.canonicalize().context("resolving the edgeaid path")?;
+        let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
+        return only_phase(&args, &repo, "ttft", "TTFT under load", |t, j, dir| ttft_phase(t, j, &rt, &edgeaid, &model, dir, threads));
+    }
     if args.only_kv {
         let edgeaid = locate_edgeaid(args.edgeaid.clone())?.canonicalize().context("resolving the edgeaid path")?;
         let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
@@ -1794,7 +1903,9 @@ mod tests {
         let a = parse(&["--only", "code"]).expect("ok").expect("args");
         assert!(a.only_code && !a.only_knowledge && !a.only_vectors && !a.only_workflow && !a.only_kv);
         let a = parse(&["--only", "kv"]).expect("ok").expect("args");
-        assert!(a.only_kv && !a.only_code && !a.only_knowledge);
+        assert!(a.only_kv && !a.only_code && !a.only_knowledge && !a.only_ttft);
+        let a = parse(&["--only", "ttft"]).expect("ok").expect("args");
+        assert!(a.only_ttft && !a.only_kv);
         assert!(!parse(&[]).expect("ok").expect("args").only_code, "the full bench is the default");
         let msg = parse(&["--only", "nothing"]).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(msg.contains("`knowledge`") && msg.contains("`code`"), "{msg}");
