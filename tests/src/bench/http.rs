@@ -1,5 +1,6 @@
 //! The HTTP path phase (`bench --only http`): one edgeaid without a local
-//! model, whose apps' model is an instant OpenAI-compatible upstream
+//! model, with a Dify chatflow imported from DSL (tests/fixtures/dsl/chatflow.yml)
+//! whose model `[model_map]` sends to an instant OpenAI-compatible upstream
 //! (`ceiling upstream`), loaded by `wrk -t1 -c32` over TCP and by
 //! `uds-load` over its unix socket; next to it, in the same run, the bare
 //! hyper + SQLite server (`ceiling sqlite`) as the ceiling. Each request
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{anyhow, Context as _, Result};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::daemon::{Daemon, Launch, Rss};
 use super::load::{self, Figures, Load};
@@ -106,12 +107,15 @@ fn run_case(case: &Case, uds_exe: &Path, dir: &Path) -> Result<Figures> {
     }
 }
 
-/// Starts the instant upstream, edgeaid (its `[upstream]` pointed there)
-/// and the SQLite ceiling, then runs every case `ROUNDS` times.
+/// Starts the instant upstream, edgeaid (its `[upstream]` pointed there,
+/// `chat_dsl` imported as app `bench-chat`, a chatflow whose LLM node
+/// `[model_map]` sends upstream) and the SQLite ceiling, then
+/// runs every case `ROUNDS` times.
 /// `extra_cases` adds request shapes against the daemon (address, key,
 /// unix socket, pid) — e.g. a cache hit.
 pub async fn measure(
     launch: &mut Launch<'_>,
+    chat_dsl: &str,
     ceiling_exe: &Path,
     uds_exe: &Path,
     extra_cases: impl Fn(SocketAddr, &str, &Path, u32) -> Vec<Case>,
@@ -124,14 +128,19 @@ pub async fn measure(
     let sqlite = Ceiling::start(ceiling_exe, &["sqlite", db_str])?;
     let d = Daemon::start(launch).await?;
     let sock = launch.dir.join("edgeai.sock");
+    let admin = edgeai_common::UnixClient::new(&sock);
+    let imported: Value =
+        admin.post_json("/admin/v1/apps/dsl", &json!({"yaml": chat_dsl, "id": "bench-chat"})).await.context("importing the chatflow")?;
+    let created: Value = admin.post_json("/admin/v1/keys", &json!({"app": "bench-chat"})).await.context("creating its key")?;
+    let chat_key = created["key"].as_str().ok_or_else(|| anyhow!("no key in {created}; the import said {imported}"))?;
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let idle = d.rss()?;
 
     let chat = Load::post_json(
         "/v1/chat-messages",
-        &json!({"inputs": {}, "query": "Is line 3 running?", "response_mode": "blocking", "user": "bench"}),
+        &json!({"inputs": {}, "query": "How often do I water it?", "response_mode": "blocking", "user": "bench"}),
     )
-    .authed(&d.key);
+    .authed(chat_key);
     let params = Load::get("/v1/parameters").authed(&d.key);
     let (tcp, unix) = (Via::Tcp(d.addr, d.pid), Via::Unix(sock.clone(), d.pid));
     let mut cases = vec![

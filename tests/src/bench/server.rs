@@ -194,6 +194,8 @@ pub struct Round {
     pub tiny_p99_s: Option<f64>,
     pub aggregate_tok_s: Option<f64>,
     pub arrival_ttft_s: Option<f64>,
+    /// The server's RSS while the four streams decode (when the short request is sent).
+    pub rss_under_load: Option<Rss>,
 }
 
 /// The plant log of round `round` as a system prompt (~700 tokens with the
@@ -233,6 +235,7 @@ pub async fn round(t: &Target, round: usize) -> Result<Round> {
         set.spawn(async move { stream_chat(&t, &q, DECODE_TOKENS).await });
     }
     tokio::time::sleep(ARRIVAL_AFTER).await;
+    r.rss_under_load = Rss::read(t.pid).ok();
     let short = json!([{"role": "user", "content": format!("Operator {round} asks: is line 3 running?")}]);
     let arrival = stream_chat(t, &short, 4).await.context("short request during the streams")?;
     r.arrival_ttft_s = Some(arrival.ttft_s());

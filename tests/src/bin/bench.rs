@@ -1214,9 +1214,16 @@ fn server_phase(
         }
         for s in &sides {
             let after = s.after.unwrap_or_default();
+            let under = s.rounds.iter().filter_map(|r| r.rss_under_load).map(|r| r.vm_rss_kb).max().unwrap_or_default();
             t.info(
-                &format!("{}: RSS idle -> after", s.target.name),
-                format!("{:.1} -> {:.1} MB, peak {:.1} MB", mb(s.idle.vm_rss_kb), mb(after.vm_rss_kb), mb(after.vm_hwm_kb)),
+                &format!("{}: RSS idle / under load (4 streams) / after / peak", s.target.name),
+                format!(
+                    "{:.1} / {:.1} / {:.1} / {:.1} MB",
+                    mb(s.idle.vm_rss_kb),
+                    mb(under),
+                    mb(after.vm_rss_kb),
+                    mb(after.vm_hwm_kb)
+                ),
             );
             t.info(&format!("{}: KV cache", s.target.name), s.kv.clone());
         }
@@ -1231,7 +1238,8 @@ fn server_phase(
                        "rss_after": s.after.as_ref().map(rss_json),
                        "rounds": s.rounds.iter().map(|r| json!({"decode_tok_s": r.decode_tok_s, "new_prompt_ttft_s": r.new_prompt_ttft_s,
                            "same_prompt_ttft_s": r.same_prompt_ttft_s, "tiny_req_s": r.tiny_req_s, "tiny_p99_s": r.tiny_p99_s,
-                           "aggregate_tok_s": r.aggregate_tok_s, "arrival_ttft_s": r.arrival_ttft_s})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+                           "aggregate_tok_s": r.aggregate_tok_s, "arrival_ttft_s": r.arrival_ttft_s,
+                           "rss_under_load": r.rss_under_load.as_ref().map(rss_json)})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
                    "llama_server": {"binary": exe, "skipped": skipped, "version": version, "settings_logged": settings,
                                     "args": format!("-m MODEL -t {threads} -tb {threads} -np {SLOTS} -c {N_CTX} (everything else default)")},
                    "method": format!("both servers and edgeaid with f16/f16 KV started together, idle while another is measured; one untimed \
@@ -1254,7 +1262,7 @@ const TARGET_FULL_PATH_REQ_S: f64 = 15_000.0;
 const TARGET_FULL_PATH_P99_MS: f64 = 10.0;
 
 /// Phase 14 (`--only http`): see bench/http.rs.
-fn http_phase(t: &mut Table, json: &mut Map<String, Value>, rt: &Runtime, edgeaid: &Path, dir: &Path) -> Result<()> {
+fn http_phase(t: &mut Table, json: &mut Map<String, Value>, rt: &Runtime, edgeaid: &Path, repo: &Path, dir: &Path) -> Result<()> {
     use bench::http::{self, CONNECTIONS, ROUNDS, SECONDS};
     use bench::load;
     if !load::wrk_available() {
@@ -1276,7 +1284,8 @@ fn http_phase(t: &mut Table, json: &mut Map<String, Value>, rt: &Runtime, edgeai
         app: &app,
         extra_config: String::new(),
     };
-    let m = rt.block_on(http::measure(&mut launch, &ceiling, &uds, |_, _, _, _| Vec::new()))?;
+    let dsl = std::fs::read_to_string(repo.join("tests/fixtures/dsl/chatflow.yml")).context("reading the chatflow fixture")?;
+    let m = rt.block_on(http::measure(&mut launch, &dsl, &ceiling, &uds, |_, _, _, _| Vec::new()))?;
     let ceiling_rate = m
         .cases
         .iter()
@@ -1326,11 +1335,11 @@ fn http_phase(t: &mut Table, json: &mut Map<String, Value>, rt: &Runtime, edgeai
         json!({"connections": CONNECTIONS, "seconds_per_run": SECONDS, "rounds": ROUNDS, "cases": cases,
                "rss_idle": rss_json(&m.idle), "rss_under_load_max": m.under_load.as_ref().map(rss_json), "rss_end": rss_json(&m.end),
                "upstream": m.upstream_url,
-               "method": "edgeaid without a local model, [upstream] = the `ceiling upstream` bin (answers every chat completion at once, \
+               "method": "edgeaid without a local model, tests/fixtures/dsl/chatflow.yml imported (a chatflow: start -> LLM -> answer, its gpt-4o-mini mapped to the upstream), [upstream] = the `ceiling upstream` bin (answers every chat completion at once, \
                           one streamed chunk), [model_map] default = upstream; TCP load: wrk -t1 -cN -dS with a generated Lua script \
                           (method, body, headers; its done hook prints requests, duration and latency percentiles); unix socket: the \
                           uds-load bin (one thread, N keep-alive connections); ceiling: the `ceiling sqlite` bin (hyper, 2 workers, \
-                          one INSERT committed per request on a writer thread, WAL + synchronous FULL like edgeaid's store); \
+                          one INSERT committed per request on a writer thread, WAL, synchronous NORMAL: no fsync per commit); \
                           every case once per round, order reversed every other round; RSS of edgeaid from /proc, sampled every \
                           100 ms under load"}),
     );
@@ -1471,7 +1480,7 @@ fn run() -> Result<bool> {
     if args.only_http {
         let edgeaid = locate_edgeaid(args.edgeaid.clone())?.canonicalize().context("resolving the edgeaid path")?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
-        return only_phase(&args, &repo, "http", "the HTTP path", |t, j, dir| http_phase(t, j, &rt, &edgeaid, dir));
+        return only_phase(&args, &repo, "http", "the HTTP path", |t, j, dir| http_phase(t, j, &rt, &edgeaid, &repo, dir));
     }
     let model = args.model.clone().unwrap_or_else(|| repo.join(".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"));
     if !model.is_file() {
