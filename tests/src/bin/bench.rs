@@ -1145,7 +1145,7 @@ fn server_phase(
                 std::fs::create_dir_all(&l_dir).context("llama-server directory")?;
                 let l = LlamaServer::start(&exe, model, shape, &l_dir).await?;
                 let target = Target { name: "llama-server".into(), addr: l.addr, key: None, pid: l.pid() };
-                sides.push(Side { target, kv: "defaults (see settings)".into(), idle: Rss::default(), after: None, rounds: Vec::new() });
+                sides.push(Side { target, kv: "f16/f16 per slot, flash attention auto (llama.cpp defaults; its log: see settings_logged)".into(), idle: Rss::default(), after: None, rounds: Vec::new() });
                 Some(l)
             }
         };
