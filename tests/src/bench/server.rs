@@ -229,9 +229,9 @@ pub async fn round(t: &Target, round: usize) -> Result<Round> {
     // Four streams with prompts new to the server, and a short request
     // arriving while they decode.
     let mut set = tokio::task::JoinSet::new();
-    for c in 0..STREAMS {
+    for (c, story) in STORIES.iter().enumerate().take(STREAMS) {
         let t = t.clone();
-        let q = json!([{"role": "user", "content": format!("Story number {}. {}", round * STREAMS + c + 1, STORIES[c])}]);
+        let q = json!([{"role": "user", "content": format!("Story number {}. {story}", round * STREAMS + c + 1)}]);
         set.spawn(async move { stream_chat(&t, &q, DECODE_TOKENS).await });
     }
     tokio::time::sleep(ARRIVAL_AFTER).await;

@@ -1174,7 +1174,8 @@ fn server_phase(
             d.stop().await?;
         }
 
-        let fig: [(&str, &str, fn(&Round) -> Option<f64>); 7] = [
+        type Figure = (&'static str, &'static str, fn(&Round) -> Option<f64>);
+        let fig: [Figure; 7] = [
             ("decode, one stream", "tok/s", |r| r.decode_tok_s),
             ("reading a new ~700-token system prompt (TTFT)", "ms", |r| r.new_prompt_ttft_s.map(|s| s * 1000.0)),
             ("same prompt again, new question (TTFT)", "ms", |r| r.same_prompt_ttft_s.map(|s| s * 1000.0)),

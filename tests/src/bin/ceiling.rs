@@ -61,7 +61,7 @@ fn upstream_answer() -> Response<Full<Bytes>> {
 }
 
 fn sqlite(db: &str) -> Result<()> {
-    let conn = Connection::open(&db).with_context(|| format!("opening {db}"))?;
+    let conn = Connection::open(db).with_context(|| format!("opening {db}"))?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).context("journal_mode")?;
     anyhow::ensure!(mode.eq_ignore_ascii_case("wal"), "{db}: journal_mode stayed {mode}");
     conn.pragma_update(None, "synchronous", "NORMAL").context("synchronous")?;
