@@ -87,9 +87,17 @@ verify-units: ## systemd-analyze verify the unit; check sysusers.d and tmpfiles.
 box-test: ## test the unit under a real systemd (needs root and systemd-nspawn, else SKIP)
 	EDGEAID=$(abspath $(BIN))/edgeaid scripts/systemd-box-test.sh
 
+# llama.cpp's own llama-server, for the side-by-side phase (`bench --only server`), is built
+# once into .cache/llama-server (about 12 minutes on 2 cores); when it cannot be built the script
+# prints why and the bench skips that column. The ceiling and uds-load bins are the HTTP phase's
+# bare hyper + SQLite server / instant upstream and its unix-socket load generator.
 bench: setup ## run the benchmark (release build); writes bench-results/bench.json
 	$(CARGO) build --release -p edgeai-daemon
+	$(CARGO) build --release -p edgeai-tests --bins
+	scripts/build-llama-server.sh || echo "bench: no llama-server (reason above); its column is skipped" >&2
 	$(CARGO) run --release -p edgeai-tests --bin bench
+	$(CARGO) run --release -p edgeai-tests --bin bench -- --only server
+	$(CARGO) run --release -p edgeai-tests --bin bench -- --only http
 
 check-config: build ## check CONFIG (default configs/dev.toml) with edgeaid --check-config
 	$(BIN)/edgeaid --check-config --config $(CONFIG)

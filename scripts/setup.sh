@@ -18,14 +18,16 @@
 # The CPU baseline test (tests/tests/cpu_baseline.rs) runs edgeaid on emulated CPUs with
 # qemu-x86_64 (Debian qemu-user) and reads its disassembly with objdump (binutils). The metrics
 # test (tests/tests/metrics.rs) checks GET /metrics with promtool (Debian prometheus; only its
-# promtool is used, no Prometheus server is started).
+# promtool is used, no Prometheus server is started). `make bench` loads the daemon with wrk
+# (Debian wrk) over TCP.
 #
 # Idempotent; when everything is present it hashes nothing and downloads nothing.
 set -euo pipefail
 
 readonly REQUIRED_PKGS=(cmake clang libclang-dev pkg-config g++ make python3 python3-venv dbus systemd procps)
 readonly OPTIONAL_PKGS=(systemd-container)
-readonly TEST_TOOL_PKGS=(qemu-user binutils prometheus)
+# wrk: the load generator of `make bench`'s HTTP phase (bench --only http).
+readonly TEST_TOOL_PKGS=(qemu-user binutils prometheus wrk)
 readonly DIFY_CLIENT_VERSION=0.1.10
 readonly OPENAI_VERSION=3.57.0
 

@@ -47,6 +47,9 @@ pub struct Launch<'a> {
     pub kv_types: Option<(&'a str, &'a str)>,
     /// More `key = value` lines of the `[model]` section.
     pub model_extra: String,
+    /// The response cache (`cache.enabled`): off except where a phase
+    /// measures it, so a repeated request reaches the model.
+    pub cache: bool,
     pub app: &'a BenchApp,
     /// More TOML appended to the config (sections of the phase that needs them).
     pub extra_config: String,
@@ -86,6 +89,9 @@ context_size = {n_ctx}
 slots = {slots}
 batch_size = {batch}
 {threads}{template}{kv}{model_extra}
+[cache]
+enabled = {cache}
+
 [log]
 level = "info"
 format = "json"
@@ -116,6 +122,7 @@ max_tokens = {max_tokens}
         pre_prompt = toml_str(&l.app.pre_prompt),
         max_tokens = l.app.max_tokens,
         model_extra = l.model_extra,
+        cache = l.cache,
         extra = l.extra_config,
     );
     let path = d.join(if l.model.is_some() { "bench.toml" } else { "bench-no-model.toml" });
@@ -408,6 +415,7 @@ mod tests {
             chat_template: Some("gemma"),
             kv_types: Some(("f16", "q8_0")),
             model_extra: String::new(),
+            cache: false,
             app: &app,
             extra_config: "[model_map]\ndefault = \"local\"\n".into(),
         };

@@ -50,6 +50,24 @@
 //!     bounded by batch_size (`model.step_budget_ms = 0`) and by the time
 //!     budget (60 ms), rounds alternating on fresh daemons; written to
 //!     bench-results/bench-ttft.json.
+//! 14. side by side with llama.cpp's own llama-server (bench/server.rs), only
+//!     with `--only server`: edgeaid (its default KV types, and f16/f16),
+//!     and llama-server built by scripts/build-llama-server.sh, same model,
+//!     threads, 4 slots, context 4096, the same OpenAI-chat workload over
+//!     HTTP in 3 alternating rounds: one stream's decode, TTFT of a new
+//!     ~700-token system prompt and of the same prompt with a new question,
+//!     tiny requests (1 token, 4 clients) req/s and p99, 4 streams' aggregate
+//!     tok/s, TTFT of a short request arriving while they stream, RSS idle
+//!     and after; medians and ratios; written to bench-results/bench-server.json.
+//! 15. the HTTP path under a load generator (bench/http.rs, bench/load.rs),
+//!     only with `--only http`: `wrk -t1 -c32` (TCP) and the `uds-load` bin
+//!     (unix socket) as separate processes on the same cores, against
+//!     edgeaid without a local model: `GET /health`, `GET /v1/parameters`
+//!     with an app key, blocking `POST /v1/chat-messages` answered by an
+//!     instant upstream (the `ceiling upstream` bin); and the ceiling, a bare
+//!     hyper server with one SQLite commit per request (`ceiling sqlite`),
+//!     in the same run; req/s, p50/p99, the daemon's RSS idle, under load
+//!     and peak; written to bench-results/bench-http.json.
 //!
 //! Writes `bench-results/bench.json` at the repository root (or `--out`).
 //! The edgeaid measured is the one next to this binary (same
@@ -79,7 +97,7 @@ use bench::report::{median, Table};
 const USAGE: &str = "\
 usage: bench [--edgeaid PATH] [--model PATH] [--gemma PATH|off] [--tokens N] [--rounds N]
              [--starts N] [--threads N] [--out FILE]
-             [--only workflow|vectors|knowledge|code|kv|ttft]
+             [--only workflow|vectors|knowledge|code|kv|ttft|server|http]
 
   --edgeaid PATH  edgeaid binary to measure (default: next to this binary)
   --model PATH    GGUF model (default: .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf)
@@ -99,7 +117,13 @@ usage: bench [--edgeaid PATH] [--model PATH] [--gemma PATH|off] [--tokens N] [--
   --only kv       only the KV cache types phase (edgeaid with the model, once
                   per model.kv_type_k/kv_type_v mix)
   --only ttft     only the time-to-first-token-under-load phase (edgeaid with
-                  the model, step_budget_ms 0 and 60 in turn)";
+                  the model, step_budget_ms 0 and 60 in turn)
+  --only server   only edgeaid next to llama.cpp's llama-server (built by
+                  scripts/build-llama-server.sh into .cache/llama-server;
+                  without it the llama-server column is skipped, with the reason)
+  --only http     only the HTTP path under wrk / uds-load, next to a bare
+                  hyper + SQLite server (needs wrk, and the ceiling and
+                  uds-load bins: cargo build --release -p edgeai-tests --bins)";
 
 /// The daemon's context parameters (configs/dev.toml, daemon/src/model/local.rs).
 const N_CTX: u32 = 4096;
@@ -162,6 +186,10 @@ struct Args {
     only_kv: bool,
     /// `--only ttft`: phase 13 alone.
     only_ttft: bool,
+    /// `--only server`: phase 14 alone.
+    only_server: bool,
+    /// `--only http`: phase 15 alone.
+    only_http: bool,
 }
 
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
@@ -180,6 +208,8 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
         only_code: false,
         only_kv: false,
         only_ttft: false,
+        only_server: false,
+        only_http: false,
     };
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
@@ -208,7 +238,9 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
             "--only" if value == "code" => a.only_code = true,
             "--only" if value == "kv" => a.only_kv = true,
             "--only" if value == "ttft" => a.only_ttft = true,
-            "--only" => bail!("--only takes `workflow`, `vectors`, `knowledge`, `code`, `kv` or `ttft`, not {value:?}"),
+            "--only" if value == "server" => a.only_server = true,
+            "--only" if value == "http" => a.only_http = true,
+            "--only" => bail!("--only takes `workflow`, `vectors`, `knowledge`, `code`, `kv`, `ttft`, `server` or `http`, not {value:?}"),
             other => bail!("unknown option {other:?}\n{USAGE}"),
         }
     }
@@ -384,6 +416,7 @@ impl Ctx {
             chat_template: None,
             kv_types: None,
             model_extra: String::new(),
+            cache: false,
             app: &self.app,
             extra_config: String::new(),
         }
@@ -602,6 +635,7 @@ fn knowledge_phase(
         chat_template: None,
         kv_types: None,
         model_extra: String::new(),
+        cache: false,
         app: &app,
         extra_config: format!("\n[embedding]\npath = {}\nthreads = {threads}\n", Value::String(embed_model.display().to_string())),
     };
@@ -765,6 +799,7 @@ fn code_phase(t: &mut Table, json: &mut Map<String, Value>, edgeaid: &Path, dir:
         chat_template: None,
         kv_types: None,
         model_extra: String::new(),
+        cache: false,
         app: &app,
         extra_config: "\n[code]\npython_pool = 1\n".into(),
     };
@@ -985,6 +1020,7 @@ fn kv_phase(
             chat_template: None,
             kv_types: Some((mix.k, mix.v)),
             model_extra: String::new(),
+            cache: false,
             app: &app,
             extra_config: String::new(),
         };
@@ -1093,6 +1129,7 @@ fn ttft_phase(
                 chat_template: None,
                 kv_types: None,
                 model_extra: format!("step_budget_ms = {}\n", mode.step_budget_ms),
+                cache: false,
                 app: &app,
                 extra_config: String::new(),
             };
@@ -1141,7 +1178,304 @@ fn ttft_phase(
     Ok(())
 }
 
-/// `--only vectors` / `--only knowledge` / `--only code` / `--only kv`: one phase alone (`figure` names
+/// Threads of the side-by-side phase unless `--threads` says otherwise (the issue's 2 cores).
+const SIDE_BY_SIDE_THREADS: u32 = 2;
+/// Targets of the side-by-side phase, as ratios edgeaid / llama-server.
+const TARGET_READ_TTFT_RATIO: f64 = 1.0;
+const TARGET_AGGREGATE_RATIO: f64 = 1.3;
+const TARGET_TINY_RATIO: f64 = 1.5;
+
+/// One server of the side-by-side phase, with its rounds and memory.
+struct Side {
+    target: bench::server::Target,
+    kv: String,
+    idle: Rss,
+    after: Option<Rss>,
+    rounds: Vec<bench::server::Round>,
+}
+
+/// Phase 14 (`--only server`): edgeaid (default KV, and f16/f16) and
+/// llama-server, started together and measured one at a time.
+#[allow(clippy::too_many_arguments)]
+fn server_phase(
+    t: &mut Table,
+    json: &mut Map<String, Value>,
+    rt: &Runtime,
+    edgeaid: &Path,
+    model: &Path,
+    repo: &Path,
+    dir: &Path,
+    threads: u32,
+) -> Result<()> {
+    use bench::server::{self, med, LlamaServer, Round, Shape, Target};
+    let shape = Shape { threads, slots: SLOTS, n_ctx: N_CTX };
+    let app = BenchApp { pre_prompt: String::new(), max_tokens: 16 };
+    let exe = repo.join(".cache/llama-server/bin/llama-server");
+    let version = std::fs::read_to_string(repo.join(".cache/llama-server/VERSION")).unwrap_or_default();
+    let skipped = (!exe.is_file()).then(|| {
+        format!("{} is missing: scripts/build-llama-server.sh builds it (make bench runs it; it prints why it could not)", exe.display())
+    });
+    if let Some(why) = &skipped {
+        progress(&format!("SKIP the llama-server column: {why}"));
+    }
+    rt.block_on(async {
+        let mut sides: Vec<Side> = Vec::new();
+        let mut daemons = Vec::new();
+        for (name, kv) in [("edgeaid", None), ("edgeaid f16 KV", Some(("f16", "f16")))] {
+            let d_dir = dir.join(name.replace(' ', "-"));
+            let launch = Launch {
+                exe: edgeaid,
+                dir: &d_dir,
+                model: Some(model),
+                threads: Some(threads),
+                n_ctx: N_CTX,
+                slots: SLOTS,
+                batch: BATCH,
+                chat_template: None,
+                kv_types: kv,
+                app: &app,
+                extra_config: String::new(),
+                model_extra: String::new(),
+                cache: false,
+            };
+            let mut d = Daemon::start(&launch).await.with_context(|| format!("starting {name}"))?;
+            d.wait_model_ready(Duration::from_secs(120)).await?;
+            let kv_logged = d
+                .event("model loaded")
+                .and_then(|e| e.pointer("/fields/kv_cache").and_then(|v| v.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| "(not logged)".into());
+            let target = Target { name: name.into(), addr: d.addr, key: Some(d.key.clone()), pid: d.pid };
+            sides.push(Side { target, kv: format!("{kv_logged}; flash attention auto"), idle: Rss::default(), after: None, rounds: Vec::new() });
+            daemons.push(d);
+        }
+        let llama = match &skipped {
+            Some(_) => None,
+            None => {
+                let l_dir = dir.join("llama-server");
+                std::fs::create_dir_all(&l_dir).context("llama-server directory")?;
+                let l = LlamaServer::start(&exe, model, shape, &l_dir).await?;
+                let target = Target { name: "llama-server".into(), addr: l.addr, key: None, pid: l.pid() };
+                sides.push(Side { target, kv: "f16/f16 per slot, flash attention auto (llama.cpp defaults; its log: see settings_logged)".into(), idle: Rss::default(), after: None, rounds: Vec::new() });
+                Some(l)
+            }
+        };
+        tokio::time::sleep(RSS_SETTLE).await;
+        for s in &mut sides {
+            s.idle = Rss::read(s.target.pid)?;
+            // Not counted: the first request pays for cold pages.
+            let hello = json!([{"role": "user", "content": "Hello."}]);
+            server::stream_chat(&s.target, &hello, 4).await.with_context(|| format!("{}: warm-up", s.target.name))?;
+        }
+        for round in 0..SIDE_ROUNDS {
+            let order: Vec<usize> = if round % 2 == 0 { (0..sides.len()).collect() } else { (0..sides.len()).rev().collect() };
+            for i in order {
+                progress(&format!("side by side, round {} of {SIDE_ROUNDS}: {}", round + 1, sides[i].target.name));
+                let r = server::round(&sides[i].target, round).await.with_context(|| format!("{}, round {}", sides[i].target.name, round + 1))?;
+                sides[i].rounds.push(r);
+            }
+        }
+        tokio::time::sleep(RSS_SETTLE).await;
+        for s in &mut sides {
+            s.after = Some(Rss::read(s.target.pid)?);
+        }
+        let settings = llama.as_ref().map(LlamaServer::settings).unwrap_or_default();
+        drop(llama);
+        for d in daemons {
+            d.stop().await?;
+        }
+
+        type Figure = (&'static str, &'static str, fn(&Round) -> Option<f64>);
+        let fig: [Figure; 7] = [
+            ("decode, one stream", "tok/s", |r| r.decode_tok_s),
+            ("reading a new ~700-token system prompt (TTFT)", "ms", |r| r.new_prompt_ttft_s.map(|s| s * 1000.0)),
+            ("same prompt again, new question (TTFT)", "ms", |r| r.same_prompt_ttft_s.map(|s| s * 1000.0)),
+            ("tiny requests (1 token out, 4 clients)", "req/s", |r| r.tiny_req_s),
+            ("  their p99", "ms", |r| r.tiny_p99_s.map(|s| s * 1000.0)),
+            ("4 streams at once, aggregate", "tok/s", |r| r.aggregate_tok_s),
+            ("a short request arriving while those 4 stream (TTFT)", "ms", |r| r.arrival_ttft_s.map(|s| s * 1000.0)),
+        ];
+        let llama_i = sides.iter().position(|s| s.target.name == "llama-server");
+        t.section(&format!(
+            "Side by side, OpenAI chat over HTTP: {threads} threads, {SLOTS} slots, context {N_CTX}, greedy; medians of {SIDE_ROUNDS} alternating rounds; ratio = edgeaid / llama-server"
+        ));
+        let mut rows = Vec::new();
+        for (name, unit, f) in fig {
+            let meds: Vec<Option<f64>> = sides.iter().map(|s| med(&s.rounds, f)).collect();
+            let cells: Vec<String> = sides
+                .iter()
+                .zip(&meds)
+                .map(|(s, m)| format!("{} {}", s.target.name, m.map(|v| format!("{v:.1} {unit}")).unwrap_or_else(|| "n/a".into())))
+                .collect();
+            let ratio = llama_i.and_then(|l| meds[0].zip(meds[l])).map(|(e, l)| e / l.max(1e-9));
+            let text = format!("{}{}", cells.join(" | "), ratio.map(|r| format!(" | ratio {r:.2}")).unwrap_or_default());
+            let target = match name {
+                "reading a new ~700-token system prompt (TTFT)" => Some(("ratio <= 1.0", ratio.map(|r| r <= TARGET_READ_TTFT_RATIO))),
+                "tiny requests (1 token out, 4 clients)" => Some(("ratio >= 1.5", ratio.map(|r| r >= TARGET_TINY_RATIO))),
+                "  their p99" => Some(("ratio <= 1.0", ratio.map(|r| r <= 1.0))),
+                "4 streams at once, aggregate" => Some(("ratio >= 1.3", ratio.map(|r| r >= TARGET_AGGREGATE_RATIO))),
+                _ => None,
+            };
+            match target {
+                Some((want, Some(pass))) => t.target(name, text, want, pass),
+                _ => t.info(name, text),
+            }
+            rows.push(json!({"figure": name, "unit": unit,
+                             "medians": sides.iter().zip(&meds).map(|(s, m)| json!({"server": s.target.name, "median": m})).collect::<Vec<_>>(),
+                             "ratio_edgeaid_over_llama_server": ratio}));
+        }
+        for s in &sides {
+            let after = s.after.unwrap_or_default();
+            let under = s.rounds.iter().filter_map(|r| r.rss_under_load).map(|r| r.vm_rss_kb).max().unwrap_or_default();
+            t.info(
+                &format!("{}: RSS idle / under load (4 streams) / after / peak", s.target.name),
+                format!(
+                    "{:.1} / {:.1} / {:.1} / {:.1} MB",
+                    mb(s.idle.vm_rss_kb),
+                    mb(under),
+                    mb(after.vm_rss_kb),
+                    mb(after.vm_hwm_kb)
+                ),
+            );
+            t.info(&format!("{}: KV cache", s.target.name), s.kv.clone());
+        }
+        match &skipped {
+            Some(why) => t.info("llama-server column", format!("SKIPPED: {why}")),
+            None => t.info("llama-server build", version.lines().collect::<Vec<_>>().join("; ")),
+        }
+        json.insert(
+            "side_by_side".into(),
+            json!({"threads": threads, "slots": SLOTS, "n_ctx": N_CTX, "rounds": SIDE_ROUNDS, "figures": rows,
+                   "servers": sides.iter().map(|s| json!({"name": s.target.name, "kv": s.kv, "rss_idle": rss_json(&s.idle),
+                       "rss_after": s.after.as_ref().map(rss_json),
+                       "rounds": s.rounds.iter().map(|r| json!({"decode_tok_s": r.decode_tok_s, "new_prompt_ttft_s": r.new_prompt_ttft_s,
+                           "same_prompt_ttft_s": r.same_prompt_ttft_s, "tiny_req_s": r.tiny_req_s, "tiny_p99_s": r.tiny_p99_s,
+                           "aggregate_tok_s": r.aggregate_tok_s, "arrival_ttft_s": r.arrival_ttft_s,
+                           "rss_under_load": r.rss_under_load.as_ref().map(rss_json)})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+                   "llama_server": {"binary": exe, "skipped": skipped, "version": version, "settings_logged": settings,
+                                    "args": format!("-m MODEL -t {threads} -tb {threads} -np {SLOTS} -c {N_CTX} (everything else default)")},
+                   "method": format!("both servers and edgeaid with f16/f16 KV started together, idle while another is measured; one untimed \
+                       request each; per round and server, in order reversed every other round: one stream of {} tokens (decode = \
+                       (content chunks - 1) / first..last chunk); a new ~700-token plant log as the system message + a question (TTFT = \
+                       send -> first content chunk), the same log with another question; {} clients x {} blocking requests of max_tokens 1 \
+                       on keep-alive connections (req/s = requests / wall, p99 of their latencies); {} streams of {} tokens with new prompts \
+                       (aggregate = content chunks / first send..last chunk) and, {} ms after they start, a short request (its TTFT); \
+                       RSS from /proc 1 s after start and 1 s after the rounds", server::DECODE_TOKENS, server::TINY_CLIENTS,
+                       server::TINY_PER_CLIENT, server::STREAMS, server::DECODE_TOKENS, 1500)}),
+        );
+        Ok(())
+    })
+}
+
+/// Rounds of the side-by-side phase.
+const SIDE_ROUNDS: usize = 3;
+/// Targets of the HTTP path phase (the issue's, for a cache hit and the full path).
+const TARGET_FULL_PATH_REQ_S: f64 = 15_000.0;
+const TARGET_FULL_PATH_P99_MS: f64 = 10.0;
+const TARGET_CACHE_HIT_REQ_S: f64 = 40_000.0;
+const TARGET_CACHE_HIT_P99_MS: f64 = 4.0;
+
+/// Phase 15 (`--only http`): see bench/http.rs.
+fn http_phase(
+    t: &mut Table,
+    json: &mut Map<String, Value>,
+    rt: &Runtime,
+    edgeaid: &Path,
+    model: &Path,
+    repo: &Path,
+    dir: &Path,
+) -> Result<()> {
+    use bench::http::{self, CONNECTIONS, ROUNDS, SECONDS};
+    use bench::load;
+    if !load::wrk_available() {
+        bail!("wrk is not installed (Debian package wrk; scripts/setup.sh installs it)");
+    }
+    let ceiling = load::sibling_bin("ceiling")?;
+    let uds = load::sibling_bin("uds-load")?;
+    let app = BenchApp { pre_prompt: PRE_PROMPT.to_owned(), max_tokens: 16 };
+    // The local model answers the chat app once, to fill the response cache
+    // the cache-hit cases read; the chatflow goes to the instant upstream.
+    let mut launch = Launch {
+        exe: edgeaid,
+        dir,
+        model: Some(model),
+        threads: None,
+        n_ctx: N_CTX,
+        slots: SLOTS,
+        batch: BATCH,
+        chat_template: None,
+        kv_types: None,
+        app: &app,
+        extra_config: String::new(),
+        model_extra: String::new(),
+        cache: true,
+    };
+    let dsl = std::fs::read_to_string(repo.join("tests/fixtures/dsl/chatflow.yml")).context("reading the chatflow fixture")?;
+    let m = rt.block_on(http::measure(&mut launch, &dsl, &ceiling, &uds))?;
+    let ceiling_rate = m
+        .cases
+        .iter()
+        .find(|c| c.case.label.starts_with("ceiling"))
+        .and_then(|c| median(&c.runs.iter().map(load::Figures::per_sec).collect::<Vec<_>>()));
+    t.section(&format!(
+        "HTTP path: wrk -t1 -c{CONNECTIONS} (TCP) / uds-load, 1 thread, {CONNECTIONS} connections (unix socket), {SECONDS} s per run, \
+         separate processes on the same cores; medians of {ROUNDS} rounds"
+    ));
+    let mut cases = Vec::new();
+    for c in &m.cases {
+        let rate = median(&c.runs.iter().map(load::Figures::per_sec).collect::<Vec<_>>());
+        let p50 = median(&c.runs.iter().map(|f| f.p50_ms).collect::<Vec<_>>());
+        let p99 = median(&c.runs.iter().map(|f| f.p99_ms).collect::<Vec<_>>());
+        let errors: u64 = c.runs.iter().map(|f| f.errors).sum();
+        let of_ceiling = rate.zip(ceiling_rate).map(|(r, c)| r / c.max(1e-9));
+        let text = format!(
+            "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms{}{}",
+            rate.unwrap_or(f64::NAN),
+            p50.unwrap_or(f64::NAN),
+            p99.unwrap_or(f64::NAN),
+            of_ceiling.filter(|_| !c.case.label.starts_with("ceiling")).map(|r| format!(", {r:.2} of the ceiling")).unwrap_or_default(),
+            if errors > 0 { format!(", {errors} non-2xx/socket errors") } else { String::new() }
+        );
+        if errors > 0 {
+            t.error(&c.case.label, text.clone());
+        } else if c.case.label.contains("cache hit") {
+            let pass = rate.is_some_and(|r| r >= TARGET_CACHE_HIT_REQ_S) && p99.is_some_and(|p| p <= TARGET_CACHE_HIT_P99_MS);
+            t.target(&c.case.label, text.clone(), ">= 40000 req/s, p99 <= 4 ms", pass);
+        } else if c.case.label.starts_with("POST /v1/chat-messages") {
+            let pass = rate.is_some_and(|r| r >= TARGET_FULL_PATH_REQ_S) && p99.is_some_and(|p| p <= TARGET_FULL_PATH_P99_MS);
+            t.target(&c.case.label, text.clone(), ">= 15000 req/s, p99 <= 10 ms", pass);
+        } else {
+            t.info(&c.case.label, text.clone());
+        }
+        cases.push(json!({"label": c.case.label, "method": c.case.load.method, "path": c.case.load.path, "body": c.case.load.body,
+                          "median_req_s": rate, "median_p50_ms": p50, "median_p99_ms": p99, "errors": errors,
+                          "ratio_to_ceiling": of_ceiling,
+                          "runs": c.runs.iter().map(|f| json!({"requests": f.requests, "seconds": f.seconds, "req_s": f.per_sec(),
+                              "p50_ms": f.p50_ms, "p99_ms": f.p99_ms, "errors": f.errors,
+                              "server_rss_max_kb": f.rss_under_load.map(|r| r.vm_rss_kb)})).collect::<Vec<_>>()}));
+    }
+    let under = m.under_load.unwrap_or_default();
+    t.info(
+        "edgeaid RSS idle / under load (max sampled) / peak",
+        format!("{:.1} / {:.1} / {:.1} MB", mb(m.idle.vm_rss_kb), mb(under.vm_rss_kb), mb(m.end.vm_hwm_kb)),
+    );
+    json.insert(
+        "http".into(),
+        json!({"connections": CONNECTIONS, "seconds_per_run": SECONDS, "rounds": ROUNDS, "cases": cases,
+               "rss_idle": rss_json(&m.idle), "rss_under_load_max": m.under_load.as_ref().map(rss_json), "rss_end": rss_json(&m.end),
+               "upstream": m.upstream_url,
+               "method": "edgeaid with the local model for the config's chat app (temperature 0, response cache on: one streamed answer fills it, then the cache-hit cases POST the same question blocking), tests/fixtures/dsl/chatflow.yml imported (a chatflow: start -> LLM -> answer, its gpt-4o-mini mapped to the upstream), [upstream] = the `ceiling upstream` bin (answers every chat completion at once, \
+                          one streamed chunk), [model_map] default = upstream; TCP load: wrk -t1 -cN -dS with a generated Lua script \
+                          (method, body, headers; its done hook prints requests, duration and latency percentiles); unix socket: the \
+                          uds-load bin (one thread, N keep-alive connections); ceiling: the `ceiling sqlite` bin (hyper, 2 workers, \
+                          one INSERT committed per request on a writer thread, WAL, synchronous NORMAL: no fsync per commit); \
+                          every case once per round, order reversed every other round; RSS of edgeaid from /proc, sampled every \
+                          100 ms under load"}),
+    );
+    Ok(())
+}
+
+/// `--only vectors` / `--only knowledge` / `--only code` / `--only kv` /
+/// `--only server` / `--only http`: one phase alone (`figure` names
 /// it in errors), with the machine facts, written to bench-results/bench-<only>.json.
 fn only_phase(
     args: &Args,
@@ -1276,6 +1610,11 @@ fn run() -> Result<bool> {
         bail!("model {} does not exist; run `make setup` (scripts/fetch-model.sh) or pass --model PATH", model.display());
     }
     let model = model.canonicalize().with_context(|| format!("resolving {}", model.display()))?;
+    if args.only_http {
+        let edgeaid = locate_edgeaid(args.edgeaid.clone())?.canonicalize().context("resolving the edgeaid path")?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
+        return only_phase(&args, &repo, "http", "the HTTP path", |t, j, dir| http_phase(t, j, &rt, &edgeaid, &model, &repo, dir));
+    }
     if args.only_ttft {
         let edgeaid = locate_edgeaid(args.edgeaid.clone())?.canonicalize().context("resolving the edgeaid path")?;
         let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
@@ -1288,6 +1627,14 @@ fn run() -> Result<bool> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
         return only_phase(&args, &repo, "kv", "KV cache types", |t, j, dir| {
             kv_phase(t, j, &rt, &edgeaid, &model, dir, threads, args.tokens)
+        });
+    }
+    if args.only_server {
+        let edgeaid = locate_edgeaid(args.edgeaid.clone())?.canonicalize().context("resolving the edgeaid path")?;
+        let threads = args.threads.unwrap_or(SIDE_BY_SIDE_THREADS);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
+        return only_phase(&args, &repo, "server", "side by side with llama-server", |t, j, dir| {
+            server_phase(t, j, &rt, &edgeaid, &model, &repo, dir, threads)
         });
     }
     let edgeaid = locate_edgeaid(args.edgeaid.clone())?.canonicalize().context("resolving the edgeaid path")?;
@@ -1906,6 +2253,11 @@ mod tests {
         assert!(a.only_kv && !a.only_code && !a.only_knowledge && !a.only_ttft);
         let a = parse(&["--only", "ttft"]).expect("ok").expect("args");
         assert!(a.only_ttft && !a.only_kv);
+        assert!(a.only_kv && !a.only_code && !a.only_knowledge);
+        let a = parse(&["--only", "server"]).expect("ok").expect("args");
+        assert!(a.only_server && !a.only_http && !a.only_kv);
+        let a = parse(&["--only", "http"]).expect("ok").expect("args");
+        assert!(a.only_http && !a.only_server);
         assert!(!parse(&[]).expect("ok").expect("args").only_code, "the full bench is the default");
         let msg = parse(&["--only", "nothing"]).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(msg.contains("`knowledge`") && msg.contains("`code`"), "{msg}");
