@@ -64,7 +64,15 @@ fn rebuild_after_first_answer(d: &Daemon) -> LogLine {
 /// in a slot is copied across, so the same prompt again is served from it.
 #[test]
 fn a_cached_prefix_survives_a_thread_count_change() {
-    let d = DaemonBuilder::new().set("log.level", SCHEDULER_DEBUG).failpoint("retune-threads", "return").start();
+    // q8_0 KV: the answers are compared, and with f16 KV a prompt read in a
+    // batch and one found in a cached prefix may give different greedy
+    // answers (README, KV cache types); the state copy is what is tested.
+    let d = DaemonBuilder::new()
+        .set("log.level", SCHEDULER_DEBUG)
+        .set("model.kv_type_k", "q8_0")
+        .set("model.kv_type_v", "q8_0")
+        .failpoint("retune-threads", "return")
+        .start();
     d.expect_failpoint("retune-threads");
     let c = d.client();
     let question = "The capper on line 2 jams every hour. What should I check?";
