@@ -269,52 +269,9 @@ impl Store {
             field: "latency_ms",
             reason: format!("{} does not fit in 63 bits", o.latency_ms),
         })?;
-        self.write("record answered message", move |conn| {
-            let op = "record answered message";
-            let tx = conn.transaction().map_err(sql(op))?;
-            require_app(&tx, &m.app_id)?;
-            let now = now();
-            match (&m.conversation_id, new_conversation) {
-                (Some(c), Some(name)) => {
-                    tx.prepare_cached(
-                        "INSERT INTO conversations (id, app_id, user, name, inputs, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                    )
-                    .and_then(|mut stmt| stmt.execute(params![c, m.app_id, m.user, name, m.inputs_json, now]))
-                    .map_err(sql(op))?;
-                }
-                (Some(c), None) => {
-                    find_scoped(&tx, &m.app_id, &m.user, c)?;
-                    tx.execute("UPDATE conversations SET updated_at = ?2 WHERE id = ?1", params![c, now]).map_err(sql(op))?;
-                }
-                (None, _) => {}
-            }
-            tx.prepare_cached(
-                "INSERT INTO messages (id, app_id, conversation_id, user, task_id, query, inputs, answer, prompt_tokens,
-                                       completion_tokens, latency_ms, status, error, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    m.id,
-                    m.app_id,
-                    m.conversation_id,
-                    m.user,
-                    m.task_id,
-                    m.query,
-                    m.inputs_json,
-                    o.answer,
-                    o.prompt_tokens,
-                    o.completion_tokens,
-                    latency_ms,
-                    o.status,
-                    o.error,
-                    now
-                ])
-            })
-            .map_err(sql(op))?;
-            tx.commit().map_err(sql(op))
-        })
-        .await
+        // Through the group commit: hits of the response cache come by the
+        // thousand a second, and one fsync each would be their ceiling.
+        self.write_run(super::workflows::RunWrite::Answered { message: m, new_conversation, outcome: o, latency_ms }).await
     }
 
     /// One message of `(app_id, user)`, with its feedback.
@@ -505,6 +462,59 @@ impl Store {
         })
         .await
     }
+}
+
+/// Records a message answered without generation (and its new conversation,
+/// or touches the one it continues) inside the group commit's savepoint.
+pub(super) fn answered_in(
+    tx: &Connection,
+    m: NewMessage,
+    new_conversation: Option<String>,
+    o: MessageOutcome,
+    latency_ms: i64,
+) -> Result<(), StoreError> {
+    let op = "record answered message";
+    require_app(tx, &m.app_id)?;
+    let now = now();
+    match (&m.conversation_id, new_conversation) {
+        (Some(c), Some(name)) => {
+            tx.prepare_cached(
+                "INSERT INTO conversations (id, app_id, user, name, inputs, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![c, m.app_id, m.user, name, m.inputs_json, now]))
+            .map_err(sql(op))?;
+        }
+        (Some(c), None) => {
+            find_scoped(tx, &m.app_id, &m.user, c)?;
+            tx.execute("UPDATE conversations SET updated_at = ?2 WHERE id = ?1", params![c, now]).map_err(sql(op))?;
+        }
+        (None, _) => {}
+    }
+    tx.prepare_cached(
+        "INSERT INTO messages (id, app_id, conversation_id, user, task_id, query, inputs, answer, prompt_tokens,
+                               completion_tokens, latency_ms, status, error, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            m.id,
+            m.app_id,
+            m.conversation_id,
+            m.user,
+            m.task_id,
+            m.query,
+            m.inputs_json,
+            o.answer,
+            o.prompt_tokens,
+            o.completion_tokens,
+            latency_ms,
+            o.status,
+            o.error,
+            now
+        ])
+    })
+    .map_err(sql(op))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -335,8 +335,9 @@ pub(crate) fn recover_running(conn: &Connection) -> Result<u64, StoreError> {
     Ok(fixed as u64)
 }
 
-/// A workflow-run write waiting for the next group commit.
-enum RunWrite {
+/// A write waiting for the next group commit: a workflow run's, or a
+/// message answered without generation (a response-cache hit).
+pub(super) enum RunWrite {
     Begin(NewWorkflowRun),
     Finish {
         id: String,
@@ -346,11 +347,20 @@ enum RunWrite {
         /// Each node with its checked `total_tokens`.
         nodes: Vec<(NodeExecutionRecord, i64)>,
     },
+    Answered {
+        message: super::NewMessage,
+        /// The name of the conversation it starts, if it starts one.
+        new_conversation: Option<String>,
+        outcome: super::MessageOutcome,
+        /// `outcome.latency_ms`, checked to fit SQLite's integers.
+        latency_ms: i64,
+    },
 }
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
 
-/// Group commit for workflow runs: begins and finishes wait here, and ONE
+/// Group commit for workflow runs (begins and finishes) and for messages
+/// answered without generation (response-cache hits): they wait here, and ONE
 /// writer job commits every write waiting when it runs, in one transaction
 /// with each write in its own savepoint (a failed write is rolled back
 /// alone). With synchronous=FULL each commit is an fsync; at thousands of
@@ -434,6 +444,9 @@ fn commit_all(conn: &mut Connection, writes: Vec<RunWrite>) -> Result<Vec<Result
         let result = match write {
             RunWrite::Begin(run) => begin_in(&savepoint, run),
             RunWrite::Finish { id, outcome, total_tokens, nodes } => finish_in(&savepoint, id, outcome, total_tokens, nodes),
+            RunWrite::Answered { message, new_conversation, outcome, latency_ms } => {
+                super::messages::answered_in(&savepoint, message, new_conversation, outcome, latency_ms)
+            }
         };
         if result.is_ok() {
             savepoint.commit().map_err(sql(op))?;
@@ -566,7 +579,7 @@ fn finish_in(
 
 impl Store {
     /// Queues a workflow-run write for the group commit and waits for its result.
-    async fn write_run(&self, write: RunWrite) -> Result<(), StoreError> {
+    pub(super) async fn write_run(&self, write: RunWrite) -> Result<(), StoreError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
         }
