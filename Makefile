@@ -91,11 +91,12 @@ box-test: ## test the unit under a real systemd (needs root and systemd-nspawn, 
 # once into .cache/llama-server (about 12 minutes on 2 cores); when it cannot be built the script
 # prints why and the bench skips that column. The ceiling and uds-load bins are the HTTP phase's
 # bare hyper + SQLite server / instant upstream and its unix-socket load generator.
-bench: setup ## run the benchmark (release build); writes bench-results/bench.json
+bench: setup ## run the benchmark (release build); writes bench-results/bench*.json
 	$(CARGO) build --release -p edgeai-daemon
 	$(CARGO) build --release -p edgeai-tests --bins
 	scripts/build-llama-server.sh || echo "bench: no llama-server (reason above); its column is skipped" >&2
 	$(CARGO) run --release -p edgeai-tests --bin bench
+	$(CARGO) run --release -p edgeai-tests --bin bench -- --only ttft
 	$(CARGO) run --release -p edgeai-tests --bin bench -- --only server
 	$(CARGO) run --release -p edgeai-tests --bin bench -- --only http
 

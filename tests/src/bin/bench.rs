@@ -1128,7 +1128,9 @@ fn ttft_phase(
                 batch: BATCH,
                 chat_template: None,
                 kv_types: None,
-                model_extra: format!("step_budget_ms = {}\n", mode.step_budget_ms),
+                // Room for every short request in the queue (at most 16 a round):
+                // a 429 would end the round, not measure a wait.
+                model_extra: format!("step_budget_ms = {}\nqueue_depth = 64\n", mode.step_budget_ms),
                 cache: false,
                 app: &app,
                 extra_config: String::new(),
