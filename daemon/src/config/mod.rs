@@ -47,6 +47,7 @@
 //! | `server.sse_ping_secs` | `10` | 1 ..= 300 |
 //! | `server.slow_client_timeout_secs` | `30` | 1 ..= 600; a client that accepts no response bytes for this long is cut off |
 //! | `store.path` | `"/var/lib/edgeai/edgeai.db"` | a non-empty path |
+//! | `store.synchronous` | `"full"` | `"full"`: every commit waits for the disk (an answer survives a power cut); `"normal"`: commits do not wait (a power cut may lose the last ones, never the file; several times the write rate) |
 //! | `files.dir` | `""` (`files/` next to `store.path`) | directory of the files uploaded through `POST /v1/files/upload` |
 //! | `files.max_file_bytes` | `15728640` (15 MiB, Dify's limit) | 1 ..= 1073741824; a larger upload gets 413 `file_too_large` |
 //! | `knowledge.dir` | `""` (`knowledge/` next to `store.path`) | vector files and document sources of the knowledge bases |
@@ -361,11 +362,34 @@ impl Default for ServerSettings {
 pub struct StoreSettings {
     /// `store.path`: the SQLite database file.
     pub path: PathBuf,
+    /// `store.synchronous`: when a commit waits for the disk.
+    pub synchronous: Synchronous,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        StoreSettings { path: PathBuf::from("/var/lib/edgeai/edgeai.db") }
+        StoreSettings { path: PathBuf::from("/var/lib/edgeai/edgeai.db"), synchronous: Synchronous::Full }
+    }
+}
+
+/// SQLite's `synchronous` for the store (WAL mode either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// Every commit waits for an fsync of the WAL: an answer the API gave
+    /// survives a power cut.
+    Full,
+    /// Commits do not wait for the disk (the WAL is synced at checkpoints):
+    /// a power cut may lose the last commits, never the file's consistency;
+    /// a crash of the daemon alone loses nothing.
+    Normal,
+}
+
+impl Synchronous {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Synchronous::Full => "full",
+            Synchronous::Normal => "normal",
+        }
     }
 }
 
@@ -678,7 +702,7 @@ impl Settings {
             }
             None => out.push_str("socket: disabled\n"),
         }
-        out.push_str(&format!("store: {}\n", self.store.path.display()));
+        out.push_str(&format!("store: {} (synchronous {})\n", self.store.path.display(), self.store.synchronous.as_str()));
         out.push_str(&format!("files: {} (at most {} bytes each)\n", self.files.dir.display(), self.files.max_file_bytes));
         let m = &self.model;
         if m.enabled {

@@ -5,7 +5,7 @@
 
 use super::layers::Merged;
 use super::workflow::MapEntry;
-use super::{KvType, LogFormat, Problem, PythonChoice, Settings};
+use super::{KvType, LogFormat, Problem, PythonChoice, Settings, Synchronous};
 use crate::engine::AppDefinition;
 use serde_path_to_error::Segment;
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,6 +74,9 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     if let Some(path) = r.required_path("store", "path") {
         s.store.path = path;
     }
+    if let Some(sync) = r.one_of("store", "synchronous", &[Synchronous::Full, Synchronous::Normal], Synchronous::as_str) {
+        s.store.synchronous = sync;
+    }
 
     // Unset or "": `files/` next to the store, wherever the store is.
     s.files.dir = match r.optional_path("files", "dir").flatten() {
@@ -101,10 +104,10 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
         m.path = path;
     }
     r.int("model", "context_size", 512..=131_072, &mut m.context_size);
-    if let Some(t) = r.kv_type("model", "kv_type_k") {
+    if let Some(t) = r.one_of("model", "kv_type_k", &KvType::ALL, KvType::as_str) {
         m.kv_type_k = t;
     }
-    if let Some(t) = r.kv_type("model", "kv_type_v") {
+    if let Some(t) = r.one_of("model", "kv_type_v", &KvType::ALL, KvType::as_str) {
         m.kv_type_v = t;
     }
     r.int("model", "slots", 1..=16, &mut m.slots);
@@ -158,7 +161,7 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     if let Some(level) = r.log_level("log", "level") {
         s.log.level = level;
     }
-    if let Some(format) = r.log_format("log", "format") {
+    if let Some(format) = r.one_of("log", "format", &[LogFormat::Auto, LogFormat::Text, LogFormat::Json], LogFormat::as_str) {
         s.log.format = format;
     }
 
@@ -471,22 +474,15 @@ impl<'a> Reader<'a> {
         Some(s.to_owned())
     }
 
-    fn log_format(&mut self, section: &'static str, key: &'static str) -> Option<LogFormat> {
+    /// A string that must name one of `all` (by `name`).
+    fn one_of<T: Copy>(&mut self, section: &'static str, key: &'static str, all: &[T], name: fn(T) -> &'static str) -> Option<T> {
         let s = self.string(section, key)?;
-        let format = [LogFormat::Auto, LogFormat::Text, LogFormat::Json].into_iter().find(|f| f.as_str() == s);
-        if format.is_none() {
-            self.problem(&format!("{section}.{key}"), format!("{s:?} is not one of \"auto\", \"text\", \"json\""));
+        let found = all.iter().copied().find(|&t| name(t) == s);
+        if found.is_none() {
+            let names: Vec<String> = all.iter().map(|&t| format!("{:?}", name(t))).collect();
+            self.problem(&format!("{section}.{key}"), format!("{s:?} is not one of {}", names.join(", ")));
         }
-        format
-    }
-
-    fn kv_type(&mut self, section: &'static str, key: &'static str) -> Option<KvType> {
-        let s = self.string(section, key)?;
-        let t = KvType::ALL.into_iter().find(|t| t.as_str() == s);
-        if t.is_none() {
-            self.problem(&format!("{section}.{key}"), format!("{s:?} is not one of \"f16\", \"q8_0\", \"q4_0\""));
-        }
-        t
+        found
     }
 
     /// `workflow.http_allow`: an array of host patterns and CIDRs.

@@ -888,3 +888,14 @@ fn admission_limits_default_from_the_model_and_are_range_checked() {
     let p = problem(s);
     assert_eq!(p.message, "must be between 0 and 16, found 17");
 }
+
+#[test]
+fn store_synchronous_defaults_to_full_and_reads_normal() {
+    let (_r, _p, res) = load_text("");
+    assert_eq!(res.expect("defaults").store.synchronous, crate::config::Synchronous::Full);
+    let (_r, _p, res) = load_text("[store]\nsynchronous = \"normal\"\n");
+    assert_eq!(res.expect("valid").store.synchronous, crate::config::Synchronous::Normal);
+    let (_r, path, res) = load_text("[store]\nsynchronous = \"off\"\n");
+    let text = res.expect_err("refused").to_string();
+    assert!(text.contains(&format!("{}: store.synchronous: \"off\" is not one of \"full\", \"normal\"", path.display())), "{text}");
+}

@@ -135,11 +135,19 @@ pub struct StoreOptions {
     pub read_queue: usize,
     /// How long SQLite waits for a lock before failing with `SQLITE_BUSY`.
     pub busy_timeout: Duration,
+    /// `store.synchronous`: FULL (the default) or NORMAL.
+    pub synchronous: crate::config::Synchronous,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { write_queue: 256, readers: 2, read_queue: 256, busy_timeout: Duration::from_secs(5) }
+        Self {
+            write_queue: 256,
+            readers: 2,
+            read_queue: 256,
+            busy_timeout: Duration::from_secs(5),
+            synchronous: crate::config::Synchronous::Full,
+        }
     }
 }
 
@@ -207,7 +215,9 @@ impl Store {
             return Err(StoreError::WalUnavailable { path: path.to_path_buf(), journal_mode: mode });
         }
         // FULL: a committed answer survives a power cut, not only a crash.
-        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+        // NORMAL (`store.synchronous`): only the last commits may be lost
+        // to a power cut; WAL keeps the file consistent either way.
+        conn.pragma_update(None, "synchronous", options.synchronous.as_str()).map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", true).map_err(open_err)?;
 
         let schema_version = migrations::migrate(&mut conn, path, migrations)?;

@@ -468,3 +468,19 @@ async fn an_answered_message_is_recorded_whole_or_not_at_all() {
     assert!(matches!(err, StoreError::Sqlite { .. }), "{err:?}");
     assert!(store.get_conversation("a1", "u1", "c2").await.is_err(), "the failed write left no conversation");
 }
+
+/// `store.synchronous` reaches SQLite's writer connection (FULL = 2, NORMAL = 1).
+#[tokio::test]
+async fn the_writer_commits_with_the_configured_synchronous() {
+    for (sync, want) in [(crate::config::Synchronous::Full, 2), (crate::config::Synchronous::Normal, 1)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) =
+            Store::open_with(&dir.path().join("edgeai.db"), StoreOptions { synchronous: sync, ..StoreOptions::default() }).expect("open");
+        let got: i64 = store
+            .write("test: synchronous", |conn| conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).map_err(sql("synchronous")))
+            .await
+            .expect("pragma");
+        assert_eq!(got, want, "{sync:?}");
+        store.close().await.expect("close");
+    }
+}

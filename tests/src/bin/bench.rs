@@ -51,7 +51,7 @@
 //!     budget (60 ms), rounds alternating on fresh daemons; written to
 //!     bench-results/bench-ttft.json.
 //! 14. side by side with llama.cpp's own llama-server (bench/server.rs), only
-//!     with `--only server`: edgeaid (its default KV types, and f16/f16),
+//!     with `--only server`: edgeaid (its default f16 KV, and q8_0/q8_0),
 //!     and llama-server built by scripts/build-llama-server.sh, same model,
 //!     threads, 4 slots, context 4096, the same OpenAI-chat workload over
 //!     HTTP in 3 alternating rounds: one stream's decode, TTFT of a new
@@ -1196,7 +1196,7 @@ struct Side {
     rounds: Vec<bench::server::Round>,
 }
 
-/// Phase 14 (`--only server`): edgeaid (default KV, and f16/f16) and
+/// Phase 14 (`--only server`): edgeaid (default f16 KV, and q8_0/q8_0) and
 /// llama-server, started together and measured one at a time.
 #[allow(clippy::too_many_arguments)]
 fn server_phase(
@@ -1223,7 +1223,7 @@ fn server_phase(
     rt.block_on(async {
         let mut sides: Vec<Side> = Vec::new();
         let mut daemons = Vec::new();
-        for (name, kv) in [("edgeaid", None), ("edgeaid f16 KV", Some(("f16", "f16")))] {
+        for (name, kv) in [("edgeaid", None), ("edgeaid q8_0 KV", Some(("q8_0", "q8_0")))] {
             let d_dir = dir.join(name.replace(' ', "-"));
             let launch = Launch {
                 exe: edgeaid,
