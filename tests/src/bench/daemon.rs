@@ -50,6 +50,8 @@ pub struct Launch<'a> {
     /// The response cache (`cache.enabled`): off except where a phase
     /// measures it, so a repeated request reaches the model.
     pub cache: bool,
+    /// `store.synchronous` (`"full"` is the daemon's default).
+    pub synchronous: &'static str,
     pub app: &'a BenchApp,
     /// More TOML appended to the config (sections of the phase that needs them).
     pub extra_config: String,
@@ -81,6 +83,7 @@ socket = {socket}
 
 [store]
 path = {store}
+synchronous = "{synchronous}"
 
 [model]
 enabled = {enabled}
@@ -123,6 +126,7 @@ max_tokens = {max_tokens}
         max_tokens = l.app.max_tokens,
         model_extra = l.model_extra,
         cache = l.cache,
+        synchronous = l.synchronous,
         extra = l.extra_config,
     );
     let path = d.join(if l.model.is_some() { "bench.toml" } else { "bench-no-model.toml" });
@@ -416,6 +420,7 @@ mod tests {
             kv_types: Some(("f16", "q8_0")),
             model_extra: String::new(),
             cache: false,
+            synchronous: "full",
             app: &app,
             extra_config: "[model_map]\ndefault = \"local\"\n".into(),
         };
