@@ -2273,7 +2273,6 @@ mod tests {
         assert!(a.only_kv && !a.only_code && !a.only_knowledge && !a.only_ttft);
         let a = parse(&["--only", "ttft"]).expect("ok").expect("args");
         assert!(a.only_ttft && !a.only_kv);
-        assert!(a.only_kv && !a.only_code && !a.only_knowledge);
         let a = parse(&["--only", "server"]).expect("ok").expect("args");
         assert!(a.only_server && !a.only_http && !a.only_kv);
         let a = parse(&["--only", "http"]).expect("ok").expect("args");
