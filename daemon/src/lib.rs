@@ -140,7 +140,8 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
     }
 
     let (store, report) =
-        Store::open_with(&settings.store.path, store::StoreOptions { synchronous: settings.store.synchronous, ..Default::default() }).map_err(|source| DaemonError::Store { path: settings.store.path.clone(), source })?;
+        Store::open_with(&settings.store.path, store::StoreOptions { synchronous: settings.store.synchronous, ..Default::default() })
+            .map_err(|source| DaemonError::Store { path: settings.store.path.clone(), source })?;
     tracing::info!(path = %settings.store.path.display(), schema = report.schema_version, recovered_messages = report.recovered_messages, "store open");
 
     let m = &settings.model;

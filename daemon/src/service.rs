@@ -801,17 +801,7 @@ async fn record_and_queue(store: Store, runs: Arc<Runs>, model: Arc<LocalModel>,
     };
     let task_id = new_id();
     let message_id = new_id();
-    let begun = store
-        .begin_message(NewMessage {
-            id: message_id.clone(),
-            app_id: app.id.clone(),
-            conversation_id: conversation_id.clone(),
-            user: turn.user.clone(),
-            task_id: task_id.clone(),
-            query: turn.query.clone(),
-            inputs_json: Value::Object(turn.inputs.clone()).to_string(),
-        })
-        .await;
+    let begun = store.begin_message(turn_message(&app, &turn, conversation_id.clone(), &task_id, &message_id)).await;
     if let Err(e) = begun {
         if let (true, Some(c)) = (created, &conversation_id) {
             if let Err(de) = store.delete_conversation(&app.id, &turn.user, c).await {
@@ -871,17 +861,7 @@ async fn reply_from_annotation(
         }
     };
     let (task_id, message_id) = (new_id(), new_id());
-    store
-        .begin_message(NewMessage {
-            id: message_id.clone(),
-            app_id: app.id.clone(),
-            conversation_id: Some(conversation_id.clone()),
-            user: turn.user.clone(),
-            task_id: task_id.clone(),
-            query: turn.query.clone(),
-            inputs_json: Value::Object(turn.inputs.clone()).to_string(),
-        })
-        .await?;
+    store.begin_message(turn_message(&app, &turn, Some(conversation_id.clone()), &task_id, &message_id)).await?;
     let latency = started.elapsed();
     let o = store::MessageOutcome {
         answer: annotation.answer.clone(),
@@ -912,6 +892,25 @@ async fn reply_from_annotation(
         retriever_resources: Vec::new(),
         cache: crate::cache::Mark::Off,
     })
+}
+
+/// The message record of a turn of `app`.
+pub(crate) fn turn_message(
+    app: &AppDefinition,
+    turn: &Turn,
+    conversation_id: Option<String>,
+    task_id: &str,
+    message_id: &str,
+) -> NewMessage {
+    NewMessage {
+        id: message_id.to_owned(),
+        app_id: app.id.clone(),
+        conversation_id,
+        user: turn.user.clone(),
+        task_id: task_id.to_owned(),
+        query: turn.query.clone(),
+        inputs_json: Value::Object(turn.inputs.clone()).to_string(),
+    }
 }
 
 fn not_found_as(e: ServiceError) -> impl FnOnce(StoreError) -> ServiceError {

@@ -12,7 +12,7 @@ use super::{conversation_name, new_id, now_secs, Run, RunEvent, Service, Service
 use crate::cache::{CacheError, CacheKey, DifyParts, Hit, Mark, QueryEmbedding, ResponseCache};
 use crate::engine::{AppDefinition, AppMode, Turn};
 use crate::model::{ChatMessage, FinishReason, SamplingParams};
-use crate::store::{self, NewMessage, Store};
+use crate::store::{self, Store};
 
 /// What the cache said about a Dify turn.
 #[derive(Default)]
@@ -207,15 +207,7 @@ pub(super) async fn reply_from_cache(
         (None, AppMode::Completion | AppMode::Workflow | AppMode::AdvancedChat) => (None, None),
     };
     let (task_id, message_id) = (new_id(), new_id());
-    let m = NewMessage {
-        id: message_id.clone(),
-        app_id: app.id.clone(),
-        conversation_id: conversation_id.clone(),
-        user: turn.user.clone(),
-        task_id: task_id.clone(),
-        query: turn.query.clone(),
-        inputs_json: Value::Object(turn.inputs.clone()).to_string(),
-    };
+    let m = super::turn_message(&app, &turn, conversation_id.clone(), &task_id, &message_id);
     let o = store::MessageOutcome {
         answer: hit.answer.clone(),
         prompt_tokens: 0,
