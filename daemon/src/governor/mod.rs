@@ -123,14 +123,25 @@ impl CpuSample {
     /// `earlier` and `self` (0.0 ..= cpus): the mask's busy time minus ours,
     /// over the elapsed time per CPU. `None` if no time passed.
     pub fn others_since(&self, earlier: &CpuSample) -> Option<f64> {
+        let busy = self.busy.saturating_sub(earlier.busy);
+        let own = self.own.saturating_sub(earlier.own);
+        self.cpus_of(busy.saturating_sub(own), earlier)
+    }
+
+    /// How many CPUs this process kept busy between `earlier` and `self`
+    /// (0.0 ..= cpus). `None` if no time passed.
+    pub fn own_since(&self, earlier: &CpuSample) -> Option<f64> {
+        self.cpus_of(self.own.saturating_sub(earlier.own), earlier)
+    }
+
+    /// `ticks` of CPU time since `earlier` as CPUs kept busy.
+    fn cpus_of(&self, ticks: u64, earlier: &CpuSample) -> Option<f64> {
         let total = self.total.checked_sub(earlier.total)?;
         if total == 0 || self.cpus != earlier.cpus {
             return None;
         }
-        let busy = self.busy.saturating_sub(earlier.busy);
-        let own = self.own.saturating_sub(earlier.own);
         let per_cpu = total as f64 / f64::from(self.cpus);
-        Some((busy.saturating_sub(own) as f64 / per_cpu).clamp(0.0, f64::from(self.cpus)))
+        Some((ticks as f64 / per_cpu).clamp(0.0, f64::from(self.cpus)))
     }
 }
 
@@ -142,6 +153,12 @@ impl CpuSample {
 /// 38 tok/s here). Below it are the few milliseconds of wake-up latency an
 /// otherwise quiet machine shows.
 pub const CPU_PRESSURE_THRESHOLD: f64 = 0.10;
+
+/// The machine's CPU pressure is not counted over an interval in which the
+/// daemon itself kept this many CPUs busy (it was generating; see
+/// [`CpuReading::advisor_stall`]). An idle daemon uses a few hundredths of a
+/// CPU; one generating keeps about its thread count busy.
+pub const OWN_BUSY_LIMIT: f64 = 0.5;
 
 /// Which line of a PSI file is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,8 +248,26 @@ pub struct CpuStall {
 pub struct CpuReading {
     /// CPUs of the mask kept busy by other processes.
     pub others: Option<f64>,
+    /// CPUs the daemon itself kept busy.
+    pub own: Option<f64>,
     /// CPU pressure; `None` without a readable PSI file.
     pub stall: Option<CpuStall>,
+}
+
+impl CpuReading {
+    /// The stall share the [`ThreadAdvisor`] counts. The machine's `some`
+    /// line also counts the daemon's own threads waiting for each other (a
+    /// tokio worker woken for each streamed token while the inference
+    /// threads fill the cores), which is no reason to run fewer threads: a
+    /// machine figure over an interval in which the daemon kept
+    /// [`OWN_BUSY_LIMIT`] CPUs or more busy (or an unknown number) is not
+    /// counted, and busy time alone decides. The cgroup's `full` line never
+    /// counts the daemon's threads crowding each other, so it always counts.
+    pub fn advisor_stall(&self) -> Option<f64> {
+        let stall = self.stall?;
+        let own_busy = self.own.is_none_or(|own| own >= OWN_BUSY_LIMIT);
+        (stall.scope == "cgroup" || !own_busy).then_some(stall.share)
+    }
 }
 
 /// Measures how busy other processes keep the CPUs this daemon may run on
@@ -260,15 +295,19 @@ impl CpuLoad {
     /// The load since the previous call (nothing the first time, or what
     /// cannot be read).
     pub fn read(&mut self) -> CpuReading {
-        CpuReading { others: self.others(), stall: self.stall() }
+        let (others, own) = match self.busy() {
+            Some((now, earlier)) => (now.others_since(&earlier), now.own_since(&earlier)),
+            None => (None, None),
+        };
+        CpuReading { others, own, stall: self.stall() }
     }
 
-    fn others(&mut self) -> Option<f64> {
+    /// This sample and the previous one.
+    fn busy(&mut self) -> Option<(CpuSample, CpuSample)> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         let own = std::fs::read_to_string("/proc/self/stat").ok()?;
         let now = CpuSample::parse(&stat, &own, &self.mask)?;
-        let earlier = self.last.replace(now)?;
-        now.others_since(&earlier)
+        Some((now, self.last.replace(now)?))
     }
 
     fn stall(&mut self) -> Option<CpuStall> {
@@ -673,6 +712,41 @@ mod tests {
         assert!(trace.contains(&1) && trace.contains(&2), "the series moves the advice both ways: {trace:?}");
     }
 
+    #[test]
+    fn the_machines_pressure_is_not_counted_while_the_daemon_itself_kept_the_cpus_busy() {
+        let reading = |scope, own| CpuReading { others: Some(0.0), own, stall: Some(CpuStall { share: 0.4, scope }) };
+        // Idle daemon: the machine's stalls are others'.
+        assert_eq!(reading("machine", Some(0.02)).advisor_stall(), Some(0.4));
+        // Generating: its own threads waited for each other; not counted.
+        assert_eq!(reading("machine", Some(1.9)).advisor_stall(), None);
+        assert_eq!(reading("machine", Some(OWN_BUSY_LIMIT)).advisor_stall(), None);
+        assert_eq!(reading("machine", None).advisor_stall(), None, "unknown own use: not counted");
+        // The cgroup's `full` never counts its threads crowding each other.
+        assert_eq!(reading("cgroup", Some(1.9)).advisor_stall(), Some(0.4));
+        assert_eq!(CpuReading { others: Some(0.0), own: Some(0.0), stall: None }.advisor_stall(), None);
+        // Sustained, the counted pressure lowers the advice; the same figures
+        // while generating leave it.
+        let mut a = ThreadAdvisor::new(2, 3);
+        let busy: Vec<_> = (0..10).filter_map(|_| a.observe(0.0, reading("machine", Some(1.9)).advisor_stall())).collect();
+        assert_eq!(busy, Vec::<u32>::new());
+        let idle: Vec<_> = (0..10).filter_map(|_| a.observe(0.0, reading("machine", Some(0.02)).advisor_stall())).collect();
+        assert_eq!(idle, vec![1]);
+    }
+
+    #[test]
+    fn own_cpu_time_is_counted_in_cpus() {
+        let mask = [0, 1];
+        let start = [[100, 0, 0, 900, 0, 0, 0, 0]; 4];
+        let before = CpuSample::parse(&proc_stat(start), &self_stat(10, 5), &mask).expect("parse");
+        // 100 ticks per CPU pass; this process used 150 of the 200.
+        let cpu = [175, 0, 0, 925, 0, 0, 0, 0];
+        let after = CpuSample::parse(&proc_stat([cpu, cpu, start[2], start[3]]), &self_stat(110, 55), &mask).expect("parse");
+        let own = after.own_since(&before).expect("time passed");
+        assert!((own - 1.5).abs() < 1e-9, "{own}");
+        assert_eq!(after.others_since(&before), Some(0.0));
+        assert_eq!(before.own_since(&before), None);
+    }
+
     const PSI_CPU: &str = "some avg10=1.52 avg60=0.87 avg300=0.30 total=17924863445\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
 
     #[test]
@@ -821,11 +895,13 @@ mod tests {
     #[test]
     fn the_real_system_is_readable() {
         let mut load = CpuLoad::for_this_process();
-        assert_eq!(load.read(), CpuReading { others: None, stall: None }, "the first call has nothing to compare with");
+        assert_eq!(load.read(), CpuReading { others: None, own: None, stall: None }, "the first call has nothing to compare with");
         std::thread::sleep(std::time::Duration::from_millis(50));
         let reading = load.read();
         let others = reading.others.expect("a second sample of /proc/stat and /proc/self/stat");
         assert!(others >= 0.0 && others <= f64::from(affinity_cpus()), "{others}");
+        let own = reading.own.expect("the same samples");
+        assert!(own >= 0.0 && own <= f64::from(affinity_cpus()), "{own}");
         match (&load.psi, reading.stall) {
             (Some(psi), Some(stall)) => {
                 assert_eq!(stall.scope, psi.scope);

@@ -583,7 +583,7 @@ impl<'m> Scheduler<'m> {
             return;
         }
         let Some(others) = load.others else { return };
-        let Some(threads) = self.advisor.observe(others, load.stall.map(|s| s.share)) else { return };
+        let Some(threads) = self.advisor.observe(others, load.advisor_stall()) else { return };
         self.rebuild_context(threads, Some(load));
     }
 
