@@ -4,7 +4,9 @@
 //! exactly the counters they should; a wrong method is Dify's 405; the
 //! OpenMetrics text (what Prometheus asks for) passes a strict reading here,
 //! the Prometheus 0.0.4 text (without that `Accept`) passes `promtool check
-//! metrics` (Debian's `prometheus` package; a loud SKIP without it); and every metric
+//! metrics` (Debian's `prometheus` package; a loud SKIP without it); the
+//! model's CPU pressure gauge has this machine's PSI scope and a share in
+//! 0..=1 (a loud SKIP on a kernel without PSI); and every metric
 //! the Grafana dashboard (configs/grafana-edgeai.json) queries is in a real
 //! scrape.
 
@@ -167,6 +169,43 @@ fn dashboard_metrics() -> BTreeSet<String> {
     names
 }
 
+/// The CPU pressure (PSI) file the daemon follows, as the test process
+/// (whose cgroup the daemon shares) finds it: its own v2 cgroup's
+/// `cpu.pressure`, else the machine's `/proc/pressure/cpu`.
+fn cpu_pressure_scope() -> Option<&'static str> {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok().and_then(|c| {
+        let rel = c.lines().find_map(|l| l.strip_prefix("0::"))?.trim_start_matches('/').to_owned();
+        let found = root.join("cgroup.controllers").exists()
+            && !rel.is_empty()
+            && std::fs::read_to_string(root.join(rel).join("cpu.pressure")).is_ok();
+        found.then_some("cgroup")
+    });
+    own.or_else(|| std::fs::read_to_string("/proc/pressure/cpu").ok().filter(|t| t.starts_with("some ")).map(|_| "machine"))
+}
+
+/// The model's idle ticks measure CPU pressure even with a configured
+/// thread count: a series with this machine's scope and a share in 0..=1
+/// appears within a few ticks (bounded wait, no timing asserted).
+fn cpu_pressure_is_reported(u: &Client) {
+    let Some(scope) = cpu_pressure_scope() else {
+        eprintln!("SKIP edgeai_cpu_pressure_ratio value: no readable cpu.pressure or /proc/pressure/cpu here (kernel without PSI)");
+        return;
+    };
+    let series = format!("edgeai_cpu_pressure_ratio{{scope=\"{scope}\"}}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let share = loop {
+        let s = scrape(u);
+        assert_eq!(s.families.get("edgeai_cpu_pressure_ratio").map(String::as_str), Some("gauge"), "{}", s.text);
+        if let Some(&v) = s.samples.get(&series) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no {series} after 30 s of an idle model:\n{}", s.text);
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(share.is_finite() && (0.0..=1.0).contains(&share), "{series} = {share}");
+}
+
 #[test]
 fn counters_follow_chat_and_code_runs_over_both_transports() {
     let mut b = DaemonBuilder::new().set("metrics.tcp", true);
@@ -235,6 +274,8 @@ fn counters_follow_chat_and_code_runs_over_both_transports() {
     let pings = scrape(&u).get("edgeai_watchdog_pings_total");
     assert!(pings >= seen && seen >= 2.0, "counter {pings}, notifications {seen}");
 
+    cpu_pressure_is_reported(&u);
+
     // Every metric the dashboard queries is in a real scrape.
     let last = scrape(&tcp);
     for name in dashboard_metrics() {
@@ -284,6 +325,7 @@ fn metrics_stay_off_tcp_unless_asked_and_off_everywhere_when_disabled() {
     let on_socket = scrape(&d.unix_client().without_key());
     assert_eq!(on_socket.get("edgeai_model_state{state=\"disabled\"}"), 1.0, "{}", on_socket.text);
     assert_eq!(on_socket.get("edgeai_inference_threads"), 0.0);
+    assert!(!on_socket.text.contains("edgeai_cpu_pressure_ratio{"), "no model, nothing measured:\n{}", on_socket.text);
     promtool_check(&d.unix_client().without_key());
     d.client().without_key().get("/metrics").expect_dify_error(404, "not_found");
 

@@ -1,6 +1,8 @@
 //! Resource limits the daemon lives inside: CPU affinity, the cgroup CPU
 //! quota and memory limits (cgroup v1 and v2). It decides how many
-//! inference threads to run, reports the limits and the memory in use (RSS,
+//! inference threads to run (and fewer while other processes take the
+//! affinity mask's CPUs or CPU pressure shows tasks waiting for one),
+//! reports the limits and the memory in use (RSS,
 //! cgroup usage, working set), and (`pressure`) watches memory pressure:
 //! it shrinks what registered a [`shrink::Shrink`] and then sheds new
 //! generations until the pressure is gone. Fair admission between apps is
@@ -12,6 +14,7 @@ pub mod pressure;
 pub mod shrink;
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// What the daemon may use, as found at start-up.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,40 +123,203 @@ impl CpuSample {
     /// `earlier` and `self` (0.0 ..= cpus): the mask's busy time minus ours,
     /// over the elapsed time per CPU. `None` if no time passed.
     pub fn others_since(&self, earlier: &CpuSample) -> Option<f64> {
+        let busy = self.busy.saturating_sub(earlier.busy);
+        let own = self.own.saturating_sub(earlier.own);
+        self.cpus_of(busy.saturating_sub(own), earlier)
+    }
+
+    /// How many CPUs this process kept busy between `earlier` and `self`
+    /// (0.0 ..= cpus). `None` if no time passed.
+    pub fn own_since(&self, earlier: &CpuSample) -> Option<f64> {
+        self.cpus_of(self.own.saturating_sub(earlier.own), earlier)
+    }
+
+    /// `ticks` of CPU time since `earlier` as CPUs kept busy.
+    fn cpus_of(&self, ticks: u64, earlier: &CpuSample) -> Option<f64> {
         let total = self.total.checked_sub(earlier.total)?;
         if total == 0 || self.cpus != earlier.cpus {
             return None;
         }
-        let busy = self.busy.saturating_sub(earlier.busy);
-        let own = self.own.saturating_sub(earlier.own);
         let per_cpu = total as f64 / f64::from(self.cpus);
-        Some((busy.saturating_sub(own) as f64 / per_cpu).clamp(0.0, f64::from(self.cpus)))
+        Some((ticks as f64 / per_cpu).clamp(0.0, f64::from(self.cpus)))
+    }
+}
+
+/// A CPU pressure (PSI) stall share at or above this, over the advisor's
+/// interval, counts as one core taken (see [`ThreadAdvisor`]). A decode step
+/// waits at barriers for its slowest thread, so a thread that waits for a
+/// core a tenth of the time already costs the whole step about a tenth, and
+/// losing a core costs far more than running one thread fewer (85 against
+/// 38 tok/s here). Below it are the few milliseconds of wake-up latency an
+/// otherwise quiet machine shows.
+pub const CPU_PRESSURE_THRESHOLD: f64 = 0.10;
+
+/// The machine's CPU pressure is not counted over an interval in which the
+/// daemon itself kept this many CPUs busy (it was generating; see
+/// [`CpuReading::advisor_stall`]). An idle daemon uses a few hundredths of a
+/// CPU; one generating keeps about its thread count busy.
+pub const OWN_BUSY_LIMIT: f64 = 0.5;
+
+/// Which line of a PSI file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PsiLine {
+    /// Some runnable task waited for a CPU.
+    Some,
+    /// Every runnable task of the cgroup waited.
+    Full,
+}
+
+/// The `total=` stall counter (microseconds) of `line` in the text of a PSI
+/// file (`/proc/pressure/cpu`, a cgroup's `cpu.pressure`):
+/// `some avg10=0.00 avg60=0.00 avg300=0.00 total=12345`. `None` when the
+/// line is missing or malformed.
+pub fn psi_total(text: &str, line: PsiLine) -> Option<u64> {
+    let word = match line {
+        PsiLine::Some => "some",
+        PsiLine::Full => "full",
+    };
+    let fields = text.lines().find_map(|l| l.strip_prefix(word)?.strip_prefix(' '))?;
+    let mut total = None;
+    for field in fields.split_whitespace() {
+        let (key, value) = field.split_once('=')?;
+        match key {
+            "total" => total = Some(value.parse::<u64>().ok()?),
+            _ => {
+                value.parse::<f64>().ok().filter(|v| v.is_finite())?;
+            }
+        }
+    }
+    total
+}
+
+/// The share of `elapsed` that a PSI `total` counter (microseconds) grew
+/// from `earlier` to `now`, in 0.0 ..= 1.0. `None` if no time passed or
+/// the counter went back (a reset).
+pub fn stall_share(earlier: u64, now: u64, elapsed: Duration) -> Option<f64> {
+    let stalled = now.checked_sub(earlier)?;
+    let elapsed = elapsed.as_micros();
+    (elapsed > 0).then(|| (stalled as f64 / elapsed as f64).clamp(0.0, 1.0))
+}
+
+/// The CPU pressure file the daemon follows and which of its lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuPsi {
+    pub path: PathBuf,
+    pub line: PsiLine,
+    /// `cgroup` (the daemon's own cgroup) or `machine`.
+    pub scope: &'static str,
+}
+
+/// The CPU pressure to follow for a process whose /proc/self/cgroup reads
+/// `proc_cgroup`, with the cgroup hierarchy at `root` (normally
+/// /sys/fs/cgroup) and the machine's file at `machine` (/proc/pressure/cpu).
+/// On cgroup v2, the `full` line of the daemon's own cgroup's
+/// `cpu.pressure` (its deepest ancestor below the root that has one): the
+/// time every runnable thread of the daemon waited, which only other
+/// cgroups or the cgroup's CPU quota cause, never the daemon's own threads
+/// crowding each other. Else (v1, or the daemon in the root cgroup, where
+/// CPU `full` is always zero) the machine's `some` line: the time some task
+/// waited, the daemon's own included.
+pub fn cpu_psi_in(root: &Path, proc_cgroup: &str, machine: &Path) -> Option<CpuPsi> {
+    if root.join("cgroup.controllers").exists() {
+        if let Some(rel) = proc_cgroup.lines().find_map(|l| l.strip_prefix("0::")) {
+            let mut dirs = ancestors(root, rel);
+            // The last one is the root itself.
+            dirs.pop();
+            if let Some(dir) = dirs.into_iter().find(|d| d.join("cpu.pressure").exists()) {
+                return Some(CpuPsi { path: dir.join("cpu.pressure"), line: PsiLine::Full, scope: "cgroup" });
+            }
+        }
+    }
+    machine.exists().then(|| CpuPsi { path: machine.to_path_buf(), line: PsiLine::Some, scope: "machine" })
+}
+
+/// A CPU pressure figure over one interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuStall {
+    /// Share of the interval tasks waited for a CPU (0.0 ..= 1.0).
+    pub share: f64,
+    /// Where it was read: `cgroup` or `machine` (see [`cpu_psi_in`]).
+    pub scope: &'static str,
+}
+
+/// What [`CpuLoad::read`] measured since its previous call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuReading {
+    /// CPUs of the mask kept busy by other processes.
+    pub others: Option<f64>,
+    /// CPUs the daemon itself kept busy.
+    pub own: Option<f64>,
+    /// CPU pressure; `None` without a readable PSI file.
+    pub stall: Option<CpuStall>,
+}
+
+impl CpuReading {
+    /// The stall share the [`ThreadAdvisor`] counts. The machine's `some`
+    /// line also counts the daemon's own threads waiting for each other (a
+    /// tokio worker woken for each streamed token while the inference
+    /// threads fill the cores), which is no reason to run fewer threads: a
+    /// machine figure over an interval in which the daemon kept
+    /// [`OWN_BUSY_LIMIT`] CPUs or more busy (or an unknown number) is not
+    /// counted, and busy time alone decides. The cgroup's `full` line never
+    /// counts the daemon's threads crowding each other, so it always counts.
+    pub fn advisor_stall(&self) -> Option<f64> {
+        let stall = self.stall?;
+        let own_busy = self.own.is_none_or(|own| own >= OWN_BUSY_LIMIT);
+        (stall.scope == "cgroup" || !own_busy).then_some(stall.share)
     }
 }
 
 /// Measures how busy other processes keep the CPUs this daemon may run on
 /// (its affinity mask), excluding the daemon's own threads: busy cores
 /// outside the mask do not slow inference and must not cut its threads.
+/// Also follows CPU pressure (PSI, see [`cpu_psi_in`]): tasks waiting for a
+/// CPU are contention even when the busy time looks fine (a CPU quota
+/// throttling the daemon, short bursts of other tasks).
 #[derive(Debug)]
 pub struct CpuLoad {
     mask: Vec<usize>,
     last: Option<CpuSample>,
+    psi: Option<CpuPsi>,
+    last_psi: Option<(u64, Instant)>,
 }
 
 impl CpuLoad {
-    /// For the calling process's affinity mask.
+    /// For the calling process's affinity mask and cgroup.
     pub fn for_this_process() -> CpuLoad {
-        CpuLoad { mask: affinity_mask(), last: None }
+        let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let psi = cpu_psi_in(Path::new("/sys/fs/cgroup"), &proc_cgroup, Path::new("/proc/pressure/cpu"));
+        CpuLoad { mask: affinity_mask(), last: None, psi, last_psi: None }
     }
 
-    /// CPUs kept busy by others since the previous call (`None` the first
-    /// time, or when /proc cannot be read).
-    pub fn others(&mut self) -> Option<f64> {
+    /// The load since the previous call (nothing the first time, or what
+    /// cannot be read).
+    pub fn read(&mut self) -> CpuReading {
+        let (others, own) = match self.busy() {
+            Some((now, earlier)) => (now.others_since(&earlier), now.own_since(&earlier)),
+            None => (None, None),
+        };
+        CpuReading { others, own, stall: self.stall() }
+    }
+
+    /// This sample and the previous one.
+    fn busy(&mut self) -> Option<(CpuSample, CpuSample)> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         let own = std::fs::read_to_string("/proc/self/stat").ok()?;
         let now = CpuSample::parse(&stat, &own, &self.mask)?;
-        let earlier = self.last.replace(now)?;
-        now.others_since(&earlier)
+        Some((now, self.last.replace(now)?))
+    }
+
+    fn stall(&mut self) -> Option<CpuStall> {
+        let psi = self.psi.as_ref()?;
+        let Some(total) = std::fs::read_to_string(&psi.path).ok().and_then(|t| psi_total(&t, psi.line)) else {
+            // Unreadable (PSI off: EOPNOTSUPP) or malformed: start over.
+            self.last_psi = None;
+            return None;
+        };
+        let now = Instant::now();
+        let (earlier, at) = self.last_psi.replace((total, now))?;
+        Some(CpuStall { share: stall_share(earlier, total, now.duration_since(at))?, scope: psi.scope })
     }
 }
 
@@ -161,8 +327,12 @@ impl CpuLoad {
 /// for the cores. A decode step waits at barriers for its slowest thread, so
 /// a thread that loses its core stalls all the others: measured here, with one
 /// of two cores busy, 1 thread ran at 85 tok/s and 2 threads at 38. Fed with
-/// how many CPUs of the mask other processes kept busy (see [`CpuLoad`]) while
-/// the inference thread is idle, it advises `max - others` (at least 1), and
+/// how many CPUs of the mask other processes kept busy (see [`CpuLoad`]) and
+/// the CPU pressure stall share, if known, it takes the contention as the
+/// busy CPUs, or one CPU if the stall share reached
+/// [`CPU_PRESSURE_THRESHOLD`] and the busy CPUs are fewer (a stall says that
+/// some task waited, not how many cores it wanted: one is the least that
+/// explains it). It advises `max - contention` (smoothed, at least 1), and
 /// changes its advice only after it held for `settle` observations in a row.
 #[derive(Debug, Clone)]
 pub struct ThreadAdvisor {
@@ -178,10 +348,13 @@ impl ThreadAdvisor {
         ThreadAdvisor { max: max.max(1), ema: 0.0, advice: max.max(1), streak: 0, settle: settle.max(1) }
     }
 
-    /// Records how many CPUs other processes kept busy; returns the new
-    /// advice when it changes.
-    pub fn observe(&mut self, others: f64) -> Option<u32> {
-        self.ema = 0.7 * self.ema + 0.3 * others;
+    /// Records how many CPUs other processes kept busy and the CPU pressure
+    /// stall share (`None`: unknown, only the busy CPUs count); returns the
+    /// new advice when it changes.
+    pub fn observe(&mut self, others: f64, stall: Option<f64>) -> Option<u32> {
+        let stalled = stall.is_some_and(|s| s >= CPU_PRESSURE_THRESHOLD);
+        let contention = if stalled { others.max(1.0) } else { others };
+        self.ema = 0.7 * self.ema + 0.3 * contention;
         let want = (f64::from(self.max) - self.ema).round().clamp(1.0, f64::from(self.max)) as u32;
         if want == self.advice {
             self.streak = 0;
@@ -474,22 +647,181 @@ mod tests {
     fn advisor_backs_off_under_sustained_contention_and_recovers() {
         let mut a = ThreadAdvisor::new(2, 3);
         // One blip is not enough.
-        assert_eq!(a.observe(2.0), None);
-        assert_eq!(a.observe(0.0), None);
+        assert_eq!(a.observe(2.0, None), None);
+        assert_eq!(a.observe(0.0, None), None);
         assert_eq!(a.advice(), 2);
         // Sustained load: after the ema crosses and the streak settles, 1 thread.
-        let changed: Vec<_> = (0..10).filter_map(|_| a.observe(1.0)).collect();
+        let changed: Vec<_> = (0..10).filter_map(|_| a.observe(1.0, None)).collect();
         assert_eq!(changed, vec![1]);
         assert_eq!(a.advice(), 1);
         // Load gone: back to 2.
-        let changed: Vec<_> = (0..10).filter_map(|_| a.observe(0.0)).collect();
+        let changed: Vec<_> = (0..10).filter_map(|_| a.observe(0.0, None)).collect();
         assert_eq!(changed, vec![2]);
         // Never below 1 however heavy the load.
         let mut b = ThreadAdvisor::new(2, 1);
         (0..10).for_each(|_| {
-            b.observe(50.0);
+            b.observe(50.0, None);
         });
         assert_eq!(b.advice(), 1);
+    }
+
+    /// The advice after each observation of `steps`.
+    fn advice_trace(max: u32, steps: &[(f64, Option<f64>)]) -> Vec<u32> {
+        let mut a = ThreadAdvisor::new(max, 3);
+        steps
+            .iter()
+            .map(|&(others, stall)| {
+                a.observe(others, stall);
+                a.advice()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sustained_cpu_pressure_lowers_the_advice_and_its_absence_lets_it_recover() {
+        // Busy time says the mask's CPUs are free (a quota throttling the
+        // daemon, other cgroups' bursts), but tasks waited 30% of the time.
+        let mut a = ThreadAdvisor::new(2, 3);
+        let lowered: Vec<_> = (0..10).filter_map(|_| a.observe(0.0, Some(0.30))).collect();
+        assert_eq!(lowered, vec![1], "pressure alone counts as one core taken");
+        // The pressure goes: back to 2 threads.
+        let recovered: Vec<_> = (0..10).filter_map(|_| a.observe(0.0, Some(0.01))).collect();
+        assert_eq!(recovered, vec![2]);
+        // A short burst of pressure is smoothed away like a burst of load.
+        let mut blip = vec![(0.0, Some(0.9)); 2];
+        blip.extend([(0.0, Some(0.0)); 8]);
+        assert!(advice_trace(2, &blip).iter().all(|&t| t == 2), "{:?}", advice_trace(2, &blip));
+        // Below the threshold it is the quiet machine's wake-up latency.
+        let quiet = [(0.0, Some(CPU_PRESSURE_THRESHOLD / 2.0)); 20];
+        assert!(advice_trace(2, &quiet).iter().all(|&t| t == 2));
+        // A stall says one core, not more: 4 threads become 3, and busy time
+        // that says more than one core still decides.
+        assert_eq!(advice_trace(4, &[(0.0, Some(0.5)); 20]).last(), Some(&3));
+        assert_eq!(advice_trace(4, &[(2.0, Some(0.5)); 20]).last(), Some(&2));
+    }
+
+    #[test]
+    fn without_cpu_pressure_the_advice_follows_busy_time_only() {
+        // The same busy-time series, with pressure unknown and with none
+        // measured, gives the same advice at every step.
+        let load = [0.0, 2.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.8, 1.8, 1.8, 1.8];
+        let unknown: Vec<_> = load.iter().map(|&o| (o, None)).collect();
+        let none: Vec<_> = load.iter().map(|&o| (o, Some(0.0))).collect();
+        let trace = advice_trace(2, &unknown);
+        assert_eq!(trace, advice_trace(2, &none));
+        assert!(trace.contains(&1) && trace.contains(&2), "the series moves the advice both ways: {trace:?}");
+    }
+
+    #[test]
+    fn the_machines_pressure_is_not_counted_while_the_daemon_itself_kept_the_cpus_busy() {
+        let reading = |scope, own| CpuReading { others: Some(0.0), own, stall: Some(CpuStall { share: 0.4, scope }) };
+        // Idle daemon: the machine's stalls are others'.
+        assert_eq!(reading("machine", Some(0.02)).advisor_stall(), Some(0.4));
+        // Generating: its own threads waited for each other; not counted.
+        assert_eq!(reading("machine", Some(1.9)).advisor_stall(), None);
+        assert_eq!(reading("machine", Some(OWN_BUSY_LIMIT)).advisor_stall(), None);
+        assert_eq!(reading("machine", None).advisor_stall(), None, "unknown own use: not counted");
+        // The cgroup's `full` never counts its threads crowding each other.
+        assert_eq!(reading("cgroup", Some(1.9)).advisor_stall(), Some(0.4));
+        assert_eq!(CpuReading { others: Some(0.0), own: Some(0.0), stall: None }.advisor_stall(), None);
+        // Sustained, the counted pressure lowers the advice; the same figures
+        // while generating leave it.
+        let mut a = ThreadAdvisor::new(2, 3);
+        let busy: Vec<_> = (0..10).filter_map(|_| a.observe(0.0, reading("machine", Some(1.9)).advisor_stall())).collect();
+        assert_eq!(busy, Vec::<u32>::new());
+        let idle: Vec<_> = (0..10).filter_map(|_| a.observe(0.0, reading("machine", Some(0.02)).advisor_stall())).collect();
+        assert_eq!(idle, vec![1]);
+    }
+
+    #[test]
+    fn own_cpu_time_is_counted_in_cpus() {
+        let mask = [0, 1];
+        let start = [[100, 0, 0, 900, 0, 0, 0, 0]; 4];
+        let before = CpuSample::parse(&proc_stat(start), &self_stat(10, 5), &mask).expect("parse");
+        // 100 ticks per CPU pass; this process used 150 of the 200.
+        let cpu = [175, 0, 0, 925, 0, 0, 0, 0];
+        let after = CpuSample::parse(&proc_stat([cpu, cpu, start[2], start[3]]), &self_stat(110, 55), &mask).expect("parse");
+        let own = after.own_since(&before).expect("time passed");
+        assert!((own - 1.5).abs() < 1e-9, "{own}");
+        assert_eq!(after.others_since(&before), Some(0.0));
+        assert_eq!(before.own_since(&before), None);
+    }
+
+    const PSI_CPU: &str = "some avg10=1.52 avg60=0.87 avg300=0.30 total=17924863445\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+
+    #[test]
+    fn psi_totals_are_parsed_and_bad_text_gives_none() {
+        assert_eq!(psi_total(PSI_CPU, PsiLine::Some), Some(17_924_863_445));
+        assert_eq!(psi_total(PSI_CPU, PsiLine::Full), Some(0));
+        // Kernels before 5.13 have no CPU `full` line.
+        let old = "some avg10=0.00 avg60=0.00 avg300=0.00 total=42\n";
+        assert_eq!((psi_total(old, PsiLine::Some), psi_total(old, PsiLine::Full)), (Some(42), None));
+        for bad in [
+            "",
+            "garbage\n",
+            "some avg10=0.00 avg60=0.00 avg300=0.00\n",
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=-5\n",
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=12x\n",
+            "some avg10=abc avg60=0.00 avg300=0.00 total=12\n",
+            "some avg10=0.00 total\n",
+            "somewhat avg10=0.00 total=12\n",
+        ] {
+            assert_eq!(psi_total(bad, PsiLine::Some), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn stall_share_is_the_counter_growth_over_the_interval() {
+        let s = stall_share(1_000_000, 1_250_000, Duration::from_secs(1)).expect("time passed");
+        assert!((s - 0.25).abs() < 1e-12, "{s}");
+        // Clamped: the machine's `some` may exceed the wall time by rounding.
+        assert_eq!(stall_share(0, 3_000_000, Duration::from_secs(1)), Some(1.0));
+        assert_eq!(stall_share(5, 5, Duration::from_millis(250)), Some(0.0));
+        // A counter that went back, or no time: no figure, no panic.
+        assert_eq!(stall_share(10, 5, Duration::from_secs(1)), None);
+        assert_eq!(stall_share(0, 5, Duration::ZERO), None);
+    }
+
+    #[test]
+    fn cpu_pressure_is_the_own_cgroups_full_line_on_v2_else_the_machines_some() {
+        let d = tempfile::tempdir().expect("tmp");
+        let r = d.path().join("cgroup");
+        let machine = d.path().join("proc-pressure-cpu");
+        write(&machine, PSI_CPU);
+        write(&r.join("cgroup.controllers"), "cpu memory");
+        write(&r.join("cpu.pressure"), PSI_CPU);
+        write(&r.join("system.slice/edgeai.service/cpu.pressure"), PSI_CPU);
+        let own = cpu_psi_in(&r, "0::/system.slice/edgeai.service\n", &machine).expect("found");
+        assert_eq!(own, CpuPsi { path: r.join("system.slice/edgeai.service/cpu.pressure"), line: PsiLine::Full, scope: "cgroup" });
+        // In the root cgroup (CPU `full` is always 0 there): the machine's.
+        let root = cpu_psi_in(&r, "0::/\n", &machine).expect("found");
+        assert_eq!((root.path, root.line, root.scope), (machine.clone(), PsiLine::Some, "machine"));
+        // cgroup v1 (this project's gateways): the machine's.
+        let v1 = d.path().join("v1");
+        write(&v1.join("cpu,cpuacct/edge/cpu.cfs_quota_us"), "-1");
+        assert_eq!(cpu_psi_in(&v1, "4:cpu,cpuacct:/edge\n", &machine).map(|p| p.scope), Some("machine"));
+        // No PSI at all (a kernel without it): none, and the advisor goes by busy time.
+        assert_eq!(cpu_psi_in(&v1, "4:cpu,cpuacct:/edge\n", &d.path().join("missing")), None);
+    }
+
+    #[test]
+    fn a_missing_or_malformed_pressure_file_gives_no_stall_and_no_panic() {
+        let d = tempfile::tempdir().expect("tmp");
+        let path = d.path().join("cpu");
+        let psi = CpuPsi { path: path.clone(), line: PsiLine::Some, scope: "machine" };
+        let mut load = CpuLoad { mask: vec![0], last: None, psi: Some(psi), last_psi: None };
+        assert_eq!(load.stall(), None, "missing file");
+        write(&path, "some avg10=0.00 avg60=0.00 avg300=0.00 total=1000\n");
+        assert_eq!(load.stall(), None, "the first reading has nothing to compare with");
+        write(&path, "some avg10=broken\n");
+        assert_eq!(load.stall(), None, "malformed");
+        write(&path, "some avg10=0.00 avg60=0.00 avg300=0.00 total=2000\n");
+        assert_eq!(load.stall(), None, "a malformed reading starts over");
+        std::thread::sleep(Duration::from_millis(20));
+        write(&path, "some avg10=0.00 avg60=0.00 avg300=0.00 total=3000\n");
+        let stall = load.stall().expect("two good readings");
+        assert_eq!(stall.scope, "machine");
+        assert!(stall.share > 0.0 && stall.share <= 1.0, "{stall:?}");
     }
 
     /// /proc/stat with four CPUs: cpu lines are user nice system idle iowait
@@ -563,10 +895,21 @@ mod tests {
     #[test]
     fn the_real_system_is_readable() {
         let mut load = CpuLoad::for_this_process();
-        assert_eq!(load.others(), None, "the first call has nothing to compare with");
+        assert_eq!(load.read(), CpuReading { others: None, own: None, stall: None }, "the first call has nothing to compare with");
         std::thread::sleep(std::time::Duration::from_millis(50));
-        let others = load.others().expect("a second sample of /proc/stat and /proc/self/stat");
+        let reading = load.read();
+        let others = reading.others.expect("a second sample of /proc/stat and /proc/self/stat");
         assert!(others >= 0.0 && others <= f64::from(affinity_cpus()), "{others}");
+        let own = reading.own.expect("the same samples");
+        assert!(own >= 0.0 && own <= f64::from(affinity_cpus()), "{own}");
+        match (&load.psi, reading.stall) {
+            (Some(psi), Some(stall)) => {
+                assert_eq!(stall.scope, psi.scope);
+                assert!((0.0..=1.0).contains(&stall.share), "{stall:?}");
+            }
+            (Some(psi), None) => eprintln!("SKIP CPU pressure reading: {} is not readable (PSI off?)", psi.path.display()),
+            (None, _) => eprintln!("SKIP CPU pressure reading: no cpu.pressure and no /proc/pressure/cpu on this kernel"),
+        }
         let l = detect();
         assert!(l.affinity_cpus >= 1);
         assert!(l.inference_threads() >= 1 && l.inference_threads() <= l.affinity_cpus);

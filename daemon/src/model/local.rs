@@ -27,7 +27,7 @@ use super::template::Renderer;
 use super::text::TokenText;
 use super::{ChatMessage, FinishReason, GenEvent, Heartbeat, Job, ModelError, Prompt, RuntimeConfig, SamplingParams};
 use crate::config::KvType;
-use crate::governor::{CpuLoad, ThreadAdvisor};
+use crate::governor::{CpuLoad, CpuReading, ThreadAdvisor};
 use crate::telemetry::metrics::Metrics;
 
 /// How long the idle scheduler waits for work before beating the heartbeat.
@@ -565,29 +565,33 @@ impl<'m> Scheduler<'m> {
     }
 
     /// While idle: follow the thread advice when other processes hold the
-    /// cores (or stop holding them). The thread count is fixed per llama.cpp
+    /// cores or CPU pressure shows tasks waiting for one (or when that
+    /// stops). The thread count is fixed per llama.cpp
     /// context (llama-cpp-2 does not expose llama_set_n_threads), so the
     /// context is rebuilt; the cached prefixes are carried over (see
     /// [`Scheduler::rebuild_context`]). It only happens while idle and only
-    /// after the load held for a while.
+    /// after the load held for a while. The load is measured (and its CPU
+    /// pressure reported) even with a configured thread count.
     fn retune_threads(&mut self) {
         if let Some(threads) = forced_retune(self.threads_now.load(Ordering::Relaxed)) {
             self.rebuild_context(threads, None);
             return;
         }
+        let load = self.cpu_load.read();
+        self.metrics.cpu_pressure(load.stall.map(|s| (s.scope, s.share)));
         if !self.cfg.adaptive_threads {
             return;
         }
-        let Some(others) = self.cpu_load.others() else { return };
-        let Some(threads) = self.advisor.observe(others) else { return };
-        self.rebuild_context(threads, Some(others));
+        let Some(others) = load.others else { return };
+        let Some(threads) = self.advisor.observe(others, load.advisor_stall()) else { return };
+        self.rebuild_context(threads, Some(load));
     }
 
     /// Replaces the context by one running `threads` threads. Every slot is
     /// idle here (called only from the idle tick), so each cached prefix is
     /// copied out of the old context and into the new one; a slot whose copy
-    /// fails starts empty. `others`: the CPU load that asked for it, if any.
-    fn rebuild_context(&mut self, threads: u32, others: Option<f64>) {
+    /// fails starts empty. `load`: the CPU load that asked for it, if any.
+    fn rebuild_context(&mut self, threads: u32, load: Option<CpuReading>) {
         let saved: Vec<(usize, Option<SeqState>)> = self
             .slots
             .iter()
@@ -617,7 +621,16 @@ impl<'m> Scheduler<'m> {
             }
         }
         self.threads_now.store(threads, Ordering::Relaxed);
-        tracing::info!(threads, busy_cpus_others = ?others, kept_prefixes = kept, dropped_prefixes = dropped, "inference threads changed for the CPU load");
+        let (others, stall) = (load.and_then(|l| l.others), load.and_then(|l| l.stall));
+        tracing::info!(
+            threads,
+            busy_cpus_others = ?others,
+            cpu_pressure = ?stall.map(|s| s.share),
+            cpu_pressure_scope = ?stall.map(|s| s.scope),
+            kept_prefixes = kept,
+            dropped_prefixes = dropped,
+            "inference threads changed for the CPU load"
+        );
     }
 
     /// The free slot whose cache shares the longest prefix with `prompt`; on

@@ -10,11 +10,12 @@
 //!
 //! Label values come from fixed sets only (route patterns of [`route_label`],
 //! status codes, languages, outcomes, model states, pressure sources, shed
-//! reasons, budget parts), so the number of series is bounded whatever
+//! reasons, budget parts, CPU pressure scopes), so the number of series is bounded whatever
 //! clients send; the one exception, the per-app queue depth, is labelled by
 //! app id, bounded by the apps the daemon serves (configured or imported by
 //! an admin), never by what a client sends.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -106,6 +107,11 @@ struct AppLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabels {
+    scope: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartLabels {
     part: &'static str,
 }
@@ -153,6 +159,7 @@ pub struct Metrics {
     kv_cells_in_use: Gauge,
     model_state: Family<StateLabels, Gauge>,
     inference_threads: Gauge,
+    cpu_pressure: Family<ScopeLabels, Gauge<f64, AtomicU64>>,
     queue_depth: Gauge,
     rss: Gauge,
     cgroup_current: Family<CgroupLabels, Gauge>,
@@ -192,6 +199,7 @@ impl Metrics {
             kv_cells_in_use: Gauge::default(),
             model_state: Family::default(),
             inference_threads: Gauge::default(),
+            cpu_pressure: Family::default(),
             queue_depth: Gauge::default(),
             rss: Gauge::default(),
             cgroup_current: Family::default(),
@@ -248,6 +256,11 @@ impl Metrics {
             "inference_threads",
             "Local model: inference threads in use now (0 while no model is loaded)",
             m.inference_threads.clone(),
+        );
+        r.register(
+            "cpu_pressure_ratio",
+            "Local model: share of the thread advisor's last interval (idle tick to idle tick, 250 ms while idle) in which tasks waited for a CPU, by scope (cgroup: cpu.pressure full of the daemon's cgroup; machine: /proc/pressure/cpu some, not counted over an interval the daemon spent generating); 0.10 or more counts as one core taken",
+            m.cpu_pressure.clone(),
         );
         r.register("admission_queue_depth", "Local model: generations waiting in the admission queue for a slot", m.queue_depth.clone());
         r.register("process_resident_memory_bytes", "The daemon's resident set size", m.rss.clone());
@@ -355,6 +368,18 @@ impl Metrics {
 
     pub fn token_generated(&self) {
         self.generated_tokens.inc();
+    }
+
+    /// The CPU pressure the thread advisor last saw: `(scope, share)`, or
+    /// `None` (no series) when it could not be read.
+    /// The scope is fixed at start, so a new figure replaces the last one.
+    pub fn cpu_pressure(&self, measured: Option<(&'static str, f64)>) {
+        match measured {
+            Some((scope, share)) => {
+                self.cpu_pressure.get_or_create(&ScopeLabels { scope }).set(share);
+            }
+            None => self.cpu_pressure.clear(),
+        }
     }
 
     /// The KV cache's size and the cells holding tokens now.
@@ -620,6 +645,21 @@ mod tests {
         }
         assert!(plain.lines().all(|l| l != "# EOF" && !l.starts_with("# UNIT ")), "{plain}");
         assert!(plain.lines().any(|l| l.starts_with("# HELP edgeai_http_requests_total HTTP requests answered")), "{plain}");
+    }
+
+    #[test]
+    fn cpu_pressure_has_a_series_only_while_measured() {
+        let m = Metrics::new();
+        let text = m.render(&snapshot(), Format::OpenMetrics).expect("encodes");
+        assert!(text.lines().any(|l| l == "# TYPE edgeai_cpu_pressure_ratio gauge"), "{text}");
+        assert!(!text.contains("edgeai_cpu_pressure_ratio{"), "not measured yet, no series:\n{text}");
+        m.cpu_pressure(Some(("machine", 0.25)));
+        m.cpu_pressure(Some(("machine", 0.125)));
+        let text = m.render(&snapshot(), Format::Text).expect("encodes");
+        assert!(text.lines().any(|l| l == "edgeai_cpu_pressure_ratio{scope=\"machine\"} 0.125"), "{text}");
+        m.cpu_pressure(None);
+        let text = m.render(&snapshot(), Format::OpenMetrics).expect("encodes");
+        assert!(!text.contains("edgeai_cpu_pressure_ratio{"), "unreadable now, no series:\n{text}");
     }
 
     #[test]
