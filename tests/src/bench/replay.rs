@@ -23,6 +23,7 @@ use edgeaid::cache::key::normalise_query;
 use serde_json::Value;
 
 use super::client::{self, BlockingRun};
+use super::cpu;
 use super::daemon::{Daemon, Launch, Rss};
 
 /// The log, relative to the repository root.
@@ -170,38 +171,58 @@ async fn replay(d: &Daemon, queries: &[String], clients: usize) -> Result<Vec<As
     Ok(all)
 }
 
-/// The largest RSS of a process, read every [`SAMPLE_EVERY`] on a thread
-/// of its own until [`Sampler::stop`].
+/// What [`Sampler`] saw.
+#[derive(Debug, Clone, Default)]
+struct Samples {
+    /// The largest RSS read, and how many reads.
+    max: Option<Rss>,
+    n: usize,
+    /// Cores other processes kept busy, per [`CPU_WINDOW`] (seconds since the start, cores).
+    foreign: Vec<(f64, f64)>,
+}
+
+/// Other processes' CPU is averaged over windows this long.
+const CPU_WINDOW: Duration = Duration::from_secs(1);
+
+/// A process's RSS, read every [`SAMPLE_EVERY`], and the other processes'
+/// CPU, on a thread of its own until [`Sampler::stop`].
 struct Sampler {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<(Option<Rss>, usize)>,
+    thread: std::thread::JoinHandle<Samples>,
 }
 
 impl Sampler {
-    fn start(pid: u32) -> Result<Sampler> {
+    /// `began` is the instant the windows' times count from.
+    fn start(pid: u32, began: Instant) -> Result<Sampler> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("bench-rss".into())
             .spawn(move || {
-                let (mut max, mut n): (Option<Rss>, usize) = (None, 0);
+                let mut s = Samples::default();
+                let mut window = cpu::snapshot(Some(pid)).ok().map(|c| (Instant::now(), c));
                 while !flag.load(Ordering::Relaxed) {
                     if let Ok(r) = Rss::read(pid) {
-                        n += 1;
-                        if max.is_none_or(|m| r.vm_rss_kb > m.vm_rss_kb) {
-                            max = Some(r);
+                        s.n += 1;
+                        if s.max.is_none_or(|m| r.vm_rss_kb > m.vm_rss_kb) {
+                            s.max = Some(r);
                         }
+                    }
+                    if let Some((at, c)) = window.filter(|(at, _)| at.elapsed() >= CPU_WINDOW) {
+                        window = cpu::snapshot(Some(pid)).ok().map(|n| {
+                            s.foreign.push((at.saturating_duration_since(began).as_secs_f64(), c.foreign_cores_until(&n)));
+                            (Instant::now(), n)
+                        });
                     }
                     std::thread::sleep(SAMPLE_EVERY);
                 }
-                (max, n)
+                s
             })
             .context("starting the RSS sampler")?;
         Ok(Sampler { stop, thread })
     }
 
-    /// The largest sample and how many were taken.
-    fn stop(self) -> Result<(Option<Rss>, usize)> {
+    fn stop(self) -> Result<Samples> {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().map_err(|_| anyhow!("the RSS sampler panicked"))
     }
@@ -247,6 +268,16 @@ pub struct Measured {
     pub asked: Vec<Asked>,
     pub kinds: Vec<Kind>,
     pub replay_s: f64,
+    /// Cores other processes (not the bench, not the daemon) kept busy during the replay.
+    pub foreign_cores: f64,
+    /// The same per second of the replay: (seconds since it began, cores).
+    pub foreign_per_s: Vec<(f64, f64)>,
+    /// When the replay began (the requests' `sent` are later).
+    pub began: Instant,
+    /// The inference threads the daemon started with, and how many times
+    /// its governor changed them for the CPU load during the replay.
+    pub threads_at_start: Option<u64>,
+    pub thread_changes: usize,
     /// The daemon's counters after the replay.
     pub stats: CacheStats,
     pub idle: Rss,
@@ -274,17 +305,22 @@ pub async fn measure(launch: &Launch<'_>, queries: &[String]) -> Result<Measured
     let idle = d.rss()?;
 
     let before = stats(&admin).await?;
-    let sampler = Sampler::start(d.pid)?;
+    let cpu_before = cpu::snapshot(Some(d.pid))?;
     let began = Instant::now();
+    let sampler = Sampler::start(d.pid, began)?;
     let replayed = replay(&d, queries, CLIENTS).await;
     let replay_s = began.elapsed().as_secs_f64();
-    let (under_load, samples) = sampler.stop()?;
+    let foreign_cores = cpu_before.foreign_cores_until(&cpu::snapshot(Some(d.pid))?);
+    let Samples { max: under_load, n: samples, foreign: foreign_per_s } = sampler.stop()?;
     let asked = replayed?;
     let after = stats(&admin).await?;
     agree(&asked, &before, &after)?;
     let keys: Vec<String> = queries.iter().map(|q| cache_key(q)).collect();
     let kinds = classify(&keys, &asked);
     let end = d.rss()?;
+    let threads_at_start =
+        d.event_at(|m| m.starts_with("inference threads")).and_then(|(_, e)| e.pointer("/fields/threads").and_then(Value::as_u64));
+    let thread_changes = d.events("inference threads changed for the CPU load").len();
     let status = d.stop().await?;
     if !status.success() {
         bail!("edgeaid exited with {status} after SIGTERM");
@@ -309,7 +345,23 @@ pub async fn measure(launch: &Launch<'_>, queries: &[String]) -> Result<Measured
         without_persistence: Expected::of(first).best_hit_rate(),
         asked: again,
     };
-    Ok(Measured { expected, asked, kinds, replay_s, stats: after, idle, under_load, samples, end, restarted })
+    Ok(Measured {
+        expected,
+        asked,
+        kinds,
+        replay_s,
+        foreign_cores,
+        foreign_per_s,
+        began,
+        threads_at_start,
+        thread_changes,
+        stats: after,
+        idle,
+        under_load,
+        samples,
+        end,
+        restarted,
+    })
 }
 
 #[cfg(test)]

@@ -1524,7 +1524,7 @@ fn replay_phase(
     model: &Path,
     repo: &Path,
     dir: &Path,
-    threads: u32,
+    threads: Option<u32>,
 ) -> Result<()> {
     use bench::replay::{self, Kind, AFTER_RESTART, CLIENTS, LOG, MAX_TOKENS};
     use bench::ttft::quantile;
@@ -1536,7 +1536,7 @@ fn replay_phase(
         exe: edgeaid,
         dir,
         model: Some(model),
-        threads: Some(threads),
+        threads,
         n_ctx: N_CTX,
         slots: SLOTS,
         batch: BATCH,
@@ -1571,8 +1571,9 @@ fn replay_phase(
 
     t.section(&format!(
         "Response cache on a replayed query log: {LOG}, {} new-conversation chat messages (blocking, max_tokens {MAX_TOKENS}, greedy), \
-         {CLIENTS} clients in log order, {threads} threads, {SLOTS} slots; then a restart on the same store and the first {AFTER_RESTART} again",
-        m.asked.len()
+         {CLIENTS} clients in log order, {} threads, {SLOTS} slots; then a restart on the same store and the first {AFTER_RESTART} again",
+        m.asked.len(),
+        threads.map_or_else(|| "the daemon's choice of".to_owned(), |n| n.to_string())
     ));
     t.info("requests: hits / misses (answers = GET /admin/v1/cache)", format!("{}: {hits} / {misses}", m.asked.len()));
     t.info(
@@ -1598,7 +1599,17 @@ fn replay_phase(
     );
     t.info("cache hit latency", format!("p50 {} / p99 {} (n = {})", opt_ms(hit_p50), opt_ms(hit_p99), hit_lat.len()));
     t.info("cache miss latency", format!("p50 {} / p99 {} (n = {})", opt_ms(miss_p50), opt_ms(miss_p99), miss_lat.len()));
-    t.info("replay", format!("{:.1} s, {:.1} req/s", m.replay_s, m.asked.len() as f64 / m.replay_s.max(1e-9)));
+    t.info(
+        "replay",
+        format!(
+            "{:.1} s, {:.1} req/s; other processes kept {:.2} cores busy meanwhile; inference threads {}, changed {} times",
+            m.replay_s,
+            m.asked.len() as f64 / m.replay_s.max(1e-9),
+            m.foreign_cores,
+            m.threads_at_start.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+            m.thread_changes
+        ),
+    );
     t.info(
         "cache at the end: entries, bytes, evictions",
         format!(
@@ -1648,7 +1659,9 @@ fn replay_phase(
                "repeats_in_flight": in_flight, "repeats_in_flight_hits": in_flight_hits, "first_askings_hits": first_hits,
                "hit_latency_ms": {"p50": ms_opt(hit_p50), "p99": ms_opt(hit_p99), "n": hit_lat.len()},
                "miss_latency_ms": {"p50": ms_opt(miss_p50), "p99": ms_opt(miss_p99), "n": miss_lat.len()},
-               "replay_s": m.replay_s,
+               "replay_s": m.replay_s, "foreign_cores_during_replay": m.foreign_cores,
+               "inference_threads_at_start": m.threads_at_start, "inference_thread_changes": m.thread_changes,
+               "foreign_cores_per_second": m.foreign_per_s.iter().map(|(t, c)| json!([t, c])).collect::<Vec<_>>(),
                "cache_end": {"entries": m.stats.entries, "bytes": m.stats.bytes, "max_bytes": m.stats.max_bytes,
                              "evictions": m.stats.evictions, "daemon_hits": m.stats.hits, "daemon_misses": m.stats.misses},
                "rss_idle": rss_json(&m.idle), "rss_under_load_max": m.under_load.as_ref().map(rss_json),
@@ -1658,7 +1671,8 @@ fn replay_phase(
                            "hit_rate": again_hits as f64 / r.asked.len().max(1) as f64,
                            "hit_rate_from_repeats_alone": r.without_persistence},
                "per_request": m.asked.iter().zip(&m.kinds).map(|(a, k)| json!({"line": a.index + 1, "hit": a.run.cache_hit,
-                   "kind": kind_name(*k), "latency_ms": a.run.latency_s() * 1000.0})).collect::<Vec<_>>(),
+                   "kind": kind_name(*k), "sent_s": (a.run.sent - m.began).as_secs_f64(),
+                   "latency_ms": a.run.latency_s() * 1000.0})).collect::<Vec<_>>(),
                "method": "edgeaid with the local model and cache.enabled = true (persisted, default budget), the config's chat app greedy \
                           (temperature 0) with max_tokens 16; one untimed warm-up question not in the log; then every line of the log \
                           as a blocking POST /v1/chat-messages of a new conversation, from 4 clients that each take the next line when \
@@ -1816,7 +1830,9 @@ fn run() -> Result<bool> {
     }
     if args.only_replay {
         let edgeaid = locate_edgeaid(args.edgeaid.clone())?.canonicalize().context("resolving the edgeaid path")?;
-        let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
+        // Left to the daemon unless given: its governor lowers the thread
+        // count while other processes hold the cores, as on a gateway.
+        let threads = args.threads;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
         return only_phase(&args, &repo, "replay", "the replayed query log", |t, j, dir| {
             replay_phase(t, j, &rt, &edgeaid, &model, &repo, dir, threads)
