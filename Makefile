@@ -99,6 +99,7 @@ bench: setup ## run the benchmark (release build); writes bench-results/bench*.j
 	$(CARGO) run --release -p edgeai-tests --bin bench -- --only ttft
 	$(CARGO) run --release -p edgeai-tests --bin bench -- --only server
 	$(CARGO) run --release -p edgeai-tests --bin bench -- --only http
+	$(CARGO) run --release -p edgeai-tests --bin bench -- --only replay
 
 check-config: build ## check CONFIG (default configs/dev.toml) with edgeaid --check-config
 	$(BIN)/edgeaid --check-config --config $(CONFIG)

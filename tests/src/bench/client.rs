@@ -1,6 +1,7 @@
-//! A minimal HTTP/1 client for the bench: GET a status, and POST a Dify
-//! streaming chat message (or an OpenAI streaming chat completion) while
-//! timestamping every SSE event as its bytes arrive. One connection per request (TCP_NODELAY), no pooling.
+//! A minimal HTTP/1 client for the bench: GET a status, POST a Dify
+//! blocking chat message (did the response cache answer it?), and POST a
+//! Dify streaming chat message (or an OpenAI streaming chat completion)
+//! while timestamping every SSE event as its bytes arrive. One connection per request (TCP_NODELAY), no pooling.
 //! Owns the client-side timing; knows nothing of how the daemon is started.
 
 use std::net::SocketAddr;
@@ -104,19 +105,24 @@ fn on_event(ev: &Event, at: Instant, seen: &mut Seen) -> Result<()> {
     Ok(())
 }
 
-/// POSTs a streaming chat message (a new conversation each time) and reads
-/// the stream up to `message_end`.
-pub async fn chat_stream(addr: SocketAddr, key: &str, user: &str, query: &str) -> Result<StreamRun> {
-    let body = json!({"inputs": {}, "query": query, "response_mode": "streaming", "user": user}).to_string();
-    let mut sender = connect(addr).await?;
-    let req = Request::builder()
+/// `POST /v1/chat-messages` of a new conversation (no `conversation_id`).
+fn chat_request(addr: SocketAddr, key: &str, user: &str, query: &str, mode: &str) -> Result<Request<Full<Bytes>>> {
+    let body = json!({"inputs": {}, "query": query, "response_mode": mode, "user": user}).to_string();
+    Request::builder()
         .method(Method::POST)
         .uri("/v1/chat-messages")
         .header(header::HOST, addr.to_string())
         .header(header::AUTHORIZATION, format!("Bearer {key}"))
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body)))
-        .context("building the request")?;
+        .context("building the request")
+}
+
+/// POSTs a streaming chat message (a new conversation each time) and reads
+/// the stream up to `message_end`.
+pub async fn chat_stream(addr: SocketAddr, key: &str, user: &str, query: &str) -> Result<StreamRun> {
+    let mut sender = connect(addr).await?;
+    let req = chat_request(addr, key, user, query, "streaming")?;
     let sent = Instant::now();
     let resp = sender.send_request(req).await.context("POST /v1/chat-messages")?;
     let status = resp.status();
@@ -153,6 +159,51 @@ pub async fn chat_stream(addr: SocketAddr, key: &str, user: &str, query: &str) -
         completion_tokens: count("completion_tokens")?,
         answer: seen.answer,
     })
+}
+
+/// Client-side view of one blocking chat message.
+#[derive(Debug, Clone)]
+pub struct BlockingRun {
+    /// Just before the request was written.
+    pub sent: Instant,
+    /// When the whole answer had arrived.
+    pub done: Instant,
+    /// `metadata.cache.hit`: the response cache answered (absent on a miss).
+    pub cache_hit: bool,
+}
+
+impl BlockingRun {
+    pub fn latency_s(&self) -> f64 {
+        (self.done - self.sent).as_secs_f64()
+    }
+}
+
+/// POSTs a blocking chat message (a new conversation each time) and reads
+/// whether the response cache answered it.
+pub async fn chat_blocking(addr: SocketAddr, key: &str, user: &str, query: &str) -> Result<BlockingRun> {
+    let mut sender = connect(addr).await?;
+    let req = chat_request(addr, key, user, query, "blocking")?;
+    let sent = Instant::now();
+    let resp = sender.send_request(req).await.context("POST /v1/chat-messages")?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.context("reading the answer")?.to_bytes();
+    let done = Instant::now();
+    if !status.is_success() {
+        bail!("POST /v1/chat-messages answered {status}: {}", String::from_utf8_lossy(&bytes));
+    }
+    let v: Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("the answer is not JSON: {}", String::from_utf8_lossy(&bytes)))?;
+    Ok(BlockingRun { sent, done, cache_hit: cache_hit(&v)? })
+}
+
+/// `metadata.cache.hit` of a blocking answer: `false` without
+/// `metadata.cache` (a miss); an answer without `metadata` is an error.
+fn cache_hit(answer: &Value) -> Result<bool> {
+    let meta = answer.get("metadata").ok_or_else(|| anyhow!("an answer without metadata: {answer}"))?;
+    match meta.get("cache") {
+        None => Ok(false),
+        Some(c) => c.get("hit").and_then(Value::as_bool).ok_or_else(|| anyhow!("metadata.cache without a boolean hit: {c}")),
+    }
 }
 
 /// Client-side view of one OpenAI streaming chat completion.
@@ -257,6 +308,16 @@ mod tests {
         let err = on_event(&data(r#"{"event": "error", "code": "completion_request_error"}"#), at, &mut seen).unwrap_err();
         assert!(err.to_string().contains("completion_request_error"), "{err}");
         assert!(on_event(&data("not json"), at, &mut seen).is_err());
+    }
+
+    #[test]
+    fn cache_marks_are_read_and_bad_ones_named() {
+        let hit = json!({"answer": "a", "metadata": {"usage": {}, "cache": {"hit": true, "kind": "exact"}}});
+        assert!(cache_hit(&hit).expect("a hit"));
+        assert!(!cache_hit(&json!({"answer": "a", "metadata": {"usage": {}}})).expect("a miss"));
+        assert!(cache_hit(&json!({"answer": "a"})).unwrap_err().to_string().contains("without metadata"));
+        let odd = cache_hit(&json!({"metadata": {"cache": {"hit": "yes"}}})).unwrap_err();
+        assert!(odd.to_string().contains("without a boolean hit"), "{odd}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod http;
 pub mod knowledge;
 pub mod kv;
 pub mod load;
+pub mod replay;
 pub mod report;
 pub mod server;
 pub mod ttft;

@@ -68,6 +68,17 @@
 //!     hyper server with one SQLite commit per request (`ceiling sqlite`),
 //!     in the same run; req/s, p50/p99, the daemon's RSS idle, under load
 //!     and peak; written to bench-results/bench-http.json.
+//! 16. the response cache on a replayed query log (bench/replay.rs), only
+//!     with `--only replay`: edgeaid with the model and its cache on answers
+//!     tests/data/replay/queries.jsonl (300 operator questions, 60 distinct,
+//!     Zipf-like repeats, some differing only in whitespace, case or trailing
+//!     punctuation; blocking, max_tokens 16) from 4 clients in log order: hits
+//!     and misses from the answers' `metadata.cache.hit`, which must agree with
+//!     the daemon's `GET /admin/v1/cache`, next to the best hit rate the log
+//!     allows; hit and miss latency p50/p99, cache bytes, entries and
+//!     evictions, RSS idle, under load and peak; then a restart on the same
+//!     store and the first 50 queries again (the hit rate after a restart);
+//!     written to bench-results/bench-replay.json.
 //!
 //! Writes `bench-results/bench.json` at the repository root (or `--out`).
 //! The edgeaid measured is the one next to this binary (same
@@ -97,7 +108,7 @@ use bench::report::{median, Table};
 const USAGE: &str = "\
 usage: bench [--edgeaid PATH] [--model PATH] [--gemma PATH|off] [--tokens N] [--rounds N]
              [--starts N] [--threads N] [--out FILE]
-             [--only workflow|vectors|knowledge|code|kv|ttft|server|http]
+             [--only workflow|vectors|knowledge|code|kv|ttft|server|http|replay]
 
   --edgeaid PATH  edgeaid binary to measure (default: next to this binary)
   --model PATH    GGUF model (default: .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf)
@@ -123,7 +134,10 @@ usage: bench [--edgeaid PATH] [--model PATH] [--gemma PATH|off] [--tokens N] [--
                   without it the llama-server column is skipped, with the reason)
   --only http     only the HTTP path under wrk / uds-load, next to a bare
                   hyper + SQLite server (needs wrk, and the ceiling and
-                  uds-load bins: cargo build --release -p edgeai-tests --bins)";
+                  uds-load bins: cargo build --release -p edgeai-tests --bins)
+  --only replay   only the response cache on a replayed query log (edgeaid
+                  with the model, tests/data/replay/queries.jsonl), then a
+                  restart on the same store";
 
 /// The daemon's context parameters (configs/dev.toml, daemon/src/model/local.rs).
 const N_CTX: u32 = 4096;
@@ -190,6 +204,8 @@ struct Args {
     only_server: bool,
     /// `--only http`: phase 15 alone.
     only_http: bool,
+    /// `--only replay`: phase 16 alone.
+    only_replay: bool,
 }
 
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
@@ -210,6 +226,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
         only_ttft: false,
         only_server: false,
         only_http: false,
+        only_replay: false,
     };
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
@@ -240,7 +257,10 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
             "--only" if value == "ttft" => a.only_ttft = true,
             "--only" if value == "server" => a.only_server = true,
             "--only" if value == "http" => a.only_http = true,
-            "--only" => bail!("--only takes `workflow`, `vectors`, `knowledge`, `code`, `kv`, `ttft`, `server` or `http`, not {value:?}"),
+            "--only" if value == "replay" => a.only_replay = true,
+            "--only" => {
+                bail!("--only takes `workflow`, `vectors`, `knowledge`, `code`, `kv`, `ttft`, `server`, `http` or `replay`, not {value:?}")
+            }
             other => bail!("unknown option {other:?}\n{USAGE}"),
         }
     }
@@ -1494,8 +1514,181 @@ fn http_phase(
     Ok(())
 }
 
+/// Phase 16 (`--only replay`): see bench/replay.rs.
+#[allow(clippy::too_many_arguments)]
+fn replay_phase(
+    t: &mut Table,
+    json: &mut Map<String, Value>,
+    rt: &Runtime,
+    edgeaid: &Path,
+    model: &Path,
+    repo: &Path,
+    dir: &Path,
+    threads: Option<u32>,
+) -> Result<()> {
+    use bench::replay::{self, Kind, AFTER_RESTART, CLIENTS, LOG, MAX_TOKENS};
+    use bench::ttft::quantile;
+    let log_path = repo.join(LOG);
+    let text = std::fs::read_to_string(&log_path).with_context(|| format!("reading {}", log_path.display()))?;
+    let queries = replay::parse_log(&text).with_context(|| format!("parsing {}", log_path.display()))?;
+    let app = BenchApp { pre_prompt: replay::PRE_PROMPT.to_owned(), max_tokens: MAX_TOKENS };
+    let launch = Launch {
+        exe: edgeaid,
+        dir,
+        model: Some(model),
+        threads,
+        n_ctx: N_CTX,
+        slots: SLOTS,
+        batch: BATCH,
+        chat_template: None,
+        kv_types: None,
+        model_extra: String::new(),
+        cache: true,
+        synchronous: "full",
+        app: &app,
+        extra_config: String::new(),
+    };
+    progress(&format!("replaying {} queries of {LOG} from {CLIENTS} clients", queries.len()));
+    let m = rt.block_on(replay::measure(&launch, &queries))?;
+
+    let e = &m.expected;
+    let hits = m.asked.iter().filter(|a| a.run.cache_hit).count();
+    let misses = m.asked.len() - hits;
+    let rate = hits as f64 / m.asked.len().max(1) as f64;
+    let of_kind = |k: Kind| m.asked.iter().zip(&m.kinds).filter(move |(_, kind)| **kind == k).map(|(a, _)| a);
+    let (answered, answered_hits) =
+        (of_kind(Kind::RepeatAnswered).count(), of_kind(Kind::RepeatAnswered).filter(|a| a.run.cache_hit).count());
+    let (in_flight, in_flight_hits) =
+        (of_kind(Kind::RepeatInFlight).count(), of_kind(Kind::RepeatInFlight).filter(|a| a.run.cache_hit).count());
+    let first_hits = of_kind(Kind::First).filter(|a| a.run.cache_hit).count();
+    let latency = |hit: bool| -> Vec<f64> { m.asked.iter().filter(|a| a.run.cache_hit == hit).map(|a| a.run.latency_s()).collect() };
+    let (hit_lat, miss_lat) = (latency(true), latency(false));
+    let (hit_p50, hit_p99, miss_p50, miss_p99) =
+        (quantile(&hit_lat, 0.5), quantile(&hit_lat, 0.99), quantile(&miss_lat, 0.5), quantile(&miss_lat, 0.99));
+    let r = &m.restarted;
+    let again_hits = r.asked.iter().filter(|a| a.run.cache_hit).count();
+    let pct = |x: f64| format!("{:.1} %", x * 100.0);
+
+    t.section(&format!(
+        "Response cache on a replayed query log: {LOG}, {} new-conversation chat messages (blocking, max_tokens {MAX_TOKENS}, greedy), \
+         {CLIENTS} clients in log order, {} threads, {SLOTS} slots; then a restart on the same store and the first {AFTER_RESTART} again",
+        m.asked.len(),
+        threads.map_or_else(|| "the daemon's choice of".to_owned(), |n| n.to_string())
+    ));
+    t.info("requests: hits / misses (answers = GET /admin/v1/cache)", format!("{}: {hits} / {misses}", m.asked.len()));
+    t.info(
+        "hit rate",
+        format!(
+            "{}; best the log allows {} ({} distinct keys; {} if case and trailing punctuation were folded too)",
+            pct(rate),
+            pct(e.best_hit_rate()),
+            e.keys,
+            pct(e.loose_hit_rate())
+        ),
+    );
+    t.target(
+        "repeats asked after an earlier answer arrived: hits",
+        format!("{answered_hits} / {answered}"),
+        "all",
+        answered_hits == answered,
+    );
+    t.target("first askings of a key: hits", first_hits.to_string(), "0", first_hits == 0);
+    t.info(
+        "repeats asked while the first was being answered: hits",
+        format!("{in_flight_hits} / {in_flight} (identical requests in flight are not coalesced)"),
+    );
+    t.info("cache hit latency", format!("p50 {} / p99 {} (n = {})", opt_ms(hit_p50), opt_ms(hit_p99), hit_lat.len()));
+    t.info("cache miss latency", format!("p50 {} / p99 {} (n = {})", opt_ms(miss_p50), opt_ms(miss_p99), miss_lat.len()));
+    t.info(
+        "replay",
+        format!(
+            "{:.1} s, {:.1} req/s; other processes kept {:.2} cores busy meanwhile; inference threads {}, changed {} times",
+            m.replay_s,
+            m.asked.len() as f64 / m.replay_s.max(1e-9),
+            m.foreign_cores,
+            m.threads_at_start.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+            m.thread_changes
+        ),
+    );
+    t.info(
+        "cache at the end: entries, bytes, evictions",
+        format!(
+            "{}, {:.1} kB of {:.1} MB, {}",
+            m.stats.entries,
+            m.stats.bytes as f64 / 1e3,
+            m.stats.max_bytes as f64 / 1e6,
+            m.stats.evictions
+        ),
+    );
+    let under = m.under_load.unwrap_or_default();
+    t.info(
+        "edgeaid RSS idle / under load (max sampled) / peak",
+        format!("{:.1} / {:.1} / {:.1} MB", mb(m.idle.vm_rss_kb), mb(under.vm_rss_kb), mb(m.end.vm_hwm_kb)),
+    );
+    t.target(
+        "restart: entries before SIGTERM / loaded",
+        format!("{} / {}", r.entries_before, r.entries_loaded),
+        "all loaded",
+        r.entries_loaded == r.entries_before,
+    );
+    t.target(
+        &format!("restart: hit rate on the first {}", r.asked.len()),
+        format!(
+            "{again_hits} / {} = {} (repeats alone: {})",
+            r.asked.len(),
+            pct(again_hits as f64 / r.asked.len().max(1) as f64),
+            pct(r.without_persistence)
+        ),
+        "every query asked before",
+        again_hits == r.cached_before,
+    );
+
+    let kind_name = |k: Kind| match k {
+        Kind::First => "first",
+        Kind::RepeatAnswered => "repeat_answered",
+        Kind::RepeatInFlight => "repeat_in_flight",
+    };
+    let ms_opt = |s: Option<f64>| s.map(|x| x * 1000.0);
+    json.insert(
+        "replay".into(),
+        json!({"log": LOG, "clients": CLIENTS, "max_tokens": MAX_TOKENS, "threads": threads, "slots": SLOTS, "n_ctx": N_CTX,
+               "requests": m.asked.len(), "hits": hits, "misses": misses, "hit_rate": rate,
+               "distinct_keys": e.keys, "best_hit_rate": e.best_hit_rate(),
+               "distinct_keys_case_punctuation_folded": e.loose_keys, "best_hit_rate_case_punctuation_folded": e.loose_hit_rate(),
+               "repeats_answered": answered, "repeats_answered_hits": answered_hits,
+               "repeats_in_flight": in_flight, "repeats_in_flight_hits": in_flight_hits, "first_askings_hits": first_hits,
+               "hit_latency_ms": {"p50": ms_opt(hit_p50), "p99": ms_opt(hit_p99), "n": hit_lat.len()},
+               "miss_latency_ms": {"p50": ms_opt(miss_p50), "p99": ms_opt(miss_p99), "n": miss_lat.len()},
+               "replay_s": m.replay_s, "foreign_cores_during_replay": m.foreign_cores,
+               "inference_threads_at_start": m.threads_at_start, "inference_thread_changes": m.thread_changes,
+               "foreign_cores_per_second": m.foreign_per_s.iter().map(|(t, c)| json!([t, c])).collect::<Vec<_>>(),
+               "cache_end": {"entries": m.stats.entries, "bytes": m.stats.bytes, "max_bytes": m.stats.max_bytes,
+                             "evictions": m.stats.evictions, "daemon_hits": m.stats.hits, "daemon_misses": m.stats.misses},
+               "rss_idle": rss_json(&m.idle), "rss_under_load_max": m.under_load.as_ref().map(rss_json),
+               "rss_samples": m.samples, "rss_end": rss_json(&m.end),
+               "restart": {"entries_before": r.entries_before, "entries_loaded": r.entries_loaded, "requests": r.asked.len(),
+                           "hits": again_hits, "asked_before_restart": r.cached_before,
+                           "hit_rate": again_hits as f64 / r.asked.len().max(1) as f64,
+                           "hit_rate_from_repeats_alone": r.without_persistence},
+               "per_request": m.asked.iter().zip(&m.kinds).map(|(a, k)| json!({"line": a.index + 1, "hit": a.run.cache_hit,
+                   "kind": kind_name(*k), "sent_s": (a.run.sent - m.began).as_secs_f64(),
+                   "latency_ms": a.run.latency_s() * 1000.0})).collect::<Vec<_>>(),
+               "method": "edgeaid with the local model and cache.enabled = true (persisted, default budget), the config's chat app greedy \
+                          (temperature 0) with max_tokens 16; one untimed warm-up question not in the log; then every line of the log \
+                          as a blocking POST /v1/chat-messages of a new conversation, from 4 clients that each take the next line when \
+                          their previous answer arrived (one connection per request); hit = the answer's metadata.cache.hit, and the \
+                          hits and misses must equal the deltas of GET /admin/v1/cache over the unix socket (else the phase fails); \
+                          best hit rate = 1 - distinct keys / requests, keys by the daemon's own normalise_query; a repeat is \
+                          'answered' when an earlier request with its key had its answer before it was sent (must hit), 'in flight' \
+                          otherwise; latency client-side, send to the whole answer, nearest-rank percentiles; RSS from /proc: idle 1 s \
+                          after the warm-up, sampled every 100 ms during the replay, VmHWM at the end; then SIGTERM, a new edgeaid on \
+                          the same directory (same store), its cache stats at READY, and the log's first 50 lines replayed the same way"}),
+    );
+    Ok(())
+}
+
 /// `--only vectors` / `--only knowledge` / `--only code` / `--only kv` /
-/// `--only server` / `--only http`: one phase alone (`figure` names
+/// `--only ttft` / `--only server` / `--only http` / `--only replay`: one phase alone (`figure` names
 /// it in errors), with the machine facts, written to bench-results/bench-<only>.json.
 fn only_phase(
     args: &Args,
@@ -1634,6 +1827,16 @@ fn run() -> Result<bool> {
         let edgeaid = locate_edgeaid(args.edgeaid.clone())?.canonicalize().context("resolving the edgeaid path")?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
         return only_phase(&args, &repo, "http", "the HTTP path", |t, j, dir| http_phase(t, j, &rt, &edgeaid, &model, &repo, dir));
+    }
+    if args.only_replay {
+        let edgeaid = locate_edgeaid(args.edgeaid.clone())?.canonicalize().context("resolving the edgeaid path")?;
+        // Left to the daemon unless given: its governor lowers the thread
+        // count while other processes hold the cores, as on a gateway.
+        let threads = args.threads;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
+        return only_phase(&args, &repo, "replay", "the replayed query log", |t, j, dir| {
+            replay_phase(t, j, &rt, &edgeaid, &model, &repo, dir, threads)
+        });
     }
     if args.only_ttft {
         let edgeaid = locate_edgeaid(args.edgeaid.clone())?.canonicalize().context("resolving the edgeaid path")?;
@@ -2276,10 +2479,12 @@ mod tests {
         let a = parse(&["--only", "server"]).expect("ok").expect("args");
         assert!(a.only_server && !a.only_http && !a.only_kv);
         let a = parse(&["--only", "http"]).expect("ok").expect("args");
-        assert!(a.only_http && !a.only_server);
+        assert!(a.only_http && !a.only_server && !a.only_replay);
+        let a = parse(&["--only", "replay"]).expect("ok").expect("args");
+        assert!(a.only_replay && !a.only_http && !a.only_ttft);
         assert!(!parse(&[]).expect("ok").expect("args").only_code, "the full bench is the default");
         let msg = parse(&["--only", "nothing"]).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(msg.contains("`knowledge`") && msg.contains("`code`"), "{msg}");
+        assert!(msg.contains("`knowledge`") && msg.contains("`code`") && msg.contains("`replay`"), "{msg}");
     }
 
     #[test]
