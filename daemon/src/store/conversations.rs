@@ -114,7 +114,7 @@ impl Store {
         require_json("inputs", inputs_json)?;
         let now = now();
         let conversation = Conversation {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: uuid::Uuid::now_v7().to_string(),
             app_id: app_id.to_owned(),
             user: user.to_owned(),
             name: name.to_owned(),

@@ -404,11 +404,17 @@ fn run_graph(
     })
 }
 
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
 fn new_execution(run: &Run, i: usize, parent: Option<(String, u32)>, pred: Option<usize>) -> NodeExecution {
     let node = &run.wf.nodes[i];
     NodeExecution {
-        // From the thread-local generator: no system call per node.
-        id: uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string(),
+        // Time-ordered (UUIDv7: the store's inserts land at the end of its
+        // index), random bits from the thread-local generator: no system
+        // call per node.
+        id: uuid::Builder::from_unix_timestamp_millis(unix_millis(), &rand::random()).into_uuid().to_string(),
         node_id: node.id.clone(),
         node_type: node.node_type.clone(),
         title: node.title.clone(),
