@@ -281,65 +281,43 @@ impl Service {
         if self.is_shutting_down() {
             return Err(ServiceError::ShuttingDown);
         }
-        let (conversation_id, created) = match (&p.conversation_id, mode) {
-            (Some(c), _) => (Some(c.clone()), false),
-            (None, WorkflowMode::AdvancedChat) => {
-                let inputs_json = Value::Object(p.input.inputs.clone()).to_string();
-                let name = super::conversation_name(p.query.as_deref().unwrap_or(""));
-                (Some(self.store.create_conversation(&p.app.id, &p.user, &name, &inputs_json).await?.id), true)
-            }
-            (None, WorkflowMode::Workflow) => (None, false),
+        // A chatflow's new conversation, its run and its pending message are
+        // one write: it lands whole or not at all, so a refused start leaves
+        // nothing behind to undo.
+        let (conversation_id, new_conversation) = match (&p.conversation_id, mode) {
+            (Some(c), _) => (Some(c.clone()), None),
+            (None, WorkflowMode::AdvancedChat) => (Some(new_id()), Some(super::conversation_name(p.query.as_deref().unwrap_or("")))),
+            (None, WorkflowMode::Workflow) => (None, None),
         };
+        let created = new_conversation.is_some();
         let message_id = (mode == WorkflowMode::AdvancedChat).then(new_id);
         let inputs_json = Value::Object(p.input.inputs.clone()).to_string();
-        let run_row = self
-            .store
-            .begin_workflow_run(store::NewWorkflowRun {
-                id: p.workflow_run_id.clone(),
-                app_id: p.app.id.clone(),
-                app_version: p.version,
-                workflow_id: p.workflow_id.clone(),
-                task_id: p.task_id.clone(),
-                user: p.user.clone(),
-                conversation_id: conversation_id.clone(),
-                message_id: message_id.clone(),
-                inputs_json: inputs_json.clone(),
-                triggered_from: "app-run".into(),
-            })
-            .await;
-        let begun = match (run_row, &message_id) {
-            (Err(e), _) => Err(e),
-            (Ok(()), None) => Ok(()),
-            (Ok(()), Some(m)) => {
-                let pending = self
-                    .store
-                    .begin_message(NewMessage {
-                        id: m.clone(),
-                        app_id: p.app.id.clone(),
-                        conversation_id: conversation_id.clone(),
-                        user: p.user.clone(),
-                        task_id: p.task_id.clone(),
-                        query: p.query.clone().unwrap_or_default(),
-                        inputs_json,
-                    })
-                    .await;
-                if let Err(e) = &pending {
-                    // The run row exists: it ends failed, saying why.
-                    let outcome = failed_outcome(format!("could not record the chatflow message: {e}"));
-                    if let Err(fe) = self.store.finish_workflow_run(&p.workflow_run_id, outcome, Vec::new()).await {
-                        tracing::error!(workflow_run_id = %p.workflow_run_id, error = %crate::telemetry::chain(&fe), "could not record the failed start");
-                    }
-                }
-                pending
-            }
+        let run_row = store::NewWorkflowRun {
+            id: p.workflow_run_id.clone(),
+            app_id: p.app.id.clone(),
+            app_version: p.version,
+            workflow_id: p.workflow_id.clone(),
+            task_id: p.task_id.clone(),
+            user: p.user.clone(),
+            conversation_id: conversation_id.clone(),
+            message_id: message_id.clone(),
+            inputs_json: inputs_json.clone(),
+            triggered_from: "app-run".into(),
         };
-        if let Err(e) = begun {
-            if let (true, Some(c)) = (created, &conversation_id) {
-                if let Err(de) = self.store.delete_conversation(&p.app.id, &p.user, c).await {
-                    tracing::warn!(conversation_id = %c, error = %crate::telemetry::chain(&de), "could not remove the conversation of a refused run");
-                }
+        match &message_id {
+            None => self.store.begin_workflow_run(run_row).await?,
+            Some(m) => {
+                let message = NewMessage {
+                    id: m.clone(),
+                    app_id: p.app.id.clone(),
+                    conversation_id: conversation_id.clone(),
+                    user: p.user.clone(),
+                    task_id: p.task_id.clone(),
+                    query: p.query.clone().unwrap_or_default(),
+                    inputs_json,
+                };
+                self.store.begin_chatflow_run(run_row, message, new_conversation).await?
             }
-            return Err(e.into());
         }
         let (tx, rx) = mpsc::channel(64);
         let left: Arc<OnceLock<String>> = Arc::default();
@@ -552,27 +530,35 @@ impl FlowTask {
             total_steps: o.total_steps,
             finished_at,
         };
-        if let Err(e) = finish_run(store, &self.workflow_run_id, run, records).await {
-            tracing::error!(workflow_run_id = %self.workflow_run_id, error = %crate::telemetry::chain(&e), "could not store the finished workflow run");
-        }
-        let Some(message_id) = &self.message_id else { return };
-        let status = match o.status {
-            RunStatus::Succeeded | RunStatus::PartialSucceeded => store::MessageStatus::Normal,
-            RunStatus::Failed => store::MessageStatus::Error,
-            RunStatus::Stopped => store::MessageStatus::Stopped,
+        // The writes are independent: queued together, they share one group
+        // commit instead of waiting for one each.
+        let run_written = async {
+            if let Err(e) = finish_run(store, &self.workflow_run_id, run, records).await {
+                tracing::error!(workflow_run_id = %self.workflow_run_id, error = %crate::telemetry::chain(&e), "could not store the finished workflow run");
+            }
         };
-        let m = store::MessageOutcome {
-            answer: o.answer.clone(),
-            prompt_tokens: 0,
-            completion_tokens: u32::try_from(o.total_tokens).unwrap_or(u32::MAX),
-            latency_ms: elapsed.as_millis() as u64,
-            status,
-            error: o.error.clone(),
+        let message_written = async {
+            let Some(message_id) = &self.message_id else { return };
+            let status = match o.status {
+                RunStatus::Succeeded | RunStatus::PartialSucceeded => store::MessageStatus::Normal,
+                RunStatus::Failed => store::MessageStatus::Error,
+                RunStatus::Stopped => store::MessageStatus::Stopped,
+            };
+            let m = store::MessageOutcome {
+                answer: o.answer.clone(),
+                prompt_tokens: 0,
+                completion_tokens: u32::try_from(o.total_tokens).unwrap_or(u32::MAX),
+                latency_ms: elapsed.as_millis() as u64,
+                status,
+                error: o.error.clone(),
+            };
+            if let Err(e) = store.finish_message(message_id, m).await {
+                tracing::error!(message_id = %message_id, error = %crate::telemetry::chain(&e), "could not store the finished chatflow message");
+            }
         };
-        if let Err(e) = store.finish_message(message_id, m).await {
-            tracing::error!(message_id = %message_id, error = %crate::telemetry::chain(&e), "could not store the finished chatflow message");
-        }
-        if let Some(c) = &self.conversation_id {
+        let conversation = self.conversation_id.as_deref();
+        let variables_written = async {
+            let Some(c) = conversation else { return };
             let vars: Vec<_> = o
                 .conversation_variables
                 .iter()
@@ -588,23 +574,14 @@ impl FlowTask {
                     tracing::error!(conversation_id = %c, error = %crate::telemetry::chain(&e), "could not store the conversation variables");
                 }
             }
+        };
+        let conversation_touched = async {
+            let Some(c) = conversation else { return };
             if let Err(e) = store.touch_conversation(c).await {
                 tracing::warn!(conversation_id = %c, error = %crate::telemetry::chain(&e), "could not update the conversation time");
             }
-        }
-    }
-}
-
-/// The outcome of a run that failed before its engine ran.
-fn failed_outcome(error: String) -> store::WorkflowRunOutcome {
-    store::WorkflowRunOutcome {
-        status: store::WorkflowRunStatus::Failed,
-        outputs_json: "{}".into(),
-        error: Some(error),
-        elapsed_secs: 0.0,
-        total_tokens: 0,
-        total_steps: 0,
-        finished_at: now_secs(),
+        };
+        tokio::join!(run_written, message_written, variables_written, conversation_touched);
     }
 }
 

@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::apps::require_app;
 use super::error::{sql, StoreError};
 use super::workflows::like_pattern;
-use super::{now, require_limit, require_non_empty, Store};
+use super::{lock, now, require_limit, require_non_empty, Store};
 
 /// An annotation as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,27 +197,36 @@ impl Store {
     }
 
     /// An app's annotation settings; `None` if never set (replies are off).
+    /// Kept in memory after the first read ([`SETTINGS_MEMO_MAX`]): every
+    /// chat turn asks.
     pub async fn annotation_settings(&self, app_id: &str) -> Result<Option<AnnotationSettings>, StoreError> {
-        let app_id = app_id.to_owned();
-        self.read("annotation settings", move |conn| {
-            conn.prepare_cached(
-                "SELECT app_id, enabled, score_threshold, embedding_model, updated_at FROM app_annotation_settings WHERE app_id = ?1",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_row([&app_id], |row| {
-                    Ok(AnnotationSettings {
-                        app_id: row.get(0)?,
-                        enabled: row.get(1)?,
-                        score_threshold: row.get::<_, f64>(2)? as f32,
-                        embedding_model: row.get(3)?,
-                        updated_at: row.get(4)?,
+        let (kept, generation) = lock(&self.inner.annotation_memo).get(&app_id.to_owned());
+        if let Some(settings) = kept {
+            return Ok(settings);
+        }
+        let id = app_id.to_owned();
+        let settings = self
+            .read("annotation settings", move |conn| {
+                conn.prepare_cached(
+                    "SELECT app_id, enabled, score_threshold, embedding_model, updated_at FROM app_annotation_settings WHERE app_id = ?1",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row([&id], |row| {
+                        Ok(AnnotationSettings {
+                            app_id: row.get(0)?,
+                            enabled: row.get(1)?,
+                            score_threshold: row.get::<_, f64>(2)? as f32,
+                            embedding_model: row.get(3)?,
+                            updated_at: row.get(4)?,
+                        })
                     })
+                    .optional()
                 })
-                .optional()
+                .map_err(sql("annotation settings"))
             })
-            .map_err(sql("annotation settings"))
-        })
-        .await
+            .await?;
+        lock(&self.inner.annotation_memo).fill(generation, app_id.to_owned(), settings.clone());
+        Ok(settings)
     }
 
     /// Turns an existing app's annotation replies on or off with their
@@ -239,6 +248,7 @@ impl Store {
             embedding_model: embedding_model.map(str::to_owned),
             updated_at: now(),
         };
+        let inner = std::sync::Arc::clone(&self.inner);
         self.write("set annotation settings", move |conn| {
             let s = settings;
             require_app(conn, &s.app_id)?;
@@ -249,11 +259,17 @@ impl Store {
                 params![s.app_id, s.enabled, f64::from(s.score_threshold), s.embedding_model, s.updated_at],
             )
             .map_err(sql("set annotation settings"))?;
+            // On the writer thread, so the memo sees changes in commit order.
+            lock(&inner.annotation_memo).set(s.app_id.clone(), Some(s.clone()));
             Ok(s)
         })
         .await
     }
 }
+
+/// Apps whose annotation settings are kept in memory (a few hundred bytes
+/// each).
+pub(super) const SETTINGS_MEMO_MAX: usize = 1024;
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,7 @@
 //! the name is the app's, so a rename survives activating an older version.
 //! Must not touch: keys, conversations, messages, runs.
 
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::error::{sql, StoreError};
 use super::{now, require_json, require_non_empty, Store};
@@ -170,7 +170,7 @@ impl Store {
             (id.to_owned(), name.to_owned(), mode.to_owned(), definition_json.to_owned(), source.to_owned());
         self.write("put app", move |conn| {
             let op = "put app";
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(op))?;
+            let tx = conn.savepoint().map_err(sql(op))?;
             let now = now();
             let active: Option<(u32, String, String)> = tx
                 .query_row(
@@ -315,7 +315,7 @@ impl Store {
         let app_id = app_id.to_owned();
         self.write("activate app version", move |conn| {
             let op = "activate app version";
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(op))?;
+            let tx = conn.savepoint().map_err(sql(op))?;
             let target = find_version(&tx, &app_id, version)?;
             let changed = tx
                 .execute(

@@ -10,6 +10,7 @@
 use rusqlite::{params, Connection};
 
 use super::error::{sql, StoreError};
+use super::writer::Done;
 use super::Store;
 
 /// One persisted cached answer.
@@ -44,7 +45,7 @@ fn from_blob(b: &[u8]) -> Vec<f32> {
 
 fn apply(conn: &mut Connection, puts: &[CacheRow], deletes: &[String]) -> Result<(), StoreError> {
     let op = "write response cache";
-    let tx = conn.transaction().map_err(sql(op))?;
+    let tx = conn.savepoint().map_err(sql(op))?;
     {
         let mut del = tx.prepare_cached("DELETE FROM response_cache WHERE hash = ?1").map_err(sql(op))?;
         for h in deletes {
@@ -87,9 +88,11 @@ impl Store {
     /// returns once queued. A failure in SQLite is logged.
     pub fn cache_put_many(&self, puts: Vec<CacheRow>, deletes: Vec<String>) -> Result<(), StoreError> {
         self.submit(Box::new(move |conn: &mut Connection| {
-            if let Err(e) = apply(conn, &puts, &deletes) {
-                tracing::warn!(error = %crate::telemetry::chain(&e), "could not persist response cache entries");
+            let applied = apply(conn, &puts, &deletes);
+            if let Err(e) = &applied {
+                tracing::warn!(error = %crate::telemetry::chain(e), "could not persist response cache entries");
             }
+            Done::unanswered(applied.is_ok())
         }))
     }
 
@@ -97,9 +100,11 @@ impl Store {
     pub fn cache_delete_other_versions(&self, app_id: &str, version: u32) -> Result<(), StoreError> {
         let app_id = app_id.to_owned();
         self.submit(Box::new(move |conn: &mut Connection| {
-            if let Err(e) = conn.execute("DELETE FROM response_cache WHERE app_id = ?1 AND app_version <> ?2", params![app_id, version]) {
+            let deleted = conn.execute("DELETE FROM response_cache WHERE app_id = ?1 AND app_version <> ?2", params![app_id, version]);
+            if let Err(e) = &deleted {
                 tracing::warn!(app = %app_id, error = %e, "could not delete stale response cache entries");
             }
+            Done::unanswered(deleted.is_ok())
         }))
     }
 

@@ -17,6 +17,7 @@ use subtle::ConstantTimeEq;
 
 use super::apps::require_app;
 use super::error::{sql, StoreError};
+use super::writer::Done;
 use super::{lock, now, Store};
 
 const SECRET_BODY_LEN: usize = 24;
@@ -130,6 +131,11 @@ fn hash_secret(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
+/// Verified keys kept in memory (a few hundred bytes each): a request's key
+/// check costs no store read. Only valid, unrevoked keys are kept (a flood
+/// of wrong secrets never enters it); every revocation empties it.
+pub(super) const KEY_MEMO_MAX: usize = 1024;
+
 impl Store {
     /// Creates a key for an existing app; returns its info and the secret
     /// (shown once, never stored).
@@ -204,6 +210,7 @@ impl Store {
                     .ok_or(StoreError::NotFound { what: "api key", id: key_id })
             })
             .await?;
+        lock(&self.inner.key_memo).invalidate();
         tracing::info!(key_id = %info.id, kind = %info.kind(), app_id = info.app_id(), "revoked API key");
         Ok(info)
     }
@@ -212,7 +219,9 @@ impl Store {
     /// ignores revoked keys. Refreshes `last_used_at` at most once a minute,
     /// through the writer without waiting for it (a full queue skips the
     /// refresh). A malformed secret is `Ok(None)` without touching SQL.
-    /// The returned `last_used_at` is the stored value, before this use.
+    /// The returned `last_used_at` is the stored value when the key was
+    /// first verified since start (verified keys are kept in memory until a
+    /// revocation: [`KEY_MEMO_MAX`]).
     /// The key's [`KeyScope`] says what it opens: callers must check it (an
     /// app key never opens the datasets API, a dataset key never an app).
     pub async fn authenticate(&self, secret: &str) -> Result<Option<ApiKeyInfo>, StoreError> {
@@ -221,6 +230,11 @@ impl Store {
         };
         let prefix = prefix.to_owned();
         let hash = hash_secret(secret);
+        let (cached, generation) = lock(&self.inner.key_memo).get(&hash);
+        if let Some(key) = cached {
+            self.note_key_use(&key);
+            return Ok(Some(key));
+        }
         let found = self
             .read("authenticate", move |conn| {
                 let op = "authenticate";
@@ -241,6 +255,7 @@ impl Store {
             })
             .await?;
         if let Some(key) = &found {
+            lock(&self.inner.key_memo).fill(generation, hash, key.clone());
             self.note_key_use(key);
         }
         Ok(found)
@@ -266,9 +281,10 @@ impl Store {
                 "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at <= ?2 - ?3)",
                 params![key_id, now, LAST_USED_RESOLUTION],
             );
-            if let Err(error) = updated {
+            if let Err(error) = &updated {
                 tracing::warn!(key_id = %key_id, %error, "could not record API key use");
             }
+            Done::unanswered(updated.is_ok())
         }));
         if let Err(error) = queued {
             tracing::debug!(key_id = %key.id, %error, "skipped recording API key use");
@@ -340,6 +356,22 @@ mod tests {
         let keys = store.list_keys(Some("a1")).await.expect("list");
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].revoked_at, Some(at));
+        store.close().await.expect("close");
+    }
+
+    /// A verified key is answered from memory until a revocation; an
+    /// unknown secret is not kept.
+    #[tokio::test]
+    async fn verified_keys_are_kept_until_a_revocation() {
+        let TestStore { store, _dir } = open_store();
+        store.put_app("a1", "A", "chat", "{}", "config").await.expect("app");
+        let (info, secret) = store.create_key("a1").await.expect("create");
+        store.authenticate(&secret).await.expect("auth").expect("valid");
+        assert_eq!(lock(&store.inner.key_memo).get(&hash_secret(&secret)).0.map(|k| k.id), Some(info.id.clone()));
+        assert!(store.authenticate("app-AAAAAAAAAAAAAAAAAAAAAAAA").await.expect("auth").is_none());
+        assert_eq!(lock(&store.inner.key_memo).len(), 1, "an unknown secret is not kept");
+        store.revoke_key(&info.id).await.expect("revoke");
+        assert_eq!(lock(&store.inner.key_memo).len(), 0, "a revocation empties the memo");
         store.close().await.expect("close");
     }
 

@@ -16,7 +16,7 @@
 //! [`Store::documents_to_resume`] so the service can queue it again. Every
 //! write of a segment writes its `segments_fts` row in the same transaction.
 
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use sha2::{Digest, Sha256};
 
 use super::error::{sql, StoreError};
@@ -512,7 +512,7 @@ impl Store {
         let dataset = self
             .write("create dataset", move |conn| {
                 let op = "create dataset";
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(op))?;
+                let tx = conn.savepoint().map_err(sql(op))?;
                 require_unique_name(&tx, &new.name, &id)?;
                 let now = now();
                 tx.execute(
@@ -572,7 +572,7 @@ impl Store {
         let id = id.to_owned();
         self.write("update dataset", move |conn| {
             let op = "update dataset";
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(op))?;
+            let tx = conn.savepoint().map_err(sql(op))?;
             let old = find_dataset(&tx, &id)?;
             if let Some(name) = &changes.name {
                 require_unique_name(&tx, name, &id)?;
@@ -642,7 +642,7 @@ impl Store {
         let dataset = self
             .write("delete dataset", move |conn| {
                 let op = "delete dataset";
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(op))?;
+                let tx = conn.savepoint().map_err(sql(op))?;
                 let dataset = find_dataset(&tx, &id)?;
                 delete_segments_where(&tx, "s.dataset_id = ?1", &id)?;
                 tx.execute("DELETE FROM datasets WHERE id = ?1", [&id]).map_err(sql(op))?;
@@ -665,7 +665,7 @@ impl Store {
         let id = uuid::Uuid::new_v4().to_string();
         self.write("insert document", move |conn| {
             let op = "insert document";
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(op))?;
+            let tx = conn.savepoint().map_err(sql(op))?;
             find_dataset(&tx, &dataset_id)?;
             let (kind, file_name, file_kind, file_size) = source_columns(&new.source);
             let now = now();
@@ -701,7 +701,7 @@ impl Store {
         let (dataset_id, id) = (dataset_id.to_owned(), id.to_owned());
         self.write("replace document", move |conn| {
             let op = "replace document";
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(op))?;
+            let tx = conn.savepoint().map_err(sql(op))?;
             find_scoped_document(&tx, &dataset_id, &id)?;
             let rowids = delete_segments_where(&tx, "s.document_id = ?1", &id)?;
             let (kind, file_name, file_kind, file_size) = source_columns(&new.source);
@@ -840,7 +840,7 @@ impl Store {
         let (dataset_id, ids) = (dataset_id.to_owned(), ids.to_vec());
         self.write("set documents enabled", move |conn| {
             let op = "set documents enabled";
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(op))?;
+            let tx = conn.savepoint().map_err(sql(op))?;
             find_dataset(&tx, &dataset_id)?;
             let now = now();
             for id in &ids {
@@ -884,7 +884,7 @@ impl Store {
         let (dataset_id, id) = (dataset_id.to_owned(), id.to_owned());
         self.write("delete document", move |conn| {
             let op = "delete document";
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(op))?;
+            let tx = conn.savepoint().map_err(sql(op))?;
             find_scoped_document(&tx, &dataset_id, &id)?;
             let rowids = delete_segments_where(&tx, "s.document_id = ?1", &id)?;
             tx.execute("DELETE FROM documents WHERE id = ?1", [&id]).map_err(sql(op))?;
@@ -920,7 +920,7 @@ impl Store {
         let document_id = document_id.to_owned();
         self.write("insert segments", move |conn| {
             let op = "insert segments";
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(op))?;
+            let tx = conn.savepoint().map_err(sql(op))?;
             let document = find_document(&tx, &document_id)?;
             let last: i64 = tx
                 .query_row("SELECT coalesce(max(position), 0) FROM segments WHERE document_id = ?1", [&document_id], |row| row.get(0))
@@ -979,7 +979,7 @@ impl Store {
         let expected = rowids.iter().collect::<std::collections::HashSet<_>>().len();
         self.write("complete document", move |conn| {
             let op = "complete document";
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(op))?;
+            let tx = conn.savepoint().map_err(sql(op))?;
             let document = find_document(&tx, &document_id)?;
             if !matches!(document.status, IndexingStatus::Indexing | IndexingStatus::Completed) {
                 return Err(StoreError::NotPending { what: "document", id: document_id, status: document.status.to_string() });
@@ -1021,7 +1021,7 @@ impl Store {
         let document_id = document_id.to_owned();
         self.write("reset document segments", move |conn| {
             let op = "reset document segments";
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(op))?;
+            let tx = conn.savepoint().map_err(sql(op))?;
             find_document(&tx, &document_id)?;
             let rowids = delete_segments_where(&tx, "s.document_id = ?1", &document_id)?;
             refresh_document_counts(&tx, &document_id, now())?;
@@ -1094,7 +1094,7 @@ impl Store {
         let (dataset_id, document_id, id) = (dataset_id.to_owned(), document_id.to_owned(), id.to_owned());
         self.write("update segment", move |conn| {
             let op = "update segment";
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(op))?;
+            let tx = conn.savepoint().map_err(sql(op))?;
             let old = find_scoped_segment(&tx, &dataset_id, &document_id, &id)?;
             let content = changes.content.unwrap_or(old.content);
             let answer = changes.answer.unwrap_or(old.answer);
@@ -1135,7 +1135,7 @@ impl Store {
         let (dataset_id, document_id, id) = (dataset_id.to_owned(), document_id.to_owned(), id.to_owned());
         self.write("delete segment", move |conn| {
             let op = "delete segment";
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(op))?;
+            let tx = conn.savepoint().map_err(sql(op))?;
             let segment = find_scoped_segment(&tx, &dataset_id, &document_id, &id)?;
             fts_delete(&tx, segment.rowid)?;
             tx.execute("DELETE FROM segments WHERE rowid = ?1", [segment.rowid]).map_err(sql(op))?;

@@ -179,43 +179,8 @@ impl Store {
     /// Records a message as `pending` when generation starts. The app must
     /// exist and the conversation, if any, must belong to `(app_id, user)`.
     pub async fn begin_message(&self, m: NewMessage) -> Result<(), StoreError> {
-        require_non_empty("message id", &m.id)?;
-        require_non_empty("user", &m.user)?;
-        require_json("inputs", &m.inputs_json)?;
-        self.write("begin message", move |conn| {
-            let op = "begin message";
-            require_app(conn, &m.app_id)?;
-            if let Some(conversation_id) = &m.conversation_id {
-                find_scoped(conn, &m.app_id, &m.user, conversation_id)?;
-            }
-            let duplicate = conn
-                .query_row("SELECT EXISTS (SELECT 1 FROM messages WHERE id = ?1)", [&m.id], |row| row.get::<_, bool>(0))
-                .map_err(sql(op))?;
-            if duplicate {
-                return Err(StoreError::AlreadyExists { what: "message", id: m.id });
-            }
-            let now = now();
-            conn.prepare_cached(
-                "INSERT INTO messages (id, app_id, conversation_id, user, task_id, query, inputs, status, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    m.id,
-                    m.app_id,
-                    m.conversation_id,
-                    m.user,
-                    m.task_id,
-                    m.query,
-                    m.inputs_json,
-                    MessageStatus::Pending,
-                    now
-                ])
-            })
-            .map_err(sql(op))?;
-            Ok(())
-        })
-        .await
+        check_new_message(&m)?;
+        self.write("begin message", move |conn| begin_message_in(conn, m)).await
     }
 
     /// Finishes a pending message in one `UPDATE`. `NotFound` if unknown,
@@ -464,6 +429,51 @@ impl Store {
     }
 }
 
+/// The checks of a new message that need no SQL.
+pub(super) fn check_new_message(m: &NewMessage) -> Result<(), StoreError> {
+    require_non_empty("message id", &m.id)?;
+    require_non_empty("user", &m.user)?;
+    require_json("inputs", &m.inputs_json)
+}
+
+/// [`Store::begin_message`]'s statements, on the writer.
+pub(super) fn begin_message_in(conn: &Connection, m: NewMessage) -> Result<(), StoreError> {
+    let op = "begin message";
+    require_app(conn, &m.app_id)?;
+    if let Some(conversation_id) = &m.conversation_id {
+        find_scoped(conn, &m.app_id, &m.user, conversation_id)?;
+    }
+    let duplicate =
+        conn.query_row("SELECT EXISTS (SELECT 1 FROM messages WHERE id = ?1)", [&m.id], |row| row.get::<_, bool>(0)).map_err(sql(op))?;
+    if duplicate {
+        return Err(StoreError::AlreadyExists { what: "message", id: m.id });
+    }
+    let now = now();
+    conn.prepare_cached(
+        "INSERT INTO messages (id, app_id, conversation_id, user, task_id, query, inputs, status, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![m.id, m.app_id, m.conversation_id, m.user, m.task_id, m.query, m.inputs_json, MessageStatus::Pending, now])
+    })
+    .map_err(sql(op))?;
+    Ok(())
+}
+
+/// Inserts a conversation a turn starts: its id is the message's
+/// `conversation_id`, its inputs the message's.
+pub(super) fn insert_started_conversation(tx: &Connection, m: &NewMessage, name: &str, now: i64) -> Result<(), StoreError> {
+    let Some(c) = &m.conversation_id else {
+        return Err(StoreError::InvalidArgument { field: "conversation_id", reason: "a new conversation needs its id".into() });
+    };
+    tx.prepare_cached(
+        "INSERT INTO conversations (id, app_id, user, name, inputs, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+    )
+    .and_then(|mut stmt| stmt.execute(params![c, m.app_id, m.user, name, m.inputs_json, now]))
+    .map_err(sql("start conversation"))?;
+    Ok(())
+}
+
 /// Records a message answered without generation (and its new conversation,
 /// or touches the one it continues) inside the group commit's savepoint.
 pub(super) fn answered_in(
@@ -477,13 +487,7 @@ pub(super) fn answered_in(
     require_app(tx, &m.app_id)?;
     let now = now();
     match (&m.conversation_id, new_conversation) {
-        (Some(c), Some(name)) => {
-            tx.prepare_cached(
-                "INSERT INTO conversations (id, app_id, user, name, inputs, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-            )
-            .and_then(|mut stmt| stmt.execute(params![c, m.app_id, m.user, name, m.inputs_json, now]))
-            .map_err(sql(op))?;
-        }
+        (Some(_), Some(name)) => insert_started_conversation(tx, &m, &name, now)?,
         (Some(c), None) => {
             find_scoped(tx, &m.app_id, &m.user, c)?;
             tx.execute("UPDATE conversations SET updated_at = ?2 WHERE id = ?1", params![c, now]).map_err(sql(op))?;

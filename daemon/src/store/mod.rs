@@ -70,6 +70,7 @@ mod error;
 mod files;
 mod keys;
 mod knowledge;
+mod memo;
 mod messages;
 mod migrations;
 mod variables;
@@ -171,8 +172,10 @@ struct Inner {
     closed: AtomicBool,
     /// When `authenticate` last queued a `last_used_at` update, per key id.
     key_touches: Mutex<std::collections::HashMap<String, i64>>,
-    /// Workflow-run writes waiting for their group commit.
-    run_batch: Arc<workflows::RunBatch>,
+    /// Keys verified since start, by secret hash (emptied by every revocation).
+    key_memo: Mutex<memo::Memo<[u8; 32], ApiKeyInfo>>,
+    /// Apps' annotation settings (`None`: never set).
+    annotation_memo: Mutex<memo::Memo<String, Option<AnnotationSettings>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -269,7 +272,8 @@ impl Store {
             read_limit: options.read_queue + options.readers as usize,
             closed: AtomicBool::new(false),
             key_touches: Mutex::new(std::collections::HashMap::new()),
-            run_batch: Arc::new(workflows::RunBatch::new(options.write_queue)),
+            key_memo: Mutex::new(memo::Memo::new(keys::KEY_MEMO_MAX)),
+            annotation_memo: Mutex::new(memo::Memo::new(annotations::SETTINGS_MEMO_MAX)),
         };
         Ok((
             Store { inner: Arc::new(inner) },
@@ -324,7 +328,10 @@ impl Store {
     /// Test aid: occupies the writer thread for `d` (as a slow write would).
     #[cfg(test)]
     pub(crate) fn occupy_writer(&self, d: Duration) -> Result<(), StoreError> {
-        self.submit(Box::new(move |_| std::thread::sleep(d)))
+        self.submit(Box::new(move |_| {
+            std::thread::sleep(d);
+            writer::Done::unanswered(true)
+        }))
     }
 
     /// Liveness probe for the watchdog: a trivial round trip through the
@@ -335,9 +342,11 @@ impl Store {
             .await
     }
 
-    /// Runs `job` on the writer thread and awaits its result. A full queue
-    /// fails at once with [`StoreError::Busy`]. Once queued, the job runs
-    /// even if the caller stops waiting.
+    /// Runs `job` on the writer thread and awaits its result, after its
+    /// group's commit (a job's `Err` rolls back its own statements only). A
+    /// full queue fails at once with [`StoreError::Busy`]. Once queued, the
+    /// job runs even if the caller stops waiting. Jobs never BEGIN: a job
+    /// that needs atomicity of its own takes a savepoint.
     async fn write<T, F>(&self, op: &'static str, job: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -346,8 +355,13 @@ impl Store {
         let (reply, result) = oneshot::channel();
         self.submit(Box::new(move |conn: &mut Connection| {
             let outcome = panic::catch_unwind(AssertUnwindSafe(|| job(conn))).unwrap_or(Err(StoreError::Panicked { op }));
-            // The caller may have stopped waiting; the write happened anyway.
-            let _ = reply.send(outcome);
+            writer::Done {
+                ok: outcome.is_ok(),
+                reply: Box::new(move |committed| {
+                    // The caller may have stopped waiting; the write happened anyway.
+                    let _ = reply.send(committed.and(outcome));
+                }),
+            }
         }))?;
         result.await.map_err(|_| StoreError::Closed)?
     }

@@ -274,6 +274,7 @@ async fn a_full_write_queue_is_busy_at_once() {
         .submit(Box::new(move |_conn| {
             started_tx.send(()).expect("signal start");
             released.recv().expect("wait for release");
+            writer::Done::unanswered(true)
         }))
         .expect("blocking job");
     tokio::task::spawn_blocking(move || started.recv_timeout(Duration::from_secs(5))).await.expect("join").expect("writer started the job");
@@ -282,7 +283,12 @@ async fn a_full_write_queue_is_busy_at_once() {
     let (ran_tx, ran) = mpsc::channel();
     for n in 0..2 {
         let ran_tx = ran_tx.clone();
-        store.submit(Box::new(move |_conn| ran_tx.send(n).expect("report"))).expect("queued");
+        store
+            .submit(Box::new(move |_conn| {
+                ran_tx.send(n).expect("report");
+                writer::Done::unanswered(true)
+            }))
+            .expect("queued");
     }
     let busy = store.ping_writer().await.expect_err("queue full");
     assert!(matches!(busy, StoreError::Busy), "{busy:?}");
@@ -483,4 +489,26 @@ async fn the_writer_commits_with_the_configured_synchronous() {
         assert_eq!(got, want, "{sync:?}");
         store.close().await.expect("close");
     }
+}
+
+/// Writes waiting together share one transaction; when SQLite ends it under
+/// a job (as an I/O error or a full disk does), the writes before that job
+/// in the group are answered with an error, never `Ok`, and the writes after
+/// it commit in a new transaction.
+#[tokio::test]
+async fn a_group_rolled_back_under_a_job_fails_its_earlier_writes_and_the_later_ones_commit() {
+    let TestStore { store, _dir } = open_store();
+    // Everything below is queued while the writer sleeps: one group.
+    store.occupy_writer(Duration::from_millis(300)).expect("occupy");
+    let (before, failing, after) = tokio::join!(
+        store.put_app("a1", "A", "chat", "{}", "config"),
+        store.write("test: SQLite ends the transaction", |conn| conn.execute_batch("ROLLBACK").map_err(sql("rollback"))),
+        store.put_app("a2", "B", "chat", "{}", "config"),
+    );
+    assert!(matches!(before, Err(StoreError::Sqlite { .. })), "{before:?}");
+    assert!(matches!(failing, Err(StoreError::Sqlite { .. })), "{failing:?}");
+    after.expect("the write after the rollback commits");
+    let ids: Vec<String> = store.list_apps().await.expect("list").into_iter().map(|a| a.id).collect();
+    assert_eq!(ids, ["a2"], "a1 was rolled back with its group");
+    store.close().await.expect("close");
 }

@@ -8,7 +8,7 @@
 //! touch: conversations (callers scope a conversation to its app and user
 //! with [`Store::get_conversation`] first).
 
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::error::{sql, StoreError};
 use super::{now, require_json, require_non_empty, Store};
@@ -102,7 +102,7 @@ impl Store {
         let conversation_id = conversation_id.to_owned();
         self.write("set conversation variables", move |conn| {
             let op = "set conversation variables";
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(op))?;
+            let tx = conn.savepoint().map_err(sql(op))?;
             require_conversation(&tx, &conversation_id)?;
             let now = now();
             {

@@ -1,26 +1,20 @@
 //! Workflow runs and their node executions (Dify's `workflow_runs` and
 //! `workflow_node_executions`).
 //!
-//! Owns: both tables and their group commit. A run is inserted `running`
-//! when it starts and finished atomically (one savepoint) with every node
-//! execution, so a run is either running with no nodes or finished with all
-//! of them. Begins and finishes are committed in groups: one writer job, one
-//! transaction and one fsync for every run write waiting at that moment
-//! ([`RunBatch`]). [`Store::open`] marks runs still `running` (the daemon died
+//! Owns: both tables. A run is inserted `running` when it starts and
+//! finished atomically (one writer job, rolled back whole on failure) with
+//! every node execution, so a run is either running with no nodes or
+//! finished with all of them; begins and finishes share their group's commit
+//! with every other write waiting (store/writer.rs). [`Store::open`] marks runs still `running` (the daemon died
 //! mid-run) as `failed`. Inputs, outputs and process data are opaque JSON
 //! text here. Must not touch: apps, conversations, messages (a run names its
 //! conversation and message but does not own them).
 
-use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
-use tokio::sync::oneshot;
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 
 use super::apps::require_app;
 use super::error::{sql, StoreError};
-use super::{lock, now, now_ms, require_json, require_limit, require_non_empty, Store};
+use super::{now, now_ms, require_json, require_limit, require_non_empty, Store};
 
 /// The error recorded on runs that were still running when the daemon stopped.
 pub const INTERRUPTED_RUN_ERROR: &str = "interrupted: the daemon stopped before the run finished";
@@ -335,10 +329,15 @@ pub(crate) fn recover_running(conn: &Connection) -> Result<u64, StoreError> {
     Ok(fixed as u64)
 }
 
-/// A write waiting for the next group commit: a workflow run's, or a
-/// message answered without generation (a response-cache hit).
+/// A workflow run's write, or a message answered without generation (a
+/// response-cache hit); each is one writer job, committed with its group.
 pub(super) enum RunWrite {
-    Begin(NewWorkflowRun),
+    Begin {
+        run: NewWorkflowRun,
+        /// An advanced-chat run's message, and the name of the conversation
+        /// it starts, if it starts one: written with the run.
+        chat: Option<(super::NewMessage, Option<String>)>,
+    },
     Finish {
         id: String,
         outcome: WorkflowRunOutcome,
@@ -357,106 +356,32 @@ pub(super) enum RunWrite {
     },
 }
 
-type Reply = oneshot::Sender<Result<(), StoreError>>;
-
-/// Group commit for workflow runs (begins and finishes) and for messages
-/// answered without generation (response-cache hits): they wait here, and ONE
-/// writer job commits every write waiting when it runs, in one transaction
-/// with each write in its own savepoint (a failed write is rolled back
-/// alone). With synchronous=FULL each commit is an fsync; at thousands of
-/// runs a second one fsync per write would be the daemon's ceiling.
-/// Replies go out after the commit, so `Ok` still means durable.
-pub(crate) struct RunBatch {
-    pending: Mutex<Vec<(RunWrite, Reply)>>,
-    /// Writes that may wait; one more is `Busy` (like the writer queue).
-    limit: usize,
-}
-
-impl RunBatch {
-    pub(crate) fn new(limit: usize) -> Self {
-        Self { pending: Mutex::new(Vec::new()), limit }
-    }
-}
-
-/// Another copy of a batch-wide failure, one per waiting write.
-fn copy_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Sqlite { op, source: rusqlite::Error::SqliteFailure(code, message) } => {
-            StoreError::Sqlite { op, source: rusqlite::Error::SqliteFailure(*code, message.clone()) }
-        }
-        StoreError::Sqlite { op, source } => StoreError::Sqlite {
-            op,
-            source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR), Some(source.to_string())),
-        },
-        StoreError::Panicked { op } => StoreError::Panicked { op },
-        _ => StoreError::Closed,
-    }
-}
-
-/// The writer job of a group. If it is dropped without running (the queue
-/// was full, or the store closed before the writer got to it), it answers
-/// the writes waiting on it with `Closed` instead of leaving them hanging.
-struct FlushJob {
-    batch: Arc<RunBatch>,
-    ran: bool,
-}
-
-impl Drop for FlushJob {
-    fn drop(&mut self) {
-        if !self.ran {
-            for (_, reply) in std::mem::take(&mut *lock(&self.batch.pending)) {
-                let _ = reply.send(Err(StoreError::Closed));
+impl RunWrite {
+    fn apply(self, conn: &Connection) -> Result<(), StoreError> {
+        match self {
+            RunWrite::Begin { run, chat: None } => begin_in(conn, run),
+            RunWrite::Begin { run, chat: Some((message, new_conversation)) } => {
+                if let Some(name) = &new_conversation {
+                    require_app(conn, &message.app_id)?;
+                    super::messages::insert_started_conversation(conn, &message, name, now())?;
+                }
+                begin_in(conn, run)?;
+                super::messages::begin_message_in(conn, message)
             }
-        }
-    }
-}
-
-/// The writer job of the group commit: takes every waiting write and answers each.
-fn flush(conn: &mut Connection, batch: &RunBatch) {
-    let (writes, replies): (Vec<RunWrite>, Vec<Reply>) = std::mem::take(&mut *lock(&batch.pending)).into_iter().unzip();
-    if writes.is_empty() {
-        return;
-    }
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| commit_all(conn, writes)))
-        .unwrap_or(Err(StoreError::Panicked { op: "commit workflow runs" }));
-    match outcome {
-        Ok(results) => {
-            for (reply, result) in replies.into_iter().zip(results) {
-                // The caller may have stopped waiting; the write happened anyway.
-                let _ = reply.send(result);
-            }
-        }
-        Err(error) => {
-            tracing::error!(%error, writes = replies.len(), "workflow run writes failed together");
-            for reply in replies {
-                let _ = reply.send(Err(copy_error(&error)));
-            }
-        }
-    }
-}
-
-fn commit_all(conn: &mut Connection, writes: Vec<RunWrite>) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-    let op = "commit workflow runs";
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(op))?;
-    let mut results = Vec::with_capacity(writes.len());
-    for write in writes {
-        let savepoint = tx.savepoint().map_err(sql(op))?;
-        let result = match write {
-            RunWrite::Begin(run) => begin_in(&savepoint, run),
-            RunWrite::Finish { id, outcome, total_tokens, nodes } => finish_in(&savepoint, id, outcome, total_tokens, nodes),
+            RunWrite::Finish { id, outcome, total_tokens, nodes } => finish_in(conn, id, outcome, total_tokens, nodes),
             RunWrite::Answered { message, new_conversation, outcome, latency_ms } => {
-                super::messages::answered_in(&savepoint, message, new_conversation, outcome, latency_ms)
+                super::messages::answered_in(conn, message, new_conversation, outcome, latency_ms)
             }
-        };
-        if result.is_ok() {
-            savepoint.commit().map_err(sql(op))?;
-        } else {
-            savepoint.finish().map_err(sql(op))?;
         }
-        results.push(result);
     }
-    tx.commit().map_err(sql(op))?;
-    Ok(results)
+}
+
+/// The checks of a new run that need no SQL.
+fn check_new_run(run: &NewWorkflowRun) -> Result<(), StoreError> {
+    require_non_empty("workflow run id", &run.id)?;
+    require_non_empty("user", &run.user)?;
+    require_non_empty("triggered_from", &run.triggered_from)?;
+    require_json("inputs", &run.inputs_json)
 }
 
 fn begin_in(conn: &Connection, run: NewWorkflowRun) -> Result<(), StoreError> {
@@ -578,33 +503,10 @@ fn finish_in(
 }
 
 impl Store {
-    /// Queues a workflow-run write for the group commit and waits for its result.
+    /// Runs a workflow-run write on the writer (its statements are atomic:
+    /// a failure rolls back its savepoint) and waits for its group's commit.
     pub(super) async fn write_run(&self, write: RunWrite) -> Result<(), StoreError> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(StoreError::Closed);
-        }
-        let batch = &self.inner.run_batch;
-        let (reply, result) = oneshot::channel();
-        let first = {
-            let mut pending = lock(&batch.pending);
-            if pending.len() >= batch.limit {
-                return Err(StoreError::Busy);
-            }
-            pending.push((write, reply));
-            pending.len() == 1
-        };
-        // The first write of a batch schedules the job that commits it; later
-        // ones ride along until that job takes the batch.
-        if first {
-            let mut job = FlushJob { batch: Arc::clone(batch), ran: false };
-            // A refused job is dropped at once and answers the writes waiting
-            // on it (`Closed`); this caller gets the real reason.
-            self.submit(Box::new(move |conn| {
-                job.ran = true;
-                flush(conn, &job.batch);
-            }))?;
-        }
-        result.await.map_err(|_| StoreError::Panicked { op: "workflow run write" })?
+        self.write("workflow run write", move |conn| write.apply(conn)).await
     }
 
     /// Records a workflow run as `running` when it starts. The app version
@@ -612,11 +514,30 @@ impl Store {
     /// conversation to the app and user is the caller's (see
     /// [`Store::get_conversation`]).
     pub async fn begin_workflow_run(&self, run: NewWorkflowRun) -> Result<(), StoreError> {
-        require_non_empty("workflow run id", &run.id)?;
-        require_non_empty("user", &run.user)?;
-        require_non_empty("triggered_from", &run.triggered_from)?;
-        require_json("inputs", &run.inputs_json)?;
-        self.write_run(RunWrite::Begin(run)).await
+        check_new_run(&run)?;
+        self.write_run(RunWrite::Begin { run, chat: None }).await
+    }
+
+    /// Records an advanced-chat run as it starts, in one write that lands
+    /// whole or not at all: the conversation it starts (`new_conversation`:
+    /// its name; the id is the run's `conversation_id`), the run `running`
+    /// and its message `pending` (whose conversation must belong to the
+    /// app and user). The run and the message must name each other.
+    pub async fn begin_chatflow_run(
+        &self,
+        run: NewWorkflowRun,
+        message: super::NewMessage,
+        new_conversation: Option<String>,
+    ) -> Result<(), StoreError> {
+        check_new_run(&run)?;
+        super::messages::check_new_message(&message)?;
+        if run.message_id.as_deref() != Some(message.id.as_str()) || run.conversation_id != message.conversation_id {
+            return Err(StoreError::InvalidArgument {
+                field: "message_id",
+                reason: format!("run {} and message {} do not name each other and one conversation", run.id, message.id),
+            });
+        }
+        self.write_run(RunWrite::Begin { run, chat: Some((message, new_conversation)) }).await
     }
 
     /// Finishes a running workflow run: updating the run and inserting every
@@ -1011,6 +932,46 @@ mod tests {
         store.close().await.expect("close");
     }
 
+    /// A chatflow's start is one write: its new conversation, run and
+    /// pending message land together, and a refused part (a duplicate
+    /// message id) leaves none of them behind.
+    #[tokio::test]
+    async fn a_chatflow_start_lands_whole_or_not_at_all() {
+        let TestStore { store, _dir } = open_store();
+        let workflow_id = app(&store, "a1").await;
+        let chat = |run: &str, message: &str, conversation: &str| {
+            let mut r = new_run(run, "a1", &workflow_id);
+            (r.conversation_id, r.message_id) = (Some(conversation.to_owned()), Some(message.to_owned()));
+            let m = crate::store::NewMessage {
+                id: message.into(),
+                app_id: "a1".into(),
+                conversation_id: Some(conversation.into()),
+                user: "u1".into(),
+                task_id: format!("task-{run}"),
+                query: "hi".into(),
+                inputs_json: "{}".into(),
+            };
+            (r, m)
+        };
+        let (run, message) = chat("r1", "m1", "c1");
+        store.begin_chatflow_run(run, message, Some("hi".into())).await.expect("first start");
+        assert_eq!(store.get_conversation("a1", "u1", "c1").await.expect("conversation").name, "hi");
+        assert_eq!(store.get_workflow_run("a1", "r1").await.expect("run").status, WorkflowRunStatus::Running);
+
+        let (run, message) = chat("r2", "m1", "c2");
+        let err = store.begin_chatflow_run(run, message, Some("again".into())).await.expect_err("duplicate message");
+        assert!(matches!(err, StoreError::AlreadyExists { what: "message", .. }), "{err:?}");
+        assert!(matches!(store.get_conversation("a1", "u1", "c2").await, Err(StoreError::NotFound { .. })), "no conversation left behind");
+        assert!(matches!(store.get_workflow_run("a1", "r2").await, Err(StoreError::NotFound { .. })), "no run left behind");
+
+        let (run, mut message) = chat("r3", "m3", "c1");
+        message.conversation_id = None;
+        let err = store.begin_chatflow_run(run, message, None).await.expect_err("mismatch");
+        assert!(matches!(err, StoreError::InvalidArgument { field: "message_id", .. }), "{err:?}");
+        assert_eq!(count(&store, "workflow_runs").await, 1);
+        store.close().await.expect("close");
+    }
+
     /// Writes that wait together are committed together, yet each succeeds
     /// or fails on its own: a failing finish in the group leaves its run
     /// running and the others' writes in place.
@@ -1050,18 +1011,33 @@ mod tests {
         store.close().await.expect("close");
     }
 
-    /// The group is bounded like the writer queue, and a closed store refuses.
+    /// Writes wait in the bounded writer queue, and a closed store refuses.
     #[tokio::test]
     async fn a_full_group_is_busy_and_a_closed_store_refuses() {
         let dir = tempfile::tempdir().expect("tempdir");
         let options = crate::store::StoreOptions { write_queue: 2, ..crate::store::StoreOptions::default() };
         let (store, _) = Store::open_with(&dir.path().join("edgeai.db"), options).expect("open");
         let workflow_id = app(&store, "a1").await;
-        store.occupy_writer(Duration::from_millis(300)).expect("occupy");
+        // The writer runs a job that waits for a release, so the queue's two
+        // places are all there is.
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        store
+            .submit(Box::new(move |_| {
+                started_tx.send(()).expect("signal");
+                released.recv().expect("release");
+                crate::store::writer::Done::unanswered(true)
+            }))
+            .expect("blocking job");
+        tokio::task::spawn_blocking(move || started.recv_timeout(Duration::from_secs(5))).await.expect("join").expect("started");
         let (a, b, c) = tokio::join!(
             store.begin_workflow_run(new_run("r1", "a1", &workflow_id)),
             store.begin_workflow_run(new_run("r2", "a1", &workflow_id)),
-            store.begin_workflow_run(new_run("r3", "a1", &workflow_id)),
+            async {
+                let c = store.begin_workflow_run(new_run("r3", "a1", &workflow_id)).await;
+                release.send(()).expect("release");
+                c
+            },
         );
         a.expect("r1");
         b.expect("r2");
@@ -1078,10 +1054,10 @@ mod tests {
         assert!(matches!(err, StoreError::Closed), "{err:?}");
     }
 
-    /// A group whose job the full writer queue refuses answers every write
-    /// at once instead of leaving it waiting, and the next group works.
+    /// A write the full writer queue refuses is answered at once instead of
+    /// left waiting, and the next one commits.
     #[tokio::test]
-    async fn a_refused_group_fails_fast_and_the_next_one_commits() {
+    async fn a_refused_write_fails_fast_and_the_next_one_commits() {
         let dir = tempfile::tempdir().expect("tempdir");
         let options = crate::store::StoreOptions { write_queue: 1, ..crate::store::StoreOptions::default() };
         let (store, _) = Store::open_with(&dir.path().join("edgeai.db"), options).expect("open");
@@ -1093,10 +1069,11 @@ mod tests {
             .submit(Box::new(move |_| {
                 started_tx.send(()).expect("signal");
                 released.recv().expect("release");
+                crate::store::writer::Done::unanswered(true)
             }))
             .expect("blocking job");
         tokio::task::spawn_blocking(move || started.recv_timeout(Duration::from_secs(5))).await.expect("join").expect("started");
-        store.submit(Box::new(|_| {})).expect("fills the queue");
+        store.submit(Box::new(|_| crate::store::writer::Done::unanswered(true))).expect("fills the queue");
 
         let err = tokio::time::timeout(Duration::from_secs(5), store.begin_workflow_run(new_run("r1", "a1", &workflow_id)))
             .await
@@ -1129,31 +1106,6 @@ mod tests {
         assert_eq!(report.recovered_workflow_runs, 1, "the run was written (and, never finished, is recovered)");
         assert_eq!(store.get_workflow_run("a1", "r1").await.expect("get").status, WorkflowRunStatus::Failed);
         store.close().await.expect("close");
-    }
-
-    /// A group job dropped without running (refused by a full queue, or left
-    /// in the queue when the writer stopped) answers its waiting writes.
-    #[test]
-    fn an_unrun_group_job_answers_its_writes() {
-        let batch = Arc::new(RunBatch::new(8));
-        let mut waiting = Vec::new();
-        for id in ["r1", "r2"] {
-            let (reply, result) = oneshot::channel();
-            lock(&batch.pending).push((RunWrite::Begin(new_run(id, "a1", "w")), reply));
-            waiting.push(result);
-        }
-        drop(FlushJob { batch: Arc::clone(&batch), ran: false });
-        for mut result in waiting {
-            let answer = result.try_recv().expect("answered");
-            assert!(matches!(answer, Err(StoreError::Closed)), "{answer:?}");
-        }
-        assert!(lock(&batch.pending).is_empty());
-        // A job that ran leaves later writes to the next job.
-        let (reply, mut result) = oneshot::channel();
-        lock(&batch.pending).push((RunWrite::Begin(new_run("r3", "a1", "w")), reply));
-        drop(FlushJob { batch: Arc::clone(&batch), ran: true });
-        assert!(result.try_recv().is_err(), "a later write was answered by a job that had already run");
-        assert_eq!(lock(&batch.pending).len(), 1);
     }
 
     /// Every filter alone and combined, and paging, against an expectation
