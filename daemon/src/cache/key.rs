@@ -98,7 +98,7 @@ impl CacheKey {
             "request": body,
         });
         let text = canonical(&whole).to_string();
-        let hash = Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let hash = format!("{:x}", Sha256::digest(text.as_bytes()));
         CacheKey { hash, text, app_id: app_id.to_owned(), app_version, scope: None, embedding: None }
     }
 }
