@@ -1,5 +1,5 @@
 //! The baseline: a bare llama-cpp-2 decode loop inside the bench process,
-//! with the daemon's context parameters (unified q8_0 KV cache, n_ctx,
+//! with the daemon's context parameters (unified f16 KV cache, the daemon's default, n_ctx,
 //! n_seq_max, batch size, thread count), the model's own chat template and
 //! greedy sampling. Generation stops at an end-of-generation token, as the
 //! daemon does, so both produce the same token sequence; rates are per
@@ -111,8 +111,8 @@ impl<'m> Baseline<'m> {
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
             .with_kv_unified(true)
-            .with_type_k(KvCacheType::Q8_0)
-            .with_type_v(KvCacheType::Q8_0);
+            .with_type_k(KvCacheType::F16)
+            .with_type_v(KvCacheType::F16);
         let ctx = model.new_context(backend, params).context("creating the llama.cpp context")?;
         let batch_size = shape.batch as usize;
         Ok(Baseline { model, ctx, batch: LlamaBatch::new(batch_size, 1), batch_size })

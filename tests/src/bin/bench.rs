@@ -1962,7 +1962,7 @@ fn run() -> Result<bool> {
     println!("  llama.cpp: {llama_info}");
     println!("  model {} ({:.1} MB), {threads} threads ({threads_source})", model.display(), model_bytes as f64 / 1e6);
     println!(
-        "  context {N_CTX}, {SLOTS} sequences, batch {BATCH}, q8_0 unified KV; greedy, {} tokens; load average {load_start} -> {load_end}",
+        "  context {N_CTX}, {SLOTS} sequences, batch {BATCH}, f16 unified KV (the daemon's default, and the bare loop's); greedy, {} tokens; load average {load_start} -> {load_end}",
         args.tokens
     );
     let foreign_text = foreign_all.map(|f| format!("{f:.2}")).unwrap_or_else(|| "unknown".into());
