@@ -4,7 +4,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::migrations::{backup_path, Migration, MIGRATIONS};
-use super::testutil::{open_store, TestStore};
+use super::testutil::{hold_writer, open_store, TestStore};
 use super::*;
 
 fn message(id: &str, conversation_id: &str) -> NewMessage {
@@ -268,16 +268,7 @@ async fn a_full_write_queue_is_busy_at_once() {
     let (store, _) = Store::open_with(&dir.path().join("edgeai.db"), options).expect("open");
 
     // Hold the writer inside a job until released.
-    let (started_tx, started) = mpsc::channel();
-    let (release, released) = mpsc::channel::<()>();
-    store
-        .submit(Box::new(move |_conn| {
-            started_tx.send(()).expect("signal start");
-            released.recv().expect("wait for release");
-            writer::Done::unanswered(true)
-        }))
-        .expect("blocking job");
-    tokio::task::spawn_blocking(move || started.recv_timeout(Duration::from_secs(5))).await.expect("join").expect("writer started the job");
+    let release = hold_writer(&store).await;
 
     // Two queued jobs fill the queue; the next caller is refused at once.
     let (ran_tx, ran) = mpsc::channel();

@@ -33,3 +33,23 @@ where
     }
     panic!("condition not met within 5 s");
 }
+
+/// Holds the writer thread inside a job until the returned sender sends or
+/// is dropped; returns once the writer runs that job, so the writer queue's
+/// places are all free for the test.
+pub(crate) async fn hold_writer(store: &Store) -> std::sync::mpsc::Sender<()> {
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    store
+        .submit(Box::new(move |_| {
+            let _ = started_tx.send(());
+            let _ = released.recv();
+            super::writer::Done::unanswered(true)
+        }))
+        .expect("holding job queued");
+    tokio::task::spawn_blocking(move || started.recv_timeout(Duration::from_secs(5)))
+        .await
+        .expect("join")
+        .expect("the writer took the job");
+    release
+}

@@ -661,7 +661,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::store::testutil::{open_store, wait_for, TestStore};
+    use crate::store::testutil::{hold_writer, open_store, wait_for, TestStore};
 
     /// Puts app `app_id` and returns its version 1's workflow id.
     async fn app(store: &Store, app_id: &str) -> String {
@@ -1020,16 +1020,7 @@ mod tests {
         let workflow_id = app(&store, "a1").await;
         // The writer runs a job that waits for a release, so the queue's two
         // places are all there is.
-        let (started_tx, started) = std::sync::mpsc::channel();
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        store
-            .submit(Box::new(move |_| {
-                started_tx.send(()).expect("signal");
-                released.recv().expect("release");
-                crate::store::writer::Done::unanswered(true)
-            }))
-            .expect("blocking job");
-        tokio::task::spawn_blocking(move || started.recv_timeout(Duration::from_secs(5))).await.expect("join").expect("started");
+        let release = hold_writer(&store).await;
         let (a, b, c) = tokio::join!(
             store.begin_workflow_run(new_run("r1", "a1", &workflow_id)),
             store.begin_workflow_run(new_run("r2", "a1", &workflow_id)),
@@ -1063,16 +1054,7 @@ mod tests {
         let (store, _) = Store::open_with(&dir.path().join("edgeai.db"), options).expect("open");
         let workflow_id = app(&store, "a1").await;
         // The writer runs one job that waits for a release; another fills the queue.
-        let (started_tx, started) = std::sync::mpsc::channel();
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        store
-            .submit(Box::new(move |_| {
-                started_tx.send(()).expect("signal");
-                released.recv().expect("release");
-                crate::store::writer::Done::unanswered(true)
-            }))
-            .expect("blocking job");
-        tokio::task::spawn_blocking(move || started.recv_timeout(Duration::from_secs(5))).await.expect("join").expect("started");
+        let release = hold_writer(&store).await;
         store.submit(Box::new(|_| crate::store::writer::Done::unanswered(true))).expect("fills the queue");
 
         let err = tokio::time::timeout(Duration::from_secs(5), store.begin_workflow_run(new_run("r1", "a1", &workflow_id)))
