@@ -89,6 +89,42 @@ fn a_cached_prefix_survives_a_thread_count_change() {
     assert_eq!(r1["choices"][0]["message"]["content"], r2["choices"][0]["message"]["content"], "greedy answers differ across the rebuild");
 }
 
+/// Under sustained load the CPU load is followed between steps too: a
+/// thread-count change (forced at every look here, every 250 ms) rebuilds
+/// the context in the middle of a generation, and the running answer goes on
+/// from the cells carried over, token for token the same as without one.
+#[test]
+fn a_running_generation_survives_a_thread_count_change() {
+    let long = |c: &Client| {
+        let body = json!({"model": "local", "messages": [system(), {"role": "user", "content":
+            "List twenty safety rules for the filling lines, one per line, each with the machine it concerns."}],
+            "temperature": 0, "max_tokens": 200});
+        c.post_json("/v1/chat/completions", &body).expect_json(200)
+    };
+    // q8_0 KV: the answers are compared (see the test above).
+    let q8 = || DaemonBuilder::new().set("model.kv_type_k", "q8_0").set("model.kv_type_v", "q8_0");
+    let reference = long(&q8().start().client());
+    let d = q8().failpoint("retune-threads", "return").start();
+    d.expect_failpoint("retune-threads");
+    let r = long(&d.client());
+    assert_eq!(r["choices"][0]["finish_reason"], reference["choices"][0]["finish_reason"], "{r}");
+    assert_eq!(
+        r["choices"][0]["message"]["content"], reference["choices"][0]["message"]["content"],
+        "the answer changed across rebuilds in the middle of its generation"
+    );
+    let rebuilds = d.logs_with_message("inference threads changed for the CPU load");
+    let mid = rebuilds.iter().filter(|l| l.field_u64("running").is_some_and(|n| n >= 1)).count();
+    assert!(
+        mid >= 1,
+        "no rebuild while the answer ({} tokens) was generated:\n{}",
+        r["usage"]["completion_tokens"],
+        rebuilds.iter().map(|l| l.raw.as_str()).collect::<Vec<_>>().join("\n")
+    );
+    for l in rebuilds.iter().filter(|l| l.field_u64("running").is_some_and(|n| n >= 1)) {
+        assert_eq!(l.field_u64("dropped_prefixes"), Some(0), "{}", l.raw);
+    }
+}
+
 /// Files in the daemon's `kv-prefixes/` directory (next to its store).
 fn saved_files(d: &Daemon) -> Vec<String> {
     let dir = d.dir().join("kv-prefixes");

@@ -385,7 +385,8 @@ fn failpoint_hang() {
     });
 }
 
-/// Test-only: `retune-threads=return` makes every idle tick rebuild the
+/// Test-only: `retune-threads=return` makes every look at the CPU load (each
+/// idle tick, and every IDLE_TICK between steps while busy) rebuild the
 /// context (with the thread count in use, or `return(N)`'s N), as a change
 /// of the CPU load would.
 #[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
@@ -422,6 +423,8 @@ struct Scheduler<'m> {
     cfg: &'m RuntimeConfig,
     advisor: ThreadAdvisor,
     cpu_load: CpuLoad,
+    /// When the CPU load was last read (idle tick or between steps).
+    last_retune: Instant,
     threads_now: Arc<std::sync::atomic::AtomicU32>,
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
@@ -456,9 +459,11 @@ impl<'m> Scheduler<'m> {
         Scheduler {
             backend,
             cfg,
-            // Observed every idle tick: a change needs ~2 s of steady load.
+            // Observed every IDLE_TICK, idle or busy: a change needs ~2 s
+            // of steady load.
             advisor: ThreadAdvisor::new(cfg.threads, 8),
             cpu_load: CpuLoad::for_this_process(),
+            last_retune: Instant::now(),
             threads_now,
             model,
             ctx,
@@ -491,6 +496,11 @@ impl<'m> Scheduler<'m> {
             self.step();
             self.reap();
             self.report_kv();
+            // Under sustained load the queue never leaves the scheduler idle
+            // for a tick: follow the CPU load between steps as well.
+            if self.last_retune.elapsed() >= IDLE_TICK {
+                self.retune_threads();
+            }
         }
     }
 
@@ -564,15 +574,17 @@ impl<'m> Scheduler<'m> {
         true
     }
 
-    /// While idle: follow the thread advice when other processes hold the
-    /// cores or CPU pressure shows tasks waiting for one (or when that
-    /// stops). The thread count is fixed per llama.cpp
-    /// context (llama-cpp-2 does not expose llama_set_n_threads), so the
-    /// context is rebuilt; the cached prefixes are carried over (see
-    /// [`Scheduler::rebuild_context`]). It only happens while idle and only
-    /// after the load held for a while. The load is measured (and its CPU
-    /// pressure reported) even with a configured thread count.
+    /// Every idle tick, and every IDLE_TICK between steps while busy: follow
+    /// the thread advice when other processes hold the cores or CPU pressure
+    /// shows tasks waiting for one (or when that stops). The thread count is
+    /// fixed per llama.cpp context (llama-cpp-2 does not expose
+    /// llama_set_n_threads), so the context is rebuilt; every sequence's
+    /// cells are carried over, running ones included (see
+    /// [`Scheduler::rebuild_context`]). It only happens after the load held
+    /// for a while. The load is measured (and its CPU pressure reported)
+    /// even with a configured thread count.
     fn retune_threads(&mut self) {
+        self.last_retune = Instant::now();
         if let Some(threads) = forced_retune(self.threads_now.load(Ordering::Relaxed)) {
             self.rebuild_context(threads, None);
             return;
@@ -587,10 +599,14 @@ impl<'m> Scheduler<'m> {
         self.rebuild_context(threads, Some(load));
     }
 
-    /// Replaces the context by one running `threads` threads. Every slot is
-    /// idle here (called only from the idle tick), so each cached prefix is
-    /// copied out of the old context and into the new one; a slot whose copy
-    /// fails starts empty. `load`: the CPU load that asked for it, if any.
+    /// Replaces the context by one running `threads` threads, between steps:
+    /// each slot's cells (a cached prefix, or a running sequence's prompt
+    /// and answer so far) are copied out of the old context and into the new
+    /// one. A running sequence's next token is already sampled and its
+    /// sampler is not the context's, so it goes on as if nothing happened.
+    /// An idle slot whose copy fails starts empty; a running sequence whose
+    /// copy fails ends with an error (its cells are gone). `load`: the CPU
+    /// load that asked for it, if any.
     fn rebuild_context(&mut self, threads: u32, load: Option<CpuReading>) {
         let saved: Vec<(usize, Option<SeqState>)> = self
             .slots
@@ -613,9 +629,13 @@ impl<'m> Scheduler<'m> {
             match state.map(|st| self.ctx.state_seq_set(&st, slot as i32)) {
                 Some(Ok(())) => kept += 1,
                 failed => {
-                    tracing::warn!(slot, error = ?failed.and_then(Result::err), "a cached prefix could not be carried into the new context");
+                    tracing::warn!(slot, error = ?failed.and_then(Result::err), "a sequence's cells could not be carried into the new context");
                     let _ = self.ctx.kv_cache_seq_rm(slot as i32, None, None);
                     self.slots[slot].kv.clear();
+                    for a in self.active.iter_mut().filter(|a| a.slot == slot && a.finished.is_none()) {
+                        send(a, GenEvent::Failed("its cells could not be carried into the context rebuilt for a new thread count".into()));
+                        a.finished = Some(FinishReason::Cancelled);
+                    }
                     dropped += 1;
                 }
             }
@@ -629,6 +649,7 @@ impl<'m> Scheduler<'m> {
             cpu_pressure_scope = ?stall.map(|s| s.scope),
             kept_prefixes = kept,
             dropped_prefixes = dropped,
+            running = self.active.len(),
             "inference threads changed for the CPU load"
         );
     }

@@ -259,7 +259,7 @@ impl Metrics {
         );
         r.register(
             "cpu_pressure_ratio",
-            "Local model: share of the thread advisor's last interval (idle tick to idle tick, 250 ms while idle) in which tasks waited for a CPU, by scope (cgroup: cpu.pressure full of the daemon's cgroup; machine: /proc/pressure/cpu some, not counted over an interval the daemon spent generating); 0.10 or more counts as one core taken",
+            "Local model: share of the thread advisor's last interval (250 ms, idle or between decode steps) in which tasks waited for a CPU, by scope (cgroup: cpu.pressure full of the daemon's cgroup; machine: /proc/pressure/cpu some, not counted over an interval the daemon spent generating); 0.10 or more counts as one core taken",
             m.cpu_pressure.clone(),
         );
         r.register("admission_queue_depth", "Local model: generations waiting in the admission queue for a slot", m.queue_depth.clone());
