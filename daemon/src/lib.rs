@@ -158,6 +158,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
             adaptive_threads: m.threads.is_none(),
             batch_size: m.batch_size,
             step_budget: m.step_budget,
+            prefix_save: m.prefix_save,
             prefix_dir: Some(settings.store.path.parent().unwrap_or(std::path::Path::new("")).join("kv-prefixes")),
             queue_depth: m.queue_depth,
             max_queued_per_app: settings.admission.queued_per_app(m),

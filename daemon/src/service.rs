@@ -976,6 +976,7 @@ mod tests {
                 batch_size: 32,
                 step_budget: std::time::Duration::ZERO,
                 prefix_dir: None,
+                prefix_save: std::time::Duration::ZERO,
                 queue_depth: 1,
                 max_queued_per_app: 1,
                 max_concurrent_per_app: 1,

@@ -32,6 +32,7 @@ fn load(path: std::path::PathBuf) -> Arc<LocalModel> {
             batch_size: 256,
             step_budget: Duration::ZERO,
             prefix_dir: None,
+            prefix_save: Duration::ZERO,
             queue_depth: 1,
             max_queued_per_app: 1,
             max_concurrent_per_app: 2,

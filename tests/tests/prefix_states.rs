@@ -1,6 +1,6 @@
 //! Cached prompt prefixes survive what used to drop them: the context
 //! rebuild a thread-count change needs (forced here by the `retune-threads`
-//! fail point), and a restart (saved at a clean stop under `kv-prefixes/`
+//! fail point), and a restart (saved at a clean stop, or while idle, under `kv-prefixes/`
 //! next to the store, loaded at start). The reuse is read from the
 //! scheduler's debug line "sequence started" (`reused` prompt tokens).
 
@@ -173,13 +173,41 @@ fn the_first_request_after_a_restart_reuses_the_saved_prefix() {
     let restored = d.wait_log_message("cached prefixes restored", LOG_WAIT);
     assert_eq!(restored.field_u64("slots"), Some(1), "{}", restored.raw);
     assert!(restored.field_u64("tokens").unwrap() >= p1, "{}", restored.raw);
-    assert_eq!(saved_files(&d), Vec::<String>::new(), "loaded states are deleted: the disk holds them only while stopped");
+    assert_eq!(saved_files(&d), Vec::<String>::new(), "loaded states are deleted at start (an idle save writes them again)");
 
     let r2 = ask(&d.client(), "Which gloves do I need near the rinser?");
     let (p2, reused) = nth_started(&d, 0);
     assert_eq!(p2, prompt_tokens(&r2));
     // The system prompt alone is ~150 tokens; the questions differ.
     assert!(reused >= 100 && reused < p2, "the first request after the restart reused {reused} of {p2} tokens");
+}
+
+/// While idle the daemon saves a new app prefix on its own (at most every
+/// `model.prefix_save_secs`), so even a start after a crash is warm; a
+/// conversation growing in a slot does not make it save again.
+#[test]
+fn a_prefix_saved_while_idle_makes_the_start_after_a_crash_warm() {
+    let mut d = DaemonBuilder::new().set("log.level", SCHEDULER_DEBUG).set("model.prefix_save_secs", 1).start();
+    let r1 = ask(&d.client(), "The capper on line 2 jams every hour. What should I check?");
+    let p1 = prompt_tokens(&r1);
+    let saved = d.wait_log_message("cached prefixes saved while idle", LOG_WAIT);
+    assert_eq!(saved.field_u64("slots"), Some(1), "{}", saved.raw);
+    single_saved_slot(&d);
+    // The same prefix again (a longer conversation in the same slot): the
+    // head is unchanged, so nothing is written again.
+    ask(&d.client(), "The capper on line 2 jams every hour. What should I check first?");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(d.logs_with_message("cached prefixes saved while idle").len(), 1, "{}", d.dump_logs());
+
+    d.kill9();
+    d.start_again();
+    let restored = d.wait_log_message("cached prefixes restored", LOG_WAIT);
+    assert_eq!(restored.field_u64("slots"), Some(1), "{}", restored.raw);
+    assert!(restored.field_u64("tokens").unwrap() >= p1, "{}", restored.raw);
+    let r2 = ask(&d.client(), "Which gloves do I need near the rinser?");
+    let (p2, reused) = nth_started(&d, 0);
+    assert_eq!(p2, prompt_tokens(&r2));
+    assert!(reused >= 100 && reused < p2, "the first request after the crash reused {reused} of {p2} tokens");
 }
 
 /// A saved state whose bytes changed, or that another context produced, is

@@ -64,6 +64,7 @@
 //! | `model.slots` | `4` | 1 ..= 16; parallel sequences |
 //! | `model.threads` | `0` (auto) | 0 (auto) or 1 ..= 256 |
 //! | `model.batch_size` | `512` | 32 ..= 8192 |
+//! | `model.prefix_save_secs` | `60` | 0 ..= 86400; while idle, the cached prompt prefixes are saved (`kv-prefixes/` next to the store) at most this often when they changed, so a start after a crash or power cut is warm too; `0`: only at a clean stop |
 //! | `model.step_budget_ms` | `60` | 0 ..= 10000; while other sequences generate, a decode step reads only as many prompt tokens as fit this time; `0`: up to `batch_size` (no time bound) |
 //! | `model.queue_depth` | `16` | 1 ..= 1024; requests waiting for a slot |
 //! | `admission.max_concurrent_per_app` | `0` (the slots) | 0 or 1 ..= 16; generations of one app running at once, the others wait in its lane |
@@ -504,6 +505,9 @@ pub struct ModelSettings {
     /// `model.step_budget_ms`: the time a decode step may take with prompt
     /// tokens while other sequences generate; zero means no time bound.
     pub step_budget: Duration,
+    /// `model.prefix_save_secs`: while idle, the cached prompt prefixes are
+    /// saved at most this often when they changed; zero: only at a clean stop.
+    pub prefix_save: Duration,
     /// Admission queue in front of the slots.
     pub queue_depth: usize,
     /// `model.mlock`.
@@ -530,6 +534,7 @@ impl Default for ModelSettings {
             threads: None,
             batch_size: 512,
             step_budget: Duration::from_millis(60),
+            prefix_save: Duration::from_secs(60),
             queue_depth: 16,
             use_mlock: false,
             load_timeout: Duration::from_secs(300),

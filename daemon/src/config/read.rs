@@ -120,6 +120,10 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     if r.int("model", "step_budget_ms", 0..=10_000, &mut budget_ms) {
         m.step_budget = Duration::from_millis(budget_ms);
     }
+    let mut save_secs: u64 = 0;
+    if r.int("model", "prefix_save_secs", 0..=86_400, &mut save_secs) {
+        m.prefix_save = Duration::from_secs(save_secs);
+    }
     r.int("model", "queue_depth", 1..=1024, &mut m.queue_depth);
     r.bool("model", "mlock", &mut m.use_mlock);
     let a = &mut s.admission;

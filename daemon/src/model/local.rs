@@ -395,6 +395,24 @@ fn forced_retune(current: u32) -> Option<u32> {
     None
 }
 
+/// Tokens of a slot's start that name its prefix for the idle save: an
+/// app's pre-prompt differs from another's within them, while a
+/// conversation growing after it does not change them.
+const PREFIX_HEAD_TOKENS: usize = 128;
+
+/// A hash of a slot's first [`PREFIX_HEAD_TOKENS`] tokens; `None` when empty.
+fn prefix_head(kv: &[LlamaToken]) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    if kv.is_empty() {
+        return None;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for t in &kv[..kv.len().min(PREFIX_HEAD_TOKENS)] {
+        t.0.hash(&mut h);
+    }
+    Some(h.finish())
+}
+
 /// A slot is one llama.cpp sequence id with the tokens its KV cache holds.
 struct Slot {
     kv: Vec<LlamaToken>,
@@ -442,6 +460,13 @@ struct Scheduler<'m> {
     waiting: Option<Job>,
     /// Where prefixes are kept across a restart, and what they must match.
     saved_prefixes: Option<(PathBuf, Fingerprint)>,
+    /// Each slot's head (see [`prefix_head`]) when the prefixes were last
+    /// saved or restored, and when that was: an idle save happens only when
+    /// a head changed (a new app's pre-prompt), at most every
+    /// `prefix_save`, so a conversation growing in a slot does not rewrite
+    /// the files (flash wear).
+    saved_heads: Vec<Option<u64>>,
+    last_prefix_save: Instant,
 }
 
 impl<'m> Scheduler<'m> {
@@ -477,6 +502,8 @@ impl<'m> Scheduler<'m> {
             pace: StepPace::default(),
             waiting: None,
             saved_prefixes: cfg.prefix_dir.clone().zip(Fingerprint::of(cfg, n_ctx as u32)),
+            saved_heads: vec![None; n_slots],
+            last_prefix_save: Instant::now(),
         }
     }
 
@@ -514,6 +541,7 @@ impl<'m> Scheduler<'m> {
         for (slot, kv) in restored {
             self.slots[slot].kv = kv;
         }
+        self.saved_heads = self.heads();
         let slots = self.slots.iter().filter(|s| !s.kv.is_empty()).count();
         tracing::info!(slots, tokens, ms = started.elapsed().as_millis() as u64, "cached prefixes restored");
     }
@@ -527,6 +555,33 @@ impl<'m> Scheduler<'m> {
             self.slots.iter().enumerate().filter(|(_, s)| !s.kv.is_empty()).map(|(i, s)| (i, s.kv.as_slice())).collect();
         let (slots, bytes) = prefixes::save(dir, fp, &self.ctx, &cached);
         tracing::info!(slots, bytes, dir = %dir.display(), ms = started.elapsed().as_millis() as u64, "cached prefixes saved");
+    }
+
+    /// While idle: saves the prefixes when a slot's head changed since the
+    /// last save and `model.prefix_save_secs` have passed, so a start after
+    /// a crash or a power cut is warm too (the files are then kept while
+    /// running; a clean stop saves again).
+    fn save_prefixes_if_due(&mut self) {
+        let interval = self.cfg.prefix_save;
+        if self.saved_prefixes.is_none() || interval.is_zero() || self.last_prefix_save.elapsed() < interval {
+            return;
+        }
+        let heads = self.heads();
+        if heads == self.saved_heads {
+            return;
+        }
+        let Some((dir, fp)) = &self.saved_prefixes else { return };
+        let started = Instant::now();
+        let cached: Vec<(usize, &[LlamaToken])> =
+            self.slots.iter().enumerate().filter(|(_, s)| !s.kv.is_empty()).map(|(i, s)| (i, s.kv.as_slice())).collect();
+        let (slots, bytes) = prefixes::save(dir, fp, &self.ctx, &cached);
+        tracing::info!(slots, bytes, dir = %dir.display(), ms = started.elapsed().as_millis() as u64, "cached prefixes saved while idle");
+        self.saved_heads = heads;
+        self.last_prefix_save = Instant::now();
+    }
+
+    fn heads(&self) -> Vec<Option<u64>> {
+        self.slots.iter().map(|s| prefix_head(&s.kv)).collect()
     }
 
     /// KV cells in use, for the metrics (a sum over at most 16 slots).
@@ -544,6 +599,7 @@ impl<'m> Scheduler<'m> {
                     Pop::Job(j) => j,
                     Pop::Timeout => {
                         self.retune_threads();
+                        self.save_prefixes_if_due();
                         return true;
                     }
                     Pop::Closed => return false,

@@ -212,6 +212,9 @@ pub struct RuntimeConfig {
     /// Where the cached prompt prefixes are kept across a restart
     /// (`kv-prefixes/` next to the store); `None`: not kept.
     pub prefix_dir: Option<PathBuf>,
+    /// While idle, save the prefixes at most this often when they changed
+    /// (`model.prefix_save_secs`); zero: only at a clean stop.
+    pub prefix_save: Duration,
     pub queue_depth: usize,
     /// Places one app may hold in the queue (`admission.max_queued_per_app`).
     pub max_queued_per_app: usize,

@@ -1,13 +1,14 @@
 //! Cached prompt prefixes kept across a restart, so the first request after
-//! it that shares an app's pre-prompt is warm. At a clean stop each slot's
+//! it that shares an app's pre-prompt is warm. At a clean stop, and while
+//! idle when a new prefix appeared (`model.prefix_save_secs`), each slot's
 //! KV state is saved (llama.cpp's sequence state file) next to a manifest
 //! naming what produced it and the SHA-256 of its bytes; at start only
 //! states whose manifest matches this model file, context and KV layout,
 //! and whose bytes still hash right, are handed to llama.cpp (which does not
 //! check the KV data it reads). Anything else is logged and deleted: a cold
-//! start, never a wrong cache. Owns the `kv-prefixes/` directory; after a
-//! start it is empty again, so the disk holds at most one file per slot,
-//! together no larger than the KV cache, and only while stopped.
+//! start, never a wrong cache. Owns the `kv-prefixes/` directory; a start
+//! empties it after loading, and the disk holds at most one file per slot,
+//! together no larger than the KV cache.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
