@@ -120,6 +120,14 @@ fn memory_pressure_sheds_new_generations_lets_running_ones_finish_and_recovers()
     let flag = builder.dir().join("pressure");
     let d = builder.failpoint("memory-pressure", &format!("return({})", flag.display())).start();
     let (_, long_key) = d.admin().create_key(LONG_APP);
+    let dsl = edgeai_tests::paths::repo_root().join("tests/fixtures/dsl/workflow-code-probe-js.yml");
+    let out = d.ctl(&["apps", "import", dsl.to_str().unwrap(), "--id", "probe-js"]);
+    assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+    let workflow = d.client().with_key(&d.admin().create_key("probe-js").1);
+    let run = |w: &edgeai_tests::Client| {
+        w.post_json("/v1/workflows/run", &serde_json::json!({"inputs": {"src": "function main() { return {result: 'fine'}; }"}, "response_mode": "blocking", "user": "gov"}))
+    };
+    assert_eq!(run(&workflow).status, 200, "a workflow runs before the pressure");
     let long = d.client().with_key(&long_key);
     let demo = d.client().with_key(d.key());
     assert_eq!(d.admin().status()["memory"]["pressure"], "normal");
@@ -149,6 +157,9 @@ fn memory_pressure_sheds_new_generations_lets_running_ones_finish_and_recovers()
         &serde_json::json!({"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
     );
     assert_eq!(openai.status, 503, "{}", openai.text());
+    let refused = run(&workflow);
+    let body = refused.expect_dify_error(503, "service_unavailable");
+    assert_eq!(refused.header("retry-after"), Some("5"), "{body}");
     let status = d.admin().status();
     assert_eq!(status["memory"]["pressure"], "shedding", "{status}");
     assert!(status["memory"]["budget"]["kv_cache_bytes"].as_u64().is_some_and(|b| b > 0), "{status}");
