@@ -17,7 +17,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
+/// One keep-alive HTTP/1 connection to `addr` (TCP_NODELAY).
+pub(super) async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
     stream.set_nodelay(true).context("TCP_NODELAY")?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.context("HTTP handshake")?;

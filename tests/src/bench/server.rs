@@ -16,12 +16,9 @@ use bytes::Bytes;
 use edgeai_common::sse::SseDecoder;
 use http::{header, Method, Request};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 
 use super::daemon::Rss;
 use super::kv::long_prompt;
@@ -52,15 +49,7 @@ pub struct Target {
     pub pid: u32,
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
-    let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
-    stream.set_nodelay(true).context("TCP_NODELAY")?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.context("HTTP handshake")?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
+use super::client::connect;
 
 fn chat_request(t: &Target, messages: &Value, max_tokens: u32, stream: bool) -> Result<Request<Full<Bytes>>> {
     let body = json!({"model": "bench", "messages": messages, "max_tokens": max_tokens, "temperature": 0.0, "stream": stream});
