@@ -482,6 +482,20 @@ async fn the_writer_commits_with_the_configured_synchronous() {
     }
 }
 
+/// The writer keeps its statement journal (one savepoint per job, for a
+/// whole group) in memory: at SQLite's default it spilled to a temporary
+/// file created and deleted for every group.
+#[tokio::test]
+async fn the_writer_keeps_savepoint_journals_in_memory() {
+    let TestStore { store, _dir } = open_store();
+    let got: i64 = store
+        .write("test: temp_store", |conn| conn.query_row("PRAGMA temp_store", [], |r| r.get(0)).map_err(sql("temp_store")))
+        .await
+        .expect("pragma");
+    assert_eq!(got, 2, "temp_store is MEMORY (2)");
+    store.close().await.expect("close");
+}
+
 /// Writes waiting together share one transaction; when SQLite ends it under
 /// a job (as an I/O error or a full disk does), the writes before that job
 /// in the group are answered with an error, never `Ok`, and the writes after
