@@ -4,14 +4,16 @@
 //! Owns: the JSON shapes of the admin API ([`admin`]), of Dify's
 //! chat-messages endpoint ([`dify`]) and of its Knowledge API as
 //! `edgeaictl datasets` reads it ([`datasets`]), an incremental Server-Sent Events
-//! decoder ([`sse`]) and a one-connection-per-request HTTP/1.1 client over a
-//! unix socket ([`client`]).
+//! decoder ([`sse`]), a one-connection-per-request HTTP/1.1 client over a
+//! unix socket ([`client`]) and the D-Bus client of the control interface
+//! `org.edgeai.Daemon1` ([`dbus`]).
 //! Must not: depend on the daemon crate or link llama.cpp, so that `edgeaictl`
 //! stays small; it holds no server logic and no routing.
 
 pub mod admin;
 pub mod client;
 pub mod datasets;
+pub mod dbus;
 pub mod dify;
 pub mod sse;
 

@@ -5,9 +5,11 @@
 //! are stored, sockets are bound, READY=1 is sent, the model loads in the
 //! background, and the daemon serves until SIGTERM/SIGINT, then drains.
 
+pub mod admin;
 pub mod api;
 pub mod cache;
 pub mod config;
+pub mod control;
 pub mod cpu;
 pub mod engine;
 pub mod governor;
@@ -57,6 +59,8 @@ pub enum DaemonError {
     EmbeddingUpstream,
     #[error("starting the knowledge bases: {0}")]
     Knowledge(service::knowledge::KnowledgeError),
+    #[error("D-Bus: {0}")]
+    Control(#[from] control::ControlError),
 }
 
 /// Picks the embedding model (the upstream's when `embedding.upstream_model`
@@ -236,6 +240,11 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         metrics_on: settings.metrics,
     });
     let signals = Signals::install().map_err(DaemonError::Signals)?;
+    // D-Bus after the sockets and before READY=1, as the lifecycle says: a
+    // client that sees READY finds the name. Reload calls go to the signal
+    // loop, which owns reloads.
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+    let control = control::start(&settings.control.bus, Arc::clone(&service), state.facts(), reload_tx).await?;
 
     let ready_ms = exec_start.elapsed().as_millis() as u64;
     notifier.ready(&supervise::status_text(&runtime.status()));
@@ -269,7 +278,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
     // Signals for the rest of the daemon's life: the first SIGTERM/SIGINT
     // starts the drain, a second one stops at once; SIGHUP reloads.
     let (phase_tx, phase) = tokio::sync::watch::channel(Phase::Running);
-    tokio::spawn(handle_signals(signals, Arc::clone(&service), sources.clone(), notifier.clone(), phase_tx));
+    tokio::spawn(handle_signals(signals, reload_rx, Arc::clone(&service), sources.clone(), notifier.clone(), phase_tx));
     let mut stop_rx = phase.clone();
     let shutdown = async move {
         let _ = stop_rx.wait_for(|p| *p != Phase::Running).await;
@@ -298,6 +307,8 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
             tracing::warn!(stopped_runs = n, "second stop signal: stopping now without draining; runs in flight were recorded as stopped");
         }
     }
+    // Leave the bus before the store closes: no call finds a closed store.
+    drop(control);
     let store_for_close = service.store().clone();
     drop(service);
     if let Err(e) = store_for_close.close().await {
@@ -324,13 +335,26 @@ enum Phase {
 
 async fn handle_signals(
     mut signals: Signals,
+    mut reload_calls: tokio::sync::mpsc::Receiver<control::ReloadRequest>,
     service: Arc<Service>,
     sources: Sources,
     notifier: Notifier,
     phase: tokio::sync::watch::Sender<Phase>,
 ) {
     loop {
-        match signals.next().await {
+        let event = tokio::select! {
+            e = signals.next() => e,
+            Some(reply) = reload_calls.recv() => {
+                let outcome = if *phase.borrow() == Phase::Running {
+                    reload(&service, &sources, &notifier).await
+                } else {
+                    Err("the daemon is stopping; nothing was reloaded".to_owned())
+                };
+                let _ = reply.send(outcome);
+                continue;
+            }
+        };
+        match event {
             SignalEvent::Stop(sig) if *phase.borrow() == Phase::Running => {
                 tracing::info!(signal = sig, in_flight = service.in_flight(), "stopping: draining in-flight requests");
                 notifier.stopping("stopping: draining in-flight requests");
@@ -343,27 +367,35 @@ async fn handle_signals(
                 phase.send_replace(Phase::Abort);
                 return;
             }
-            SignalEvent::Reload if *phase.borrow() == Phase::Running => reload(&service, &sources, &notifier).await,
+            SignalEvent::Reload if *phase.borrow() == Phase::Running => {
+                // The outcome is logged by reload itself.
+                let _ = reload(&service, &sources, &notifier).await;
+            }
             // A stopping daemon reloads nothing and must not say READY=1 again.
             SignalEvent::Reload => tracing::info!("SIGHUP while stopping: ignored"),
         }
     }
 }
 
-/// SIGHUP: re-read the configuration; apps take effect now (added, changed
-/// and removed ones), other settings at the next restart (logged so nobody
-/// wonders).
-async fn reload(service: &Service, sources: &Sources, notifier: &Notifier) {
+/// SIGHUP or D-Bus Reload: re-read the configuration; apps take effect now
+/// (added, changed and removed ones), other settings at the next restart
+/// (logged so nobody wonders). An invalid configuration changes nothing and
+/// is the error, with every problem.
+async fn reload(service: &Service, sources: &Sources, notifier: &Notifier) -> Result<control::ReloadReport, String> {
     notifier.reloading();
-    match config::load(sources) {
+    let outcome = match config::load(sources) {
         Ok(s) => match service.sync_config_apps(s.apps).await {
             Ok((served, results)) => {
                 let mut updated = 0;
+                let mut failed = Vec::new();
                 for (app, result) in results {
                     match result {
                         Ok(true) => updated += 1,
                         Ok(false) => {}
-                        Err(e) => tracing::error!(app = %app, error = %telemetry::chain(&e), "reload: app not applied"),
+                        Err(e) => {
+                            tracing::error!(app = %app, error = %telemetry::chain(&e), "reload: app not applied");
+                            failed.push(format!("{app}: {e}"));
+                        }
                     }
                 }
                 tracing::info!(
@@ -371,14 +403,24 @@ async fn reload(service: &Service, sources: &Sources, notifier: &Notifier) {
                     apps_served = served,
                     "configuration reloaded; apps applied, other settings apply at restart"
                 );
+                if failed.is_empty() {
+                    Ok(control::ReloadReport { apps_updated: updated, apps_served: u32::try_from(served).unwrap_or(u32::MAX) })
+                } else {
+                    Err(format!("configuration reloaded, but these apps were not applied: {}", failed.join("; ")))
+                }
             }
             Err(e) => {
-                tracing::error!(error = %telemetry::chain(&e), "reload: could not read the apps back from the store; serving the previous set")
+                tracing::error!(error = %telemetry::chain(&e), "reload: could not read the apps back from the store; serving the previous set");
+                Err(format!("could not read the apps back from the store: {e}"))
             }
         },
-        Err(e) => tracing::error!(error = %telemetry::chain(&e), "reload: configuration invalid; keeping the running configuration"),
-    }
+        Err(e) => {
+            tracing::error!(error = %telemetry::chain(&e), "reload: configuration invalid; keeping the running configuration");
+            Err(format!("configuration invalid; keeping the running configuration: {e}"))
+        }
+    };
     notifier.ready(&supervise::status_text(&service.model_report().status));
+    outcome
 }
 
 /// Development aid: keeps one API key for the first app in a file and

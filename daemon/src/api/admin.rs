@@ -18,28 +18,10 @@ use super::error::ApiError;
 use super::ApiState;
 use crate::engine::AppDefinition;
 use crate::service::ServiceError;
-use crate::store::{ApiKeyInfo, KeyScope, StoredApp};
 
 /// Root, the admin group as primary group, or a listed member of it.
 pub async fn authorise(state: &ApiState, uid: u32, gid: u32) -> Result<(), ApiError> {
-    if uid == 0 {
-        return Ok(());
-    }
-    let Some(admin_gid) = state.admin_gid else { return Err(ApiError::NotAdmin) };
-    if gid == admin_gid {
-        return Ok(());
-    }
-    // Supplementary groups need NSS look-ups, which may block: off the loop.
-    let member = tokio::task::spawn_blocking(move || {
-        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten()?;
-        let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(admin_gid)).ok().flatten()?;
-        Some(group.mem.contains(&user.name))
-    })
-    .await
-    .ok()
-    .flatten()
-    .unwrap_or(false);
-    if member {
+    if crate::admin::is_admin(state.admin_gid, uid, Some(gid)).await {
         Ok(())
     } else {
         Err(ApiError::NotAdmin)
@@ -51,10 +33,10 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
     let m = req.method().clone();
     let svc = &state.service;
     match (r.as_slice(), &m) {
-        (["status"], &Method::GET) => reply(StatusCode::OK, &status(state)),
+        (["status"], &Method::GET) => reply(StatusCode::OK, &crate::admin::status(svc, &state.facts())),
         (["apps"], &Method::GET) => {
             let apps = svc.stored_apps().await?;
-            reply(StatusCode::OK, &wire::AppList { data: apps.iter().map(app_info).collect() })
+            reply(StatusCode::OK, &wire::AppList { data: apps.iter().map(crate::admin::app_info).collect() })
         }
         (["apps"], &Method::POST) => {
             let app: AppDefinition = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
@@ -62,7 +44,7 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             let v = svc.put_app(app, "import").await?;
             let stored = svc.stored_app(&id).await?;
             tracing::info!(app = %id, version = v.version, created = v.created, "app imported");
-            reply(if v.created { StatusCode::CREATED } else { StatusCode::OK }, &app_info(&stored))
+            reply(if v.created { StatusCode::CREATED } else { StatusCode::OK }, &crate::admin::app_info(&stored))
         }
         (["apps", "dsl"], &Method::POST) => {
             // A DSL may be up to MAX_DSL_BYTES of YAML, which JSON escaping can double.
@@ -71,38 +53,17 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             let (v, models) = svc.import_dsl(&b.yaml, b.id, b.name, &b.datasets).await?;
             let stored = svc.stored_app(&v.app_id).await?;
             tracing::info!(app = %v.app_id, version = v.version, created = v.created, mode = %stored.mode, "DSL imported");
-            let models = models
-                .into_iter()
-                .map(|m| wire::ModelMappingInfo {
-                    node_id: m.node_id,
-                    node_title: m.node_title,
-                    provider: m.provider,
-                    name: m.name,
-                    target: m.target,
-                    rule: m.rule,
-                })
-                .collect();
-            reply(if v.created { StatusCode::CREATED } else { StatusCode::OK }, &wire::ImportDslResponse { app: app_info(&stored), models })
+            let models = models.into_iter().map(crate::admin::model_mapping_info).collect();
+            reply(if v.created { StatusCode::CREATED } else { StatusCode::OK }, &wire::ImportDslResponse { app: crate::admin::app_info(&stored), models })
         }
         (["apps", id, "versions"], &Method::GET) => {
-            let data = svc
-                .app_versions(id)
-                .await?
-                .into_iter()
-                .map(|v| wire::AppVersionInfo {
-                    version: v.version,
-                    workflow_id: v.workflow_id,
-                    source: v.source,
-                    created_at: v.created_at,
-                    active: v.active,
-                })
-                .collect();
+            let data = svc.app_versions(id).await?.into_iter().map(crate::admin::version_info).collect();
             reply(StatusCode::OK, &wire::AppVersionList { data })
         }
         (["apps", id, "activate"], &Method::POST) => {
             let b: wire::ActivateRequest = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
             let stored = svc.activate_app_version(id, b.version).await?;
-            reply(StatusCode::OK, &app_info(&stored))
+            reply(StatusCode::OK, &crate::admin::app_info(&stored))
         }
         (["apps", id, "export"], &Method::GET) => {
             let q: std::collections::HashMap<String, String> =
@@ -132,7 +93,7 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
                 form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
             let app = q.get("app").filter(|a| !a.is_empty());
             let keys = svc.keys(app.map(String::as_str)).await?;
-            reply(StatusCode::OK, &wire::KeyList { data: keys.iter().map(key_info).collect() })
+            reply(StatusCode::OK, &wire::KeyList { data: keys.iter().map(crate::admin::key_info).collect() })
         }
         (["keys"], &Method::POST) => {
             let b: wire::CreateKeyRequest = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
@@ -144,7 +105,7 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
                 }
                 (None, false) => return Err(ApiError::InvalidParam("app is required (or dataset: true for a Knowledge API key)".into())),
             };
-            let kind = key_kind(&info);
+            let kind = crate::admin::key_kind(&info);
             let app_id = info.app_id().unwrap_or_default().to_owned();
             reply(StatusCode::CREATED, &wire::CreatedKey { id: info.id, kind, app_id, key: secret, created_at: info.created_at })
         }
@@ -152,7 +113,7 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             svc.revoke_key(id).await?;
             Ok(body::empty(StatusCode::NO_CONTENT))
         }
-        (["cache"], &Method::GET) => reply(StatusCode::OK, &cache_stats(svc)),
+        (["cache"], &Method::GET) => reply(StatusCode::OK, &crate::admin::cache_stats(svc)),
         (["cache"], &Method::DELETE) => {
             let q: std::collections::HashMap<String, String> =
                 form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
@@ -176,108 +137,6 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             _,
         ) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NoRoute),
-    }
-}
-
-fn status(state: &ApiState) -> wire::StatusResponse {
-    let svc = &state.service;
-    let report = svc.model_report();
-    let (st, cfg) = (report.status, &report.config);
-    let state_word = match (svc.is_shutting_down(), st.state) {
-        (true, _) => "stopping",
-        (false, "ready") => "ready",
-        (false, "loading") => "starting",
-        (false, _) => "degraded",
-    };
-    wire::StatusResponse {
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        state: state_word.to_owned(),
-        uptime_secs: state.started.elapsed().as_secs(),
-        listen: state.tcp_addr.map(|a| a.to_string()),
-        socket: state.limits.socket.as_ref().map(|p| p.display().to_string()),
-        in_flight: svc.in_flight(),
-        model: wire::ModelStatus {
-            name: cfg.name.clone(),
-            path: cfg.path.display().to_string(),
-            state: st.state.to_owned(),
-            error: st.error,
-            threads: report.threads,
-            slots: cfg.slots,
-            context_size: cfg.context_size,
-            cpu_features: state.cpu_features.clone(),
-        },
-        code: Some({
-            let c = svc.code_status();
-            let (python, python_unavailable) = match c.python {
-                Ok(p) => (Some(p), None),
-                Err(why) => (None, Some(why)),
-            };
-            wire::CodeStatus { javascript: c.javascript, python, python_unavailable, max_concurrent: c.max_concurrent as u32 }
-        }),
-        memory: svc.governor().map(|g| {
-            let (l, b) = (g.limits(), g.budget());
-            wire::MemoryStatus {
-                pressure: g.stage().as_str().to_owned(),
-                limit_bytes: l.memory_max,
-                high_bytes: l.memory_high,
-                working_set_bytes: l.working_set(),
-                budget: wire::MemoryBudget {
-                    model_file_bytes: b.model_file,
-                    kv_cache_bytes: b.kv_cache,
-                    request_buffer_bytes: b.request_buffers,
-                    response_cache_bytes: Some(b.response_cache),
-                    total_bytes: b.total(),
-                },
-            }
-        }),
-    }
-}
-
-fn cache_stats(svc: &crate::service::Service) -> wire::CacheStats {
-    let s = svc.cache().map(|c| c.stats()).unwrap_or_default();
-    let asked = s.hits + s.misses;
-    let hit_rate = if asked == 0 { 0.0 } else { s.hits as f64 / asked as f64 };
-    wire::CacheStats {
-        enabled: s.enabled,
-        hits: s.hits,
-        misses: s.misses,
-        hit_rate,
-        entries: s.entries,
-        bytes: s.bytes,
-        max_bytes: s.max_bytes,
-        evictions: s.evictions,
-    }
-}
-
-fn app_info(a: &StoredApp) -> wire::AppInfo {
-    wire::AppInfo {
-        id: a.id.clone(),
-        name: a.name.clone(),
-        mode: a.mode.clone(),
-        version: a.version,
-        created_at: a.created_at,
-        updated_at: a.updated_at,
-        active_keys: a.active_keys,
-    }
-}
-
-/// A dataset key belongs to no app: the store keeps its `app_id` empty.
-fn key_kind(k: &ApiKeyInfo) -> wire::KeyKind {
-    match k.scope {
-        KeyScope::App(_) => wire::KeyKind::App,
-        KeyScope::Datasets => wire::KeyKind::Dataset,
-    }
-}
-
-fn key_info(k: &ApiKeyInfo) -> wire::KeyInfo {
-    wire::KeyInfo {
-        id: k.id.clone(),
-        kind: key_kind(k),
-        app_id: k.app_id().unwrap_or_default().to_owned(),
-        prefix: k.prefix.clone(),
-        created_at: k.created_at,
-        revoked_at: k.revoked_at,
-        last_used_at: k.last_used_at,
     }
 }
 

@@ -68,6 +68,19 @@ pub struct ApiState {
     pub metrics_on: MetricsSettings,
 }
 
+impl ApiState {
+    /// What the admin reports need to know about the daemon.
+    pub fn facts(&self) -> crate::admin::Facts {
+        crate::admin::Facts {
+            started: self.started,
+            tcp_addr: self.tcp_addr,
+            socket: self.limits.socket.clone(),
+            cpu_features: self.cpu_features.clone(),
+            admin_gid: self.admin_gid,
+        }
+    }
+}
+
 /// Which family of API a path belongs to, for the error body shape.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Family {

@@ -88,6 +88,7 @@
 //! | `cache.ttl_secs` | `86400` | 1 ..= 31536000; a cached answer is served this long after it was made |
 //! | `cache.persist` | `true` | keep cached answers in the store, loaded at start (`false`: memory only) |
 //! | `cache.apps` | `{}` | per app, `[cache.apps.<app id>]`: `always = true` caches non-deterministic requests too; `semantic_threshold` (0 < t ≤ 1, off when absent) answers a question whose embedding's cosine similarity with a cached one of the same app, version, inputs and history reaches it (needs the embedding model) |
+//! | `control.bus` | `"system"` | the D-Bus bus of `org.edgeai.Daemon1`: `"system"`, `"session"`, `"off"`, or a bus address such as `"unix:path=/run/edgeai-test/bus"`; a bus that cannot be reached is a warning, a name owned by another process stops the start |
 //! | `metrics.enabled` | `true` | `false`: no `GET /metrics` anywhere (404) |
 //! | `metrics.tcp` | `false` | also serve `GET /metrics` on the TCP listener (always on the unix socket) |
 //! | `workflow.max_steps` | `500` | 1 ..= 100000; node executions per run |
@@ -271,6 +272,7 @@ pub struct Settings {
     pub embedding: EmbeddingSettings,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
+    pub control: ControlSettings,
     pub cache: CacheSettings,
     pub dev: DevSettings,
     pub workflow: WorkflowSettings,
@@ -616,6 +618,23 @@ impl Default for LogSettings {
     fn default() -> Self {
         LogSettings { level: "info".to_owned(), format: LogFormat::Auto }
     }
+}
+
+/// `[control]`: the D-Bus control interface (see `crate::control`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ControlSettings {
+    pub bus: BusChoice,
+}
+
+/// `control.bus`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum BusChoice {
+    #[default]
+    System,
+    Session,
+    Off,
+    /// A D-Bus address (`unix:path=...`), for tests and development.
+    Address(String),
 }
 
 /// `[metrics]`: where `GET /metrics` answers.

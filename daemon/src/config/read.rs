@@ -183,6 +183,15 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     r.bool("cache", "persist", &mut cache.persist);
     s.cache.apps = r.cache_apps();
 
+    if let Some(bus) = r.string("control", "bus") {
+        match bus {
+            "system" => s.control.bus = super::BusChoice::System,
+            "session" => s.control.bus = super::BusChoice::Session,
+            "off" => s.control.bus = super::BusChoice::Off,
+            a if a.contains(':') && a.contains('=') => s.control.bus = super::BusChoice::Address(a.to_owned()),
+            other => r.problem("control.bus", format!("{other:?} is not \"system\", \"session\", \"off\" or a D-Bus address such as \"unix:path=/run/bus\"")),
+        }
+    }
     r.bool("metrics", "enabled", &mut s.metrics.enabled);
     r.bool("metrics", "tcp", &mut s.metrics.tcp);
 

@@ -1,0 +1,164 @@
+//! The operator's view of the daemon, shared by both control front ends (the
+//! admin HTTP API on the unix socket and D-Bus): who counts as an operator,
+//! and the status, app, key and cache reports as edgeai-common's admin types,
+//! built once from the service layer. Each front end encodes them its own way
+//! (JSON; `a{sv}`). Knows neither HTTP nor D-Bus.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use edgeai_common::admin as wire;
+
+use crate::service::Service;
+use crate::store::{ApiKeyInfo, KeyScope, StoredApp};
+
+/// What the daemon knows about itself that the service layer does not.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub started: Instant,
+    pub tcp_addr: Option<SocketAddr>,
+    pub socket: Option<PathBuf>,
+    pub cpu_features: String,
+    /// `server.admin_group`'s gid, when the group exists.
+    pub admin_gid: Option<u32>,
+}
+
+/// Root, a user whose primary group is the admin group, or a listed member
+/// of it. `gid` is the caller's primary group when the transport tells it
+/// (SO_PEERCRED does; D-Bus gives only the uid, so it is looked up). The
+/// look-ups go through NSS, which may block: they run off the event loop.
+pub async fn is_admin(admin_gid: Option<u32>, uid: u32, gid: Option<u32>) -> bool {
+    if uid == 0 {
+        return true;
+    }
+    let Some(admin_gid) = admin_gid else { return false };
+    if gid == Some(admin_gid) {
+        return true;
+    }
+    tokio::task::spawn_blocking(move || {
+        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten()?;
+        if user.gid.as_raw() == admin_gid {
+            return Some(true);
+        }
+        let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(admin_gid)).ok().flatten()?;
+        Some(group.mem.contains(&user.name))
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+/// The daemon's state word: starting, ready, degraded or stopping.
+pub fn state_word(svc: &Service) -> &'static str {
+    match (svc.is_shutting_down(), svc.model_report().status.state) {
+        (true, _) => "stopping",
+        (false, "ready") => "ready",
+        (false, "loading") => "starting",
+        (false, _) => "degraded",
+    }
+}
+
+pub fn status(svc: &Service, facts: &Facts) -> wire::StatusResponse {
+    let report = svc.model_report();
+    let (st, cfg) = (report.status, &report.config);
+    wire::StatusResponse {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        state: state_word(svc).to_owned(),
+        uptime_secs: facts.started.elapsed().as_secs(),
+        listen: facts.tcp_addr.map(|a| a.to_string()),
+        socket: facts.socket.as_ref().map(|p| p.display().to_string()),
+        in_flight: svc.in_flight(),
+        model: wire::ModelStatus {
+            name: cfg.name.clone(),
+            path: cfg.path.display().to_string(),
+            state: st.state.to_owned(),
+            error: st.error,
+            threads: report.threads,
+            slots: cfg.slots,
+            context_size: cfg.context_size,
+            cpu_features: facts.cpu_features.clone(),
+        },
+        code: Some({
+            let c = svc.code_status();
+            let (python, python_unavailable) = match c.python {
+                Ok(p) => (Some(p), None),
+                Err(why) => (None, Some(why)),
+            };
+            wire::CodeStatus { javascript: c.javascript, python, python_unavailable, max_concurrent: c.max_concurrent as u32 }
+        }),
+        memory: svc.governor().map(|g| {
+            let (l, b) = (g.limits(), g.budget());
+            wire::MemoryStatus {
+                pressure: g.stage().as_str().to_owned(),
+                limit_bytes: l.memory_max,
+                high_bytes: l.memory_high,
+                working_set_bytes: l.working_set(),
+                budget: wire::MemoryBudget {
+                    model_file_bytes: b.model_file,
+                    kv_cache_bytes: b.kv_cache,
+                    request_buffer_bytes: b.request_buffers,
+                    response_cache_bytes: Some(b.response_cache),
+                    total_bytes: b.total(),
+                },
+            }
+        }),
+    }
+}
+
+pub fn cache_stats(svc: &Service) -> wire::CacheStats {
+    let s = svc.cache().map(|c| c.stats()).unwrap_or_default();
+    let asked = s.hits + s.misses;
+    let hit_rate = if asked == 0 { 0.0 } else { s.hits as f64 / asked as f64 };
+    wire::CacheStats {
+        enabled: s.enabled,
+        hits: s.hits,
+        misses: s.misses,
+        hit_rate,
+        entries: s.entries,
+        bytes: s.bytes,
+        max_bytes: s.max_bytes,
+        evictions: s.evictions,
+    }
+}
+
+pub fn app_info(a: &StoredApp) -> wire::AppInfo {
+    wire::AppInfo {
+        id: a.id.clone(),
+        name: a.name.clone(),
+        mode: a.mode.clone(),
+        version: a.version,
+        created_at: a.created_at,
+        updated_at: a.updated_at,
+        active_keys: a.active_keys,
+    }
+}
+
+/// A dataset key belongs to no app: the store keeps its `app_id` empty.
+pub fn key_kind(k: &ApiKeyInfo) -> wire::KeyKind {
+    match k.scope {
+        KeyScope::App(_) => wire::KeyKind::App,
+        KeyScope::Datasets => wire::KeyKind::Dataset,
+    }
+}
+
+pub fn key_info(k: &ApiKeyInfo) -> wire::KeyInfo {
+    wire::KeyInfo {
+        id: k.id.clone(),
+        kind: key_kind(k),
+        app_id: k.app_id().unwrap_or_default().to_owned(),
+        prefix: k.prefix.clone(),
+        created_at: k.created_at,
+        revoked_at: k.revoked_at,
+        last_used_at: k.last_used_at,
+    }
+}
+
+pub fn model_mapping_info(m: crate::service::workflow::ModelMapping) -> wire::ModelMappingInfo {
+    wire::ModelMappingInfo { node_id: m.node_id, node_title: m.node_title, provider: m.provider, name: m.name, target: m.target, rule: m.rule }
+}
+
+pub fn version_info(v: crate::store::AppVersionInfo) -> wire::AppVersionInfo {
+    wire::AppVersionInfo { version: v.version, workflow_id: v.workflow_id, source: v.source, created_at: v.created_at, active: v.active }
+}

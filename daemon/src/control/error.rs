@@ -1,0 +1,152 @@
+//! The control module's errors: [`ControlError`] when the interface cannot be
+//! served at start, [`MethodError`] as the named D-Bus errors a method call
+//! answers (`org.edgeai.Error.*`, with a readable message), and the one
+//! exhaustive mapping of service errors onto them.
+
+use crate::governor::pressure::GovernorError;
+use crate::model::ModelError;
+use crate::service::knowledge::KnowledgeError;
+use crate::service::ServiceError;
+use crate::store::StoreError;
+
+/// Why the control interface could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(
+        "the D-Bus name org.edgeai.Daemon1 is already owned on the {bus} bus: is another edgeaid running? \
+         (busctl --{bus} status org.edgeai.Daemon1 shows its pid)"
+    )]
+    NameTaken { bus: String },
+    #[error(
+        "the {bus} bus refused us the name org.edgeai.Daemon1 ({reason}): install systemd/org.edgeai.Daemon1.conf \
+         as /usr/share/dbus-1/system.d/org.edgeai.Daemon1.conf and reload dbus, or set control.bus = \"off\""
+    )]
+    NameDenied { bus: String, reason: String },
+    #[error("serving /org/edgeai/Daemon1 on the {bus} bus: {source}")]
+    Serve { bus: String, source: zbus::Error },
+}
+
+/// A method's failure as a named D-Bus error.
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "org.edgeai.Error")]
+pub enum MethodError {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// An app, version, key or file that does not exist.
+    NotFound(String),
+    /// A bad argument: wrong option, malformed file, invalid app.
+    InvalidArgument(String),
+    /// The caller is neither root nor in the admin group.
+    PermissionDenied(String),
+    /// Try again later: the store or model is busy, or the daemon is stopping.
+    Busy(String),
+    /// Anything else; the detail is in the daemon's log.
+    Failed(String),
+}
+
+impl From<ServiceError> for MethodError {
+    fn from(s: ServiceError) -> Self {
+        let text = s.to_string();
+        match s {
+            ServiceError::InvalidParam(_)
+            | ServiceError::NotWorkflowApp(_)
+            | ServiceError::AppInvalid { .. }
+            | ServiceError::DslInvalid(_) => MethodError::InvalidArgument(text),
+            ServiceError::ConversationNotFound
+            | ServiceError::MessageNotFound
+            | ServiceError::LastConversationNotFound
+            | ServiceError::FirstMessageNotFound
+            | ServiceError::AppNotFound(_)
+            | ServiceError::KeyNotFound(_)
+            | ServiceError::AppVersionNotFound { .. }
+            | ServiceError::WorkflowNotFound(_)
+            | ServiceError::WorkflowRunNotFound(_)
+            | ServiceError::ConversationVariableNotFound(_) => MethodError::NotFound(text),
+            ServiceError::ShuttingDown => MethodError::Busy(text),
+            ServiceError::ExportFailed { .. } => MethodError::Failed(text),
+            ServiceError::Corrupt { .. } => MethodError::Failed("internal error: stored state is unusable; see the daemon log".into()),
+            ServiceError::Model(e) => match e {
+                ModelError::Disabled
+                | ModelError::Loading
+                | ModelError::LoadFailed { .. }
+                | ModelError::ThreadGone
+                | ModelError::QueueFull { .. }
+                | ModelError::AppQueueFull { .. } => MethodError::Busy(e.to_string()),
+                ModelError::ContextOverflow { .. } | ModelError::InvalidPrompt(_) | ModelError::Inference(_) => {
+                    MethodError::InvalidArgument(e.to_string())
+                }
+                ModelError::Template(_) => MethodError::Failed(e.to_string()),
+            },
+            ServiceError::Store(st) => store_error(&st),
+            ServiceError::Knowledge(k) => knowledge_error(&k),
+            ServiceError::Governor(g) => match g {
+                GovernorError::MemoryPressure { .. } => MethodError::Busy(g.to_string()),
+                GovernorError::Watch { .. } | GovernorError::WriteNotBase64 => {
+                    MethodError::Failed("internal error in the memory governor; see the daemon log".into())
+                }
+            },
+        }
+    }
+}
+
+fn store_error(st: &StoreError) -> MethodError {
+    match st {
+        StoreError::NotFound { .. } => MethodError::NotFound(st.to_string()),
+        StoreError::AlreadyExists { .. } | StoreError::DuplicateName { .. } | StoreError::InvalidArgument { .. } => {
+            MethodError::InvalidArgument(st.to_string())
+        }
+        StoreError::Busy => MethodError::Busy("the store is busy; retry later".into()),
+        StoreError::Closed => MethodError::Busy("the daemon is shutting down".into()),
+        StoreError::MissingDir { .. }
+        | StoreError::Open { .. }
+        | StoreError::WalUnavailable { .. }
+        | StoreError::SchemaTooNew { .. }
+        | StoreError::Backup { .. }
+        | StoreError::BackupFile { .. }
+        | StoreError::Migrate { .. }
+        | StoreError::Sqlite { .. }
+        | StoreError::Thread { .. }
+        | StoreError::Panicked { .. }
+        | StoreError::NotPending { .. } => MethodError::Failed("internal error in the store; see the daemon log".into()),
+    }
+}
+
+fn knowledge_error(k: &KnowledgeError) -> MethodError {
+    match k {
+        KnowledgeError::InvalidParam(_)
+        | KnowledgeError::DatasetNameDuplicate
+        | KnowledgeError::UnsupportedFileType(_)
+        | KnowledgeError::FileTooLarge { .. }
+        | KnowledgeError::EmptyFile
+        | KnowledgeError::DocumentIndexing
+        | KnowledgeError::DatasetInUse
+        | KnowledgeError::EmbeddingModelMismatch { .. } => MethodError::InvalidArgument(k.to_string()),
+        KnowledgeError::DatasetNotFound | KnowledgeError::DocumentNotFound | KnowledgeError::SegmentNotFound => {
+            MethodError::NotFound(k.to_string())
+        }
+        KnowledgeError::EmbeddingUnavailable(_) | KnowledgeError::QueueFull(_) | KnowledgeError::EmbedderBusy => {
+            MethodError::Busy(k.to_string())
+        }
+        KnowledgeError::Store(st) => store_error(st),
+        KnowledgeError::Internal(_) => MethodError::Failed("internal error in the knowledge service; see the daemon log".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zbus::DBusError as _;
+
+    #[test]
+    fn service_errors_become_named_dbus_errors() {
+        let name = |e: MethodError| e.name().to_string();
+        assert_eq!(name(ServiceError::AppNotFound("x".into()).into()), "org.edgeai.Error.NotFound");
+        assert_eq!(name(ServiceError::DslInvalid(vec!["bad".into()]).into()), "org.edgeai.Error.InvalidArgument");
+        assert_eq!(name(ServiceError::ShuttingDown.into()), "org.edgeai.Error.Busy");
+        assert_eq!(name(ServiceError::Store(StoreError::Busy).into()), "org.edgeai.Error.Busy");
+        assert_eq!(name(MethodError::PermissionDenied("no".into())), "org.edgeai.Error.PermissionDenied");
+        let internal: MethodError = ServiceError::Store(StoreError::Panicked { op: "secret-sql-detail" }).into();
+        assert_eq!(internal.name().to_string(), "org.edgeai.Error.Failed");
+        assert!(!internal.description().unwrap_or_default().contains("secret-sql-detail"), "internal detail stays in the log");
+    }
+}

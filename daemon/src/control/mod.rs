@@ -1,0 +1,105 @@
+//! The D-Bus control interface: the daemon owns `org.edgeai.Daemon1` on the
+//! bus `control.bus` names (the system bus by default) and serves the
+//! interface `org.edgeai.Daemon1` at `/org/edgeai/Daemon1` (zbus, on the
+//! daemon's tokio runtime). Properties are readable by everyone the bus policy
+//! lets in; every method checks the caller's uid, which the bus daemon reports
+//! for the message's sender (never our own pid), against root and
+//! `server.admin_group`. Calls go to the service layer, through the same
+//! admin reports as the admin HTTP API (`crate::admin`), encoded as `a{sv}`.
+//! The only module that knows D-Bus.
+
+mod error;
+mod iface;
+mod value;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use zbus::object_server::InterfaceRef;
+
+pub use error::{ControlError, MethodError};
+pub use iface::Daemon1;
+
+use crate::config::BusChoice;
+use crate::service::Service;
+
+/// The bus name, interface name and object path.
+pub const NAME: &str = "org.edgeai.Daemon1";
+pub const PATH: &str = "/org/edgeai/Daemon1";
+
+/// What a configuration reload changed: apps updated and apps served.
+#[derive(Debug, Clone, Copy)]
+pub struct ReloadReport {
+    pub apps_updated: u32,
+    pub apps_served: u32,
+}
+
+/// A `Reload` call, handed to the daemon's signal loop (which owns reloads,
+/// as for SIGHUP); the answer says what changed or why nothing did.
+pub type ReloadRequest = oneshot::Sender<Result<ReloadReport, String>>;
+
+/// The served interface; dropping it leaves the bus.
+pub struct Control {
+    conn: zbus::Connection,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Control {
+    /// The bus connection (tests and the stop path use it).
+    pub fn connection(&self) -> &zbus::Connection {
+        &self.conn
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// How often the state watcher compares State and StatusText.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Connects to the configured bus, serves the interface and takes the name.
+/// `Ok(None)` when `control.bus = "off"` or the bus cannot be reached (a
+/// warning: the daemon serves HTTP without D-Bus); a name that another
+/// process owns is an error, as that is almost always a second edgeaid.
+pub async fn start(
+    bus: &BusChoice,
+    service: Arc<Service>,
+    facts: crate::admin::Facts,
+    reload: mpsc::Sender<ReloadRequest>,
+) -> Result<Option<Control>, ControlError> {
+    let (builder, label) = match bus {
+        BusChoice::Off => return Ok(None),
+        BusChoice::System => (zbus::connection::Builder::system(), "system".to_owned()),
+        BusChoice::Session => (zbus::connection::Builder::session(), "session".to_owned()),
+        BusChoice::Address(a) => (zbus::connection::Builder::address(a.as_str()), a.clone()),
+    };
+    let iface = Daemon1::new(Arc::clone(&service), facts, reload);
+    let built = match builder {
+        Ok(b) => b.serve_at(PATH, iface).and_then(|b| b.name(NAME)).map(|b| b.build()),
+        Err(e) => Err(e),
+    };
+    let conn = match built {
+        Ok(fut) => fut.await,
+        Err(e) => Err(e),
+    };
+    let conn = match conn {
+        Ok(c) => c,
+        Err(zbus::Error::NameTaken) => return Err(ControlError::NameTaken { bus: label }),
+        Err(zbus::Error::FDO(e)) if matches!(*e, zbus::fdo::Error::AccessDenied(_)) => {
+            return Err(ControlError::NameDenied { bus: label, reason: e.to_string() })
+        }
+        Err(e) => {
+            tracing::warn!(bus = %label, error = %e, "D-Bus control unavailable: cannot reach the bus; serving HTTP only");
+            return Ok(None);
+        }
+    };
+    let iface_ref: InterfaceRef<Daemon1> =
+        conn.object_server().interface(PATH).await.map_err(|source| ControlError::Serve { bus: label.clone(), source })?;
+    tracing::info!(bus = %label, name = NAME, path = PATH, "D-Bus control interface serving");
+    let watcher = tokio::spawn(iface::watch_state(iface_ref, WATCH_EVERY));
+    Ok(Some(Control { conn, watcher }))
+}
