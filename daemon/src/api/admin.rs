@@ -5,7 +5,8 @@
 //! revoke), a chat route that is authorised by the peer instead of a key,
 //! and the Knowledge API itself under `/admin/v1/datasets` (the handlers of
 //! `/v1/datasets`, without a dataset key: `edgeaictl datasets`), and the
-//! response cache's stats and flush (`/admin/v1/cache`).
+//! response cache's stats and flush (`/admin/v1/cache`), and the daemon's
+//! checks for `edgeaictl doctor` (`/admin/v1/doctor`).
 
 use std::sync::Arc;
 
@@ -152,6 +153,7 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             svc.revoke_key(id).await?;
             Ok(body::empty(StatusCode::NO_CONTENT))
         }
+        (["doctor"], &Method::GET) => reply(StatusCode::OK, &doctor(svc).await),
         (["cache"], &Method::GET) => reply(StatusCode::OK, &cache_stats(svc)),
         (["cache"], &Method::DELETE) => {
             let q: std::collections::HashMap<String, String> =
@@ -172,7 +174,8 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             | ["apps", _, "versions" | "activate" | "export" | "chat-messages"]
             | ["keys"]
             | ["keys", _]
-            | ["cache"],
+            | ["cache"]
+            | ["doctor"],
             _,
         ) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NoRoute),
@@ -231,6 +234,26 @@ fn status(state: &ApiState) -> wire::StatusResponse {
             }
         }),
     }
+}
+
+/// The daemon's doctor checks on the wire.
+async fn doctor(svc: &crate::service::Service) -> wire::DoctorReport {
+    use crate::service::doctor::Status;
+    let checks = crate::service::doctor::run(svc)
+        .await
+        .into_iter()
+        .map(|c| wire::DoctorCheck {
+            name: c.name.to_owned(),
+            status: match c.status {
+                Status::Pass => wire::CheckStatus::Pass,
+                Status::Warn => wire::CheckStatus::Warn,
+                Status::Fail => wire::CheckStatus::Fail,
+            },
+            message: c.message,
+            fix: c.fix,
+        })
+        .collect();
+    wire::DoctorReport { checks }
 }
 
 fn cache_stats(svc: &crate::service::Service) -> wire::CacheStats {
