@@ -122,7 +122,7 @@ pub enum Command {
         after_help = concat!(
             "Examples:\n  \
              edgeaictl doctor\n  \
-             edgeaictl doctor --config /etc/edgeai/edgeai.toml --config /etc/edgeai/conf.d/10-site.toml\n  \
+             edgeaictl doctor --config /etc/edgeai/edgeai.toml\n  \
              edgeaictl doctor --json | jq '.checks[] | select(.status != \"pass\")'\n\n\
              Exit codes besides the ones below: 1 when any check FAILs (WARNs alone exit 0); the \
              report is printed either way.\n\n",

@@ -74,8 +74,9 @@ pub async fn run(svc: &Service) -> Vec<Check> {
     let dir = state_dir(svc.store().path());
     let disk = match nix::sys::statvfs::statvfs(&dir) {
         Ok(s) => {
-            let block = s.fragment_size() as u64;
-            disk(&dir, s.blocks_available() as u64 * block, s.blocks() as u64 * block)
+            // u64::from: these are u32 on 32-bit targets.
+            let block = u64::from(s.fragment_size());
+            disk(&dir, u64::from(s.blocks_available()) * block, u64::from(s.blocks()) * block)
         }
         Err(e) => Check::fail("disk", format!("cannot statvfs {}: {e}", dir.display()), "check that store.path's directory exists"),
     };
