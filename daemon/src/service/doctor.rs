@@ -74,9 +74,10 @@ pub async fn run(svc: &Service) -> Vec<Check> {
     let dir = state_dir(svc.store().path());
     let disk = match nix::sys::statvfs::statvfs(&dir) {
         Ok(s) => {
-            // u64::from: these are u32 on 32-bit targets.
-            let block = u64::from(s.fragment_size());
-            disk(&dir, u64::from(s.blocks_available()) * block, u64::from(s.blocks()) * block)
+            // These are u32 on 32-bit targets (an ARM gateway), u64 here.
+            #[allow(clippy::useless_conversion)]
+            let (block, available, total) = (u64::from(s.fragment_size()), u64::from(s.blocks_available()), u64::from(s.blocks()));
+            disk(&dir, available * block, total * block)
         }
         Err(e) => Check::fail("disk", format!("cannot statvfs {}: {e}", dir.display()), "check that store.path's directory exists"),
     };
