@@ -64,7 +64,7 @@ mod tests {
             assert!(written.contains(&dir.path().join(name)), "{name} missing from {written:?}");
         }
         let apps = std::fs::read_to_string(dir.path().join("edgeaictl-apps.1")).unwrap();
-        assert!(apps.starts_with(".ie") || apps.contains(".TH edgeaictl-apps"), "{apps}");
+        assert!(apps.contains(".TH edgeaictl-apps 1") && apps.contains("import"), "{apps}");
         assert!(!written.iter().any(|p| p.ends_with("edgeaictl-help.1")), "no page for the help subcommand");
     }
 }

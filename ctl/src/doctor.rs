@@ -13,7 +13,7 @@ use crate::error::CtlError;
 use crate::paths;
 use edgeai_common::admin::{CheckStatus, DoctorCheck, DoctorReport, DAEMON_CHECKS};
 use edgeai_common::{ClientError, UnixClient};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -51,23 +51,9 @@ enum ConfigSocket {
     Set(SocketConfig),
 }
 
-#[derive(serde::Serialize)]
-struct Output<'a> {
-    ok: bool,
-    checks: &'a [DoctorCheck],
-}
-
 impl Doctor<'_> {
     pub async fn run(self) -> Result<(), CtlError> {
-        let edgeaid = find_edgeaid();
-        let configs = self.configs.to_vec();
-        let timeout = self.timeout;
-        let (config, socket_config) = match tokio::task::spawn_blocking(move || check_config(edgeaid, &configs, timeout)).await {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                (fail("config", format!("the check itself failed: {e}"), "run edgeaid --check-config by hand"), ConfigSocket::Unknown)
-            }
-        };
+        let (config, socket_config) = check_config(find_edgeaid(), self.configs, self.timeout).await;
         let socket = match (&self.socket, &socket_config) {
             (Some(explicit), _) => explicit.clone(),
             (None, ConfigSocket::Set(c)) => c.path.clone(),
@@ -83,15 +69,11 @@ impl Doctor<'_> {
             }
         }
         let failed = checks.iter().filter(|c| c.status == CheckStatus::Fail).count();
-        let text = if self.json {
-            let out = Output { ok: failed == 0, checks: &checks };
-            let mut s = serde_json::to_string_pretty(&out).map_err(|e| CtlError::Stdout { source: e.into() })?;
-            s.push('\n');
-            s
+        if self.json {
+            crate::commands::print(&format!("{:#}\n", serde_json::json!({ "ok": failed == 0, "checks": checks })))?;
         } else {
-            render(&checks)
-        };
-        std::io::stdout().lock().write_all(text.as_bytes()).map_err(|source| CtlError::Stdout { source })?;
+            crate::commands::print(&render(&checks))?;
+        }
         if failed > 0 {
             return Err(CtlError::ChecksFailed { failed, total: checks.len() });
         }
@@ -159,14 +141,14 @@ fn find_edgeaid() -> Option<PathBuf> {
 }
 
 /// Runs `edgeaid --check-config` with the same `--config` files.
-fn check_config(edgeaid: Option<PathBuf>, configs: &[PathBuf], timeout: Duration) -> (DoctorCheck, ConfigSocket) {
+async fn check_config(edgeaid: Option<PathBuf>, configs: &[PathBuf], timeout: Duration) -> (DoctorCheck, ConfigSocket) {
     const NAME: &str = "config";
     let Some(edgeaid) = edgeaid else {
         let fix = "install edgeai, or put edgeaid next to edgeaictl or on PATH";
         return (fail(NAME, "edgeaid not found next to edgeaictl or on PATH".into(), fix), ConfigSocket::Unknown);
     };
-    let mut cmd = std::process::Command::new(&edgeaid);
-    cmd.arg("--check-config").stdin(std::process::Stdio::null());
+    let mut cmd = tokio::process::Command::new(&edgeaid);
+    cmd.arg("--check-config").stdin(std::process::Stdio::null()).kill_on_drop(true);
     for c in configs {
         cmd.arg("--config").arg(c);
     }
@@ -174,9 +156,12 @@ fn check_config(edgeaid: Option<PathBuf>, configs: &[PathBuf], timeout: Duration
         .chain(configs.iter().map(|c| format!("--config {}", c.display())))
         .collect::<Vec<_>>()
         .join(" ");
-    let out = match run_bounded(cmd, timeout) {
-        Ok(out) => out,
-        Err(e) => return (fail(NAME, format!("cannot run {}: {e}", edgeaid.display()), "check the edgeaid binary"), ConfigSocket::Unknown),
+    let cannot =
+        |why: String| (fail(NAME, format!("cannot run {}: {why}", edgeaid.display()), "check the edgeaid binary"), ConfigSocket::Unknown);
+    let out = match tokio::time::timeout(timeout, cmd.output()).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return cannot(e.to_string()),
+        Err(_) => return cannot(format!("no answer within {} (see --timeout)", humantime::format_duration(timeout))),
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -195,24 +180,6 @@ fn check_config(edgeaid: Option<PathBuf>, configs: &[PathBuf], timeout: Duration
         None => ConfigSocket::Unknown,
     };
     (pass(NAME, format!("valid ({files})")), socket)
-}
-
-/// Runs `cmd` to completion, killing it after `timeout`.
-fn run_bounded(mut cmd: std::process::Command, timeout: Duration) -> std::io::Result<std::process::Output> {
-    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn()?;
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if child.try_wait()?.is_some() {
-            return child.wait_with_output();
-        }
-        if std::time::Instant::now() >= deadline {
-            // Ignore a kill error: the child may have exited just now.
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(std::io::Error::new(ErrorKind::TimedOut, format!("no answer within {}", humantime::format_duration(timeout))));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// `PATH (mode 0660, group edgeai)` or `PATH (mode 0660)`, as

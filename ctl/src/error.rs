@@ -62,7 +62,7 @@ pub enum CtlError {
     Interrupted { pending: usize },
     #[error("cannot listen for Ctrl-C")]
     Signal { source: std::io::Error },
-    #[error("{failed} of {total} doctor checks failed (see the FAIL lines above)")]
+    #[error("{failed} of {total} doctor checks failed")]
     ChecksFailed { failed: usize, total: usize },
 }
 

@@ -118,7 +118,7 @@ fn healthy_daemon_passes_and_each_fault_fails_its_line() {
     let line = bad_sum.line("model file");
     assert!(line.starts_with("FAIL") && line.contains(&"0".repeat(64)) && line.contains("-> fix: fetch the model again"), "{bad_sum}");
     assert_eq!(bad_sum.status("database"), "PASS", "{bad_sum}");
-    assert!(bad_sum.stderr.contains("1 of 8 doctor checks failed"), "{bad_sum}");
+    assert!(bad_sum.stderr.contains("edgeaictl: 1 of 8 doctor checks failed"), "{bad_sum}");
 
     // The socket opened to everyone while the config says 0660.
     let socket = d.socket_path();
