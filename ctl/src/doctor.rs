@@ -308,6 +308,30 @@ mod tests {
     }
 
     #[test]
+    fn socket_group_is_compared_with_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().mode() & 0o7777;
+        let gid = std::fs::metadata(&path).unwrap().gid();
+        let config = |group: &str| ConfigSocket::Set(SocketConfig { path: path.clone(), mode, group: Some(group.to_owned()) });
+        assert_eq!(check_socket(&path, &config(&group_name(gid))).status, CheckStatus::Pass);
+        let missing = check_socket(&path, &config("edgeai-no-such-group"));
+        assert!(missing.status == CheckStatus::Fail && missing.message.contains("does not exist"), "{missing:?}");
+        // Another group that exists on this machine, if there is one.
+        let other = ["nogroup", "daemon", "root"]
+            .into_iter()
+            .find(|g| nix::unistd::Group::from_name(g).ok().flatten().is_some_and(|grp| grp.gid.as_raw() != gid));
+        match other {
+            Some(g) => {
+                let wrong = check_socket(&path, &config(g));
+                assert!(wrong.status == CheckStatus::Fail && wrong.fix.unwrap().contains(&format!("chgrp {g}")), "{}", wrong.message);
+            }
+            None => eprintln!("SKIP: no second group on this machine to compare the socket's group with"),
+        }
+    }
+
+    #[test]
     fn dbus_policy_in_either_place_passes() {
         let dir = tempfile::tempdir().unwrap();
         let there = dir.path().join("org.edgeai.Daemon1.conf");

@@ -63,6 +63,14 @@ fn dbus_expected() -> &'static str {
     }
 }
 
+/// A builder whose admin API also admits this test's own primary group, so
+/// the tests do not need root.
+fn builder() -> DaemonBuilder {
+    let gid = nix::unistd::getegid();
+    let group = nix::unistd::Group::from_gid(gid).unwrap().expect("the test's group has a name");
+    DaemonBuilder::new().set("server.admin_group", group.name)
+}
+
 /// The default model under its own name in the test directory (a symlink),
 /// so a `.sha256` can be put next to it without touching the shared cache.
 fn linked_model(b: &DaemonBuilder) -> PathBuf {
@@ -79,7 +87,7 @@ fn linked_model(b: &DaemonBuilder) -> PathBuf {
 
 #[test]
 fn healthy_daemon_passes_and_each_fault_fails_its_line() {
-    let b = DaemonBuilder::new();
+    let b = builder();
     let model = linked_model(&b);
     let mut d = b.model_path(&model).start();
     let config = d.config_path().to_owned();
@@ -108,6 +116,10 @@ fn healthy_daemon_passes_and_each_fault_fails_its_line() {
         v["checks"].as_array().unwrap().iter().map(|c| (c["name"].as_str().unwrap(), c["status"].as_str().unwrap())).collect();
     assert_eq!(statuses.len(), CHECKS.len(), "{json}");
     assert!(statuses.iter().all(|(n, s)| *s == "pass" || (*n == "D-Bus policy" && *s == "warn")), "{json}");
+
+    // The route is the admin socket's only, and only for GET.
+    d.unix_client().without_key().request("POST", "/admin/v1/doctor", &[], None).expect_dify_error(405, "method_not_allowed");
+    d.client().get("/admin/v1/doctor").expect_dify_error(404, "not_found");
 
     // A checksum file next to the model that does not match it.
     let sidecar = PathBuf::from(format!("{}.sha256", model.display()));
@@ -157,7 +169,7 @@ fn healthy_daemon_passes_and_each_fault_fails_its_line() {
 
 #[test]
 fn truncated_model_fails_model_file_and_load() {
-    let b = DaemonBuilder::new().wait_for_model(false);
+    let b = builder().wait_for_model(false);
     let model = b.dir().join(DEFAULT_MODEL);
     let head: Vec<u8> = std::fs::read(paths::model()).unwrap().into_iter().take(1 << 20).collect();
     std::fs::write(&model, head).unwrap();
@@ -182,7 +194,7 @@ fn truncated_model_fails_model_file_and_load() {
 
 #[test]
 fn damaged_index_page_fails_the_integrity_check() {
-    let mut d = DaemonBuilder::new().start();
+    let mut d = builder().start();
     for _ in 0..3 {
         assert!(d.ctl(&["keys", "create", "--app", "demo"]).status.success());
     }
