@@ -17,7 +17,7 @@ CONFIG ?= configs/dev.toml
 # with fail points.
 TEST_FEATURES := --features edgeai-daemon/failpoints
 
-.PHONY: help setup build run test verify-units box-test bench check-config clean-run
+.PHONY: help setup build run test verify-units box-test bench check-config clean-run dist-docs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ printf "  make %-13s %s\n", $$1, $$2 }'
@@ -103,6 +103,21 @@ bench: setup ## run the benchmark (release build); writes bench-results/bench*.j
 
 check-config: build ## check CONFIG (default configs/dev.toml) with edgeaid --check-config
 	$(BIN)/edgeaid --check-config --config $(CONFIG)
+
+# The man pages and shell completions of edgeaictl, generated from its clap definition, where
+# the packaging installs them from: man/man1/*.1 and completions/{edgeaictl.bash,_edgeaictl,
+# edgeaictl.fish}. edgeaid has no man page: its clap definition lives in the daemon crate, which
+# would need clap_mangen just for this (`edgeaid --help` documents it).
+DIST := $(TARGET_DIR)/dist
+dist-docs: ## write edgeaictl's man pages and bash/zsh/fish completions under target/dist/
+	$(CARGO) build -p edgeaictl
+	rm -rf $(DIST)/man/man1 $(DIST)/completions
+	mkdir -p $(DIST)/completions
+	$(BIN)/edgeaictl man --dir $(DIST)/man/man1 >/dev/null
+	$(BIN)/edgeaictl completions bash >$(DIST)/completions/edgeaictl.bash
+	$(BIN)/edgeaictl completions zsh >$(DIST)/completions/_edgeaictl
+	$(BIN)/edgeaictl completions fish >$(DIST)/completions/edgeaictl.fish
+	@echo "dist-docs: $$(ls $(DIST)/man/man1 | wc -l) man pages in $(DIST)/man/man1, completions in $(DIST)/completions"
 
 clean-run: ## remove run/ (the dev store, socket and demo key)
 	rm -rf run

@@ -290,6 +290,46 @@ pub struct ErrorBody {
     pub status: u16,
 }
 
+/// `GET /admin/v1/doctor`: the checks only the daemon can run, for
+/// `edgeaictl doctor` (which adds its own: config, socket, D-Bus policy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoctorReport {
+    pub checks: Vec<DoctorCheck>,
+}
+
+/// One check's outcome; `fix` says what to do for a WARN or a FAIL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoctorCheck {
+    pub name: String,
+    pub status: CheckStatus,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Pass,
+    Warn,
+    Fail,
+}
+
+impl CheckStatus {
+    /// `PASS`, `WARN` or `FAIL`, as `edgeaictl doctor` prints it.
+    pub fn label(self) -> &'static str {
+        match self {
+            CheckStatus::Pass => "PASS",
+            CheckStatus::Warn => "WARN",
+            CheckStatus::Fail => "FAIL",
+        }
+    }
+}
+
+/// The names of the checks in [`DoctorReport`], in order: `edgeaictl doctor`
+/// reports each as FAIL when the daemon cannot be asked.
+pub const DAEMON_CHECKS: &[&str] = &["model file", "model load", "limits", "disk", "database"];
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may unwrap (style.md)
 mod tests {

@@ -12,7 +12,7 @@ macro_rules! exit_codes {
     () => {
         "Exit codes:\n  \
          0   success\n  \
-         1   any other error, including an API error (printed as `edgeaictl: <code>: <message>`)\n  \
+         1   any other error, including an API error (printed as `edgeaictl: <code>: <message>`) and a FAIL of `doctor`\n  \
          2   usage error\n  \
          65  an input file cannot be read or is not JSON/UTF-8 (EX_DATAERR)\n  \
          69  the daemon cannot be reached or did not answer in time (EX_UNAVAILABLE)\n  \
@@ -105,6 +105,59 @@ pub enum Command {
     /// The response cache: hit rate and size, flush
     #[command(subcommand)]
     Cache(CacheCommand),
+
+    /// Check the installation: config, model, limits, disk, socket, D-Bus policy, database
+    #[command(
+        long_about = "Check the installation and print PASS, WARN or FAIL per check, with what to do \
+            about each WARN and FAIL.\n\n\
+            Checked here: the config (edgeaid --check-config with the same --config files; edgeaid \
+            is found next to edgeaictl or on PATH), the socket's mode and group against the config, \
+            and whether the D-Bus policy is installed. Checked by the daemon (GET /admin/v1/doctor): \
+            the model file's size and sha256 (against MODEL.sha256 next to it, or the default \
+            model's published checksum), the model's load state, the cgroup's memory and CPU limits \
+            and the inference threads chosen, free disk in the state directory, and the database \
+            (PRAGMA integrity_check and foreign_key_check, on a read-only connection). When the \
+            daemon cannot be reached, its checks FAIL saying why.\n\n\
+            The socket is --socket (or EDGEAI_SOCKET) if given, else the config's server.socket.",
+        after_help = concat!(
+            "Examples:\n  \
+             edgeaictl doctor\n  \
+             edgeaictl doctor --config /etc/edgeai/edgeai.toml\n  \
+             edgeaictl doctor --json | jq '.checks[] | select(.status != \"pass\")'\n\n\
+             Exit codes besides the ones below: 1 when any check FAILs (WARNs alone exit 0); the \
+             report is printed either way.\n\n",
+            exit_codes!()
+        )
+    )]
+    Doctor(DoctorArgs),
+
+    /// Print a shell completion script (bash, zsh, fish)
+    #[command(after_help = concat!(
+        "Examples:\n  \
+         edgeaictl completions bash > /usr/share/bash-completion/completions/edgeaictl\n  \
+         edgeaictl completions zsh > /usr/share/zsh/vendor-completions/_edgeaictl\n  \
+         edgeaictl completions fish > /usr/share/fish/vendor_completions.d/edgeaictl.fish\n  \
+         source <(edgeaictl completions bash)\n\n",
+        exit_codes!()
+    ))]
+    Completions {
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: CompletionShell,
+    },
+
+    /// Write the man pages: edgeaictl.1 and one per subcommand
+    #[command(after_help = concat!(
+        "Examples:\n  \
+         edgeaictl man --dir target/dist/man/man1\n  \
+         man -l target/dist/man/man1/edgeaictl-doctor.1\n\n\
+         Prints the path of each page written.\n\n",
+        exit_codes!()
+    ))]
+    Man {
+        /// Directory to write the pages into (created if missing)
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -407,6 +460,23 @@ fn parse_input(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Options of `doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Check these configuration files, as `edgeaid --config` reads them (repeatable;
+    /// default: the daemon's system configuration)
+    #[arg(long = "config", value_name = "FILE")]
+    pub configs: Vec<PathBuf>,
+}
+
+/// The shells `completions` writes a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may unwrap (style.md)
 mod tests {
@@ -513,6 +583,19 @@ mod tests {
         assert!(matches!(rm, Command::Datasets(DatasetsCommand::RmDoc { ref doc, .. }) if doc == "plc-alarms.md"));
         let list = Cli::try_parse_from(["edgeaictl", "datasets", "list", "--json"]).unwrap();
         assert!(list.json && matches!(list.command, Command::Datasets(DatasetsCommand::List)));
+    }
+
+    #[test]
+    fn doctor_completions_and_man_parse() {
+        let cli = Cli::try_parse_from(["edgeaictl", "doctor", "--config", "a.toml", "--config", "b.toml", "--json"]).unwrap();
+        assert!(cli.json);
+        assert!(matches!(cli.command, Command::Doctor(ref a) if a.configs == [PathBuf::from("a.toml"), PathBuf::from("b.toml")]));
+        let cli = Cli::try_parse_from(["edgeaictl", "completions", "zsh"]).unwrap();
+        assert!(matches!(cli.command, Command::Completions { shell: CompletionShell::Zsh }));
+        assert_eq!(Cli::try_parse_from(["edgeaictl", "completions", "tcsh"]).unwrap_err().exit_code(), 2);
+        let cli = Cli::try_parse_from(["edgeaictl", "man", "--dir", "out"]).unwrap();
+        assert!(matches!(cli.command, Command::Man { ref dir } if dir == &PathBuf::from("out")));
+        assert_eq!(Cli::try_parse_from(["edgeaictl", "man"]).unwrap_err().exit_code(), 2);
     }
 
     #[test]

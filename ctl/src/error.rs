@@ -62,6 +62,8 @@ pub enum CtlError {
     Interrupted { pending: usize },
     #[error("cannot listen for Ctrl-C")]
     Signal { source: std::io::Error },
+    #[error("{failed} of {total} doctor checks failed")]
+    ChecksFailed { failed: usize, total: usize },
 }
 
 impl CtlError {
@@ -86,7 +88,8 @@ impl CtlError {
             | CtlError::NotFound { .. }
             | CtlError::Ambiguous { .. }
             | CtlError::IngestFailed { .. }
-            | CtlError::Signal { .. } => EX_FAILURE,
+            | CtlError::Signal { .. }
+            | CtlError::ChecksFailed { .. } => EX_FAILURE,
             CtlError::Interrupted { .. } => EX_INTERRUPTED,
         }
     }
@@ -176,6 +179,7 @@ mod tests {
         assert_eq!(CtlError::NotFound { what: "dataset", name: "m".into() }.exit_code(), 1);
         assert_eq!(CtlError::IngestFailed { failed: 1, files: 2 }.exit_code(), 1);
         assert_eq!(CtlError::Interrupted { pending: 2 }.exit_code(), 130);
+        assert_eq!(CtlError::ChecksFailed { failed: 1, total: 8 }.exit_code(), 1);
     }
 
     fn timeout() -> CtlError {

@@ -9,6 +9,8 @@ mod chat;
 mod cli;
 mod commands;
 mod datasets;
+mod docs;
+mod doctor;
 mod error;
 mod ingest;
 mod multipart;
@@ -44,11 +46,12 @@ fn fail(err: &CtlError) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), CtlError> {
+    let explicit_socket = cli.socket.clone();
     let socket = cli.socket.unwrap_or_else(|| match std::env::current_dir() {
         Ok(dir) => socket::default_socket(&dir),
         Err(_) => socket::SYSTEM_SOCKET.into(),
     });
-    let client = UnixClient::new(socket).with_timeout(cli.timeout);
+    let client = UnixClient::new(socket.clone()).with_timeout(cli.timeout);
     let json = cli.json;
     match cli.command {
         Command::Status => commands::status(&client, json).await,
@@ -67,6 +70,13 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Datasets(command) => run_datasets(&client, command, json).await,
         Command::Cache(CacheCommand::Stats) => commands::cache_stats(&client, json).await,
         Command::Cache(CacheCommand::Flush { app }) => commands::cache_flush(&client, app.as_deref(), json).await,
+        Command::Doctor(args) => {
+            let doctor =
+                doctor::Doctor { configs: &args.configs, socket: explicit_socket, default_socket: socket, timeout: cli.timeout, json };
+            doctor.run().await
+        }
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { dir } => docs::man(&dir),
         Command::Chat(args) => {
             let login = std::env::var("USER").ok();
             let user = args.user.unwrap_or_else(|| chat::default_user(login.as_deref()));

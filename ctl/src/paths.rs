@@ -32,6 +32,11 @@ pub fn cache(app: Option<&str>) -> String {
     }
 }
 
+/// `/admin/v1/doctor`: the daemon's checks for `edgeaictl doctor`.
+pub fn doctor() -> String {
+    format!("{ADMIN_PREFIX}/doctor")
+}
+
 pub fn import_dsl() -> String {
     format!("{ADMIN_PREFIX}/apps/dsl")
 }

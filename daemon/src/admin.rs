@@ -1,6 +1,6 @@
 //! The operator's view of the daemon, shared by both control front ends (the
 //! admin HTTP API on the unix socket and D-Bus): who counts as an operator,
-//! and the status, app, key and cache reports as edgeai-common's admin types,
+//! and the status, app, key, cache and doctor reports as edgeai-common's admin types,
 //! built once from the service layer. Each front end encodes them its own way
 //! (JSON; `a{sv}`). Knows neither HTTP nor D-Bus.
 
@@ -105,6 +105,26 @@ pub fn status(svc: &Service, facts: &Facts) -> wire::StatusResponse {
             }
         }),
     }
+}
+
+/// The daemon's doctor checks on the wire.
+pub async fn doctor(svc: &Service) -> wire::DoctorReport {
+    use crate::service::doctor::Status;
+    let checks = crate::service::doctor::run(svc)
+        .await
+        .into_iter()
+        .map(|c| wire::DoctorCheck {
+            name: c.name.to_owned(),
+            status: match c.status {
+                Status::Pass => wire::CheckStatus::Pass,
+                Status::Warn => wire::CheckStatus::Warn,
+                Status::Fail => wire::CheckStatus::Fail,
+            },
+            message: c.message,
+            fix: c.fix,
+        })
+        .collect();
+    wire::DoctorReport { checks }
 }
 
 pub fn cache_stats(svc: &Service) -> wire::CacheStats {

@@ -5,7 +5,8 @@
 //! revoke), a chat route that is authorised by the peer instead of a key,
 //! and the Knowledge API itself under `/admin/v1/datasets` (the handlers of
 //! `/v1/datasets`, without a dataset key: `edgeaictl datasets`), and the
-//! response cache's stats and flush (`/admin/v1/cache`).
+//! response cache's stats and flush (`/admin/v1/cache`), and the daemon's
+//! checks for `edgeaictl doctor` (`/admin/v1/doctor`).
 
 use std::sync::Arc;
 
@@ -113,6 +114,7 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             svc.revoke_key(id).await?;
             Ok(body::empty(StatusCode::NO_CONTENT))
         }
+        (["doctor"], &Method::GET) => reply(StatusCode::OK, &crate::admin::doctor(svc).await),
         (["cache"], &Method::GET) => reply(StatusCode::OK, &crate::admin::cache_stats(svc)),
         (["cache"], &Method::DELETE) => {
             let q: std::collections::HashMap<String, String> =
@@ -133,7 +135,8 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             | ["apps", _, "versions" | "activate" | "export" | "chat-messages"]
             | ["keys"]
             | ["keys", _]
-            | ["cache"],
+            | ["cache"]
+            | ["doctor"],
             _,
         ) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NoRoute),
