@@ -330,6 +330,19 @@ impl CheckStatus {
 /// reports each as FAIL when the daemon cannot be asked.
 pub const DAEMON_CHECKS: &[&str] = &["model file", "model load", "limits", "disk", "database"];
 
+/// `edgeaictl models list` (D-Bus `ListModels`): the models the daemon serves with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelList {
+    pub data: Vec<ModelStatus>,
+}
+
+/// D-Bus `Reload`: what the configuration reload changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadResponse {
+    pub apps_updated: u32,
+    pub apps_served: u32,
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may unwrap (style.md)
 mod tests {

@@ -118,9 +118,10 @@ impl BusClient {
         if body.signature().to_string().is_empty() {
             return Ok(Json::Null);
         }
-        let v: OwnedValue = body.deserialize::<Value<'_>>().map_err(|source| BusError::Decode { method: method.to_owned(), source })?.try_into()
-            .map_err(|e: zbus::zvariant::Error| BusError::Decode { method: method.to_owned(), source: e.into() })?;
-        Ok(to_json(&v))
+        // The reply's arguments as one structure: each method answers one value.
+        let args: zbus::zvariant::Structure<'_> =
+            body.deserialize().map_err(|source| BusError::Decode { method: method.to_owned(), source })?;
+        Ok(args.fields().first().map_or(Json::Null, to_json))
     }
 
     /// A property's value as JSON.

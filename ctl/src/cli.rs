@@ -12,13 +12,19 @@ macro_rules! exit_codes {
     () => {
         "Exit codes:\n  \
          0   success\n  \
-         1   any other error, including an API error (printed as `edgeaictl: <code>: <message>`) and a FAIL of `doctor`\n  \
+         1   any other error, including an API error (printed as `edgeaictl: <code>: <message>`, or \
+         `edgeaictl: org.edgeai.Error.<Name>: <message>` over D-Bus) and a FAIL of `doctor`\n  \
          2   usage error\n  \
          65  an input file cannot be read or is not JSON/UTF-8 (EX_DATAERR)\n  \
-         69  the daemon cannot be reached or did not answer in time (EX_UNAVAILABLE)\n  \
+         69  the daemon cannot be reached (socket, or not on the --bus) or did not answer in time (EX_UNAVAILABLE)\n  \
          73  an output file cannot be written (EX_CANTCREAT)\n  \
-         77  permission denied by the daemon or on the socket (EX_NOPERM)"
+         77  permission denied by the daemon, on the socket or by the bus policy (EX_NOPERM)"
     };
+}
+
+/// `--bus`.
+fn parse_bus(s: &str) -> Result<edgeai_common::dbus::Bus, String> {
+    edgeai_common::dbus::Bus::parse(s)
 }
 
 /// `OLD=NEW` of `--dataset`.
@@ -55,6 +61,13 @@ pub struct Cli {
     /// Print the daemon's JSON instead of tables and messages
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Send the control commands (status, apps, keys, cache, models, reload) over D-Bus to
+    /// org.edgeai.Daemon1 on this bus instead of the socket: system, session, or an address
+    /// such as unix:path=/run/dbus/system_bus_socket. Chat, datasets, export and doctor's
+    /// daemon checks always use the socket
+    #[arg(long, global = true, env = "EDGEAI_BUS", value_name = "BUS", value_parser = parse_bus)]
+    pub bus: Option<edgeai_common::dbus::Bus>,
 
     /// Give up (exit 69) when the daemon takes longer than this to answer;
     /// for `chat`, the longest wait for the next event of the answer, so a
@@ -158,6 +171,38 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },
+
+    /// Re-read the configuration now, as `systemctl reload edgeai` does (D-Bus: needs --bus)
+    #[command(after_help = concat!(
+        "Examples:\n  edgeaictl --bus system reload\n\n\
+         Apps from the configuration take effect at once; other settings at the next restart. An invalid \
+         configuration changes nothing and is reported with every problem (exit 1).\n\n",
+        exit_codes!()
+    ))]
+    Reload,
+
+    /// The models the daemon serves with
+    #[command(subcommand)]
+    Models(ModelsCommand),
+
+    /// Follow the daemon's state (starting, ready, degraded, stopping) as D-Bus announces it (needs --bus)
+    #[command(after_help = concat!(
+        "Examples:\n  edgeaictl --bus system watch\n  edgeaictl --bus system watch --count 1 --json\n\n\
+         Prints the current state, then one line per StateChanged signal, until Ctrl-C or --count changes.\n\n",
+        exit_codes!()
+    ))]
+    Watch {
+        /// Stop after this many changes
+        #[arg(long, value_name = "N")]
+        count: Option<u32>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// List the models: name, state, threads, slots, context size
+    #[command(after_help = concat!("Examples:\n  edgeaictl models list\n  edgeaictl --bus system models list --json\n\n", exit_codes!()))]
+    List,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,39 +1,40 @@
-//! The non-interactive subcommands: `status`, `apps list|import|versions|activate|export`,
-//! `keys create|list|revoke`, `cache stats|flush`. Each fetches, then prints a table or, with
-//! `--json`, the daemon's JSON as received.
+//! The non-interactive control subcommands: `status`, `apps list|import|versions|activate|export`,
+//! `keys create|list|revoke`, `cache stats|flush`, `models list`, `reload`. Each asks the daemon
+//! through [`Control`] (the socket, or D-Bus with `--bus`), then prints a table or, with `--json`,
+//! the daemon's answer as JSON.
 //!
 //! Owns: what goes to stdout and stderr for these commands.
 //! Must not: choose exit codes (see [`crate::error`]) or know HTTP details.
 
 use crate::error::CtlError;
-use crate::{paths, render};
+use crate::render;
+use crate::control::{Control, Import};
 use edgeai_common::admin::{
-    ActivateRequest, AppInfo, AppList, AppVersionList, CacheFlushResponse, CacheStats, CreateKeyRequest, CreatedKey, ExportResponse,
-    ImportDslRequest, ImportDslResponse, KeyKind, KeyList, StatusResponse,
+    AppInfo, AppList, AppVersionList, CacheFlushResponse, CacheStats, CreateKeyRequest, CreatedKey, ExportResponse, ImportDslRequest,
+    ImportDslResponse, KeyKind, KeyList, ModelList, ReloadResponse, StatusResponse,
 };
-use edgeai_common::UnixClient;
 use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
 
-pub async fn status(client: &UnixClient, json: bool) -> Result<(), CtlError> {
+pub async fn status(control: &Control, json: bool) -> Result<(), CtlError> {
+    let answer = control.status().await?;
     if json {
-        return print_json(&client.get::<Value>(&paths::status()).await?);
+        return print_json(&answer);
     }
-    let status: StatusResponse = client.get(&paths::status()).await?;
-    print(&render::status(&status))
+    print(&render::status(&decode::<StatusResponse>(answer, "status")?))
 }
 
-pub async fn apps_list(client: &UnixClient, json: bool) -> Result<(), CtlError> {
+pub async fn apps_list(control: &Control, json: bool) -> Result<(), CtlError> {
+    let answer = control.apps().await?;
     if json {
-        return print_json(&client.get::<Value>(&paths::apps()).await?);
+        return print_json(&answer);
     }
-    let apps: AppList = client.get(&paths::apps()).await?;
-    print(&render::apps(&apps))
+    print(&render::apps(&decode::<AppList>(answer, "apps list")?))
 }
 
 pub async fn apps_import(
-    client: &UnixClient,
+    control: &Control,
     file: &Path,
     name: Option<String>,
     id: Option<String>,
@@ -41,21 +42,37 @@ pub async fn apps_import(
     json: bool,
 ) -> Result<(), CtlError> {
     if is_dsl(file) {
-        return import_dsl(client, file, ImportDslRequest { yaml: String::new(), id, name, datasets }, json).await;
+        let mut request = ImportDslRequest { yaml: String::new(), id, name, datasets };
+        if matches!(control, Control::Socket(_)) {
+            let bytes = tokio::fs::read(file).await.map_err(|source| CtlError::ReadInput { path: file.to_owned(), source })?;
+            request.yaml = String::from_utf8(bytes).map_err(|_| CtlError::InputNotUtf8 { path: file.to_owned() })?;
+        }
+        let (created, answer) = control.import(Import { file, dsl: Some(request), definition: None }).await?;
+        if json {
+            return print_json(&answer);
+        }
+        let r: ImportDslResponse = decode(answer, "apps import")?;
+        let verb = if created { "imported" } else { "unchanged" };
+        let mut out = format!("{verb} {} ({:?}, {}) version {}\n", r.app.id, r.app.name, r.app.mode, r.app.version);
+        for m in &r.models {
+            out.push_str(&format!("  node {} ({:?}): {}/{} -> {} ({})\n", m.node_id, m.node_title, m.provider, m.name, m.target, m.rule));
+        }
+        return print(&out);
     }
     if name.is_some() || id.is_some() || !datasets.is_empty() {
         return Err(CtlError::DslOnlyOption { path: file.to_owned() });
     }
+    // Checked here for either transport, so a bad file fails the same way (exit 65).
     let definition = read_definition(file).await?;
+    let (created, answer) = control.import(Import { file, dsl: None, definition: Some(definition) }).await?;
     if json {
-        let (_, answer) = client.post_json_with_status::<_, Value>(&paths::apps(), &definition).await?;
         return print_json(&answer);
     }
-    let (status, app) = client.post_json_with_status::<_, AppInfo>(&paths::apps(), &definition).await?;
-    if status.as_u16() == 200 {
-        print(&format!("{} unchanged (version {})\n", app.id, app.version))
-    } else {
+    let app: AppInfo = decode(answer, "apps import")?;
+    if created {
         print(&format!("imported {} version {}\n", app.id, app.version))
+    } else {
+        print(&format!("{} unchanged (version {})\n", app.id, app.version))
     }
 }
 
@@ -64,45 +81,29 @@ fn is_dsl(file: &Path) -> bool {
     matches!(file.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(), Some("yml" | "yaml"))
 }
 
-/// Imports a DSL file; `request` carries the options, its `yaml` is read here.
-async fn import_dsl(client: &UnixClient, file: &Path, mut request: ImportDslRequest, json: bool) -> Result<(), CtlError> {
-    let bytes = tokio::fs::read(file).await.map_err(|source| CtlError::ReadInput { path: file.to_owned(), source })?;
-    request.yaml = String::from_utf8(bytes).map_err(|_| CtlError::InputNotUtf8 { path: file.to_owned() })?;
+pub async fn apps_versions(control: &Control, app: &str, json: bool) -> Result<(), CtlError> {
+    let answer = control.versions(app).await?;
     if json {
-        let (_, answer) = client.post_json_with_status::<_, Value>(&paths::import_dsl(), &request).await?;
         return print_json(&answer);
     }
-    let (status, r) = client.post_json_with_status::<_, ImportDslResponse>(&paths::import_dsl(), &request).await?;
-    let verb = if status.as_u16() == 200 { "unchanged" } else { "imported" };
-    let mut out = format!("{verb} {} ({:?}, {}) version {}\n", r.app.id, r.app.name, r.app.mode, r.app.version);
-    for m in &r.models {
-        out.push_str(&format!("  node {} ({:?}): {}/{} -> {} ({})\n", m.node_id, m.node_title, m.provider, m.name, m.target, m.rule));
-    }
-    print(&out)
+    print(&render::versions(&decode::<AppVersionList>(answer, "apps versions")?))
 }
 
-pub async fn apps_versions(client: &UnixClient, app: &str, json: bool) -> Result<(), CtlError> {
+pub async fn apps_activate(control: &Control, app: &str, version: u32, json: bool) -> Result<(), CtlError> {
+    let answer = control.activate(app, version).await?;
     if json {
-        return print_json(&client.get::<Value>(&paths::app_versions(app)).await?);
+        return print_json(&answer);
     }
-    let list: AppVersionList = client.get(&paths::app_versions(app)).await?;
-    print(&render::versions(&list))
-}
-
-pub async fn apps_activate(client: &UnixClient, app: &str, version: u32, json: bool) -> Result<(), CtlError> {
-    let request = ActivateRequest { version };
-    if json {
-        return print_json(&client.post_json::<_, Value>(&paths::activate(app), &request).await?);
-    }
-    let info: AppInfo = client.post_json(&paths::activate(app), &request).await?;
+    let info: AppInfo = decode(answer, "apps activate")?;
     print(&format!("{} now serves version {}\n", info.id, info.version))
 }
 
-pub async fn apps_export(client: &UnixClient, app: &str, version: Option<u32>, output: Option<&Path>, json: bool) -> Result<(), CtlError> {
+pub async fn apps_export(control: &Control, app: &str, version: Option<u32>, output: Option<&Path>, json: bool) -> Result<(), CtlError> {
+    let answer = control.export(app, version).await?;
     if json {
-        return print_json(&client.get::<Value>(&paths::export(app, version)).await?);
+        return print_json(&answer);
     }
-    let e: ExportResponse = client.get(&paths::export(app, version)).await?;
+    let e: ExportResponse = decode(answer, "apps export")?;
     match output {
         None => print(&e.yaml),
         Some(path) => {
@@ -129,12 +130,12 @@ async fn read_definition(file: &Path) -> Result<Value, CtlError> {
 }
 
 /// An app key (`app`) or a Knowledge API key (`dataset`); clap lets only one through.
-pub async fn keys_create(client: &UnixClient, app: Option<String>, dataset: bool, json: bool) -> Result<(), CtlError> {
-    let request = CreateKeyRequest { app, dataset };
+pub async fn keys_create(control: &Control, app: Option<String>, dataset: bool, json: bool) -> Result<(), CtlError> {
+    let answer = control.create_key(CreateKeyRequest { app, dataset }).await?;
     if json {
-        return print_json(&client.post_json::<_, Value>(&paths::keys(None), &request).await?);
+        return print_json(&answer);
     }
-    let created: CreatedKey = client.post_json(&paths::keys(None), &request).await?;
+    let created: CreatedKey = decode(answer, "keys create")?;
     match created.kind {
         KeyKind::App => eprintln!("created key {} for app {}; it is shown only this once", created.id, created.app_id),
         KeyKind::Dataset => eprintln!("created dataset key {} for the Knowledge API; it is shown only this once", created.id),
@@ -142,40 +143,93 @@ pub async fn keys_create(client: &UnixClient, app: Option<String>, dataset: bool
     print(&format!("{}\n", created.key))
 }
 
-pub async fn keys_list(client: &UnixClient, app: Option<&str>, json: bool) -> Result<(), CtlError> {
+pub async fn keys_list(control: &Control, app: Option<&str>, json: bool) -> Result<(), CtlError> {
+    let answer = control.keys(app).await?;
     if json {
-        return print_json(&client.get::<Value>(&paths::keys(app)).await?);
+        return print_json(&answer);
     }
-    let keys: KeyList = client.get(&paths::keys(app)).await?;
-    print(&render::keys(&keys))
+    print(&render::keys(&decode::<KeyList>(answer, "keys list")?))
 }
 
 /// Prints a confirmation; with `--json` nothing, as the daemon answers 204.
-pub async fn keys_revoke(client: &UnixClient, id: &str, json: bool) -> Result<(), CtlError> {
-    client.delete(&paths::key(id)).await?;
+pub async fn keys_revoke(control: &Control, id: &str, json: bool) -> Result<(), CtlError> {
+    control.revoke_key(id).await?;
     if json {
         return Ok(());
     }
     print(&format!("revoked key {id}\n"))
 }
 
-pub async fn cache_stats(client: &UnixClient, json: bool) -> Result<(), CtlError> {
+pub async fn cache_stats(control: &Control, json: bool) -> Result<(), CtlError> {
+    let answer = control.cache_stats().await?;
     if json {
-        return print_json(&client.get::<Value>(&paths::cache(None)).await?);
+        return print_json(&answer);
     }
-    let stats: CacheStats = client.get(&paths::cache(None)).await?;
-    print(&render::cache(&stats))
+    print(&render::cache(&decode::<CacheStats>(answer, "cache stats")?))
 }
 
-pub async fn cache_flush(client: &UnixClient, app: Option<&str>, json: bool) -> Result<(), CtlError> {
+pub async fn cache_flush(control: &Control, app: Option<&str>, json: bool) -> Result<(), CtlError> {
+    let answer = control.flush_cache(app).await?;
     if json {
-        return print_json(&client.delete_json::<Value>(&paths::cache(app)).await?);
+        return print_json(&answer);
     }
-    let r: CacheFlushResponse = client.delete_json(&paths::cache(app)).await?;
+    let r: CacheFlushResponse = decode(answer, "cache flush")?;
     match &r.app {
         Some(a) => print(&format!("flushed {} cached answers of {a}\n", r.flushed)),
         None => print(&format!("flushed {} cached answers\n", r.flushed)),
     }
+}
+
+pub async fn models_list(control: &Control, json: bool) -> Result<(), CtlError> {
+    let answer = control.models().await?;
+    if json {
+        return print_json(&answer);
+    }
+    let list: ModelList = decode(answer, "models list")?;
+    print(&render::models(&list))
+}
+
+pub async fn reload(control: &Control, json: bool) -> Result<(), CtlError> {
+    let answer = control.reload().await?;
+    if json {
+        return print_json(&answer);
+    }
+    let r: ReloadResponse = decode(answer, "reload")?;
+    print(&format!("configuration reloaded: {} apps updated, {} served\n", r.apps_updated, r.apps_served))
+}
+
+/// Prints the state, then every StateChanged signal, until `count` changes
+/// (or forever); D-Bus only.
+pub async fn watch(control: &Control, count: Option<u32>, json: bool) -> Result<(), CtlError> {
+    let Control::Bus(bus) = control else { return Err(CtlError::NeedsBus { command: "watch" }) };
+    // Subscribe first, so no change between the read and the subscription is lost.
+    let mut changes = bus.state_changes().await?;
+    let state = bus.property("State").await?;
+    let text = bus.property("StatusText").await?;
+    let line = |state: &Value, text: &Value| {
+        if json {
+            format!("{}\n", serde_json::json!({"state": state, "status_text": text}))
+        } else {
+            format!("{}\t{}\n", state.as_str().unwrap_or("?"), text.as_str().unwrap_or(""))
+        }
+    };
+    print(&line(&state, &text))?;
+    let mut seen = 0;
+    while count.is_none_or(|c| seen < c) {
+        let Some(signal) = futures_util::StreamExt::next(&mut changes).await else { break };
+        let (state, text): (String, String) = signal
+            .body()
+            .deserialize()
+            .map_err(|source| CtlError::Bus(edgeai_common::dbus::BusError::Decode { method: "StateChanged".into(), source }))?;
+        print(&line(&Value::String(state), &Value::String(text)))?;
+        seen += 1;
+    }
+    Ok(())
+}
+
+/// The daemon's answer as a wire type; a mismatch is the daemon's fault, not the input's.
+fn decode<T: serde::de::DeserializeOwned>(answer: Value, command: &str) -> Result<T, CtlError> {
+    serde_json::from_value(answer).map_err(|source| CtlError::Answer { command: command.to_owned(), source })
 }
 
 /// Writes and flushes stdout (chat streams tokens through this).

@@ -4,6 +4,7 @@
 //! Owns: the error → exit code contract documented in `--help`.
 //! Must not: print by itself; `main` prints [`CtlError::report`] once.
 
+use edgeai_common::dbus::BusError;
 use edgeai_common::ClientError;
 use std::io::ErrorKind;
 use std::path::PathBuf;
@@ -28,6 +29,12 @@ pub const EX_INTERRUPTED: u8 = 130;
 pub enum CtlError {
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("the daemon's answer to {command} is not what this edgeaictl expects (a different version?)")]
+    Answer { command: String, source: serde_json::Error },
+    #[error("`edgeaictl {command}` works over D-Bus only: give --bus system (or session, or a bus address)")]
+    NeedsBus { command: &'static str },
     #[error("cannot read {}", path.display())]
     ReadInput { path: PathBuf, source: std::io::Error },
     #[error("{} is not valid JSON", path.display())]
@@ -73,6 +80,11 @@ impl CtlError {
             CtlError::Client(ClientError::Connect { .. } | ClientError::Timeout { .. }) => EX_UNAVAILABLE,
             CtlError::Client(ClientError::Api { status: 403, .. }) => EX_NOPERM,
             CtlError::Client(_) => EX_FAILURE,
+            CtlError::Bus(BusError::Connect { .. } | BusError::NotRunning { .. } | BusError::Timeout { .. }) => EX_UNAVAILABLE,
+            CtlError::Bus(BusError::Denied { .. }) => EX_NOPERM,
+            CtlError::Bus(BusError::Remote { .. } | BusError::Decode { .. } | BusError::Call { .. }) => EX_FAILURE,
+            CtlError::NeedsBus { .. } => EX_USAGE,
+            CtlError::Answer { .. } => EX_FAILURE,
             CtlError::ReadInput { .. }
             | CtlError::ParseInput { .. }
             | CtlError::InputNotObject { .. }
@@ -128,6 +140,15 @@ impl CtlError {
                  `journalctl -u edgeai`, or allow longer with --timeout",
                 path.display(),
                 humantime::format_duration(*after)
+            ),
+            CtlError::Bus(BusError::Remote { name, message } | BusError::Denied { name, message }) => {
+                format!("edgeaictl: {name}: {message}")
+            }
+            CtlError::Bus(e @ (BusError::Connect { .. } | BusError::NotRunning { .. })) => format!(
+                "edgeaictl: {}\n\
+                 edgeaictl: is the daemon running with control.bus on that bus? See `systemctl status edgeai`, \
+                 or use the socket (leave out --bus)",
+                chain(e)
             ),
             other => format!("edgeaictl: {}", chain(other)),
         }

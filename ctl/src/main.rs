@@ -1,5 +1,6 @@
 //! `edgeaictl`: the operator's command line for edgeaid, talking HTTP to the
-//! daemon's unix socket through `edgeai_common`.
+//! daemon's unix socket, and D-Bus to `org.edgeai.Daemon1` for the control
+//! commands when `--bus` is given, through `edgeai_common`.
 //!
 //! Owns: turning the parsed command into calls and the final exit code.
 //! Must not: depend on the daemon crate or llama.cpp; every wire type comes
@@ -8,6 +9,7 @@
 mod chat;
 mod cli;
 mod commands;
+mod control;
 mod datasets;
 mod docs;
 mod doctor;
@@ -20,7 +22,9 @@ mod socket;
 mod time;
 
 use clap::Parser;
-use cli::{AppsCommand, CacheCommand, Cli, Command, DatasetsCommand, KeysCommand};
+use cli::{AppsCommand, CacheCommand, Cli, Command, DatasetsCommand, KeysCommand, ModelsCommand};
+use control::Control;
+use edgeai_common::dbus::BusClient;
 use edgeai_common::UnixClient;
 use error::CtlError;
 use std::process::ExitCode;
@@ -53,23 +57,32 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
     });
     let client = UnixClient::new(socket.clone()).with_timeout(cli.timeout);
     let json = cli.json;
+    let needs_control = matches!(
+        cli.command,
+        Command::Status | Command::Apps(_) | Command::Keys(_) | Command::Cache(_) | Command::Models(_) | Command::Reload | Command::Watch { .. }
+    );
+    let control = match (cli.bus, needs_control) {
+        (Some(bus), true) => Control::Bus(BusClient::connect(bus, cli.timeout).await?),
+        // `reload` and `watch` say they need --bus.
+        _ => Control::Socket(client.clone()),
+    };
     match cli.command {
-        Command::Status => commands::status(&client, json).await,
-        Command::Apps(AppsCommand::List) => commands::apps_list(&client, json).await,
+        Command::Status => commands::status(&control, json).await,
+        Command::Apps(AppsCommand::List) => commands::apps_list(&control, json).await,
         Command::Apps(AppsCommand::Import { file, name, id, datasets }) => {
-            commands::apps_import(&client, &file, name, id, datasets, json).await
+            commands::apps_import(&control, &file, name, id, datasets, json).await
         }
-        Command::Apps(AppsCommand::Versions { app }) => commands::apps_versions(&client, &app, json).await,
-        Command::Apps(AppsCommand::Activate { app, version }) => commands::apps_activate(&client, &app, version, json).await,
+        Command::Apps(AppsCommand::Versions { app }) => commands::apps_versions(&control, &app, json).await,
+        Command::Apps(AppsCommand::Activate { app, version }) => commands::apps_activate(&control, &app, version, json).await,
         Command::Apps(AppsCommand::Export { app, version, output }) => {
-            commands::apps_export(&client, &app, version, output.as_deref(), json).await
+            commands::apps_export(&control, &app, version, output.as_deref(), json).await
         }
-        Command::Keys(KeysCommand::Create { app, dataset }) => commands::keys_create(&client, app, dataset, json).await,
-        Command::Keys(KeysCommand::List { app }) => commands::keys_list(&client, app.as_deref(), json).await,
-        Command::Keys(KeysCommand::Revoke { id }) => commands::keys_revoke(&client, &id, json).await,
+        Command::Keys(KeysCommand::Create { app, dataset }) => commands::keys_create(&control, app, dataset, json).await,
+        Command::Keys(KeysCommand::List { app }) => commands::keys_list(&control, app.as_deref(), json).await,
+        Command::Keys(KeysCommand::Revoke { id }) => commands::keys_revoke(&control, &id, json).await,
         Command::Datasets(command) => run_datasets(&client, command, json).await,
-        Command::Cache(CacheCommand::Stats) => commands::cache_stats(&client, json).await,
-        Command::Cache(CacheCommand::Flush { app }) => commands::cache_flush(&client, app.as_deref(), json).await,
+        Command::Cache(CacheCommand::Stats) => commands::cache_stats(&control, json).await,
+        Command::Cache(CacheCommand::Flush { app }) => commands::cache_flush(&control, app.as_deref(), json).await,
         Command::Doctor(args) => {
             let doctor =
                 doctor::Doctor { configs: &args.configs, socket: explicit_socket, default_socket: socket, timeout: cli.timeout, json };
@@ -77,6 +90,9 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         }
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { dir } => docs::man(&dir),
+        Command::Reload => commands::reload(&control, json).await,
+        Command::Models(ModelsCommand::List) => commands::models_list(&control, json).await,
+        Command::Watch { count } => commands::watch(&control, count, json).await,
         Command::Chat(args) => {
             let login = std::env::var("USER").ok();
             let user = args.user.unwrap_or_else(|| chat::default_user(login.as_deref()));

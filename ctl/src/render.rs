@@ -3,7 +3,7 @@
 //! Owns: pure `answer -> String` functions. Must not: print or fetch.
 
 use crate::time::{format_uptime, format_utc};
-use edgeai_common::admin::{AppList, AppVersionList, CacheStats, KeyList, StatusResponse};
+use edgeai_common::admin::{AppList, AppVersionList, CacheStats, KeyList, ModelList, StatusResponse};
 use edgeai_common::datasets::{Dataset, Document, RetrieveRecord};
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
@@ -83,6 +83,21 @@ pub fn apps(list: &AppList) -> String {
         })
         .collect::<Vec<_>>();
     table(&["ID", "NAME", "MODE", "VERSION", "KEYS", "UPDATED"], &rows)
+}
+
+pub fn models(list: &ModelList) -> String {
+    let rows = list
+        .data
+        .iter()
+        .map(|m| {
+            let state = match &m.error {
+                Some(e) => format!("{} ({e})", m.state),
+                None => m.state.clone(),
+            };
+            vec![m.name.clone(), state, m.threads.to_string(), m.slots.to_string(), m.context_size.to_string(), m.path.clone()]
+        })
+        .collect::<Vec<_>>();
+    table(&["NAME", "STATE", "THREADS", "SLOTS", "CONTEXT", "PATH"], &rows)
 }
 
 pub fn versions(list: &AppVersionList) -> String {

@@ -118,7 +118,7 @@ impl Daemon1 {
         let (tx, rx) = oneshot::channel();
         self.reload.send(tx).await.map_err(|_| MethodError::Busy("the daemon is stopping".into()))?;
         let report = rx.await.map_err(|_| MethodError::Busy("the daemon is stopping".into()))?.map_err(MethodError::InvalidArgument)?;
-        value::dict(&serde_json::json!({"apps_updated": report.apps_updated, "apps_served": report.apps_served}))
+        value::dict(&wire::ReloadResponse { apps_updated: report.apps_updated, apps_served: report.apps_served })
     }
 
     /// The apps and their active versions.

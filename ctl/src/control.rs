@@ -1,0 +1,202 @@
+//! Where the control commands go: the admin HTTP API on the unix socket (the
+//! default), or the daemon's D-Bus interface `org.edgeai.Daemon1` when
+//! `--bus` is given. Either way a call answers the admin API's JSON shape, so
+//! the commands decode and print it the same way.
+//!
+//! Owns: the mapping of each control operation onto a socket request or a
+//! D-Bus call. Must not: print.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use edgeai_common::admin::{ActivateRequest, CreateKeyRequest, ImportDslRequest};
+use edgeai_common::dbus::{self, BusClient};
+use edgeai_common::UnixClient;
+use serde_json::{json, Value};
+use zbus::zvariant::Value as DValue;
+
+use crate::error::CtlError;
+use crate::paths;
+
+/// The admin transport.
+pub enum Control {
+    Socket(UnixClient),
+    Bus(BusClient),
+}
+
+/// An app file to import: its path, and for a DSL the import options.
+pub struct Import<'a> {
+    pub file: &'a Path,
+    pub dsl: Option<ImportDslRequest>,
+    /// A JSON definition, already read and checked to be an object (socket only).
+    pub definition: Option<Value>,
+}
+
+impl Control {
+    pub async fn status(&self) -> Result<Value, CtlError> {
+        match self {
+            Control::Socket(c) => Ok(c.get(&paths::status()).await?),
+            Control::Bus(b) => Ok(b.call("GetStatus", &()).await?),
+        }
+    }
+
+    /// `{"data": [app, ...]}`.
+    pub async fn apps(&self) -> Result<Value, CtlError> {
+        match self {
+            Control::Socket(c) => Ok(c.get(&paths::apps()).await?),
+            Control::Bus(b) => Ok(json!({"data": b.call("ListApps", &()).await?})),
+        }
+    }
+
+    /// `(created, answer)`: a new version was stored, and the import report.
+    pub async fn import(&self, import: Import<'_>) -> Result<(bool, Value), CtlError> {
+        match self {
+            Control::Socket(c) => {
+                let (status, answer) = match (&import.dsl, &import.definition) {
+                    (Some(dsl), _) => c.post_json_with_status::<_, Value>(&paths::import_dsl(), dsl).await?,
+                    (None, Some(def)) => c.post_json_with_status::<_, Value>(&paths::apps(), def).await?,
+                    (None, None) => return Err(CtlError::ReadInput { path: import.file.to_owned(), source: std::io::ErrorKind::InvalidInput.into() }),
+                };
+                Ok((status.as_u16() != 200, answer))
+            }
+            Control::Bus(b) => {
+                // The daemon reads the file through our descriptor: our permissions, not its.
+                let file = std::fs::File::open(import.file).map_err(|source| CtlError::ReadInput { path: import.file.to_owned(), source })?;
+                let mut options: dbus::Options<'_> = HashMap::new();
+                let datasets: HashMap<String, String>;
+                match &import.dsl {
+                    Some(dsl) => {
+                        options.insert("format", DValue::from("dsl"));
+                        if let Some(id) = &dsl.id {
+                            options.insert("id", DValue::from(id.as_str()));
+                        }
+                        if let Some(name) = &dsl.name {
+                            options.insert("name", DValue::from(name.as_str()));
+                        }
+                        if !dsl.datasets.is_empty() {
+                            datasets = dsl.datasets.iter().cloned().collect();
+                            options.insert("datasets", DValue::from(datasets.clone()));
+                        }
+                    }
+                    None => {
+                        options.insert("format", DValue::from("json"));
+                    }
+                }
+                let mut answer = b.call("ImportApp", &(dbus::fd(&file), options)).await?;
+                let created = answer.get("created").and_then(Value::as_bool).unwrap_or(true);
+                if let Value::Object(m) = &mut answer {
+                    m.remove("created");
+                    if import.dsl.is_none() {
+                        // The socket answers a JSON import with the app itself.
+                        return Ok((created, m.remove("app").unwrap_or(Value::Null)));
+                    }
+                }
+                Ok((created, answer))
+            }
+        }
+    }
+
+    /// `{"data": [version, ...]}`.
+    pub async fn versions(&self, app: &str) -> Result<Value, CtlError> {
+        match self {
+            Control::Socket(c) => Ok(c.get(&paths::app_versions(app)).await?),
+            Control::Bus(b) => Ok(json!({"data": b.call("ListAppVersions", &(app,)).await?})),
+        }
+    }
+
+    pub async fn activate(&self, app: &str, version: u32) -> Result<Value, CtlError> {
+        match self {
+            Control::Socket(c) => Ok(c.post_json(&paths::activate(app), &ActivateRequest { version }).await?),
+            Control::Bus(b) => Ok(b.call("ActivateAppVersion", &(app, version)).await?),
+        }
+    }
+
+    pub async fn export(&self, app: &str, version: Option<u32>) -> Result<Value, CtlError> {
+        match self {
+            Control::Socket(c) => Ok(c.get(&paths::export(app, version)).await?),
+            Control::Bus(b) => {
+                let mut options: dbus::Options<'_> = HashMap::new();
+                if let Some(v) = version {
+                    options.insert("version", DValue::from(v));
+                }
+                Ok(b.call("ExportApp", &(app, options)).await?)
+            }
+        }
+    }
+
+    pub async fn create_key(&self, request: CreateKeyRequest) -> Result<Value, CtlError> {
+        match self {
+            Control::Socket(c) => Ok(c.post_json(&paths::keys(None), &request).await?),
+            Control::Bus(b) => {
+                let mut options: dbus::Options<'_> = HashMap::new();
+                if let Some(app) = &request.app {
+                    options.insert("app", DValue::from(app.as_str()));
+                }
+                if request.dataset {
+                    options.insert("dataset", DValue::from(true));
+                }
+                Ok(b.call("CreateApiKey", &(options,)).await?)
+            }
+        }
+    }
+
+    /// `{"data": [key, ...]}`.
+    pub async fn keys(&self, app: Option<&str>) -> Result<Value, CtlError> {
+        match self {
+            Control::Socket(c) => Ok(c.get(&paths::keys(app)).await?),
+            Control::Bus(b) => {
+                let mut options: dbus::Options<'_> = HashMap::new();
+                if let Some(app) = app {
+                    options.insert("app", DValue::from(app));
+                }
+                Ok(json!({"data": b.call("ListApiKeys", &(options,)).await?}))
+            }
+        }
+    }
+
+    pub async fn revoke_key(&self, id: &str) -> Result<(), CtlError> {
+        match self {
+            Control::Socket(c) => Ok(c.delete(&paths::key(id)).await?),
+            Control::Bus(b) => b.call("RevokeApiKey", &(id,)).await.map(drop).map_err(CtlError::from),
+        }
+    }
+
+    pub async fn cache_stats(&self) -> Result<Value, CtlError> {
+        match self {
+            Control::Socket(c) => Ok(c.get(&paths::cache(None)).await?),
+            Control::Bus(b) => Ok(b.property("CacheStats").await?),
+        }
+    }
+
+    pub async fn flush_cache(&self, app: Option<&str>) -> Result<Value, CtlError> {
+        match self {
+            Control::Socket(c) => Ok(c.delete_json(&paths::cache(app)).await?),
+            Control::Bus(b) => {
+                let mut options: dbus::Options<'_> = HashMap::new();
+                if let Some(app) = app {
+                    options.insert("app", DValue::from(app));
+                }
+                Ok(b.call("FlushCache", &(options,)).await?)
+            }
+        }
+    }
+
+    /// `{"data": [model, ...]}`; over the socket, the status's model.
+    pub async fn models(&self) -> Result<Value, CtlError> {
+        match self {
+            Control::Socket(c) => {
+                let status: Value = c.get(&paths::status()).await?;
+                Ok(json!({"data": [status.get("model").cloned().unwrap_or(Value::Null)]}))
+            }
+            Control::Bus(b) => Ok(json!({"data": b.call("ListModels", &()).await?})),
+        }
+    }
+
+    /// D-Bus only: the admin HTTP API has no reload (`systemctl reload edgeai` sends SIGHUP).
+    pub async fn reload(&self) -> Result<Value, CtlError> {
+        match self {
+            Control::Socket(_) => Err(CtlError::NeedsBus { command: "reload" }),
+            Control::Bus(b) => Ok(b.call("Reload", &()).await?),
+        }
+    }
+}
