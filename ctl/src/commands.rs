@@ -220,7 +220,7 @@ pub async fn watch(control: &Control, count: Option<u32>, json: bool) -> Result<
         let (state, text): (String, String) = signal
             .body()
             .deserialize()
-            .map_err(|source| CtlError::Bus(edgeai_common::dbus::BusError::Decode { method: "StateChanged".into(), source }))?;
+            .map_err(|source| CtlError::from(edgeai_common::dbus::BusError::Decode { method: "StateChanged".into(), source }))?;
         print(&line(&Value::String(state), &Value::String(text)))?;
         seen += 1;
     }

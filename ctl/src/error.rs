@@ -29,8 +29,9 @@ pub const EX_INTERRUPTED: u8 = 130;
 pub enum CtlError {
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// Boxed: zbus's errors are large, and every CtlError would carry their size.
     #[error(transparent)]
-    Bus(#[from] BusError),
+    Bus(Box<BusError>),
     #[error("the daemon's answer to {command} is not what this edgeaictl expects (a different version?)")]
     Answer { command: String, source: serde_json::Error },
     #[error("`edgeaictl {command}` works over D-Bus only: give --bus system (or session, or a bus address)")]
@@ -73,6 +74,12 @@ pub enum CtlError {
     ChecksFailed { failed: usize, total: usize },
 }
 
+impl From<BusError> for CtlError {
+    fn from(e: BusError) -> Self {
+        CtlError::Bus(Box::new(e))
+    }
+}
+
 impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -80,9 +87,11 @@ impl CtlError {
             CtlError::Client(ClientError::Connect { .. } | ClientError::Timeout { .. }) => EX_UNAVAILABLE,
             CtlError::Client(ClientError::Api { status: 403, .. }) => EX_NOPERM,
             CtlError::Client(_) => EX_FAILURE,
-            CtlError::Bus(BusError::Connect { .. } | BusError::NotRunning { .. } | BusError::Timeout { .. }) => EX_UNAVAILABLE,
-            CtlError::Bus(BusError::Denied { .. }) => EX_NOPERM,
-            CtlError::Bus(BusError::Remote { .. } | BusError::Decode { .. } | BusError::Call { .. }) => EX_FAILURE,
+            CtlError::Bus(b) => match **b {
+                BusError::Connect { .. } | BusError::NotRunning { .. } | BusError::Timeout { .. } => EX_UNAVAILABLE,
+                BusError::Denied { .. } => EX_NOPERM,
+                BusError::Remote { .. } | BusError::Decode { .. } | BusError::Call { .. } => EX_FAILURE,
+            },
             CtlError::NeedsBus { .. } => EX_USAGE,
             CtlError::Answer { .. } => EX_FAILURE,
             CtlError::ReadInput { .. }
@@ -141,14 +150,12 @@ impl CtlError {
                 path.display(),
                 humantime::format_duration(*after)
             ),
-            CtlError::Bus(BusError::Remote { name, message } | BusError::Denied { name, message }) => {
-                format!("edgeaictl: {name}: {message}")
-            }
-            CtlError::Bus(e @ (BusError::Connect { .. } | BusError::NotRunning { .. })) => format!(
+            CtlError::Bus(b) if matches!(**b, BusError::Remote { .. } | BusError::Denied { .. }) => format!("edgeaictl: {b}"),
+            CtlError::Bus(e) if matches!(**e, BusError::Connect { .. } | BusError::NotRunning { .. }) => format!(
                 "edgeaictl: {}\n\
                  edgeaictl: is the daemon running with control.bus on that bus? See `systemctl status edgeai`, \
                  or use the socket (leave out --bus)",
-                chain(e)
+                chain(e.as_ref())
             ),
             other => format!("edgeaictl: {}", chain(other)),
         }
