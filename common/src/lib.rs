@@ -15,4 +15,4 @@ pub mod datasets;
 pub mod dify;
 pub mod sse;
 
-pub use client::{ClientError, EventStream, SseEvent, UnixClient};
+pub use client::{ClientError, Download, EventStream, SseEvent, UnixClient};

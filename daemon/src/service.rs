@@ -9,6 +9,7 @@
 pub mod annotations;
 mod cached;
 pub mod code;
+pub mod export;
 pub mod knowledge;
 pub mod outbound;
 mod run;
