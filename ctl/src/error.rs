@@ -62,6 +62,8 @@ pub enum CtlError {
     Interrupted { pending: usize },
     #[error("cannot listen for Ctrl-C")]
     Signal { source: std::io::Error },
+    #[error(transparent)]
+    Export(crate::export::ExportError),
 }
 
 impl CtlError {
@@ -88,6 +90,7 @@ impl CtlError {
             | CtlError::IngestFailed { .. }
             | CtlError::Signal { .. } => EX_FAILURE,
             CtlError::Interrupted { .. } => EX_INTERRUPTED,
+            CtlError::Export(e) => e.exit_code(),
         }
     }
 

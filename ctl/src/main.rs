@@ -10,6 +10,7 @@ mod cli;
 mod commands;
 mod datasets;
 mod error;
+mod export;
 mod ingest;
 mod multipart;
 mod paths;
@@ -18,7 +19,7 @@ mod socket;
 mod time;
 
 use clap::Parser;
-use cli::{AppsCommand, CacheCommand, Cli, Command, DatasetsCommand, KeysCommand};
+use cli::{AppsCommand, CacheCommand, Cli, Command, DatasetsCommand, ExportCommand, KeysCommand};
 use edgeai_common::UnixClient;
 use error::CtlError;
 use std::process::ExitCode;
@@ -67,6 +68,7 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Datasets(command) => run_datasets(&client, command, json).await,
         Command::Cache(CacheCommand::Stats) => commands::cache_stats(&client, json).await,
         Command::Cache(CacheCommand::Flush { app }) => commands::cache_flush(&client, app.as_deref(), json).await,
+        Command::Export(ExportCommand::Logs(args)) => export::logs(&client, &args, json).await,
         Command::Chat(args) => {
             let login = std::env::var("USER").ok();
             let user = args.user.unwrap_or_else(|| chat::default_user(login.as_deref()));

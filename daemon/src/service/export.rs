@@ -178,6 +178,10 @@ impl LogExport {
             .await??;
             summary.rows += rows as u64;
             summary.batches += 1;
+            fail::fail_point!("export-batch", |_| Err(ExportError::Write {
+                table: name,
+                source: std::io::Error::other("failpoint export-batch")
+            }));
         }
         blocking(move || encoder.finish()).await??;
         tracing::info!(
