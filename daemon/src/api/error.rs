@@ -324,6 +324,10 @@ mod tests {
         assert_eq!(code(StoreError::Busy.into()), (503, "service_unavailable", Some(1)));
         assert_eq!(code(AnnotationError::NotFound.into()), (404, "not_found", None));
         assert_eq!(code(AnnotationError::EmbeddingUnavailable("x".into()).into()), (503, "provider_not_initialize", Some(5)));
+        assert_eq!(code(ExportError::UnknownTable("t".into()).into()), (400, "invalid_param", None));
+        assert_eq!(code(ExportError::UnknownFormat("csv".into()).into()), (400, "invalid_param", None));
+        assert_eq!(code(ExportError::Store(StoreError::NotFound { what: "app", id: "x".into() }).into()), (404, "not_found", None));
+        assert_eq!(code(ExportError::Panicked.into()), (500, "internal_server_error", None));
     }
 
     #[test]

@@ -87,18 +87,24 @@ fn table_name(table: LogTable) -> &'static str {
 /// What to export.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportRequest {
+    /// Messages or workflow runs.
     pub table: LogTable,
+    /// Arrow IPC or Parquet.
     pub format: ExportFormat,
+    /// Which rows.
     pub filter: LogFilter,
 }
 
 /// What an export wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExportSummary {
+    /// Rows written.
     pub rows: u64,
+    /// Record batches (Parquet row groups) written.
     pub batches: u64,
 }
 
+/// Why an export was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error("unknown table {0:?}: export messages or workflow-runs")]
@@ -398,6 +404,7 @@ pub struct ChannelSink {
 }
 
 impl ChannelSink {
+    /// A sink feeding `tx`.
     pub fn new(tx: mpsc::Sender<Bytes>) -> Self {
         ChannelSink { tx, buf: Vec::with_capacity(CHUNK_BYTES) }
     }
