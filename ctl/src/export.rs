@@ -105,9 +105,10 @@ pub fn target(args: &ExportLogsArgs) -> String {
 
 /// `FILE`'s temporary sibling: hidden, and named after this process.
 fn temp_path(file: &Path) -> PathBuf {
-    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "export".into());
-    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    dir.join(format!(".{name}.{}.partial", std::process::id()))
+    let mut name = std::ffi::OsString::from(".");
+    name.push(file.file_name().unwrap_or("export".as_ref()));
+    name.push(format!(".{}.partial", std::process::id()));
+    file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).join(name)
 }
 
 pub async fn logs(client: &UnixClient, args: &ExportLogsArgs, json: bool) -> Result<(), CtlError> {
@@ -124,12 +125,15 @@ pub async fn logs(client: &UnixClient, args: &ExportLogsArgs, json: bool) -> Res
         Err(e) => Err(e),
     };
     drop(out);
-    let placed = finished.and_then(|done| std::fs::rename(&tmp, file).map_err(write_err).map(|()| done));
+    let placed = match finished {
+        Ok(done) => tokio::fs::rename(&tmp, file).await.map_err(write_err).map(|()| done),
+        Err(e) => Err(e),
+    };
     let (rows, bytes) = match placed {
         Ok(done) => done,
         Err(e) => {
             // Nothing of a failed export stays behind.
-            let _ = std::fs::remove_file(&tmp);
+            let _ = tokio::fs::remove_file(&tmp).await;
             return Err(e);
         }
     };
