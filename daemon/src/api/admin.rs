@@ -322,6 +322,7 @@ const EXPORT_TRAILERS: &str = "x-edgeai-export, x-edgeai-export-rows, x-edgeai-e
 /// Streams the export's file; its trailers say whether it is whole (an
 /// error after the head can only be told that way).
 fn export_response(export: crate::service::export::LogExport) -> Response<Body> {
+    use crate::service::export::ExportError;
     use http::HeaderValue;
     let (tx, trailers_tx, response) = body::download_response(export.format().content_type(), EXPORT_TRAILERS);
     tokio::spawn(async move {
@@ -332,8 +333,13 @@ fn export_response(export: crate::service::export::LogExport) -> Response<Body> 
                 fields.insert("x-edgeai-export-rows", HeaderValue::from(summary.rows));
             }
             Err(e) => {
+                let gone = matches!(&e, ExportError::Write { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe);
                 let e = ApiError::from(e);
-                tracing::error!(error = %crate::telemetry::chain(&e), "log export failed after it started");
+                if gone {
+                    tracing::info!(error = %crate::telemetry::chain(&e), "log export stopped: the client went away");
+                } else {
+                    tracing::error!(error = %crate::telemetry::chain(&e), "log export failed after it started");
+                }
                 let m = e.mapped();
                 fields.insert("x-edgeai-export", HeaderValue::from_static("failed"));
                 let why: String =

@@ -184,9 +184,9 @@ impl LogExport {
             .await??;
             summary.rows += rows as u64;
             summary.batches += 1;
-            fail::fail_point!("export-batch", |_| Err(ExportError::Write {
+            fail::fail_point!("export-batch", |_| Err(ExportError::Arrow {
                 table: name,
-                source: std::io::Error::other("failpoint export-batch")
+                source: ArrowError::ComputeError("failpoint export-batch".into())
             }));
         }
         blocking(move || encoder.finish()).await??;
