@@ -6,7 +6,7 @@
 //! `/v1/conversations`, `/v1/workflows/logs`, the chat answers' usage);
 //! `--since`/`--until`/`--app` filtering; every bad input (ctl and HTTP);
 //! an export that breaks off after its head, and unwritable files, leave
-//! nothing behind.
+//! nothing behind; a client that hangs up mid-export stops it.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (style.md)
 
@@ -356,4 +356,35 @@ fn an_export_that_breaks_off_after_its_head_leaves_the_old_file() {
         // The daemon goes on serving.
         assert!(d.admin().status()["state"].is_string());
     }
+}
+
+#[test]
+fn a_client_that_hangs_up_stops_the_export_without_holding_the_daemon() {
+    let d = DaemonBuilder::new().wait_for_model(false).start();
+    // Far more than the daemon buffers for one client (32 chunks of 64 KiB).
+    let mut db = rusqlite::Connection::open(d.dir().join("edgeai.db")).unwrap();
+    let tx = db.transaction().unwrap();
+    let answer = "The relief valve opens at 6 bar; check it before restarting pump 3. ".repeat(4);
+    for i in 0..30_000 {
+        tx.execute(
+            "INSERT INTO messages (id, app_id, user, task_id, query, inputs, answer, status, created_at, updated_at)
+             VALUES (?1, 'demo', 'u', 't', 'q', '{}', ?2, 'normal', 1, 1)",
+            rusqlite::params![format!("m{i}"), answer],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+
+    let c = d.unix_client().without_key();
+    let mut s = c.open("GET", "/admin/v1/export/logs?format=arrow", &[("TE", "trailers")], None);
+    assert_eq!((s.status, s.header("content-type")), (200, Some("application/vnd.apache.arrow.file")));
+    assert!(!s.next_chunk().unwrap().unwrap().is_empty());
+    s.close();
+    d.wait_log_message("log export stopped: the client went away", Duration::from_secs(10));
+    assert!(d.logs_with_message("log export written").is_empty(), "the export ran to its end without a reader");
+
+    // The next export is whole: nothing was left holding the store.
+    let out = tempfile::tempdir().unwrap();
+    let rows = export(&d, out.path(), "all", &[]);
+    assert_eq!(rows.len(), 30_000);
 }
