@@ -209,7 +209,12 @@ impl UnixClient {
             }
         };
         let request = builder.body(body).map_err(|source| ClientError::InvalidPath { path: path.to_owned(), source })?;
+        self.exchange(request_name, request).await
+    }
 
+    /// Connects and sends `request`, returning a 2xx response; a non-2xx one
+    /// becomes [`ClientError::Api`].
+    async fn exchange(&self, request_name: String, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, ClientError> {
         let stream = UnixStream::connect(&self.path).await.map_err(|source| ClientError::Connect { path: self.path.clone(), source })?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -226,6 +231,68 @@ impl UnixClient {
         let status = response.status();
         let body = read_body(&request_name, response.into_body()).await?;
         Err(api_error(status, &body))
+    }
+}
+
+impl UnixClient {
+    /// `GET path` answered by a file, read chunk by chunk; the request asks
+    /// for trailer fields (`TE: trailers`), which the daemon uses to say
+    /// whether the file is complete ([`Download::trailer`]). The time limit
+    /// applies to the head and to each gap between chunks.
+    pub async fn download(&self, path: &str) -> Result<Download, ClientError> {
+        let request_name = describe(&Method::GET, path);
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(HOST, "localhost")
+            .header(http::header::TE, "trailers")
+            .body(Full::new(Bytes::new()))
+            .map_err(|source| ClientError::InvalidPath { path: path.to_owned(), source })?;
+        let response = self.limited(&request_name, self.exchange(request_name.clone(), request)).await?;
+        let limit = self.timeout.map(|after| Limit { path: self.path.clone(), after });
+        Ok(Download { request: request_name, body: response.into_body(), limit, trailers: http::HeaderMap::new() })
+    }
+}
+
+/// A file answer of [`UnixClient::download`].
+#[derive(Debug)]
+pub struct Download {
+    request: String,
+    body: Incoming,
+    limit: Option<Limit>,
+    trailers: http::HeaderMap,
+}
+
+impl Download {
+    /// The next chunk, `Ok(None)` at the end of the body.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ClientError> {
+        loop {
+            let next = match &self.limit {
+                None => self.body.frame().await,
+                Some(Limit { path, after }) => match tokio::time::timeout(*after, self.body.frame()).await {
+                    Ok(next) => next,
+                    Err(_) => return Err(ClientError::Timeout { path: path.clone(), request: self.request.clone(), after: *after }),
+                },
+            };
+            let frame = match next {
+                None => return Ok(None),
+                Some(Ok(frame)) => frame,
+                Some(Err(source)) => return Err(ClientError::Io { request: self.request.clone(), source }),
+            };
+            match frame.into_data() {
+                Ok(data) => return Ok(Some(data)),
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        self.trailers.extend(trailers);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A trailer field, once [`Download::next_chunk`] has returned `None`.
+    pub fn trailer(&self, name: &str) -> Option<&str> {
+        self.trailers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 

@@ -17,4 +17,4 @@ pub mod dbus;
 pub mod dify;
 pub mod sse;
 
-pub use client::{ClientError, EventStream, SseEvent, UnixClient};
+pub use client::{ClientError, Download, EventStream, SseEvent, UnixClient};

@@ -196,6 +196,10 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u32>,
     },
+
+    /// Export logs (messages, workflow runs) as Arrow IPC or Parquet files
+    #[command(subcommand)]
+    Export(ExportCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -488,6 +492,73 @@ pub struct ChatArgs {
 }
 
 /// A positive duration in humantime's syntax (`30s`, `2m`, `1500ms`).
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Write messages or workflow runs to an Arrow IPC or Parquet file
+    #[command(
+        long_about = "Write messages (one row per message: its conversation's id and name, app, user, query, \
+            answer, status, error, prompt/completion/total tokens, latency_ms, created_at, feedback rating and \
+            content) or workflow runs (id, app, version, workflow id, user, status, error, elapsed_secs, total \
+            tokens and steps, created_at, finished_at, triggered_from, conversation and message id) to FILE as \
+            an Arrow IPC file or a Parquet file (Snappy), which DuckDB, Spark, pandas and polars read directly.\n\n\
+            The daemon streams the rows in batches of 4096 (one Parquet row group each), so millions of rows \
+            need no more memory than one batch. FILE is written through a temporary file in its directory and \
+            replaced only when the export is complete; a failed export leaves nothing behind.\n\n\
+            TIME is unix seconds or RFC 3339 (2024-06-01T12:00:00Z, 2024-06-01T14:00:00+02:00); both ends are \
+            included. --timeout applies to each chunk of the file, not to the whole export.",
+        after_help = concat!(
+            "Examples:\n  \
+             edgeaictl export logs --format parquet messages.parquet\n  \
+             edgeaictl export logs --table workflow-runs --app plant-faq --since 2024-06-01T00:00:00Z --format arrow runs.arrow\n  \
+             edgeaictl export logs --since $(date -d yesterday +%s) --format parquet /var/lib/edgeai/export/day.parquet\n  \
+             duckdb -c \"SELECT app_id, count(*), avg(latency_ms) FROM 'messages.parquet' GROUP BY 1\"\n\n",
+            exit_codes!()
+        )
+    )]
+    Logs(ExportLogsArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportTable {
+    Messages,
+    WorkflowRuns,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// Arrow IPC file format (Feather v2)
+    Arrow,
+    /// Parquet with Snappy compression
+    Parquet,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportLogsArgs {
+    /// Only rows created at or after TIME
+    #[arg(long, value_name = "TIME", value_parser = crate::export::parse_time)]
+    pub since: Option<i64>,
+
+    /// Only rows created at or before TIME
+    #[arg(long, value_name = "TIME", value_parser = crate::export::parse_time)]
+    pub until: Option<i64>,
+
+    /// Only this app's rows
+    #[arg(long, value_name = "APP")]
+    pub app: Option<String>,
+
+    /// Which log to export
+    #[arg(long, value_enum, value_name = "TABLE", default_value = "messages")]
+    pub table: ExportTable,
+
+    /// The file format
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: ExportFormat,
+
+    /// The file to write (replaced only by a complete export)
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
 fn parse_timeout(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if d.is_zero() => Err("must be longer than zero".to_owned()),
@@ -641,6 +712,44 @@ mod tests {
         let cli = Cli::try_parse_from(["edgeaictl", "man", "--dir", "out"]).unwrap();
         assert!(matches!(cli.command, Command::Man { ref dir } if dir == &PathBuf::from("out")));
         assert_eq!(Cli::try_parse_from(["edgeaictl", "man"]).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn export_logs_parses_its_options() {
+        let cli = Cli::try_parse_from([
+            "edgeaictl",
+            "export",
+            "logs",
+            "--table",
+            "workflow-runs",
+            "--format",
+            "arrow",
+            "--since",
+            "2024-06-01T12:00:00Z",
+            "--until",
+            "1717243260",
+            "--app",
+            "demo",
+            "out.arrow",
+        ])
+        .unwrap();
+        let Command::Export(ExportCommand::Logs(a)) = cli.command else { panic!("not export logs") };
+        assert_eq!((a.table, a.format), (ExportTable::WorkflowRuns, ExportFormat::Arrow));
+        assert_eq!((a.since, a.until, a.app.as_deref()), (Some(1_717_243_200), Some(1_717_243_260), Some("demo")));
+        let parse = |args: &[&str]| Cli::try_parse_from([&["edgeaictl", "export", "logs"], args].concat()).map(|c| c.command);
+        assert!(matches!(
+            parse(&["--format", "parquet", "f"]).unwrap(),
+            Command::Export(ExportCommand::Logs(ExportLogsArgs { table: ExportTable::Messages, .. }))
+        ));
+        for bad in [
+            &["f"][..],
+            &["--format", "csv", "f"],
+            &["--format", "arrow", "--table", "conversations", "f"],
+            &["--format", "arrow", "--since", "yesterday", "f"],
+            &["--format", "arrow"],
+        ] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub enum CtlError {
     Signal { source: std::io::Error },
     #[error("{failed} of {total} doctor checks failed")]
     ChecksFailed { failed: usize, total: usize },
+    #[error(transparent)]
+    Export(crate::export::ExportError),
 }
 
 impl From<BusError> for CtlError {
@@ -112,6 +114,7 @@ impl CtlError {
             | CtlError::Signal { .. }
             | CtlError::ChecksFailed { .. } => EX_FAILURE,
             CtlError::Interrupted { .. } => EX_INTERRUPTED,
+            CtlError::Export(e) => e.exit_code(),
         }
     }
 

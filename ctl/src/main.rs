@@ -14,6 +14,7 @@ mod datasets;
 mod docs;
 mod doctor;
 mod error;
+mod export;
 mod ingest;
 mod multipart;
 mod paths;
@@ -22,7 +23,7 @@ mod socket;
 mod time;
 
 use clap::Parser;
-use cli::{AppsCommand, CacheCommand, Cli, Command, DatasetsCommand, KeysCommand, ModelsCommand};
+use cli::{AppsCommand, CacheCommand, Cli, Command, DatasetsCommand, ExportCommand, KeysCommand, ModelsCommand};
 use control::Control;
 use edgeai_common::dbus::BusClient;
 use edgeai_common::UnixClient;
@@ -93,6 +94,7 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Reload => commands::reload(&control, json).await,
         Command::Models(ModelsCommand::List) => commands::models_list(&control, json).await,
         Command::Watch { count } => commands::watch(&control, count, json).await,
+        Command::Export(ExportCommand::Logs(args)) => export::logs(&client, &args, json).await,
         Command::Chat(args) => {
             let login = std::env::var("USER").ok();
             let user = args.user.unwrap_or_else(|| chat::default_user(login.as_deref()));

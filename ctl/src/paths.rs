@@ -101,6 +101,12 @@ pub fn retrieve(dataset: &str) -> String {
     format!("{}/retrieve", self::dataset(dataset))
 }
 
+/// `/admin/v1/export/logs?k=v&…` with each value percent-encoded.
+pub fn export_logs(query: &[(&str, String)]) -> String {
+    let query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
+    format!("{ADMIN_PREFIX}/export/logs?{}", query.join("&"))
+}
+
 /// Percent-encodes everything but RFC 3986 unreserved characters, and the
 /// dots of a `.` or `..` segment.
 fn encode(value: &str) -> String {

@@ -10,6 +10,7 @@ pub mod annotations;
 mod cached;
 pub mod code;
 pub mod doctor;
+pub mod export;
 pub mod knowledge;
 pub mod outbound;
 mod run;

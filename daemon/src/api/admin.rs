@@ -5,8 +5,9 @@
 //! revoke), a chat route that is authorised by the peer instead of a key,
 //! and the Knowledge API itself under `/admin/v1/datasets` (the handlers of
 //! `/v1/datasets`, without a dataset key: `edgeaictl datasets`), and the
-//! response cache's stats and flush (`/admin/v1/cache`), and the daemon's
-//! checks for `edgeaictl doctor` (`/admin/v1/doctor`).
+//! response cache's stats and flush (`/admin/v1/cache`), the daemon's
+//! checks for `edgeaictl doctor` (`/admin/v1/doctor`), and the log
+//! export (`/admin/v1/export/logs`, a streamed Arrow or Parquet file).
 
 use std::sync::Arc;
 
@@ -123,6 +124,12 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             let flushed = svc.flush_cache(app.as_deref()).await?;
             reply(StatusCode::OK, &wire::CacheFlushResponse { app, flushed })
         }
+        (["export", "logs"], &Method::GET) => {
+            let q: std::collections::HashMap<String, String> =
+                form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+            let export = crate::service::export::start(svc.store(), export_request(&q)?).await?;
+            Ok(export_response(export))
+        }
         // The Knowledge API for the operator: Dify's routes, no key.
         (["datasets", rest @ ..], _) => {
             let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
@@ -136,7 +143,8 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             | ["keys"]
             | ["keys", _]
             | ["cache"]
-            | ["doctor"],
+            | ["doctor"]
+            | ["export", "logs"],
             _,
         ) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NoRoute),
@@ -147,4 +155,64 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
 fn reply<T: serde::Serialize>(status: StatusCode, v: &T) -> Result<Response<Body>, ApiError> {
     let v = serde_json::to_value(v).map_err(|e| ApiError::Encode(e.to_string()))?;
     Ok(body::json(status, &v))
+}
+
+/// `table` (default messages), `format` (required), `since`/`until` (unix
+/// seconds) and `app` of `GET /admin/v1/export/logs`.
+fn export_request(q: &std::collections::HashMap<String, String>) -> Result<crate::service::export::ExportRequest, ApiError> {
+    use crate::service::export::{table_from_name, ExportFormat, ExportRequest};
+    let seconds = |name: &str| match q.get(name).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v.parse::<i64>().map(Some).map_err(|_| ApiError::InvalidParam(format!("{name} must be unix seconds, not {v:?}"))),
+    };
+    let format = q.get("format").ok_or_else(|| ApiError::InvalidParam("format is required: arrow or parquet".into()))?;
+    Ok(ExportRequest {
+        table: table_from_name(q.get("table").map_or("messages", String::as_str))?,
+        format: ExportFormat::from_name(format)?,
+        filter: crate::store::LogFilter {
+            app_id: q.get("app").filter(|a| !a.is_empty()).cloned(),
+            since: seconds("since")?,
+            until: seconds("until")?,
+        },
+    })
+}
+
+/// Trailer fields of an export: `complete` or `failed`, the row count, and
+/// why it failed.
+const EXPORT_TRAILERS: &str = "x-edgeai-export, x-edgeai-export-rows, x-edgeai-export-error";
+
+/// Streams the export's file; its trailers say whether it is whole (an
+/// error after the head can only be told that way).
+fn export_response(export: crate::service::export::LogExport) -> Response<Body> {
+    use crate::service::export::ExportError;
+    use http::HeaderValue;
+    let (tx, trailers_tx, response) = body::download_response(export.format().content_type(), EXPORT_TRAILERS);
+    tokio::spawn(async move {
+        let mut fields = http::HeaderMap::new();
+        match export.write_to(crate::service::export::ChannelSink::new(tx)).await {
+            Ok(summary) => {
+                fields.insert("x-edgeai-export", HeaderValue::from_static("complete"));
+                fields.insert("x-edgeai-export-rows", HeaderValue::from(summary.rows));
+            }
+            Err(e) => {
+                let gone = matches!(&e, ExportError::Write { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe);
+                let e = ApiError::from(e);
+                if gone {
+                    tracing::info!(error = %crate::telemetry::chain(&e), "log export stopped: the client went away");
+                } else {
+                    tracing::error!(error = %crate::telemetry::chain(&e), "log export failed after it started");
+                }
+                let m = e.mapped();
+                fields.insert("x-edgeai-export", HeaderValue::from_static("failed"));
+                let why: String =
+                    format!("{}: {}", m.code, m.message).chars().map(|c| if c.is_ascii_graphic() { c } else { ' ' }).collect();
+                if let Ok(v) = HeaderValue::from_str(&why) {
+                    fields.insert("x-edgeai-export-error", v);
+                }
+            }
+        }
+        // The reader may be gone already; then nobody needs the trailers.
+        let _ = trailers_tx.send(fields);
+    });
+    response
 }

@@ -120,3 +120,45 @@ pub async fn read_json(body: Incoming, limit: usize) -> Result<Value, ApiError> 
 pub fn typed<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
     serde_json::from_value(v).map_err(|e| ApiError::InvalidParam(e.to_string()))
 }
+
+/// A file download whose chunks arrive on a bounded channel, ended by
+/// trailer fields that say whether it is complete: a body cut short by
+/// an error cannot be told from a whole one otherwise. The client must
+/// send `TE: trailers` (hyper sends no trailers without it) and the
+/// response names the fields in its `Trailer` header.
+pub struct DownloadBody {
+    rx: mpsc::Receiver<Bytes>,
+    trailers: Option<tokio::sync::oneshot::Receiver<http::HeaderMap>>,
+}
+
+impl HttpBody for DownloadBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(chunk) = std::task::ready!(self.rx.poll_recv(cx)) {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        let Some(trailers) = self.trailers.as_mut() else { return Poll::Ready(None) };
+        let fields = std::task::ready!(std::future::Future::poll(Pin::new(trailers), cx));
+        self.trailers = None;
+        // A producer that vanished without its trailers sends none: incomplete.
+        Poll::Ready(fields.ok().map(|f| Ok(Frame::trailers(f))))
+    }
+}
+
+/// A streamed download of `content_type` with the trailer fields `trailer`
+/// (comma-separated names), the sender of its chunks and the sender of its
+/// trailers (send them after the last chunk; dropping both ends the body).
+pub fn download_response(
+    content_type: &'static str,
+    trailer: &'static str,
+) -> (mpsc::Sender<Bytes>, tokio::sync::oneshot::Sender<http::HeaderMap>, Response<Body>) {
+    let (tx, rx) = mpsc::channel(32);
+    let (trailers_tx, trailers) = tokio::sync::oneshot::channel();
+    let mut r = Response::new(DownloadBody { rx, trailers: Some(trailers) }.boxed());
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::TRAILER, HeaderValue::from_static(trailer));
+    (tx, trailers_tx, r)
+}

@@ -7,6 +7,7 @@ use http::StatusCode;
 use crate::governor::pressure::{GovernorError, RETRY_AFTER_SECS};
 use crate::model::ModelError;
 use crate::service::annotations::AnnotationError;
+use crate::service::export::ExportError;
 use crate::service::features::FeatureError;
 use crate::service::knowledge::KnowledgeError;
 use crate::service::ServiceError;
@@ -86,6 +87,9 @@ pub enum ApiError {
     Annotation(#[from] AnnotationError),
     #[error(transparent)]
     Service(#[from] ServiceError),
+    // The log export (api/admin.rs, `GET /admin/v1/export/logs`).
+    #[error(transparent)]
+    Export(#[from] ExportError),
 }
 
 impl From<ModelError> for ApiError {
@@ -161,6 +165,14 @@ impl ApiError {
                 // Internal detail goes to the log, not to the client.
                 AnnotationError::Internal(_) => {
                     m(S::INTERNAL_SERVER_ERROR, "internal_server_error", "internal error in annotation replies; see the daemon log".into())
+                }
+            },
+            ApiError::Export(x) => match x {
+                ExportError::UnknownTable(_) | ExportError::UnknownFormat(_) => m(S::BAD_REQUEST, "invalid_param", x.to_string()),
+                ExportError::Store(st) => store_mapped(st),
+                // Internal detail goes to the log, not to the client.
+                ExportError::Arrow { .. } | ExportError::Parquet { .. } | ExportError::Write { .. } | ExportError::Panicked => {
+                    m(S::INTERNAL_SERVER_ERROR, "internal_server_error", "internal error writing the export; see the daemon log".into())
                 }
             },
             ApiError::Service(s) => match s {
@@ -312,6 +324,10 @@ mod tests {
         assert_eq!(code(StoreError::Busy.into()), (503, "service_unavailable", Some(1)));
         assert_eq!(code(AnnotationError::NotFound.into()), (404, "not_found", None));
         assert_eq!(code(AnnotationError::EmbeddingUnavailable("x".into()).into()), (503, "provider_not_initialize", Some(5)));
+        assert_eq!(code(ExportError::UnknownTable("t".into()).into()), (400, "invalid_param", None));
+        assert_eq!(code(ExportError::UnknownFormat("csv".into()).into()), (400, "invalid_param", None));
+        assert_eq!(code(ExportError::Store(StoreError::NotFound { what: "app", id: "x".into() }).into()), (404, "not_found", None));
+        assert_eq!(code(ExportError::Panicked.into()), (500, "internal_server_error", None));
     }
 
     #[test]
