@@ -51,6 +51,11 @@ format = "json"
 [cache]
 enabled = false
 
+# Tests that use D-Bus start their own dbus-daemon and set control.bus to it;
+# the others stay off the host's buses.
+[control]
+bus = "off"
+
 [[apps]]
 id = "demo"
 name = "Demo chat"

@@ -88,7 +88,7 @@
 //! | `cache.ttl_secs` | `86400` | 1 ..= 31536000; a cached answer is served this long after it was made |
 //! | `cache.persist` | `true` | keep cached answers in the store, loaded at start (`false`: memory only) |
 //! | `cache.apps` | `{}` | per app, `[cache.apps.<app id>]`: `always = true` caches non-deterministic requests too; `semantic_threshold` (0 < t ≤ 1, off when absent) answers a question whose embedding's cosine similarity with a cached one of the same app, version, inputs and history reaches it (needs the embedding model) |
-//! | `control.bus` | `"system"` | the D-Bus bus of `org.edgeai.Daemon1`: `"system"`, `"session"`, `"off"`, or a bus address such as `"unix:path=/run/edgeai-test/bus"`; a bus that cannot be reached is a warning, a name owned by another process stops the start |
+//! | `control.bus` | `"system"` | the D-Bus bus of `org.edgeai.Daemon1`: `"system"`, `"session"`, `"off"`, or a bus address such as `"unix:path=/run/edgeai-test/bus"`; a bus that cannot be reached is a warning and a policy that refuses the name an error in the log (HTTP is served either way); a name owned by another process stops the start (exit 1) |
 //! | `metrics.enabled` | `true` | `false`: no `GET /metrics` anywhere (404) |
 //! | `metrics.tcp` | `false` | also serve `GET /metrics` on the TCP listener (always on the unix socket) |
 //! | `workflow.max_steps` | `500` | 1 ..= 100000; node executions per run |

@@ -14,14 +14,9 @@ use crate::store::StoreError;
 pub enum ControlError {
     #[error(
         "the D-Bus name org.edgeai.Daemon1 is already owned on the {bus} bus: is another edgeaid running? \
-         (busctl --{bus} status org.edgeai.Daemon1 shows its pid)"
+         (`busctl status org.edgeai.Daemon1` on that bus shows its pid; control.bus chooses the bus)"
     )]
     NameTaken { bus: String },
-    #[error(
-        "the {bus} bus refused us the name org.edgeai.Daemon1 ({reason}): install systemd/org.edgeai.Daemon1.conf \
-         as /usr/share/dbus-1/system.d/org.edgeai.Daemon1.conf and reload dbus, or set control.bus = \"off\""
-    )]
-    NameDenied { bus: String, reason: String },
     #[error("serving /org/edgeai/Daemon1 on the {bus} bus: {source}")]
     Serve { bus: String, source: zbus::Error },
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use zbus::fdo::RequestNameFlags;
 use zbus::object_server::InterfaceRef;
 
 pub use error::{ControlError, MethodError};
@@ -62,9 +63,10 @@ impl Drop for Control {
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// Connects to the configured bus, serves the interface and takes the name.
-/// `Ok(None)` when `control.bus = "off"` or the bus cannot be reached (a
-/// warning: the daemon serves HTTP without D-Bus); a name that another
-/// process owns is an error, as that is almost always a second edgeaid.
+/// `Ok(None)` when `control.bus = "off"`, the bus cannot be reached (a
+/// warning) or its policy refuses us the name (an error in the log): the
+/// daemon serves HTTP without D-Bus. A name that another process owns stops
+/// the start, as that is almost always a second edgeaid.
 pub async fn start(
     bus: &BusChoice,
     service: Arc<Service>,
@@ -78,25 +80,35 @@ pub async fn start(
         BusChoice::Address(a) => (zbus::connection::Builder::address(a.as_str()), a.clone()),
     };
     let iface = Daemon1::new(Arc::clone(&service), facts, reload);
-    let built = match builder {
-        Ok(b) => b.serve_at(PATH, iface).and_then(|b| b.name(NAME)).map(|b| b.build()),
-        Err(e) => Err(e),
-    };
-    let conn = match built {
-        Ok(fut) => fut.await,
+    let conn = match builder.and_then(|b| b.serve_at(PATH, iface)) {
+        Ok(b) => b.build().await,
         Err(e) => Err(e),
     };
     let conn = match conn {
         Ok(c) => c,
-        Err(zbus::Error::NameTaken) => return Err(ControlError::NameTaken { bus: label }),
-        Err(zbus::Error::FDO(e)) if matches!(*e, zbus::fdo::Error::AccessDenied(_)) => {
-            return Err(ControlError::NameDenied { bus: label, reason: e.to_string() })
-        }
         Err(e) => {
             tracing::warn!(bus = %label, error = %e, "D-Bus control unavailable: cannot reach the bus; serving HTTP only");
             return Ok(None);
         }
     };
+    // DoNotQueue: a second edgeaid must fail, not wait in line for the name
+    // (zbus's Builder::name requests it without the flag, and a queued
+    // request looks like success).
+    match conn.request_name_with_flags(NAME, RequestNameFlags::DoNotQueue.into()).await {
+        Ok(_) => {}
+        Err(zbus::Error::NameTaken) => return Err(ControlError::NameTaken { bus: label }),
+        Err(zbus::Error::FDO(e)) if matches!(*e, zbus::fdo::Error::AccessDenied(_)) => {
+            // The policy is missing or wrong: an install problem, not a reason to stop serving.
+            tracing::error!(
+                bus = %label,
+                error = %e,
+                "D-Bus control unavailable: the bus refused us the name org.edgeai.Daemon1; install systemd/org.edgeai.Daemon1.conf \
+                 as /usr/share/dbus-1/system.d/org.edgeai.Daemon1.conf and reload dbus, or set control.bus = \"off\"; serving HTTP only"
+            );
+            return Ok(None);
+        }
+        Err(source) => return Err(ControlError::Serve { bus: label, source }),
+    }
     let iface_ref: InterfaceRef<Daemon1> =
         conn.object_server().interface(PATH).await.map_err(|source| ControlError::Serve { bus: label.clone(), source })?;
     tracing::info!(bus = %label, name = NAME, path = PATH, "D-Bus control interface serving");

@@ -1,0 +1,405 @@
+//! The D-Bus control interface against the real daemon on a private, real
+//! `dbus-daemon` that each test starts: every method and property through
+//! `edgeaictl --bus`, the StateChanged signal through `edgeaictl watch`,
+//! named errors for bad input (and nothing changed), a caller outside the
+//! admin group refused by the daemon's own uid check (run as another uid when
+//! the test runs as root), a second daemon that cannot take the name, and the
+//! checked-in introspection XML against what the daemon serves. The system
+//! bus policy itself is tested under the real systemd (scripts/systemd-box-test.sh).
+
+#![allow(clippy::unwrap_used)] // tests may unwrap (style.md)
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use edgeai_tests::{paths, Daemon, DaemonBuilder};
+use serde_json::Value;
+
+/// A private dbus-daemon on a socket in a world-readable temporary directory
+/// (so another uid can reach it); everyone may connect, own and call, so
+/// only the daemon's own checks decide.
+struct Bus {
+    _dir: tempfile::TempDir,
+    child: Child,
+    address: String,
+}
+
+impl Bus {
+    fn start() -> Bus {
+        let dir = tempfile::Builder::new().prefix("edgeai-bus-").tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = dir.path().join("bus");
+        let config = dir.path().join("bus.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+"#,
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .arg("--nofork")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting dbus-daemon (Debian package dbus; scripts/setup.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "dbus-daemon did not create {}", socket.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+        Bus { _dir: dir, child, address: format!("unix:path={}", socket.display()) }
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn daemon_on(bus: &Bus) -> DaemonBuilder {
+    DaemonBuilder::new().set("control.bus", bus.address.as_str())
+}
+
+/// `edgeaictl --bus ADDRESS ARGS` (its --socket points nowhere, so nothing goes through the socket).
+fn ctl(bus: &Bus, d: &Daemon, args: &[&str]) -> Output {
+    Command::new(paths::edgeaictl())
+        .args(["--bus", &bus.address, "--socket"])
+        .arg(d.dir().join("no-such.sock"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running edgeaictl")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "edgeaictl failed: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_str(&ok(out)).unwrap()
+}
+
+fn fails(out: &Output, code: i32, stderr_has: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stdout: {}\nstderr: {err}", String::from_utf8_lossy(&out.stdout));
+    assert!(err.contains(stderr_has), "stderr lacks {stderr_has:?}: {err}");
+}
+
+/// `gdbus call` on the daemon's object, optionally as another uid.
+fn gdbus_call(bus: &Bus, as_uid: Option<u32>, method: &str, args: &[&str]) -> Output {
+    let mut cmd = match as_uid {
+        Some(uid) => {
+            let mut c = Command::new("setpriv");
+            c.args([&format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups", "gdbus"]);
+            c
+        }
+        None => Command::new("gdbus"),
+    };
+    cmd.args(["call", "--address", &bus.address, "--dest", "org.edgeai.Daemon1", "--object-path", "/org/edgeai/Daemon1", "--method"])
+        .arg(method)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running gdbus (Debian package libglib2.0-bin; scripts/setup.sh installs it)")
+}
+
+fn gdbus_error(out: &Output) -> String {
+    assert!(!out.status.success(), "gdbus succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn edgeaictl_drives_every_method_and_property_over_dbus() {
+    let bus = Bus::start();
+    let mut d = daemon_on(&bus).start();
+    d.wait_log_message("D-Bus control interface serving", Duration::from_secs(10));
+
+    // GetStatus: the same report as the socket's.
+    let over_bus = json(&ctl(&bus, &d, &["--json", "status"]));
+    let over_socket: Value = serde_json::from_str(&String::from_utf8(d.ctl(&["--json", "status"]).stdout).unwrap()).unwrap();
+    for field in ["version", "state", "listen", "socket"] {
+        assert_eq!(over_bus[field], over_socket[field], "{field}: bus {over_bus} socket {over_socket}");
+    }
+    assert_eq!(over_bus["model"]["name"], "smollm2-135m-instruct");
+    let table = ok(&ctl(&bus, &d, &["status"]));
+    assert!(table.lines().any(|l| l.starts_with("state") && l.ends_with("ready")), "{table}");
+
+    // ListApps, ImportApp (a DSL by descriptor, then the same again), ListAppVersions, ExportApp, ActivateAppVersion.
+    let apps = json(&ctl(&bus, &d, &["--json", "apps", "list"]));
+    assert!(apps["data"].as_array().unwrap().iter().any(|a| a["id"] == "demo"), "{apps}");
+    let dsl = paths::repo_root().join("tests/fixtures/dsl/chatflow.yml");
+    let dsl = dsl.to_str().unwrap();
+    let imported = ok(&ctl(&bus, &d, &["apps", "import", dsl, "--id", "flow"]));
+    assert!(imported.starts_with("imported flow (") && imported.contains("version 1"), "{imported}");
+    assert!(imported.contains("node "), "the LLM node's model mapping is listed: {imported}");
+    let again = ok(&ctl(&bus, &d, &["apps", "import", dsl, "--id", "flow"]));
+    assert!(again.starts_with("unchanged flow"), "{again}");
+    let renamed = ok(&ctl(&bus, &d, &["apps", "import", dsl, "--id", "flow", "--name", "Flow two"]));
+    assert!(renamed.contains("version 2"), "{renamed}");
+    let versions = json(&ctl(&bus, &d, &["--json", "apps", "versions", "flow"]));
+    let list = versions["data"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{versions}");
+    assert_eq!((list[0]["version"].as_u64(), list[0]["active"].as_bool()), (Some(2), Some(true)), "{versions}");
+    let exported = ok(&ctl(&bus, &d, &["apps", "export", "flow", "1"]));
+    assert!(exported.contains("mode: advanced-chat"), "{exported}");
+    let activated = ok(&ctl(&bus, &d, &["apps", "activate", "flow", "1"]));
+    assert_eq!(activated.trim(), "flow now serves version 1");
+    let socket_apps: Value = serde_json::from_str(&String::from_utf8(d.ctl(&["--json", "apps", "list"]).stdout).unwrap()).unwrap();
+    let flow = socket_apps["data"].as_array().unwrap().iter().find(|a| a["id"] == "flow").cloned().unwrap();
+    assert_eq!(flow["version"], 1, "the socket sees the activation: {flow}");
+    // A JSON definition, by descriptor too.
+    let def = paths::repo_root().join("configs/demo-app.json");
+    let json_import = ok(&ctl(&bus, &d, &["apps", "import", def.to_str().unwrap()]));
+    assert!(json_import.starts_with("imported summarise version") || json_import.contains("unchanged"), "{json_import}");
+
+    // CreateApiKey (works over HTTP), ListApiKeys, RevokeApiKey (then 401).
+    let key = ok(&ctl(&bus, &d, &["keys", "create", "--app", "flow"])).trim().to_owned();
+    assert!(key.starts_with("app-"), "{key}");
+    let c = d.client().with_key(&key);
+    c.get("/v1/parameters").expect_json(200);
+    let keys = json(&ctl(&bus, &d, &["--json", "keys", "list", "--app", "flow"]));
+    let ours = keys["data"].as_array().unwrap().iter().find(|k| key.contains(k["prefix"].as_str().unwrap())).cloned().unwrap();
+    assert!(ours.get("revoked_at").is_none_or(Value::is_null), "{ours}");
+    let id = ours["id"].as_str().unwrap().to_owned();
+    assert!(ok(&ctl(&bus, &d, &["keys", "revoke", &id])).contains(&id));
+    c.get("/v1/parameters").expect_dify_error(401, "unauthorized");
+    let dataset_key = json(&ctl(&bus, &d, &["--json", "keys", "create", "--dataset"]));
+    assert_eq!(dataset_key["kind"], "dataset", "{dataset_key}");
+
+    // CacheStats (a property), FlushCache, ListModels.
+    let stats = json(&ctl(&bus, &d, &["--json", "cache", "stats"]));
+    assert_eq!(stats["enabled"], false, "the tests' config turns the cache off: {stats}");
+    let flushed = json(&ctl(&bus, &d, &["--json", "cache", "flush", "--app", "demo"]));
+    assert_eq!((flushed["app"].as_str(), flushed["flushed"].as_u64()), (Some("demo"), Some(0)), "{flushed}");
+    let models = ok(&ctl(&bus, &d, &["models", "list"]));
+    assert!(models.lines().nth(1).is_some_and(|l| l.starts_with("smollm2-135m-instruct") && l.contains("ready")), "{models}");
+
+    // Reload: a new app in the config is served afterwards; an invalid config changes nothing.
+    d.edit_config(|c| {
+        let apps = c.get_mut("apps").and_then(toml::Value::as_array_mut).unwrap();
+        let mut extra = toml::Table::new();
+        for (k, v) in [("id", "added"), ("name", "Added"), ("mode", "chat")] {
+            extra.insert(k.into(), toml::Value::String(v.into()));
+        }
+        apps.push(toml::Value::Table(extra));
+    });
+    let reloaded = json(&ctl(&bus, &d, &["--json", "reload"]));
+    // `added`, and `summarise` back to the config's definition (the JSON import above changed it).
+    assert!(reloaded["apps_updated"].as_u64().is_some_and(|n| n >= 1), "{reloaded}");
+    assert!(ok(&ctl(&bus, &d, &["apps", "list"])).lines().any(|l| l.starts_with("added ")));
+    d.edit_config(|c| {
+        c.insert("bogus_section".into(), toml::Value::Table(toml::Table::new()));
+    });
+    let refused = ctl(&bus, &d, &["reload"]);
+    fails(&refused, 1, "org.edgeai.Error.InvalidArgument: configuration invalid");
+    assert!(ok(&ctl(&bus, &d, &["apps", "list"])).lines().any(|l| l.starts_with("added ")), "the running apps stay");
+
+    // Properties, read as busctl does.
+    let state = Command::new("busctl")
+        .args(["--address", &bus.address, "get-property", "org.edgeai.Daemon1", "/org/edgeai/Daemon1", "org.edgeai.Daemon1", "State"])
+        .output()
+        .unwrap();
+    assert_eq!(ok(&state).trim(), "s \"ready\"");
+    for property in ["Version", "StatusText", "ActiveModels", "MemoryCurrent", "MemoryLimit", "CacheStats"] {
+        let out = Command::new("busctl")
+            .args(["--address", &bus.address, "get-property", "org.edgeai.Daemon1", "/org/edgeai/Daemon1", "org.edgeai.Daemon1", property])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{property}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(d.is_running());
+}
+
+#[test]
+fn state_changes_are_signalled_to_edgeaictl_watch() {
+    let bus = Bus::start();
+    // A slow load keeps the daemon `starting` long enough to subscribe first.
+    let d = daemon_on(&bus).failpoint("model-load-progress", "sleep(20)").wait_for_model(false).start();
+    d.wait_log_message("D-Bus control interface serving", Duration::from_secs(10));
+    let watch = Command::new(paths::edgeaictl())
+        .args(["--bus", &bus.address, "--timeout", "2m", "--json", "watch", "--count", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = watch.wait_with_output().unwrap();
+    let text = ok(&out);
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "the state now, then one change: {text}");
+    assert_eq!(lines[0]["state"], "starting", "{text}");
+    assert_eq!(lines[1]["state"], "ready", "{text}");
+    assert_eq!(lines[1]["status_text"], "serving; model loaded", "{text}");
+}
+
+#[test]
+fn bad_input_over_dbus_gets_named_errors_and_changes_nothing() {
+    let bus = Bus::start();
+    let d = daemon_on(&bus).start();
+    d.wait_log_message("D-Bus control interface serving", Duration::from_secs(10));
+    let apps_before = ok(&ctl(&bus, &d, &["apps", "list"]));
+
+    fails(&ctl(&bus, &d, &["apps", "versions", "nope"]), 1, "org.edgeai.Error.NotFound");
+    fails(&ctl(&bus, &d, &["apps", "activate", "demo", "9"]), 1, "org.edgeai.Error.NotFound");
+    fails(&ctl(&bus, &d, &["keys", "revoke", "no-such-key"]), 1, "org.edgeai.Error.NotFound");
+    fails(&ctl(&bus, &d, &["keys", "create", "--app", "ghost"]), 1, "org.edgeai.Error.NotFound");
+    fails(&ctl(&bus, &d, &["apps", "import", "/nonexistent/app.yml"]), 65, "cannot read /nonexistent/app.yml");
+    let bad = d.dir().join("broken.yml");
+    std::fs::write(&bad, "app:\n  mode: chat\n  name: [unclosed\n").unwrap();
+    fails(&ctl(&bus, &d, &["apps", "import", bad.to_str().unwrap()]), 1, "org.edgeai.Error.InvalidArgument");
+    let not_object = d.dir().join("list.json");
+    std::fs::write(&not_object, "[1, 2]").unwrap();
+    fails(&ctl(&bus, &d, &["apps", "import", not_object.to_str().unwrap()]), 65, "not an app definition object");
+    assert_eq!(ok(&ctl(&bus, &d, &["apps", "list"])), apps_before, "nothing was stored");
+
+    // Wrong types and unknown options, as a raw client would send them.
+    let wrong = gdbus_error(&gdbus_call(&bus, None, "org.edgeai.Daemon1.ActivateAppVersion", &["demo", "one"]));
+    assert!(wrong.contains("InvalidArgs") || wrong.contains("Error"), "{wrong}");
+    let option_type = gdbus_error(&gdbus_call(&bus, None, "org.edgeai.Daemon1.ExportApp", &["demo", "{'version': <'one'>}"]));
+    assert!(option_type.contains("org.edgeai.Error.InvalidArgument") && option_type.contains("unsigned integer"), "{option_type}");
+    let unknown = gdbus_error(&gdbus_call(&bus, None, "org.edgeai.Daemon1.FlushCache", &["{'ap': <'demo'>}"]));
+    assert!(unknown.contains("org.edgeai.Error.InvalidArgument") && unknown.contains("unknown option \"ap\""), "{unknown}");
+    let both = gdbus_error(&gdbus_call(&bus, None, "org.edgeai.Daemon1.CreateApiKey", &["{'app': <'demo'>, 'dataset': <true>}"]));
+    assert!(both.contains("org.edgeai.Error.InvalidArgument"), "{both}");
+    let none = gdbus_error(&gdbus_call(&bus, None, "org.edgeai.Daemon1.NoSuchMethod", &[]));
+    assert!(none.contains("UnknownMethod"), "{none}");
+
+    // Without --bus, the D-Bus-only commands say so (usage, exit 2).
+    fails(&d.ctl(&["reload"]), 2, "works over D-Bus only");
+    // A bus with no daemon on it: exit 69.
+    let empty = Bus::start();
+    let out = Command::new(paths::edgeaictl()).args(["--bus", &empty.address, "status"]).output().unwrap();
+    fails(&out, 69, "edgeaid is not on the bus");
+}
+
+#[test]
+fn a_caller_outside_the_admin_group_is_refused_but_reads_properties() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIP a_caller_outside_the_admin_group_is_refused_but_reads_properties: needs root to call as another uid (65534)");
+        return;
+    }
+    let bus = Bus::start();
+    let d = daemon_on(&bus).start();
+    d.wait_log_message("D-Bus control interface serving", Duration::from_secs(10));
+    let refused = gdbus_error(&gdbus_call(&bus, Some(65534), "org.edgeai.Daemon1.ListApps", &[]));
+    assert!(refused.contains("org.edgeai.Error.PermissionDenied") && refused.contains("uid 65534"), "{refused}");
+    let key = gdbus_error(&gdbus_call(&bus, Some(65534), "org.edgeai.Daemon1.CreateApiKey", &["{'app': <'demo'>}"]));
+    assert!(key.contains("org.edgeai.Error.PermissionDenied"), "{key}");
+    let keys = json(&ctl(&bus, &d, &["--json", "keys", "list"]));
+    assert_eq!(keys["data"].as_array().unwrap().len(), 1, "only the demo key: the refused call created none: {keys}");
+    let logged = d.wait_log_message("D-Bus call refused: not root or in server.admin_group", Duration::from_secs(5));
+    assert_eq!(logged.field_u64("uid"), Some(65534));
+    // Properties are open to everyone.
+    let state = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "gdbus", "call", "--address", &bus.address])
+        .args(["--dest", "org.edgeai.Daemon1", "--object-path", "/org/edgeai/Daemon1"])
+        .args(["--method", "org.freedesktop.DBus.Properties.Get", "org.edgeai.Daemon1", "State"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "(<'ready'>,)", "{}", String::from_utf8_lossy(&state.stderr));
+    // Root is admitted by the same check.
+    assert!(gdbus_call(&bus, Some(0), "org.edgeai.Daemon1.ListApps", &[]).status.success());
+}
+
+#[test]
+fn a_second_daemon_cannot_take_the_bus_name() {
+    let bus = Bus::start();
+    let d = daemon_on(&bus).start();
+    d.wait_log_message("D-Bus control interface serving", Duration::from_secs(10));
+    let mut config: toml::Table = std::fs::read_to_string(d.config_path()).unwrap().parse().unwrap();
+    let second = d.dir().join("second");
+    std::fs::create_dir(&second).unwrap();
+    let set = |t: &mut toml::Table, section: &str, key: &str, v: PathBuf| {
+        t.get_mut(section).and_then(toml::Value::as_table_mut).unwrap().insert(key.into(), toml::Value::String(v.display().to_string()));
+    };
+    set(&mut config, "server", "socket", second.join("edgeai.sock"));
+    set(&mut config, "store", "path", second.join("edgeai.db"));
+    set(&mut config, "dev", "demo_key_file", second.join("demo-key"));
+    let path = second.join("edgeaid.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let out = run_with_timeout(Command::new(paths::edgeaid()).arg("--config").arg(&path), Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("org.edgeai.Daemon1 is already owned") && err.contains("another edgeaid"), "{err}");
+    // The first one still answers.
+    assert!(ok(&ctl(&bus, &d, &["status"])).contains("ready"));
+}
+
+#[test]
+fn the_checked_in_introspection_xml_is_what_the_daemon_serves() {
+    let bus = Bus::start();
+    let d = daemon_on(&bus).start();
+    d.wait_log_message("D-Bus control interface serving", Duration::from_secs(10));
+    let out = Command::new("busctl")
+        .args(["--address", &bus.address, "introspect", "--xml-interface", "org.edgeai.Daemon1", "/org/edgeai/Daemon1"])
+        .output()
+        .unwrap();
+    let served = ok(&out);
+    let file = paths::repo_root().join("systemd/org.edgeai.Daemon1.xml");
+    let checked_in = std::fs::read_to_string(&file).unwrap();
+    let served_iface = interface_block(&served);
+    assert_eq!(
+        normalise(&interface_block(&checked_in)),
+        normalise(&served_iface),
+        "{} differs from what the daemon serves; the daemon serves:\n{served_iface}",
+        file.display()
+    );
+    // Every method, property and signal has a doc string.
+    let members = served_iface.matches("<method ").count() + served_iface.matches("<property ").count() + served_iface.matches("<signal ").count();
+    assert_eq!(served_iface.matches("<!--").count(), members, "a member without a doc string:\n{served_iface}");
+    assert!(d.logs_with_message("D-Bus control interface serving").len() == 1);
+}
+
+/// `<interface name="org.edgeai.Daemon1">` … `</interface>`.
+fn interface_block(xml: &str) -> String {
+    let start = xml.find("<interface name=\"org.edgeai.Daemon1\">").expect("the interface in the XML");
+    let end = xml[start..].find("</interface>").expect("its end") + start + "</interface>".len();
+    xml[start..end].to_owned()
+}
+
+fn normalise(xml: &str) -> String {
+    xml.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{cmd:?} did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
