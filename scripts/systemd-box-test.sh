@@ -9,6 +9,9 @@
 #   - workflow code nodes under the unit's own hardening: the daemon finds /usr/bin/python3
 #     (edgeaictl status), a Python and a JavaScript code node run, and Python code cannot read
 #     the store in /var/lib/edgeai (landlock) nor open a socket (seccomp);
+#   - D-Bus with the installed policy: org.edgeai.Daemon1 owned by user edgeai, edgeaictl --bus system
+#     as root and as an edgeai-admin member works, another user is refused by the bus policy but
+#     reads properties, and Reload over D-Bus re-reads the config (journal field F_METHOD=Reload);
 #   - `systemctl reload` (SIGHUP) keeps the same process running;
 #   - `systemctl stop` ends with the daemon's own exit status 0 (a drain, not a kill);
 #   - with FAILPOINTS=inference-hang=return (the `fail` crate; needs the `failpoints` build) and WatchdogSec=3s,
@@ -106,7 +109,7 @@ cat >"$work/files/watchdog-test.conf" <<'EOF'
 Environment=FAILPOINTS=inference-hang=return
 WatchdogSec=3s
 EOF
-cp "$repo/configs/edgeai.toml" "$repo/systemd/edgeai.sysusers" "$repo/systemd/edgeai.tmpfiles" "$work/files/"
+cp "$repo/configs/edgeai.toml" "$repo/systemd/edgeai.sysusers" "$repo/systemd/edgeai.tmpfiles" "$repo/systemd/org.edgeai.Daemon1.conf" "$work/files/"
 cp "$repo/tests/fixtures/dsl/workflow-code-probe-py.yml" "$repo/tests/fixtures/dsl/workflow-code-probe-js.yml" "$work/files/"
 chmod -R a+rX "$work"
 
@@ -132,10 +135,13 @@ if out=$(in_box sh -ec '
   install -D -m 0644 $f/edgeai.tmpfiles /etc/tmpfiles.d/edgeai.conf
   install -D -m 0644 $f/edgeai.toml /etc/edgeai/edgeai.toml
   install -D -m 0644 $f/50-box-test.toml /etc/edgeai/conf.d/50-box-test.toml
+  # /usr is the host'"'"'s, read-only: the policy goes where the admin'"'"'s copies go; dbus
+  # reloads it after systemd-sysusers (below), as a policy naming an unknown user is ignored.
+  install -D -m 0644 $f/org.edgeai.Daemon1.conf /etc/dbus-1/system.d/org.edgeai.Daemon1.conf
   systemctl daemon-reload
   systemctl enable edgeai' 2>&1); then
   # Enabled, the unit stays loaded while stopped, so its exit status stays visible.
-  pass "unit, sysusers.d, tmpfiles.d and config installed in the box; unit enabled"
+  pass "unit, sysusers.d, tmpfiles.d, config and D-Bus policy installed in the box; unit enabled"
 else
   fail "installing into the box"; printf '%s\n' "$out" | indent
 fi
@@ -146,8 +152,9 @@ else
   fail "systemd-analyze verify (inside the box)"; printf '%s\n' "$out" | indent
 fi
 
-if out=$(in_box systemd-sysusers 2>&1) && in_box getent passwd edgeai >/dev/null && in_box getent group edgeai-admin >/dev/null; then
-  pass "systemd-sysusers creates user edgeai and group edgeai-admin"
+if out=$(in_box systemd-sysusers 2>&1) && in_box getent passwd edgeai >/dev/null && in_box getent group edgeai-admin >/dev/null \
+  && out=$(in_box systemctl reload dbus 2>&1); then
+  pass "systemd-sysusers creates user edgeai and group edgeai-admin; dbus reloads its policy"
 else
   fail "systemd-sysusers"; printf '%s\n' "$out" | indent
 fi
@@ -257,6 +264,38 @@ if grep -q '"status": *"failed"' <<<"$store_read" && grep -q 'Permission' <<<"$s
   pass "Python code cannot read the store (landlock) nor open a socket (seccomp) under the unit"
 else
   fail "Python code escaped its sandbox under the unit"; printf 'store: %s\nsocket: %s\n' "$store_read" "$sock_open" | indent
+fi
+
+# --- D-Bus: org.edgeai.Daemon1 on the system bus, under the installed policy ---------------------
+bus_ctl() { in_box /opt/edgeai-test/bin/edgeaictl --bus system "$@"; }
+owner=$(in_box busctl --system status org.edgeai.Daemon1 2>&1 | sed -n 's/^UID=//p' | head -1)
+bus_status=$(bus_ctl --json status 2>&1)
+if [ "$owner" = "$(in_box id -u edgeai)" ] && grep -q '"state": *"ready"' <<<"$bus_status"; then
+  pass "D-Bus: org.edgeai.Daemon1 is owned by user edgeai; edgeaictl --bus system status as root answers ready"
+else
+  fail "D-Bus: owner uid '$owner' (want edgeai's), status: $bus_status"
+  in_box journalctl -u edgeai --no-pager -n 20 2>&1 | grep -i 'd-bus' | indent
+fi
+in_box useradd -M -N -G edgeai-admin operator >/dev/null 2>&1
+in_box useradd -M -N visitor >/dev/null 2>&1
+# setpriv, not runuser: the box has no PAM session setup.
+as_user() { local u=$1; shift; in_box setpriv --reuid="$u" --regid=users --init-groups "$@"; }
+as_operator=$(as_user operator /opt/edgeai-test/bin/edgeaictl --bus system apps list 2>&1)
+as_visitor=$(as_user visitor /opt/edgeai-test/bin/edgeaictl --bus system apps list 2>&1); visitor_code=$?
+visitor_reads=$(as_user visitor busctl --system get-property org.edgeai.Daemon1 /org/edgeai/Daemon1 org.edgeai.Daemon1 State 2>&1)
+if grep -q '^probe-py ' <<<"$as_operator" && [ "$visitor_code" = 77 ] && grep -q 'AccessDenied' <<<"$as_visitor" \
+  && [ "$visitor_reads" = 's "ready"' ]; then
+  pass "D-Bus policy: an edgeai-admin member lists the apps; another user is refused by the bus (exit 77) but reads State"
+else
+  fail "D-Bus policy: operator: $as_operator / visitor (exit $visitor_code): $as_visitor / visitor reads State: $visitor_reads"
+fi
+bus_reload=$(bus_ctl --json reload 2>&1)
+reload_logged=$(in_box journalctl -u edgeai -o json --no-pager 2>/dev/null | grep -c '"F_METHOD":"Reload"')
+if grep -q '"apps_served"' <<<"$bus_reload" && [ "$reload_logged" -ge 1 ]; then
+  pass "edgeaictl --bus system reload re-reads the config, and the journal names the D-Bus call"
+else
+  fail "D-Bus Reload: $bus_reload; journal entries with F_METHOD=Reload: $reload_logged"
+  in_box journalctl -u edgeai -o json --no-pager 2>/dev/null | grep 'D-Bus call' | tail -2 | indent
 fi
 
 # --- reload: SIGHUP must not kill it ------------------------------------------------------------

@@ -59,6 +59,15 @@ impl Drop for Control {
     }
 }
 
+/// The bus refused: zbus reports it as an FDO error or as a method error by name.
+fn is_access_denied(e: &zbus::Error) -> bool {
+    match e {
+        zbus::Error::FDO(f) => matches!(**f, zbus::fdo::Error::AccessDenied(_)),
+        zbus::Error::MethodError(name, _, _) => name.as_str() == "org.freedesktop.DBus.Error.AccessDenied",
+        _ => false,
+    }
+}
+
 /// How often the state watcher compares State and StatusText.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 
@@ -97,7 +106,7 @@ pub async fn start(
     match conn.request_name_with_flags(NAME, RequestNameFlags::DoNotQueue.into()).await {
         Ok(_) => {}
         Err(zbus::Error::NameTaken) => return Err(ControlError::NameTaken { bus: label }),
-        Err(zbus::Error::FDO(e)) if matches!(*e, zbus::fdo::Error::AccessDenied(_)) => {
+        Err(e) if is_access_denied(&e) => {
             // The policy is missing or wrong: an install problem, not a reason to stop serving.
             tracing::error!(
                 bus = %label,
