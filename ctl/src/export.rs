@@ -12,11 +12,14 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use edgeai_common::dbus::{self, BusClient};
 use edgeai_common::UnixClient;
+use zbus::zvariant::Value as DValue;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::cli::{ExportFormat, ExportLogsArgs, ExportTable};
+use crate::control::Control;
 use crate::error::{CtlError, EX_CANTCREAT, EX_FAILURE, EX_INTERRUPTED};
 
 #[derive(Debug, thiserror::Error)]
@@ -111,13 +114,18 @@ fn temp_path(file: &Path) -> PathBuf {
     file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).join(name)
 }
 
-pub async fn logs(client: &UnixClient, args: &ExportLogsArgs, json: bool) -> Result<(), CtlError> {
+pub async fn logs(control: &Control, args: &ExportLogsArgs, json: bool) -> Result<(), CtlError> {
     let file = args.file.as_path();
     let tmp = temp_path(file);
     let write_err = |source| CtlError::from(ExportError::Write { path: file.to_owned(), source });
     let mut out = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).await.map_err(write_err)?;
     let copied = tokio::select! {
-        copied = copy(client, args, &mut out) => copied,
+        copied = async {
+            match control {
+                Control::Socket(client) => copy(client, args, &mut out).await,
+                Control::Bus(bus) => copy_over_bus(bus, args, &out).await,
+            }
+        } => copied,
         _ = tokio::signal::ctrl_c() => Err(ExportError::Interrupted { path: file.to_owned() }.into()),
     };
     let finished = match copied {
@@ -164,6 +172,30 @@ async fn copy(client: &UnixClient, args: &ExportLogsArgs, out: &mut tokio::fs::F
         None => return Err(incomplete("the daemon ended the file without saying it is complete".into()).into()),
     }
     let rows = download.trailer("x-edgeai-export-rows").and_then(|r| r.parse().ok()).unwrap_or(0);
+    Ok((rows, bytes))
+}
+
+/// D-Bus `ExportLogs`: the daemon writes into our temporary file through a
+/// descriptor; (rows, bytes) once it answered.
+async fn copy_over_bus(bus: &BusClient, args: &ExportLogsArgs, out: &tokio::fs::File) -> Result<(u64, u64), CtlError> {
+    let file = args.file.as_path();
+    let write_err = |source| CtlError::from(ExportError::Write { path: file.to_owned(), source });
+    let fd = out.try_clone().await.map_err(write_err)?.into_std().await;
+    let mut options: dbus::Options<'_> = std::collections::HashMap::new();
+    options.insert("format", DValue::from(format_name(args.format)));
+    options.insert("table", DValue::from(table_name(args.table)));
+    if let Some(app) = &args.app {
+        options.insert("app", DValue::from(app.as_str()));
+    }
+    if let Some(since) = args.since {
+        options.insert("since", DValue::from(since));
+    }
+    if let Some(until) = args.until {
+        options.insert("until", DValue::from(until));
+    }
+    let answer = bus.call("ExportLogs", &(dbus::fd(&fd), options)).await?;
+    let rows = answer.get("rows").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let bytes = fd.metadata().map_err(write_err)?.len();
     Ok((rows, bytes))
 }
 

@@ -60,7 +60,14 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
     let json = cli.json;
     let needs_control = matches!(
         cli.command,
-        Command::Status | Command::Apps(_) | Command::Keys(_) | Command::Cache(_) | Command::Models(_) | Command::Reload | Command::Watch { .. }
+        Command::Status
+            | Command::Apps(_)
+            | Command::Keys(_)
+            | Command::Cache(_)
+            | Command::Models(_)
+            | Command::Reload
+            | Command::Watch { .. }
+            | Command::Export(_)
     );
     let control = match (cli.bus, needs_control) {
         (Some(bus), true) => Control::Bus(BusClient::connect(bus, cli.timeout).await?),
@@ -94,7 +101,7 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Reload => commands::reload(&control, json).await,
         Command::Models(ModelsCommand::List) => commands::models_list(&control, json).await,
         Command::Watch { count } => commands::watch(&control, count, json).await,
-        Command::Export(ExportCommand::Logs(args)) => export::logs(&client, &args, json).await,
+        Command::Export(ExportCommand::Logs(args)) => export::logs(&control, &args, json).await,
         Command::Chat(args) => {
             let login = std::env::var("USER").ok();
             let user = args.user.unwrap_or_else(|| chat::default_user(login.as_deref()));

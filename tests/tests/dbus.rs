@@ -223,6 +223,19 @@ fn edgeaictl_drives_every_method_and_property_over_dbus() {
     fails(&refused, 1, "org.edgeai.Error.InvalidArgument: configuration invalid");
     assert!(ok(&ctl(&bus, &d, &["apps", "list"])).lines().any(|l| l.starts_with("added ")), "the running apps stay");
 
+    // ExportLogs: the daemon writes into edgeaictl's file through a descriptor; the same bytes as over the socket.
+    let answer = d.client().post_json("/v1/chat-messages", &edgeai_tests::chat_body("Hi", "bus-test", "blocking", None)).expect_json(200);
+    assert!(answer["message_id"].is_string(), "{answer}");
+    let (via_bus, via_socket) = (d.dir().join("bus.arrow"), d.dir().join("socket.arrow"));
+    let exported = json(&ctl(&bus, &d, &["--json", "export", "logs", "--format", "arrow", via_bus.to_str().unwrap()]));
+    assert_eq!(exported["rows"], 1, "{exported}");
+    ok(&d.ctl(&["export", "logs", "--format", "arrow", via_socket.to_str().unwrap()]));
+    let bytes = std::fs::read(&via_bus).unwrap();
+    assert!(bytes.starts_with(b"ARROW1"), "an Arrow IPC file");
+    assert_eq!(bytes, std::fs::read(&via_socket).unwrap(), "the same file over D-Bus and over the socket");
+    fails(&ctl(&bus, &d, &["export", "logs", "--format", "arrow", "--app", "ghost", d.dir().join("x.arrow").to_str().unwrap()]), 1, "org.edgeai.Error.NotFound");
+    assert!(!d.dir().join("x.arrow").exists(), "a refused export leaves no file");
+
     // Properties, read as busctl does.
     let state = Command::new("busctl")
         .args(["--address", &bus.address, "get-property", "org.edgeai.Daemon1", "/org/edgeai/Daemon1", "org.edgeai.Daemon1", "State"])

@@ -296,9 +296,57 @@ impl Daemon1 {
         value::dict(&wire::CacheFlushResponse { app, flushed })
     }
 
+    /// Writes messages or workflow runs as an Arrow IPC or Parquet file into a file the caller opened for
+    /// writing (so it lands where the caller may write, and the caller renames it into place once this
+    /// returns). Options: format ("arrow" or "parquet", required), table ("messages", the default, or
+    /// "workflow-runs"), app (s), since and until (x, unix seconds). Returns rows and batches written.
+    async fn export_logs(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        file: OwnedFd,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<Dict, MethodError> {
+        self.authorise(conn, &hdr, "ExportLogs").await?;
+        value::only(&options, &["format", "table", "app", "since", "until"])?;
+        use crate::service::export as ex;
+        let format = value::opt_str(&options, "format")?
+            .ok_or_else(|| MethodError::InvalidArgument("option format is required: \"arrow\" or \"parquet\"".into()))?;
+        let request = ex::ExportRequest {
+            table: ex::table_from_name(value::opt_str(&options, "table")?.as_deref().unwrap_or("messages")).map_err(export_error)?,
+            format: ex::ExportFormat::from_name(&format).map_err(export_error)?,
+            filter: crate::store::LogFilter {
+                app_id: value::opt_str(&options, "app")?,
+                since: value::opt_i64(&options, "since")?,
+                until: value::opt_i64(&options, "until")?,
+            },
+        };
+        let export = ex::start(self.svc.store(), request).await.map_err(export_error)?;
+        let fd: std::os::fd::OwnedFd = file.into();
+        let summary = export.write_to(std::fs::File::from(fd)).await.map_err(export_error)?;
+        tracing::info!(rows = summary.rows, batches = summary.batches, "logs exported over D-Bus");
+        value::dict(&serde_json::json!({"rows": summary.rows, "batches": summary.batches}))
+    }
+
     /// The daemon's state changed: the new State and StatusText.
     #[zbus(signal, name = "StateChanged")]
     async fn state_changed_signal(emitter: &SignalEmitter<'_>, state: &str, status_text: &str) -> zbus::Result<()>;
+}
+
+/// An export's failure as a named error.
+fn export_error(e: crate::service::export::ExportError) -> MethodError {
+    use crate::service::export::ExportError as E;
+    let text = match std::error::Error::source(&e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    };
+    match e {
+        E::UnknownTable(_) | E::UnknownFormat(_) => MethodError::InvalidArgument(text),
+        E::Store(st) => crate::service::ServiceError::Store(st).into(),
+        // The caller's descriptor would not take the bytes (a read-only file, a full disk).
+        E::Write { .. } => MethodError::InvalidArgument(text),
+        E::Arrow { .. } | E::Parquet { .. } | E::Panicked => MethodError::Failed(format!("{e}; see the daemon log")),
+    }
 }
 
 /// Reads an imported file from the caller's descriptor, off the event loop, bounded.

@@ -81,6 +81,24 @@ pub fn opt_u32(options: &HashMap<String, OwnedValue>, key: &str) -> Result<Optio
     }
 }
 
+/// A signed option (unix seconds and the like); any integer type.
+pub fn opt_i64(options: &HashMap<String, OwnedValue>, key: &str) -> Result<Option<i64>, MethodError> {
+    let bad = |sig: String| MethodError::InvalidArgument(format!("option {key:?} must be an integer (x), not {sig}"));
+    match options.get(key) {
+        None => Ok(None),
+        Some(v) => match &**v {
+            Value::I16(n) => Ok(Some(i64::from(*n))),
+            Value::I32(n) => Ok(Some(i64::from(*n))),
+            Value::I64(n) => Ok(Some(*n)),
+            Value::U8(n) => Ok(Some(i64::from(*n))),
+            Value::U16(n) => Ok(Some(i64::from(*n))),
+            Value::U32(n) => Ok(Some(i64::from(*n))),
+            Value::U64(n) => i64::try_from(*n).map(Some).map_err(|_| bad("an out-of-range number".into())),
+            other => Err(bad(other.value_signature().to_string())),
+        },
+    }
+}
+
 /// A boolean option.
 pub fn opt_bool(options: &HashMap<String, OwnedValue>, key: &str) -> Result<Option<bool>, MethodError> {
     match options.get(key) {
