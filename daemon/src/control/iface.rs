@@ -157,24 +157,18 @@ impl Daemon1 {
             None => text.trim_start().starts_with('{'),
             Some(other) => return Err(MethodError::InvalidArgument(format!("format {other:?} is not \"dsl\" or \"json\""))),
         };
-        if json {
+        let (v, models) = if json {
             if id.is_some() || name.is_some() || !datasets.is_empty() {
                 return Err(MethodError::InvalidArgument("id, name and datasets apply to a Dify DSL only, not to a JSON definition".into()));
             }
             let app: crate::engine::AppDefinition =
                 serde_json::from_str(&text).map_err(|e| MethodError::InvalidArgument(format!("the JSON app definition is invalid: {e}")))?;
-            let app_id = app.id.clone();
-            let v = self.svc.put_app(app, "import").await?;
-            let stored = self.svc.stored_app(&app_id).await?;
-            tracing::info!(app = %app_id, version = v.version, created = v.created, "app imported over D-Bus");
-            let report = wire::ImportDslResponse { app: crate::admin::app_info(&stored), models: Vec::new() };
-            let mut d = value::dict(&report)?;
-            d.insert("created".into(), OwnedValue::from(v.created));
-            return Ok(d);
-        }
-        let (v, models) = self.svc.import_dsl(&text, id, name, &datasets).await?;
+            (self.svc.put_app(app, "import").await?, Vec::new())
+        } else {
+            self.svc.import_dsl(&text, id, name, &datasets).await?
+        };
         let stored = self.svc.stored_app(&v.app_id).await?;
-        tracing::info!(app = %v.app_id, version = v.version, created = v.created, mode = %stored.mode, "DSL imported over D-Bus");
+        tracing::info!(app = %v.app_id, version = v.version, created = v.created, mode = %stored.mode, "app imported over D-Bus");
         let report = wire::ImportDslResponse {
             app: crate::admin::app_info(&stored),
             models: models.into_iter().map(crate::admin::model_mapping_info).collect(),

@@ -42,15 +42,8 @@ pub type ReloadRequest = oneshot::Sender<Result<ReloadReport, String>>;
 
 /// The served interface; dropping it leaves the bus.
 pub struct Control {
-    conn: zbus::Connection,
+    _conn: zbus::Connection,
     watcher: tokio::task::JoinHandle<()>,
-}
-
-impl Control {
-    /// The bus connection (tests and the stop path use it).
-    pub fn connection(&self) -> &zbus::Connection {
-        &self.conn
-    }
 }
 
 impl Drop for Control {
@@ -122,5 +115,5 @@ pub async fn start(
         conn.object_server().interface(PATH).await.map_err(|source| ControlError::Serve { bus: label.clone(), source })?;
     tracing::info!(bus = %label, name = NAME, path = PATH, "D-Bus control interface serving");
     let watcher = tokio::spawn(iface::watch_state(iface_ref, WATCH_EVERY));
-    Ok(Some(Control { conn, watcher }))
+    Ok(Some(Control { _conn: conn, watcher }))
 }
