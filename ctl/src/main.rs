@@ -61,13 +61,7 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
     let json = cli.json;
     let needs_control = matches!(
         cli.command,
-        Command::Status
-            | Command::Apps(_)
-            | Command::Keys(_)
-            | Command::Cache(_)
-            | Command::Models(_)
-            | Command::Reload
-            | Command::Watch { .. }
+        Command::Status | Command::Apps(_) | Command::Keys(_) | Command::Cache(_) | Command::Models(_) | Command::Reload | Command::Watch { .. }
     );
     let control = match (cli.bus, needs_control) {
         (Some(bus), true) => Control::Bus(BusClient::connect(bus, cli.timeout).await?),

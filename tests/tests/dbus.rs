@@ -373,8 +373,7 @@ fn the_checked_in_introspection_xml_is_what_the_daemon_serves() {
         file.display()
     );
     // Every method, property and signal has a doc string.
-    let members =
-        served_iface.matches("<method ").count() + served_iface.matches("<property ").count() + served_iface.matches("<signal ").count();
+    let members = served_iface.matches("<method ").count() + served_iface.matches("<property ").count() + served_iface.matches("<signal ").count();
     assert_eq!(served_iface.matches("<!--").count(), members, "a member without a doc string:\n{served_iface}");
     assert!(d.logs_with_message("D-Bus control interface serving").len() == 1);
 }

@@ -122,11 +122,7 @@ impl Daemon1 {
     }
 
     /// The apps and their active versions.
-    async fn list_apps(
-        &self,
-        #[zbus(connection)] conn: &zbus::Connection,
-        #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<Vec<Dict>, MethodError> {
+    async fn list_apps(&self, #[zbus(connection)] conn: &zbus::Connection, #[zbus(header)] hdr: Header<'_>) -> Result<Vec<Dict>, MethodError> {
         self.authorise(conn, &hdr, "ListApps").await?;
         let apps: Vec<wire::AppInfo> = self.svc.stored_apps().await?.iter().map(crate::admin::app_info).collect();
         value::dicts(&apps)
@@ -163,12 +159,10 @@ impl Daemon1 {
         };
         if json {
             if id.is_some() || name.is_some() || !datasets.is_empty() {
-                return Err(MethodError::InvalidArgument(
-                    "id, name and datasets apply to a Dify DSL only, not to a JSON definition".into(),
-                ));
+                return Err(MethodError::InvalidArgument("id, name and datasets apply to a Dify DSL only, not to a JSON definition".into()));
             }
-            let app: crate::engine::AppDefinition = serde_json::from_str(&text)
-                .map_err(|e| MethodError::InvalidArgument(format!("the JSON app definition is invalid: {e}")))?;
+            let app: crate::engine::AppDefinition =
+                serde_json::from_str(&text).map_err(|e| MethodError::InvalidArgument(format!("the JSON app definition is invalid: {e}")))?;
             let app_id = app.id.clone();
             let v = self.svc.put_app(app, "import").await?;
             let stored = self.svc.stored_app(&app_id).await?;
@@ -246,9 +240,7 @@ impl Daemon1 {
             (Some(_), true) => {
                 return Err(MethodError::InvalidArgument("a key opens an app or the Knowledge API: give app or dataset, not both".into()))
             }
-            (None, false) => {
-                return Err(MethodError::InvalidArgument("option app is required (or dataset = true for a Knowledge API key)".into()))
-            }
+            (None, false) => return Err(MethodError::InvalidArgument("option app is required (or dataset = true for a Knowledge API key)".into())),
         };
         let kind = crate::admin::key_kind(&info);
         let app_id = info.app_id().unwrap_or_default().to_owned();
@@ -284,11 +276,7 @@ impl Daemon1 {
     }
 
     /// The models: name, path, state, error, threads, slots, context_size.
-    async fn list_models(
-        &self,
-        #[zbus(connection)] conn: &zbus::Connection,
-        #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<Vec<Dict>, MethodError> {
+    async fn list_models(&self, #[zbus(connection)] conn: &zbus::Connection, #[zbus(header)] hdr: Header<'_>) -> Result<Vec<Dict>, MethodError> {
         self.authorise(conn, &hdr, "ListModels").await?;
         let status = crate::admin::status(&self.svc, &self.facts);
         value::dicts(&[status.model])
