@@ -25,8 +25,8 @@ use tokio::io::AsyncWriteExt;
 
 use crate::error::{CtlError, EX_CANTCREAT, EX_DATAERR, EX_FAILURE, EX_INTERRUPTED};
 
-/// The largest manifest read (a manifest lists every file; 16 MiB is
-/// about 100 000 members).
+/// The largest manifest read (it lists every file; 16 MiB is about
+/// 100 000 members).
 const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 /// The database file's name in a state directory (`store.path`'s default).
 const STATE_DB: &str = "edgeai.db";
@@ -255,8 +255,15 @@ fn read_archive<R: Read>(
     if entry_name(&first)? != BACKUP_MANIFEST {
         return Err(format!("the first member is not {BACKUP_MANIFEST}"));
     }
+    let want = first.size();
+    if want > MAX_MANIFEST_BYTES {
+        return Err(format!("{BACKUP_MANIFEST} has {want} bytes, more than a manifest may ({MAX_MANIFEST_BYTES})"));
+    }
     let mut text = Vec::new();
-    (&mut first).take(MAX_MANIFEST_BYTES).read_to_end(&mut text).map_err(truncated)?;
+    (&mut first).read_to_end(&mut text).map_err(truncated)?;
+    if text.len() as u64 != want {
+        return Err(format!("{BACKUP_MANIFEST} is cut short; the archive is truncated"));
+    }
     let manifest: BackupManifest = serde_json::from_slice(&text).map_err(|e| format!("{BACKUP_MANIFEST} is not a backup manifest: {e}"))?;
     drop(first);
     check_manifest(&manifest)?;
@@ -268,10 +275,14 @@ fn read_archive<R: Read>(
         if name != member.name {
             return Err(format!("member {name} is not the manifest's next member {}", member.name));
         }
+        let stored = entry.size();
         let mut hashing = Hashing { inner: &mut entry, sha: Sha256::new(), size: 0 };
         sink(member, &mut hashing).map_err(|e| format!("member {name}: {e}"))?;
         std::io::copy(&mut hashing, &mut std::io::sink()).map_err(truncated)?;
         let (size, sha256) = (hashing.size, hex(&hashing.sha.finalize()));
+        if size < stored {
+            return Err(format!("member {name} is cut short; the archive is truncated"));
+        }
         if size != member.size {
             return Err(format!("member {name} has {size} bytes, the manifest says {}", member.size));
         }
@@ -538,4 +549,117 @@ fn lock_holder(f: &File, start: i64, len: i64) -> std::io::Result<Option<i32>> {
     };
     fcntl(f.as_raw_fd(), FcntlArg::F_GETLK(&mut fl)).map_err(std::io::Error::from)?;
     Ok((fl.l_type != libc::F_UNLCK as libc::c_short).then_some(fl.l_pid))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap (style.md)
+mod tests {
+    use super::*;
+
+    fn member(name: &str, data: &[u8]) -> BackupMember {
+        BackupMember { name: name.into(), size: data.len() as u64, sha256: hex(&Sha256::digest(data)), source: None }
+    }
+
+    fn manifest(members: Vec<BackupMember>) -> BackupManifest {
+        BackupManifest { format: BACKUP_FORMAT.into(), edgeai_version: "0.1.0".into(), schema_version: 9, created_at: 1, members }
+    }
+
+    /// A tar of the manifest `m`, then `files` (name, bytes) in that order.
+    fn archive(m: &BackupManifest, files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        let text = serde_json::to_vec(m).unwrap();
+        let all = std::iter::once((BACKUP_MANIFEST, text.as_slice())).chain(files.iter().copied());
+        for (name, data) in all {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o600);
+            tar.append_data(&mut h, name, data).unwrap();
+        }
+        tar.into_inner().unwrap()
+    }
+
+    fn read(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let mut seen = Vec::new();
+        read_archive(bytes, |m, data| {
+            let mut b = Vec::new();
+            data.read_to_end(&mut b)?;
+            seen.push((m.name.clone(), b));
+            Ok(())
+        })
+        .map(|_| seen)
+    }
+
+    const DB: &[u8] = b"database bytes";
+    const VEC: &[u8] = b"vector bytes";
+
+    fn good() -> (BackupManifest, Vec<u8>) {
+        let m = manifest(vec![member(BACKUP_STORE, DB), member("knowledge/d1/vectors/seg-1.arrow", VEC)]);
+        let bytes = archive(&m, &[(BACKUP_STORE, DB), ("knowledge/d1/vectors/seg-1.arrow", VEC)]);
+        (m, bytes)
+    }
+
+    #[test]
+    fn a_whole_archive_reads_back_member_by_member() {
+        let (_, bytes) = good();
+        let seen = read(&bytes).unwrap();
+        assert_eq!(seen, vec![(BACKUP_STORE.to_owned(), DB.to_vec()), ("knowledge/d1/vectors/seg-1.arrow".to_owned(), VEC.to_vec())]);
+    }
+
+    #[test]
+    fn altered_missing_extra_reordered_and_truncated_archives_are_refused() {
+        let (m, bytes) = good();
+        let wrong = archive(&m, &[(BACKUP_STORE, b"database bytez"), ("knowledge/d1/vectors/seg-1.arrow", VEC)]);
+        assert!(read(&wrong).unwrap_err().contains("has sha256"), "{:?}", read(&wrong));
+        let short = archive(&m, &[(BACKUP_STORE, b"database"), ("knowledge/d1/vectors/seg-1.arrow", VEC)]);
+        assert!(read(&short).unwrap_err().contains("has 8 bytes, the manifest says 14"));
+        let missing = archive(&m, &[(BACKUP_STORE, DB)]);
+        assert!(read(&missing).unwrap_err().contains("seg-1.arrow of the manifest is missing"));
+        let extra = archive(&m, &[(BACKUP_STORE, DB), ("knowledge/d1/vectors/seg-1.arrow", VEC), ("config/x.toml", b"x")]);
+        assert!(read(&extra).unwrap_err().contains("config/x.toml is not in the manifest"));
+        let swapped = archive(&m, &[("knowledge/d1/vectors/seg-1.arrow", VEC), (BACKUP_STORE, DB)]);
+        assert!(read(&swapped).unwrap_err().contains("is not the manifest's next member"));
+        for cut in [bytes.len() / 2, 700, 100] {
+            let err = read(&bytes[..cut]).unwrap_err();
+            assert!(err.contains("truncated") || err.contains("missing"), "cut at {cut}: {err}");
+        }
+        assert!(read(&[]).unwrap_err().contains("empty"));
+        let no_manifest = {
+            let mut tar = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_size(DB.len() as u64);
+            tar.append_data(&mut h, BACKUP_STORE, DB).unwrap();
+            tar.into_inner().unwrap()
+        };
+        assert!(read(&no_manifest).unwrap_err().contains("first member is not manifest.json"));
+    }
+
+    #[test]
+    fn the_manifest_check_refuses_what_a_restore_must_not_write() {
+        let ok = manifest(vec![member(BACKUP_STORE, DB), member("config/conf.d/10-x.toml", b"x")]);
+        assert_eq!(check_manifest(&ok), Ok(()));
+        let cases: Vec<(BackupManifest, &str)> = vec![
+            (BackupManifest { format: "edgeai-backup/2".into(), ..ok.clone() }, "format"),
+            (manifest(vec![member("config/a.toml", b"a")]), "no store/edgeai.db"),
+            (manifest(vec![member(BACKUP_STORE, DB), member(BACKUP_STORE, DB)]), "twice"),
+            (manifest(vec![member(BACKUP_STORE, DB), member("knowledge/../../etc/passwd", b"x")]), "unexpected member"),
+            (manifest(vec![member(BACKUP_STORE, DB), member("/etc/passwd", b"x")]), "unexpected member"),
+            (manifest(vec![member(BACKUP_STORE, DB), member("other/file", b"x")]), "unexpected member"),
+            (manifest(vec![member(BACKUP_STORE, DB), member("knowledge/", b"x")]), "unexpected member"),
+            (
+                manifest(vec![BackupMember { sha256: "ABC".into(), ..member(BACKUP_STORE, DB) }]),
+                "is not 64 lower-case hex digits",
+            ),
+        ];
+        for (m, why) in cases {
+            let err = check_manifest(&m).unwrap_err();
+            assert!(err.contains(why), "{err} (expected {why:?})");
+        }
+    }
+
+    #[test]
+    fn previous_and_temporary_directories_are_siblings() {
+        assert_eq!(sibling(Path::new("/var/lib/edgeai"), ".restore-tmp"), Path::new("/var/lib/edgeai.restore-tmp"));
+        let s = stamp();
+        assert!(s.len() == 16 && s.ends_with('Z') && s.as_bytes()[8] == b'T', "{s}");
+    }
 }
