@@ -260,7 +260,7 @@ fn read_archive<R: Read>(
         return Err(format!("{BACKUP_MANIFEST} has {want} bytes, more than a manifest may ({MAX_MANIFEST_BYTES})"));
     }
     let mut text = Vec::new();
-    (&mut first).read_to_end(&mut text).map_err(truncated)?;
+    first.read_to_end(&mut text).map_err(truncated)?;
     if text.len() as u64 != want {
         return Err(format!("{BACKUP_MANIFEST} is cut short; the archive is truncated"));
     }
@@ -645,10 +645,7 @@ mod tests {
             (manifest(vec![member(BACKUP_STORE, DB), member("/etc/passwd", b"x")]), "unexpected member"),
             (manifest(vec![member(BACKUP_STORE, DB), member("other/file", b"x")]), "unexpected member"),
             (manifest(vec![member(BACKUP_STORE, DB), member("knowledge/", b"x")]), "unexpected member"),
-            (
-                manifest(vec![BackupMember { sha256: "ABC".into(), ..member(BACKUP_STORE, DB) }]),
-                "is not 64 lower-case hex digits",
-            ),
+            (manifest(vec![BackupMember { sha256: "ABC".into(), ..member(BACKUP_STORE, DB) }]), "is not 64 lower-case hex digits"),
         ];
         for (m, why) in cases {
             let err = check_manifest(&m).unwrap_err();

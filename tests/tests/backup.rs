@@ -118,6 +118,7 @@ fn a_backup_taken_under_load_restores_into_a_fresh_daemon() {
     stop.store(true, Ordering::Relaxed);
     load.join().unwrap();
     let turns = done.lock().unwrap().clone();
+    eprintln!("load: {before} turns before the backup, {after} when it ended, {} in all", turns.len());
     assert!(!listing(&dir1).iter().any(|n| n.contains(".partial") || n.starts_with(".backup-")), "{:?}", listing(&dir1));
 
     // verify: the manifest lists the database, the vector files and the config.
@@ -144,10 +145,8 @@ fn a_backup_taken_under_load_restores_into_a_fresh_daemon() {
     assert!(out.contains(&format!("into {}", state.display())), "{out}");
     assert!(!out.contains("previous"), "nothing was there before: {out}");
     assert_eq!(std::fs::read(etc.join("edgeaid.toml")).unwrap(), std::fs::read(d1.config_path()).unwrap());
-    let d2 = b2
-        .set("store.path", s(&state.join("edgeai.db")).to_owned())
-        .set("knowledge.dir", s(&state.join("knowledge")).to_owned())
-        .start();
+    let d2 =
+        b2.set("store.path", s(&state.join("edgeai.db")).to_owned()).set("knowledge.dir", s(&state.join("knowledge")).to_owned()).start();
 
     // Apps and versions, keys.
     assert_eq!(ctl(&d2, &["--json", "apps", "versions", "extra"], 0).0, versions);

@@ -203,7 +203,7 @@ impl Builder {
     /// when `dir` holds no index.
     fn add_vectors(&mut self, dir: &Path, member: &str) -> Result<bool, BackupError> {
         for _ in 0..VECTOR_RETRIES {
-            let Some((manifest, names)) = vectors::live_files(dir)? else { return Ok(false) };
+            let Some(vectors::LiveFiles { manifest, files: names }) = vectors::live_files(dir)? else { return Ok(false) };
             let wanted = names.len();
             let mut opened = Vec::with_capacity(wanted);
             for name in names {
