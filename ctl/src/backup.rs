@@ -68,8 +68,14 @@ impl From<BackupError> for CtlError {
     }
 }
 
-/// `edgeaictl backup create FILE`.
-pub async fn create(client: &UnixClient, file: &Path, json: bool) -> Result<(), CtlError> {
+/// `backup create` waits at least this long for each piece of the archive:
+/// the daemon copies the database and hashes every file before it sends the
+/// first byte, which takes longer than `--timeout`'s default for a large state.
+const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `edgeaictl backup create FILE`; `timeout` is `--timeout` (at least [`SNAPSHOT_WAIT`] is used).
+pub async fn create(client: &UnixClient, timeout: std::time::Duration, file: &Path, json: bool) -> Result<(), CtlError> {
+    let client = &client.clone().with_timeout(timeout.max(SNAPSHOT_WAIT));
     let tmp = crate::export::temp_path(file);
     let write_err = |source| CtlError::from(BackupError::Write { path: file.to_owned(), source });
     let mut out = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).await.map_err(write_err)?;
@@ -178,6 +184,9 @@ fn verify_file(file: &Path, unpack: Option<&Unpack<'_>>) -> Result<BackupManifes
     // Without a state directory to unpack into, the database alone goes to
     // a temporary file for the integrity check.
     let scratch = std::env::temp_dir().join(format!(".edgeaictl-verify-{}.db", std::process::id()));
+    if unpack.is_none() {
+        let _ = std::fs::remove_file(&scratch);
+    }
     let db = match unpack {
         Some(u) => u.state.join(STATE_DB),
         None => scratch.clone(),

@@ -572,7 +572,9 @@ pub enum BackupCommand {
             sources, the config files the daemon read, and manifest.json (edgeai version, schema version, \
             created_at, each member's size and sha256).\n\n\
             The archive is written to a hidden file next to FILE, checked as `backup verify` does, and only \
-            then renamed over FILE: FILE is either the old file or a whole new backup.",
+            then renamed over FILE: FILE is either the old file or a whole new backup. The daemon copies \
+            the database and hashes every file before it sends the first byte, so this waits up to 10 \
+            minutes (or --timeout, if longer) for each piece of the archive.",
         after_help = concat!("Examples:\n  edgeaictl backup create /var/backups/edgeai-$(date +%F).tar\n\n", exit_codes!())
     )]
     Create {

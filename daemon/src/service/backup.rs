@@ -110,6 +110,7 @@ impl Snapshot {
 /// files `config`.
 pub async fn take(store: &Store, knowledge_dir: Option<&Path>, config: &[PathBuf]) -> Result<Snapshot, BackupError> {
     let db_dir = store.path().parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let created_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let tmp = db_dir.join(format!(".backup-{}.db", uuid::Uuid::new_v4()));
     let copied = store.snapshot_to(tmp.clone()).await;
     let knowledge_dir = knowledge_dir.map(Path::to_path_buf);
@@ -135,7 +136,7 @@ pub async fn take(store: &Store, knowledge_dir: Option<&Path>, config: &[PathBuf
             format: BACKUP_FORMAT.to_owned(),
             edgeai_version: env!("CARGO_PKG_VERSION").to_owned(),
             schema_version,
-            created_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
+            created_at,
             members: b.members,
         };
         let bytes: u64 = manifest.members.iter().map(|m| m.size).sum();
@@ -261,4 +262,68 @@ fn hash(f: &mut File) -> std::io::Result<(u64, String)> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap (style.md)
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_archive_holds_the_database_the_live_vector_files_sources_and_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, report) = Store::open(&dir.path().join("edgeai.db")).unwrap();
+        let k = dir.path().join("knowledge");
+        let vectors = k.join("d1/vectors");
+        std::fs::create_dir_all(&vectors).unwrap();
+        std::fs::create_dir_all(k.join("d1/sources")).unwrap();
+        let manifest = r#"{"format":"edgeai-vectors/1","dims":4,"next_seq":3,"files":["seg-1.arrow"],"tombstones":"tomb-2.bin"}"#;
+        std::fs::write(vectors.join("MANIFEST"), manifest).unwrap();
+        std::fs::write(vectors.join("seg-1.arrow"), b"segment").unwrap();
+        std::fs::write(vectors.join("tomb-2.bin"), b"tomb").unwrap();
+        // Garbage of an interrupted change: not named, not copied.
+        std::fs::write(vectors.join("seg-9.arrow"), b"garbage").unwrap();
+        std::fs::write(k.join("d1/sources/doc1"), b"source text").unwrap();
+        let config = dir.path().join("edgeaid.toml");
+        std::fs::write(&config, b"[server]\n").unwrap();
+
+        let snapshot = take(&store, Some(&k), std::slice::from_ref(&config)).await.unwrap();
+        store.close().await.unwrap();
+        let mut out = Vec::new();
+        snapshot.write_to(&mut out).unwrap();
+        assert!(!std::fs::read_dir(dir.path()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with(".backup-")));
+
+        let mut archive = tar::Archive::new(out.as_slice());
+        let mut members = Vec::new();
+        let mut manifest: Option<BackupManifest> = None;
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            if name == BACKUP_MANIFEST {
+                manifest = Some(serde_json::from_slice(&data).unwrap());
+            } else {
+                members.push((name, data));
+            }
+        }
+        let manifest = manifest.unwrap();
+        assert_eq!((manifest.format.as_str(), manifest.schema_version), (BACKUP_FORMAT, report.schema_version));
+        let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                BACKUP_STORE,
+                "knowledge/d1/sources/doc1",
+                "knowledge/d1/vectors/MANIFEST",
+                "knowledge/d1/vectors/seg-1.arrow",
+                "knowledge/d1/vectors/tomb-2.bin",
+                "config/edgeaid.toml"
+            ]
+        );
+        for ((name, data), m) in members.iter().zip(&manifest.members) {
+            assert_eq!((name, data.len() as u64, hex(&Sha256::digest(data))), (&m.name, m.size, m.sha256.clone()));
+        }
+        assert_eq!(manifest.members[5].source.as_deref(), Some(config.to_str().unwrap()));
+    }
 }
