@@ -343,6 +343,46 @@ pub struct ReloadResponse {
     pub apps_served: u32,
 }
 
+/// `format` of a backup archive's manifest (`edgeaictl backup`).
+pub const BACKUP_FORMAT: &str = "edgeai-backup/1";
+/// The manifest's member name: the archive's first member.
+pub const BACKUP_MANIFEST: &str = "manifest.json";
+/// The database snapshot's member name.
+pub const BACKUP_STORE: &str = "store/edgeai.db";
+/// Prefix of the knowledge bases' files (`knowledge.dir`, same layout below it).
+pub const BACKUP_KNOWLEDGE_PREFIX: &str = "knowledge/";
+/// Prefix of the config files the daemon read.
+pub const BACKUP_CONFIG_PREFIX: &str = "config/";
+
+/// `manifest.json` of a backup archive (a tar): what it holds and each
+/// member's size and sha256, so it is checked offline before a restore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupManifest {
+    /// [`BACKUP_FORMAT`].
+    pub format: String,
+    /// The daemon version that took it.
+    pub edgeai_version: String,
+    /// `PRAGMA user_version` of the snapshot.
+    pub schema_version: u32,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Every other member, in archive order.
+    pub members: Vec<BackupMember>,
+}
+
+/// One file of a backup archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupMember {
+    /// Path inside the archive (`store/edgeai.db`, `knowledge/...`, `config/...`).
+    pub name: String,
+    pub size: u64,
+    /// Lower-case hex.
+    pub sha256: String,
+    /// A config file's path on the daemon's machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may unwrap (style.md)
 mod tests {

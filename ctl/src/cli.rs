@@ -200,6 +200,10 @@ pub enum Command {
     /// Export logs (messages, workflow runs) as Arrow IPC or Parquet files
     #[command(subcommand)]
     Export(ExportCommand),
+
+    /// Back up the daemon's state online, check a backup, restore one offline
+    #[command(subcommand)]
+    Backup(BackupCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -557,6 +561,67 @@ pub struct ExportLogsArgs {
     /// The file to write (replaced only by a complete export)
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Take a consistent snapshot while the daemon serves: database, knowledge bases, config files
+    #[command(
+        long_about = "Take a consistent snapshot of the daemon's state while it serves traffic, as one tar \
+            archive: the database (SQLite's online backup), the knowledge bases' vector files and document \
+            sources, the config files the daemon read, and manifest.json (edgeai version, schema version, \
+            created_at, each member's size and sha256).\n\n\
+            The archive is written to a hidden file next to FILE, checked as `backup verify` does, and only \
+            then renamed over FILE: FILE is either the old file or a whole new backup. The daemon copies \
+            the database and hashes every file before it sends the first byte, so this waits up to 10 \
+            minutes (or --timeout, if longer) for each piece of the archive.",
+        after_help = concat!("Examples:\n  edgeaictl backup create /var/backups/edgeai-$(date +%F).tar\n\n", exit_codes!())
+    )]
+    Create {
+        /// The archive to write (replaced only by a complete, checked backup)
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Check a backup offline: manifest, every member's sha256, the database's integrity
+    #[command(after_help = concat!(
+        "Examples:\n  edgeaictl backup verify /var/backups/edgeai-2026-11-30.tar\n\n\
+         A missing, truncated or altered archive exits 65 with the reason.\n\n",
+        exit_codes!()
+    ))]
+    Verify {
+        /// The archive to check
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Restore a backup offline into a state directory (the daemon must be stopped)
+    #[command(
+        long_about = "Restore a backup into a state directory while the daemon is stopped.\n\n\
+            The whole archive is checked (as `backup verify` does) while it is unpacked into DIR.restore-tmp; \
+            only then is DIR renamed to DIR.previous-<time> and DIR.restore-tmp to DIR (the same for \
+            --config-dir). A bad archive, or a DIR whose database a running edgeaid holds open, changes nothing. \
+            The previous state is kept: remove DIR.previous-<time> once the daemon runs well.\n\n\
+            The database goes to DIR/edgeai.db and the knowledge bases to DIR/knowledge (the defaults of \
+            store.path and knowledge.dir when state_dir is DIR).",
+        after_help = concat!(
+            "Examples:\n  \
+             systemctl stop edgeai\n  \
+             edgeaictl backup restore /var/backups/edgeai-2026-11-30.tar --state-dir /var/lib/edgeai\n  \
+             edgeaictl backup restore b.tar --state-dir /var/lib/edgeai --config-dir /etc/edgeai\n  \
+             systemctl start edgeai\n\n",
+            exit_codes!()
+        )
+    )]
+    Restore {
+        /// The archive to restore
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The daemon's state directory to replace
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+        /// Also replace this directory with the backup's config files
+        #[arg(long, value_name = "DIR")]
+        config_dir: Option<PathBuf>,
+    },
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {

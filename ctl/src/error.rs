@@ -74,6 +74,8 @@ pub enum CtlError {
     ChecksFailed { failed: usize, total: usize },
     #[error(transparent)]
     Export(crate::export::ExportError),
+    #[error(transparent)]
+    Backup(crate::backup::BackupError),
 }
 
 impl From<BusError> for CtlError {
@@ -115,6 +117,7 @@ impl CtlError {
             | CtlError::ChecksFailed { .. } => EX_FAILURE,
             CtlError::Interrupted { .. } => EX_INTERRUPTED,
             CtlError::Export(e) => e.exit_code(),
+            CtlError::Backup(e) => e.exit_code(),
         }
     }
 

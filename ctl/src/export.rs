@@ -107,7 +107,7 @@ pub fn target(args: &ExportLogsArgs) -> String {
 }
 
 /// `FILE`'s temporary sibling: hidden, and named after this process.
-fn temp_path(file: &Path) -> PathBuf {
+pub(crate) fn temp_path(file: &Path) -> PathBuf {
     let mut name = std::ffi::OsString::from(".");
     name.push(file.file_name().unwrap_or("export".as_ref()));
     name.push(format!(".{}.partial", std::process::id()));

@@ -6,6 +6,7 @@
 //! Must not: depend on the daemon crate or llama.cpp; every wire type comes
 //! from `edgeai_common`.
 
+mod backup;
 mod chat;
 mod cli;
 mod commands;
@@ -23,7 +24,7 @@ mod socket;
 mod time;
 
 use clap::Parser;
-use cli::{AppsCommand, CacheCommand, Cli, Command, DatasetsCommand, ExportCommand, KeysCommand, ModelsCommand};
+use cli::{AppsCommand, BackupCommand, CacheCommand, Cli, Command, DatasetsCommand, ExportCommand, KeysCommand, ModelsCommand};
 use control::Control;
 use edgeai_common::dbus::BusClient;
 use edgeai_common::UnixClient;
@@ -102,6 +103,11 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Models(ModelsCommand::List) => commands::models_list(&control, json).await,
         Command::Watch { count } => commands::watch(&control, count, json).await,
         Command::Export(ExportCommand::Logs(args)) => export::logs(&control, &args, json).await,
+        Command::Backup(BackupCommand::Create { file }) => backup::create(&client, cli.timeout, &file, json).await,
+        Command::Backup(BackupCommand::Verify { file }) => backup::verify(&file, json).await,
+        Command::Backup(BackupCommand::Restore { file, state_dir, config_dir }) => {
+            backup::restore(&file, &state_dir, config_dir.as_deref(), json).await
+        }
         Command::Chat(args) => {
             let login = std::env::var("USER").ok();
             let user = args.user.unwrap_or_else(|| chat::default_user(login.as_deref()));

@@ -9,6 +9,11 @@ pub fn status() -> String {
     format!("{ADMIN_PREFIX}/status")
 }
 
+/// `/admin/v1/backup`: the snapshot archive.
+pub fn backup() -> String {
+    format!("{ADMIN_PREFIX}/backup")
+}
+
 pub fn apps() -> String {
     format!("{ADMIN_PREFIX}/apps")
 }

@@ -238,6 +238,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
         knowledge: Some(Arc::clone(&knowledge)),
         metrics: Arc::clone(&metrics),
         metrics_on: settings.metrics,
+        config_sources: settings.sources.clone(),
     });
     let signals = Signals::install().map_err(DaemonError::Signals)?;
     // D-Bus after the sockets and before READY=1, as the lifecycle says: a

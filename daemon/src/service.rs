@@ -7,6 +7,7 @@
 //! Knows nothing of HTTP or JSON wire shapes.
 
 pub mod annotations;
+pub mod backup;
 mod cached;
 pub mod code;
 pub mod doctor;

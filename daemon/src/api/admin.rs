@@ -7,7 +7,8 @@
 //! `/v1/datasets`, without a dataset key: `edgeaictl datasets`), and the
 //! response cache's stats and flush (`/admin/v1/cache`), the daemon's
 //! checks for `edgeaictl doctor` (`/admin/v1/doctor`), and the log
-//! export (`/admin/v1/export/logs`, a streamed Arrow or Parquet file).
+//! export (`/admin/v1/export/logs`, a streamed Arrow or Parquet file), and
+//! the backup (`/admin/v1/backup`, a streamed tar of a consistent snapshot).
 
 use std::sync::Arc;
 
@@ -130,6 +131,11 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             let export = crate::service::export::start(svc.store(), export_request(&q)?).await?;
             Ok(export_response(export))
         }
+        (["backup"], &Method::GET) => {
+            let knowledge = state.knowledge.as_ref().map(|k| k.dir().to_path_buf());
+            let snapshot = crate::service::backup::take(svc.store(), knowledge.as_deref(), &state.config_sources).await?;
+            Ok(backup_response(snapshot))
+        }
         // The Knowledge API for the operator: Dify's routes, no key.
         (["datasets", rest @ ..], _) => {
             let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
@@ -144,7 +150,8 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             | ["keys", _]
             | ["cache"]
             | ["doctor"]
-            | ["export", "logs"],
+            | ["export", "logs"]
+            | ["backup"],
             _,
         ) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NoRoute),
@@ -208,6 +215,45 @@ fn export_response(export: crate::service::export::LogExport) -> Response<Body> 
                     format!("{}: {}", m.code, m.message).chars().map(|c| if c.is_ascii_graphic() { c } else { ' ' }).collect();
                 if let Ok(v) = HeaderValue::from_str(&why) {
                     fields.insert("x-edgeai-export-error", v);
+                }
+            }
+        }
+        // The reader may be gone already; then nobody needs the trailers.
+        let _ = trailers_tx.send(fields);
+    });
+    response
+}
+
+/// Trailer fields of a backup: `complete` or `failed`, and why it failed.
+const BACKUP_TRAILERS: &str = "x-edgeai-backup, x-edgeai-backup-error";
+
+/// Streams the snapshot's archive; its trailers say whether it is whole.
+fn backup_response(snapshot: crate::service::backup::Snapshot) -> Response<Body> {
+    use crate::service::backup::BackupError;
+    use http::HeaderValue;
+    let (tx, trailers_tx, response) = body::download_response("application/x-tar", BACKUP_TRAILERS);
+    tokio::spawn(async move {
+        let sink = crate::service::export::ChannelSink::new(tx);
+        let written = tokio::task::spawn_blocking(move || snapshot.write_to(sink)).await.unwrap_or(Err(BackupError::Panicked));
+        let mut fields = http::HeaderMap::new();
+        match written {
+            Ok(()) => {
+                fields.insert("x-edgeai-backup", HeaderValue::from_static("complete"));
+            }
+            Err(e) => {
+                let gone = matches!(&e, BackupError::Write(source) if source.kind() == std::io::ErrorKind::BrokenPipe);
+                let e = ApiError::from(e);
+                if gone {
+                    tracing::info!(error = %crate::telemetry::chain(&e), "backup stopped: the client went away");
+                } else {
+                    tracing::error!(error = %crate::telemetry::chain(&e), "backup failed after it started");
+                }
+                let m = e.mapped();
+                fields.insert("x-edgeai-backup", HeaderValue::from_static("failed"));
+                let why: String =
+                    format!("{}: {}", m.code, m.message).chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { ' ' }).collect();
+                if let Ok(v) = HeaderValue::from_str(&why) {
+                    fields.insert("x-edgeai-backup-error", v);
                 }
             }
         }

@@ -7,6 +7,7 @@ use http::StatusCode;
 use crate::governor::pressure::{GovernorError, RETRY_AFTER_SECS};
 use crate::model::ModelError;
 use crate::service::annotations::AnnotationError;
+use crate::service::backup::BackupError;
 use crate::service::export::ExportError;
 use crate::service::features::FeatureError;
 use crate::service::knowledge::KnowledgeError;
@@ -90,6 +91,9 @@ pub enum ApiError {
     // The log export (api/admin.rs, `GET /admin/v1/export/logs`).
     #[error(transparent)]
     Export(#[from] ExportError),
+    // The backup snapshot (api/admin.rs, `GET /admin/v1/backup`).
+    #[error(transparent)]
+    Backup(#[from] BackupError),
 }
 
 impl From<ModelError> for ApiError {
@@ -173,6 +177,17 @@ impl ApiError {
                 // Internal detail goes to the log, not to the client.
                 ExportError::Arrow { .. } | ExportError::Parquet { .. } | ExportError::Write { .. } | ExportError::Panicked => {
                     m(S::INTERNAL_SERVER_ERROR, "internal_server_error", "internal error writing the export; see the daemon log".into())
+                }
+            },
+            ApiError::Backup(b) => match b {
+                BackupError::Store(st) => store_mapped(st),
+                // Internal detail goes to the log, not to the client.
+                BackupError::Vectors(_)
+                | BackupError::Io { .. }
+                | BackupError::VectorsChanging { .. }
+                | BackupError::Write(_)
+                | BackupError::Panicked => {
+                    m(S::INTERNAL_SERVER_ERROR, "internal_server_error", "internal error taking the backup; see the daemon log".into())
                 }
             },
             ApiError::Service(s) => match s {

@@ -66,6 +66,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// `[metrics]`: whether and where `GET /metrics` answers.
     pub metrics_on: MetricsSettings,
+    /// The config files the daemon read (`settings.sources`), for backups.
+    pub config_sources: Vec<std::path::PathBuf>,
 }
 
 impl ApiState {

@@ -813,6 +813,30 @@ fn sync_dir(dir: &Path) -> Result<(), VectorError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 
+/// What a backup copies of an index: its manifest as it is now and the
+/// files it names. The named files never change once written; a change
+/// names new ones, so a copy of exactly these (opened before a later change
+/// removes them) is the index at one moment.
+pub struct LiveFiles {
+    /// The manifest file's bytes.
+    pub manifest: Vec<u8>,
+    /// The segment files and the tombstone file it names.
+    pub files: Vec<String>,
+}
+
+/// The [`LiveFiles`] of the index in `dir`; `None` when it holds no index.
+pub fn live_files(dir: &Path) -> Result<Option<LiveFiles>, VectorError> {
+    let path = dir.join(MANIFEST);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| corrupt(&path, e.to_string()))?;
+    let files = m.files.into_iter().chain(m.tombstones).collect();
+    Ok(Some(LiveFiles { manifest: bytes, files }))
+}
+
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), VectorError> {
     let mut f = File::create(path).map_err(io_err(path))?;
     f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io_err(path))

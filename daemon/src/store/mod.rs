@@ -64,6 +64,7 @@ macro_rules! stored_as_text {
 
 mod annotations;
 mod apps;
+mod backup;
 mod cache;
 mod conversations;
 mod error;

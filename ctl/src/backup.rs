@@ -1,0 +1,671 @@
+//! `edgeaictl backup create|verify|restore`: the daemon's state as one tar
+//! archive (see the daemon's `service::backup` for what it holds).
+//!
+//! Owns: downloading the archive into FILE safely (a temporary sibling,
+//! checked, then renamed over FILE; removed on any failure, as `export
+//! logs` does), checking an archive offline (its manifest, every member's
+//! size and sha256 in order, nothing missing or extra, and the database's
+//! `PRAGMA integrity_check`), and the offline restore: everything is
+//! unpacked into `DIR.restore-tmp` and checked there, and only then swapped
+//! in by renames, the old state kept as `DIR.previous-<time>`.
+//! Must not: link the daemon crate (it opens the copied database itself,
+//! with its own bundled SQLite).
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use edgeai_common::admin::{
+    BackupManifest, BackupMember, BACKUP_CONFIG_PREFIX, BACKUP_FORMAT, BACKUP_KNOWLEDGE_PREFIX, BACKUP_MANIFEST, BACKUP_STORE,
+};
+use edgeai_common::UnixClient;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{CtlError, EX_CANTCREAT, EX_DATAERR, EX_FAILURE, EX_INTERRUPTED};
+
+/// The largest manifest read (it lists every file; 16 MiB is about
+/// 100 000 members).
+const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+/// The database file's name in a state directory (`store.path`'s default).
+const STATE_DB: &str = "edgeai.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("cannot write the backup to {}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("the backup to {} broke off: {reason}; nothing was written to it", path.display())]
+    Incomplete { path: PathBuf, reason: String },
+    #[error("stopped on Ctrl-C; nothing was written to {}", path.display())]
+    Interrupted { path: PathBuf },
+    #[error("cannot read the backup {}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{} is not a good backup: {reason}", path.display())]
+    BadArchive { path: PathBuf, reason: String },
+    #[error("{} is in use by a running edgeaid ({reason}): stop the daemon (systemctl stop edgeai) before restoring into its state directory; nothing was changed", db.display())]
+    InUse { db: PathBuf, reason: String },
+    #[error("cannot restore into {}; nothing was replaced", path.display())]
+    Unpack { path: PathBuf, source: std::io::Error },
+    #[error("cannot swap the restored state into {}", path.display())]
+    Swap { path: PathBuf, source: std::io::Error },
+}
+
+impl BackupError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BackupError::Write { .. } | BackupError::Unpack { .. } | BackupError::Swap { .. } => EX_CANTCREAT,
+            BackupError::Incomplete { .. } | BackupError::InUse { .. } => EX_FAILURE,
+            BackupError::Interrupted { .. } => EX_INTERRUPTED,
+            BackupError::Read { .. } | BackupError::BadArchive { .. } => EX_DATAERR,
+        }
+    }
+}
+
+impl From<BackupError> for CtlError {
+    fn from(e: BackupError) -> Self {
+        CtlError::Backup(e)
+    }
+}
+
+/// `backup create` waits at least this long for each piece of the archive:
+/// the daemon copies the database and hashes every file before it sends the
+/// first byte, which takes longer than `--timeout`'s default for a large state.
+const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `edgeaictl backup create FILE`; `timeout` is `--timeout` (at least [`SNAPSHOT_WAIT`] is used).
+pub async fn create(client: &UnixClient, timeout: std::time::Duration, file: &Path, json: bool) -> Result<(), CtlError> {
+    let client = &client.clone().with_timeout(timeout.max(SNAPSHOT_WAIT));
+    let tmp = crate::export::temp_path(file);
+    let write_err = |source| CtlError::from(BackupError::Write { path: file.to_owned(), source });
+    let mut out = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).await.map_err(write_err)?;
+    let copied = tokio::select! {
+        copied = download(client, file, &mut out) => copied,
+        _ = tokio::signal::ctrl_c() => Err(BackupError::Interrupted { path: file.to_owned() }.into()),
+    };
+    let finished = match copied {
+        Ok(bytes) => out.sync_all().await.map_err(write_err).map(|()| bytes),
+        Err(e) => Err(e),
+    };
+    drop(out);
+    // The downloaded file is checked as `verify` would before it replaces FILE.
+    let checked = match finished {
+        Ok(bytes) => {
+            let t = tmp.clone();
+            let checked = tokio::task::spawn_blocking(move || verify_file(&t, None)).await;
+            match checked {
+                Ok(Ok(manifest)) => Ok((bytes, manifest)),
+                Ok(Err(BackupError::BadArchive { reason, .. })) => Err(BackupError::Incomplete { path: file.to_owned(), reason }.into()),
+                Ok(Err(e)) => Err(e.into()),
+                Err(_) => {
+                    Err(BackupError::Incomplete { path: file.to_owned(), reason: "the check of the download panicked".into() }.into())
+                }
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let placed = match checked {
+        Ok(done) => tokio::fs::rename(&tmp, file).await.map_err(write_err).map(|()| done),
+        Err(e) => Err(e),
+    };
+    let (bytes, manifest) = match placed {
+        Ok(done) => done,
+        Err(e) => {
+            // Nothing of a failed backup stays behind.
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+    };
+    if json {
+        let v = json!({"file": file.display().to_string(), "bytes": bytes, "manifest": manifest});
+        return crate::commands::print(&format!("{v}\n"));
+    }
+    crate::commands::print(&format!(
+        "wrote a backup of {} files ({bytes} bytes, schema version {}) to {}\n",
+        manifest.members.len(),
+        manifest.schema_version,
+        file.display()
+    ))
+}
+
+/// Streams the daemon's archive into `out`; its size once the daemon said it is complete.
+async fn download(client: &UnixClient, file: &Path, out: &mut tokio::fs::File) -> Result<u64, CtlError> {
+    let mut download = client.download(&crate::paths::backup()).await?;
+    let mut bytes = 0u64;
+    while let Some(chunk) = download.next_chunk().await? {
+        out.write_all(&chunk).await.map_err(|source| BackupError::Write { path: file.to_owned(), source })?;
+        bytes += chunk.len() as u64;
+    }
+    let incomplete = |reason: String| BackupError::Incomplete { path: file.to_owned(), reason };
+    match download.trailer("x-edgeai-backup") {
+        Some("complete") => Ok(bytes),
+        Some(_) => {
+            let why = download.trailer("x-edgeai-backup-error").unwrap_or("the daemon gave no reason; see its log");
+            Err(incomplete(why.to_owned()).into())
+        }
+        None => Err(incomplete("the daemon ended the archive without saying it is complete".into()).into()),
+    }
+}
+
+/// `edgeaictl backup verify FILE`.
+pub async fn verify(file: &Path, json: bool) -> Result<(), CtlError> {
+    let f = file.to_owned();
+    let manifest = tokio::task::spawn_blocking(move || verify_file(&f, None))
+        .await
+        .map_err(|_| BackupError::BadArchive { path: file.to_owned(), reason: "the check panicked".into() })??;
+    if json {
+        let v = json!({"file": file.display().to_string(), "ok": true, "manifest": manifest});
+        return crate::commands::print(&format!("{v}\n"));
+    }
+    let bytes: u64 = manifest.members.iter().map(|m| m.size).sum();
+    crate::commands::print(&format!(
+        "{}: ok: edgeai {}, schema version {}, created at unix {}, {} files ({bytes} bytes), every sha256 matches, database integrity ok\n",
+        file.display(),
+        manifest.edgeai_version,
+        manifest.schema_version,
+        manifest.created_at,
+        manifest.members.len()
+    ))
+}
+
+/// Where [`read_archive`] puts the members: nowhere (a check), or unpacked
+/// below a state directory and a config directory.
+struct Unpack<'a> {
+    state: &'a Path,
+    config: Option<&'a Path>,
+}
+
+/// Checks the archive `file` completely (and, with `unpack`, writes its
+/// members there): its manifest, every member's size and sha256, and the
+/// database's integrity. The manifest when all is well.
+fn verify_file(file: &Path, unpack: Option<&Unpack<'_>>) -> Result<BackupManifest, BackupError> {
+    let bad = |reason: String| BackupError::BadArchive { path: file.to_owned(), reason };
+    let f = File::open(file).map_err(|source| BackupError::Read { path: file.to_owned(), source })?;
+    // Without a state directory to unpack into, the database alone goes to
+    // a temporary file for the integrity check.
+    let scratch = std::env::temp_dir().join(format!(".edgeaictl-verify-{}.db", std::process::id()));
+    if unpack.is_none() {
+        let _ = std::fs::remove_file(&scratch);
+    }
+    let db = match unpack {
+        Some(u) => u.state.join(STATE_DB),
+        None => scratch.clone(),
+    };
+    let read = read_archive(f, |member, data| {
+        let target = match (member.name.as_str(), unpack) {
+            (BACKUP_STORE, _) => Some(db.clone()),
+            (name, Some(u)) => target_of(name, u),
+            (_, None) => None,
+        };
+        match target {
+            Some(path) => write_member(&path, data),
+            None => std::io::copy(data, &mut std::io::sink()).map(|_| ()),
+        }
+    });
+    let checked = read.map_err(bad).and_then(|manifest| check_database(&db, manifest.schema_version).map_err(bad).map(|()| manifest));
+    if unpack.is_none() {
+        let _ = std::fs::remove_file(&scratch);
+    }
+    checked
+}
+
+/// Where member `name` goes when unpacking; `None`: it is not restored.
+fn target_of(name: &str, u: &Unpack<'_>) -> Option<PathBuf> {
+    if let Some(rel) = name.strip_prefix(BACKUP_KNOWLEDGE_PREFIX) {
+        return Some(u.state.join("knowledge").join(rel));
+    }
+    let rel = name.strip_prefix(BACKUP_CONFIG_PREFIX)?;
+    u.config.map(|c| c.join(rel))
+}
+
+fn write_member(path: &Path, data: &mut dyn Read) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut out = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+    std::io::copy(data, &mut out)?;
+    out.sync_all()
+}
+
+/// `PRAGMA integrity_check` of the unpacked database, and its schema
+/// version against the manifest's.
+fn check_database(db: &Path, schema_version: u32) -> Result<(), String> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("the database does not open: {e}"))?;
+    let lines: Vec<String> = conn
+        .prepare("PRAGMA integrity_check(20)")
+        .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
+        .map_err(|e| format!("the database cannot be checked: {e}"))?;
+    if lines != ["ok"] {
+        return Err(format!("the database fails PRAGMA integrity_check: {}", lines.join("; ")));
+    }
+    let found: u32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| format!("the database's schema version cannot be read: {e}"))?;
+    if found != schema_version {
+        return Err(format!("the database has schema version {found}, the manifest says {schema_version}"));
+    }
+    Ok(())
+}
+
+/// Reads a backup archive front to back: the manifest first, then every
+/// member it lists, in order, each handed to `sink` and checked against
+/// its size and sha256 (a member `sink` leaves unread is read to its end).
+/// Anything missing, extra, reordered, truncated or altered is an error.
+fn read_archive<R: Read>(
+    input: R,
+    mut sink: impl FnMut(&BackupMember, &mut dyn Read) -> std::io::Result<()>,
+) -> Result<BackupManifest, String> {
+    let truncated = |e: std::io::Error| format!("not a whole tar archive ({e}); it may be truncated");
+    let mut archive = tar::Archive::new(input);
+    let mut entries = archive.entries().map_err(truncated)?;
+    let mut first = entries.next().ok_or("the archive is empty")?.map_err(truncated)?;
+    if entry_name(&first)? != BACKUP_MANIFEST {
+        return Err(format!("the first member is not {BACKUP_MANIFEST}"));
+    }
+    let want = first.size();
+    if want > MAX_MANIFEST_BYTES {
+        return Err(format!("{BACKUP_MANIFEST} has {want} bytes, more than a manifest may ({MAX_MANIFEST_BYTES})"));
+    }
+    let mut text = Vec::new();
+    first.read_to_end(&mut text).map_err(truncated)?;
+    if text.len() as u64 != want {
+        return Err(format!("{BACKUP_MANIFEST} is cut short; the archive is truncated"));
+    }
+    let manifest: BackupManifest = serde_json::from_slice(&text).map_err(|e| format!("{BACKUP_MANIFEST} is not a backup manifest: {e}"))?;
+    drop(first);
+    check_manifest(&manifest)?;
+    let mut expected = manifest.members.iter();
+    for entry in entries {
+        let mut entry = entry.map_err(truncated)?;
+        let name = entry_name(&entry)?;
+        let member = expected.next().ok_or_else(|| format!("member {name} is not in the manifest"))?;
+        if name != member.name {
+            return Err(format!("member {name} is not the manifest's next member {}", member.name));
+        }
+        let stored = entry.size();
+        let mut hashing = Hashing { inner: &mut entry, sha: Sha256::new(), size: 0 };
+        sink(member, &mut hashing).map_err(|e| format!("member {name}: {e}"))?;
+        std::io::copy(&mut hashing, &mut std::io::sink()).map_err(truncated)?;
+        let (size, sha256) = (hashing.size, hex(&hashing.sha.finalize()));
+        if size < stored {
+            return Err(format!("member {name} is cut short; the archive is truncated"));
+        }
+        if size != member.size {
+            return Err(format!("member {name} has {size} bytes, the manifest says {}", member.size));
+        }
+        if sha256 != member.sha256 {
+            return Err(format!("member {name} has sha256 {sha256}, the manifest says {}", member.sha256));
+        }
+    }
+    match expected.next() {
+        Some(missing) => Err(format!("member {} of the manifest is missing; the archive may be truncated", missing.name)),
+        None => Ok(manifest),
+    }
+}
+
+fn entry_name<R: Read>(entry: &tar::Entry<'_, R>) -> Result<String, String> {
+    let path = entry.path().map_err(|e| format!("a member's name cannot be read: {e}"))?;
+    path.to_str().map(str::to_owned).ok_or_else(|| format!("member name {} is not UTF-8", path.display()))
+}
+
+/// The manifest's own rules: the format, a database, and member names that
+/// are unique, relative, without `..`, and under a known prefix.
+fn check_manifest(m: &BackupManifest) -> Result<(), String> {
+    if m.format != BACKUP_FORMAT {
+        return Err(format!("the manifest's format is {:?}, not {BACKUP_FORMAT:?}", m.format));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for member in &m.members {
+        let name = member.name.as_str();
+        let path = Path::new(name);
+        let plain = path.components().all(|c| matches!(c, Component::Normal(_)));
+        let known = name == BACKUP_STORE
+            || [BACKUP_KNOWLEDGE_PREFIX, BACKUP_CONFIG_PREFIX].iter().any(|p| name.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
+        if name.is_empty() || !plain || !known {
+            return Err(format!("the manifest names an unexpected member {name:?}"));
+        }
+        if member.sha256.len() != 64 || !member.sha256.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+            return Err(format!("member {name}'s sha256 {:?} is not 64 lower-case hex digits", member.sha256));
+        }
+        if !seen.insert(name) {
+            return Err(format!("the manifest names {name} twice"));
+        }
+    }
+    if !seen.contains(BACKUP_STORE) {
+        return Err(format!("the manifest has no {BACKUP_STORE}"));
+    }
+    Ok(())
+}
+
+/// Counts and hashes what is read through it.
+struct Hashing<'a> {
+    inner: &'a mut dyn Read,
+    sha: Sha256,
+    size: u64,
+}
+
+impl Read for Hashing<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `edgeaictl backup restore FILE --state-dir DIR [--config-dir DIR]`.
+pub async fn restore(file: &Path, state: &Path, config: Option<&Path>, json: bool) -> Result<(), CtlError> {
+    let (f, s, c) = (file.to_owned(), state.to_owned(), config.map(Path::to_owned));
+    let done = tokio::task::spawn_blocking(move || restore_blocking(&f, &s, c.as_deref()))
+        .await
+        .map_err(|_| BackupError::Unpack { path: state.to_owned(), source: std::io::Error::other("the restore panicked") })??;
+    let previous = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    if json {
+        let v = json!({
+            "file": file.display().to_string(),
+            "state_dir": state.display().to_string(),
+            "previous_state_dir": previous(&done.previous_state),
+            "config_dir": config.map(|c| c.display().to_string()),
+            "previous_config_dir": previous(&done.previous_config),
+            "manifest": done.manifest,
+        });
+        return crate::commands::print(&format!("{v}\n"));
+    }
+    let mut out = format!(
+        "restored {} (edgeai {}, schema version {}, created at unix {}) into {}\n",
+        file.display(),
+        done.manifest.edgeai_version,
+        done.manifest.schema_version,
+        done.manifest.created_at,
+        state.display()
+    );
+    match (config, &done.previous_config) {
+        (Some(c), _) => out.push_str(&format!("restored the config files into {}\n", c.display())),
+        (None, _) => out.push_str("config files not restored (no --config-dir)\n"),
+    }
+    for (what, p) in [("state", &done.previous_state), ("config", &done.previous_config)] {
+        if let Some(p) = p {
+            out.push_str(&format!(
+                "the previous {what} is kept in {}; remove it once the daemon runs well on the restored state\n",
+                p.display()
+            ));
+        }
+    }
+    crate::commands::print(&out)
+}
+
+struct Restored {
+    manifest: BackupManifest,
+    previous_state: Option<PathBuf>,
+    previous_config: Option<PathBuf>,
+}
+
+/// `dir` with `suffix` appended to its last component.
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_default();
+    name.push(suffix);
+    dir.with_file_name(name)
+}
+
+fn restore_blocking(file: &Path, state: &Path, config: Option<&Path>) -> Result<Restored, BackupError> {
+    // Unreadable input fails before anything is touched.
+    File::open(file).map_err(|source| BackupError::Read { path: file.to_owned(), source })?;
+    let state = &absolute(state);
+    let config = config.map(absolute);
+    check_not_in_use(&state.join(STATE_DB))?;
+    let tmp_state = sibling(state, ".restore-tmp");
+    let tmp_config = config.as_deref().map(|c| sibling(c, ".restore-tmp"));
+    let tmps: Vec<&Path> = std::iter::once(tmp_state.as_path()).chain(tmp_config.as_deref()).collect();
+    let clean = || {
+        for t in &tmps {
+            let _ = std::fs::remove_dir_all(t);
+        }
+    };
+    // A stale one is what an interrupted restore left: ours to remove.
+    clean();
+    let unpacked = (|| {
+        for t in &tmps {
+            std::fs::create_dir_all(t).map_err(|source| BackupError::Unpack { path: t.to_path_buf(), source })?;
+        }
+        let unpack = Unpack { state: &tmp_state, config: tmp_config.as_deref() };
+        let manifest = verify_file(file, Some(&unpack))?;
+        for (tmp, like) in [(Some(&tmp_state), Some(state.as_path())), (tmp_config.as_ref(), config.as_deref())] {
+            if let (Some(tmp), Some(like)) = (tmp, like) {
+                own_like(tmp, like).map_err(|source| BackupError::Unpack { path: tmp.clone(), source })?;
+            }
+        }
+        Ok(manifest)
+    })();
+    let manifest = match unpacked {
+        Ok(m) => m,
+        Err(e) => {
+            clean();
+            return Err(e);
+        }
+    };
+    let stamp = stamp();
+    let previous_state = swap(state, &tmp_state, &stamp).inspect_err(|_| clean())?;
+    let previous_config = match (config.as_deref(), tmp_config.as_deref()) {
+        (Some(c), Some(t)) => match swap(c, t, &stamp) {
+            Ok(p) => p,
+            Err(e) => {
+                // Put the old state back: all or nothing.
+                let _ = std::fs::remove_dir_all(state);
+                if let Some(p) = &previous_state {
+                    let _ = std::fs::rename(p, state);
+                }
+                clean();
+                return Err(e);
+            }
+        },
+        _ => None,
+    };
+    Ok(Restored { manifest, previous_state, previous_config })
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// `<dir>` becomes `new`; the old `<dir>` (if any) `<dir>.previous-<stamp>`.
+fn swap(dir: &Path, new: &Path, stamp: &str) -> Result<Option<PathBuf>, BackupError> {
+    let swap_err = |source| BackupError::Swap { path: dir.to_owned(), source };
+    let previous = match std::fs::symlink_metadata(dir) {
+        Ok(_) => {
+            let p = sibling(dir, &format!(".previous-{stamp}"));
+            std::fs::rename(dir, &p).map_err(swap_err)?;
+            Some(p)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(swap_err(e)),
+    };
+    if let Err(e) = std::fs::rename(new, dir) {
+        if let Some(p) = &previous {
+            let _ = std::fs::rename(p, dir);
+        }
+        return Err(swap_err(e));
+    }
+    Ok(previous)
+}
+
+/// The time as `20261130T131500Z`, for `.previous-<time>`.
+fn stamp() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().chars().filter(|c| !matches!(c, '-' | ':')).collect()
+}
+
+/// Gives everything below `tmp` the owner, and `tmp` the mode, of the
+/// existing directory `like` (a restore as root for a daemon running as
+/// `edgeai`); nothing when `like` does not exist or we are not root.
+fn own_like(tmp: &Path, like: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(meta) = std::fs::metadata(like) else { return Ok(()) };
+    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    fn walk(p: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+        std::os::unix::fs::lchown(p, Some(uid), Some(gid))?;
+        if std::fs::symlink_metadata(p)?.is_dir() {
+            for e in std::fs::read_dir(p)? {
+                walk(&e?.path(), uid, gid)?;
+            }
+        }
+        Ok(())
+    }
+    walk(tmp, meta.uid(), meta.gid())
+}
+
+/// Refuses a database another process has open: SQLite (WAL) holds a read
+/// lock on byte 128 of `<db>-shm` for as long as a connection has the
+/// database open, and locks on the database file while it reads or writes.
+fn check_not_in_use(db: &Path) -> Result<(), BackupError> {
+    let shm = PathBuf::from(format!("{}-shm", db.display()));
+    for (path, start, len) in [(shm.as_path(), 128, 1), (db, 0, 0)] {
+        let f = match std::fs::OpenOptions::new().read(true).write(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(BackupError::InUse { db: db.to_owned(), reason: format!("cannot open {} to check: {e}", path.display()) })
+            }
+        };
+        if let Some(pid) = lock_holder(&f, start, len)
+            .map_err(|e| BackupError::InUse { db: db.to_owned(), reason: format!("cannot check the locks of {}: {e}", path.display()) })?
+        {
+            return Err(BackupError::InUse { db: db.to_owned(), reason: format!("process {pid} holds a lock on {}", path.display()) });
+        }
+    }
+    Ok(())
+}
+
+/// The pid of a process holding a lock that conflicts with a write lock on
+/// `len` bytes from `start` (0: to the end) of `f`.
+fn lock_holder(f: &File, start: i64, len: i64) -> std::io::Result<Option<i32>> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+    let mut fl = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: start,
+        l_len: len,
+        l_pid: 0,
+    };
+    fcntl(f.as_raw_fd(), FcntlArg::F_GETLK(&mut fl)).map_err(std::io::Error::from)?;
+    Ok((fl.l_type != libc::F_UNLCK as libc::c_short).then_some(fl.l_pid))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap (style.md)
+mod tests {
+    use super::*;
+
+    fn member(name: &str, data: &[u8]) -> BackupMember {
+        BackupMember { name: name.into(), size: data.len() as u64, sha256: hex(&Sha256::digest(data)), source: None }
+    }
+
+    fn manifest(members: Vec<BackupMember>) -> BackupManifest {
+        BackupManifest { format: BACKUP_FORMAT.into(), edgeai_version: "0.1.0".into(), schema_version: 9, created_at: 1, members }
+    }
+
+    /// A tar of the manifest `m`, then `files` (name, bytes) in that order.
+    fn archive(m: &BackupManifest, files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        let text = serde_json::to_vec(m).unwrap();
+        let all = std::iter::once((BACKUP_MANIFEST, text.as_slice())).chain(files.iter().copied());
+        for (name, data) in all {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o600);
+            tar.append_data(&mut h, name, data).unwrap();
+        }
+        tar.into_inner().unwrap()
+    }
+
+    fn read(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let mut seen = Vec::new();
+        read_archive(bytes, |m, data| {
+            let mut b = Vec::new();
+            data.read_to_end(&mut b)?;
+            seen.push((m.name.clone(), b));
+            Ok(())
+        })
+        .map(|_| seen)
+    }
+
+    const DB: &[u8] = b"database bytes";
+    const VEC: &[u8] = b"vector bytes";
+
+    fn good() -> (BackupManifest, Vec<u8>) {
+        let m = manifest(vec![member(BACKUP_STORE, DB), member("knowledge/d1/vectors/seg-1.arrow", VEC)]);
+        let bytes = archive(&m, &[(BACKUP_STORE, DB), ("knowledge/d1/vectors/seg-1.arrow", VEC)]);
+        (m, bytes)
+    }
+
+    #[test]
+    fn a_whole_archive_reads_back_member_by_member() {
+        let (_, bytes) = good();
+        let seen = read(&bytes).unwrap();
+        assert_eq!(seen, vec![(BACKUP_STORE.to_owned(), DB.to_vec()), ("knowledge/d1/vectors/seg-1.arrow".to_owned(), VEC.to_vec())]);
+    }
+
+    #[test]
+    fn altered_missing_extra_reordered_and_truncated_archives_are_refused() {
+        let (m, bytes) = good();
+        let wrong = archive(&m, &[(BACKUP_STORE, b"database bytez"), ("knowledge/d1/vectors/seg-1.arrow", VEC)]);
+        assert!(read(&wrong).unwrap_err().contains("has sha256"), "{:?}", read(&wrong));
+        let short = archive(&m, &[(BACKUP_STORE, b"database"), ("knowledge/d1/vectors/seg-1.arrow", VEC)]);
+        assert!(read(&short).unwrap_err().contains("has 8 bytes, the manifest says 14"));
+        let missing = archive(&m, &[(BACKUP_STORE, DB)]);
+        assert!(read(&missing).unwrap_err().contains("seg-1.arrow of the manifest is missing"));
+        let extra = archive(&m, &[(BACKUP_STORE, DB), ("knowledge/d1/vectors/seg-1.arrow", VEC), ("config/x.toml", b"x")]);
+        assert!(read(&extra).unwrap_err().contains("config/x.toml is not in the manifest"));
+        let swapped = archive(&m, &[("knowledge/d1/vectors/seg-1.arrow", VEC), (BACKUP_STORE, DB)]);
+        assert!(read(&swapped).unwrap_err().contains("is not the manifest's next member"));
+        for cut in [bytes.len() / 2, 700, 100] {
+            let err = read(&bytes[..cut]).unwrap_err();
+            assert!(err.contains("truncated") || err.contains("missing"), "cut at {cut}: {err}");
+        }
+        assert!(read(&[]).unwrap_err().contains("empty"));
+        let no_manifest = {
+            let mut tar = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_size(DB.len() as u64);
+            tar.append_data(&mut h, BACKUP_STORE, DB).unwrap();
+            tar.into_inner().unwrap()
+        };
+        assert!(read(&no_manifest).unwrap_err().contains("first member is not manifest.json"));
+    }
+
+    #[test]
+    fn the_manifest_check_refuses_what_a_restore_must_not_write() {
+        let ok = manifest(vec![member(BACKUP_STORE, DB), member("config/conf.d/10-x.toml", b"x")]);
+        assert_eq!(check_manifest(&ok), Ok(()));
+        let cases: Vec<(BackupManifest, &str)> = vec![
+            (BackupManifest { format: "edgeai-backup/2".into(), ..ok.clone() }, "format"),
+            (manifest(vec![member("config/a.toml", b"a")]), "no store/edgeai.db"),
+            (manifest(vec![member(BACKUP_STORE, DB), member(BACKUP_STORE, DB)]), "twice"),
+            (manifest(vec![member(BACKUP_STORE, DB), member("knowledge/../../etc/passwd", b"x")]), "unexpected member"),
+            (manifest(vec![member(BACKUP_STORE, DB), member("/etc/passwd", b"x")]), "unexpected member"),
+            (manifest(vec![member(BACKUP_STORE, DB), member("other/file", b"x")]), "unexpected member"),
+            (manifest(vec![member(BACKUP_STORE, DB), member("knowledge/", b"x")]), "unexpected member"),
+            (manifest(vec![BackupMember { sha256: "ABC".into(), ..member(BACKUP_STORE, DB) }]), "is not 64 lower-case hex digits"),
+        ];
+        for (m, why) in cases {
+            let err = check_manifest(&m).unwrap_err();
+            assert!(err.contains(why), "{err} (expected {why:?})");
+        }
+    }
+
+    #[test]
+    fn previous_and_temporary_directories_are_siblings() {
+        assert_eq!(sibling(Path::new("/var/lib/edgeai"), ".restore-tmp"), Path::new("/var/lib/edgeai.restore-tmp"));
+        let s = stamp();
+        assert!(s.len() == 16 && s.ends_with('Z') && s.as_bytes()[8] == b'T', "{s}");
+    }
+}
