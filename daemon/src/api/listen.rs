@@ -65,7 +65,6 @@ pub enum BindError {
 /// with their names (`FileDescriptorName=`): `unix` must be server.socket
 /// and `tcp` server.listen; any other name (systemd's default is the socket
 /// unit's name) is matched to them by address.
-#[derive(Default)]
 pub struct Inherited(Vec<(OwnedFd, String)>);
 
 impl Inherited {
