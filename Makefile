@@ -42,7 +42,8 @@ test: setup ## run every test (the README's and CI's test command)
 	$(MAKE) box-test
 
 # systemd-analyze verify fails when ExecStart= does not exist, and a development machine has
-# no /usr/bin/edgeaid. So the unit is checked twice:
+# no /usr/bin/edgeaid. So the unit (with edgeai.socket, which it requires, and the optional
+# edgeai-tcp.socket beside it) is checked twice:
 #   1. a copy with ExecStart= rewritten (sed) to the built binary, verified where it lies;
 #   2. the pristine file, verified with --root= in a scratch root that holds what the unit
 #      refers to: usr/bin/edgeaid (the built binary), /bin/kill (ExecReload=) and the host's
@@ -51,7 +52,7 @@ test: setup ## run every test (the README's and CI's test command)
 # fails the check. sysusers.d is applied to the scratch root too, and tmpfiles.d after it
 # when running as root (it chowns to the new user). `systemd-analyze security` guards the
 # hardening: an exposure above 2.5 fails (the unit scores 1.5).
-verify-units: ## systemd-analyze verify the unit; check sysusers.d and tmpfiles.d
+verify-units: ## systemd-analyze verify the unit and its sockets; check sysusers.d and tmpfiles.d
 	@test -x $(BIN)/edgeaid || { echo "verify-units: $(BIN)/edgeaid is missing; run make build first" >&2; exit 1; }
 	@scratch=$$(mktemp -d); trap 'rm -rf "$$scratch"' EXIT; \
 	check() { local what=$$1; shift; local out; \
@@ -59,14 +60,17 @@ verify-units: ## systemd-analyze verify the unit; check sysusers.d and tmpfiles.
 	  else echo "FAIL: $$what"; printf '%s\n' "$$out" | sed 's/^/    /'; return 1; fi; }; \
 	mkdir -p "$$scratch/copy"; \
 	sed 's|^ExecStart=/usr/bin/edgeaid|ExecStart=$(abspath $(BIN))/edgeaid|' systemd/edgeai.service >"$$scratch/copy/edgeai.service"; \
-	check "systemd-analyze verify (ExecStart=$(BIN)/edgeaid)" systemd-analyze verify --man=no "$$scratch/copy/edgeai.service"; \
+	cp systemd/edgeai.socket systemd/edgeai-tcp.socket "$$scratch/copy/"; \
+	check "systemd-analyze verify (ExecStart=$(BIN)/edgeaid; edgeai.socket, edgeai-tcp.socket)" \
+	  systemd-analyze verify --man=no "$$scratch/copy/edgeai.service" "$$scratch/copy/edgeai.socket" "$$scratch/copy/edgeai-tcp.socket"; \
 	root=$$scratch/root; units=/usr/lib/systemd/system; [ -d $$units ] || units=/lib/systemd/system; \
 	mkdir -p "$$root/usr/bin" "$$root/usr/lib/systemd" "$$root/etc"; ln -s usr/bin "$$root/bin"; \
 	cp $(BIN)/edgeaid "$$root/usr/bin/edgeaid"; cp /bin/kill "$$root/usr/bin/kill"; \
 	cp -a "$$units" "$$root/usr/lib/systemd/system"; \
-	install -m 0644 systemd/edgeai.service "$$root/usr/lib/systemd/system/edgeai.service"; \
-	check "systemd-analyze verify --root (pristine systemd/edgeai.service)" \
-	  systemd-analyze verify --man=no --root="$$root" /usr/lib/systemd/system/edgeai.service; \
+	install -m 0644 systemd/edgeai.service systemd/edgeai.socket systemd/edgeai-tcp.socket "$$root/usr/lib/systemd/system/"; \
+	check "systemd-analyze verify --root (pristine edgeai.service, edgeai.socket, edgeai-tcp.socket)" \
+	  systemd-analyze verify --man=no --root="$$root" /usr/lib/systemd/system/edgeai.service \
+	    /usr/lib/systemd/system/edgeai.socket /usr/lib/systemd/system/edgeai-tcp.socket; \
 	if score=$$(systemd-analyze security --offline=true --threshold=25 --no-pager "$$scratch/copy/edgeai.service" 2>&1); \
 	then echo "PASS: systemd-analyze security: $$(printf '%s\n' "$$score" | grep -o 'exposure level.*')"; \
 	else echo "FAIL: systemd-analyze security"; printf '%s\n' "$$score" | grep -v '✓' | sed 's/^/    /'; exit 1; fi; \
@@ -82,6 +86,9 @@ verify-units: ## systemd-analyze verify the unit; check sysusers.d and tmpfiles.
 	  got=$$(stat -c '%u %a' "$$root/var/lib/edgeai/models"); \
 	  [ "$$got" = "$$uid 750" ] || { echo "FAIL: tmpfiles: /var/lib/edgeai/models has uid/mode $$got, expected $$uid 750"; exit 1; }; \
 	  echo "PASS: systemd-tmpfiles creates /var/lib/edgeai/models (edgeai, 0750)"; \
+	  got=$$(stat -c '%u %a' "$$root/run/edgeai"); \
+	  [ "$$got" = "$$uid 750" ] || { echo "FAIL: tmpfiles: /run/edgeai has uid/mode $$got, expected $$uid 750"; exit 1; }; \
+	  echo "PASS: systemd-tmpfiles creates /run/edgeai for edgeai.socket (edgeai, 0750)"; \
 	else echo "SKIP: systemd-tmpfiles check (needs root to chown)"; fi
 
 box-test: ## test the unit under a real systemd (needs root and systemd-nspawn, else SKIP)

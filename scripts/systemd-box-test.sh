@@ -15,7 +15,12 @@
 #   - `systemctl reload` (SIGHUP) keeps the same process running;
 #   - `systemctl stop` ends with the daemon's own exit status 0 (a drain, not a kill);
 #   - with FAILPOINTS=inference-hang=return (the `fail` crate; needs the `failpoints` build) and WatchdogSec=3s,
-#     systemd kills the daemon for a watchdog timeout and restarts it.
+#     systemd kills the daemon for a watchdog timeout and restarts it;
+#   - socket activation (edgeai.socket, enabled with the unit): after `systemctl stop` the socket still
+#     listens and a request starts the daemon, which serves systemd's socket (fd 3, named unix); a request
+#     sent while a restart has no daemon running (an ExecStartPre= sleep widens the gap) and requests sent
+#     during a plain `systemctl restart` all get answers; edgeai-tcp.socket passes the TCP port too, and a
+#     TCP request starts a stopped daemon.
 #
 # Inside the box the unit runs the host's build output and model through bind mounts
 # (ExecStart= rewritten to /opt/edgeai-test/bin/edgeaid), with configs/edgeai.toml as
@@ -109,6 +114,16 @@ cat >"$work/files/watchdog-test.conf" <<'EOF'
 Environment=FAILPOINTS=inference-hang=return
 WatchdogSec=3s
 EOF
+cp "$repo/systemd/edgeai.socket" "$repo/systemd/edgeai-tcp.socket" "$work/files/"
+cat >"$work/files/restart-gap.conf" <<'EOF'
+[Service]
+ExecStartPre=/bin/sleep 3
+EOF
+cat >"$work/files/tcp-port.conf" <<EOF
+[Socket]
+ListenStream=
+ListenStream=127.0.0.1:$port
+EOF
 cp "$repo/configs/edgeai.toml" "$repo/systemd/edgeai.sysusers" "$repo/systemd/edgeai.tmpfiles" "$repo/systemd/org.edgeai.Daemon1.conf" "$work/files/"
 cp "$repo/tests/fixtures/dsl/workflow-code-probe-py.yml" "$repo/tests/fixtures/dsl/workflow-code-probe-js.yml" "$work/files/"
 chmod -R a+rX "$work"
@@ -131,6 +146,8 @@ fi
 if out=$(in_box sh -ec '
   f=/opt/edgeai-test/files
   install -D -m 0644 $f/edgeai.service /etc/systemd/system/edgeai.service
+  install -D -m 0644 $f/edgeai.socket /etc/systemd/system/edgeai.socket
+  install -D -m 0644 $f/edgeai-tcp.socket /etc/systemd/system/edgeai-tcp.socket
   install -D -m 0644 $f/edgeai.sysusers /etc/sysusers.d/edgeai.conf
   install -D -m 0644 $f/edgeai.tmpfiles /etc/tmpfiles.d/edgeai.conf
   install -D -m 0644 $f/edgeai.toml /etc/edgeai/edgeai.toml
@@ -146,7 +163,8 @@ else
   fail "installing into the box"; printf '%s\n' "$out" | indent
 fi
 
-if out=$(in_box systemd-analyze verify /etc/systemd/system/edgeai.service 2>&1) && [ -z "$out" ]; then
+if out=$(in_box systemd-analyze verify /etc/systemd/system/edgeai.service /etc/systemd/system/edgeai.socket \
+  /etc/systemd/system/edgeai-tcp.socket 2>&1) && [ -z "$out" ]; then
   pass "systemd-analyze verify (inside the box)"
 else
   fail "systemd-analyze verify (inside the box)"; printf '%s\n' "$out" | indent
@@ -339,6 +357,89 @@ else
   in_box journalctl -u edgeai --no-pager -n 20 2>&1 | indent
 fi
 in_box systemctl stop edgeai >/dev/null 2>&1
+
+# --- socket activation: edgeai.socket holds the socket across stops and restarts -----------------
+in_box rm -f /etc/systemd/system/edgeai.service.d/watchdog-test.conf
+in_box systemctl daemon-reload
+in_box systemctl reset-failed edgeai >/dev/null 2>&1
+# GET $1 with curl over the unix socket, inside the box; prints the HTTP status.
+sock_get() { in_box curl -s -o /dev/null -w '%{http_code}' -m 90 --unix-socket /run/edgeai/edgeai.sock "http://edgeai$1"; }
+# The journal's JSON entries "serving the $1 (unix|TCP) socket systemd passed".
+adopted() { in_box journalctl -u edgeai -o json --no-pager 2>/dev/null | grep "serving the $1 socket systemd passed"; }
+socket_state="$(in_box systemctl is-enabled edgeai.socket 2>&1) $(in_box systemctl is-active edgeai.socket 2>&1)"
+state=$(prop ActiveState)
+if [ "$socket_state" = "enabled active" ] && [ "$state" != active ] && in_box test -S /run/edgeai/edgeai.sock; then
+  pass "after systemctl stop edgeai, edgeai.socket (enabled with the unit) still listens on /run/edgeai/edgeai.sock"
+else
+  fail "after stop: edgeai.socket '$socket_state' (want 'enabled active'), edgeai $state, /run/edgeai: $(in_box ls -l /run/edgeai 2>&1)"
+fi
+before=$(adopted unix | wc -l)
+code=$(sock_get /health)
+last=$(adopted unix | tail -1)
+if [ "$code" = 200 ] && [ "$(prop ActiveState)" = active ] && [ "$(adopted unix | wc -l)" -gt "$before" ] \
+  && grep -q '"F_FD":"3"' <<<"$last" && grep -q '"F_NAME":"unix"' <<<"$last"; then
+  pass "a request to the stopped service starts it and gets 200; the daemon serves systemd's socket (fd 3, named unix)"
+else
+  fail "request to the stopped service: status '$code', edgeai $(prop ActiveState), last adoption: $last"
+  in_box journalctl -u edgeai --no-pager -n 20 2>&1 | indent
+fi
+
+# A restart with a gap: ExecStartPre= sleeps 3 s, so no daemon runs when the request is sent.
+in_box install -D -m 0644 /opt/edgeai-test/files/restart-gap.conf /etc/systemd/system/edgeai.service.d/restart-gap.conf
+in_box systemctl daemon-reload
+old_pid=$(prop MainPID)
+in_box systemctl restart --no-block edgeai
+in_gap() { [ "$(prop SubState)" = start-pre ]; }
+if wait_for 30 in_gap; then
+  code=$(sock_get /health) new_pid=$(prop MainPID)
+  if [ "$code" = 200 ] && [ "$new_pid" != "$old_pid" ] && [ "$new_pid" != 0 ]; then
+    pass "a request sent while the restarting service had no daemon (in ExecStartPre=) waited in the backlog; the new daemon answered 200"
+  else
+    fail "request during the restart gap: status '$code', MainPID $old_pid -> $new_pid"
+    in_box journalctl -u edgeai --no-pager -n 20 2>&1 | indent
+  fi
+else
+  fail "the restart never reached ExecStartPre= (SubState=$(prop SubState))"
+fi
+in_box rm -f /etc/systemd/system/edgeai.service.d/restart-gap.conf
+in_box systemctl daemon-reload
+in_box timeout 120 systemctl start edgeai >/dev/null 2>&1
+
+# A plain restart while a client keeps sending, one request after another: all are answered.
+# shellcheck disable=SC2016 # expands inside the box
+in_box sh -c 'end=$(($(date +%s) + 8)); while [ "$(date +%s)" -lt $end ]; do
+  curl -s -o /dev/null -w "%{http_code}\n" -m 90 --unix-socket /run/edgeai/edgeai.sock http://edgeai/health; sleep 0.05; done' \
+  >"$work/codes" 2>&1 &
+client=$!
+sleep 2
+old_pid=$(prop MainPID)
+in_box timeout 120 systemctl restart edgeai >/dev/null 2>&1
+wait "$client"
+total=$(wc -l <"$work/codes") ok=$(grep -c '^200$' "$work/codes")
+if [ "$total" -gt 0 ] && [ "$ok" = "$total" ] && [ "$(prop MainPID)" != "$old_pid" ]; then
+  pass "systemctl restart while a client sends over the unix socket: all $total requests answered 200"
+else
+  fail "requests during systemctl restart: $ok of $total answered 200 (MainPID $old_pid -> $(prop MainPID)); codes: $(sort "$work/codes" | uniq -c | tr '\n' ' ')"
+fi
+
+# The TCP port through edgeai-tcp.socket (off by default), moved to the test's port by a drop-in.
+in_box install -D -m 0644 /opt/edgeai-test/files/tcp-port.conf /etc/systemd/system/edgeai-tcp.socket.d/tcp-port.conf
+in_box systemctl daemon-reload
+in_box timeout 120 systemctl stop edgeai >/dev/null 2>&1
+tcp_on=$(in_box systemctl enable --now edgeai-tcp.socket 2>&1; in_box systemctl is-active edgeai-tcp.socket 2>&1)
+before=$(adopted TCP | wc -l)
+# curl waits for the daemon to start (http_status gives up after 5 s).
+code=$(curl -s -o /dev/null -w '%{http_code}' -m 90 "http://127.0.0.1:$port/health" 2>&1)
+last=$(adopted TCP | tail -1)
+if [ "$code" = 200 ] && [ "$(prop ActiveState)" = active ] && [ "$(adopted TCP | wc -l)" -gt "$before" ] \
+  && grep -q '"F_NAME":"tcp"' <<<"$last" && [ "$(sock_get /health)" = 200 ]; then
+  pass "edgeai-tcp.socket: a TCP request starts the stopped service, which serves systemd's TCP socket (named tcp) and the unix one"
+else
+  fail "edgeai-tcp.socket: enable: $tcp_on; GET /health over TCP: '$code'; edgeai $(prop ActiveState); last adoption: $last"
+  in_box journalctl -u edgeai --no-pager -n 20 2>&1 | indent
+fi
+in_box systemctl disable --now edgeai-tcp.socket >/dev/null 2>&1
+in_box timeout 120 systemctl stop edgeai >/dev/null 2>&1
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

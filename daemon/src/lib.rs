@@ -117,8 +117,9 @@ async fn start_code(settings: &Settings, metrics: &Arc<telemetry::metrics::Metri
 }
 
 /// Runs the daemon until it is told to stop. `exec_start` is when the
-/// process started, for the READY timing.
-pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> Result<(), DaemonError> {
+/// process started, for the READY timing; `inherited` are the sockets
+/// systemd passed (socket activation), served instead of binding them.
+pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inherited: api::Inherited) -> Result<(), DaemonError> {
     let notifier = Notifier::from_env();
     let metrics = Arc::new(telemetry::metrics::Metrics::new());
     let limits = governor::detect();
@@ -204,7 +205,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant) -> R
     let knowledge = start_knowledge(&settings, &store, threads).await?;
     service.set_knowledge(Arc::clone(&knowledge));
 
-    let listeners = Listeners::bind(&settings.server)?;
+    let listeners = Listeners::bind(&settings.server, inherited)?;
     let tcp_addr = listeners.tcp_addr();
     if let Some(path) = &settings.dev.demo_key_file {
         if let Some(app) = settings.apps.first() {

@@ -7,6 +7,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -174,6 +176,7 @@ pub struct DaemonBuilder {
     watchdog_pid: bool,
     failpoints: Vec<String>,
     cgroup_procs: Option<PathBuf>,
+    listen_fds: Vec<(OwnedFd, String)>,
 }
 
 impl Default for DaemonBuilder {
@@ -200,6 +203,7 @@ impl DaemonBuilder {
             watchdog_pid: false,
             failpoints: Vec::new(),
             cgroup_procs: None,
+            listen_fds: Vec::new(),
         }
     }
 
@@ -317,6 +321,20 @@ impl DaemonBuilder {
         self
     }
 
+    /// Passes this listening socket to the daemon as systemd's socket
+    /// activation does: fds from 3 on, in the order added, with LISTEN_FDS,
+    /// LISTEN_FDNAMES (`name`) and LISTEN_PID set to the daemon's pid. The
+    /// test keeps its own copy (like systemd), also across restarts.
+    pub fn listen_fd(mut self, fd: impl AsFd, name: &str) -> Self {
+        // A close-on-exec copy numbered above the 3.. range the child gets,
+        // so moving the copies into place cannot overwrite one another.
+        let copy = nix::fcntl::fcntl(fd.as_fd().as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(64)).expect("duplicating the listen fd");
+        // SAFETY: fcntl just returned this new fd, owned by nothing else.
+        let copy = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(copy) };
+        self.listen_fds.push((copy, name.to_owned()));
+        self
+    }
+
     /// The inference thread hangs once the model is loaded.
     pub fn hang_inference(self) -> Self {
         self.failpoint("inference-hang", "return")
@@ -336,17 +354,32 @@ impl DaemonBuilder {
 
     /// Starts the daemon and waits until it is ready (and, unless turned
     /// off, until its model is loaded).
-    pub fn start(mut self) -> Daemon {
+    pub fn start(self) -> Daemon {
+        let mut d = self.into_daemon();
+        d.spawn();
+        d
+    }
+
+    /// Starts the daemon without waiting for `ready`, for a start that is
+    /// meant to fail: then `wait_exit` and `logs`.
+    pub fn start_no_wait(self) -> Daemon {
+        let mut d = self.into_daemon();
+        d.spawn_process();
+        d
+    }
+
+    fn into_daemon(mut self) -> Daemon {
         let config_path = self.write_config();
         if !self.failpoints.is_empty() {
             self.env.push(("FAILPOINTS".into(), self.failpoints.join(";")));
         }
-        let mut d = Daemon {
+        Daemon {
             dir: self.dir,
             config_path,
             env: self.env,
             watchdog_pid: self.watchdog_pid,
             cgroup_procs: self.cgroup_procs,
+            listen_fds: self.listen_fds,
             wait_for_model: self.wait_for_model,
             child: None,
             exit: None,
@@ -355,9 +388,7 @@ impl DaemonBuilder {
             stdout: Arc::new(Mutex::new(Vec::new())),
             addr: None,
             key: String::new(),
-        };
-        d.spawn();
-        d
+        }
     }
 }
 
@@ -394,6 +425,8 @@ pub struct Daemon {
     env: Vec<(String, String)>,
     watchdog_pid: bool,
     cgroup_procs: Option<PathBuf>,
+    /// Sockets passed as systemd does (see [`DaemonBuilder::listen_fd`]).
+    listen_fds: Vec<(OwnedFd, String)>,
     wait_for_model: bool,
     child: Option<Child>,
     exit: Option<ExitStatus>,
@@ -406,12 +439,29 @@ pub struct Daemon {
 
 impl Daemon {
     fn spawn(&mut self) {
+        self.spawn_process();
+        let ready = self.wait_log(READY_TIMEOUT, "the `ready` event", |l| l.message() == "ready");
+        let listen = ready.field_str("listen").unwrap_or_default();
+        self.addr = Some(listen.parse().unwrap_or_else(|_| panic!("the ready event's listen field {listen:?} is not an address")));
+        let key_file = self.dir.path().join("demo-key");
+        self.key = std::fs::read_to_string(&key_file).unwrap_or_else(|e| panic!("reading {}: {e}", key_file.display())).trim().to_owned();
+        if self.wait_for_model {
+            self.wait_until_model_ready(MODEL_TIMEOUT);
+        }
+    }
+
+    /// Starts the process and its log readers.
+    fn spawn_process(&mut self) {
         let edgeaid = paths::edgeaid();
-        let mut cmd = if self.watchdog_pid || self.cgroup_procs.is_some() {
+        let activated = !self.listen_fds.is_empty();
+        let mut cmd = if self.watchdog_pid || self.cgroup_procs.is_some() || activated {
             // The shell learns the pid it will exec edgeaid as.
             let mut script = String::new();
             if self.watchdog_pid {
                 script.push_str("WATCHDOG_PID=$$; export WATCHDOG_PID; ");
+            }
+            if activated {
+                script.push_str("LISTEN_PID=$$; export LISTEN_PID; ");
             }
             let mut c = Command::new("/bin/sh");
             if let Some(procs) = &self.cgroup_procs {
@@ -425,12 +475,36 @@ impl Daemon {
             Command::new(&edgeaid)
         };
         cmd.arg("--config").arg(&self.config_path).current_dir(self.dir.path());
-        for k in
-            ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "EDGEAI_LOG", "LISTEN_FDS", "LISTEN_PID", "FAILPOINTS"]
-        {
+        for k in [
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "JOURNAL_STREAM",
+            "EDGEAI_LOG",
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "LISTEN_FDNAMES",
+            "FAILPOINTS",
+        ] {
             cmd.env_remove(k);
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if activated {
+            let names: Vec<&str> = self.listen_fds.iter().map(|(_, n)| n.as_str()).collect();
+            cmd.env("LISTEN_FDS", names.len().to_string()).env("LISTEN_FDNAMES", names.join(":"));
+            let fds: Vec<i32> = self.listen_fds.iter().map(|(fd, _)| fd.as_raw_fd()).collect();
+            // SAFETY: between fork and exec only dup2 runs (async-signal-safe,
+            // no allocation); it puts the sockets at 3, 4, ... without
+            // close-on-exec, as systemd does.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for (i, fd) in fds.iter().enumerate() {
+                        nix::unistd::dup2(*fd, 3 + i as i32)?;
+                    }
+                    Ok(())
+                });
+            }
+        }
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", edgeaid.display()));
         self.exit = None;
@@ -466,15 +540,6 @@ impl Daemon {
             self.previous_logs.push(old_lines);
         }
         self.child = Some(child);
-
-        let ready = self.wait_log(READY_TIMEOUT, "the `ready` event", |l| l.message() == "ready");
-        let listen = ready.field_str("listen").unwrap_or_default();
-        self.addr = Some(listen.parse().unwrap_or_else(|_| panic!("the ready event's listen field {listen:?} is not an address")));
-        let key_file = self.dir.path().join("demo-key");
-        self.key = std::fs::read_to_string(&key_file).unwrap_or_else(|e| panic!("reading {}: {e}", key_file.display())).trim().to_owned();
-        if self.wait_for_model {
-            self.wait_until_model_ready(MODEL_TIMEOUT);
-        }
     }
 
     /// Polls `/ready` until it answers 200.

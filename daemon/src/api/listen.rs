@@ -1,5 +1,7 @@
 //! Sockets and connections: binding TCP and the unix socket (mode and group
-//! set without a window where the socket is wider than configured), the
+//! set without a window where the socket is wider than configured), or
+//! adopting the ones systemd passed (socket activation: LISTEN_FDS, matched
+//! to the config by name and address; systemd's socket file is left alone), the
 //! accept loops with a connection cap (a refused client still reads its
 //! 503, and is counted in the metrics), per-connection HTTP/1 limits, the cut-off of clients that stop
 //! reading (`stall`), and the graceful shutdown that lets in-flight
@@ -7,6 +9,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +19,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::sys::socket::sockopt::{AcceptConn, PeerCredentials, SockType};
+use nix::sys::socket::{getsockname, getsockopt, AddressFamily, SockaddrLike, SockaddrStorage};
 use nix::sys::stat::{umask, Mode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
@@ -44,34 +48,150 @@ pub enum BindError {
     Chown { path: PathBuf, group: String, source: nix::Error },
     #[error("cannot set mode {mode:o} on {}: {source}", path.display())]
     Chmod { path: PathBuf, mode: u32, source: std::io::Error },
+    #[error("socket activation: the service manager's LISTEN_FDS/LISTEN_FDNAMES are invalid: {source}")]
+    ListenFds { source: std::io::Error },
+    #[error("socket activation: fd {fd} named {name:?}: {source}")]
+    Inherited { fd: RawFd, name: String, source: std::io::Error },
+    #[error("socket activation: fd {fd} named {name:?} is not a listening unix or TCP stream socket")]
+    NotListening { fd: RawFd, name: String },
+    #[error(
+        "socket activation: fd {fd} named {name:?} is {found}, but {want}; \
+         the socket unit's ListenStream= and server.socket/server.listen must name the same sockets"
+    )]
+    Mismatch { fd: RawFd, name: String, found: String, want: String },
+}
+
+/// The listening sockets the service manager passed (socket activation),
+/// with their names (`FileDescriptorName=`): `unix` must be server.socket
+/// and `tcp` server.listen; any other name (systemd's default is the socket
+/// unit's name) is matched to them by address.
+pub struct Inherited(Vec<(OwnedFd, String)>);
+
+impl Inherited {
+    /// Takes the sockets passed to this process (LISTEN_PID is ours), marks
+    /// them close-on-exec so children do not inherit them, and removes the
+    /// LISTEN_* variables. It changes the environment: call it before any
+    /// other thread exists.
+    pub fn take() -> Result<Inherited, BindError> {
+        let fds = sd_notify::listen_fds_with_names(true).map_err(|source| BindError::ListenFds { source })?;
+        // SAFETY: LISTEN_PID names this process, so the service manager
+        // passed these fds to it, and nothing else in the process owns them.
+        Ok(Inherited(fds.map(|(fd, name)| (unsafe { OwnedFd::from_raw_fd(fd) }, name)).collect()))
+    }
 }
 
 /// The bound sockets, before serving.
 pub struct Listeners {
     tcp: Option<TcpListener>,
-    unix: Option<(UnixListener, PathBuf)>,
+    unix: Option<UnixListener>,
+    /// The socket file this daemon created and removes when it stops; None
+    /// when systemd passed the socket (its file is systemd's).
+    unix_file: Option<PathBuf>,
 }
 
 impl Listeners {
-    /// Binds what the settings ask for. Needs a tokio runtime.
-    pub fn bind(s: &ServerSettings) -> Result<Listeners, BindError> {
-        let tcp = match s.listen {
-            Some(addr) => {
-                let std = std::net::TcpListener::bind(addr).map_err(|source| BindError::Tcp { addr, source })?;
-                std.set_nonblocking(true).map_err(|source| BindError::Tcp { addr, source })?;
-                Some(TcpListener::from_std(std).map_err(|source| BindError::Tcp { addr, source })?)
+    /// Adopts the inherited sockets, then binds what the settings ask for
+    /// and no inherited socket provides. Needs a tokio runtime.
+    pub fn bind(s: &ServerSettings, inherited: Inherited) -> Result<Listeners, BindError> {
+        let mut l = Listeners { tcp: None, unix: None, unix_file: None };
+        for (fd, name) in inherited.0 {
+            l.adopt(fd, name, s)?;
+        }
+        if let (Some(addr), None) = (s.listen, &l.tcp) {
+            let std = std::net::TcpListener::bind(addr).map_err(|source| BindError::Tcp { addr, source })?;
+            l.tcp = Some(tcp_listener(std).map_err(|source| BindError::Tcp { addr, source })?);
+        }
+        if let (Some(path), None) = (&s.socket, &l.unix) {
+            l.unix = Some(bind_unix(path, s.socket_mode, s.socket_group.as_deref())?);
+            l.unix_file = Some(path.clone());
+        }
+        Ok(l)
+    }
+
+    /// Takes one inherited socket as server.socket or server.listen, or
+    /// refuses it: a name, family or address that does not fit the config.
+    fn adopt(&mut self, fd: OwnedFd, name: String, s: &ServerSettings) -> Result<(), BindError> {
+        let raw = fd.as_raw_fd();
+        let io = |source: std::io::Error| BindError::Inherited { fd: raw, name: name.clone(), source };
+        let listening = getsockopt(&fd, AcceptConn).map_err(|e| io(e.into()))?;
+        let stream = getsockopt(&fd, SockType).map_err(|e| io(e.into()))? == nix::sys::socket::SockType::Stream;
+        let family = getsockname::<SockaddrStorage>(raw).map_err(|e| io(e.into()))?.family();
+        let mismatch = |found: String, want: String| BindError::Mismatch { fd: raw, name: name.clone(), found, want };
+        match family {
+            Some(AddressFamily::Unix) if listening && stream => {
+                let std = std::os::unix::net::UnixListener::from(fd);
+                let path = std.local_addr().map_err(io)?.as_pathname().map(Path::to_owned);
+                let found =
+                    path.as_ref().map_or_else(|| "an unnamed unix socket".to_owned(), |p| format!("the unix socket {}", p.display()));
+                let want = s.socket.as_deref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_owned()));
+                if name == "tcp" {
+                    return Err(mismatch(found, "the name \"tcp\" is for server.listen".to_owned()));
+                }
+                if path.is_none() || path != want {
+                    let want = match &s.socket {
+                        Some(p) => format!("server.socket is {}", p.display()),
+                        None => "server.socket is disabled".to_owned(),
+                    };
+                    return Err(mismatch(found, if name == "unix" { want } else { format!("it matches nothing: {want}") }));
+                }
+                if self.unix.is_some() {
+                    return Err(mismatch(found, "another inherited fd already serves server.socket".to_owned()));
+                }
+                if let Some(p) = &path {
+                    warn_mode(p, s.socket_mode);
+                }
+                std.set_nonblocking(true).map_err(io)?;
+                self.unix = Some(UnixListener::from_std(std).map_err(io)?);
+                tracing::info!(fd = raw, name = %name, socket = %found, "serving the unix socket systemd passed (socket activation)");
             }
-            None => None,
-        };
-        let unix = match &s.socket {
-            Some(path) => Some((bind_unix(path, s.socket_mode, s.socket_group.as_deref())?, path.clone())),
-            None => None,
-        };
-        Ok(Listeners { tcp, unix })
+            Some(AddressFamily::Inet | AddressFamily::Inet6) if listening && stream => {
+                let std = std::net::TcpListener::from(fd);
+                let addr = std.local_addr().map_err(io)?;
+                let found = format!("TCP {addr}");
+                if name == "unix" {
+                    return Err(mismatch(found, "the name \"unix\" is for server.socket".to_owned()));
+                }
+                if s.listen != Some(addr) {
+                    let want = match s.listen {
+                        Some(a) => format!("server.listen is {a}"),
+                        None => "server.listen is disabled".to_owned(),
+                    };
+                    return Err(mismatch(found, if name == "tcp" { want } else { format!("it matches nothing: {want}") }));
+                }
+                if self.tcp.is_some() {
+                    return Err(mismatch(found, "another inherited fd already serves server.listen".to_owned()));
+                }
+                self.tcp = Some(tcp_listener(std).map_err(io)?);
+                tracing::info!(fd = raw, name = %name, listen = %addr, "serving the TCP socket systemd passed (socket activation)");
+            }
+            _ => return Err(BindError::NotListening { fd: raw, name }),
+        }
+        Ok(())
     }
 
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+}
+
+fn tcp_listener(std: std::net::TcpListener) -> std::io::Result<TcpListener> {
+    std.set_nonblocking(true)?;
+    TcpListener::from_std(std)
+}
+
+/// systemd's SocketMode= decides an inherited socket's mode; a different
+/// server.socket_mode is only reported.
+fn warn_mode(path: &Path, configured: u32) {
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode != configured {
+            tracing::warn!(
+                socket = %path.display(),
+                mode = format!("{mode:04o}"),
+                socket_mode = format!("{configured:04o}"),
+                "the socket systemd passed has another mode than server.socket_mode; the socket unit's SocketMode= applies"
+            );
+        }
     }
 }
 
@@ -115,15 +235,16 @@ async fn accept_tcp(l: &Option<TcpListener>) -> std::io::Result<(tokio::net::Tcp
     }
 }
 
-async fn accept_unix(l: &Option<(UnixListener, PathBuf)>) -> std::io::Result<tokio::net::UnixStream> {
+async fn accept_unix(l: &Option<UnixListener>) -> std::io::Result<tokio::net::UnixStream> {
     match l {
-        Some((l, _)) => l.accept().await.map(|(s, _)| s),
+        Some(l) => l.accept().await.map(|(s, _)| s),
         None => std::future::pending().await,
     }
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, removes the
-/// socket file and waits up to `grace` for open connections to finish their
+/// socket file (unless systemd owns it: then connections wait in its
+/// backlog for the next daemon) and waits up to `grace` for open connections to finish their
 /// responses. Returns how many connections were still open at the deadline.
 pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Future<Output = ()>, grace: Duration) -> usize {
     let graceful = GracefulShutdown::new();
@@ -187,7 +308,7 @@ pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Fu
             Conn::Unix(s) => spawn_conn(graceful.watch(b.serve_connection(TokioIo::new(StallGuard::new(s, slow, stall)), svc)), permit),
         }
     }
-    if let Some((_, path)) = &listeners.unix {
+    if let Some(path) = &listeners.unix_file {
         let _ = std::fs::remove_file(path);
     }
     drop(listeners);

@@ -37,7 +37,7 @@ use crate::telemetry::metrics::{self, Metrics, Snapshot};
 use body::Body;
 use error::ApiError;
 
-pub use listen::{serve, BindError, Listeners};
+pub use listen::{serve, BindError, Inherited, Listeners};
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,10 +22,13 @@ Configuration is read from /usr/lib/edgeai/edgeai.toml, /etc/edgeai/edgeai.toml 
 /etc/edgeai/conf.d/*.toml (in that order), or only from the files given with --config.
 Every key is documented in configs/reference.toml.
 
-Exit codes: 0 stopped cleanly; 1 could not start (store, sockets); 78 invalid configuration;
+Exit codes: 0 stopped cleanly; 1 could not start (store, sockets, sockets from systemd that do
+not match the configuration); 78 invalid configuration;
 79 this CPU lacks the features the binary was built for.
 
-Environment: EDGEAI_LOG overrides log.level (e.g. EDGEAI_LOG=debug).
+Environment: EDGEAI_LOG overrides log.level (e.g. EDGEAI_LOG=debug). LISTEN_PID, LISTEN_FDS and
+LISTEN_FDNAMES (socket activation, set by systemd): the daemon serves the sockets passed, named
+unix (server.socket) and tcp (server.listen), and binds the configured ones not passed.
 
 Examples:
   edgeaid --config configs/dev.toml
@@ -55,6 +58,15 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_UNSUPPORTED_CPU);
     }
     let args = Args::parse();
+    // Socket activation: taken first, while the process has one thread
+    // (it edits the environment) and before anything can start a child.
+    let inherited = match edgeaid::api::Inherited::take() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("edgeaid: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let sources = if args.config.is_empty() { Sources::System } else { Sources::Files(args.config.clone()) };
     let settings = match config::load(&sources) {
         Ok(s) => s,
@@ -91,7 +103,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(edgeaid::run(settings, sources, exec_start)) {
+    match rt.block_on(edgeaid::run(settings, sources, exec_start, inherited)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %chain(&e), "edgeaid failed");
