@@ -83,7 +83,7 @@ impl BusClient {
             Bus::Session => zbus::connection::Builder::session(),
             Bus::Address(a) => zbus::connection::Builder::address(a.as_str()),
         };
-        let connect = async { built?.method_timeout(timeout).build().await };
+        let connect = async { built?.build().await };
         let conn = match tokio::time::timeout(timeout, connect).await {
             Ok(Ok(c)) => c,
             Ok(Err(source)) => return Err(BusError::Connect { bus, source }),
@@ -110,9 +110,17 @@ impl BusClient {
     where
         B: serde::Serialize + zbus::zvariant::DynamicType,
     {
-        let reply = match tokio::time::timeout(self.timeout, self.proxy.call_method(method, body)).await {
+        self.call_within(method, body, self.timeout).await
+    }
+
+    /// [`BusClient::call`] with its own time limit, for a method that works long (a backup).
+    pub async fn call_within<B>(&self, method: &str, body: &B, timeout: Duration) -> Result<Json, BusError>
+    where
+        B: serde::Serialize + zbus::zvariant::DynamicType,
+    {
+        let reply = match tokio::time::timeout(timeout, self.proxy.call_method(method, body)).await {
             Ok(r) => r.map_err(|e| self.error(method, e))?,
-            Err(_) => return Err(BusError::Timeout { bus: self.bus.clone(), after: self.timeout }),
+            Err(_) => return Err(BusError::Timeout { bus: self.bus.clone(), after: timeout }),
         };
         let body = reply.body();
         if body.signature().to_string().is_empty() {

@@ -18,11 +18,13 @@ use std::path::{Component, Path, PathBuf};
 use edgeai_common::admin::{
     BackupManifest, BackupMember, BACKUP_CONFIG_PREFIX, BACKUP_FORMAT, BACKUP_KNOWLEDGE_PREFIX, BACKUP_MANIFEST, BACKUP_STORE,
 };
+use edgeai_common::dbus::BusClient;
 use edgeai_common::UnixClient;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use crate::control::Control;
 use crate::error::{CtlError, EX_CANTCREAT, EX_DATAERR, EX_FAILURE, EX_INTERRUPTED};
 
 /// The largest manifest read (it lists every file; 16 MiB is about
@@ -74,13 +76,18 @@ impl From<BackupError> for CtlError {
 const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// `edgeaictl backup create FILE`; `timeout` is `--timeout` (at least [`SNAPSHOT_WAIT`] is used).
-pub async fn create(client: &UnixClient, timeout: std::time::Duration, file: &Path, json: bool) -> Result<(), CtlError> {
-    let client = &client.clone().with_timeout(timeout.max(SNAPSHOT_WAIT));
+pub async fn create(control: &Control, timeout: std::time::Duration, file: &Path, json: bool) -> Result<(), CtlError> {
+    let wait = timeout.max(SNAPSHOT_WAIT);
     let tmp = crate::export::temp_path(file);
     let write_err = |source| CtlError::from(BackupError::Write { path: file.to_owned(), source });
     let mut out = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).await.map_err(write_err)?;
     let copied = tokio::select! {
-        copied = download(client, file, &mut out) => copied,
+        copied = async {
+            match control {
+                Control::Socket(client) => download(&client.clone().with_timeout(wait), file, &mut out).await,
+                Control::Bus(bus) => write_over_bus(bus, wait, file, &out).await,
+            }
+        } => copied,
         _ = tokio::signal::ctrl_c() => Err(BackupError::Interrupted { path: file.to_owned() }.into()),
     };
     let finished = match copied {
@@ -145,6 +152,16 @@ async fn download(client: &UnixClient, file: &Path, out: &mut tokio::fs::File) -
         }
         None => Err(incomplete("the daemon ended the archive without saying it is complete".into()).into()),
     }
+}
+
+/// D-Bus `CreateBackup`: the daemon writes the archive into our temporary
+/// file through a descriptor; its size once the daemon answered.
+async fn write_over_bus(bus: &BusClient, wait: std::time::Duration, file: &Path, out: &tokio::fs::File) -> Result<u64, CtlError> {
+    let write_err = |source| CtlError::from(BackupError::Write { path: file.to_owned(), source });
+    let fd = out.try_clone().await.map_err(write_err)?.into_std().await;
+    let options: edgeai_common::dbus::Options<'_> = std::collections::HashMap::new();
+    bus.call_within("CreateBackup", &(edgeai_common::dbus::fd(&fd), options), wait).await?;
+    Ok(fd.metadata().map_err(write_err)?.len())
 }
 
 /// `edgeaictl backup verify FILE`.

@@ -69,6 +69,7 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
             | Command::Reload
             | Command::Watch { .. }
             | Command::Export(_)
+            | Command::Backup(BackupCommand::Create { .. })
     );
     let control = match (cli.bus, needs_control) {
         (Some(bus), true) => Control::Bus(BusClient::connect(bus, cli.timeout).await?),
@@ -103,7 +104,7 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Models(ModelsCommand::List) => commands::models_list(&control, json).await,
         Command::Watch { count } => commands::watch(&control, count, json).await,
         Command::Export(ExportCommand::Logs(args)) => export::logs(&control, &args, json).await,
-        Command::Backup(BackupCommand::Create { file }) => backup::create(&client, cli.timeout, &file, json).await,
+        Command::Backup(BackupCommand::Create { file }) => backup::create(&control, cli.timeout, &file, json).await,
         Command::Backup(BackupCommand::Verify { file }) => backup::verify(&file, json).await,
         Command::Backup(BackupCommand::Restore { file, state_dir, config_dir }) => {
             backup::restore(&file, &state_dir, config_dir.as_deref(), json).await

@@ -22,6 +22,8 @@ pub struct Facts {
     pub cpu_features: String,
     /// `server.admin_group`'s gid, when the group exists.
     pub admin_gid: Option<u32>,
+    /// The configuration files read at start (a backup carries them).
+    pub config_sources: Vec<PathBuf>,
 }
 
 /// Root, a user whose primary group is the admin group, or a listed member

@@ -236,6 +236,13 @@ fn edgeaictl_drives_every_method_and_property_over_dbus() {
     fails(&ctl(&bus, &d, &["export", "logs", "--format", "arrow", "--app", "ghost", d.dir().join("x.arrow").to_str().unwrap()]), 1, "org.edgeai.Error.NotFound");
     assert!(!d.dir().join("x.arrow").exists(), "a refused export leaves no file");
 
+    // CreateBackup: the archive comes through a descriptor and passes edgeaictl's own check.
+    let archive = d.dir().join("bus-backup.tar");
+    let created = json(&ctl(&bus, &d, &["--json", "backup", "create", archive.to_str().unwrap()]));
+    assert_eq!(created["manifest"]["format"], "edgeai-backup/1", "{created}");
+    let verified = json(&ctl(&bus, &d, &["--json", "backup", "verify", archive.to_str().unwrap()]));
+    assert_eq!(verified["ok"], true, "{verified}");
+
     // Properties, read as busctl does.
     let state = Command::new("busctl")
         .args(["--address", &bus.address, "get-property", "org.edgeai.Daemon1", "/org/edgeai/Daemon1", "org.edgeai.Daemon1", "State"])
@@ -256,15 +263,12 @@ fn edgeaictl_drives_every_method_and_property_over_dbus() {
 fn state_changes_are_signalled_to_edgeaictl_watch() {
     let bus = Bus::start();
     // A slow load keeps the daemon `starting` long enough to subscribe first.
-    let d = daemon_on(&bus).failpoint("model-load-progress", "sleep(20)").wait_for_model(false).start();
+    let d = daemon_on(&bus).failpoint("model-load-progress", "sleep(40)").wait_for_model(false).start();
     d.wait_log_message("D-Bus control interface serving", Duration::from_secs(10));
-    let watch = Command::new(paths::edgeaictl())
-        .args(["--bus", &bus.address, "--timeout", "2m", "--json", "watch", "--count", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = watch.wait_with_output().unwrap();
+    let out = run_with_timeout(
+        Command::new(paths::edgeaictl()).args(["--bus", &bus.address, "--timeout", "2m", "--json", "watch", "--count", "1"]),
+        Duration::from_secs(120),
+    );
     let text = ok(&out);
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2, "the state now, then one change: {text}");

@@ -79,6 +79,7 @@ impl ApiState {
             socket: self.limits.socket.clone(),
             cpu_features: self.cpu_features.clone(),
             admin_gid: self.admin_gid,
+            config_sources: self.config_sources.clone(),
         }
     }
 }

@@ -75,6 +75,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Members in the archive after its manifest.
+    pub fn members(&self) -> usize {
+        self.manifest.members.len()
+    }
+
     /// Writes the archive (blocking: run it on a blocking thread). The
     /// writer sees the archive front to back and never seeks.
     pub fn write_to<W: Write>(self, out: W) -> Result<(), BackupError> {
