@@ -161,7 +161,9 @@ impl BusClient {
             }
             zbus::Error::FDO(fdo) => match *fdo {
                 zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_) => BusError::NotRunning { bus: self.bus.clone() },
-                zbus::fdo::Error::AccessDenied(m) => BusError::Denied { name: "org.freedesktop.DBus.Error.AccessDenied".into(), message: m },
+                zbus::fdo::Error::AccessDenied(m) => {
+                    BusError::Denied { name: "org.freedesktop.DBus.Error.AccessDenied".into(), message: m }
+                }
                 other => BusError::Remote { name: zbus::DBusError::name(&other).to_string(), message: other.to_string() },
             },
             source => BusError::Call { method: method.to_owned(), source },

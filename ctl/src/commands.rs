@@ -6,9 +6,9 @@
 //! Owns: what goes to stdout and stderr for these commands.
 //! Must not: choose exit codes (see [`crate::error`]) or know HTTP details.
 
+use crate::control::{Control, Import};
 use crate::error::CtlError;
 use crate::render;
-use crate::control::{Control, Import};
 use edgeai_common::admin::{
     AppInfo, AppList, AppVersionList, CacheFlushResponse, CacheStats, CreateKeyRequest, CreatedKey, ExportResponse, ImportDslRequest,
     ImportDslResponse, KeyKind, KeyList, ModelList, ReloadResponse, StatusResponse,

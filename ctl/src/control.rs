@@ -55,13 +55,16 @@ impl Control {
                 let (status, answer) = match (&import.dsl, &import.definition) {
                     (Some(dsl), _) => c.post_json_with_status::<_, Value>(&paths::import_dsl(), dsl).await?,
                     (None, Some(def)) => c.post_json_with_status::<_, Value>(&paths::apps(), def).await?,
-                    (None, None) => return Err(CtlError::ReadInput { path: import.file.to_owned(), source: std::io::ErrorKind::InvalidInput.into() }),
+                    (None, None) => {
+                        return Err(CtlError::ReadInput { path: import.file.to_owned(), source: std::io::ErrorKind::InvalidInput.into() })
+                    }
                 };
                 Ok((status.as_u16() != 200, answer))
             }
             Control::Bus(b) => {
                 // The daemon reads the file through our descriptor: our permissions, not its.
-                let file = std::fs::File::open(import.file).map_err(|source| CtlError::ReadInput { path: import.file.to_owned(), source })?;
+                let file =
+                    std::fs::File::open(import.file).map_err(|source| CtlError::ReadInput { path: import.file.to_owned(), source })?;
                 let mut options: dbus::Options<'_> = HashMap::new();
                 let datasets: HashMap<String, String>;
                 match &import.dsl {

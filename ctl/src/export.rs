@@ -14,9 +14,9 @@ use std::time::SystemTime;
 
 use edgeai_common::dbus::{self, BusClient};
 use edgeai_common::UnixClient;
-use zbus::zvariant::Value as DValue;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
+use zbus::zvariant::Value as DValue;
 
 use crate::cli::{ExportFormat, ExportLogsArgs, ExportTable};
 use crate::control::Control;

@@ -178,7 +178,14 @@ pub fn key_info(k: &ApiKeyInfo) -> wire::KeyInfo {
 }
 
 pub fn model_mapping_info(m: crate::service::workflow::ModelMapping) -> wire::ModelMappingInfo {
-    wire::ModelMappingInfo { node_id: m.node_id, node_title: m.node_title, provider: m.provider, name: m.name, target: m.target, rule: m.rule }
+    wire::ModelMappingInfo {
+        node_id: m.node_id,
+        node_title: m.node_title,
+        provider: m.provider,
+        name: m.name,
+        target: m.target,
+        rule: m.rule,
+    }
 }
 
 pub fn version_info(v: crate::store::AppVersionInfo) -> wire::AppVersionInfo {

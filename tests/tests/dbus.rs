@@ -233,7 +233,11 @@ fn edgeaictl_drives_every_method_and_property_over_dbus() {
     let bytes = std::fs::read(&via_bus).unwrap();
     assert!(bytes.starts_with(b"ARROW1"), "an Arrow IPC file");
     assert_eq!(bytes, std::fs::read(&via_socket).unwrap(), "the same file over D-Bus and over the socket");
-    fails(&ctl(&bus, &d, &["export", "logs", "--format", "arrow", "--app", "ghost", d.dir().join("x.arrow").to_str().unwrap()]), 1, "org.edgeai.Error.NotFound");
+    fails(
+        &ctl(&bus, &d, &["export", "logs", "--format", "arrow", "--app", "ghost", d.dir().join("x.arrow").to_str().unwrap()]),
+        1,
+        "org.edgeai.Error.NotFound",
+    );
     assert!(!d.dir().join("x.arrow").exists(), "a refused export leaves no file");
 
     // CreateBackup: the archive comes through a descriptor and passes edgeaictl's own check.
@@ -390,7 +394,8 @@ fn the_checked_in_introspection_xml_is_what_the_daemon_serves() {
         file.display()
     );
     // Every method, property and signal has a doc string.
-    let members = served_iface.matches("<method ").count() + served_iface.matches("<property ").count() + served_iface.matches("<signal ").count();
+    let members =
+        served_iface.matches("<method ").count() + served_iface.matches("<property ").count() + served_iface.matches("<signal ").count();
     assert_eq!(served_iface.matches("<!--").count(), members, "a member without a doc string:\n{served_iface}");
     assert!(d.logs_with_message("D-Bus control interface serving").len() == 1);
 }

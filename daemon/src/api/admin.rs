@@ -57,7 +57,10 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             let stored = svc.stored_app(&v.app_id).await?;
             tracing::info!(app = %v.app_id, version = v.version, created = v.created, mode = %stored.mode, "DSL imported");
             let models = models.into_iter().map(crate::admin::model_mapping_info).collect();
-            reply(if v.created { StatusCode::CREATED } else { StatusCode::OK }, &wire::ImportDslResponse { app: crate::admin::app_info(&stored), models })
+            reply(
+                if v.created { StatusCode::CREATED } else { StatusCode::OK },
+                &wire::ImportDslResponse { app: crate::admin::app_info(&stored), models },
+            )
         }
         (["apps", id, "versions"], &Method::GET) => {
             let data = svc.app_versions(id).await?.into_iter().map(crate::admin::version_info).collect();

@@ -189,7 +189,10 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
             "session" => s.control.bus = super::BusChoice::Session,
             "off" => s.control.bus = super::BusChoice::Off,
             a if a.contains(':') && a.contains('=') => s.control.bus = super::BusChoice::Address(a.to_owned()),
-            other => r.problem("control.bus", format!("{other:?} is not \"system\", \"session\", \"off\" or a D-Bus address such as \"unix:path=/run/bus\"")),
+            other => r.problem(
+                "control.bus",
+                format!("{other:?} is not \"system\", \"session\", \"off\" or a D-Bus address such as \"unix:path=/run/bus\""),
+            ),
         }
     }
     r.bool("metrics", "enabled", &mut s.metrics.enabled);

@@ -122,7 +122,11 @@ impl Daemon1 {
     }
 
     /// The apps and their active versions.
-    async fn list_apps(&self, #[zbus(connection)] conn: &zbus::Connection, #[zbus(header)] hdr: Header<'_>) -> Result<Vec<Dict>, MethodError> {
+    async fn list_apps(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<Vec<Dict>, MethodError> {
         self.authorise(conn, &hdr, "ListApps").await?;
         let apps: Vec<wire::AppInfo> = self.svc.stored_apps().await?.iter().map(crate::admin::app_info).collect();
         value::dicts(&apps)
@@ -159,10 +163,12 @@ impl Daemon1 {
         };
         let (v, models) = if json {
             if id.is_some() || name.is_some() || !datasets.is_empty() {
-                return Err(MethodError::InvalidArgument("id, name and datasets apply to a Dify DSL only, not to a JSON definition".into()));
+                return Err(MethodError::InvalidArgument(
+                    "id, name and datasets apply to a Dify DSL only, not to a JSON definition".into(),
+                ));
             }
-            let app: crate::engine::AppDefinition =
-                serde_json::from_str(&text).map_err(|e| MethodError::InvalidArgument(format!("the JSON app definition is invalid: {e}")))?;
+            let app: crate::engine::AppDefinition = serde_json::from_str(&text)
+                .map_err(|e| MethodError::InvalidArgument(format!("the JSON app definition is invalid: {e}")))?;
             (self.svc.put_app(app, "import").await?, Vec::new())
         } else {
             self.svc.import_dsl(&text, id, name, &datasets).await?
@@ -234,7 +240,9 @@ impl Daemon1 {
             (Some(_), true) => {
                 return Err(MethodError::InvalidArgument("a key opens an app or the Knowledge API: give app or dataset, not both".into()))
             }
-            (None, false) => return Err(MethodError::InvalidArgument("option app is required (or dataset = true for a Knowledge API key)".into())),
+            (None, false) => {
+                return Err(MethodError::InvalidArgument("option app is required (or dataset = true for a Knowledge API key)".into()))
+            }
         };
         let kind = crate::admin::key_kind(&info);
         let app_id = info.app_id().unwrap_or_default().to_owned();
@@ -270,7 +278,11 @@ impl Daemon1 {
     }
 
     /// The models: name, path, state, error, threads, slots, context_size.
-    async fn list_models(&self, #[zbus(connection)] conn: &zbus::Connection, #[zbus(header)] hdr: Header<'_>) -> Result<Vec<Dict>, MethodError> {
+    async fn list_models(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<Vec<Dict>, MethodError> {
         self.authorise(conn, &hdr, "ListModels").await?;
         let status = crate::admin::status(&self.svc, &self.facts);
         value::dicts(&[status.model])
@@ -336,9 +348,8 @@ impl Daemon1 {
         self.authorise(conn, &hdr, "CreateBackup").await?;
         value::only(&options, &[])?;
         let knowledge = self.svc.knowledge().map(|k| k.dir().to_path_buf());
-        let snapshot = crate::service::backup::take(self.svc.store(), knowledge.as_deref(), &self.facts.config_sources)
-            .await
-            .map_err(backup_error)?;
+        let snapshot =
+            crate::service::backup::take(self.svc.store(), knowledge.as_deref(), &self.facts.config_sources).await.map_err(backup_error)?;
         let members = snapshot.members();
         let fd: std::os::fd::OwnedFd = file.into();
         let mut out = std::fs::File::from(fd);

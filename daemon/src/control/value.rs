@@ -127,8 +127,8 @@ mod tests {
 
     #[test]
     fn a_report_becomes_nested_dicts_without_nulls() {
-        let d = dict(&serde_json::json!({"a": 1, "b": -2, "c": 0.5, "s": "x", "n": null, "o": {"k": true}, "l": ["p", "q"]}))
-            .expect("dict");
+        let d =
+            dict(&serde_json::json!({"a": 1, "b": -2, "c": 0.5, "s": "x", "n": null, "o": {"k": true}, "l": ["p", "q"]})).expect("dict");
         assert!(!d.contains_key("n"), "null fields are left out");
         assert_eq!(d["a"].value_signature().to_string(), "t");
         assert_eq!(d["b"].value_signature().to_string(), "x");
