@@ -201,6 +201,21 @@ pub enum Command {
     #[command(subcommand)]
     Export(ExportCommand),
 
+    /// Run a workflow app once and print its outputs (blocking; no API key: your user id authorises it)
+    #[command(
+        long_about = "Run a workflow app once with the given inputs and print its outputs as JSON; with --json, \
+            the whole answer (workflow_run_id, task_id, data: status, outputs, error, elapsed_time, total_tokens, \
+            total_steps). A run that ends failed prints its error and exits 1.",
+        after_help = concat!(
+            "Examples:\n  \
+             edgeaictl run branches --input text='hello world' --input count=5\n  \
+             edgeaictl run summarise-shift --input log=\"$(cat shift.txt)\" --json\n\n\
+             A value that parses as JSON (5, true, [1,2], {\"a\":1}) is sent as that; anything else as a string.\n\n",
+            exit_codes!()
+        )
+    )]
+    Run(RunArgs),
+
     /// Back up the daemon's state online, check a backup, restore one offline
     #[command(subcommand)]
     Backup(BackupCommand),
@@ -491,6 +506,21 @@ pub struct ChatArgs {
 
     /// A value for the app's input form (repeatable); sent with the first
     /// question, the conversation keeps them
+    #[arg(long = "input", short = 'i', value_name = "KEY=VALUE", value_parser = parse_input)]
+    pub inputs: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Workflow app id
+    #[arg(value_name = "APP")]
+    pub app: String,
+
+    /// End user the run belongs to [default: edgeaictl-$USER]
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// A value of the app's start form (repeatable)
     #[arg(long = "input", short = 'i', value_name = "KEY=VALUE", value_parser = parse_input)]
     pub inputs: Vec<(String, String)>,
 }

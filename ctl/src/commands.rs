@@ -1,5 +1,6 @@
 //! The non-interactive control subcommands: `status`, `apps list|import|versions|activate|export`,
-//! `keys create|list|revoke`, `cache stats|flush`, `models list`, `reload`. Each asks the daemon
+//! `keys create|list|revoke`, `cache stats|flush`, `models list`, `reload`, `watch`, and `run` (a
+//! workflow app, always over the socket). Each asks the daemon
 //! through [`Control`] (the socket, or D-Bus with `--bus`), then prints a table or, with `--json`,
 //! the daemon's answer as JSON.
 //!
@@ -13,6 +14,7 @@ use edgeai_common::admin::{
     AppInfo, AppList, AppVersionList, CacheFlushResponse, CacheStats, CreateKeyRequest, CreatedKey, ExportResponse, ImportDslRequest,
     ImportDslResponse, KeyKind, KeyList, ModelList, ReloadResponse, StatusResponse,
 };
+use edgeai_common::UnixClient;
 use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
@@ -225,6 +227,30 @@ pub async fn watch(control: &Control, count: Option<u32>, json: bool) -> Result<
         seen += 1;
     }
     Ok(())
+}
+
+/// `edgeaictl run`: one blocking workflow run through the admin socket.
+pub async fn run_workflow(client: &UnixClient, app: &str, user: String, inputs: Vec<(String, String)>, json: bool) -> Result<(), CtlError> {
+    // A value that parses as JSON is sent as that (numbers, booleans, lists); anything else as text.
+    let inputs: serde_json::Map<String, Value> =
+        inputs.into_iter().map(|(k, v)| (k, serde_json::from_str(&v).unwrap_or(Value::String(v)))).collect();
+    let body = serde_json::json!({"inputs": inputs, "response_mode": "blocking", "user": user});
+    let answer: Value = client.post_json(&crate::paths::workflow_run(app), &body).await?;
+    let data = answer.get("data").cloned().unwrap_or(Value::Null);
+    let status = data.get("status").and_then(Value::as_str).unwrap_or("").to_owned();
+    if json {
+        print_json(&answer)?;
+    } else if status == "succeeded" {
+        print_json(data.get("outputs").unwrap_or(&Value::Null))?;
+    }
+    match status.as_str() {
+        "succeeded" => Ok(()),
+        _ => Err(CtlError::RunFailed {
+            app: app.to_owned(),
+            status,
+            error: data.get("error").and_then(Value::as_str).unwrap_or("").to_owned(),
+        }),
+    }
 }
 
 /// The daemon's answer as a wire type; a mismatch is the daemon's fault, not the input's.

@@ -34,6 +34,8 @@ pub enum CtlError {
     Bus(Box<BusError>),
     #[error("the daemon's answer to {command} is not what this edgeaictl expects (a different version?)")]
     Answer { command: String, source: serde_json::Error },
+    #[error("the run of {app} ended {status}: {error}")]
+    RunFailed { app: String, status: String, error: String },
     #[error("`edgeaictl {command}` works over D-Bus only: give --bus system (or session, or a bus address)")]
     NeedsBus { command: &'static str },
     #[error("cannot read {}", path.display())]
@@ -97,7 +99,7 @@ impl CtlError {
                 BusError::Remote { .. } | BusError::Decode { .. } | BusError::Call { .. } => EX_FAILURE,
             },
             CtlError::NeedsBus { .. } => EX_USAGE,
-            CtlError::Answer { .. } => EX_FAILURE,
+            CtlError::Answer { .. } | CtlError::RunFailed { .. } => EX_FAILURE,
             CtlError::ReadInput { .. }
             | CtlError::ParseInput { .. }
             | CtlError::InputNotObject { .. }

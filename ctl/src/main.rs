@@ -101,6 +101,11 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { dir } => docs::man(&dir),
         Command::Reload => commands::reload(&control, json).await,
+        Command::Run(args) => {
+            let login = std::env::var("USER").ok();
+            let user = args.user.unwrap_or_else(|| chat::default_user(login.as_deref()));
+            commands::run_workflow(&client, &args.app, user, args.inputs, json).await
+        }
         Command::Models(ModelsCommand::List) => commands::models_list(&control, json).await,
         Command::Watch { count } => commands::watch(&control, count, json).await,
         Command::Export(ExportCommand::Logs(args)) => export::logs(&control, &args, json).await,

@@ -42,6 +42,11 @@ pub fn doctor() -> String {
     format!("{ADMIN_PREFIX}/doctor")
 }
 
+/// A workflow app's run, authorised by the peer (`edgeaictl run`).
+pub fn workflow_run(app: &str) -> String {
+    format!("{ADMIN_PREFIX}/apps/{}/workflows/run", encode(app))
+}
+
 pub fn import_dsl() -> String {
     format!("{ADMIN_PREFIX}/apps/dsl")
 }

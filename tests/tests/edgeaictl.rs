@@ -116,3 +116,29 @@ fn edgeaictl_manages_keys_and_apps_and_chats() {
     let summary = ok(&d.ctl(&["chat", "summarise", "--input", "text=Pump 3 tripped twice overnight.", "--query", ""]));
     assert!(!summary.trim().is_empty(), "no summary printed");
 }
+
+/// `edgeaictl run`: a workflow app's run over the admin socket, no key; JSON-looking
+/// inputs go as JSON; a failed run and a chat app are errors (exit 1).
+#[test]
+fn edgeaictl_runs_a_workflow() {
+    let d = DaemonBuilder::new().start();
+    let dsl = paths::repo_root().join("tests/fixtures/dsl/workflow-branches.yml");
+    ok(&d.ctl(&["apps", "import", dsl.to_str().unwrap(), "--id", "branches"]));
+    let outputs: Value =
+        serde_json::from_str(&ok(&d.ctl(&["run", "branches", "-i", "text=hello world", "-i", "count=5", "-i", "flag=yes"]))).unwrap();
+    let s = outputs.to_string();
+    assert!(s.contains("Greeting: hello world") && s.contains("HELLO WORLD"), "{outputs}");
+    let whole: Value =
+        serde_json::from_str(&ok(&d.ctl(&["--json", "run", "branches", "-i", "text=hello", "-i", "count=5", "-i", "flag=no"]))).unwrap();
+    assert_eq!(whole["data"]["status"], "succeeded", "{whole}");
+    assert!(whole["workflow_run_id"].is_string(), "{whole}");
+    // count must be a number: a text is refused before the run starts.
+    let bad = d.ctl(&["run", "branches", "-i", "text=hello", "-i", "count=five", "-i", "flag=no"]);
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid_param"), "{bad:?}");
+    let chat = d.ctl(&["run", "demo"]);
+    assert_eq!(chat.status.code(), Some(1), "{chat:?}");
+    assert!(String::from_utf8_lossy(&chat.stderr).contains("not_workflow_app"), "{chat:?}");
+    let ghost = d.ctl(&["run", "ghost"]);
+    assert!(String::from_utf8_lossy(&ghost.stderr).contains("not_found"), "{ghost:?}");
+}

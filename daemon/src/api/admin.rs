@@ -2,7 +2,7 @@
 //! to root or members of `server.admin_group` (checked from SO_PEERCRED):
 //! status, apps (list, import as JSON or Dify DSL, versions, activate,
 //! export as DSL), API keys of apps and of the Knowledge API (create, list,
-//! revoke), a chat route that is authorised by the peer instead of a key,
+//! revoke), chat and workflow-run routes authorised by the peer instead of a key,
 //! and the Knowledge API itself under `/admin/v1/datasets` (the handlers of
 //! `/v1/datasets`, without a dataset key: `edgeaictl datasets`), and the
 //! response cache's stats and flush (`/admin/v1/cache`), the daemon's
@@ -94,6 +94,11 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             };
             super::dify::route(state, app, &[route.to_owned()], req).await
         }
+        (["apps", id, "workflows", "run"], &Method::POST) => {
+            // A workflow app's run for the operator (`edgeaictl run`), without a key.
+            let app = svc.app(id).ok_or_else(|| ServiceError::AppNotFound((*id).to_owned()))?;
+            super::workflow::route(state, app, &["workflows".to_owned(), "run".to_owned()], req).await
+        }
         (["keys"], &Method::GET) => {
             let q: std::collections::HashMap<String, String> =
                 form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
@@ -149,6 +154,7 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             | ["apps"]
             | ["apps", "dsl"]
             | ["apps", _, "versions" | "activate" | "export" | "chat-messages"]
+            | ["apps", _, "workflows", "run"]
             | ["keys"]
             | ["keys", _]
             | ["cache"]
