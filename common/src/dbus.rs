@@ -142,9 +142,9 @@ impl BusClient {
         }
     }
 
-    /// The `StateChanged` signals and the daemon's PropertiesChanged, as they come.
-    pub async fn state_changes(&self) -> Result<zbus::proxy::SignalStream<'static>, BusError> {
-        self.proxy.receive_signal("StateChanged").await.map_err(|e| self.error("StateChanged", e))
+    /// The daemon's signals of this name (StateChanged, Progress, Completed), as they come.
+    pub async fn signals(&self, name: &'static str) -> Result<zbus::proxy::SignalStream<'static>, BusError> {
+        self.proxy.receive_signal(name).await.map_err(|e| self.error(name, e))
     }
 
     fn error(&self, method: &str, e: zbus::Error) -> BusError {

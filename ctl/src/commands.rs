@@ -205,7 +205,7 @@ pub async fn reload(control: &Control, json: bool) -> Result<(), CtlError> {
 pub async fn watch(control: &Control, count: Option<u32>, json: bool) -> Result<(), CtlError> {
     let Control::Bus(bus) = control else { return Err(CtlError::NeedsBus { command: "watch" }) };
     // Subscribe first, so no change between the read and the subscription is lost.
-    let mut changes = bus.state_changes().await?;
+    let mut changes = bus.signals("StateChanged").await?;
     let state = bus.property("State").await?;
     let text = bus.property("StatusText").await?;
     let line = |state: &Value, text: &Value| {

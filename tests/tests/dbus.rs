@@ -240,9 +240,41 @@ fn edgeaictl_drives_every_method_and_property_over_dbus() {
     );
     assert!(!d.dir().join("x.arrow").exists(), "a refused export leaves no file");
 
-    // CreateBackup: the archive comes through a descriptor and passes edgeaictl's own check.
+    // CreateBackup: the archive comes through a descriptor and passes edgeaictl's own check;
+    // the job is announced with Progress signals and ends with Completed (seen by gdbus monitor).
+    let mut monitor = Command::new("gdbus")
+        .args(["monitor", "--address", &bus.address, "--dest", "org.edgeai.Daemon1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = monitor.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = lines.recv_timeout(Duration::from_secs(10)).expect("gdbus monitor started");
+    assert!(first.contains("Monitoring"), "{first}");
     let archive = d.dir().join("bus-backup.tar");
     let created = json(&ctl(&bus, &d, &["--json", "backup", "create", archive.to_str().unwrap()]));
+    let mut seen = Vec::new();
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
+        let done = line.contains("org.edgeai.Daemon1.Completed");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let signals = seen.join("\n");
+    assert!(signals.contains("org.edgeai.Daemon1.Progress ('CreateBackup', uint32 0, 'started')"), "{signals}");
+    assert!(signals.contains("org.edgeai.Daemon1.Progress ('CreateBackup', uint32 100,"), "{signals}");
+    assert!(signals.contains("org.edgeai.Daemon1.Completed ('CreateBackup', 'ok: "), "{signals}");
     assert_eq!(created["manifest"]["format"], "edgeai-backup/1", "{created}");
     let verified = json(&ctl(&bus, &d, &["--json", "backup", "verify", archive.to_str().unwrap()]));
     assert_eq!(verified["ok"], true, "{verified}");

@@ -25,11 +25,61 @@ pub struct Daemon1 {
     svc: Arc<Service>,
     facts: crate::admin::Facts,
     reload: mpsc::Sender<ReloadRequest>,
+    /// The long job running now and its percent (the Operation and Progress properties).
+    job: std::sync::Mutex<(String, u32)>,
+}
+
+/// How often a long job reports its progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn percent_of(done: u64, total: u64) -> u32 {
+    u32::try_from(done.saturating_mul(100) / total.max(1)).unwrap_or(100).min(100)
+}
+
+/// A writer that counts the bytes through it (a long job's progress).
+struct Counting<W> {
+    inner: W,
+    written: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<W: std::io::Write> std::io::Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 impl Daemon1 {
     pub fn new(svc: Arc<Service>, facts: crate::admin::Facts, reload: mpsc::Sender<ReloadRequest>) -> Self {
-        Daemon1 { svc, facts, reload }
+        Daemon1 { svc, facts, reload, job: std::sync::Mutex::new((String::new(), 0)) }
+    }
+
+    async fn begin_job(&self, emitter: &SignalEmitter<'_>, job: &str) {
+        *lock(&self.job) = (job.to_owned(), 0);
+        self.progress(emitter, job, 0, "started").await;
+    }
+
+    async fn progress(&self, emitter: &SignalEmitter<'_>, job: &str, percent: u32, message: &str) {
+        lock(&self.job).1 = percent;
+        if let Err(e) = Daemon1::progress_signal(emitter, job, percent, message).await {
+            tracing::warn!(job, error = %e, "could not send a Progress signal");
+        }
+    }
+
+    async fn end_job(&self, emitter: &SignalEmitter<'_>, job: &str, result: &str) {
+        *lock(&self.job) = (String::new(), 0);
+        if let Err(e) = Daemon1::completed_signal(emitter, job, result).await {
+            tracing::warn!(job, error = %e, "could not send a Completed signal");
+        }
     }
 
     /// Refuses a caller that is neither root nor in `server.admin_group`;
@@ -342,6 +392,7 @@ impl Daemon1 {
         &self,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
         file: OwnedFd,
         options: HashMap<String, OwnedValue>,
     ) -> Result<Dict, MethodError> {
@@ -350,22 +401,68 @@ impl Daemon1 {
         let knowledge = self.svc.knowledge().map(|k| k.dir().to_path_buf());
         let snapshot =
             crate::service::backup::take(self.svc.store(), knowledge.as_deref(), &self.facts.config_sources).await.map_err(backup_error)?;
-        let members = snapshot.members();
+        let (members, total) = (snapshot.members(), snapshot.bytes().max(1));
         let fd: std::os::fd::OwnedFd = file.into();
-        let mut out = std::fs::File::from(fd);
-        tokio::task::spawn_blocking(move || {
+        let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut out = Counting { inner: std::fs::File::from(fd), written: Arc::clone(&written) };
+        let job = "CreateBackup";
+        self.begin_job(&emitter, job).await;
+        let mut writing = tokio::task::spawn_blocking(move || {
             snapshot.write_to(&mut out)?;
-            out.sync_all().map_err(crate::service::backup::BackupError::Write)?;
-            out.metadata().map(|m| m.len()).map_err(crate::service::backup::BackupError::Write)
-        })
-        .await
-        .map_err(|_| MethodError::Failed("the backup task panicked; see the daemon log".into()))?
-        .map_err(backup_error)
-        .and_then(|bytes| {
-            tracing::info!(bytes, members, "backup written over D-Bus");
-            value::dict(&serde_json::json!({"bytes": bytes, "members": members}))
-        })
+            out.inner.sync_all().map_err(crate::service::backup::BackupError::Write)?;
+            out.inner.metadata().map(|m| m.len()).map_err(crate::service::backup::BackupError::Write)
+        });
+        // Progress every PROGRESS_EVERY while the archive is written, by bytes of the members.
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        let mut last = 0;
+        let outcome = loop {
+            tokio::select! {
+                done = &mut writing => break done,
+                _ = tick.tick() => {
+                    let percent = percent_of(written.load(std::sync::atomic::Ordering::Relaxed), total);
+                    if percent != last {
+                        last = percent;
+                        self.progress(&emitter, job, percent, &format!("{members} files, {total} bytes")).await;
+                    }
+                }
+            }
+        };
+        let result = outcome
+            .map_err(|_| MethodError::Failed("the backup task panicked; see the daemon log".into()))
+            .and_then(|r| r.map_err(backup_error));
+        match &result {
+            Ok(bytes) => {
+                self.progress(&emitter, job, 100, &format!("{members} files, {total} bytes")).await;
+                tracing::info!(bytes, members, "backup written over D-Bus");
+                self.end_job(&emitter, job, &format!("ok: {members} files, {bytes} bytes")).await;
+            }
+            Err(e) => {
+                let why = zbus::DBusError::description(e).unwrap_or("see the daemon log");
+                self.end_job(&emitter, job, &format!("failed: {why}")).await;
+            }
+        }
+        value::dict(&serde_json::json!({"bytes": result?, "members": members}))
     }
+
+    /// The long job running now (CreateBackup), or empty. No change signal: follow the Progress signal.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn operation(&self) -> String {
+        lock(&self.job).0.clone()
+    }
+
+    /// The running long job's progress in percent (0 ..= 100). No change signal: follow the Progress signal.
+    #[zbus(property(emits_changed_signal = "false"), name = "Progress")]
+    fn progress_prop(&self) -> u32 {
+        lock(&self.job).1
+    }
+
+    /// A long job advanced: its name (the method), percent done and what it is doing.
+    #[zbus(signal, name = "Progress")]
+    async fn progress_signal(emitter: &SignalEmitter<'_>, operation: &str, percent: u32, message: &str) -> zbus::Result<()>;
+
+    /// A long job ended: its name and result ("ok: ..." or "failed: ...").
+    #[zbus(signal, name = "Completed")]
+    async fn completed_signal(emitter: &SignalEmitter<'_>, operation: &str, result: &str) -> zbus::Result<()>;
 
     /// The daemon's state changed: the new State and StatusText.
     #[zbus(signal, name = "StateChanged")]

@@ -80,6 +80,11 @@ impl Snapshot {
         self.manifest.members.len()
     }
 
+    /// The members' bytes (the archive is a little larger: headers, the manifest).
+    pub fn bytes(&self) -> u64 {
+        self.manifest.members.iter().map(|m| m.size).sum()
+    }
+
     /// Writes the archive (blocking: run it on a blocking thread). The
     /// writer sees the archive front to back and never seeks.
     pub fn write_to<W: Write>(self, out: W) -> Result<(), BackupError> {
