@@ -80,7 +80,7 @@ pub async fn create(control: &Control, timeout: std::time::Duration, file: &Path
     let wait = timeout.max(SNAPSHOT_WAIT);
     let tmp = crate::export::temp_path(file);
     let write_err = |source| CtlError::from(BackupError::Write { path: file.to_owned(), source });
-    let mut out = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).await.map_err(write_err)?;
+    let mut out = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).await.map_err(write_err)?;
     let copied = tokio::select! {
         copied = async {
             match control {
@@ -268,7 +268,7 @@ fn write_member(path: &Path, data: &mut dyn Read) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut out = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+    let mut out = std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().write(true).create_new(true), 0o600).open(path)?;
     std::io::copy(data, &mut out)?;
     out.sync_all()
 }

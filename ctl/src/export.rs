@@ -118,7 +118,7 @@ pub async fn logs(control: &Control, args: &ExportLogsArgs, json: bool) -> Resul
     let file = args.file.as_path();
     let tmp = temp_path(file);
     let write_err = |source| CtlError::from(ExportError::Write { path: file.to_owned(), source });
-    let mut out = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).await.map_err(write_err)?;
+    let mut out = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).await.map_err(write_err)?;
     let copied = tokio::select! {
         copied = async {
             match control {

@@ -230,6 +230,9 @@ fn edgeaictl_drives_every_method_and_property_over_dbus() {
     let exported = json(&ctl(&bus, &d, &["--json", "export", "logs", "--format", "arrow", via_bus.to_str().unwrap()]));
     assert_eq!(exported["rows"], 1, "{exported}");
     ok(&d.ctl(&["export", "logs", "--format", "arrow", via_socket.to_str().unwrap()]));
+    for f in [&via_bus, &via_socket] {
+        assert_eq!(std::fs::metadata(f).unwrap().permissions().mode() & 0o077, 0, "{} is private", f.display());
+    }
     let bytes = std::fs::read(&via_bus).unwrap();
     assert!(bytes.starts_with(b"ARROW1"), "an Arrow IPC file");
     assert_eq!(bytes, std::fs::read(&via_socket).unwrap(), "the same file over D-Bus and over the socket");
@@ -261,6 +264,8 @@ fn edgeaictl_drives_every_method_and_property_over_dbus() {
     assert!(first.contains("Monitoring"), "{first}");
     let archive = d.dir().join("bus-backup.tar");
     let created = json(&ctl(&bus, &d, &["--json", "backup", "create", archive.to_str().unwrap()]));
+    // Keys' hashes and conversations are in it: never readable by others, whatever the umask.
+    assert_eq!(std::fs::metadata(&archive).unwrap().permissions().mode() & 0o077, 0, "the backup is private");
     let mut seen = Vec::new();
     while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
         let done = line.contains("org.edgeai.Daemon1.Completed");
