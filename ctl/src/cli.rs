@@ -18,6 +18,7 @@ macro_rules! exit_codes {
          65  an input file cannot be read or is not JSON/UTF-8 (EX_DATAERR)\n  \
          69  the daemon cannot be reached (socket, or not on the --bus) or did not answer in time (EX_UNAVAILABLE)\n  \
          73  an output file cannot be written (EX_CANTCREAT)\n  \
+         75  the daemon is busy (org.edgeai.Error.Busy: another long job runs); retry later (EX_TEMPFAIL)\n  \
          77  permission denied by the daemon, on the socket or by the bus policy (EX_NOPERM)"
     };
 }

@@ -16,6 +16,9 @@ pub const EX_DATAERR: u8 = 65;
 pub const EX_UNAVAILABLE: u8 = 69;
 /// sysexits.h `EX_NOPERM`: the daemon or the socket refused us.
 pub const EX_NOPERM: u8 = 77;
+/// sysexits.h `EX_TEMPFAIL`: the daemon is busy (`org.edgeai.Error.Busy`,
+/// say another long job runs); the same command later may succeed.
+pub const EX_TEMPFAIL: u8 = 75;
 /// A usage error, as clap's own (an option that does not apply).
 pub const EX_USAGE: u8 = 2;
 /// sysexits.h `EX_CANTCREAT`: an output file cannot be written.
@@ -96,6 +99,7 @@ impl CtlError {
             CtlError::Bus(b) => match **b {
                 BusError::Connect { .. } | BusError::NotRunning { .. } | BusError::Timeout { .. } => EX_UNAVAILABLE,
                 BusError::Denied { .. } => EX_NOPERM,
+                BusError::Remote { ref name, .. } if name == "org.edgeai.Error.Busy" => EX_TEMPFAIL,
                 BusError::Remote { .. } | BusError::Decode { .. } | BusError::Call { .. } => EX_FAILURE,
             },
             CtlError::NeedsBus { .. } => EX_USAGE,
@@ -216,6 +220,9 @@ mod tests {
         assert_eq!(CtlError::IngestFailed { failed: 1, files: 2 }.exit_code(), 1);
         assert_eq!(CtlError::Interrupted { pending: 2 }.exit_code(), 130);
         assert_eq!(CtlError::ChecksFailed { failed: 1, total: 8 }.exit_code(), 1);
+        let remote = |name: &str| CtlError::Bus(Box::new(BusError::Remote { name: name.into(), message: "m".into() }));
+        assert_eq!(remote("org.edgeai.Error.Busy").exit_code(), 75);
+        assert_eq!(remote("org.edgeai.Error.NotFound").exit_code(), 1);
     }
 
     fn timeout() -> CtlError {

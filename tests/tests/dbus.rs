@@ -359,6 +359,44 @@ fn bad_input_over_dbus_gets_named_errors_and_changes_nothing() {
 }
 
 #[test]
+fn a_second_long_job_is_refused_busy_while_the_first_runs() {
+    let bus = Bus::start();
+    // Each archive member takes 400 ms: the first backup runs for seconds.
+    let d = daemon_on(&bus).failpoint("backup-member", "sleep(400)").start();
+    d.wait_log_message("D-Bus control interface serving", Duration::from_secs(10));
+    let first = d.dir().join("first.tar");
+    let running = Command::new(paths::edgeaictl())
+        .args(["--bus", &bus.address, "--socket"])
+        .arg(d.dir().join("no-such.sock"))
+        .args(["backup", "create"])
+        .arg(&first)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let operation = || {
+        let out = gdbus_call(&bus, None, "org.freedesktop.DBus.Properties.Get", &["org.edgeai.Daemon1", "Operation"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !operation().contains("CreateBackup") {
+        assert!(Instant::now() < deadline, "the first backup never showed as the Operation");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = d.dir().join("second.tar");
+    fails(&ctl(&bus, &d, &["backup", "create", second.to_str().unwrap()]), 75, "org.edgeai.Error.Busy: CreateBackup is running");
+    assert!(!second.exists(), "a refused backup leaves no file");
+
+    let done = running.wait_with_output().unwrap();
+    ok(&done);
+    assert!(operation().contains("''"), "the place is free again: {}", operation());
+    ok(&d.ctl(&["backup", "verify", first.to_str().unwrap()]));
+    // And the next job is taken.
+    ok(&ctl(&bus, &d, &["backup", "create", second.to_str().unwrap()]));
+}
+
+#[test]
 fn a_caller_outside_the_admin_group_is_refused_but_reads_properties() {
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("SKIP a_caller_outside_the_admin_group_is_refused_but_reads_properties: needs root to call as another uid (65534)");

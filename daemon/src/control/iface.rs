@@ -40,6 +40,18 @@ fn percent_of(done: u64, total: u64) -> u32 {
     u32::try_from(done.saturating_mul(100) / total.max(1)).unwrap_or(100).min(100)
 }
 
+/// The daemon's long-job place, held while a job runs; dropping it frees
+/// the place (an early return included).
+struct JobGuard<'a> {
+    slot: &'a std::sync::Mutex<(String, u32)>,
+}
+
+impl Drop for JobGuard<'_> {
+    fn drop(&mut self) {
+        *lock(self.slot) = (String::new(), 0);
+    }
+}
+
 /// A writer that counts the bytes through it (a long job's progress).
 struct Counting<W> {
     inner: W,
@@ -63,9 +75,23 @@ impl Daemon1 {
         Daemon1 { svc, facts, reload, job: std::sync::Mutex::new((String::new(), 0)) }
     }
 
-    async fn begin_job(&self, emitter: &SignalEmitter<'_>, job: &str) {
-        *lock(&self.job) = (job.to_owned(), 0);
+    /// Claims the daemon's one long-job place (the Operation property) for
+    /// `job`, or refuses with Busy while another long job runs. The place is
+    /// freed when the returned guard is dropped, on every path out.
+    async fn begin_job(&self, emitter: &SignalEmitter<'_>, job: &str) -> Result<JobGuard<'_>, MethodError> {
+        {
+            let mut slot = lock(&self.job);
+            if !slot.0.is_empty() {
+                return Err(MethodError::Busy(format!(
+                    "{} is running ({}%); one long job at a time, retry when it has completed",
+                    slot.0, slot.1
+                )));
+            }
+            *slot = (job.to_owned(), 0);
+        }
+        let guard = JobGuard { slot: &self.job };
         self.progress(emitter, job, 0, "started").await;
+        Ok(guard)
     }
 
     async fn progress(&self, emitter: &SignalEmitter<'_>, job: &str, percent: u32, message: &str) {
@@ -75,11 +101,17 @@ impl Daemon1 {
         }
     }
 
-    async fn end_job(&self, emitter: &SignalEmitter<'_>, job: &str, result: &str) {
-        *lock(&self.job) = (String::new(), 0);
+    async fn end_job(&self, guard: JobGuard<'_>, emitter: &SignalEmitter<'_>, job: &str, result: &str) {
+        drop(guard);
         if let Err(e) = Daemon1::completed_signal(emitter, job, result).await {
             tracing::warn!(job, error = %e, "could not send a Completed signal");
         }
+    }
+
+    /// Ends a long job that failed: Completed with "failed: " and the error's message.
+    async fn fail_job(&self, guard: JobGuard<'_>, emitter: &SignalEmitter<'_>, job: &str, e: &MethodError) {
+        let why = zbus::DBusError::description(e).unwrap_or("see the daemon log");
+        self.end_job(guard, emitter, job, &format!("failed: {why}")).await;
     }
 
     /// Refuses a caller that is neither root nor in `server.admin_group`;
@@ -388,6 +420,7 @@ impl Daemon1 {
     /// store (SQLite's backup API), the knowledge bases' vector files and sources, and the configuration files,
     /// with a manifest of sizes and sha256 sums (edgeaictl backup verify checks it). Restoring is offline:
     /// edgeaictl backup restore, with the daemon stopped. Takes no options yet. Returns bytes and members.
+    /// Busy while another long job runs (one at a time).
     async fn create_backup(
         &self,
         #[zbus(connection)] conn: &zbus::Connection,
@@ -398,15 +431,21 @@ impl Daemon1 {
     ) -> Result<Dict, MethodError> {
         self.authorise(conn, &hdr, "CreateBackup").await?;
         value::only(&options, &[])?;
+        let job = "CreateBackup";
+        let guard = self.begin_job(&emitter, job).await?;
         let knowledge = self.svc.knowledge().map(|k| k.dir().to_path_buf());
-        let snapshot =
-            crate::service::backup::take(self.svc.store(), knowledge.as_deref(), &self.facts.config_sources).await.map_err(backup_error)?;
+        let snapshot = match crate::service::backup::take(self.svc.store(), knowledge.as_deref(), &self.facts.config_sources).await {
+            Ok(s) => s,
+            Err(e) => {
+                let e = backup_error(e);
+                self.fail_job(guard, &emitter, job, &e).await;
+                return Err(e);
+            }
+        };
         let (members, total) = (snapshot.members(), snapshot.bytes().max(1));
         let fd: std::os::fd::OwnedFd = file.into();
         let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut out = Counting { inner: std::fs::File::from(fd), written: Arc::clone(&written) };
-        let job = "CreateBackup";
-        self.begin_job(&emitter, job).await;
         let mut writing = tokio::task::spawn_blocking(move || {
             snapshot.write_to(&mut out)?;
             out.inner.sync_all().map_err(crate::service::backup::BackupError::Write)?;
@@ -434,17 +473,14 @@ impl Daemon1 {
             Ok(bytes) => {
                 self.progress(&emitter, job, 100, &format!("{members} files, {total} bytes")).await;
                 tracing::info!(bytes, members, "backup written over D-Bus");
-                self.end_job(&emitter, job, &format!("ok: {members} files, {bytes} bytes")).await;
+                self.end_job(guard, &emitter, job, &format!("ok: {members} files, {bytes} bytes")).await;
             }
-            Err(e) => {
-                let why = zbus::DBusError::description(e).unwrap_or("see the daemon log");
-                self.end_job(&emitter, job, &format!("failed: {why}")).await;
-            }
+            Err(e) => self.fail_job(guard, &emitter, job, e).await,
         }
         value::dict(&serde_json::json!({"bytes": result?, "members": members}))
     }
 
-    /// The long job running now (CreateBackup), or empty. No change signal: follow the Progress signal.
+    /// The long job running now (one at a time; CreateBackup), or empty. No change signal: follow the Progress signal.
     #[zbus(property(emits_changed_signal = "false"))]
     fn operation(&self) -> String {
         lock(&self.job).0.clone()

@@ -101,6 +101,8 @@ impl Snapshot {
         };
         append(BACKUP_MANIFEST, manifest.len() as u64, &mut manifest.as_slice())?;
         for (member, content) in self.manifest.members.iter().zip(self.contents) {
+            // Test builds: `backup-member=sleep(MS)` makes a backup slow enough to overlap another job.
+            fail::fail_point!("backup-member");
             match content {
                 Content::Bytes(b) => append(&member.name, member.size, &mut b.as_slice())?,
                 Content::File(mut f) => {
