@@ -101,6 +101,19 @@ impl BusClient {
         Ok(BusClient { bus, proxy, timeout })
     }
 
+    /// A client for `bus` only when the bus is there and the daemon holds its
+    /// name on it (within `timeout`); `None` otherwise, without an error: the
+    /// caller then uses the socket.
+    pub async fn connect_if_serving(bus: Bus, timeout: Duration) -> Option<BusClient> {
+        let client = BusClient::connect(bus, timeout).await.ok()?;
+        let dbus = zbus::fdo::DBusProxy::new(client.proxy.connection()).await.ok()?;
+        let name = zbus::names::BusName::try_from(NAME).ok()?;
+        match tokio::time::timeout(timeout, dbus.name_has_owner(name)).await {
+            Ok(Ok(true)) => Some(client),
+            _ => None,
+        }
+    }
+
     pub fn bus(&self) -> &Bus {
         &self.bus
     }

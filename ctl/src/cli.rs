@@ -40,12 +40,16 @@ fn parse_mapping(s: &str) -> Result<(String, String), String> {
 #[command(
     name = "edgeaictl",
     version,
-    about = "Operate edgeaid, the edge LLM daemon, over its unix socket",
-    long_about = "Operate edgeaid, the edge LLM daemon, over its unix socket.\n\n\
-        The admin API is only served on the socket and only to root or to members of \
+    about = "Operate edgeaid, the edge LLM daemon, over D-Bus and its unix socket",
+    long_about = "Operate edgeaid, the edge LLM daemon, over D-Bus (control) and its unix socket (data).\n\n\
+        The control methods and the admin API are only served to root or to members of \
         the daemon's admin group.",
     after_help = concat!(
-        "Socket: --socket, else EDGEAI_SOCKET, else <checkout>/run/edgeai.sock when run inside a \
+        "Control commands (status, apps, keys, cache, models, reload, watch, backup create, export): \
+         --bus BUS (or EDGEAI_BUS) if given; else the socket if --socket (or EDGEAI_SOCKET) is given or \
+         edgeaictl runs inside a source checkout; else org.edgeai.Daemon1 on the system bus when the \
+         daemon is there, else the socket.\n\
+         Socket: --socket, else EDGEAI_SOCKET, else <checkout>/run/edgeai.sock when run inside a \
          source checkout (a directory with Cargo.toml and configs/dev.toml), else /run/edgeai/edgeai.sock.\n\n\
          Examples:\n  \
          edgeaictl status\n  \
@@ -63,10 +67,11 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Send the control commands (status, apps, keys, cache, models, reload) over D-Bus to
-    /// org.edgeai.Daemon1 on this bus instead of the socket: system, session, or an address
-    /// such as unix:path=/run/dbus/system_bus_socket. Chat, datasets, export and doctor's
-    /// daemon checks always use the socket
+    /// Send the control commands (status, apps, keys, cache, models, reload, watch, backup
+    /// create, export) over D-Bus to org.edgeai.Daemon1 on this bus: system, session, or an
+    /// address such as unix:path=/run/dbus/system_bus_socket [default: the system bus when the
+    /// daemon is on it and no --socket is given, outside a source checkout]. Chat, run,
+    /// datasets and doctor's daemon checks always use the socket
     #[arg(long, global = true, env = "EDGEAI_BUS", value_name = "BUS", value_parser = parse_bus)]
     pub bus: Option<edgeai_common::dbus::Bus>,
 
@@ -173,9 +178,9 @@ pub enum Command {
         dir: PathBuf,
     },
 
-    /// Re-read the configuration now, as `systemctl reload edgeai` does (D-Bus: needs --bus)
+    /// Re-read the configuration now, as `systemctl reload edgeai` does (D-Bus only: the system bus by default, or --bus)
     #[command(after_help = concat!(
-        "Examples:\n  edgeaictl --bus system reload\n\n\
+        "Examples:\n  edgeaictl reload\n  edgeaictl --bus session reload    # the dev daemon of `make run`\n\n\
          Apps from the configuration take effect at once; other settings at the next restart. An invalid \
          configuration changes nothing and is reported with every problem (exit 1).\n\n",
         exit_codes!()
@@ -186,9 +191,9 @@ pub enum Command {
     #[command(subcommand)]
     Models(ModelsCommand),
 
-    /// Follow the daemon's state (starting, ready, degraded, stopping) as D-Bus announces it (needs --bus)
+    /// Follow the daemon's state (starting, ready, degraded, stopping) as D-Bus announces it (D-Bus only: the system bus by default, or --bus)
     #[command(after_help = concat!(
-        "Examples:\n  edgeaictl --bus system watch\n  edgeaictl --bus system watch --count 1 --json\n\n\
+        "Examples:\n  edgeaictl watch\n  edgeaictl watch --count 1 --json\n\n\
          Prints the current state, then one line per StateChanged signal, until Ctrl-C or --count changes.\n\n",
         exit_codes!()
     ))]

@@ -1,10 +1,11 @@
-//! Where the control commands go: the admin HTTP API on the unix socket (the
-//! default), or the daemon's D-Bus interface `org.edgeai.Daemon1` when
-//! `--bus` is given. Either way a call answers the admin API's JSON shape, so
-//! the commands decode and print it the same way.
+//! Where the control commands go: the daemon's D-Bus interface
+//! `org.edgeai.Daemon1` (`--bus`, or the system bus when the daemon is on it
+//! and no socket was asked for), or the admin HTTP API on the unix socket.
+//! Either way a call answers the admin API's JSON shape, so the commands
+//! decode and print it the same way.
 //!
-//! Owns: the mapping of each control operation onto a socket request or a
-//! D-Bus call. Must not: print.
+//! Owns: the choice of transport ([`choose`]) and the mapping of each control
+//! operation onto a socket request or a D-Bus call. Must not: print.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,6 +24,46 @@ pub enum Control {
     Socket(UnixClient),
     Bus(BusClient),
 }
+
+/// How the control commands are to reach the daemon, from the command line alone.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `--bus` (or EDGEAI_BUS): that bus, failing if the daemon is not on it.
+    Bus(dbus::Bus),
+    /// The system bus if the daemon holds its name there, else the socket: an
+    /// installed gateway's default.
+    SystemBusElseSocket,
+    /// `--socket` (or EDGEAI_SOCKET) given, or run inside a source checkout
+    /// (the dev daemon of `make run` is on the checkout's socket).
+    Socket,
+}
+
+/// The transport for the control commands: `--bus` first, then an explicit
+/// socket or a source checkout (the socket), else the system bus when the
+/// daemon is there.
+pub fn choose(bus: Option<dbus::Bus>, socket_given: bool, in_checkout: bool) -> Route {
+    match bus {
+        Some(b) => Route::Bus(b),
+        None if socket_given || in_checkout => Route::Socket,
+        None => Route::SystemBusElseSocket,
+    }
+}
+
+/// Connects the transport [`choose`] picked.
+pub async fn connect(route: Route, socket: &UnixClient, timeout: std::time::Duration) -> Result<Control, CtlError> {
+    Ok(match route {
+        Route::Bus(b) => Control::Bus(BusClient::connect(b, timeout).await?),
+        // A short look: no system bus, or no daemon on it, is the socket's case.
+        Route::SystemBusElseSocket => match BusClient::connect_if_serving(dbus::Bus::System, timeout.min(SYSTEM_BUS_LOOK)).await {
+            Some(client) => Control::Bus(client),
+            None => Control::Socket(socket.clone()),
+        },
+        Route::Socket => Control::Socket(socket.clone()),
+    })
+}
+
+/// The longest look for the daemon on the system bus before the socket is used.
+const SYSTEM_BUS_LOOK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// An app file to import: its path, and for a DSL the import options.
 pub struct Import<'a> {
@@ -201,5 +242,18 @@ impl Control {
             Control::Socket(_) => Err(CtlError::NeedsBus { command: "reload" }),
             Control::Bus(b) => Ok(b.call("Reload", &()).await?),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bus_flag_wins_then_an_explicit_socket_or_a_checkout_then_the_system_bus() {
+        assert_eq!(choose(Some(dbus::Bus::Session), true, true), Route::Bus(dbus::Bus::Session));
+        assert_eq!(choose(None, true, false), Route::Socket);
+        assert_eq!(choose(None, false, true), Route::Socket);
+        assert_eq!(choose(None, false, false), Route::SystemBusElseSocket);
     }
 }

@@ -39,7 +39,7 @@ pub enum CtlError {
     Answer { command: String, source: serde_json::Error },
     #[error("the run of {app} ended {status}: {error}")]
     RunFailed { app: String, status: String, error: String },
-    #[error("`edgeaictl {command}` works over D-Bus only: give --bus system (or session, or a bus address)")]
+    #[error("`edgeaictl {command}` works over D-Bus only, and edgeaictl is on the socket here (--socket given, run inside a source checkout, or no edgeaid on the system bus): give --bus system (or session, or a bus address)")]
     NeedsBus { command: &'static str },
     #[error("cannot read {}", path.display())]
     ReadInput { path: PathBuf, source: std::io::Error },

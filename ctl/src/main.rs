@@ -26,7 +26,6 @@ mod time;
 use clap::Parser;
 use cli::{AppsCommand, BackupCommand, CacheCommand, Cli, Command, DatasetsCommand, ExportCommand, KeysCommand, ModelsCommand};
 use control::Control;
-use edgeai_common::dbus::BusClient;
 use edgeai_common::UnixClient;
 use error::CtlError;
 use std::process::ExitCode;
@@ -53,10 +52,9 @@ fn fail(err: &CtlError) -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), CtlError> {
     let explicit_socket = cli.socket.clone();
-    let socket = cli.socket.unwrap_or_else(|| match std::env::current_dir() {
-        Ok(dir) => socket::default_socket(&dir),
-        Err(_) => socket::SYSTEM_SOCKET.into(),
-    });
+    let checkout_socket = std::env::current_dir().ok().and_then(|dir| socket::checkout_socket(&dir));
+    let in_checkout = checkout_socket.is_some();
+    let socket = cli.socket.or(checkout_socket).unwrap_or_else(|| socket::SYSTEM_SOCKET.into());
     let client = UnixClient::new(socket.clone()).with_timeout(cli.timeout);
     let json = cli.json;
     let needs_control = matches!(
@@ -71,10 +69,11 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
             | Command::Export(_)
             | Command::Backup(BackupCommand::Create { .. })
     );
-    let control = match (cli.bus, needs_control) {
-        (Some(bus), true) => Control::Bus(BusClient::connect(bus, cli.timeout).await?),
-        // `reload` and `watch` say they need --bus.
-        _ => Control::Socket(client.clone()),
+    let control = if needs_control {
+        let route = control::choose(cli.bus, explicit_socket.is_some(), in_checkout);
+        control::connect(route, &client, cli.timeout).await?
+    } else {
+        Control::Socket(client.clone())
     };
     match cli.command {
         Command::Status => commands::status(&control, json).await,

@@ -1,6 +1,6 @@
 //! Which unix socket `edgeaictl` talks to when `--socket`/`EDGEAI_SOCKET` is
-//! not given: the dev daemon's socket inside a source checkout, else the
-//! system daemon's.
+//! not given: the dev daemon's socket inside a source checkout, else none (the caller
+//! then uses the system daemon's).
 //!
 //! Owns: the discovery rule. Must not: connect, or read the process's current
 //! directory itself (the caller passes it, so tests need no chdir).
@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 pub const SYSTEM_SOCKET: &str = "/run/edgeai/edgeai.sock";
 
 /// `<checkout>/run/edgeai.sock` for the nearest of `start` and its ancestors
-/// holding both `Cargo.toml` and `configs/dev.toml`, else [`SYSTEM_SOCKET`].
-pub fn default_socket(start: &Path) -> PathBuf {
+/// holding both `Cargo.toml` and `configs/dev.toml` (a source checkout);
+/// `None` outside one (the caller then uses [`SYSTEM_SOCKET`]).
+pub fn checkout_socket(start: &Path) -> Option<PathBuf> {
     start
         .ancestors()
         .find(|dir| dir.join("Cargo.toml").is_file() && dir.join("configs").join("dev.toml").is_file())
-        .map_or_else(|| PathBuf::from(SYSTEM_SOCKET), |checkout| checkout.join("run").join("edgeai.sock"))
+        .map(|checkout| checkout.join("run").join("edgeai.sock"))
 }
 
 #[cfg(test)]
@@ -35,7 +36,7 @@ mod tests {
     fn checkout_root_itself() {
         let dir = tempfile::tempdir().unwrap();
         checkout(dir.path());
-        assert_eq!(default_socket(dir.path()), dir.path().join("run/edgeai.sock"));
+        assert_eq!(checkout_socket(dir.path()), Some(dir.path().join("run/edgeai.sock")));
     }
 
     #[test]
@@ -46,14 +47,14 @@ mod tests {
         fs::create_dir_all(&deep).unwrap();
         // A member crate's own Cargo.toml without configs/dev.toml is skipped.
         fs::write(dir.path().join("ctl/Cargo.toml"), "[package]\n").unwrap();
-        assert_eq!(default_socket(&deep), dir.path().join("run/edgeai.sock"));
+        assert_eq!(checkout_socket(&deep), Some(dir.path().join("run/edgeai.sock")));
     }
 
     #[test]
     fn cargo_toml_alone_is_not_a_checkout() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("Cargo.toml"), "").unwrap();
-        assert_eq!(default_socket(dir.path()), PathBuf::from(SYSTEM_SOCKET));
+        assert_eq!(checkout_socket(dir.path()), None);
     }
 
     #[test]
@@ -61,12 +62,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("Cargo.toml"), "").unwrap();
         fs::create_dir_all(dir.path().join("configs/dev.toml")).unwrap();
-        assert_eq!(default_socket(dir.path()), PathBuf::from(SYSTEM_SOCKET));
+        assert_eq!(checkout_socket(dir.path()), None);
     }
 
     #[test]
     fn missing_start_directory_falls_back_to_the_system_socket() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(default_socket(&dir.path().join("gone")), PathBuf::from(SYSTEM_SOCKET));
+        assert_eq!(checkout_socket(&dir.path().join("gone")), None);
     }
 }

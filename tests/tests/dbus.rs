@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap (style.md)
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -394,6 +394,35 @@ fn a_second_long_job_is_refused_busy_while_the_first_runs() {
     ok(&d.ctl(&["backup", "verify", first.to_str().unwrap()]));
     // And the next job is taken.
     ok(&ctl(&bus, &d, &["backup", "create", second.to_str().unwrap()]));
+}
+
+#[test]
+fn without_flags_an_installed_edgeaictl_finds_the_daemon_on_the_system_bus() {
+    let bus = Bus::start();
+    let d = daemon_on(&bus).start();
+    d.wait_log_message("D-Bus control interface serving", Duration::from_secs(10));
+    // The private bus plays the system bus (zbus reads DBUS_SYSTEM_BUS_ADDRESS); run outside
+    // any source checkout, with neither --bus nor --socket.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let bare = |dir: &Path, args: &[&str]| {
+        Command::new(paths::edgeaictl())
+            .args(args)
+            .current_dir(dir)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .env_remove("EDGEAI_BUS")
+            .env_remove("EDGEAI_SOCKET")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // reload exists only on D-Bus: its answer proves the route.
+    assert!(json(&bare(elsewhere.path(), &["--json", "reload"]))["apps_served"].is_u64());
+    assert!(ok(&bare(elsewhere.path(), &["status"])).contains("ready"));
+    // --socket, or a source checkout, keeps the control commands on the socket.
+    let socket = d.socket_path();
+    fails(&bare(elsewhere.path(), &["--socket", socket.to_str().unwrap(), "reload"]), 2, "works over D-Bus only");
+    assert!(ok(&bare(elsewhere.path(), &["--socket", socket.to_str().unwrap(), "status"])).contains("ready"));
+    fails(&bare(&paths::repo_root(), &["reload"]), 2, "run inside a source checkout");
 }
 
 #[test]
