@@ -63,6 +63,40 @@ pub enum DaemonError {
     Control(#[from] control::ControlError),
 }
 
+impl DaemonError {
+    /// The process's exit status for this failure: [`EXIT_CONFIG`] when the
+    /// configuration (or the socket units beside it) is wrong, which a
+    /// restart cannot fix (the unit does not restart on it); 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        use api::BindError as B;
+        match self {
+            DaemonError::Bind(B::Mismatch { .. } | B::NotListening { .. } | B::NoGroup { .. }) | DaemonError::EmbeddingUpstream => {
+                EXIT_CONFIG
+            }
+            DaemonError::Bind(
+                B::Tcp { .. }
+                | B::SocketDir { .. }
+                | B::SocketInUse { .. }
+                | B::StaleSocket { .. }
+                | B::Unix { .. }
+                | B::Chown { .. }
+                | B::Chmod { .. }
+                | B::ListenFds { .. }
+                | B::Inherited { .. },
+            )
+            | DaemonError::Store { .. }
+            | DaemonError::Apps(_)
+            | DaemonError::Signals(_)
+            | DaemonError::DemoKey { .. }
+            | DaemonError::DemoKeyStore(_)
+            | DaemonError::HttpAllow(_)
+            | DaemonError::DemoApp { .. }
+            | DaemonError::Knowledge(_)
+            | DaemonError::Control(_) => 1,
+        }
+    }
+}
+
 /// Picks the embedding model (the upstream's when `embedding.upstream_model`
 /// is set, else the local one when `[embedding]` is on; a local model that
 /// does not load leaves knowledge bases to full-text search, with a

@@ -4,7 +4,8 @@
 //! binds only what was not passed, leaves the socket file and its mode
 //! alone, and a request sent while no daemon runs waits in the socket's
 //! backlog for the next one. Sockets that do not fit the config are refused
-//! with exit 1 and a message naming the fd, its name and both addresses.
+//! with exit 78 (EX_CONFIG: the unit does not restart into the same
+//! mistake) and a message naming the fd, its name and both addresses.
 //! The box test (scripts/systemd-box-test.sh) does the same under systemd.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (style.md)
@@ -81,11 +82,11 @@ fn matches_other_names_by_address_and_binds_what_was_not_passed() {
     assert_eq!(d.unix_client().without_key().get("/health").expect_json(200)["status"], "ok");
 }
 
-/// Waits for a daemon that must refuse its sockets to exit 1; returns its stderr.
+/// Waits for a daemon that must refuse its sockets to exit 78 (a configuration error); returns its stderr.
 fn refused(d: &mut Daemon) -> String {
     let status = d.wait_exit(Duration::from_secs(60));
     let err = d.logs().into_iter().map(|l| l.raw).collect::<Vec<_>>().join("\n");
-    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(status.code(), Some(78), "{err}");
     err
 }
 

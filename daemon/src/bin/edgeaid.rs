@@ -108,7 +108,7 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %chain(&e), "edgeaid failed");
             eprintln!("edgeaid: {}", chain(&e));
-            ExitCode::FAILURE
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
         }
     }
 }
