@@ -250,11 +250,19 @@ pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Fu
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(state.limits.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+    let mut denied_log = DeniedLog::default();
     tokio::pin!(shutdown);
     loop {
         let (io, peer) = tokio::select! {
             _ = &mut shutdown => break,
             r = accept_tcp(&listeners.tcp) => match r {
+                Ok((s, addr)) if !client_allowed(&state.limits.allow_clients, addr.ip()) => {
+                    // Closed before a byte is read: no HTTP, no TLS, no permit.
+                    state.metrics.client_denied();
+                    denied_log.note(addr);
+                    drop(s);
+                    continue;
+                }
                 Ok((s, addr)) => {
                     let _ = s.set_nodelay(true);
                     (Conn::Tcp(s), Peer::Tcp(addr))
@@ -339,6 +347,38 @@ fn spawn_conn(conn: impl Future<Output = Result<(), hyper::Error>> + Send + 'sta
 }
 
 /// EMFILE and friends: log, back off a little, keep serving.
+/// Whether a TCP client at `ip` may connect: `allow` is empty (everyone) or
+/// holds a block with its address (an IPv4 client of a dual-stack listener,
+/// `::ffff:a.b.c.d`, is matched as the IPv4 address it is).
+fn client_allowed(allow: &[ipnet::IpNet], ip: std::net::IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    allow.is_empty() || allow.iter().any(|net| net.contains(&ip))
+}
+
+/// Logs denied clients without letting a scan flood the journal: the first
+/// one at once, then at most one line per [`DENIED_LOG_EVERY`] with how many
+/// were denied since.
+#[derive(Default)]
+struct DeniedLog {
+    last: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+const DENIED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl DeniedLog {
+    fn note(&mut self, client: SocketAddr) {
+        let now = std::time::Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < DENIED_LOG_EVERY) {
+            self.unlogged += 1;
+            return;
+        }
+        tracing::warn!(client = %client, also_denied = self.unlogged, "client refused: its address is not in server.allow_clients");
+        self.last = Some(now);
+        self.unlogged = 0;
+    }
+}
+
 async fn accept_failed(e: std::io::Error) {
     tracing::warn!(error = %e, "accept failed");
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -394,5 +434,22 @@ async fn discard<S: AsyncRead + Unpin>(s: &mut S, limit: usize) {
             Ok(0) | Err(_) => return,
             Ok(n) => total += n,
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap (style.md)
+mod tests {
+    use super::client_allowed;
+
+    #[test]
+    fn the_allowlist_matches_v4_v6_and_v4_mapped_clients() {
+        let allow: Vec<ipnet::IpNet> = ["10.20.0.0/16", "127.0.0.1/32", "::1/128"].iter().map(|s| s.parse().unwrap()).collect();
+        let ok = |ip: &str| client_allowed(&allow, ip.parse().unwrap());
+        assert!(ok("10.20.255.1") && ok("127.0.0.1") && ok("::1"));
+        assert!(!ok("10.21.0.1") && !ok("127.0.0.2") && !ok("::2") && !ok("fe80::1"));
+        // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d.
+        assert!(ok("::ffff:10.20.3.4") && !ok("::ffff:192.168.0.1"));
+        assert!(client_allowed(&[], "203.0.113.9".parse().unwrap()), "an empty list allows everyone");
     }
 }

@@ -43,6 +43,7 @@
 //! | `server.request_timeout_secs` | `300` | 1 ..= 3600 |
 //! | `server.idle_timeout_secs` | `60` | 1 ..= 3600 |
 //! | `server.max_connections` | `256` | 1 ..= 65536 |
+//! | `server.allow_clients` | `[]` (everyone) | address blocks a TCP client must come from (`10.20.0.0/16`, `::1/128`); others are closed at accept; the unix socket is not filtered |
 //! | `server.shutdown_grace_secs` | `30` | 0 ..= 600 |
 //! | `server.sse_ping_secs` | `10` | 1 ..= 300 |
 //! | `server.slow_client_timeout_secs` | `30` | 1 ..= 600; a client that accepts no response bytes for this long is cut off |
@@ -339,6 +340,10 @@ pub struct ServerSettings {
     /// `server.slow_client_timeout_secs`: how long a response may wait for
     /// the client to read before the connection is cut off.
     pub slow_client_timeout: Duration,
+    /// `server.allow_clients`: the address blocks a TCP client must come
+    /// from; a connection from elsewhere is closed at accept, before a byte
+    /// is read. Empty: every client (the unix socket is never filtered).
+    pub allow_clients: Vec<ipnet::IpNet>,
 }
 
 impl Default for ServerSettings {
@@ -357,6 +362,7 @@ impl Default for ServerSettings {
             shutdown_grace: Duration::from_secs(30),
             sse_ping_interval: Duration::from_secs(10),
             slow_client_timeout: Duration::from_secs(30),
+            allow_clients: Vec::new(),
         }
     }
 }

@@ -70,6 +70,9 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     r.secs("server", "shutdown_grace_secs", 0..=600, &mut v.shutdown_grace);
     r.secs("server", "sse_ping_secs", 1..=300, &mut v.sse_ping_interval);
     r.secs("server", "slow_client_timeout_secs", 1..=600, &mut v.slow_client_timeout);
+    if let Some(allow) = r.networks("server", "allow_clients") {
+        v.allow_clients = allow;
+    }
 
     if let Some(path) = r.required_path("store", "path") {
         s.store.path = path;
@@ -501,6 +504,30 @@ impl<'a> Reader<'a> {
         found
     }
 
+    /// `server.allow_clients`: an array of address blocks (`10.20.0.0/16`,
+    /// `::1/128`; a bare address is a block of one).
+    fn networks(&mut self, section: &'static str, key: &'static str) -> Option<Vec<ipnet::IpNet>> {
+        let dotted = format!("{section}.{key}");
+        let v = self.raw(section, key)?;
+        let Some(list) = v.as_array() else {
+            self.problem(&dotted, format!("expected an array of address blocks such as \"10.20.0.0/16\", found {}", describe(v)));
+            return None;
+        };
+        let mut out = Vec::new();
+        let before = self.problems.len();
+        for (i, item) in list.iter().enumerate() {
+            let at = format!("{dotted}[{i}]");
+            match item {
+                toml::Value::String(s) => match parse_network(s) {
+                    Ok(net) => out.push(net),
+                    Err(message) => self.problem(&at, message),
+                },
+                other => self.problem(&at, format!("expected a string, found {}", describe(other))),
+            }
+        }
+        (self.problems.len() == before).then_some(out)
+    }
+
     /// `workflow.http_allow`: an array of host patterns and CIDRs.
     fn http_allow(&mut self, section: &'static str, key: &'static str) -> Option<Vec<String>> {
         let dotted = format!("{section}.{key}");
@@ -799,6 +826,21 @@ fn describe(v: &toml::Value) -> String {
         toml::Value::Array(_) => "an array".to_owned(),
         toml::Value::Table(_) => "a table".to_owned(),
     }
+}
+
+/// One entry of `server.allow_clients`: `ADDRESS/PREFIX`, or a bare address
+/// (a block of one). Host bits after the prefix are refused: `10.20.1.0/16`
+/// is more likely a typo than a wish.
+fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(addr) = s.parse::<std::net::IpAddr>() {
+        return Ok(ipnet::IpNet::from(addr));
+    }
+    let net: ipnet::IpNet =
+        s.parse().map_err(|_| format!("{s:?} is not an address block (ADDRESS/PREFIX, such as \"10.20.0.0/16\" or \"::1/128\")"))?;
+    if net.trunc() != net {
+        return Err(format!("{s:?} has bits set after the prefix; did you mean \"{}\"?", net.trunc()));
+    }
+    Ok(net)
 }
 
 #[cfg(test)]

@@ -695,6 +695,23 @@ fn workflow_bad_values_name_file_and_key() {
 }
 
 #[test]
+fn allow_clients_loads_blocks_and_names_each_bad_entry() {
+    let (_r, _p, s) = load_text("[server]\nallow_clients = [\"10.20.0.0/16\", \"127.0.0.1/32\", \"::1/128\", \"192.168.1.7\"]\n");
+    let allow: Vec<String> = s.expect("load").server.allow_clients.iter().map(ToString::to_string).collect();
+    assert_eq!(allow, ["10.20.0.0/16", "127.0.0.1/32", "::1/128", "192.168.1.7/32"]);
+    let (_r, _p, res) = load_text("[server]\nallow_clients = [\"10.20.1.0/16\", \"plc.local\", 7, \"10.0.0.0/33\"]\n");
+    let lines: Vec<String> = problems(res).iter().map(|p| format!("{}: {}", p.key, p.message)).collect();
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert_eq!(lines[0], "server.allow_clients[0]: \"10.20.1.0/16\" has bits set after the prefix; did you mean \"10.20.0.0/16\"?");
+    assert!(lines[1].starts_with("server.allow_clients[1]: \"plc.local\" is not an address block"), "{}", lines[1]);
+    assert_eq!(lines[2], "server.allow_clients[2]: expected a string, found integer 7");
+    assert!(lines[3].starts_with("server.allow_clients[3]: \"10.0.0.0/33\" is not an address block"), "{}", lines[3]);
+    let p = problem(load_text("[server]\nallow_clients = \"10.0.0.0/8\"\n").2);
+    assert_eq!(p.key, "server.allow_clients");
+    assert!(p.message.starts_with("expected an array of address blocks"), "{}", p.message);
+}
+
+#[test]
 fn upstream_settings_load() {
     let (_r, _p, s) = load_text(
         "[upstream]\nurl = \"http://10.0.0.5:8000/v1/\"\nmodel = \"qwen\"\napi_key = \"sk-abc\"\nconnect_timeout_secs = 2\n\

@@ -153,6 +153,7 @@ pub struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Histograms<RouteLabels>,
     connections_refused: Counter,
+    clients_denied: Counter,
     time_to_first_token: Histogram,
     generated_tokens: Counter,
     kv_cells: Gauge,
@@ -193,6 +194,7 @@ impl Metrics {
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(latency_histogram),
             connections_refused: Counter::default(),
+            clients_denied: Counter::default(),
             time_to_first_token: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             generated_tokens: Counter::default(),
             kv_cells: Gauge::default(),
@@ -234,6 +236,11 @@ impl Metrics {
             "http_connections_refused",
             "Connections refused over server.max_connections (a 503 before routing, or closed in a flood); not in http_requests",
             m.connections_refused.clone(),
+        );
+        r.register(
+            "http_clients_denied",
+            "TCP connections closed at accept: the client's address is not in server.allow_clients",
+            m.clients_denied.clone(),
         );
         r.register(
             "model_time_to_first_token_seconds",
@@ -359,6 +366,11 @@ impl Metrics {
     /// A connection over `server.max_connections`, refused.
     pub fn connection_refused(&self) {
         self.connections_refused.inc();
+    }
+
+    /// A TCP client outside `server.allow_clients`, closed at accept.
+    pub fn client_denied(&self) {
+        self.clients_denied.inc();
     }
 
     /// The first token of a generation, `elapsed` after it was queued.
