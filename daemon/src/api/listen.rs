@@ -197,7 +197,13 @@ fn warn_mode(path: &Path, configured: u32) {
 
 fn bind_unix(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener, BindError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| BindError::SocketDir { path: dir.to_owned(), source })?;
+        if !dir.exists() {
+            // The daemon's umask makes it 0700; clients of other users (server.socket_group)
+            // must reach the socket inside, whose own mode guards it.
+            std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)))
+                .map_err(|source| BindError::SocketDir { path: dir.to_owned(), source })?;
+        }
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {

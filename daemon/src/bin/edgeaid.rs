@@ -58,6 +58,11 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_UNSUPPORTED_CPU);
     }
     let args = Args::parse();
+    // Whatever umask it was started with (a shell's 022), everything the daemon creates — the
+    // store and its WAL, keys, uploads, knowledge files, cached prefixes — is readable by it
+    // alone, as under the unit's UMask=0077. The socket's mode is set explicitly (server.socket_mode).
+    let started_with = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    nix::sys::stat::umask(started_with | nix::sys::stat::Mode::from_bits_truncate(0o077));
     // Socket activation: taken first, while the process has one thread
     // (it edits the environment) and before anything can start a child.
     let inherited = match edgeaid::api::Inherited::take() {
