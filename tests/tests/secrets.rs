@@ -72,6 +72,10 @@ fn the_daemons_files_are_private_and_keys_never_reach_the_log() {
     assert!(log.lines().count() > 20, "too little logged to judge:\n{log}");
     for (what, key) in [("the demo key", demo_key.as_str()), ("a created key", new_key.as_str()), ("a wrong key", wrong_key)] {
         let secret = &key["app-".len()..];
-        assert!(!log.contains(secret), "{what} appears in the log:\n{}", log.lines().filter(|l| l.contains(secret)).collect::<Vec<_>>().join("\n"));
+        assert!(
+            !log.contains(secret),
+            "{what} appears in the log:\n{}",
+            log.lines().filter(|l| l.contains(secret)).collect::<Vec<_>>().join("\n")
+        );
     }
 }
