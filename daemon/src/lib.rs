@@ -274,6 +274,12 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
         metrics: Arc::clone(&metrics),
         metrics_on: settings.metrics,
         config_sources: settings.sources.clone(),
+        rate: api::ratelimit::RateLimits::new(
+            settings.server.client_requests_per_minute,
+            settings.server.client_burst,
+            settings.server.key_requests_per_minute,
+            settings.server.key_burst,
+        ),
     });
     let signals = Signals::install().map_err(DaemonError::Signals)?;
     // D-Bus after the sockets and before READY=1, as the lifecycle says: a

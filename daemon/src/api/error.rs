@@ -60,6 +60,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("the request took longer than {secs} s")]
     Timeout { secs: u64 },
+    /// Over `server.client_requests_per_minute` or `server.key_requests_per_minute`.
+    #[error("too many requests from this {}; retry in {} s", .0.scope.as_str(), .0.retry_after_secs)]
+    RateLimited(super::ratelimit::Limited),
     #[error("failed reading the request body: {0}")]
     BodyRead(String),
     #[error("encoding the response: {0}")]
@@ -137,6 +140,12 @@ impl ApiError {
             ApiError::RunVanished => m(S::INTERNAL_SERVER_ERROR, "internal_server_error", self.to_string()),
             ApiError::NotFound(_) => m(S::NOT_FOUND, "not_found", self.to_string()),
             ApiError::Timeout { .. } => m(S::GATEWAY_TIMEOUT, "request_timeout", self.to_string()),
+            ApiError::RateLimited(l) => Mapped {
+                status: S::TOO_MANY_REQUESTS,
+                code: "too_many_requests",
+                message: self.to_string(),
+                retry_after: Some(l.retry_after_secs),
+            },
             ApiError::Encode(_) => m(S::INTERNAL_SERVER_ERROR, "internal_server_error", self.to_string()),
             ApiError::NoFileUploaded => m(S::BAD_REQUEST, "no_file_uploaded", self.to_string()),
             ApiError::TooManyFiles => m(S::BAD_REQUEST, "too_many_files", self.to_string()),
@@ -326,6 +335,8 @@ mod tests {
         assert_eq!(code(ServiceError::LastConversationNotFound.into()), (404, "not_found", None));
         assert_eq!(code(ServiceError::FirstMessageNotFound.into()), (404, "not_found", None));
         assert_eq!(code(ApiError::Timeout { secs: 1 }), (504, "request_timeout", None));
+        let limited = super::super::ratelimit::Limited { scope: super::super::ratelimit::Scope::Key, retry_after_secs: 3 };
+        assert_eq!(code(ApiError::RateLimited(limited)), (429, "too_many_requests", Some(3)));
         assert_eq!(code(ModelError::QueueFull { depth: 1 }.into()), (429, "too_many_requests", Some(1)));
         assert_eq!(code(ModelError::AppQueueFull { app: "a".into(), depth: 1 }.into()), (429, "too_many_requests", Some(1)));
         let shed = ServiceError::Governor(GovernorError::MemoryPressure { stage: "shedding" });

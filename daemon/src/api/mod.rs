@@ -19,6 +19,7 @@ pub mod error;
 mod events;
 mod listen;
 mod openai;
+pub mod ratelimit;
 mod stall;
 mod workflow;
 
@@ -68,6 +69,8 @@ pub struct ApiState {
     pub metrics_on: MetricsSettings,
     /// The config files the daemon read (`settings.sources`), for backups.
     pub config_sources: Vec<std::path::PathBuf>,
+    /// Per client address and per key (`server.*_requests_per_minute`).
+    pub rate: ratelimit::RateLimits,
 }
 
 impl ApiState {
@@ -129,6 +132,10 @@ async fn route(state: &Arc<ApiState>, peer: &Arc<Peer>, req: Request<Incoming>) 
     let path = req.uri().path().to_owned();
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let m = req.method().clone();
+    // Probes and scrapes are never limited; everything else from a TCP client is.
+    if let (Peer::Tcp(addr), false) = (&**peer, matches!(segs.as_slice(), ["health"] | ["ready"] | ["metrics"])) {
+        state.rate.check_client(addr.ip()).map_err(ApiError::RateLimited)?;
+    }
     match segs.as_slice() {
         ["health"] => only(&m, Method::GET)?.then(|| health(state)).ok_or(ApiError::MethodNotAllowed),
         ["ready"] => only(&m, Method::GET)?.then(|| ready(state)).ok_or(ApiError::MethodNotAllowed),
@@ -252,7 +259,10 @@ async fn authenticate(state: &ApiState, req: &Request<Incoming>) -> Result<Arc<A
         KeyLookup::Unknown => Err(ApiError::InvalidKey),
         KeyLookup::AppNotServed => Err(ApiError::AppGone),
         KeyLookup::App(app) if !app.enable_api => Err(ApiError::ApiDisabled),
-        KeyLookup::App(app) => Ok(app),
+        KeyLookup::App(app) => {
+            state.rate.check_key(token).map_err(ApiError::RateLimited)?;
+            Ok(app)
+        }
     }
 }
 
@@ -268,7 +278,7 @@ async fn authenticate_dataset(state: &ApiState, req: &Request<Incoming>) -> Resu
     if !token.starts_with(DATASET_KEY_PREFIX) || state.service.dataset_key(token).await?.is_none() {
         return Err(ApiError::InvalidKey);
     }
-    Ok(())
+    state.rate.check_key(token).map_err(ApiError::RateLimited)
 }
 
 /// The token of an `Authorization` value: scheme `Bearer` in any case,

@@ -43,6 +43,10 @@
 //! | `server.request_timeout_secs` | `300` | 1 ..= 3600 |
 //! | `server.idle_timeout_secs` | `60` | 1 ..= 3600 |
 //! | `server.max_connections` | `256` | 1 ..= 65536 |
+//! | `server.client_requests_per_minute` | `0` (no limit) | 0 ..= 1000000; over it a TCP client gets 429 + Retry-After |
+//! | `server.client_burst` | `10` | 1 ..= 100000 requests at once within that rate |
+//! | `server.key_requests_per_minute` | `0` (no limit) | 0 ..= 1000000; over it an API key gets 429 + Retry-After |
+//! | `server.key_burst` | `10` | 1 ..= 100000 |
 //! | `server.allow_clients` | `[]` (everyone) | address blocks a TCP client must come from (`10.20.0.0/16`, `::1/128`); others are closed at accept; the unix socket is not filtered |
 //! | `server.shutdown_grace_secs` | `30` | 0 ..= 600 |
 //! | `server.sse_ping_secs` | `10` | 1 ..= 300 |
@@ -344,6 +348,14 @@ pub struct ServerSettings {
     /// from; a connection from elsewhere is closed at accept, before a byte
     /// is read. Empty: every client (the unix socket is never filtered).
     pub allow_clients: Vec<ipnet::IpNet>,
+    /// `server.client_requests_per_minute`: requests one TCP client address
+    /// may make per minute (0: no limit); `server.client_burst` of them at once.
+    pub client_requests_per_minute: u32,
+    pub client_burst: u32,
+    /// `server.key_requests_per_minute`: requests one API key may make per
+    /// minute, over TCP and the socket together (0: no limit); `server.key_burst` at once.
+    pub key_requests_per_minute: u32,
+    pub key_burst: u32,
 }
 
 impl Default for ServerSettings {
@@ -363,6 +375,10 @@ impl Default for ServerSettings {
             sse_ping_interval: Duration::from_secs(10),
             slow_client_timeout: Duration::from_secs(30),
             allow_clients: Vec::new(),
+            client_requests_per_minute: 0,
+            client_burst: 10,
+            key_requests_per_minute: 0,
+            key_burst: 10,
         }
     }
 }

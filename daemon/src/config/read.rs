@@ -70,6 +70,10 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     r.secs("server", "shutdown_grace_secs", 0..=600, &mut v.shutdown_grace);
     r.secs("server", "sse_ping_secs", 1..=300, &mut v.sse_ping_interval);
     r.secs("server", "slow_client_timeout_secs", 1..=600, &mut v.slow_client_timeout);
+    r.int("server", "client_requests_per_minute", 0..=1_000_000, &mut v.client_requests_per_minute);
+    r.int("server", "client_burst", 1..=100_000, &mut v.client_burst);
+    r.int("server", "key_requests_per_minute", 0..=1_000_000, &mut v.key_requests_per_minute);
+    r.int("server", "key_burst", 1..=100_000, &mut v.key_burst);
     if let Some(allow) = r.networks("server", "allow_clients") {
         v.allow_clients = allow;
     }
