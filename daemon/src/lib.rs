@@ -261,7 +261,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
     let n = notifier.clone();
     runtime.start(move |st| {
         if let Some(e) = &st.error {
-            tracing::error!(error = %e, "model unavailable; model calls answer 503 until it is fixed and the daemon restarted");
+            tracing::error!(error = %e, "model unavailable; model calls answer 503 until it is fixed and loaded again (edgeaictl models load) or the daemon restarted");
         }
         n.status(&supervise::status_text(st));
     });

@@ -213,7 +213,12 @@ impl ApiError {
                     "internal error: stored state is unusable; see the daemon log".into(),
                 ),
                 ServiceError::Model(e) => match e {
-                    ModelError::Disabled | ModelError::Loading | ModelError::LoadFailed { .. } | ModelError::ThreadGone => {
+                    ModelError::Disabled
+                    | ModelError::Loading
+                    | ModelError::LoadFailed { .. }
+                    | ModelError::ThreadGone
+                    | ModelError::Unloaded
+                    | ModelError::Unloading => {
                         busy("provider_not_initialize", e.to_string(), 5)
                     }
                     ModelError::QueueFull { .. } | ModelError::AppQueueFull { .. } => Mapped {
@@ -331,6 +336,7 @@ mod tests {
         let shed = ServiceError::Governor(GovernorError::MemoryPressure { stage: "shedding" });
         assert_eq!(code(shed.into()), (503, "service_unavailable", Some(5)));
         assert_eq!(code(ModelError::Loading.into()), (503, "provider_not_initialize", Some(5)));
+        assert_eq!(code(ModelError::Unloaded.into()), (503, "provider_not_initialize", Some(5)));
         assert_eq!(
             code(ModelError::ContextOverflow { prompt_tokens: 9, max_tokens: 1, limit: 8 }.into()),
             (400, "context_length_exceeded", None)

@@ -65,6 +65,8 @@ impl From<ServiceError> for MethodError {
                 | ModelError::Loading
                 | ModelError::LoadFailed { .. }
                 | ModelError::ThreadGone
+                | ModelError::Unloaded
+                | ModelError::Unloading
                 | ModelError::QueueFull { .. }
                 | ModelError::AppQueueFull { .. } => MethodError::Busy(e.to_string()),
                 ModelError::ContextOverflow { .. } | ModelError::InvalidPrompt(_) | ModelError::Inference(_) => {
