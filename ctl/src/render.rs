@@ -335,6 +335,8 @@ k3   dataset  -     Qw8      1970-01-01T00:00:00Z  -                     -
                 slots: 1,
                 context_size: 2048,
                 cpu_features: "avx2 fma".into(),
+                kind: None,
+                model_id: None,
             },
             code: None,
             memory: None,

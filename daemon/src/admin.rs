@@ -24,6 +24,18 @@ pub struct Facts {
     pub admin_gid: Option<u32>,
     /// The configuration files read at start (a backup carries them).
     pub config_sources: Vec<PathBuf>,
+    /// The embedding model the configuration asks for, if any.
+    pub embedding: Option<EmbeddingFacts>,
+}
+
+/// The configured embedding model (`[embedding]`), for ListModels.
+#[derive(Debug, Clone)]
+pub struct EmbeddingFacts {
+    /// The GGUF's path, or `upstream:<model>` for `embedding.upstream_model`.
+    pub path: String,
+    pub threads: u32,
+    /// Tokens per input (`embedding.max_tokens`).
+    pub max_tokens: u32,
 }
 
 /// Root, a user whose primary group is the admin group, or a listed member
@@ -81,6 +93,8 @@ pub fn status(svc: &Service, facts: &Facts) -> wire::StatusResponse {
             slots: cfg.slots,
             context_size: cfg.context_size,
             cpu_features: facts.cpu_features.clone(),
+            kind: None,
+            model_id: None,
         },
         code: Some({
             let c = svc.code_status();
@@ -190,4 +204,49 @@ pub fn model_mapping_info(m: crate::service::workflow::ModelMapping) -> wire::Mo
 
 pub fn version_info(v: crate::store::AppVersionInfo) -> wire::AppVersionInfo {
     wire::AppVersionInfo { version: v.version, workflow_id: v.workflow_id, source: v.source, created_at: v.created_at, active: v.active }
+}
+
+/// Every model the daemon has: the chat model (kind "chat") and, when the
+/// configuration asks for one, the embedding model (kind "embedding";
+/// "ready" when it loaded at start, else "failed").
+pub fn models(svc: &Service, facts: &Facts) -> Vec<wire::ModelStatus> {
+    let chat = wire::ModelStatus { kind: Some("chat".into()), ..status(svc, facts).model };
+    let mut out = vec![chat];
+    if let Some(e) = &facts.embedding {
+        let model_id = svc.knowledge().and_then(|k| k.embedding_model()).map(str::to_owned);
+        let (state, error) = match &model_id {
+            Some(_) => ("ready", None),
+            None => ("failed", Some("the embedding model did not load at start (see the daemon log); knowledge bases search by full text".to_owned())),
+        };
+        out.push(wire::ModelStatus {
+            name: embedding_name(e, model_id.as_deref()),
+            path: e.path.clone(),
+            state: state.to_owned(),
+            error,
+            threads: e.threads,
+            slots: 1,
+            context_size: e.max_tokens,
+            cpu_features: facts.cpu_features.clone(),
+            kind: Some("embedding".into()),
+            model_id,
+        });
+    }
+    out
+}
+
+/// The embedding model's name in ListModels: the model's `general.name`
+/// (its id without the hash) once loaded, else the file's stem.
+fn embedding_name(e: &EmbeddingFacts, model_id: Option<&str>) -> String {
+    match model_id {
+        Some(id) => id.split('@').next().unwrap_or(id).to_owned(),
+        None => std::path::Path::new(&e.path).file_stem().map_or_else(|| e.path.clone(), |s| s.to_string_lossy().into_owned()),
+    }
+}
+
+/// Whether `name` names the embedding model: its ListModels name, its id,
+/// or the word "embedding".
+pub fn is_embedding_model(svc: &Service, facts: &Facts, name: &str) -> bool {
+    let Some(e) = &facts.embedding else { return false };
+    let model_id = svc.knowledge().and_then(|k| k.embedding_model());
+    name == "embedding" || name == embedding_name(e, model_id) || model_id == Some(name)
 }

@@ -240,6 +240,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
         metrics: Arc::clone(&metrics),
         metrics_on: settings.metrics,
         config_sources: settings.sources.clone(),
+        embedding: embedding_facts(&settings, threads),
     });
     let signals = Signals::install().map_err(DaemonError::Signals)?;
     // D-Bus after the sockets and before READY=1, as the lifecycle says: a
@@ -445,6 +446,17 @@ async fn demo_key(store: &Store, app_id: &str, path: &Path, tcp_addr: Option<std
          -d '{{\"query\": \"Hello!\", \"inputs\": {{}}, \"user\": \"me\", \"response_mode\": \"blocking\"}}'"
     );
     Ok(())
+}
+
+/// The embedding model the configuration asks for (ListModels shows it).
+fn embedding_facts(settings: &Settings, threads: u32) -> Option<admin::EmbeddingFacts> {
+    let e = &settings.embedding;
+    let max_tokens = u32::try_from(e.max_tokens).unwrap_or(u32::MAX);
+    match &e.upstream_model {
+        Some(model) => Some(admin::EmbeddingFacts { path: format!("upstream:{model}"), threads: 0, max_tokens }),
+        None if e.enabled => Some(admin::EmbeddingFacts { path: e.path.display().to_string(), threads: e.threads.unwrap_or(threads), max_tokens }),
+        None => None,
+    }
 }
 
 /// Loads the local embedding model; `None` (with a warning) when it does not load.

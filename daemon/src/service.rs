@@ -421,6 +421,11 @@ impl Service {
         self.require_app(id).await
     }
 
+    /// The chat model's runtime, for loading and unloading it (D-Bus).
+    pub fn model_runtime(&self) -> &Arc<ModelRuntime> {
+        &self.model
+    }
+
     /// The model's configuration, load state and current thread count.
     pub fn model_report(&self) -> ModelReport {
         let config = self.model.config.clone();

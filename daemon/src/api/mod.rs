@@ -68,6 +68,8 @@ pub struct ApiState {
     pub metrics_on: MetricsSettings,
     /// The config files the daemon read (`settings.sources`), for backups.
     pub config_sources: Vec<std::path::PathBuf>,
+    /// The configured embedding model, for ListModels.
+    pub embedding: Option<crate::admin::EmbeddingFacts>,
 }
 
 impl ApiState {
@@ -80,6 +82,7 @@ impl ApiState {
             cpu_features: self.cpu_features.clone(),
             admin_gid: self.admin_gid,
             config_sources: self.config_sources.clone(),
+            embedding: self.embedding.clone(),
         }
     }
 }

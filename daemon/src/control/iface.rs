@@ -32,6 +32,9 @@ pub struct Daemon1 {
 /// How often a long job reports its progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
+/// How long UnloadModel waits for the generations that run to finish.
+const UNLOAD_WAIT: Duration = Duration::from_secs(60);
+
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -137,6 +140,22 @@ impl Daemon1 {
     fn status_line(&self) -> String {
         crate::supervise::status_text(&self.svc.model_report().status)
     }
+
+    /// The chat model named `name` ("" for it); the embedding model is
+    /// InvalidArgument, any other name NotFound.
+    fn chat_model(&self, name: &str) -> Result<&Arc<crate::model::ModelRuntime>, MethodError> {
+        let rt = self.svc.model_runtime();
+        if name.is_empty() || name == rt.config.name {
+            Ok(rt)
+        } else if crate::admin::is_embedding_model(&self.svc, &self.facts, name) {
+            Err(MethodError::InvalidArgument(format!(
+                "{name:?} is the embedding model: only the chat model can be loaded or unloaded ({:?})",
+                rt.config.name
+            )))
+        } else {
+            Err(MethodError::NotFound(format!("no model {name:?}; the chat model is {:?} (edgeaictl models list)", rt.config.name)))
+        }
+    }
 }
 
 /// The daemon's control interface: status, apps and their versions, API keys,
@@ -162,11 +181,15 @@ impl Daemon1 {
         self.status_line()
     }
 
-    /// The models the daemon serves with, as model:state (e.g. smollm2:ready).
+    /// The models the daemon has in memory or is loading, as model:state (e.g. smollm2:ready); an unloaded or
+    /// disabled model is not listed.
     #[zbus(property)]
     fn active_models(&self) -> Vec<String> {
-        let r = self.svc.model_report();
-        vec![format!("{}:{}", r.config.name, r.status.state)]
+        crate::admin::models(&self.svc, &self.facts)
+            .into_iter()
+            .filter(|m| !matches!(m.state.as_str(), "unloaded" | "disabled"))
+            .map(|m| format!("{}:{}", m.name, m.state))
+            .collect()
     }
 
     /// Bytes of memory the daemon's cgroup uses now (0: unknown). Read it when needed; no change signal.
@@ -359,15 +382,16 @@ impl Daemon1 {
         Ok(())
     }
 
-    /// The models: name, path, state, error, threads, slots, context_size.
+    /// Every model the daemon has: the chat model (kind "chat") and the embedding model when configured
+    /// (kind "embedding", with its model_id). Each: name, kind, path, state (disabled, loading, ready, failed,
+    /// unloading, unloaded), error, threads, slots, context_size.
     async fn list_models(
         &self,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<Vec<Dict>, MethodError> {
         self.authorise(conn, &hdr, "ListModels").await?;
-        let status = crate::admin::status(&self.svc, &self.facts);
-        value::dicts(&[status.model])
+        value::dicts(&crate::admin::models(&self.svc, &self.facts))
     }
 
     /// Drops every cached answer, or one app's. Options: app (s). Returns app and flushed (entries dropped).
@@ -480,7 +504,117 @@ impl Daemon1 {
         value::dict(&serde_json::json!({"bytes": result?, "members": members}))
     }
 
-    /// The long job running now (one at a time; CreateBackup), or empty. No change signal: follow the Progress signal.
+    /// Loads the chat model again after UnloadModel or a failed load, with the configuration it started with.
+    /// name: the chat model's name (model.name; "" means the chat model). Takes no options yet. A long job (one
+    /// at a time): Progress signals with the load's percent, Completed at the end; the reply comes once the model
+    /// is ready (name, state "ready", load_ms) or the load failed (Failed, with the reason). A model loaded already
+    /// answers at once with already = true. Busy while it loads or unloads or another long job runs; NotFound for
+    /// a name the daemon does not have; InvalidArgument for the embedding model (only the chat model can be loaded
+    /// or unloaded) and for a model disabled in the configuration.
+    async fn load_model(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        name: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<Dict, MethodError> {
+        self.authorise(conn, &hdr, "LoadModel").await?;
+        value::only(&options, &[])?;
+        let rt = Arc::clone(self.chat_model(&name)?);
+        let name = rt.config.name.clone();
+        match rt.status().state {
+            "ready" => return lifecycle(&name, "ready", true, None, None),
+            "loading" | "unloading" => return Err(lifecycle_error(rt.ready().err().unwrap_or(crate::model::ModelError::Loading))),
+            _ => {}
+        }
+        let job = "LoadModel";
+        let guard = self.begin_job(&emitter, job).await?;
+        let started = std::time::Instant::now();
+        match rt.load() {
+            Ok(crate::model::Load::Started) => {}
+            Ok(crate::model::Load::AlreadyReady) => {
+                self.end_job(guard, &emitter, job, "ok: loaded already").await;
+                return lifecycle(&name, "ready", true, None, None);
+            }
+            Err(e) => {
+                let e = lifecycle_error(e);
+                self.fail_job(guard, &emitter, job, &e).await;
+                return Err(e);
+            }
+        }
+        let what = format!("loading {}", rt.config.path.display());
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        let mut last = 0;
+        let status = loop {
+            tick.tick().await;
+            let status = rt.status();
+            if status.state != "loading" {
+                break status;
+            }
+            let percent = rt.load_percent();
+            if percent != last {
+                last = percent;
+                self.progress(&emitter, job, percent, &what).await;
+            }
+        };
+        let load_ms = started.elapsed().as_millis() as u64;
+        if status.state == "ready" {
+            self.progress(&emitter, job, 100, &format!("{name} ready")).await;
+            tracing::info!(model = %name, load_ms, "model loaded over D-Bus");
+            self.end_job(guard, &emitter, job, &format!("ok: {name} ready in {load_ms} ms")).await;
+            return lifecycle(&name, "ready", false, Some(load_ms), None);
+        }
+        let e = MethodError::Failed(format!(
+            "{name} did not load ({}): {}",
+            status.state,
+            status.error.as_deref().unwrap_or("see the daemon log")
+        ));
+        self.fail_job(guard, &emitter, job, &e).await;
+        Err(e)
+    }
+
+    /// Unloads the chat model to free its memory (weights and KV cache) until LoadModel: new chat and completion
+    /// requests answer 503 provider_not_initialize at once; generations already queued or running finish first
+    /// (waited for up to a minute; past that the reply says state "unloading" and the model unloads when they
+    /// end). name as for LoadModel; no options yet. Returns name, state ("unloaded"), already (it was unloaded or
+    /// disabled already) and rss_freed_bytes (how much the daemon's VmRSS shrank). Busy while the model loads;
+    /// NotFound for an unknown name; InvalidArgument for the embedding model. Reload and SIGHUP do not load it.
+    async fn unload_model(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        name: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<Dict, MethodError> {
+        self.authorise(conn, &hdr, "UnloadModel").await?;
+        value::only(&options, &[])?;
+        let rt = Arc::clone(self.chat_model(&name)?);
+        let name = rt.config.name.clone();
+        let before = crate::governor::rss_bytes();
+        let outcome = rt.unload(UNLOAD_WAIT).await.map_err(|e| match e {
+            // Disabled in the configuration: there is nothing to unload.
+            crate::model::ModelError::Disabled => None,
+            other => Some(lifecycle_error(other)),
+        });
+        let freed = |b: Option<u64>| b.zip(crate::governor::rss_bytes()).map(|(b, a)| b.saturating_sub(a));
+        match outcome {
+            Ok(crate::model::Unload::Done) => {
+                let rss_freed = freed(before);
+                tracing::info!(model = %name, rss_freed_bytes = rss_freed, "model unloaded over D-Bus");
+                lifecycle(&name, "unloaded", false, None, rss_freed)
+            }
+            Ok(crate::model::Unload::Already) => lifecycle(&name, "unloaded", true, None, None),
+            Ok(crate::model::Unload::StillRunning) => {
+                tracing::warn!(model = %name, wait_s = UNLOAD_WAIT.as_secs(), "generations still run; the model unloads when they end");
+                lifecycle(&name, "unloading", false, None, None)
+            }
+            Err(None) => lifecycle(&name, "disabled", true, None, None),
+            Err(Some(e)) => Err(e),
+        }
+    }
+
+    /// The long job running now (one at a time; CreateBackup, LoadModel), or empty. No change signal: follow the Progress signal.
     #[zbus(property(emits_changed_signal = "false"))]
     fn operation(&self) -> String {
         lock(&self.job).0.clone()
@@ -553,7 +687,7 @@ async fn read_file(fd: OwnedFd) -> Result<String, MethodError> {
 }
 
 /// Announces changes of State and StatusText (PropertiesChanged, and the
-/// StateChanged signal) until the connection goes.
+/// StateChanged signal), and of ActiveModels, until the connection goes.
 pub async fn watch_state(iface: InterfaceRef<Daemon1>, every: Duration) {
     // The state at start is no change: only later ones are signalled (a
     // client that subscribed early must not see "starting" twice).
@@ -561,14 +695,21 @@ pub async fn watch_state(iface: InterfaceRef<Daemon1>, every: Duration) {
         let d = iface.get().await;
         (d.state(), d.status_line())
     };
+    let mut last_models = iface.get().await.active_models();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now = {
+        let (now, models) = {
             let d = iface.get().await;
-            (d.state(), d.status_line())
+            ((d.state(), d.status_line()), d.active_models())
         };
+        if models != last_models {
+            if let Err(e) = iface.get().await.active_models_changed(iface.signal_emitter()).await {
+                tracing::warn!(error = %e, "could not announce a change of ActiveModels on D-Bus");
+            }
+            last_models = models;
+        }
         if last == now {
             continue;
         }
@@ -584,5 +725,20 @@ pub async fn watch_state(iface: InterfaceRef<Daemon1>, every: Duration) {
             tracing::warn!(error = %e, "could not announce a state change on D-Bus");
         }
         last = now;
+    }
+}
+
+/// LoadModel's and UnloadModel's answer.
+fn lifecycle(name: &str, state: &str, already: bool, load_ms: Option<u64>, rss_freed_bytes: Option<u64>) -> Result<Dict, MethodError> {
+    value::dict(&wire::ModelLifecycleResponse { name: name.to_owned(), state: state.to_owned(), already, load_ms, rss_freed_bytes })
+}
+
+/// Why the chat model cannot be loaded or unloaded now, as a named error.
+fn lifecycle_error(e: crate::model::ModelError) -> MethodError {
+    use crate::model::ModelError as E;
+    match e {
+        E::Disabled => MethodError::InvalidArgument(format!("{e}: there is no model to load; enable it and restart the daemon")),
+        E::Loading | E::Unloading => MethodError::Busy(format!("{e}; retry when it has finished")),
+        other => crate::service::ServiceError::Model(other).into(),
     }
 }
