@@ -195,6 +195,25 @@ impl Control {
         }
     }
 
+    /// D-Bus only: `LoadModel` (waits up to `wait`, a bar on a terminal).
+    pub async fn load_model(&self, name: &str, wait: std::time::Duration) -> Result<Value, CtlError> {
+        match self {
+            Control::Socket(_) => Err(CtlError::NeedsBus { command: "models load" }),
+            Control::Bus(b) => {
+                let args = (name, dbus::Options::new());
+                crate::progress::follow(b, "LoadModel", "loading", b.call_within("LoadModel", &args, wait)).await
+            }
+        }
+    }
+
+    /// D-Bus only: `UnloadModel` (waits up to `wait` for generations to finish).
+    pub async fn unload_model(&self, name: &str, wait: std::time::Duration) -> Result<Value, CtlError> {
+        match self {
+            Control::Socket(_) => Err(CtlError::NeedsBus { command: "models unload" }),
+            Control::Bus(b) => Ok(b.call_within("UnloadModel", &(name, dbus::Options::new()), wait).await?),
+        }
+    }
+
     /// D-Bus only: the admin HTTP API has no reload (`systemctl reload edgeai` sends SIGHUP).
     pub async fn reload(&self) -> Result<Value, CtlError> {
         match self {

@@ -216,7 +216,10 @@ pub fn models(svc: &Service, facts: &Facts) -> Vec<wire::ModelStatus> {
         let model_id = svc.knowledge().and_then(|k| k.embedding_model()).map(str::to_owned);
         let (state, error) = match &model_id {
             Some(_) => ("ready", None),
-            None => ("failed", Some("the embedding model did not load at start (see the daemon log); knowledge bases search by full text".to_owned())),
+            None => (
+                "failed",
+                Some("the embedding model did not load at start (see the daemon log); knowledge bases search by full text".to_owned()),
+            ),
         };
         out.push(wire::ModelStatus {
             name: embedding_name(e, model_id.as_deref()),

@@ -454,7 +454,9 @@ fn embedding_facts(settings: &Settings, threads: u32) -> Option<admin::Embedding
     let max_tokens = u32::try_from(e.max_tokens).unwrap_or(u32::MAX);
     match &e.upstream_model {
         Some(model) => Some(admin::EmbeddingFacts { path: format!("upstream:{model}"), threads: 0, max_tokens }),
-        None if e.enabled => Some(admin::EmbeddingFacts { path: e.path.display().to_string(), threads: e.threads.unwrap_or(threads), max_tokens }),
+        None if e.enabled => {
+            Some(admin::EmbeddingFacts { path: e.path.display().to_string(), threads: e.threads.unwrap_or(threads), max_tokens })
+        }
         None => None,
     }
 }

@@ -218,9 +218,7 @@ impl ApiError {
                     | ModelError::LoadFailed { .. }
                     | ModelError::ThreadGone
                     | ModelError::Unloaded
-                    | ModelError::Unloading => {
-                        busy("provider_not_initialize", e.to_string(), 5)
-                    }
+                    | ModelError::Unloading => busy("provider_not_initialize", e.to_string(), 5),
                     ModelError::QueueFull { .. } | ModelError::AppQueueFull { .. } => Mapped {
                         status: S::TOO_MANY_REQUESTS,
                         code: "too_many_requests",
