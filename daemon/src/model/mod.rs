@@ -350,7 +350,11 @@ impl ModelRuntime {
             match std::mem::replace(&mut *state, State::Unloading) {
                 State::Ready(m) => Some(m),
                 State::Unloading => None,
-                State::Failed(_) | State::Unloaded => {
+                State::Unloaded => {
+                    *state = State::Unloaded;
+                    return Ok(Unload::Already);
+                }
+                State::Failed(_) => {
                     *state = State::Unloaded;
                     drop(state);
                     self.notify();
@@ -523,4 +527,74 @@ pub(crate) struct Job {
     /// Set by the queue when the inference thread takes the job: counts it
     /// against its app's running limit until the job is dropped.
     pub running: Option<queue::Running>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path, enabled: bool) -> RuntimeConfig {
+        RuntimeConfig {
+            name: "m".into(),
+            path: dir.join("missing.gguf"),
+            enabled,
+            context_size: 512,
+            kv_type_k: KvType::Q8_0,
+            kv_type_v: KvType::Q8_0,
+            slots: 1,
+            threads: 1,
+            adaptive_threads: false,
+            batch_size: 32,
+            step_budget: Duration::ZERO,
+            prefix_dir: None,
+            prefix_save: Duration::ZERO,
+            queue_depth: 1,
+            max_queued_per_app: 1,
+            max_concurrent_per_app: 1,
+            use_mlock: false,
+            load_timeout: Duration::from_secs(5),
+            chat_template: None,
+        }
+    }
+
+    async fn settled(rt: &ModelRuntime) -> RuntimeStatus {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rt.status().state == "loading" {
+            assert!(Instant::now() < deadline, "the load never ended");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        rt.status()
+    }
+
+    #[tokio::test]
+    async fn a_failed_model_unloads_and_loads_again_with_the_start_callback() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let rt = ModelRuntime::new(config(dir.path(), true), Arc::default());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = Arc::clone(&seen);
+        rt.start(move |st| lock(&s).push(st.state));
+        assert_eq!(settled(&rt).await.state, "failed", "the file does not exist");
+
+        assert_eq!(rt.unload(Duration::from_secs(1)).await.expect("unload"), Unload::Already);
+        assert_eq!(rt.status().state, "unloaded");
+        assert!(matches!(rt.ready(), Err(ModelError::Unloaded)));
+        assert!(rt.inference_healthy(Duration::ZERO), "nothing to watch while unloaded");
+        assert_eq!(rt.unload(Duration::from_secs(1)).await.expect("again"), Unload::Already);
+
+        assert_eq!(rt.load().expect("load"), Load::Started);
+        assert_eq!(settled(&rt).await.state, "failed", "the same config, the same missing file");
+        assert_eq!(*lock(&seen), ["failed", "unloaded", "loading", "failed"], "every change went to the callback");
+        // A clean stop with no inference thread returns at once.
+        tokio::time::timeout(Duration::from_secs(1), rt.stop(Duration::from_secs(5))).await.expect("stop");
+    }
+
+    #[tokio::test]
+    async fn a_disabled_model_neither_loads_nor_unloads() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let rt = ModelRuntime::new(config(dir.path(), false), Arc::default());
+        rt.start(|_| {});
+        assert!(matches!(rt.load(), Err(ModelError::Disabled)));
+        assert!(matches!(rt.unload(Duration::from_secs(1)).await, Err(ModelError::Disabled)));
+        assert_eq!(rt.status().state, "disabled");
+    }
 }
