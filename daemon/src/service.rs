@@ -65,6 +65,9 @@ pub enum ServiceError {
     WorkflowRunNotFound(String),
     #[error("Conversation variable {0:?} not found.")]
     ConversationVariableNotFound(String),
+    /// A model name the daemon does not have (LoadModel, UnloadModel).
+    #[error("no model {name:?}; the chat model is {chat:?} (edgeaictl models list)")]
+    ModelNotFound { name: String, chat: String },
     #[error("app {id:?} is invalid: {problems}")]
     AppInvalid { id: String, problems: String },
     #[error(transparent)]

@@ -4,8 +4,9 @@
 //! `provider_not_initialize` until LoadModel brings the model back (Progress
 //! and Completed signals seen by `gdbus monitor`); reload and a clean stop
 //! while unloaded; a second load while one runs is Busy; ListModels shows
-//! every model with its kind; bad names, wrong types, callers outside the
-//! admin group and edgeaictl without --bus get their specific errors.
+//! every model with its kind; bad names, wrong types and callers outside the
+//! admin group get their specific errors; the admin socket (edgeaictl
+//! without --bus) unloads and loads too.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (style.md)
 
@@ -146,13 +147,19 @@ fn unload_frees_the_model_and_load_brings_it_back() {
 }
 
 #[test]
-fn a_daemon_stopped_while_unloaded_stops_cleanly() {
-    let bus = Bus::start();
-    let mut d = daemon_on(&bus).start();
-    d.wait_log_message("D-Bus control interface serving", Duration::from_secs(10));
-    let line = ok(&ctl(&bus, &d, &["models", "unload"]));
+fn the_admin_socket_unloads_and_loads_too_and_a_stop_while_unloaded_is_clean() {
+    let mut d = edgeai_tests::DaemonBuilder::new().start();
+    // edgeaictl without --bus: the admin socket's POST /admin/v1/models/{name}/unload and /load.
+    let line = ok(&d.ctl(&["models", "unload"]));
     assert!(line.starts_with("smollm2-135m-instruct unloaded; ") && line.contains("MiB of memory freed"), "{line}");
     d.wait_log_message("model unloaded: the inference thread has ended", Duration::from_secs(5));
+    chat(&d).expect_dify_error(503, "provider_not_initialize");
+    let loaded: Value = serde_json::from_str(&ok(&d.ctl(&["--json", "models", "load"]))).unwrap();
+    assert_eq!((loaded["state"].as_str(), loaded["already"].as_bool()), (Some("ready"), Some(false)), "{loaded}");
+    chat(&d).expect_json(200);
+    let line = ok(&d.ctl(&["models", "unload", "smollm2-135m-instruct"]));
+    assert!(line.starts_with("smollm2-135m-instruct unloaded"), "{line}");
+    // A clean stop while unloaded.
     d.sigterm();
     let status = d.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "{status:?}");
@@ -249,9 +256,16 @@ fn list_models_has_every_model_and_bad_names_types_and_callers_are_refused() {
     assert!(option.contains("org.edgeai.Error.InvalidArgument") && option.contains("unknown option \"force\""), "{option}");
     assert_eq!(chat_row(&bus, &d)["state"], "ready", "nothing was unloaded");
 
-    // Without --bus: usage, exit 2.
-    fails(&d.ctl(&["models", "load"]), 2, "works over D-Bus only");
-    fails(&d.ctl(&["models", "unload"]), 2, "works over D-Bus only");
+    // The same names over the admin socket (edgeaictl without --bus).
+    let over_socket: Value = serde_json::from_str(&ok(&d.ctl(&["--json", "models", "list"]))).unwrap();
+    // (D-Bus leaves out null fields; JSON keeps them.)
+    let fields = |v: &Value| -> Vec<Vec<Value>> {
+        let keys = ["name", "kind", "state", "path", "model_id", "threads", "slots", "context_size"];
+        v["data"].as_array().unwrap().iter().map(|m| keys.iter().map(|k| m[*k].clone()).collect()).collect()
+    };
+    assert_eq!(fields(&over_socket), fields(&models), "the socket lists the same models: {over_socket}");
+    fails(&d.ctl(&["models", "unload", "no-such-model"]), 1, "no model \"no-such-model\"");
+    fails(&d.ctl(&["models", "load", embedding["name"].as_str().unwrap()]), 1, "only the chat model can be loaded or unloaded");
 
     // A caller outside the admin group is refused by the daemon's own check.
     if nix::unistd::Uid::effective().is_root() {

@@ -201,7 +201,8 @@ impl ApiError {
                 | ServiceError::AppVersionNotFound { .. }
                 | ServiceError::WorkflowNotFound(_)
                 | ServiceError::WorkflowRunNotFound(_)
-                | ServiceError::ConversationVariableNotFound(_) => m(S::NOT_FOUND, "not_found", s.to_string()),
+                | ServiceError::ConversationVariableNotFound(_)
+                | ServiceError::ModelNotFound { .. } => m(S::NOT_FOUND, "not_found", s.to_string()),
                 ServiceError::NotWorkflowApp(_) => m(S::BAD_REQUEST, "not_workflow_app", s.to_string()),
                 ServiceError::AppInvalid { .. } | ServiceError::DslInvalid(_) => m(S::BAD_REQUEST, "invalid_param", s.to_string()),
                 ServiceError::ExportFailed { .. } => m(S::INTERNAL_SERVER_ERROR, "internal_server_error", s.to_string()),

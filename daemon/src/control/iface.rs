@@ -15,6 +15,7 @@ use zbus::zvariant::{OwnedFd, OwnedValue};
 
 use super::value::{self, Dict};
 use super::{MethodError, ReloadRequest};
+use crate::model::ModelError;
 use crate::service::Service;
 
 /// The largest app file ImportApp reads (a Dify DSL is at most this much YAML).
@@ -31,9 +32,6 @@ pub struct Daemon1 {
 
 /// How often a long job reports its progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
-
-/// How long UnloadModel waits for the generations that run to finish.
-const UNLOAD_WAIT: Duration = Duration::from_secs(60);
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -139,22 +137,6 @@ impl Daemon1 {
 
     fn status_line(&self) -> String {
         crate::supervise::status_text(&self.svc.model_report().status)
-    }
-
-    /// The chat model named `name` ("" for it); the embedding model is
-    /// InvalidArgument, any other name NotFound.
-    fn chat_model(&self, name: &str) -> Result<&Arc<crate::model::ModelRuntime>, MethodError> {
-        let rt = self.svc.model_runtime();
-        if name.is_empty() || name == rt.config.name {
-            Ok(rt)
-        } else if crate::admin::is_embedding_model(&self.svc, &self.facts, name) {
-            Err(MethodError::InvalidArgument(format!(
-                "{name:?} is the embedding model: only the chat model can be loaded or unloaded ({:?})",
-                rt.config.name
-            )))
-        } else {
-            Err(MethodError::NotFound(format!("no model {name:?}; the chat model is {:?} (edgeaictl models list)", rt.config.name)))
-        }
     }
 }
 
@@ -521,24 +503,26 @@ impl Daemon1 {
     ) -> Result<Dict, MethodError> {
         self.authorise(conn, &hdr, "LoadModel").await?;
         value::only(&options, &[])?;
-        let rt = Arc::clone(self.chat_model(&name)?);
-        let name = rt.config.name.clone();
+        let rt = Arc::clone(crate::admin::chat_model(&self.svc, &self.facts, &name)?);
         match rt.status().state {
-            "ready" => return lifecycle(&name, "ready", true, None, None),
-            "loading" | "unloading" => return Err(lifecycle_error(rt.ready().err().unwrap_or(crate::model::ModelError::Loading))),
+            "ready" => return value::dict(&crate::admin::lifecycle(&rt, "ready", true)),
+            // Busy before the job's place is taken: no Progress for a refused call.
+            "loading" | "unloading" => {
+                return Err(crate::service::ServiceError::from(rt.ready().err().unwrap_or(ModelError::Loading)).into())
+            }
             _ => {}
         }
         let job = "LoadModel";
         let guard = self.begin_job(&emitter, job).await?;
         let started = std::time::Instant::now();
-        match rt.load() {
-            Ok(crate::model::Load::Started) => {}
-            Ok(crate::model::Load::AlreadyReady) => {
+        match crate::admin::start_load(&rt) {
+            Ok(true) => {}
+            Ok(false) => {
                 self.end_job(guard, &emitter, job, "ok: loaded already").await;
-                return lifecycle(&name, "ready", true, None, None);
+                return value::dict(&crate::admin::lifecycle(&rt, "ready", true));
             }
             Err(e) => {
-                let e = lifecycle_error(e);
+                let e = MethodError::from(e);
                 self.fail_job(guard, &emitter, job, &e).await;
                 return Err(e);
             }
@@ -546,32 +530,27 @@ impl Daemon1 {
         let what = format!("loading {}", rt.config.path.display());
         let mut tick = tokio::time::interval(PROGRESS_EVERY);
         let mut last = 0;
-        let status = loop {
+        while rt.status().state == "loading" {
             tick.tick().await;
-            let status = rt.status();
-            if status.state != "loading" {
-                break status;
-            }
             let percent = rt.load_percent();
             if percent != last {
                 last = percent;
                 self.progress(&emitter, job, percent, &what).await;
             }
-        };
-        let load_ms = started.elapsed().as_millis() as u64;
-        if status.state == "ready" {
-            self.progress(&emitter, job, 100, &format!("{name} ready")).await;
-            tracing::info!(model = %name, load_ms, "model loaded over D-Bus");
-            self.end_job(guard, &emitter, job, &format!("ok: {name} ready in {load_ms} ms")).await;
-            return lifecycle(&name, "ready", false, Some(load_ms), None);
         }
-        let e = MethodError::Failed(format!(
-            "{name} did not load ({}): {}",
-            status.state,
-            status.error.as_deref().unwrap_or("see the daemon log")
-        ));
-        self.fail_job(guard, &emitter, job, &e).await;
-        Err(e)
+        match crate::admin::load_outcome(&rt, started.elapsed().as_millis() as u64) {
+            Ok(done) => {
+                self.progress(&emitter, job, 100, &format!("{} ready", done.name)).await;
+                let result = format!("ok: {} ready in {} ms", done.name, done.load_ms.unwrap_or(0));
+                self.end_job(guard, &emitter, job, &result).await;
+                value::dict(&done)
+            }
+            Err(e) => {
+                let e = MethodError::Failed(e.to_string());
+                self.fail_job(guard, &emitter, job, &e).await;
+                Err(e)
+            }
+        }
     }
 
     /// Unloads the chat model to free its memory (weights and KV cache) until LoadModel: new chat and completion
@@ -589,29 +568,8 @@ impl Daemon1 {
     ) -> Result<Dict, MethodError> {
         self.authorise(conn, &hdr, "UnloadModel").await?;
         value::only(&options, &[])?;
-        let rt = Arc::clone(self.chat_model(&name)?);
-        let name = rt.config.name.clone();
-        let before = crate::governor::rss_bytes();
-        let outcome = rt.unload(UNLOAD_WAIT).await.map_err(|e| match e {
-            // Disabled in the configuration: there is nothing to unload.
-            crate::model::ModelError::Disabled => None,
-            other => Some(lifecycle_error(other)),
-        });
-        let freed = |b: Option<u64>| b.zip(crate::governor::rss_bytes()).map(|(b, a)| b.saturating_sub(a));
-        match outcome {
-            Ok(crate::model::Unload::Done) => {
-                let rss_freed = freed(before);
-                tracing::info!(model = %name, rss_freed_bytes = rss_freed, "model unloaded over D-Bus");
-                lifecycle(&name, "unloaded", false, None, rss_freed)
-            }
-            Ok(crate::model::Unload::Already) => lifecycle(&name, "unloaded", true, None, None),
-            Ok(crate::model::Unload::StillRunning) => {
-                tracing::warn!(model = %name, wait_s = UNLOAD_WAIT.as_secs(), "generations still run; the model unloads when they end");
-                lifecycle(&name, "unloading", false, None, None)
-            }
-            Err(None) => lifecycle(&name, "disabled", true, None, None),
-            Err(Some(e)) => Err(e),
-        }
+        let rt = crate::admin::chat_model(&self.svc, &self.facts, &name)?;
+        value::dict(&crate::admin::unload(rt).await?)
     }
 
     /// The long job running now (one at a time; CreateBackup, LoadModel), or empty. No change signal: follow the Progress signal.
@@ -725,20 +683,5 @@ pub async fn watch_state(iface: InterfaceRef<Daemon1>, every: Duration) {
             tracing::warn!(error = %e, "could not announce a state change on D-Bus");
         }
         last = now;
-    }
-}
-
-/// LoadModel's and UnloadModel's answer.
-fn lifecycle(name: &str, state: &str, already: bool, load_ms: Option<u64>, rss_freed_bytes: Option<u64>) -> Result<Dict, MethodError> {
-    value::dict(&wire::ModelLifecycleResponse { name: name.to_owned(), state: state.to_owned(), already, load_ms, rss_freed_bytes })
-}
-
-/// Why the chat model cannot be loaded or unloaded now, as a named error.
-fn lifecycle_error(e: crate::model::ModelError) -> MethodError {
-    use crate::model::ModelError as E;
-    match e {
-        E::Disabled => MethodError::InvalidArgument(format!("{e}: there is no model to load; enable it and restart the daemon")),
-        E::Loading | E::Unloading => MethodError::Busy(format!("{e}; retry when it has finished")),
-        other => crate::service::ServiceError::Model(other).into(),
     }
 }
