@@ -224,7 +224,7 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
-    /// List the models: name, state, threads, slots, context size
+    /// List the models: name, kind (chat or embedding), state, threads, slots, context size
     #[command(after_help = concat!("Examples:\n  edgeaictl models list\n  edgeaictl --bus system models list --json\n\n", exit_codes!()))]
     List,
     /// Load the chat model again after `models unload` or a failed load

@@ -236,6 +236,7 @@ fn list_models_has_every_model_and_bad_names_types_and_callers_are_refused() {
     assert_eq!(embedding["path"], paths::embed_model().display().to_string(), "{models}");
     let table = ok(&ctl(&bus, &d, &["models", "list"]));
     assert_eq!(table.lines().count(), 3, "a header and two models: {table}");
+    assert!(table.lines().any(|l| l.starts_with("multilingual-e5-small ") && l.contains(" embedding ")), "{table}");
     assert!(property(&bus, "ActiveModels").contains(&format!("{}:ready", embedding["name"].as_str().unwrap())));
 
     // Names: unknown, the embedding model (by name and by id).
