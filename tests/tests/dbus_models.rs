@@ -2,7 +2,8 @@
 //! a private, real `dbus-daemon`: UnloadModel frees the weights and the KV
 //! cache (the daemon's VmRSS drops) and chat requests answer 503
 //! `provider_not_initialize` until LoadModel brings the model back (Progress
-//! and Completed signals seen by `gdbus monitor`); reload and a clean stop
+//! and Completed signals seen by `gdbus monitor`); a generation running at
+//! the unload finishes first while new ones are refused; reload and a clean stop
 //! while unloaded; a second load while one runs is Busy; ListModels shows
 //! every model with its kind; bad names, wrong types and callers outside the
 //! admin group get their specific errors; the admin socket (edgeaictl
@@ -278,4 +279,52 @@ fn list_models_has_every_model_and_bad_names_types_and_callers_are_refused() {
     } else {
         eprintln!("SKIP the non-admin part of list_models_has_every_model_and_bad_names_types_and_callers_are_refused: needs root to call as uid 65534");
     }
+}
+
+#[test]
+fn a_generation_running_when_the_model_unloads_finishes_first() {
+    let bus = Bus::start();
+    let d = daemon_on(&bus).long_app(400).start();
+    d.wait_log_message("D-Bus control interface serving", Duration::from_secs(10));
+    let (_, key) = d.admin().create_key(edgeai_tests::LONG_APP);
+    let c = d.client().with_key(&key);
+    let mut stream = c.chat_stream_open(edgeai_tests::LONG_QUERY, "unload-test", None);
+    assert_eq!(stream.status(), 200);
+    let mut out = edgeai_tests::StreamOutcome::default();
+    while out.named("message").is_empty() {
+        let ev = stream.next_event().unwrap().expect("the stream ended before its first token");
+        edgeai_tests::dify::add(&mut out, ev);
+    }
+    assert!(out.end.is_none(), "the generation is still running");
+
+    // The unload waits for the generation; meanwhile new requests are refused at once.
+    let unload = Command::new(paths::edgeaictl())
+        .args(["--bus", &bus.address, "--socket"])
+        .arg(d.dir().join("no-such.sock"))
+        .args(["--json", "models", "unload"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while chat_row(&bus, &d)["state"] != "unloading" {
+        assert!(Instant::now() < deadline, "the model never showed as unloading: {}", chat_row(&bus, &d));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused = chat(&d).expect_dify_error(503, "provider_not_initialize");
+    assert!(refused["message"].as_str().unwrap().contains("being unloaded by an operator"), "{refused}");
+
+    // The running generation ends on its own (message_end, not cancelled), then the unload answers.
+    while let Some(ev) = stream.next_event().unwrap() {
+        edgeai_tests::dify::add(&mut out, ev);
+    }
+    assert!(out.end.is_some(), "the stream ended without message_end: {:?}", out.events.last());
+    assert!(out.named("error").is_empty(), "the generation failed: {:?}", out.named("error"));
+    let end = out.end.clone().unwrap();
+    assert_eq!(end["metadata"]["usage"]["completion_tokens"], 400, "it ran to max_tokens, not cut by the unload: {end}");
+    let done = unload.wait_with_output().unwrap();
+    let answer: Value = serde_json::from_str(&ok(&done)).unwrap();
+    assert_eq!(answer["state"], "unloaded", "{answer}");
+    assert_eq!(chat_row(&bus, &d)["state"], "unloaded");
 }
