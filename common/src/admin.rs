@@ -84,7 +84,8 @@ pub struct CodeStatus {
 pub struct ModelStatus {
     pub name: String,
     pub path: String,
-    /// `"disabled"`, `"loading"`, `"ready"` or `"failed"`.
+    /// `"disabled"`, `"loading"`, `"ready"`, `"failed"`, `"unloading"` or
+    /// `"unloaded"` (an operator's `edgeaictl models unload`).
     pub state: String,
     /// Why loading failed, when `state` is `"failed"`.
     pub error: Option<String>,
@@ -92,6 +93,12 @@ pub struct ModelStatus {
     pub slots: u32,
     pub context_size: u32,
     pub cpu_features: String,
+    /// In `ListModels`: `"chat"` or `"embedding"`; absent in the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The embedding model's id (`general.name@<sha256 prefix>`, or `upstream:<model>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<String>,
 }
 
 /// `GET /admin/v1/cache`: the response cache's counters since start and its size now.
@@ -381,6 +388,24 @@ pub struct BackupMember {
     /// A config file's path on the daemon's machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+}
+
+/// D-Bus `LoadModel` and `UnloadModel`: the model's state afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelLifecycleResponse {
+    pub name: String,
+    /// `"ready"` after a load; `"unloaded"` (or `"unloading"` while
+    /// generations still finish) after an unload; `"disabled"`.
+    pub state: String,
+    /// Nothing was done: the model was in that state already.
+    #[serde(default)]
+    pub already: bool,
+    /// How long the load took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_ms: Option<u64>,
+    /// How much the daemon's resident memory (VmRSS) shrank with the unload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_freed_bytes: Option<u64>,
 }
 
 #[cfg(test)]

@@ -160,36 +160,9 @@ async fn write_over_bus(bus: &BusClient, wait: std::time::Duration, file: &Path,
     let write_err = |source| CtlError::from(BackupError::Write { path: file.to_owned(), source });
     let fd = out.try_clone().await.map_err(write_err)?.into_std().await;
     let options: edgeai_common::dbus::Options<'_> = std::collections::HashMap::new();
-    // The daemon's Progress signals drive a bar on a terminal (subscribed before the call).
-    let mut progress = bus.signals("Progress").await?;
-    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
-        let b = indicatif::ProgressBar::new(100);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("backup {bar:30} {pos:>3}% {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
+    // The daemon's Progress signals drive a bar on a terminal.
     let args = (edgeai_common::dbus::fd(&fd), options);
-    let call = bus.call_within("CreateBackup", &args, wait);
-    tokio::pin!(call);
-    let answer = loop {
-        tokio::select! {
-            answer = &mut call => break answer,
-            Some(signal) = futures_util::StreamExt::next(&mut progress) => {
-                if let (Some(b), Ok((op, percent, message))) = (&bar, signal.body().deserialize::<(String, u32, String)>()) {
-                    if op == "CreateBackup" {
-                        b.set_position(u64::from(percent));
-                        b.set_message(message);
-                    }
-                }
-            }
-        }
-    };
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    answer?;
+    crate::progress::follow(bus, "CreateBackup", "backup", bus.call_within("CreateBackup", &args, wait)).await?;
     Ok(fd.metadata().map_err(write_err)?.len())
 }
 

@@ -187,7 +187,7 @@ pub enum Command {
     ))]
     Reload,
 
-    /// The models the daemon serves with
+    /// The models: list them; load or unload the chat model
     #[command(subcommand)]
     Models(ModelsCommand),
 
@@ -229,9 +229,39 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
-    /// List the models: name, state, threads, slots, context size
+    /// List the models: name, kind (chat or embedding), state, threads, slots, context size
     #[command(after_help = concat!("Examples:\n  edgeaictl models list\n  edgeaictl --bus system models list --json\n\n", exit_codes!()))]
     List,
+    /// Load the chat model again after `models unload` or a failed load
+    #[command(
+        long_about = "Load the chat model again, with the configuration the daemon started with, after `models unload` \
+            or a load that failed (after fixing the file). Waits until the model is ready; over D-Bus (--bus) it draws a \
+            progress bar on a terminal. Prints one line at the end. A model loaded already is left alone (exit 0). A failed load \
+            exits 1 with the reason; a load or another long job already running exits 75 (retry later).",
+        after_help = concat!(
+            "Examples:\n  edgeaictl --bus system models load\n  edgeaictl --bus system models load smollm2-135m-instruct --json\n\n\
+             Only the chat model (model.name) can be loaded or unloaded; the embedding model is loaded at start.\n\n",
+            exit_codes!()
+        )
+    )]
+    Load {
+        /// The chat model's name (model.name, as `models list` shows it); default: the chat model
+        name: Option<String>,
+    },
+    /// Unload the chat model to free its memory until `models load`
+    #[command(
+        long_about = "Unload the chat model: the weights and the KV cache are freed. New chat and completion requests \
+            answer 503 (provider_not_initialize) at once; generations already running finish first. The model stays \
+            unloaded across `reload` until `models load` or a restart. Prints the memory freed.",
+        after_help = concat!(
+            "Examples:\n  edgeaictl --bus system models unload\n  edgeaictl --bus system models unload --json\n\n",
+            exit_codes!()
+        )
+    )]
+    Unload {
+        /// The chat model's name (model.name); default: the chat model
+        name: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,7 +12,7 @@ use crate::error::CtlError;
 use crate::render;
 use edgeai_common::admin::{
     AppInfo, AppList, AppVersionList, CacheFlushResponse, CacheStats, CreateKeyRequest, CreatedKey, ExportResponse, ImportDslRequest,
-    ImportDslResponse, KeyKind, KeyList, ModelList, ReloadResponse, StatusResponse,
+    ImportDslResponse, KeyKind, KeyList, ModelLifecycleResponse, ModelList, ReloadResponse, StatusResponse,
 };
 use edgeai_common::UnixClient;
 use serde_json::Value;
@@ -189,6 +189,38 @@ pub async fn models_list(control: &Control, json: bool) -> Result<(), CtlError> 
     }
     let list: ModelList = decode(answer, "models list")?;
     print(&render::models(&list))
+}
+
+/// `models load` and `models unload` wait at least this long: a load from
+/// slow storage, or generations finishing before an unload, outlast `--timeout`'s default.
+const MODEL_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+pub async fn models_load(control: &Control, timeout: std::time::Duration, name: Option<&str>, json: bool) -> Result<(), CtlError> {
+    let answer = control.load_model(name.unwrap_or(""), timeout.max(MODEL_WAIT)).await?;
+    if json {
+        return print_json(&answer);
+    }
+    let r: ModelLifecycleResponse = decode(answer, "models load")?;
+    match (r.already, r.load_ms) {
+        (true, _) => print(&format!("{} is loaded already ({})\n", r.name, r.state)),
+        (false, Some(ms)) => print(&format!("{} loaded in {:.1} s ({})\n", r.name, ms as f64 / 1000.0, r.state)),
+        (false, None) => print(&format!("{} {}\n", r.name, r.state)),
+    }
+}
+
+pub async fn models_unload(control: &Control, timeout: std::time::Duration, name: Option<&str>, json: bool) -> Result<(), CtlError> {
+    let answer = control.unload_model(name.unwrap_or(""), timeout.max(MODEL_WAIT)).await?;
+    if json {
+        return print_json(&answer);
+    }
+    let r: ModelLifecycleResponse = decode(answer, "models unload")?;
+    let line = match (r.already, r.state.as_str(), r.rss_freed_bytes) {
+        (true, state, _) => format!("{} is {state} already\n", r.name),
+        (false, "unloading", _) => format!("{} is unloading: generations still run; it unloads when they end\n", r.name),
+        (false, state, Some(freed)) => format!("{} {state}; {} MiB of memory freed\n", r.name, freed >> 20),
+        (false, state, None) => format!("{} {state}\n", r.name),
+    };
+    print(&line)
 }
 
 pub async fn reload(control: &Control, json: bool) -> Result<(), CtlError> {

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use edgeai_common::admin::{ActivateRequest, CreateKeyRequest, ImportDslRequest};
+use edgeai_common::admin::{ActivateRequest, CreateKeyRequest, ImportDslRequest, StatusResponse};
 use edgeai_common::dbus::{self, BusClient};
 use edgeai_common::UnixClient;
 use serde_json::{json, Value};
@@ -225,15 +225,47 @@ impl Control {
         }
     }
 
-    /// `{"data": [model, ...]}`; over the socket, the status's model.
+    /// `{"data": [model, ...]}`.
     pub async fn models(&self) -> Result<Value, CtlError> {
         match self {
-            Control::Socket(c) => {
-                let status: Value = c.get(&paths::status()).await?;
-                Ok(json!({"data": [status.get("model").cloned().unwrap_or(Value::Null)]}))
-            }
+            Control::Socket(c) => Ok(c.get(&paths::models()).await?),
             Control::Bus(b) => Ok(json!({"data": b.call("ListModels", &()).await?})),
         }
+    }
+
+    /// `LoadModel`, waiting up to `wait` (over D-Bus with a bar on a terminal).
+    pub async fn load_model(&self, name: &str, wait: std::time::Duration) -> Result<Value, CtlError> {
+        match self {
+            Control::Socket(c) => {
+                let name = self.chat_model_name(name).await?;
+                Ok(c.clone().with_timeout(wait).post_json(&paths::model_action(&name, "load"), &json!({})).await?)
+            }
+            Control::Bus(b) => {
+                let args = (name, dbus::Options::new());
+                crate::progress::follow(b, "LoadModel", "loading", b.call_within("LoadModel", &args, wait)).await
+            }
+        }
+    }
+
+    /// `UnloadModel`, waiting up to `wait` for generations to finish.
+    pub async fn unload_model(&self, name: &str, wait: std::time::Duration) -> Result<Value, CtlError> {
+        match self {
+            Control::Socket(c) => {
+                let name = self.chat_model_name(name).await?;
+                Ok(c.clone().with_timeout(wait).post_json(&paths::model_action(&name, "unload"), &json!({})).await?)
+            }
+            Control::Bus(b) => Ok(b.call_within("UnloadModel", &(name, dbus::Options::new()), wait).await?),
+        }
+    }
+
+    /// `name`, or the chat model's name when it is empty (a URL path needs one).
+    async fn chat_model_name(&self, name: &str) -> Result<String, CtlError> {
+        if !name.is_empty() {
+            return Ok(name.to_owned());
+        }
+        let status: StatusResponse =
+            serde_json::from_value(self.status().await?).map_err(|source| CtlError::Answer { command: "status".to_owned(), source })?;
+        Ok(status.model.name)
     }
 
     /// D-Bus only: the admin HTTP API has no reload (`systemctl reload edgeai` sends SIGHUP).

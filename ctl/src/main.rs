@@ -19,6 +19,7 @@ mod export;
 mod ingest;
 mod multipart;
 mod paths;
+mod progress;
 mod render;
 mod socket;
 mod time;
@@ -106,6 +107,8 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
             commands::run_workflow(&client, &args.app, user, args.inputs, json).await
         }
         Command::Models(ModelsCommand::List) => commands::models_list(&control, json).await,
+        Command::Models(ModelsCommand::Load { name }) => commands::models_load(&control, cli.timeout, name.as_deref(), json).await,
+        Command::Models(ModelsCommand::Unload { name }) => commands::models_unload(&control, cli.timeout, name.as_deref(), json).await,
         Command::Watch { count } => commands::watch(&control, count, json).await,
         Command::Export(ExportCommand::Logs(args)) => export::logs(&control, &args, json).await,
         Command::Backup(BackupCommand::Create { file }) => backup::create(&control, cli.timeout, &file, json).await,

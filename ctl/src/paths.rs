@@ -14,6 +14,16 @@ pub fn backup() -> String {
     format!("{ADMIN_PREFIX}/backup")
 }
 
+/// `/admin/v1/models`: every model the daemon has.
+pub fn models() -> String {
+    format!("{ADMIN_PREFIX}/models")
+}
+
+/// `/admin/v1/models/{name}/load` or `.../unload` (`verb`).
+pub fn model_action(name: &str, verb: &str) -> String {
+    format!("{ADMIN_PREFIX}/models/{}/{verb}", encode(name))
+}
+
 pub fn apps() -> String {
     format!("{ADMIN_PREFIX}/apps")
 }

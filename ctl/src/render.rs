@@ -94,10 +94,12 @@ pub fn models(list: &ModelList) -> String {
                 Some(e) => format!("{} ({e})", m.state),
                 None => m.state.clone(),
             };
-            vec![m.name.clone(), state, m.threads.to_string(), m.slots.to_string(), m.context_size.to_string(), m.path.clone()]
+            // A daemon that does not say the kind lists only its chat model.
+            let kind = m.kind.clone().unwrap_or_else(|| "chat".into());
+            vec![m.name.clone(), kind, state, m.threads.to_string(), m.slots.to_string(), m.context_size.to_string(), m.path.clone()]
         })
         .collect::<Vec<_>>();
-    table(&["NAME", "STATE", "THREADS", "SLOTS", "CONTEXT", "PATH"], &rows)
+    table(&["NAME", "KIND", "STATE", "THREADS", "SLOTS", "CONTEXT", "PATH"], &rows)
 }
 
 pub fn versions(list: &AppVersionList) -> String {
@@ -335,6 +337,8 @@ k3   dataset  -     Qw8      1970-01-01T00:00:00Z  -                     -
                 slots: 1,
                 context_size: 2048,
                 cpu_features: "avx2 fma".into(),
+                kind: None,
+                model_id: None,
             },
             code: None,
             memory: None,

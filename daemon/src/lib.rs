@@ -280,6 +280,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
             settings.server.key_requests_per_minute,
             settings.server.key_burst,
         ),
+        embedding: embedding_facts(&settings, threads),
     });
     let signals = Signals::install().map_err(DaemonError::Signals)?;
     // D-Bus after the sockets and before READY=1, as the lifecycle says: a
@@ -301,7 +302,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
     let n = notifier.clone();
     runtime.start(move |st| {
         if let Some(e) = &st.error {
-            tracing::error!(error = %e, "model unavailable; model calls answer 503 until it is fixed and the daemon restarted");
+            tracing::error!(error = %e, "model unavailable; model calls answer 503 until it is fixed and loaded again (edgeaictl models load) or the daemon restarted");
         }
         n.status(&supervise::status_text(st));
     });
@@ -485,6 +486,19 @@ async fn demo_key(store: &Store, app_id: &str, path: &Path, tcp_addr: Option<std
          -d '{{\"query\": \"Hello!\", \"inputs\": {{}}, \"user\": \"me\", \"response_mode\": \"blocking\"}}'"
     );
     Ok(())
+}
+
+/// The embedding model the configuration asks for (ListModels shows it).
+fn embedding_facts(settings: &Settings, threads: u32) -> Option<admin::EmbeddingFacts> {
+    let e = &settings.embedding;
+    let max_tokens = u32::try_from(e.max_tokens).unwrap_or(u32::MAX);
+    match &e.upstream_model {
+        Some(model) => Some(admin::EmbeddingFacts { path: format!("upstream:{model}"), threads: 0, max_tokens }),
+        None if e.enabled => {
+            Some(admin::EmbeddingFacts { path: e.path.display().to_string(), threads: e.threads.unwrap_or(threads), max_tokens })
+        }
+        None => None,
+    }
 }
 
 /// Loads the local embedding model; `None` (with a warning) when it does not load.

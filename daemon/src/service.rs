@@ -65,6 +65,9 @@ pub enum ServiceError {
     WorkflowRunNotFound(String),
     #[error("Conversation variable {0:?} not found.")]
     ConversationVariableNotFound(String),
+    /// A model name the daemon does not have (LoadModel, UnloadModel).
+    #[error("no model {name:?}; the chat model is {chat:?} (edgeaictl models list)")]
+    ModelNotFound { name: String, chat: String },
     #[error("app {id:?} is invalid: {problems}")]
     AppInvalid { id: String, problems: String },
     #[error(transparent)]
@@ -419,6 +422,11 @@ impl Service {
     /// One stored app with its active version.
     pub async fn stored_app(&self, id: &str) -> Result<store::StoredApp, ServiceError> {
         self.require_app(id).await
+    }
+
+    /// The chat model's runtime, for loading and unloading it (D-Bus).
+    pub fn model_runtime(&self) -> &Arc<ModelRuntime> {
+        &self.model
     }
 
     /// The model's configuration, load state and current thread count.

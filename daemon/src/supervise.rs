@@ -207,6 +207,8 @@ pub fn status_text(model: &RuntimeStatus) -> String {
         (_, Some(e)) => format!("serving without a model: {e}"),
         ("disabled", None) => "serving without a model (model.enabled = false)".into(),
         ("loading", None) => "serving; loading the model".into(),
+        ("unloading", None) => "serving; unloading the model (an operator asked)".into(),
+        ("unloaded", None) => "serving without a model: unloaded by an operator (LoadModel or edgeaictl models load brings it back)".into(),
         _ => "serving; model loaded".into(),
     }
 }
@@ -264,5 +266,6 @@ mod tests {
         assert_eq!(status_text(&st("ready", None)), "serving; model loaded");
         assert_eq!(status_text(&st("failed", Some("bad magic"))), "serving without a model: bad magic");
         assert!(status_text(&st("disabled", None)).contains("model.enabled = false"));
+        assert!(status_text(&st("unloaded", None)).starts_with("serving without a model: unloaded by an operator"));
     }
 }

@@ -8,7 +8,9 @@
 //! response cache's stats and flush (`/admin/v1/cache`), the daemon's
 //! checks for `edgeaictl doctor` (`/admin/v1/doctor`), and the log
 //! export (`/admin/v1/export/logs`, a streamed Arrow or Parquet file), and
-//! the backup (`/admin/v1/backup`, a streamed tar of a consistent snapshot).
+//! the backup (`/admin/v1/backup`, a streamed tar of a consistent snapshot),
+//! and the models (`/admin/v1/models`: the list; `POST .../{name}/load` and
+//! `.../{name}/unload` for the chat model, as D-Bus LoadModel and UnloadModel).
 
 use std::sync::Arc;
 
@@ -144,6 +146,23 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             let snapshot = crate::service::backup::take(svc.store(), knowledge.as_deref(), &state.config_sources).await?;
             Ok(backup_response(snapshot))
         }
+        (["models"], &Method::GET) => reply(StatusCode::OK, &wire::ModelList { data: crate::admin::models(svc, &state.facts()) }),
+        (["models", name, "load"], &Method::POST) => {
+            // As D-Bus LoadModel, without Progress: the answer comes once the model is ready or failed.
+            let rt = Arc::clone(crate::admin::chat_model(svc, &state.facts(), name)?);
+            let started = std::time::Instant::now();
+            if !crate::admin::start_load(&rt)? {
+                return reply(StatusCode::OK, &crate::admin::lifecycle(&rt, "ready", true));
+            }
+            while rt.status().state == "loading" {
+                tokio::time::sleep(LOAD_POLL).await;
+            }
+            reply(StatusCode::OK, &crate::admin::load_outcome(&rt, started.elapsed().as_millis() as u64)?)
+        }
+        (["models", name, "unload"], &Method::POST) => {
+            let rt = crate::admin::chat_model(svc, &state.facts(), name)?;
+            reply(StatusCode::OK, &crate::admin::unload(rt).await?)
+        }
         // The Knowledge API for the operator: Dify's routes, no key.
         (["datasets", rest @ ..], _) => {
             let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
@@ -160,12 +179,17 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             | ["cache"]
             | ["doctor"]
             | ["export", "logs"]
-            | ["backup"],
+            | ["backup"]
+            | ["models"]
+            | ["models", _, "load" | "unload"],
             _,
         ) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NoRoute),
     }
 }
+
+/// How often a load over the admin API looks whether it has ended.
+const LOAD_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A wire type as a JSON response.
 fn reply<T: serde::Serialize>(status: StatusCode, v: &T) -> Result<Response<Body>, ApiError> {

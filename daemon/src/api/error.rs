@@ -210,7 +210,8 @@ impl ApiError {
                 | ServiceError::AppVersionNotFound { .. }
                 | ServiceError::WorkflowNotFound(_)
                 | ServiceError::WorkflowRunNotFound(_)
-                | ServiceError::ConversationVariableNotFound(_) => m(S::NOT_FOUND, "not_found", s.to_string()),
+                | ServiceError::ConversationVariableNotFound(_)
+                | ServiceError::ModelNotFound { .. } => m(S::NOT_FOUND, "not_found", s.to_string()),
                 ServiceError::NotWorkflowApp(_) => m(S::BAD_REQUEST, "not_workflow_app", s.to_string()),
                 ServiceError::AppInvalid { .. } | ServiceError::DslInvalid(_) => m(S::BAD_REQUEST, "invalid_param", s.to_string()),
                 ServiceError::ExportFailed { .. } => m(S::INTERNAL_SERVER_ERROR, "internal_server_error", s.to_string()),
@@ -222,9 +223,12 @@ impl ApiError {
                     "internal error: stored state is unusable; see the daemon log".into(),
                 ),
                 ServiceError::Model(e) => match e {
-                    ModelError::Disabled | ModelError::Loading | ModelError::LoadFailed { .. } | ModelError::ThreadGone => {
-                        busy("provider_not_initialize", e.to_string(), 5)
-                    }
+                    ModelError::Disabled
+                    | ModelError::Loading
+                    | ModelError::LoadFailed { .. }
+                    | ModelError::ThreadGone
+                    | ModelError::Unloaded
+                    | ModelError::Unloading => busy("provider_not_initialize", e.to_string(), 5),
                     ModelError::QueueFull { .. } | ModelError::AppQueueFull { .. } => Mapped {
                         status: S::TOO_MANY_REQUESTS,
                         code: "too_many_requests",
@@ -342,6 +346,7 @@ mod tests {
         let shed = ServiceError::Governor(GovernorError::MemoryPressure { stage: "shedding" });
         assert_eq!(code(shed.into()), (503, "service_unavailable", Some(5)));
         assert_eq!(code(ModelError::Loading.into()), (503, "provider_not_initialize", Some(5)));
+        assert_eq!(code(ModelError::Unloaded.into()), (503, "provider_not_initialize", Some(5)));
         assert_eq!(
             code(ModelError::ContextOverflow { prompt_tokens: 9, max_tokens: 1, limit: 8 }.into()),
             (400, "context_length_exceeded", None)

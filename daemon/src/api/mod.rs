@@ -71,6 +71,8 @@ pub struct ApiState {
     pub config_sources: Vec<std::path::PathBuf>,
     /// Per client address and per key (`server.*_requests_per_minute`).
     pub rate: ratelimit::RateLimits,
+    /// The configured embedding model, for ListModels.
+    pub embedding: Option<crate::admin::EmbeddingFacts>,
 }
 
 impl ApiState {
@@ -83,6 +85,7 @@ impl ApiState {
             cpu_features: self.cpu_features.clone(),
             admin_gid: self.admin_gid,
             config_sources: self.config_sources.clone(),
+            embedding: self.embedding.clone(),
         }
     }
 }

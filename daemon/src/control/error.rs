@@ -56,7 +56,8 @@ impl From<ServiceError> for MethodError {
             | ServiceError::AppVersionNotFound { .. }
             | ServiceError::WorkflowNotFound(_)
             | ServiceError::WorkflowRunNotFound(_)
-            | ServiceError::ConversationVariableNotFound(_) => MethodError::NotFound(text),
+            | ServiceError::ConversationVariableNotFound(_)
+            | ServiceError::ModelNotFound { .. } => MethodError::NotFound(text),
             ServiceError::ShuttingDown => MethodError::Busy(text),
             ServiceError::ExportFailed { .. } => MethodError::Failed(text),
             ServiceError::Corrupt { .. } => MethodError::Failed("internal error: stored state is unusable; see the daemon log".into()),
@@ -65,6 +66,8 @@ impl From<ServiceError> for MethodError {
                 | ModelError::Loading
                 | ModelError::LoadFailed { .. }
                 | ModelError::ThreadGone
+                | ModelError::Unloaded
+                | ModelError::Unloading
                 | ModelError::QueueFull { .. }
                 | ModelError::AppQueueFull { .. } => MethodError::Busy(e.to_string()),
                 ModelError::ContextOverflow { .. } | ModelError::InvalidPrompt(_) | ModelError::Inference(_) => {

@@ -15,6 +15,7 @@ use zbus::zvariant::{OwnedFd, OwnedValue};
 
 use super::value::{self, Dict};
 use super::{MethodError, ReloadRequest};
+use crate::model::ModelError;
 use crate::service::Service;
 
 /// The largest app file ImportApp reads (a Dify DSL is at most this much YAML).
@@ -162,11 +163,15 @@ impl Daemon1 {
         self.status_line()
     }
 
-    /// The models the daemon serves with, as model:state (e.g. smollm2:ready).
+    /// The models the daemon has in memory or is loading, as model:state (e.g. smollm2:ready); an unloaded or
+    /// disabled model is not listed.
     #[zbus(property)]
     fn active_models(&self) -> Vec<String> {
-        let r = self.svc.model_report();
-        vec![format!("{}:{}", r.config.name, r.status.state)]
+        crate::admin::models(&self.svc, &self.facts)
+            .into_iter()
+            .filter(|m| !matches!(m.state.as_str(), "unloaded" | "disabled"))
+            .map(|m| format!("{}:{}", m.name, m.state))
+            .collect()
     }
 
     /// Bytes of memory the daemon's cgroup uses now (0: unknown). Read it when needed; no change signal.
@@ -359,15 +364,16 @@ impl Daemon1 {
         Ok(())
     }
 
-    /// The models: name, path, state, error, threads, slots, context_size.
+    /// Every model the daemon has: the chat model (kind "chat") and the embedding model when configured
+    /// (kind "embedding", with its model_id). Each: name, kind, path, state (disabled, loading, ready, failed,
+    /// unloading, unloaded), error, threads, slots, context_size.
     async fn list_models(
         &self,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<Vec<Dict>, MethodError> {
         self.authorise(conn, &hdr, "ListModels").await?;
-        let status = crate::admin::status(&self.svc, &self.facts);
-        value::dicts(&[status.model])
+        value::dicts(&crate::admin::models(&self.svc, &self.facts))
     }
 
     /// Drops every cached answer, or one app's. Options: app (s). Returns app and flushed (entries dropped).
@@ -480,7 +486,93 @@ impl Daemon1 {
         value::dict(&serde_json::json!({"bytes": result?, "members": members}))
     }
 
-    /// The long job running now (one at a time; CreateBackup), or empty. No change signal: follow the Progress signal.
+    /// Loads the chat model again after UnloadModel or a failed load, with the configuration it started with.
+    /// name: the chat model's name (model.name; "" means the chat model). Takes no options yet. A long job (one
+    /// at a time): Progress signals with the load's percent, Completed at the end; the reply comes once the model
+    /// is ready (name, state "ready", load_ms) or the load failed (Failed, with the reason). A model loaded already
+    /// answers at once with already = true. Busy while it loads or unloads or another long job runs; NotFound for
+    /// a name the daemon does not have; InvalidArgument for the embedding model (only the chat model can be loaded
+    /// or unloaded) and for a model disabled in the configuration.
+    async fn load_model(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        name: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<Dict, MethodError> {
+        self.authorise(conn, &hdr, "LoadModel").await?;
+        value::only(&options, &[])?;
+        let rt = Arc::clone(crate::admin::chat_model(&self.svc, &self.facts, &name)?);
+        match rt.status().state {
+            "ready" => return value::dict(&crate::admin::lifecycle(&rt, "ready", true)),
+            // Busy before the job's place is taken: no Progress for a refused call.
+            "loading" | "unloading" => {
+                return Err(crate::service::ServiceError::from(rt.ready().err().unwrap_or(ModelError::Loading)).into())
+            }
+            _ => {}
+        }
+        let job = "LoadModel";
+        let guard = self.begin_job(&emitter, job).await?;
+        let started = std::time::Instant::now();
+        match crate::admin::start_load(&rt) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.end_job(guard, &emitter, job, "ok: loaded already").await;
+                return value::dict(&crate::admin::lifecycle(&rt, "ready", true));
+            }
+            Err(e) => {
+                let e = MethodError::from(e);
+                self.fail_job(guard, &emitter, job, &e).await;
+                return Err(e);
+            }
+        }
+        let what = format!("loading {}", rt.config.path.display());
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        let mut last = 0;
+        while rt.status().state == "loading" {
+            tick.tick().await;
+            let percent = rt.load_percent();
+            if percent != last {
+                last = percent;
+                self.progress(&emitter, job, percent, &what).await;
+            }
+        }
+        match crate::admin::load_outcome(&rt, started.elapsed().as_millis() as u64) {
+            Ok(done) => {
+                self.progress(&emitter, job, 100, &format!("{} ready", done.name)).await;
+                let result = format!("ok: {} ready in {} ms", done.name, done.load_ms.unwrap_or(0));
+                self.end_job(guard, &emitter, job, &result).await;
+                value::dict(&done)
+            }
+            Err(e) => {
+                let e = MethodError::Failed(e.to_string());
+                self.fail_job(guard, &emitter, job, &e).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Unloads the chat model to free its memory (weights and KV cache) until LoadModel: new chat and completion
+    /// requests answer 503 provider_not_initialize at once; generations already queued or running finish first
+    /// (waited for up to a minute; past that the reply says state "unloading" and the model unloads when they
+    /// end). name as for LoadModel; no options yet. Returns name, state ("unloaded"), already (it was unloaded or
+    /// disabled already) and rss_freed_bytes (how much the daemon's VmRSS shrank). Busy while the model loads;
+    /// NotFound for an unknown name; InvalidArgument for the embedding model. Reload and SIGHUP do not load it.
+    async fn unload_model(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        name: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<Dict, MethodError> {
+        self.authorise(conn, &hdr, "UnloadModel").await?;
+        value::only(&options, &[])?;
+        let rt = crate::admin::chat_model(&self.svc, &self.facts, &name)?;
+        value::dict(&crate::admin::unload(rt).await?)
+    }
+
+    /// The long job running now (one at a time; CreateBackup, LoadModel), or empty. No change signal: follow the Progress signal.
     #[zbus(property(emits_changed_signal = "false"))]
     fn operation(&self) -> String {
         lock(&self.job).0.clone()
@@ -553,7 +645,7 @@ async fn read_file(fd: OwnedFd) -> Result<String, MethodError> {
 }
 
 /// Announces changes of State and StatusText (PropertiesChanged, and the
-/// StateChanged signal) until the connection goes.
+/// StateChanged signal), and of ActiveModels, until the connection goes.
 pub async fn watch_state(iface: InterfaceRef<Daemon1>, every: Duration) {
     // The state at start is no change: only later ones are signalled (a
     // client that subscribed early must not see "starting" twice).
@@ -561,14 +653,21 @@ pub async fn watch_state(iface: InterfaceRef<Daemon1>, every: Duration) {
         let d = iface.get().await;
         (d.state(), d.status_line())
     };
+    let mut last_models = iface.get().await.active_models();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now = {
+        let (now, models) = {
             let d = iface.get().await;
-            (d.state(), d.status_line())
+            ((d.state(), d.status_line()), d.active_models())
         };
+        if models != last_models {
+            if let Err(e) = iface.get().await.active_models_changed(iface.signal_emitter()).await {
+                tracing::warn!(error = %e, "could not announce a change of ActiveModels on D-Bus");
+            }
+            last_models = models;
+        }
         if last == now {
             continue;
         }

@@ -198,6 +198,7 @@ pub(super) fn run_thread(
     cfg: RuntimeConfig,
     heartbeat: Arc<Heartbeat>,
     metrics: Arc<Metrics>,
+    percent: Arc<std::sync::atomic::AtomicU32>,
     on_loaded: impl FnOnce(Result<Arc<LocalModel>, ModelError>),
 ) {
     heartbeat.beat();
@@ -205,7 +206,12 @@ pub(super) fn run_thread(
     let loaded = (|| {
         check_file(&cfg)?;
         let backend = super::backend().map_err(load_error)?;
-        let progress = LoadProgress { heartbeat: Arc::clone(&heartbeat), deadline: started + cfg.load_timeout, timed_out: Arc::default() };
+        let progress = LoadProgress {
+            heartbeat: Arc::clone(&heartbeat),
+            deadline: started + cfg.load_timeout,
+            timed_out: Arc::default(),
+            percent: Arc::clone(&percent),
+        };
         let too_slow = || {
             load_error(format!(
                 "loading {} took longer than model.load_timeout_secs ({} s) and was aborted; \
@@ -214,11 +220,17 @@ pub(super) fn run_thread(
                 cfg.load_timeout.as_secs()
             ))
         };
-        if worth_prefetching(&cfg) && !prefetch(&cfg.path, &progress)? {
+        // Percent of the load: reading the file through is the first half
+        // when it happens, llama.cpp's own progress the rest.
+        let prefetched = worth_prefetching(&cfg);
+        if prefetched && !prefetch(&cfg.path, &progress)? {
             return Err(too_slow());
         }
+        let (from, span) = if prefetched { (PREFETCH_SHARE, 100 - PREFETCH_SHARE) } else { (0, 100) };
         let callback = progress.clone();
-        let params = LlamaModelParams::default().with_use_mlock(cfg.use_mlock).with_progress_callback(move |_| callback.step());
+        let params = LlamaModelParams::default()
+            .with_use_mlock(cfg.use_mlock)
+            .with_progress_callback(move |p| callback.step(from + (p.clamp(0.0, 1.0) * span as f32) as u32));
         let model = LlamaModel::load_from_file(backend, &cfg.path, &params).map_err(|e| {
             if progress.timed_out.load(Ordering::Relaxed) {
                 too_slow()
@@ -249,6 +261,7 @@ pub(super) fn run_thread(
         Ok(r) => r,
         Err(e) => return on_loaded(Err(e)),
     };
+    percent.store(100, Ordering::Relaxed);
     let context = ctx.n_ctx();
     let queue = Arc::new(JobQueue::new(QueueLimits {
         depth: cfg.queue_depth,
@@ -286,18 +299,27 @@ pub(super) fn run_thread(
 /// tensor llama.cpp loaded: its progress callback) beats the inference
 /// heartbeat, so a slow load (eMMC, mlock) is progress the watchdog sees;
 /// past the deadline (`model.load_timeout_secs`) the load is called off.
+/// Each step also says how far the load is, in percent, for LoadModel's
+/// Progress signals (read from the runtime, never sent from this thread).
 #[derive(Clone)]
 struct LoadProgress {
     heartbeat: Arc<Heartbeat>,
     deadline: Instant,
     timed_out: Arc<AtomicBool>,
+    percent: Arc<std::sync::atomic::AtomicU32>,
 }
 
+/// The share of the load's percent that reading the file through takes.
+const PREFETCH_SHARE: u32 = 50;
+
 impl LoadProgress {
-    /// One step; false once the deadline has passed (the load must stop;
-    /// false from llama.cpp's callback aborts `load_from_file`).
-    fn step(&self) -> bool {
+    /// One step, `percent` of the load done; false once the deadline has
+    /// passed (the load must stop; false from llama.cpp's callback aborts
+    /// `load_from_file`).
+    fn step(&self, percent: u32) -> bool {
         self.heartbeat.beat();
+        // Below 100 until the model is usable (the context is made after).
+        self.percent.store(percent.min(99), Ordering::Relaxed);
         // Test-only: `model-load-progress=sleep(N)` makes every step slow.
         fail::fail_point!("model-load-progress");
         if Instant::now() >= self.deadline {
@@ -335,14 +357,17 @@ fn mem_available_bytes(meminfo: &str) -> Option<u64> {
 fn prefetch(path: &std::path::Path, progress: &LoadProgress) -> Result<bool, ModelError> {
     let read_error = |e: std::io::Error| load_error(format!("model file {}: {e}", path.display()));
     let mut file = std::fs::File::open(path).map_err(read_error)?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0).max(1);
     let mut chunk = vec![0u8; 8 << 20];
+    let mut read = 0u64;
     loop {
-        if !progress.step() {
+        let share = u32::try_from(read.min(size) * u64::from(PREFETCH_SHARE) / size).unwrap_or(PREFETCH_SHARE);
+        if !progress.step(share) {
             return Ok(false);
         }
         match file.read(&mut chunk) {
             Ok(0) => return Ok(true),
-            Ok(_) => {}
+            Ok(n) => read += n as u64,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(read_error(e)),
         }

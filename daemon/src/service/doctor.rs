@@ -184,6 +184,11 @@ fn model_load(state: &str, error: Option<&str>, path: &Path) -> Check {
         "ready" => Check::pass(NAME, "loaded and ready".into()),
         "loading" => Check::warn(NAME, "still loading".into(), "wait, then run doctor again (edgeaictl status shows the progress)"),
         "disabled" => Check::pass(NAME, "no local model".into()),
+        "unloaded" | "unloading" => Check::warn(
+            NAME,
+            format!("{state} by an operator: model calls answer 503"),
+            "edgeaictl --bus system models load, when the model should serve again",
+        ),
         other => Check::fail(
             NAME,
             format!("{other}: {}", error.unwrap_or("no reason given")),

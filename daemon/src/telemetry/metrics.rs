@@ -57,7 +57,7 @@ pub const PRESSURE_SOURCES: [&str; 4] = ["psi", "cgroup_v1", "usage", "forced"];
 pub const SHED_REASONS: [&str; 3] = ["memory_pressure", "queue_full", "app_queue_full"];
 
 /// Model states the `edgeai_model_state` gauge has a series for.
-const MODEL_STATES: [&str; 4] = ["disabled", "loading", "ready", "failed"];
+const MODEL_STATES: [&str; 6] = ["disabled", "loading", "ready", "failed", "unloading", "unloaded"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
