@@ -7,7 +7,10 @@
 //! size and sha256 in order, nothing missing or extra, and the database's
 //! `PRAGMA integrity_check`), and the offline restore: everything is
 //! unpacked into `DIR.restore-tmp` and checked there, and only then swapped
-//! in by renames, the old state kept as `DIR.previous-<time>`.
+//! in by renames, the old state kept as `DIR.previous-<time>`; and the
+//! online restore over D-Bus (`RestoreBackup`, which stages the archive for
+//! the daemon's next start). The archive checks themselves are
+//! `edgeai_common::backup_archive`'s, the daemon's too.
 //! Must not: link the daemon crate (it opens the copied database itself,
 //! with its own bundled SQLite).
 
@@ -22,7 +25,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::control::Control;
-use crate::error::{CtlError, EX_CANTCREAT, EX_DATAERR, EX_FAILURE, EX_INTERRUPTED};
+use crate::error::{CtlError, EX_CANTCREAT, EX_DATAERR, EX_FAILURE, EX_INTERRUPTED, EX_USAGE};
 
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,8 @@ pub enum BackupError {
     Unpack { path: PathBuf, source: std::io::Error },
     #[error("cannot swap the restored state into {}", path.display())]
     Swap { path: PathBuf, source: std::io::Error },
+    #[error("backup restore needs --bus (online: the daemon checks and stages the backup and applies it as it restarts) or --state-dir DIR (offline, with the daemon stopped)")]
+    NeedsStateDir,
 }
 
 impl BackupError {
@@ -52,6 +57,7 @@ impl BackupError {
             BackupError::Incomplete { .. } | BackupError::InUse { .. } => EX_FAILURE,
             BackupError::Interrupted { .. } => EX_INTERRUPTED,
             BackupError::Read { .. } | BackupError::BadArchive { .. } => EX_DATAERR,
+            BackupError::NeedsStateDir => EX_USAGE,
         }
     }
 }
@@ -152,35 +158,8 @@ async fn write_over_bus(bus: &BusClient, wait: std::time::Duration, file: &Path,
     let write_err = |source| CtlError::from(BackupError::Write { path: file.to_owned(), source });
     let fd = out.try_clone().await.map_err(write_err)?.into_std().await;
     let options: edgeai_common::dbus::Options<'_> = std::collections::HashMap::new();
-    // The daemon's Progress signals drive a bar on a terminal (subscribed before the call).
-    let mut progress = bus.signals("Progress").await?;
-    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
-        let b = indicatif::ProgressBar::new(100);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("backup {bar:30} {pos:>3}% {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
     let args = (edgeai_common::dbus::fd(&fd), options);
-    let call = bus.call_within("CreateBackup", &args, wait);
-    tokio::pin!(call);
-    let answer = loop {
-        tokio::select! {
-            answer = &mut call => break answer,
-            Some(signal) = futures_util::StreamExt::next(&mut progress) => {
-                if let (Some(b), Ok((op, percent, message))) = (&bar, signal.body().deserialize::<(String, u32, String)>()) {
-                    if op == "CreateBackup" {
-                        b.set_position(u64::from(percent));
-                        b.set_message(message);
-                    }
-                }
-            }
-        }
-    };
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    let answer = crate::progress::follow(bus, "CreateBackup", "backup", bus.call_within("CreateBackup", &args, wait)).await?;
     answer?;
     Ok(fd.metadata().map_err(write_err)?.len())
 }
@@ -248,6 +227,41 @@ fn verify_file(file: &Path, unpack: Option<&Unpack<'_>>) -> Result<BackupManifes
     checked
 }
 
+
+/// `edgeaictl --bus ... backup restore FILE [--no-restart]`: D-Bus
+/// RestoreBackup reads FILE through a descriptor opened here (so our
+/// permissions apply), checks and stages it; the daemon applies it at its
+/// next start, which with `restart` is at once (it exits 75 and systemd
+/// starts it again).
+pub async fn restore_over_bus(bus: &BusClient, timeout: std::time::Duration, file: &Path, restart: bool, json: bool) -> Result<(), CtlError> {
+    let f = File::open(file).map_err(|source| BackupError::Read { path: file.to_owned(), source })?;
+    let mut options: edgeai_common::dbus::Options<'_> = std::collections::HashMap::new();
+    options.insert("restart", zbus::zvariant::Value::from(restart));
+    let args = (edgeai_common::dbus::fd(&f), options);
+    let wait = timeout.max(SNAPSHOT_WAIT);
+    let answer = crate::progress::follow(bus, "RestoreBackup", "restore", bus.call_within("RestoreBackup", &args, wait)).await??;
+    if json {
+        let v = json!({"file": file.display().to_string(), "restore": answer});
+        return crate::commands::print(&format!("{v}\n"));
+    }
+    let field = |k: &str| answer.get(k).map_or_else(String::new, |v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+    let mut out = format!(
+        "staged {} (edgeai {}, schema version {}, created at unix {}): {} files, {} bytes, in {}\n",
+        file.display(),
+        field("edgeai_version"),
+        field("schema_version"),
+        field("created_at"),
+        field("members"),
+        field("bytes"),
+        field("staged"),
+    );
+    let skipped: Vec<&str> = answer.get("skipped").and_then(|v| v.as_array()).map_or_else(Vec::new, |a| a.iter().filter_map(|v| v.as_str()).collect());
+    if !skipped.is_empty() {
+        out.push_str(&format!("not restored online: {}; {}\n", skipped.join(", "), field("skipped_how")));
+    }
+    out.push_str(&format!("applied {}\n", field("applies")));
+    crate::commands::print(&out)
+}
 
 /// `edgeaictl backup restore FILE --state-dir DIR [--config-dir DIR]`.
 pub async fn restore(file: &Path, state: &Path, config: Option<&Path>, json: bool) -> Result<(), CtlError> {
