@@ -79,6 +79,7 @@
 
 pub mod admin;
 pub mod daemon;
+pub mod dbus;
 pub mod dify;
 pub mod gguf;
 pub mod http;

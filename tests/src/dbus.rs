@@ -1,0 +1,138 @@
+//! The D-Bus end-to-end tests' shared pieces (`tests/tests/dbus*.rs`): a
+//! private, real `dbus-daemon` per test, a daemon configured onto it, and
+//! `edgeaictl --bus` / `gdbus call` runners with their checks.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{paths, Daemon, DaemonBuilder};
+
+/// A private dbus-daemon on a socket in a world-readable temporary directory
+/// (so another uid can reach it); everyone may connect, own and call, so
+/// only the daemon's own checks decide.
+pub struct Bus {
+    _dir: tempfile::TempDir,
+    child: Child,
+    /// `unix:path=...`, for `--bus` and `control.bus`.
+    pub address: String,
+}
+
+impl Bus {
+    pub fn start() -> Bus {
+        let dir = tempfile::Builder::new().prefix("edgeai-bus-").tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = dir.path().join("bus");
+        let config = dir.path().join("bus.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+"#,
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .arg("--nofork")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting dbus-daemon (Debian package dbus; scripts/setup.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "dbus-daemon did not create {}", socket.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+        Bus { _dir: dir, child, address: format!("unix:path={}", socket.display()) }
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A daemon whose control interface is on `bus`.
+pub fn daemon_on(bus: &Bus) -> DaemonBuilder {
+    DaemonBuilder::new().set("control.bus", bus.address.as_str())
+}
+
+/// `edgeaictl --bus ADDRESS ARGS` (its --socket points nowhere, so nothing goes through the socket).
+pub fn ctl(bus: &Bus, d: &Daemon, args: &[&str]) -> Output {
+    Command::new(paths::edgeaictl())
+        .args(["--bus", &bus.address, "--socket"])
+        .arg(d.dir().join("no-such.sock"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running edgeaictl")
+}
+
+/// The stdout of a successful edgeaictl.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "edgeaictl failed: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// The stdout of a successful edgeaictl, as JSON.
+pub fn json(out: &Output) -> Value {
+    serde_json::from_str(&ok(out)).unwrap()
+}
+
+/// edgeaictl exited `code` and said `stderr_has`.
+#[track_caller]
+pub fn fails(out: &Output, code: i32, stderr_has: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stdout: {}\nstderr: {err}", String::from_utf8_lossy(&out.stdout));
+    assert!(err.contains(stderr_has), "stderr lacks {stderr_has:?}: {err}");
+}
+
+/// `gdbus call` on the daemon's object, optionally as another uid.
+pub fn gdbus_call(bus: &Bus, as_uid: Option<u32>, method: &str, args: &[&str]) -> Output {
+    let mut cmd = match as_uid {
+        Some(uid) => {
+            let mut c = Command::new("setpriv");
+            c.args([&format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups", "gdbus"]);
+            c
+        }
+        None => Command::new("gdbus"),
+    };
+    cmd.args(["call", "--address", &bus.address, "--dest", "org.edgeai.Daemon1", "--object-path", "/org/edgeai/Daemon1", "--method"])
+        .arg(method)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running gdbus (Debian package libglib2.0-bin; scripts/setup.sh installs it)")
+}
+
+/// The error a failed gdbus call printed.
+pub fn gdbus_error(out: &Output) -> String {
+    assert!(!out.status.success(), "gdbus succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
