@@ -20,7 +20,9 @@ use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::admin::{BackupManifest, BackupMember, BACKUP_CONFIG_PREFIX, BACKUP_FORMAT, BACKUP_KNOWLEDGE_PREFIX, BACKUP_MANIFEST, BACKUP_STORE};
+use crate::admin::{
+    BackupManifest, BackupMember, BACKUP_CONFIG_PREFIX, BACKUP_FORMAT, BACKUP_KNOWLEDGE_PREFIX, BACKUP_MANIFEST, BACKUP_STORE,
+};
 
 /// The largest manifest read (it lists every file; 16 MiB is about
 /// 100 000 members).
@@ -236,12 +238,16 @@ mod tests {
 
     fn read(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
         let mut seen = Vec::new();
-        read_archive(bytes, |_| Ok(()), |m, data| {
-            let mut b = Vec::new();
-            data.read_to_end(&mut b)?;
-            seen.push((m.name.clone(), b));
-            Ok(())
-        })
+        read_archive(
+            bytes,
+            |_| Ok(()),
+            |m, data| {
+                let mut b = Vec::new();
+                data.read_to_end(&mut b)?;
+                seen.push((m.name.clone(), b));
+                Ok(())
+            },
+        )
         .map(|_| seen)
         .map_err(|e| e.to_string())
     }

@@ -27,7 +27,6 @@ use tokio::io::AsyncWriteExt;
 use crate::control::Control;
 use crate::error::{CtlError, EX_CANTCREAT, EX_DATAERR, EX_FAILURE, EX_INTERRUPTED, EX_USAGE};
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error("cannot write the backup to {}", path.display())]
@@ -209,31 +208,42 @@ fn verify_file(file: &Path, unpack: Option<&Unpack<'_>>) -> Result<BackupManifes
         Some(u) => u.state.join(STATE_DB),
         None => scratch.clone(),
     };
-    let read = read_archive(f, |_| Ok(()), |member, data| {
-        let target = match (member.name.as_str(), unpack) {
-            (BACKUP_STORE, _) => Some(db.clone()),
-            (name, Some(u)) => unpack_target(name, u.state, u.config),
-            (_, None) => None,
-        };
-        match target {
-            Some(path) => write_member(&path, data),
-            None => std::io::copy(data, &mut std::io::sink()).map(|_| ()),
-        }
-    });
-    let checked = read.map_err(|e: ArchiveError| bad(e.to_string())).and_then(|manifest| check_database(&db, manifest.schema_version).map_err(bad).map(|()| manifest));
+    let read = read_archive(
+        f,
+        |_| Ok(()),
+        |member, data| {
+            let target = match (member.name.as_str(), unpack) {
+                (BACKUP_STORE, _) => Some(db.clone()),
+                (name, Some(u)) => unpack_target(name, u.state, u.config),
+                (_, None) => None,
+            };
+            match target {
+                Some(path) => write_member(&path, data),
+                None => std::io::copy(data, &mut std::io::sink()).map(|_| ()),
+            }
+        },
+    );
+    let checked = read
+        .map_err(|e: ArchiveError| bad(e.to_string()))
+        .and_then(|manifest| check_database(&db, manifest.schema_version).map_err(bad).map(|()| manifest));
     if unpack.is_none() {
         let _ = std::fs::remove_file(&scratch);
     }
     checked
 }
 
-
 /// `edgeaictl --bus ... backup restore FILE [--no-restart]`: D-Bus
 /// RestoreBackup reads FILE through a descriptor opened here (so our
 /// permissions apply), checks and stages it; the daemon applies it at its
 /// next start, which with `restart` is at once (it exits 75 and systemd
 /// starts it again).
-pub async fn restore_over_bus(bus: &BusClient, timeout: std::time::Duration, file: &Path, restart: bool, json: bool) -> Result<(), CtlError> {
+pub async fn restore_over_bus(
+    bus: &BusClient,
+    timeout: std::time::Duration,
+    file: &Path,
+    restart: bool,
+    json: bool,
+) -> Result<(), CtlError> {
     let f = File::open(file).map_err(|source| BackupError::Read { path: file.to_owned(), source })?;
     let mut options: edgeai_common::dbus::Options<'_> = std::collections::HashMap::new();
     options.insert("restart", zbus::zvariant::Value::from(restart));
@@ -255,7 +265,8 @@ pub async fn restore_over_bus(bus: &BusClient, timeout: std::time::Duration, fil
         field("bytes"),
         field("staged"),
     );
-    let skipped: Vec<&str> = answer.get("skipped").and_then(|v| v.as_array()).map_or_else(Vec::new, |a| a.iter().filter_map(|v| v.as_str()).collect());
+    let skipped: Vec<&str> =
+        answer.get("skipped").and_then(|v| v.as_array()).map_or_else(Vec::new, |a| a.iter().filter_map(|v| v.as_str()).collect());
     if !skipped.is_empty() {
         out.push_str(&format!("not restored online: {}; {}\n", skipped.join(", "), field("skipped_how")));
     }

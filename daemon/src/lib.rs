@@ -165,7 +165,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
         tracing::info!(memory_max_bytes = mem, cgroup = limits.cgroup, "memory limit");
     }
 
-    let (store, report) = open_store(&settings)?;
+    let (store, report) = open_store(&settings).map_err(|source| DaemonError::Store { path: settings.store.path.clone(), source })?;
     tracing::info!(path = %settings.store.path.display(), schema = report.schema_version, recovered_messages = report.recovered_messages, "store open");
 
     let m = &settings.model;
@@ -343,7 +343,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
 /// Opens the store, first applying a restore RestoreBackup staged (see
 /// `service::restore`): when the restored store does not open or migrate,
 /// the old state goes back and is opened instead (the daemon comes up).
-fn open_store(settings: &Settings) -> Result<(Store, store::OpenReport), DaemonError> {
+fn open_store(settings: &Settings) -> Result<(Store, store::OpenReport), store::StoreError> {
     let path = &settings.store.path;
     let open = || Store::open_with(path, store::StoreOptions { synchronous: settings.store.synchronous, ..Default::default() });
     let state_dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -376,9 +376,9 @@ fn open_store(settings: &Settings) -> Result<(Store, store::OpenReport), DaemonE
                 failed = %failed.display(),
                 "the restored store does not open: restore undone, serving the old state; the staged copy is kept in failed"
             );
-            open().map_err(|source| DaemonError::Store { path: path.clone(), source })
+            open()
         }
-        (opened, None) => opened.map_err(|source| DaemonError::Store { path: path.clone(), source }),
+        (opened, None) => opened,
     }
 }
 

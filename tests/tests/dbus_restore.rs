@@ -26,8 +26,11 @@ fn s(p: &Path) -> &str {
 
 /// Entries of `dir` whose name starts with `prefix`.
 fn named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix)).collect();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect();
     v.sort();
     v
 }
@@ -104,7 +107,8 @@ fn a_backup_restored_over_dbus_is_applied_as_the_daemon_restarts_and_the_old_sta
     assert!(b.dir().join("restore.staged/knowledge").is_dir());
 
     b.start_again();
-    let applied = b.wait_log_message("restore applied: serving the restored state; the old state is kept in previous", Duration::from_secs(10));
+    let applied =
+        b.wait_log_message("restore applied: serving the restored state; the old state is kept in previous", Duration::from_secs(10));
     let previous = PathBuf::from(applied.field_str("previous").unwrap());
     assert_eq!(previous.parent(), Some(b.dir()), "{previous:?}");
     assert_eq!(named(b.dir(), "restore."), vec![previous.clone()], "only the previous state is left");
@@ -124,7 +128,9 @@ fn a_backup_restored_over_dbus_is_applied_as_the_daemon_restarts_and_the_old_sta
 
 /// The archive's first member after the manifest: where its data starts and its size.
 fn second_member(tar: &[u8]) -> (usize, usize) {
-    let octal = |h: &[u8]| usize::from_str_radix(std::str::from_utf8(&h[124..135]).unwrap().trim_matches(|c: char| c == '\0' || c == ' '), 8).unwrap();
+    let octal = |h: &[u8]| {
+        usize::from_str_radix(std::str::from_utf8(&h[124..135]).unwrap().trim_matches(|c: char| c == '\0' || c == ' '), 8).unwrap()
+    };
     let manifest_size = octal(&tar[..512]);
     let header = 512 + manifest_size.div_ceil(512) * 512;
     (header + 512, octal(&tar[header..header + 512]))

@@ -518,7 +518,8 @@ impl Daemon1 {
         let total = input.metadata().ok().filter(|m| m.is_file()).map_or(0, |m| m.len());
         let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counting = Counting { inner: input, written: Arc::clone(&read) };
-        let state_dir = self.svc.store().path().parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_owned();
+        let state_dir =
+            self.svc.store().path().parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_owned();
         let supported = crate::store::supported_schema_version();
         let mut staging = tokio::task::spawn_blocking(move || crate::service::restore::stage(counting, &state_dir, supported));
         let mut tick = tokio::time::interval(PROGRESS_EVERY);

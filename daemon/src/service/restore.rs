@@ -213,8 +213,8 @@ pub fn begin(state_dir: &Path, db: &Path, knowledge: &Path) -> Result<Option<App
     let journal_path = state_dir.join(JOURNAL);
     if exists(&journal_path) {
         let text = std::fs::read(&journal_path).map_err(io_err(&journal_path))?;
-        let journal: Journal = serde_json::from_slice(&text)
-            .map_err(|e| RestoreError::Journal { path: journal_path.clone(), reason: e.to_string() })?;
+        let journal: Journal =
+            serde_json::from_slice(&text).map_err(|e| RestoreError::Journal { path: journal_path.clone(), reason: e.to_string() })?;
         undo(&journal, db, &state_dir.join(STAGED))?;
         remove_file(&journal_path)?;
         sync_dir(state_dir)?;
@@ -231,10 +231,8 @@ pub fn begin(state_dir: &Path, db: &Path, knowledge: &Path) -> Result<Option<App
     }
     let stamp = stamp();
     let previous = state_dir.join(format!("restore.previous-{stamp}"));
-    let mut moves: Vec<Move> = ["", "-wal", "-shm"]
-        .iter()
-        .map(|s| Move { from: with_suffix(db, s), to: with_suffix(&previous.join(STATE_DB), s) })
-        .collect();
+    let mut moves: Vec<Move> =
+        ["", "-wal", "-shm"].iter().map(|s| Move { from: with_suffix(db, s), to: with_suffix(&previous.join(STATE_DB), s) }).collect();
     moves.push(Move { from: knowledge.to_owned(), to: previous.join(STATE_KNOWLEDGE) });
     moves.push(Move { from: staged.join(STATE_DB), to: db.to_owned() });
     moves.push(Move { from: staged.join(STATE_KNOWLEDGE), to: knowledge.to_owned() });
