@@ -422,4 +422,42 @@ mod tests {
         assert_old_state(dir.path(), &db, &k);
         assert!(!exists(&dir.path().join(STAGED)));
     }
+
+    /// A real backup archive of a fresh store (and one knowledge file), and its schema version.
+    async fn archive(dir: &Path) -> (Vec<u8>, u32) {
+        let (store, report) = crate::store::Store::open(&dir.join("src.db")).unwrap();
+        let k = dir.join("k");
+        std::fs::create_dir_all(k.join("d1/sources")).unwrap();
+        std::fs::write(k.join("d1/sources/doc"), b"source text").unwrap();
+        let config = dir.join("edgeaid.toml");
+        std::fs::write(&config, b"[server]\n").unwrap();
+        let snapshot = crate::service::backup::take(&store, Some(&k), std::slice::from_ref(&config)).await.unwrap();
+        store.close().await.unwrap();
+        let mut out = Vec::new();
+        snapshot.write_to(&mut out).unwrap();
+        (out, report.schema_version)
+    }
+
+    #[tokio::test]
+    async fn a_good_archive_is_staged_and_a_bad_or_too_new_one_stages_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let (bytes, schema) = archive(dir.path()).await;
+
+        let err = stage(&bytes[..bytes.len() - 2048], &state, schema).unwrap_err();
+        assert!(matches!(err, RestoreError::BadArchive(_)), "{err}");
+        let err = stage(bytes.as_slice(), &state, schema - 1).unwrap_err();
+        assert!(matches!(err, RestoreError::SchemaTooNew { found, supported } if found == schema && supported == schema - 1), "{err}");
+        assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0, "nothing staged, no temporary directory left");
+
+        let staged = stage(bytes.as_slice(), &state, schema).unwrap();
+        assert_eq!(staged.dir, state.join(STAGED));
+        assert_eq!((staged.members, staged.skipped.as_slice(), staged.replaced), (2, ["config/edgeaid.toml".to_owned()].as_slice(), false));
+        assert_eq!(std::fs::read(staged.dir.join("knowledge/d1/sources/doc")).unwrap(), b"source text");
+        backup_archive::check_database(&staged.dir.join(STATE_DB), schema).unwrap();
+        assert!(stage(bytes.as_slice(), &state, schema).unwrap().replaced, "a second restore replaces the staged one");
+        let names: Vec<_> = std::fs::read_dir(&state).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, [STAGED]);
+    }
 }
