@@ -136,3 +136,52 @@ pub fn gdbus_error(out: &Output) -> String {
     assert!(!out.status.success(), "gdbus succeeded: {}", String::from_utf8_lossy(&out.stdout));
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// `gdbus monitor` of the daemon's signals on `bus`, started and ready.
+pub struct Monitor {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Monitor {
+    pub fn start(bus: &Bus) -> Monitor {
+        let mut child = Command::new("gdbus")
+            .args(["monitor", "--address", &bus.address, "--dest", "org.edgeai.Daemon1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("running gdbus monitor (Debian package libglib2.0-bin)");
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = lines.recv_timeout(Duration::from_secs(10)).expect("gdbus monitor started");
+        assert!(first.contains("Monitoring"), "{first}");
+        Monitor { child, lines }
+    }
+
+    /// The lines seen until one contains `until` (or 5 s pass without a line), joined.
+    pub fn until(&self, until: &str) -> String {
+        let mut seen = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            let done = line.contains(until);
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen.join("\n")
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use edgeai_tests::dbus::{ctl, daemon_on, fails, gdbus_call, json, ok, Bus};
+use edgeai_tests::dbus::{ctl, daemon_on, fails, gdbus_call, json, ok, Bus, Monitor};
 use edgeai_tests::{paths, Daemon};
 use serde_json::Value;
 
@@ -96,7 +96,13 @@ fn a_backup_restored_over_dbus_is_applied_as_the_daemon_restarts_and_the_old_sta
     let b_old = b.client().chat_blocking(QUESTION, "bob", None);
     assert!(b_old["conversation_id"].is_string());
 
+    let monitor = Monitor::start(&bus_b);
     let out = ok(&ctl(&bus_b, &b, &["backup", "restore", s(&archive)]));
+    let signals = monitor.until("org.edgeai.Daemon1.Completed");
+    assert!(signals.contains("org.edgeai.Daemon1.Progress ('RestoreBackup', uint32 0, 'started')"), "{signals}");
+    assert!(signals.contains("org.edgeai.Daemon1.Progress ('RestoreBackup', uint32 100, 'staged')"), "{signals}");
+    assert!(signals.contains("org.edgeai.Daemon1.Completed ('RestoreBackup', 'ok: staged "), "{signals}");
+    drop(monitor);
     assert!(out.contains(&format!("staged {}", archive.display())), "{out}");
     assert!(out.contains("not restored online: config/edgeaid.toml"), "the config files are skipped: {out}");
     assert!(out.contains("--config-dir /etc/edgeai"), "and the answer says how to restore them: {out}");
@@ -156,7 +162,10 @@ fn bad_archives_and_options_are_refused_and_nothing_is_staged() {
     let not_tar = d.dir().join("not-a.tar");
     std::fs::write(&not_tar, "hello, this is not an archive\n".repeat(40)).unwrap();
     for (file, why) in [(&truncated, "truncated"), (&altered, "has sha256"), (&not_tar, "archive")] {
+        let monitor = Monitor::start(&bus);
         let out = ctl(&bus, &d, &["backup", "restore", s(file)]);
+        let signals = monitor.until("org.edgeai.Daemon1.Completed");
+        assert!(signals.contains("org.edgeai.Daemon1.Completed ('RestoreBackup', 'failed: the archive is not a good backup"), "{signals}");
         fails(&out, 1, "org.edgeai.Error.InvalidArgument: the archive is not a good backup");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(why), "{}: {err}", file.display());
