@@ -82,6 +82,8 @@ pub enum DaemonError {
     Knowledge(service::knowledge::KnowledgeError),
     #[error("D-Bus: {0}")]
     Control(#[from] control::ControlError),
+    #[error("a restore's swap in {} is half done and could not be undone (restore.journal lists its renames; the next start tries again): {source}", state_dir.display())]
+    Restore { state_dir: std::path::PathBuf, source: service::restore::RestoreError },
 }
 
 /// Picks the embedding model (the upstream's when `embedding.upstream_model`
@@ -165,7 +167,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
         tracing::info!(memory_max_bytes = mem, cgroup = limits.cgroup, "memory limit");
     }
 
-    let (store, report) = open_store(&settings).map_err(|source| DaemonError::Store { path: settings.store.path.clone(), source })?;
+    let (store, report) = open_store(&settings).map_err(|e| *e)?;
     tracing::info!(path = %settings.store.path.display(), schema = report.schema_version, recovered_messages = report.recovered_messages, "store open");
 
     let m = &settings.model;
@@ -342,22 +344,29 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
 
 /// Opens the store, first applying a restore RestoreBackup staged (see
 /// `service::restore`): when the restored store does not open or migrate,
-/// the old state goes back and is opened instead (the daemon comes up).
-fn open_store(settings: &Settings) -> Result<(Store, store::OpenReport), store::StoreError> {
+/// the old state goes back and is opened instead (the daemon comes up). A
+/// swap that could not be undone stops the start instead: opening would
+/// serve a mix of two states.
+fn open_store(settings: &Settings) -> Result<(Store, store::OpenReport), Box<DaemonError>> {
     let path = &settings.store.path;
-    let open = || Store::open_with(path, store::StoreOptions { synchronous: settings.store.synchronous, ..Default::default() });
+    let open = || {
+        Store::open_with(path, store::StoreOptions { synchronous: settings.store.synchronous, ..Default::default() })
+            .map_err(|source| Box::new(DaemonError::Store { path: path.clone(), source }))
+    };
     let state_dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let half_done = |source| Box::new(DaemonError::Restore { state_dir: state_dir.to_owned(), source });
     let applying = match service::restore::begin(state_dir, path, &settings.knowledge.dir) {
         Ok(a) => a,
+        Err(e) if service::restore::interrupted(state_dir) => return Err(half_done(e)),
         Err(e) => {
             tracing::error!(error = %telemetry::chain(&e), state_dir = %state_dir.display(), "the staged restore was not applied; serving the old state");
             None
         }
     };
-    let opened = open();
-    match (opened, applying) {
-        (Ok(opened), Some(a)) => {
-            match a.commit() {
+    let Some(applying) = applying else { return open() };
+    match open() {
+        Ok(opened) => {
+            match applying.commit() {
                 Ok(applied) => tracing::info!(
                     store = %path.display(),
                     knowledge = %settings.knowledge.dir.display(),
@@ -369,16 +378,15 @@ fn open_store(settings: &Settings) -> Result<(Store, store::OpenReport), store::
             }
             Ok(opened)
         }
-        (Err(e), Some(a)) => {
-            let failed = a.rollback();
+        Err(e) => {
+            let failed = applying.rollback().map_err(half_done)?;
             tracing::error!(
-                error = %telemetry::chain(&e),
+                error = %telemetry::chain(&*e),
                 failed = %failed.display(),
                 "the restored store does not open: restore undone, serving the old state; the staged copy is kept in failed"
             );
             open()
         }
-        (opened, None) => opened,
     }
 }
 

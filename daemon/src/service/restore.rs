@@ -241,11 +241,17 @@ pub fn begin(state_dir: &Path, db: &Path, knowledge: &Path) -> Result<Option<App
     let applying = Applying { state_dir: state_dir.to_owned(), db: db.to_owned(), journal, stamp };
     for m in &applying.journal.moves {
         if let Err(e) = do_move(m) {
-            applying.rollback();
-            return Err(e);
+            // Undone (the journal is gone), or not (it stays): `interrupted` tells.
+            return Err(applying.rollback().err().unwrap_or(e));
         }
     }
     Ok(Some(applying))
+}
+
+/// A swap is half done (its journal is there): the live state may be a mix
+/// of the old and the restored one and must not be opened.
+pub fn interrupted(state_dir: &Path) -> bool {
+    exists(&state_dir.join(JOURNAL))
 }
 
 fn write_journal(path: &Path, journal: &Journal) -> Result<(), RestoreError> {
@@ -306,19 +312,17 @@ impl Applying {
     }
 
     /// The restored store did not open (or the swap failed): the old state
-    /// goes back, the staged copy becomes `restore.failed-<time>/`. Returns
-    /// that directory; errors are logged (the daemon must come up).
-    pub fn rollback(self) -> PathBuf {
+    /// goes back, the staged copy becomes `restore.failed-<time>/`, and the
+    /// journal goes. Returns that directory. An error leaves the journal
+    /// (see [`interrupted`]): the next start undoes the rest.
+    pub fn rollback(self) -> Result<PathBuf, RestoreError> {
         let staged = self.state_dir.join(STAGED);
         let failed = self.state_dir.join(format!("restore.failed-{}", self.stamp));
-        let outcome = undo(&self.journal, &self.db, &staged)
-            .and_then(|()| std::fs::rename(&staged, &failed).map_err(io_err(&failed)))
-            .and_then(|()| remove_file(&self.state_dir.join(JOURNAL)))
-            .and_then(|()| sync_dir(&self.state_dir));
-        if let Err(e) = outcome {
-            tracing::error!(error = %e, state_dir = %self.state_dir.display(), "could not undo the restore completely; the next start tries again");
-        }
-        failed
+        undo(&self.journal, &self.db, &staged)?;
+        std::fs::rename(&staged, &failed).map_err(io_err(&failed))?;
+        remove_file(&self.state_dir.join(JOURNAL))?;
+        sync_dir(&self.state_dir)?;
+        Ok(failed)
     }
 }
 
@@ -376,11 +380,11 @@ mod tests {
         let a = begin(dir.path(), &db, &k).unwrap().unwrap();
         // A failed open of the restored database may leave its own -wal.
         std::fs::write(with_suffix(&db, "-wal"), b"new wal").unwrap();
-        let failed = a.rollback();
+        let failed = a.rollback().unwrap();
         assert_old_state(dir.path(), &db, &k);
         assert_eq!(read(&failed.join(STATE_DB)), "new db");
         assert_eq!(read(&with_suffix(&failed.join(STATE_DB), "-wal")), "new wal");
-        assert!(!exists(&dir.path().join(STAGED)));
+        assert!(!exists(&dir.path().join(STAGED)) && !interrupted(dir.path()));
         let leftovers: Vec<String> =
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert!(!leftovers.iter().any(|n| n.starts_with("restore.previous-")), "{leftovers:?}");
