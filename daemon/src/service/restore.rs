@@ -17,7 +17,8 @@
 //! and then applies the staged copy again. [`Applying::commit`] removes the
 //! journal first (the point of no return) and only then the emptied staged
 //! directory; a staged directory without a database is such a leftover and
-//! is removed, never applied.
+//! is removed, never applied (as is a `restore.staged.tmp/` that a crash
+//! during RestoreBackup left).
 //! Must not: restore the config files (under /etc/edgeai the unit's
 //! ProtectSystem=strict forbids it; they are reported as skipped), or open
 //! the store (the caller does, so that opening and migrating decide).
@@ -220,6 +221,8 @@ pub fn begin(state_dir: &Path, db: &Path, knowledge: &Path) -> Result<Option<App
         sync_dir(state_dir)?;
         tracing::warn!(journal = %journal_path.display(), "an interrupted restore was undone; applying the staged restore again");
     }
+    // What a RestoreBackup a crash interrupted left (nothing can be staging now).
+    remove_all(&state_dir.join(STAGED_TMP))?;
     let staged = state_dir.join(STAGED);
     if !exists(&staged) {
         return Ok(None);
@@ -422,9 +425,11 @@ mod tests {
     fn a_commit_interrupted_after_its_journal_applies_nothing_again() {
         let (dir, db, k) = setup();
         std::fs::remove_file(dir.path().join(STAGED).join(STATE_DB)).unwrap();
+        std::fs::create_dir(dir.path().join(STAGED_TMP)).unwrap();
         assert!(begin(dir.path(), &db, &k).unwrap().is_none());
         assert_old_state(dir.path(), &db, &k);
         assert!(!exists(&dir.path().join(STAGED)));
+        assert!(!exists(&dir.path().join(STAGED_TMP)), "an interrupted RestoreBackup's leftover is removed at start");
     }
 
     /// A real backup archive of a fresh store (and one knowledge file), and its schema version.
