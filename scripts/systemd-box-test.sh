@@ -12,6 +12,8 @@
 #   - D-Bus with the installed policy: org.edgeai.Daemon1 owned by user edgeai, edgeaictl --bus system
 #     as root and as an edgeai-admin member works, another user is refused by the bus policy but
 #     reads properties, and Reload over D-Bus re-reads the config (journal field F_METHOD=Reload);
+#   - D-Bus RestoreBackup of a backup just taken: the daemon exits 75, systemd restarts it (not failed,
+#     RestartForceExitStatus=75) and the start applies the staged restore (restore.previous-* kept);
 #   - `systemctl reload` (SIGHUP) keeps the same process running;
 #   - `systemctl stop` ends with the daemon's own exit status 0 (a drain, not a kill);
 #   - with FAILPOINTS=inference-hang=return (the `fail` crate; needs the `failpoints` build) and WatchdogSec=3s,
@@ -316,6 +318,21 @@ if grep -q '"apps_served"' <<<"$bus_reload" && [ "$reload_logged" -ge 1 ]; then
 else
   fail "D-Bus Reload: $bus_reload; journal entries with F_METHOD=Reload: $reload_logged"
   in_box journalctl -u edgeai -o json --no-pager 2>/dev/null | grep 'D-Bus call' | tail -2 | indent
+fi
+
+# --- RestoreBackup: the daemon exits 75 and systemd restarts it (RestartForceExitStatus=75) -------
+pid=$(prop MainPID) restarts=$(prop NRestarts)
+restore_out=$(bus_ctl backup create /var/tmp/edgeai-restore.tar 2>&1 && bus_ctl backup restore /var/tmp/edgeai-restore.tar 2>&1)
+restore_restarted() {
+  [ "$(prop NRestarts)" -gt "$restarts" ] 2>/dev/null && [ "$(prop ActiveState)" = active ] && [ "$(prop MainPID)" != "$pid" ] \
+    && in_box journalctl -u edgeai --no-pager 2>/dev/null | grep -q 'restore applied: serving the restored state'
+}
+if grep -q 'applied now' <<<"$restore_out" && wait_for 90 restore_restarted && [ "$(in_box systemctl is-failed edgeai 2>&1)" != failed ] \
+  && in_box sh -c 'ls -d /var/lib/edgeai/restore.previous-*' >/dev/null 2>&1; then
+  pass "D-Bus RestoreBackup: the daemon exits 75, systemd restarts it (not failed), the start applies the restore"
+else
+  fail "D-Bus RestoreBackup: $restore_out / NRestarts=$(prop NRestarts) (was $restarts) ActiveState=$(prop ActiveState) MainPID=$(prop MainPID) (was $pid)"
+  in_box journalctl -u edgeai --no-pager -n 20 2>&1 | indent
 fi
 
 # --- reload: SIGHUP must not kill it ------------------------------------------------------------

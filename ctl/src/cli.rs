@@ -222,7 +222,7 @@ pub enum Command {
     )]
     Run(RunArgs),
 
-    /// Back up the daemon's state online, check a backup, restore one offline
+    /// Back up the daemon's state online, check a backup, restore one (online with --bus, or offline)
     #[command(subcommand)]
     Backup(BackupCommand),
 }
@@ -659,17 +659,28 @@ pub enum BackupCommand {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
-    /// Restore a backup offline into a state directory (the daemon must be stopped)
+    /// Restore a backup: online with --bus (staged, applied as the daemon restarts), or offline into --state-dir
     #[command(
-        long_about = "Restore a backup into a state directory while the daemon is stopped.\n\n\
-            The whole archive is checked (as `backup verify` does) while it is unpacked into DIR.restore-tmp; \
-            only then is DIR renamed to DIR.previous-<time> and DIR.restore-tmp to DIR (the same for \
-            --config-dir). A bad archive, or a DIR whose database a running edgeaid holds open, changes nothing. \
-            The previous state is kept: remove DIR.previous-<time> once the daemon runs well.\n\n\
-            The database goes to DIR/edgeai.db and the knowledge bases to DIR/knowledge (the defaults of \
+        long_about = "Restore a backup, online or offline.\n\n\
+            Online, with --bus: the daemon (D-Bus RestoreBackup) reads FILE through a descriptor opened here, \
+            checks it as `backup verify` does while it unpacks it into its state directory's restore.staged.tmp/, \
+            and renames it to restore.staged/ only when all is well (a bad archive stages nothing). It then drains \
+            and exits with 75, and systemd starts it again (the unit's RestartForceExitStatus=75); the start \
+            swaps the staged database and knowledge bases in before the store opens, keeping the old ones in \
+            restore.previous-<time>/. If the restored store does not open, the old state is put back and the \
+            staged copy kept as restore.failed-<time>/. --no-restart stages it for the next start instead. The \
+            config files are not restored online (the daemon cannot write /etc/edgeai): the answer lists them; \
+            restore them offline.\n\n\
+            Offline, with --state-dir, while the daemon is stopped: the whole archive is checked while it is \
+            unpacked into DIR.restore-tmp; only then is DIR renamed to DIR.previous-<time> and DIR.restore-tmp \
+            to DIR (the same for --config-dir). A bad archive, or a DIR whose database a running edgeaid holds \
+            open, changes nothing. The previous state is kept: remove DIR.previous-<time> once the daemon runs \
+            well. The database goes to DIR/edgeai.db and the knowledge bases to DIR/knowledge (the defaults of \
             store.path and knowledge.dir when state_dir is DIR).",
         after_help = concat!(
             "Examples:\n  \
+             edgeaictl --bus system backup restore /var/backups/edgeai-2026-11-30.tar\n  \
+             edgeaictl --bus system backup restore b.tar --no-restart\n\n  \
              systemctl stop edgeai\n  \
              edgeaictl backup restore /var/backups/edgeai-2026-11-30.tar --state-dir /var/lib/edgeai\n  \
              edgeaictl backup restore b.tar --state-dir /var/lib/edgeai --config-dir /etc/edgeai\n  \
@@ -681,12 +692,15 @@ pub enum BackupCommand {
         /// The archive to restore
         #[arg(value_name = "FILE")]
         file: PathBuf,
-        /// The daemon's state directory to replace
+        /// Offline: the stopped daemon's state directory to replace (required without --bus)
         #[arg(long, value_name = "DIR")]
-        state_dir: PathBuf,
-        /// Also replace this directory with the backup's config files
-        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Offline: also replace this directory with the backup's config files
+        #[arg(long, value_name = "DIR", requires = "state_dir")]
         config_dir: Option<PathBuf>,
+        /// Online (--bus): stage the restore for the daemon's next start instead of restarting it now
+        #[arg(long, conflicts_with = "state_dir")]
+        no_restart: bool,
     },
 }
 

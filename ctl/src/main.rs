@@ -69,6 +69,7 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
             | Command::Watch { .. }
             | Command::Export(_)
             | Command::Backup(BackupCommand::Create { .. })
+            | Command::Backup(BackupCommand::Restore { state_dir: None, .. })
     );
     let control = if needs_control {
         let route = control::choose(cli.bus, explicit_socket.is_some(), in_checkout);
@@ -113,9 +114,12 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Export(ExportCommand::Logs(args)) => export::logs(&control, &args, json).await,
         Command::Backup(BackupCommand::Create { file }) => backup::create(&control, cli.timeout, &file, json).await,
         Command::Backup(BackupCommand::Verify { file }) => backup::verify(&file, json).await,
-        Command::Backup(BackupCommand::Restore { file, state_dir, config_dir }) => {
-            backup::restore(&file, &state_dir, config_dir.as_deref(), json).await
-        }
+        Command::Backup(BackupCommand::Restore { file, state_dir, config_dir, no_restart }) => match (&control, state_dir) {
+            // --state-dir: offline (control is then the socket, unused).
+            (Control::Socket(_), Some(state_dir)) => backup::restore(&file, &state_dir, config_dir.as_deref(), json).await,
+            (Control::Bus(bus), _) => backup::restore_over_bus(bus, cli.timeout, &file, !no_restart, json).await,
+            (Control::Socket(_), None) => Err(backup::BackupError::NeedsStateDir.into()),
+        },
         Command::Chat(args) => {
             let login = std::env::var("USER").ok();
             let user = args.user.unwrap_or_else(|| chat::default_user(login.as_deref()));

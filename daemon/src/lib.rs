@@ -36,6 +36,27 @@ use crate::supervise::{Notifier, SignalEvent, Signals};
 /// lists it in RestartPreventExitStatus.
 pub const EXIT_CONFIG: i32 = 78;
 
+/// Exit code after a drain that RestoreBackup asked for (EX_TEMPFAIL): the
+/// unit lists it in RestartForceExitStatus (restart even though the exit
+/// was clean) and SuccessExitStatus (not a failure), so systemd starts the
+/// daemon again and the start applies the staged restore.
+pub const EXIT_RESTART: i32 = 75;
+
+/// Set when RestoreBackup asked for a restart; read by the binary after [`run`].
+static RESTART_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Drains and stops the daemon as SIGTERM does (it sends itself one), so
+/// that it exits with [`EXIT_RESTART`].
+pub fn request_restart() -> Result<(), nix::Error> {
+    RESTART_REQUESTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGTERM)
+}
+
+/// Whether the daemon stopped to restart ([`request_restart`]).
+pub fn restart_requested() -> bool {
+    RESTART_REQUESTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Why the daemon could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -61,6 +82,8 @@ pub enum DaemonError {
     Knowledge(service::knowledge::KnowledgeError),
     #[error("D-Bus: {0}")]
     Control(#[from] control::ControlError),
+    #[error("a restore's swap in {} is half done and could not be undone (restore.journal lists its renames; the next start tries again): {source}", state_dir.display())]
+    Restore { state_dir: std::path::PathBuf, source: service::restore::RestoreError },
 }
 
 impl DaemonError {
@@ -92,7 +115,8 @@ impl DaemonError {
             | DaemonError::HttpAllow(_)
             | DaemonError::DemoApp { .. }
             | DaemonError::Knowledge(_)
-            | DaemonError::Control(_) => 1,
+            | DaemonError::Control(_)
+            | DaemonError::Restore { .. } => 1,
         }
     }
 }
@@ -178,9 +202,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
         tracing::info!(memory_max_bytes = mem, cgroup = limits.cgroup, "memory limit");
     }
 
-    let (store, report) =
-        Store::open_with(&settings.store.path, store::StoreOptions { synchronous: settings.store.synchronous, ..Default::default() })
-            .map_err(|source| DaemonError::Store { path: settings.store.path.clone(), source })?;
+    let (store, report) = open_store(&settings).map_err(|e| *e)?;
     tracing::info!(path = %settings.store.path.display(), schema = report.schema_version, recovered_messages = report.recovered_messages, "store open");
 
     let m = &settings.model;
@@ -360,6 +382,54 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
     drop(store);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the store, first applying a restore RestoreBackup staged (see
+/// `service::restore`): when the restored store does not open or migrate,
+/// the old state goes back and is opened instead (the daemon comes up). A
+/// swap that could not be undone stops the start instead: opening would
+/// serve a mix of two states.
+fn open_store(settings: &Settings) -> Result<(Store, store::OpenReport), Box<DaemonError>> {
+    let path = &settings.store.path;
+    let open = || {
+        Store::open_with(path, store::StoreOptions { synchronous: settings.store.synchronous, ..Default::default() })
+            .map_err(|source| Box::new(DaemonError::Store { path: path.clone(), source }))
+    };
+    let state_dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let half_done = |source| Box::new(DaemonError::Restore { state_dir: state_dir.to_owned(), source });
+    let applying = match service::restore::begin(state_dir, path, &settings.knowledge.dir) {
+        Ok(a) => a,
+        Err(e) if service::restore::interrupted(state_dir) => return Err(half_done(e)),
+        Err(e) => {
+            tracing::error!(error = %telemetry::chain(&e), state_dir = %state_dir.display(), "the staged restore was not applied; serving the old state");
+            None
+        }
+    };
+    let Some(applying) = applying else { return open() };
+    match open() {
+        Ok(opened) => {
+            match applying.commit() {
+                Ok(applied) => tracing::info!(
+                    store = %path.display(),
+                    knowledge = %settings.knowledge.dir.display(),
+                    schema = opened.1.schema_version,
+                    previous = %applied.previous.display(),
+                    "restore applied: serving the restored state; the old state is kept in previous"
+                ),
+                Err(e) => tracing::warn!(error = %telemetry::chain(&e), "restore applied, but its staged copy could not be cleaned up"),
+            }
+            Ok(opened)
+        }
+        Err(e) => {
+            let failed = applying.rollback().map_err(half_done)?;
+            tracing::error!(
+                error = %telemetry::chain(&*e),
+                failed = %failed.display(),
+                "the restored store does not open: restore undone, serving the old state; the staged copy is kept in failed"
+            );
+            open()
+        }
+    }
 }
 
 /// How long a clean stop waits for the inference thread to save the cached

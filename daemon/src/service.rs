@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod export;
 pub mod knowledge;
 pub mod outbound;
+pub mod restore;
 mod run;
 pub mod workflow;
 

@@ -1,7 +1,6 @@
-//! A private, real `dbus-daemon` for the D-Bus tests (tests/tests/dbus*.rs)
-//! and the clients they drive the daemon's `org.edgeai.Daemon1` with:
-//! `edgeaictl --bus`, `gdbus call` (optionally as another uid, through
-//! setpriv) and a bounded runner for other commands.
+//! The D-Bus end-to-end tests' shared pieces (`tests/tests/dbus*.rs`): a
+//! private, real `dbus-daemon` per test, a daemon configured onto it, and
+//! `edgeaictl --bus` / `gdbus call` runners with their checks.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Output, Stdio};
@@ -17,7 +16,7 @@ use crate::{paths, Daemon, DaemonBuilder};
 pub struct Bus {
     _dir: tempfile::TempDir,
     child: Child,
-    /// The bus address (`unix:path=...`) for `--bus`, gdbus and busctl.
+    /// `unix:path=...`, for `--bus` and `control.bus`.
     pub address: String,
 }
 
@@ -73,7 +72,7 @@ impl Drop for Bus {
     }
 }
 
-/// A daemon whose D-Bus interface goes on `bus`.
+/// A daemon whose control interface is on `bus`.
 pub fn daemon_on(bus: &Bus) -> DaemonBuilder {
     DaemonBuilder::new().set("control.bus", bus.address.as_str())
 }
@@ -89,7 +88,7 @@ pub fn ctl(bus: &Bus, d: &Daemon, args: &[&str]) -> Output {
         .expect("running edgeaictl")
 }
 
-/// Asserts edgeaictl succeeded; its stdout.
+/// The stdout of a successful edgeaictl.
 pub fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -101,12 +100,13 @@ pub fn ok(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
-/// edgeaictl's stdout as JSON (it must have succeeded).
+/// The stdout of a successful edgeaictl, as JSON.
 pub fn json(out: &Output) -> Value {
     serde_json::from_str(&ok(out)).unwrap()
 }
 
-/// Asserts edgeaictl exited with `code` and said `stderr_has`.
+/// edgeaictl exited `code` and said `stderr_has`.
+#[track_caller]
 pub fn fails(out: &Output, code: i32, stderr_has: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(code), "stdout: {}\nstderr: {err}", String::from_utf8_lossy(&out.stdout));
@@ -131,10 +131,59 @@ pub fn gdbus_call(bus: &Bus, as_uid: Option<u32>, method: &str, args: &[&str]) -
         .expect("running gdbus (Debian package libglib2.0-bin; scripts/setup.sh installs it)")
 }
 
-/// The error gdbus printed (it must have failed).
+/// The error a failed gdbus call printed.
 pub fn gdbus_error(out: &Output) -> String {
     assert!(!out.status.success(), "gdbus succeeded: {}", String::from_utf8_lossy(&out.stdout));
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `gdbus monitor` of the daemon's signals on `bus`, started and ready.
+pub struct Monitor {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Monitor {
+    pub fn start(bus: &Bus) -> Monitor {
+        let mut child = Command::new("gdbus")
+            .args(["monitor", "--address", &bus.address, "--dest", "org.edgeai.Daemon1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("running gdbus monitor (Debian package libglib2.0-bin)");
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = lines.recv_timeout(Duration::from_secs(10)).expect("gdbus monitor started");
+        assert!(first.contains("Monitoring"), "{first}");
+        Monitor { child, lines }
+    }
+
+    /// The lines seen until one contains `until` (or 5 s pass without a line), joined.
+    pub fn until(&self, until: &str) -> String {
+        let mut seen = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            let done = line.contains(until);
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen.join("\n")
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Runs `cmd` to its end with piped output; panics (killing it) after `timeout`.

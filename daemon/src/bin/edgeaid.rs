@@ -23,7 +23,8 @@ Configuration is read from /usr/lib/edgeai/edgeai.toml, /etc/edgeai/edgeai.toml 
 Every key is documented in configs/reference.toml.
 
 Exit codes: 0 stopped cleanly; 1 could not start (store, sockets, sockets from systemd that do
-not match the configuration); 78 invalid configuration;
+not match the configuration); 75 stopped cleanly to restart (RestoreBackup: the next start applies
+the staged restore; the unit restarts on it); 78 invalid configuration;
 79 this CPU lacks the features the binary was built for.
 
 Environment: EDGEAI_LOG overrides log.level (e.g. EDGEAI_LOG=debug). LISTEN_PID, LISTEN_FDS and
@@ -109,6 +110,7 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(edgeaid::run(settings, sources, exec_start, inherited)) {
+        Ok(()) if edgeaid::restart_requested() => ExitCode::from(edgeaid::EXIT_RESTART as u8),
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %chain(&e), "edgeaid failed");

@@ -53,7 +53,7 @@ impl Drop for JobGuard<'_> {
     }
 }
 
-/// A writer that counts the bytes through it (a long job's progress).
+/// A writer (or reader) that counts the bytes through it (a long job's progress).
 struct Counting<W> {
     inner: W,
     written: Arc<std::sync::atomic::AtomicU64>,
@@ -68,6 +68,14 @@ impl<W: std::io::Write> std::io::Write for Counting<W> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.written.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
     }
 }
 
@@ -424,8 +432,8 @@ impl Daemon1 {
 
     /// Writes a backup into a file the caller opened for writing: a tar of a consistent online snapshot of the
     /// store (SQLite's backup API), the knowledge bases' vector files and sources, and the configuration files,
-    /// with a manifest of sizes and sha256 sums (edgeaictl backup verify checks it). Restoring is offline:
-    /// edgeaictl backup restore, with the daemon stopped. Takes no options yet. Returns bytes and members.
+    /// with a manifest of sizes and sha256 sums (edgeaictl backup verify checks it). RestoreBackup restores
+    /// one (applied at the next start); edgeaictl backup restore also restores offline. Takes no options yet. Returns bytes and members.
     /// Busy while another long job runs (one at a time).
     async fn create_backup(
         &self,
@@ -572,7 +580,114 @@ impl Daemon1 {
         value::dict(&crate::admin::unload(rt).await?)
     }
 
-    /// The long job running now (one at a time; CreateBackup, LoadModel), or empty. No change signal: follow the Progress signal.
+    /// Restores a backup online, in two steps: now, the archive is read from a file the caller opened,
+    /// unpacked into the state directory's restore.staged.tmp/ and checked there as edgeaictl backup verify
+    /// does (manifest, every member's size and sha256, PRAGMA integrity_check, a schema version this daemon
+    /// opens), then renamed to restore.staged/; at the next start, before the store opens, the database and
+    /// knowledge files are swapped in and the old ones kept in restore.previous-<time>/ (a restored store
+    /// that does not open is undone and kept as restore.failed-<time>/). A bad archive is InvalidArgument
+    /// and stages nothing; a full disk is Failed with the bytes needed. Config files are not restored
+    /// online (listed in skipped; restore them offline). Options: restart (b, default true: after the
+    /// reply the daemon drains and exits with 75, which the unit restarts). Returns staged, members,
+    /// bytes, schema_version, edgeai_version, created_at, skipped (as), skipped_how, restart, applies.
+    /// Busy while another long job runs (one at a time).
+    async fn restore_backup(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        file: OwnedFd,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<Dict, MethodError> {
+        self.authorise(conn, &hdr, "RestoreBackup").await?;
+        value::only(&options, &["restart"])?;
+        let restart = value::opt_bool(&options, "restart")?.unwrap_or(true);
+        let job = "RestoreBackup";
+        let guard = self.begin_job(&emitter, job).await?;
+        let fd: std::os::fd::OwnedFd = file.into();
+        let input = std::fs::File::from(fd);
+        // Progress by the bytes read of the archive (0 when its size is unknown, a pipe).
+        let total = input.metadata().ok().filter(|m| m.is_file()).map_or(0, |m| m.len());
+        let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counting = Counting { inner: input, written: Arc::clone(&read) };
+        let state_dir =
+            self.svc.store().path().parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_owned();
+        let supported = crate::store::supported_schema_version();
+        let mut staging = tokio::task::spawn_blocking(move || crate::service::restore::stage(counting, &state_dir, supported));
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        let mut last = 0;
+        let outcome = loop {
+            tokio::select! {
+                done = &mut staging => break done,
+                _ = tick.tick() => {
+                    let percent = if total == 0 { 0 } else { percent_of(read.load(std::sync::atomic::Ordering::Relaxed), total) };
+                    if percent != last {
+                        last = percent;
+                        self.progress(&emitter, job, percent, &format!("read and checked {percent}% of {total} bytes")).await;
+                    }
+                }
+            }
+        };
+        let staged = match outcome.map_err(|_| crate::service::restore::RestoreError::Panicked).and_then(|r| r) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %crate::telemetry::chain(&e), "RestoreBackup refused; nothing staged");
+                let e = restore_error(e);
+                self.fail_job(guard, &emitter, job, &e).await;
+                return Err(e);
+            }
+        };
+        let m = &staged.manifest;
+        tracing::info!(
+            staged = %staged.dir.display(),
+            members = staged.members,
+            bytes = staged.bytes,
+            schema_version = m.schema_version,
+            backup_created_at = m.created_at,
+            skipped = staged.skipped.len(),
+            replaced_earlier = staged.replaced,
+            restart,
+            "restore staged over D-Bus; applied at the next start"
+        );
+        self.progress(&emitter, job, 100, "staged").await;
+        self.end_job(guard, &emitter, job, &format!("ok: staged {} files, {} bytes", staged.members, staged.bytes)).await;
+        let skipped_how = if staged.skipped.is_empty() {
+            String::new()
+        } else {
+            "the daemon cannot write its config files (ProtectSystem=strict, owned by root): restore them with the daemon \
+             stopped: edgeaictl backup restore FILE --state-dir DIR --config-dir /etc/edgeai"
+                .to_owned()
+        };
+        let applies = if restart {
+            "now: the daemon drains, exits with 75 and is restarted by systemd; the start applies the restore"
+        } else {
+            "at the daemon's next start (systemctl restart edgeai)"
+        };
+        if restart {
+            // After the reply has gone out: the drain closes the bus connection.
+            tokio::spawn(async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                tracing::info!("stopping to apply the staged restore (exit 75: restart)");
+                if let Err(e) = crate::request_restart() {
+                    tracing::error!(error = %e, "could not stop to apply the restore; it is applied at the next start");
+                }
+            });
+        }
+        value::dict(&serde_json::json!({
+            "staged": staged.dir.display().to_string(),
+            "members": staged.members,
+            "bytes": staged.bytes,
+            "schema_version": m.schema_version,
+            "edgeai_version": m.edgeai_version,
+            "created_at": m.created_at,
+            "skipped": staged.skipped,
+            "skipped_how": skipped_how,
+            "restart": restart,
+            "applies": applies,
+        }))
+    }
+
+    /// The long job running now (one at a time; CreateBackup, LoadModel, RestoreBackup), or empty. No change signal: follow the Progress signal.
     #[zbus(property(emits_changed_signal = "false"))]
     fn operation(&self) -> String {
         lock(&self.job).0.clone()
@@ -609,6 +724,16 @@ fn backup_error(e: crate::service::backup::BackupError) -> MethodError {
         // The caller's descriptor would not take the bytes (a read-only file, a full disk).
         E::Write(_) => MethodError::InvalidArgument(text),
         E::Vectors(_) | E::Io { .. } | E::VectorsChanging { .. } | E::Panicked => MethodError::Failed(text),
+    }
+}
+
+/// A refused RestoreBackup as a named error: the archive's fault is the caller's.
+fn restore_error(e: crate::service::restore::RestoreError) -> MethodError {
+    use crate::service::restore::RestoreError as E;
+    let text = e.to_string();
+    match e {
+        E::BadArchive(_) | E::SchemaTooNew { .. } => MethodError::InvalidArgument(text),
+        E::NoSpace { .. } | E::Io { .. } | E::Journal { .. } | E::Panicked => MethodError::Failed(text),
     }
 }
 

@@ -189,6 +189,12 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The newest schema version this edgeaid opens (a newer database is
+/// refused with [`StoreError::SchemaTooNew`]).
+pub fn supported_schema_version() -> u32 {
+    migrations::latest(migrations::MIGRATIONS)
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `path`, migrates it and
     /// recovers interrupted messages. The parent directory must exist.
