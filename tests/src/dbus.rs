@@ -201,3 +201,33 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Starts `edgeaictl --bus <bus> ARGS` in the background (output piped), for
+/// a long job another call is to overlap.
+pub fn spawn_ctl(bus: &Bus, d: &Daemon, args: &[&str]) -> Child {
+    Command::new(paths::edgeaictl())
+        .args(["--bus", &bus.address, "--socket"])
+        .arg(d.dir().join("no-such.sock"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running edgeaictl")
+}
+
+/// The daemon's Operation property, as gdbus prints it.
+pub fn operation(bus: &Bus) -> String {
+    let out = gdbus_call(bus, None, "org.freedesktop.DBus.Properties.Get", &["org.edgeai.Daemon1", "Operation"]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits (up to 20 s) until the long job `job` shows as the Operation.
+#[track_caller]
+pub fn wait_for_operation(bus: &Bus, job: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !operation(bus).contains(job) {
+        assert!(Instant::now() < deadline, "{job} never showed as the Operation");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -12,9 +12,11 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use edgeai_tests::dbus::{ctl, daemon_on, fails, gdbus_call, gdbus_error, json, ok, run_with_timeout, Bus};
+use edgeai_tests::dbus::{
+    ctl, daemon_on, fails, gdbus_call, gdbus_error, json, ok, operation, run_with_timeout, spawn_ctl, wait_for_operation, Bus,
+};
 use edgeai_tests::paths;
 use serde_json::Value;
 
@@ -246,32 +248,15 @@ fn a_second_long_job_is_refused_busy_while_the_first_runs() {
     let d = daemon_on(&bus).failpoint("backup-member", "sleep(400)").start();
     d.wait_log_message("D-Bus control interface serving", Duration::from_secs(10));
     let first = d.dir().join("first.tar");
-    let running = Command::new(paths::edgeaictl())
-        .args(["--bus", &bus.address, "--socket"])
-        .arg(d.dir().join("no-such.sock"))
-        .args(["backup", "create"])
-        .arg(&first)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let operation = || {
-        let out = gdbus_call(&bus, None, "org.freedesktop.DBus.Properties.Get", &["org.edgeai.Daemon1", "Operation"]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !operation().contains("CreateBackup") {
-        assert!(Instant::now() < deadline, "the first backup never showed as the Operation");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let running = spawn_ctl(&bus, &d, &["backup", "create", first.to_str().unwrap()]);
+    wait_for_operation(&bus, "CreateBackup");
     let second = d.dir().join("second.tar");
     fails(&ctl(&bus, &d, &["backup", "create", second.to_str().unwrap()]), 75, "org.edgeai.Error.Busy: CreateBackup is running");
     assert!(!second.exists(), "a refused backup leaves no file");
 
     let done = running.wait_with_output().unwrap();
     ok(&done);
-    assert!(operation().contains("''"), "the place is free again: {}", operation());
+    assert!(operation(&bus).contains("''"), "the place is free again: {}", operation(&bus));
     ok(&d.ctl(&["backup", "verify", first.to_str().unwrap()]));
     // And the next job is taken.
     ok(&ctl(&bus, &d, &["backup", "create", second.to_str().unwrap()]));

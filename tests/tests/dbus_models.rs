@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use edgeai_tests::dbus::{ctl, daemon_on, fails, gdbus_call, gdbus_error, json, ok, Bus};
+use edgeai_tests::dbus::{ctl, daemon_on, fails, gdbus_call, gdbus_error, json, ok, operation, spawn_ctl, wait_for_operation, Bus};
 use edgeai_tests::{chat_body, paths, Daemon};
 use serde_json::Value;
 
@@ -180,24 +180,8 @@ fn a_second_load_while_one_runs_is_busy_and_progress_is_reported() {
     ok(&ctl(&bus, &d, &["models", "unload"]));
 
     let (mut mon, lines) = monitor(&bus);
-    let first = Command::new(paths::edgeaictl())
-        .args(["--bus", &bus.address, "--socket"])
-        .arg(d.dir().join("no-such.sock"))
-        .args(["--json", "models", "load"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let operation = || {
-        let out = gdbus_call(&bus, None, "org.freedesktop.DBus.Properties.Get", &["org.edgeai.Daemon1", "Operation"]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !operation().contains("LoadModel") {
-        assert!(Instant::now() < deadline, "the load never showed as the Operation");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let first = spawn_ctl(&bus, &d, &["--json", "models", "load"]);
+    wait_for_operation(&bus, "LoadModel");
     fails(&ctl(&bus, &d, &["models", "load"]), 75, "org.edgeai.Error.Busy: the model is still loading");
     // A backup is a long job too: refused while the load runs.
     let backup = d.dir().join("during-load.tar");
@@ -217,7 +201,7 @@ fn a_second_load_while_one_runs_is_busy_and_progress_is_reported() {
         .count();
     assert!(between >= 2, "the load's progress was reported on the way: {signals}");
     assert!(signals.contains("Completed ('LoadModel', 'ok: "), "{signals}");
-    assert!(operation().contains("''"), "the job's place is free again: {}", operation());
+    assert!(operation(&bus).contains("''"), "the job's place is free again: {}", operation(&bus));
     chat(&d).expect_json(200);
 }
 
@@ -298,15 +282,7 @@ fn a_generation_running_when_the_model_unloads_finishes_first() {
     assert!(out.end.is_none(), "the generation is still running");
 
     // The unload waits for the generation; meanwhile new requests are refused at once.
-    let unload = Command::new(paths::edgeaictl())
-        .args(["--bus", &bus.address, "--socket"])
-        .arg(d.dir().join("no-such.sock"))
-        .args(["--json", "models", "unload"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let unload = spawn_ctl(&bus, &d, &["--json", "models", "unload"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while chat_row(&bus, &d)["state"] != "unloading" {
         assert!(Instant::now() < deadline, "the model never showed as unloading: {}", chat_row(&bus, &d));

@@ -11,10 +11,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use edgeai_tests::dbus::{ctl, daemon_on, fails, gdbus_call, json, ok, Bus, Monitor};
+use edgeai_tests::dbus::{ctl, daemon_on, fails, gdbus_call, json, ok, spawn_ctl, wait_for_operation, Bus, Monitor};
 use edgeai_tests::{paths, Daemon};
 use serde_json::Value;
 
@@ -228,25 +227,8 @@ fn a_restore_while_a_backup_runs_is_refused_busy() {
     let mut d = daemon_on(&bus).failpoint("backup-member", "sleep(400)").start();
     d.wait_log_message("D-Bus control interface serving", Duration::from_secs(10));
     let first = d.dir().join("first.tar");
-    let running = Command::new(paths::edgeaictl())
-        .args(["--bus", &bus.address, "--socket"])
-        .arg(d.dir().join("no-such.sock"))
-        .args(["backup", "create"])
-        .arg(&first)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let operation = || {
-        let out = gdbus_call(&bus, None, "org.freedesktop.DBus.Properties.Get", &["org.edgeai.Daemon1", "Operation"]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !operation().contains("CreateBackup") {
-        assert!(Instant::now() < deadline, "the backup never showed as the Operation");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let running = spawn_ctl(&bus, &d, &["backup", "create", first.to_str().unwrap()]);
+    wait_for_operation(&bus, "CreateBackup");
     // Refused before the archive is read: any file will do.
     let archive = d.dir().join("any.tar");
     std::fs::write(&archive, b"not read").unwrap();

@@ -511,33 +511,27 @@ impl<'a> Reader<'a> {
     /// `server.allow_clients`: an array of address blocks (`10.20.0.0/16`,
     /// `::1/128`; a bare address is a block of one).
     fn networks(&mut self, section: &'static str, key: &'static str) -> Option<Vec<ipnet::IpNet>> {
-        let dotted = format!("{section}.{key}");
-        let v = self.raw(section, key)?;
-        let Some(list) = v.as_array() else {
-            self.problem(&dotted, format!("expected an array of address blocks such as \"10.20.0.0/16\", found {}", describe(v)));
-            return None;
-        };
-        let mut out = Vec::new();
-        let before = self.problems.len();
-        for (i, item) in list.iter().enumerate() {
-            let at = format!("{dotted}[{i}]");
-            match item {
-                toml::Value::String(s) => match parse_network(s) {
-                    Ok(net) => out.push(net),
-                    Err(message) => self.problem(&at, message),
-                },
-                other => self.problem(&at, format!("expected a string, found {}", describe(other))),
-            }
-        }
-        (self.problems.len() == before).then_some(out)
+        self.list(section, key, "an array of address blocks such as \"10.20.0.0/16\"", parse_network)
     }
 
     /// `workflow.http_allow`: an array of host patterns and CIDRs.
     fn http_allow(&mut self, section: &'static str, key: &'static str) -> Option<Vec<String>> {
+        self.list(section, key, "an array of strings", |s| crate::service::outbound::Rule::parse(s).map(|_| s.to_owned()))
+    }
+
+    /// An array of strings, each through `parse`; every bad entry is a
+    /// problem named `section.key[i]`, and then there is no value.
+    fn list<T>(
+        &mut self,
+        section: &'static str,
+        key: &'static str,
+        expected: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<Vec<T>> {
         let dotted = format!("{section}.{key}");
         let v = self.raw(section, key)?;
         let Some(list) = v.as_array() else {
-            self.problem(&dotted, format!("expected an array of strings, found {}", describe(v)));
+            self.problem(&dotted, format!("expected {expected}, found {}", describe(v)));
             return None;
         };
         let mut out = Vec::new();
@@ -545,8 +539,8 @@ impl<'a> Reader<'a> {
         for (i, item) in list.iter().enumerate() {
             let at = format!("{dotted}[{i}]");
             match item {
-                toml::Value::String(s) => match crate::service::outbound::Rule::parse(s) {
-                    Ok(_) => out.push(s.clone()),
+                toml::Value::String(s) => match parse(s) {
+                    Ok(x) => out.push(x),
                     Err(message) => self.problem(&at, message),
                 },
                 other => self.problem(&at, format!("expected a string, found {}", describe(other))),

@@ -33,6 +33,9 @@ pub struct Daemon1 {
 /// How often a long job reports its progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
+/// How often LoadModel looks whether the load has ended.
+const LOAD_POLL: Duration = Duration::from_millis(50);
+
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -114,6 +117,33 @@ impl Daemon1 {
         drop(guard);
         if let Err(e) = Daemon1::completed_signal(emitter, job, result).await {
             tracing::warn!(job, error = %e, "could not send a Completed signal");
+        }
+    }
+
+    /// Awaits `work`, a long job's work, sending a Progress signal every
+    /// [`PROGRESS_EVERY`] in which `percent()` changed, with `message(percent)`.
+    async fn while_progressing<T>(
+        &self,
+        emitter: &SignalEmitter<'_>,
+        job: &str,
+        work: impl std::future::Future<Output = T>,
+        percent: impl Fn() -> u32,
+        message: impl Fn(u32) -> String,
+    ) -> T {
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        let mut last = 0;
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = tick.tick() => {
+                    let now = percent();
+                    if now != last {
+                        last = now;
+                        self.progress(emitter, job, now, &message(now)).await;
+                    }
+                }
+            }
         }
     }
 
@@ -460,26 +490,21 @@ impl Daemon1 {
         let fd: std::os::fd::OwnedFd = file.into();
         let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut out = Counting { inner: std::fs::File::from(fd), written: Arc::clone(&written) };
-        let mut writing = tokio::task::spawn_blocking(move || {
+        let writing = tokio::task::spawn_blocking(move || {
             snapshot.write_to(&mut out)?;
             out.inner.sync_all().map_err(crate::service::backup::BackupError::Write)?;
             out.inner.metadata().map(|m| m.len()).map_err(crate::service::backup::BackupError::Write)
         });
-        // Progress every PROGRESS_EVERY while the archive is written, by bytes of the members.
-        let mut tick = tokio::time::interval(PROGRESS_EVERY);
-        let mut last = 0;
-        let outcome = loop {
-            tokio::select! {
-                done = &mut writing => break done,
-                _ = tick.tick() => {
-                    let percent = percent_of(written.load(std::sync::atomic::Ordering::Relaxed), total);
-                    if percent != last {
-                        last = percent;
-                        self.progress(&emitter, job, percent, &format!("{members} files, {total} bytes")).await;
-                    }
-                }
-            }
-        };
+        // Progress by bytes of the members written.
+        let outcome = self
+            .while_progressing(
+                &emitter,
+                job,
+                writing,
+                || percent_of(written.load(std::sync::atomic::Ordering::Relaxed), total),
+                |_| format!("{members} files, {total} bytes"),
+            )
+            .await;
         let result = outcome
             .map_err(|_| MethodError::Failed("the backup task panicked; see the daemon log".into()))
             .and_then(|r| r.map_err(backup_error));
@@ -536,16 +561,12 @@ impl Daemon1 {
             }
         }
         let what = format!("loading {}", rt.config.path.display());
-        let mut tick = tokio::time::interval(PROGRESS_EVERY);
-        let mut last = 0;
-        while rt.status().state == "loading" {
-            tick.tick().await;
-            let percent = rt.load_percent();
-            if percent != last {
-                last = percent;
-                self.progress(&emitter, job, percent, &what).await;
+        let loaded = async {
+            while rt.status().state == "loading" {
+                tokio::time::sleep(LOAD_POLL).await;
             }
-        }
+        };
+        self.while_progressing(&emitter, job, loaded, || rt.load_percent(), |_| what.clone()).await;
         match crate::admin::load_outcome(&rt, started.elapsed().as_millis() as u64) {
             Ok(done) => {
                 self.progress(&emitter, job, 100, &format!("{} ready", done.name)).await;
@@ -613,21 +634,16 @@ impl Daemon1 {
         let state_dir =
             self.svc.store().path().parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_owned();
         let supported = crate::store::supported_schema_version();
-        let mut staging = tokio::task::spawn_blocking(move || crate::service::restore::stage(counting, &state_dir, supported));
-        let mut tick = tokio::time::interval(PROGRESS_EVERY);
-        let mut last = 0;
-        let outcome = loop {
-            tokio::select! {
-                done = &mut staging => break done,
-                _ = tick.tick() => {
-                    let percent = if total == 0 { 0 } else { percent_of(read.load(std::sync::atomic::Ordering::Relaxed), total) };
-                    if percent != last {
-                        last = percent;
-                        self.progress(&emitter, job, percent, &format!("read and checked {percent}% of {total} bytes")).await;
-                    }
-                }
-            }
-        };
+        let staging = tokio::task::spawn_blocking(move || crate::service::restore::stage(counting, &state_dir, supported));
+        let outcome = self
+            .while_progressing(
+                &emitter,
+                job,
+                staging,
+                || if total == 0 { 0 } else { percent_of(read.load(std::sync::atomic::Ordering::Relaxed), total) },
+                |percent| format!("read and checked {percent}% of {total} bytes"),
+            )
+            .await;
         let staged = match outcome.map_err(|_| crate::service::restore::RestoreError::Panicked).and_then(|r| r) {
             Ok(s) => s,
             Err(e) => {
