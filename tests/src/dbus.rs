@@ -177,6 +177,23 @@ impl Monitor {
         }
         seen.join("\n")
     }
+
+    /// The lines up to and including the first Completed signal of
+    /// `operation`; panics (with what was seen) after `timeout`.
+    #[track_caller]
+    pub fn until_completed(&self, operation: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        let done = format!("org.edgeai.Daemon1.Completed ('{operation}'");
+        while let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            let end = line.contains(&done);
+            seen.push(line);
+            if end {
+                return seen.join("\n");
+            }
+        }
+        panic!("no Completed signal of {operation} within {timeout:?}; seen:\n{}", seen.join("\n"));
+    }
 }
 
 impl Drop for Monitor {

@@ -11,11 +11,12 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (style.md)
 
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use edgeai_tests::dbus::{ctl, daemon_on, fails, gdbus_call, gdbus_error, json, ok, operation, spawn_ctl, wait_for_operation, Bus};
+use edgeai_tests::dbus::{
+    ctl, daemon_on, fails, gdbus_call, gdbus_error, json, ok, operation, spawn_ctl, wait_for_operation, Bus, Monitor,
+};
 use edgeai_tests::{chat_body, paths, Daemon};
 use serde_json::Value;
 
@@ -33,43 +34,6 @@ fn property(bus: &Bus, name: &str) -> String {
         .output()
         .unwrap();
     ok(&out).trim().to_owned()
-}
-
-/// `gdbus monitor` on the daemon's name; its lines arrive on the receiver.
-fn monitor(bus: &Bus) -> (Child, Receiver<String>) {
-    let mut child = Command::new("gdbus")
-        .args(["monitor", "--address", &bus.address, "--dest", "org.edgeai.Daemon1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("running gdbus (Debian package libglib2.0-bin; scripts/setup.sh installs it)");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let first = rx.recv_timeout(Duration::from_secs(10)).expect("gdbus monitor started");
-    assert!(first.contains("Monitoring"), "{first}");
-    (child, rx)
-}
-
-/// The monitor's lines up to and including the first Completed signal of `operation`.
-fn until_completed(lines: &Receiver<String>, operation: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    let mut seen = Vec::new();
-    let done = format!("org.edgeai.Daemon1.Completed ('{operation}'");
-    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        let end = line.contains(&done);
-        seen.push(line);
-        if end {
-            return seen.join("\n");
-        }
-    }
-    panic!("no Completed signal of {operation} within {timeout:?}; seen:\n{}", seen.join("\n"));
 }
 
 fn chat(d: &Daemon) -> edgeai_tests::Response {
@@ -126,11 +90,10 @@ fn unload_frees_the_model_and_load_brings_it_back() {
     assert_eq!(chat_row(&bus, &d)["state"], "unloaded", "a reload must not load an unloaded model");
 
     // LoadModel: Progress signals, Completed "ok", then chat answers again.
-    let (mut mon, lines) = monitor(&bus);
+    let monitor = Monitor::start(&bus);
     let loaded = json(&ctl(&bus, &d, &["--json", "models", "load", "smollm2-135m-instruct"]));
-    let signals = until_completed(&lines, "LoadModel", Duration::from_secs(10));
-    let _ = mon.kill();
-    let _ = mon.wait();
+    let signals = monitor.until_completed("LoadModel", Duration::from_secs(10));
+    drop(monitor);
     assert_eq!((loaded["state"].as_str(), loaded["already"].as_bool()), (Some("ready"), Some(false)), "{loaded}");
     assert!(loaded["load_ms"].as_u64().is_some(), "{loaded}");
     assert!(signals.contains("org.edgeai.Daemon1.Progress ('LoadModel', uint32 0, 'started')"), "{signals}");
@@ -179,7 +142,7 @@ fn a_second_load_while_one_runs_is_busy_and_progress_is_reported() {
     d.wait_log_message("model loaded", Duration::from_secs(120));
     ok(&ctl(&bus, &d, &["models", "unload"]));
 
-    let (mut mon, lines) = monitor(&bus);
+    let monitor = Monitor::start(&bus);
     let first = spawn_ctl(&bus, &d, &["--json", "models", "load"]);
     wait_for_operation(&bus, "LoadModel");
     fails(&ctl(&bus, &d, &["models", "load"]), 75, "org.edgeai.Error.Busy: the model is still loading");
@@ -189,9 +152,8 @@ fn a_second_load_while_one_runs_is_busy_and_progress_is_reported() {
     let done = first.wait_with_output().unwrap();
     let answer: Value = serde_json::from_str(&ok(&done)).unwrap();
     assert_eq!(answer["state"], "ready", "{answer}");
-    let signals = until_completed(&lines, "LoadModel", Duration::from_secs(10));
-    let _ = mon.kill();
-    let _ = mon.wait();
+    let signals = monitor.until_completed("LoadModel", Duration::from_secs(10));
+    drop(monitor);
     // Percents between the start and the end, from the file read and llama.cpp's callback.
     let between = signals
         .lines()
