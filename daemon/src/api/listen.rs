@@ -256,7 +256,8 @@ pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Fu
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(state.limits.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
-    let mut denied_log = DeniedLog::default();
+    let mut denied_log = Throttle::default();
+    let mut refused_log = Throttle::default();
     tokio::pin!(shutdown);
     loop {
         let (io, peer) = tokio::select! {
@@ -265,7 +266,9 @@ pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Fu
                 Ok((s, addr)) if !client_allowed(&state.limits.allow_clients, addr.ip()) => {
                     // Closed before a byte is read: no HTTP, no TLS, no permit.
                     state.metrics.client_denied();
-                    denied_log.note(addr);
+                    if let Some(also_denied) = denied_log.due() {
+                        tracing::warn!(client = %addr, also_denied, "client refused: its address is not in server.allow_clients");
+                    }
                     drop(s);
                     continue;
                 }
@@ -284,7 +287,9 @@ pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Fu
             },
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            tracing::warn!(limit = state.limits.max_connections, "connection limit reached; refusing a connection");
+            if let Some(also_refused) = refused_log.due() {
+                tracing::warn!(limit = state.limits.max_connections, also_refused, "connection limit reached; refusing a connection");
+            }
             state.metrics.connection_refused();
             // Answering takes a moment; beyond MAX_REFUSALS at once the
             // socket is just closed, so a flood cannot pile up sockets.
@@ -361,27 +366,28 @@ fn client_allowed(allow: &[ipnet::IpNet], ip: std::net::IpAddr) -> bool {
     allow.is_empty() || allow.iter().any(|net| net.contains(&ip))
 }
 
-/// Logs denied clients without letting a scan flood the journal: the first
-/// one at once, then at most one line per [`DENIED_LOG_EVERY`] with how many
-/// were denied since.
+/// Keeps a flood (a scan of denied clients, connections over the cap) from
+/// flooding the journal: the first event is logged at once, then at most one
+/// line per [`LOG_EVERY`], saying how many went unlogged since.
 #[derive(Default)]
-struct DeniedLog {
+struct Throttle {
     last: Option<std::time::Instant>,
     unlogged: u64,
 }
 
-const DENIED_LOG_EVERY: Duration = Duration::from_secs(10);
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
-impl DeniedLog {
-    fn note(&mut self, client: SocketAddr) {
+impl Throttle {
+    /// Some(events not logged since the last line) when this one should be
+    /// logged.
+    fn due(&mut self) -> Option<u64> {
         let now = std::time::Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < DENIED_LOG_EVERY) {
+        if self.last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
             self.unlogged += 1;
-            return;
+            return None;
         }
-        tracing::warn!(client = %client, also_denied = self.unlogged, "client refused: its address is not in server.allow_clients");
         self.last = Some(now);
-        self.unlogged = 0;
+        Some(std::mem::take(&mut self.unlogged))
     }
 }
 
