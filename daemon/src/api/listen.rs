@@ -98,8 +98,7 @@ impl Listeners {
             l.adopt(fd, name, s)?;
         }
         if let (Some(addr), None) = (s.listen, &l.tcp) {
-            let std = std::net::TcpListener::bind(addr).map_err(|source| BindError::Tcp { addr, source })?;
-            l.tcp = Some(tcp_listener(std).map_err(|source| BindError::Tcp { addr, source })?);
+            l.tcp = Some(bind_tcp(addr).map_err(|source| BindError::Tcp { addr, source })?);
         }
         if let (Some(path), None) = (&s.socket, &l.unix) {
             l.unix = Some(bind_unix(path, s.socket_mode, s.socket_group.as_deref())?);
@@ -172,6 +171,21 @@ impl Listeners {
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp.as_ref().and_then(|l| l.local_addr().ok())
     }
+}
+
+/// Connections the kernel queues for `accept` (capped by
+/// net.core.somaxconn). std's 128 overflows under a connection flood on a
+/// busy 2-core box, and each SYN dropped then costs a well-behaved client a
+/// 1 s retransmit. systemd's socket units default to somaxconn.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds server.listen (with SO_REUSEADDR, as std does) and listens with
+/// [`LISTEN_BACKLOG`].
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 fn tcp_listener(std: std::net::TcpListener) -> std::io::Result<TcpListener> {
