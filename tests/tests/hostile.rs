@@ -51,7 +51,9 @@ fn good_get(addr: SocketAddr, key: &str) -> std::io::Result<u16> {
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
     let text = String::from_utf8_lossy(&out);
-    text.get(9..12).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::new(ErrorKind::InvalidData, format!("no status in {text:?}")))
+    text.get(9..12)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidData, format!("no status in {text:?}")))
 }
 
 /// A well-behaved client that retries a refusal (503, or a connection the
@@ -115,11 +117,7 @@ impl Probe {
 
 fn vm_rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
 }
 
 fn open_fds(pid: u32) -> usize {
@@ -361,10 +359,12 @@ fn header_floods_bad_bodies_and_smuggling_are_refused_and_run_nothing_twice() {
     let a = exchange(addr, format!("GET /v1/parameters HTTP/1.1\r\nHost: x\r\n{auth}{many}\r\n").as_bytes());
     assert!(a.is_empty() || status(&a) == Some(431), "500 headers: {a:?}");
     // A flood of such heads, 50 at once, on 50 threads.
-    let flood: Vec<_> = (0..50).map(|_| {
-        let big = big.clone();
-        std::thread::spawn(move || exchange(addr, big.as_bytes()))
-    }).collect();
+    let flood: Vec<_> = (0..50)
+        .map(|_| {
+            let big = big.clone();
+            std::thread::spawn(move || exchange(addr, big.as_bytes()))
+        })
+        .collect();
     for t in flood {
         let a = t.join().unwrap();
         assert!(a.is_empty() || status(&a) == Some(431), "{a:?}");
@@ -376,7 +376,13 @@ fn header_floods_bad_bodies_and_smuggling_are_refused_and_run_nothing_twice() {
     let huge = format!(r#"{{"query": "{}", "inputs": {{}}, "user": "u"}}"#, "x".repeat(MAX_BODY * 8));
     c.request("POST", "/v1/chat-messages", &[], Some(huge.as_bytes())).expect_dify_error(413, "request_entity_too_large");
     // The same announced by Content-Length only, the body never sent.
-    let a = exchange(addr, format!("POST /v1/chat-messages HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n{{").as_bytes());
+    let a = exchange(
+        addr,
+        format!(
+            "POST /v1/chat-messages HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n{{"
+        )
+        .as_bytes(),
+    );
     // At once: without the check it waited for the body until request_timeout_secs.
     assert_eq!(status(&a), Some(413), "a gigabyte Content-Length, answered within 3 s: {a:?}");
     assert!(a.contains("request_entity_too_large"), "{a:?}");
@@ -425,7 +431,10 @@ fn header_floods_bad_bodies_and_smuggling_are_refused_and_run_nothing_twice() {
         ("obs-fold header", format!("{post}X-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n{}", tail(7))),
         ("space before colon", format!("{post}Content-Length : 0\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n{}", tail(8))),
         ("chunk size overflow", format!("{post}Transfer-Encoding: chunked\r\n\r\nffffffffffffffffff1\r\n\r\n0\r\n\r\n{}", tail(9))),
-        ("HTTP/1.0 with chunked", format!("POST /v1/chat-messages HTTP/1.0\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n{}", tail(10))),
+        (
+            "HTTP/1.0 with chunked",
+            format!("POST /v1/chat-messages HTTP/1.0\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n{}", tail(10)),
+        ),
     ];
     for (what, bytes) in &cases {
         let a = exchange(addr, bytes.as_bytes());
@@ -443,4 +452,68 @@ fn header_floods_bad_bodies_and_smuggling_are_refused_and_run_nothing_twice() {
     let rss = vm_rss_kb(pid);
     eprintln!("VmRSS {rss_before} kB before, {rss} kB after");
     assert!(rss < rss_before + 200 * 1024, "VmRSS grew from {rss_before} kB to {rss} kB");
+}
+
+/// A `GET /v1/parameters` from the loopback address `src` (127.0.0.2 is
+/// another client than 127.0.0.1): its status.
+fn good_get_from(addr: SocketAddr, src: [u8; 4], key: &str) -> std::io::Result<u16> {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let fd = socket::socket(AddressFamily::Inet, SockType::Stream, SockFlag::empty(), None)?;
+    socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::new(src[0], src[1], src[2], src[3], 0))?;
+    let SocketAddr::V4(v4) = addr else { panic!("the test daemon listens on IPv4: {addr}") };
+    socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(v4))?;
+    let mut s = TcpStream::from(fd);
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(format!("GET /v1/parameters HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    Ok(status(&String::from_utf8_lossy(&out)).unwrap_or(0))
+}
+
+#[test]
+fn one_client_address_cannot_take_every_connection() {
+    const PER_CLIENT: usize = 16;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // A long idle timeout: here only the per-client cap frees room.
+    let d = DaemonBuilder::new()
+        .set("server.max_connections", 64)
+        .set("server.max_connections_per_client", PER_CLIENT as i64)
+        .set("server.idle_timeout_secs", 120)
+        .start();
+    let addr = d.addr();
+    // One host opens more idle connections than max_connections.
+    let idle: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // Refused ones read their 503 once the refusal's wait for a head (2 s) is over.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (mut held, mut refused_503) = (0, 0);
+    for mut s in &idle {
+        s.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        let open = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break false,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break true,
+                Err(_) => break false,
+            }
+        };
+        held += usize::from(open && got.is_empty());
+        refused_503 += usize::from(got.starts_with(b"HTTP/1.1 503"));
+    }
+    eprintln!("per-client cap {PER_CLIENT}: {held} of 100 idle connections held, {refused_503} read a 503");
+    assert_eq!(held, PER_CLIENT, "one address holds {held} connections");
+    assert!(refused_503 > 0, "no refused connection read a 503");
+    // Another client is served at once, without waiting for idle_timeout_secs.
+    let started = Instant::now();
+    assert_eq!(good_get_from(addr, [127, 0, 0, 2], d.key()).unwrap(), 200);
+    eprintln!("a client at 127.0.0.2 served in {:?}", started.elapsed());
+    // And the capped one again once it closes its idle connections.
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while good_get(addr, d.key()).ok() != Some(200) {
+        assert!(Instant::now() < deadline, "127.0.0.1 is still refused after closing its connections");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(d.logs_with_message("per-client connection limit reached; refusing a connection").len(), 1);
 }
