@@ -101,6 +101,11 @@ fn add_retry_after(r: &mut Response<Body>, secs: Option<u32>) {
 /// or not JSON. Type checks against the request shape come after, as 400
 /// `invalid_param`.
 pub async fn read_json(body: Incoming, limit: usize) -> Result<Value, ApiError> {
+    // A Content-Length over the limit is refused before the body is read:
+    // waiting for it would hold the connection until request_timeout_secs.
+    if body.size_hint().lower() > limit as u64 {
+        return Err(ApiError::BodyTooLarge { limit });
+    }
     let bytes = Limited::new(body, limit).collect().await.map_err(|e| {
         if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
             ApiError::BodyTooLarge { limit }

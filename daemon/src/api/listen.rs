@@ -7,12 +7,13 @@
 //! reading (`stall`), and the graceful shutdown that lets in-flight
 //! responses finish.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -98,8 +99,7 @@ impl Listeners {
             l.adopt(fd, name, s)?;
         }
         if let (Some(addr), None) = (s.listen, &l.tcp) {
-            let std = std::net::TcpListener::bind(addr).map_err(|source| BindError::Tcp { addr, source })?;
-            l.tcp = Some(tcp_listener(std).map_err(|source| BindError::Tcp { addr, source })?);
+            l.tcp = Some(bind_tcp(addr).map_err(|source| BindError::Tcp { addr, source })?);
         }
         if let (Some(path), None) = (&s.socket, &l.unix) {
             l.unix = Some(bind_unix(path, s.socket_mode, s.socket_group.as_deref())?);
@@ -172,6 +172,21 @@ impl Listeners {
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp.as_ref().and_then(|l| l.local_addr().ok())
     }
+}
+
+/// Connections the kernel queues for `accept` (capped by
+/// net.core.somaxconn). std's 128 overflows under a connection flood on a
+/// busy 2-core box, and each SYN dropped then costs a well-behaved client a
+/// 1 s retransmit. systemd's socket units default to somaxconn.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds server.listen (with SO_REUSEADDR, as std does) and listens with
+/// [`LISTEN_BACKLOG`].
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 fn tcp_listener(std: std::net::TcpListener) -> std::io::Result<TcpListener> {
@@ -256,7 +271,10 @@ pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Fu
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(state.limits.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
-    let mut denied_log = DeniedLog::default();
+    let mut denied_log = Throttle::default();
+    let mut refused_log = Throttle::default();
+    let mut client_log = Throttle::default();
+    let per_client = PerClient::new(state.limits.max_connections_per_client);
     tokio::pin!(shutdown);
     loop {
         let (io, peer) = tokio::select! {
@@ -265,7 +283,9 @@ pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Fu
                 Ok((s, addr)) if !client_allowed(&state.limits.allow_clients, addr.ip()) => {
                     // Closed before a byte is read: no HTTP, no TLS, no permit.
                     state.metrics.client_denied();
-                    denied_log.note(addr);
+                    if let Some(also_denied) = denied_log.due() {
+                        tracing::warn!(client = %addr, also_denied, "client refused: its address is not in server.allow_clients");
+                    }
                     drop(s);
                     continue;
                 }
@@ -283,24 +303,28 @@ pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Fu
                 Err(e) => { accept_failed(e).await; continue; }
             },
         };
+        let head_limit = state.limits.max_header_bytes;
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            tracing::warn!(limit = state.limits.max_connections, "connection limit reached; refusing a connection");
+            if let Some(also_refused) = refused_log.due() {
+                tracing::warn!(limit = state.limits.max_connections, also_refused, "connection limit reached; refusing a connection");
+            }
             state.metrics.connection_refused();
-            // Answering takes a moment; beyond MAX_REFUSALS at once the
-            // socket is just closed, so a flood cannot pile up sockets.
-            let Ok(slot) = Arc::clone(&refusals).try_acquire_owned() else { continue };
-            let head_limit = state.limits.max_header_bytes;
-            match io {
-                Conn::Tcp(s) => tokio::spawn(async move {
-                    refuse(s, head_limit).await;
-                    drop(slot)
-                }),
-                Conn::Unix(s) => tokio::spawn(async move {
-                    refuse(s, head_limit).await;
-                    drop(slot)
-                }),
-            };
+            spawn_refusal(io, &refusals, head_limit);
             continue;
+        };
+        let slot = match &peer {
+            Peer::Tcp(addr) => match per_client.take(addr.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    if let Some(also_refused) = client_log.due() {
+                        tracing::warn!(client = %addr, limit = per_client.limit, also_refused, "per-client connection limit reached; refusing a connection");
+                    }
+                    state.metrics.connection_refused();
+                    spawn_refusal(io, &refusals, head_limit);
+                    continue;
+                }
+            },
+            Peer::Unix { .. } => None,
         };
         let st = Arc::clone(&state);
         let peer = Arc::new(peer);
@@ -318,8 +342,12 @@ pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Fu
             .max_header_size(state.limits.max_header_bytes)
             .keep_alive(true);
         match io {
-            Conn::Tcp(s) => spawn_conn(graceful.watch(b.serve_connection(TokioIo::new(StallGuard::new(s, slow, stall)), svc)), permit),
-            Conn::Unix(s) => spawn_conn(graceful.watch(b.serve_connection(TokioIo::new(StallGuard::new(s, slow, stall)), svc)), permit),
+            Conn::Tcp(s) => {
+                spawn_conn(graceful.watch(b.serve_connection(TokioIo::new(StallGuard::new(s, slow, stall)), svc)), (permit, slot))
+            }
+            Conn::Unix(s) => {
+                spawn_conn(graceful.watch(b.serve_connection(TokioIo::new(StallGuard::new(s, slow, stall)), svc)), (permit, slot))
+            }
         }
     }
     if let Some(path) = &listeners.unix_file {
@@ -343,16 +371,80 @@ enum Conn {
     Unix(tokio::net::UnixStream),
 }
 
-fn spawn_conn(conn: impl Future<Output = Result<(), hyper::Error>> + Send + 'static, permit: tokio::sync::OwnedSemaphorePermit) {
+/// Serves one connection, holding its permit and per-client slot until it ends.
+fn spawn_conn(
+    conn: impl Future<Output = Result<(), hyper::Error>> + Send + 'static,
+    held: (tokio::sync::OwnedSemaphorePermit, Option<ClientSlot>),
+) {
     tokio::spawn(async move {
-        let _permit = permit;
+        let _held = held;
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
     });
 }
 
-/// EMFILE and friends: log, back off a little, keep serving.
+/// Answers a refused connection with a 503 while fewer than
+/// [`MAX_REFUSALS`] are being answered; beyond that it is just closed, so a
+/// flood cannot pile up sockets.
+fn spawn_refusal(io: Conn, refusals: &Arc<Semaphore>, head_limit: usize) {
+    let Ok(slot) = Arc::clone(refusals).try_acquire_owned() else { return };
+    match io {
+        Conn::Tcp(s) => tokio::spawn(async move {
+            refuse(s, head_limit).await;
+            drop(slot)
+        }),
+        Conn::Unix(s) => tokio::spawn(async move {
+            refuse(s, head_limit).await;
+            drop(slot)
+        }),
+    };
+}
+
+/// Open TCP connections per client address, against
+/// `server.max_connections_per_client` (0: no limit). Slots are taken after
+/// a `max_connections` permit, so the map holds at most that many addresses.
+struct PerClient {
+    limit: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One connection counted against its client address until dropped.
+struct ClientSlot {
+    ip: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerClient {
+    fn new(limit: usize) -> PerClient {
+        PerClient { limit, open: Arc::default() }
+    }
+
+    /// A slot for a connection from `ip`, or None when it already holds `limit`.
+    fn take(&self, ip: IpAddr) -> Option<ClientSlot> {
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(ip).or_insert(0);
+        if self.limit > 0 && *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot { ip, open: Arc::clone(&self.open) })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Whether a TCP client at `ip` may connect: `allow` is empty (everyone) or
 /// holds a block with its address (an IPv4 client of a dual-stack listener,
 /// `::ffff:a.b.c.d`, is matched as the IPv4 address it is).
@@ -361,30 +453,32 @@ fn client_allowed(allow: &[ipnet::IpNet], ip: std::net::IpAddr) -> bool {
     allow.is_empty() || allow.iter().any(|net| net.contains(&ip))
 }
 
-/// Logs denied clients without letting a scan flood the journal: the first
-/// one at once, then at most one line per [`DENIED_LOG_EVERY`] with how many
-/// were denied since.
+/// Keeps a flood (a scan of denied clients, connections over the cap) from
+/// flooding the journal: the first event is logged at once, then at most one
+/// line per [`LOG_EVERY`], saying how many went unlogged since.
 #[derive(Default)]
-struct DeniedLog {
+struct Throttle {
     last: Option<std::time::Instant>,
     unlogged: u64,
 }
 
-const DENIED_LOG_EVERY: Duration = Duration::from_secs(10);
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
-impl DeniedLog {
-    fn note(&mut self, client: SocketAddr) {
+impl Throttle {
+    /// Some(events not logged since the last line) when this one should be
+    /// logged.
+    fn due(&mut self) -> Option<u64> {
         let now = std::time::Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < DENIED_LOG_EVERY) {
+        if self.last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
             self.unlogged += 1;
-            return;
+            return None;
         }
-        tracing::warn!(client = %client, also_denied = self.unlogged, "client refused: its address is not in server.allow_clients");
         self.last = Some(now);
-        self.unlogged = 0;
+        Some(std::mem::take(&mut self.unlogged))
     }
 }
 
+/// EMFILE and friends: log, back off a little, keep serving.
 async fn accept_failed(e: std::io::Error) {
     tracing::warn!(error = %e, "accept failed");
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -446,7 +540,26 @@ async fn discard<S: AsyncRead + Unpin>(s: &mut S, limit: usize) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may unwrap (style.md)
 mod tests {
-    use super::client_allowed;
+    use super::{client_allowed, PerClient};
+
+    #[test]
+    fn per_client_slots_are_counted_per_address_and_released_on_drop() {
+        let pc = PerClient::new(2);
+        let a = "10.0.0.1".parse().unwrap();
+        let (s1, s2) = (pc.take(a).unwrap(), pc.take(a).unwrap());
+        assert!(pc.take(a).is_none(), "a third connection from one address");
+        // The same client through a dual-stack listener.
+        assert!(pc.take("::ffff:10.0.0.1".parse().unwrap()).is_none());
+        let other = pc.take("10.0.0.2".parse().unwrap()).unwrap();
+        drop(s1);
+        let s3 = pc.take(a).unwrap();
+        drop((s2, s3, other));
+        assert!(pc.open.lock().unwrap().is_empty(), "released addresses are forgotten");
+        let unlimited = PerClient::new(0);
+        let many: Vec<_> = (0..100).map(|_| unlimited.take(a).unwrap()).collect();
+        assert_eq!(unlimited.open.lock().unwrap()[&a], 100);
+        drop(many);
+    }
 
     #[test]
     fn the_allowlist_matches_v4_v6_and_v4_mapped_clients() {

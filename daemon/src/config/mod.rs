@@ -43,6 +43,7 @@
 //! | `server.request_timeout_secs` | `300` | 1 ..= 3600 |
 //! | `server.idle_timeout_secs` | `60` | 1 ..= 3600 |
 //! | `server.max_connections` | `256` | 1 ..= 65536 |
+//! | `server.max_connections_per_client` | `0` (no limit) | 0 ..= 65536 open TCP connections from one client address; over it: 503 |
 //! | `server.client_requests_per_minute` | `0` (no limit) | 0 ..= 1000000; over it a TCP client gets 429 + Retry-After |
 //! | `server.client_burst` | `10` | 1 ..= 100000 requests at once within that rate |
 //! | `server.key_requests_per_minute` | `0` (no limit) | 0 ..= 1000000; over it an API key gets 429 + Retry-After |
@@ -337,6 +338,9 @@ pub struct ServerSettings {
     /// `server.idle_timeout_secs`.
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// `server.max_connections_per_client`: open TCP connections one client
+    /// address may hold (0: no limit beyond `max_connections`).
+    pub max_connections_per_client: usize,
     /// `server.shutdown_grace_secs`: how long in-flight requests may drain.
     pub shutdown_grace: Duration,
     /// `server.sse_ping_secs`.
@@ -371,6 +375,7 @@ impl Default for ServerSettings {
             request_timeout: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(60),
             max_connections: 256,
+            max_connections_per_client: 0,
             shutdown_grace: Duration::from_secs(30),
             sse_ping_interval: Duration::from_secs(10),
             slow_client_timeout: Duration::from_secs(30),

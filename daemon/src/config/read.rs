@@ -67,6 +67,7 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     r.secs("server", "request_timeout_secs", 1..=3600, &mut v.request_timeout);
     r.secs("server", "idle_timeout_secs", 1..=3600, &mut v.idle_timeout);
     r.int("server", "max_connections", 1..=65536, &mut v.max_connections);
+    r.int("server", "max_connections_per_client", 0..=65536, &mut v.max_connections_per_client);
     r.secs("server", "shutdown_grace_secs", 0..=600, &mut v.shutdown_grace);
     r.secs("server", "sse_ping_secs", 1..=300, &mut v.sse_ping_interval);
     r.secs("server", "slow_client_timeout_secs", 1..=600, &mut v.slow_client_timeout);

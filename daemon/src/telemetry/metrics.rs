@@ -234,7 +234,7 @@ impl Metrics {
         );
         r.register(
             "http_connections_refused",
-            "Connections refused over server.max_connections (a 503 before routing, or closed in a flood); not in http_requests",
+            "Connections refused over server.max_connections or server.max_connections_per_client (a 503 before routing, or closed in a flood); not in http_requests",
             m.connections_refused.clone(),
         );
         r.register(
@@ -363,7 +363,7 @@ impl Metrics {
         self.http_duration.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
     }
 
-    /// A connection over `server.max_connections`, refused.
+    /// A connection over `server.max_connections` or `server.max_connections_per_client`, refused.
     pub fn connection_refused(&self) {
         self.connections_refused.inc();
     }
