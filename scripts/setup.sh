@@ -19,7 +19,8 @@
 # qemu-x86_64 (Debian qemu-user) and reads its disassembly with objdump (binutils). The metrics
 # test (tests/tests/metrics.rs) checks GET /metrics with promtool (Debian prometheus; only its
 # promtool is used, no Prometheus server is started). `make bench` loads the daemon with wrk
-# (Debian wrk) over TCP. The D-Bus tests (tests/tests/dbus.rs) start a private dbus-daemon (Debian
+# (Debian wrk) over TCP; tests/tests/hostile.rs reads the listen backlog with ss (Debian
+# iproute2). The D-Bus tests (tests/tests/dbus.rs) start a private dbus-daemon (Debian
 # dbus) and call the daemon with gdbus (Debian libglib2.0-bin) as well as with edgeaictl.
 #
 # Idempotent; when everything is present it hashes nothing and downloads nothing.
@@ -28,7 +29,7 @@ set -euo pipefail
 readonly REQUIRED_PKGS=(cmake clang libclang-dev pkg-config g++ make python3 python3-venv dbus systemd procps libglib2.0-bin)
 readonly OPTIONAL_PKGS=(systemd-container)
 # wrk: the load generator of `make bench`'s HTTP phase (bench --only http).
-readonly TEST_TOOL_PKGS=(qemu-user binutils prometheus wrk)
+readonly TEST_TOOL_PKGS=(qemu-user binutils prometheus wrk iproute2)
 readonly DIFY_CLIENT_VERSION=0.1.10
 readonly OPENAI_VERSION=3.57.0
 
