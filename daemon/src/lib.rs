@@ -12,6 +12,8 @@ pub mod config;
 pub mod control;
 pub mod cpu;
 pub mod engine;
+#[cfg(test)]
+mod fuzz;
 pub mod governor;
 pub mod knowledge;
 pub mod model;

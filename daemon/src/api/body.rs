@@ -113,8 +113,13 @@ pub async fn read_json(body: Incoming, limit: usize) -> Result<Value, ApiError> 
             ApiError::BodyRead(e.to_string())
         }
     })?;
-    let bytes = bytes.to_bytes();
-    let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::NotUtf8)?;
+    parse_json(&bytes.to_bytes())
+}
+
+/// Parses a whole request body as a JSON value: 400 `bad_request` for bytes
+/// that are not UTF-8, for an empty body and for anything that is not JSON.
+pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ApiError::NotUtf8)?;
     if text.trim().is_empty() {
         return Err(ApiError::BadJson("the body is empty".into()));
     }

@@ -218,7 +218,29 @@ async fn send_message(
         return super::workflow::chat_message(state, app, req).await;
     }
     let stall = req.extensions().get::<StallFlag>().cloned().unwrap_or_default();
-    let b: MessageBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
+    let (req, streaming) = message_request(body::read_json(req.into_body(), state.limits.max_body_bytes).await?, route)?;
+    let run = state.service.start(Arc::clone(&app), req).await?;
+    let annotation = run.annotation.as_deref().map(|id| annotation_reply(id, &app.id));
+    let cache = cache_metadata(&run.cache);
+    let enc =
+        DifyEncoder { mode: app.mode, ids: RunIds::of(&run), resources: Value::Array(run.retriever_resources.clone()), annotation, cache };
+    if streaming {
+        let limits = StreamLimits {
+            ping: state.limits.sse_ping_interval,
+            deadline: state.limits.request_timeout,
+            slow_client: state.limits.slow_client_timeout,
+        };
+        Ok(events::stream(events::Encoded { run, enc }, limits, stall))
+    } else {
+        events::blocking(run, enc).await
+    }
+}
+
+/// The request of `/chat-messages` or `/completion-messages` (`route`) from
+/// its JSON body, and whether it streams; every wrong field is
+/// `invalid_param`.
+pub(crate) fn message_request(body: Value, route: AppMode) -> Result<(AppRequest, bool), ApiError> {
+    let b: MessageBody = body::typed(body)?;
     let user = required_user(b.user)?;
     let streaming = match b.response_mode.as_deref() {
         None | Some("blocking") => false,
@@ -236,22 +258,7 @@ async fn send_message(
             return Err(ApiError::InvalidParam(format!("conversation_id {c:?} is not a valid uuid")));
         }
     }
-    let req = AppRequest { user, query, inputs: b.inputs.unwrap_or_default(), conversation_id };
-    let run = state.service.start(Arc::clone(&app), req).await?;
-    let annotation = run.annotation.as_deref().map(|id| annotation_reply(id, &app.id));
-    let cache = cache_metadata(&run.cache);
-    let enc =
-        DifyEncoder { mode: app.mode, ids: RunIds::of(&run), resources: Value::Array(run.retriever_resources.clone()), annotation, cache };
-    if streaming {
-        let limits = StreamLimits {
-            ping: state.limits.sse_ping_interval,
-            deadline: state.limits.request_timeout,
-            slow_client: state.limits.slow_client_timeout,
-        };
-        Ok(events::stream(events::Encoded { run, enc }, limits, stall))
-    } else {
-        events::blocking(run, enc).await
-    }
+    Ok((AppRequest { user, query, inputs: b.inputs.unwrap_or_default(), conversation_id }, streaming))
 }
 
 fn usage_json(u: &Usage) -> Value {

@@ -17,6 +17,8 @@ mod dify;
 mod dify_features;
 pub mod error;
 mod events;
+#[cfg(test)]
+mod fuzz_tests;
 mod listen;
 mod openai;
 pub mod ratelimit;

@@ -18,7 +18,7 @@ use super::error::ApiError;
 use super::events::{self, Collected, Encoder, StreamLimits};
 use super::stall::StallFlag;
 use super::ApiState;
-use crate::engine::AppDefinition;
+use crate::engine::{AppDefinition, CompletionParams};
 use crate::model::{ChatMessage, FinishReason, Role, SamplingParams};
 use crate::service::{OpenAiRequest, Usage};
 
@@ -101,11 +101,39 @@ fn to_messages(wire: Vec<WireMessage>) -> Result<Vec<ChatMessage>, ApiError> {
 
 pub async fn chat_completions(state: &Arc<ApiState>, app: Arc<AppDefinition>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let stall = req.extensions().get::<StallFlag>().cloned().unwrap_or_default();
-    let b: ChatCompletionBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
+    let (request, stream) = chat_request(body::read_json(req.into_body(), state.limits.max_body_bytes).await?, &app.completion_params)?;
+    let run = state.service.start_openai(&app, request).await?;
+    let enc = OpenAiEncoder { id: format!("chatcmpl-{}", run.task_id), created: run.created_at, model: state.model_name.clone() };
+    // `x-edgeai-cache: hit|miss` on requests the response cache applies to.
+    let cache = match run.cache {
+        crate::cache::Mark::Hit(_) => Some("hit"),
+        crate::cache::Mark::Miss => Some("miss"),
+        crate::cache::Mark::Off => None,
+    };
+    let mut resp = if stream {
+        let limits = StreamLimits {
+            ping: state.limits.sse_ping_interval,
+            deadline: state.limits.request_timeout,
+            slow_client: state.limits.slow_client_timeout,
+        };
+        events::stream(events::Encoded { run, enc }, limits, stall)
+    } else {
+        events::blocking(run, enc).await?
+    };
+    if let Some(c) = cache {
+        resp.headers_mut().insert("x-edgeai-cache", http::HeaderValue::from_static(c));
+    }
+    Ok(resp)
+}
+
+/// The request of `/v1/chat/completions` from its JSON body, with the app's
+/// sampling defaults `d`, and whether it streams; every wrong field is
+/// `invalid_param`.
+pub(crate) fn chat_request(body: Value, d: &CompletionParams) -> Result<(OpenAiRequest, bool), ApiError> {
+    let b: ChatCompletionBody = body::typed(body)?;
     if b.n.is_some_and(|n| n != 1) {
         return Err(ApiError::InvalidParam("n must be 1".into()));
     }
-    let d = &app.completion_params;
     let temperature = b.temperature.unwrap_or(d.temperature);
     if !(0.0..=2.0).contains(&temperature) {
         return Err(ApiError::InvalidParam(format!("temperature {temperature} is outside 0..=2")));
@@ -127,29 +155,8 @@ pub async fn chat_completions(state: &Arc<ApiState>, app: Arc<AppDefinition>, re
         return Err(ApiError::InvalidParam("at most 4 stop sequences".into()));
     }
     let params = SamplingParams { temperature, top_p, top_k: d.top_k, max_tokens, seed: b.seed.or(d.seed), stop, grammar: None };
-    let run = state.service.start_openai(&app, OpenAiRequest { messages: to_messages(b.messages)?, params }).await?;
     let _ = b.model;
-    let enc = OpenAiEncoder { id: format!("chatcmpl-{}", run.task_id), created: run.created_at, model: state.model_name.clone() };
-    // `x-edgeai-cache: hit|miss` on requests the response cache applies to.
-    let cache = match run.cache {
-        crate::cache::Mark::Hit(_) => Some("hit"),
-        crate::cache::Mark::Miss => Some("miss"),
-        crate::cache::Mark::Off => None,
-    };
-    let mut resp = if b.stream {
-        let limits = StreamLimits {
-            ping: state.limits.sse_ping_interval,
-            deadline: state.limits.request_timeout,
-            slow_client: state.limits.slow_client_timeout,
-        };
-        events::stream(events::Encoded { run, enc }, limits, stall)
-    } else {
-        events::blocking(run, enc).await?
-    };
-    if let Some(c) = cache {
-        resp.headers_mut().insert("x-edgeai-cache", http::HeaderValue::from_static(c));
-    }
-    Ok(resp)
+    Ok((OpenAiRequest { messages: to_messages(b.messages)?, params }, b.stream))
 }
 
 fn finish_str(f: FinishReason) -> &'static str {

@@ -145,27 +145,26 @@ async fn run(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let stall = req.extensions().get::<StallFlag>().cloned().unwrap_or_default();
-    let b: RunBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
-    start(state, app, workflow_id, b, stall).await
+    let (req, streaming) = run_request(body::read_json(req.into_body(), state.limits.max_body_bytes).await?, workflow_id, false)?;
+    start(state, app, req, streaming, stall).await
 }
 
 /// A chatflow's `/chat-messages`.
 pub async fn chat_message(state: &Arc<ApiState>, app: Arc<AppDefinition>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let stall = req.extensions().get::<StallFlag>().cloned().unwrap_or_default();
-    let b: RunBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
-    if b.query.is_none() {
-        return Err(ApiError::InvalidParam("query is required".into()));
-    }
-    start(state, app, None, b, stall).await
+    let (req, streaming) = run_request(body::read_json(req.into_body(), state.limits.max_body_bytes).await?, None, true)?;
+    start(state, app, req, streaming, stall).await
 }
 
-async fn start(
-    state: &Arc<ApiState>,
-    app: Arc<AppDefinition>,
-    workflow_id: Option<String>,
-    b: RunBody,
-    stall: StallFlag,
-) -> Result<Response<Body>, ApiError> {
+/// The request of `/workflows/run` (`workflow_id`: of
+/// `/workflows/{id}/run`) or of a chatflow's `/chat-messages` (`chatflow`,
+/// which needs a query) from its JSON body, and whether it streams; every
+/// wrong field is `invalid_param`.
+pub(crate) fn run_request(body: Value, workflow_id: Option<String>, chatflow: bool) -> Result<(WorkflowRequest, bool), ApiError> {
+    let b: RunBody = body::typed(body)?;
+    if chatflow && b.query.is_none() {
+        return Err(ApiError::InvalidParam("query is required".into()));
+    }
     let user = b.user.value().ok_or_else(|| ApiError::InvalidParam("Arg user must be provided.".into()))?;
     let streaming = match b.response_mode.as_deref() {
         None | Some("blocking") => false,
@@ -186,6 +185,16 @@ async fn start(
         files: b.files.unwrap_or_default(),
         workflow_id,
     };
+    Ok((req, streaming))
+}
+
+async fn start(
+    state: &Arc<ApiState>,
+    app: Arc<AppDefinition>,
+    req: WorkflowRequest,
+    streaming: bool,
+    stall: StallFlag,
+) -> Result<Response<Body>, ApiError> {
     let run = state.service.start_workflow(Arc::clone(&app), req).await?;
     let source = FlowSource::new(run);
     if streaming {

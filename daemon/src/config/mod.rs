@@ -175,6 +175,15 @@ pub fn load_system_from_root(root: &Path) -> Result<Settings, ConfigError> {
     finish(layers::load_system(root)?)
 }
 
+/// Loads the settings from `text` as if it were the content of the only
+/// file, `path` (which need not exist): the fuzz tests' way in.
+#[cfg(test)]
+pub(crate) fn load_text(path: &Path, text: &str) -> Result<Settings, ConfigError> {
+    let mut merged = layers::Merged::default();
+    merged.add(path, text)?;
+    finish(merged)
+}
+
 /// Validates the merged layers and records which files were read.
 fn finish(merged: layers::Merged) -> Result<Settings, ConfigError> {
     let mut settings = read::settings(&merged).map_err(ConfigError::Invalid)?;

@@ -1,0 +1,99 @@
+//! Fuzz targets of the request body parsers: the bytes of a Dify
+//! `/chat-messages`, `/completion-messages` and `/workflows/run` body and of
+//! an OpenAI `/v1/chat/completions` body go through the same functions the
+//! handlers call (`body::parse_json`, then the route's request function),
+//! and an accepted Dify request on into the engine's checks (`Turn::new`,
+//! `check_user`). Every input must end in `Ok` or an `ApiError`/`TurnError`,
+//! never a panic. The loop is `crate::fuzz::run`.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::body::parse_json;
+use super::dify::message_request;
+use super::openai::chat_request;
+use super::workflow::run_request;
+use crate::engine::turn::{check_user, Turn, TurnRequest};
+use crate::engine::{AppDefinition, AppMode, CompletionParams};
+use crate::fuzz::run;
+
+const DICT: &[&str] = &[
+    "query", "inputs", "user", "response_mode", "streaming", "blocking", "conversation_id", "files",
+    "00000000-0000-0000-0000-000000000000", "messages", "role", "content", "system", "assistant", "tool", "text",
+    "image_url", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "stream", "seed", "n",
+    "topic", "level", "count", "model",
+];
+
+fn seeds(values: &[Value]) -> Vec<Vec<u8>> {
+    values.iter().map(|v| serde_json::to_vec(v).expect("seed")).collect()
+}
+
+/// A chat app whose form has one field of each kind, so inputs reach every check.
+fn chat_app() -> Arc<AppDefinition> {
+    let app: AppDefinition = serde_json::from_value(json!({
+        "id": "fuzz", "name": "Fuzz", "mode": "chat", "pre_prompt": "About {{topic}} at {{level}}, {{count}} times: {{notes}}",
+        "user_input_form": [
+            {"text-input": {"label": "Topic", "variable": "topic", "required": true, "max_length": 48}},
+            {"select": {"label": "Level", "variable": "level", "required": false, "options": ["low", "high"]}},
+            {"number": {"label": "Count", "variable": "count", "required": false}},
+            {"paragraph": {"label": "Notes", "variable": "notes", "required": false, "max_length": 200}}
+        ]
+    }))
+    .expect("the fuzz app is valid");
+    Arc::new(app)
+}
+
+#[test]
+fn fuzz_dify_message_bodies() {
+    let app = chat_app();
+    let seeds = seeds(&[
+        json!({"query": "hi", "inputs": {"topic": "pumps", "level": "low", "count": 3, "notes": "n"}, "user": "u1", "response_mode": "blocking"}),
+        json!({"query": "again", "inputs": {"topic": "t"}, "user": "u1", "response_mode": "streaming",
+               "conversation_id": "6f1c2b4e-9d7a-4c8e-b1a2-3f4d5e6a7b8c", "files": []}),
+        json!({"inputs": {"topic": "t", "count": "7"}, "user": "u2"}),
+    ]);
+    run("dify_message_bodies", &seeds, DICT, true, |bytes| {
+        let Ok(body) = parse_json(bytes) else { return };
+        for route in [AppMode::Chat, AppMode::Completion] {
+            if let Ok((req, _streaming)) = message_request(body.clone(), route) {
+                let turn = TurnRequest { user: req.user, query: req.query, inputs: req.inputs };
+                let _ = Turn::new(Arc::clone(&app), turn, None);
+            }
+        }
+    });
+}
+
+#[test]
+fn fuzz_workflow_run_bodies() {
+    let seeds = seeds(&[
+        json!({"inputs": {"topic": "t"}, "user": "u1", "response_mode": "blocking"}),
+        json!({"inputs": {}, "query": "q", "user": "u1", "response_mode": "streaming",
+               "conversation_id": "6f1c2b4e-9d7a-4c8e-b1a2-3f4d5e6a7b8c", "files": [{"type": "document"}]}),
+    ]);
+    run("workflow_run_bodies", &seeds, DICT, true, |bytes| {
+        let Ok(body) = parse_json(bytes) else { return };
+        for chatflow in [false, true] {
+            if let Ok((req, _streaming)) = run_request(body.clone(), Some("wf".into()), chatflow) {
+                let _ = check_user(&req.user);
+            }
+        }
+    });
+}
+
+#[test]
+fn fuzz_openai_chat_bodies() {
+    let defaults = CompletionParams::default();
+    let seeds = seeds(&[
+        json!({"model": "local", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]}),
+        json!({"model": "local", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]},
+               {"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}],
+               "temperature": 0.7, "top_p": 0.9, "max_tokens": 16, "stop": ["\n"], "stream": true, "seed": 1, "n": 1}),
+        json!({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 4, "stop": "END"}),
+    ]);
+    run("openai_chat_bodies", &seeds, DICT, true, |bytes| {
+        if let Ok(body) = parse_json(bytes) {
+            let _ = chat_request(body, &defaults);
+        }
+    });
+}
