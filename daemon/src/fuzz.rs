@@ -61,8 +61,10 @@ const HOSTILE: &[&str] = &[
 
 /// Runs `target` on mutants of `seeds` until the budget is spent. `dict`
 /// adds format tokens to the mutator; `json` adds value-level mutations
-/// (every seed must then be JSON).
-pub(crate) fn run(name: &str, seeds: &[Vec<u8>], dict: &[&str], json: bool, mut target: impl FnMut(&[u8])) {
+/// (every seed must then be JSON). `target` says whether it accepted the
+/// input; a target that accepts only its seeds reaches no deep code, so the
+/// count is printed and at least one mutant must be accepted.
+pub(crate) fn run(name: &str, seeds: &[Vec<u8>], dict: &[&str], json: bool, mut target: impl FnMut(&[u8]) -> bool) {
     assert!(!seeds.is_empty(), "fuzz target {name} has no seeds");
     let secs = env_u64("EDGEAI_FUZZ_SECS", 3);
     let iters = env_u64("EDGEAI_FUZZ_ITERS", 1_000_000);
@@ -71,13 +73,14 @@ pub(crate) fn run(name: &str, seeds: &[Vec<u8>], dict: &[&str], json: bool, mut 
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
     let mut done = 0u64;
+    let mut accepted = 0u64;
     while done < iters && Instant::now() < deadline {
         let input = if done < seeds.len() as u64 {
             seeds[done as usize].clone()
         } else {
             mutate(&mut rng, seeds, dict, json)
         };
-        if panic::catch_unwind(AssertUnwindSafe(|| target(&input))).is_err() {
+        let Ok(ok) = panic::catch_unwind(AssertUnwindSafe(|| target(&input))) else {
             let path = std::env::temp_dir().join(format!("edgeai-fuzz-{name}-{seed}-{done}.bin"));
             let saved = match std::fs::write(&path, &input) {
                 Ok(()) => format!("saved to {}", path.display()),
@@ -87,10 +90,17 @@ pub(crate) fn run(name: &str, seeds: &[Vec<u8>], dict: &[&str], json: bool, mut 
                 "fuzz target {name} panicked on input #{done} (EDGEAI_FUZZ_SEED={seed}; {saved}):\n{:?}",
                 String::from_utf8_lossy(&input)
             );
+        };
+        if ok && done >= seeds.len() as u64 {
+            accepted += 1;
         }
         done += 1;
     }
-    eprintln!("fuzz target {name}: {done} inputs in {:.1} s, no panic (EDGEAI_FUZZ_SEED={seed})", start.elapsed().as_secs_f64());
+    eprintln!(
+        "fuzz target {name}: {done} inputs ({accepted} mutants accepted) in {:.1} s, no panic (EDGEAI_FUZZ_SEED={seed})",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(done <= seeds.len() as u64 || accepted > 0, "fuzz target {name}: no mutant was accepted; the seeds or the mutator are broken");
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -211,6 +221,17 @@ mod tests {
     use crate::engine::workflow::dsl::{import, ImportOptions};
     use std::path::Path;
 
+    /// The loop itself: a panicking target fails with the input, whatever
+    /// byte the mutator had to invent for it.
+    #[test]
+    #[should_panic(expected = "fuzz target canary panicked on input")]
+    fn fuzz_loop_reports_a_panic() {
+        run("canary", &[b"{}".to_vec()], &[], false, |bytes| {
+            assert!(!bytes.contains(&b'!'), "found the canary");
+            true
+        });
+    }
+
     /// `configs/*.toml`, `configs/*.yml` or the DSL fixtures.
     fn files(dir: &str, ext: &str) -> Vec<Vec<u8>> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
@@ -239,9 +260,7 @@ mod tests {
         seeds.push(b"[[apps]]\nid = \"demo\"\nname = \"Demo\"\nmode = \"chat\"\n".to_vec());
         run("config_reader", &seeds, TOML_DICT, false, |bytes| {
             // The daemon reads config files with read_to_string: not UTF-8 is an io error there.
-            if let Ok(text) = std::str::from_utf8(bytes) {
-                let _ = load_text(&path, text);
-            }
+            std::str::from_utf8(bytes).is_ok_and(|text| load_text(&path, text).is_ok())
         });
     }
 
@@ -259,9 +278,7 @@ mod tests {
         let opts = ImportOptions::default();
         run("dsl_importer", &seeds, YAML_DICT, false, |bytes| {
             // The API and edgeaictl hand the importer a str.
-            if let Ok(text) = std::str::from_utf8(bytes) {
-                let _ = import(text, &opts);
-            }
+            std::str::from_utf8(bytes).is_ok_and(|text| import(text, &opts).is_ok())
         });
     }
 }
