@@ -17,7 +17,7 @@ CONFIG ?= configs/dev.toml
 # with fail points.
 TEST_FEATURES := --features edgeai-daemon/failpoints
 
-.PHONY: help setup build run test verify-units box-test bench check-config clean-run dist-docs
+.PHONY: help setup build run test fuzz verify-units box-test bench check-config clean-run dist-docs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ printf "  make %-13s %s\n", $$1, $$2 }'
@@ -40,6 +40,13 @@ test: setup ## run every test (the README's and CI's test command)
 	$(MAKE) verify-units
 	$(CARGO) test --workspace --no-fail-fast $(TEST_FEATURES)
 	$(MAKE) box-test
+
+# The fuzz targets (daemon/src/fuzz.rs, daemon/src/api/fuzz_tests.rs) are plain #[test]s: `make
+# test` runs each for 3 s; this runs only them, FUZZ_SECS seconds each (EDGEAI_FUZZ_SEED=N
+# replays a run). Stable toolchain, no cargo-fuzz: a panic prints its input and the seed.
+FUZZ_SECS ?= 300
+fuzz: ## run the fuzz targets longer: FUZZ_SECS (default 300) seconds each
+	EDGEAI_FUZZ_SECS=$(FUZZ_SECS) $(CARGO) test -p edgeai-daemon --lib $(TEST_FEATURES) fuzz_ -- --nocapture
 
 # systemd-analyze verify fails when ExecStart= does not exist, and a development machine has
 # no /usr/bin/edgeaid. So the unit (with edgeai.socket, which it requires, and the optional

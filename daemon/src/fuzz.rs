@@ -11,9 +11,10 @@
 //! test, printing the input, the file it was saved to and the RNG seed that
 //! reproduces it.
 //!
-//! Budget per target: `EDGEAI_FUZZ_SECS` seconds (default 3) or
-//! `EDGEAI_FUZZ_ITERS` inputs (default 1,000,000), whichever ends first;
-//! `EDGEAI_FUZZ_SEED` fixes the RNG. `make fuzz` runs them longer.
+//! Budget per target: `EDGEAI_FUZZ_SECS` seconds (default 3), or fewer
+//! when `EDGEAI_FUZZ_ITERS` inputs (default: no limit) come first;
+//! `EDGEAI_FUZZ_SEED` fixes the RNG (with ITERS, a run replays exactly).
+//! `make fuzz` runs them longer.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
@@ -67,7 +68,7 @@ const HOSTILE: &[&str] = &[
 pub(crate) fn run(name: &str, seeds: &[Vec<u8>], dict: &[&str], json: bool, mut target: impl FnMut(&[u8]) -> bool) {
     assert!(!seeds.is_empty(), "fuzz target {name} has no seeds");
     let secs = env_u64("EDGEAI_FUZZ_SECS", 3);
-    let iters = env_u64("EDGEAI_FUZZ_ITERS", 1_000_000);
+    let iters = env_u64("EDGEAI_FUZZ_ITERS", u64::MAX);
     let seed = env_u64("EDGEAI_FUZZ_SEED", rand::random());
     let mut rng = StdRng::seed_from_u64(seed);
     let start = Instant::now();
@@ -75,11 +76,7 @@ pub(crate) fn run(name: &str, seeds: &[Vec<u8>], dict: &[&str], json: bool, mut 
     let mut done = 0u64;
     let mut accepted = 0u64;
     while done < iters && Instant::now() < deadline {
-        let input = if done < seeds.len() as u64 {
-            seeds[done as usize].clone()
-        } else {
-            mutate(&mut rng, seeds, dict, json)
-        };
+        let input = if done < seeds.len() as u64 { seeds[done as usize].clone() } else { mutate(&mut rng, seeds, dict, json) };
         let Ok(ok) = panic::catch_unwind(AssertUnwindSafe(|| target(&input))) else {
             let path = std::env::temp_dir().join(format!("edgeai-fuzz-{name}-{seed}-{done}.bin"));
             let saved = match std::fs::write(&path, &input) {
@@ -100,7 +97,11 @@ pub(crate) fn run(name: &str, seeds: &[Vec<u8>], dict: &[&str], json: bool, mut 
         "fuzz target {name}: {done} inputs ({accepted} mutants accepted) in {:.1} s, no panic (EDGEAI_FUZZ_SEED={seed})",
         start.elapsed().as_secs_f64()
     );
-    assert!(done <= seeds.len() as u64 || accepted > 0, "fuzz target {name}: no mutant was accepted; the seeds or the mutator are broken");
+    let mutants = done.saturating_sub(seeds.len() as u64);
+    assert!(
+        mutants < 1000 || accepted > 0,
+        "fuzz target {name}: none of {mutants} mutants was accepted; the seeds or the mutator are broken"
+    );
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -217,19 +218,27 @@ fn random_value(rng: &mut StdRng, dict: &[&str], depth: u32) -> Value {
 #[cfg(test)]
 mod tests {
     use super::run;
-    use crate::config::load_text;
+    use crate::config::{load_text, ConfigError};
     use crate::engine::workflow::dsl::{import, ImportOptions};
     use std::path::Path;
 
     /// The loop itself: a panicking target fails with the input, whatever
-    /// byte the mutator had to invent for it.
+    /// byte the mutator had to invent for it, and saves it.
     #[test]
-    #[should_panic(expected = "fuzz target canary panicked on input")]
     fn fuzz_loop_reports_a_panic() {
-        run("canary", &[b"{}".to_vec()], &[], false, |bytes| {
-            assert!(!bytes.contains(&b'!'), "found the canary");
-            true
-        });
+        let caught = std::panic::catch_unwind(|| {
+            run("canary", &[b"{}".to_vec()], &[], false, |bytes| {
+                assert!(!bytes.contains(&b'!'), "found the canary");
+                true
+            })
+        })
+        .expect_err("the mutator must find the canary");
+        let message = caught.downcast_ref::<String>().expect("a formatted panic message");
+        assert!(message.contains("fuzz target canary panicked on input"), "{message}");
+        let path = message.split("saved to ").nth(1).and_then(|rest| rest.split("):").next()).expect("the input was saved");
+        let saved = std::fs::read(path).expect("the saved input");
+        std::fs::remove_file(path).expect("remove the saved input");
+        assert!(saved.contains(&b'!'), "the saved input is the crashing one: {saved:?}");
     }
 
     /// `configs/*.toml`, `configs/*.yml` or the DSL fixtures.
@@ -247,9 +256,29 @@ mod tests {
     }
 
     const TOML_DICT: &[&str] = &[
-        "[server]\n", "[model]\n", "[limits]\n", "[[apps]]\n", "[upstream]\n", "[model_map]\n", "[cache]\n", "[dev]\n",
-        "= ", "=\"\"\n", "= 0\n", "= -1\n", "= true\n", "= []\n", "= {}\n", "= 1979-05-27T07:32:00Z\n", "\"\"\"", "'''",
-        "listen", "socket_mode", "mode = \"chat\"\n", "id = \"a\"\n", "api_key_file = \"/dev/null\"\n",
+        "[server]\n",
+        "[model]\n",
+        "[limits]\n",
+        "[[apps]]\n",
+        "[upstream]\n",
+        "[model_map]\n",
+        "[cache]\n",
+        "[dev]\n",
+        "= ",
+        "=\"\"\n",
+        "= 0\n",
+        "= -1\n",
+        "= true\n",
+        "= []\n",
+        "= {}\n",
+        "= 1979-05-27T07:32:00Z\n",
+        "\"\"\"",
+        "'''",
+        "listen",
+        "socket_mode",
+        "mode = \"chat\"\n",
+        "id = \"a\"\n",
+        "api_key_file = \"/dev/null\"\n",
     ];
 
     #[test]
@@ -264,11 +293,52 @@ mod tests {
         });
     }
 
+    /// Deeper than any parser here should recurse (a stack overflow would
+    /// abort the test binary): mutation does not build such inputs.
+    const DEEP: usize = 5000;
+
+    /// Aliases that expand to 10^9 nodes ("billion laughs").
+    fn laughs() -> String {
+        let mut doc = String::from("kind: app\nversion: 0.1.5\nl0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..=9 {
+            let prev = format!("*l{}", i - 1);
+            doc += &format!("l{i}: &l{i} [{}]\n", vec![prev.as_str(); 10].join(", "));
+        }
+        doc + "app: *l9\n"
+    }
+
     const YAML_DICT: &[&str] = &[
-        "kind: app\n", "version: 0.1.5\n", "app:\n", "  mode: workflow\n", "  mode: advanced-chat\n", "workflow:\n",
-        "  graph:\n", "    nodes:\n", "    edges:\n", "- ", ": ", "&a ", "*a", "!!binary ", "<<: *a\n", "---\n", "...\n", "{{#",
-        "#}}", "sys.query", "type: llm\n", "type: code\n", "type: if-else\n", "type: iteration\n", "type: loop\n", "id: '1'\n",
-        "source: '1'\n", "target: '2'\n", "variable_selector:\n", "value_selector: [a, b]\n", "dataset_ids: [x]\n",
+        "kind: app\n",
+        "version: 0.1.5\n",
+        "app:\n",
+        "  mode: workflow\n",
+        "  mode: advanced-chat\n",
+        "workflow:\n",
+        "  graph:\n",
+        "    nodes:\n",
+        "    edges:\n",
+        "- ",
+        ": ",
+        "&a ",
+        "*a",
+        "!!binary ",
+        "<<: *a\n",
+        "---\n",
+        "...\n",
+        "{{#",
+        "#}}",
+        "sys.query",
+        "type: llm\n",
+        "type: code\n",
+        "type: if-else\n",
+        "type: iteration\n",
+        "type: loop\n",
+        "id: '1'\n",
+        "source: '1'\n",
+        "target: '2'\n",
+        "variable_selector:\n",
+        "value_selector: [a, b]\n",
+        "dataset_ids: [x]\n",
     ];
 
     #[test]
@@ -280,5 +350,23 @@ mod tests {
             // The API and edgeaictl hand the importer a str.
             std::str::from_utf8(bytes).is_ok_and(|text| import(text, &opts).is_ok())
         });
+    }
+
+    /// What the mutator never builds: nesting deep enough to overflow a
+    /// recursive parser's stack, and aliases that expand to 10^9 nodes. Both
+    /// must be refused with an error, quickly.
+    #[test]
+    fn fuzz_nesting_and_alias_bombs_are_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("edgeai.toml");
+        for toml in
+            [format!("a = {}{}\n", "[".repeat(DEEP), "]".repeat(DEEP)), format!("a = {}1{}\n", "{b = ".repeat(DEEP), "}".repeat(DEEP))]
+        {
+            assert!(matches!(load_text(&path, &toml), Err(ConfigError::Parse { .. })), "{}", &toml[..20]);
+        }
+        let opts = ImportOptions::default();
+        for yaml in [format!("kind: app\napp: {}{}\n", "[".repeat(DEEP), "]".repeat(DEEP)), laughs()] {
+            assert!(import(&yaml, &opts).is_err(), "{}", &yaml[..20]);
+        }
     }
 }

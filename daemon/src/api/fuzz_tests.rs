@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::body::parse_json;
 use super::dify::message_request;
+use super::error::ApiError;
 use super::openai::chat_request;
 use super::workflow::run_request;
 use crate::engine::turn::{check_user, Turn, TurnRequest};
@@ -19,10 +20,35 @@ use crate::engine::{AppDefinition, AppMode, CompletionParams};
 use crate::fuzz::run;
 
 const DICT: &[&str] = &[
-    "query", "inputs", "user", "response_mode", "streaming", "blocking", "conversation_id", "files",
-    "00000000-0000-0000-0000-000000000000", "messages", "role", "content", "system", "assistant", "tool", "text",
-    "image_url", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "stream", "seed", "n",
-    "topic", "level", "count", "model",
+    "query",
+    "inputs",
+    "user",
+    "response_mode",
+    "streaming",
+    "blocking",
+    "conversation_id",
+    "files",
+    "00000000-0000-0000-0000-000000000000",
+    "messages",
+    "role",
+    "content",
+    "system",
+    "assistant",
+    "tool",
+    "text",
+    "image_url",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "stream",
+    "seed",
+    "n",
+    "topic",
+    "level",
+    "count",
+    "model",
 ];
 
 fn seeds(values: &[Value]) -> Vec<Vec<u8>> {
@@ -95,7 +121,13 @@ fn fuzz_openai_chat_bodies() {
                "temperature": 0.7, "top_p": 0.9, "max_tokens": 16, "stop": ["\n"], "stream": true, "seed": 1, "n": 1}),
         json!({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 4, "stop": "END"}),
     ]);
-    run("openai_chat_bodies", &seeds, DICT, true, |bytes| {
-        parse_json(bytes).is_ok_and(|body| chat_request(body, &defaults).is_ok())
-    });
+    run("openai_chat_bodies", &seeds, DICT, true, |bytes| parse_json(bytes).is_ok_and(|body| chat_request(body, &defaults).is_ok()));
+}
+
+/// What the mutator never builds: a body nested deep enough to overflow a
+/// recursive parser's stack is a 400 `bad_request`, not a crash.
+#[test]
+fn fuzz_deeply_nested_body_is_bad_json() {
+    let body = format!("{{\"inputs\": {{\"a\": {}{}}}, \"user\": \"u\"}}", "[".repeat(5000), "]".repeat(5000));
+    assert!(matches!(parse_json(body.as_bytes()), Err(ApiError::BadJson(_))));
 }
