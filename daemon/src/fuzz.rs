@@ -302,7 +302,7 @@ mod tests {
         let mut doc = String::from("kind: app\nversion: 0.1.5\nl0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..=9 {
             let prev = format!("*l{}", i - 1);
-            doc += &format!("l{i}: &l{i} [{}]\n", vec![prev.as_str(); 10].join(", "));
+            doc += &format!("l{i}: &l{i} [{}]\n", [prev.as_str(); 10].join(", "));
         }
         doc + "app: *l9\n"
     }
