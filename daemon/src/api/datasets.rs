@@ -5,7 +5,7 @@
 //! `api/controllers/service_api/dataset/{dataset,document,segment,hit_testing}.py`;
 //! everything else is the knowledge service's (`service::knowledge`).
 
-mod wire;
+pub(super) mod wire;
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,8 @@
 //! Fuzz targets of the request body parsers: the bytes of a Dify
-//! `/chat-messages`, `/completion-messages` and `/workflows/run` body and of
-//! an OpenAI `/v1/chat/completions` body go through the same functions the
-//! handlers call (`body::parse_json`, then the route's request function),
+//! `/chat-messages`, `/completion-messages` and `/workflows/run` body, of
+//! the Knowledge API's JSON bodies and of an OpenAI `/v1/chat/completions`
+//! or `/v1/embeddings` body go through the same functions the handlers call
+//! (`body::parse_json`, then the route's request function),
 //! and an accepted Dify request on into the engine's checks (`Turn::new`,
 //! `check_user`). Every input must end in `Ok` or an `ApiError`/`TurnError`,
 //! never a panic. The loop is `crate::fuzz::run`.
@@ -11,15 +12,29 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::body::parse_json;
+use super::datasets::wire;
 use super::dify::message_request;
 use super::error::ApiError;
-use super::openai::chat_request;
+use super::openai::{chat_request, embeddings_request};
 use super::workflow::run_request;
 use crate::engine::turn::{check_user, Turn, TurnRequest};
 use crate::engine::{AppDefinition, AppMode, CompletionParams};
 use crate::fuzz::run;
 
 const DICT: &[&str] = &[
+    "name",
+    "text",
+    "segments",
+    "segment",
+    "keywords",
+    "enabled",
+    "document_ids",
+    "retrieval_model",
+    "process_rule",
+    "indexing_technique",
+    "input",
+    "encoding_format",
+    "dimensions",
     "query",
     "inputs",
     "user",
@@ -122,6 +137,35 @@ fn fuzz_openai_chat_bodies() {
         json!({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 4, "stop": "END"}),
     ]);
     run("openai_chat_bodies", &seeds, DICT, true, |bytes| parse_json(bytes).is_ok_and(|body| chat_request(body, &defaults).is_ok()));
+}
+
+#[test]
+fn fuzz_knowledge_and_embedding_bodies() {
+    let seeds = seeds(&[
+        json!({"name": "Manuals", "description": "d", "indexing_technique": "high_quality", "permission": "only_me",
+               "provider": "vendor", "retrieval_model": {"search_method": "hybrid_search", "top_k": 3}}),
+        json!({"name": "doc.txt", "text": "Pump P-101 manual", "indexing_technique": "economy",
+               "process_rule": {"mode": "custom", "rules": {"segmentation": {"separator": "\\n", "max_tokens": 200}}}}),
+        json!({"segments": [{"content": "c", "answer": "a", "keywords": ["k"]}], "document_ids": ["d1", "d2"]}),
+        json!({"segment": {"content": "c", "answer": "a", "keywords": ["k"], "enabled": true}}),
+        json!({"query": "pump", "retrieval_model": {"search_method": "semantic_search", "top_k": 2, "score_threshold_enabled": false}}),
+        json!({"input": ["a", "b"], "model": "m", "encoding_format": "base64", "dimensions": 8, "user": "u"}),
+    ]);
+    run("knowledge_and_embedding_bodies", &seeds, DICT, true, |bytes| {
+        let Ok(body) = parse_json(bytes) else { return false };
+        let results = [
+            wire::create_dataset(&body).is_ok(),
+            wire::patch_dataset(&body).is_ok(),
+            wire::create_by_text(&body).is_ok(),
+            wire::update_by_text(&body).is_ok(),
+            wire::status_action("enable", &body).is_ok(),
+            wire::new_segments(&body).is_ok(),
+            wire::segment_update(&body).is_ok(),
+            wire::retrieve(&body).is_ok(),
+            embeddings_request(&body).is_ok(),
+        ];
+        results.contains(&true)
+    });
 }
 
 /// What the mutator never builds: a body nested deep enough to overflow a

@@ -243,7 +243,7 @@ enum EncodingFormat {
 
 /// An embeddings request after checks.
 #[derive(Debug, PartialEq)]
-struct EmbeddingsRequest {
+pub(crate) struct EmbeddingsRequest {
     texts: Vec<String>,
     format: EncodingFormat,
     dimensions: Option<usize>,
@@ -252,7 +252,7 @@ struct EmbeddingsRequest {
 /// OpenAI's embeddings body: `input` (a string or a list of strings; token
 /// arrays are not accepted), `model` (any name: the loaded embedding model
 /// answers), `encoding_format`, `dimensions` and `user`.
-fn embeddings_request(v: &Value) -> Result<EmbeddingsRequest, ApiError> {
+pub(crate) fn embeddings_request(v: &Value) -> Result<EmbeddingsRequest, ApiError> {
     let bad = |m: String| ApiError::InvalidParam(m);
     let o = v.as_object().ok_or_else(|| bad("the body must be a JSON object".into()))?;
     let texts = match o.get("input") {
