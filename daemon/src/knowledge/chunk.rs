@@ -52,7 +52,7 @@ pub struct ProcessRule {
     pub remove_extra_spaces: bool,
     /// E-mail addresses and URLs are removed (Markdown image URLs stay).
     pub remove_urls_emails: bool,
-    /// `custom`: the separator, escapes (`\n`, `\t`, `\uXXXX`...) decoded.
+    /// `custom`: the separator, escapes (`\n`, `\t`, `\u` and four hex digits) decoded.
     /// Empty for `automatic`.
     pub separator: String,
     pub max_tokens: usize,
@@ -199,7 +199,7 @@ impl ProcessRule {
     }
 }
 
-/// Dify's separator escapes: `\n`, `\t`, `\r`, `\\` and `\uXXXX` decoded;
+/// Dify's separator escapes: `\n`, `\t`, `\r`, `\\` and `\u` with four hex digits decoded;
 /// any other backslash is kept. (Dify's `unicode_escape` decoding also
 /// garbles non-ASCII separators such as `。`; here they stay as given.)
 fn unescape(s: &str) -> String {
