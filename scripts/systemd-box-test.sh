@@ -12,6 +12,8 @@
 #   - D-Bus with the installed policy: org.edgeai.Daemon1 owned by user edgeai, edgeaictl --bus system
 #     as root and as an edgeai-admin member works, another user is refused by the bus policy but
 #     reads properties, and Reload over D-Bus re-reads the config (journal field F_METHOD=Reload);
+#   - the audit trail: a refused API key and the D-Bus Reload are journal entries with F_AUDIT and
+#     F_ACTION, listed by edgeaictl audit, and the refused key never reaches the journal;
 #   - D-Bus RestoreBackup of a backup just taken: the daemon exits 75, systemd restarts it (not failed,
 #     RestartForceExitStatus=75) and the start applies the staged restore (restore.previous-* kept);
 #   - `systemctl reload` (SIGHUP) keeps the same process running;
@@ -318,6 +320,23 @@ if grep -q '"apps_served"' <<<"$bus_reload" && [ "$reload_logged" -ge 1 ]; then
 else
   fail "D-Bus Reload: $bus_reload; journal entries with F_METHOD=Reload: $reload_logged"
   in_box journalctl -u edgeai -o json --no-pager 2>/dev/null | grep 'D-Bus call' | tail -2 | indent
+fi
+
+# --- The audit trail: journal fields (F_AUDIT, F_ACTION) and the store, through edgeaictl audit --------
+bad_key=app-box-not-a-real-key-0123456789
+bad_code=$(curl -s -o /dev/null -w '%{http_code}' -m 10 "http://127.0.0.1:$port/v1/parameters" -H "Authorization: Bearer $bad_key")
+audit_journaled() {
+  in_box journalctl -u edgeai -o json --no-pager 2>/dev/null | grep '"F_AUDIT":"auth_failure"' | grep -q '"F_ACTION":"GET /v1/parameters"'
+}
+wait_for 10 audit_journaled; refusal_journaled=$?
+reload_audited=$(in_box journalctl -u edgeai -o json --no-pager 2>/dev/null | grep '"F_AUDIT":"admin"' | grep -c '"F_ACTION":"D-Bus Reload"')
+secret_in_journal=$(in_box journalctl -u edgeai --no-pager -o json 2>/dev/null | grep -c "$bad_key")
+audit_listed=$(in_box /opt/edgeai-test/bin/edgeaictl --socket /run/edgeai/edgeai.sock audit 2>&1)
+if [ "$bad_code" = 401 ] && [ "$refusal_journaled" = 0 ] && [ "$reload_audited" -ge 1 ] && [ "$secret_in_journal" = 0 ] \
+  && grep -q 'auth_failure.*GET /v1/parameters' <<<"$audit_listed" && grep -q 'admin.*D-Bus Reload' <<<"$audit_listed"; then
+  pass "audit: a refused key and the D-Bus Reload are journal entries with F_AUDIT and F_ACTION and rows of edgeaictl audit; the key is not in the journal"
+else
+  fail "audit: bad key answered $bad_code, refusal journaled: $refusal_journaled, Reload entries: $reload_audited, secret in journal: $secret_in_journal; edgeaictl audit: $audit_listed"
 fi
 
 # --- RestoreBackup: the daemon exits 75 and systemd restarts it (RestartForceExitStatus=75) -------

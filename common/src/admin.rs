@@ -459,3 +459,28 @@ mod tests {
         assert_eq!(body.status, 403);
     }
 }
+
+/// One audit trail entry, as `GET /admin/v1/audit` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntryInfo {
+    pub id: i64,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// `admin` or `auth_failure`.
+    pub kind: String,
+    /// `tcp`, `unix` or `dbus`.
+    pub channel: String,
+    pub actor: String,
+    pub action: String,
+    /// `ok`, or the refusal's or failure's code.
+    pub outcome: String,
+    pub detail: String,
+}
+
+/// `GET /admin/v1/audit[?kind=&since=&before=&limit=]`: newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditList {
+    pub data: Vec<AuditEntryInfo>,
+    /// More entries match: ask again with `before` = the last id.
+    pub has_more: bool,
+}

@@ -225,6 +225,50 @@ pub enum Command {
     /// Back up the daemon's state online, check a backup, restore one (online with --bus, or offline)
     #[command(subcommand)]
     Backup(BackupCommand),
+
+    /// Show the audit trail: admin actions and refused credentials, newest first (the admin socket)
+    #[command(
+        long_about = "Show the audit trail the daemon keeps in its store, newest first: every admin action \
+            (admin API requests that change something or let data out: imports, keys, activations, cache \
+            flushes, backups, log exports, model loads; and the D-Bus methods that do the same) with its \
+            outcome, and every request or D-Bus call refused for its credentials (bad or missing API key, \
+            a caller not in the admin group). The same entries are in the journal with F_AUDIT=admin or \
+            F_AUDIT=auth_failure. Refusals are recorded at most audit.auth_failures_per_minute a minute; \
+            the store keeps the newest audit.max_rows entries.\n\n\
+            Read over the admin socket (--socket, or the config's server.socket).",
+        after_help = concat!(
+            "Examples:\n  \
+             edgeaictl audit\n  \
+             edgeaictl audit --kind auth-failure --since 2024-06-01T00:00:00Z\n  \
+             edgeaictl audit --limit 1000 --json | jq '.data[] | select(.outcome != \"ok\")'\n  \
+             journalctl -u edgeai F_AUDIT=auth_failure\n\n",
+            exit_codes!()
+        )
+    )]
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only entries of this kind
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub kind: Option<AuditKind>,
+
+    /// Only entries at or after TIME (RFC 3339 or unix seconds)
+    #[arg(long, value_name = "TIME", value_parser = crate::export::parse_time)]
+    pub since: Option<i64>,
+
+    /// At most N entries (1 to 1000)
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuditKind {
+    /// Admin actions
+    Admin,
+    /// Refused credentials
+    AuthFailure,
 }
 
 #[derive(Debug, Subcommand)]

@@ -296,7 +296,7 @@ pub fn print(text: &str) -> Result<(), CtlError> {
     out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(|source| CtlError::Stdout { source })
 }
 
-fn print_json(value: &Value) -> Result<(), CtlError> {
+pub fn print_json(value: &Value) -> Result<(), CtlError> {
     print(&format!("{value:#}\n"))
 }
 

@@ -6,6 +6,7 @@
 //! Must not: depend on the daemon crate or llama.cpp; every wire type comes
 //! from `edgeai_common`.
 
+mod audit;
 mod backup;
 mod chat;
 mod cli;
@@ -120,6 +121,7 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
             (Control::Bus(bus), _) => backup::restore_over_bus(bus, cli.timeout, &file, !no_restart, json).await,
             (Control::Socket(_), None) => Err(backup::BackupError::NeedsStateDir.into()),
         },
+        Command::Audit(args) => audit::show(&client, &args, json).await,
         Command::Chat(args) => {
             let login = std::env::var("USER").ok();
             let user = args.user.unwrap_or_else(|| chat::default_user(login.as_deref()));

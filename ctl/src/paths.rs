@@ -24,6 +24,14 @@ pub fn model_action(name: &str, verb: &str) -> String {
     format!("{ADMIN_PREFIX}/models/{}/{verb}", encode(name))
 }
 
+/// `/admin/v1/audit` with its filters.
+pub fn audit(kind: Option<&str>, since: Option<i64>, limit: u32) -> String {
+    let mut q = vec![format!("limit={limit}")];
+    q.extend(kind.map(|k| format!("kind={k}")));
+    q.extend(since.map(|s| format!("since={s}")));
+    format!("{ADMIN_PREFIX}/audit?{}", q.join("&"))
+}
+
 pub fn apps() -> String {
     format!("{ADMIN_PREFIX}/apps")
 }

@@ -3,7 +3,7 @@
 //! Owns: pure `answer -> String` functions. Must not: print or fetch.
 
 use crate::time::{format_uptime, format_utc};
-use edgeai_common::admin::{AppList, AppVersionList, CacheStats, KeyList, ModelList, StatusResponse};
+use edgeai_common::admin::{AppList, AppVersionList, AuditList, CacheStats, KeyList, ModelList, StatusResponse};
 use edgeai_common::datasets::{Dataset, Document, RetrieveRecord};
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
@@ -126,6 +126,22 @@ pub fn keys(list: &KeyList) -> String {
         })
         .collect::<Vec<_>>();
     table(&["ID", "KIND", "APP", "PREFIX", "CREATED", "REVOKED", "LAST USED"], &rows)
+}
+
+pub fn audit(list: &AuditList) -> String {
+    let rows = list
+        .data
+        .iter()
+        .map(|e| {
+            let cells = [format_utc(e.at_ms.div_euclid(1000)), e.kind.clone(), e.channel.clone(), e.actor.clone(), e.action.clone()];
+            cells.into_iter().chain([e.outcome.clone(), e.detail.clone()]).collect()
+        })
+        .collect::<Vec<_>>();
+    let mut out = table(&["TIME", "KIND", "CHANNEL", "ACTOR", "ACTION", "OUTCOME", "DETAIL"], &rows);
+    if list.has_more {
+        out.push_str("(more entries: raise --limit or narrow with --since/--kind)\n");
+    }
+    out
 }
 
 pub fn datasets(list: &[Dataset]) -> String {

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod cache;
 pub mod config;
 pub mod control;
@@ -285,6 +286,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
             None
         }
     });
+    let audit = audit::Audit::new(store.clone(), settings.audit, Arc::clone(&metrics));
     let state = Arc::new(ApiState {
         service: Arc::clone(&service),
         limits: settings.server.clone(),
@@ -305,13 +307,14 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
             settings.server.key_burst,
         ),
         embedding: embedding_facts(&settings, threads),
+        audit: Arc::clone(&audit),
     });
     let signals = Signals::install().map_err(DaemonError::Signals)?;
     // D-Bus after the sockets and before READY=1, as the lifecycle says: a
     // client that sees READY finds the name. Reload calls go to the signal
     // loop, which owns reloads.
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
-    let control = control::start(&settings.control.bus, Arc::clone(&service), state.facts(), reload_tx).await?;
+    let control = control::start(&settings.control.bus, Arc::clone(&service), audit, state.facts(), reload_tx).await?;
 
     let ready_ms = exec_start.elapsed().as_millis() as u64;
     notifier.ready(&supervise::status_text(&runtime.status()));

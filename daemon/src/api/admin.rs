@@ -10,7 +10,8 @@
 //! export (`/admin/v1/export/logs`, a streamed Arrow or Parquet file), and
 //! the backup (`/admin/v1/backup`, a streamed tar of a consistent snapshot),
 //! and the models (`/admin/v1/models`: the list; `POST .../{name}/load` and
-//! `.../{name}/unload` for the chat model, as D-Bus LoadModel and UnloadModel).
+//! `.../{name}/unload` for the chat model, as D-Bus LoadModel and UnloadModel),
+//! and the audit trail (`/admin/v1/audit`: newest first, filtered).
 
 use std::sync::Arc;
 
@@ -125,6 +126,13 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
         (["keys", id], &Method::DELETE) => {
             svc.revoke_key(id).await?;
             Ok(body::empty(StatusCode::NO_CONTENT))
+        }
+        (["audit"], &Method::GET) => {
+            let (filter, limit) = audit_filter(&super::dify::query(&req))?;
+            let mut rows = svc.store().audit_list(crate::store::AuditFilter { limit: limit + 1, ..filter }).await?;
+            let has_more = rows.len() > limit as usize;
+            rows.truncate(limit as usize);
+            reply(StatusCode::OK, &wire::AuditList { data: rows.into_iter().map(audit_info).collect(), has_more })
         }
         (["doctor"], &Method::GET) => reply(StatusCode::OK, &crate::admin::doctor(svc).await),
         (["cache"], &Method::GET) => reply(StatusCode::OK, &crate::admin::cache_stats(svc)),
@@ -294,4 +302,54 @@ fn backup_response(snapshot: crate::service::backup::Snapshot) -> Response<Body>
         let _ = trailers_tx.send(fields);
     });
     response
+}
+
+/// The most entries one `GET /admin/v1/audit` returns, and its default.
+const AUDIT_MAX_LIMIT: u32 = 1000;
+const AUDIT_DEFAULT_LIMIT: u32 = 100;
+
+/// `kind`, `since` (unix seconds), `before` (an entry id) and `limit` of
+/// `GET /admin/v1/audit`; each bad value is a 400 naming it.
+fn audit_filter(q: &std::collections::HashMap<String, String>) -> Result<(crate::store::AuditFilter, u32), ApiError> {
+    let get = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let kind = match get("kind") {
+        None => None,
+        Some(k) => Some(
+            crate::store::AuditKind::parse(k)
+                .ok_or_else(|| ApiError::InvalidParam(format!("kind must be \"admin\" or \"auth_failure\", not {k:?}")))?,
+        ),
+    };
+    let number = |k: &str| -> Result<Option<i64>, ApiError> {
+        get(k)
+            .map(|v| {
+                v.parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| ApiError::InvalidParam(format!("{k} must be a non-negative integer, not {v:?}")))
+            })
+            .transpose()
+    };
+    let since_ms = number("since")?.map(|s| s.saturating_mul(1000));
+    let before_id = number("before")?;
+    let limit = match number("limit")? {
+        None => AUDIT_DEFAULT_LIMIT,
+        Some(n) => u32::try_from(n)
+            .ok()
+            .filter(|n| (1..=AUDIT_MAX_LIMIT).contains(n))
+            .ok_or_else(|| ApiError::InvalidParam(format!("limit must be between 1 and {AUDIT_MAX_LIMIT}, not {n}")))?,
+    };
+    Ok((crate::store::AuditFilter { kind, since_ms, before_id, limit }, limit))
+}
+
+fn audit_info(e: crate::store::AuditEntry) -> wire::AuditEntryInfo {
+    wire::AuditEntryInfo {
+        id: e.id,
+        at_ms: e.at_ms,
+        kind: e.kind.as_str().to_owned(),
+        channel: e.channel,
+        actor: e.actor,
+        action: e.action,
+        outcome: e.outcome,
+        detail: e.detail,
+    }
 }

@@ -75,6 +75,8 @@ pub struct ApiState {
     pub rate: ratelimit::RateLimits,
     /// The configured embedding model, for ListModels.
     pub embedding: Option<crate::admin::EmbeddingFacts>,
+    /// Admin actions and refused credentials are recorded here.
+    pub audit: Arc<crate::audit::Audit>,
 }
 
 impl ApiState {
@@ -112,25 +114,52 @@ pub async fn handle(state: Arc<ApiState>, peer: Arc<Peer>, req: Request<Incoming
     let result = tokio::time::timeout(limit, route(&state, &peer, req)).await.unwrap_or(Err(ApiError::Timeout { secs: limit.as_secs() }));
     // A path no route took is "other", whatever its pattern looks like.
     let route_label = if matches!(result, Err(ApiError::NoRoute)) { "other" } else { metrics::route_label(&path) };
-    let resp = match result {
-        Ok(r) => r,
+    let (resp, outcome, detail) = match result {
+        Ok(r) => {
+            let status = r.status();
+            (r, "ok", status.to_string())
+        }
         Err(e) => {
             let m = e.mapped();
+            if matches!(m.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                state.audit.auth_failure(&actor(&peer), &format!("{method} {path}"), m.code, &m.message);
+            }
             if m.status.is_server_error() {
                 tracing::error!(%method, %path, status = m.status.as_u16(), error = %crate::telemetry::chain(&e), "request failed");
             } else {
                 tracing::info!(%method, %path, status = m.status.as_u16(), code = m.code, error = %crate::telemetry::chain(&e), "request rejected");
             }
-            match family {
+            let resp = match family {
                 Family::Dify => body::dify_error(&e),
                 Family::OpenAi => body::openai_error(&e),
-            }
+            };
+            (resp, m.code, m.message)
         }
     };
+    if is_admin_action(&peer, &method, &path) && resp.status() != StatusCode::FORBIDDEN {
+        state.audit.admin(&actor(&peer), &format!("{method} {path}"), outcome, &detail).await;
+    }
     let elapsed = started.elapsed();
     state.metrics.http_request(route_label, resp.status().as_u16(), elapsed);
     tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_ms = elapsed.as_millis() as u64, "request");
     Ok(resp)
+}
+
+/// Who is behind `peer`, for the audit trail.
+fn actor(peer: &Peer) -> crate::audit::Actor {
+    match *peer {
+        Peer::Tcp(addr) => crate::audit::Actor::tcp(addr.ip()),
+        Peer::Unix { uid, gid, pid } => crate::audit::Actor::unix(uid, gid, pid),
+    }
+}
+
+/// Whether a request is an admin action for the audit trail: an admin API
+/// request on the unix socket that changes something, or that lets the
+/// store's data out (backup, log export). Reads of status and lists are not.
+fn is_admin_action(peer: &Peer, method: &Method, path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/admin/v1/") else { return false };
+    matches!(peer, Peer::Unix { .. })
+        && (!matches!(*method, Method::GET | Method::HEAD) || rest.starts_with("backup") || rest.starts_with("export/"))
 }
 
 async fn route(state: &Arc<ApiState>, peer: &Arc<Peer>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {

@@ -131,6 +131,8 @@
 //! | `dev.demo_rag_app` | `""` (none) | development only: a Dify DSL app imported at start |
 //! | `dev.demo_rag_key_file` | `""` (none) | development only: a key of `demo_rag_app` is written to this path |
 //! | `[[apps]]` | none | chat and completion apps, see [`crate::engine::AppDefinition`] |
+//! | `audit.max_rows` | `100000` | 100 ..= 10000000; the store keeps the newest this many audit entries |
+//! | `audit.auth_failures_per_minute` | `120` | 1 ..= 100000; refused credentials recorded (journal and store) per minute; the rest are counted (`edgeai_audit_entries_total`) and summed up in the next one |
 //!
 //! For the keys whose default is "none", `""` sets them back to none, so a
 //! later layer can undo an earlier one.
@@ -297,6 +299,24 @@ pub struct Settings {
     pub apps: Vec<crate::engine::AppDefinition>,
     /// Files actually read, in order.
     pub sources: Vec<PathBuf>,
+    pub audit: AuditSettings,
+}
+
+/// `[audit]`: the audit trail of admin actions and refused credentials (see `crate::audit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// `audit.max_rows`: the store keeps the newest this many entries.
+    pub max_rows: u64,
+    /// `audit.auth_failures_per_minute`: refused credentials recorded (store
+    /// and journal) per minute; the rest are counted and summed up in the next
+    /// recorded one, so a flood of bad keys cannot flood the disk.
+    pub auth_failures_per_minute: u32,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings { max_rows: 100_000, auth_failures_per_minute: 120 }
+    }
 }
 
 /// `[cache]`: the response cache (see [`crate::cache`]).

@@ -312,6 +312,9 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     s.model_map.upstream_model = s.upstream.model.clone();
 
     s.apps = r.apps();
+
+    r.int("audit", "max_rows", 100..=10_000_000, &mut s.audit.max_rows);
+    r.int("audit", "auth_failures_per_minute", 1..=100_000, &mut s.audit.auth_failures_per_minute);
     s
 }
 

@@ -916,3 +916,24 @@ fn store_synchronous_defaults_to_full_and_reads_normal() {
     let text = res.expect_err("refused").to_string();
     assert!(text.contains(&format!("{}: store.synchronous: \"off\" is not one of \"full\", \"normal\"", path.display())), "{text}");
 }
+
+#[test]
+fn audit_settings_default_and_are_range_checked() {
+    let (_r, _p, s) = load_text("");
+    assert_eq!(s.expect("defaults").audit, crate::config::AuditSettings { max_rows: 100_000, auth_failures_per_minute: 120 });
+    let (_r, _p, s) = load_text("[audit]\nmax_rows = 500\nauth_failures_per_minute = 5\n");
+    assert_eq!(s.expect("valid").audit, crate::config::AuditSettings { max_rows: 500, auth_failures_per_minute: 5 });
+    for (text, key, message) in [
+        ("[audit]\nmax_rows = 99\n", "audit.max_rows", "must be between 100 and 10000000, found 99"),
+        ("[audit]\nauth_failures_per_minute = 0\n", "audit.auth_failures_per_minute", "must be between 1 and 100000, found 0"),
+        ("[audit]\nmax_rows = \"lots\"\n", "audit.max_rows", "expected an integer, found string \"lots\""),
+        ("[audit]\nkeep = 1\n", "audit.keep", ""),
+    ] {
+        let (_r, _p, s) = load_text(text);
+        let p = problem(s);
+        assert_eq!(p.key, key, "{text}");
+        if !message.is_empty() {
+            assert_eq!(p.message, message, "{text}");
+        }
+    }
+}

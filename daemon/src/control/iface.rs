@@ -15,6 +15,7 @@ use zbus::zvariant::{OwnedFd, OwnedValue};
 
 use super::value::{self, Dict};
 use super::{MethodError, ReloadRequest};
+use crate::audit::{Actor, Audit};
 use crate::model::ModelError;
 use crate::service::Service;
 
@@ -24,6 +25,7 @@ const MAX_IMPORT_BYTES: u64 = crate::engine::workflow::dsl::MAX_DSL_BYTES as u64
 /// The daemon's control interface.
 pub struct Daemon1 {
     svc: Arc<Service>,
+    audit: Arc<Audit>,
     facts: crate::admin::Facts,
     reload: mpsc::Sender<ReloadRequest>,
     /// The long job running now and its percent (the Operation and Progress properties).
@@ -83,8 +85,8 @@ impl<R: std::io::Read> std::io::Read for Counting<R> {
 }
 
 impl Daemon1 {
-    pub fn new(svc: Arc<Service>, facts: crate::admin::Facts, reload: mpsc::Sender<ReloadRequest>) -> Self {
-        Daemon1 { svc, facts, reload, job: std::sync::Mutex::new((String::new(), 0)) }
+    pub fn new(svc: Arc<Service>, audit: Arc<Audit>, facts: crate::admin::Facts, reload: mpsc::Sender<ReloadRequest>) -> Self {
+        Daemon1 { svc, audit, facts, reload, job: std::sync::Mutex::new((String::new(), 0)) }
     }
 
     /// Claims the daemon's one long-job place (the Operation property) for
@@ -155,22 +157,52 @@ impl Daemon1 {
 
     /// Refuses a caller that is neither root nor in `server.admin_group`;
     /// the uid is the bus daemon's word for the message's sender.
-    async fn authorise(&self, conn: &zbus::Connection, hdr: &Header<'_>, method: &str) -> Result<(), MethodError> {
-        let sender = hdr.sender().ok_or_else(|| MethodError::PermissionDenied("the call has no sender".into()))?;
+    /// Refusals are recorded in the audit trail; the caller is returned for
+    /// the audit entry of the action.
+    async fn authorise(&self, conn: &zbus::Connection, hdr: &Header<'_>, method: &str) -> Result<Actor, MethodError> {
+        let Some(sender) = hdr.sender() else {
+            return Err(self.refuse(&Actor::dbus(None, "none"), method, "the call has no sender".into()));
+        };
         let dbus = zbus::fdo::DBusProxy::new(conn).await?;
-        let uid = dbus
-            .get_connection_unix_user(sender.clone().into())
-            .await
-            .map_err(|e| MethodError::PermissionDenied(format!("the bus could not tell who called: {e}")))?;
+        let uid = match dbus.get_connection_unix_user(sender.clone().into()).await {
+            Ok(uid) => uid,
+            Err(e) => {
+                return Err(self.refuse(&Actor::dbus(None, sender.as_str()), method, format!("the bus could not tell who called: {e}")))
+            }
+        };
+        let actor = Actor::dbus(Some(uid), sender.as_str());
         if crate::admin::is_admin(self.facts.admin_gid, uid, None).await {
             tracing::info!(method, uid, sender = %sender, "D-Bus call");
-            Ok(())
+            Ok(actor)
         } else {
             tracing::warn!(method, uid, sender = %sender, "D-Bus call refused: not root or in server.admin_group");
-            Err(MethodError::PermissionDenied(format!(
-                "{method} needs root or membership of the daemon's admin group (server.admin_group); uid {uid} has neither"
-            )))
+            let why = format!("{method} needs root or membership of the daemon's admin group (server.admin_group); uid {uid} has neither");
+            Err(self.refuse(&actor, method, why))
         }
+    }
+
+    /// A PermissionDenied for `method`, recorded in the audit trail.
+    fn refuse(&self, actor: &Actor, method: &str, why: String) -> MethodError {
+        let e = MethodError::PermissionDenied(why);
+        let name = zbus::DBusError::name(&e).to_string();
+        self.audit.auth_failure(actor, &format!("D-Bus {method}"), &name, zbus::DBusError::description(&e).unwrap_or_default());
+        e
+    }
+
+    /// Records an admin method's end in the audit trail (`args`: what it
+    /// was called on) and passes its result on.
+    async fn audited<T>(&self, actor: &Actor, method: &str, args: &str, result: Result<T, MethodError>) -> Result<T, MethodError> {
+        let action = format!("D-Bus {method}");
+        match &result {
+            Ok(_) => self.audit.admin(actor, &action, "ok", args).await,
+            Err(e) => {
+                let name = zbus::DBusError::name(e).to_string();
+                let why = zbus::DBusError::description(e).unwrap_or("see the daemon log");
+                let detail = if args.is_empty() { why.to_owned() } else { format!("{args}: {why}") };
+                self.audit.admin(actor, &action, &name, &detail).await;
+            }
+        }
+        result
     }
 
     fn status_line(&self) -> String {
@@ -239,11 +271,16 @@ impl Daemon1 {
     /// Re-reads the configuration as SIGHUP does: apps take effect now, other settings at the next restart.
     /// Returns apps_updated and apps_served; an invalid configuration is InvalidArgument and changes nothing.
     async fn reload(&self, #[zbus(connection)] conn: &zbus::Connection, #[zbus(header)] hdr: Header<'_>) -> Result<Dict, MethodError> {
-        self.authorise(conn, &hdr, "Reload").await?;
-        let (tx, rx) = oneshot::channel();
-        self.reload.send(tx).await.map_err(|_| MethodError::Busy("the daemon is stopping".into()))?;
-        let report = rx.await.map_err(|_| MethodError::Busy("the daemon is stopping".into()))?.map_err(MethodError::InvalidArgument)?;
-        value::dict(&wire::ReloadResponse { apps_updated: report.apps_updated, apps_served: report.apps_served })
+        let actor = self.authorise(conn, &hdr, "Reload").await?;
+        let args = String::new();
+        let result: Result<_, MethodError> = async {
+            let (tx, rx) = oneshot::channel();
+            self.reload.send(tx).await.map_err(|_| MethodError::Busy("the daemon is stopping".into()))?;
+            let report = rx.await.map_err(|_| MethodError::Busy("the daemon is stopping".into()))?.map_err(MethodError::InvalidArgument)?;
+            value::dict(&wire::ReloadResponse { apps_updated: report.apps_updated, apps_served: report.apps_served })
+        }
+        .await;
+        self.audited(&actor, "Reload", &args, result).await
     }
 
     /// The apps and their active versions.
@@ -268,45 +305,52 @@ impl Daemon1 {
         file: OwnedFd,
         options: HashMap<String, OwnedValue>,
     ) -> Result<Dict, MethodError> {
-        self.authorise(conn, &hdr, "ImportApp").await?;
-        value::only(&options, &["format", "id", "name", "datasets"])?;
-        let format = value::opt_str(&options, "format")?;
-        let (id, name) = (value::opt_str(&options, "id")?, value::opt_str(&options, "name")?);
-        let datasets: Vec<(String, String)> = match options.get("datasets") {
-            None => Vec::new(),
-            Some(v) => HashMap::<String, String>::try_from(v.try_clone().map_err(|e| MethodError::InvalidArgument(e.to_string()))?)
-                .map_err(|_| MethodError::InvalidArgument("option \"datasets\" must be a{ss} (DSL dataset id to local dataset)".into()))?
-                .into_iter()
-                .collect(),
-        };
-        let text = read_file(file).await?;
-        let json = match format.as_deref() {
-            Some("json") => true,
-            Some("dsl") => false,
-            None => text.trim_start().starts_with('{'),
-            Some(other) => return Err(MethodError::InvalidArgument(format!("format {other:?} is not \"dsl\" or \"json\""))),
-        };
-        let (v, models) = if json {
-            if id.is_some() || name.is_some() || !datasets.is_empty() {
-                return Err(MethodError::InvalidArgument(
-                    "id, name and datasets apply to a Dify DSL only, not to a JSON definition".into(),
-                ));
-            }
-            let app: crate::engine::AppDefinition = serde_json::from_str(&text)
-                .map_err(|e| MethodError::InvalidArgument(format!("the JSON app definition is invalid: {e}")))?;
-            (self.svc.put_app(app, "import").await?, Vec::new())
-        } else {
-            self.svc.import_dsl(&text, id, name, &datasets).await?
-        };
-        let stored = self.svc.stored_app(&v.app_id).await?;
-        tracing::info!(app = %v.app_id, version = v.version, created = v.created, mode = %stored.mode, "app imported over D-Bus");
-        let report = wire::ImportDslResponse {
-            app: crate::admin::app_info(&stored),
-            models: models.into_iter().map(crate::admin::model_mapping_info).collect(),
-        };
-        let mut d = value::dict(&report)?;
-        d.insert("created".into(), OwnedValue::from(v.created));
-        Ok(d)
+        let actor = self.authorise(conn, &hdr, "ImportApp").await?;
+        let args = String::new();
+        let result: Result<_, MethodError> = async {
+            value::only(&options, &["format", "id", "name", "datasets"])?;
+            let format = value::opt_str(&options, "format")?;
+            let (id, name) = (value::opt_str(&options, "id")?, value::opt_str(&options, "name")?);
+            let datasets: Vec<(String, String)> = match options.get("datasets") {
+                None => Vec::new(),
+                Some(v) => HashMap::<String, String>::try_from(v.try_clone().map_err(|e| MethodError::InvalidArgument(e.to_string()))?)
+                    .map_err(|_| {
+                        MethodError::InvalidArgument("option \"datasets\" must be a{ss} (DSL dataset id to local dataset)".into())
+                    })?
+                    .into_iter()
+                    .collect(),
+            };
+            let text = read_file(file).await?;
+            let json = match format.as_deref() {
+                Some("json") => true,
+                Some("dsl") => false,
+                None => text.trim_start().starts_with('{'),
+                Some(other) => return Err(MethodError::InvalidArgument(format!("format {other:?} is not \"dsl\" or \"json\""))),
+            };
+            let (v, models) = if json {
+                if id.is_some() || name.is_some() || !datasets.is_empty() {
+                    return Err(MethodError::InvalidArgument(
+                        "id, name and datasets apply to a Dify DSL only, not to a JSON definition".into(),
+                    ));
+                }
+                let app: crate::engine::AppDefinition = serde_json::from_str(&text)
+                    .map_err(|e| MethodError::InvalidArgument(format!("the JSON app definition is invalid: {e}")))?;
+                (self.svc.put_app(app, "import").await?, Vec::new())
+            } else {
+                self.svc.import_dsl(&text, id, name, &datasets).await?
+            };
+            let stored = self.svc.stored_app(&v.app_id).await?;
+            tracing::info!(app = %v.app_id, version = v.version, created = v.created, mode = %stored.mode, "app imported over D-Bus");
+            let report = wire::ImportDslResponse {
+                app: crate::admin::app_info(&stored),
+                models: models.into_iter().map(crate::admin::model_mapping_info).collect(),
+            };
+            let mut d = value::dict(&report)?;
+            d.insert("created".into(), OwnedValue::from(v.created));
+            Ok(d)
+        }
+        .await;
+        self.audited(&actor, "ImportApp", &args, result).await
     }
 
     /// An app version as Dify DSL YAML. Options: version (u; default the active one). Returns app_id, version, yaml.
@@ -343,9 +387,14 @@ impl Daemon1 {
         app: String,
         version: u32,
     ) -> Result<Dict, MethodError> {
-        self.authorise(conn, &hdr, "ActivateAppVersion").await?;
-        let stored = self.svc.activate_app_version(&app, version).await?;
-        value::dict(&crate::admin::app_info(&stored))
+        let actor = self.authorise(conn, &hdr, "ActivateAppVersion").await?;
+        let args = format!("app={app} version={version}");
+        let result: Result<_, MethodError> = async {
+            let stored = self.svc.activate_app_version(&app, version).await?;
+            value::dict(&crate::admin::app_info(&stored))
+        }
+        .await;
+        self.audited(&actor, "ActivateAppVersion", &args, result).await
     }
 
     /// Creates an API key. Options: app (s) for an app's key, or dataset (b, true) for a Knowledge API key.
@@ -356,23 +405,30 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         options: HashMap<String, OwnedValue>,
     ) -> Result<Dict, MethodError> {
-        self.authorise(conn, &hdr, "CreateApiKey").await?;
-        value::only(&options, &["app", "dataset"])?;
-        let app = value::opt_str(&options, "app")?.filter(|a| !a.is_empty());
-        let (info, secret) = match (app, value::opt_bool(&options, "dataset")?.unwrap_or(false)) {
-            (Some(app), false) => self.svc.create_key(&app).await?,
-            (None, true) => self.svc.create_dataset_key().await?,
-            (Some(_), true) => {
-                return Err(MethodError::InvalidArgument("a key opens an app or the Knowledge API: give app or dataset, not both".into()))
-            }
-            (None, false) => {
-                return Err(MethodError::InvalidArgument("option app is required (or dataset = true for a Knowledge API key)".into()))
-            }
-        };
-        let kind = crate::admin::key_kind(&info);
-        let app_id = info.app_id().unwrap_or_default().to_owned();
-        tracing::info!(key_id = %info.id, app = %app_id, "API key created over D-Bus");
-        value::dict(&wire::CreatedKey { id: info.id, kind, app_id, key: secret, created_at: info.created_at })
+        let actor = self.authorise(conn, &hdr, "CreateApiKey").await?;
+        let args = String::new();
+        let result: Result<_, MethodError> = async {
+            value::only(&options, &["app", "dataset"])?;
+            let app = value::opt_str(&options, "app")?.filter(|a| !a.is_empty());
+            let (info, secret) = match (app, value::opt_bool(&options, "dataset")?.unwrap_or(false)) {
+                (Some(app), false) => self.svc.create_key(&app).await?,
+                (None, true) => self.svc.create_dataset_key().await?,
+                (Some(_), true) => {
+                    return Err(MethodError::InvalidArgument(
+                        "a key opens an app or the Knowledge API: give app or dataset, not both".into(),
+                    ))
+                }
+                (None, false) => {
+                    return Err(MethodError::InvalidArgument("option app is required (or dataset = true for a Knowledge API key)".into()))
+                }
+            };
+            let kind = crate::admin::key_kind(&info);
+            let app_id = info.app_id().unwrap_or_default().to_owned();
+            tracing::info!(key_id = %info.id, app = %app_id, "API key created over D-Bus");
+            value::dict(&wire::CreatedKey { id: info.id, kind, app_id, key: secret, created_at: info.created_at })
+        }
+        .await;
+        self.audited(&actor, "CreateApiKey", &args, result).await
     }
 
     /// The API keys (never the secrets). Options: app (s) for one app's keys.
@@ -396,10 +452,15 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         id: String,
     ) -> Result<(), MethodError> {
-        self.authorise(conn, &hdr, "RevokeApiKey").await?;
-        self.svc.revoke_key(&id).await?;
-        tracing::info!(key_id = %id, "API key revoked over D-Bus");
-        Ok(())
+        let actor = self.authorise(conn, &hdr, "RevokeApiKey").await?;
+        let args = format!("key={id}");
+        let result: Result<_, MethodError> = async {
+            self.svc.revoke_key(&id).await?;
+            tracing::info!(key_id = %id, "API key revoked over D-Bus");
+            Ok(())
+        }
+        .await;
+        self.audited(&actor, "RevokeApiKey", &args, result).await
     }
 
     /// Every model the daemon has: the chat model (kind "chat") and the embedding model when configured
@@ -421,11 +482,16 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         options: HashMap<String, OwnedValue>,
     ) -> Result<Dict, MethodError> {
-        self.authorise(conn, &hdr, "FlushCache").await?;
-        value::only(&options, &["app"])?;
-        let app = value::opt_str(&options, "app")?.filter(|a| !a.is_empty());
-        let flushed = self.svc.flush_cache(app.as_deref()).await?;
-        value::dict(&wire::CacheFlushResponse { app, flushed })
+        let actor = self.authorise(conn, &hdr, "FlushCache").await?;
+        let args = String::new();
+        let result: Result<_, MethodError> = async {
+            value::only(&options, &["app"])?;
+            let app = value::opt_str(&options, "app")?.filter(|a| !a.is_empty());
+            let flushed = self.svc.flush_cache(app.as_deref()).await?;
+            value::dict(&wire::CacheFlushResponse { app, flushed })
+        }
+        .await;
+        self.audited(&actor, "FlushCache", &args, result).await
     }
 
     /// Writes messages or workflow runs as an Arrow IPC or Parquet file into a file the caller opened for
@@ -439,25 +505,30 @@ impl Daemon1 {
         file: OwnedFd,
         options: HashMap<String, OwnedValue>,
     ) -> Result<Dict, MethodError> {
-        self.authorise(conn, &hdr, "ExportLogs").await?;
-        value::only(&options, &["format", "table", "app", "since", "until"])?;
-        use crate::service::export as ex;
-        let format = value::opt_str(&options, "format")?
-            .ok_or_else(|| MethodError::InvalidArgument("option format is required: \"arrow\" or \"parquet\"".into()))?;
-        let request = ex::ExportRequest {
-            table: ex::table_from_name(value::opt_str(&options, "table")?.as_deref().unwrap_or("messages")).map_err(export_error)?,
-            format: ex::ExportFormat::from_name(&format).map_err(export_error)?,
-            filter: crate::store::LogFilter {
-                app_id: value::opt_str(&options, "app")?,
-                since: value::opt_i64(&options, "since")?,
-                until: value::opt_i64(&options, "until")?,
-            },
-        };
-        let export = ex::start(self.svc.store(), request).await.map_err(export_error)?;
-        let fd: std::os::fd::OwnedFd = file.into();
-        let summary = export.write_to(std::fs::File::from(fd)).await.map_err(export_error)?;
-        tracing::info!(rows = summary.rows, batches = summary.batches, "logs exported over D-Bus");
-        value::dict(&serde_json::json!({"rows": summary.rows, "batches": summary.batches}))
+        let actor = self.authorise(conn, &hdr, "ExportLogs").await?;
+        let args = String::new();
+        let result: Result<_, MethodError> = async {
+            value::only(&options, &["format", "table", "app", "since", "until"])?;
+            use crate::service::export as ex;
+            let format = value::opt_str(&options, "format")?
+                .ok_or_else(|| MethodError::InvalidArgument("option format is required: \"arrow\" or \"parquet\"".into()))?;
+            let request = ex::ExportRequest {
+                table: ex::table_from_name(value::opt_str(&options, "table")?.as_deref().unwrap_or("messages")).map_err(export_error)?,
+                format: ex::ExportFormat::from_name(&format).map_err(export_error)?,
+                filter: crate::store::LogFilter {
+                    app_id: value::opt_str(&options, "app")?,
+                    since: value::opt_i64(&options, "since")?,
+                    until: value::opt_i64(&options, "until")?,
+                },
+            };
+            let export = ex::start(self.svc.store(), request).await.map_err(export_error)?;
+            let fd: std::os::fd::OwnedFd = file.into();
+            let summary = export.write_to(std::fs::File::from(fd)).await.map_err(export_error)?;
+            tracing::info!(rows = summary.rows, batches = summary.batches, "logs exported over D-Bus");
+            value::dict(&serde_json::json!({"rows": summary.rows, "batches": summary.batches}))
+        }
+        .await;
+        self.audited(&actor, "ExportLogs", &args, result).await
     }
 
     /// Writes a backup into a file the caller opened for writing: a tar of a consistent online snapshot of the
@@ -473,50 +544,55 @@ impl Daemon1 {
         file: OwnedFd,
         options: HashMap<String, OwnedValue>,
     ) -> Result<Dict, MethodError> {
-        self.authorise(conn, &hdr, "CreateBackup").await?;
-        value::only(&options, &[])?;
-        let job = "CreateBackup";
-        let guard = self.begin_job(&emitter, job).await?;
-        let knowledge = self.svc.knowledge().map(|k| k.dir().to_path_buf());
-        let snapshot = match crate::service::backup::take(self.svc.store(), knowledge.as_deref(), &self.facts.config_sources).await {
-            Ok(s) => s,
-            Err(e) => {
-                let e = backup_error(e);
-                self.fail_job(guard, &emitter, job, &e).await;
-                return Err(e);
+        let actor = self.authorise(conn, &hdr, "CreateBackup").await?;
+        let args = String::new();
+        let result: Result<_, MethodError> = async {
+            value::only(&options, &[])?;
+            let job = "CreateBackup";
+            let guard = self.begin_job(&emitter, job).await?;
+            let knowledge = self.svc.knowledge().map(|k| k.dir().to_path_buf());
+            let snapshot = match crate::service::backup::take(self.svc.store(), knowledge.as_deref(), &self.facts.config_sources).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let e = backup_error(e);
+                    self.fail_job(guard, &emitter, job, &e).await;
+                    return Err(e);
+                }
+            };
+            let (members, total) = (snapshot.members(), snapshot.bytes().max(1));
+            let fd: std::os::fd::OwnedFd = file.into();
+            let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let mut out = Counting { inner: std::fs::File::from(fd), written: Arc::clone(&written) };
+            let writing = tokio::task::spawn_blocking(move || {
+                snapshot.write_to(&mut out)?;
+                out.inner.sync_all().map_err(crate::service::backup::BackupError::Write)?;
+                out.inner.metadata().map(|m| m.len()).map_err(crate::service::backup::BackupError::Write)
+            });
+            // Progress by bytes of the members written.
+            let outcome = self
+                .while_progressing(
+                    &emitter,
+                    job,
+                    writing,
+                    || percent_of(written.load(std::sync::atomic::Ordering::Relaxed), total),
+                    |_| format!("{members} files, {total} bytes"),
+                )
+                .await;
+            let result = outcome
+                .map_err(|_| MethodError::Failed("the backup task panicked; see the daemon log".into()))
+                .and_then(|r| r.map_err(backup_error));
+            match &result {
+                Ok(bytes) => {
+                    self.progress(&emitter, job, 100, &format!("{members} files, {total} bytes")).await;
+                    tracing::info!(bytes, members, "backup written over D-Bus");
+                    self.end_job(guard, &emitter, job, &format!("ok: {members} files, {bytes} bytes")).await;
+                }
+                Err(e) => self.fail_job(guard, &emitter, job, e).await,
             }
-        };
-        let (members, total) = (snapshot.members(), snapshot.bytes().max(1));
-        let fd: std::os::fd::OwnedFd = file.into();
-        let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let mut out = Counting { inner: std::fs::File::from(fd), written: Arc::clone(&written) };
-        let writing = tokio::task::spawn_blocking(move || {
-            snapshot.write_to(&mut out)?;
-            out.inner.sync_all().map_err(crate::service::backup::BackupError::Write)?;
-            out.inner.metadata().map(|m| m.len()).map_err(crate::service::backup::BackupError::Write)
-        });
-        // Progress by bytes of the members written.
-        let outcome = self
-            .while_progressing(
-                &emitter,
-                job,
-                writing,
-                || percent_of(written.load(std::sync::atomic::Ordering::Relaxed), total),
-                |_| format!("{members} files, {total} bytes"),
-            )
-            .await;
-        let result = outcome
-            .map_err(|_| MethodError::Failed("the backup task panicked; see the daemon log".into()))
-            .and_then(|r| r.map_err(backup_error));
-        match &result {
-            Ok(bytes) => {
-                self.progress(&emitter, job, 100, &format!("{members} files, {total} bytes")).await;
-                tracing::info!(bytes, members, "backup written over D-Bus");
-                self.end_job(guard, &emitter, job, &format!("ok: {members} files, {bytes} bytes")).await;
-            }
-            Err(e) => self.fail_job(guard, &emitter, job, e).await,
+            value::dict(&serde_json::json!({"bytes": result?, "members": members}))
         }
-        value::dict(&serde_json::json!({"bytes": result?, "members": members}))
+        .await;
+        self.audited(&actor, "CreateBackup", &args, result).await
     }
 
     /// Loads the chat model again after UnloadModel or a failed load, with the configuration it started with.
@@ -534,52 +610,57 @@ impl Daemon1 {
         name: String,
         options: HashMap<String, OwnedValue>,
     ) -> Result<Dict, MethodError> {
-        self.authorise(conn, &hdr, "LoadModel").await?;
-        value::only(&options, &[])?;
-        let rt = Arc::clone(crate::admin::chat_model(&self.svc, &self.facts, &name)?);
-        match rt.status().state {
-            "ready" => return value::dict(&crate::admin::lifecycle(&rt, "ready", true)),
-            // Busy before the job's place is taken: no Progress for a refused call.
-            "loading" | "unloading" => {
-                return Err(crate::service::ServiceError::from(rt.ready().err().unwrap_or(ModelError::Loading)).into())
+        let actor = self.authorise(conn, &hdr, "LoadModel").await?;
+        let args = format!("model={name}");
+        let result: Result<_, MethodError> = async {
+            value::only(&options, &[])?;
+            let rt = Arc::clone(crate::admin::chat_model(&self.svc, &self.facts, &name)?);
+            match rt.status().state {
+                "ready" => return value::dict(&crate::admin::lifecycle(&rt, "ready", true)),
+                // Busy before the job's place is taken: no Progress for a refused call.
+                "loading" | "unloading" => {
+                    return Err(crate::service::ServiceError::from(rt.ready().err().unwrap_or(ModelError::Loading)).into())
+                }
+                _ => {}
             }
-            _ => {}
+            let job = "LoadModel";
+            let guard = self.begin_job(&emitter, job).await?;
+            let started = std::time::Instant::now();
+            match crate::admin::start_load(&rt) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.end_job(guard, &emitter, job, "ok: loaded already").await;
+                    return value::dict(&crate::admin::lifecycle(&rt, "ready", true));
+                }
+                Err(e) => {
+                    let e = MethodError::from(e);
+                    self.fail_job(guard, &emitter, job, &e).await;
+                    return Err(e);
+                }
+            }
+            let what = format!("loading {}", rt.config.path.display());
+            let loaded = async {
+                while rt.status().state == "loading" {
+                    tokio::time::sleep(LOAD_POLL).await;
+                }
+            };
+            self.while_progressing(&emitter, job, loaded, || rt.load_percent(), |_| what.clone()).await;
+            match crate::admin::load_outcome(&rt, started.elapsed().as_millis() as u64) {
+                Ok(done) => {
+                    self.progress(&emitter, job, 100, &format!("{} ready", done.name)).await;
+                    let result = format!("ok: {} ready in {} ms", done.name, done.load_ms.unwrap_or(0));
+                    self.end_job(guard, &emitter, job, &result).await;
+                    value::dict(&done)
+                }
+                Err(e) => {
+                    let e = MethodError::Failed(e.to_string());
+                    self.fail_job(guard, &emitter, job, &e).await;
+                    Err(e)
+                }
+            }
         }
-        let job = "LoadModel";
-        let guard = self.begin_job(&emitter, job).await?;
-        let started = std::time::Instant::now();
-        match crate::admin::start_load(&rt) {
-            Ok(true) => {}
-            Ok(false) => {
-                self.end_job(guard, &emitter, job, "ok: loaded already").await;
-                return value::dict(&crate::admin::lifecycle(&rt, "ready", true));
-            }
-            Err(e) => {
-                let e = MethodError::from(e);
-                self.fail_job(guard, &emitter, job, &e).await;
-                return Err(e);
-            }
-        }
-        let what = format!("loading {}", rt.config.path.display());
-        let loaded = async {
-            while rt.status().state == "loading" {
-                tokio::time::sleep(LOAD_POLL).await;
-            }
-        };
-        self.while_progressing(&emitter, job, loaded, || rt.load_percent(), |_| what.clone()).await;
-        match crate::admin::load_outcome(&rt, started.elapsed().as_millis() as u64) {
-            Ok(done) => {
-                self.progress(&emitter, job, 100, &format!("{} ready", done.name)).await;
-                let result = format!("ok: {} ready in {} ms", done.name, done.load_ms.unwrap_or(0));
-                self.end_job(guard, &emitter, job, &result).await;
-                value::dict(&done)
-            }
-            Err(e) => {
-                let e = MethodError::Failed(e.to_string());
-                self.fail_job(guard, &emitter, job, &e).await;
-                Err(e)
-            }
-        }
+        .await;
+        self.audited(&actor, "LoadModel", &args, result).await
     }
 
     /// Unloads the chat model to free its memory (weights and KV cache) until LoadModel: new chat and completion
@@ -595,10 +676,15 @@ impl Daemon1 {
         name: String,
         options: HashMap<String, OwnedValue>,
     ) -> Result<Dict, MethodError> {
-        self.authorise(conn, &hdr, "UnloadModel").await?;
-        value::only(&options, &[])?;
-        let rt = crate::admin::chat_model(&self.svc, &self.facts, &name)?;
-        value::dict(&crate::admin::unload(rt).await?)
+        let actor = self.authorise(conn, &hdr, "UnloadModel").await?;
+        let args = format!("model={name}");
+        let result: Result<_, MethodError> = async {
+            value::only(&options, &[])?;
+            let rt = crate::admin::chat_model(&self.svc, &self.facts, &name)?;
+            value::dict(&crate::admin::unload(rt).await?)
+        }
+        .await;
+        self.audited(&actor, "UnloadModel", &args, result).await
     }
 
     /// Restores a backup online, in two steps: now, the archive is read from a file the caller opened,
@@ -620,87 +706,92 @@ impl Daemon1 {
         file: OwnedFd,
         options: HashMap<String, OwnedValue>,
     ) -> Result<Dict, MethodError> {
-        self.authorise(conn, &hdr, "RestoreBackup").await?;
-        value::only(&options, &["restart"])?;
-        let restart = value::opt_bool(&options, "restart")?.unwrap_or(true);
-        let job = "RestoreBackup";
-        let guard = self.begin_job(&emitter, job).await?;
-        let fd: std::os::fd::OwnedFd = file.into();
-        let input = std::fs::File::from(fd);
-        // Progress by the bytes read of the archive (0 when its size is unknown, a pipe).
-        let total = input.metadata().ok().filter(|m| m.is_file()).map_or(0, |m| m.len());
-        let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counting = Counting { inner: input, written: Arc::clone(&read) };
-        let state_dir =
-            self.svc.store().path().parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_owned();
-        let supported = crate::store::supported_schema_version();
-        let staging = tokio::task::spawn_blocking(move || crate::service::restore::stage(counting, &state_dir, supported));
-        let outcome = self
-            .while_progressing(
-                &emitter,
-                job,
-                staging,
-                || if total == 0 { 0 } else { percent_of(read.load(std::sync::atomic::Ordering::Relaxed), total) },
-                |percent| format!("read and checked {percent}% of {total} bytes"),
-            )
-            .await;
-        let staged = match outcome.map_err(|_| crate::service::restore::RestoreError::Panicked).and_then(|r| r) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %crate::telemetry::chain(&e), "RestoreBackup refused; nothing staged");
-                let e = restore_error(e);
-                self.fail_job(guard, &emitter, job, &e).await;
-                return Err(e);
-            }
-        };
-        let m = &staged.manifest;
-        tracing::info!(
-            staged = %staged.dir.display(),
-            members = staged.members,
-            bytes = staged.bytes,
-            schema_version = m.schema_version,
-            backup_created_at = m.created_at,
-            skipped = staged.skipped.len(),
-            replaced_earlier = staged.replaced,
-            restart,
-            "restore staged over D-Bus; applied at the next start"
-        );
-        self.progress(&emitter, job, 100, "staged").await;
-        self.end_job(guard, &emitter, job, &format!("ok: staged {} files, {} bytes", staged.members, staged.bytes)).await;
-        let skipped_how = if staged.skipped.is_empty() {
-            String::new()
-        } else {
-            "the daemon cannot write its config files (ProtectSystem=strict, owned by root): restore them with the daemon \
-             stopped: edgeaictl backup restore FILE --state-dir DIR --config-dir /etc/edgeai"
-                .to_owned()
-        };
-        let applies = if restart {
-            "now: the daemon drains, exits with 75 and is restarted by systemd; the start applies the restore"
-        } else {
-            "at the daemon's next start (systemctl restart edgeai)"
-        };
-        if restart {
-            // After the reply has gone out: the drain closes the bus connection.
-            tokio::spawn(async {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                tracing::info!("stopping to apply the staged restore (exit 75: restart)");
-                if let Err(e) = crate::request_restart() {
-                    tracing::error!(error = %e, "could not stop to apply the restore; it is applied at the next start");
+        let actor = self.authorise(conn, &hdr, "RestoreBackup").await?;
+        let args = String::new();
+        let result: Result<_, MethodError> = async {
+            value::only(&options, &["restart"])?;
+            let restart = value::opt_bool(&options, "restart")?.unwrap_or(true);
+            let job = "RestoreBackup";
+            let guard = self.begin_job(&emitter, job).await?;
+            let fd: std::os::fd::OwnedFd = file.into();
+            let input = std::fs::File::from(fd);
+            // Progress by the bytes read of the archive (0 when its size is unknown, a pipe).
+            let total = input.metadata().ok().filter(|m| m.is_file()).map_or(0, |m| m.len());
+            let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let counting = Counting { inner: input, written: Arc::clone(&read) };
+            let state_dir =
+                self.svc.store().path().parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_owned();
+            let supported = crate::store::supported_schema_version();
+            let staging = tokio::task::spawn_blocking(move || crate::service::restore::stage(counting, &state_dir, supported));
+            let outcome = self
+                .while_progressing(
+                    &emitter,
+                    job,
+                    staging,
+                    || if total == 0 { 0 } else { percent_of(read.load(std::sync::atomic::Ordering::Relaxed), total) },
+                    |percent| format!("read and checked {percent}% of {total} bytes"),
+                )
+                .await;
+            let staged = match outcome.map_err(|_| crate::service::restore::RestoreError::Panicked).and_then(|r| r) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "RestoreBackup refused; nothing staged");
+                    let e = restore_error(e);
+                    self.fail_job(guard, &emitter, job, &e).await;
+                    return Err(e);
                 }
-            });
+            };
+            let m = &staged.manifest;
+            tracing::info!(
+                staged = %staged.dir.display(),
+                members = staged.members,
+                bytes = staged.bytes,
+                schema_version = m.schema_version,
+                backup_created_at = m.created_at,
+                skipped = staged.skipped.len(),
+                replaced_earlier = staged.replaced,
+                restart,
+                "restore staged over D-Bus; applied at the next start"
+            );
+            self.progress(&emitter, job, 100, "staged").await;
+            self.end_job(guard, &emitter, job, &format!("ok: staged {} files, {} bytes", staged.members, staged.bytes)).await;
+            let skipped_how = if staged.skipped.is_empty() {
+                String::new()
+            } else {
+                "the daemon cannot write its config files (ProtectSystem=strict, owned by root): restore them with the daemon \
+                 stopped: edgeaictl backup restore FILE --state-dir DIR --config-dir /etc/edgeai"
+                    .to_owned()
+            };
+            let applies = if restart {
+                "now: the daemon drains, exits with 75 and is restarted by systemd; the start applies the restore"
+            } else {
+                "at the daemon's next start (systemctl restart edgeai)"
+            };
+            if restart {
+                // After the reply has gone out: the drain closes the bus connection.
+                tokio::spawn(async {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tracing::info!("stopping to apply the staged restore (exit 75: restart)");
+                    if let Err(e) = crate::request_restart() {
+                        tracing::error!(error = %e, "could not stop to apply the restore; it is applied at the next start");
+                    }
+                });
+            }
+            value::dict(&serde_json::json!({
+                "staged": staged.dir.display().to_string(),
+                "members": staged.members,
+                "bytes": staged.bytes,
+                "schema_version": m.schema_version,
+                "edgeai_version": m.edgeai_version,
+                "created_at": m.created_at,
+                "skipped": staged.skipped,
+                "skipped_how": skipped_how,
+                "restart": restart,
+                "applies": applies,
+            }))
         }
-        value::dict(&serde_json::json!({
-            "staged": staged.dir.display().to_string(),
-            "members": staged.members,
-            "bytes": staged.bytes,
-            "schema_version": m.schema_version,
-            "edgeai_version": m.edgeai_version,
-            "created_at": m.created_at,
-            "skipped": staged.skipped,
-            "skipped_how": skipped_how,
-            "restart": restart,
-            "applies": applies,
-        }))
+        .await;
+        self.audited(&actor, "RestoreBackup", &args, result).await
     }
 
     /// The long job running now (one at a time; CreateBackup, LoadModel, RestoreBackup), or empty. No change signal: follow the Progress signal.

@@ -72,6 +72,7 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 pub async fn start(
     bus: &BusChoice,
     service: Arc<Service>,
+    audit: Arc<crate::audit::Audit>,
     facts: crate::admin::Facts,
     reload: mpsc::Sender<ReloadRequest>,
 ) -> Result<Option<Control>, ControlError> {
@@ -81,7 +82,7 @@ pub async fn start(
         BusChoice::Session => (zbus::connection::Builder::session(), "session".to_owned()),
         BusChoice::Address(a) => (zbus::connection::Builder::address(a.as_str()), a.clone()),
     };
-    let iface = Daemon1::new(Arc::clone(&service), facts, reload);
+    let iface = Daemon1::new(Arc::clone(&service), audit, facts, reload);
     let conn = match builder.and_then(|b| b.serve_at(PATH, iface)) {
         Ok(b) => b.build().await,
         Err(e) => Err(e),

@@ -422,7 +422,7 @@ mod tests {
                 .expect("key");
         }
         let (store, report) = Store::open(&path).expect("open migrates");
-        assert_eq!(report.schema_version, 5);
+        assert_eq!(report.schema_version, super::super::supported_schema_version());
         let key = store.authenticate(secret).await.expect("auth").expect("the old key works");
         assert_eq!((key.id.as_str(), key.scope), ("k1", KeyScope::App("a1".into())));
         store.close().await.expect("close");

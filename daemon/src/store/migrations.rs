@@ -26,6 +26,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 3, sql: V3 },
     Migration { version: 4, sql: V4 },
     Migration { version: 5, sql: V5 },
+    Migration { version: 6, sql: V6 },
 ];
 
 /// Schema v1. Closed sets owned by Rust enums (message status, rating) are
@@ -357,6 +358,22 @@ CREATE INDEX response_cache_by_app ON response_cache (app_id, app_version);
 CREATE INDEX response_cache_by_age ON response_cache (created_at);
 ";
 
+/// Schema v6: the audit trail (see `audit.rs`): admin actions and refused
+/// credentials, newest last by `id`. No foreign keys: an entry outlives the
+/// app or key it names.
+const V6: &str = r"
+CREATE TABLE audit_log (
+    id      INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    at_ms   INTEGER NOT NULL,
+    kind    TEXT    NOT NULL CHECK (kind IN ('admin', 'auth_failure')),
+    channel TEXT    NOT NULL,
+    actor   TEXT    NOT NULL,
+    action  TEXT    NOT NULL,
+    outcome TEXT    NOT NULL,
+    detail  TEXT    NOT NULL
+);
+";
+
 /// The newest schema version `migrations` produce (0 for an empty list).
 pub(crate) fn latest(migrations: &[Migration]) -> u32 {
     migrations.last().map_or(0, |m| m.version)
@@ -450,7 +467,8 @@ mod tests {
         Migration { version: 3, sql: V3 },
         Migration { version: 4, sql: V4 },
         Migration { version: 5, sql: V5 },
-        Migration { version: 6, sql: "ALTER TABLE apps ADD COLUMN description TEXT;" },
+        Migration { version: 6, sql: V6 },
+        Migration { version: 7, sql: "ALTER TABLE apps ADD COLUMN description TEXT;" },
     ];
 
     fn open(path: &Path) -> Connection {
@@ -462,8 +480,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
         let mut conn = open(&path);
-        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("migrate"), 5);
-        assert_eq!(schema_version(&conn).expect("version"), 5);
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("migrate"), 6);
+        assert_eq!(schema_version(&conn).expect("version"), 6);
         assert!(!backup_path(&path, 1).exists());
         // Every table exists.
         for table in [
@@ -481,6 +499,7 @@ mod tests {
             "documents",
             "segments",
             "segments_fts",
+            "audit_log",
             "annotations",
             "app_annotation_settings",
             "response_cache",
@@ -614,7 +633,7 @@ mod tests {
         let path = dir.path().join("s.db");
         let mut conn = open(&path);
         migrate(&mut conn, &path, MIGRATIONS).expect("first");
-        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("second"), 5);
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).expect("second"), 6);
         assert!(!backup_path(&path, 1).exists());
     }
 
@@ -625,12 +644,12 @@ mod tests {
         let mut conn = open(&path);
         migrate(&mut conn, &path, &WITH_NEXT[..1]).expect("v1");
         conn.execute("INSERT INTO apps VALUES ('a1', 'App', 'chat', 1, 0, 0)", []).expect("insert");
-        assert_eq!(migrate(&mut conn, &path, WITH_NEXT).expect("v6"), 6);
+        assert_eq!(migrate(&mut conn, &path, WITH_NEXT).expect("v7"), 7);
 
         // One backup, of the state before the first migration that ran.
         let backup = backup_path(&path, 2);
         assert!(backup.exists(), "backup {} missing", backup.display());
-        assert!((3..=6).all(|v| !backup_path(&path, v).exists()));
+        assert!((3..=7).all(|v| !backup_path(&path, v).exists()));
         let old = open(&backup);
         assert_eq!(schema_version(&old).expect("version"), 1);
         let name: String = old.query_row("SELECT name FROM apps WHERE id = 'a1'", [], |r| r.get(0)).expect("row in backup");
@@ -663,21 +682,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
         let mut conn = open(&path);
-        migrate(&mut conn, &path, WITH_NEXT).expect("v6");
+        migrate(&mut conn, &path, WITH_NEXT).expect("v7");
         let err = migrate(&mut conn, &path, MIGRATIONS).expect_err("too new");
-        assert!(matches!(err, StoreError::SchemaTooNew { found: 6, supported: 5 }), "{err:?}");
+        assert!(matches!(err, StoreError::SchemaTooNew { found: 7, supported: 6 }), "{err:?}");
     }
 
     #[test]
     fn replaces_a_stale_backup_of_the_same_version() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
-        std::fs::write(backup_path(&path, 6), b"stale").expect("stale backup");
+        std::fs::write(backup_path(&path, 7), b"stale").expect("stale backup");
         let mut conn = open(&path);
         migrate(&mut conn, &path, &WITH_NEXT[..1]).expect("v1");
-        migrate(&mut conn, &path, &WITH_NEXT[..5]).expect("v5");
-        migrate(&mut conn, &path, WITH_NEXT).expect("v6");
-        let old = open(&backup_path(&path, 6));
-        assert_eq!(schema_version(&old).expect("backup is a database"), 5);
+        migrate(&mut conn, &path, &WITH_NEXT[..6]).expect("v6");
+        migrate(&mut conn, &path, WITH_NEXT).expect("v7");
+        let old = open(&backup_path(&path, 7));
+        assert_eq!(schema_version(&old).expect("backup is a database"), 6);
     }
 }

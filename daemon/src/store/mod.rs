@@ -64,6 +64,7 @@ macro_rules! stored_as_text {
 
 mod annotations;
 mod apps;
+mod audit;
 mod backup;
 mod cache;
 mod conversations;
@@ -94,6 +95,7 @@ use tokio::sync::{oneshot, Semaphore};
 
 pub use annotations::{AnnotationRecord, AnnotationSettings};
 pub use apps::{AppVersion, AppVersionInfo, StoredApp, StoredAppVersion};
+pub use audit::{AuditEntry, AuditFilter, AuditKind};
 pub use cache::CacheRow;
 pub use conversations::{Conversation, ConversationSort};
 pub use error::StoreError;

@@ -112,6 +112,13 @@ struct ScopeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuditLabels {
+    kind: &'static str,
+    /// "recorded", or "suppressed" over audit.auth_failures_per_minute.
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartLabels {
     part: &'static str,
 }
@@ -179,6 +186,7 @@ pub struct Metrics {
     cache_bytes: Gauge,
     cache_max_bytes: Gauge,
     cache_entries: Gauge,
+    audit_entries: Family<AuditLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -220,6 +228,7 @@ impl Metrics {
             cache_bytes: Gauge::default(),
             cache_max_bytes: Gauge::default(),
             cache_entries: Gauge::default(),
+            audit_entries: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -241,6 +250,11 @@ impl Metrics {
             "http_clients_denied",
             "TCP connections closed at accept: the client's address is not in server.allow_clients",
             m.clients_denied.clone(),
+        );
+        r.register(
+            "audit_entries",
+            "Audit trail entries by kind (admin, auth_failure) and outcome (recorded in the journal and the store, or suppressed over audit.auth_failures_per_minute)",
+            m.audit_entries.clone(),
         );
         r.register(
             "model_time_to_first_token_seconds",
@@ -366,6 +380,13 @@ impl Metrics {
     /// A connection over `server.max_connections` or `server.max_connections_per_client`, refused.
     pub fn connection_refused(&self) {
         self.connections_refused.inc();
+    }
+
+    /// An audit entry of `kind`, recorded or (refused credentials over the
+    /// per-minute bound) suppressed.
+    pub fn audit_entry(&self, kind: &'static str, recorded: bool) {
+        let outcome = if recorded { "recorded" } else { "suppressed" };
+        self.audit_entries.get_or_create(&AuditLabels { kind, outcome }).inc();
     }
 
     /// A TCP client outside `server.allow_clients`, closed at accept.
