@@ -155,11 +155,21 @@ fn actor(peer: &Peer) -> crate::audit::Actor {
 
 /// Whether a request is an admin action for the audit trail: an admin API
 /// request on the unix socket that changes something, or that lets the
-/// store's data out (backup, log export). Reads of status and lists are not.
+/// store's data out (backup, log export). Reads of status and lists are not,
+/// nor is using an app as an operator (`edgeaictl chat`, `run`, a dataset's
+/// retrieval test): those are requests like any other, kept as messages
+/// and runs.
 fn is_admin_action(peer: &Peer, method: &Method, path: &str) -> bool {
     let Some(rest) = path.strip_prefix("/admin/v1/") else { return false };
-    matches!(peer, Peer::Unix { .. })
-        && (!matches!(*method, Method::GET | Method::HEAD) || rest.starts_with("backup") || rest.starts_with("export/"))
+    let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let use_of_an_app = matches!(
+        segs.as_slice(),
+        ["apps", _, "chat-messages" | "completion-messages"]
+            | ["apps", _, "workflows", "run"]
+            | ["datasets", _, "retrieve" | "hit-testing"]
+    );
+    let reads = matches!(*method, Method::GET | Method::HEAD);
+    matches!(peer, Peer::Unix { .. }) && !use_of_an_app && (!reads || matches!(segs.first(), Some(&"backup") | Some(&"export")))
 }
 
 async fn route(state: &Arc<ApiState>, peer: &Arc<Peer>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -325,5 +335,38 @@ fn bearer_token(value: &str) -> Result<&str, ApiError> {
     match token.trim() {
         "" => Err(ApiError::MissingKey),
         t => Ok(t),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_actions_are_changes_and_data_leaving_on_the_socket() {
+        let unix = Peer::Unix { uid: 0, gid: 0, pid: 1 };
+        let tcp = Peer::Tcp("127.0.0.1:9".parse().expect("addr"));
+        for (method, path) in [
+            (Method::POST, "/admin/v1/keys"),
+            (Method::DELETE, "/admin/v1/keys/k1"),
+            (Method::POST, "/admin/v1/apps/demo/activate"),
+            (Method::DELETE, "/admin/v1/cache"),
+            (Method::GET, "/admin/v1/backup"),
+            (Method::GET, "/admin/v1/export/logs"),
+            (Method::POST, "/admin/v1/datasets/d1/document/create-by-file"),
+        ] {
+            assert!(is_admin_action(&unix, &method, path), "{method} {path}");
+        }
+        for (peer, method, path) in [
+            (&unix, Method::GET, "/admin/v1/apps"),
+            (&unix, Method::GET, "/admin/v1/audit"),
+            (&unix, Method::POST, "/admin/v1/apps/demo/chat-messages"),
+            (&unix, Method::POST, "/admin/v1/apps/flow/workflows/run"),
+            (&unix, Method::POST, "/admin/v1/datasets/d1/retrieve"),
+            (&unix, Method::POST, "/v1/chat-messages"),
+            (&tcp, Method::POST, "/admin/v1/keys"),
+        ] {
+            assert!(!is_admin_action(peer, &method, path), "{method} {path}");
+        }
     }
 }
