@@ -86,6 +86,8 @@ pub enum DaemonError {
     Control(#[from] control::ControlError),
     #[error("a restore's swap in {} is half done and could not be undone (restore.journal lists its renames; the next start tries again): {source}", state_dir.display())]
     Restore { state_dir: std::path::PathBuf, source: service::restore::RestoreError },
+    #[error("{key}: {source}", key = .0.key(), source = .0)]
+    Tls(api::tls::TlsError),
 }
 
 impl DaemonError {
@@ -95,9 +97,9 @@ impl DaemonError {
     pub fn exit_code(&self) -> i32 {
         use api::BindError as B;
         match self {
-            DaemonError::Bind(B::Mismatch { .. } | B::NotListening { .. } | B::NoGroup { .. }) | DaemonError::EmbeddingUpstream => {
-                EXIT_CONFIG
-            }
+            DaemonError::Bind(B::Mismatch { .. } | B::NotListening { .. } | B::NoGroup { .. })
+            | DaemonError::EmbeddingUpstream
+            | DaemonError::Tls(_) => EXIT_CONFIG,
             DaemonError::Bind(
                 B::Tcp { .. }
                 | B::SocketDir { .. }
@@ -263,6 +265,8 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
     let knowledge = start_knowledge(&settings, &store, threads).await?;
     service.set_knowledge(Arc::clone(&knowledge));
 
+    // Read once more (config::load read them too): a file changed since is caught here.
+    let tls = settings.server.tls.as_ref().map(api::tls::Certs::load).transpose().map_err(DaemonError::Tls)?.map(Arc::new);
     let listeners = Listeners::bind(&settings.server, inherited)?;
     let tcp_addr = listeners.tcp_addr();
     if let Some(path) = &settings.dev.demo_key_file {
@@ -305,6 +309,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
             settings.server.key_burst,
         ),
         embedding: embedding_facts(&settings, threads),
+        tls,
     });
     let signals = Signals::install().map_err(DaemonError::Signals)?;
     // D-Bus after the sockets and before READY=1, as the lifecycle says: a
@@ -345,7 +350,8 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
     // Signals for the rest of the daemon's life: the first SIGTERM/SIGINT
     // starts the drain, a second one stops at once; SIGHUP reloads.
     let (phase_tx, phase) = tokio::sync::watch::channel(Phase::Running);
-    tokio::spawn(handle_signals(signals, reload_rx, Arc::clone(&service), sources.clone(), notifier.clone(), phase_tx));
+    let reloads = Reloads { service: Arc::clone(&service), sources: sources.clone(), tls: state.tls.clone() };
+    tokio::spawn(handle_signals(signals, reload_rx, reloads, notifier.clone(), phase_tx));
     let mut stop_rx = phase.clone();
     let shutdown = async move {
         let _ = stop_rx.wait_for(|p| *p != Phase::Running).await;
@@ -448,20 +454,28 @@ enum Phase {
     Abort,
 }
 
+/// What a reload (SIGHUP, D-Bus Reload) re-reads and applies.
+struct Reloads {
+    service: Arc<Service>,
+    sources: Sources,
+    /// The running TLS certificate, swapped for new connections.
+    tls: Option<Arc<api::tls::Certs>>,
+}
+
 async fn handle_signals(
     mut signals: Signals,
     mut reload_calls: tokio::sync::mpsc::Receiver<control::ReloadRequest>,
-    service: Arc<Service>,
-    sources: Sources,
+    reloads: Reloads,
     notifier: Notifier,
     phase: tokio::sync::watch::Sender<Phase>,
 ) {
+    let service = &reloads.service;
     loop {
         let event = tokio::select! {
             e = signals.next() => e,
             Some(reply) = reload_calls.recv() => {
                 let outcome = if *phase.borrow() == Phase::Running {
-                    reload(&service, &sources, &notifier).await
+                    reload(&reloads, &notifier).await
                 } else {
                     Err("the daemon is stopping; nothing was reloaded".to_owned())
                 };
@@ -484,7 +498,7 @@ async fn handle_signals(
             }
             SignalEvent::Reload if *phase.borrow() == Phase::Running => {
                 // The outcome is logged by reload itself.
-                let _ = reload(&service, &sources, &notifier).await;
+                let _ = reload(&reloads, &notifier).await;
             }
             // A stopping daemon reloads nothing and must not say READY=1 again.
             SignalEvent::Reload => tracing::info!("SIGHUP while stopping: ignored"),
@@ -496,9 +510,16 @@ async fn handle_signals(
 /// (added, changed and removed ones), other settings at the next restart
 /// (logged so nobody wonders). An invalid configuration changes nothing and
 /// is the error, with every problem.
-async fn reload(service: &Service, sources: &Sources, notifier: &Notifier) -> Result<control::ReloadReport, String> {
+async fn reload(reloads: &Reloads, notifier: &Notifier) -> Result<control::ReloadReport, String> {
+    let service = &reloads.service;
     notifier.reloading();
-    let outcome = match config::load(sources) {
+    let loaded = config::load(&reloads.sources);
+    let tls = match &loaded {
+        Ok(s) => reload_tls(reloads.tls.as_deref(), s.server.tls.as_ref()),
+        // Reported below with every other problem.
+        Err(_) => Ok(()),
+    };
+    let outcome = match loaded {
         Ok(s) => match service.sync_config_apps(s.apps).await {
             Ok((served, results)) => {
                 let mut updated = 0;
@@ -535,7 +556,34 @@ async fn reload(service: &Service, sources: &Sources, notifier: &Notifier) -> Re
         }
     };
     notifier.ready(&supervise::status_text(&service.model_report().status));
-    outcome
+    tls.and(outcome)
+}
+
+/// The TLS part of a reload: the certificate and key files are read again
+/// and new connections get them (open ones keep theirs); files that fail
+/// keep the running ones. Turning TLS on or off needs a restart.
+fn reload_tls(running: Option<&api::tls::Certs>, configured: Option<&config::TlsSettings>) -> Result<(), String> {
+    match (running, configured) {
+        (Some(certs), Some(s)) => match certs.reload(s) {
+            Ok(()) => {
+                tracing::info!(cert_file = %s.cert_file.display(), key_file = %s.key_file.display(), "TLS certificate reloaded; new connections get it");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(key = e.key(), error = %e, "reload: TLS certificate not reloaded; serving the previous one");
+                Err(format!("TLS certificate not reloaded, serving the previous one: {}: {e}", e.key()))
+            }
+        },
+        (None, None) => Ok(()),
+        (Some(_), None) => {
+            tracing::warn!("[server.tls] was removed: the TCP listener keeps TLS until the daemon restarts");
+            Ok(())
+        }
+        (None, Some(_)) => {
+            tracing::warn!("[server.tls] was added: the TCP listener serves TLS after the daemon restarts");
+            Ok(())
+        }
+    }
 }
 
 /// Development aid: keeps one API key for the first app in a file and
