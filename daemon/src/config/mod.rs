@@ -52,7 +52,8 @@
 //! | `server.shutdown_grace_secs` | `30` | 0 ..= 600 |
 //! | `server.sse_ping_secs` | `10` | 1 ..= 300 |
 //! | `server.slow_client_timeout_secs` | `30` | 1 ..= 600; a client that accepts no response bytes for this long is cut off |
-//! | `server.tls.cert_file` | none (no `[server.tls]`: plain HTTP) | PEM certificate chain of the TCP listener, server certificate first; read at start and on SIGHUP |
+//! | `server.tls` | `{}` (plain HTTP) | a table; with `cert_file` and `key_file` the TCP listener serves only TLS (HTTPS); the unix socket never does |
+//! | `server.tls.cert_file` | none | PEM certificate chain of the TCP listener, server certificate first; read at start and on SIGHUP |
 //! | `server.tls.key_file` | none | its PEM private key (PKCS#8, RSA or EC), matching the certificate, not readable by every user |
 //! | `server.tls.client_ca_file` | `""` (no client certificates) | PEM CA certificates: a client must present a certificate they signed (mutual TLS) |
 //! | `server.tls.min_version` | `"1.2"` | `"1.2"` or `"1.3"` |

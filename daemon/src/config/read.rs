@@ -628,7 +628,7 @@ impl<'a> Reader<'a> {
     }
 
     /// `[server.tls]`: `cert_file` and `key_file` (both needed), optional
-    /// `client_ca_file` and `min_version`. Paths resolve like other paths;
+    /// `client_ca_file` and `min_version`; empty or absent: no TLS. Paths resolve like other paths;
     /// the files themselves are read by `config::finish`.
     fn tls(&mut self) -> Option<super::TlsSettings> {
         const KEYS: [&str; 4] = ["cert_file", "key_file", "client_ca_file", "min_version"];
@@ -637,6 +637,10 @@ impl<'a> Reader<'a> {
             self.problem("server.tls", format!("expected a table ([server.tls]), found {}", describe(value)));
             return None;
         };
+        // An empty table (as in configs/reference.toml) is TLS off, like none.
+        if table.is_empty() {
+            return None;
+        }
         let before = self.problems.len();
         let path = |r: &mut Self, key: &str| -> Option<PathBuf> {
             let at = format!("server.tls.{key}");
