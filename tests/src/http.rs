@@ -29,7 +29,10 @@ pub enum Target {
     Tcp(SocketAddr),
     Unix(PathBuf),
     /// HTTPS: TLS to `addr`, trusting only the CA certificates in the PEM file `ca`.
-    Tls { addr: SocketAddr, ca: PathBuf },
+    Tls {
+        addr: SocketAddr,
+        ca: PathBuf,
+    },
 }
 
 /// One connection, TCP or unix.
@@ -314,6 +317,14 @@ fn read_head(conn: Conn, no_body: bool) -> std::io::Result<Streaming> {
         Framing::UntilEof { done: false }
     };
     Ok(Streaming { status, headers, body: BodyReader { reader, framing } })
+}
+
+/// Sends `bytes` on an open connection (such as one from
+/// [`Conn::connect_tls`]) and reads the whole response.
+pub fn exchange(mut conn: Conn, bytes: &[u8]) -> std::io::Result<Response> {
+    conn.write_all(bytes)?;
+    conn.flush()?;
+    read_head(conn, false)?.finish()
 }
 
 /// A client for one daemon endpoint, with an optional API key.

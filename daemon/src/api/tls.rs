@@ -100,9 +100,11 @@ pub fn server_config(s: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
 /// Every PEM certificate in `path`; none is an error.
 fn certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = std::fs::read(path).map_err(|source| TlsError::Read { key, path: path.to_owned(), source })?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem { key, path: path.to_owned(), message: e.to_string() })?;
+    let certs = CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>().map_err(|e| TlsError::Pem {
+        key,
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate { key, path: path.to_owned() });
     }

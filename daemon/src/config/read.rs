@@ -679,7 +679,7 @@ impl<'a> Reader<'a> {
             self.problem(&format!("server.tls.{key}"), format!("unknown key{hint}"));
         }
         for (key, set) in [("cert_file", cert_file.is_some()), ("key_file", key_file.is_some())] {
-            if !set && !table.get(key).is_some_and(|v| !v.is_str()) {
+            if !set && table.get(key).is_none_or(toml::Value::is_str) {
                 self.problem(&format!("server.tls.{key}"), "must be set when [server.tls] is present (a PEM file)");
             }
         }

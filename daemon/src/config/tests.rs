@@ -985,8 +985,20 @@ fn tls_bad_files_name_the_key_and_the_file() {
         ("missing.pem", "key.pem", "", "server.tls.cert_file", format!("cannot read {}", dir.join("missing.pem").display())),
         ("garbage.pem", "key.pem", "", "server.tls.cert_file", format!("{} holds no PEM certificate", dir.join("garbage.pem").display())),
         ("cert.pem", "missing.pem", "", "server.tls.key_file", format!("cannot read {}", dir.join("missing.pem").display())),
-        ("cert.pem", "cert-as-key.pem", "", "server.tls.key_file", format!("{} holds no PEM private key", dir.join("cert-as-key.pem").display())),
-        ("cert.pem", "open-key.pem", "", "server.tls.key_file", format!("{} is readable by every user (mode 0644)", dir.join("open-key.pem").display())),
+        (
+            "cert.pem",
+            "cert-as-key.pem",
+            "",
+            "server.tls.key_file",
+            format!("{} holds no PEM private key", dir.join("cert-as-key.pem").display()),
+        ),
+        (
+            "cert.pem",
+            "open-key.pem",
+            "",
+            "server.tls.key_file",
+            format!("{} is readable by every user (mode 0644)", dir.join("open-key.pem").display()),
+        ),
         (
             "cert.pem",
             "other-key.pem",
@@ -998,7 +1010,13 @@ fn tls_bad_files_name_the_key_and_the_file() {
                 dir.join("cert.pem").display()
             ),
         ),
-        ("cert.pem", "key.pem", "garbage.pem", "server.tls.client_ca_file", format!("{} holds no PEM certificate", dir.join("garbage.pem").display())),
+        (
+            "cert.pem",
+            "key.pem",
+            "garbage.pem",
+            "server.tls.client_ca_file",
+            format!("{} holds no PEM certificate", dir.join("garbage.pem").display()),
+        ),
     ];
     for (cert, key, ca, want_key, want) in cases {
         let text = format!("[server.tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\nclient_ca_file = \"{ca}\"\n");
