@@ -323,6 +323,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
     tracing::info!(
         ready_ms,
         listen = %tcp_addr.map_or_else(|| "disabled".to_owned(), |a| a.to_string()),
+        tls = settings.server.tls.is_some(),
         socket = %settings.server.socket.as_ref().map_or_else(|| "disabled".to_owned(), |p| p.display().to_string()),
         apps = n_apps,
         "ready"

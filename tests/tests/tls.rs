@@ -316,3 +316,26 @@ fn a_key_that_does_not_match_the_certificate_stops_the_start_with_exit_78() {
     assert_eq!(status.code(), Some(78), "{err}");
     assert!(err.contains("server.tls.key_file: the private key in") && err.contains("does not match the certificate in"), "{err}");
 }
+
+#[test]
+fn min_version_1_3_refuses_a_tls_1_2_client() {
+    use rustls::pki_types::pem::PemObject;
+    let ca = TestCa::new("edgeai test CA");
+    let d = DaemonBuilder::new().tls(&ca).set("server.tls.min_version", "1.3").wait_for_model(false).start();
+    let only = |version: &'static rustls::SupportedProtocolVersion| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from_pem_file(ca_file(&d)).unwrap()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Conn::connect_tls(d.addr(), std::sync::Arc::new(config), Duration::from_secs(30))
+    };
+    let err = only(&rustls::version::TLS12).unwrap_err();
+    assert!(err.to_string().contains("ProtocolVersion"), "{err}");
+    let conn = only(&rustls::version::TLS13).unwrap();
+    let r = exchange(conn, b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    assert_eq!(r.expect_json(200)["status"], "ok");
+    d.wait_log_message("TLS handshake failed; connection closed", Duration::from_secs(10));
+}
