@@ -347,14 +347,14 @@ pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Fu
             .max_header_size(state.limits.max_header_bytes)
             .keep_alive(true);
         match io {
-            Conn::Tcp(s) => match (state.tls.as_ref().map(|c| c.current()), tcp_peer) {
-                (Some(config), Some(addr)) => {
+            Conn::Tcp(s) => match (state.tls.clone(), tcp_peer) {
+                (Some(certs), Some(addr)) => {
                     // The handshake runs in the connection's task (the accept
                     // loop never waits for a client), bounded like the request head.
                     let (watcher, st) = (graceful.watcher(), Arc::clone(&state));
                     let io = StallGuard::new(s, slow, stall);
                     let conn = async move {
-                        match super::tls::handshake(config, io, st.limits.idle_timeout, addr, &st.metrics).await {
+                        match certs.handshake(io, st.limits.idle_timeout, addr, &st.metrics).await {
                             Some(tls) => watcher.watch(b.serve_connection(TokioIo::new(tls), svc)).await,
                             None => Ok(()),
                         }
@@ -475,7 +475,7 @@ fn client_allowed(allow: &[ipnet::IpNet], ip: std::net::IpAddr) -> bool {
 /// flooding the journal: the first event is logged at once, then at most one
 /// line per [`LOG_EVERY`], saying how many went unlogged since.
 #[derive(Default)]
-struct Throttle {
+pub(super) struct Throttle {
     last: Option<std::time::Instant>,
     unlogged: u64,
 }
@@ -485,7 +485,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 impl Throttle {
     /// Some(events not logged since the last line) when this one should be
     /// logged.
-    fn due(&mut self) -> Option<u64> {
+    pub(super) fn due(&mut self) -> Option<u64> {
         let now = std::time::Instant::now();
         if self.last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
             self.unlogged += 1;

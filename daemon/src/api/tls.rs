@@ -8,7 +8,7 @@
 //! at accept, before any of this.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
@@ -18,6 +18,7 @@ use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 
+use super::listen::Throttle;
 use crate::config::{TlsSettings, TlsVersion};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,8 @@ pub enum TlsError {
     BadCertificate { path: PathBuf, source: rustls::Error },
     #[error("the CA certificates in {} cannot be used: {message}", path.display())]
     ClientCa { path: PathBuf, message: String },
+    #[error("TLS {version}+ is not available: {source}")]
+    Versions { version: &'static str, source: rustls::Error },
 }
 
 impl TlsError {
@@ -50,6 +53,7 @@ impl TlsError {
             TlsError::KeyReadable { .. } | TlsError::NoKey { .. } | TlsError::BadKey { .. } | TlsError::Mismatch { .. } => KEY_FILE,
             TlsError::BadCertificate { .. } => CERT_FILE,
             TlsError::ClientCa { .. } => CLIENT_CA_FILE,
+            TlsError::Versions { .. } => "server.tls.min_version",
         }
     }
 }
@@ -73,7 +77,7 @@ pub fn server_config(s: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     // Only fails for a provider without these versions' suites; ring has them.
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(versions)
-        .map_err(|source| TlsError::BadCertificate { path: s.cert_file.clone(), source })?;
+        .map_err(|source| TlsError::Versions { version: s.min_version.as_str(), source })?;
     let builder = match &s.client_ca_file {
         None => builder.with_no_client_auth(),
         Some(path) => {
@@ -131,16 +135,19 @@ fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 /// ([`Certs::reload`]), connections already open keep the one they began with.
 pub struct Certs {
     current: RwLock<Arc<ServerConfig>>,
+    /// Failed handshakes are logged at most once per [`Throttle`] period,
+    /// so a scan cannot flood the journal (each is counted in the metrics).
+    failures_log: Mutex<Throttle>,
 }
 
 impl Certs {
     /// Reads the files `s` names.
     pub fn load(s: &TlsSettings) -> Result<Certs, TlsError> {
-        Ok(Certs { current: RwLock::new(server_config(s)?) })
+        Ok(Certs { current: RwLock::new(server_config(s)?), failures_log: Mutex::default() })
     }
 
     /// The configuration for a connection accepted now.
-    pub fn current(&self) -> Arc<ServerConfig> {
+    fn current(&self) -> Arc<ServerConfig> {
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
@@ -151,29 +158,46 @@ impl Certs {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = new;
         Ok(())
     }
-}
 
-/// Runs the server side of a TLS handshake on `io`, for at most `limit`;
-/// a failure or a stall is logged with the peer and counted, and the
-/// connection is then dropped (None).
-pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
-    config: Arc<ServerConfig>,
-    io: S,
-    limit: Duration,
-    peer: std::net::SocketAddr,
-    metrics: &crate::telemetry::metrics::Metrics,
-) -> Option<TlsStream<S>> {
-    match tokio::time::timeout(limit, tokio_rustls::TlsAcceptor::from(config).accept(io)).await {
-        Ok(Ok(stream)) => Some(stream),
-        Ok(Err(e)) => {
-            metrics.tls_handshake_failed("error");
-            tracing::info!(client = %peer, error = %e, "TLS handshake failed; connection closed");
-            None
+    /// Runs the server side of a TLS handshake on `io` with the current
+    /// certificate, for at most `limit`; a failure or a stall is counted and
+    /// logged with the peer (throttled), and the connection is then dropped (None).
+    pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: S,
+        limit: Duration,
+        peer: std::net::SocketAddr,
+        metrics: &crate::telemetry::metrics::Metrics,
+    ) -> Option<TlsStream<S>> {
+        let outcome = tokio::time::timeout(limit, tokio_rustls::TlsAcceptor::from(self.current()).accept(io)).await;
+        let reason = match &outcome {
+            Ok(Ok(_)) => None,
+            Ok(Err(_)) => Some("error"),
+            Err(_) => Some("timeout"),
+        };
+        if let Some(reason) = reason {
+            metrics.tls_handshake_failed(reason);
         }
-        Err(_) => {
-            metrics.tls_handshake_failed("timeout");
-            tracing::info!(client = %peer, timeout_secs = limit.as_secs(), "TLS handshake not finished in time; connection closed");
-            None
+        let also_failed = || self.failures_log.lock().unwrap_or_else(PoisonError::into_inner).due();
+        match outcome {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(e)) => {
+                if let Some(also_failed) = also_failed() {
+                    tracing::info!(client = %peer, error = %e, also_failed, "TLS handshake failed; connection closed");
+                }
+                None
+            }
+            Err(_) => {
+                if let Some(also_failed) = also_failed() {
+                    tracing::info!(
+                        client = %peer,
+                        timeout_secs = limit.as_secs(),
+                        also_failed,
+                        "TLS handshake not finished in time; connection closed"
+                    );
+                }
+                None
+            }
         }
     }
 }
