@@ -29,6 +29,8 @@ pub enum TlsError {
     KeyReadable { path: PathBuf, mode: u32 },
     #[error("{} holds no PEM certificate (\"-----BEGIN CERTIFICATE-----\")", path.display())]
     NoCertificate { key: &'static str, path: PathBuf },
+    #[error("{} is not a regular file of at most 1 MiB (a PEM file)", path.display())]
+    NotPem { key: &'static str, path: PathBuf },
     #[error("{} holds no PEM private key (PKCS#8, RSA or EC)", path.display())]
     NoKey { path: PathBuf },
     #[error("{} is not valid PEM: {message}", path.display())]
@@ -49,7 +51,9 @@ impl TlsError {
     /// The dotted config key of the file at fault.
     pub fn key(&self) -> &'static str {
         match self {
-            TlsError::Read { key, .. } | TlsError::NoCertificate { key, .. } | TlsError::Pem { key, .. } => key,
+            TlsError::Read { key, .. } | TlsError::NotPem { key, .. } | TlsError::NoCertificate { key, .. } | TlsError::Pem { key, .. } => {
+                key
+            }
             TlsError::KeyReadable { .. } | TlsError::NoKey { .. } | TlsError::BadKey { .. } | TlsError::Mismatch { .. } => KEY_FILE,
             TlsError::BadCertificate { .. } => CERT_FILE,
             TlsError::ClientCa { .. } => CLIENT_CA_FILE,
@@ -103,7 +107,7 @@ pub fn server_config(s: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
 
 /// Every PEM certificate in `path`; none is an error.
 fn certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = std::fs::read(path).map_err(|source| TlsError::Read { key, path: path.to_owned(), source })?;
+    let pem = read_pem(key, path)?;
     let certs = CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>().map_err(|e| TlsError::Pem {
         key,
         path: path.to_owned(),
@@ -115,6 +119,24 @@ fn certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'st
     Ok(certs)
 }
 
+/// Largest PEM file read: certificate chains and keys are a few KiB.
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// The content of a regular file of at most [`MAX_PEM_BYTES`] (a device or
+/// a FIFO named by mistake must not block or fill the memory).
+fn read_pem(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    use std::io::Read;
+    let read_error = |source| TlsError::Read { key, path: path.to_owned(), source };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let meta = file.metadata().map_err(read_error)?;
+    if !meta.is_file() || meta.len() > MAX_PEM_BYTES {
+        return Err(TlsError::NotPem { key, path: path.to_owned() });
+    }
+    let mut pem = Vec::new();
+    file.take(MAX_PEM_BYTES).read_to_end(&mut pem).map_err(read_error)?;
+    Ok(pem)
+}
+
 /// The first private key in `path`, which must not be readable by every user.
 fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     use std::os::unix::fs::PermissionsExt;
@@ -123,7 +145,7 @@ fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     if mode & 0o004 != 0 {
         return Err(TlsError::KeyReadable { path: path.to_owned(), mode });
     }
-    let pem = std::fs::read(path).map_err(read_error)?;
+    let pem = read_pem(KEY_FILE, path)?;
     match PrivateKeyDer::from_pem_slice(&pem) {
         Ok(key) => Ok(key),
         Err(rustls::pki_types::pem::Error::NoItemsFound) => Err(TlsError::NoKey { path: path.to_owned() }),

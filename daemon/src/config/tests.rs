@@ -1017,6 +1017,8 @@ fn tls_bad_files_name_the_key_and_the_file() {
             "server.tls.client_ca_file",
             format!("{} holds no PEM certificate", dir.join("garbage.pem").display()),
         ),
+        // A device named by mistake is refused, not read for ever.
+        ("/dev/zero", "key.pem", "", "server.tls.cert_file", "/dev/zero is not a regular file of at most 1 MiB".to_owned()),
     ];
     for (cert, key, ca, want_key, want) in cases {
         let text = format!("[server.tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\nclient_ca_file = \"{ca}\"\n");
