@@ -3,7 +3,8 @@
 //! client CAs into a server configuration (a bad file is an error naming
 //! its key), the current configuration that SIGHUP swaps for new
 //! connections while open ones keep theirs ([`Certs`]), and the handshake
-//! of one accepted connection, bounded in time ([`handshake`]). The unix
+//! of one accepted connection, bounded in time, its failures counted and
+//! their log lines throttled ([`Certs::handshake`]). The unix
 //! socket never uses TLS; the allowlist and connection limits are checked
 //! at accept, before any of this.
 
@@ -21,6 +22,7 @@ use tokio_rustls::server::TlsStream;
 use super::listen::Throttle;
 use crate::config::{TlsSettings, TlsVersion};
 
+/// Why `[server.tls]`'s files cannot be served; [`TlsError::key`] names the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {}: {source}", path.display())]
