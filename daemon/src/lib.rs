@@ -87,6 +87,8 @@ pub enum DaemonError {
     Control(#[from] control::ControlError),
     #[error("a restore's swap in {} is half done and could not be undone (restore.journal lists its renames; the next start tries again): {source}", state_dir.display())]
     Restore { state_dir: std::path::PathBuf, source: service::restore::RestoreError },
+    #[error("{key}: {source}", key = .0.key(), source = .0)]
+    Tls(api::tls::TlsError),
 }
 
 impl DaemonError {
@@ -96,9 +98,9 @@ impl DaemonError {
     pub fn exit_code(&self) -> i32 {
         use api::BindError as B;
         match self {
-            DaemonError::Bind(B::Mismatch { .. } | B::NotListening { .. } | B::NoGroup { .. }) | DaemonError::EmbeddingUpstream => {
-                EXIT_CONFIG
-            }
+            DaemonError::Bind(B::Mismatch { .. } | B::NotListening { .. } | B::NoGroup { .. })
+            | DaemonError::EmbeddingUpstream
+            | DaemonError::Tls(_) => EXIT_CONFIG,
             DaemonError::Bind(
                 B::Tcp { .. }
                 | B::SocketDir { .. }
@@ -264,15 +266,20 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
     let knowledge = start_knowledge(&settings, &store, threads).await?;
     service.set_knowledge(Arc::clone(&knowledge));
 
+    // Read once more (config::load read them too): a file changed since is caught here.
+    let tls = settings.server.tls.as_ref().map(api::tls::Certs::load).transpose().map_err(DaemonError::Tls)?.map(Arc::new);
     let listeners = Listeners::bind(&settings.server, inherited)?;
     let tcp_addr = listeners.tcp_addr();
+    // The API's base URL for the development banners.
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let api_base = tcp_addr.map(|a| format!("{scheme}://{a}/v1"));
     if let Some(path) = &settings.dev.demo_key_file {
         if let Some(app) = settings.apps.first() {
-            demo_key(&store, &app.id, path, tcp_addr).await?;
+            demo_key(&store, &app.id, path, api_base.as_deref()).await?;
         }
     }
     if let Some(path) = &settings.dev.demo_rag_app {
-        demo_rag_app(&service, path, settings.dev.demo_rag_key_file.as_deref(), tcp_addr).await?;
+        demo_rag_app(&service, path, settings.dev.demo_rag_key_file.as_deref(), api_base.as_deref()).await?;
     }
     match service::features::sweep_unfinished_uploads(&settings.files.dir).await {
         Ok(0) => {}
@@ -308,6 +315,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
         ),
         embedding: embedding_facts(&settings, threads),
         audit: Arc::clone(&audit),
+        tls,
     });
     let signals = Signals::install().map_err(DaemonError::Signals)?;
     // D-Bus after the sockets and before READY=1, as the lifecycle says: a
@@ -321,6 +329,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
     tracing::info!(
         ready_ms,
         listen = %tcp_addr.map_or_else(|| "disabled".to_owned(), |a| a.to_string()),
+        tls = settings.server.tls.is_some(),
         socket = %settings.server.socket.as_ref().map_or_else(|| "disabled".to_owned(), |p| p.display().to_string()),
         apps = n_apps,
         "ready"
@@ -348,7 +357,8 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
     // Signals for the rest of the daemon's life: the first SIGTERM/SIGINT
     // starts the drain, a second one stops at once; SIGHUP reloads.
     let (phase_tx, phase) = tokio::sync::watch::channel(Phase::Running);
-    tokio::spawn(handle_signals(signals, reload_rx, Arc::clone(&service), sources.clone(), notifier.clone(), phase_tx));
+    let reloads = Reloads { service: Arc::clone(&service), sources: sources.clone(), tls: state.tls.clone() };
+    tokio::spawn(handle_signals(signals, reload_rx, reloads, notifier.clone(), phase_tx));
     let mut stop_rx = phase.clone();
     let shutdown = async move {
         let _ = stop_rx.wait_for(|p| *p != Phase::Running).await;
@@ -451,20 +461,28 @@ enum Phase {
     Abort,
 }
 
+/// What a reload (SIGHUP, D-Bus Reload) re-reads and applies.
+struct Reloads {
+    service: Arc<Service>,
+    sources: Sources,
+    /// The running TLS certificate, swapped for new connections.
+    tls: Option<Arc<api::tls::Certs>>,
+}
+
 async fn handle_signals(
     mut signals: Signals,
     mut reload_calls: tokio::sync::mpsc::Receiver<control::ReloadRequest>,
-    service: Arc<Service>,
-    sources: Sources,
+    reloads: Reloads,
     notifier: Notifier,
     phase: tokio::sync::watch::Sender<Phase>,
 ) {
+    let service = &reloads.service;
     loop {
         let event = tokio::select! {
             e = signals.next() => e,
             Some(reply) = reload_calls.recv() => {
                 let outcome = if *phase.borrow() == Phase::Running {
-                    reload(&service, &sources, &notifier).await
+                    reload(&reloads, &notifier).await
                 } else {
                     Err("the daemon is stopping; nothing was reloaded".to_owned())
                 };
@@ -487,7 +505,7 @@ async fn handle_signals(
             }
             SignalEvent::Reload if *phase.borrow() == Phase::Running => {
                 // The outcome is logged by reload itself.
-                let _ = reload(&service, &sources, &notifier).await;
+                let _ = reload(&reloads, &notifier).await;
             }
             // A stopping daemon reloads nothing and must not say READY=1 again.
             SignalEvent::Reload => tracing::info!("SIGHUP while stopping: ignored"),
@@ -499,9 +517,16 @@ async fn handle_signals(
 /// (added, changed and removed ones), other settings at the next restart
 /// (logged so nobody wonders). An invalid configuration changes nothing and
 /// is the error, with every problem.
-async fn reload(service: &Service, sources: &Sources, notifier: &Notifier) -> Result<control::ReloadReport, String> {
+async fn reload(reloads: &Reloads, notifier: &Notifier) -> Result<control::ReloadReport, String> {
+    let service = &reloads.service;
     notifier.reloading();
-    let outcome = match config::load(sources) {
+    let loaded = config::load(&reloads.sources);
+    let tls = match &loaded {
+        Ok(s) => reload_tls(reloads.tls.as_deref(), s.server.tls.as_ref()),
+        // Reported below with every other problem.
+        Err(_) => Ok(()),
+    };
+    let outcome = match loaded {
         Ok(s) => match service.sync_config_apps(s.apps).await {
             Ok((served, results)) => {
                 let mut updated = 0;
@@ -538,12 +563,39 @@ async fn reload(service: &Service, sources: &Sources, notifier: &Notifier) -> Re
         }
     };
     notifier.ready(&supervise::status_text(&service.model_report().status));
-    outcome
+    tls.and(outcome)
+}
+
+/// The TLS part of a reload: the certificate and key files are read again
+/// and new connections get them (open ones keep theirs); files that fail
+/// keep the running ones. Turning TLS on or off needs a restart.
+fn reload_tls(running: Option<&api::tls::Certs>, configured: Option<&config::TlsSettings>) -> Result<(), String> {
+    match (running, configured) {
+        (Some(certs), Some(s)) => match certs.reload(s) {
+            Ok(()) => {
+                tracing::info!(cert_file = %s.cert_file.display(), key_file = %s.key_file.display(), "TLS certificate reloaded; new connections get it");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(key = e.key(), error = %e, "reload: TLS certificate not reloaded; serving the previous one");
+                Err(format!("TLS certificate not reloaded, serving the previous one: {}: {e}", e.key()))
+            }
+        },
+        (None, None) => Ok(()),
+        (Some(_), None) => {
+            tracing::warn!("[server.tls] was removed: the TCP listener keeps TLS until the daemon restarts");
+            Ok(())
+        }
+        (None, Some(_)) => {
+            tracing::warn!("[server.tls] was added: the TCP listener serves TLS after the daemon restarts");
+            Ok(())
+        }
+    }
 }
 
 /// Development aid: keeps one API key for the first app in a file and
 /// prints it, so `make run` can show a working key every time.
-async fn demo_key(store: &Store, app_id: &str, path: &Path, tcp_addr: Option<std::net::SocketAddr>) -> Result<(), DaemonError> {
+async fn demo_key(store: &Store, app_id: &str, path: &Path, api_base: Option<&str>) -> Result<(), DaemonError> {
     let existing = std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     let key = match existing {
         Some(k) if store.authenticate(&k).await.ok().flatten().is_some_and(|i| i.app_id() == Some(app_id)) => k,
@@ -553,7 +605,7 @@ async fn demo_key(store: &Store, app_id: &str, path: &Path, tcp_addr: Option<std
             secret
         }
     };
-    let base = tcp_addr.map(|a| format!("http://{a}/v1")).unwrap_or_else(|| "(TCP disabled)".into());
+    let base = api_base.unwrap_or("(TCP disabled)");
     println!("edgeaid: demo app {app_id:?} is ready at {base}");
     println!("edgeaid: API key: {key}");
     println!(
@@ -605,17 +657,12 @@ async fn load_embedder(settings: &Settings, threads: u32) -> Option<Arc<model::e
 }
 
 /// Imports the development RAG app (`dev.demo_rag_app`) and writes a key of it.
-async fn demo_rag_app(
-    service: &Service,
-    path: &Path,
-    key_file: Option<&Path>,
-    tcp_addr: Option<std::net::SocketAddr>,
-) -> Result<(), DaemonError> {
+async fn demo_rag_app(service: &Service, path: &Path, key_file: Option<&Path>, api_base: Option<&str>) -> Result<(), DaemonError> {
     let yaml = std::fs::read_to_string(path).map_err(|source| DaemonError::DemoApp { path: path.to_owned(), source })?;
     let (v, _) = service.import_dsl(&yaml, None, None, &[]).await.map_err(DaemonError::Apps)?;
     tracing::info!(app = %v.app_id, version = v.version, new_version = v.created, "demo RAG app");
     if let Some(key_file) = key_file {
-        demo_key(service.store(), &v.app_id, key_file, tcp_addr).await?;
+        demo_key(service.store(), &v.app_id, key_file, api_base).await?;
     }
     Ok(())
 }

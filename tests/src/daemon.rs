@@ -177,7 +177,14 @@ pub struct DaemonBuilder {
     failpoints: Vec<String>,
     cgroup_procs: Option<PathBuf>,
     listen_fds: Vec<(OwnedFd, String)>,
+    /// The CA file clients trust when the TCP listener speaks TLS.
+    tls_ca: Option<PathBuf>,
 }
+
+/// Files [`DaemonBuilder::tls`] writes in the daemon's directory.
+pub const TLS_CA_FILE: &str = "tls-ca.pem";
+pub const TLS_CERT_FILE: &str = "tls-cert.pem";
+pub const TLS_KEY_FILE: &str = "tls-key.pem";
 
 impl Default for DaemonBuilder {
     fn default() -> Self {
@@ -204,6 +211,7 @@ impl DaemonBuilder {
             failpoints: Vec::new(),
             cgroup_procs: None,
             listen_fds: Vec::new(),
+            tls_ca: None,
         }
     }
 
@@ -243,6 +251,20 @@ impl DaemonBuilder {
             self = self.app_set(&id, "completion_params.max_tokens", i64::from(n));
         }
         self
+    }
+
+    /// Serves TLS on TCP (`[server.tls]`) with a certificate for 127.0.0.1
+    /// and localhost that `ca` issues (common name "edgeai test server",
+    /// serial 1), written with the CA as [`TLS_CA_FILE`], [`TLS_CERT_FILE`]
+    /// and [`TLS_KEY_FILE`] in the daemon's directory. The daemon's
+    /// [`Daemon::client`] then speaks HTTPS trusting that CA.
+    pub fn tls(mut self, ca: &crate::tls::TestCa) -> Self {
+        let path = |name: &str| self.dir.path().join(name);
+        let (ca_file, cert, key) = (path(TLS_CA_FILE), path(TLS_CERT_FILE), path(TLS_KEY_FILE));
+        ca.write(&ca_file);
+        ca.server("edgeai test server", 1).write(&cert, &key);
+        self.tls_ca = Some(ca_file);
+        self.set("server.tls.cert_file", cert.display().to_string()).set("server.tls.key_file", key.display().to_string())
     }
 
     /// Adds the chat app [`LONG_APP`]: greedy, with this `max_tokens`; with
@@ -388,6 +410,7 @@ impl DaemonBuilder {
             stdout: Arc::new(Mutex::new(Vec::new())),
             addr: None,
             key: String::new(),
+            tls_ca: self.tls_ca,
         }
     }
 }
@@ -435,6 +458,8 @@ pub struct Daemon {
     stdout: Arc<Mutex<Vec<String>>>,
     addr: Option<SocketAddr>,
     key: String,
+    /// Set when the TCP listener speaks TLS ([`DaemonBuilder::tls`]).
+    tls_ca: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -615,9 +640,18 @@ impl Daemon {
         self.child.as_ref().map(Child::id).expect("no child process")
     }
 
-    /// A TCP client with the demo app's key.
+    /// A TCP client with the demo app's key (HTTPS trusting the test CA
+    /// when the daemon serves TLS).
     pub fn client(&self) -> Client {
-        Client::new(Target::Tcp(self.addr())).with_key(&self.key)
+        Client::new(self.tcp_target()).with_key(&self.key)
+    }
+
+    /// The TCP listener as a client target: plain, or TLS with the test CA.
+    pub fn tcp_target(&self) -> Target {
+        match &self.tls_ca {
+            Some(ca) => Target::Tls { addr: self.addr(), ca: ca.clone() },
+            None => Target::Tcp(self.addr()),
+        }
     }
 
     /// A client over the unix socket with the demo app's key.

@@ -1,5 +1,5 @@
-//! A deliberately small, blocking HTTP/1.1 client over TCP or a unix socket
-//! for the end-to-end tests: one connection per request (`Connection:
+//! A deliberately small, blocking HTTP/1.1 client over TCP (plain, or TLS
+//! trusting a test CA: [`crate::tls`]) or a unix socket for the end-to-end tests: one connection per request (`Connection:
 //! close`), JSON helpers, raw byte requests (for malformed input), and
 //! responses that can be read incrementally (for SSE). It decodes chunked
 //! and `Content-Length` bodies itself, so what a test sees is exactly what
@@ -28,6 +28,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 pub enum Target {
     Tcp(SocketAddr),
     Unix(PathBuf),
+    /// HTTPS: TLS to `addr`, trusting only the CA certificates in the PEM file `ca`.
+    Tls {
+        addr: SocketAddr,
+        ca: PathBuf,
+    },
 }
 
 /// One connection, TCP or unix.
@@ -35,6 +40,7 @@ pub enum Target {
 pub enum Conn {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
 }
 
 impl Conn {
@@ -42,6 +48,7 @@ impl Conn {
         let conn = match target {
             Target::Tcp(addr) => Conn::Tcp(TcpStream::connect_timeout(addr, Duration::from_secs(10))?),
             Target::Unix(path) => Conn::Unix(UnixStream::connect(path)?),
+            Target::Tls { addr, ca } => return Conn::connect_tls(*addr, crate::tls::client_config(ca), timeout),
         };
         match &conn {
             Conn::Tcp(s) => {
@@ -53,8 +60,34 @@ impl Conn {
                 s.set_read_timeout(Some(timeout))?;
                 s.set_write_timeout(Some(timeout))?;
             }
+            // Set up in `connect_tls`.
+            Conn::Tls(_) => {}
         }
         Ok(conn)
+    }
+
+    /// Connects to `addr` and completes a TLS handshake with `config`,
+    /// naming the server by its IP address; a refused handshake is the error.
+    pub fn connect_tls(addr: SocketAddr, config: std::sync::Arc<rustls::ClientConfig>, timeout: Duration) -> std::io::Result<Conn> {
+        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+        tcp.set_read_timeout(Some(timeout))?;
+        tcp.set_write_timeout(Some(timeout))?;
+        tcp.set_nodelay(true)?;
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let session = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+        let mut stream = rustls::StreamOwned::new(session, tcp);
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock)?;
+        }
+        Ok(Conn::Tls(Box::new(stream)))
+    }
+
+    /// The certificate the server presented (DER), on a TLS connection.
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        match self {
+            Conn::Tls(s) => crate::tls::peer_certificate(&s.conn),
+            Conn::Tcp(_) | Conn::Unix(_) => None,
+        }
     }
 
     /// Closes both directions now (the client "goes away").
@@ -62,6 +95,7 @@ impl Conn {
         let _ = match self {
             Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
             Conn::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            Conn::Tls(s) => s.sock.shutdown(std::net::Shutdown::Both),
         };
     }
 }
@@ -71,6 +105,7 @@ impl Read for Conn {
         match self {
             Conn::Tcp(s) => s.read(buf),
             Conn::Unix(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
         }
     }
 }
@@ -80,12 +115,14 @@ impl Write for Conn {
         match self {
             Conn::Tcp(s) => s.write(buf),
             Conn::Unix(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
             Conn::Tcp(s) => s.flush(),
             Conn::Unix(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
         }
     }
 }
@@ -280,6 +317,14 @@ fn read_head(conn: Conn, no_body: bool) -> std::io::Result<Streaming> {
         Framing::UntilEof { done: false }
     };
     Ok(Streaming { status, headers, body: BodyReader { reader, framing } })
+}
+
+/// Sends `bytes` on an open connection (such as one from
+/// [`Conn::connect_tls`]) and reads the whole response.
+pub fn exchange(mut conn: Conn, bytes: &[u8]) -> std::io::Result<Response> {
+    conn.write_all(bytes)?;
+    conn.flush()?;
+    read_head(conn, false)?.finish()
 }
 
 /// A client for one daemon endpoint, with an optional API key.

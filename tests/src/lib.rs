@@ -90,6 +90,7 @@ pub mod pdf;
 pub mod peer;
 pub mod sdk;
 pub mod sse;
+pub mod tls;
 
 pub use daemon::{Daemon, DaemonBuilder, LogLine, LONG_APP, LONG_QUERY};
 pub use dify::{chat_body, completion_body, is_uuid, StreamOutcome};

@@ -4,8 +4,9 @@
 //! to the config by name and address; systemd's socket file is left alone), the
 //! accept loops with a connection cap (a refused client still reads its
 //! 503, and is counted in the metrics), per-connection HTTP/1 limits, the cut-off of clients that stop
-//! reading (`stall`), and the graceful shutdown that lets in-flight
-//! responses finish.
+//! reading (`stall`), TLS on TCP when configured (the handshake in the
+//! connection's task, after the allowlist and limits: `tls`), and the
+//! graceful shutdown that lets in-flight responses finish.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -327,6 +328,10 @@ pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Fu
             Peer::Unix { .. } => None,
         };
         let st = Arc::clone(&state);
+        let tcp_peer = match peer {
+            Peer::Tcp(addr) => Some(addr),
+            Peer::Unix { .. } => None,
+        };
         let peer = Arc::new(peer);
         let stall = StallFlag::default();
         let flag = stall.clone();
@@ -342,9 +347,22 @@ pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Fu
             .max_header_size(state.limits.max_header_bytes)
             .keep_alive(true);
         match io {
-            Conn::Tcp(s) => {
-                spawn_conn(graceful.watch(b.serve_connection(TokioIo::new(StallGuard::new(s, slow, stall)), svc)), (permit, slot))
-            }
+            Conn::Tcp(s) => match (state.tls.clone(), tcp_peer) {
+                (Some(certs), Some(addr)) => {
+                    // The handshake runs in the connection's task (the accept
+                    // loop never waits for a client), bounded like the request head.
+                    let (watcher, st) = (graceful.watcher(), Arc::clone(&state));
+                    let io = StallGuard::new(s, slow, stall);
+                    let conn = async move {
+                        match certs.handshake(io, st.limits.idle_timeout, addr, &st.metrics).await {
+                            Some(tls) => watcher.watch(b.serve_connection(TokioIo::new(tls), svc)).await,
+                            None => Ok(()),
+                        }
+                    };
+                    spawn_conn(conn, (permit, slot))
+                }
+                _ => spawn_conn(graceful.watch(b.serve_connection(TokioIo::new(StallGuard::new(s, slow, stall)), svc)), (permit, slot)),
+            },
             Conn::Unix(s) => {
                 spawn_conn(graceful.watch(b.serve_connection(TokioIo::new(StallGuard::new(s, slow, stall)), svc)), (permit, slot))
             }
@@ -457,7 +475,7 @@ fn client_allowed(allow: &[ipnet::IpNet], ip: std::net::IpAddr) -> bool {
 /// flooding the journal: the first event is logged at once, then at most one
 /// line per [`LOG_EVERY`], saying how many went unlogged since.
 #[derive(Default)]
-struct Throttle {
+pub(super) struct Throttle {
     last: Option<std::time::Instant>,
     unlogged: u64,
 }
@@ -467,7 +485,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 impl Throttle {
     /// Some(events not logged since the last line) when this one should be
     /// logged.
-    fn due(&mut self) -> Option<u64> {
+    pub(super) fn due(&mut self) -> Option<u64> {
         let now = std::time::Instant::now();
         if self.last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
             self.unlogged += 1;

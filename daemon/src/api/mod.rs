@@ -8,6 +8,7 @@
 //! Only this module knows HTTP and JSON wire shapes; it calls `service` for
 //! everything else. Limits: body size (413), header size (431), idle and
 //! header-read timeout, request timeout, and a connection cap (503).
+//! With `[server.tls]`, TCP is HTTPS (`tls`); the unix socket never is.
 
 mod admin;
 mod annotations;
@@ -23,6 +24,7 @@ mod listen;
 mod openai;
 pub mod ratelimit;
 mod stall;
+pub mod tls;
 mod workflow;
 
 use std::net::SocketAddr;
@@ -77,6 +79,8 @@ pub struct ApiState {
     pub embedding: Option<crate::admin::EmbeddingFacts>,
     /// Admin actions and refused credentials are recorded here.
     pub audit: Arc<crate::audit::Audit>,
+    /// `[server.tls]`: the certificate new TCP connections get; `None`: plain HTTP.
+    pub tls: Option<Arc<tls::Certs>>,
 }
 
 impl ApiState {

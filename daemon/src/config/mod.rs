@@ -52,6 +52,11 @@
 //! | `server.shutdown_grace_secs` | `30` | 0 ..= 600 |
 //! | `server.sse_ping_secs` | `10` | 1 ..= 300 |
 //! | `server.slow_client_timeout_secs` | `30` | 1 ..= 600; a client that accepts no response bytes for this long is cut off |
+//! | `server.tls` | `{}` (plain HTTP) | a table; with `cert_file` and `key_file` the TCP listener serves only TLS (HTTPS); the unix socket never does |
+//! | `server.tls.cert_file` | none | PEM certificate chain of the TCP listener, server certificate first; read at start and on SIGHUP |
+//! | `server.tls.key_file` | none | its PEM private key (PKCS#8, RSA or EC), matching the certificate, not readable by every user |
+//! | `server.tls.client_ca_file` | `""` (no client certificates) | PEM CA certificates: a client must present a certificate they signed (mutual TLS) |
+//! | `server.tls.min_version` | `"1.2"` | `"1.2"` or `"1.3"` |
 //! | `store.path` | `"/var/lib/edgeai/edgeai.db"` | a non-empty path |
 //! | `store.synchronous` | `"full"` | `"full"`: every commit waits for the disk (an answer survives a power cut); `"normal"`: commits do not wait (a power cut may lose the last ones, never the file; several times the write rate) |
 //! | `files.dir` | `""` (`files/` next to `store.path`) | directory of the files uploaded through `POST /v1/files/upload` |
@@ -195,6 +200,15 @@ fn finish(merged: layers::Merged) -> Result<Settings, ConfigError> {
             ConfigError::Invalid(vec![Problem { file, key: "upstream.api_key_file".to_owned(), message }])
         })?;
         settings.upstream.api_key = Some(key);
+    }
+    if let Some(tls) = &settings.server.tls {
+        // Read now so that a bad file stops the start (and --check-config)
+        // naming it; the listener reads them again when it starts.
+        crate::api::tls::server_config(tls).map_err(|e| {
+            let key = e.key();
+            let file = merged.origin(key).map(|l| l.path.clone());
+            ConfigError::Invalid(vec![Problem { file, key: key.to_owned(), message: e.to_string() }])
+        })?;
     }
     settings.sources = merged.layers.into_iter().map(|l| l.path).collect();
     Ok(settings)
@@ -389,6 +403,42 @@ pub struct ServerSettings {
     /// minute, over TCP and the socket together (0: no limit); `server.key_burst` at once.
     pub key_requests_per_minute: u32,
     pub key_burst: u32,
+    /// `[server.tls]`: TLS on the TCP listener; `None` serves plain HTTP.
+    pub tls: Option<TlsSettings>,
+}
+
+/// `[server.tls]`: the certificate the TCP listener presents (the unix
+/// socket never uses TLS). The files are read when the configuration is
+/// loaded (a bad one is a config problem) and again on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// `server.tls.cert_file`: PEM certificate chain, the server's first.
+    pub cert_file: PathBuf,
+    /// `server.tls.key_file`: its PEM private key (PKCS#8, RSA or EC).
+    pub key_file: PathBuf,
+    /// `server.tls.client_ca_file`: PEM CA certificates; when set, a client
+    /// must present a certificate one of them signed (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// `server.tls.min_version`.
+    pub min_version: TlsVersion,
+}
+
+/// The oldest TLS version the listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+impl TlsVersion {
+    pub const ALL: [TlsVersion; 2] = [TlsVersion::V1_2, TlsVersion::V1_3];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        }
+    }
 }
 
 impl Default for ServerSettings {
@@ -413,6 +463,7 @@ impl Default for ServerSettings {
             client_burst: 10,
             key_requests_per_minute: 0,
             key_burst: 10,
+            tls: None,
         }
     }
 }
@@ -771,9 +822,15 @@ impl Settings {
             self.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         };
         out.push_str(&format!("config files: {sources}\n"));
-        match self.server.listen {
-            Some(addr) => out.push_str(&format!("listen: {addr}\n")),
-            None => out.push_str("listen: disabled\n"),
+        match (self.server.listen, &self.server.tls) {
+            (Some(addr), None) => out.push_str(&format!("listen: {addr}\n")),
+            (Some(addr), Some(tls)) => out.push_str(&format!(
+                "listen: {addr} (TLS {}+, certificate {}{})\n",
+                tls.min_version.as_str(),
+                tls.cert_file.display(),
+                if tls.client_ca_file.is_some() { ", client certificates required" } else { "" }
+            )),
+            (None, _) => out.push_str("listen: disabled\n"),
         }
         match &self.server.socket {
             Some(path) => {

@@ -78,6 +78,7 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     if let Some(allow) = r.networks("server", "allow_clients") {
         v.allow_clients = allow;
     }
+    v.tls = r.tls();
 
     if let Some(path) = r.required_path("store", "path") {
         s.store.path = path;
@@ -627,6 +628,70 @@ impl<'a> Reader<'a> {
             }
         }
         map
+    }
+
+    /// `[server.tls]`: `cert_file` and `key_file` (both needed), optional
+    /// `client_ca_file` and `min_version`; empty or absent: no TLS. Paths resolve like other paths;
+    /// the files themselves are read by `config::finish`.
+    fn tls(&mut self) -> Option<super::TlsSettings> {
+        const KEYS: [&str; 4] = ["cert_file", "key_file", "client_ca_file", "min_version"];
+        let value = self.raw("server", "tls")?;
+        let Some(table) = value.as_table() else {
+            self.problem("server.tls", format!("expected a table ([server.tls]), found {}", describe(value)));
+            return None;
+        };
+        // An empty table (as in configs/reference.toml) is TLS off, like none.
+        if table.is_empty() {
+            return None;
+        }
+        let before = self.problems.len();
+        let path = |r: &mut Self, key: &str| -> Option<PathBuf> {
+            let at = format!("server.tls.{key}");
+            match table.get(key) {
+                None => None,
+                Some(toml::Value::String(s)) if s.is_empty() => None,
+                Some(toml::Value::String(s)) => {
+                    let p = PathBuf::from(s);
+                    let dir = if p.is_absolute() { None } else { r.merged.origin(&at).map(|l| l.dir.clone()) };
+                    Some(match dir {
+                        Some(d) => d.join(p),
+                        None => p,
+                    })
+                }
+                Some(other) => {
+                    r.problem(&at, format!("expected a path, found {}", describe(other)));
+                    None
+                }
+            }
+        };
+        let cert_file = path(self, "cert_file");
+        let key_file = path(self, "key_file");
+        let client_ca_file = path(self, "client_ca_file");
+        let min_version = match table.get("min_version") {
+            None => Some(super::TlsVersion::V1_2),
+            Some(v) => {
+                let found = v.as_str().and_then(|s| super::TlsVersion::ALL.into_iter().find(|t| t.as_str() == s));
+                if found.is_none() {
+                    self.problem("server.tls.min_version", format!("expected \"1.2\" or \"1.3\", found {}", describe(v)));
+                }
+                found
+            }
+        };
+        for key in table.keys().filter(|k| !KEYS.contains(&k.as_str())) {
+            let hint = suggestion(key, KEYS.into_iter(), "server.tls");
+            self.problem(&format!("server.tls.{key}"), format!("unknown key{hint}"));
+        }
+        for (key, set) in [("cert_file", cert_file.is_some()), ("key_file", key_file.is_some())] {
+            if !set && table.get(key).is_none_or(toml::Value::is_str) {
+                self.problem(&format!("server.tls.{key}"), "must be set when [server.tls] is present (a PEM file)");
+            }
+        }
+        match (cert_file, key_file, min_version) {
+            (Some(cert_file), Some(key_file), Some(min_version)) if self.problems.len() == before => {
+                Some(super::TlsSettings { cert_file, key_file, client_ca_file, min_version })
+            }
+            _ => None,
+        }
     }
 
     /// `[cache.apps.<app id>]`: `always = bool`, `semantic_threshold` in (0, 1].

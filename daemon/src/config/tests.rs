@@ -937,3 +937,115 @@ fn audit_settings_default_and_are_range_checked() {
         }
     }
 }
+
+/// A test CA's server certificate and key written into `root` as
+/// `cert.pem` and `key.pem` (0600), and a second key that matches nothing.
+fn tls_files(root: &Root) -> edgeai_tests::tls::Issued {
+    let ca = edgeai_tests::tls::TestCa::new("config test CA");
+    let issued = ca.server("config test server", 7);
+    issued.write(&root.0.path().join("cert.pem"), &root.0.path().join("key.pem"));
+    ca.write(&root.0.path().join("ca.pem"));
+    ca.server("another server", 8)
+}
+
+#[test]
+fn tls_settings_load_with_paths_relative_to_their_file() {
+    let root = Root::new();
+    tls_files(&root);
+    let path = root.write("edgeai.toml", "[server.tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\nmin_version = \"1.3\"\n");
+    let s = load(&Sources::Files(vec![path])).expect("valid TLS settings");
+    let dir = std::path::absolute(root.0.path()).expect("absolute");
+    let want =
+        TlsSettings { cert_file: dir.join("cert.pem"), key_file: dir.join("key.pem"), client_ca_file: None, min_version: TlsVersion::V1_3 };
+    assert_eq!(s.server.tls.as_ref(), Some(&want));
+    assert!(s.describe().contains(&format!("(TLS 1.3+, certificate {})", want.cert_file.display())), "{}", s.describe());
+    let path = root.write("b.toml", "[server.tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\nclient_ca_file = \"ca.pem\"\n");
+    let tls = load(&Sources::Files(vec![path])).expect("valid").server.tls.expect("TLS on");
+    assert_eq!((tls.min_version, tls.client_ca_file), (TlsVersion::V1_2, Some(dir.join("ca.pem"))));
+    // An empty table is TLS off, as absent.
+    let (_r, _p, s) = load_text("[server.tls]\n");
+    assert_eq!(s.expect("valid").server.tls, None);
+}
+
+#[test]
+fn tls_bad_values_name_their_keys() {
+    let root = Root::new();
+    tls_files(&root);
+    let text = "[server.tls]\ncert_file = \"cert.pem\"\nkey = \"key.pem\"\nmin_version = \"1.1\"\n";
+    let path = root.write("edgeai.toml", text);
+    let p = problems(load(&Sources::Files(vec![path.clone()])));
+    assert!(p.iter().all(|p| p.file.as_deref() == Some(path.as_path())), "{p:?}");
+    let lines: Vec<String> = p.iter().map(|p| format!("{}: {}", p.key, p.message)).collect();
+    assert_eq!(
+        lines,
+        [
+            "server.tls.min_version: expected \"1.2\" or \"1.3\", found string \"1.1\"",
+            "server.tls.key: unknown key; did you mean `server.tls.key_file`?",
+            "server.tls.key_file: must be set when [server.tls] is present (a PEM file)",
+        ]
+    );
+    let (_r, _p, s) = load_text("[server.tls]\ncert_file = 5\nkey_file = \"k.pem\"\n");
+    let p = problem(s);
+    assert_eq!((p.key.as_str(), p.message.as_str()), ("server.tls.cert_file", "expected a path, found integer 5"));
+    let (_r, _p, s) = load_text("[server]\ntls = \"on\"\n");
+    assert_eq!(problem(s).key, "server.tls");
+}
+
+#[test]
+fn tls_bad_files_name_the_key_and_the_file() {
+    let root = Root::new();
+    let other = tls_files(&root);
+    let dir = std::path::absolute(root.0.path()).expect("absolute");
+    let write = |name: &str, text: &str, mode: u32| edgeai_tests::tls::write_mode(&dir.join(name), text, mode);
+    write("garbage.pem", "not a certificate\n", 0o644);
+    write("other-key.pem", &other.key_pem, 0o600);
+    write("open-key.pem", &other.key_pem, 0o644);
+    let cert_pem = fs::read_to_string(dir.join("cert.pem")).expect("cert");
+    write("cert-as-key.pem", &cert_pem, 0o600);
+    let cases = [
+        ("missing.pem", "key.pem", "", "server.tls.cert_file", format!("cannot read {}", dir.join("missing.pem").display())),
+        ("garbage.pem", "key.pem", "", "server.tls.cert_file", format!("{} holds no PEM certificate", dir.join("garbage.pem").display())),
+        ("cert.pem", "missing.pem", "", "server.tls.key_file", format!("cannot read {}", dir.join("missing.pem").display())),
+        (
+            "cert.pem",
+            "cert-as-key.pem",
+            "",
+            "server.tls.key_file",
+            format!("{} holds no PEM private key", dir.join("cert-as-key.pem").display()),
+        ),
+        (
+            "cert.pem",
+            "open-key.pem",
+            "",
+            "server.tls.key_file",
+            format!("{} is readable by every user (mode 0644)", dir.join("open-key.pem").display()),
+        ),
+        (
+            "cert.pem",
+            "other-key.pem",
+            "",
+            "server.tls.key_file",
+            format!(
+                "the private key in {} does not match the certificate in {}",
+                dir.join("other-key.pem").display(),
+                dir.join("cert.pem").display()
+            ),
+        ),
+        (
+            "cert.pem",
+            "key.pem",
+            "garbage.pem",
+            "server.tls.client_ca_file",
+            format!("{} holds no PEM certificate", dir.join("garbage.pem").display()),
+        ),
+        // A device named by mistake is refused, not read for ever.
+        ("/dev/zero", "key.pem", "", "server.tls.cert_file", "/dev/zero is not a regular file of at most 1 MiB".to_owned()),
+    ];
+    for (cert, key, ca, want_key, want) in cases {
+        let text = format!("[server.tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\nclient_ca_file = \"{ca}\"\n");
+        let path = root.write("edgeai.toml", &text);
+        let p = problem(load(&Sources::Files(vec![path.clone()])));
+        assert_eq!((p.file.as_deref(), p.key.as_str()), (Some(path.as_path()), want_key), "{text}");
+        assert!(p.message.starts_with(&want), "{text}: {} does not start with {want}", p.message);
+    }
+}

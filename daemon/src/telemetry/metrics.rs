@@ -187,6 +187,7 @@ pub struct Metrics {
     cache_max_bytes: Gauge,
     cache_entries: Gauge,
     audit_entries: Family<AuditLabels, Counter>,
+    tls_handshake_failures: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -229,6 +230,7 @@ impl Metrics {
             cache_max_bytes: Gauge::default(),
             cache_entries: Gauge::default(),
             audit_entries: Family::default(),
+            tls_handshake_failures: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -339,7 +341,17 @@ impl Metrics {
             m.cache_max_bytes.clone(),
         );
         r.register("cache_entries", "Response cache: answers held", m.cache_entries.clone());
+        r.register(
+            "tls_handshake_failures",
+            "TLS handshakes on the TCP listener that failed (\"error\": not TLS, untrusted, no common version) or stalled past server.idle_timeout_secs (\"timeout\")",
+            m.tls_handshake_failures.clone(),
+        );
         m
+    }
+
+    /// A TLS handshake that failed; `reason` is "error" or "timeout".
+    pub fn tls_handshake_failed(&self, reason: &'static str) {
+        self.tls_handshake_failures.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// The memory governor's stage (0 normal .. 3 shedding).
