@@ -86,6 +86,9 @@ pub enum DaemonError {
     Control(#[from] control::ControlError),
     #[error("a restore's swap in {} is half done and could not be undone (restore.journal lists its renames; the next start tries again): {source}", state_dir.display())]
     Restore { state_dir: std::path::PathBuf, source: service::restore::RestoreError },
+    /// An `[[auth.jwt]]` key file that is missing, unreadable or unusable.
+    #[error("{0}")]
+    JwtKeys(api::jwt::JwtError),
 }
 
 impl DaemonError {
@@ -95,9 +98,9 @@ impl DaemonError {
     pub fn exit_code(&self) -> i32 {
         use api::BindError as B;
         match self {
-            DaemonError::Bind(B::Mismatch { .. } | B::NotListening { .. } | B::NoGroup { .. }) | DaemonError::EmbeddingUpstream => {
-                EXIT_CONFIG
-            }
+            DaemonError::Bind(B::Mismatch { .. } | B::NotListening { .. } | B::NoGroup { .. })
+            | DaemonError::EmbeddingUpstream
+            | DaemonError::JwtKeys(_) => EXIT_CONFIG,
             DaemonError::Bind(
                 B::Tcp { .. }
                 | B::SocketDir { .. }
@@ -164,6 +167,10 @@ async fn start_code(settings: &Settings, metrics: &Arc<telemetry::metrics::Metri
     protected.extend(settings.sources.iter().cloned());
     let dev = &settings.dev;
     protected.extend([&dev.demo_key_file, &dev.demo_rag_key_file].into_iter().flatten().cloned());
+    protected.extend(settings.auth.jwt.iter().filter_map(|j| match &j.keys {
+        config::JwtKeySource::Secret(path) => Some(path.clone()),
+        config::JwtKeySource::PublicKey(_) | config::JwtKeySource::Jwks(_) => None,
+    }));
     let code = settings.code.clone();
     let m = Arc::clone(metrics);
     match tokio::task::spawn_blocking(move || service::code::CodeRuntime::start(&code, protected, m)).await {
@@ -181,6 +188,7 @@ async fn start_code(settings: &Settings, metrics: &Arc<telemetry::metrics::Metri
 /// systemd passed (socket activation), served instead of binding them.
 pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inherited: api::Inherited) -> Result<(), DaemonError> {
     let notifier = Notifier::from_env();
+    let jwt = Arc::new(api::jwt::JwtKeys::load(&settings.auth.jwt).map_err(DaemonError::JwtKeys)?);
     let metrics = Arc::new(telemetry::metrics::Metrics::new());
     let limits = governor::detect();
     let threads = match settings.model.threads {
@@ -305,6 +313,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
             settings.server.key_burst,
         ),
         embedding: embedding_facts(&settings, threads),
+        jwt: Arc::clone(&jwt),
     });
     let signals = Signals::install().map_err(DaemonError::Signals)?;
     // D-Bus after the sockets and before READY=1, as the lifecycle says: a
@@ -345,7 +354,8 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
     // Signals for the rest of the daemon's life: the first SIGTERM/SIGINT
     // starts the drain, a second one stops at once; SIGHUP reloads.
     let (phase_tx, phase) = tokio::sync::watch::channel(Phase::Running);
-    tokio::spawn(handle_signals(signals, reload_rx, Arc::clone(&service), sources.clone(), notifier.clone(), phase_tx));
+    let reloads = Reloads { service: Arc::clone(&service), sources: sources.clone(), notifier: notifier.clone(), jwt };
+    tokio::spawn(handle_signals(signals, reload_rx, reloads, phase_tx));
     let mut stop_rx = phase.clone();
     let shutdown = async move {
         let _ = stop_rx.wait_for(|p| *p != Phase::Running).await;
@@ -448,20 +458,29 @@ enum Phase {
     Abort,
 }
 
-async fn handle_signals(
-    mut signals: Signals,
-    mut reload_calls: tokio::sync::mpsc::Receiver<control::ReloadRequest>,
+/// What a reload (SIGHUP or D-Bus Reload) re-reads.
+struct Reloads {
     service: Arc<Service>,
     sources: Sources,
     notifier: Notifier,
+    /// The `[[auth.jwt]]` key files.
+    jwt: Arc<api::jwt::JwtKeys>,
+}
+
+async fn handle_signals(
+    mut signals: Signals,
+    mut reload_calls: tokio::sync::mpsc::Receiver<control::ReloadRequest>,
+    reloads: Reloads,
     phase: tokio::sync::watch::Sender<Phase>,
 ) {
+    let Reloads { service, sources, notifier, jwt } = &reloads;
     loop {
         let event = tokio::select! {
             e = signals.next() => e,
             Some(reply) = reload_calls.recv() => {
                 let outcome = if *phase.borrow() == Phase::Running {
-                    reload(&service, &sources, &notifier).await
+                    reload_jwt_keys(jwt);
+                    reload(service, sources, notifier).await
                 } else {
                     Err("the daemon is stopping; nothing was reloaded".to_owned())
                 };
@@ -484,11 +503,24 @@ async fn handle_signals(
             }
             SignalEvent::Reload if *phase.borrow() == Phase::Running => {
                 // The outcome is logged by reload itself.
-                let _ = reload(&service, &sources, &notifier).await;
+                reload_jwt_keys(jwt);
+                let _ = reload(service, sources, notifier).await;
             }
             // A stopping daemon reloads nothing and must not say READY=1 again.
             SignalEvent::Reload => tracing::info!("SIGHUP while stopping: ignored"),
         }
+    }
+}
+
+/// SIGHUP or D-Bus Reload: the `[[auth.jwt]]` key files are read again (the
+/// issuers themselves apply at restart); a broken file keeps the old keys.
+fn reload_jwt_keys(jwt: &api::jwt::JwtKeys) {
+    if !jwt.enabled() {
+        return;
+    }
+    match jwt.reload() {
+        Ok(keys) => tracing::info!(keys, "reload: JWT issuer keys read again"),
+        Err(e) => tracing::error!(error = %e, "reload: JWT issuer keys not reloaded; keeping the previous keys"),
     }
 }
 
