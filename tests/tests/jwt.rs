@@ -5,7 +5,8 @@
 //! wrong-issuer, alg=none, key-confusion and unknown-kid tokens and tokens
 //! for an app not served are refused with their own message, and never
 //! logged; JWKS keys rotate by kid on SIGHUP; an HS256 issuer without
-//! `allow_hs256` and a missing key file stop the start with exit 78.
+//! `allow_hs256` and a missing key file stop the start with exit 78 (and
+//! fail `edgeaid --check-config`).
 //! Tokens are minted here from the fixed keys in tests/fixtures/jwt/.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (style.md)
@@ -147,7 +148,8 @@ fn signed_tokens_open_their_app_as_their_user_and_bad_ones_are_refused() {
     let swapped = parts.join(".");
     let none = format!("{}.{}.AAAA", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&claims(ED_ISS, json!({}))));
     let rsa_pem = std::fs::read(fixture("rsa.pub")).unwrap();
-    let confused = encode(&Header::new(Algorithm::HS256), &claims(RS_ISS, json!({})), &EncodingKey::from_secret(&rsa_pem).unwrap()).unwrap();
+    let confused =
+        encode(&Header::new(Algorithm::HS256), &claims(RS_ISS, json!({})), &EncodingKey::from_secret(&rsa_pem).unwrap()).unwrap();
     let cases: Vec<(&str, String, u16, &str)> = vec![
         ("forged signature", forged, 401, "signature is invalid"),
         ("payload swapped", swapped, 401, "signature is invalid"),
@@ -158,7 +160,12 @@ fn signed_tokens_open_their_app_as_their_user_and_bad_ones_are_refused() {
         ("wrong issuer", mint(Algorithm::EdDSA, "ed25519.key", None, &claims("https://evil.test", json!({}))), 401, "unknown issuer"),
         ("alg none", none, 401, "algorithm none is not allowed"),
         ("HS256 with the RSA public key", confused, 401, "algorithm HS256 is not allowed"),
-        ("RS256 at an EdDSA issuer", mint(Algorithm::RS256, "rsa.key", None, &claims(ED_ISS, json!({}))), 401, "algorithm RS256 is not allowed"),
+        (
+            "RS256 at an EdDSA issuer",
+            mint(Algorithm::RS256, "rsa.key", None, &claims(ED_ISS, json!({}))),
+            401,
+            "algorithm RS256 is not allowed",
+        ),
         ("unknown kid", mint(Algorithm::EdDSA, "ed25519.key", Some("k9"), &claims(JWKS_ISS, json!({}))), 401, "unknown key (kid)"),
         ("unknown app", mint(Algorithm::EdDSA, "ed25519.key", None, &claims(ED_ISS, json!({"app": "nope"}))), 403, "not served"),
         ("app with the API off", mint(Algorithm::EdDSA, "ed25519.key", None, &claims(ED_ISS, json!({"app": "off"}))), 403, "disabled"),
@@ -233,4 +240,12 @@ fn hs256_without_allow_hs256_and_missing_key_files_stop_the_start_with_78() {
     let err = d.logs().into_iter().map(|l| l.raw).collect::<Vec<_>>().join("\n");
     assert_eq!(status.code(), Some(78), "{err}");
     assert!(err.contains(&format!("auth.jwt[0].public_key_file {}", missing.display())), "{err}");
+    // `edgeaid --check-config` reads the key files too.
+    let out = std::process::Command::new(paths::edgeaid()).arg("--check-config").arg("--config").arg(d.config_path()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{text}");
+    assert!(text.contains(&format!("auth.jwt[0].public_key_file {}", missing.display())), "{text}");
+    std::fs::copy(fixture("ed25519.pub"), &missing).unwrap();
+    let out = std::process::Command::new(paths::edgeaid()).arg("--check-config").arg("--config").arg(d.config_path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }

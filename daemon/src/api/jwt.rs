@@ -113,7 +113,9 @@ impl JwtKeys {
         let app = claim(&claims, &issuer.cfg.app_claim)?;
         let user = claim(&claims, &issuer.cfg.user_claim)?;
         if user.chars().count() > MAX_USER_CHARS {
-            return Err(ApiError::TokenInvalid { reason: format!("the {:?} claim is longer than {MAX_USER_CHARS} characters", issuer.cfg.user_claim) });
+            return Err(ApiError::TokenInvalid {
+                reason: format!("the {:?} claim is longer than {MAX_USER_CHARS} characters", issuer.cfg.user_claim),
+            });
         }
         Ok(Verified { app, user, issuer: iss })
     }
@@ -122,7 +124,7 @@ impl JwtKeys {
 impl Issuer {
     /// The key `kid` names; without a `kid`, the only key usable with `alg`.
     fn key_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<&DecodingKey, ApiError> {
-        let usable = |k: &&Key| k.key.family() == alg.family() && k.alg.map_or(true, |a| a == alg);
+        let usable = |k: &&Key| k.key.family() == alg.family() && k.alg.is_none_or(|a| a == alg);
         let key = match (kid, &self.cfg.keys) {
             // A PEM key or a secret has no kid: any kid the token carries is informational.
             (_, JwtKeySource::PublicKey(_) | JwtKeySource::Secret(_)) => self.keys.first(),
@@ -134,7 +136,9 @@ impl Issuer {
                 let mut candidates = self.keys.iter().filter(usable);
                 match (candidates.next(), candidates.next()) {
                     (Some(k), None) => Some(k),
-                    (Some(_), Some(_)) => return Err(ApiError::TokenInvalid { reason: "the token has no kid and the issuer has several keys".into() }),
+                    (Some(_), Some(_)) => {
+                        return Err(ApiError::TokenInvalid { reason: "the token has no kid and the issuer has several keys".into() })
+                    }
                     (None, _) => None,
                 }
             }
@@ -165,9 +169,14 @@ fn load_issuer(index: usize, cfg: &JwtIssuer) -> Result<Issuer, JwtError> {
     };
     for k in &keys {
         let named = k.kid.as_deref().map_or_else(String::new, |kid| format!("key {kid:?}: "));
-        let fits: Vec<Algorithm> = algorithms.iter().copied().filter(|&a| k.alg.map_or(true, |ka| ka == a) && usable_with(&k.key, a)).collect();
+        let fits: Vec<Algorithm> =
+            algorithms.iter().copied().filter(|&a| k.alg.is_none_or(|ka| ka == a) && usable_with(&k.key, a)).collect();
         if fits.is_empty() {
-            return Err(bad(format!("{named}a {} key, which none of algorithms {:?} can use", family_name(k.key.family()), cfg.algorithms)));
+            return Err(bad(format!(
+                "{named}a {} key, which none of algorithms {:?} can use",
+                family_name(k.key.family()),
+                cfg.algorithms
+            )));
         }
     }
     Ok(Issuer { cfg: cfg.clone(), algorithms, keys })

@@ -17,9 +17,9 @@ mod dify;
 mod dify_features;
 pub mod error;
 mod events;
-pub mod jwt;
 #[cfg(test)]
 mod fuzz_tests;
+pub mod jwt;
 mod listen;
 mod openai;
 pub mod ratelimit;

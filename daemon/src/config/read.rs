@@ -709,7 +709,9 @@ impl<'a> Reader<'a> {
             match t.get("leeway_secs") {
                 None => {}
                 Some(toml::Value::Integer(n)) if (0..=600).contains(n) => leeway = n.unsigned_abs(),
-                Some(other) => self.problem(&format!("{at}.leeway_secs"), format!("must be an integer between 0 and 600, found {}", describe(other))),
+                Some(other) => {
+                    self.problem(&format!("{at}.leeway_secs"), format!("must be an integer between 0 and 600, found {}", describe(other)))
+                }
             }
             let allow_hs256 = match t.get("allow_hs256") {
                 None => false,
@@ -781,7 +783,15 @@ impl<'a> Reader<'a> {
             if let (Some(issuer), Some(audience), Some(keys), Some(algorithms), Some(app_claim), Some(user_claim), true) =
                 (issuer, audience, keys, algorithms, app_claim, user_claim, self.problems.len() == before)
             {
-                out.push(super::JwtIssuer { issuer, audience, keys, algorithms, app_claim, user_claim, leeway: Duration::from_secs(leeway) });
+                out.push(super::JwtIssuer {
+                    issuer,
+                    audience,
+                    keys,
+                    algorithms,
+                    app_claim,
+                    user_claim,
+                    leeway: Duration::from_secs(leeway),
+                });
             }
         }
         out
@@ -819,7 +829,9 @@ impl<'a> Reader<'a> {
         for (i, item) in list.iter().enumerate() {
             match item.as_str() {
                 Some(a) if super::JWT_ALGORITHMS.contains(&a) => out.push(a.to_owned()),
-                Some(a) if a.eq_ignore_ascii_case("none") => self.problem(&format!("{key}[{i}]"), "\"none\" (unsigned tokens) is never accepted"),
+                Some(a) if a.eq_ignore_ascii_case("none") => {
+                    self.problem(&format!("{key}[{i}]"), "\"none\" (unsigned tokens) is never accepted")
+                }
                 _ => self.problem(
                     &format!("{key}[{i}]"),
                     format!("expected one of {}, found {}", super::JWT_ALGORITHMS.join(", "), describe(item)),

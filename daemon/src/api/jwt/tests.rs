@@ -134,7 +134,8 @@ fn every_bad_token_gets_its_own_reason() {
 #[test]
 fn hs256_signed_with_the_public_key_is_refused() {
     let keys = JwtKeys::load(&[issuer(JwtKeySource::PublicKey(fixture("rsa.pub")), &["RS256"])]).expect("loads");
-    let confused = encode(&Header::new(Algorithm::HS256), &claims(), &EncodingKey::from_secret(&read("rsa.pub")).expect("key")).expect("encode");
+    let confused =
+        encode(&Header::new(Algorithm::HS256), &claims(), &EncodingKey::from_secret(&read("rsa.pub")).expect("key")).expect("encode");
     assert!(matches!(keys.verify(&confused), Err(ApiError::TokenAlgorithm { alg }) if alg == "HS256"));
 }
 
@@ -199,7 +200,8 @@ fn hs256_verifies_with_a_secret_file() {
     let secret = "0123456789abcdef0123456789abcdef";
     std::fs::write(&path, format!("{secret}\n")).expect("write");
     let keys = JwtKeys::load(&[issuer(JwtKeySource::Secret(path), &["HS256"])]).expect("loads");
-    let token = encode(&Header::new(Algorithm::HS256), &claims(), &EncodingKey::from_secret(secret.as_bytes()).expect("key")).expect("encode");
+    let token =
+        encode(&Header::new(Algorithm::HS256), &claims(), &EncodingKey::from_secret(secret.as_bytes()).expect("key")).expect("encode");
     assert!(keys.verify(&token).is_ok());
 }
 
