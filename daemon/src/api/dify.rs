@@ -603,4 +603,19 @@ mod tests {
             assert!(!route(p), "{p}");
         }
     }
+
+    #[test]
+    fn a_token_user_replaces_the_body_and_query_user() {
+        let q: HashMap<String, String> = [("user".to_owned(), "bob".to_owned())].into();
+        assert_eq!(required_user(Some("alice"), UserArg::Text("bob".into())).unwrap(), "alice");
+        assert_eq!(required_user(Some("alice"), UserArg::Absent).unwrap(), "alice", "no body user needed with a token");
+        assert_eq!(required_user(None, UserArg::Text("bob".into())).unwrap(), "bob");
+        assert!(required_user(None, UserArg::Absent).is_err());
+        assert_eq!(query_user(Some("alice"), &q), "alice");
+        assert_eq!(query_user(None, &q), "bob");
+        assert_eq!(required_query_user(Some("alice"), &HashMap::new()).unwrap(), "alice");
+        let body = json!({"query": "hi", "user": "bob"});
+        assert_eq!(message_request(body.clone(), AppMode::Chat, Some("alice")).unwrap().0.user, "alice");
+        assert_eq!(message_request(body, AppMode::Chat, None).unwrap().0.user, "bob");
+    }
 }
