@@ -89,6 +89,9 @@ pub enum DaemonError {
     Restore { state_dir: std::path::PathBuf, source: service::restore::RestoreError },
     #[error("{key}: {source}", key = .0.key(), source = .0)]
     Tls(api::tls::TlsError),
+    /// An `[[auth.jwt]]` key file that is missing, unreadable or unusable.
+    #[error("{0}")]
+    JwtKeys(api::jwt::JwtError),
 }
 
 impl DaemonError {
@@ -101,6 +104,7 @@ impl DaemonError {
             DaemonError::Bind(B::Mismatch { .. } | B::NotListening { .. } | B::NoGroup { .. })
             | DaemonError::EmbeddingUpstream
             | DaemonError::Tls(_) => EXIT_CONFIG,
+            DaemonError::JwtKeys(_) => EXIT_CONFIG,
             DaemonError::Bind(
                 B::Tcp { .. }
                 | B::SocketDir { .. }
@@ -167,6 +171,10 @@ async fn start_code(settings: &Settings, metrics: &Arc<telemetry::metrics::Metri
     protected.extend(settings.sources.iter().cloned());
     let dev = &settings.dev;
     protected.extend([&dev.demo_key_file, &dev.demo_rag_key_file].into_iter().flatten().cloned());
+    protected.extend(settings.auth.jwt.iter().filter_map(|j| match &j.keys {
+        config::JwtKeySource::Secret(path) => Some(path.clone()),
+        config::JwtKeySource::PublicKey(_) | config::JwtKeySource::Jwks(_) => None,
+    }));
     let code = settings.code.clone();
     let m = Arc::clone(metrics);
     match tokio::task::spawn_blocking(move || service::code::CodeRuntime::start(&code, protected, m)).await {
@@ -184,6 +192,7 @@ async fn start_code(settings: &Settings, metrics: &Arc<telemetry::metrics::Metri
 /// systemd passed (socket activation), served instead of binding them.
 pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inherited: api::Inherited) -> Result<(), DaemonError> {
     let notifier = Notifier::from_env();
+    let jwt = Arc::new(api::jwt::JwtKeys::load(&settings.auth.jwt).map_err(DaemonError::JwtKeys)?);
     let metrics = Arc::new(telemetry::metrics::Metrics::new());
     let limits = governor::detect();
     let threads = match settings.model.threads {
@@ -316,6 +325,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
         embedding: embedding_facts(&settings, threads),
         audit: Arc::clone(&audit),
         tls,
+        jwt: Arc::clone(&jwt),
     });
     let signals = Signals::install().map_err(DaemonError::Signals)?;
     // D-Bus after the sockets and before READY=1, as the lifecycle says: a
@@ -357,7 +367,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
     // Signals for the rest of the daemon's life: the first SIGTERM/SIGINT
     // starts the drain, a second one stops at once; SIGHUP reloads.
     let (phase_tx, phase) = tokio::sync::watch::channel(Phase::Running);
-    let reloads = Reloads { service: Arc::clone(&service), sources: sources.clone(), tls: state.tls.clone() };
+    let reloads = Reloads { service: Arc::clone(&service), sources: sources.clone(), tls: state.tls.clone(), jwt };
     tokio::spawn(handle_signals(signals, reload_rx, reloads, notifier.clone(), phase_tx));
     let mut stop_rx = phase.clone();
     let shutdown = async move {
@@ -467,6 +477,8 @@ struct Reloads {
     sources: Sources,
     /// The running TLS certificate, swapped for new connections.
     tls: Option<Arc<api::tls::Certs>>,
+    /// The `[[auth.jwt]]` key files.
+    jwt: Arc<api::jwt::JwtKeys>,
 }
 
 async fn handle_signals(
@@ -482,6 +494,7 @@ async fn handle_signals(
             e = signals.next() => e,
             Some(reply) = reload_calls.recv() => {
                 let outcome = if *phase.borrow() == Phase::Running {
+                    reload_jwt_keys(&reloads.jwt);
                     reload(&reloads, &notifier).await
                 } else {
                     Err("the daemon is stopping; nothing was reloaded".to_owned())
@@ -505,11 +518,24 @@ async fn handle_signals(
             }
             SignalEvent::Reload if *phase.borrow() == Phase::Running => {
                 // The outcome is logged by reload itself.
+                reload_jwt_keys(&reloads.jwt);
                 let _ = reload(&reloads, &notifier).await;
             }
             // A stopping daemon reloads nothing and must not say READY=1 again.
             SignalEvent::Reload => tracing::info!("SIGHUP while stopping: ignored"),
         }
+    }
+}
+
+/// SIGHUP or D-Bus Reload: the `[[auth.jwt]]` key files are read again (the
+/// issuers themselves apply at restart); a broken file keeps the old keys.
+fn reload_jwt_keys(jwt: &api::jwt::JwtKeys) {
+    if !jwt.enabled() {
+        return;
+    }
+    match jwt.reload() {
+        Ok(keys) => tracing::info!(keys, "reload: JWT issuer keys read again"),
+        Err(e) => tracing::error!(error = %e, "reload: JWT issuer keys not reloaded; keeping the previous keys"),
     }
 }
 

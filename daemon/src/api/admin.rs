@@ -95,12 +95,12 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
                 crate::engine::AppMode::Completion => "completion-messages",
                 crate::engine::AppMode::Workflow => return Err(ApiError::NotChatApp),
             };
-            super::dify::route(state, app, &[route.to_owned()], req).await
+            super::dify::route(state, super::Caller { app, user: None }, &[route.to_owned()], req).await
         }
         (["apps", id, "workflows", "run"], &Method::POST) => {
             // A workflow app's run for the operator (`edgeaictl run`), without a key.
             let app = svc.app(id).ok_or_else(|| ServiceError::AppNotFound((*id).to_owned()))?;
-            super::workflow::route(state, app, &["workflows".to_owned(), "run".to_owned()], req).await
+            super::workflow::route(state, super::Caller { app, user: None }, &["workflows".to_owned(), "run".to_owned()], req).await
         }
         (["keys"], &Method::GET) => {
             let q: std::collections::HashMap<String, String> =

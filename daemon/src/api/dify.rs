@@ -17,7 +17,7 @@ use super::body::{self, Body};
 use super::error::ApiError;
 use super::events::{self, Collected, Encoder, StreamLimits};
 use super::stall::StallFlag;
-use super::ApiState;
+use super::{ApiState, Caller};
 use crate::engine::{AppDefinition, AppMode};
 use crate::model::FinishReason;
 use crate::service::{AppRequest, Run, Usage};
@@ -44,47 +44,44 @@ pub fn is_route(rest: &[String]) -> bool {
     )
 }
 
-pub async fn route(
-    state: &Arc<ApiState>,
-    app: Arc<AppDefinition>,
-    rest: &[String],
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn route(state: &Arc<ApiState>, caller: Caller, rest: &[String], req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let Caller { app, user: forced } = caller;
+    let forced = forced.as_deref();
     let r: Vec<&str> = rest.iter().map(String::as_str).collect();
     let m = req.method().clone();
     match (r.as_slice(), &m) {
-        (["chat-messages"], &Method::POST) => send_message(state, app, req, AppMode::Chat).await,
-        (["completion-messages"], &Method::POST) => send_message(state, app, req, AppMode::Completion).await,
+        (["chat-messages"], &Method::POST) => send_message(state, app, forced, req, AppMode::Chat).await,
+        (["completion-messages"], &Method::POST) => send_message(state, app, forced, req, AppMode::Completion).await,
         (["chat-messages", task, "stop"] | ["completion-messages", task, "stop"], &Method::POST) => {
             require_mode(&app, if r[0] == "chat-messages" { AppMode::Chat } else { AppMode::Completion })?;
             let b: UserBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
-            let user = required_user(b.user)?;
+            let user = required_user(forced, b.user)?;
             state.service.stop(&app.id, &user, task);
             Ok(body::json(StatusCode::OK, &json!({"result": "success"})))
         }
         (["conversations"], &Method::GET) => {
             require_mode(&app, AppMode::Chat)?;
-            list_conversations(state, &app, query(&req)).await
+            list_conversations(state, &app, query(&req), forced).await
         }
         (["conversations", id], &Method::DELETE) => {
             require_mode(&app, AppMode::Chat)?;
             let b: UserBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
-            let user = required_user(b.user)?;
+            let user = required_user(forced, b.user)?;
             state.service.delete_conversation(&app, &user, id).await?;
             Ok(body::empty(StatusCode::NO_CONTENT))
         }
         (["conversations", id, "name"], &Method::POST) => {
             require_mode(&app, AppMode::Chat)?;
             let b: RenameBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
-            rename(state, &app, id, b).await
+            rename(state, &app, id, b, forced).await
         }
         (["messages"], &Method::GET) => {
             require_mode(&app, AppMode::Chat)?;
-            list_messages(state, &app, query(&req)).await
+            list_messages(state, &app, query(&req), forced).await
         }
         (["messages", id, "feedbacks"], &Method::POST) => {
             let b: FeedbackBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
-            let user = required_user(b.user)?;
+            let user = required_user(forced, b.user)?;
             let rating = match b.rating.as_deref() {
                 None | Some("null") => None,
                 Some("like") => Some(Rating::Like),
@@ -173,22 +170,33 @@ struct MessageBody {
     _files: Option<Vec<Value>>,
 }
 
-/// Routes that need a `user` answer Dify's message without one.
-fn required_user(u: UserArg) -> Result<String, ApiError> {
-    u.value().ok_or_else(|| ApiError::InvalidParam("Arg user must be provided.".into()))
+/// Routes that need a `user` answer Dify's message without one. A user
+/// `forced` by the caller's token replaces the body's.
+pub(super) fn required_user(forced: Option<&str>, u: UserArg) -> Result<String, ApiError> {
+    match forced {
+        Some(f) => Ok(f.to_owned()),
+        None => u.value().ok_or_else(|| ApiError::InvalidParam("Arg user must be provided.".into())),
+    }
 }
 
 /// The user of a GET route: optional, as in Dify, which files requests
 /// without one under this end user.
 pub(super) const DEFAULT_USER: &str = "DEFAULT-USER";
 
-/// A route that needs `user` in its query: Dify's message without one.
-pub(super) fn required_query_user(q: &HashMap<String, String>) -> Result<String, ApiError> {
-    q.get("user").filter(|u| !u.is_empty()).cloned().ok_or_else(|| ApiError::InvalidParam("Arg user must be provided.".into()))
+/// A route that needs `user` in its query: Dify's message without one
+/// (a `forced` user replaces the query's).
+pub(super) fn required_query_user(forced: Option<&str>, q: &HashMap<String, String>) -> Result<String, ApiError> {
+    match forced {
+        Some(f) => Ok(f.to_owned()),
+        None => q.get("user").filter(|u| !u.is_empty()).cloned().ok_or_else(|| ApiError::InvalidParam("Arg user must be provided.".into())),
+    }
 }
 
-fn query_user(q: &HashMap<String, String>) -> String {
-    q.get("user").filter(|u| !u.is_empty()).cloned().unwrap_or_else(|| DEFAULT_USER.to_owned())
+fn query_user(forced: Option<&str>, q: &HashMap<String, String>) -> String {
+    match forced {
+        Some(f) => f.to_owned(),
+        None => q.get("user").filter(|u| !u.is_empty()).cloned().unwrap_or_else(|| DEFAULT_USER.to_owned()),
+    }
 }
 
 /// Dify's answers for a route of the other kind of app: a completion route
@@ -210,15 +218,16 @@ fn require_mode(app: &AppDefinition, route: AppMode) -> Result<(), ApiError> {
 async fn send_message(
     state: &Arc<ApiState>,
     app: Arc<AppDefinition>,
+    forced: Option<&str>,
     req: Request<Incoming>,
     route: AppMode,
 ) -> Result<Response<Body>, ApiError> {
     require_mode(&app, route)?;
     if app.mode == AppMode::AdvancedChat {
-        return super::workflow::chat_message(state, app, req).await;
+        return super::workflow::chat_message(state, app, forced, req).await;
     }
     let stall = req.extensions().get::<StallFlag>().cloned().unwrap_or_default();
-    let (req, streaming) = message_request(body::read_json(req.into_body(), state.limits.max_body_bytes).await?, route)?;
+    let (req, streaming) = message_request(body::read_json(req.into_body(), state.limits.max_body_bytes).await?, route, forced)?;
     let run = state.service.start(Arc::clone(&app), req).await?;
     let annotation = run.annotation.as_deref().map(|id| annotation_reply(id, &app.id));
     let cache = cache_metadata(&run.cache);
@@ -239,9 +248,9 @@ async fn send_message(
 /// The request of `/chat-messages` or `/completion-messages` (`route`) from
 /// its JSON body, and whether it streams; every wrong field is
 /// `invalid_param`.
-pub(crate) fn message_request(body: Value, route: AppMode) -> Result<(AppRequest, bool), ApiError> {
+pub(crate) fn message_request(body: Value, route: AppMode, forced: Option<&str>) -> Result<(AppRequest, bool), ApiError> {
     let b: MessageBody = body::typed(body)?;
-    let user = required_user(b.user)?;
+    let user = required_user(forced, b.user)?;
     let streaming = match b.response_mode.as_deref() {
         None | Some("blocking") => false,
         Some("streaming") => true,
@@ -415,8 +424,13 @@ fn conversation_json(c: &Conversation, app: &AppDefinition) -> Value {
            "created_at": c.created_at, "updated_at": c.updated_at})
 }
 
-async fn list_conversations(state: &ApiState, app: &AppDefinition, q: HashMap<String, String>) -> Result<Response<Body>, ApiError> {
-    let user = query_user(&q);
+async fn list_conversations(
+    state: &ApiState,
+    app: &AppDefinition,
+    q: HashMap<String, String>,
+    forced: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let user = query_user(forced, &q);
     let limit = parse_limit(&q, 20)?;
     let sort = match q.get("sort_by") {
         None => ConversationSort::UpdatedDesc,
@@ -430,8 +444,8 @@ async fn list_conversations(state: &ApiState, app: &AppDefinition, q: HashMap<St
     Ok(body::json(StatusCode::OK, &json!({"limit": limit, "has_more": has_more, "data": data})))
 }
 
-async fn rename(state: &ApiState, app: &AppDefinition, id: &str, b: RenameBody) -> Result<Response<Body>, ApiError> {
-    let user = required_user(b.user)?;
+async fn rename(state: &ApiState, app: &AppDefinition, id: &str, b: RenameBody, forced: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let user = required_user(forced, b.user)?;
     let name = if b.auto_generate {
         None
     } else {
@@ -456,8 +470,13 @@ fn message_json(m: &Message) -> Value {
     })
 }
 
-async fn list_messages(state: &ApiState, app: &AppDefinition, q: HashMap<String, String>) -> Result<Response<Body>, ApiError> {
-    let user = query_user(&q);
+async fn list_messages(
+    state: &ApiState,
+    app: &AppDefinition,
+    q: HashMap<String, String>,
+    forced: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let user = query_user(forced, &q);
     let conversation_id =
         q.get("conversation_id").filter(|s| !s.is_empty()).ok_or_else(|| ApiError::InvalidParam("conversation_id is required".into()))?;
     let limit = parse_limit(&q, 20)?;
@@ -583,5 +602,20 @@ mod tests {
         for p in ["chat-messages/t", "conversations/c/messages", "workflows/run", "files/upload", "", "info/x"] {
             assert!(!route(p), "{p}");
         }
+    }
+
+    #[test]
+    fn a_token_user_replaces_the_body_and_query_user() {
+        let q: HashMap<String, String> = [("user".to_owned(), "bob".to_owned())].into();
+        assert_eq!(required_user(Some("alice"), UserArg::Text("bob".into())).unwrap(), "alice");
+        assert_eq!(required_user(Some("alice"), UserArg::Absent).unwrap(), "alice", "no body user needed with a token");
+        assert_eq!(required_user(None, UserArg::Text("bob".into())).unwrap(), "bob");
+        assert!(required_user(None, UserArg::Absent).is_err());
+        assert_eq!(query_user(Some("alice"), &q), "alice");
+        assert_eq!(query_user(None, &q), "bob");
+        assert_eq!(required_query_user(Some("alice"), &HashMap::new()).unwrap(), "alice");
+        let body = json!({"query": "hi", "user": "bob"});
+        assert_eq!(message_request(body.clone(), AppMode::Chat, Some("alice")).unwrap().0.user, "alice");
+        assert_eq!(message_request(body, AppMode::Chat, None).unwrap().0.user, "bob");
     }
 }

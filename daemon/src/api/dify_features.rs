@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use super::body::{self, Body};
 use super::dify::{query, required_query_user, DEFAULT_USER};
 use super::error::ApiError;
-use super::ApiState;
+use super::{ApiState, Caller};
 use crate::engine::{AppDefinition, AppMode};
 use crate::service::features::{check_upload, FeatureError, Upload};
 use crate::store::{AppFeedback, UploadFile};
@@ -41,17 +41,14 @@ pub fn is_route(rest: &[String]) -> bool {
     }
 }
 
-pub async fn route(
-    state: &Arc<ApiState>,
-    app: Arc<AppDefinition>,
-    rest: &[String],
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn route(state: &Arc<ApiState>, caller: Caller, rest: &[String], req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let Caller { app, user: forced } = caller;
+    let forced = forced.as_deref();
     let r: Vec<&str> = rest.iter().map(String::as_str).collect();
     let m = req.method().clone();
     match (r.as_slice(), &m) {
         (["messages", id, "suggested"], &Method::GET) => {
-            let user = required_query_user(&query(&req))?;
+            let user = required_query_user(forced, &query(&req))?;
             if app.mode != AppMode::Chat {
                 return Err(ApiError::NotChatApp);
             }
@@ -60,7 +57,7 @@ pub async fn route(
         }
         (["app", "feedbacks"], &Method::GET) => feedbacks(state, &app, &query(&req)).await,
         (["site"], &Method::GET) => Ok(body::json(StatusCode::OK, &site(&app))),
-        (["files", "upload"], &Method::POST) => upload(state, &app, req).await,
+        (["files", "upload"], &Method::POST) => upload(state, &app, forced, req).await,
         (["files", id, "preview"], &Method::GET) => {
             let as_attachment = parse_bool("as_attachment", query(&req).get("as_attachment"))?;
             let (file, bytes) = state.service.read_upload(&state.files, &app, id).await??;
@@ -168,7 +165,7 @@ fn multipart_error(e: multer::Error, limit: u64) -> ApiError {
 /// Dify's `POST /files/upload`: one part named `file` (with a file name
 /// and a content type) and an optional `user` field. The file streams to
 /// disk within `files.max_file_bytes`; the checks run in Dify's order.
-async fn upload(state: &ApiState, app: &AppDefinition, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn upload(state: &ApiState, app: &AppDefinition, forced: Option<&str>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let limit = state.files.max_file_bytes;
     let boundary = req
         .headers()
@@ -227,7 +224,10 @@ async fn upload(state: &ApiState, app: &AppDefinition, req: Request<Incoming>) -
     if more_file_names {
         return Err(ApiError::TooManyFiles);
     }
-    let user = user.filter(|u| !u.is_empty()).unwrap_or_else(|| DEFAULT_USER.to_owned());
+    let user = match forced {
+        Some(f) => f.to_owned(),
+        None => user.filter(|u| !u.is_empty()).unwrap_or_else(|| DEFAULT_USER.to_owned()),
+    };
     let stored = state.service.finish_upload(&state.files, app, &user, file?).await??;
     Ok(body::json(StatusCode::CREATED, &file_json(&stored)))
 }

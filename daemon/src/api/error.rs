@@ -97,6 +97,32 @@ pub enum ApiError {
     // The backup snapshot (api/admin.rs, `GET /admin/v1/backup`).
     #[error(transparent)]
     Backup(#[from] BackupError),
+    // JWT bearer tokens (api/jwt.rs): each reason its own variant, 401
+    // unless said otherwise; messages never echo the token.
+    /// Not a usable JWT: bad shape or encoding, a claim missing or wrong.
+    #[error("Access token is invalid: {reason}")]
+    TokenInvalid { reason: String },
+    #[error("Access token has expired")]
+    TokenExpired,
+    /// `nbf` is later than now (plus the leeway).
+    #[error("Access token is not valid yet")]
+    TokenNotYetValid,
+    #[error("Access token is for another audience")]
+    TokenAudience,
+    /// No `[[auth.jwt]]` issuer has the token's `iss`.
+    #[error("Access token is from an unknown issuer")]
+    TokenIssuer,
+    /// The issuer's key set has no key with the token's `kid`.
+    #[error("Access token names an unknown key (kid)")]
+    TokenUnknownKid,
+    /// `alg` not in the issuer's `algorithms`, `none`, or not the key's kind.
+    #[error("Access token algorithm {alg} is not allowed")]
+    TokenAlgorithm { alg: String },
+    #[error("Access token signature is invalid")]
+    TokenSignature,
+    /// The app claim names no served app (403, as an API key of a gone app).
+    #[error("The app the access token names is not served.")]
+    TokenAppNotServed,
 }
 
 impl From<ModelError> for ApiError {
@@ -126,7 +152,15 @@ impl ApiError {
         let busy = |code, message: String, secs| Mapped { status: S::SERVICE_UNAVAILABLE, code, message, retry_after: Some(secs) };
         match self {
             ApiError::MissingKey | ApiError::NotBearer | ApiError::InvalidKey => m(S::UNAUTHORIZED, "unauthorized", self.to_string()),
-            ApiError::AppGone | ApiError::ApiDisabled => m(S::FORBIDDEN, "forbidden", self.to_string()),
+            ApiError::AppGone | ApiError::ApiDisabled | ApiError::TokenAppNotServed => m(S::FORBIDDEN, "forbidden", self.to_string()),
+            ApiError::TokenInvalid { .. }
+            | ApiError::TokenExpired
+            | ApiError::TokenNotYetValid
+            | ApiError::TokenAudience
+            | ApiError::TokenIssuer
+            | ApiError::TokenUnknownKid
+            | ApiError::TokenAlgorithm { .. }
+            | ApiError::TokenSignature => m(S::UNAUTHORIZED, "unauthorized", self.to_string()),
             ApiError::NotAdmin => m(S::FORBIDDEN, "forbidden", self.to_string()),
             ApiError::NoRoute => m(S::NOT_FOUND, "not_found", self.to_string()),
             ApiError::MethodNotAllowed => m(S::METHOD_NOT_ALLOWED, "method_not_allowed", self.to_string()),

@@ -98,7 +98,7 @@ fn fuzz_dify_message_bodies() {
         let Ok(body) = parse_json(bytes) else { return false };
         let mut accepted = false;
         for route in [AppMode::Chat, AppMode::Completion] {
-            if let Ok((req, _streaming)) = message_request(body.clone(), route) {
+            if let Ok((req, _streaming)) = message_request(body.clone(), route, None) {
                 let turn = TurnRequest { user: req.user, query: req.query, inputs: req.inputs };
                 accepted |= Turn::new(Arc::clone(&app), turn, None).is_ok();
             }
@@ -118,7 +118,7 @@ fn fuzz_workflow_run_bodies() {
         let Ok(body) = parse_json(bytes) else { return false };
         let mut accepted = false;
         for chatflow in [false, true] {
-            if let Ok((req, _streaming)) = run_request(body.clone(), Some("wf".into()), chatflow) {
+            if let Ok((req, _streaming)) = run_request(body.clone(), Some("wf".into()), chatflow, None) {
                 accepted |= check_user(&req.user).is_ok();
             }
         }

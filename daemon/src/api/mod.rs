@@ -20,6 +20,7 @@ pub mod error;
 mod events;
 #[cfg(test)]
 mod fuzz_tests;
+pub mod jwt;
 mod listen;
 mod openai;
 pub mod ratelimit;
@@ -81,6 +82,8 @@ pub struct ApiState {
     pub audit: Arc<crate::audit::Audit>,
     /// `[server.tls]`: the certificate new TCP connections get; `None`: plain HTTP.
     pub tls: Option<Arc<tls::Certs>>,
+    /// `[[auth.jwt]]` issuers and their keys (reloaded on SIGHUP).
+    pub jwt: Arc<jwt::JwtKeys>,
 }
 
 impl ApiState {
@@ -199,8 +202,8 @@ async fn route(state: &Arc<ApiState>, peer: &Arc<Peer>, req: Request<Incoming>) 
         },
         ["v1", "chat", "completions"] => {
             only(&m, Method::POST)?;
-            let app = authenticate(state, &req).await?;
-            openai::chat_completions(state, app, req).await
+            let caller = authenticate(state, &req).await?;
+            openai::chat_completions(state, caller.app, req).await
         }
         ["v1", "models"] => {
             only(&m, Method::GET)?;
@@ -219,22 +222,22 @@ async fn route(state: &Arc<ApiState>, peer: &Arc<Peer>, req: Request<Incoming>) 
         ["v1", rest @ ..] => {
             let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
             if annotations::is_route(&rest) {
-                let app = authenticate(state, &req).await?;
-                return annotations::route(state, app, &rest, req).await;
+                let caller = authenticate(state, &req).await?;
+                return annotations::route(state, caller.app, &rest, req).await;
             }
             if dify_features::is_route(&rest) {
-                let app = authenticate(state, &req).await?;
-                return dify_features::route(state, app, &rest, req).await;
+                let caller = authenticate(state, &req).await?;
+                return dify_features::route(state, caller, &rest, req).await;
             }
             if workflow::is_route(&rest) {
-                let app = authenticate(state, &req).await?;
-                return workflow::route(state, app, &rest, req).await;
+                let caller = authenticate(state, &req).await?;
+                return workflow::route(state, caller, &rest, req).await;
             }
             if !dify::is_route(&rest) {
                 return Err(ApiError::NoRoute);
             }
-            let app = authenticate(state, &req).await?;
-            dify::route(state, app, &rest, req).await
+            let caller = authenticate(state, &req).await?;
+            dify::route(state, caller, &rest, req).await
         }
         _ => Err(ApiError::NoRoute),
     }
@@ -293,9 +296,17 @@ fn scrape(state: &ApiState, peer: &Peer, req: &Request<Incoming>) -> Result<Resp
     Ok(body::text(StatusCode::OK, format.content_type(), text))
 }
 
-/// The app behind a `Bearer app-…` key. As in Dify, the scheme is
-/// case-insensitive and a key whose app is gone is 403.
-async fn authenticate(state: &ApiState, req: &Request<Incoming>) -> Result<Arc<AppDefinition>, ApiError> {
+/// Who a request authenticated as: the app, and for a JWT the user its
+/// user claim names, which replaces any `user` in the body or query.
+pub struct Caller {
+    pub app: Arc<AppDefinition>,
+    pub user: Option<String>,
+}
+
+/// The caller behind a `Bearer app-…` key or (with `[[auth.jwt]]`
+/// issuers) a JWT. As in Dify, the scheme is case-insensitive and a key
+/// whose app is gone is 403.
+async fn authenticate(state: &ApiState, req: &Request<Incoming>) -> Result<Caller, ApiError> {
     let header = req.headers().get(http::header::AUTHORIZATION).ok_or(ApiError::MissingKey)?;
     let value = header.to_str().map_err(|_| ApiError::MissingKey)?;
     let token = bearer_token(value)?;
@@ -303,16 +314,35 @@ async fn authenticate(state: &ApiState, req: &Request<Incoming>) -> Result<Arc<A
     if token.starts_with(DATASET_KEY_PREFIX) {
         return Err(ApiError::InvalidKey);
     }
-    match state.service.app_for_key(token).await? {
-        KeyLookup::Unknown => Err(ApiError::InvalidKey),
-        KeyLookup::AppNotServed => Err(ApiError::AppGone),
-        KeyLookup::App(app) if !app.enable_api => Err(ApiError::ApiDisabled),
+    if !token.starts_with(APP_KEY_PREFIX) && state.jwt.enabled() && jwt::looks_like_jwt(token) {
+        return authenticate_jwt(state, token);
+    }
+    let app = match state.service.app_for_key(token).await? {
+        KeyLookup::Unknown => return Err(ApiError::InvalidKey),
+        KeyLookup::AppNotServed => return Err(ApiError::AppGone),
+        KeyLookup::App(app) if !app.enable_api => return Err(ApiError::ApiDisabled),
         KeyLookup::App(app) => {
             state.rate.check_key(token).map_err(ApiError::RateLimited)?;
-            Ok(app)
+            app
         }
-    }
+    };
+    Ok(Caller { app, user: None })
 }
+
+/// A JWT: verified against its issuer, then its app claim must name a
+/// served app with the API on. Rate-limited per issuer and user, as a key.
+fn authenticate_jwt(state: &ApiState, token: &str) -> Result<Caller, ApiError> {
+    let v = state.jwt.verify(token)?;
+    let app = state.service.app(&v.app).ok_or(ApiError::TokenAppNotServed)?;
+    if !app.enable_api {
+        return Err(ApiError::ApiDisabled);
+    }
+    state.rate.check_key(&format!("jwt\0{}\0{}", v.issuer, v.user)).map_err(ApiError::RateLimited)?;
+    Ok(Caller { app, user: Some(v.user) })
+}
+
+/// The prefix of an app's API key, as Dify's.
+const APP_KEY_PREFIX: &str = "app-";
 
 /// The prefix of a Knowledge API key, as Dify's.
 const DATASET_KEY_PREFIX: &str = "dataset-";

@@ -18,11 +18,11 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::body::{self, Body};
-use super::dify::{query, required_query_user, UserArg};
+use super::dify::{query, required_query_user, required_user, UserArg};
 use super::error::ApiError;
 use super::events::{self, Source, StreamLimits};
 use super::stall::StallFlag;
-use super::ApiState;
+use super::{ApiState, Caller};
 use crate::engine::workflow::{Event, NodeExecution, NodeStatus, RunStatus, WorkflowMode};
 use crate::engine::{AppDefinition, AppMode};
 use crate::service::workflow::{node_status, run_status, FlowEnd, FlowEvent, WorkflowRequest, WorkflowRun};
@@ -43,18 +43,15 @@ pub fn is_route(rest: &[String]) -> bool {
     )
 }
 
-pub async fn route(
-    state: &Arc<ApiState>,
-    app: Arc<AppDefinition>,
-    rest: &[String],
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn route(state: &Arc<ApiState>, caller: Caller, rest: &[String], req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let Caller { app, user: forced } = caller;
+    let forced = forced.as_deref();
     let r: Vec<&str> = rest.iter().map(String::as_str).collect();
     let m = req.method().clone();
     match (r.as_slice(), &m) {
         (["workflows", "run"], &Method::POST) => {
             require_workflow(&app)?;
-            run(state, app, None, req).await
+            run(state, app, None, forced, req).await
         }
         (["workflows", "run", id], &Method::GET) => {
             require_workflow(&app)?;
@@ -64,7 +61,7 @@ pub async fn route(
         (["workflows", "tasks", task, "stop"], &Method::POST) => {
             require_workflow(&app)?;
             let b: UserBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
-            let user = b.user.value().ok_or_else(|| ApiError::InvalidParam("Arg user must be provided.".into()))?;
+            let user = required_user(forced, b.user)?;
             state.service.stop(&app.id, &user, task);
             Ok(body::json(StatusCode::OK, &json!({"result": "success"})))
         }
@@ -75,12 +72,12 @@ pub async fn route(
         (["workflows", workflow_id, "run"], &Method::POST) => {
             require_workflow(&app)?;
             let id = (*workflow_id).to_owned();
-            run(state, app, Some(id), req).await
+            run(state, app, Some(id), forced, req).await
         }
         (["conversations", id, "variables"], &Method::GET) => {
             require_chatflow(&app)?;
             let q = query(&req);
-            let user = required_query_user(&q)?;
+            let user = required_query_user(forced, &q)?;
             let vars = state.service.conversation_variables(&app, &user, id).await?;
             let data: Vec<Value> = vars.iter().map(variable_json).collect();
             Ok(body::json(StatusCode::OK, &json!({"limit": data.len().max(1), "has_more": false, "data": data})))
@@ -88,7 +85,7 @@ pub async fn route(
         (["conversations", id, "variables", var], &Method::PUT) => {
             require_chatflow(&app)?;
             let b: VariableBody = body::typed(body::read_json(req.into_body(), state.limits.max_body_bytes).await?)?;
-            let user = b.user.value().ok_or_else(|| ApiError::InvalidParam("Arg user must be provided.".into()))?;
+            let user = required_user(forced, b.user)?;
             let value = b.value.ok_or_else(|| ApiError::InvalidParam("value is required".into()))?;
             let v = state.service.update_conversation_variable(&app, &user, id, var, value).await?;
             Ok(body::json(StatusCode::OK, &variable_json(&v)))
@@ -142,17 +139,23 @@ async fn run(
     state: &Arc<ApiState>,
     app: Arc<AppDefinition>,
     workflow_id: Option<String>,
+    forced: Option<&str>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let stall = req.extensions().get::<StallFlag>().cloned().unwrap_or_default();
-    let (req, streaming) = run_request(body::read_json(req.into_body(), state.limits.max_body_bytes).await?, workflow_id, false)?;
+    let (req, streaming) = run_request(body::read_json(req.into_body(), state.limits.max_body_bytes).await?, workflow_id, false, forced)?;
     start(state, app, req, streaming, stall).await
 }
 
 /// A chatflow's `/chat-messages`.
-pub async fn chat_message(state: &Arc<ApiState>, app: Arc<AppDefinition>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn chat_message(
+    state: &Arc<ApiState>,
+    app: Arc<AppDefinition>,
+    forced: Option<&str>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let stall = req.extensions().get::<StallFlag>().cloned().unwrap_or_default();
-    let (req, streaming) = run_request(body::read_json(req.into_body(), state.limits.max_body_bytes).await?, None, true)?;
+    let (req, streaming) = run_request(body::read_json(req.into_body(), state.limits.max_body_bytes).await?, None, true, forced)?;
     start(state, app, req, streaming, stall).await
 }
 
@@ -160,12 +163,17 @@ pub async fn chat_message(state: &Arc<ApiState>, app: Arc<AppDefinition>, req: R
 /// `/workflows/{id}/run`) or of a chatflow's `/chat-messages` (`chatflow`,
 /// which needs a query) from its JSON body, and whether it streams; every
 /// wrong field is `invalid_param`.
-pub(crate) fn run_request(body: Value, workflow_id: Option<String>, chatflow: bool) -> Result<(WorkflowRequest, bool), ApiError> {
+pub(crate) fn run_request(
+    body: Value,
+    workflow_id: Option<String>,
+    chatflow: bool,
+    forced: Option<&str>,
+) -> Result<(WorkflowRequest, bool), ApiError> {
     let b: RunBody = body::typed(body)?;
     if chatflow && b.query.is_none() {
         return Err(ApiError::InvalidParam("query is required".into()));
     }
-    let user = b.user.value().ok_or_else(|| ApiError::InvalidParam("Arg user must be provided.".into()))?;
+    let user = required_user(forced, b.user)?;
     let streaming = match b.response_mode.as_deref() {
         None | Some("blocking") => false,
         Some("streaming") => true,

@@ -84,6 +84,11 @@ fn main() -> ExitCode {
     // Only now, with the CPU check passed, may ggml's CPU backend run.
     let ggml = edgeaid::cpu::ggml_system_info().unwrap_or_default();
     if args.check_config {
+        // The JWT key files too: the start would refuse them (exit 78).
+        if let Err(e) = edgeaid::api::jwt::JwtKeys::load(&settings.auth.jwt) {
+            eprintln!("edgeaid: invalid configuration:\n{e}");
+            return ExitCode::from(edgeaid::EXIT_CONFIG as u8);
+        }
         println!("configuration is valid\n{}\nllama.cpp: {ggml}", settings.describe());
         return ExitCode::SUCCESS;
     }

@@ -135,6 +135,7 @@
 //! | `dev.demo_dataset_dir` | `""` (none) | development only: documents seeded at start into the dataset named after the directory |
 //! | `dev.demo_rag_app` | `""` (none) | development only: a Dify DSL app imported at start |
 //! | `dev.demo_rag_key_file` | `""` (none) | development only: a key of `demo_rag_app` is written to this path |
+//! | `auth.jwt` | `[]` (none) | `[[auth.jwt]]` issuers whose tokens open apps: `issuer`, `audience`, `public_key_file` or `jwks_file` (or `secret_file` with `allow_hs256 = true`), `algorithms`, `app_claim` (`"app"`), `user_claim` (`"sub"`), `leeway_secs` (60) |
 //! | `[[apps]]` | none | chat and completion apps, see [`crate::engine::AppDefinition`] |
 //! | `audit.max_rows` | `100000` | 100 ..= 10000000; the store keeps the newest this many audit entries |
 //! | `audit.auth_failures_per_minute` | `120` | 1 ..= 100000; refused credentials recorded (journal and store) per minute; the rest are counted (`edgeai_audit_entries_total`) and summed up in the next one |
@@ -314,6 +315,8 @@ pub struct Settings {
     /// Files actually read, in order.
     pub sources: Vec<PathBuf>,
     pub audit: AuditSettings,
+    /// `[auth]`: how callers other than API key holders authenticate.
+    pub auth: AuthSettings,
 }
 
 /// `[audit]`: the audit trail of admin actions and refused credentials (see `crate::audit`).
@@ -811,6 +814,58 @@ pub struct DevSettings {
     /// Development only: a key of `demo_rag_app` is written here.
     pub demo_rag_key_file: Option<PathBuf>,
 }
+
+/// `[auth]`: bearer credentials besides API keys.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AuthSettings {
+    /// `[[auth.jwt]]`: the issuers whose signed tokens open an app
+    /// (verified by [`crate::api::jwt`]).
+    pub jwt: Vec<JwtIssuer>,
+}
+
+/// One `[[auth.jwt]]` table: an identity provider the daemon trusts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtIssuer {
+    /// The token's `iss` must equal this.
+    pub issuer: String,
+    /// The token's `aud` must contain this.
+    pub audience: String,
+    /// Where the verification keys are.
+    pub keys: JwtKeySource,
+    /// The `alg` header values accepted (JOSE names: `EdDSA`, `RS256`, `ES256`...).
+    pub algorithms: Vec<String>,
+    /// The claim naming the app id the token opens.
+    pub app_claim: String,
+    /// The claim that becomes Dify's `user` of the request.
+    pub user_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+/// The key material of an issuer (exactly one per `[[auth.jwt]]`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum JwtKeySource {
+    /// `public_key_file`: one PEM public key (Ed25519, RSA or EC P-256/P-384).
+    PublicKey(PathBuf),
+    /// `jwks_file`: a JSON Web Key Set, keys chosen by `kid`.
+    Jwks(PathBuf),
+    /// `secret_file` with `allow_hs256 = true`: a shared HS256 secret.
+    Secret(PathBuf),
+}
+
+impl JwtKeySource {
+    /// The config key and the file it names, for messages.
+    pub fn describe(&self) -> (&'static str, &Path) {
+        match self {
+            JwtKeySource::PublicKey(p) => ("public_key_file", p),
+            JwtKeySource::Jwks(p) => ("jwks_file", p),
+            JwtKeySource::Secret(p) => ("secret_file", p),
+        }
+    }
+}
+
+/// The `alg` values `[[auth.jwt]].algorithms` may list (`none` never).
+pub const JWT_ALGORITHMS: [&str; 10] = ["EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "HS256"];
 
 impl Settings {
     /// A short human summary, printed by `edgeaid --check-config`.

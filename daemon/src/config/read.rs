@@ -316,6 +316,7 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
 
     r.int("audit", "max_rows", 100..=10_000_000, &mut s.audit.max_rows);
     r.int("audit", "auth_failures_per_minute", 1..=100_000, &mut s.audit.auth_failures_per_minute);
+    s.auth.jwt = r.jwt_issuers();
     s
 }
 
@@ -731,6 +732,181 @@ impl<'a> Reader<'a> {
             out.insert(id.clone(), app);
         }
         out
+    }
+
+    /// `[[auth.jwt]]`: each issuer with exactly one key source; HS256 only
+    /// with `allow_hs256 = true` and a `secret_file`, never beside public-key
+    /// algorithms (key confusion). Issuers must be unique. No file is read
+    /// here: `api::jwt` loads the keys at start.
+    fn jwt_issuers(&mut self) -> Vec<super::JwtIssuer> {
+        const KEYS: [&str; 10] = [
+            "issuer",
+            "audience",
+            "public_key_file",
+            "jwks_file",
+            "algorithms",
+            "app_claim",
+            "user_claim",
+            "leeway_secs",
+            "allow_hs256",
+            "secret_file",
+        ];
+        let Some(value) = self.raw("auth", "jwt") else { return Vec::new() };
+        let Some(list) = value.as_array() else {
+            self.problem("auth.jwt", format!("expected an array of tables ([[auth.jwt]]), found {}", describe(value)));
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, v) in list.iter().enumerate() {
+            let at = format!("auth.jwt[{i}]");
+            let Some(t) = v.as_table() else {
+                self.problem(&at, format!("expected a table ([[auth.jwt]]), found {}", describe(v)));
+                continue;
+            };
+            let before = self.problems.len();
+            for k in t.keys().filter(|k| !KEYS.contains(&k.as_str())) {
+                let hint = suggestion(k, KEYS.into_iter(), &at);
+                self.problem(&format!("{at}.{k}"), format!("unknown key{hint}"));
+            }
+            let issuer = self.jwt_text(t, &at, "issuer", None);
+            let audience = self.jwt_text(t, &at, "audience", None);
+            let app_claim = self.jwt_text(t, &at, "app_claim", Some("app"));
+            let user_claim = self.jwt_text(t, &at, "user_claim", Some("sub"));
+            let mut leeway: u64 = 60;
+            match t.get("leeway_secs") {
+                None => {}
+                Some(toml::Value::Integer(n)) if (0..=600).contains(n) => leeway = n.unsigned_abs(),
+                Some(other) => {
+                    self.problem(&format!("{at}.leeway_secs"), format!("must be an integer between 0 and 600, found {}", describe(other)))
+                }
+            }
+            let allow_hs256 = match t.get("allow_hs256") {
+                None => false,
+                Some(toml::Value::Boolean(b)) => *b,
+                Some(other) => {
+                    self.problem(&format!("{at}.allow_hs256"), format!("expected true or false, found {}", describe(other)));
+                    false
+                }
+            };
+            let algorithms = self.jwt_algorithms(t, &at);
+            let path = |r: &mut Self, key: &str| -> Option<PathBuf> {
+                match t.get(key)? {
+                    toml::Value::String(p) if !p.is_empty() => {
+                        let p = PathBuf::from(p);
+                        let dir = r.merged.origin(&format!("{at}.{key}")).map(|l| l.dir.clone());
+                        Some(match dir {
+                            Some(d) if p.is_relative() => d.join(p),
+                            _ => p,
+                        })
+                    }
+                    other => {
+                        r.problem(&format!("{at}.{key}"), format!("expected the path of a file, found {}", describe(other)));
+                        None
+                    }
+                }
+            };
+            let sources = [
+                path(self, "public_key_file").map(super::JwtKeySource::PublicKey),
+                path(self, "jwks_file").map(super::JwtKeySource::Jwks),
+                path(self, "secret_file").map(super::JwtKeySource::Secret),
+            ];
+            let mut sources = sources.into_iter().flatten();
+            let keys = match (sources.next(), sources.next()) {
+                (Some(k), None) => Some(k),
+                (None, _) => {
+                    self.problem(&at, "needs public_key_file or jwks_file (or secret_file with allow_hs256 = true)");
+                    None
+                }
+                (Some(_), Some(_)) => {
+                    self.problem(&at, "set only one of public_key_file, jwks_file and secret_file");
+                    None
+                }
+            };
+            let hs256 = algorithms.iter().flatten().any(|a| a == "HS256");
+            match (&keys, hs256) {
+                (Some(super::JwtKeySource::Secret(_)), _) if !allow_hs256 => self.problem(
+                    &format!("{at}.secret_file"),
+                    "HS256 shared secrets are refused unless allow_hs256 = true (prefer EdDSA, RS256 or ES256 public keys)",
+                ),
+                (_, true) if !allow_hs256 => self.problem(
+                    &format!("{at}.algorithms"),
+                    "HS256 is refused unless allow_hs256 = true (prefer EdDSA, RS256 or ES256 public keys)",
+                ),
+                (Some(super::JwtKeySource::Secret(_)), _) if algorithms.iter().flatten().any(|a| a != "HS256") => {
+                    self.problem(&format!("{at}.algorithms"), "a secret_file issuer accepts only HS256")
+                }
+                (Some(super::JwtKeySource::Secret(_)), _) | (None, _) => {}
+                (Some(_), true) => self.problem(
+                    &format!("{at}.algorithms"),
+                    "HS256 needs secret_file: a public key used as an HMAC secret is the key-confusion attack",
+                ),
+                (Some(_), false) => {}
+            }
+            if let Some(iss) = &issuer {
+                if !seen.insert(iss.clone()) {
+                    self.problem(&format!("{at}.issuer"), format!("issuer {iss:?} is configured twice"));
+                }
+            }
+            if let (Some(issuer), Some(audience), Some(keys), Some(algorithms), Some(app_claim), Some(user_claim), true) =
+                (issuer, audience, keys, algorithms, app_claim, user_claim, self.problems.len() == before)
+            {
+                out.push(super::JwtIssuer {
+                    issuer,
+                    audience,
+                    keys,
+                    algorithms,
+                    app_claim,
+                    user_claim,
+                    leeway: Duration::from_secs(leeway),
+                });
+            }
+        }
+        out
+    }
+
+    /// A non-empty string of an `[[auth.jwt]]` table; `default` when unset
+    /// (`None`: required).
+    fn jwt_text(&mut self, t: &toml::Table, at: &str, key: &str, default: Option<&str>) -> Option<String> {
+        match (t.get(key), default) {
+            (None, Some(d)) => Some(d.to_owned()),
+            (None, None) => {
+                self.problem(&format!("{at}.{key}"), "is required");
+                None
+            }
+            (Some(toml::Value::String(s)), _) if !s.trim().is_empty() => Some(s.clone()),
+            (Some(other), _) => {
+                self.problem(&format!("{at}.{key}"), format!("expected a non-empty string, found {}", describe(other)));
+                None
+            }
+        }
+    }
+
+    /// `[[auth.jwt]].algorithms`: a non-empty array of known `alg` names.
+    fn jwt_algorithms(&mut self, t: &toml::Table, at: &str) -> Option<Vec<String>> {
+        let key = format!("{at}.algorithms");
+        let Some(v) = t.get("algorithms") else {
+            self.problem(&key, "is required (for example [\"EdDSA\"])");
+            return None;
+        };
+        let Some(list) = v.as_array().filter(|l| !l.is_empty()) else {
+            self.problem(&key, format!("expected a non-empty array of algorithm names, found {}", describe(v)));
+            return None;
+        };
+        let mut out = Vec::new();
+        for (i, item) in list.iter().enumerate() {
+            match item.as_str() {
+                Some(a) if super::JWT_ALGORITHMS.contains(&a) => out.push(a.to_owned()),
+                Some(a) if a.eq_ignore_ascii_case("none") => {
+                    self.problem(&format!("{key}[{i}]"), "\"none\" (unsigned tokens) is never accepted")
+                }
+                _ => self.problem(
+                    &format!("{key}[{i}]"),
+                    format!("expected one of {}, found {}", super::JWT_ALGORITHMS.join(", "), describe(item)),
+                ),
+            }
+        }
+        (out.len() == list.len()).then_some(out)
     }
 
     /// `[[apps]]`: each deserialised and validated; ids must be unique.

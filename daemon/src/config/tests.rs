@@ -1049,3 +1049,81 @@ fn tls_bad_files_name_the_key_and_the_file() {
         assert!(p.message.starts_with(&want), "{text}: {} does not start with {want}", p.message);
     }
 }
+
+const JWT: &str = "[[auth.jwt]]\nissuer = \"https://idp.test\"\naudience = \"edgeai\"\n";
+
+#[test]
+fn jwt_issuers_load_with_defaults_and_relative_paths() {
+    let (_r, path, s) = load_text(&format!("{JWT}public_key_file = \"jwt/idp.pem\"\nalgorithms = [\"EdDSA\", \"ES256\"]\n"));
+    let jwt = s.expect("loads").auth.jwt;
+    let dir = std::path::absolute(&path).expect("absolute").parent().expect("dir").to_path_buf();
+    assert_eq!(
+        jwt,
+        vec![JwtIssuer {
+            issuer: "https://idp.test".into(),
+            audience: "edgeai".into(),
+            keys: JwtKeySource::PublicKey(dir.join("jwt/idp.pem")),
+            algorithms: vec!["EdDSA".into(), "ES256".into()],
+            app_claim: "app".into(),
+            user_claim: "sub".into(),
+            leeway: Duration::from_secs(60),
+        }]
+    );
+    let (_r, _p, s) = load_text(&format!(
+        "{JWT}jwks_file = \"/k.json\"\nalgorithms = [\"RS256\"]\napp_claim = \"edgeai_app\"\nuser_claim = \"email\"\nleeway_secs = 0\n"
+    ));
+    let j = &s.expect("loads").auth.jwt[0];
+    assert_eq!(
+        (j.keys.clone(), j.app_claim.as_str(), j.user_claim.as_str(), j.leeway),
+        (JwtKeySource::Jwks("/k.json".into()), "edgeai_app", "email", Duration::ZERO)
+    );
+    let (_r, _p, s) = load_text(&format!("{JWT}secret_file = \"/s\"\nalgorithms = [\"HS256\"]\nallow_hs256 = true\n"));
+    assert_eq!(s.expect("HS256 with the flag").auth.jwt[0].keys, JwtKeySource::Secret("/s".into()));
+}
+
+#[test]
+fn bad_jwt_issuers_name_the_key() {
+    let id = "issuer = \"https://idp.test\"\naudience = \"edgeai\"\n";
+    let pem = format!("{id}public_key_file = \"/k.pem\"\n");
+    for (body, key, says) in [
+        (
+            "issuer = 3\naudience = \"edgeai\"\njwks_file = \"/j\"\nalgorithms = [\"EdDSA\"]\n".to_owned(),
+            "auth.jwt[0].issuer",
+            "expected a non-empty string",
+        ),
+        (
+            "issuer = \"i\"\naudience = \"\"\njwks_file = \"/j\"\nalgorithms = [\"EdDSA\"]\n".to_owned(),
+            "auth.jwt[0].audience",
+            "expected a non-empty string",
+        ),
+        (format!("{pem}algorithms = []\n"), "auth.jwt[0].algorithms", "non-empty array"),
+        (pem.clone(), "auth.jwt[0].algorithms", "is required"),
+        (format!("{pem}algorithms = [\"none\"]\n"), "auth.jwt[0].algorithms[0]", "never accepted"),
+        (format!("{pem}algorithms = [\"HS512\"]\n"), "auth.jwt[0].algorithms[0]", "expected one of EdDSA"),
+        (format!("{id}algorithms = [\"EdDSA\"]\n"), "auth.jwt[0]", "needs public_key_file or jwks_file"),
+        (format!("{pem}jwks_file = \"/j\"\nalgorithms = [\"EdDSA\"]\n"), "auth.jwt[0]", "only one of"),
+        (format!("{pem}algorithms = [\"HS256\"]\n"), "auth.jwt[0].algorithms", "HS256 is refused unless allow_hs256 = true"),
+        (format!("{pem}algorithms = [\"RS256\", \"HS256\"]\nallow_hs256 = true\n"), "auth.jwt[0].algorithms", "key-confusion"),
+        (format!("{id}secret_file = \"/s\"\nalgorithms = [\"HS256\"]\n"), "auth.jwt[0].secret_file", "unless allow_hs256 = true"),
+        (
+            format!("{id}secret_file = \"/s\"\nalgorithms = [\"HS256\", \"EdDSA\"]\nallow_hs256 = true\n"),
+            "auth.jwt[0].algorithms",
+            "only HS256",
+        ),
+        (format!("{pem}algorithms = [\"EdDSA\"]\nleeway_secs = 601\n"), "auth.jwt[0].leeway_secs", "between 0 and 600"),
+        (format!("{pem}algorithms = [\"EdDSA\"]\nallow_hs256 = \"yes\"\n"), "auth.jwt[0].allow_hs256", "true or false"),
+        (format!("{id}jwks_file = 1\nalgorithms = [\"EdDSA\"]\n"), "auth.jwt[0].jwks_file", "expected the path of a file, found integer 1"),
+        (format!("{pem}algorithms = [\"EdDSA\"]\naudiance = \"x\"\n"), "auth.jwt[0].audiance", "did you mean `auth.jwt[0].audience`?"),
+    ] {
+        let (_r, path, s) = load_text(&format!("[[auth.jwt]]\n{body}"));
+        let ps = problems(s);
+        let p = ps.iter().find(|p| p.key == key).unwrap_or_else(|| panic!("{body}: no problem at {key}: {ps:?}"));
+        assert_eq!(p.file.as_deref(), Some(path.as_path()));
+        assert!(p.message.contains(says), "{key}: {}", p.message);
+    }
+    let (_r, _p, s) =
+        load_text(&format!("{JWT}jwks_file = \"/a\"\nalgorithms = [\"EdDSA\"]\n{JWT}jwks_file = \"/b\"\nalgorithms = [\"EdDSA\"]\n"));
+    assert_eq!(problem(s).key, "auth.jwt[1].issuer", "an issuer configured twice");
+    let (_r, _p, s) = load_text("[auth]\njwt = 1\n");
+    assert_eq!(problem(s).message, "expected an array of tables ([[auth.jwt]]), found integer 1");
+}

@@ -30,13 +30,29 @@ async fn open_creates_migrates_and_reopens_idempotently() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("edgeai.db");
     let (store, report) = Store::open(&path).expect("open");
-    assert_eq!(report, OpenReport { schema_version: 5, recovered_messages: 0, recovered_workflow_runs: 0, unfinished_documents: 0 });
+    assert_eq!(
+        report,
+        OpenReport {
+            schema_version: supported_schema_version(),
+            recovered_messages: 0,
+            recovered_workflow_runs: 0,
+            unfinished_documents: 0
+        }
+    );
     assert!(path.exists());
     store.put_app("a1", "A", "chat", "{}", "config").await.expect("app");
     store.close().await.expect("close");
 
     let (store, report) = Store::open(&path).expect("reopen");
-    assert_eq!(report, OpenReport { schema_version: 5, recovered_messages: 0, recovered_workflow_runs: 0, unfinished_documents: 0 });
+    assert_eq!(
+        report,
+        OpenReport {
+            schema_version: supported_schema_version(),
+            recovered_messages: 0,
+            recovered_workflow_runs: 0,
+            unfinished_documents: 0
+        }
+    );
     assert_eq!(store.list_apps().await.expect("list").len(), 1);
     store.close().await.expect("close");
     assert!(!backup_path(&path, 1).exists(), "no backup for a migration of an empty file");
@@ -191,7 +207,15 @@ async fn running_workflow_runs_are_recovered_after_a_crash() {
     std::mem::forget(store);
 
     let (store, report) = Store::open(&path).expect("reopen");
-    assert_eq!(report, OpenReport { schema_version: 5, recovered_messages: 1, recovered_workflow_runs: 3, unfinished_documents: 0 });
+    assert_eq!(
+        report,
+        OpenReport {
+            schema_version: supported_schema_version(),
+            recovered_messages: 1,
+            recovered_workflow_runs: 3,
+            unfinished_documents: 0
+        }
+    );
     for id in ["cut-1", "cut-2", "cut-3"] {
         let run = store.get_workflow_run("w", id).await.expect("get");
         assert_eq!(run.status, WorkflowRunStatus::Failed);
@@ -227,7 +251,7 @@ async fn a_v2_store_opens_with_its_apps_and_versions() {
     drop(conn);
 
     let (store, report) = Store::open(&path).expect("open v4");
-    assert_eq!(report.schema_version, 5);
+    assert_eq!(report.schema_version, supported_schema_version());
     assert!(backup_path(&path, 3).exists());
     let app = store.get_app("w").await.expect("get").expect("kept");
     assert_eq!((app.name.as_str(), app.mode.as_str(), app.version, app.definition_json.as_str()), ("Old", "completion", 2, r#"{"v":2}"#));
