@@ -19,6 +19,8 @@ pub mod error;
 mod events;
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod listen;
 mod openai;
 pub mod ratelimit;
