@@ -17,7 +17,7 @@ CONFIG ?= configs/dev.toml
 # with fail points.
 TEST_FEATURES := --features edgeai-daemon/failpoints
 
-.PHONY: help setup build run test fuzz verify-units box-test bench check-config clean-run dist-docs
+.PHONY: help setup build run test fuzz fuzz-setup verify-units box-test bench check-config clean-run dist-docs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ printf "  make %-13s %s\n", $$1, $$2 }'
@@ -41,12 +41,20 @@ test: setup ## run every test (the README's and CI's test command)
 	$(CARGO) test --workspace --no-fail-fast $(TEST_FEATURES)
 	$(MAKE) box-test
 
-# The fuzz targets (daemon/src/fuzz.rs, daemon/src/api/fuzz_tests.rs) are plain #[test]s: `make
-# test` runs each for 3 s; this runs only them, FUZZ_SECS seconds each (EDGEAI_FUZZ_SEED=N
-# replays a run). Stable toolchain, no cargo-fuzz: a panic prints its input and the seed.
+# Two fuzzers run the same targets (daemon/src/fuzzing.rs, daemon/src/api/fuzzing.rs):
+#  - a stable mutation loop as plain #[test]s (daemon/src/fuzz.rs, daemon/src/api/fuzz_tests.rs):
+#    `make test` runs each for 3 s (EDGEAI_FUZZ_SEED=N replays a run; a panic prints its input);
+#  - coverage-guided cargo-fuzz (libFuzzer + AddressSanitizer, fuzz/), nightly only: `make fuzz`
+#    runs it first when nightly and cargo-fuzz are there (scripts/fuzz.sh; else it says why and
+#    skips it), then the stable loop, FUZZ_SECS seconds each target. Never in `make test` or CI.
 FUZZ_SECS ?= 300
-fuzz: ## run the fuzz targets longer: FUZZ_SECS (default 300) seconds each
+fuzz: ## fuzz longer: cargo-fuzz targets (if nightly), then the stable loop, FUZZ_SECS (300) s each
+	scripts/fuzz.sh $(FUZZ_SECS)
 	EDGEAI_FUZZ_SECS=$(FUZZ_SECS) $(CARGO) test -p edgeai-daemon --lib $(TEST_FEATURES) fuzz_ -- --nocapture
+
+fuzz-setup: ## install cargo-fuzz for `make fuzz` (needs the nightly toolchain)
+	cargo +nightly --version
+	cargo +nightly fuzz --version 2>/dev/null || $(CARGO) install cargo-fuzz --locked
 
 # systemd-analyze verify fails when ExecStart= does not exist, and a development machine has
 # no /usr/bin/edgeaid. So the unit (with edgeai.socket, which it requires, and the optional

@@ -17,6 +17,7 @@
 //! `make fuzz` runs them longer.
 
 use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -215,12 +216,27 @@ fn random_value(rng: &mut StdRng, dict: &[&str], depth: u32) -> Value {
     }
 }
 
+/// The seeds in `dir` (from the repository's root) whose name ends in
+/// `.ext`: `configs/*.toml`, the DSL fixtures, the sample request bodies.
+pub(crate) fn files(dir: &str, ext: &str) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_some_and(|e| e == ext) {
+            out.push(std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+        }
+    }
+    assert!(!out.is_empty(), "no *.{ext} seeds in {}", dir.display());
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::run;
+    use super::{files, run};
     use crate::config::{load_text, ConfigError};
     use crate::engine::workflow::dsl::{import, ImportOptions};
-    use std::path::Path;
+    use crate::fuzzing::{config_text, dsl_text};
 
     /// The loop itself: a panicking target fails with the input, whatever
     /// byte the mutator had to invent for it, and saves it.
@@ -239,20 +255,6 @@ mod tests {
         let saved = std::fs::read(path).expect("the saved input");
         std::fs::remove_file(path).expect("remove the saved input");
         assert!(saved.contains(&b'!'), "the saved input is the crashing one: {saved:?}");
-    }
-
-    /// `configs/*.toml`, `configs/*.yml` or the DSL fixtures.
-    fn files(dir: &str, ext: &str) -> Vec<Vec<u8>> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-            let path = entry.expect("dir entry").path();
-            if path.extension().is_some_and(|e| e == ext) {
-                out.push(std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
-            }
-        }
-        assert!(!out.is_empty(), "no *.{ext} seeds in {}", dir.display());
-        out
     }
 
     const TOML_DICT: &[&str] = &[
@@ -287,10 +289,7 @@ mod tests {
         let path = dir.path().join("edgeai.toml");
         let mut seeds = files("configs", "toml");
         seeds.push(b"[[apps]]\nid = \"demo\"\nname = \"Demo\"\nmode = \"chat\"\n".to_vec());
-        run("config_reader", &seeds, TOML_DICT, false, |bytes| {
-            // The daemon reads config files with read_to_string: not UTF-8 is an io error there.
-            std::str::from_utf8(bytes).is_ok_and(|text| load_text(&path, text).is_ok())
-        });
+        run("config_reader", &seeds, TOML_DICT, false, |bytes| config_text(&path, bytes));
     }
 
     /// Deeper than any parser here should recurse (a stack overflow would
@@ -346,10 +345,7 @@ mod tests {
         let mut seeds = files("tests/fixtures/dsl", "yml");
         seeds.extend(files("configs", "yml"));
         let opts = ImportOptions::default();
-        run("dsl_importer", &seeds, YAML_DICT, false, |bytes| {
-            // The API and edgeaictl hand the importer a str.
-            std::str::from_utf8(bytes).is_ok_and(|text| import(text, &opts).is_ok())
-        });
+        run("dsl_importer", &seeds, YAML_DICT, false, |bytes| dsl_text(bytes, &opts));
     }
 
     /// What the mutator never builds: nesting deep enough to overflow a

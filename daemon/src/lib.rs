@@ -15,6 +15,8 @@ pub mod cpu;
 pub mod engine;
 #[cfg(test)]
 mod fuzz;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod governor;
 pub mod knowledge;
 pub mod model;

@@ -20,6 +20,8 @@ pub mod error;
 mod events;
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod jwt;
 mod listen;
 mod openai;

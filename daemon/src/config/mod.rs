@@ -184,8 +184,8 @@ pub fn load_system_from_root(root: &Path) -> Result<Settings, ConfigError> {
 }
 
 /// Loads the settings from `text` as if it were the content of the only
-/// file, `path` (which need not exist): the fuzz tests' way in.
-#[cfg(test)]
+/// file, `path` (which need not exist): the fuzz targets' way in.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn load_text(path: &Path, text: &str) -> Result<Settings, ConfigError> {
     let mut merged = layers::Merged::default();
     merged.add(path, text)?;
