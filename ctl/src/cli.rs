@@ -71,7 +71,7 @@ pub struct Cli {
     /// create, export) over D-Bus to org.edgeai.Daemon1 on this bus: system, session, or an
     /// address such as unix:path=/run/dbus/system_bus_socket [default: the system bus when the
     /// daemon is on it and no --socket is given, outside a source checkout]. Chat, run,
-    /// datasets and doctor's daemon checks always use the socket
+    /// datasets, audit and doctor's daemon checks always use the socket
     #[arg(long, global = true, env = "EDGEAI_BUS", value_name = "BUS", value_parser = parse_bus)]
     pub bus: Option<edgeai_common::dbus::Bus>,
 
@@ -235,7 +235,7 @@ pub enum Command {
             a caller not in the admin group). The same entries are in the journal with F_AUDIT=admin or \
             F_AUDIT=auth_failure. Refusals are recorded at most audit.auth_failures_per_minute a minute; \
             the store keeps the newest audit.max_rows entries.\n\n\
-            Read over the admin socket (--socket, or the config's server.socket).",
+            Read over the admin socket (--socket; its default is below).",
         after_help = concat!(
             "Examples:\n  \
              edgeaictl audit\n  \
