@@ -165,19 +165,6 @@ impl Monitor {
         Monitor { child, lines }
     }
 
-    /// The lines seen until one contains `until` (or 5 s pass without a line), joined.
-    pub fn until(&self, until: &str) -> String {
-        let mut seen = Vec::new();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            let done = line.contains(until);
-            seen.push(line);
-            if done {
-                break;
-            }
-        }
-        seen.join("\n")
-    }
-
     /// The lines up to and including the first Completed signal of
     /// `operation`; panics (with what was seen) after `timeout`.
     #[track_caller]

@@ -97,7 +97,7 @@ fn a_backup_restored_over_dbus_is_applied_as_the_daemon_restarts_and_the_old_sta
 
     let monitor = Monitor::start(&bus_b);
     let out = ok(&ctl(&bus_b, &b, &["backup", "restore", s(&archive)]));
-    let signals = monitor.until("org.edgeai.Daemon1.Completed");
+    let signals = monitor.until_completed("RestoreBackup", Duration::from_secs(30));
     assert!(signals.contains("org.edgeai.Daemon1.Progress ('RestoreBackup', uint32 0, 'started')"), "{signals}");
     assert!(signals.contains("org.edgeai.Daemon1.Progress ('RestoreBackup', uint32 100, 'staged')"), "{signals}");
     assert!(signals.contains("org.edgeai.Daemon1.Completed ('RestoreBackup', 'ok: staged "), "{signals}");
@@ -163,9 +163,11 @@ fn bad_archives_and_options_are_refused_and_nothing_is_staged() {
     for (file, why) in [(&truncated, "truncated"), (&altered, "has sha256"), (&not_tar, "archive")] {
         let monitor = Monitor::start(&bus);
         let out = ctl(&bus, &d, &["backup", "restore", s(file)]);
-        let signals = monitor.until("org.edgeai.Daemon1.Completed");
-        assert!(signals.contains("org.edgeai.Daemon1.Completed ('RestoreBackup', 'failed: the archive is not a good backup"), "{signals}");
+        // edgeaictl's answer first: when it failed early, its stderr says why.
         fails(&out, 1, "org.edgeai.Error.InvalidArgument: the archive is not a good backup");
+        // The signal may reach the monitor after the reply reached edgeaictl: wait for it.
+        let signals = monitor.until_completed("RestoreBackup", Duration::from_secs(30));
+        assert!(signals.contains("org.edgeai.Daemon1.Completed ('RestoreBackup', 'failed: the archive is not a good backup"), "{signals}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(why), "{}: {err}", file.display());
         nothing_staged(&d);
