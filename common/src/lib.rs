@@ -7,12 +7,14 @@
 //! decoder ([`sse`]), a one-connection-per-request HTTP/1.1 client over a
 //! unix socket ([`client`]) and the D-Bus client of the control interface
 //! `org.edgeai.Daemon1` ([`dbus`]), and the backup archive's checks that
-//! `edgeaictl` and the daemon share ([`backup_archive`]).
+//! `edgeaictl` and the daemon share ([`backup_archive`]), and the signed
+//! update bundle format with its keys and trust store ([`bundle`]).
 //! Must not: depend on the daemon crate or link llama.cpp, so that `edgeaictl`
 //! stays small; it holds no server logic and no routing.
 
 pub mod admin;
 pub mod backup_archive;
+pub mod bundle;
 pub mod client;
 pub mod datasets;
 pub mod dbus;

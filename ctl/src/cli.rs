@@ -226,6 +226,10 @@ pub enum Command {
     #[command(subcommand)]
     Backup(BackupCommand),
 
+    /// Build, sign, check and show update bundles (offline: no daemon)
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+
     /// Show the audit trail: admin actions and refused credentials, newest first (the admin socket)
     #[command(
         long_about = "Show the audit trail the daemon keeps in its store, newest first: every admin action \
@@ -424,6 +428,175 @@ pub enum KeysCommand {
         #[arg(value_name = "ID")]
         id: String,
     },
+
+    /// Generate an ed25519 key pair for signing update bundles (offline: no daemon)
+    #[command(
+        long_about = "Generate an ed25519 key pair for signing update bundles; offline, the daemon is not asked.\n\n\
+            Writes PREFIX, the private key (PKCS#8 PEM, mode 0600), and PREFIX.pub, the public key (SPKI PEM), \
+            the formats of `openssl genpkey -algorithm ed25519` and `openssl pkey -pubout`. Neither file may exist: \
+            a key is never overwritten. Prints the key id (the first 16 hex digits of sha256 over the 32-byte public \
+            key), which `bundle verify` and `bundle info` show for each signature. Keep PREFIX off the gateways; \
+            copy PREFIX.pub into their /etc/edgeai/trust.d/.",
+        after_help = concat!(
+            "Examples:\n  \
+             edgeaictl keys gen-signing --out /secure/edgeai-release\n  \
+             install -m 0644 /secure/edgeai-release.pub /etc/edgeai/trust.d/\n  \
+             openssl pkey -in /secure/edgeai-release -pubout    # prints the same key as the .pub file\n\n\
+             An existing PREFIX or PREFIX.pub exits 73.\n\n",
+            exit_codes!()
+        )
+    )]
+    GenSigning {
+        /// Write the private key to PREFIX and the public key to PREFIX.pub
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+    },
+}
+
+/// `--version`, `--min-previous`.
+fn parse_semver(s: &str) -> Result<semver::Version, String> {
+    semver::Version::parse(s).map_err(|e| format!("{s:?} is not a semantic version such as 1.4.0 or 2.0.0-rc.1: {e}"))
+}
+
+/// The exit codes of `bundle` commands, which differ in meaning from the daemon commands'.
+macro_rules! bundle_exit_codes {
+    () => {
+        "Exit codes:\n  \
+         0   success\n  \
+         2   usage error\n  \
+         65  the bundle (or an input file, or a key file) is bad: corrupt, truncated, altered, a payload whose \
+         size or sha256 differs from the manifest, an invalid manifest, a member missing, extra or out of \
+         order (EX_DATAERR); the message names the file and the component\n  \
+         73  an output cannot be written, or exists already (EX_CANTCREAT)\n  \
+         77  the bundle is unsigned, or no key of the trust directory signed it (EX_NOPERM)"
+    };
+}
+
+#[derive(Debug, Subcommand)]
+#[command(long_about = "Build, sign and check update bundles, offline (the daemon is not asked).\n\n\
+    A bundle is one tar file: manifest.json (format edgeai-bundle/1, version, compatible, min_previous_version, \
+    allow_downgrade, created, and every component's kind, name, size, sha256 and mode), manifest.sig (ed25519 \
+    signatures over the exact bytes of manifest.json), then payload/<kind>/<name> for each component in manifest \
+    order. See docs/bundle.md.")]
+pub enum BundleCommand {
+    /// Write an unsigned bundle from a binary, models, apps and config files
+    #[command(
+        long_about = "Write an unsigned bundle to OUT from the given files; sign it next with `bundle sign`.\n\n\
+            Each file becomes one component named by its file name (one path segment, at most 255 bytes), in \
+            this order: the binary, the models, the apps, the config files, each in the order given. Every file \
+            is read twice in 64 KiB pieces (to hash it for the manifest, then to copy it, checking it did not \
+            change meanwhile), never loaded whole. App files must be Dify DSL YAML (.yml/.yaml) or a JSON app \
+            definition (.json) that parses. The bundle is written to a hidden file beside OUT, fsynced, and only \
+            then put at OUT; OUT is never overwritten unless --force.",
+        after_help = concat!(
+            "Examples:\n  \
+             edgeaictl bundle create --version 1.4.0 --compatible edgeai-x86_64-v3 \\\n      \
+             --binary target/release/edgeaid --model SmolLM2-135M-Instruct.Q4_1.gguf \\\n      \
+             --app plant-faq.yml --config 50-site.toml edgeai-1.4.0.bundle\n  \
+             edgeaictl bundle create --version 1.4.1 --compatible edgeai-x86_64-v3 --min-previous 1.4.0 \\\n      \
+             --app plant-faq.yml apps-1.4.1.bundle\n\n",
+            bundle_exit_codes!()
+        )
+    )]
+    Create(BundleCreateArgs),
+
+    /// Sign a bundle's manifest with a private key (replaces that key's earlier signature)
+    #[command(
+        long_about = "Add an ed25519 signature by KEY (a private key from `keys gen-signing`, or `openssl genpkey \
+            -algorithm ed25519`) over the exact bytes of the bundle's manifest.json. A signature by the same key is \
+            replaced, not added twice; other keys' signatures stay. Every payload's size and sha256 are checked \
+            while the bundle is rewritten (through a temporary file, fsync and rename), so a damaged bundle is \
+            refused and left as it was.",
+        after_help = concat!(
+            "Examples:\n  \
+             edgeaictl bundle sign --key /secure/edgeai-release edgeai-1.4.0.bundle\n  \
+             edgeaictl bundle sign --key /secure/qa edgeai-1.4.0.bundle    # a second signature\n\n",
+            bundle_exit_codes!()
+        )
+    )]
+    Sign {
+        /// The private key (PKCS#8 PEM)
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        /// The bundle to sign (rewritten in place)
+        #[arg(value_name = "BUNDLE")]
+        bundle: PathBuf,
+    },
+
+    /// Check a bundle offline: signature by a trusted key, manifest, every payload's size and sha256
+    #[command(
+        long_about = "Check a bundle as a gateway would before installing it, writing nothing: the member order, \
+            the manifest, that at least one signature verifies with a public key (*.pub) of the trust directory, \
+            and every payload's size and sha256 (streamed). Prints the version, the compatible string, the \
+            components and the key ids that signed. The version policy (compatible string, downgrades) is the \
+            gateway's check at install time, not this one's.",
+        after_help = concat!(
+            "Examples:\n  \
+             edgeaictl bundle verify edgeai-1.4.0.bundle\n  \
+             edgeaictl bundle verify --trust ./trust.d edgeai-1.4.0.bundle --json\n\n",
+            bundle_exit_codes!()
+        )
+    )]
+    Verify {
+        /// Directory of trusted public keys (every *.pub file)
+        #[arg(long, value_name = "DIR", default_value = edgeai_common::bundle::TrustStore::DEFAULT_DIR)]
+        trust: PathBuf,
+        /// The bundle to check
+        #[arg(value_name = "BUNDLE")]
+        bundle: PathBuf,
+    },
+
+    /// Show a bundle's manifest and signers without checking signatures or payloads
+    #[command(
+        long_about = "Print a bundle's manifest (version, compatible, minimum previous version, downgrade flag, \
+            created, components) and the key ids of its signatures, or \"unsigned\". Nothing is verified: use \
+            `bundle verify` for that.",
+        after_help = concat!(
+            "Examples:\n  edgeaictl bundle info edgeai-1.4.0.bundle\n  edgeaictl bundle info edgeai-1.4.0.bundle --json\n\n",
+            bundle_exit_codes!()
+        )
+    )]
+    Info {
+        /// The bundle to show
+        #[arg(value_name = "BUNDLE")]
+        bundle: PathBuf,
+    },
+}
+
+/// Options of `bundle create`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("payloads").required(true).multiple(true).args(["binary", "model", "app", "config"]))]
+pub struct BundleCreateArgs {
+    /// The version the bundle installs (semver)
+    #[arg(long, value_name = "VERSION", value_parser = parse_semver)]
+    pub version: semver::Version,
+    /// The device family it is for; a gateway installs it only when its own compatible string is exactly this
+    #[arg(long, value_name = "STRING")]
+    pub compatible: String,
+    /// The oldest version a gateway may run to install this bundle
+    #[arg(long, value_name = "VERSION", value_parser = parse_semver)]
+    pub min_previous: Option<semver::Version>,
+    /// Let the bundle replace a newer version (the installer must ask for a downgrade too)
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// The edgeaid executable (at most one)
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+    /// A model file (repeatable)
+    #[arg(long, value_name = "PATH")]
+    pub model: Vec<PathBuf>,
+    /// An app: Dify DSL YAML or JSON definition (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub app: Vec<PathBuf>,
+    /// A config file, a conf.d fragment (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub config: Vec<PathBuf>,
+    /// Replace OUT if it exists
+    #[arg(long)]
+    pub force: bool,
+    /// The bundle to write
+    #[arg(value_name = "OUT")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

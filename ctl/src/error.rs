@@ -81,6 +81,8 @@ pub enum CtlError {
     Export(crate::export::ExportError),
     #[error(transparent)]
     Backup(crate::backup::BackupError),
+    #[error(transparent)]
+    Bundle(crate::bundle::BundleCmdError),
 }
 
 impl From<BusError> for CtlError {
@@ -124,6 +126,7 @@ impl CtlError {
             CtlError::Interrupted { .. } => EX_INTERRUPTED,
             CtlError::Export(e) => e.exit_code(),
             CtlError::Backup(e) => e.exit_code(),
+            CtlError::Bundle(e) => e.exit_code(),
         }
     }
 

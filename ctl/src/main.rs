@@ -8,6 +8,7 @@
 
 mod audit;
 mod backup;
+mod bundle;
 mod chat;
 mod cli;
 mod commands;
@@ -59,19 +60,22 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
     let socket = cli.socket.or(checkout_socket).unwrap_or_else(|| socket::SYSTEM_SOCKET.into());
     let client = UnixClient::new(socket.clone()).with_timeout(cli.timeout);
     let json = cli.json;
-    let needs_control = matches!(
-        cli.command,
-        Command::Status
-            | Command::Apps(_)
-            | Command::Keys(_)
-            | Command::Cache(_)
-            | Command::Models(_)
-            | Command::Reload
-            | Command::Watch { .. }
-            | Command::Export(_)
-            | Command::Backup(BackupCommand::Create { .. })
-            | Command::Backup(BackupCommand::Restore { state_dir: None, .. })
-    );
+    // keys gen-signing and bundle ... are offline: no daemon, no bus.
+    let offline = matches!(cli.command, Command::Keys(KeysCommand::GenSigning { .. }) | Command::Bundle(_));
+    let needs_control = !offline
+        && matches!(
+            cli.command,
+            Command::Status
+                | Command::Apps(_)
+                | Command::Keys(_)
+                | Command::Cache(_)
+                | Command::Models(_)
+                | Command::Reload
+                | Command::Watch { .. }
+                | Command::Export(_)
+                | Command::Backup(BackupCommand::Create { .. })
+                | Command::Backup(BackupCommand::Restore { state_dir: None, .. })
+        );
     let control = if needs_control {
         let route = control::choose(cli.bus, explicit_socket.is_some(), in_checkout);
         control::connect(route, &client, cli.timeout).await?
@@ -92,6 +96,8 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Keys(KeysCommand::Create { app, dataset }) => commands::keys_create(&control, app, dataset, json).await,
         Command::Keys(KeysCommand::List { app }) => commands::keys_list(&control, app.as_deref(), json).await,
         Command::Keys(KeysCommand::Revoke { id }) => commands::keys_revoke(&control, &id, json).await,
+        Command::Keys(KeysCommand::GenSigning { out }) => bundle::gen_signing(&out, json),
+        Command::Bundle(command) => bundle::run(command, json),
         Command::Datasets(command) => run_datasets(&client, command, json).await,
         Command::Cache(CacheCommand::Stats) => commands::cache_stats(&control, json).await,
         Command::Cache(CacheCommand::Flush { app }) => commands::cache_flush(&control, app.as_deref(), json).await,
