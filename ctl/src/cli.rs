@@ -268,14 +268,14 @@ pub enum UpdateCommand {
     Status,
     /// Commit the pending version that runs now (as if its health gate passed)
     #[command(after_help = concat!(
-        "A version already good stays good (nothing changes). Refused (409 update_not_pending) when nothing is \
+        "Examples:\n  edgeaictl update mark-good\n\nA version already good stays good (nothing changes). Refused (409 update_not_pending) when nothing is \
          pending or the pending version is not the one running.\n\n",
         exit_codes!()
     ))]
     MarkGood,
     /// Give up the pending version: the daemon restarts and rolls it back, restoring the store snapshot
     #[command(after_help = concat!(
-        "The daemon answers, drains and exits 75; systemd starts it again and the start rolls the pending \
+        "Examples:\n  edgeaictl update mark-bad\n\nThe daemon answers, drains and exits 75; systemd starts it again and the start rolls the pending \
          version back before the store opens (its database is kept as update/rolled-back-<version>.db). \
          Refused (409 update_not_pending) when nothing is pending.\n\n",
         exit_codes!()
@@ -283,7 +283,7 @@ pub enum UpdateCommand {
     MarkBad,
     /// Go back to the previous version (a pending one as mark-bad does; a good one at once) and restart
     #[command(after_help = concat!(
-        "A pending version is rolled back at the restart with its store snapshot. A committed (good) version \
+        "Examples:\n  edgeaictl update rollback\n  edgeaictl update status\n\nA pending version is rolled back at the restart with its store snapshot. A committed (good) version \
          is switched back at once: the state and the current link now, then the daemon restarts into the \
          previous slot or the factory binary; its database is not put back (the snapshot went at the commit). \
          Refused (409 update_no_previous) when there is nothing to go back to, 409 update_disabled when \

@@ -226,7 +226,11 @@ fn a_slot_that_crashes_at_start_is_rolled_back_with_its_store_snapshot() {
     assert_eq!(rolled.level(), "ERROR");
     assert_eq!(rolled.field_str("reason").as_deref(), Some(&*format!("3 starts of {NEW} without becoming healthy")));
     let st = state(&dir);
-    assert_eq!((st["status"].as_str(), st["current"].as_str(), st["failed_version"].as_str()), (Some("rolled-back"), Some("factory"), Some(NEW)), "{st}");
+    assert_eq!(
+        (st["status"].as_str(), st["current"].as_str(), st["failed_version"].as_str()),
+        (Some("rolled-back"), Some("factory"), Some(NEW)),
+        "{st}"
+    );
     assert_eq!(st["last_error"], format!("3 starts of {NEW} without becoming healthy"));
     assert!(std::fs::symlink_metadata(dir.join("current")).is_err());
     assert_eq!(status_json(&d)["running"], "factory");
@@ -256,7 +260,11 @@ fn mark_bad_restarts_and_the_next_start_rolls_back() {
     install_pending(&dir, "b", 3);
     d.start_again();
     let s = status_json(&d);
-    assert_eq!((s["running"].as_str(), s["state"]["status"].as_str(), s["state"]["attempts"].as_u64()), (Some("b"), Some("pending"), Some(1)), "{s}");
+    assert_eq!(
+        (s["running"].as_str(), s["state"]["status"].as_str(), s["state"]["attempts"].as_u64()),
+        (Some("b"), Some("pending"), Some(1)),
+        "{s}"
+    );
     let out = ctl_ok(&d, &["update", "mark-bad"]);
     assert!(out.contains("marked bad by the operator") && out.contains("restarting"), "{out}");
     assert_eq!(d.wait_exit(Duration::from_secs(60)).code(), Some(75));
@@ -275,7 +283,10 @@ fn a_failed_self_test_exits_non_zero_and_counts_an_attempt() {
     assert!(d.wait_exit(Duration::from_secs(60)).success());
     install_pending(&dir, "b", 2);
     d.start_again();
-    let failed = d.wait_log_message("update: health gate failed; stopping (exit 1) so the next start counts another attempt", Duration::from_secs(120));
+    let failed = d.wait_log_message(
+        "update: health gate failed; stopping (exit 1) so the next start counts another attempt",
+        Duration::from_secs(120),
+    );
     assert_eq!(failed.level(), "ERROR");
     assert_eq!(d.wait_exit(Duration::from_secs(60)).code(), Some(1));
     let st = state(&dir);

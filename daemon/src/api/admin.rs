@@ -225,9 +225,7 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
 }
 
 /// Runs an update control off the event loop (it reads, writes and fsyncs files).
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::update::UpdateError> + Send + 'static,
-) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, crate::update::UpdateError> + Send + 'static) -> Result<T, ApiError> {
     Ok(tokio::task::spawn_blocking(f).await.map_err(|e| crate::update::UpdateError::Task(e.to_string()))??)
 }
 

@@ -340,12 +340,7 @@ pub struct UpdateSettings {
 
 impl Default for UpdateSettings {
     fn default() -> Self {
-        UpdateSettings {
-            enabled: false,
-            dir: PathBuf::from("/var/lib/edgeai"),
-            max_attempts: 3,
-            commit_after: Duration::from_secs(60),
-        }
+        UpdateSettings { enabled: false, dir: PathBuf::from("/var/lib/edgeai"), max_attempts: 3, commit_after: Duration::from_secs(60) }
     }
 }
 

@@ -366,7 +366,9 @@ impl Metrics {
     /// What runs, as the update state says (one series at a time).
     pub fn update_info(&self, slot: &str, status: &str, version: &str) {
         self.update_info.clear();
-        self.update_info.get_or_create(&UpdateLabels { slot: slot.to_owned(), status: status.to_owned(), version: version.to_owned() }).set(1);
+        self.update_info
+            .get_or_create(&UpdateLabels { slot: slot.to_owned(), status: status.to_owned(), version: version.to_owned() })
+            .set(1);
     }
 
     /// A TLS handshake that failed; `reason` is "error" or "timeout".

@@ -109,7 +109,7 @@ impl Gate {
             },
             None => "no self-test: model.enabled is false".to_owned(),
         };
-        tracing::info!(summary, "update: health gate self-test passed");
+        tracing::info!(summary = %summary, "update: health gate self-test passed");
         let commit_at = self.started + self.settings.commit_after;
         tokio::time::sleep_until(commit_at.into()).await;
         match self.runtime.status().state {
@@ -145,7 +145,12 @@ impl Gate {
         if let Err(e) = recorded {
             tracing::error!(error = %e, "update: the failed health gate could not be recorded");
         }
-        tracing::error!(slot = slot.as_str(), version, reason, "update: health gate failed; stopping (exit 1) so the next start counts another attempt");
+        tracing::error!(
+            slot = slot.as_str(),
+            version,
+            reason,
+            "update: health gate failed; stopping (exit 1) so the next start counts another attempt"
+        );
         self.notifier.status(&format!("update {version} failed its health gate: {reason}"));
         GATE_FAILED.store(true, Ordering::SeqCst);
         if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGTERM) {

@@ -56,7 +56,9 @@ pub fn decide(enabled: bool, state: Result<Option<UpdateState>, UpdateError>, li
         };
     };
     match (s.current, s.status) {
-        (Slot::Factory, Status::Good | Status::RolledBack) => Decision::Factory { why: format!("the update state says the factory runs ({})", s.status.as_str()) },
+        (Slot::Factory, Status::Good | Status::RolledBack) => {
+            Decision::Factory { why: format!("the update state says the factory runs ({})", s.status.as_str()) }
+        }
         (slot, Status::Good | Status::RolledBack) => Decision::Run { slot },
         (from, Status::Pending) if s.attempts >= s.max_attempts => Decision::Rollback {
             from,
@@ -66,7 +68,9 @@ pub fn decide(enabled: bool, state: Result<Option<UpdateState>, UpdateError>, li
                 |e| format!("{} starts of {}; last error: {e}", s.attempts, s.version),
             ),
         },
-        (Slot::Factory, Status::Pending) => Decision::Refuse { error: "the update state says the factory is pending, which no install writes".into() },
+        (Slot::Factory, Status::Pending) => {
+            Decision::Refuse { error: "the update state says the factory is pending, which no install writes".into() }
+        }
         (slot, Status::Pending) => Decision::Attempt { slot, attempt: s.attempts + 1, max: s.max_attempts },
     }
 }
@@ -105,14 +109,14 @@ pub fn launch(settings: &Settings) -> Result<Launch, UpdateError> {
 fn act(settings: &Settings, dir: &Path, decision: Decision) -> Result<Launch, UpdateError> {
     match decision {
         Decision::Factory { why } => {
-            tracing::info!(why, "update: the installed binary serves");
+            tracing::info!(why = %why, "update: the installed binary serves");
             ensure_link(dir, Slot::Factory);
             Ok(Launch::Serve(None))
         }
         Decision::Refuse { error } => {
             tracing::error!(
                 dir = %dir.display(),
-                error,
+                error = %error,
                 "update: refusing to guess which version is good; the installed binary serves and the update files are left as they are"
             );
             Ok(Launch::Serve(None))
@@ -312,8 +316,14 @@ mod tests {
         assert_eq!(decide(true, Ok(Some(rb)), Ok(Some(Slot::A))), Decision::Run { slot: Slot::A });
         assert!(matches!(decide(true, Ok(Some(good(Slot::Factory))), Ok(None)), Decision::Factory { .. }));
         // Pending: attempts 1..=max, then the rollback to the previous slot (or the factory).
-        assert_eq!(decide(true, Ok(Some(pending(0, 3, Slot::A))), Ok(Some(Slot::B))), Decision::Attempt { slot: Slot::B, attempt: 1, max: 3 });
-        assert_eq!(decide(true, Ok(Some(pending(2, 3, Slot::A))), Ok(Some(Slot::B))), Decision::Attempt { slot: Slot::B, attempt: 3, max: 3 });
+        assert_eq!(
+            decide(true, Ok(Some(pending(0, 3, Slot::A))), Ok(Some(Slot::B))),
+            Decision::Attempt { slot: Slot::B, attempt: 1, max: 3 }
+        );
+        assert_eq!(
+            decide(true, Ok(Some(pending(2, 3, Slot::A))), Ok(Some(Slot::B))),
+            Decision::Attempt { slot: Slot::B, attempt: 3, max: 3 }
+        );
         match decide(true, Ok(Some(pending(3, 3, Slot::A))), Ok(Some(Slot::B))) {
             Decision::Rollback { from, to, reason } => {
                 assert_eq!((from, to), (Slot::B, Slot::A));

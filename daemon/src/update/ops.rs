@@ -75,7 +75,8 @@ impl Updates {
         if !self.settings.enabled {
             return Err(UpdateError::Disabled);
         }
-        state::read(self.dir())?.ok_or_else(|| UpdateError::NothingToRollBack("no update was ever installed; the installed binary runs".into()))
+        state::read(self.dir())?
+            .ok_or_else(|| UpdateError::NothingToRollBack("no update was ever installed; the installed binary runs".into()))
     }
 
     /// `POST /admin/v1/update/mark-good`: the pending version that runs is
@@ -84,7 +85,9 @@ impl Updates {
         let _lock = state::lock();
         let mut st = self.state().map_err(not_installed_is_not_pending)?;
         match st.status {
-            Status::Good => Ok(answer("mark-good", &st, format!("{} in {} is already good; nothing changed", st.version, st.current.as_str()), false)),
+            Status::Good => {
+                Ok(answer("mark-good", &st, format!("{} in {} is already good; nothing changed", st.version, st.current.as_str()), false))
+            }
             Status::RolledBack => Err(UpdateError::NotPending(format!(
                 "nothing is pending: {} was rolled back ({}); install it again to retry",
                 st.failed_version.as_deref().unwrap_or("the update"),
@@ -105,7 +108,12 @@ impl Updates {
                 state::write(self.dir(), &st)?;
                 snapshot::discard(self.dir())?;
                 tracing::warn!(slot = st.current.as_str(), version = %st.version, "update: marked good by the operator");
-                Ok(answer("mark-good", &st, format!("{} in {} is good (committed by the operator)", st.version, st.current.as_str()), false))
+                Ok(answer(
+                    "mark-good",
+                    &st,
+                    format!("{} in {} is good (committed by the operator)", st.version, st.current.as_str()),
+                    false,
+                ))
             }
         }
     }
@@ -159,7 +167,7 @@ impl Updates {
         // The state first: a crash before the link moves is repaired by the next start.
         state::write(self.dir(), &st)?;
         slots::switch_current(self.dir(), to)?;
-        tracing::error!(from = from.as_str(), to = to.as_str(), reason, "update: rolled back by the operator; restarting");
+        tracing::error!(from = from.as_str(), to = to.as_str(), reason = %reason, "update: rolled back by the operator; restarting");
         Ok(answer("rollback", &st, format!("{reason}; restarting into {} ({})", to.as_str(), st.version), true))
     }
 
@@ -183,7 +191,8 @@ impl Updates {
         state::write(self.dir(), &st)?;
         tracing::error!(slot = st.current.as_str(), version = %st.version, why, "update: pending version given up; restarting to roll it back");
         let to = st.previous.unwrap_or(Slot::Factory);
-        let message = format!("{} {why}; restarting: the next start rolls it back to {} and restores the store snapshot", st.version, to.as_str());
+        let message =
+            format!("{} {why}; restarting: the next start rolls it back to {} and restores the store snapshot", st.version, to.as_str());
         Ok(answer(action, &st, message, true))
     }
 }

@@ -100,7 +100,7 @@ pub fn read_current(dir: &Path) -> Result<Option<Slot>, UpdateError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(UpdateError::Io { what: "reading the current link", path: link, source }),
     };
-    let relative = target.strip_prefix(dir).unwrap_or(&target);
+    let relative = target.strip_prefix(dir).unwrap_or(target.as_path());
     [Slot::A, Slot::B]
         .into_iter()
         .find(|s| link_target(*s).as_deref() == Some(relative))

@@ -232,7 +232,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = tmp.path().join("edgeai.db");
         assert!(!take(&store, tmp.path()).unwrap());
-        db(&store).execute_batch("CREATE TABLE messages(id INTEGER PRIMARY KEY, body TEXT); INSERT INTO messages(body) VALUES ('new');").unwrap();
+        db(&store)
+            .execute_batch("CREATE TABLE messages(id INTEGER PRIMARY KEY, body TEXT); INSERT INTO messages(body) VALUES ('new');")
+            .unwrap();
         let r = restore(&store, tmp.path(), "../2 beta", false).unwrap();
         assert!(!store.exists());
         assert!(!r.restored);

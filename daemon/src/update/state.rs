@@ -257,9 +257,11 @@ pub fn write(dir: &Path, state: &UpdateState) -> Result<(), UpdateError> {
 
 /// fsyncs a directory, so a rename or unlink in it survives a power cut.
 pub fn sync_dir(dir: &Path) -> Result<(), UpdateError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| UpdateError::Io { what: "syncing the directory", path: dir.to_path_buf(), source })
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|source| UpdateError::Io {
+        what: "syncing the directory",
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]
