@@ -484,3 +484,81 @@ pub struct AuditList {
     /// More entries match: ask again with `before` = the last id.
     pub has_more: bool,
 }
+
+/// `GET /admin/v1/update`: the A/B slots and the update state (docs/update.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStatus {
+    /// `update.enabled`.
+    pub enabled: bool,
+    /// `update.dir`: where `slots/`, `current` and `update-state.json` live.
+    pub dir: String,
+    /// What this process runs as: `"a"`, `"b"` or `"factory"` (the installed binary).
+    pub running: String,
+    /// Where the `current` link points: `"a"`, `"b"`, or `"factory"` (no link).
+    pub current_link: String,
+    /// `update-state.json`; `None` when nothing was ever installed (or it is unreadable: see `state_error`).
+    pub state: Option<UpdateStateInfo>,
+    /// Why the state file cannot be used (corrupt, another format); the daemon left it as it is.
+    pub state_error: Option<String>,
+    /// `slots/a` and `slots/b`.
+    pub slots: Vec<SlotStatus>,
+}
+
+/// The update state, in [`UpdateStatus::state`]. Times are unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStateInfo {
+    /// `"a"`, `"b"` or `"factory"`.
+    pub current: String,
+    /// What a rollback goes back to (`"a"`, `"b"`, `"factory"`), or none.
+    pub previous: Option<String>,
+    /// `"good"`, `"pending"` or `"rolled-back"`.
+    pub status: String,
+    pub version: String,
+    pub previous_version: Option<String>,
+    /// Starts of the pending version so far.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub switched_at: i64,
+    pub committed_at: Option<i64>,
+    /// The version a rollback left.
+    pub failed_version: Option<String>,
+    pub last_error: Option<String>,
+    pub history: Vec<UpdateEvent>,
+}
+
+/// One history line of the update state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateEvent {
+    pub at: i64,
+    pub event: String,
+    pub version: String,
+    pub detail: Option<String>,
+}
+
+/// One slot directory, in [`UpdateStatus::slots`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotStatus {
+    /// `"a"` or `"b"`.
+    pub name: String,
+    /// Its `manifest.json`'s version; none when the slot is empty or incomplete.
+    pub version: Option<String>,
+    /// Has a parsing `manifest.json` (written last by an install).
+    pub complete: bool,
+    /// Has `bin/edgeaid`.
+    pub has_binary: bool,
+    /// Why its manifest is unusable, if it is.
+    pub problem: Option<String>,
+}
+
+/// The answer of `POST /admin/v1/update/mark-good|mark-bad|rollback`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateActionResponse {
+    /// `"mark-good"`, `"mark-bad"` or `"rollback"`.
+    pub action: String,
+    /// The state's status afterwards.
+    pub status: String,
+    /// What happened and what happens next, for a person.
+    pub message: String,
+    /// The daemon stops (exit 75) so systemd starts it again on the new choice.
+    pub restarting: bool,
+}

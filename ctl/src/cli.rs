@@ -250,6 +250,51 @@ pub enum Command {
         )
     )]
     Audit(AuditArgs),
+
+    /// Show and steer the A/B update slots: status, mark-good, mark-bad, rollback (the admin socket)
+    #[command(subcommand)]
+    Update(UpdateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UpdateCommand {
+    /// Show what runs, the update state (good, pending, rolled-back; attempts; last error) and the slots
+    #[command(
+        long_about = "Show the A/B update slots (docs/update.md): what this daemon runs as (slot a, b or the \
+            installed factory binary), where the current link points, the update state (status good, pending \
+            or rolled-back; version, previous version, starts of a pending version out of max_attempts, \
+            last error, history) and what each slot holds.",
+        after_help = concat!(
+            "Examples:\n  edgeaictl update status\n  edgeaictl update status --json | jq .state.status\n\n",
+            exit_codes!()
+        )
+    )]
+    Status,
+    /// Commit the pending version that runs now (as if its health gate passed)
+    #[command(after_help = concat!(
+        "Examples:\n  edgeaictl update mark-good\n\nA version already good stays good (nothing changes). Refused (409 update_not_pending) when nothing is \
+         pending or the pending version is not the one running.\n\n",
+        exit_codes!()
+    ))]
+    MarkGood,
+    /// Give up the pending version: the daemon restarts and rolls it back, restoring the store snapshot
+    #[command(after_help = concat!(
+        "Examples:\n  edgeaictl update mark-bad\n\nThe daemon answers, drains and exits 75; systemd starts it again and the start rolls the pending \
+         version back before the store opens (its database is kept as update/rolled-back-<version>.db). \
+         Refused (409 update_not_pending) when nothing is pending.\n\n",
+        exit_codes!()
+    ))]
+    MarkBad,
+    /// Go back to the previous version (a pending one as mark-bad does; a good one at once) and restart
+    #[command(after_help = concat!(
+        "Examples:\n  edgeaictl update rollback\n  edgeaictl update status\n\nA pending version is rolled back at the restart with its store snapshot. A committed (good) version \
+         is switched back at once: the state and the current link now, then the daemon restarts into the \
+         previous slot or the factory binary; its database is not put back (the snapshot went at the commit). \
+         Refused (409 update_no_previous) when there is nothing to go back to, 409 update_disabled when \
+         update.enabled is false.\n\n",
+        exit_codes!()
+    ))]
+    Rollback,
 }
 
 #[derive(Debug, Args)]

@@ -25,6 +25,7 @@ mod progress;
 mod render;
 mod socket;
 mod time;
+mod update;
 
 use clap::Parser;
 use cli::{AppsCommand, BackupCommand, CacheCommand, Cli, Command, DatasetsCommand, ExportCommand, KeysCommand, ModelsCommand};
@@ -128,6 +129,7 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
             (Control::Socket(_), None) => Err(backup::BackupError::NeedsStateDir.into()),
         },
         Command::Audit(args) => audit::show(&client, &args, json).await,
+        Command::Update(command) => update::run(&client, command, json).await,
         Command::Chat(args) => {
             let login = std::env::var("USER").ok();
             let user = args.user.unwrap_or_else(|| chat::default_user(login.as_deref()));

@@ -25,6 +25,7 @@ pub mod service;
 pub mod store;
 pub mod supervise;
 pub mod telemetry;
+pub mod update;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -328,6 +329,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
         audit: Arc::clone(&audit),
         tls,
         jwt: Arc::clone(&jwt),
+        update: Arc::new(update::Updates::new(&settings.update)),
     });
     let signals = Signals::install().map_err(DaemonError::Signals)?;
     // D-Bus after the sockets and before READY=1, as the lifecycle says: a
@@ -354,6 +356,15 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
         }
         n.status(&supervise::status_text(st));
     });
+    // A pending slot's health gate (it commits itself or stops with exit 1).
+    let _gate = update::gate::Gate {
+        settings: settings.update.clone(),
+        runtime: Arc::clone(&runtime),
+        notifier: notifier.clone(),
+        metrics: Arc::clone(&metrics),
+        started: exec_start,
+    }
+    .spawn();
     if let Some(timeout) = supervise::watchdog_timeout() {
         let k = Arc::clone(&knowledge);
         tokio::spawn(supervise::watchdog_task(

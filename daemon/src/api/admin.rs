@@ -11,7 +11,9 @@
 //! the backup (`/admin/v1/backup`, a streamed tar of a consistent snapshot),
 //! and the models (`/admin/v1/models`: the list; `POST .../{name}/load` and
 //! `.../{name}/unload` for the chat model, as D-Bus LoadModel and UnloadModel),
-//! and the audit trail (`/admin/v1/audit`: newest first, filtered).
+//! and the audit trail (`/admin/v1/audit`: newest first, filtered),
+//! and the A/B slot controls (`/admin/v1/update`: the state and slots;
+//! `POST .../mark-good`, `.../mark-bad`, `.../rollback`, see `crate::update::ops`).
 
 use std::sync::Arc;
 
@@ -171,6 +173,30 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             let rt = crate::admin::chat_model(svc, &state.facts(), name)?;
             reply(StatusCode::OK, &crate::admin::unload(rt).await?)
         }
+        (["update"], &Method::GET) => {
+            let u = Arc::clone(&state.update);
+            reply(StatusCode::OK, &blocking(move || Ok(u.status())).await?)
+        }
+        (["update", action @ ("mark-good" | "mark-bad" | "rollback")], &Method::POST) => {
+            let u = Arc::clone(&state.update);
+            let action = (*action).to_owned();
+            let answer = blocking(move || match action.as_str() {
+                "mark-good" => u.mark_good(),
+                "mark-bad" => u.mark_bad(),
+                _ => u.rollback(),
+            })
+            .await?;
+            if answer.restarting {
+                // After the answer is on its way: the drain lets it finish, then exit 75.
+                tokio::spawn(async {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    if let Err(e) = crate::request_restart() {
+                        tracing::error!(error = %e, "update: cannot signal the daemon to restart");
+                    }
+                });
+            }
+            reply(StatusCode::OK, &answer)
+        }
         // The Knowledge API for the operator: Dify's routes, no key.
         (["datasets", rest @ ..], _) => {
             let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
@@ -189,11 +215,18 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             | ["export", "logs"]
             | ["backup"]
             | ["models"]
-            | ["models", _, "load" | "unload"],
+            | ["models", _, "load" | "unload"]
+            | ["update"]
+            | ["update", "mark-good" | "mark-bad" | "rollback"],
             _,
         ) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NoRoute),
     }
+}
+
+/// Runs an update control off the event loop (it reads, writes and fsyncs files).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, crate::update::UpdateError> + Send + 'static) -> Result<T, ApiError> {
+    Ok(tokio::task::spawn_blocking(f).await.map_err(|e| crate::update::UpdateError::Task(e.to_string()))??)
 }
 
 /// How often a load over the admin API looks whether it has ended.

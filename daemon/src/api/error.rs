@@ -123,6 +123,9 @@ pub enum ApiError {
     /// The app claim names no served app (403, as an API key of a gone app).
     #[error("The app the access token names is not served.")]
     TokenAppNotServed,
+    // The A/B slot controls (api/admin.rs, `/admin/v1/update`).
+    #[error(transparent)]
+    Update(#[from] crate::update::UpdateError),
 }
 
 impl From<ModelError> for ApiError {
@@ -233,6 +236,7 @@ impl ApiError {
                     m(S::INTERNAL_SERVER_ERROR, "internal_server_error", "internal error taking the backup; see the daemon log".into())
                 }
             },
+            ApiError::Update(u) => update_mapped(u),
             ApiError::Service(s) => match s {
                 ServiceError::InvalidParam(_) => m(S::BAD_REQUEST, "invalid_param", s.to_string()),
                 ServiceError::ConversationNotFound
@@ -287,6 +291,26 @@ impl ApiError {
                     ),
                 },
             },
+        }
+    }
+}
+
+/// An update control's refusal: 409 with a code per reason (the files are
+/// untouched); I/O trouble is a 500 whose message names the file.
+fn update_mapped(u: &crate::update::UpdateError) -> Mapped {
+    use crate::update::UpdateError as U;
+    use StatusCode as S;
+    let m = |status, code, message: String| Mapped { status, code, message, retry_after: None };
+    match u {
+        U::Disabled => m(S::CONFLICT, "update_disabled", u.to_string()),
+        U::StateCorrupt { .. } | U::StateFormat { .. } | U::BadLink { .. } | U::LinkWithoutState { .. } => {
+            m(S::CONFLICT, "update_state_invalid", u.to_string())
+        }
+        U::SlotIncomplete { .. } => m(S::CONFLICT, "update_slot_incomplete", u.to_string()),
+        U::NothingToRollBack(_) => m(S::CONFLICT, "update_no_previous", u.to_string()),
+        U::NotPending(_) => m(S::CONFLICT, "update_not_pending", u.to_string()),
+        U::SnapshotMissing { .. } | U::Io { .. } | U::Sqlite { .. } | U::Exec { .. } | U::Task(_) => {
+            m(S::INTERNAL_SERVER_ERROR, "internal_server_error", format!("{}; see the daemon log", crate::telemetry::chain(u)))
         }
     }
 }

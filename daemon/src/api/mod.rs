@@ -86,6 +86,8 @@ pub struct ApiState {
     pub tls: Option<Arc<tls::Certs>>,
     /// `[[auth.jwt]]` issuers and their keys (reloaded on SIGHUP).
     pub jwt: Arc<jwt::JwtKeys>,
+    /// The A/B slot controls (`/admin/v1/update`).
+    pub update: Arc<crate::update::Updates>,
 }
 
 impl ApiState {

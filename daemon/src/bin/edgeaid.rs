@@ -23,13 +23,15 @@ Configuration is read from /usr/lib/edgeai/edgeai.toml, /etc/edgeai/edgeai.toml 
 Every key is documented in configs/reference.toml.
 
 Exit codes: 0 stopped cleanly; 1 could not start (store, sockets, sockets from systemd that do
-not match the configuration); 75 stopped cleanly to restart (RestoreBackup: the next start applies
+not match the configuration, an update rollback that could not put the store back), or a pending
+update failed its health gate; 75 stopped cleanly to restart (RestoreBackup: the next start applies
 the staged restore; the unit restarts on it); 78 invalid configuration;
 79 this CPU lacks the features the binary was built for.
 
 Environment: EDGEAI_LOG overrides log.level (e.g. EDGEAI_LOG=debug). LISTEN_PID, LISTEN_FDS and
 LISTEN_FDNAMES (socket activation, set by systemd): the daemon serves the sockets passed, named
 unix (server.socket) and tcp (server.listen), and binds the configured ones not passed.
+EDGEAI_SLOT (a or b, set by the update launcher when it starts a slot; see docs/update.md).
 
 Examples:
   edgeaid --config configs/dev.toml
@@ -64,15 +66,6 @@ fn main() -> ExitCode {
     // alone, as under the unit's UMask=0077. The socket's mode is set explicitly (server.socket_mode).
     let started_with = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     nix::sys::stat::umask(started_with | nix::sys::stat::Mode::from_bits_truncate(0o077));
-    // Socket activation: taken first, while the process has one thread
-    // (it edits the environment) and before anything can start a child.
-    let inherited = match edgeaid::api::Inherited::take() {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("edgeaid: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let sources = if args.config.is_empty() { Sources::System } else { Sources::Files(args.config.clone()) };
     let settings = match config::load(&sources) {
         Ok(s) => s,
@@ -81,9 +74,9 @@ fn main() -> ExitCode {
             return ExitCode::from(edgeaid::EXIT_CONFIG as u8);
         }
     };
-    // Only now, with the CPU check passed, may ggml's CPU backend run.
-    let ggml = edgeaid::cpu::ggml_system_info().unwrap_or_default();
     if args.check_config {
+        // Only now, with the CPU check passed, may ggml's CPU backend run.
+        let ggml = edgeaid::cpu::ggml_system_info().unwrap_or_default();
         // The JWT key files too: the start would refuse them (exit 78).
         if let Err(e) = edgeaid::api::jwt::JwtKeys::load(&settings.auth.jwt) {
             eprintln!("edgeaid: invalid configuration:\n{e}");
@@ -97,8 +90,8 @@ fn main() -> ExitCode {
         eprintln!("edgeaid: {e}");
         return ExitCode::from(edgeaid::EXIT_CONFIG as u8);
     }
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), cpu = %edgeaid::cpu::describe(), %ggml, sources = ?settings.sources, "starting");
-    // Test builds only: fail points from FAILPOINTS, active for the whole run.
+    // Test builds only: fail points from FAILPOINTS, active for the whole run
+    // (the launcher's too; an exec sets them up again from the same variable).
     #[cfg(feature = "failpoints")]
     let _failpoints = {
         let scenario = fail::FailScenario::setup();
@@ -107,6 +100,35 @@ fn main() -> ExitCode {
         }
         scenario
     };
+    // A/B slots (docs/update.md): before the store opens and the sockets are
+    // taken, with one thread, decide what runs; a slot's own binary is
+    // exec'd here (same pid and argv; LISTEN_* and NOTIFY_SOCKET carry over).
+    match edgeaid::update::launch(&settings) {
+        Ok(edgeaid::update::Launch::Serve(Some(slot))) if edgeaid::update::running_slot().is_none() => {
+            // Served in-process as the slot (it has no binary of its own); one thread still.
+            std::env::set_var(edgeaid::update::SLOT_ENV, slot.as_str());
+        }
+        Ok(edgeaid::update::Launch::Serve(_)) => {}
+        Err(e) => {
+            tracing::error!(error = %chain(&e), "update: the start stops here; systemd's restart tries again");
+            eprintln!("edgeaid: {}", chain(&e));
+            return ExitCode::FAILURE;
+        }
+    }
+    // Socket activation: taken after the launcher (an exec keeps the fds and
+    // LISTEN_*), while the process has one thread (it edits the environment)
+    // and before anything can start a child.
+    let inherited = match edgeaid::api::Inherited::take() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("edgeaid: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ggml = edgeaid::cpu::ggml_system_info().unwrap_or_default();
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), slot = std::env::var(edgeaid::update::SLOT_ENV).as_deref().unwrap_or("factory"), cpu = %edgeaid::cpu::describe(), %ggml, sources = ?settings.sources, "starting");
+    // Test builds only: a slot that dies at start (fail point update-slot-crash).
+    edgeaid::update::crash_point();
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("edgeaid-io").enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -115,6 +137,7 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(edgeaid::run(settings, sources, exec_start, inherited)) {
+        Ok(()) if edgeaid::update::gate::gate_failed() => ExitCode::from(edgeaid::update::gate::EXIT_GATE_FAILED),
         Ok(()) if edgeaid::restart_requested() => ExitCode::from(edgeaid::EXIT_RESTART as u8),
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -139,6 +139,10 @@
 //! | `[[apps]]` | none | chat and completion apps, see [`crate::engine::AppDefinition`] |
 //! | `audit.max_rows` | `100000` | 100 ..= 10000000; the store keeps the newest this many audit entries |
 //! | `audit.auth_failures_per_minute` | `120` | 1 ..= 100000; refused credentials recorded (journal and store) per minute; the rest are counted (`edgeai_audit_entries_total`) and summed up in the next one |
+//! | `update.enabled` | `false` | A/B slots (`crate::update`, docs/update.md): at start the daemon runs the slot `current` points at, counts starts of a pending version and rolls it back after `update.max_attempts`; `false`: always the installed binary, slots ignored |
+//! | `update.dir` | `""` (the directory of `store.path`) | where `slots/a`, `slots/b`, `current`, `update-state.json` and `update/` (store snapshots) live |
+//! | `update.max_attempts` | `3` | 1 ..= 10; starts of a pending version before the next start rolls it back (keep it below the unit's StartLimitBurst) |
+//! | `update.commit_after_secs` | `60` | 1 ..= 86400; how long a pending version must stay healthy (after its self-test) before it commits itself |
 //!
 //! For the keys whose default is "none", `""` sets them back to none, so a
 //! later layer can undo an earlier one.
@@ -317,6 +321,27 @@ pub struct Settings {
     pub audit: AuditSettings,
     /// `[auth]`: how callers other than API key holders authenticate.
     pub auth: AuthSettings,
+    /// `[update]`: A/B slots, health-gated commit and rollback.
+    pub update: UpdateSettings,
+}
+
+/// `[update]`: A/B slots (see `crate::update` and docs/update.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateSettings {
+    /// `update.enabled`.
+    pub enabled: bool,
+    /// `update.dir`, resolved: the directory of `store.path` when unset.
+    pub dir: PathBuf,
+    /// `update.max_attempts`: starts of a pending version before rollback.
+    pub max_attempts: u32,
+    /// `update.commit_after_secs`.
+    pub commit_after: Duration,
+}
+
+impl Default for UpdateSettings {
+    fn default() -> Self {
+        UpdateSettings { enabled: false, dir: PathBuf::from("/var/lib/edgeai"), max_attempts: 3, commit_after: Duration::from_secs(60) }
+    }
 }
 
 /// `[audit]`: the audit trail of admin actions and refused credentials (see `crate::audit`).
@@ -972,6 +997,17 @@ impl Settings {
         let mut rules: Vec<String> = self.model_map.entries.iter().map(|(k, v)| format!("{k} -> {}", v.describe())).collect();
         rules.push(format!("default -> {}", self.model_map.default.describe()));
         out.push_str(&format!("model map: {}\n", rules.join(", ")));
+        let up = &self.update;
+        if up.enabled {
+            out.push_str(&format!(
+                "update: A/B slots in {} (rollback after {} starts of a pending version, commit after {}s healthy)\n",
+                up.dir.display(),
+                up.max_attempts,
+                up.commit_after.as_secs()
+            ));
+        } else {
+            out.push_str("update: disabled (the installed binary always runs)\n");
+        }
         let ids: Vec<&str> = self.apps.iter().map(|a| a.id.as_str()).collect();
         out.push_str(&format!("apps: {}{}", ids.len(), if ids.is_empty() { String::new() } else { format!(" ({})", ids.join(", ")) }));
         out

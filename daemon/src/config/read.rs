@@ -317,6 +317,15 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     r.int("audit", "max_rows", 100..=10_000_000, &mut s.audit.max_rows);
     r.int("audit", "auth_failures_per_minute", 1..=100_000, &mut s.audit.auth_failures_per_minute);
     s.auth.jwt = r.jwt_issuers();
+
+    r.bool("update", "enabled", &mut s.update.enabled);
+    // Unset or "": the directory of the store, wherever the store is.
+    s.update.dir = match r.optional_path("update", "dir").flatten() {
+        Some(dir) => dir,
+        None => s.store.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_path_buf(),
+    };
+    r.int("update", "max_attempts", 1..=10, &mut s.update.max_attempts);
+    r.secs("update", "commit_after_secs", 1..=86_400, &mut s.update.commit_after);
     s
 }
 

@@ -1127,3 +1127,33 @@ fn bad_jwt_issuers_name_the_key() {
     let (_r, _p, s) = load_text("[auth]\njwt = 1\n");
     assert_eq!(problem(s).message, "expected an array of tables ([[auth.jwt]]), found integer 1");
 }
+
+#[test]
+fn update_settings_default_resolve_the_dir_and_are_range_checked() {
+    let (_r, _p, s) = load_text("");
+    let u = s.expect("defaults").update;
+    assert_eq!(u, crate::config::UpdateSettings::default());
+    assert_eq!(
+        (u.enabled, u.dir.as_path(), u.max_attempts, u.commit_after),
+        (false, Path::new("/var/lib/edgeai"), 3, Duration::from_secs(60))
+    );
+    // "" follows store.path; a relative dir is resolved against the file's directory.
+    let (_r, _p, s) =
+        load_text("[store]\npath = \"/data/e/edgeai.db\"\n[update]\nenabled = true\nmax_attempts = 10\ncommit_after_secs = 1\n");
+    let u = s.expect("valid").update;
+    assert_eq!((u.enabled, u.dir.as_path(), u.max_attempts, u.commit_after), (true, Path::new("/data/e"), 10, Duration::from_secs(1)));
+    let (r, path, s) = load_text("[update]\ndir = \"upd\"\n");
+    assert_eq!(s.expect("valid").update.dir, path.parent().expect("dir").join("upd"));
+    drop(r);
+    for (text, key, message) in [
+        ("[update]\nmax_attempts = 0\n", "update.max_attempts", "must be between 1 and 10, found 0"),
+        ("[update]\nmax_attempts = 11\n", "update.max_attempts", "must be between 1 and 10, found 11"),
+        ("[update]\ncommit_after_secs = 0\n", "update.commit_after_secs", "must be between 1 and 86400, found 0"),
+        ("[update]\nenabled = \"yes\"\n", "update.enabled", "expected true or false"),
+        ("[update]\nslots = 2\n", "update.slots", ""),
+    ] {
+        let (_r, _p, s) = load_text(text);
+        let e = s.expect_err(text).to_string();
+        assert!(e.contains(key) && e.contains(message), "{text}: {e}");
+    }
+}

@@ -102,6 +102,13 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpdateLabels {
+    slot: String,
+    status: String,
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AppLabels {
     app: String,
 }
@@ -188,6 +195,7 @@ pub struct Metrics {
     cache_entries: Gauge,
     audit_entries: Family<AuditLabels, Counter>,
     tls_handshake_failures: Family<ReasonLabels, Counter>,
+    update_info: Family<UpdateLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -231,6 +239,7 @@ impl Metrics {
             cache_entries: Gauge::default(),
             audit_entries: Family::default(),
             tls_handshake_failures: Family::default(),
+            update_info: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -346,7 +355,20 @@ impl Metrics {
             "TLS handshakes on the TCP listener that failed (\"error\": not TLS, untrusted, no common version) or stalled past server.idle_timeout_secs (\"timeout\")",
             m.tls_handshake_failures.clone(),
         );
+        r.register(
+            "update_info",
+            "A/B slots: 1 for what runs (slot a, b or factory), its update status (good, pending, rolled-back) and version; absent when update.enabled is false or nothing was installed",
+            m.update_info.clone(),
+        );
         m
+    }
+
+    /// What runs, as the update state says (one series at a time).
+    pub fn update_info(&self, slot: &str, status: &str, version: &str) {
+        self.update_info.clear();
+        self.update_info
+            .get_or_create(&UpdateLabels { slot: slot.to_owned(), status: status.to_owned(), version: version.to_owned() })
+            .set(1);
     }
 
     /// A TLS handshake that failed; `reason` is "error" or "timeout".
