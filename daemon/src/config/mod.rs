@@ -143,6 +143,9 @@
 //! | `update.dir` | `""` (the directory of `store.path`) | where `slots/a`, `slots/b`, `current`, `update-state.json` and `update/` (store snapshots) live |
 //! | `update.max_attempts` | `3` | 1 ..= 10; starts of a pending version before the next start rolls it back (keep it below the unit's StartLimitBurst) |
 //! | `update.commit_after_secs` | `60` | 1 ..= 86400; how long a pending version must stay healthy (after its self-test) before it commits itself |
+//! | `update.trust_dir` | `"/etc/edgeai/trust.d"` | the ed25519 public keys (`*.pub`, from `edgeaictl keys gen-signing`) an installed bundle must be signed with |
+//! | `update.compatible` | `""` (`"edgeai-<arch>"`, e.g. `edgeai-x86_64`) | a bundle's `compatible` must equal it, else the install is refused |
+//! | `update.max_bundle_bytes` | `4294967296` (4 GiB) | 1 MiB ..= 1 TiB; the largest bundle `POST /admin/v1/update/install` accepts |
 //!
 //! For the keys whose default is "none", `""` sets them back to none, so a
 //! later layer can undo an earlier one.
@@ -336,11 +339,31 @@ pub struct UpdateSettings {
     pub max_attempts: u32,
     /// `update.commit_after_secs`.
     pub commit_after: Duration,
+    /// `update.trust_dir`: the public keys (`*.pub`) a bundle must be signed with.
+    pub trust_dir: PathBuf,
+    /// `update.compatible`: a bundle's `compatible` must equal it.
+    pub compatible: String,
+    /// `update.max_bundle_bytes`: the largest bundle an install accepts.
+    pub max_bundle_bytes: u64,
+}
+
+/// `update.compatible` when unset: the product and the CPU architecture
+/// this edgeaid was built for (a bundle for another architecture is refused).
+pub fn default_compatible() -> String {
+    format!("edgeai-{}", std::env::consts::ARCH)
 }
 
 impl Default for UpdateSettings {
     fn default() -> Self {
-        UpdateSettings { enabled: false, dir: PathBuf::from("/var/lib/edgeai"), max_attempts: 3, commit_after: Duration::from_secs(60) }
+        UpdateSettings {
+            enabled: false,
+            dir: PathBuf::from("/var/lib/edgeai"),
+            max_attempts: 3,
+            commit_after: Duration::from_secs(60),
+            trust_dir: PathBuf::from(edgeai_common::bundle::TrustStore::DEFAULT_DIR),
+            compatible: default_compatible(),
+            max_bundle_bytes: 4 << 30,
+        }
     }
 }
 

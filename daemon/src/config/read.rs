@@ -326,6 +326,18 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
     };
     r.int("update", "max_attempts", 1..=10, &mut s.update.max_attempts);
     r.secs("update", "commit_after_secs", 1..=86_400, &mut s.update.commit_after);
+    if let Some(dir) = r.optional_path("update", "trust_dir").flatten() {
+        s.update.trust_dir = dir;
+    }
+    match r.string("update", "compatible") {
+        // "": the default, "edgeai-<arch>".
+        Some("") | None => {}
+        Some(c) if c.trim().is_empty() || c.len() > 255 => {
+            r.problem("update.compatible", "must be 1 to 255 characters (a bundle's compatible string must equal it)")
+        }
+        Some(c) => s.update.compatible = c.to_owned(),
+    }
+    r.int("update", "max_bundle_bytes", 1 << 20..=1 << 40, &mut s.update.max_bundle_bytes);
     s
 }
 

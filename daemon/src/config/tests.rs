@@ -1142,6 +1142,13 @@ fn update_settings_default_resolve_the_dir_and_are_range_checked() {
         load_text("[store]\npath = \"/data/e/edgeai.db\"\n[update]\nenabled = true\nmax_attempts = 10\ncommit_after_secs = 1\n");
     let u = s.expect("valid").update;
     assert_eq!((u.enabled, u.dir.as_path(), u.max_attempts, u.commit_after), (true, Path::new("/data/e"), 10, Duration::from_secs(1)));
+    assert_eq!(
+        (u.trust_dir.as_path(), u.compatible.as_str()),
+        (Path::new("/etc/edgeai/trust.d"), format!("edgeai-{}", std::env::consts::ARCH).as_str())
+    );
+    let (_r, _p, s) = load_text("[update]\ntrust_dir = \"/opt/keys\"\ncompatible = \"acme-gw200\"\nmax_bundle_bytes = 1048576\n");
+    let u = s.expect("valid").update;
+    assert_eq!((u.trust_dir.as_path(), u.compatible.as_str(), u.max_bundle_bytes), (Path::new("/opt/keys"), "acme-gw200", 1 << 20));
     let (r, path, s) = load_text("[update]\ndir = \"upd\"\n");
     assert_eq!(s.expect("valid").update.dir, path.parent().expect("dir").join("upd"));
     drop(r);
@@ -1151,6 +1158,8 @@ fn update_settings_default_resolve_the_dir_and_are_range_checked() {
         ("[update]\ncommit_after_secs = 0\n", "update.commit_after_secs", "must be between 1 and 86400, found 0"),
         ("[update]\nenabled = \"yes\"\n", "update.enabled", "expected true or false"),
         ("[update]\nslots = 2\n", "update.slots", ""),
+        ("[update]\ncompatible = \" \"\n", "update.compatible", "must be 1 to 255 characters"),
+        ("[update]\nmax_bundle_bytes = 1024\n", "update.max_bundle_bytes", "must be between 1048576 and 1099511627776, found 1024"),
     ] {
         let (_r, _p, s) = load_text(text);
         let e = s.expect_err(text).to_string();
