@@ -329,7 +329,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
         audit: Arc::clone(&audit),
         tls,
         jwt: Arc::clone(&jwt),
-        update: Arc::new(update::Updates::new(&settings.update)),
+        update: Arc::new(update::Updates::new(&settings.update).with_store(&settings.store.path)),
     });
     let signals = Signals::install().map_err(DaemonError::Signals)?;
     // D-Bus after the sockets and before READY=1, as the lifecycle says: a

@@ -177,15 +177,19 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             let u = Arc::clone(&state.update);
             reply(StatusCode::OK, &blocking(move || Ok(u.status())).await?)
         }
-        (["update", action @ ("mark-good" | "mark-bad" | "rollback")], &Method::POST) => {
+        (["update", action @ ("mark-good" | "mark-bad" | "rollback" | "install")], &Method::POST) => {
             let u = Arc::clone(&state.update);
-            let action = (*action).to_owned();
-            let answer = blocking(move || match action.as_str() {
-                "mark-good" => u.mark_good(),
-                "mark-bad" => u.mark_bad(),
-                _ => u.rollback(),
-            })
-            .await?;
+            let answer = if *action == "install" {
+                install_bundle(state, req).await?
+            } else {
+                let action = (*action).to_owned();
+                blocking(move || match action.as_str() {
+                    "mark-good" => u.mark_good(),
+                    "mark-bad" => u.mark_bad(),
+                    _ => u.rollback(),
+                })
+                .await?
+            };
             if answer.restarting {
                 // After the answer is on its way: the drain lets it finish, then exit 75.
                 tokio::spawn(async {
@@ -217,11 +221,78 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
             | ["models"]
             | ["models", _, "load" | "unload"]
             | ["update"]
-            | ["update", "mark-good" | "mark-bad" | "rollback"],
+            | ["update", "mark-good" | "mark-bad" | "rollback" | "install"],
             _,
         ) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NoRoute),
     }
+}
+
+/// `POST /admin/v1/update/install[?allow_downgrade=true][&reinstall=true]`:
+/// the body is the bundle, written under the update directory (at most
+/// `update.max_bundle_bytes`), then verified and installed off the event
+/// loop; the received file is removed whatever the outcome.
+async fn install_bundle(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<edgeai_common::admin::UpdateActionResponse, ApiError> {
+    let mut opts = crate::update::install::InstallOptions::default();
+    for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+        let flag = match v.as_ref() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            other => return Err(ApiError::InvalidParam(format!("{k} must be true or false, not {other:?}"))),
+        };
+        match k.as_ref() {
+            "allow_downgrade" => opts.allow_downgrade = flag,
+            "reinstall" => opts.reinstall = flag,
+            other => return Err(ApiError::InvalidParam(format!("unknown parameter {other:?} (allow_downgrade, reinstall)"))),
+        }
+    }
+    let settings = state.update.settings();
+    if !settings.enabled {
+        return Err(crate::update::UpdateError::Disabled.into());
+    }
+    let path = crate::update::install::incoming_path(&settings.dir);
+    let received = receive_file(req.into_body(), &path, settings.max_bundle_bytes).await;
+    let outcome = match received {
+        Ok(()) => {
+            let (u, p) = (Arc::clone(&state.update), path.clone());
+            blocking(move || u.install(&p, opts)).await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = tokio::fs::remove_file(&path).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "update: the received bundle could not be removed");
+        }
+    }
+    outcome
+}
+
+/// Streams a request body into a new file (mode 0600, created, never
+/// replaced), refusing more than `limit` bytes; fsynced before it returns.
+async fn receive_file(mut body: Incoming, path: &std::path::Path, limit: u64) -> Result<(), ApiError> {
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+    let io = |what, source| ApiError::from(crate::update::UpdateError::Io { what, path: path.to_path_buf(), source });
+    if let Some(parent) = path.parent() {
+        tokio::fs::create_dir_all(parent).await.map_err(|e| io("creating the directory of", e))?;
+    }
+    let mut file =
+        tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).await.map_err(|e| io("creating", e))?;
+    let mut written: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::InvalidParam(format!("reading the bundle from the request failed: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        written += data.len() as u64;
+        if written > limit {
+            return Err(crate::update::UpdateError::TooLarge { limit }.into());
+        }
+        file.write_all(&data).await.map_err(|e| io("writing", e))?;
+    }
+    if written == 0 {
+        return Err(ApiError::InvalidParam("the request body is empty: send the bundle file as the body".into()));
+    }
+    file.sync_all().await.map_err(|e| io("syncing", e))?;
+    Ok(())
 }
 
 /// Runs an update control off the event loop (it reads, writes and fsyncs files).

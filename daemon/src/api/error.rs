@@ -309,6 +309,13 @@ fn update_mapped(u: &crate::update::UpdateError) -> Mapped {
         U::SlotIncomplete { .. } => m(S::CONFLICT, "update_slot_incomplete", u.to_string()),
         U::NothingToRollBack(_) => m(S::CONFLICT, "update_no_previous", u.to_string()),
         U::NotPending(_) => m(S::CONFLICT, "update_not_pending", u.to_string()),
+        U::Pending(_) => m(S::CONFLICT, "update_pending", u.to_string()),
+        U::Untrusted(_) => m(S::FORBIDDEN, "update_untrusted", u.to_string()),
+        U::Policy(_) => m(S::CONFLICT, "update_not_applicable", u.to_string()),
+        U::Bundle(_) => m(S::BAD_REQUEST, "update_bad_bundle", u.to_string()),
+        U::Unsupported(_) => m(S::UNPROCESSABLE_ENTITY, "update_unsupported", u.to_string()),
+        U::NoSpace { .. } => m(S::INSUFFICIENT_STORAGE, "update_no_space", u.to_string()),
+        U::TooLarge { .. } => m(S::PAYLOAD_TOO_LARGE, "update_too_large", u.to_string()),
         U::SnapshotMissing { .. } | U::Io { .. } | U::Sqlite { .. } | U::Exec { .. } | U::Task(_) => {
             m(S::INTERNAL_SERVER_ERROR, "internal_server_error", format!("{}; see the daemon log", crate::telemetry::chain(u)))
         }

@@ -11,6 +11,8 @@
 //! - [`launch`]: the decision at start (run a slot, count an attempt, roll
 //!   back) and the exec into a slot's binary.
 //! - [`gate`]: the pending slot's health gate and commit.
+//! - [`install`]: a signed bundle into the slot that does not run, made
+//!   the pending `current`.
 //! - [`ops`]: status, mark-good, mark-bad and rollback for the operator
 //!   (admin API), through the same functions.
 //!
@@ -20,6 +22,7 @@
 //! parse bundles (common's `bundle` module and the install step do).
 
 pub mod gate;
+pub mod install;
 pub mod launch;
 pub mod ops;
 pub mod slots;
@@ -86,6 +89,20 @@ pub enum UpdateError {
     },
     #[error("the update task failed: {0}")]
     Task(String),
+    #[error("an update is pending: {0}")]
+    Pending(String),
+    #[error("the bundle is not signed by a key in update.trust_dir: {0}")]
+    Untrusted(String),
+    #[error("the bundle is not for this device or version: {0}")]
+    Policy(String),
+    #[error("the bundle is refused: {0}")]
+    Bundle(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("not enough free space in {}: the install needs {needed} bytes (payloads, the store snapshot and a margin), {available} are free", dir.display())]
+    NoSpace { dir: PathBuf, needed: u64, available: u64 },
+    #[error("the bundle is larger than update.max_bundle_bytes ({limit} bytes)")]
+    TooLarge { limit: u64 },
 }
 
 /// Test builds only: a start from a slot (`EDGEAI_SLOT` set) dies at once

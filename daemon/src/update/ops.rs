@@ -18,22 +18,35 @@ use crate::config::UpdateSettings;
 /// The update controls of a running daemon.
 #[derive(Debug)]
 pub struct Updates {
-    settings: UpdateSettings,
+    pub(super) settings: UpdateSettings,
     /// What this process runs as (`EDGEAI_SLOT`, else the factory).
-    running: Slot,
+    pub(super) running: Slot,
+    /// `store.path`: an install needs room for its snapshot too.
+    pub(super) store_path: std::path::PathBuf,
 }
 
 impl Updates {
     pub fn new(settings: &UpdateSettings) -> Updates {
-        Updates { settings: settings.clone(), running: super::running_slot().unwrap_or(Slot::Factory) }
+        Updates { settings: settings.clone(), running: super::running_slot().unwrap_or(Slot::Factory), store_path: Default::default() }
     }
 
     /// For tests: as if this process ran as `running`.
     pub fn with_running(settings: &UpdateSettings, running: Slot) -> Updates {
-        Updates { settings: settings.clone(), running }
+        Updates { settings: settings.clone(), running, store_path: Default::default() }
     }
 
-    fn dir(&self) -> &std::path::Path {
+    /// The `[update]` settings these controls follow.
+    pub fn settings(&self) -> &UpdateSettings {
+        &self.settings
+    }
+
+    /// The store's file, whose size an install's free-space check counts.
+    pub fn with_store(mut self, path: &std::path::Path) -> Updates {
+        self.store_path = path.to_path_buf();
+        self
+    }
+
+    pub(super) fn dir(&self) -> &std::path::Path {
         &self.settings.dir
     }
 
