@@ -295,6 +295,31 @@ pub enum UpdateCommand {
         exit_codes!()
     ))]
     Rollback,
+    /// Install a signed bundle into the slot that does not run; the daemon restarts into it (pending)
+    #[command(after_help = concat!(
+        "Examples:\n  edgeaictl bundle verify --trust /etc/edgeai/trust.d edgeai-1.3.0.bundle\n  \
+         edgeaictl update install edgeai-1.3.0.bundle\n  edgeaictl update status\n\n\
+         The daemon checks the bundle before a byte is installed: signed by a key in update.trust_dir (403 \
+         update_untrusted), compatible with update.compatible and newer than what runs (409 update_not_applicable; \
+         --allow-downgrade and --reinstall lift the version rule), intact (400 update_bad_bundle, the component \
+         named), free space for it and the store snapshot (507 update_no_space), at most update.max_bundle_bytes \
+         (413 update_too_large), no update pending (409 update_pending). Only the daemon binary is installed \
+         from a bundle so far: models, apps or config in it are refused (422 update_unsupported). Then it \
+         answers, drains and exits 75; systemd starts the new version, which commits itself once healthy, or is \
+         rolled back after update.max_attempts starts. The bundle is read into memory to be sent.\n\n",
+        exit_codes!()
+    ))]
+    Install {
+        /// The bundle file (`edgeaictl bundle create` + `bundle sign`)
+        #[arg(value_name = "BUNDLE")]
+        bundle: std::path::PathBuf,
+        /// Install an older version than the one running (the bundle's manifest must allow it too)
+        #[arg(long)]
+        allow_downgrade: bool,
+        /// Install the version that runs again
+        #[arg(long)]
+        reinstall: bool,
+    },
 }
 
 #[derive(Debug, Args)]

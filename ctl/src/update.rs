@@ -1,4 +1,4 @@
-//! `edgeaictl update status|mark-good|mark-bad|rollback`: the daemon's A/B
+//! `edgeaictl update status|install|mark-good|mark-bad|rollback`: the daemon's A/B
 //! slots over the admin socket (`/admin/v1/update`, docs/update.md).
 //!
 //! Owns: what the commands print. Must not: choose exit codes (see
@@ -19,7 +19,27 @@ pub async fn run(client: &UnixClient, command: UpdateCommand, json: bool) -> Res
         UpdateCommand::MarkGood => action(client, "mark-good", json).await,
         UpdateCommand::MarkBad => action(client, "mark-bad", json).await,
         UpdateCommand::Rollback => action(client, "rollback", json).await,
+        UpdateCommand::Install { bundle, allow_downgrade, reinstall } => install(client, &bundle, allow_downgrade, reinstall, json).await,
     }
+}
+
+/// Sends the bundle file as the body of `POST /admin/v1/update/install`.
+async fn install(
+    client: &UnixClient,
+    bundle: &std::path::Path,
+    allow_downgrade: bool,
+    reinstall: bool,
+    json: bool,
+) -> Result<(), CtlError> {
+    let bytes = tokio::fs::read(bundle).await.map_err(|source| CtlError::ReadInput { path: bundle.to_path_buf(), source })?;
+    let path = format!("{ADMIN_PREFIX}/update/install?allow_downgrade={allow_downgrade}&reinstall={reinstall}");
+    let answer: Value = client.post_body(&path, "application/octet-stream", bytes).await?;
+    if json {
+        return print_json(&answer);
+    }
+    let a: UpdateActionResponse =
+        serde_json::from_value(answer).map_err(|source| CtlError::Answer { command: "update install".into(), source })?;
+    print(&format!("{}\n", a.message))
 }
 
 async fn status(client: &UnixClient, json: bool) -> Result<(), CtlError> {

@@ -1,0 +1,144 @@
+//! `edgeaictl update install` end to end with the real binaries: a signing
+//! key from `edgeaictl keys gen-signing`, a bundle of the built edgeaid from
+//! `edgeaictl bundle create` + `sign`, sent over the admin socket; the daemon
+//! verifies it, unpacks it into the slot that does not run, restarts (exit
+//! 75) and the launcher starts the pending version, which commits itself.
+//! Before that, every refused bundle (unsigned, another device, an older
+//! version, models in it, a corrupt copy) leaves the slots and the state as
+//! they were.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use edgeai_tests::daemon::{Daemon, DaemonBuilder};
+use edgeai_tests::paths;
+use serde_json::Value;
+
+/// The version the bundle calls the built edgeaid.
+const NEW: &str = "9.9.0";
+
+fn ctl_offline(args: &[&str]) {
+    let out = Command::new(paths::edgeaictl()).args(args).output().expect("running edgeaictl");
+    assert!(out.status.success(), "edgeaictl {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+}
+
+/// A signed bundle at `out`: `version`, `compatible`, the built edgeaid,
+/// and the extra `create` arguments.
+fn bundle(out: &Path, key: &Path, version: &str, compatible: &str, extra: &[&str], sign: bool) {
+    let bin = paths::edgeaid();
+    let mut args =
+        vec!["bundle", "create", "--version", version, "--compatible", compatible, "--binary", bin.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    args.push(out.to_str().expect("utf-8 path"));
+    ctl_offline(&args);
+    if sign {
+        ctl_offline(&["bundle", "sign", "--key", key.to_str().expect("utf-8 path"), out.to_str().expect("utf-8 path")]);
+    }
+}
+
+/// `edgeaictl update install ARGS` is refused with `exit` and `code`.
+fn refused(d: &Daemon, bundle: &Path, extra: &[&str], exit: i32, code: &str) {
+    let mut args = vec!["update", "install", bundle.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    let out = d.ctl(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(exit), "edgeaictl {args:?}: {stderr}");
+    assert!(stderr.contains(&format!("{code}: ")), "edgeaictl {args:?} should say {code}: {stderr}");
+}
+
+fn status(d: &Daemon) -> Value {
+    let out = d.ctl(&["update", "status", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("update status --json is JSON")
+}
+
+/// What a refusal must leave alone: the state, the link, the slots.
+fn update_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = ["update-state.json", "current", "slots/a/manifest.json", "slots/b/manifest.json"]
+        .iter()
+        .map(|n| dir.join(n))
+        .filter(|p| std::fs::symlink_metadata(p).is_ok())
+        .collect();
+    if let Ok(rd) = std::fs::read_dir(dir.join("update")) {
+        out.extend(rd.filter_map(Result::ok).map(|e| e.path()));
+    }
+    out
+}
+
+#[test]
+fn a_signed_bundle_installs_restarts_and_commits_and_bad_ones_change_nothing() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let trust = work.path().join("trust.d");
+    std::fs::create_dir(&trust).expect("trust dir");
+    let key = work.path().join("release-key");
+    ctl_offline(&["keys", "gen-signing", "--out", key.to_str().expect("utf-8 path")]);
+    std::fs::copy(work.path().join("release-key.pub"), trust.join("release.pub")).expect("trusting the key");
+    let compatible = format!("edgeai-{}", std::env::consts::ARCH);
+
+    let mut d = DaemonBuilder::new()
+        .set("update.enabled", true)
+        .set("update.commit_after_secs", 1)
+        .set("update.trust_dir", trust.to_str().expect("utf-8 path"))
+        .start();
+    let dir = d.dir().to_path_buf();
+    assert!(update_files(&dir).is_empty(), "a fresh daemon has no update files");
+
+    // Refusals, each before a byte is installed.
+    let unsigned = work.path().join("unsigned.bundle");
+    bundle(&unsigned, &key, NEW, &compatible, &[], false);
+    refused(&d, &unsigned, &[], 77, "update_untrusted");
+    let other_device = work.path().join("other.bundle");
+    bundle(&other_device, &key, NEW, "acme-other-gateway", &[], true);
+    refused(&d, &other_device, &[], 1, "update_not_applicable");
+    let older = work.path().join("older.bundle");
+    bundle(&older, &key, "0.0.1", &compatible, &[], true);
+    refused(&d, &older, &[], 1, "update_not_applicable");
+    let with_model = work.path().join("model.bundle");
+    let model = paths::model();
+    bundle(&with_model, &key, NEW, &compatible, &["--model", model.to_str().expect("utf-8 path")], true);
+    refused(&d, &with_model, &[], 1, "update_unsupported");
+    let good = work.path().join("good.bundle");
+    bundle(&good, &key, NEW, &compatible, &[], true);
+    // A corrupt copy: one byte of the payload flipped, past the manifest and signature.
+    let corrupt = work.path().join("corrupt.bundle");
+    let mut bytes = std::fs::read(&good).expect("reading the bundle");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x55;
+    std::fs::write(&corrupt, &bytes).expect("writing the corrupt copy");
+    refused(&d, &corrupt, &[], 1, "update_bad_bundle");
+    assert!(update_files(&dir).is_empty(), "refused bundles left files: {:?}", update_files(&dir));
+    assert!(status(&d)["state"].is_null(), "nothing is installed after the refusals");
+
+    // The good bundle: installed into slot a, the daemon restarts (exit 75).
+    let out = d.ctl(&["update", "install", good.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "update install: {}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&format!("{NEW} installed in slot a (pending)")), "{said}");
+    let code = d.wait_exit(Duration::from_secs(60));
+    assert_eq!(code.code(), Some(75), "the daemon restarts into the new version: {code}");
+    let st: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("update-state.json")).expect("state")).expect("json");
+    assert_eq!((st["status"].as_str(), st["current"].as_str(), st["version"].as_str()), (Some("pending"), Some("a"), Some(NEW)), "{st}");
+    assert_eq!(std::fs::read_link(dir.join("current")).expect("current link"), Path::new("slots/a"));
+    assert_eq!(
+        std::fs::read(dir.join("slots/a/bin/edgeaid")).expect("the installed binary").len(),
+        std::fs::metadata(paths::edgeaid()).expect("edgeaid").len() as usize
+    );
+    let received: Vec<_> = std::fs::read_dir(dir.join("update")).expect("update dir").filter_map(Result::ok).collect();
+    assert!(received.is_empty(), "the received bundle is removed: {received:?}");
+
+    // What systemd does next: start it again; the launcher runs slot a, which commits itself.
+    d.start_again();
+    d.wait_log_message("update: committed; the version is good", Duration::from_secs(120));
+    let s = status(&d);
+    assert_eq!(
+        (s["running"].as_str(), s["state"]["status"].as_str(), s["state"]["version"].as_str()),
+        (Some("a"), Some("good"), Some(NEW)),
+        "{s}"
+    );
+
+    // The same version again needs --reinstall.
+    refused(&d, &good, &[], 1, "update_not_applicable");
+    let audit = d.ctl(&["audit", "--json"]);
+    assert!(String::from_utf8_lossy(&audit.stdout).contains("POST /admin/v1/update/install"), "the install is in the audit trail");
+}
