@@ -105,7 +105,8 @@ const BATCH_PROMPTS: [&str; 4] = [
 
 /// Four streams at once: they are decoded in the same steps (their
 /// `message` events overlap in time, and every sequence starts before any
-/// finishes), and each answer is exactly its greedy answer run alone.
+/// finishes), and each answer is its greedy answer run alone (at least
+/// over its first half: see the comment at the check).
 #[test]
 fn four_concurrent_streams_interleave_and_match_their_solo_answers() {
     const MAX_TOKENS: u64 = 40;
@@ -138,7 +139,22 @@ fn four_concurrent_streams_interleave_and_match_their_solo_answers() {
     for ((q, alone), s) in BATCH_PROMPTS.iter().zip(&solo).zip(&streams) {
         assert_eq!(s.status, 200);
         assert!(s.end.is_some(), "{q:?}: no message_end: {:?}", s.events);
-        assert_eq!(s.answer, alone["answer"].as_str().unwrap(), "{q:?}: the batched answer differs from the solo greedy answer");
+        // llama.cpp does not promise bit-identical logits for a sequence
+        // decoded alone and in a batch (the matmul kernel depends on the
+        // step's token count), so a near-tie late in an answer may flip
+        // (the CI run of 626aadd: "design" for "appearance" at token ~35 of
+        // 40). A mix-up of sequences or of their KV cells diverges at once,
+        // so the answers must agree over at least the first half.
+        let alone = alone["answer"].as_str().unwrap();
+        let same = s.answer.chars().zip(alone.chars()).take_while(|(a, b)| a == b).count();
+        assert!(
+            same * 2 >= alone.chars().count(),
+            "{q:?}: the batched answer leaves the solo greedy answer after {same} characters:\n batched: {:?}\n solo:    {alone:?}",
+            s.answer
+        );
+        if s.answer != alone {
+            eprintln!("{q:?}: the batched answer follows the solo one for {same} characters, then a near-tie went the other way");
+        }
         let at: Vec<Instant> = s.events.iter().filter(|e| e.name() == "message").map(|e| e.at).collect();
         assert!(at.len() >= 2, "{q:?}: {} message events", at.len());
         spans.push((at[0], *at.last().unwrap()));
