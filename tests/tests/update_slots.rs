@@ -5,7 +5,8 @@
 //! takes it from there: a healthy slot commits itself; a slot that dies at
 //! start is rolled back after `update.max_attempts` starts (this test
 //! restarts it as systemd would) with its store snapshot put back; the
-//! operator's mark-bad and rollback; and the refusals.
+//! operator's mark-bad (the conversations the failed version served are
+//! carried into the restored store) and rollback; and the refusals.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -252,9 +253,12 @@ fn a_slot_that_crashes_at_start_is_rolled_back_with_its_store_snapshot() {
 }
 
 #[test]
-fn mark_bad_restarts_and_the_next_start_rolls_back() {
+fn mark_bad_restarts_and_the_next_start_rolls_back_keeping_the_conversations_it_served() {
     let mut d = builder(600, 3).start();
     let dir = d.dir().to_path_buf();
+    // A conversation before the update.
+    let first = d.client().chat_blocking("Name a colour.", "alice", None);
+    let conv = first["conversation_id"].as_str().expect("conversation_id").to_owned();
     d.sigterm();
     assert!(d.wait_exit(Duration::from_secs(60)).success());
     install_pending(&dir, "b", 3);
@@ -265,6 +269,12 @@ fn mark_bad_restarts_and_the_next_start_rolls_back() {
         (Some("b"), Some("pending"), Some(1)),
         "{s}"
     );
+    // The pending version serves users: a turn in the old conversation and a new one.
+    d.wait_until_model_ready(Duration::from_secs(120));
+    let c = d.client();
+    let second = c.chat_blocking("Name another.", "alice", Some(&conv));
+    let fresh = c.chat_blocking("Name a fruit.", "bob", None);
+    let fresh_conv = fresh["conversation_id"].as_str().expect("conversation_id").to_owned();
     let out = ctl_ok(&d, &["update", "mark-bad"]);
     assert!(out.contains("marked bad by the operator") && out.contains("restarting"), "{out}");
     assert_eq!(d.wait_exit(Duration::from_secs(60)).code(), Some(75));
@@ -273,6 +283,20 @@ fn mark_bad_restarts_and_the_next_start_rolls_back() {
     let s = status_json(&d);
     assert_eq!((s["running"].as_str(), s["state"]["status"].as_str()), (Some("factory"), Some("rolled-back")), "{s}");
     assert!(s["state"]["last_error"].as_str().is_some_and(|e| e.contains("marked bad by the operator")), "{s}");
+    // The store is the snapshot again, with what users said to the failed version carried over.
+    let c = d.client();
+    let turns = c.get(&format!("/v1/messages?user=alice&conversation_id={conv}")).expect_json(200);
+    let ids: Vec<&str> = turns["data"].as_array().expect("data").iter().filter_map(|m| m["id"].as_str()).collect();
+    assert_eq!(ids, vec![first["message_id"].as_str().expect("id"), second["message_id"].as_str().expect("id")], "{turns}");
+    assert_eq!(turns["data"][1]["answer"], second["answer"], "{turns}");
+    let turns = c.get(&format!("/v1/messages?user=bob&conversation_id={fresh_conv}")).expect_json(200);
+    assert_eq!(turns["data"][0]["id"], fresh["message_id"], "{turns}");
+    let carried = s["state"]["history"].as_array().expect("history").iter().find(|e| e["event"] == "carried").cloned();
+    let detail = carried.as_ref().and_then(|e| e["detail"].as_str()).unwrap_or_default().to_owned();
+    assert!(detail.starts_with("carried into the restored store: conversations 2, messages 2"), "{s}");
+    assert!(detail.contains("audit_log"), "the mark-bad itself is an audit entry of the failed version: {s}");
+    let logged = d.wait_log_message("update: rolled back", Duration::from_secs(5));
+    assert_eq!(logged.field_str("carried").as_deref(), Some(detail.as_str()));
 }
 
 #[test]

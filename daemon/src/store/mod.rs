@@ -76,7 +76,7 @@ mod keys;
 mod knowledge;
 mod memo;
 mod messages;
-mod migrations;
+pub(crate) mod migrations;
 mod variables;
 mod workflows;
 mod writer;

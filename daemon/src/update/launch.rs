@@ -218,6 +218,13 @@ pub fn rollback(settings: &Settings, dir: &Path, from: Slot, to: Slot, reason: &
     };
     let factory_version = env!("CARGO_PKG_VERSION").to_owned();
     st.record("rolled-back", Some(format!("to {}: {reason}", to.as_str())));
+    let carried = restored.as_ref().and_then(|r| r.carried.as_ref()).map(|c| match c {
+        Ok(c) => format!("carried into the restored store: {}", c.summary()),
+        Err(e) => format!("nothing carried into the restored store (it stays in the kept database): {e}"),
+    });
+    if let Some(c) = &carried {
+        st.record("carried", Some(c.clone()));
+    }
     st.current = to;
     st.previous = None;
     st.status = Status::RolledBack;
@@ -242,6 +249,7 @@ pub fn rollback(settings: &Settings, dir: &Path, from: Slot, to: Slot, reason: &
         reason,
         store_restored = restored.as_ref().is_some_and(|r| r.restored),
         kept_database = kept.as_deref().unwrap_or(""),
+        carried = carried.as_deref().unwrap_or(""),
         "update: rolled back"
     );
     Ok(())

@@ -21,6 +21,7 @@
 //! touches the database file only with plain SQLite), know HTTP or D-Bus, or
 //! parse bundles (common's `bundle` module and the install step do).
 
+pub mod carry;
 pub mod gate;
 pub mod install;
 pub mod launch;

@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::carry::{self, Carried};
 use super::state::sync_dir;
 use super::UpdateError;
 
@@ -87,13 +88,20 @@ pub struct Restored {
     /// Whether the snapshot was copied back (false: there was no store
     /// before the switch, so none is live now).
     pub restored: bool,
+    /// The failed version's rows carried into the restored store
+    /// ([`carry`](super::carry)): `None` when nothing was restored or there
+    /// was no live database; `Some(Err(why))` when the copy failed (the
+    /// restored store is then the snapshot as it was; the rows stay in `kept`).
+    pub carried: Option<Result<Carried, String>>,
 }
 
-/// Undoes the pending version's store changes: the live database (and its
-/// `-wal`) is renamed to `update/rolled-back-<version>.db` (never over an
-/// existing file: `-2`, `-3`, ... then), its `-shm` removed, and a copy of
-/// the snapshot is put in its place (copied to a temp file, fsynced,
-/// renamed). `had_store` false: there was no store before the switch, so
+/// Undoes the pending version's store changes: a copy of the snapshot is
+/// staged beside the store, the failed version's conversations, messages,
+/// runs and audit entries are carried into it ([`carry`](super::carry)),
+/// the live database (and its `-wal`) is renamed to
+/// `update/rolled-back-<version>.db` (never over an existing file: `-2`,
+/// `-3`, ... then), its `-shm` removed, and the staged copy (fsynced) is
+/// renamed into its place. `had_store` false: there was no store before the switch, so
 /// nothing is put back. Repeating it after a crash is safe: the live file
 /// is set aside again under a new name and the snapshot copied again.
 pub fn restore(store: &Path, dir: &Path, version: &str, had_store: bool) -> Result<Restored, UpdateError> {
@@ -106,8 +114,20 @@ pub fn restore(store: &Path, dir: &Path, version: &str, had_store: bool) -> Resu
     let store_dir = store.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     // 1. The snapshot's copy, ready beside the store (same filesystem for the rename).
     let staged = with_suffix(store, ".rollback-tmp");
+    let mut carried = None;
     if had_store {
         std::fs::copy(&snap, &staged).map_err(io("copying the snapshot", &staged))?;
+        if store.exists() {
+            // Into the staged copy only: a crash here leaves the live store as it was.
+            let outcome = carry::carry(store, &staged).map_err(|e| crate::telemetry::chain(&e));
+            if let Err(e) = &outcome {
+                tracing::error!(
+                    error = %e,
+                    "update: the failed version's messages could not be carried into the restored store; they stay in the kept database"
+                );
+            }
+            carried = Some(outcome);
+        }
         std::fs::File::open(&staged).and_then(|f| f.sync_all()).map_err(io("syncing the snapshot's copy", &staged))?;
     }
     // 2. The new version's database aside, with its WAL (it holds committed rows).
@@ -143,7 +163,7 @@ pub fn restore(store: &Path, dir: &Path, version: &str, had_store: bool) -> Resu
             tracing::warn!(kept = %k.display(), error = %e, "the rolled-back database keeps its -wal beside it");
         }
     }
-    Ok(Restored { kept, restored: had_store })
+    Ok(Restored { kept, restored: had_store, carried })
 }
 
 /// Checkpoints a WAL database into its main file and switches it to a
