@@ -400,7 +400,9 @@ fn kv_cache_type(t: KvType) -> KvCacheType {
 }
 
 /// Test-only fault (`inference-hang=return`): the inference thread stops
-/// showing progress once the model is loaded, as a deadlocked thread would.
+/// showing progress once the model is loaded (or, when the fail point is
+/// turned on later, at its next step with work in hand), as a deadlocked
+/// thread would.
 fn failpoint_hang() {
     fail::fail_point!("inference-hang", |_| {
         tracing::warn!("failpoint: the inference thread hangs now");
@@ -545,6 +547,8 @@ impl<'m> Scheduler<'m> {
             if self.active.is_empty() {
                 continue;
             }
+            // Also here, with work in hand: `update-gate-hang` turns it on at run time.
+            failpoint_hang();
             self.step();
             self.reap();
             self.report_kv();

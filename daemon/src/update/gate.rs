@@ -101,6 +101,7 @@ impl Gate {
             }
         };
         fail::fail_point!("update-gate-fail", |_| Err("self-test failed (failpoint update-gate-fail)".to_owned()));
+        hang_point();
         let summary = match model {
             Some(m) => match tokio::time::timeout(SELF_TEST_TIMEOUT, self_test(m)).await {
                 Ok(Ok(tokens)) => format!("self-test generated {tokens} tokens"),
@@ -160,6 +161,20 @@ impl Gate {
 }
 
 /// A few greedy tokens through the real runtime, as a request would.
+/// Test builds only: `update-gate-hang=return` makes the pending version
+/// hang after READY, as a broken one would: it turns `inference-hang` on,
+/// so the self-test's generation stops the inference thread and with it
+/// the watchdog pings. The installed binary runs no gate, so the same
+/// FAILPOINTS leave it healthy after the rollback.
+fn hang_point() {
+    fail::fail_point!("update-gate-hang", |_| {
+        tracing::warn!("failpoint update-gate-hang: the self-test's generation hangs the inference thread");
+        if let Err(e) = fail::cfg("inference-hang", "return") {
+            tracing::error!(error = %e, "failpoint update-gate-hang: could not turn inference-hang on");
+        }
+    });
+}
+
 async fn self_test(model: Arc<LocalModel>) -> Result<u32, String> {
     let m = Arc::clone(&model);
     let prompt = tokio::task::spawn_blocking(move || m.prompt(&[ChatMessage::user("Reply with the word OK.")]).map_err(|e| e.to_string()))
