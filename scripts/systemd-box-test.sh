@@ -24,7 +24,11 @@
 #     listens and a request starts the daemon, which serves systemd's socket (fd 3, named unix); a request
 #     sent while a restart has no daemon running (an ExecStartPre= sleep widens the gap) and requests sent
 #     during a plain `systemctl restart` all get answers; edgeai-tcp.socket passes the TCP port too, and a
-#     TCP request starts a stopped daemon.
+#     TCP request starts a stopped daemon;
+#   - A/B updates (docs/update.md) with signed bundles of the built edgeaid: a version that crashes at
+#     start (FAILPOINTS=update-slot-crash) and one that hangs after READY (update-gate-hang, WatchdogSec=3s:
+#     systemd's watchdog kills it) are each rolled back by the daemon's own next start, before the unit's
+#     StartLimitBurst gives up; a healthy version commits itself, and the operator's rollback goes back.
 #
 # Inside the box the unit runs the host's build output and model through bind mounts
 # (ExecStart= rewritten to /opt/edgeai-test/bin/edgeaid), with configs/edgeai.toml as
@@ -108,10 +112,21 @@ cat >"$work/files/50-box-test.toml" <<EOF
 listen = "127.0.0.1:$port"
 [model]
 path = "/opt/edgeai-test/model/model.gguf"
+[update]
+commit_after_secs = 3
 EOF
 cat >"$work/files/99-bad.toml" <<'EOF'
 [server]
 no_such_key = 1
+EOF
+cat >"$work/files/update-crash.conf" <<'EOF'
+[Service]
+Environment=FAILPOINTS=update-slot-crash=return
+EOF
+cat >"$work/files/update-hang.conf" <<'EOF'
+[Service]
+Environment=FAILPOINTS=update-gate-hang=return
+WatchdogSec=3s
 EOF
 cat >"$work/files/watchdog-test.conf" <<'EOF'
 [Service]
@@ -478,6 +493,86 @@ else
 fi
 in_box systemctl disable --now edgeai-tcp.socket >/dev/null 2>&1
 in_box timeout 120 systemctl stop edgeai >/dev/null 2>&1
+
+# --- A/B update under the real systemd (docs/update.md): the start limit, Restart= and the watchdog are --
+# systemd's own. A new version that crashes at start, and one that hangs after READY (the watchdog kills
+# it), are each rolled back by the daemon's own next start within StartLimitBurst; a healthy one commits.
+# Bundles of the same edgeaid at versions the manifest names, signed with a throwaway key the box trusts.
+bundles_made=1
+( "$edgeaictl" keys gen-signing --out "$work/files/sign" >/dev/null \
+  && for v in 99.1.0 99.2.0 99.3.0; do
+    "$edgeaictl" bundle create --version "$v" --compatible "edgeai-$(uname -m)" --binary "$edgeaid" "$work/files/$v.bundle" >/dev/null \
+      && "$edgeaictl" bundle sign --key "$work/files/sign" "$work/files/$v.bundle" >/dev/null || exit 1
+  done ) 2>"$work/bundle.err" || bundles_made=0
+chmod -R a+rX "$work/files"
+in_box install -D -m 0644 /opt/edgeai-test/files/sign.pub /etc/edgeai/trust.d/box-test.pub
+upd() { in_box /opt/edgeai-test/bin/edgeaictl --socket /run/edgeai/edgeai.sock --timeout 5m update "$@"; }
+# `update status --json`: the field $1 ("running", or "state.<key>").
+ustat() {
+  upd status --json 2>/dev/null | python3 -c 'import json, sys
+v = json.load(sys.stdin)
+for k in sys.argv[1].split("."):
+    v = (v or {}).get(k)
+print("" if v is None else v)' "$1"
+}
+# Starts the service afresh (start-limit counter reset, as after a boot) with the drop-in $1 (or none),
+# installs bundle $2 and prints edgeaictl's answer.
+start_and_install() {
+  in_box rm -f /etc/systemd/system/edgeai.service.d/update-crash.conf /etc/systemd/system/edgeai.service.d/update-hang.conf
+  [ -z "$1" ] || in_box install -D -m 0644 "/opt/edgeai-test/files/$1" "/etc/systemd/system/edgeai.service.d/$1"
+  in_box systemctl daemon-reload
+  in_box timeout 120 systemctl stop edgeai >/dev/null 2>&1
+  in_box systemctl reset-failed edgeai >/dev/null 2>&1
+  in_box timeout 120 systemctl start edgeai >/dev/null 2>&1
+  wait_for 60 health
+  upd install "/opt/edgeai-test/files/$2.bundle" 2>&1
+}
+rolled_back_from() {
+  [ "$(ustat state.status)" = rolled-back ] && [ "$(ustat state.failed_version)" = "$1" ] && [ "$(prop ActiveState)" = active ] && health
+}
+if [ "$bundles_made" = 1 ]; then
+  # 1. Crashes at start (SIGABRT before main does anything): exit 75 -> attempts 1..3 crash -> the 5th start rolls back.
+  out=$(start_and_install update-crash.conf 99.1.0)
+  if wait_for 90 rolled_back_from 99.1.0 && [ "$(ustat running)" = factory ] \
+    && [ "$(prop NRestarts)" -ge 4 ] && [ "$(prop Result)" = success ] \
+    && ustat state.last_error | grep -q '3 starts of 99.1.0'; then
+    pass "update: a version that crashes at start is rolled back by the 5th start, inside StartLimitBurst (NRestarts=$(prop NRestarts)): $(ustat state.last_error)"
+  else
+    fail "update crash loop: install said '$out'; status $(ustat state.status), failed_version '$(ustat state.failed_version)', running '$(ustat running)', edgeai $(prop ActiveState)/$(prop Result), NRestarts=$(prop NRestarts)"
+    in_box journalctl -u edgeai --no-pager -n 30 2>&1 | indent
+  fi
+  # 2. Hangs after READY: the self-test stops the inference thread, pings stop, systemd's watchdog aborts it, 3 times.
+  since=$(in_box date '+%Y-%m-%d %H:%M:%S')
+  out=$(start_and_install update-hang.conf 99.2.0)
+  timeouts() { in_box journalctl -u edgeai --since "$since" --no-pager 2>/dev/null | grep -c 'Watchdog timeout'; }
+  if wait_for 150 rolled_back_from 99.2.0 && [ "$(ustat running)" = factory ] && [ "$(timeouts)" -ge 3 ] \
+    && [ "$(prop Result)" = success ]; then
+    pass "update: a version that hangs after READY gets $(timeouts) watchdog timeouts and is rolled back by the next start; the factory serves"
+  else
+    fail "update hang: install said '$out'; status $(ustat state.status), failed_version '$(ustat state.failed_version)', watchdog timeouts $(timeouts), edgeai $(prop ActiveState)/$(prop Result)"
+    in_box journalctl -u edgeai --no-pager -n 30 2>&1 | indent
+  fi
+  # 3. A healthy version: exit 75, one start, the health gate commits it; the operator's rollback goes back.
+  out=$(start_and_install "" 99.3.0)
+  good() { [ "$(ustat state.status)" = good ] && [ "$(ustat state.version)" = 99.3.0 ] && [ "$(prop ActiveState)" = active ]; }
+  if wait_for 90 good && [ "$(ustat running)" != factory ] \
+    && in_box journalctl -u edgeai --no-pager 2>/dev/null | grep -q 'update: committed; the version is good'; then
+    pass "update: a healthy version is installed, restarted by systemd (exit 75) and commits itself (slot $(ustat running))"
+    upd rollback >/dev/null 2>&1
+    if wait_for 60 rolled_back_from 99.3.0 && [ "$(ustat running)" = factory ]; then
+      pass "update: the operator's rollback of the committed version restarts into the factory binary"
+    else
+      fail "update rollback: status $(ustat state.status), running '$(ustat running)', edgeai $(prop ActiveState)"
+    fi
+  else
+    fail "update install: said '$out'; status $(ustat state.status), version '$(ustat state.version)', running '$(ustat running)', edgeai $(prop ActiveState)"
+    in_box journalctl -u edgeai --no-pager -n 30 2>&1 | indent
+  fi
+  in_box rm -f /etc/systemd/system/edgeai.service.d/update-crash.conf /etc/systemd/system/edgeai.service.d/update-hang.conf
+  in_box systemctl daemon-reload
+else
+  fail "update: could not make the test bundles: $(cat "$work/bundle.err")"
+fi
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
