@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use edgeai_common::admin::{ActivateRequest, CreateKeyRequest, ImportDslRequest, StatusResponse};
+use edgeai_common::admin::{ActivateRequest, CreateKeyRequest, ImportDslRequest, StatusResponse, ADMIN_PREFIX};
 use edgeai_common::dbus::{self, BusClient};
 use edgeai_common::UnixClient;
 use serde_json::{json, Value};
@@ -268,6 +268,48 @@ impl Control {
         Ok(status.model.name)
     }
 
+    /// The A/B update state and slots (`GET /admin/v1/update`, D-Bus `GetUpdateStatus`).
+    pub async fn update_status(&self) -> Result<Value, CtlError> {
+        match self {
+            Control::Socket(c) => Ok(c.get(&format!("{ADMIN_PREFIX}/update")).await?),
+            Control::Bus(b) => Ok(b.call("GetUpdateStatus", &()).await?),
+        }
+    }
+
+    /// `mark-good`, `mark-bad` or `rollback` (D-Bus `MarkGood`, `MarkBad`, `Rollback`).
+    pub async fn update_action(&self, action: UpdateAction) -> Result<Value, CtlError> {
+        match self {
+            Control::Socket(c) => Ok(c.post_json(&format!("{ADMIN_PREFIX}/update/{}", action.path()), &json!({})).await?),
+            Control::Bus(b) => Ok(b.call(action.method(), &()).await?),
+        }
+    }
+
+    /// Installs the bundle at `bundle`. Over the socket its bytes are the
+    /// request's body (read into memory); over D-Bus `InstallUpdate` reads it
+    /// through a descriptor opened here (our permissions apply, nothing is
+    /// read into memory), with a bar following its Progress on a terminal,
+    /// waiting at least [`INSTALL_WAIT`] (or `timeout`, if longer).
+    pub async fn install_update(&self, bundle: &Path, opts: InstallFlags, timeout: std::time::Duration) -> Result<Value, CtlError> {
+        let InstallFlags { allow_downgrade, reinstall } = opts;
+        match self {
+            Control::Socket(c) => {
+                let bytes = tokio::fs::read(bundle).await.map_err(|source| CtlError::ReadInput { path: bundle.to_path_buf(), source })?;
+                let path = format!("{ADMIN_PREFIX}/update/install?allow_downgrade={allow_downgrade}&reinstall={reinstall}");
+                Ok(c.post_body(&path, "application/octet-stream", bytes).await?)
+            }
+            Control::Bus(b) => {
+                let file = std::fs::File::open(bundle).map_err(|source| CtlError::ReadInput { path: bundle.to_path_buf(), source })?;
+                let mut options: dbus::Options<'_> = HashMap::new();
+                options.insert("allow_downgrade", DValue::from(allow_downgrade));
+                options.insert("reinstall", DValue::from(reinstall));
+                options.insert("restart", DValue::from(true));
+                let args = (dbus::fd(&file), options);
+                let wait = timeout.max(INSTALL_WAIT);
+                crate::progress::follow(b, "InstallUpdate", "install", b.call_within("InstallUpdate", &args, wait)).await
+            }
+        }
+    }
+
     /// D-Bus only: the admin HTTP API has no reload (`systemctl reload edgeai` sends SIGHUP).
     pub async fn reload(&self) -> Result<Value, CtlError> {
         match self {
@@ -276,6 +318,45 @@ impl Control {
         }
     }
 }
+
+/// The operator's update actions besides install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateAction {
+    MarkGood,
+    MarkBad,
+    Rollback,
+}
+
+impl UpdateAction {
+    /// The admin API's path segment and the command's name.
+    pub fn path(self) -> &'static str {
+        match self {
+            UpdateAction::MarkGood => "mark-good",
+            UpdateAction::MarkBad => "mark-bad",
+            UpdateAction::Rollback => "rollback",
+        }
+    }
+
+    /// The D-Bus method.
+    fn method(self) -> &'static str {
+        match self {
+            UpdateAction::MarkGood => "MarkGood",
+            UpdateAction::MarkBad => "MarkBad",
+            UpdateAction::Rollback => "Rollback",
+        }
+    }
+}
+
+/// What `update install` allows (`--allow-downgrade`, `--reinstall`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InstallFlags {
+    pub allow_downgrade: bool,
+    pub reinstall: bool,
+}
+
+/// The least time `update install` waits over D-Bus: the daemon reads,
+/// verifies and unpacks a bundle of tens of MB before it answers.
+const INSTALL_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[cfg(test)]
 mod tests {

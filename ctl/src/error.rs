@@ -102,6 +102,8 @@ impl CtlError {
                 BusError::Connect { .. } | BusError::NotRunning { .. } | BusError::Timeout { .. } => EX_UNAVAILABLE,
                 BusError::Denied { .. } => EX_NOPERM,
                 BusError::Remote { ref name, .. } if name == "org.edgeai.Error.Busy" => EX_TEMPFAIL,
+                // As the socket's 403 update_untrusted.
+                BusError::Remote { ref name, .. } if name == "org.edgeai.Error.UpdateUntrusted" => EX_NOPERM,
                 BusError::Remote { .. } | BusError::Decode { .. } | BusError::Call { .. } => EX_FAILURE,
             },
             CtlError::NeedsBus { .. } => EX_USAGE,
@@ -226,6 +228,8 @@ mod tests {
         let remote = |name: &str| CtlError::Bus(Box::new(BusError::Remote { name: name.into(), message: "m".into() }));
         assert_eq!(remote("org.edgeai.Error.Busy").exit_code(), 75);
         assert_eq!(remote("org.edgeai.Error.NotFound").exit_code(), 1);
+        assert_eq!(remote("org.edgeai.Error.UpdateUntrusted").exit_code(), 77, "as the socket's 403 update_untrusted");
+        assert_eq!(remote("org.edgeai.Error.UpdateNotPending").exit_code(), 1);
     }
 
     fn timeout() -> CtlError {

@@ -76,6 +76,7 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
                 | Command::Export(_)
                 | Command::Backup(BackupCommand::Create { .. })
                 | Command::Backup(BackupCommand::Restore { state_dir: None, .. })
+                | Command::Update(_)
         );
     let control = if needs_control {
         let route = control::choose(cli.bus, explicit_socket.is_some(), in_checkout);
@@ -129,7 +130,7 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
             (Control::Socket(_), None) => Err(backup::BackupError::NeedsStateDir.into()),
         },
         Command::Audit(args) => audit::show(&client, &args, json).await,
-        Command::Update(command) => update::run(&client, command, json).await,
+        Command::Update(command) => update::run(&control, command, cli.timeout, json).await,
         Command::Chat(args) => {
             let login = std::env::var("USER").ok();
             let user = args.user.unwrap_or_else(|| chat::default_user(login.as_deref()));

@@ -1,64 +1,56 @@
 //! `edgeaictl update status|install|mark-good|mark-bad|rollback`: the daemon's A/B
-//! slots over the admin socket (`/admin/v1/update`, docs/update.md).
+//! slots over the admin socket (`/admin/v1/update`) or, where the control
+//! commands go over D-Bus, its update methods (`GetUpdateStatus`, `MarkGood`,
+//! `MarkBad`, `Rollback`, `InstallUpdate` by descriptor); docs/update.md.
 //!
-//! Owns: what the commands print. Must not: choose exit codes (see
-//! [`crate::error`]; a refusal is the daemon's 409 with its code, exit 1) or
-//! touch the slot files itself (the daemon owns them).
+//! Owns: what the commands print. Must not: choose the transport or map
+//! operations onto it ([`crate::control`] does), choose exit codes (see
+//! [`crate::error`]; a refusal is the daemon's 409 with its code, exit 1, or
+//! its `org.edgeai.Error.Update*` with the same code) or touch the slot files
+//! itself (the daemon owns them).
 
-use edgeai_common::admin::{UpdateActionResponse, UpdateStatus, ADMIN_PREFIX};
-use edgeai_common::UnixClient;
+use edgeai_common::admin::{UpdateActionResponse, UpdateStatus};
 use serde_json::Value;
 
 use crate::cli::UpdateCommand;
 use crate::commands::{print, print_json};
+use crate::control::{Control, InstallFlags, UpdateAction};
 use crate::error::CtlError;
 
-pub async fn run(client: &UnixClient, command: UpdateCommand, json: bool) -> Result<(), CtlError> {
+/// `timeout` is `--timeout` (an install over D-Bus waits longer, see `Control::install_update`).
+pub async fn run(control: &Control, command: UpdateCommand, timeout: std::time::Duration, json: bool) -> Result<(), CtlError> {
     match command {
-        UpdateCommand::Status => status(client, json).await,
-        UpdateCommand::MarkGood => action(client, "mark-good", json).await,
-        UpdateCommand::MarkBad => action(client, "mark-bad", json).await,
-        UpdateCommand::Rollback => action(client, "rollback", json).await,
-        UpdateCommand::Install { bundle, allow_downgrade, reinstall } => install(client, &bundle, allow_downgrade, reinstall, json).await,
+        UpdateCommand::Status => status(control, json).await,
+        UpdateCommand::MarkGood => action(control, UpdateAction::MarkGood, json).await,
+        UpdateCommand::MarkBad => action(control, UpdateAction::MarkBad, json).await,
+        UpdateCommand::Rollback => action(control, UpdateAction::Rollback, json).await,
+        UpdateCommand::Install { bundle, allow_downgrade, reinstall } => {
+            let answer = control.install_update(&bundle, InstallFlags { allow_downgrade, reinstall }, timeout).await?;
+            answered(answer, "update install", json)
+        }
     }
 }
 
-/// Sends the bundle file as the body of `POST /admin/v1/update/install`.
-async fn install(
-    client: &UnixClient,
-    bundle: &std::path::Path,
-    allow_downgrade: bool,
-    reinstall: bool,
-    json: bool,
-) -> Result<(), CtlError> {
-    let bytes = tokio::fs::read(bundle).await.map_err(|source| CtlError::ReadInput { path: bundle.to_path_buf(), source })?;
-    let path = format!("{ADMIN_PREFIX}/update/install?allow_downgrade={allow_downgrade}&reinstall={reinstall}");
-    let answer: Value = client.post_body(&path, "application/octet-stream", bytes).await?;
+async fn status(control: &Control, json: bool) -> Result<(), CtlError> {
+    let answer = control.update_status().await?;
     if json {
         return print_json(&answer);
     }
-    let a: UpdateActionResponse =
-        serde_json::from_value(answer).map_err(|source| CtlError::Answer { command: "update install".into(), source })?;
-    print(&format!("{}\n", a.message))
-}
-
-async fn status(client: &UnixClient, json: bool) -> Result<(), CtlError> {
-    let path = format!("{ADMIN_PREFIX}/update");
-    if json {
-        return print_json(&client.get::<Value>(&path).await?);
-    }
-    let s: UpdateStatus = client.get(&path).await?;
+    let s: UpdateStatus = serde_json::from_value(answer).map_err(|source| CtlError::Answer { command: "update status".into(), source })?;
     print(&render_status(&s))
 }
 
-async fn action(client: &UnixClient, action: &str, json: bool) -> Result<(), CtlError> {
-    let path = format!("{ADMIN_PREFIX}/update/{action}");
-    let answer: Value = client.post_json(&path, &serde_json::json!({})).await?;
+async fn action(control: &Control, action: UpdateAction, json: bool) -> Result<(), CtlError> {
+    let answer = control.update_action(action).await?;
+    answered(answer, &format!("update {}", action.path()), json)
+}
+
+/// An action's answer: as it is with --json, else its message.
+fn answered(answer: Value, command: &str, json: bool) -> Result<(), CtlError> {
     if json {
         return print_json(&answer);
     }
-    let a: UpdateActionResponse =
-        serde_json::from_value(answer).map_err(|source| CtlError::Answer { command: format!("update {action}"), source })?;
+    let a: UpdateActionResponse = serde_json::from_value(answer).map_err(|source| CtlError::Answer { command: command.into(), source })?;
     print(&format!("{}\n", a.message))
 }
 

@@ -336,7 +336,8 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
     // client that sees READY finds the name. Reload calls go to the signal
     // loop, which owns reloads.
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
-    let control = control::start(&settings.control.bus, Arc::clone(&service), audit, state.facts(), reload_tx).await?;
+    let control =
+        control::start(&settings.control.bus, Arc::clone(&service), audit, state.facts(), reload_tx, Arc::clone(&state.update)).await?;
 
     let ready_ms = exec_start.elapsed().as_millis() as u64;
     notifier.ready(&supervise::status_text(&runtime.status()));

@@ -1,13 +1,15 @@
 //! The control module's errors: [`ControlError`] when the interface cannot be
 //! served at start, [`MethodError`] as the named D-Bus errors a method call
 //! answers (`org.edgeai.Error.*`, with a readable message), and the one
-//! exhaustive mapping of service errors onto them.
+//! exhaustive mapping of service errors onto them (and of update errors:
+//! [`update_error`], one name per Dify code of docs/update.md).
 
 use crate::governor::pressure::GovernorError;
 use crate::model::ModelError;
 use crate::service::knowledge::KnowledgeError;
 use crate::service::ServiceError;
 use crate::store::StoreError;
+use crate::update::UpdateError;
 
 /// Why the control interface could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,60 @@ pub enum MethodError {
     Busy(String),
     /// Anything else; the detail is in the daemon's log.
     Failed(String),
+    /// An update control refused: update.enabled is false (`update_disabled`).
+    UpdateDisabled(String),
+    /// The update state file or the current link is unusable (`update_state_invalid`).
+    UpdateStateInvalid(String),
+    /// The slot a rollback goes back to is not complete (`update_slot_incomplete`).
+    UpdateSlotIncomplete(String),
+    /// Nothing to roll back to (`update_no_previous`).
+    UpdateNoPrevious(String),
+    /// Nothing is pending, or the pending version does not run (`update_not_pending`).
+    UpdateNotPending(String),
+    /// An update is pending; another install waits for its outcome (`update_pending`).
+    UpdatePending(String),
+    /// The bundle is not signed by a key in update.trust_dir (`update_untrusted`).
+    UpdateUntrusted(String),
+    /// The bundle is for another device or version (`update_not_applicable`).
+    UpdateNotApplicable(String),
+    /// The bundle carries what this edgeaid does not install (`update_unsupported`).
+    UpdateUnsupported(String),
+    /// Not enough free space for the install (`update_no_space`).
+    UpdateNoSpace(String),
+    /// The bundle is damaged, truncated or malformed (`update_bad_bundle`).
+    UpdateBadBundle(String),
+    /// The bundle is larger than update.max_bundle_bytes (`update_too_large`).
+    UpdateTooLarge(String),
+}
+
+/// An update control's refusal as its named error; the message starts with
+/// the Dify code the admin API answers for it (`update_disabled: ...`), so
+/// scripts match the same code on either transport. I/O trouble is Failed,
+/// naming the file.
+pub fn update_error(u: &UpdateError) -> MethodError {
+    let coded = |code: &str| format!("{code}: {u}");
+    match u {
+        UpdateError::Disabled => MethodError::UpdateDisabled(coded("update_disabled")),
+        UpdateError::StateCorrupt { .. }
+        | UpdateError::StateFormat { .. }
+        | UpdateError::BadLink { .. }
+        | UpdateError::LinkWithoutState { .. } => MethodError::UpdateStateInvalid(coded("update_state_invalid")),
+        UpdateError::SlotIncomplete { .. } => MethodError::UpdateSlotIncomplete(coded("update_slot_incomplete")),
+        UpdateError::NothingToRollBack(_) => MethodError::UpdateNoPrevious(coded("update_no_previous")),
+        UpdateError::NotPending(_) => MethodError::UpdateNotPending(coded("update_not_pending")),
+        UpdateError::Pending(_) => MethodError::UpdatePending(coded("update_pending")),
+        UpdateError::Untrusted(_) => MethodError::UpdateUntrusted(coded("update_untrusted")),
+        UpdateError::Policy(_) => MethodError::UpdateNotApplicable(coded("update_not_applicable")),
+        UpdateError::Unsupported(_) => MethodError::UpdateUnsupported(coded("update_unsupported")),
+        UpdateError::NoSpace { .. } => MethodError::UpdateNoSpace(coded("update_no_space")),
+        UpdateError::Bundle(_) => MethodError::UpdateBadBundle(coded("update_bad_bundle")),
+        UpdateError::TooLarge { .. } => MethodError::UpdateTooLarge(coded("update_too_large")),
+        UpdateError::SnapshotMissing { .. }
+        | UpdateError::Io { .. }
+        | UpdateError::Sqlite { .. }
+        | UpdateError::Exec { .. }
+        | UpdateError::Task(_) => MethodError::Failed(format!("internal_server_error: {}; see the daemon log", crate::telemetry::chain(u))),
+    }
 }
 
 impl From<ServiceError> for MethodError {
@@ -146,5 +202,27 @@ mod tests {
         let internal: MethodError = ServiceError::Store(StoreError::Panicked { op: "secret-sql-detail" }).into();
         assert_eq!(internal.name().to_string(), "org.edgeai.Error.Failed");
         assert!(!internal.description().unwrap_or_default().contains("secret-sql-detail"), "internal detail stays in the log");
+    }
+
+    #[test]
+    fn update_errors_have_a_name_each_and_the_dify_code_in_the_message() {
+        let cases = [
+            (UpdateError::Disabled, "UpdateDisabled", "update_disabled"),
+            (UpdateError::NothingToRollBack("x".into()), "UpdateNoPrevious", "update_no_previous"),
+            (UpdateError::NotPending("x".into()), "UpdateNotPending", "update_not_pending"),
+            (UpdateError::Pending("x".into()), "UpdatePending", "update_pending"),
+            (UpdateError::Untrusted("x".into()), "UpdateUntrusted", "update_untrusted"),
+            (UpdateError::Policy("x".into()), "UpdateNotApplicable", "update_not_applicable"),
+            (UpdateError::Unsupported("x".into()), "UpdateUnsupported", "update_unsupported"),
+            (UpdateError::Bundle("x".into()), "UpdateBadBundle", "update_bad_bundle"),
+            (UpdateError::TooLarge { limit: 1 }, "UpdateTooLarge", "update_too_large"),
+            (UpdateError::NoSpace { dir: "/d".into(), needed: 2, available: 1 }, "UpdateNoSpace", "update_no_space"),
+            (UpdateError::Task("x".into()), "Failed", "internal_server_error"),
+        ];
+        for (u, name, code) in cases {
+            let e = update_error(&u);
+            assert_eq!(e.name().to_string(), format!("org.edgeai.Error.{name}"), "{u}");
+            assert!(e.description().unwrap_or_default().starts_with(&format!("{code}: ")), "{e:?}");
+        }
     }
 }

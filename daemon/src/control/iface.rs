@@ -1,6 +1,9 @@
 //! `org.edgeai.Daemon1` itself: its properties, methods and signals, each
 //! method authorised by the caller's uid first, and the task that announces
-//! state changes (PropertiesChanged and StateChanged).
+//! state changes (PropertiesChanged and StateChanged). The update methods
+//! (GetUpdateStatus, MarkGood, MarkBad, Rollback, InstallUpdate) call
+//! `crate::update::Updates`, as the admin API does; this file only moves
+//! the bundle from the caller's descriptor into `update/incoming-<uuid>.bundle`.
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -13,11 +16,14 @@ use zbus::message::Header;
 use zbus::object_server::{InterfaceRef, SignalEmitter};
 use zbus::zvariant::{OwnedFd, OwnedValue};
 
+use super::error::update_error;
+use super::update::{receive_bundle, restart_after_reply};
 use super::value::{self, Dict};
 use super::{MethodError, ReloadRequest};
 use crate::audit::{Actor, Audit};
 use crate::model::ModelError;
 use crate::service::Service;
+use crate::update::{UpdateError, Updates};
 
 /// The largest app file ImportApp reads (a Dify DSL is at most this much YAML).
 const MAX_IMPORT_BYTES: u64 = crate::engine::workflow::dsl::MAX_DSL_BYTES as u64;
@@ -28,6 +34,8 @@ pub struct Daemon1 {
     audit: Arc<Audit>,
     facts: crate::admin::Facts,
     reload: mpsc::Sender<ReloadRequest>,
+    /// The A/B update controls (the admin API's too).
+    update: Arc<Updates>,
     /// The long job running now and its percent (the Operation and Progress properties).
     job: std::sync::Mutex<(String, u32)>,
 }
@@ -85,8 +93,14 @@ impl<R: std::io::Read> std::io::Read for Counting<R> {
 }
 
 impl Daemon1 {
-    pub fn new(svc: Arc<Service>, audit: Arc<Audit>, facts: crate::admin::Facts, reload: mpsc::Sender<ReloadRequest>) -> Self {
-        Daemon1 { svc, audit, facts, reload, job: std::sync::Mutex::new((String::new(), 0)) }
+    pub fn new(
+        svc: Arc<Service>,
+        audit: Arc<Audit>,
+        facts: crate::admin::Facts,
+        reload: mpsc::Sender<ReloadRequest>,
+        update: Arc<Updates>,
+    ) -> Self {
+        Daemon1 { svc, audit, facts, reload, update, job: std::sync::Mutex::new((String::new(), 0)) }
     }
 
     /// Claims the daemon's one long-job place (the Operation property) for
@@ -208,11 +222,45 @@ impl Daemon1 {
     fn status_line(&self) -> String {
         crate::supervise::status_text(&self.svc.model_report().status)
     }
+
+    /// The update report (GetUpdateStatus, LastError, UpdateStatus), read off the event loop.
+    async fn update_report(&self) -> Result<wire::UpdateStatus, MethodError> {
+        let u = Arc::clone(&self.update);
+        tokio::task::spawn_blocking(move || u.status()).await.map_err(|e| update_error(&UpdateError::Task(e.to_string())))
+    }
+
+    /// MarkGood, MarkBad or Rollback: `act` off the event loop, audited; a
+    /// restart it asks for happens after the reply (exit 75, as the admin API).
+    async fn update_action(
+        &self,
+        actor: &Actor,
+        method: &'static str,
+        act: fn(&Updates) -> Result<wire::UpdateActionResponse, UpdateError>,
+    ) -> Result<Dict, MethodError> {
+        let u = Arc::clone(&self.update);
+        let result: Result<_, MethodError> = async {
+            let answer =
+                tokio::task::spawn_blocking(move || act(&u)).await.map_err(|e| UpdateError::Task(e.to_string())).and_then(|r| r).map_err(
+                    |e| {
+                        tracing::warn!(method, error = %crate::telemetry::chain(&e), "update control refused over D-Bus; nothing changed");
+                        update_error(&e)
+                    },
+                )?;
+            if answer.restarting {
+                restart_after_reply(method);
+            }
+            value::dict(&answer)
+        }
+        .await;
+        self.audited(actor, method, "", result).await
+    }
 }
 
 /// The daemon's control interface: status, apps and their versions, API keys,
-/// the response cache and configuration reload. Methods need root or the
-/// admin group (server.admin_group); properties are readable by all.
+/// the response cache, models, backups, logs, configuration reload and the
+/// A/B updates (GetUpdateStatus, MarkGood, MarkBad, Rollback, InstallUpdate;
+/// LastError, UpdateStatus). Methods need root or the admin group
+/// (server.admin_group); properties are readable by all.
 #[zbus::interface(name = "org.edgeai.Daemon1")]
 impl Daemon1 {
     /// The daemon's version.
@@ -794,7 +842,171 @@ impl Daemon1 {
         self.audited(&actor, "RestoreBackup", &args, result).await
     }
 
-    /// The long job running now (one at a time; CreateBackup, LoadModel, RestoreBackup), or empty. No change signal: follow the Progress signal.
+    /// The A/B update state and slots (docs/update.md), the fields of GET /admin/v1/update: enabled, dir, running
+    /// (a, b or factory), current_link, state (a{sv}: current, previous, status good|pending|rolled-back, version,
+    /// previous_version, attempts, max_attempts, switched_at, committed_at, failed_version, last_error, history),
+    /// state_error (when the state file is unusable), slots (aa{sv}: name, version, complete, has_binary, problem).
+    /// Fields that are null over HTTP are left out.
+    async fn get_update_status(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<Dict, MethodError> {
+        self.authorise(conn, &hdr, "GetUpdateStatus").await?;
+        value::dict(&self.update_report().await?)
+    }
+
+    /// Commits the pending version that runs (as if its health gate passed); a good one stays good. Returns action,
+    /// status, message, restarting (false). UpdateNotPending when nothing is pending or the pending version is not the
+    /// one running; UpdateDisabled, UpdateStateInvalid. Each error's message starts with its Dify code.
+    async fn mark_good(&self, #[zbus(connection)] conn: &zbus::Connection, #[zbus(header)] hdr: Header<'_>) -> Result<Dict, MethodError> {
+        let actor = self.authorise(conn, &hdr, "MarkGood").await?;
+        self.update_action(&actor, "MarkGood", Updates::mark_good).await
+    }
+
+    /// Gives up the pending version: after the reply the daemon drains and exits 75, and the next start rolls it back
+    /// with its store snapshot. Returns action, status, message, restarting (true). UpdateNotPending when nothing is
+    /// pending; UpdateDisabled, UpdateStateInvalid.
+    async fn mark_bad(&self, #[zbus(connection)] conn: &zbus::Connection, #[zbus(header)] hdr: Header<'_>) -> Result<Dict, MethodError> {
+        let actor = self.authorise(conn, &hdr, "MarkBad").await?;
+        self.update_action(&actor, "MarkBad", Updates::mark_bad).await
+    }
+
+    /// Back to the previous version: a pending one as MarkBad; a good one is switched now (state and current link)
+    /// and the daemon restarts into the previous slot (exit 75 after the reply). Returns action, status, message,
+    /// restarting. UpdateNoPrevious when there is nothing to go back to; UpdateSlotIncomplete, UpdateDisabled,
+    /// UpdateStateInvalid.
+    async fn rollback(&self, #[zbus(connection)] conn: &zbus::Connection, #[zbus(header)] hdr: Header<'_>) -> Result<Dict, MethodError> {
+        let actor = self.authorise(conn, &hdr, "Rollback").await?;
+        self.update_action(&actor, "Rollback", Updates::rollback).await
+    }
+
+    /// Installs a signed bundle read from a file (or pipe) the caller opened: copied into update/incoming-<uuid>.bundle
+    /// (at most update.max_bundle_bytes; the file is removed on every path), then checked and installed into the slot
+    /// that does not run as edgeaictl update install does (signature by a key in update.trust_dir, compatible, version
+    /// policy, binary only, free space; docs/update.md), made the pending version. A long job (one at a time): Progress
+    /// by the bytes received (0..80%), 80% while it verifies and unpacks, 100% when installed; Completed "ok: ..." or
+    /// "failed: ...". Options: allow_downgrade (b), reinstall (b), restart (b, default true: after the reply the daemon
+    /// drains and exits 75, and the next start runs the new version). Returns action ("install"), status ("pending"),
+    /// message, restarting. Errors: UpdateDisabled, UpdatePending, UpdateUntrusted, UpdateNotApplicable,
+    /// UpdateUnsupported, UpdateNoSpace, UpdateBadBundle, UpdateTooLarge (each message starts with its Dify code);
+    /// InvalidArgument for an unknown option or an unreadable descriptor; Busy while another long job runs.
+    async fn install_update(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        bundle: OwnedFd,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<Dict, MethodError> {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let actor = self.authorise(conn, &hdr, "InstallUpdate").await?;
+        let mut args = String::new();
+        let result: Result<_, MethodError> = async {
+            value::only(&options, &["allow_downgrade", "reinstall", "restart"])?;
+            let opts = crate::update::install::InstallOptions {
+                allow_downgrade: value::opt_bool(&options, "allow_downgrade")?.unwrap_or(false),
+                reinstall: value::opt_bool(&options, "reinstall")?.unwrap_or(false),
+            };
+            let restart = value::opt_bool(&options, "restart")?.unwrap_or(true);
+            args = format!("allow_downgrade={} reinstall={} restart={restart}", opts.allow_downgrade, opts.reinstall);
+            // Refused before the job's place is taken: no Progress for a call that cannot install.
+            if !self.update.settings().enabled {
+                return Err(update_error(&UpdateError::Disabled));
+            }
+            let job = "InstallUpdate";
+            let guard = self.begin_job(&emitter, job).await?;
+            let fd: std::os::fd::OwnedFd = bundle.into();
+            let input = std::fs::File::from(fd);
+            // Progress by the bytes received (0 while the size is unknown: a pipe).
+            let total = input.metadata().ok().filter(|m| m.is_file()).map_or(0, |m| m.len());
+            let read = Arc::new(AtomicU64::new(0));
+            let installing = Arc::new(AtomicBool::new(false));
+            let counting = Counting { inner: input, written: Arc::clone(&read) };
+            let (u, now_installing) = (Arc::clone(&self.update), Arc::clone(&installing));
+            let work = tokio::task::spawn_blocking(move || {
+                let path = crate::update::install::incoming_path(&u.settings().dir);
+                let _incoming = receive_bundle(counting, &path, u.settings().max_bundle_bytes)?;
+                now_installing.store(true, Ordering::Relaxed);
+                u.install(&path, opts).map_err(|e| {
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "InstallUpdate refused; the slots and the state are unchanged");
+                    update_error(&e)
+                })
+            });
+            let outcome = self
+                .while_progressing(
+                    &emitter,
+                    job,
+                    work,
+                    || {
+                        if installing.load(Ordering::Relaxed) {
+                            80
+                        } else if total == 0 {
+                            0
+                        } else {
+                            percent_of(read.load(Ordering::Relaxed), total) * 80 / 100
+                        }
+                    },
+                    |_| {
+                        if installing.load(Ordering::Relaxed) {
+                            "verifying the signature and unpacking into the slot that does not run".to_owned()
+                        } else {
+                            format!(
+                                "received {} of {} bytes",
+                                read.load(Ordering::Relaxed),
+                                if total == 0 { "?".to_owned() } else { total.to_string() }
+                            )
+                        }
+                    },
+                )
+                .await;
+            let mut answer = match outcome.map_err(|e| update_error(&UpdateError::Task(e.to_string()))).and_then(|r| r) {
+                Ok(a) => a,
+                Err(e) => {
+                    self.fail_job(guard, &emitter, job, &e).await;
+                    return Err(e);
+                }
+            };
+            self.progress(&emitter, job, 100, "installed").await;
+            if !restart {
+                answer.restarting = false;
+                answer.message.push_str(
+                    "; not restarting now (restart = false): the new version starts at the next restart (systemctl restart edgeai)",
+                );
+            }
+            tracing::info!(bytes = read.load(Ordering::Relaxed), restart, message = %answer.message, "update installed over D-Bus");
+            self.end_job(guard, &emitter, job, &format!("ok: {}", answer.message)).await;
+            if answer.restarting {
+                restart_after_reply("InstallUpdate");
+            }
+            value::dict(&answer)
+        }
+        .await;
+        self.audited(&actor, "InstallUpdate", &args, result).await
+    }
+
+    /// The update state's last error (why a version was rolled back or given up, or what its health gate said), or
+    /// empty: none recorded, nothing installed, or the state file unusable. Read when needed; no change signal.
+    #[zbus(property(emits_changed_signal = "false"))]
+    async fn last_error(&self) -> String {
+        self.update_report().await.ok().and_then(|r| r.state).and_then(|s| s.last_error).unwrap_or_default()
+    }
+
+    /// The update state's status: good, pending, rolled-back, none (nothing installed) or invalid (the state file is
+    /// unusable; GetUpdateStatus says why). Read when needed; no change signal.
+    #[zbus(property(emits_changed_signal = "false"), name = "UpdateStatus")]
+    async fn update_status(&self) -> String {
+        match self.update_report().await {
+            Ok(r) => match (r.state, r.state_error) {
+                (Some(st), _) => st.status,
+                (None, Some(_)) => "invalid".to_owned(),
+                (None, None) => "none".to_owned(),
+            },
+            Err(_) => "invalid".to_owned(),
+        }
+    }
+
+    /// The long job running now (one at a time; CreateBackup, InstallUpdate, LoadModel, RestoreBackup), or empty. No change signal: follow the Progress signal.
     #[zbus(property(emits_changed_signal = "false"))]
     fn operation(&self) -> String {
         lock(&self.job).0.clone()

@@ -5,11 +5,14 @@
 //! lets in; every method checks the caller's uid, which the bus daemon reports
 //! for the message's sender (never our own pid), against root and
 //! `server.admin_group`. Calls go to the service layer, through the same
-//! admin reports as the admin HTTP API (`crate::admin`), encoded as `a{sv}`.
+//! admin reports as the admin HTTP API (`crate::admin`), encoded as `a{sv}`;
+//! the update controls go to the same `crate::update::Updates` as the admin
+//! API's `/admin/v1/update` routes.
 //! The only module that knows D-Bus.
 
 mod error;
 mod iface;
+mod update;
 mod value;
 
 use std::sync::Arc;
@@ -75,6 +78,7 @@ pub async fn start(
     audit: Arc<crate::audit::Audit>,
     facts: crate::admin::Facts,
     reload: mpsc::Sender<ReloadRequest>,
+    update: Arc<crate::update::Updates>,
 ) -> Result<Option<Control>, ControlError> {
     let (builder, label) = match bus {
         BusChoice::Off => return Ok(None),
@@ -82,7 +86,7 @@ pub async fn start(
         BusChoice::Session => (zbus::connection::Builder::session(), "session".to_owned()),
         BusChoice::Address(a) => (zbus::connection::Builder::address(a.as_str()), a.clone()),
     };
-    let iface = Daemon1::new(Arc::clone(&service), audit, facts, reload);
+    let iface = Daemon1::new(Arc::clone(&service), audit, facts, reload, update);
     let conn = match builder.and_then(|b| b.serve_at(PATH, iface)) {
         Ok(b) => b.build().await,
         Err(e) => Err(e),
