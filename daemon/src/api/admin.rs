@@ -287,6 +287,7 @@ async fn receive_file(mut body: Incoming, path: &std::path::Path, limit: u64) ->
             return Err(crate::update::UpdateError::TooLarge { limit }.into());
         }
         file.write_all(&data).await.map_err(|e| io("writing", e))?;
+        crate::update::kill_point("receive");
     }
     if written == 0 {
         return Err(ApiError::InvalidParam("the request body is empty: send the bundle file as the body".into()));

@@ -64,6 +64,7 @@ pub(super) fn receive_bundle(input: impl std::io::Read, path: &std::path::Path, 
             return Err(update_error(&UpdateError::TooLarge { limit }));
         }
         file.write_all(&buf[..n]).map_err(|e| io("writing", e))?;
+        crate::update::kill_point("receive");
     }
     if written == 0 {
         return Err(update_error(&UpdateError::Bundle("the descriptor gave 0 bytes: pass the bundle file, opened for reading".into())));

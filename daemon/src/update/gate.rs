@@ -111,6 +111,7 @@ impl Gate {
             None => "no self-test: model.enabled is false".to_owned(),
         };
         tracing::info!(summary = %summary, "update: health gate self-test passed");
+        super::kill_point("gate");
         let commit_at = self.started + self.settings.commit_after;
         tokio::time::sleep_until(commit_at.into()).await;
         match self.runtime.status().state {

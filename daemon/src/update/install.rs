@@ -107,6 +107,9 @@ impl Updates {
         let mut last_logged = 0u64;
         opened
             .unpack_into(&slot_dir, |done, total| {
+                if done > 0 {
+                    super::kill_point("unpack");
+                }
                 // A line per quarter: progress for the journal without a flood.
                 if total > 0 && done * 4 / total > last_logged {
                     last_logged = done * 4 / total;
@@ -123,8 +126,11 @@ impl Updates {
             st.history = history;
         }
         st.record("installed", Some(format!("signed by {}", signers.join(", "))));
+        super::kill_point("installed");
         state::write(&dir, &st)?;
+        super::kill_point("state-written");
         slots::switch_current(&dir, target)?;
+        super::kill_point("switched");
         tracing::warn!(
             slot = target.as_str(),
             version = %manifest.version,
@@ -189,4 +195,28 @@ fn bundle_error(e: BundleError) -> UpdateError {
 /// directory (the same file system as the slots), never in /tmp.
 pub fn incoming_path(dir: &Path) -> PathBuf {
     super::snapshot::update_dir(dir).join(format!("incoming-{}.bundle", uuid::Uuid::now_v7()))
+}
+
+/// Removes the bundles an earlier process was receiving or installing when
+/// it died (`update/incoming-*.bundle`; a running install removes its own),
+/// so a power cut mid-download does not keep its bytes for ever. Called by
+/// the launcher before anything can receive; logs each file it removes.
+pub fn remove_leftovers(dir: &Path) {
+    let udir = super::snapshot::update_dir(dir);
+    let Ok(entries) = std::fs::read_dir(&udir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("incoming-") && name.ends_with(".bundle")) {
+            continue;
+        }
+        let path = entry.path();
+        let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::warn!(path = %path.display(), bytes, "update: removed a bundle an earlier start did not finish receiving or installing")
+            }
+            Err(e) => tracing::error!(path = %path.display(), error = %e, "update: could not remove an unfinished received bundle"),
+        }
+    }
 }

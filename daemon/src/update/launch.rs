@@ -102,6 +102,7 @@ pub fn launch(settings: &Settings) -> Result<Launch, UpdateError> {
         }
         return Ok(Launch::Serve(None));
     }
+    super::install::remove_leftovers(dir);
     let decision = decide(true, state::read(dir), slots::read_current(dir));
     act(settings, dir, decision)
 }
@@ -169,6 +170,7 @@ fn attempt_slot(settings: &Settings, dir: &Path, slot: Slot, attempt: u32, max: 
         // Before the new version ever runs: what a rollback puts back.
         match snapshot::take(&settings.store.path, dir) {
             Ok(had) => {
+                super::kill_point("snapshot");
                 st.snapshot = if had { Snapshot::Taken } else { Snapshot::NoStore };
                 tracing::info!(
                     store = %settings.store.path.display(),
@@ -193,6 +195,7 @@ fn attempt_slot(settings: &Settings, dir: &Path, slot: Slot, attempt: u32, max: 
     // Counted and on disk before the new version runs: a crash before its
     // own main still counts.
     state::write(dir, &st)?;
+    super::kill_point("attempt");
     ensure_link(dir, slot);
     tracing::warn!(
         slot = slot.as_str(),
@@ -216,6 +219,7 @@ pub fn rollback(settings: &Settings, dir: &Path, from: Slot, to: Slot, reason: &
         Snapshot::Taken => Some(snapshot::restore(&settings.store.path, dir, &failed, true)?),
         Snapshot::NoStore => Some(snapshot::restore(&settings.store.path, dir, &failed, false)?),
     };
+    super::kill_point("rollback");
     let factory_version = env!("CARGO_PKG_VERSION").to_owned();
     st.record("rolled-back", Some(format!("to {}: {reason}", to.as_str())));
     let carried = restored.as_ref().and_then(|r| r.carried.as_ref()).map(|c| match c {

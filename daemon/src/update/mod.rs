@@ -106,6 +106,28 @@ pub enum UpdateError {
     TooLarge { limit: u64 },
 }
 
+/// Test builds only: `update-kill=return(STEP)` kills this process with
+/// SIGKILL when it reaches STEP (kill -9 there: no destructor, no flush, no
+/// reply), so the tests can show that every step recovers at the next
+/// start. The steps, in the order an update meets them: `receive` (a
+/// bundle partly received), `unpack` (a slot partly written), `installed`
+/// (the slot complete, the state not yet pending), `state-written` (pending,
+/// the link not moved), `switched` (the link moved, before the reply and the
+/// exit 75), `snapshot` (the launcher took the store snapshot, not yet
+/// recorded), `attempt` (the attempt counted, before the exec), `gate` (the
+/// self-test passed, before the commit) and `rollback` (the store restored,
+/// the state still pending).
+pub fn kill_point(step: &str) {
+    fail::fail_point!("update-kill", |arg: Option<String>| {
+        if arg.as_deref() == Some(step) {
+            eprintln!("edgeaid: failpoint update-kill: SIGKILL at step {step}");
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+        }
+    });
+    #[cfg(not(feature = "failpoints"))]
+    let _ = step;
+}
+
 /// Test builds only: a start from a slot (`EDGEAI_SLOT` set) dies at once
 /// when the fail point `update-slot-crash` is on, as a broken new binary
 /// would (SIGABRT). The installed binary (no `EDGEAI_SLOT`) ignores it, so
