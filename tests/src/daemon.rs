@@ -601,6 +601,21 @@ impl Daemon {
         self.spawn();
     }
 
+    /// Starts the daemon again after it exited without waiting for `ready`
+    /// (a start meant to die: then `wait_exit`).
+    pub fn start_again_no_wait(&mut self) {
+        assert!(!self.is_running(), "start_again_no_wait: the daemon still runs");
+        self.spawn_process();
+    }
+
+    /// Replaces the fail points (FAILPOINTS) of the next starts; `None`: none.
+    pub fn set_failpoints(&mut self, spec: Option<&str>) {
+        self.env.retain(|(k, _)| k != "FAILPOINTS");
+        if let Some(spec) = spec {
+            self.env.push(("FAILPOINTS".into(), spec.into()));
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
