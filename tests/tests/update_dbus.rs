@@ -277,9 +277,19 @@ fn last_error_says_why_a_version_installed_over_dbus_was_rolled_back() {
     d.start_again();
     d.wait_log_message("D-Bus control interface serving", Duration::from_secs(30));
     assert_eq!(d.wait_exit(Duration::from_secs(120)).code(), Some(1), "the failed gate stops the new version");
-    // The next start rolls back; LastError and GetUpdateStatus say why.
+    // The next start rolls back; a Completed signal, LastError and GetUpdateStatus say why.
+    let monitor = Monitor::start(&bus);
     d.start_again();
     d.wait_log_message("D-Bus control interface serving", Duration::from_secs(30));
+    let signals = monitor.until_completed("Rollback", Duration::from_secs(30));
+    assert!(
+        signals.contains(&format!(
+            "org.edgeai.Daemon1.Completed ('Rollback', 'ok: rolled back at start from slot a ({NEW}) to factory ({}): 1 starts of {NEW}; last error: self-test failed",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{signals}"
+    );
+    drop(monitor);
     assert_eq!(property(&bus, "UpdateStatus").trim(), "(<'rolled-back'>,)");
     let last = property(&bus, "LastError");
     assert!(last.contains(&format!("1 starts of {NEW}; last error: self-test failed")), "{last}");

@@ -1088,6 +1088,14 @@ async fn read_file(fd: OwnedFd) -> Result<String, MethodError> {
     .map_err(|e| MethodError::Failed(format!("reading the app file: {e}")))?
 }
 
+/// Sends `Completed("Rollback", "ok: <text>")` for the rollback the
+/// launcher made at this start (docs/update.md).
+pub async fn announce_rollback(iface: &InterfaceRef<Daemon1>, text: &str) {
+    if let Err(e) = Daemon1::completed_signal(iface.signal_emitter(), "Rollback", &format!("ok: {text}")).await {
+        tracing::warn!(error = %e, "could not send the Completed signal of the rollback at start");
+    }
+}
+
 /// Announces changes of State and StatusText (PropertiesChanged, and the
 /// StateChanged signal), and of ActiveModels, until the connection goes.
 pub async fn watch_state(iface: InterfaceRef<Daemon1>, every: Duration) {

@@ -64,6 +64,9 @@ fn is_access_denied(e: &zbus::Error) -> bool {
     }
 }
 
+/// How long after taking the name the start's rollback is announced.
+const ANNOUNCE_AFTER: Duration = Duration::from_secs(2);
+
 /// How often the state watcher compares State and StatusText.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 
@@ -119,6 +122,17 @@ pub async fn start(
     let iface_ref: InterfaceRef<Daemon1> =
         conn.object_server().interface(PATH).await.map_err(|source| ControlError::Serve { bus: label.clone(), source })?;
     tracing::info!(bus = %label, name = NAME, path = PATH, "D-Bus control interface serving");
+    if let Some(text) = crate::update::rolled_back_at_start() {
+        // The launcher rolled an update back before anything could signal it.
+        // Clients that follow the name's owner (GLib's signal subscriptions,
+        // `gdbus monitor`) learn the new owner from NameOwnerChanged first and
+        // drop what it sends before: give them a moment.
+        let iface = iface_ref.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(ANNOUNCE_AFTER).await;
+            iface::announce_rollback(&iface, &text).await;
+        });
+    }
     let watcher = tokio::spawn(iface::watch_state(iface_ref, WATCH_EVERY));
     Ok(Some(Control { _conn: conn, watcher }))
 }

@@ -244,6 +244,12 @@ pub fn rollback(settings: &Settings, dir: &Path, from: Slot, to: Slot, reason: &
     if let Err(e) = snapshot::discard(dir) {
         tracing::warn!(error = %e, "update: the store snapshot could not be removed after the rollback");
     }
+    // For the D-Bus Completed signal once this start serves (one thread here:
+    // the launcher runs before the runtime and any other thread).
+    std::env::set_var(
+        super::ROLLED_BACK_ENV,
+        format!("rolled back at start from slot {} ({failed}) to {} ({}): {reason}", from.as_str(), to.as_str(), st.version),
+    );
     let kept = restored.as_ref().and_then(|r| r.kept.as_ref()).map(|p| p.display().to_string());
     tracing::error!(
         from = from.as_str(),

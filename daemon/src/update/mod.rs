@@ -42,6 +42,17 @@ pub use state::{Slot, Status, UpdateState};
 pub const SLOT_ENV: &str = "EDGEAI_SLOT";
 
 /// The slot this process runs from, when the launcher started it from one.
+/// Set by the launcher's rollback for the rest of this start (carried
+/// over the exec into a slot's binary): what was rolled back and why. The
+/// D-Bus interface announces it once serving (a `Completed` signal of
+/// `Rollback`), as nothing could while the launcher ran.
+pub const ROLLED_BACK_ENV: &str = "EDGEAI_ROLLED_BACK";
+
+/// The launcher's rollback of this start ([`ROLLED_BACK_ENV`]), if one happened.
+pub fn rolled_back_at_start() -> Option<String> {
+    std::env::var(ROLLED_BACK_ENV).ok().filter(|s| !s.is_empty())
+}
+
 pub fn running_slot() -> Option<Slot> {
     std::env::var(SLOT_ENV).ok().and_then(|s| Slot::parse_slot(&s))
 }
