@@ -142,3 +142,100 @@ fn a_signed_bundle_installs_restarts_and_commits_and_bad_ones_change_nothing() {
     let audit = d.ctl(&["audit", "--json"]);
     assert!(String::from_utf8_lossy(&audit.stdout).contains("POST /admin/v1/update/install"), "the install is in the audit trail");
 }
+
+/// A small tmpfs as `update.dir` (root only: it mounts one; else a loud
+/// SKIP): a bundle larger than the free space is refused with
+/// `update_no_space` (507) naming the space it needs, before a byte is
+/// written when its length is known, and when it is not (a chunked body)
+/// once the file system is full, the partial copy removed. Nothing is
+/// installed either way and the daemon goes on serving.
+#[test]
+fn a_bundle_that_does_not_fit_is_refused_with_the_space_it_needs() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP a_bundle_that_does_not_fit_is_refused_with_the_space_it_needs: mounting a tmpfs needs root");
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let small = work.path().join("small");
+    std::fs::create_dir(&small).expect("mount point");
+    let mounted =
+        Command::new("mount").args(["-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs"]).arg(&small).status().expect("running mount");
+    if !mounted.success() {
+        eprintln!(
+            "SKIP a_bundle_that_does_not_fit_is_refused_with_the_space_it_needs: mount -t tmpfs failed ({mounted}; no CAP_SYS_ADMIN here?)"
+        );
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(small.clone());
+    let trust = work.path().join("trust.d");
+    std::fs::create_dir(&trust).expect("trust dir");
+    let key = work.path().join("release-key");
+    ctl_offline(&["keys", "gen-signing", "--out", key.to_str().expect("utf-8 path")]);
+    std::fs::copy(work.path().join("release-key.pub"), trust.join("release.pub")).expect("trusting the key");
+    let good = work.path().join("good.bundle");
+    bundle(&good, &key, NEW, &format!("edgeai-{}", std::env::consts::ARCH), &[], true);
+    let size = std::fs::metadata(&good).expect("bundle").len();
+    assert!(size > 64 << 20, "the bundle ({size} bytes) must be larger than the tmpfs");
+
+    let d = DaemonBuilder::new()
+        .set("update.enabled", true)
+        .set("update.dir", small.to_str().expect("utf-8 path"))
+        .set("update.trust_dir", trust.to_str().expect("utf-8 path"))
+        .wait_for_model(false)
+        .start();
+    let files =
+        |dir: &Path| -> Vec<String> { walk(dir).into_iter().map(|p| p.strip_prefix(dir).unwrap_or(&p).display().to_string()).collect() };
+    let before = files(&small);
+    // Its length known (edgeaictl sends Content-Length): refused before a byte is received.
+    let out = d.ctl(&["update", "install", good.to_str().expect("utf-8 path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let needed = 2 * size + (64 << 20);
+    assert!(stderr.contains("update_no_space: not enough free space in") && stderr.contains("the install needs"), "{stderr}");
+    let said: u64 = stderr
+        .split("the install needs ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in {stderr}"));
+    assert!(said >= needed, "it needs at least twice the bundle and the margin ({needed}): {stderr}");
+    assert_eq!(files(&small), before, "nothing written");
+    // A chunked body (no length): received until the tmpfs is full, then the same refusal and the copy removed.
+    let sock = d.socket_path();
+    let curl = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(&sock)
+        .args(["-X", "POST", "-H", "Transfer-Encoding: chunked", "-H", "Content-Type: application/octet-stream", "--data-binary"])
+        .arg(format!("@{}", good.display()))
+        .arg("http://localhost/admin/v1/update/install")
+        .output()
+        .expect("running curl");
+    let answer = String::from_utf8_lossy(&curl.stdout).into_owned();
+    assert!(answer.ends_with("\n507") && answer.contains("\"code\":\"update_no_space\""), "{answer}");
+    assert_eq!(files(&small), before, "the partial copy is removed: {:?}", files(&small));
+    assert!(status(&d)["state"].is_null(), "nothing installed");
+    assert_eq!(d.client().get("/health").status, 200);
+}
+
+/// Every file under `dir`, recursively (directories themselves left out).
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.filter_map(Result::ok) {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}

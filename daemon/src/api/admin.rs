@@ -250,8 +250,17 @@ async fn install_bundle(state: &Arc<ApiState>, req: Request<Incoming>) -> Result
     if !settings.enabled {
         return Err(crate::update::UpdateError::Disabled.into());
     }
+    let declared = req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared {
+        if len > settings.max_bundle_bytes {
+            return Err(crate::update::UpdateError::TooLarge { limit: settings.max_bundle_bytes }.into());
+        }
+        // A full disk is found before a byte is received.
+        let u = Arc::clone(&state.update);
+        blocking(move || u.check_receive_space(len)).await?;
+    }
     let path = crate::update::install::incoming_path(&settings.dir);
-    let received = receive_file(req.into_body(), &path, settings.max_bundle_bytes).await;
+    let received = receive_file(req.into_body(), &path, settings.max_bundle_bytes, declared).await;
     let outcome = match received {
         Ok(()) => {
             let (u, p) = (Arc::clone(&state.update), path.clone());
@@ -269,7 +278,9 @@ async fn install_bundle(state: &Arc<ApiState>, req: Request<Incoming>) -> Result
 
 /// Streams a request body into a new file (mode 0600, created, never
 /// replaced), refusing more than `limit` bytes; fsynced before it returns.
-async fn receive_file(mut body: Incoming, path: &std::path::Path, limit: u64) -> Result<(), ApiError> {
+/// A full file system is `update_no_space` (needing `declared`, the
+/// request's length, when it gave one).
+async fn receive_file(mut body: Incoming, path: &std::path::Path, limit: u64, declared: Option<u64>) -> Result<(), ApiError> {
     use http_body_util::BodyExt;
     use tokio::io::AsyncWriteExt;
     let io = |what, source| ApiError::from(crate::update::UpdateError::Io { what, path: path.to_path_buf(), source });
@@ -286,13 +297,17 @@ async fn receive_file(mut body: Incoming, path: &std::path::Path, limit: u64) ->
         if written > limit {
             return Err(crate::update::UpdateError::TooLarge { limit }.into());
         }
-        file.write_all(&data).await.map_err(|e| io("writing", e))?;
+        if let Err(e) = file.write_all(&data).await {
+            return Err(crate::update::install::receive_write_error(path, declared.unwrap_or(written), e).into());
+        }
         crate::update::kill_point("receive");
     }
     if written == 0 {
         return Err(ApiError::InvalidParam("the request body is empty: send the bundle file as the body".into()));
     }
-    file.sync_all().await.map_err(|e| io("syncing", e))?;
+    if let Err(e) = file.sync_all().await {
+        return Err(crate::update::install::receive_write_error(path, written, e).into());
+    }
     Ok(())
 }
 

@@ -926,6 +926,13 @@ impl Daemon1 {
             let (u, now_installing) = (Arc::clone(&self.update), Arc::clone(&installing));
             let work = tokio::task::spawn_blocking(move || {
                 let path = crate::update::install::incoming_path(&u.settings().dir);
+                if total > u.settings().max_bundle_bytes {
+                    return Err(update_error(&UpdateError::TooLarge { limit: u.settings().max_bundle_bytes }));
+                }
+                if total > 0 {
+                    // A full disk is found before a byte is received.
+                    u.check_receive_space(total).map_err(|e| update_error(&e))?;
+                }
                 let _incoming = receive_bundle(counting, &path, u.settings().max_bundle_bytes)?;
                 now_installing.store(true, Ordering::Relaxed);
                 u.install(&path, opts).map_err(|e| {

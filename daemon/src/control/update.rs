@@ -63,12 +63,12 @@ pub(super) fn receive_bundle(input: impl std::io::Read, path: &std::path::Path, 
         if written > limit {
             return Err(update_error(&UpdateError::TooLarge { limit }));
         }
-        file.write_all(&buf[..n]).map_err(|e| io("writing", e))?;
+        file.write_all(&buf[..n]).map_err(|e| update_error(&crate::update::install::receive_write_error(path, written, e)))?;
         crate::update::kill_point("receive");
     }
     if written == 0 {
         return Err(update_error(&UpdateError::Bundle("the descriptor gave 0 bytes: pass the bundle file, opened for reading".into())));
     }
-    file.sync_all().map_err(|e| io("syncing", e))?;
+    file.sync_all().map_err(|e| update_error(&crate::update::install::receive_write_error(path, written, e)))?;
     Ok(incoming)
 }

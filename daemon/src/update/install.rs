@@ -163,15 +163,19 @@ impl Updates {
         (running, version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()))
     }
 
+    /// Before a bundle of `bundle_bytes` is received (its size known from
+    /// the request or the descriptor): refuses when the received copy, the
+    /// payloads it unpacks to (at most its size) and the store snapshot
+    /// would not fit, so a full disk is found before a byte is written.
+    pub fn check_receive_space(&self, bundle_bytes: u64) -> Result<(), UpdateError> {
+        let dir = self.dir().to_path_buf();
+        self.check_space(&dir, bundle_bytes.saturating_mul(2))
+    }
+
     /// Refuses before a byte is written when the payloads and the store
     /// snapshot the launcher takes would not fit, with a margin.
     fn check_space(&self, dir: &Path, payload: u64) -> Result<(), UpdateError> {
-        let stat = nix::sys::statvfs::statvfs(dir).map_err(|e| UpdateError::Io {
-            what: "reading the free space of",
-            path: dir.to_path_buf(),
-            source: std::io::Error::from(e),
-        })?;
-        let available = (stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64);
+        let available = free_space(dir)?;
         let store = std::fs::metadata(&self.store_path).map(|m| m.len()).unwrap_or(0);
         let needed = payload.saturating_add(store).saturating_add(SPACE_MARGIN);
         if available < needed {
@@ -179,6 +183,29 @@ impl Updates {
         }
         Ok(())
     }
+}
+
+/// Bytes free for us on the file system of `dir`.
+fn free_space(dir: &Path) -> Result<u64, UpdateError> {
+    let stat = nix::sys::statvfs::statvfs(dir).map_err(|e| UpdateError::Io {
+        what: "reading the free space of",
+        path: dir.to_path_buf(),
+        source: std::io::Error::from(e),
+    })?;
+    Ok((stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64))
+}
+
+/// A write of the received bundle at `path` failed: a full file system
+/// (ENOSPC, or a quota) is the install's `NoSpace` with what it needed
+/// (`needed`: the bundle's size, when known, else what was written), any
+/// other error names the file.
+pub fn receive_write_error(path: &Path, needed: u64, source: std::io::Error) -> UpdateError {
+    if matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded) {
+        let dir = path.parent().unwrap_or(path).to_path_buf();
+        let available = free_space(&dir).unwrap_or(0);
+        return UpdateError::NoSpace { dir, needed, available };
+    }
+    UpdateError::Io { what: "writing", path: path.to_path_buf(), source }
 }
 
 /// A bundle's refusal as the update's error, keeping its class.
