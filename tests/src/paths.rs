@@ -119,3 +119,18 @@ pub fn node() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|d| d.join("node")).find(|p| p.is_file())
 }
+
+/// The update files a refused install must leave as they were under the
+/// update directory `dir`: the state, the `current` link, the slots'
+/// manifests and whatever is in `update/` (nothing received may stay).
+pub fn update_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = ["update-state.json", "current", "slots/a/manifest.json", "slots/b/manifest.json"]
+        .iter()
+        .map(|n| dir.join(n))
+        .filter(|p| std::fs::symlink_metadata(p).is_ok())
+        .collect();
+    if let Ok(rd) = std::fs::read_dir(dir.join("update")) {
+        out.extend(rd.filter_map(Result::ok).map(|e| e.path()));
+    }
+    out
+}

@@ -78,20 +78,6 @@ fn keys_and_bundles() -> Keys {
     Keys { _work: work, trust, good, unsigned, corrupt }
 }
 
-/// What a refusal must leave alone: the state, the link, the slots, and
-/// nothing received left in `update/`.
-fn update_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = ["update-state.json", "current", "slots/a/manifest.json", "slots/b/manifest.json"]
-        .iter()
-        .map(|n| dir.join(n))
-        .filter(|p| std::fs::symlink_metadata(p).is_ok())
-        .collect();
-    if let Ok(rd) = std::fs::read_dir(dir.join("update")) {
-        out.extend(rd.filter_map(Result::ok).map(|e| e.path()));
-    }
-    out
-}
-
 /// A property of the daemon's interface, as gdbus prints it (`(<'...'>,)`).
 fn property(bus: &Bus, name: &str) -> String {
     ok(&gdbus_call(bus, None, "org.freedesktop.DBus.Properties.Get", &["org.edgeai.Daemon1", name]))
@@ -174,7 +160,7 @@ fn a_signed_bundle_installs_over_dbus_and_refusals_change_nothing() {
     let mistyped = install_through_pipe(&bus, b"never read".to_vec(), HashMap::from([("reinstall", DValue::from("yes"))])).unwrap_err();
     assert!(mistyped.starts_with("org.edgeai.Error.InvalidArgument: option \"reinstall\" must be a boolean"), "{mistyped}");
     fails(&ctl(&bus, &d, &["update", "install", "/nonexistent/x.bundle"]), 65, "cannot read /nonexistent/x.bundle");
-    assert!(update_files(&dir).is_empty(), "refusals left files: {:?}", update_files(&dir));
+    assert!(paths::update_files(&dir).is_empty(), "refusals left files: {:?}", paths::update_files(&dir));
     assert!(update_status(&bus, &d)["state"].is_null(), "nothing is installed after the refusals");
     assert!(d.is_running());
 
@@ -244,7 +230,7 @@ fn updates_disabled_and_a_bundle_too_large_are_refused_with_nothing_written() {
     fails(&ctl(&bus, &d, &["update", "install", s(&any)]), 1, "org.edgeai.Error.UpdateDisabled: update_disabled: updates are disabled");
     fails(&ctl(&bus, &d, &["update", "rollback"]), 1, "org.edgeai.Error.UpdateDisabled: update_disabled: ");
     fails(&ctl(&bus, &d, &["update", "mark-good"]), 1, "org.edgeai.Error.UpdateDisabled: update_disabled: ");
-    assert!(update_files(d.dir()).is_empty(), "{:?}", update_files(d.dir()));
+    assert!(paths::update_files(d.dir()).is_empty(), "{:?}", paths::update_files(d.dir()));
     drop(d);
 
     // Larger than update.max_bundle_bytes, through a pipe: refused once the
@@ -254,7 +240,7 @@ fn updates_disabled_and_a_bundle_too_large_are_refused_with_nothing_written() {
     let big = install_through_pipe(&bus, vec![0x42; 3 << 20], HashMap::new()).unwrap_err();
     assert!(big.starts_with("org.edgeai.Error.UpdateTooLarge: update_too_large: "), "{big}");
     assert!(big.contains("1048576 bytes"), "{big}");
-    assert!(update_files(d.dir()).is_empty(), "{:?}", update_files(d.dir()));
+    assert!(paths::update_files(d.dir()).is_empty(), "{:?}", paths::update_files(d.dir()));
     assert_eq!(property(&bus, "Operation").trim(), "(<''>,)", "the job's place is free again");
 }
 

@@ -53,19 +53,6 @@ fn status(d: &Daemon) -> Value {
     serde_json::from_slice(&out.stdout).expect("update status --json is JSON")
 }
 
-/// What a refusal must leave alone: the state, the link, the slots.
-fn update_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = ["update-state.json", "current", "slots/a/manifest.json", "slots/b/manifest.json"]
-        .iter()
-        .map(|n| dir.join(n))
-        .filter(|p| std::fs::symlink_metadata(p).is_ok())
-        .collect();
-    if let Ok(rd) = std::fs::read_dir(dir.join("update")) {
-        out.extend(rd.filter_map(Result::ok).map(|e| e.path()));
-    }
-    out
-}
-
 #[test]
 fn a_signed_bundle_installs_restarts_and_commits_and_bad_ones_change_nothing() {
     let work = tempfile::tempdir().expect("tempdir");
@@ -82,7 +69,7 @@ fn a_signed_bundle_installs_restarts_and_commits_and_bad_ones_change_nothing() {
         .set("update.trust_dir", trust.to_str().expect("utf-8 path"))
         .start();
     let dir = d.dir().to_path_buf();
-    assert!(update_files(&dir).is_empty(), "a fresh daemon has no update files");
+    assert!(paths::update_files(&dir).is_empty(), "a fresh daemon has no update files");
 
     // Refusals, each before a byte is installed.
     let unsigned = work.path().join("unsigned.bundle");
@@ -107,7 +94,7 @@ fn a_signed_bundle_installs_restarts_and_commits_and_bad_ones_change_nothing() {
     bytes[at] ^= 0x55;
     std::fs::write(&corrupt, &bytes).expect("writing the corrupt copy");
     refused(&d, &corrupt, &[], 1, "update_bad_bundle");
-    assert!(update_files(&dir).is_empty(), "refused bundles left files: {:?}", update_files(&dir));
+    assert!(paths::update_files(&dir).is_empty(), "refused bundles left files: {:?}", paths::update_files(&dir));
     assert!(status(&d)["state"].is_null(), "nothing is installed after the refusals");
 
     // The good bundle: installed into slot a, the daemon restarts (exit 75).

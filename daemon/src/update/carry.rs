@@ -199,17 +199,23 @@ mod tests {
         c
     }
 
+    /// A snapshot store and the failed version's copy of it (as it was at the switch).
+    fn pair() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let snap = tmp.path().join("snap.db");
+        let failed = tmp.path().join("failed.db");
+        drop(store(&snap));
+        std::fs::copy(&snap, &failed).unwrap();
+        (tmp, snap, failed)
+    }
+
     fn count(path: &Path, sql: &str) -> i64 {
         rusqlite::Connection::open(path).unwrap().query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
     #[test]
     fn new_turns_are_carried_and_orphans_stay_behind() {
-        let tmp = tempfile::tempdir().unwrap();
-        let snap = tmp.path().join("snap.db");
-        let failed = tmp.path().join("failed.db");
-        drop(store(&snap));
-        std::fs::copy(&snap, &failed).unwrap();
+        let (tmp, snap, failed) = pair();
         {
             // What the failed version wrote after the switch: a turn in the old
             // conversation, a new conversation, a feedback, an app of its own
@@ -258,11 +264,7 @@ mod tests {
 
     #[test]
     fn a_copy_that_fails_halfway_changes_nothing() {
-        let tmp = tempfile::tempdir().unwrap();
-        let snap = tmp.path().join("snap.db");
-        let failed = tmp.path().join("failed.db");
-        drop(store(&snap));
-        std::fs::copy(&snap, &failed).unwrap();
+        let (_tmp, snap, failed) = pair();
         rusqlite::Connection::open(&failed)
             .unwrap()
             .execute_batch(
@@ -283,11 +285,7 @@ mod tests {
 
     #[test]
     fn a_row_the_old_schema_refuses_is_left_behind_and_counted() {
-        let tmp = tempfile::tempdir().unwrap();
-        let snap = tmp.path().join("snap.db");
-        let failed = tmp.path().join("failed.db");
-        drop(store(&snap));
-        std::fs::copy(&snap, &failed).unwrap();
+        let (_tmp, snap, failed) = pair();
         // The new version knows a message status the old CHECK does not.
         rusqlite::Connection::open(&failed)
             .unwrap()
