@@ -361,6 +361,7 @@ pub async fn run(settings: Settings, sources: Sources, exec_start: Instant, inhe
     let _gate = update::gate::Gate {
         settings: settings.update.clone(),
         runtime: Arc::clone(&runtime),
+        knowledge: Arc::clone(&knowledge),
         notifier: notifier.clone(),
         metrics: Arc::clone(&metrics),
         started: exec_start,

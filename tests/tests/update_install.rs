@@ -2,7 +2,8 @@
 //! key from `edgeaictl keys gen-signing`, a bundle of the built edgeaid from
 //! `edgeaictl bundle create` + `sign`, sent over the admin socket; the daemon
 //! verifies it, unpacks it into the slot that does not run, restarts (exit
-//! 75) and the launcher starts the pending version, which commits itself.
+//! 75) and the launcher starts the pending version, which commits itself
+//! after its self-test generated and searched a knowledge base.
 //! Before that, every refused bundle (unsigned, another device, an older
 //! version, models in it, a corrupt copy) leaves the slots and the state as
 //! they were.
@@ -67,6 +68,7 @@ fn a_signed_bundle_installs_restarts_and_commits_and_bad_ones_change_nothing() {
         .set("update.enabled", true)
         .set("update.commit_after_secs", 1)
         .set("update.trust_dir", trust.to_str().expect("utf-8 path"))
+        .with_embedder()
         .start();
     let dir = d.dir().to_path_buf();
     assert!(paths::update_files(&dir).is_empty(), "a fresh daemon has no update files");
@@ -97,6 +99,13 @@ fn a_signed_bundle_installs_restarts_and_commits_and_bad_ones_change_nothing() {
     assert!(paths::update_files(&dir).is_empty(), "refused bundles left files: {:?}", paths::update_files(&dir));
     assert!(status(&d)["state"].is_null(), "nothing is installed after the refusals");
 
+    // A knowledge base the new version's health gate searches.
+    let manual = work.path().join("manual.txt");
+    std::fs::write(&manual, "The edgeai gateway applies an update from a signed bundle.\n").expect("writing the document");
+    assert!(d.ctl(&["datasets", "create", "manuals"]).status.success());
+    let ingest = d.ctl(&["datasets", "ingest", manual.to_str().expect("utf-8 path"), "--dataset", "manuals"]);
+    assert!(ingest.status.success(), "datasets ingest: {}", String::from_utf8_lossy(&ingest.stderr));
+
     // The good bundle: installed into slot a, the daemon restarts (exit 75).
     let out = d.ctl(&["update", "install", good.to_str().expect("utf-8 path")]);
     assert!(out.status.success(), "update install: {}", String::from_utf8_lossy(&out.stderr));
@@ -123,6 +132,11 @@ fn a_signed_bundle_installs_restarts_and_commits_and_bad_ones_change_nothing() {
         (Some("a"), Some("good"), Some(NEW)),
         "{s}"
     );
+    // The gate generated and searched the knowledge base before it committed.
+    let committed = s["state"]["history"].as_array().and_then(|h| h.iter().find(|e| e["event"] == "committed")).cloned();
+    let detail = committed.as_ref().and_then(|e| e["detail"].as_str()).unwrap_or_default();
+    assert!(detail.contains("self-test generated") && detail.contains("retrieval searched 1 of 1 datasets: by words"), "{s}");
+    assert!(detail.contains("1 by vectors (1 hits)"), "the query was embedded and the dataset's vectors searched: {detail}");
 
     // The same version again needs --reinstall.
     refused(&d, &good, &[], 1, "update_not_applicable");

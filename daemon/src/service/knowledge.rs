@@ -149,6 +149,9 @@ pub struct SegmentInput {
     pub enabled: Option<bool>,
 }
 
+/// Datasets the update health gate's retrieval check searches.
+const SELF_TEST_DATASETS: u32 = 8;
+
 /// The knowledge service; one per daemon, shared by every front end.
 pub struct Knowledge {
     store: Store,
@@ -651,6 +654,64 @@ impl Knowledge {
         let tokens = self.count_tokens(&content) as i64;
         let word_count = content.chars().count() as i64;
         NewSegment { content, answer, keywords, tokens, word_count }
+    }
+
+    /// The update health gate's retrieval check: the first
+    /// [`SELF_TEST_DATASETS`] datasets are searched as a retrieval would,
+    /// by words, and by vectors where they have them (the query embedded by
+    /// the loaded model, the dataset's index opened and searched). Hits are
+    /// not counted: it writes nothing. A dataset whose vectors were made by
+    /// another embedding model is skipped (it needs a re-index whatever
+    /// version runs) and said so. Without datasets, a loaded embedder still
+    /// embeds the query. The summary says what was searched.
+    pub async fn self_test(&self) -> Result<String, KnowledgeError> {
+        const QUERY: &str = "edgeai update self-test";
+        let (datasets, total) = self.store.list_datasets(1, SELF_TEST_DATASETS, None).await?;
+        if datasets.is_empty() {
+            return match &self.embedder {
+                Some(_) => {
+                    let v = self.embed_one(QUERY, EmbedKind::Query).await?;
+                    Ok(format!("retrieval: no datasets; the embedding model gave a {}-wide vector", v.len()))
+                }
+                None => Ok("retrieval: no datasets and no embedding model, nothing to search".to_owned()),
+            };
+        }
+        let ids: Vec<String> = datasets.iter().map(|d| d.id.clone()).collect();
+        let words = self.store.fulltext_search(&ids, QUERY, 4).await?;
+        let (mut by_vectors, mut vector_hits, mut skipped) = (0usize, 0usize, Vec::new());
+        let mut query_vec: Option<Vec<f32>> = None;
+        for d in &datasets {
+            if d.indexing_technique != IndexingTechnique::HighQuality || d.embedding_model.is_none() {
+                continue;
+            }
+            match self.check_model(d) {
+                Ok(()) => {}
+                Err(e @ KnowledgeError::EmbeddingModelMismatch { .. }) => {
+                    skipped.push(e.to_string());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            let q = match &query_vec {
+                Some(q) => q.clone(),
+                None => query_vec.insert(self.embed_one(QUERY, EmbedKind::Query).await?).clone(),
+            };
+            let index = self.index(&d.id, q.len()).await?;
+            let found = tokio::task::spawn_blocking(move || index.read().unwrap_or_else(PoisonError::into_inner).search(&q, 4))
+                .await
+                .map_err(|e| KnowledgeError::Internal(format!("vector search: {e}")))?;
+            by_vectors += 1;
+            vector_hits += found.len();
+        }
+        let mut summary = format!(
+            "retrieval searched {} of {total} datasets: by words ({} hits), {by_vectors} by vectors ({vector_hits} hits)",
+            datasets.len(),
+            words.len()
+        );
+        if !skipped.is_empty() {
+            summary.push_str(&format!("; skipped: {}", skipped.join("; ")));
+        }
+        Ok(summary)
     }
 
     /// The stored model must be the loaded one, else a re-index is needed.

@@ -1,6 +1,8 @@
 //! The health gate of a pending version, run by the slot itself (after
 //! READY): the model loaded (or is disabled by configuration), a self-test
-//! generation through the real model runtime succeeded, and the daemon
+//! generation through the real model runtime succeeded, a retrieval over
+//! the knowledge datasets (by words and by vectors, through the loaded
+//! embedding model) succeeded, and the daemon
 //! stayed up `update.commit_after_secs` since it started. Then it commits:
 //! status `good`, `committed_at`, the store snapshot removed (the previous
 //! slot stays for a manual rollback). A failed gate records `last_error`
@@ -8,8 +10,9 @@
 //! start counts another attempt.
 //!
 //! Owns the gate's steps and the commit. Must not: write the store or
-//! change slots; it only reads the model runtime's state and submits one
-//! short generation like any request.
+//! change slots; it only reads the model runtime's state, submits one
+//! short generation like any request and runs one retrieval that counts no
+//! hits (`Knowledge::self_test`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -45,6 +48,8 @@ pub fn gate_failed() -> bool {
 pub struct Gate {
     pub settings: UpdateSettings,
     pub runtime: Arc<ModelRuntime>,
+    /// The knowledge service, for the retrieval self-test.
+    pub knowledge: Arc<crate::service::knowledge::Knowledge>,
     pub notifier: Notifier,
     pub metrics: Arc<Metrics>,
     /// When the process started (the commit waits `commit_after` from here).
@@ -110,6 +115,12 @@ impl Gate {
             },
             None => "no self-test: model.enabled is false".to_owned(),
         };
+        let retrieval = match tokio::time::timeout(SELF_TEST_TIMEOUT, self.knowledge.self_test()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(format!("self-test retrieval failed: {e}")),
+            Err(_) => return Err(format!("self-test retrieval took longer than {}s", SELF_TEST_TIMEOUT.as_secs())),
+        };
+        let summary = format!("{summary}; {retrieval}");
         tracing::info!(summary = %summary, "update: health gate self-test passed");
         super::kill_point("gate");
         let commit_at = self.started + self.settings.commit_after;
