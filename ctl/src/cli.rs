@@ -298,7 +298,13 @@ pub enum UpdateCommand {
     /// Install a signed bundle into the slot that does not run; the daemon restarts into it (pending)
     #[command(after_help = concat!(
         "Examples:\n  edgeaictl bundle verify --trust /etc/edgeai/trust.d edgeai-1.3.0.bundle\n  \
-         edgeaictl update install edgeai-1.3.0.bundle\n  edgeaictl update status\n\n\
+         edgeaictl update install edgeai-1.3.0.bundle\n  \
+         edgeaictl update install https://updates.plant.example/edgeai-1.3.0.bundle\n  edgeaictl update status\n\n\
+         An http:// or https:// URL is downloaded by the daemon itself (https: the server must chain to a \
+         certificate in update.ca_file), into its update directory, never into memory; a dropped connection is \
+         resumed with Range, and installing the same URL again after a failed download resumes where it stopped. \
+         A server error or an unreachable server after the retries is 502 update_download_failed (exit 1); a \
+         malformed URL is 400 invalid_param (exit 1).\n\n\
          The daemon checks the bundle before a byte is installed: signed by a key in update.trust_dir (403 \
          update_untrusted), compatible with update.compatible and newer than what runs (409 update_not_applicable; \
          --allow-downgrade and --reinstall lift the version rule), intact (400 update_bad_bundle, the component \
@@ -313,8 +319,8 @@ pub enum UpdateCommand {
         exit_codes!()
     ))]
     Install {
-        /// The bundle file (`edgeaictl bundle create` + `bundle sign`)
-        #[arg(value_name = "BUNDLE")]
+        /// The bundle file (`edgeaictl bundle create` + `bundle sign`), or an http(s):// URL the daemon downloads it from
+        #[arg(value_name = "BUNDLE|URL")]
         bundle: std::path::PathBuf,
         /// Install an older version than the one running (the bundle's manifest must allow it too)
         #[arg(long)]

@@ -291,20 +291,28 @@ impl Control {
     /// waiting at least [`INSTALL_WAIT`] (or `timeout`, if longer).
     pub async fn install_update(&self, bundle: &Path, opts: InstallFlags, timeout: std::time::Duration) -> Result<Value, CtlError> {
         let InstallFlags { allow_downgrade, reinstall } = opts;
+        let url = bundle.to_str().filter(|s| is_url(s));
         match self {
             Control::Socket(c) => {
-                let bytes = tokio::fs::read(bundle).await.map_err(|source| CtlError::ReadInput { path: bundle.to_path_buf(), source })?;
-                let path = format!("{ADMIN_PREFIX}/update/install?allow_downgrade={allow_downgrade}&reinstall={reinstall}");
-                Ok(c.post_body(&path, "application/octet-stream", bytes).await?)
+                let bytes = match url {
+                    Some(_) => Vec::new(),
+                    None => tokio::fs::read(bundle).await.map_err(|source| CtlError::ReadInput { path: bundle.to_path_buf(), source })?,
+                };
+                Ok(c.post_body(&crate::paths::update_install(allow_downgrade, reinstall, url), "application/octet-stream", bytes).await?)
             }
             Control::Bus(b) => {
-                let file = std::fs::File::open(bundle).map_err(|source| CtlError::ReadInput { path: bundle.to_path_buf(), source })?;
                 let mut options: dbus::Options<'_> = HashMap::new();
                 options.insert("allow_downgrade", DValue::from(allow_downgrade));
                 options.insert("reinstall", DValue::from(reinstall));
                 options.insert("restart", DValue::from(true));
-                let args = (dbus::fd(&file), options);
                 let wait = timeout.max(INSTALL_WAIT);
+                if let Some(url) = url {
+                    let args = (url, options);
+                    let call = b.call_within("InstallUpdateFromUrl", &args, wait);
+                    return crate::progress::follow(b, "InstallUpdateFromUrl", "download", call).await;
+                }
+                let file = std::fs::File::open(bundle).map_err(|source| CtlError::ReadInput { path: bundle.to_path_buf(), source })?;
+                let args = (dbus::fd(&file), options);
                 crate::progress::follow(b, "InstallUpdate", "install", b.call_within("InstallUpdate", &args, wait)).await
             }
         }
@@ -317,6 +325,15 @@ impl Control {
             Control::Bus(b) => Ok(b.call("Reload", &()).await?),
         }
     }
+}
+
+/// Whether `update install`'s argument names a URL (`scheme://...`) the
+/// daemon downloads rather than a local file; the daemon refuses schemes
+/// other than http and https with a reason.
+fn is_url(s: &str) -> bool {
+    s.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    })
 }
 
 /// The operator's update actions besides install.

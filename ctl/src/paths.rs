@@ -135,6 +135,13 @@ pub fn export_logs(query: &[(&str, String)]) -> String {
     format!("{ADMIN_PREFIX}/export/logs?{}", query.join("&"))
 }
 
+/// `/admin/v1/update/install?…`: the bundle is the request's body, or the
+/// daemon downloads it from `url`.
+pub fn update_install(allow_downgrade: bool, reinstall: bool, url: Option<&str>) -> String {
+    let from = url.map(|u| format!("&url={}", encode(u))).unwrap_or_default();
+    format!("{ADMIN_PREFIX}/update/install?allow_downgrade={allow_downgrade}&reinstall={reinstall}{from}")
+}
+
 /// Percent-encodes everything but RFC 3986 unreserved characters, and the
 /// dots of a `.` or `..` segment.
 fn encode(value: &str) -> String {

@@ -78,6 +78,7 @@
 #![allow(clippy::unwrap_used)] // test code may unwrap (style.md)
 
 pub mod admin;
+pub mod bundle_server;
 pub mod daemon;
 pub mod dbus;
 pub mod dify;

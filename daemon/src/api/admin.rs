@@ -228,13 +228,20 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
     }
 }
 
-/// `POST /admin/v1/update/install[?allow_downgrade=true][&reinstall=true]`:
+/// `POST /admin/v1/update/install[?allow_downgrade=true][&reinstall=true][&url=URL]`:
 /// the body is the bundle, written under the update directory (at most
-/// `update.max_bundle_bytes`), then verified and installed off the event
-/// loop; the received file is removed whatever the outcome.
+/// `update.max_bundle_bytes`); or, with `url` and no body, the daemon
+/// downloads it (`crate::update::download`, resumable). Then it is verified
+/// and installed off the event loop; the received file is removed whatever
+/// the outcome.
 async fn install_bundle(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<edgeai_common::admin::UpdateActionResponse, ApiError> {
     let mut opts = crate::update::install::InstallOptions::default();
+    let mut url = None;
     for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+        if k == "url" {
+            url = Some(v.into_owned());
+            continue;
+        }
         let flag = match v.as_ref() {
             "true" | "1" => true,
             "false" | "0" => false,
@@ -243,7 +250,7 @@ async fn install_bundle(state: &Arc<ApiState>, req: Request<Incoming>) -> Result
         match k.as_ref() {
             "allow_downgrade" => opts.allow_downgrade = flag,
             "reinstall" => opts.reinstall = flag,
-            other => return Err(ApiError::InvalidParam(format!("unknown parameter {other:?} (allow_downgrade, reinstall)"))),
+            other => return Err(ApiError::InvalidParam(format!("unknown parameter {other:?} (allow_downgrade, reinstall, url)"))),
         }
     }
     let settings = state.update.settings();
@@ -251,6 +258,31 @@ async fn install_bundle(state: &Arc<ApiState>, req: Request<Incoming>) -> Result
         return Err(crate::update::UpdateError::Disabled.into());
     }
     let declared = req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let received = match url {
+        Some(url) => {
+            if declared.is_some_and(|n| n > 0) || req.headers().contains_key(hyper::header::TRANSFER_ENCODING) {
+                return Err(ApiError::InvalidParam("send the bundle as the body or name it with url=, not both".into()));
+            }
+            let progress = crate::update::download::Progress::default();
+            crate::update::download::fetch(&state.update, &url, &progress).await.map_err(ApiError::from)
+        }
+        None => receive_request(state, req, declared).await,
+    };
+    let path = received?;
+    let (u, p) = (Arc::clone(&state.update), path.clone());
+    let outcome = blocking(move || u.install(&p, opts)).await;
+    if let Err(e) = tokio::fs::remove_file(&path).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "update: the received bundle could not be removed");
+        }
+    }
+    outcome
+}
+
+/// The bundle in the request's body, into `update/incoming-<uuid>.bundle`
+/// (removed again when receiving fails).
+async fn receive_request(state: &Arc<ApiState>, req: Request<Incoming>, declared: Option<u64>) -> Result<std::path::PathBuf, ApiError> {
+    let settings = state.update.settings();
     if let Some(len) = declared {
         if len > settings.max_bundle_bytes {
             return Err(crate::update::UpdateError::TooLarge { limit: settings.max_bundle_bytes }.into());
@@ -260,20 +292,17 @@ async fn install_bundle(state: &Arc<ApiState>, req: Request<Incoming>) -> Result
         blocking(move || u.check_receive_space(len)).await?;
     }
     let path = crate::update::install::incoming_path(&settings.dir);
-    let received = receive_file(req.into_body(), &path, settings.max_bundle_bytes, declared).await;
-    let outcome = match received {
-        Ok(()) => {
-            let (u, p) = (Arc::clone(&state.update), path.clone());
-            blocking(move || u.install(&p, opts)).await
-        }
-        Err(e) => Err(e),
-    };
-    if let Err(e) = tokio::fs::remove_file(&path).await {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(path = %path.display(), error = %e, "update: the received bundle could not be removed");
+    match receive_file(req.into_body(), &path, settings.max_bundle_bytes, declared).await {
+        Ok(()) => Ok(path),
+        Err(e) => {
+            if let Err(r) = tokio::fs::remove_file(&path).await {
+                if r.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), error = %r, "update: the partly received bundle could not be removed");
+                }
+            }
+            Err(e)
         }
     }
-    outcome
 }
 
 /// Streams a request body into a new file (mode 0600, created, never

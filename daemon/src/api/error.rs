@@ -316,6 +316,9 @@ fn update_mapped(u: &crate::update::UpdateError) -> Mapped {
         U::Unsupported(_) => m(S::UNPROCESSABLE_ENTITY, "update_unsupported", u.to_string()),
         U::NoSpace { .. } => m(S::INSUFFICIENT_STORAGE, "update_no_space", u.to_string()),
         U::TooLarge { .. } => m(S::PAYLOAD_TOO_LARGE, "update_too_large", u.to_string()),
+        U::BadUrl(_) => m(S::BAD_REQUEST, "invalid_param", u.to_string()),
+        U::Download { .. } => m(S::BAD_GATEWAY, "update_download_failed", u.to_string()),
+        U::Busy(_) => m(S::CONFLICT, "update_busy", u.to_string()),
         U::SnapshotMissing { .. } | U::Io { .. } | U::Sqlite { .. } | U::Exec { .. } | U::Task(_) => {
             m(S::INTERNAL_SERVER_ERROR, "internal_server_error", format!("{}; see the daemon log", crate::telemetry::chain(u)))
         }

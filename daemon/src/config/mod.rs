@@ -145,7 +145,8 @@
 //! | `update.commit_after_secs` | `60` | 1 ..= 86400; how long a pending version must stay healthy (after its self-test) before it commits itself |
 //! | `update.trust_dir` | `"/etc/edgeai/trust.d"` | the ed25519 public keys (`*.pub`, from `edgeaictl keys gen-signing`) an installed bundle must be signed with |
 //! | `update.compatible` | `""` (`"edgeai-<arch>"`, e.g. `edgeai-x86_64`) | a bundle's `compatible` must equal it, else the install is refused |
-//! | `update.max_bundle_bytes` | `4294967296` (4 GiB) | 1 MiB ..= 1 TiB; the largest bundle `POST /admin/v1/update/install` accepts |
+//! | `update.max_bundle_bytes` | `4294967296` (4 GiB) | 1 MiB ..= 1 TiB; the largest bundle `POST /admin/v1/update/install` accepts (sent or downloaded) |
+//! | `update.ca_file` | `"/etc/ssl/certs/ca-certificates.crt"` | the CA certificates (PEM) the server of an `https://` bundle URL must chain to (`edgeaictl update install https://...`) |
 //!
 //! For the keys whose default is "none", `""` sets them back to none, so a
 //! later layer can undo an earlier one.
@@ -345,6 +346,8 @@ pub struct UpdateSettings {
     pub compatible: String,
     /// `update.max_bundle_bytes`: the largest bundle an install accepts.
     pub max_bundle_bytes: u64,
+    /// `update.ca_file`: the certificates (PEM) an `https://` bundle URL's server must chain to.
+    pub ca_file: PathBuf,
 }
 
 /// `update.compatible` when unset: the product and the CPU architecture
@@ -363,6 +366,7 @@ impl Default for UpdateSettings {
             trust_dir: PathBuf::from(edgeai_common::bundle::TrustStore::DEFAULT_DIR),
             compatible: default_compatible(),
             max_bundle_bytes: 4 << 30,
+            ca_file: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
         }
     }
 }

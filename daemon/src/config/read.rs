@@ -338,6 +338,9 @@ fn read_all(r: &mut Reader<'_>) -> Settings {
         Some(c) => s.update.compatible = c.to_owned(),
     }
     r.int("update", "max_bundle_bytes", 1 << 20..=1 << 40, &mut s.update.max_bundle_bytes);
+    if let Some(ca) = r.optional_path("update", "ca_file").flatten() {
+        s.update.ca_file = ca;
+    }
     s
 }
 

@@ -63,6 +63,8 @@ pub enum MethodError {
     UpdateBadBundle(String),
     /// The bundle is larger than update.max_bundle_bytes (`update_too_large`).
     UpdateTooLarge(String),
+    /// The bundle's URL could not be fetched (`update_download_failed`).
+    UpdateDownloadFailed(String),
 }
 
 /// An update control's refusal as its named error; the message starts with
@@ -87,6 +89,9 @@ pub fn update_error(u: &UpdateError) -> MethodError {
         UpdateError::NoSpace { .. } => MethodError::UpdateNoSpace(coded("update_no_space")),
         UpdateError::Bundle(_) => MethodError::UpdateBadBundle(coded("update_bad_bundle")),
         UpdateError::TooLarge { .. } => MethodError::UpdateTooLarge(coded("update_too_large")),
+        UpdateError::BadUrl(_) => MethodError::InvalidArgument(coded("invalid_param")),
+        UpdateError::Download { .. } => MethodError::UpdateDownloadFailed(coded("update_download_failed")),
+        UpdateError::Busy(_) => MethodError::Busy(coded("update_busy")),
         UpdateError::SnapshotMissing { .. }
         | UpdateError::Io { .. }
         | UpdateError::Sqlite { .. }
@@ -216,6 +221,9 @@ mod tests {
             (UpdateError::Unsupported("x".into()), "UpdateUnsupported", "update_unsupported"),
             (UpdateError::Bundle("x".into()), "UpdateBadBundle", "update_bad_bundle"),
             (UpdateError::TooLarge { limit: 1 }, "UpdateTooLarge", "update_too_large"),
+            (UpdateError::Download { url: "u".into(), reason: "r".into() }, "UpdateDownloadFailed", "update_download_failed"),
+            (UpdateError::BadUrl("u".into()), "InvalidArgument", "invalid_param"),
+            (UpdateError::Busy("b".into()), "Busy", "update_busy"),
             (UpdateError::NoSpace { dir: "/d".into(), needed: 2, available: 1 }, "UpdateNoSpace", "update_no_space"),
             (UpdateError::Task("x".into()), "Failed", "internal_server_error"),
         ];

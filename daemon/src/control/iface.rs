@@ -17,7 +17,7 @@ use zbus::object_server::{InterfaceRef, SignalEmitter};
 use zbus::zvariant::{OwnedFd, OwnedValue};
 
 use super::error::update_error;
-use super::update::{receive_bundle, restart_after_reply};
+use super::update::{receive_and_install, restart_after_reply, Source};
 use super::value::{self, Dict};
 use super::{MethodError, ReloadRequest};
 use crate::audit::{Actor, Audit};
@@ -253,6 +253,94 @@ impl Daemon1 {
         }
         .await;
         self.audited(actor, method, "", result).await
+    }
+}
+
+impl Daemon1 {
+    /// InstallUpdate and InstallUpdateFromUrl: one long job that receives the bundle (Progress by its bytes, 0..80%),
+    /// installs it (80%) and answers; audited with its options (and the URL without its query).
+    async fn install_job(
+        &self,
+        actor: &Actor,
+        emitter: &SignalEmitter<'_>,
+        job: &'static str,
+        source: Source,
+        options: &HashMap<String, OwnedValue>,
+    ) -> Result<Dict, MethodError> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let mut args = String::new();
+        let progress = Arc::new(crate::update::download::Progress::default());
+        let result: Result<_, MethodError> = async {
+            value::only(options, &["allow_downgrade", "reinstall", "restart"])?;
+            let opts = crate::update::install::InstallOptions {
+                allow_downgrade: value::opt_bool(options, "allow_downgrade")?.unwrap_or(false),
+                reinstall: value::opt_bool(options, "reinstall")?.unwrap_or(false),
+            };
+            let restart = value::opt_bool(options, "restart")?.unwrap_or(true);
+            args = format!("allow_downgrade={} reinstall={} restart={restart}", opts.allow_downgrade, opts.reinstall);
+            if let Source::Url(url) = &source {
+                args = format!("url={} {args}", crate::update::download::shown(url));
+                crate::update::download::check_url(url).map_err(|e| update_error(&e))?;
+            }
+            // Refused before the job's place is taken: no Progress for a call that cannot install.
+            if !self.update.settings().enabled {
+                return Err(update_error(&UpdateError::Disabled));
+            }
+            let guard = self.begin_job(emitter, job).await?;
+            let installing = Arc::new(AtomicBool::new(false));
+            let work = receive_and_install(Arc::clone(&self.update), source, opts, Arc::clone(&progress), Arc::clone(&installing));
+            let outcome = self
+                .while_progressing(
+                    emitter,
+                    job,
+                    work,
+                    || {
+                        let (read, total) = (progress.received.load(Ordering::Relaxed), progress.total.load(Ordering::Relaxed));
+                        if installing.load(Ordering::Relaxed) {
+                            80
+                        } else if total == 0 {
+                            0
+                        } else {
+                            percent_of(read, total) * 80 / 100
+                        }
+                    },
+                    |_| {
+                        if installing.load(Ordering::Relaxed) {
+                            "verifying the signature and unpacking into the slot that does not run".to_owned()
+                        } else {
+                            let total = progress.total.load(Ordering::Relaxed);
+                            format!(
+                                "received {} of {} bytes",
+                                progress.received.load(Ordering::Relaxed),
+                                if total == 0 { "?".to_owned() } else { total.to_string() }
+                            )
+                        }
+                    },
+                )
+                .await;
+            let mut answer = match outcome {
+                Ok(a) => a,
+                Err(e) => {
+                    self.fail_job(guard, emitter, job, &e).await;
+                    return Err(e);
+                }
+            };
+            self.progress(emitter, job, 100, "installed").await;
+            if !restart {
+                answer.restarting = false;
+                answer.message.push_str(
+                    "; not restarting now (restart = false): the new version starts at the next restart (systemctl restart edgeai)",
+                );
+            }
+            tracing::info!(bytes = progress.received.load(Ordering::Relaxed), restart, message = %answer.message, "update installed over D-Bus");
+            self.end_job(guard, emitter, job, &format!("ok: {}", answer.message)).await;
+            if answer.restarting {
+                restart_after_reply(job);
+            }
+            value::dict(&answer)
+        }
+        .await;
+        self.audited(actor, job, &args, result).await
     }
 }
 
@@ -899,97 +987,29 @@ impl Daemon1 {
         bundle: OwnedFd,
         options: HashMap<String, OwnedValue>,
     ) -> Result<Dict, MethodError> {
-        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         let actor = self.authorise(conn, &hdr, "InstallUpdate").await?;
-        let mut args = String::new();
-        let result: Result<_, MethodError> = async {
-            value::only(&options, &["allow_downgrade", "reinstall", "restart"])?;
-            let opts = crate::update::install::InstallOptions {
-                allow_downgrade: value::opt_bool(&options, "allow_downgrade")?.unwrap_or(false),
-                reinstall: value::opt_bool(&options, "reinstall")?.unwrap_or(false),
-            };
-            let restart = value::opt_bool(&options, "restart")?.unwrap_or(true);
-            args = format!("allow_downgrade={} reinstall={} restart={restart}", opts.allow_downgrade, opts.reinstall);
-            // Refused before the job's place is taken: no Progress for a call that cannot install.
-            if !self.update.settings().enabled {
-                return Err(update_error(&UpdateError::Disabled));
-            }
-            let job = "InstallUpdate";
-            let guard = self.begin_job(&emitter, job).await?;
-            let fd: std::os::fd::OwnedFd = bundle.into();
-            let input = std::fs::File::from(fd);
-            // Progress by the bytes received (0 while the size is unknown: a pipe).
-            let total = input.metadata().ok().filter(|m| m.is_file()).map_or(0, |m| m.len());
-            let read = Arc::new(AtomicU64::new(0));
-            let installing = Arc::new(AtomicBool::new(false));
-            let counting = Counting { inner: input, written: Arc::clone(&read) };
-            let (u, now_installing) = (Arc::clone(&self.update), Arc::clone(&installing));
-            let work = tokio::task::spawn_blocking(move || {
-                let path = crate::update::install::incoming_path(&u.settings().dir);
-                if total > u.settings().max_bundle_bytes {
-                    return Err(update_error(&UpdateError::TooLarge { limit: u.settings().max_bundle_bytes }));
-                }
-                if total > 0 {
-                    // A full disk is found before a byte is received.
-                    u.check_receive_space(total).map_err(|e| update_error(&e))?;
-                }
-                let _incoming = receive_bundle(counting, &path, u.settings().max_bundle_bytes)?;
-                now_installing.store(true, Ordering::Relaxed);
-                u.install(&path, opts).map_err(|e| {
-                    tracing::warn!(error = %crate::telemetry::chain(&e), "InstallUpdate refused; the slots and the state are unchanged");
-                    update_error(&e)
-                })
-            });
-            let outcome = self
-                .while_progressing(
-                    &emitter,
-                    job,
-                    work,
-                    || {
-                        if installing.load(Ordering::Relaxed) {
-                            80
-                        } else if total == 0 {
-                            0
-                        } else {
-                            percent_of(read.load(Ordering::Relaxed), total) * 80 / 100
-                        }
-                    },
-                    |_| {
-                        if installing.load(Ordering::Relaxed) {
-                            "verifying the signature and unpacking into the slot that does not run".to_owned()
-                        } else {
-                            format!(
-                                "received {} of {} bytes",
-                                read.load(Ordering::Relaxed),
-                                if total == 0 { "?".to_owned() } else { total.to_string() }
-                            )
-                        }
-                    },
-                )
-                .await;
-            let mut answer = match outcome.map_err(|e| update_error(&UpdateError::Task(e.to_string()))).and_then(|r| r) {
-                Ok(a) => a,
-                Err(e) => {
-                    self.fail_job(guard, &emitter, job, &e).await;
-                    return Err(e);
-                }
-            };
-            self.progress(&emitter, job, 100, "installed").await;
-            if !restart {
-                answer.restarting = false;
-                answer.message.push_str(
-                    "; not restarting now (restart = false): the new version starts at the next restart (systemctl restart edgeai)",
-                );
-            }
-            tracing::info!(bytes = read.load(Ordering::Relaxed), restart, message = %answer.message, "update installed over D-Bus");
-            self.end_job(guard, &emitter, job, &format!("ok: {}", answer.message)).await;
-            if answer.restarting {
-                restart_after_reply("InstallUpdate");
-            }
-            value::dict(&answer)
-        }
-        .await;
-        self.audited(&actor, "InstallUpdate", &args, result).await
+        let fd: std::os::fd::OwnedFd = bundle.into();
+        self.install_job(&actor, &emitter, "InstallUpdate", Source::Fd(std::fs::File::from(fd)), &options).await
+    }
+
+    /// Installs a signed bundle the daemon downloads from an http:// or https:// URL (https: the server must chain to
+    /// a certificate in update.ca_file): streamed into update/download-<key>.part, resumed with Range after a dropped
+    /// connection (and by a later install of the same URL after a failed one, even after a restart), at most
+    /// update.max_bundle_bytes, redirects followed (never from https to http); then checked and installed as
+    /// InstallUpdate does. Progress by the bytes downloaded (0..80%), Completed "ok: ..." or "failed: ...". Options
+    /// and answer as InstallUpdate's. Errors besides InstallUpdate's: InvalidArgument (invalid_param: a URL that is not
+    /// http(s), has credentials in it, or an unreadable update.ca_file for https), UpdateDownloadFailed
+    /// (update_download_failed: the server's status, or the connection after the retries; what was received is kept).
+    async fn install_update_from_url(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        url: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<Dict, MethodError> {
+        let actor = self.authorise(conn, &hdr, "InstallUpdateFromUrl").await?;
+        self.install_job(&actor, &emitter, "InstallUpdateFromUrl", Source::Url(url), &options).await
     }
 
     /// The update state's last error (why a version was rolled back or given up, or what its health gate said), or
@@ -1013,7 +1033,7 @@ impl Daemon1 {
         }
     }
 
-    /// The long job running now (one at a time; CreateBackup, InstallUpdate, LoadModel, RestoreBackup), or empty. No change signal: follow the Progress signal.
+    /// The long job running now (one at a time; CreateBackup, InstallUpdate, InstallUpdateFromUrl, LoadModel, RestoreBackup), or empty. No change signal: follow the Progress signal.
     #[zbus(property(emits_changed_signal = "false"))]
     fn operation(&self) -> String {
         lock(&self.job).0.clone()

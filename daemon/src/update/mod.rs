@@ -11,6 +11,7 @@
 //! - [`launch`]: the decision at start (run a slot, count an attempt, roll
 //!   back) and the exec into a slot's binary.
 //! - [`gate`]: the pending slot's health gate and commit.
+//! - [`download`]: a bundle from an http(s) URL, resumed with `Range`.
 //! - [`install`]: a signed bundle into the slot that does not run, made
 //!   the pending `current`.
 //! - [`ops`]: status, mark-good, mark-bad and rollback for the operator
@@ -22,6 +23,7 @@
 //! parse bundles (common's `bundle` module and the install step do).
 
 pub mod carry;
+pub mod download;
 pub mod gate;
 pub mod install;
 pub mod launch;
@@ -115,6 +117,12 @@ pub enum UpdateError {
     NoSpace { dir: PathBuf, needed: u64, available: u64 },
     #[error("the bundle is larger than update.max_bundle_bytes ({limit} bytes)")]
     TooLarge { limit: u64 },
+    #[error("cannot download from {0}")]
+    BadUrl(String),
+    #[error("the download of {url} failed: {reason}")]
+    Download { url: String, reason: String },
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// Test builds only: `update-kill=return(STEP)` kills this process with
