@@ -122,6 +122,7 @@ bench: setup ## run the benchmark (release build); writes bench-results/bench*.j
 	$(CARGO) run --release -p edgeai-tests --bin bench -- --only server
 	$(CARGO) run --release -p edgeai-tests --bin bench -- --only http
 	$(CARGO) run --release -p edgeai-tests --bin bench -- --only replay
+	$(CARGO) run --release -p edgeai-tests --bin update-bench
 
 check-config: build ## check CONFIG (default configs/dev.toml) with edgeaid --check-config
 	$(BIN)/edgeaid --check-config --config $(CONFIG)

@@ -218,7 +218,7 @@ fn head(status: u16, len: usize, headers: &[(&str, String)]) -> Vec<u8> {
 /// version `version` for this machine's default `compatible`, signed with
 /// it, under a temporary directory: what an update server would hold.
 pub struct SignedBundle {
-    _work: tempfile::TempDir,
+    work: tempfile::TempDir,
     /// The trust directory (`update.trust_dir`) holding the key's public half.
     pub trust: std::path::PathBuf,
     /// The signed bundle.
@@ -231,33 +231,34 @@ impl SignedBundle {
         let trust = work.path().join("trust.d");
         std::fs::create_dir(&trust).expect("trust dir");
         let key = work.path().join("release-key");
+        edgeaictl(&["keys", "gen-signing", "--out", utf8(&key)]);
+        std::fs::copy(work.path().join("release-key.pub"), trust.join("release.pub")).expect("trusting the key");
         let path = work.path().join("edgeai.bundle");
-        let s = |p: &std::path::Path| p.to_str().expect("utf-8 path").to_owned();
+        let b = SignedBundle { work, trust, path };
+        b.another(version, &b.path);
+        b
+    }
+
+    /// Another bundle of the built edgeaid as `version` at `out`, signed with the same key.
+    pub fn another(&self, version: &str, out: &std::path::Path) {
+        let key = self.work.path().join("release-key");
         let compatible = format!("edgeai-{}", std::env::consts::ARCH);
         let bin = crate::paths::edgeaid();
-        for args in [
-            vec!["keys".to_owned(), "gen-signing".into(), "--out".into(), s(&key)],
-            vec![
-                "bundle".into(),
-                "create".into(),
-                "--version".into(),
-                version.into(),
-                "--compatible".into(),
-                compatible,
-                "--binary".into(),
-                s(&bin),
-                s(&path),
-            ],
-            vec!["bundle".into(), "sign".into(), "--key".into(), s(&key), s(&path)],
-        ] {
-            let out = std::process::Command::new(crate::paths::edgeaictl()).args(&args).output().expect("running edgeaictl");
-            assert!(out.status.success(), "edgeaictl {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-        }
-        std::fs::copy(work.path().join("release-key.pub"), trust.join("release.pub")).expect("trusting the key");
-        SignedBundle { _work: work, trust, path }
+        edgeaictl(&["bundle", "create", "--version", version, "--compatible", &compatible, "--binary", utf8(&bin), utf8(out)]);
+        edgeaictl(&["bundle", "sign", "--key", utf8(&key), utf8(out)]);
     }
 
     pub fn bytes(&self) -> Vec<u8> {
         std::fs::read(&self.path).expect("reading the bundle")
     }
+}
+
+fn utf8(p: &std::path::Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Runs edgeaictl offline (no daemon), asserting success.
+fn edgeaictl(args: &[&str]) {
+    let out = std::process::Command::new(crate::paths::edgeaictl()).args(args).output().expect("running edgeaictl");
+    assert!(out.status.success(), "edgeaictl {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
 }

@@ -7,7 +7,8 @@
 //! works with the CA in `update.ca_file` and is refused at once (no retries)
 //! with another. Bad URLs and server errors change nothing. Over D-Bus,
 //! InstallUpdateFromUrl reports Progress and Completed and refuses with
-//! UpdateDownloadFailed or InvalidArgument.
+//! UpdateDownloadFailed or InvalidArgument. A daemon killed (-9) mid-download
+//! keeps what was written, and its next start plus install resume there.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -183,4 +184,30 @@ fn over_d_bus_install_update_from_url_reports_progress_and_refuses_with_named_er
     let code = d.wait_exit(Duration::from_secs(60));
     assert_eq!(code.code(), Some(75), "{code}");
     assert!(update_dir(d.dir()).is_empty(), "{:?}", update_dir(d.dir()));
+}
+
+#[test]
+fn a_daemon_killed_mid_download_keeps_the_bytes_and_its_next_install_resumes_there() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let b = SignedBundle::new(NEW);
+    let server = BundleServer::start(b.bytes());
+    let url = server.url("/edgeai.bundle");
+    // kill -9 after the 20th piece of the body was written.
+    let mut d = daemon(&b).failpoint("update-kill", "20*off->return(receive)").start();
+    let out = d.ctl(&["update", "install", &url]);
+    assert!(!out.status.success(), "the daemon died mid-download: {}", String::from_utf8_lossy(&out.stdout));
+    let code = d.wait_exit(Duration::from_secs(60));
+    assert_eq!(code.signal(), Some(9), "killed at the kill point: {code}");
+    let dir = d.dir().to_path_buf();
+    let part = || update_dir(&dir).into_iter().find(|p| p.extension().is_some_and(|e| e == "part"));
+    let have = std::fs::metadata(part().expect("the part file survives kill -9")).expect("part").len();
+    assert!(have > 0, "some of the bundle was on disk");
+
+    // As systemd would: started again (the launcher keeps the part), then the same URL again.
+    d.set_failpoints(None);
+    d.start_again();
+    assert_eq!(part().map(|p| std::fs::metadata(p).expect("part").len()), Some(have), "the start kept the part");
+    installs(&mut d, &url);
+    let asked = bundle_requests(&server);
+    assert_eq!(asked.last(), Some(&(Some(format!("bytes={have}-")), Some(ETAG.to_owned()))), "{asked:?}");
 }
