@@ -27,6 +27,57 @@ use tokio::net::UnixStream;
 /// The content type of JSON bodies.
 const JSON: &str = "application/json";
 
+/// The piece of a file [`UnixClient::post_file`] reads and sends at a time.
+const FILE_PIECE: usize = 64 << 10;
+
+/// A request body read from a file piece by piece: at most `left` bytes (a
+/// file that shrinks meanwhile ends the body early and the server sees a
+/// short request; one that grows is cut at `left`).
+struct FileBody {
+    file: tokio::fs::File,
+    left: u64,
+    buf: Vec<u8>,
+}
+
+impl hyper::body::Body for FileBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.left == 0 {
+            return Poll::Ready(None);
+        }
+        let want = usize::try_from(this.left).unwrap_or(usize::MAX).min(this.buf.len());
+        let mut rb = tokio::io::ReadBuf::new(&mut this.buf[..want]);
+        match tokio::io::AsyncRead::poll_read(std::pin::Pin::new(&mut this.file), cx, &mut rb) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                this.left = 0;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Ok(())) => {
+                let piece = Bytes::copy_from_slice(rb.filled());
+                this.left -= piece.len() as u64;
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(piece))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left)
+    }
+}
+
 /// Longest part of a non-JSON error body quoted in [`ClientError::Api`].
 const MAX_QUOTED_BODY: usize = 300;
 
@@ -142,6 +193,33 @@ impl UnixClient {
         .await
     }
 
+    /// `POST path` with the file `file` (`len` bytes) as the body, read
+    /// and sent in 64 KiB pieces, never whole in memory; decodes a 2xx
+    /// JSON answer. The request says its `Content-Length`.
+    pub async fn post_file<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        content_type: &str,
+        file: tokio::fs::File,
+        len: u64,
+    ) -> Result<T, ClientError> {
+        let request = describe(&Method::POST, path);
+        self.limited(&request, async {
+            let req = Request::builder()
+                .method(Method::POST)
+                .uri(path)
+                .header(HOST, "localhost")
+                .header(CONTENT_TYPE, content_type)
+                .header(ACCEPT, JSON)
+                .header(http::header::CONTENT_LENGTH, len)
+                .body(FileBody { file, left: len, buf: vec![0; FILE_PIECE] })
+                .map_err(|source| ClientError::InvalidPath { path: path.to_owned(), source })?;
+            let response = self.exchange(request.clone(), req).await?;
+            decode_json(&request, response).await.map(|(_, answer)| answer)
+        })
+        .await
+    }
+
     /// `DELETE path`, expecting any 2xx (the body, if any, is discarded).
     pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
         let request = describe(&Method::DELETE, path);
@@ -214,7 +292,11 @@ impl UnixClient {
 
     /// Connects and sends `request`, returning a 2xx response; a non-2xx one
     /// becomes [`ClientError::Api`].
-    async fn exchange(&self, request_name: String, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, ClientError> {
+    async fn exchange<B>(&self, request_name: String, request: Request<B>) -> Result<Response<Incoming>, ClientError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream = UnixStream::connect(&self.path).await.map_err(|source| ClientError::Connect { path: self.path.clone(), source })?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await

@@ -312,8 +312,8 @@ pub enum UpdateCommand {
          (413 update_too_large), no update pending (409 update_pending). Only the daemon binary is installed \
          from a bundle so far: models, apps or config in it are refused (422 update_unsupported). Then it \
          answers, drains and exits 75; systemd starts the new version, which commits itself once healthy, or is \
-         rolled back after update.max_attempts starts. Over the admin socket the bundle is read into memory to be \
-         sent; over D-Bus (--bus, or the system bus on a gateway: InstallUpdate) the daemon reads it through a file \
+         rolled back after update.max_attempts starts. Over the admin socket the file is streamed as the \
+         request's body (a pipe is read whole first); over D-Bus (--bus, or the system bus on a gateway: InstallUpdate) the daemon reads it through a file \
          descriptor edgeaictl opens, and a refusal names its D-Bus error with the same code \
          (org.edgeai.Error.UpdateUntrusted: update_untrusted: ...).\n\n",
         exit_codes!()

@@ -294,11 +294,20 @@ impl Control {
         let url = bundle.to_str().filter(|s| is_url(s));
         match self {
             Control::Socket(c) => {
-                let bytes = match url {
-                    Some(_) => Vec::new(),
-                    None => tokio::fs::read(bundle).await.map_err(|source| CtlError::ReadInput { path: bundle.to_path_buf(), source })?,
-                };
-                Ok(c.post_body(&crate::paths::update_install(allow_downgrade, reinstall, url), "application/octet-stream", bytes).await?)
+                let path = crate::paths::update_install(allow_downgrade, reinstall, url);
+                if url.is_some() {
+                    return Ok(c.post_body(&path, "application/octet-stream", Vec::new()).await?);
+                }
+                // Streamed from the file: a bundle of hundreds of MB never sits in memory.
+                let read_err = |source| CtlError::ReadInput { path: bundle.to_path_buf(), source };
+                let file = tokio::fs::File::open(bundle).await.map_err(read_err)?;
+                let meta = file.metadata().await.map_err(read_err)?;
+                if !meta.is_file() {
+                    // A pipe or a device: its length is unknown until read.
+                    let bytes = tokio::fs::read(bundle).await.map_err(read_err)?;
+                    return Ok(c.post_body(&path, "application/octet-stream", bytes).await?);
+                }
+                Ok(c.post_file(&path, "application/octet-stream", file, meta.len()).await?)
             }
             Control::Bus(b) => {
                 let mut options: dbus::Options<'_> = HashMap::new();

@@ -240,3 +240,23 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// edgeaictl streams the file with its length; a daemon that refuses it
+/// from the length alone (larger than update.max_bundle_bytes) reads and
+/// drops the body before answering, so the client sees 413
+/// `update_too_large` and not a broken pipe. Nothing is left behind.
+#[test]
+fn a_bundle_over_the_size_limit_is_refused_with_its_code_not_a_broken_pipe() {
+    let b = edgeai_tests::bundle_server::SignedBundle::new(NEW);
+    let d = DaemonBuilder::new()
+        .set("model.enabled", false)
+        .set("update.enabled", true)
+        .set("update.max_bundle_bytes", 1 << 20)
+        .set("update.trust_dir", b.trust.to_str().expect("utf-8 path"))
+        .wait_for_model(false)
+        .start();
+    assert!(std::fs::metadata(&b.path).expect("bundle").len() > 1 << 20, "the built edgeaid is over 1 MiB");
+    refused(&d, &b.path, &[], 1, "update_too_large");
+    assert!(paths::update_files(d.dir()).is_empty(), "{:?}", paths::update_files(d.dir()));
+    assert!(d.ctl(&["status"]).status.success(), "the daemon goes on serving");
+}

@@ -235,9 +235,33 @@ pub async fn route(state: &Arc<ApiState>, rest: &[String], req: Request<Incoming
 /// and installed off the event loop; the received file is removed whatever
 /// the outcome.
 async fn install_bundle(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<edgeai_common::admin::UpdateActionResponse, ApiError> {
+    let (parts, mut body) = req.into_parts();
+    let outcome = install_from(state, &parts, &mut body).await;
+    if outcome.is_err() && !hyper::body::Body::is_end_stream(&body) {
+        // A refusal before the body was read: read the rest and drop it
+        // (for a while), as closing with unread input would reset the
+        // connection and the client would see a broken pipe, not the error.
+        drain(&mut body).await;
+    }
+    outcome
+}
+
+/// How long a refused install's unread body is read and dropped.
+const REFUSED_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn drain(body: &mut Incoming) {
+    use http_body_util::BodyExt;
+    let _ = tokio::time::timeout(REFUSED_BODY_WAIT, async { while let Some(Ok(_)) = body.frame().await {} }).await;
+}
+
+async fn install_from(
+    state: &Arc<ApiState>,
+    parts: &http::request::Parts,
+    body: &mut Incoming,
+) -> Result<edgeai_common::admin::UpdateActionResponse, ApiError> {
     let mut opts = crate::update::install::InstallOptions::default();
     let mut url = None;
-    for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+    for (k, v) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
         if k == "url" {
             url = Some(v.into_owned());
             continue;
@@ -257,16 +281,16 @@ async fn install_bundle(state: &Arc<ApiState>, req: Request<Incoming>) -> Result
     if !settings.enabled {
         return Err(crate::update::UpdateError::Disabled.into());
     }
-    let declared = req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = parts.headers.get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let received = match url {
         Some(url) => {
-            if declared.is_some_and(|n| n > 0) || req.headers().contains_key(hyper::header::TRANSFER_ENCODING) {
+            if declared.is_some_and(|n| n > 0) || parts.headers.contains_key(hyper::header::TRANSFER_ENCODING) {
                 return Err(ApiError::InvalidParam("send the bundle as the body or name it with url=, not both".into()));
             }
             let progress = crate::update::download::Progress::default();
             crate::update::download::fetch(&state.update, &url, &progress).await.map_err(ApiError::from)
         }
-        None => receive_request(state, req, declared).await,
+        None => receive_request(state, body, declared).await,
     };
     let path = received?;
     let (u, p) = (Arc::clone(&state.update), path.clone());
@@ -281,7 +305,7 @@ async fn install_bundle(state: &Arc<ApiState>, req: Request<Incoming>) -> Result
 
 /// The bundle in the request's body, into `update/incoming-<uuid>.bundle`
 /// (removed again when receiving fails).
-async fn receive_request(state: &Arc<ApiState>, req: Request<Incoming>, declared: Option<u64>) -> Result<std::path::PathBuf, ApiError> {
+async fn receive_request(state: &Arc<ApiState>, body: &mut Incoming, declared: Option<u64>) -> Result<std::path::PathBuf, ApiError> {
     let settings = state.update.settings();
     if let Some(len) = declared {
         if len > settings.max_bundle_bytes {
@@ -292,7 +316,7 @@ async fn receive_request(state: &Arc<ApiState>, req: Request<Incoming>, declared
         blocking(move || u.check_receive_space(len)).await?;
     }
     let path = crate::update::install::incoming_path(&settings.dir);
-    match receive_file(req.into_body(), &path, settings.max_bundle_bytes, declared).await {
+    match receive_file(body, &path, settings.max_bundle_bytes, declared).await {
         Ok(()) => Ok(path),
         Err(e) => {
             if let Err(r) = tokio::fs::remove_file(&path).await {
@@ -309,7 +333,7 @@ async fn receive_request(state: &Arc<ApiState>, req: Request<Incoming>, declared
 /// replaced), refusing more than `limit` bytes; fsynced before it returns.
 /// A full file system is `update_no_space` (needing `declared`, the
 /// request's length, when it gave one).
-async fn receive_file(mut body: Incoming, path: &std::path::Path, limit: u64, declared: Option<u64>) -> Result<(), ApiError> {
+async fn receive_file(body: &mut Incoming, path: &std::path::Path, limit: u64, declared: Option<u64>) -> Result<(), ApiError> {
     use http_body_util::BodyExt;
     use tokio::io::AsyncWriteExt;
     let io = |what, source| ApiError::from(crate::update::UpdateError::Io { what, path: path.to_path_buf(), source });
