@@ -12,7 +12,7 @@
 //! socket (which keeps its path across restarts) every 5 ms. Each round:
 //! `edgeaictl update install BUNDLE` over the socket; when the daemon exits
 //! 75 the bench starts it again at once (systemd's `Restart=` with
-//! `RestartSec=100ms` would add those 100 ms); then it waits for the state
+//! `RestartSec=2s` in the shipped unit adds 2 s); then it waits for the state
 //! `good`. Figures per round, medians over the rounds:
 //! - `install_s`: the command, from start to the daemon's answer (receive,
 //!   verify, unpack, fsync, switch);
