@@ -353,7 +353,7 @@ async fn receive_file(body: &mut Incoming, path: &std::path::Path, limit: u64, d
         if let Err(e) = file.write_all(&data).await {
             return Err(crate::update::install::receive_write_error(path, declared.unwrap_or(written), e).into());
         }
-        crate::update::kill_point("receive");
+        crate::update::kill_point_flushed("receive", &mut file).await;
     }
     if written == 0 {
         return Err(ApiError::InvalidParam("the request body is empty: send the bundle file as the body".into()));

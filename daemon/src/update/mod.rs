@@ -147,6 +147,21 @@ pub fn kill_point(step: &str) {
     let _ = step;
 }
 
+/// `kill_point` for a step that has just handed bytes to a tokio file:
+/// tokio writes on its blocking pool after `write_all` returns, so a test
+/// build flushes first, or the SIGKILL could land before the bytes do and
+/// the test would see an empty file. Release builds do nothing here.
+pub async fn kill_point_flushed(step: &str, file: &mut tokio::fs::File) {
+    #[cfg(feature = "failpoints")]
+    {
+        use tokio::io::AsyncWriteExt;
+        let _ = file.flush().await;
+        kill_point(step);
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = (step, file);
+}
+
 /// Test builds only: a start from a slot (`EDGEAI_SLOT` set) dies at once
 /// when the fail point `update-slot-crash` is on, as a broken new binary
 /// would (SIGABRT). The installed binary (no `EDGEAI_SLOT`) ignores it, so
