@@ -283,7 +283,9 @@ async fn open_part(dir: &Path, url: &str) -> Result<Part, UpdateError> {
         }
     }
     let kept: Option<PartInfo> = tokio::fs::read(&info_path).await.ok().and_then(|b| serde_json::from_slice(&b).ok());
-    let info = kept.filter(|k| k.url == url).unwrap_or_else(|| PartInfo { url: url.to_owned(), validator: None, total: None });
+    let kept = kept.filter(|k| k.url == url);
+    let recorded = kept.is_some();
+    let info = kept.unwrap_or_else(|| PartInfo { url: url.to_owned(), validator: None, total: None });
     let mut file =
         tokio::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&path).await.map_err(|source| UpdateError::Io {
             what: "opening",
@@ -291,7 +293,10 @@ async fn open_part(dir: &Path, url: &str) -> Result<Part, UpdateError> {
             source,
         })?;
     let mut have = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-    if info.total.is_some_and(|t| have > t) || (have > 0 && info.url != url) {
+    // Bytes without their record (lost in a power cut before it reached the
+    // disk) cannot be checked against the server's validator: start over.
+    if have > 0 && (!recorded || info.total.is_some_and(|t| have > t)) {
+        tracing::info!(path = %path.display(), bytes = have, recorded, "update: the kept download cannot be resumed; starting over");
         file.set_len(0).await.map_err(|source| UpdateError::Io { what: "truncating", path: path.clone(), source })?;
         have = 0;
     }
@@ -411,7 +416,7 @@ async fn one_try(
             .map_err(|e| Retry::Fatal(super::install::receive_write_error(&part.path, total.unwrap_or(have), e)))?;
         part.have = have;
         progress.received.store(have, Ordering::Relaxed);
-        super::kill_point("receive");
+        super::kill_point_flushed("receive", &mut part.file).await;
     }
     part.file.flush().await.map_err(|e| Retry::Fatal(super::install::receive_write_error(&part.path, part.have, e)))?;
     match total {
@@ -556,6 +561,29 @@ mod tests {
         for bad in ["bytes 5-1/10", "bytes 0-9/9", "items 0-9/10", "bytes x-9/10", ""] {
             assert_eq!(content_range(bad), None, "{bad}");
         }
+    }
+
+    /// A kept part resumes only with the record of what it is; bytes whose
+    /// record is missing or names another URL start over.
+    #[tokio::test]
+    async fn a_part_resumes_only_with_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = "http://h/b.bundle";
+        let (path, info_path) = part_paths(dir.path(), url);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"12345").unwrap();
+        assert_eq!(open_part(dir.path(), url).await.unwrap().have, 0, "no record: started over");
+        std::fs::write(&path, b"12345").unwrap();
+        let record = |u: &str, total| serde_json::to_vec(&PartInfo { url: u.into(), validator: Some("\"v1\"".into()), total }).unwrap();
+        std::fs::write(&info_path, record("http://other/b.bundle", Some(10))).unwrap();
+        assert_eq!(open_part(dir.path(), url).await.unwrap().have, 0, "another URL's record: started over");
+        std::fs::write(&path, b"12345").unwrap();
+        std::fs::write(&info_path, record(url, Some(4))).unwrap();
+        assert_eq!(open_part(dir.path(), url).await.unwrap().have, 0, "more bytes than the total: started over");
+        std::fs::write(&path, b"12345").unwrap();
+        std::fs::write(&info_path, record(url, Some(10))).unwrap();
+        let part = open_part(dir.path(), url).await.unwrap();
+        assert_eq!((part.have, part.info.validator.as_deref()), (5, Some("\"v1\"")));
     }
 
     #[test]

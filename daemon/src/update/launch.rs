@@ -211,7 +211,7 @@ fn attempt_slot(settings: &Settings, dir: &Path, slot: Slot, attempt: u32, max: 
 /// restored (the new database kept aside), the state says `rolled-back`
 /// with the reason, and `current` points at `to` (or is removed). An error
 /// leaves the state pending, so the next start tries again.
-pub fn rollback(settings: &Settings, dir: &Path, from: Slot, to: Slot, reason: &str) -> Result<(), UpdateError> {
+fn rollback(settings: &Settings, dir: &Path, from: Slot, to: Slot, reason: &str) -> Result<(), UpdateError> {
     let Some(mut st) = state::read(dir)? else { return Ok(()) };
     let failed = st.version.clone();
     let restored = match st.snapshot {
