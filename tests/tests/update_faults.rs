@@ -38,6 +38,14 @@ struct Setup {
 }
 
 fn setup(kill_at: &str, commit_after_secs: i64) -> Setup {
+    setup_with(&format!("return({kill_at})"), commit_after_secs, false)
+}
+
+/// [`setup`] with the `update-kill` actions given whole; `migrating`: the
+/// installed version's store schema is one newer than the running one's
+/// (fail point `update-slot-migration`: a slot's process migrates to v7,
+/// which the factory binary does not know).
+fn setup_with(kill_actions: &str, commit_after_secs: i64, migrating: bool) -> Setup {
     let work = tempfile::tempdir().expect("tempdir");
     let trust = work.path().join("trust.d");
     std::fs::create_dir(&trust).expect("trust dir");
@@ -54,8 +62,9 @@ fn setup(kill_at: &str, commit_after_secs: i64) -> Setup {
         .set("update.commit_after_secs", commit_after_secs)
         .set("update.max_attempts", 3)
         .set("update.trust_dir", s(&trust))
-        .failpoint("update-kill", &format!("return({kill_at})"))
-        .start();
+        .failpoint("update-kill", kill_actions);
+    let d = if migrating { d.failpoint("update-slot-migration", "return") } else { d };
+    let d = d.start();
     Setup { d, bundle, _work: work }
 }
 
@@ -254,4 +263,86 @@ fn killed_in_the_middle_of_a_rollback() {
         .filter(|n| n.starts_with("rolled-back-") && n.ends_with(".db"))
         .collect();
     assert_eq!(kept.len(), 2, "{kept:?}");
+}
+
+fn stop(d: &mut Daemon) {
+    d.sigterm();
+    assert_eq!(d.wait_exit(Duration::from_secs(60)).code(), Some(0));
+}
+
+/// The store's schema version (`PRAGMA user_version`), read while the daemon is stopped.
+fn schema_version(d: &Daemon) -> u32 {
+    let conn = rusqlite::Connection::open(d.dir().join("edgeai.db")).expect("opening the store");
+    conn.pragma_query_value(None, "user_version", |r| r.get(0)).expect("user_version")
+}
+
+/// The installed version migrates the store (v6 to v7) and is killed with
+/// the migration applied but not committed: SQLite drops it, the next start
+/// (attempt 2) migrates again, commits, and the conversation is there.
+#[test]
+fn killed_inside_the_new_versions_store_migration() {
+    // Installed without the kill; the restart after the install carries it.
+    let Setup { mut d, bundle, _work } = setup_with("off", 1, true);
+    let (conv, answer) = acknowledged_turn(&d, "alice");
+    assert!(install(&d, &bundle).status.success());
+    assert_eq!(d.wait_exit(Duration::from_secs(60)).code(), Some(75));
+    let before = schema_version(&d);
+    d.set_failpoints(Some("update-slot-migration=return;update-kill=return(migrate)"));
+    d.start_again_no_wait();
+    assert_killed(&mut d, "migrate");
+    assert_eq!(schema_version(&d), before, "the killed migration was not committed");
+    d.set_failpoints(Some("update-slot-migration=return"));
+    d.start_again();
+    d.wait_log_message(COMMITTED, Duration::from_secs(120));
+    let migrated = d.logs_with_message("migrated the store schema");
+    let last = migrated.last().and_then(|l| l.field_u64("version"));
+    assert_eq!(last, Some(u64::from(before) + 1), "{migrated:?}");
+    let s = status(&d);
+    assert_eq!((s["state"]["status"].as_str(), s["state"]["attempts"].as_u64()), (Some("good"), Some(2)), "{s}");
+    assert_eq!(answers(&d, "alice", &conv), vec![answer]);
+    stop(&mut d);
+    assert_eq!(schema_version(&d), before + 1);
+}
+
+/// The installed version migrates the store to a schema the factory binary
+/// does not know, serves a turn, and is marked bad: the rollback restores
+/// the snapshot, so the factory binary opens the schema it knows (it would
+/// refuse v7 with schema_too_new), and the turn the failed version served
+/// is carried over.
+#[test]
+fn a_version_that_migrated_the_store_is_rolled_back_to_the_old_schema_with_its_turns() {
+    let Setup { mut d, bundle, _work } = setup_with("off", 600, true);
+    let (conv, answer) = acknowledged_turn(&d, "alice");
+    assert!(install(&d, &bundle).status.success());
+    assert_eq!(d.wait_exit(Duration::from_secs(60)).code(), Some(75));
+    let before = schema_version(&d);
+    d.start_again();
+    assert_eq!(status(&d)["state"]["status"], "pending");
+    let later = d.client().chat_blocking("Name another.", "alice", Some(&conv));
+    let out = d.ctl(&["update", "mark-bad"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(d.wait_exit(Duration::from_secs(60)).code(), Some(75));
+    let kept: Vec<PathBuf> = std::fs::read_dir(d.dir().join("update"))
+        .expect("update dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("rolled-back-")))
+        .collect();
+    assert!(kept.is_empty(), "nothing set aside before the rollback start: {kept:?}");
+    d.start_again();
+    let st = status(&d);
+    assert_eq!((st["running"].as_str(), st["state"]["status"].as_str()), (Some("factory"), Some("rolled-back")), "{st}");
+    assert_eq!(answers(&d, "alice", &conv), vec![answer, later["answer"].as_str().expect("answer").to_owned()]);
+    stop(&mut d);
+    assert_eq!(schema_version(&d), before, "the factory binary runs on the schema it knows");
+    let aside: Vec<PathBuf> = std::fs::read_dir(d.dir().join("update"))
+        .expect("update dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("rolled-back-") && n.to_string_lossy().ends_with(".db")))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    let conn = rusqlite::Connection::open(&aside[0]).expect("the database set aside");
+    let v: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).expect("user_version");
+    assert_eq!(v, before + 1, "the failed version's own database is kept aside as it was");
 }

@@ -379,6 +379,33 @@ pub(crate) fn latest(migrations: &[Migration]) -> u32 {
     migrations.last().map_or(0, |m| m.version)
 }
 
+/// A test-only migration after the real ones: lets the tests migrate a
+/// non-empty database the way a future release will, and (fail point
+/// `update-slot-migration`) lets the update tests install a version whose
+/// schema the running one does not know.
+#[cfg(any(test, feature = "failpoints"))]
+pub(crate) const WITH_NEXT: &[Migration] = &[
+    Migration { version: 1, sql: V1 },
+    Migration { version: 2, sql: V2 },
+    Migration { version: 3, sql: V3 },
+    Migration { version: 4, sql: V4 },
+    Migration { version: 5, sql: V5 },
+    Migration { version: 6, sql: V6 },
+    Migration { version: 7, sql: "ALTER TABLE apps ADD COLUMN description TEXT;" },
+];
+
+/// The schema this process migrates to: [`MIGRATIONS`]; in a test build, a
+/// process started from an update slot with the fail point
+/// `update-slot-migration` on takes [`WITH_NEXT`], so an installed "new
+/// version" migrates the store while the factory binary does not know v7.
+pub(crate) fn for_this_process() -> &'static [Migration] {
+    #[cfg(feature = "failpoints")]
+    if crate::update::running_slot().is_some() {
+        fail::fail_point!("update-slot-migration", |_| WITH_NEXT);
+    }
+    MIGRATIONS
+}
+
 /// Brings the database to the newest version of `migrations` and returns it.
 ///
 /// Before the first migration that changes a non-empty database, the current
@@ -450,6 +477,13 @@ fn apply(conn: &mut Connection, migration: &Migration) -> Result<(), StoreError>
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail)?;
     tx.execute_batch(migration.sql).map_err(fail)?;
     tx.pragma_update(None, "user_version", migration.version).map_err(fail)?;
+    // Test builds: `update-kill=return(migrate)` dies with the migration
+    // applied but not committed (only in a slot's process; see
+    // [`for_this_process`]).
+    #[cfg(feature = "failpoints")]
+    if crate::update::running_slot().is_some() {
+        crate::update::kill_point("migrate");
+    }
     tx.commit().map_err(fail)
 }
 
@@ -459,17 +493,17 @@ mod tests {
 
     use super::*;
 
-    /// A test-only migration after the real ones: lets the tests migrate a
-    /// non-empty database the way a future release will.
-    const WITH_NEXT: &[Migration] = &[
-        Migration { version: 1, sql: V1 },
-        Migration { version: 2, sql: V2 },
-        Migration { version: 3, sql: V3 },
-        Migration { version: 4, sql: V4 },
-        Migration { version: 5, sql: V5 },
-        Migration { version: 6, sql: V6 },
-        Migration { version: 7, sql: "ALTER TABLE apps ADD COLUMN description TEXT;" },
-    ];
+    /// When a real v7 lands, WITH_NEXT must grow with it, or the update
+    /// tests would install a "new version" that migrates backwards.
+    #[test]
+    fn with_next_is_the_real_migrations_and_one_more() {
+        assert_eq!(WITH_NEXT.len(), MIGRATIONS.len() + 1);
+        for (real, next) in MIGRATIONS.iter().zip(WITH_NEXT) {
+            assert_eq!((real.version, real.sql), (next.version, next.sql));
+        }
+        assert_eq!(latest(WITH_NEXT), latest(MIGRATIONS) + 1);
+        assert_eq!(for_this_process().len(), MIGRATIONS.len(), "no slot here: the real list");
+    }
 
     fn open(path: &Path) -> Connection {
         Connection::open(path).expect("open test db")

@@ -207,7 +207,7 @@ impl Store {
 
     /// [`Store::open`] with explicit queue and pool sizes.
     pub fn open_with(path: &Path, options: StoreOptions) -> Result<(Store, OpenReport), StoreError> {
-        Self::open_migrating(path, options, migrations::MIGRATIONS)
+        Self::open_migrating(path, options, migrations::for_this_process())
     }
 
     fn open_migrating(path: &Path, options: StoreOptions, migrations: &[migrations::Migration]) -> Result<(Store, OpenReport), StoreError> {

@@ -133,7 +133,8 @@ pub enum UpdateError {
 /// (the slot complete, the state not yet pending), `state-written` (pending,
 /// the link not moved), `switched` (the link moved, before the reply and the
 /// exit 75), `snapshot` (the launcher took the store snapshot, not yet
-/// recorded), `attempt` (the attempt counted, before the exec), `gate` (the
+/// recorded), `attempt` (the attempt counted, before the exec), `migrate`
+/// (a slot's process applied a store migration, not committed), `gate` (the
 /// self-test passed, before the commit) and `rollback` (the store restored,
 /// the state still pending).
 pub fn kill_point(step: &str) {
