@@ -3,7 +3,9 @@
 //! `edgeaictl bundle create` + `sign`, sent over the admin socket; the daemon
 //! verifies it, unpacks it into the slot that does not run, restarts (exit
 //! 75) and the launcher starts the pending version, which commits itself
-//! after its self-test generated and searched a knowledge base.
+//! after its self-test generated and searched a knowledge base; one that
+//! cannot open a knowledge base's vector index fails that gate and is
+//! rolled back.
 //! Before that, every refused bundle (unsigned, another device, an older
 //! version, models in it, a corrupt copy) leaves the slots and the state as
 //! they were.
@@ -259,4 +261,67 @@ fn a_bundle_over_the_size_limit_is_refused_with_its_code_not_a_broken_pipe() {
     refused(&d, &b.path, &[], 1, "update_too_large");
     assert!(paths::update_files(d.dir()).is_empty(), "{:?}", paths::update_files(d.dir()));
     assert!(d.ctl(&["status"]).status.success(), "the daemon goes on serving");
+}
+
+/// Every file named `name` under `dir`.
+fn files_named(dir: &Path, name: &str) -> Vec<PathBuf> {
+    walk(dir).into_iter().filter(|p| p.file_name().is_some_and(|n| n == name)).collect()
+}
+
+/// The health gate's retrieval is a real check: a pending version that
+/// cannot open a knowledge base's vector index (its MANIFEST names a format
+/// this build does not read, as after an incompatible change) fails its
+/// self-test and stops with exit 1; the next start rolls back to the
+/// running version and says why.
+#[test]
+fn a_pending_version_whose_retrieval_fails_is_rolled_back() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let trust = work.path().join("trust.d");
+    std::fs::create_dir(&trust).expect("trust dir");
+    let key = work.path().join("release-key");
+    ctl_offline(&["keys", "gen-signing", "--out", key.to_str().expect("utf-8 path")]);
+    std::fs::copy(work.path().join("release-key.pub"), trust.join("release.pub")).expect("trusting the key");
+    let compatible = format!("edgeai-{}", std::env::consts::ARCH);
+    let good = work.path().join("good.bundle");
+    bundle(&good, &key, NEW, &compatible, &[], true);
+
+    let mut d = DaemonBuilder::new()
+        .set("update.enabled", true)
+        .set("update.commit_after_secs", 1)
+        .set("update.max_attempts", 1)
+        .set("update.trust_dir", trust.to_str().expect("utf-8 path"))
+        .with_embedder()
+        .start();
+    let manual = work.path().join("manual.txt");
+    std::fs::write(&manual, "The edgeai gateway applies an update from a signed bundle.\n").expect("writing the document");
+    assert!(d.ctl(&["datasets", "create", "manuals"]).status.success());
+    let ingest = d.ctl(&["datasets", "ingest", manual.to_str().expect("utf-8 path"), "--dataset", "manuals"]);
+    assert!(ingest.status.success(), "datasets ingest: {}", String::from_utf8_lossy(&ingest.stderr));
+    let out = d.ctl(&["update", "install", good.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "update install: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(d.wait_exit(Duration::from_secs(60)).code(), Some(75));
+
+    let manifests = files_named(d.dir(), "MANIFEST");
+    assert_eq!(manifests.len(), 1, "one dataset, one vector index: {manifests:?}");
+    let text = std::fs::read_to_string(&manifests[0]).expect("the vector index's MANIFEST");
+    let mut m: Value = serde_json::from_str(&text).expect("MANIFEST is JSON");
+    m["format"] = Value::from("edgeai-vectors/999");
+    std::fs::write(&manifests[0], m.to_string()).expect("writing the MANIFEST");
+
+    // Attempt 1 of 1: the gate's retrieval fails, exit 1.
+    d.start_again();
+    assert_eq!(d.wait_exit(Duration::from_secs(120)).code(), Some(1), "the failed gate stops the new version\n{}", d.dump_logs());
+    // The next start rolls back and says why.
+    d.start_again();
+    let s = status(&d);
+    assert_eq!(
+        (s["running"].as_str(), s["state"]["status"].as_str(), s["state"]["failed_version"].as_str()),
+        (Some("factory"), Some("rolled-back"), Some(NEW)),
+        "{s}"
+    );
+    let last = s["state"]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        last.contains("self-test retrieval failed") && last.contains("corrupt vector index file: format \"edgeai-vectors/999\""),
+        "{s}"
+    );
 }
