@@ -20,6 +20,7 @@ pub mod fuzzing;
 pub mod governor;
 pub mod knowledge;
 pub mod model;
+pub mod reexec;
 pub mod sandbox;
 pub mod service;
 pub mod store;
@@ -54,13 +55,21 @@ static RESTART_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::Ato
 /// Drains and stops the daemon as SIGTERM does (it sends itself one), so
 /// that it exits with [`EXIT_RESTART`].
 pub fn request_restart() -> Result<(), nix::Error> {
-    RESTART_REQUESTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Once: a second SIGTERM during the drain means "stop now" (see run).
+    if RESTART_REQUESTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Ok(());
+    }
     nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGTERM)
 }
 
-/// Whether the daemon stopped to restart ([`request_restart`]).
+/// Set by a stop signal that is not a requested restart (the first one, or
+/// a second one during a restart's drain): the daemon stops for good.
+static STOP_FOR_GOOD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the daemon stopped to restart ([`request_restart`]), and no stop
+/// signal from outside (`systemctl stop`) overrode it.
 pub fn restart_requested() -> bool {
-    RESTART_REQUESTED.load(std::sync::atomic::Ordering::SeqCst)
+    RESTART_REQUESTED.load(std::sync::atomic::Ordering::SeqCst) && !STOP_FOR_GOOD.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// Why the daemon could not start or stopped badly.
@@ -520,13 +529,30 @@ async fn handle_signals(
         };
         match event {
             SignalEvent::Stop(sig) if *phase.borrow() == Phase::Running => {
+                if !restart_requested() {
+                    // A restart asked for during this drain does not happen.
+                    STOP_FOR_GOOD.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
                 tracing::info!(signal = sig, in_flight = service.in_flight(), "stopping: draining in-flight requests");
-                notifier.stopping("stopping: draining in-flight requests");
+                if restart_requested() && reexec::in_place() {
+                    // The same process goes on as the new image: systemd
+                    // must not see it stopping (it would not wait for a READY).
+                    notifier.restarting_in_place("restarting in place: draining in-flight requests");
+                } else {
+                    notifier.stopping("stopping: draining in-flight requests");
+                }
                 service.begin_shutdown();
                 phase.send_replace(Phase::Draining(tokio::time::Instant::now()));
             }
             SignalEvent::Stop(sig) => {
                 tracing::warn!(signal = sig, in_flight = service.in_flight(), "second stop signal: stopping now");
+                // Someone (systemctl stop) wants the daemon gone: no restart,
+                // in place or by exit 75, and systemd hears it stopping.
+                if restart_requested() {
+                    tracing::warn!("the requested restart is cancelled by the stop signal");
+                    notifier.stopping("stopping now: second stop signal");
+                }
+                STOP_FOR_GOOD.store(true, std::sync::atomic::Ordering::SeqCst);
                 notifier.status("stopping now: second stop signal");
                 phase.send_replace(Phase::Abort);
                 return;

@@ -47,6 +47,13 @@ impl Notifier {
     pub fn stopping(&self, status: &str) {
         self.send(&[NotifyState::Stopping, NotifyState::Status(status)]);
     }
+    /// Before a restart in place ([`crate::reexec`]): `RELOADING=1` until
+    /// the new image's `READY=1`.
+    pub fn restarting_in_place(&self, status: &str) {
+        let mut states = vec![NotifyState::Reloading, NotifyState::Status(status)];
+        states.extend(NotifyState::monotonic_usec_now().ok());
+        self.send(&states);
+    }
     pub fn reloading(&self) {
         self.send(&[NotifyState::Reloading, NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading"))]);
     }

@@ -78,7 +78,14 @@ impl Inherited {
         let fds = sd_notify::listen_fds_with_names(true).map_err(|source| BindError::ListenFds { source })?;
         // SAFETY: LISTEN_PID names this process, so the service manager
         // passed these fds to it, and nothing else in the process owns them.
-        Ok(Inherited(fds.map(|(fd, name)| (unsafe { OwnedFd::from_raw_fd(fd) }, name)).collect()))
+        let fds: Vec<(OwnedFd, String)> = fds.map(|(fd, name)| (unsafe { OwnedFd::from_raw_fd(fd) }, name)).collect();
+        // A copy of each for a restart in place (crate::reexec).
+        crate::reexec::keep_passed(&fds).map_err(|source| BindError::Inherited {
+            fd: -1,
+            name: "(copy for a restart in place)".into(),
+            source,
+        })?;
+        Ok(Inherited(fds))
     }
 }
 

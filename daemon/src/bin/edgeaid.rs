@@ -24,14 +24,16 @@ Every key is documented in configs/reference.toml.
 
 Exit codes: 0 stopped cleanly; 1 could not start (store, sockets, sockets from systemd that do
 not match the configuration, an update rollback that could not put the store back), or a pending
-update failed its health gate; 75 stopped cleanly to restart (RestoreBackup: the next start applies
-the staged restore; the unit restarts on it); 78 invalid configuration;
-79 this CPU lacks the features the binary was built for.
+update failed its health gate; 75 stopped cleanly to restart (an update switch, mark-bad, rollback,
+RestoreBackup; the unit restarts on it). Under systemd (NOTIFY_SOCKET set) such a restart happens in
+place instead: the same process execs the installed binary again and keeps the passed sockets;
+78 invalid configuration; 79 this CPU lacks the features the binary was built for.
 
 Environment: EDGEAI_LOG overrides log.level (e.g. EDGEAI_LOG=debug). LISTEN_PID, LISTEN_FDS and
 LISTEN_FDNAMES (socket activation, set by systemd): the daemon serves the sockets passed, named
 unix (server.socket) and tcp (server.listen), and binds the configured ones not passed.
-EDGEAI_SLOT (a or b, set by the update launcher when it starts a slot; see docs/update.md).
+EDGEAI_SLOT (a or b, set by the update launcher when it starts a slot) and EDGEAI_INSTALLED (the
+binary a restart in place execs), both set by the daemon itself; see docs/update.md.
 
 Examples:
   edgeaid --config configs/dev.toml
@@ -136,8 +138,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(edgeaid::run(settings, sources, exec_start, inherited)) {
+    let result = rt.block_on(edgeaid::run(settings, sources, exec_start, inherited));
+    // Stray blocking tasks (a client's file read, a late fsync) get a moment; the exec or exit ends them.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) if edgeaid::update::gate::gate_failed() => ExitCode::from(edgeaid::update::gate::EXIT_GATE_FAILED),
+        Ok(()) if edgeaid::restart_requested() && edgeaid::reexec::in_place() => {
+            edgeaid::supervise::Notifier::from_env().watchdog();
+            tracing::info!("restarting in place: exec the installed binary (same pid, the sockets stay open)");
+            let e = edgeaid::reexec::exec_in_place();
+            // stderr too: the fds the log used may have been replaced by the sockets at 3..
+            tracing::error!(error = %chain(&e), "restart in place failed; exit 75 for systemd's restart");
+            eprintln!("edgeaid: restart in place failed; exit 75 for systemd's restart: {}", chain(&e));
+            ExitCode::from(edgeaid::EXIT_RESTART as u8)
+        }
         Ok(()) if edgeaid::restart_requested() => ExitCode::from(edgeaid::EXIT_RESTART as u8),
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -283,7 +283,13 @@ fn ensure_link(dir: &Path, want: Slot) {
 fn start(slot: Slot, info: &SlotInfo) -> Result<Launch, UpdateError> {
     match &info.binary {
         Some(bin) => {
-            let err = std::process::Command::new(bin).args(std::env::args_os().skip(1)).env(SLOT_ENV, slot.as_str()).exec();
+            let mut cmd = std::process::Command::new(bin);
+            cmd.args(std::env::args_os().skip(1)).env(SLOT_ENV, slot.as_str());
+            // The slot's binary restarts in place through this one (crate::reexec).
+            if let Ok(installed) = crate::reexec::installed_binary() {
+                cmd.env(crate::reexec::INSTALLED_ENV, installed);
+            }
+            let err = cmd.exec();
             Err(UpdateError::Exec { slot: slot.as_str(), path: bin.clone(), source: err })
         }
         None => {
