@@ -14,8 +14,8 @@
 #     reads properties, and Reload over D-Bus re-reads the config (journal field F_METHOD=Reload);
 #   - the audit trail: a refused API key and the D-Bus Reload are journal entries with F_AUDIT and
 #     F_ACTION, listed by edgeaictl audit, and the refused key never reaches the journal;
-#   - D-Bus RestoreBackup of a backup just taken: the daemon exits 75, systemd restarts it (not failed,
-#     RestartForceExitStatus=75) and the start applies the staged restore (restore.previous-* kept);
+#   - D-Bus RestoreBackup of a backup just taken: the daemon drains and execs itself in place (same
+#     MainPID, no systemd restart) and the new image applies the staged restore (restore.previous-* kept);
 #   - `systemctl reload` (SIGHUP) keeps the same process running;
 #   - `systemctl stop` ends with the daemon's own exit status 0 (a drain, not a kill);
 #   - with FAILPOINTS=inference-hang=return (the `fail` crate; needs the `failpoints` build) and WatchdogSec=3s,
@@ -354,16 +354,18 @@ else
   fail "audit: bad key answered $bad_code, refusal journaled: $refusal_journaled, Reload entries: $reload_audited, secret in journal: $secret_in_journal; edgeaictl audit: $audit_listed"
 fi
 
-# --- RestoreBackup: the daemon exits 75 and systemd restarts it (RestartForceExitStatus=75) -------
+# --- RestoreBackup: the daemon drains and execs itself in place (same MainPID, RELOADING=1 then the new
+# image's READY=1; no systemd restart), and the new image applies the staged restore ----------------
 pid=$(prop MainPID) restarts=$(prop NRestarts)
 restore_out=$(bus_ctl backup create /var/tmp/edgeai-restore.tar 2>&1 && bus_ctl backup restore /var/tmp/edgeai-restore.tar 2>&1)
 restore_restarted() {
-  [ "$(prop NRestarts)" -gt "$restarts" ] 2>/dev/null && [ "$(prop ActiveState)" = active ] && [ "$(prop MainPID)" != "$pid" ] \
-    && in_box journalctl -u edgeai --no-pager 2>/dev/null | grep -q 'restore applied: serving the restored state'
+  [ "$(prop NRestarts)" = "$restarts" ] && [ "$(prop ActiveState)" = active ] && [ "$(prop MainPID)" = "$pid" ] \
+    && in_box journalctl -u edgeai --no-pager 2>/dev/null | grep -q 'restore applied: serving the restored state' \
+    && in_box journalctl -u edgeai --no-pager 2>/dev/null | grep -q 'restarting in place: exec the installed binary'
 }
 if grep -q 'applied now' <<<"$restore_out" && wait_for 90 restore_restarted && [ "$(in_box systemctl is-failed edgeai 2>&1)" != failed ] \
   && in_box sh -c 'ls -d /var/lib/edgeai/restore.previous-*' >/dev/null 2>&1; then
-  pass "D-Bus RestoreBackup: the daemon exits 75, systemd restarts it (not failed), the start applies the restore"
+  pass "D-Bus RestoreBackup: the daemon restarts in place (same MainPID $pid, NRestarts $restarts), the new image applies the restore"
 else
   fail "D-Bus RestoreBackup: $restore_out / NRestarts=$(prop NRestarts) (was $restarts) ActiveState=$(prop ActiveState) MainPID=$(prop MainPID) (was $pid)"
   in_box journalctl -u edgeai --no-pager -n 20 2>&1 | indent
@@ -515,9 +517,8 @@ for k in sys.argv[1].split("."):
     v = (v or {}).get(k)
 print("" if v is None else v)' "$1"
 }
-# Starts the service afresh (start-limit counter reset, as after a boot) with the drop-in $1 (or none),
-# installs bundle $2 and prints edgeaictl's answer.
-start_and_install() {
+# Starts the service afresh (start-limit counter reset, as after a boot) with the drop-in $1 (or none).
+start_fresh() {
   in_box rm -f /etc/systemd/system/edgeai.service.d/update-crash.conf /etc/systemd/system/edgeai.service.d/update-hang.conf
   [ -z "$1" ] || in_box install -D -m 0644 "/opt/edgeai-test/files/$1" "/etc/systemd/system/edgeai.service.d/$1"
   in_box systemctl daemon-reload
@@ -525,18 +526,49 @@ start_and_install() {
   in_box systemctl reset-failed edgeai >/dev/null 2>&1
   in_box timeout 120 systemctl start edgeai >/dev/null 2>&1
   wait_for 60 health
+}
+# start_fresh $1, then installs bundle $2 and prints edgeaictl's answer.
+start_and_install() {
+  start_fresh "$1"
   upd install "/opt/edgeai-test/files/$2.bundle" 2>&1
 }
+# Inside the box: GET /health over the unix socket every 20 ms until the file $1 exists (at most 180 s);
+# prints the requests, the failed ones and the slowest answer (the longest a client waited across a switch).
+cat >"$work/files/poll.py" <<'EOF'
+import json, os, socket, sys, time
+end, n, bad, slowest = time.monotonic() + 180, 0, 0, 0.0
+while time.monotonic() < end and not os.path.exists(sys.argv[1]):
+    t = time.monotonic()
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(30)
+        s.connect("/run/edgeai/edgeai.sock")
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: box\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        s.close()
+        ok = data.startswith(b"HTTP/1.1 200")
+    except OSError:
+        ok = False
+    n += 1
+    bad += not ok
+    slowest = max(slowest, time.monotonic() - t) if ok else slowest
+    time.sleep(0.02)
+print(json.dumps({"requests": n, "failed": bad, "slowest_s": round(slowest, 3)}))
+EOF
+chmod a+r "$work/files/poll.py"
 rolled_back_from() {
   [ "$(ustat state.status)" = rolled-back ] && [ "$(ustat state.failed_version)" = "$1" ] && [ "$(prop ActiveState)" = active ] && health
 }
 if [ "$bundles_made" = 1 ]; then
-  # 1. Crashes at start (SIGABRT before main does anything): exit 75 -> attempts 1..3 crash -> the 5th start rolls back.
+  # 1. Crashes at start (SIGABRT before main does anything): the exec in place is attempt 1, systemd's
+  #    restarts 1 and 2 are attempts 2 and 3, restart 3 rolls back.
   out=$(start_and_install update-crash.conf 99.1.0)
   if wait_for 90 rolled_back_from 99.1.0 && [ "$(ustat running)" = factory ] \
-    && [ "$(prop NRestarts)" -ge 4 ] && [ "$(prop Result)" = success ] \
+    && [ "$(prop NRestarts)" = 3 ] && [ "$(prop Result)" = success ] \
     && ustat state.last_error | grep -q '3 starts of 99.1.0'; then
-    pass "update: a version that crashes at start is rolled back by the 5th start, inside StartLimitBurst (NRestarts=$(prop NRestarts)): $(ustat state.last_error)"
+    pass "update: a version that crashes at start is rolled back by the 4th start, inside StartLimitBurst (NRestarts=$(prop NRestarts)): $(ustat state.last_error)"
   else
     fail "update crash loop: install said '$out'; status $(ustat state.status), failed_version '$(ustat state.failed_version)', running '$(ustat running)', edgeai $(prop ActiveState)/$(prop Result), NRestarts=$(prop NRestarts)"
     in_box journalctl -u edgeai --no-pager -n 30 2>&1 | indent
@@ -552,12 +584,26 @@ if [ "$bundles_made" = 1 ]; then
     fail "update hang: install said '$out'; status $(ustat state.status), failed_version '$(ustat state.failed_version)', watchdog timeouts $(timeouts), edgeai $(prop ActiveState)/$(prop Result)"
     in_box journalctl -u edgeai --no-pager -n 30 2>&1 | indent
   fi
-  # 3. A healthy version: exit 75, one start, the health gate commits it; the operator's rollback goes back.
-  out=$(start_and_install "" 99.3.0)
+  # 3. A healthy version: restarted in place (same MainPID, no systemd restart), a client polling /health
+  #    across the switch waits in the backlog and is never refused, the health gate commits it; the
+  #    operator's rollback goes back.
+  start_fresh ""
+  pid=$(prop MainPID) restarts=$(prop NRestarts)
+  rm -f "$work/files/poll.stop"
+  in_box python3 /opt/edgeai-test/files/poll.py /opt/edgeai-test/files/poll.stop >"$work/poll.json" 2>&1 &
+  poller=$!
+  sleep 1
+  out=$(upd install /opt/edgeai-test/files/99.3.0.bundle 2>&1)
   good() { [ "$(ustat state.status)" = good ] && [ "$(ustat state.version)" = 99.3.0 ] && [ "$(prop ActiveState)" = active ]; }
-  if wait_for 90 good && [ "$(ustat running)" != factory ] \
+  wait_for 90 good; committed=$?
+  # The commit comes after the switch, so the poll covered it.
+  touch "$work/files/poll.stop"
+  wait "$poller"
+  polled=$(cat "$work/poll.json")
+  if [ "$committed" = 0 ] && [ "$(ustat running)" != factory ] \
+    && [ "$(prop MainPID)" = "$pid" ] && [ "$(prop NRestarts)" = "$restarts" ] && grep -q '"failed": 0' <<<"$polled" \
     && in_box journalctl -u edgeai --no-pager 2>/dev/null | grep -q 'update: committed; the version is good'; then
-    pass "update: a healthy version is installed, restarted by systemd (exit 75) and commits itself (slot $(ustat running))"
+    pass "update: a healthy version is installed, restarted in place (MainPID $pid kept, no systemd restart) and commits itself (slot $(ustat running)); /health polled across the switch: $polled"
     upd rollback >/dev/null 2>&1
     if wait_for 60 rolled_back_from 99.3.0 && [ "$(ustat running)" = factory ]; then
       pass "update: the operator's rollback of the committed version restarts into the factory binary"
@@ -565,7 +611,7 @@ if [ "$bundles_made" = 1 ]; then
       fail "update rollback: status $(ustat state.status), running '$(ustat running)', edgeai $(prop ActiveState)"
     fi
   else
-    fail "update install: said '$out'; status $(ustat state.status), version '$(ustat state.version)', running '$(ustat running)', edgeai $(prop ActiveState)"
+    fail "update install: said '$out'; status $(ustat state.status), version '$(ustat state.version)', running '$(ustat running)', edgeai $(prop ActiveState), MainPID $(prop MainPID) (was $pid), NRestarts $(prop NRestarts) (was $restarts), polled $polled"
     in_box journalctl -u edgeai --no-pager -n 30 2>&1 | indent
   fi
   in_box rm -f /etc/systemd/system/edgeai.service.d/update-crash.conf /etc/systemd/system/edgeai.service.d/update-hang.conf
