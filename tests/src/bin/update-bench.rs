@@ -6,20 +6,26 @@
 //! (or `--out`), and exits non-zero only when a figure could not be
 //! measured.
 //!
-//! One daemon (updates on, `update.commit_after_secs = 1`, the model
-//! loaded) is updated `--rounds` times (default 3) to a newer version each
-//! time, A to B to A. A poller thread asks `GET /health` over the unix
-//! socket (which keeps its path across restarts) every 5 ms. Each round:
-//! `edgeaictl update install BUNDLE` over the socket; when the daemon exits
-//! 75 the bench starts it again at once (systemd's `Restart=` with
-//! `RestartSec=2s` in the shipped unit adds 2 s); then it waits for the state
-//! `good`. Figures per round, medians over the rounds:
+//! Two daemons (updates on, `update.commit_after_secs = 1`, the model
+//! loaded), one per way of switching, are each updated `--rounds` times
+//! (default 3) to a newer version each time:
+//! - `in_place`: as under systemd (a notify socket, the unix socket passed
+//!   as socket activation does): the daemon execs the new version in its own
+//!   process (daemon/src/reexec.rs), the socket stays open;
+//! - `restart`: without systemd: the daemon exits 75 and the bench starts it
+//!   again at once (systemd's `Restart=` would add `RestartSec=`), and it
+//!   binds the socket again.
+//!
+//! A poller thread asks `GET /health` over the unix socket every 5 ms.
+//! Each round: `edgeaictl update install BUNDLE` over the socket, then the
+//! wait for the state `good`. Figures per round, medians over the rounds:
 //! - `install_s`: the command, from start to the daemon's answer (receive,
 //!   verify, unpack, fsync, switch);
-//! - `downtime_s`: the longest run without a 200 from `/health`, from the last
-//!   200 before the switch to the first after (drain, exit, the launcher's
-//!   snapshot and exec, the store and listeners, READY), next to the target
-//!   of 1 s plus the model's load (`/health` answers before the model loads);
+//! - `downtime_s`: the longest time between two 200 answers from `/health`
+//!   (refused requests in between, or one waiting in the backlog), across
+//!   the drain, the exec or exit, the launcher's snapshot and exec, the store
+//!   and listeners, next to the target of 1 s plus the model's load
+//!   (`/health` answers before the model loads);
 //! - `to_committed_s`: from the command to the state `good`, less the
 //!   `commit_after_secs` the gate waits on purpose.
 
@@ -79,33 +85,94 @@ fn run() -> Result<(), String> {
     }
     let bundle_bytes = std::fs::metadata(&bundles[0]).map_err(|e| format!("the bundle: {e}"))?.len();
     let commit_after = 1u64;
-    let mut d = DaemonBuilder::new()
+    let mut summary = json!({
+        "profile": profile.display().to_string(),
+        "bundle_bytes": bundle_bytes,
+        "commit_after_secs": commit_after,
+        "target": { "downtime_s": "<= 1 s plus the model's load (/health answers before it loads)" },
+    });
+    println!("binary-only update, {rounds} rounds per way, bundle {:.1} MB (medians):", bundle_bytes as f64 / 1e6);
+    for mode in [Mode::InPlace, Mode::Restart] {
+        let rows = measure(mode, &signed, &versions, &bundles, commit_after)?;
+        let med = |k: &str| median(rows.iter().filter_map(|r| r[k].as_f64()).collect());
+        println!("  {}:", mode.name());
+        println!("    install (command to answer)    {:>8.3} s", med("install_s"));
+        println!(
+            "    /health downtime               {:>8.3} s   target <= 1 s + model load: {}",
+            med("downtime_s"),
+            if med("downtime_s") <= 1.0 { "PASS" } else { "MISS" }
+        );
+        println!("    install to committed           {:>8.3} s   (less the {commit_after} s the gate waits)", med("to_committed_s"));
+        summary[mode.name()] = json!({
+            "rounds": rows,
+            "median": { "install_s": med("install_s"), "downtime_s": med("downtime_s"), "to_committed_s": med("to_committed_s") },
+        });
+    }
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    let text = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
+    std::fs::write(&out, text + "\n").map_err(|e| format!("{}: {e}", out.display()))?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// How the daemon switches to the new version.
+#[derive(Clone, Copy)]
+enum Mode {
+    InPlace,
+    Restart,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::InPlace => "in_place",
+            Mode::Restart => "restart",
+        }
+    }
+}
+
+/// One daemon updated once per bundle; a JSON row per round.
+fn measure(mode: Mode, signed: &SignedBundle, versions: &[String], bundles: &[PathBuf], commit_after: u64) -> Result<Vec<Value>, String> {
+    let mut b = DaemonBuilder::new()
         .set("update.enabled", true)
         .set("update.commit_after_secs", commit_after as i64)
-        .set("update.trust_dir", signed.trust.to_str().ok_or("non-UTF-8 path")?)
-        .start();
+        .set("update.trust_dir", signed.trust.to_str().ok_or("non-UTF-8 path")?);
+    // Kept for the daemon's life: systemd's side of the sockets.
+    let mut systemd_side = None;
+    if let Mode::InPlace = mode {
+        let sock = b.dir().join("edgeai.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
+        let notify = b.notify_socket();
+        b = b.listen_fd(&listener, "unix");
+        systemd_side = Some((listener, notify));
+    }
+    let mut d = b.start();
     let socket = d.socket_path();
     let dir = d.dir().to_path_buf();
-
     let mut rows = Vec::new();
-    for (i, (version, bundle)) in versions.iter().zip(&bundles).enumerate() {
+    for (i, (version, bundle)) in versions.iter().zip(bundles).enumerate() {
         let health = Poller::start(socket.clone());
         let t0 = Instant::now();
         let out = d.ctl(&["update", "install", bundle.to_str().ok_or("non-UTF-8 path")?]);
         let install = t0.elapsed();
         if !out.status.success() {
-            return Err(format!("round {}: update install: {}", i + 1, String::from_utf8_lossy(&out.stderr)));
+            return Err(format!("{} round {}: update install: {}", mode.name(), i + 1, String::from_utf8_lossy(&out.stderr)));
         }
-        let exit = d.wait_exit(Duration::from_secs(120));
-        if exit.code() != Some(75) {
-            return Err(format!("round {}: the daemon exited with {exit} instead of 75", i + 1));
+        if let Mode::Restart = mode {
+            let exit = d.wait_exit(Duration::from_secs(120));
+            if exit.code() != Some(75) {
+                return Err(format!("round {}: the daemon exited with {exit} instead of 75", i + 1));
+            }
+            d.start_again();
         }
-        d.start_again();
         let committed = wait_good(&dir, version, Duration::from_secs(180))?;
         let to_committed = committed.duration_since(t0).saturating_sub(Duration::from_secs(commit_after));
         let downtime = health.stop();
         eprintln!(
-            "update-bench: round {}: {version}: install {:.3} s, downtime {:.3} s, to committed {:.3} s (less the {commit_after} s wait)",
+            "update-bench: {} round {}: {version}: install {:.3} s, downtime {:.3} s, to committed {:.3} s (less the {commit_after} s wait)",
+            mode.name(),
             i + 1,
             install.as_secs_f64(),
             downtime.as_secs_f64(),
@@ -118,30 +185,11 @@ fn run() -> Result<(), String> {
             "to_committed_s": to_committed.as_secs_f64(),
         }));
     }
-    let med = |k: &str| median(rows.iter().filter_map(|r| r[k].as_f64()).collect());
-    let summary = json!({
-        "profile": profile.display().to_string(),
-        "bundle_bytes": bundle_bytes,
-        "commit_after_secs": commit_after,
-        "rounds": rows,
-        "median": { "install_s": med("install_s"), "downtime_s": med("downtime_s"), "to_committed_s": med("to_committed_s") },
-        "target": { "downtime_s": "<= 1 s plus the model's load (/health answers before it loads)" },
-    });
-    println!("binary-only update, {} rounds, bundle {:.1} MB (medians):", rows.len(), bundle_bytes as f64 / 1e6);
-    println!("  install (command to answer)      {:>8.3} s", med("install_s"));
-    println!(
-        "  /health downtime                 {:>8.3} s   target <= 1 s + model load: {}",
-        med("downtime_s"),
-        if med("downtime_s") <= 1.0 { "PASS" } else { "MISS" }
-    );
-    println!("  install to committed             {:>8.3} s   (less the {commit_after} s the gate waits)", med("to_committed_s"));
-    if let Some(parent) = out.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    if d.try_exit().is_some() {
+        return Err(format!("{}: the daemon is not running after the rounds", mode.name()));
     }
-    let text = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
-    std::fs::write(&out, text + "\n").map_err(|e| format!("{}: {e}", out.display()))?;
-    println!("wrote {}", out.display());
-    Ok(())
+    drop(systemd_side);
+    Ok(rows)
 }
 
 /// When `update-state.json` says `version` is good.
@@ -163,7 +211,7 @@ fn wait_good(dir: &Path, version: &str, timeout: Duration) -> Result<Instant, St
 }
 
 /// Asks `GET /health` over the unix socket every [`POLL`] and keeps the
-/// longest time between two 200 answers that had failures between them.
+/// longest time between two 200 answers (failures, or one long wait, between them).
 struct Poller {
     stop: Arc<AtomicBool>,
     longest: Arc<Mutex<Duration>>,
@@ -177,20 +225,12 @@ impl Poller {
         let (s, l) = (Arc::clone(&stop), Arc::clone(&longest));
         let thread = std::thread::spawn(move || {
             let mut last_ok = Instant::now();
-            let mut failing = false;
             while !s.load(Ordering::Relaxed) {
-                let ok = healthy(&socket);
-                let now = Instant::now();
-                match (ok, failing) {
-                    (true, true) => {
-                        let gap = now.duration_since(last_ok);
-                        let mut longest = l.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        *longest = (*longest).max(gap);
-                        failing = false;
-                        last_ok = now;
-                    }
-                    (true, false) => last_ok = now,
-                    (false, _) => failing = true,
+                if healthy(&socket) {
+                    let now = Instant::now();
+                    let mut longest = l.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    *longest = (*longest).max(now.duration_since(last_ok));
+                    last_ok = now;
                 }
                 std::thread::sleep(POLL);
             }
@@ -211,7 +251,8 @@ impl Poller {
 /// One `GET /health` over the socket answered 200.
 fn healthy(socket: &Path) -> bool {
     let Ok(mut s) = UnixStream::connect(socket) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    // Long enough for a request that waits in the backlog across a switch.
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     if s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").is_err() {
         return false;
     }
