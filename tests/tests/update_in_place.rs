@@ -10,28 +10,33 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap (style.md)
 
 use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use edgeai_tests::bundle_server::SignedBundle;
 use edgeai_tests::http::{Client, Target};
-use edgeai_tests::DaemonBuilder;
+use edgeai_tests::{Daemon, DaemonBuilder, NotifySocket};
 use serde_json::Value;
 
 const ADOPTED: &str = "serving the unix socket systemd passed (socket activation)";
 
-#[test]
-fn an_update_under_systemd_restarts_in_place_keeping_the_pid_and_the_socket() {
-    let signed = SignedBundle::new("9.9.0");
+/// A daemon started as systemd would: a notify socket and a bound unix
+/// socket passed as fd 3 (named `unix`), updates on and trusting `signed`'s
+/// key, with `tune` applied to the builder. Returns the daemon, the notify
+/// socket and the unix socket's path.
+fn under_systemd(signed: &SignedBundle, tune: impl FnOnce(DaemonBuilder) -> DaemonBuilder) -> (Daemon, NotifySocket, PathBuf) {
     let mut b = DaemonBuilder::new();
     let sock = b.dir().join("edgeai.sock");
     let unix = UnixListener::bind(&sock).unwrap();
     let notify = b.notify_socket();
-    let mut d = b
-        .set("update.enabled", true)
-        .set("update.commit_after_secs", 1)
-        .set("update.trust_dir", signed.trust.to_str().unwrap())
-        .listen_fd(&unix, "unix")
-        .start();
+    let b = b.set("update.enabled", true).set("update.trust_dir", signed.trust.to_str().unwrap()).listen_fd(&unix, "unix");
+    (tune(b).start(), notify, sock)
+}
+
+#[test]
+fn an_update_under_systemd_restarts_in_place_keeping_the_pid_and_the_socket() {
+    let signed = SignedBundle::new("9.9.0");
+    let (mut d, notify, sock) = under_systemd(&signed, |b| b.set("update.commit_after_secs", 1));
     let pid = d.pid();
     let (ready_at, _) = notify.wait_for(0, Duration::from_secs(60), "READY=1", |n| n.has("READY=1"));
 
@@ -96,16 +101,7 @@ fn an_update_under_systemd_restarts_in_place_keeping_the_pid_and_the_socket() {
 #[test]
 fn a_stop_during_the_restart_drain_stops_for_good() {
     let signed = SignedBundle::new("9.9.0");
-    let mut b = DaemonBuilder::new();
-    let sock = b.dir().join("edgeai.sock");
-    let unix = UnixListener::bind(&sock).unwrap();
-    let notify = b.notify_socket();
-    let mut d = b
-        .set("update.enabled", true)
-        .set("update.trust_dir", signed.trust.to_str().unwrap())
-        .listen_fd(&unix, "unix")
-        .failpoint("inference-hang", "sleep(500)")
-        .start();
+    let (mut d, notify, _sock) = under_systemd(&signed, |b| b.failpoint("inference-hang", "sleep(500)"));
     let client = d.unix_client();
     let chat = std::thread::spawn(move || client.chat_blocking("Tell me a long story about a gateway.", "ivan", None));
     std::thread::sleep(Duration::from_millis(1500));

@@ -26,6 +26,17 @@ fn ctl_offline(args: &[&str]) {
     assert!(out.status.success(), "edgeaictl {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
 }
 
+/// A signing key from `edgeaictl keys gen-signing` under `work`, and a trust
+/// directory holding its public half: (trust dir, private key).
+fn signing_key(work: &Path) -> (PathBuf, PathBuf) {
+    let trust = work.join("trust.d");
+    std::fs::create_dir(&trust).expect("trust dir");
+    let key = work.join("release-key");
+    ctl_offline(&["keys", "gen-signing", "--out", key.to_str().expect("utf-8 path")]);
+    std::fs::copy(work.join("release-key.pub"), trust.join("release.pub")).expect("trusting the key");
+    (trust, key)
+}
+
 /// A signed bundle at `out`: `version`, `compatible`, the built edgeaid,
 /// and the extra `create` arguments.
 fn bundle(out: &Path, key: &Path, version: &str, compatible: &str, extra: &[&str], sign: bool) {
@@ -59,11 +70,7 @@ fn status(d: &Daemon) -> Value {
 #[test]
 fn a_signed_bundle_installs_restarts_and_commits_and_bad_ones_change_nothing() {
     let work = tempfile::tempdir().expect("tempdir");
-    let trust = work.path().join("trust.d");
-    std::fs::create_dir(&trust).expect("trust dir");
-    let key = work.path().join("release-key");
-    ctl_offline(&["keys", "gen-signing", "--out", key.to_str().expect("utf-8 path")]);
-    std::fs::copy(work.path().join("release-key.pub"), trust.join("release.pub")).expect("trusting the key");
+    let (trust, key) = signing_key(work.path());
     let compatible = format!("edgeai-{}", std::env::consts::ARCH);
 
     let mut d = DaemonBuilder::new()
@@ -176,11 +183,7 @@ fn a_bundle_that_does_not_fit_is_refused_with_the_space_it_needs() {
         }
     }
     let _unmount = Unmount(small.clone());
-    let trust = work.path().join("trust.d");
-    std::fs::create_dir(&trust).expect("trust dir");
-    let key = work.path().join("release-key");
-    ctl_offline(&["keys", "gen-signing", "--out", key.to_str().expect("utf-8 path")]);
-    std::fs::copy(work.path().join("release-key.pub"), trust.join("release.pub")).expect("trusting the key");
+    let (trust, key) = signing_key(work.path());
     let good = work.path().join("good.bundle");
     bundle(&good, &key, NEW, &format!("edgeai-{}", std::env::consts::ARCH), &[], true);
     let size = std::fs::metadata(&good).expect("bundle").len();
@@ -276,11 +279,7 @@ fn files_named(dir: &Path, name: &str) -> Vec<PathBuf> {
 #[test]
 fn a_pending_version_whose_retrieval_fails_is_rolled_back() {
     let work = tempfile::tempdir().expect("tempdir");
-    let trust = work.path().join("trust.d");
-    std::fs::create_dir(&trust).expect("trust dir");
-    let key = work.path().join("release-key");
-    ctl_offline(&["keys", "gen-signing", "--out", key.to_str().expect("utf-8 path")]);
-    std::fs::copy(work.path().join("release-key.pub"), trust.join("release.pub")).expect("trusting the key");
+    let (trust, key) = signing_key(work.path());
     let compatible = format!("edgeai-{}", std::env::consts::ARCH);
     let good = work.path().join("good.bundle");
     bundle(&good, &key, NEW, &compatible, &[], true);
