@@ -4,8 +4,9 @@
 //! says RELOADING=1 and execs the installed binary in its own process: the
 //! same pid goes on as the new version (no exit 75), adopts the same socket
 //! at fd 3, says READY=1 again and commits itself. A request sent in the gap
-//! waits in the socket's backlog and is answered. Without a notify socket
-//! the daemon exits 75 as before (tests/tests/update_install.rs).
+//! waits in the socket's backlog and is answered. Without passed sockets the
+//! new image binds its own. Without a notify socket the daemon exits 75 as
+//! before (tests/tests/update_install.rs).
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (style.md)
 
@@ -118,4 +119,35 @@ fn a_stop_during_the_restart_drain_stops_for_good() {
     let _ = chat.join();
     let state: Value = serde_json::from_str(&std::fs::read_to_string(d.dir().join("update-state.json")).unwrap()).unwrap();
     assert_eq!((state["status"].as_str(), state["attempts"].as_u64()), (Some("pending"), Some(0)), "{state}");
+}
+
+/// Under systemd without socket activation (`edgeai.socket` not enabled):
+/// the daemon bound its sockets itself, so the exec in place passes none;
+/// the new image binds them again, the same pid serving on both.
+#[test]
+fn without_passed_sockets_the_new_image_binds_its_own() {
+    let signed = SignedBundle::new("9.9.0");
+    let mut b = DaemonBuilder::new();
+    let notify = b.notify_socket();
+    let mut d =
+        b.set("update.enabled", true).set("update.commit_after_secs", 1).set("update.trust_dir", signed.trust.to_str().unwrap()).start();
+    let pid = d.pid();
+    let (ready_at, _) = notify.wait_for(0, Duration::from_secs(60), "READY=1", |n| n.has("READY=1"));
+    let out = d.ctl(&["update", "install", signed.path.to_str().unwrap()]);
+    assert!(out.status.success(), "update install: {}", String::from_utf8_lossy(&out.stderr));
+    let (reloading_at, _) = notify.wait_for(ready_at + 1, Duration::from_secs(60), "RELOADING=1", |n| n.has("RELOADING=1"));
+    notify.wait_for(reloading_at + 1, Duration::from_secs(120), "READY=1 from the new image", |n| n.has("READY=1"));
+    d.wait_log_message("update: committed; the version is good", Duration::from_secs(120));
+    assert!(d.try_exit().is_none(), "the daemon exited instead of restarting in place\n{}", d.dump_logs());
+    assert_eq!(d.pid(), pid);
+    assert!(d.logs_with_message(ADOPTED).is_empty(), "no socket was passed: {}", d.dump_logs());
+    let a = d.unix_client().chat_blocking("What is Modbus?", "ivan", None);
+    assert!(!a["answer"].as_str().unwrap().trim().is_empty(), "{a}");
+    // The harness listens on port 0: the new image bound a port of its own.
+    let readies = d.logs_with_message("ready");
+    assert_eq!(readies.len(), 2, "{}", d.dump_logs());
+    let tcp = readies[1].field_str("listen").unwrap().parse().unwrap();
+    assert_eq!(Client::new(Target::Tcp(tcp)).get("/health").status, 200, "the new image serves TCP");
+    d.sigterm();
+    assert!(d.wait_exit(Duration::from_secs(60)).success());
 }
