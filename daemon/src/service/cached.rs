@@ -160,7 +160,7 @@ impl Service {
             }
             Some(hit) => {
                 let task_id = new_id();
-                tracing::info!(task_id = %task_id, app = %app.id, "answered from the response cache");
+                tracing::debug!(task_id = %task_id, app = %app.id, "answered from the response cache");
                 OpenAiProbe::Hit(hit_run(task_id.clone(), task_id, None, hit, std::time::Duration::ZERO))
             }
         }
@@ -218,7 +218,10 @@ pub(super) async fn reply_from_cache(
     };
     store.record_answered(m, new_conversation, o).await?;
     let latency = started.elapsed();
-    tracing::info!(task_id = %task_id, message_id = %message_id, app = %app.id, similarity = ?hit.similarity, "answered from the response cache");
+    // DEBUG, not INFO: hits come thousands a second, and journald's rate
+    // limit (10,000 lines per 30 s by default) would then drop the
+    // daemon's warnings with them; the metrics and the message row count them.
+    tracing::debug!(task_id = %task_id, message_id = %message_id, app = %app.id, similarity = ?hit.similarity, "answered from the response cache");
     let mut run = hit_run(task_id, message_id, conversation_id, hit, latency);
     run.retriever_resources = retriever_resources;
     Ok(run)
