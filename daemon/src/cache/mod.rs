@@ -505,6 +505,7 @@ mod tests {
             history: &[],
             context: None,
         })
+        .expect("key")
     }
 
     fn cache(dir: &std::path::Path, max_bytes: u64, ttl_secs: u64) -> (Arc<ResponseCache>, Store) {

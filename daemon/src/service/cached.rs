@@ -106,7 +106,7 @@ impl Service {
             Some(c) => self.store.history(c, app.history_turns).await?,
             None => Vec::new(),
         };
-        let mut key = CacheKey::dify(&DifyParts {
+        let key = CacheKey::dify(&DifyParts {
             app_id: &app.id,
             app_version: version,
             model: &self.model.config.name,
@@ -116,6 +116,7 @@ impl Service {
             history: &history,
             context: turn.context.as_deref(),
         });
+        let Some(mut key) = usable_key(&app.id, key) else { return Ok(Probe { history: Some(history), ..Probe::default() }) };
         let mut hit = cache.get(&key);
         if let (None, Some(threshold)) = (&hit, cache.semantic_threshold(&app.id)) {
             key.embedding = self.query_embedding(&app.id, &turn.query).await;
@@ -153,6 +154,7 @@ impl Service {
     pub(super) fn cache_probe_openai(&self, app: &Arc<AppDefinition>, messages: &[ChatMessage], params: &SamplingParams) -> OpenAiProbe {
         let Some((cache, version)) = self.cacheable(app, params) else { return OpenAiProbe::Miss(None) };
         let key = CacheKey::openai(&app.id, version, &self.model.config.name, params, messages);
+        let Some(key) = usable_key(&app.id, key) else { return OpenAiProbe::Miss(None) };
         match cache.get(&key) {
             None => {
                 cache.missed();
@@ -165,6 +167,13 @@ impl Service {
             }
         }
     }
+}
+
+/// The key, or `None` (logged) when it could not be written: the request
+/// then goes to the model uncached.
+fn usable_key(app_id: &str, key: Result<CacheKey, serde_json::Error>) -> Option<CacheKey> {
+    key.map_err(|error| tracing::warn!(app = app_id, %error, "response cache: the request's key could not be written; answering uncached"))
+        .ok()
 }
 
 /// A finished run whose events are the cached answer and its end.
