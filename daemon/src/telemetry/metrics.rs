@@ -605,6 +605,11 @@ const ROUTES: &[&str] = &[
 /// Runs on every request: no allocation.
 pub fn route_label(path: &str) -> &'static str {
     let path = path.trim_end_matches('/');
+    // Most requests name a literal route: one string compare each, before
+    // the segment-by-segment match (which was 5% of a cache hit's CPU).
+    if let Some(literal) = ROUTES.iter().copied().find(|p| *p == path) {
+        return literal;
+    }
     let wildcards = |pattern: &str| pattern.matches("{id}").count();
     ROUTES.iter().copied().filter(|p| matches_route(p, path)).min_by_key(|p| wildcards(p)).unwrap_or("other")
 }
