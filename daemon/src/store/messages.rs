@@ -490,7 +490,9 @@ pub(super) fn answered_in(
         (Some(_), Some(name)) => insert_started_conversation(tx, &m, &name, now)?,
         (Some(c), None) => {
             find_scoped(tx, &m.app_id, &m.user, c)?;
-            tx.execute("UPDATE conversations SET updated_at = ?2 WHERE id = ?1", params![c, now]).map_err(sql(op))?;
+            tx.prepare_cached("UPDATE conversations SET updated_at = ?2 WHERE id = ?1")
+                .and_then(|mut stmt| stmt.execute(params![c, now]))
+                .map_err(sql(op))?;
         }
         (None, _) => {}
     }
