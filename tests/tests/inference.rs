@@ -141,15 +141,21 @@ fn four_concurrent_streams_interleave_and_match_their_solo_answers() {
         assert!(s.end.is_some(), "{q:?}: no message_end: {:?}", s.events);
         // llama.cpp does not promise bit-identical logits for a sequence
         // decoded alone and in a batch (the matmul kernel depends on the
-        // step's token count), so a near-tie late in an answer may flip
-        // (the CI run of 626aadd: "design" for "appearance" at token ~35 of
-        // 40). A mix-up of sequences or of their KV cells diverges at once,
-        // so the answers must agree over at least the first half.
+        // step's token count), so a near-tie may flip: the CI run of 626aadd
+        // saw "design" for "appearance" at token ~35 of 40, the `make test`
+        // run at 3dc5075 "based" for "crucial" at token ~9. A mix-up of
+        // sequences or of their KV cells gives another prompt's answer: so
+        // each batched answer must follow its own solo answer at least as
+        // far as any other prompt's, and past the common list or story
+        // opening.
         let alone = alone["answer"].as_str().unwrap();
-        let same = s.answer.chars().zip(alone.chars()).take_while(|(a, b)| a == b).count();
+        let prefix = |a: &str, b: &str| a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+        let same = prefix(&s.answer, alone);
+        let nearest_other =
+            solo.iter().filter_map(|o| o["answer"].as_str()).filter(|o| *o != alone).map(|o| prefix(&s.answer, o)).max().unwrap_or(0);
         assert!(
-            same * 2 >= alone.chars().count(),
-            "{q:?}: the batched answer leaves the solo greedy answer after {same} characters:\n batched: {:?}\n solo:    {alone:?}",
+            same >= nearest_other && same >= 16,
+            "{q:?}: the batched answer follows its solo greedy answer for {same} characters, another prompt's for {nearest_other}:\n batched: {:?}\n solo:    {alone:?}",
             s.answer
         );
         if s.answer != alone {
