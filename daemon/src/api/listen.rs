@@ -386,15 +386,17 @@ pub async fn serve(listeners: Listeners, state: Arc<ApiState>, shutdown: impl Fu
     drop(listeners);
     let open = state.limits.max_connections - permits.available_permits();
     tracing::info!(open_connections = open, grace_secs = grace.as_secs(), "stopped accepting; draining connections");
+    let paused = if open > 0 { FIRST_REQUEST_GRACE.min(grace) } else { Duration::ZERO };
     if open > 0 {
         // hyper's graceful shutdown closes at once a connection whose first
         // request it has not read yet, and one accepted just before the
         // stop may have its request on the wire: its client would get
         // nothing (seen once in 250 polls across a restart in place). A
         // short pause lets such requests start; started ones finish below.
-        tokio::time::sleep(FIRST_REQUEST_GRACE.min(grace)).await;
+        // The pause counts against the grace, which is the drain's bound.
+        tokio::time::sleep(paused).await;
     }
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
+    match tokio::time::timeout(grace - paused, graceful.shutdown()).await {
         Ok(()) => 0,
         Err(_) => {
             let left = state.limits.max_connections - permits.available_permits();
