@@ -7,7 +7,9 @@
 #      systemd-box tests, optional). Checked with dpkg-query; apt-get update and install run only
 #      when something is missing (as root, or through sudo).
 #   2. The Python clients for the end-to-end tests: a venv at .cache/venv with dify-client and
-#      OpenAI's openai (both pinned; openai for tests/tests/knowledge_sdk.rs's /v1/embeddings check).
+#      OpenAI's openai (both pinned; openai for tests/tests/knowledge_sdk.rs's /v1/embeddings check),
+#      and oelint-adv with its parser and data (pinned) for tests/tests/yocto_layer.rs, which lints
+#      the Yocto layer in yocto-layer/ (rules: yocto-layer/.oelint.cfg).
 #   3. Dify's Node SDK for the end-to-end test: Node.js and npm (Debian nodejs, npm) and
 #      `npm ci` in tests/node (dify-client pinned in its package.json and package-lock.json).
 #   4. The default model, through scripts/fetch-model.sh (into .cache/models).
@@ -32,6 +34,8 @@ readonly OPTIONAL_PKGS=(systemd-container)
 readonly TEST_TOOL_PKGS=(qemu-user binutils prometheus wrk iproute2)
 readonly DIFY_CLIENT_VERSION=0.1.10
 readonly OPENAI_VERSION=3.57.0
+# oelint-adv's findings depend on its parser and its variable data too, so all three are pinned.
+readonly OELINT_PINS=(oelint-adv==9.11.2 oelint-parser==8.13.2 oelint-data==1.5.26)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -86,24 +90,31 @@ else
   say "warning: and, for the CPU baseline and metrics tests: ${TEST_TOOL_PKGS[*]}"
 fi
 
-# The venv counts as ready when its python imports the pinned dify-client and openai.
+# The venv counts as ready when its python imports the pinned dify-client and openai, and has
+# the pinned oelint-adv, oelint-parser and oelint-data with the oelint-adv command.
 venv_ready() {
-  "$venv/bin/python" - "$DIFY_CLIENT_VERSION" "$OPENAI_VERSION" <<'PY' >/dev/null 2>&1
+  "$venv/bin/python" - "$DIFY_CLIENT_VERSION" "$OPENAI_VERSION" "${OELINT_PINS[@]}" <<'PY' >/dev/null 2>&1 || return 1
 import importlib.metadata, sys
 import dify_client, openai  # noqa: F401
-sys.exit(importlib.metadata.version("dify-client") != sys.argv[1] or importlib.metadata.version("openai") != sys.argv[2])
+if importlib.metadata.version("dify-client") != sys.argv[1] or importlib.metadata.version("openai") != sys.argv[2]:
+    sys.exit(1)
+for pin in sys.argv[3:]:
+    name, version = pin.split("==")
+    if importlib.metadata.version(name) != version:
+        sys.exit(1)
 PY
+  [ -x "$venv/bin/oelint-adv" ]
 }
 
 if ! venv_ready; then
-  say "creating the test venv at $venv with dify-client==$DIFY_CLIENT_VERSION openai==$OPENAI_VERSION"
+  say "creating the test venv at $venv with dify-client==$DIFY_CLIENT_VERSION openai==$OPENAI_VERSION ${OELINT_PINS[*]}"
   mkdir -p -- "$repo/.cache"
   if ! "$venv/bin/python" -c '' >/dev/null 2>&1; then
     python3 -m venv --clear "$venv" >&2 || die "python3 -m venv $venv failed (apt-get install python3-venv)"
   fi
-  "$venv/bin/python" -m pip install --quiet "dify-client==$DIFY_CLIENT_VERSION" "openai==$OPENAI_VERSION" >&2 \
-    || die "pip install dify-client==$DIFY_CLIENT_VERSION openai==$OPENAI_VERSION failed (is PyPI reachable?)"
-  venv_ready || die "$venv still cannot import dify_client $DIFY_CLIENT_VERSION and openai $OPENAI_VERSION"
+  "$venv/bin/python" -m pip install --quiet "dify-client==$DIFY_CLIENT_VERSION" "openai==$OPENAI_VERSION" "${OELINT_PINS[@]}" >&2 \
+    || die "pip install dify-client==$DIFY_CLIENT_VERSION openai==$OPENAI_VERSION ${OELINT_PINS[*]} failed (is PyPI reachable?)"
+  venv_ready || die "$venv still lacks dify_client $DIFY_CLIENT_VERSION, openai $OPENAI_VERSION or ${OELINT_PINS[*]}"
 fi
 
 # --- Dify's Node SDK (tests/tests/dify_node.rs) ------------------------------------------------
