@@ -134,3 +134,14 @@ pub fn update_files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A tool on PATH, or `None` after a loud SKIP. Under CI (`CI` set) a
+/// missing tool fails instead: scripts/setup.sh installs it there.
+pub fn tool(name: &str, package: &str, test: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()));
+    if found.is_none() {
+        assert!(std::env::var_os("CI").is_none(), "{name} is missing under CI: scripts/setup.sh installs Debian {package}");
+        eprintln!("SKIP {test}: {name} is not installed (apt-get install {package}, or run scripts/setup.sh)");
+    }
+    found
+}

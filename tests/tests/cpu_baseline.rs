@@ -12,21 +12,10 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use edgeai_tests::{paths, DaemonBuilder};
-
-/// A tool on PATH, or `None` after a loud SKIP. Under CI (`CI` set) a
-/// missing tool fails instead: scripts/setup.sh installs it there.
-fn tool(name: &str, package: &str, test: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()));
-    if found.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "{name} is missing under CI: scripts/setup.sh installs Debian {package}");
-        eprintln!("SKIP {test}: {name} is not installed (apt-get install {package}, or run scripts/setup.sh)");
-    }
-    found
-}
 
 fn x86_64(test: &str) -> bool {
     if cfg!(target_arch = "x86_64") {
@@ -66,7 +55,7 @@ fn without_avx2_edgeaid_exits_79_naming_the_missing_features() {
     if !x86_64(TEST) {
         return;
     }
-    let (Some(qemu), Some(cc)) = (tool("qemu-x86_64", "qemu-user", TEST), tool("cc", "gcc", TEST)) else {
+    let (Some(qemu), Some(cc)) = (paths::tool("qemu-x86_64", "qemu-user", TEST), paths::tool("cc", "gcc", TEST)) else {
         return;
     };
     let mut b = DaemonBuilder::new();
@@ -88,7 +77,7 @@ fn with_avx2_edgeaid_passes_and_ggml_has_its_avx2_kernels() {
     if !x86_64(TEST) {
         return;
     }
-    let Some(qemu) = tool("qemu-x86_64", "qemu-user", TEST) else {
+    let Some(qemu) = paths::tool("qemu-x86_64", "qemu-user", TEST) else {
         return;
     };
     let mut b = DaemonBuilder::new();
@@ -144,7 +133,7 @@ fn our_code_is_baseline_while_ggml_kernels_use_avx2() {
     if !x86_64(TEST) {
         return;
     }
-    if tool("objdump", "binutils", TEST).is_none() {
+    if paths::tool("objdump", "binutils", TEST).is_none() {
         return;
     }
     // Our crate's functions (legacy mangling `_ZN7edgeaid…`, the lib and the

@@ -45,17 +45,6 @@ fn repo() -> PathBuf {
     paths::repo_root()
 }
 
-/// A tool on PATH, or `None` after a loud SKIP. Under CI (`CI` set) a missing tool fails
-/// instead: scripts/setup.sh installs it there.
-fn tool(name: &str, package: &str, test: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()));
-    if found.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "{name} is missing under CI: scripts/setup.sh installs Debian {package}");
-        eprintln!("SKIP {test}: {name} is not installed (apt-get install {package}, or run scripts/setup.sh)");
-    }
-    found
-}
-
 fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
@@ -170,7 +159,7 @@ fn check_srcrev(rev: &str) -> Result<(), String> {
 
 /// The SRCREV of the recipe, checked; `None` (after a SKIP) without git.
 fn srcrev(test: &str) -> Option<String> {
-    tool("git", "git", test)?;
+    paths::tool("git", "git", test)?;
     let (path, _, body) = recipe();
     let rev = required_var(&body, "SRCREV", &path.display().to_string());
     if let Err(e) = check_srcrev(&rev) {
@@ -200,7 +189,7 @@ fn srcrev_is_a_commit_of_this_repository_and_pv_its_workspace_version() {
 fn license_checksums_match_the_lines_at_srcrev() {
     let test = "license_checksums_match_the_lines_at_srcrev";
     let Some(rev) = srcrev(test) else { return };
-    let Some(md5sum) = tool("md5sum", "coreutils", test) else { return };
+    let Some(md5sum) = paths::tool("md5sum", "coreutils", test) else { return };
     let (path, _, body) = recipe();
     let lic = required_var(&body, "LIC_FILES_CHKSUM", &path.display().to_string());
     let mut checked = 0;
@@ -241,7 +230,7 @@ fn gen_crates_inc(python: &Path, args: &[&str]) -> Output {
 #[test]
 fn crates_inc_matches_the_cargo_lock_at_srcrev() {
     let test = "crates_inc_matches_the_cargo_lock_at_srcrev";
-    let Some(python) = tool("python3", "python3", test) else { return };
+    let Some(python) = paths::tool("python3", "python3", test) else { return };
     let Some(rev) = srcrev(test) else { return };
     let out = gen_crates_inc(&python, &["--check"]);
     assert!(out.status.success(), "the crates inc and Cargo.lock drifted apart:\n{}", text(&out));
@@ -286,7 +275,7 @@ fn check_doctored_lock(python: &Path, edit: impl Fn(&str) -> String) -> (Output,
 
 #[test]
 fn crates_inc_check_fails_when_cargo_lock_changes() {
-    let Some(python) = tool("python3", "python3", "crates_inc_check_fails_when_cargo_lock_changes") else { return };
+    let Some(python) = paths::tool("python3", "python3", "crates_inc_check_fails_when_cargo_lock_changes") else { return };
     // A new crate: the check fails, names it and says which command regenerates the inc.
     let (out, _dir) = check_doctored_lock(&python, |l| {
         format!(
@@ -323,7 +312,7 @@ fn crates_inc_check_fails_when_cargo_lock_changes() {
 
 #[test]
 fn crates_inc_has_the_update_crates_format() {
-    let Some(python) = tool("python3", "python3", "crates_inc_has_the_update_crates_format") else { return };
+    let Some(python) = paths::tool("python3", "python3", "crates_inc_has_the_update_crates_format") else { return };
     // What cargo-update-recipe-crates.bbclass (scarthgap and wrynose) writes for this lockfile:
     // lockfile order, path packages skipped, a blank line before the checksums.
     let lock = "version = 4\n\n[[package]]\nname = \"a-crate\"\nversion = \"1.0.0\"\n\
@@ -477,7 +466,7 @@ fn every_systemd_service_unit_exists_at_srcrev_and_verifies() {
         );
         contents.push((unit.clone(), at_rev_text(&rev, &rel)));
     }
-    let Some(analyze) = tool("systemd-analyze", "systemd", test) else { return };
+    let Some(analyze) = paths::tool("systemd-analyze", "systemd", test) else { return };
     if let Err(e) = verify_units(&analyze, &contents) {
         panic!("systemd-analyze verify on the units at SRCREV {rev}:\n{e}");
     }
@@ -566,7 +555,7 @@ fn ggml_variables_are_the_ones_the_daemon_checks() {
 
 #[test]
 fn ggml_features_follow_the_tune_and_packageconfig() {
-    let Some(python) = tool("python3", "python3", "ggml_features_follow_the_tune_and_packageconfig") else { return };
+    let Some(python) = paths::tool("python3", "python3", "ggml_features_follow_the_tune_and_packageconfig") else { return };
     let (path, _, body) = recipe();
     // The recipe's python functions, run as bitbake would with a stand-in datastore.
     let start = body.find("def edgeai_ggml_features(d):").unwrap_or_else(|| panic!("{}: no edgeai_ggml_features", path.display()));
@@ -610,7 +599,7 @@ for arch, tune, config in [a.split('|') for a in sys.argv[1:]]:
 fn openmp_off_edit_applies_to_the_manifest_at_srcrev() {
     let test = "openmp_off_edit_applies_to_the_manifest_at_srcrev";
     let Some(rev) = srcrev(test) else { return };
-    let Some(sed) = tool("sed", "sed", test) else { return };
+    let Some(sed) = paths::tool("sed", "sed", test) else { return };
     let (path, _, body) = recipe();
     let line = function_body(&body, "edgeai_openmp_feature() {")
         .into_iter()
@@ -716,7 +705,7 @@ fn the_conffile_sets_nothing_and_the_daemon_reads_it() {
 #[test]
 fn the_model_link_lands_where_the_config_looks() {
     let test = "the_model_link_lands_where_the_config_looks";
-    let Some(tmpfiles) = tool("systemd-tmpfiles", "systemd", test) else { return };
+    let Some(tmpfiles) = paths::tool("systemd-tmpfiles", "systemd", test) else { return };
     let model = read(MODEL_RECIPE);
     let gguf = required_var(&model, "EDGEAI_MODEL", MODEL_RECIPE);
     let dir = tempfile::tempdir().expect("a temp dir");
